@@ -1,0 +1,1 @@
+//! fedistill coordinator driver.

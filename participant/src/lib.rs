@@ -1,0 +1,1 @@
+//! fedistill participant driver.

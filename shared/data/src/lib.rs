@@ -1,0 +1,1 @@
+//! Datasets: readers, catalog, splits, partitioners.

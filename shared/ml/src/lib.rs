@@ -1,0 +1,1 @@
+//! ML stack on candle.

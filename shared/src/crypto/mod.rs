@@ -1,0 +1,1 @@
+//! ed25519 identities and domain-separated signed envelopes (`Signed<T>` -> `Verified<T>`).

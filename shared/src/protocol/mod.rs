@@ -1,0 +1,1 @@
+//! Sans-IO state machines for the coordinator round and the participant session.

@@ -1,0 +1,1 @@
+//! rustls mutual-TLS configurations built from PEM bytes.

@@ -1,0 +1,1 @@
+//! The only serializable types: versioned, length-prefixed frames with bounded decoding.

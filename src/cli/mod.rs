@@ -1,0 +1,17 @@
+//! Subcommand implementations of the `fedistill` binary, one module per command family.
+
+pub mod data;
+
+/// Sets up `tracing` output on stderr: human-readable by default, JSON lines with `--log-json`.
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
