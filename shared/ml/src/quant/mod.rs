@@ -1,0 +1,11 @@
+//! Quantization of the deployable student: INT8 (ggml Q8_0) and mixed profiles, post-training
+//! quantization with calibration, quantization-aware training, GGUF/safetensors export with a model card,
+//! and the quantization table (size, accuracy, latency) the `local` command and the benchmark print.
+
+pub mod fakequant;
+pub mod model;
+
+pub use fakequant::{fake_quant, FakeQuantQ8};
+pub use model::{
+    pad32, Arch, Kernel, LayerFormat, Profile, QuantizedModel, DEFAULT_AUTO_THRESHOLD,
+};
