@@ -2,10 +2,14 @@
 //! quantization with calibration, quantization-aware training, GGUF/safetensors export with a model card,
 //! and the quantization table (size, accuracy, latency) the `local` command and the benchmark print.
 
+pub mod export;
 pub mod fakequant;
 pub mod model;
+pub mod ptq;
 
+pub use export::{export_student, load_student, CardInfo, DatasetRef, ModelCard};
 pub use fakequant::{fake_quant, FakeQuantQ8};
 pub use model::{
     pad32, Arch, Kernel, LayerFormat, Profile, QuantizedModel, DEFAULT_AUTO_THRESHOLD,
 };
+pub use ptq::{quantize, LayerReport, PtqOptions, PtqReport};
