@@ -1,0 +1,104 @@
+//! `DataError`: every way loading or splitting a dataset can fail, each naming the file, where in
+//! it, and what was expected, so that a bad file or flag yields a clear message instead of a panic.
+
+use std::path::PathBuf;
+
+/// An error from reading, decoding, cataloguing or splitting a dataset.
+///
+/// `file` fields name where the bytes came from: a filesystem path, or `embedded:<file>` for the
+/// copies compiled into the binary.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// A file could not be opened or read (missing, unreadable).
+    #[error("{file}: cannot read: {source}")]
+    Io {
+        /// The path that was being read.
+        file: String,
+        /// The operating-system error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A gzip stream (detected by its magic bytes 1f 8b) is truncated or corrupt, or inflates past
+    /// the size cap.
+    #[error("{file}: gzip stream broken after {decompressed} decompressed bytes: {detail}")]
+    Gzip {
+        /// The file holding the gzip stream.
+        file: String,
+        /// How many bytes had been decompressed when the error occurred.
+        decompressed: u64,
+        /// What went wrong.
+        detail: String,
+    },
+
+    /// An IDX file (MNIST format) does not match the format or the expected shape.
+    #[error("{file}: IDX byte offset {offset}: expected {expected}, found {found}")]
+    Idx {
+        /// The IDX file.
+        file: String,
+        /// Byte offset in the (decompressed) IDX stream where the problem was found.
+        offset: u64,
+        /// What the reader expected there.
+        expected: String,
+        /// What it found instead.
+        found: String,
+    },
+
+    /// A CSV file does not match its dataset's schema (field count, header, number, category, label).
+    #[error("{file}: line {line}: expected {expected}, found {found}")]
+    Csv {
+        /// The CSV file.
+        file: String,
+        /// 1-based line number (line 1 is the header when there is one).
+        line: u64,
+        /// What the schema expected.
+        expected: String,
+        /// What the file holds instead.
+        found: String,
+    },
+
+    /// Two files that must describe the same samples disagree (e.g. image and label counts).
+    #[error("{file}: {detail}")]
+    Mismatch {
+        /// The file found inconsistent with its partner.
+        file: String,
+        /// What disagrees.
+        detail: String,
+    },
+
+    /// The dataset name is not in the catalog.
+    #[error("unknown dataset `{name}`; known datasets: {}", known.join(", "))]
+    UnknownDataset {
+        /// The name that was asked for.
+        name: String,
+        /// Every name the catalog knows.
+        known: Vec<String>,
+    },
+
+    /// A dataset that is installed rather than embedded was not found on disk.
+    #[error("dataset `{name}`: {missing} not found in {}; {hint}", dir.display())]
+    NotInstalled {
+        /// The dataset name.
+        name: String,
+        /// The directory that was searched.
+        dir: PathBuf,
+        /// The first file that is missing.
+        missing: String,
+        /// How to install it (an exact command).
+        hint: String,
+    },
+
+    /// Split or partition arguments that cannot be satisfied (too many participants, alpha <= 0,
+    /// k > classes, fractions outside (0,1), ...).
+    #[error("invalid split: {0}")]
+    InvalidSplit(String),
+
+    /// A `Dataset` whose fields are inconsistent (e.g. `features.len() != n * dim`).
+    #[error("invalid dataset `{name}`: {detail}")]
+    InvalidDataset {
+        /// The dataset's name.
+        name: String,
+        /// Which invariant is broken.
+        detail: String,
+    },
+}
