@@ -6,6 +6,8 @@ pub mod export;
 pub mod fakequant;
 pub mod model;
 pub mod ptq;
+pub mod qat;
+pub mod table;
 
 pub use export::{export_student, load_student, CardInfo, DatasetRef, ModelCard};
 pub use fakequant::{fake_quant, FakeQuantQ8};
@@ -13,3 +15,5 @@ pub use model::{
     pad32, Arch, Kernel, LayerFormat, Profile, QuantizedModel, DEFAULT_AUTO_THRESHOLD,
 };
 pub use ptq::{quantize, LayerReport, PtqOptions, PtqReport};
+pub use qat::{fake_quant_forward, qat_finetune, QatConfig, QatStats, QatTargets};
+pub use table::{evaluate_quantized, format_table, quantization_table, KernelTiming, QuantRow};
