@@ -310,6 +310,66 @@ pub fn load_student(path: &Path, expected: &Arch) -> Result<QuantizedModel> {
     }
 }
 
+/// The architecture recorded in an exported student: GGUF metadata, the f16 safetensors metadata, or the
+/// model card beside the file (`<file>.card.json`); `None` when none of them says (a bare f32 checkpoint).
+pub fn recorded_arch(path: &Path) -> Result<Option<Arch>> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    if bytes.starts_with(b"GGUF") {
+        let content = gguf_file::Content::read(&mut Cursor::new(&bytes[..]))
+            .map_err(|e| ckpt(path, format!("not a readable GGUF file: {e}")))?;
+        let get = |k: &str| {
+            content
+                .metadata
+                .get(k)
+                .and_then(|v| v.to_u64().ok())
+                .map(|v| v as usize)
+        };
+        let hidden = content
+            .metadata
+            .get("fedistill.hidden")
+            .and_then(|v| v.to_vec().ok())
+            .map(|v| {
+                v.iter()
+                    .filter_map(|x| x.to_u64().ok())
+                    .map(|x| x as usize)
+                    .collect::<Vec<_>>()
+            });
+        return match (hidden, get("fedistill.in_dim"), get("fedistill.classes")) {
+            (Some(hidden), Some(in_dim), Some(classes)) => Ok(Some(Arch {
+                hidden,
+                in_dim,
+                classes,
+            })),
+            _ => Err(ckpt(
+                path,
+                "GGUF metadata lacks fedistill.hidden / in_dim / classes",
+            )),
+        };
+    }
+    if let Ok((_, meta)) = safetensors::SafeTensors::read_metadata(&bytes) {
+        if let Some(a) = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("fedistill.arch"))
+        {
+            let arch = serde_json::from_str(a)
+                .map_err(|e| ckpt(path, format!("bad fedistill.arch metadata: {e}")))?;
+            return Ok(Some(arch));
+        }
+    }
+    let mut card_name = path.as_os_str().to_owned();
+    card_name.push(".card.json");
+    let card_path = PathBuf::from(card_name);
+    match std::fs::read(&card_path) {
+        Ok(b) => {
+            let card: ModelCard = serde_json::from_slice(&b)
+                .map_err(|e| ckpt(&card_path, format!("bad model card: {e}")))?;
+            Ok(Some(card.arch))
+        }
+        Err(_) => Ok(None),
+    }
+}
+
 fn relabel(e: MlError, path: &Path) -> MlError {
     match e {
         MlError::Checkpoint { reason, .. } => ckpt(path, reason),
@@ -589,6 +649,25 @@ mod tests {
             Ok(_) => panic!("loaded a bad file"),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[test]
+    fn recorded_arch_is_read_from_file_or_card() {
+        let (m, arch, _) = student();
+        let dir = tempfile::tempdir().expect("tmp");
+        for p in Profile::ALL {
+            let q = QuantizedModel::from_model(&m, p).expect("quantize");
+            let (path, _) =
+                export_student(&q, &m, dir.path(), p.name(), &CardInfo::default()).expect("export");
+            assert_eq!(
+                recorded_arch(&path).expect("arch"),
+                Some(arch.clone()),
+                "{p}"
+            );
+        }
+        let bare = dir.path().join("bare.safetensors");
+        m.save(&bare).expect("save");
+        assert_eq!(recorded_arch(&bare).expect("arch"), None);
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! quantization with calibration, quantization-aware training, GGUF/safetensors export with a model card,
 //! and the quantization table (size, accuracy, latency) the `local` command and the benchmark print.
 
+pub mod bench;
+pub mod config;
 pub mod export;
 pub mod fakequant;
 pub mod model;
@@ -9,7 +11,9 @@ pub mod ptq;
 pub mod qat;
 pub mod table;
 
-pub use export::{export_student, load_student, CardInfo, DatasetRef, ModelCard};
+pub use bench::{bench_quantize, QatRow, QuantBenchConfig, QuantBenchReport, TeacherVsInt8};
+pub use config::{parse_quantize_file, QuantizeFile};
+pub use export::{export_student, load_student, recorded_arch, CardInfo, DatasetRef, ModelCard};
 pub use fakequant::{fake_quant, FakeQuantQ8};
 pub use model::{
     pad32, Arch, Kernel, LayerFormat, Profile, QuantizedModel, DEFAULT_AUTO_THRESHOLD,

@@ -12,6 +12,7 @@ use super::model::{float_layers, FloatLayer, LayerFormat, Profile, QLayer, Quant
 
 /// Options of [`quantize`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct PtqOptions {
     /// Add the per-channel mean output error on the calibration set back to each quantized layer's bias.
     pub bias_correction: bool,

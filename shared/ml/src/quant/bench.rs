@@ -1,0 +1,250 @@
+//! The quantization benchmark behind `fedistill bench quantize`: trains a teacher and an f32 student on a
+//! seeded split, then measures every profile against the f32 student in the same run, the teacher against
+//! the int8 student, and QAT against plain PTQ.
+
+use fedistill_data::{split, Dataset, Partition, SplitConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{MlError, Result};
+use crate::model::{Model, ModelConfig};
+use crate::progress::Progress;
+use crate::train::{train_teacher, TrainConfig};
+
+use super::model::{Kernel, Profile};
+use super::ptq::{quantize, PtqOptions, PtqReport};
+use super::qat::{qat_finetune, QatConfig, QatTargets};
+use super::table::{quantization_table, QuantRow, LATENCY_PASSES};
+
+/// Settings of the benchmark.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuantBenchConfig {
+    /// Teacher architecture.
+    pub teacher: ModelConfig,
+    /// Student architecture (an MLP).
+    pub student: ModelConfig,
+    /// Training of teacher and student.
+    pub train: TrainConfig,
+    /// QAT fine-tuning.
+    pub qat: QatConfig,
+    /// Seed of the split.
+    pub seed: u64,
+}
+
+impl QuantBenchConfig {
+    /// The full benchmark.
+    pub fn full() -> Self {
+        QuantBenchConfig {
+            teacher: ModelConfig::Mlp {
+                hidden: vec![512, 256],
+            },
+            student: ModelConfig::Mlp { hidden: vec![128] },
+            train: TrainConfig {
+                epochs: 15,
+                seed: 1,
+                ..TrainConfig::default()
+            },
+            qat: QatConfig {
+                epochs: 2,
+                ..QatConfig::default()
+            },
+            seed: 42,
+        }
+    }
+
+    /// A quick run (fewer epochs, smaller teacher).
+    pub fn quick() -> Self {
+        QuantBenchConfig {
+            teacher: ModelConfig::Mlp { hidden: vec![256] },
+            train: TrainConfig {
+                epochs: 3,
+                seed: 1,
+                ..TrainConfig::default()
+            },
+            qat: QatConfig {
+                epochs: 1,
+                ..QatConfig::default()
+            },
+            ..Self::full()
+        }
+    }
+}
+
+/// The teacher against the int8 student (both measured in this run).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeacherVsInt8 {
+    /// Teacher test accuracy.
+    pub teacher_accuracy: f64,
+    /// Int8 student test accuracy.
+    pub int8_accuracy: f64,
+    /// `int8_accuracy / teacher_accuracy`.
+    pub accuracy_ratio: f64,
+    /// Teacher batch-1 p50 latency, microseconds.
+    pub teacher_latency_p50_us: f64,
+    /// Int8 student batch-1 p50 latency (QMatMul), microseconds.
+    pub int8_latency_p50_us: f64,
+    /// `teacher_latency_p50_us / int8_latency_p50_us`.
+    pub speedup_batch1: f64,
+    /// Teacher samples/s at batch 128.
+    pub teacher_throughput: f64,
+    /// Int8 student samples/s at batch 128 (automatic kernel).
+    pub int8_throughput: f64,
+    /// `int8_throughput / teacher_throughput`.
+    pub throughput_ratio: f64,
+}
+
+/// PTQ against QAT for one profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QatRow {
+    /// Profile.
+    pub profile: String,
+    /// f32 student accuracy.
+    pub f32_accuracy: f64,
+    /// Accuracy after post-training quantization.
+    pub ptq_accuracy: f64,
+    /// Accuracy after QAT and the same quantization.
+    pub qat_accuracy: f64,
+    /// `100 * (f32 - ptq)`, percentage points lost by PTQ.
+    pub ptq_loss_points: f64,
+    /// `100 * (f32 - qat)`.
+    pub qat_loss_points: f64,
+    /// Share of the PTQ loss QAT recovered (`null` when PTQ lost nothing).
+    pub recovered_fraction: Option<f64>,
+}
+
+/// Everything the benchmark measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuantBenchReport {
+    /// Dataset name.
+    pub dataset: String,
+    /// Train / test / calibration (public) samples.
+    pub samples: [usize; 3],
+    /// The quantization table (f32 baseline first).
+    pub table: Vec<QuantRow>,
+    /// Calibration report of the int8 student.
+    pub int8_ptq: PtqReport,
+    /// Teacher against the int8 student.
+    pub teacher_vs_int8: TeacherVsInt8,
+    /// PTQ against QAT.
+    pub qat: Vec<QatRow>,
+}
+
+fn accuracy_of(logits: &[f32], labels: &[u32], c: usize) -> f64 {
+    let pred: Vec<u32> = logits
+        .chunks_exact(c)
+        .map(|r| crate::model::argmax(r) as u32)
+        .collect();
+    crate::metrics::accuracy(labels, &pred)
+}
+
+fn teacher_timing(m: &Model, test: &Dataset) -> Result<(f64, f64)> {
+    let d = test.dim;
+    let k = test.n.min(LATENCY_PASSES);
+    let mut times = Vec::with_capacity(k);
+    for i in 0..k + 20 {
+        let row = &test.features[(i % k) * d..(i % k + 1) * d];
+        let t0 = std::time::Instant::now();
+        std::hint::black_box(m.logits(row, 1)?);
+        if i >= 20 {
+            times.push(t0.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let b = 128.min(test.n);
+    let t0 = std::time::Instant::now();
+    let mut done = 0;
+    while done < 2048 {
+        std::hint::black_box(m.logits(&test.features[..b * d], b)?);
+        done += b;
+    }
+    Ok((
+        crate::metrics::percentile(&times, 50.0),
+        done as f64 / t0.elapsed().as_secs_f64(),
+    ))
+}
+
+/// Runs the benchmark on `ds` (MNIST-10k in `fedistill bench quantize`).
+pub fn bench_quantize(
+    ds: &Dataset,
+    cfg: &QuantBenchConfig,
+    progress: &Progress,
+) -> Result<QuantBenchReport> {
+    let fed = split(
+        ds,
+        &SplitConfig {
+            participants: 1,
+            partition: Partition::Iid,
+            test_fraction: 0.2,
+            public_fraction: 0.1,
+            seed: cfg.seed,
+        },
+    )
+    .map_err(|e| MlError::InvalidInput(format!("splitting {}: {e}", ds.name)))?;
+    let train = fed
+        .shards
+        .first()
+        .ok_or_else(|| MlError::InvalidInput("split produced no training shard".into()))?;
+    let (test, public) = (&fed.test, &fed.public);
+    let c = ds.num_classes;
+    let teacher = train_teacher(&cfg.teacher, train, &cfg.train, progress)?;
+    let student = train_teacher(&cfg.student, train, &cfg.train, progress)?;
+    let table = quantization_table(&student, test, &public.features, public.n)?;
+    let f32_acc = table[0].accuracy;
+    let int8_row = table
+        .iter()
+        .find(|r| r.profile == "int8")
+        .cloned()
+        .ok_or_else(|| MlError::InvalidInput("table lacks the int8 row".into()))?;
+    let (t_p50, t_tp) = teacher_timing(&teacher, test)?;
+    let t_acc = accuracy_of(&teacher.logits(&test.features, test.n)?, &test.labels, c);
+    let teacher_vs_int8 = TeacherVsInt8 {
+        teacher_accuracy: t_acc,
+        int8_accuracy: int8_row.accuracy,
+        accuracy_ratio: int8_row.accuracy / t_acc,
+        teacher_latency_p50_us: t_p50,
+        int8_latency_p50_us: int8_row.latency_p50_us,
+        speedup_batch1: t_p50 / int8_row.latency_p50_us,
+        teacher_throughput: t_tp,
+        int8_throughput: int8_row.throughput,
+        throughput_ratio: int8_row.throughput / t_tp,
+    };
+    let (student_qat, _) = qat_finetune(
+        &student,
+        &train.features,
+        train.n,
+        QatTargets::Labels(&train.labels),
+        &cfg.qat,
+    )?;
+    let mut qat = Vec::new();
+    let mut int8_ptq = None;
+    for profile in [Profile::Sandwich, Profile::Int8] {
+        let opts = PtqOptions::default();
+        let (mut p, report) = quantize(&student, profile, &public.features, public.n, &opts)?;
+        let (mut q, _) = quantize(&student_qat, profile, &public.features, public.n, &opts)?;
+        p.set_kernel(Kernel::Quantized);
+        q.set_kernel(Kernel::Quantized);
+        let ptq_acc = accuracy_of(&p.logits(&test.features, test.n)?, &test.labels, c);
+        let qat_acc = accuracy_of(&q.logits(&test.features, test.n)?, &test.labels, c);
+        let ptq_loss = 100.0 * (f32_acc - ptq_acc);
+        let qat_loss = 100.0 * (f32_acc - qat_acc);
+        qat.push(QatRow {
+            profile: profile.name().into(),
+            f32_accuracy: f32_acc,
+            ptq_accuracy: ptq_acc,
+            qat_accuracy: qat_acc,
+            ptq_loss_points: ptq_loss,
+            qat_loss_points: qat_loss,
+            recovered_fraction: (ptq_loss > 0.0).then(|| (ptq_loss - qat_loss) / ptq_loss),
+        });
+        if profile == Profile::Int8 {
+            int8_ptq = Some(report);
+        }
+    }
+    Ok(QuantBenchReport {
+        dataset: ds.name.clone(),
+        samples: [train.n, test.n, public.n],
+        table,
+        int8_ptq: int8_ptq.ok_or_else(|| MlError::InvalidInput("no int8 report".into()))?,
+        teacher_vs_int8,
+        qat,
+    })
+}

@@ -1,0 +1,75 @@
+//! `fedistill bench quantize`: every quantization profile of an MNIST-10k student next to its f32
+//! baseline measured in the same run, the teacher against the int8 student, and QAT against PTQ
+//! (build with --release for meaningful figures; see docs/quantization.md).
+
+use anyhow::Context;
+use clap::Args;
+use fedistill_shared::data::{load, LoadOptions};
+use fedistill_shared::ml::quant::{bench_quantize, format_table, QuantBenchConfig};
+use fedistill_shared::ml::Progress;
+
+#[derive(Debug, Args)]
+pub struct BenchQuantizeArgs {
+    /// Fewer epochs (a quick check rather than a stable figure).
+    #[arg(long)]
+    quick: bool,
+    /// Also print the whole report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: BenchQuantizeArgs) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!("warning: debug build; figures are only meaningful with --release");
+    }
+    let ds = load("mnist-10k", &LoadOptions::default()).context("loading mnist-10k")?;
+    let cfg = if args.quick {
+        QuantBenchConfig::quick()
+    } else {
+        QuantBenchConfig::full()
+    };
+    let r = bench_quantize(&ds, &cfg, &Progress::hidden()).context("quantization benchmark")?;
+    println!(
+        "{}: {} train / {} test / {} calibration (public) samples; student {:?}, teacher {:?}",
+        r.dataset, r.samples[0], r.samples[1], r.samples[2], cfg.student, cfg.teacher
+    );
+    print!("{}", format_table(&r.table));
+    let t = &r.teacher_vs_int8;
+    println!(
+        "teacher vs int8 student: accuracy {:.4} vs {:.4} (ratio {:.4}); batch-1 p50 {:.1} vs {:.1} us \
+         (speed-up {:.2}x); batch-128 {:.0} vs {:.0} samples/s ({:.2}x)",
+        t.teacher_accuracy,
+        t.int8_accuracy,
+        t.accuracy_ratio,
+        t.teacher_latency_p50_us,
+        t.int8_latency_p50_us,
+        t.speedup_batch1,
+        t.teacher_throughput,
+        t.int8_throughput,
+        t.throughput_ratio
+    );
+    println!(
+        "{:<9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>10}",
+        "profile", "f32", "ptq", "qat", "ptq_loss", "qat_loss", "recovered"
+    );
+    for q in &r.qat {
+        println!(
+            "{:<9} {:>8.4} {:>8.4} {:>8.4} {:>+9.2} {:>+9.2} {:>10}",
+            q.profile,
+            q.f32_accuracy,
+            q.ptq_accuracy,
+            q.qat_accuracy,
+            q.ptq_loss_points,
+            q.qat_loss_points,
+            q.recovered_fraction
+                .map_or("n/a".to_string(), |f| format!("{:.0}%", 100.0 * f))
+        );
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&r).context("serializing report")?
+        );
+    }
+    Ok(())
+}
