@@ -1,1 +1,3 @@
 //! fedistill participant driver.
+pub mod transport;
+pub mod witness;

@@ -238,6 +238,11 @@ impl MemoryTree {
         self.size
     }
 
+    /// The stored-hash sequence (what a durable store keeps, index = storage index).
+    pub fn stored_hashes(&self) -> &[Digest] {
+        &self.hashes
+    }
+
     /// Appends a leaf given its data (hashes it with [`leaf_hash`]).
     pub fn push(&mut self, data: &[u8]) {
         self.push_leaf_hash(leaf_hash(data));

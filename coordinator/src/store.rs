@@ -1,0 +1,941 @@
+//! The coordinator's durable store: the update log (records, Merkle tree nodes, signed checkpoints,
+//! witness cosignatures), the content-addressed payloads beside it, and a small key-value table for
+//! round state, all in one SQLite database (WAL, `synchronous=FULL`).
+//!
+//! **Invariant:** one [`Store::append_with_state`] call is one SQLite transaction holding the new
+//! records, their tree nodes, their payloads, the caller's state updates and the new (unsigned)
+//! checkpoint row. The checkpoint is signed only after that transaction is durable, then stored;
+//! `append` returns (acknowledges) only after both. On open the whole tree is recomputed from the
+//! record bytes and compared with the stored nodes and every signed checkpoint: any difference is
+//! a [`StoreError::Corrupt`] / [`StoreError::RootMismatch`] and the store refuses to open. A
+//! checkpoint row left unsigned by a crash between commit and signing is signed at open (its
+//! records were durable). A write torn by a crash is an uncommitted WAL tail that SQLite discards;
+//! it was never acknowledged.
+
+use ed25519_dalek::SigningKey;
+use fedistill_shared::ledger::note::check_key_name;
+use fedistill_shared::ledger::tree::{self, MemoryTree, NodeSource};
+use fedistill_shared::ledger::{
+    Cosignature, Digest, LogSigner, LogVerifier, NoteError, ProofError, Record, RecordError,
+    SignedCheckpoint, WitnessKey,
+};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use std::ops::Range;
+use std::path::Path;
+
+/// Schema version stored in `meta.format`.
+const FORMAT: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS records (idx INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS nodes (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS payloads (digest BLOB PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, root BLOB NOT NULL, note BLOB);
+CREATE TABLE IF NOT EXISTS cosignatures (
+    size INTEGER NOT NULL, witness TEXT NOT NULL, key_id BLOB NOT NULL, timestamp INTEGER NOT NULL,
+    sig BLOB NOT NULL, PRIMARY KEY (size, witness));
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+";
+
+/// Why the store failed or refused to open.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite reported an error (I/O, locking, a malformed database file).
+    #[error("log database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The stored log is internally inconsistent (a torn or tampered row); the store refuses to start.
+    #[error("log store is corrupt, refusing to start: {0}")]
+    Corrupt(String),
+    /// A signed checkpoint's root differs from the root recomputed from the stored records.
+    #[error("checkpoint of size {size} says root {signed}, but the stored records hash to {computed}; refusing to start")]
+    RootMismatch {
+        /// Tree size of the checkpoint.
+        size: u64,
+        /// Root in the signed checkpoint.
+        signed: Digest,
+        /// Root recomputed from the records.
+        computed: Digest,
+    },
+    /// The database belongs to another log origin or was signed with another key.
+    #[error("log store identity mismatch: {0}")]
+    Identity(String),
+    /// A record could not be encoded or a stored one decoded.
+    #[error("record {index}: {source}")]
+    Record {
+        /// Log index (or position in the batch being appended).
+        index: u64,
+        /// What was wrong.
+        source: RecordError,
+    },
+    /// Signing, parsing or verifying a checkpoint or cosignature failed.
+    #[error("checkpoint: {0}")]
+    Note(#[from] NoteError),
+    /// A proof could not be built.
+    #[error("proof: {0}")]
+    Proof(#[from] ProofError),
+    /// A payload's bytes do not hash to the digest it was filed under.
+    #[error("payload filed under {claimed} hashes to {actual}")]
+    PayloadDigest {
+        /// Digest given by the caller.
+        claimed: Digest,
+        /// SHA-256 of the bytes.
+        actual: Digest,
+    },
+    /// A size or index outside the log.
+    #[error("{0}")]
+    OutOfRange(String),
+}
+
+/// The coordinator's durable log store. Not `Sync`: wrap it in a mutex or own it on one task.
+pub struct Store {
+    conn: Connection,
+    signer: LogSigner,
+    size: u64,
+    latest: SignedCheckpoint,
+}
+
+struct DbNodes<'a>(&'a Connection);
+
+impl NodeSource for DbNodes<'_> {
+    fn nodes(&self, indexes: &[u64]) -> Result<Vec<Digest>, String> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT hash FROM nodes WHERE idx = ?1")
+            .map_err(|e| e.to_string())?;
+        indexes
+            .iter()
+            .map(|&i| {
+                let idx = i64::try_from(i).map_err(|_| format!("node index {i} out of range"))?;
+                let blob: Option<Vec<u8>> = stmt
+                    .query_row([idx], |r| r.get(0))
+                    .optional()
+                    .map_err(|e| e.to_string())?;
+                let blob = blob.ok_or_else(|| format!("tree node {i} is missing"))?;
+                to_digest(&blob).ok_or_else(|| format!("tree node {i} is not 32 bytes"))
+            })
+            .collect()
+    }
+}
+
+fn to_digest(b: &[u8]) -> Option<Digest> {
+    <[u8; 32]>::try_from(b).ok().map(Digest)
+}
+
+fn to_i64(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::OutOfRange(format!("{v} exceeds the store's range")))
+}
+
+fn to_u64(v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative size or index {v}")))
+}
+
+impl Store {
+    /// Opens (creating if absent) the store at `path` for the log `origin` signed by
+    /// `signing_key`, recomputes the tree from the records and checks it against the stored nodes
+    /// and every signed checkpoint. A mismatch is an error: the coordinator must not start.
+    pub fn open(path: &Path, signing_key: SigningKey, origin: &str) -> Result<Store, StoreError> {
+        check_key_name(origin)?;
+        let signer = LogSigner::new(origin, signing_key)?;
+        let mut conn = Connection::open(path)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Corrupt(format!(
+                "could not enable WAL (journal_mode is {mode})"
+            )));
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(StoreError::Corrupt(format!("SQLite quick_check: {check}")));
+        }
+        let key_bytes = signer.verifier().key.to_bytes().to_vec();
+        {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute_batch(SCHEMA)?;
+            let meta = |k: &str| -> Result<Option<Vec<u8>>, rusqlite::Error> {
+                tx.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
+                    .optional()
+            };
+            match meta("origin")? {
+                None => {
+                    tx.execute(
+                        "INSERT INTO meta VALUES ('format', ?1)",
+                        [FORMAT.to_string().into_bytes()],
+                    )?;
+                    tx.execute(
+                        "INSERT INTO meta VALUES ('origin', ?1)",
+                        [origin.as_bytes()],
+                    )?;
+                    tx.execute("INSERT INTO meta VALUES ('log_key', ?1)", [&key_bytes])?;
+                    tx.execute(
+                        "INSERT INTO checkpoints (size, root, note) VALUES (0, ?1, NULL)",
+                        [tree::EMPTY_ROOT.0.to_vec()],
+                    )?;
+                }
+                Some(stored) => {
+                    if stored != origin.as_bytes() {
+                        return Err(StoreError::Identity(format!(
+                            "database is for origin {:?}, not {origin:?}",
+                            String::from_utf8_lossy(&stored)
+                        )));
+                    }
+                    if meta("format")? != Some(FORMAT.to_string().into_bytes()) {
+                        return Err(StoreError::Identity("unsupported store format".into()));
+                    }
+                    if meta("log_key")? != Some(key_bytes.clone()) {
+                        return Err(StoreError::Identity(
+                            "database was written under a different coordinator log key".into(),
+                        ));
+                    }
+                }
+            }
+            tx.commit()?;
+        }
+        let (size, latest) = Self::recover(&conn, &signer)?;
+        Ok(Store {
+            conn,
+            signer,
+            size,
+            latest,
+        })
+    }
+
+    /// Recomputes the tree from the records, checks nodes and checkpoints, signs a checkpoint left
+    /// unsigned by a crash. Returns the size and the latest signed checkpoint.
+    fn recover(
+        conn: &Connection,
+        signer: &LogSigner,
+    ) -> Result<(u64, SignedCheckpoint), StoreError> {
+        let mut tree = MemoryTree::new();
+        {
+            let mut stmt = conn.prepare("SELECT idx, data FROM records ORDER BY idx")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let idx = to_u64(row.get(0)?)?;
+                let data: Vec<u8> = row.get(1)?;
+                if idx != tree.size() {
+                    return Err(StoreError::Corrupt(format!(
+                        "record {} is missing (next stored record is {idx})",
+                        tree.size()
+                    )));
+                }
+                Record::decode(&data)
+                    .map_err(|source| StoreError::Record { index: idx, source })?;
+                tree.push(&data);
+            }
+        }
+        let size = tree.size();
+        // Stored nodes must be exactly the recomputed ones.
+        let want = tree.stored_hashes();
+        let stored_count: i64 = conn.query_row("SELECT COUNT(*) FROM nodes", [], |r| r.get(0))?;
+        if to_u64(stored_count)? != want.len() as u64 {
+            return Err(StoreError::Corrupt(format!(
+                "{stored_count} tree nodes stored, {} expected for {size} records",
+                want.len()
+            )));
+        }
+        {
+            let mut stmt = conn.prepare("SELECT idx, hash FROM nodes ORDER BY idx")?;
+            let mut rows = stmt.query([])?;
+            let mut i = 0usize;
+            while let Some(row) = rows.next()? {
+                let idx = to_u64(row.get(0)?)?;
+                let blob: Vec<u8> = row.get(1)?;
+                if idx != i as u64 || to_digest(&blob) != want.get(i).copied() {
+                    return Err(StoreError::Corrupt(format!(
+                        "tree node {idx} does not match the node recomputed from the records"
+                    )));
+                }
+                i += 1;
+            }
+        }
+        // Every checkpoint row must match the recomputed root at its size.
+        let mut latest_signed: Option<SignedCheckpoint> = None;
+        let mut max_size = 0u64;
+        let mut unsigned: Vec<u64> = Vec::new();
+        {
+            let mut stmt =
+                conn.prepare("SELECT size, root, note FROM checkpoints ORDER BY size")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let cp_size = to_u64(row.get(0)?)?;
+                let root_blob: Vec<u8> = row.get(1)?;
+                let note: Option<Vec<u8>> = row.get(2)?;
+                if cp_size > size {
+                    return Err(StoreError::Corrupt(format!(
+                        "checkpoint of size {cp_size} but only {size} records are stored"
+                    )));
+                }
+                let computed = tree.root(cp_size)?;
+                let stored_root = to_digest(&root_blob).ok_or_else(|| {
+                    StoreError::Corrupt(format!("checkpoint {cp_size} root is not 32 bytes"))
+                })?;
+                if stored_root != computed {
+                    return Err(StoreError::RootMismatch {
+                        size: cp_size,
+                        signed: stored_root,
+                        computed,
+                    });
+                }
+                match note {
+                    Some(note) => {
+                        let sc = SignedCheckpoint::parse(&note)?;
+                        signer.verifier().verify(&sc)?;
+                        if sc.checkpoint.size != cp_size || sc.checkpoint.root != computed {
+                            return Err(StoreError::RootMismatch {
+                                size: sc.checkpoint.size,
+                                signed: sc.checkpoint.root,
+                                computed,
+                            });
+                        }
+                        latest_signed = Some(sc);
+                    }
+                    None => unsigned.push(cp_size),
+                }
+                max_size = cp_size;
+            }
+        }
+        if max_size != size {
+            return Err(StoreError::Corrupt(format!(
+                "{size} records stored but the newest checkpoint covers {max_size}"
+            )));
+        }
+        // Rows left unsigned by a crash after their commit: their records are durable, sign now.
+        for cp_size in unsigned {
+            let sc = signer.sign(cp_size, tree.root(cp_size)?)?;
+            conn.execute(
+                "UPDATE checkpoints SET note = ?1 WHERE size = ?2",
+                params![sc.to_note()?, to_i64(cp_size)?],
+            )?;
+            tracing::warn!(
+                size = cp_size,
+                "signed a checkpoint left unsigned by an interrupted append"
+            );
+            if latest_signed
+                .as_ref()
+                .is_none_or(|l| l.checkpoint.size < cp_size)
+            {
+                latest_signed = Some(sc);
+            }
+        }
+        let latest =
+            latest_signed.ok_or_else(|| StoreError::Corrupt("no checkpoint stored".into()))?;
+        Ok((size, latest))
+    }
+
+    /// Number of records in the log.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The log origin.
+    pub fn origin(&self) -> &str {
+        self.signer.origin()
+    }
+
+    /// The verifier for this log's checkpoints (origin + coordinator public key).
+    pub fn log_verifier(&self) -> LogVerifier {
+        self.signer.verifier()
+    }
+
+    /// Appends records and payloads durably; see [`Store::append_with_state`].
+    pub fn append(
+        &mut self,
+        records: &[Record],
+        payloads: &[(Digest, Vec<u8>)],
+    ) -> Result<SignedCheckpoint, StoreError> {
+        self.append_with_state(records, payloads, &[])
+    }
+
+    /// In ONE transaction: appends `records`, their tree nodes, `payloads` (content-addressed,
+    /// each must hash to its digest), the `state` key-value updates and the new checkpoint row;
+    /// then signs the checkpoint and stores the signature. Returns the signed checkpoint only once
+    /// all of it is durable. With no records, only the state is written and the latest checkpoint
+    /// is returned.
+    pub fn append_with_state(
+        &mut self,
+        records: &[Record],
+        payloads: &[(Digest, Vec<u8>)],
+        state: &[(String, Vec<u8>)],
+    ) -> Result<SignedCheckpoint, StoreError> {
+        let encoded = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                r.encode().map_err(|source| StoreError::Record {
+                    index: self.size + i as u64,
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for (claimed, bytes) in payloads {
+            let actual = Digest::of(bytes);
+            if actual != *claimed {
+                return Err(StoreError::PayloadDigest {
+                    claimed: *claimed,
+                    actual,
+                });
+            }
+        }
+        let new_size = self.size + encoded.len() as u64;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for (i, data) in encoded.iter().enumerate() {
+            let idx = self.size + i as u64;
+            tx.execute(
+                "INSERT INTO records (idx, data) VALUES (?1, ?2)",
+                params![to_i64(idx)?, data],
+            )?;
+            let hashes = tree::stored_hashes_for_leaf(idx, tree::leaf_hash(data), &DbNodes(&tx))?;
+            let first = tree::stored_hash_index(0, idx);
+            for (j, h) in hashes.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO nodes (idx, hash) VALUES (?1, ?2)",
+                    params![to_i64(first + j as u64)?, h.0.to_vec()],
+                )?;
+            }
+        }
+        for (digest, bytes) in payloads {
+            tx.execute(
+                "INSERT OR IGNORE INTO payloads (digest, data) VALUES (?1, ?2)",
+                params![digest.0.to_vec(), bytes],
+            )?;
+        }
+        for (k, v) in state {
+            tx.execute(
+                "INSERT OR REPLACE INTO state (key, value) VALUES (?1, ?2)",
+                params![k, v],
+            )?;
+        }
+        if encoded.is_empty() {
+            tx.commit()?;
+            return Ok(self.latest.clone());
+        }
+        let root = tree::root(new_size, &DbNodes(&tx))?;
+        tx.execute(
+            "INSERT INTO checkpoints (size, root, note) VALUES (?1, ?2, NULL)",
+            params![to_i64(new_size)?, root.0.to_vec()],
+        )?;
+        tx.commit()?;
+        self.size = new_size;
+        // Signed only now that the records are durable.
+        let signed = self.signer.sign(new_size, root)?;
+        self.conn.execute(
+            "UPDATE checkpoints SET note = ?1 WHERE size = ?2",
+            params![signed.to_note()?, to_i64(new_size)?],
+        )?;
+        self.latest = signed.clone();
+        Ok(signed)
+    }
+
+    /// Writes one state key in its own transaction.
+    pub fn put_state(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.append_with_state(&[], &[], &[(key.to_string(), value.to_vec())])
+            .map(|_| ())
+    }
+
+    /// Reads one state key.
+    pub fn state(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM state WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// The newest signed checkpoint (log signature only).
+    pub fn checkpoint_latest(&self) -> SignedCheckpoint {
+        self.latest.clone()
+    }
+
+    /// The signed checkpoint of `size` with every stored witness cosignature attached, if one was
+    /// signed at that size.
+    pub fn checkpoint(&self, size: u64) -> Result<Option<SignedCheckpoint>, StoreError> {
+        let note: Option<Option<Vec<u8>>> = self
+            .conn
+            .query_row(
+                "SELECT note FROM checkpoints WHERE size = ?1",
+                [to_i64(size)?],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(Some(note)) = note else {
+            return Ok(None);
+        };
+        let mut sc = SignedCheckpoint::parse(&note)?;
+        let mut stmt = self.conn.prepare(
+            "SELECT witness, key_id, timestamp, sig FROM cosignatures WHERE size = ?1 ORDER BY witness",
+        )?;
+        let rows = stmt
+            .query_map([to_i64(size)?], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        for (name, key_id, timestamp, sig) in rows {
+            let bad = || {
+                StoreError::Corrupt(format!(
+                    "cosignature row of {name} at size {size} is malformed"
+                ))
+            };
+            let c = Cosignature {
+                key_id: key_id.as_slice().try_into().map_err(|_| bad())?,
+                timestamp: u64::try_from(timestamp).map_err(|_| bad())?,
+                signature: sig.as_slice().try_into().map_err(|_| bad())?,
+                name,
+            };
+            sc.add_cosignature(&c);
+        }
+        Ok(Some(sc))
+    }
+
+    /// Sizes of every signed checkpoint, ascending.
+    pub fn checkpoint_sizes(&self) -> Result<Vec<u64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT size FROM checkpoints WHERE note IS NOT NULL ORDER BY size")?;
+        let sizes = stmt
+            .query_map([], |r| r.get::<_, i64>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        sizes.into_iter().map(to_u64).collect()
+    }
+
+    /// Root hash of the first `size` records.
+    pub fn root(&self, size: u64) -> Result<Digest, StoreError> {
+        self.check_size(size)?;
+        Ok(tree::root(size, &DbNodes(&self.conn))?)
+    }
+
+    /// RFC 9162 consistency proof from `old_size` to `new_size`.
+    pub fn consistency_proof(
+        &self,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<Vec<Digest>, StoreError> {
+        self.check_size(new_size)?;
+        Ok(tree::prove_consistency(
+            old_size,
+            new_size,
+            &DbNodes(&self.conn),
+        )?)
+    }
+
+    /// RFC 9162 inclusion proof of record `index` in the tree of `size`.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Digest>, StoreError> {
+        self.check_size(size)?;
+        Ok(tree::prove_inclusion(index, size, &DbNodes(&self.conn))?)
+    }
+
+    fn check_size(&self, size: u64) -> Result<(), StoreError> {
+        if size > self.size {
+            return Err(StoreError::OutOfRange(format!(
+                "size {size} exceeds the log's {}",
+                self.size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Verifies `cosig` from `witness` on the signed checkpoint of `size` and stores it
+    /// (replacing that witness's earlier cosignature of the same size).
+    pub fn add_cosignature(
+        &mut self,
+        size: u64,
+        witness: &WitnessKey,
+        cosig: &Cosignature,
+    ) -> Result<(), StoreError> {
+        let sc = self.checkpoint(size)?.ok_or_else(|| {
+            StoreError::OutOfRange(format!("no signed checkpoint of size {size}"))
+        })?;
+        witness.verify(&sc.checkpoint, cosig)?;
+        self.conn.execute(
+            "INSERT OR REPLACE INTO cosignatures (size, witness, key_id, timestamp, sig) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                to_i64(size)?,
+                witness.name,
+                cosig.key_id.to_vec(),
+                to_i64(cosig.timestamp)?,
+                cosig.signature.to_vec()
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Decoded records in `range` (clamped to the log).
+    pub fn records(&self, range: Range<u64>) -> Result<Vec<Record>, StoreError> {
+        self.records_raw(range.clone())?
+            .into_iter()
+            .zip(range)
+            .map(|(b, index)| {
+                Record::decode(&b).map_err(|source| StoreError::Record { index, source })
+            })
+            .collect()
+    }
+
+    /// Canonical record bytes in `range` (clamped to the log), for export.
+    pub fn records_raw(&self, range: Range<u64>) -> Result<Vec<Vec<u8>>, StoreError> {
+        let end = range.end.min(self.size);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT data FROM records WHERE idx >= ?1 AND idx < ?2 ORDER BY idx")?;
+        let rows = stmt
+            .query_map(params![to_i64(range.start)?, to_i64(end)?], |r| {
+                r.get::<_, Vec<u8>>(0)
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// A stored payload by digest.
+    pub fn payload(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT data FROM payloads WHERE digest = ?1",
+                [digest.0.to_vec()],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fedistill_shared::ledger::tree::{verify_consistency, verify_inclusion};
+    use fedistill_shared::ledger::{ParticipantId, RoundId};
+
+    const ORIGIN: &str = "fedistill.test/fed-1";
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn contribution(round: u64, who: &str, payload: &[u8]) -> (Record, (Digest, Vec<u8>)) {
+        let d = Digest::of(payload);
+        (
+            Record::Contribution {
+                round: RoundId(round),
+                participant: ParticipantId::new(who),
+                encoding: "f32".into(),
+                payload_digest: d,
+                sequence: round,
+                signature: vec![round as u8; 64],
+            },
+            (d, payload.to_vec()),
+        )
+    }
+
+    fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open(path, key(1), ORIGIN)
+    }
+
+    /// Appends `n` single-record batches; returns every acknowledged checkpoint.
+    fn fill(store: &mut Store, n: u64) -> Vec<SignedCheckpoint> {
+        (0..n)
+            .map(|i| {
+                let (r, p) = contribution(i, "bank-a", format!("payload {i}").as_bytes());
+                store.append(&[r], &[p]).expect("append")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn appended_records_payloads_state_and_proofs_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.db");
+        let mut s = open(&path).expect("create");
+        assert_eq!(s.size(), 0);
+        assert_eq!(s.checkpoint_latest().checkpoint.root, tree::EMPTY_ROOT);
+        let (r1, p1) = contribution(1, "bank-a", b"one");
+        let (r2, p2) = contribution(1, "bank-b", b"two");
+        let cp2 = s
+            .append_with_state(
+                &[r1.clone(), r2.clone()],
+                &[p1.clone(), p2],
+                &[("round".into(), b"1".to_vec())],
+            )
+            .expect("append");
+        assert_eq!(cp2.checkpoint.size, 2);
+        s.log_verifier()
+            .verify(&cp2)
+            .expect("signed by the log key");
+        let cps = fill(&mut s, 5);
+        drop(s);
+
+        let s = open(&path).expect("reopen");
+        assert_eq!(s.size(), 7);
+        assert_eq!(s.checkpoint_latest(), cps[4]);
+        assert_eq!(s.records(0..2).expect("read"), vec![r1, r2]);
+        assert_eq!(s.payload(&p1.0).expect("read"), Some(p1.1));
+        assert_eq!(s.payload(&Digest::of(b"absent")).expect("read"), None);
+        assert_eq!(s.state("round").expect("read"), Some(b"1".to_vec()));
+        assert_eq!(
+            s.checkpoint_sizes().expect("read"),
+            vec![0, 2, 3, 4, 5, 6, 7]
+        );
+        // Proofs from the store verify against the signed roots.
+        let raw = s.records_raw(0..7).expect("read");
+        for (i, data) in raw.iter().enumerate() {
+            let p = s.inclusion_proof(i as u64, 7).expect("proof");
+            verify_inclusion(
+                tree::leaf_hash(data),
+                i as u64,
+                7,
+                &p,
+                cps[4].checkpoint.root,
+            )
+            .expect("inclusion");
+        }
+        let p = s.consistency_proof(2, 7).expect("proof");
+        verify_consistency(2, cp2.checkpoint.root, 7, cps[4].checkpoint.root, &p)
+            .expect("consistency");
+        assert!(matches!(
+            s.inclusion_proof(0, 8),
+            Err(StoreError::OutOfRange(_))
+        ));
+    }
+
+    #[test]
+    fn state_only_updates_do_not_create_checkpoints() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = open(&dir.path().join("log.db")).expect("create");
+        fill(&mut s, 1);
+        s.put_state("k", b"v1").expect("put");
+        s.put_state("k", b"v2").expect("put");
+        assert_eq!(s.state("k").expect("read"), Some(b"v2".to_vec()));
+        assert_eq!(s.checkpoint_sizes().expect("read"), vec![0, 1]);
+    }
+
+    #[test]
+    fn a_payload_filed_under_the_wrong_digest_is_refused_and_nothing_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = open(&dir.path().join("log.db")).expect("create");
+        let (r, (_, bytes)) = contribution(1, "bank-a", b"x");
+        let err = s
+            .append(&[r], &[(Digest::of(b"y"), bytes)])
+            .expect_err("mismatch");
+        assert!(matches!(err, StoreError::PayloadDigest { .. }), "{err}");
+        assert_eq!(s.size(), 0);
+    }
+
+    #[test]
+    fn another_key_or_origin_cannot_open_the_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.db");
+        fill(&mut open(&path).expect("create"), 2);
+        assert!(matches!(
+            Store::open(&path, key(2), ORIGIN),
+            Err(StoreError::Identity(_))
+        ));
+        assert!(matches!(
+            Store::open(&path, key(1), "other"),
+            Err(StoreError::Identity(_))
+        ));
+        assert!(matches!(
+            Store::open(&path, key(1), "bad origin"),
+            Err(StoreError::Note(_))
+        ));
+    }
+
+    fn raw(path: &Path) -> Connection {
+        Connection::open(path).expect("raw sqlite connection")
+    }
+
+    #[test]
+    fn a_changed_last_record_is_detected_at_startup() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.db");
+        fill(&mut open(&path).expect("create"), 4);
+        let (r, _) = contribution(3, "bank-a", b"forged");
+        raw(&path)
+            .execute(
+                "UPDATE records SET data = ?1 WHERE idx = 3",
+                [r.encode().expect("encodes")],
+            )
+            .expect("tamper");
+        let err = open(&path).err().expect("refuses to start");
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+    }
+
+    #[test]
+    fn a_garbled_last_record_is_detected_at_startup() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.db");
+        fill(&mut open(&path).expect("create"), 4);
+        raw(&path)
+            .execute("UPDATE records SET data = x'0104' WHERE idx = 3", [])
+            .expect("tamper");
+        let err = open(&path).err().expect("refuses to start");
+        assert!(matches!(err, StoreError::Record { index: 3, .. }), "{err}");
+    }
+
+    #[test]
+    fn a_deleted_last_record_is_detected_at_startup() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.db");
+        fill(&mut open(&path).expect("create"), 4);
+        raw(&path)
+            .execute("DELETE FROM records WHERE idx = 3", [])
+            .expect("tamper");
+        let err = open(&path).err().expect("refuses to start");
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+    }
+
+    #[test]
+    fn a_checkpoint_row_with_another_root_is_a_root_mismatch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.db");
+        fill(&mut open(&path).expect("create"), 3);
+        raw(&path)
+            .execute(
+                "UPDATE checkpoints SET root = ?1 WHERE size = 3",
+                [vec![0u8; 32]],
+            )
+            .expect("tamper");
+        let err = open(&path).err().expect("refuses to start");
+        assert!(
+            matches!(err, StoreError::RootMismatch { size: 3, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_signed_by_another_key_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.db");
+        let mut s = open(&path).expect("create");
+        fill(&mut s, 2);
+        let root = s.root(2).expect("root");
+        drop(s);
+        let forged = LogSigner::new(ORIGIN, key(9))
+            .expect("name")
+            .sign(2, root)
+            .expect("sign");
+        raw(&path)
+            .execute(
+                "UPDATE checkpoints SET note = ?1 WHERE size = 2",
+                [forged.to_note().expect("note")],
+            )
+            .expect("tamper");
+        let err = open(&path).err().expect("refuses to start");
+        assert!(
+            matches!(err, StoreError::Note(NoteError::MissingLogSignature(_))),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_left_unsigned_by_a_crash_is_signed_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.db");
+        let acked = fill(&mut open(&path).expect("create"), 3);
+        raw(&path)
+            .execute("UPDATE checkpoints SET note = NULL WHERE size = 3", [])
+            .expect("simulate");
+        let s = open(&path).expect("recovers");
+        assert_eq!(s.size(), 3);
+        // Ed25519 is deterministic: the re-signed checkpoint is the acknowledged one.
+        assert_eq!(s.checkpoint_latest(), acked[2]);
+    }
+
+    /// Offsets just past each commit frame of a WAL file (SQLite WAL format: 32-byte header with
+    /// the page size at offset 8; frames of 24-byte header + page, header bytes 4..8 non-zero on
+    /// the frame that commits a transaction).
+    fn commit_ends(wal: &[u8]) -> Vec<usize> {
+        let page = u32::from_be_bytes([wal[8], wal[9], wal[10], wal[11]]) as usize;
+        let mut out = Vec::new();
+        let mut off = 32;
+        while off + 24 + page <= wal.len() {
+            if wal[off + 4..off + 8] != [0, 0, 0, 0] {
+                out.push(off + 24 + page);
+            }
+            off += 24 + page;
+        }
+        out
+    }
+
+    /// Copies the database and its WAL as a crash would leave them, with the WAL cut `cut_txns`
+    /// transactions before its end plus half a frame (a torn write of the next transaction).
+    fn crash_copy(src_dir: &Path, dst_dir: &Path, cut_txns: usize) {
+        std::fs::copy(src_dir.join("log.db"), dst_dir.join("log.db")).expect("copy db");
+        let wal =
+            std::fs::read(src_dir.join("log.db-wal")).expect("WAL exists while the store is open");
+        let ends = commit_ends(&wal);
+        assert!(
+            ends.len() > cut_txns + 1,
+            "test needs more transactions in the WAL"
+        );
+        let keep = ends[ends.len() - 1 - cut_txns] + 100;
+        std::fs::write(dst_dir.join("log.db-wal"), &wal[..keep]).expect("write torn WAL");
+    }
+
+    #[test]
+    fn a_torn_last_append_loses_only_the_unacknowledged_batch() {
+        let src = tempfile::tempdir().expect("tempdir");
+        let mut s = open(&src.path().join("log.db")).expect("create");
+        let acked = fill(&mut s, 6);
+        // The last append is two WAL transactions (records, then the signature). Tear into the
+        // first of them: as if the crash hit before append #6 was acknowledged.
+        let dst = tempfile::tempdir().expect("tempdir");
+        crash_copy(src.path(), dst.path(), 2);
+        let r = open(&dst.path().join("log.db")).expect("torn tail is discarded, store opens");
+        assert_eq!(r.size(), 5);
+        assert_eq!(r.checkpoint_latest(), acked[4]);
+        assert_eq!(
+            r.records_raw(0..5).expect("read"),
+            s.records_raw(0..5).expect("read")
+        );
+    }
+
+    #[test]
+    fn a_torn_signature_write_keeps_the_committed_records() {
+        let src = tempfile::tempdir().expect("tempdir");
+        let mut s = open(&src.path().join("log.db")).expect("create");
+        let acked = fill(&mut s, 6);
+        let dst = tempfile::tempdir().expect("tempdir");
+        crash_copy(src.path(), dst.path(), 1);
+        let r = open(&dst.path().join("log.db")).expect("opens and signs");
+        assert_eq!(r.size(), 6);
+        assert_eq!(r.checkpoint_latest(), acked[5]);
+    }
+
+    #[test]
+    fn cosignatures_are_verified_stored_and_attached() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.db");
+        let mut s = open(&path).expect("create");
+        let cp = fill(&mut s, 2).pop().expect("two appends");
+        let w = WitnessKey {
+            name: "w1".into(),
+            key: key(11).verifying_key(),
+        };
+        let c = Cosignature::sign(&cp.checkpoint, "w1", &key(11), 1_700_000_000).expect("cosign");
+        s.add_cosignature(2, &w, &c).expect("valid cosignature");
+        let forged =
+            Cosignature::sign(&cp.checkpoint, "w1", &key(12), 1_700_000_000).expect("cosign");
+        assert!(matches!(
+            s.add_cosignature(2, &w, &forged),
+            Err(StoreError::Note(_))
+        ));
+        assert!(matches!(
+            s.add_cosignature(9, &w, &c),
+            Err(StoreError::OutOfRange(_))
+        ));
+        drop(s);
+        let s = open(&path).expect("reopen");
+        let with = s.checkpoint(2).expect("read").expect("exists");
+        assert_eq!(with.signatures.len(), 2);
+        assert_eq!(
+            Cosignature::from_note_signature(&with.signatures[1]).expect("shape"),
+            c
+        );
+    }
+}
