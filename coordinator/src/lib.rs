@@ -1,3 +1,2 @@
 //! fedistill coordinator driver.
 pub mod store;
-pub mod transport;

@@ -1,3 +1,2 @@
 //! fedistill participant driver.
-pub mod transport;
 pub mod witness;
