@@ -89,7 +89,11 @@ impl Dataset {
             detail,
         };
         if self.labels.len() != self.n {
-            return Err(bad(format!("{} labels for n = {}", self.labels.len(), self.n)));
+            return Err(bad(format!(
+                "{} labels for n = {}",
+                self.labels.len(),
+                self.n
+            )));
         }
         if Some(self.features.len()) != self.n.checked_mul(self.dim) {
             return Err(bad(format!(
@@ -201,21 +205,44 @@ mod tests {
 
     #[test]
     fn new_rejects_inconsistent_fields() {
-        let err = Dataset::new("x", vec![0.0; 5], vec![0, 0, 0], 2, DataKind::Tabular, vec!["a".into()])
-            .unwrap_err();
-        assert!(err.to_string().contains("5 features for n * dim = 3 * 2"), "{err}");
-        let err = Dataset::new("x", vec![0.0; 2], vec![3], 2, DataKind::Tabular, vec!["a".into()])
-            .unwrap_err();
+        let err = Dataset::new(
+            "x",
+            vec![0.0; 5],
+            vec![0, 0, 0],
+            2,
+            DataKind::Tabular,
+            vec!["a".into()],
+        )
+        .expect_err("bad input must be refused");
+        assert!(
+            err.to_string().contains("5 features for n * dim = 3 * 2"),
+            "{err}"
+        );
+        let err = Dataset::new(
+            "x",
+            vec![0.0; 2],
+            vec![3],
+            2,
+            DataKind::Tabular,
+            vec!["a".into()],
+        )
+        .expect_err("bad input must be refused");
         assert!(err.to_string().contains("label 3 of sample 0"), "{err}");
         let err = Dataset::new(
             "x",
             vec![0.0; 4],
             vec![0],
             4,
-            DataKind::Image { height: 3, width: 3 },
+            DataKind::Image {
+                height: 3,
+                width: 3,
+            },
             vec!["a".into()],
         )
-        .unwrap_err();
-        assert!(err.to_string().contains("3x3 does not match dim 4"), "{err}");
+        .expect_err("bad input must be refused");
+        assert!(
+            err.to_string().contains("3x3 does not match dim 4"),
+            "{err}"
+        );
     }
 }

@@ -40,8 +40,15 @@ mod tests {
     use crate::DataKind;
 
     fn ds(features: Vec<f32>) -> Dataset {
-        Dataset::new("t", features, vec![0, 1], 2, DataKind::Tabular, vec!["a".into(), "b".into()])
-            .expect("consistent")
+        Dataset::new(
+            "t",
+            features,
+            vec![0, 1],
+            2,
+            DataKind::Tabular,
+            vec!["a".into(), "b".into()],
+        )
+        .expect("consistent")
     }
 
     #[test]

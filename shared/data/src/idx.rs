@@ -42,7 +42,9 @@ pub fn read_idx(bytes: &[u8], file: &str, ndims: usize) -> Result<IdxArray, Data
     if raw[0] != 0 || raw[1] != 0 || raw[2] != IDX_TYPE_U8 || raw[3] as usize != ndims {
         return Err(err(
             0,
-            format!("IDX magic 0x{want_magic:08x} ({want_magic}: unsigned bytes, {ndims} dimensions)"),
+            format!(
+                "IDX magic 0x{want_magic:08x} ({want_magic}: unsigned bytes, {ndims} dimensions)"
+            ),
             format!("0x{magic:08x} ({magic})"),
         ));
     }
@@ -163,7 +165,13 @@ mod tests {
         assert_eq!(a.dims, vec![2, 2, 3]);
         let ds = images_from_idx("t", (&img, "img"), (&lab, "lab"), digits()).expect("valid pair");
         assert_eq!((ds.n, ds.dim), (2, 6));
-        assert_eq!(ds.kind, DataKind::Image { height: 2, width: 3 });
+        assert_eq!(
+            ds.kind,
+            DataKind::Image {
+                height: 2,
+                width: 3
+            }
+        );
         assert_eq!(ds.row(0)[1], 1.0);
         assert_eq!(ds.row(0)[2], 0.2);
         assert_eq!(ds.labels, vec![7, 1]);
@@ -173,39 +181,57 @@ mod tests {
     fn bad_magic_is_reported_at_offset_0() {
         let mut img = write_idx(&[1, 1, 1], &[0]);
         img[2] = 0x0d; // float elements
-        let msg = read_idx(&img, "f.idx", 3).unwrap_err().to_string();
+        let msg = read_idx(&img, "f.idx", 3)
+            .expect_err("bad input must be refused")
+            .to_string();
         assert_eq!(
             msg,
             "f.idx: IDX byte offset 0: expected IDX magic 0x00000803 (2051: unsigned bytes, 3 dimensions), found 0x00000d03 (3331)"
         );
         // A label file given where images are expected.
         let lab = write_idx(&[1], &[0]);
-        let msg = read_idx(&lab, "l.idx", 3).unwrap_err().to_string();
+        let msg = read_idx(&lab, "l.idx", 3)
+            .expect_err("bad input must be refused")
+            .to_string();
         assert!(msg.contains("found 0x00000801"), "{msg}");
     }
 
     #[test]
     fn truncated_header_and_short_data_are_reported() {
         let img = write_idx(&[2, 2, 2], &[0; 8]);
-        let msg = read_idx(&img[..10], "h.idx", 3).unwrap_err().to_string();
+        let msg = read_idx(&img[..10], "h.idx", 3)
+            .expect_err("bad input must be refused")
+            .to_string();
         assert_eq!(
             msg,
             "h.idx: IDX byte offset 10: expected 3 big-endian u32 dimension sizes (header of 16 bytes), found end of data after 10 bytes"
         );
-        let msg = read_idx(&img[..20], "d.idx", 3).unwrap_err().to_string();
+        let msg = read_idx(&img[..20], "d.idx", 3)
+            .expect_err("bad input must be refused")
+            .to_string();
         assert_eq!(
             msg,
             "d.idx: IDX byte offset 16: expected 8 data bytes for dimensions 2x2x2, found 4 bytes after the 16-byte header"
         );
-        let msg = read_idx(&img[..2], "m.idx", 3).unwrap_err().to_string();
-        assert!(msg.contains("offset 0: expected a 4-byte IDX magic number, found only 2 bytes"), "{msg}");
+        let msg = read_idx(&img[..2], "m.idx", 3)
+            .expect_err("bad input must be refused")
+            .to_string();
+        assert!(
+            msg.contains("offset 0: expected a 4-byte IDX magic number, found only 2 bytes"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn dims_larger_than_bytes_and_overflow() {
         let mut img = write_idx(&[3, 2, 2], &[0; 8]); // claims 12, holds 8
-        let msg = read_idx(&img, "x", 3).unwrap_err().to_string();
-        assert!(msg.contains("expected 12 data bytes for dimensions 3x2x2, found 8 bytes"), "{msg}");
+        let msg = read_idx(&img, "x", 3)
+            .expect_err("bad input must be refused")
+            .to_string();
+        assert!(
+            msg.contains("expected 12 data bytes for dimensions 3x2x2, found 8 bytes"),
+            "{msg}"
+        );
         img[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
         img[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
         img[12..16].copy_from_slice(&u32::MAX.to_be_bytes());
@@ -216,10 +242,17 @@ mod tests {
     fn pair_mismatch_and_bad_label() {
         let img = write_idx(&[2, 1, 1], &[0, 0]);
         let lab = write_idx(&[3], &[0, 0, 0]);
-        let msg = images_from_idx("t", (&img, "i"), (&lab, "l"), digits()).unwrap_err().to_string();
+        let msg = images_from_idx("t", (&img, "i"), (&lab, "l"), digits())
+            .expect_err("bad input must be refused")
+            .to_string();
         assert_eq!(msg, "l: 3 labels, but i holds 2 images");
         let lab = write_idx(&[2], &[0, 10]);
-        let msg = images_from_idx("t", (&img, "i"), (&lab, "l"), digits()).unwrap_err().to_string();
-        assert_eq!(msg, "l: IDX byte offset 9: expected a label in 0..10, found 10");
+        let msg = images_from_idx("t", (&img, "i"), (&lab, "l"), digits())
+            .expect_err("bad input must be refused")
+            .to_string();
+        assert_eq!(
+            msg,
+            "l: IDX byte offset 9: expected a label in 0..10, found 10"
+        );
     }
 }

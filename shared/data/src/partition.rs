@@ -197,7 +197,11 @@ mod tests {
     fn check_cover(shards: &[Vec<usize>], n: usize) {
         let mut all: Vec<usize> = shards.iter().flatten().copied().collect();
         all.sort_unstable();
-        assert_eq!(all, (0..n).collect::<Vec<_>>(), "every sample in exactly one shard");
+        assert_eq!(
+            all,
+            (0..n).collect::<Vec<_>>(),
+            "every sample in exactly one shard"
+        );
         assert!(shards.iter().all(|s| !s.is_empty()), "no empty shard");
     }
 
@@ -219,8 +223,14 @@ mod tests {
             }
         }
         // Extreme: as many participants as samples.
-        let shards = assign(&labels[..20], 10, 20, &Partition::Dirichlet { alpha: 0.01 }, &mut SplitRng::new(2))
-            .expect("valid");
+        let shards = assign(
+            &labels[..20],
+            10,
+            20,
+            &Partition::Dirichlet { alpha: 0.01 },
+            &mut SplitRng::new(2),
+        )
+        .expect("valid");
         check_cover(&shards, 20);
         assert!(shards.iter().all(|s| s.len() == 1));
     }
@@ -228,13 +238,23 @@ mod tests {
     #[test]
     fn classes_per_node_limits_classes() {
         let labels = pool(4);
-        let shards = assign(&labels, 10, 5, &Partition::ClassesPerNode { k: 2 }, &mut SplitRng::new(3))
-            .expect("valid");
+        let shards = assign(
+            &labels,
+            10,
+            5,
+            &Partition::ClassesPerNode { k: 2 },
+            &mut SplitRng::new(3),
+        )
+        .expect("valid");
         for s in &shards {
             let mut cls: Vec<u32> = s.iter().map(|&p| labels[p]).collect();
             cls.sort_unstable();
             cls.dedup();
-            assert_eq!(cls.len(), 2, "each node holds exactly k=2 classes here (10 classes / 5 nodes)");
+            assert_eq!(
+                cls.len(),
+                2,
+                "each node holds exactly k=2 classes here (10 classes / 5 nodes)"
+            );
         }
     }
 
@@ -243,12 +263,22 @@ mod tests {
         let labels = pool(5);
         let iid = assign(&labels, 10, 10, &Partition::Iid, &mut SplitRng::new(1)).expect("valid");
         assert!(iid.iter().all(|s| s.len() == 100));
-        let q = assign(&labels, 10, 10, &Partition::QuantitySkew { alpha: 0.2 }, &mut SplitRng::new(1))
-            .expect("valid");
+        let q = assign(
+            &labels,
+            10,
+            10,
+            &Partition::QuantitySkew { alpha: 0.2 },
+            &mut SplitRng::new(1),
+        )
+        .expect("valid");
         let max = q.iter().map(Vec::len).max().unwrap_or(0);
         let min = q.iter().map(Vec::len).min().unwrap_or(0);
         // Dir(0.2) over 10 shards: the largest share is typically > 0.4, the smallest near 0.
-        assert!(max > 250 && min < 50, "sizes {:?}", q.iter().map(Vec::len).collect::<Vec<_>>());
+        assert!(
+            max > 250 && min < 50,
+            "sizes {:?}",
+            q.iter().map(Vec::len).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -256,7 +286,9 @@ mod tests {
         let labels = pool(6);
         let mut r = SplitRng::new(0);
         let msg = |p: Partition, parts: usize, r: &mut SplitRng| {
-            assign(&labels, 10, parts, &p, r).unwrap_err().to_string()
+            assign(&labels, 10, parts, &p, r)
+                .expect_err("bad input must be refused")
+                .to_string()
         };
         assert_eq!(
             msg(Partition::Dirichlet { alpha: 0.0 }, 3, &mut r),
@@ -269,7 +301,8 @@ mod tests {
             "invalid split: classes-per-node(k=11): k must be in 1..=10 (the dataset has 10 classes)"
         );
         assert!(msg(Partition::ClassesPerNode { k: 0 }, 3, &mut r).contains("k must be in 1..=10"));
-        assert!(msg(Partition::ClassesPerNode { k: 2 }, 4, &mut r).contains("covers at most 8 of the 10 classes"));
+        assert!(msg(Partition::ClassesPerNode { k: 2 }, 4, &mut r)
+            .contains("covers at most 8 of the 10 classes"));
         assert_eq!(
             msg(Partition::Iid, 1001, &mut r),
             "invalid split: 1001 participants cannot each get a non-empty shard of 1000 private samples"

@@ -94,7 +94,13 @@ pub fn apportion(total: usize, weights: &[f64]) -> Vec<usize> {
     }
     let exact: Vec<f64> = weights
         .iter()
-        .map(|w| if sum > 0.0 { w / sum * total as f64 } else { total as f64 / weights.len() as f64 })
+        .map(|w| {
+            if sum > 0.0 {
+                w / sum * total as f64
+            } else {
+                total as f64 / weights.len() as f64
+            }
+        })
         .collect();
     let mut parts: Vec<usize> = exact.iter().map(|x| x.floor() as usize).collect();
     let assigned: usize = parts.iter().sum();
@@ -122,7 +128,12 @@ mod tests {
         let xs: Vec<u64> = (0..4).map(|_| a.next_u64()).collect();
         let ys: Vec<u64> = (0..4).map(|_| b.next_u64()).collect();
         assert_eq!(xs, ys);
-        assert_ne!(xs, (0..4).map(|_| SplitRng::new(8).next_u64()).collect::<Vec<_>>());
+        assert_ne!(
+            xs,
+            (0..4)
+                .map(|_| SplitRng::new(8).next_u64())
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -133,7 +144,10 @@ mod tests {
             counts[r.below(6) as usize] += 1;
         }
         // Expected 10,000 each; 5 sigma of a binomial(60000, 1/6) is ~456.
-        assert!(counts.iter().all(|&c| (9_500..10_500).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (9_500..10_500).contains(&c)),
+            "{counts:?}"
+        );
     }
 
     #[test]
@@ -173,7 +187,10 @@ mod tests {
                 peak += p.iter().copied().fold(0.0, f64::max);
             }
             let mean = peak / 2000.0;
-            assert!((mean - want).abs() < 0.03, "alpha {alpha}: mean max {mean}, reference {want}");
+            assert!(
+                (mean - want).abs() < 0.03,
+                "alpha {alpha}: mean max {mean}, reference {want}"
+            );
         }
         // Tiny alpha must not underflow to NaN (the log-space boost).
         let p = r.dirichlet(1e-4, 5);

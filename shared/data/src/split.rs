@@ -98,7 +98,11 @@ pub fn split(ds: &Dataset, cfg: &SplitConfig) -> Result<FederatedSplit, DataErro
         return invalid(format!(
             "{n} samples give an empty {} set at fraction {}",
             if n_test == 0 { "test" } else { "public" },
-            if n_test == 0 { cfg.test_fraction } else { cfg.public_fraction }
+            if n_test == 0 {
+                cfg.test_fraction
+            } else {
+                cfg.public_fraction
+            }
         ));
     }
     let n_private = n.saturating_sub(n_test + n_public);
@@ -116,7 +120,13 @@ pub fn split(ds: &Dataset, cfg: &SplitConfig) -> Result<FederatedSplit, DataErro
     let public_idx = &perm[n_test..n_test + n_public];
     let pool = &perm[n_test + n_public..];
     let pool_labels: Vec<u32> = pool.iter().map(|&i| ds.labels[i]).collect();
-    let positions = assign(&pool_labels, ds.num_classes, cfg.participants, &cfg.partition, &mut rng)?;
+    let positions = assign(
+        &pool_labels,
+        ds.num_classes,
+        cfg.participants,
+        &cfg.partition,
+        &mut rng,
+    )?;
     let shard_idx: Vec<Vec<usize>> = positions
         .iter()
         .map(|ps| ps.iter().map(|&p| pool[p]).collect())
@@ -161,7 +171,11 @@ enum Fitted {
         std: f64,
     },
     /// Missing -> one-hot of level `mode`; values otherwise unchanged (0/1).
-    OneHot { start: usize, len: usize, mode: usize },
+    OneHot {
+        start: usize,
+        len: usize,
+        mode: usize,
+    },
 }
 
 /// The feature blocks of a tabular dataset: its catalog schema when the name and width match,
@@ -212,7 +226,11 @@ impl Preprocessor {
                     let mean = imputed().sum::<f64>() / count;
                     let var = imputed().map(|v| (v - mean) * (v - mean)).sum::<f64>() / count;
                     let std = var.sqrt();
-                    let std = if std.is_finite() && std > 1e-12 { std } else { 1.0 };
+                    let std = if std.is_finite() && std > 1e-12 {
+                        std
+                    } else {
+                        1.0
+                    };
                     Fitted::Numeric {
                         index,
                         median,
@@ -286,8 +304,18 @@ mod tests {
             f.extend_from_slice(&[c as f32, i as f32, 1.0]);
             l.push(c);
         }
-        Dataset::new("toy", f, l, 3, DataKind::Image { height: 1, width: 3 }, (0..4).map(|c| c.to_string()).collect())
-            .expect("consistent")
+        Dataset::new(
+            "toy",
+            f,
+            l,
+            3,
+            DataKind::Image {
+                height: 1,
+                width: 3,
+            },
+            (0..4).map(|c| c.to_string()).collect(),
+        )
+        .expect("consistent")
     }
 
     #[test]
@@ -323,11 +351,20 @@ mod tests {
         let with = |f: &dyn Fn(&mut SplitConfig)| {
             let mut c = SplitConfig::default();
             f(&mut c);
-            split(&ds, &c).unwrap_err().to_string()
+            split(&ds, &c)
+                .expect_err("bad input must be refused")
+                .to_string()
         };
-        assert_eq!(with(&|c| c.test_fraction = 0.0), "invalid split: test fraction 0 is outside (0, 1)");
-        assert_eq!(with(&|c| c.public_fraction = 1.0), "invalid split: public fraction 1 is outside (0, 1)");
-        assert!(with(&|c| c.public_fraction = f64::NAN).contains("public fraction NaN is outside (0, 1)"));
+        assert_eq!(
+            with(&|c| c.test_fraction = 0.0),
+            "invalid split: test fraction 0 is outside (0, 1)"
+        );
+        assert_eq!(
+            with(&|c| c.public_fraction = 1.0),
+            "invalid split: public fraction 1 is outside (0, 1)"
+        );
+        assert!(with(&|c| c.public_fraction = f64::NAN)
+            .contains("public fraction NaN is outside (0, 1)"));
         assert!(with(&|c| {
             c.test_fraction = 0.5;
             c.public_fraction = 0.5
@@ -337,12 +374,25 @@ mod tests {
             with(&|c| c.participants = 121),
             "invalid split: more participants (121) than private samples (120 of 200 after test 40 and public 40)"
         );
-        assert_eq!(with(&|c| c.participants = 0), "invalid split: at least one participant is needed");
+        assert_eq!(
+            with(&|c| c.participants = 0),
+            "invalid split: at least one participant is needed"
+        );
         assert!(with(&|c| c.test_fraction = 0.001).contains("empty test set"));
-        assert!(with(&|c| c.partition = Partition::ClassesPerNode { k: 5 }).contains("k must be in 1..=4"));
-        assert!(with(&|c| c.partition = Partition::Dirichlet { alpha: -0.5 }).contains("alpha must be"));
+        assert!(with(&|c| c.partition = Partition::ClassesPerNode { k: 5 })
+            .contains("k must be in 1..=4"));
+        assert!(
+            with(&|c| c.partition = Partition::Dirichlet { alpha: -0.5 }).contains("alpha must be")
+        );
         // 120 participants on 120 private samples is possible: one sample each.
-        let ok = split(&ds, &SplitConfig { participants: 120, ..SplitConfig::default() }).expect("valid");
+        let ok = split(
+            &ds,
+            &SplitConfig {
+                participants: 120,
+                ..SplitConfig::default()
+            },
+        )
+        .expect("valid");
         assert!(ok.shards.iter().all(|s| s.n == 1));
     }
 
@@ -352,20 +402,45 @@ mod tests {
         // statistics are recomputed here from the raw values of the private ids only; if test or
         // public rows leaked into the fit, the public rows would not match.
         let n = 100;
-        let f: Vec<f32> = (0..n).map(|i| if i == 3 { f32::NAN } else { i as f32 }).collect();
+        let f: Vec<f32> = (0..n)
+            .map(|i| if i == 3 { f32::NAN } else { i as f32 })
+            .collect();
         let l: Vec<u32> = (0..n).map(|i| (i % 2) as u32).collect();
-        let ds = Dataset::new("unknown-tabular", f, l, 1, DataKind::Tabular, vec!["a".into(), "b".into()])
-            .expect("consistent");
-        let cfg = SplitConfig { participants: 2, partition: Partition::Iid, ..SplitConfig::default() };
+        let ds = Dataset::new(
+            "unknown-tabular",
+            f,
+            l,
+            1,
+            DataKind::Tabular,
+            vec!["a".into(), "b".into()],
+        )
+        .expect("consistent");
+        let cfg = SplitConfig {
+            participants: 2,
+            partition: Partition::Iid,
+            ..SplitConfig::default()
+        };
         let s = split(&ds, &cfg).expect("valid");
         let private: Vec<u64> = s.shard_ids.iter().flatten().copied().collect();
-        let mut present: Vec<f64> = private.iter().filter(|&&i| i != 3).map(|&i| i as f64).collect();
+        let mut present: Vec<f64> = private
+            .iter()
+            .filter(|&&i| i != 3)
+            .map(|&i| i as f64)
+            .collect();
         present.sort_by(f64::total_cmp);
         let k = present.len();
-        let median = if k % 2 == 1 { present[k / 2] } else { (present[k / 2 - 1] + present[k / 2]) / 2.0 };
-        let vals: Vec<f64> = private.iter().map(|&i| if i == 3 { median } else { i as f64 }).collect();
+        let median = if k % 2 == 1 {
+            present[k / 2]
+        } else {
+            (present[k / 2 - 1] + present[k / 2]) / 2.0
+        };
+        let vals: Vec<f64> = private
+            .iter()
+            .map(|&i| if i == 3 { median } else { i as f64 })
+            .collect();
         let mean = vals.iter().sum::<f64>() / vals.len() as f64;
-        let std = (vals.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / vals.len() as f64).sqrt();
+        let std =
+            (vals.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / vals.len() as f64).sqrt();
         for (row, &id) in s.public_ids.iter().enumerate() {
             let raw = if id == 3 { median } else { id as f64 };
             assert_eq!(s.public.row(row)[0], ((raw - mean) / std) as f32);

@@ -95,7 +95,10 @@ fn strs(v: &[&str]) -> Vec<String> {
 }
 
 fn numeric(names: &[&str]) -> Vec<Column> {
-    names.iter().map(|n| Column::Numeric(n.to_string())).collect()
+    names
+        .iter()
+        .map(|n| Column::Numeric(n.to_string()))
+        .collect()
 }
 
 fn cat(name: &str, levels: &[&str]) -> Column {
@@ -183,10 +186,16 @@ impl TabularSchema {
                         values: strs(&["good", "bad"]),
                     },
                     Column::Numeric("Seniority".into()),
-                    cat("Home", &["ignore", "other", "owner", "parents", "priv", "rent"]),
+                    cat(
+                        "Home",
+                        &["ignore", "other", "owner", "parents", "priv", "rent"],
+                    ),
                     Column::Numeric("Time".into()),
                     Column::Numeric("Age".into()),
-                    cat("Marital", &["divorced", "married", "separated", "single", "widow"]),
+                    cat(
+                        "Marital",
+                        &["divorced", "married", "separated", "single", "widow"],
+                    ),
                     cat("Records", &["no", "yes"]),
                     cat("Job", &["fixed", "freelance", "others", "partime"]),
                 ];
@@ -367,7 +376,12 @@ pub fn read_csv(bytes: &[u8], file: &str, schema: &TabularSchema) -> Result<Data
                     let n = got.first().and_then(|s| s.parse::<usize>().ok());
                     let ok = n.is_some()
                         && got.get(1) == Some(&nfeat.to_string().as_str())
-                        && got[2..] == schema.class_names.iter().map(String::as_str).collect::<Vec<_>>()[..];
+                        && got[2..]
+                            == schema
+                                .class_names
+                                .iter()
+                                .map(String::as_str)
+                                .collect::<Vec<_>>()[..];
                     match (ok, n) {
                         (true, Some(n)) => expected_rows = Some((n, line)),
                         _ => {
@@ -421,7 +435,11 @@ pub fn read_csv(bytes: &[u8], file: &str, schema: &TabularSchema) -> Result<Data
                     if image && !(0.0..=schema.scale).contains(&v) {
                         return Err(err(
                             line,
-                            format!("a grey level in 0..={} in column {} (`{name}`)", schema.scale, j + 1),
+                            format!(
+                                "a grey level in 0..={} in column {} (`{name}`)",
+                                schema.scale,
+                                j + 1
+                            ),
                             format!("`{cell}`"),
                         ));
                     }
@@ -433,8 +451,10 @@ pub fn read_csv(bytes: &[u8], file: &str, schema: &TabularSchema) -> Result<Data
                         continue;
                     }
                     match levels.iter().position(|l| l == cell) {
-                        Some(k) => features
-                            .extend((0..levels.len()).map(|i| if i == k { 1.0 } else { 0.0 })),
+                        Some(k) => {
+                            features
+                                .extend((0..levels.len()).map(|i| if i == k { 1.0 } else { 0.0 }))
+                        }
                         None => {
                             return Err(err(
                                 line,
@@ -453,7 +473,11 @@ pub fn read_csv(bytes: &[u8], file: &str, schema: &TabularSchema) -> Result<Data
                     None => {
                         return Err(err(
                             line,
-                            format!("a label in {} in column {} (`{name}`)", values.join("|"), j + 1),
+                            format!(
+                                "a label in {} in column {} (`{name}`)",
+                                values.join("|"),
+                                j + 1
+                            ),
                             format!("`{cell}`"),
                         ))
                     }
@@ -481,7 +505,11 @@ pub fn read_csv(bytes: &[u8], file: &str, schema: &TabularSchema) -> Result<Data
         }
     }
     if labels.is_empty() {
-        return Err(err(last_line, "at least one data row".into(), "none".into()));
+        return Err(err(
+            last_line,
+            "at least one data row".into(),
+            "none".into(),
+        ));
     }
     debug_assert_eq!(features.len(), labels.len() * dim);
     Dataset::new(
@@ -543,7 +571,7 @@ mod tests {
             "good,9,rent,60,30,married,no,freelance,73,129,0,0,800,846",
             "good,9,rent,60,30,married,no,freelance,73,129,0,0,800",
         ])
-        .unwrap_err()
+        .expect_err("bad input must be refused")
         .to_string();
         assert_eq!(msg, "c.csv: line 3: expected 14 fields, found 13 fields");
     }
@@ -551,7 +579,7 @@ mod tests {
     #[test]
     fn label_outside_schema_is_rejected() {
         let msg = credit(&["meh,9,rent,60,30,married,no,freelance,73,129,0,0,800,846"])
-            .unwrap_err()
+            .expect_err("bad input must be refused")
             .to_string();
         assert_eq!(
             msg,
@@ -562,15 +590,18 @@ mod tests {
     #[test]
     fn unknown_category_and_bad_number_are_rejected() {
         let msg = credit(&["good,9,castle,60,30,married,no,freelance,73,129,0,0,800,846"])
-            .unwrap_err()
+            .expect_err("bad input must be refused")
             .to_string();
         assert!(msg.starts_with("c.csv: line 2: expected one of ignore|other|owner|parents|priv|rent in column 3 (`Home`)"), "{msg}");
         let msg = credit(&["good,nine,rent,60,30,married,no,freelance,73,129,0,0,800,846"])
-            .unwrap_err()
+            .expect_err("bad input must be refused")
             .to_string();
-        assert_eq!(msg, "c.csv: line 2: expected a finite number in column 2 (`Seniority`), found `nine`");
+        assert_eq!(
+            msg,
+            "c.csv: line 2: expected a finite number in column 2 (`Seniority`), found `nine`"
+        );
         let msg = credit(&["good,inf,rent,60,30,married,no,freelance,73,129,0,0,800,846"])
-            .unwrap_err()
+            .expect_err("bad input must be refused")
             .to_string();
         assert!(msg.contains("found `inf`"), "{msg}");
     }
@@ -578,9 +609,16 @@ mod tests {
     #[test]
     fn wrong_header_is_rejected() {
         let schema = TabularSchema::for_dataset("credit").expect("exists");
-        let msg = read_csv(b"Status,Age\ngood,1\n", "h.csv", &schema).unwrap_err().to_string();
-        assert!(msg.starts_with("h.csv: line 1: expected header `Status,Seniority,"), "{msg}");
-        let msg = read_csv(credit_header().as_bytes(), "e.csv", &schema).unwrap_err().to_string();
+        let msg = read_csv(b"Status,Age\ngood,1\n", "h.csv", &schema)
+            .expect_err("bad input must be refused")
+            .to_string();
+        assert!(
+            msg.starts_with("h.csv: line 1: expected header `Status,Seniority,"),
+            "{msg}"
+        );
+        let msg = read_csv(credit_header().as_bytes(), "e.csv", &schema)
+            .expect_err("bad input must be refused")
+            .to_string();
         assert!(msg.contains("expected at least one data row"), "{msg}");
     }
 
@@ -589,14 +627,21 @@ mod tests {
         let schema = TabularSchema::for_dataset("breast-cancer").expect("exists");
         let row = format!("{}0", "1.5,".repeat(30));
         let text = format!("2,30,malignant,benign\n{row}\n");
-        let msg = read_csv(text.as_bytes(), "b.csv", &schema).unwrap_err().to_string();
+        let msg = read_csv(text.as_bytes(), "b.csv", &schema)
+            .expect_err("bad input must be refused")
+            .to_string();
         assert_eq!(
             msg,
             "b.csv: line 1: expected 2 data rows as the header declares, found 1 data rows (file ends at line 2)"
         );
         let text = format!("1,30,benign,malignant\n{row}\n");
-        let msg = read_csv(text.as_bytes(), "b.csv", &schema).unwrap_err().to_string();
-        assert!(msg.contains("expected scikit-learn header `n_samples,30,malignant,benign`"), "{msg}");
+        let msg = read_csv(text.as_bytes(), "b.csv", &schema)
+            .expect_err("bad input must be refused")
+            .to_string();
+        assert!(
+            msg.contains("expected scikit-learn header `n_samples,30,malignant,benign`"),
+            "{msg}"
+        );
         let text = format!("1,30,malignant,benign\n{row}\n");
         let ds = read_csv(text.as_bytes(), "b.csv", &schema).expect("valid");
         assert_eq!((ds.n, ds.dim, ds.labels[0]), (1, 30, 0));
@@ -607,13 +652,26 @@ mod tests {
         let schema = TabularSchema::for_dataset("digits").expect("exists");
         let row = format!("{}16,3", "8,".repeat(63));
         let ds = read_csv(row.as_bytes(), "d.csv", &schema).expect("valid");
-        assert_eq!(ds.kind, DataKind::Image { height: 8, width: 8 });
+        assert_eq!(
+            ds.kind,
+            DataKind::Image {
+                height: 8,
+                width: 8
+            }
+        );
         assert_eq!((ds.row(0)[0], ds.row(0)[63], ds.labels[0]), (0.5, 1.0, 3));
         let row = format!("{}17,3", "8,".repeat(63));
-        let msg = read_csv(row.as_bytes(), "d.csv", &schema).unwrap_err().to_string();
-        assert!(msg.contains("line 1: expected a grey level in 0..=16 in column 64"), "{msg}");
+        let msg = read_csv(row.as_bytes(), "d.csv", &schema)
+            .expect_err("bad input must be refused")
+            .to_string();
+        assert!(
+            msg.contains("line 1: expected a grey level in 0..=16 in column 64"),
+            "{msg}"
+        );
         let row = format!("{},3", "8,".repeat(63));
-        let msg = read_csv(row.as_bytes(), "d.csv", &schema).unwrap_err().to_string();
+        let msg = read_csv(row.as_bytes(), "d.csv", &schema)
+            .expect_err("bad input must be refused")
+            .to_string();
         assert!(msg.contains("found an empty cell"), "{msg}");
     }
 }
