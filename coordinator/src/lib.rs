@@ -1,2 +1,3 @@
 //! fedistill coordinator driver.
 pub mod store;
+pub mod transport;

@@ -1,2 +1,3 @@
 //! fedistill participant driver.
+pub mod transport;
 pub mod witness;

@@ -10,5 +10,6 @@ pub use fedistill_ml as ml;
 
 pub mod crypto;
 pub mod protocol;
+pub mod provision;
 pub mod tls;
 pub mod wire;
