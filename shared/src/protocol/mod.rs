@@ -1,1 +1,30 @@
-//! Sans-IO state machines for the coordinator round and the participant session.
+//! Sans-IO state machines for the coordinator round and the participant session, plus the pure pieces they
+//! use: soft-label encodings and aggregation rules.
+//!
+//! Nothing in here does I/O, reads the clock or OS randomness: time comes in as [`Millis`] arguments and
+//! randomness as seeds, so the simulator in `sim` drives the same code with a virtual clock.
+
+pub mod aggregate;
+pub mod coordinator;
+pub mod participant;
+#[cfg(test)]
+mod sim;
+pub mod softlabels;
+
+pub use aggregate::{aggregate, AggregateError, AggregationRule, ContributionView};
+pub use coordinator::{CoordinatorConfig, CoordinatorRound, OutMessage, Output, Phase, Rejection, RoundCommit, Snapshot};
+pub use participant::{ParticipantOutput, ParticipantSession, SessionError};
+pub use softlabels::{Encoding, SoftLabelError};
+
+use serde::{Deserialize, Serialize};
+
+/// A point in time or a duration in milliseconds, on a clock the driver (or the simulator) owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+pub struct Millis(pub u64);
+
+impl Millis {
+    /// `self + d`, saturating.
+    pub fn plus(self, d: Millis) -> Millis {
+        Millis(self.0.saturating_add(d.0))
+    }
+}

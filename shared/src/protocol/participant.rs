@@ -1,0 +1,221 @@
+//! The participant's session state machine (sans-IO).
+//!
+//! It decides what a participant does with each verified push from the coordinator: label a round's
+//! samples once, refuse stale or foreign rounds, distill from an aggregate only for the round it
+//! contributed to, and report once. The driver runs the teacher and the distillation on blocking threads
+//! and feeds the results back through `handle_*`.
+
+use std::collections::VecDeque;
+
+use crate::crypto::{Digest, RoundId, Verified};
+use crate::wire::messages::{AggregateLabels, RoundOpen, RoundReport};
+
+/// Effects for the driver.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParticipantOutput {
+    /// Run the teacher on these public samples and call `handle_labels_ready`.
+    ComputeSoftLabels {
+        /// The round.
+        round: RoundId,
+        /// Public sample ids.
+        sample_ids: Vec<u64>,
+        /// Teacher temperature.
+        temperature: f32,
+    },
+    /// Distill from this consensus and call `handle_distilled`.
+    Distill {
+        /// The round.
+        round: RoundId,
+        /// Sample ids of the round, matching the probability rows.
+        sample_ids: Vec<u64>,
+        /// Consensus probabilities (rows x classes).
+        probabilities: Vec<f32>,
+        /// Total rounds (for schedules).
+        total_rounds: u64,
+    },
+    /// Sign and send this report.
+    SendReport(RoundReport),
+    /// The coordinator finished all rounds.
+    Finished,
+}
+
+/// Why a push was ignored.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SessionError {
+    /// The round is older than one already handled.
+    #[error("round {got} is stale: round {seen} was already handled")]
+    Stale {
+        /// Round in the message.
+        got: RoundId,
+        /// Latest round handled.
+        seen: RoundId,
+    },
+    /// The participant holds another public set.
+    #[error("round announces public set {announced}, this participant holds {held}")]
+    WrongPublicSet {
+        /// Digest announced.
+        announced: Digest,
+        /// Digest held.
+        held: Digest,
+    },
+    /// An aggregate arrived for a round the participant did not label.
+    #[error("aggregate for round {0}, which this participant did not contribute to")]
+    NotContributed(RoundId),
+    /// The aggregate is malformed.
+    #[error("aggregate for round {round} is malformed: {reason}")]
+    BadAggregate {
+        /// The round.
+        round: RoundId,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A sample id is outside the public set.
+    #[error("sample id {id} is outside the public set of {len} samples")]
+    BadSampleId {
+        /// The id.
+        id: u64,
+        /// Public set size.
+        len: u64,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    open: RoundOpen,
+    labelled: bool,
+}
+
+/// The participant's session.
+#[derive(Debug)]
+pub struct ParticipantSession {
+    public_digest: Digest,
+    public_len: u64,
+    classes: u32,
+    last_done: RoundId,
+    pending: Option<Pending>,
+    outputs: VecDeque<ParticipantOutput>,
+}
+
+impl ParticipantSession {
+    /// A session for a participant holding the public set `public_digest` of `public_len` samples. Rounds
+    /// up to `last_done` (persisted by the driver) are not redone after a restart.
+    pub fn new(public_digest: Digest, public_len: u64, classes: u32, last_done: RoundId) -> Self {
+        Self {
+            public_digest,
+            public_len,
+            classes,
+            last_done,
+            pending: None,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// Last round fully handled (reported).
+    pub fn last_done(&self) -> RoundId {
+        self.last_done
+    }
+
+    /// A verified round opening.
+    pub fn handle_open(&mut self, open: Verified<RoundOpen>) -> Result<(), SessionError> {
+        let open = open.into_inner();
+        if open.round <= self.last_done {
+            return Err(SessionError::Stale {
+                got: open.round,
+                seen: self.last_done,
+            });
+        }
+        if let Some(p) = &self.pending {
+            if p.open.round == open.round && p.labelled {
+                // Re-announcement after a coordinator restart: the labels were already sent.
+                return Ok(());
+            }
+        }
+        if open.public_digest != self.public_digest {
+            return Err(SessionError::WrongPublicSet {
+                announced: open.public_digest,
+                held: self.public_digest,
+            });
+        }
+        if let Some(&id) = open.sample_ids.iter().find(|&&id| id >= self.public_len) {
+            return Err(SessionError::BadSampleId {
+                id,
+                len: self.public_len,
+            });
+        }
+        self.outputs.push_back(ParticipantOutput::ComputeSoftLabels {
+            round: open.round,
+            sample_ids: open.sample_ids.clone(),
+            temperature: open.temperature,
+        });
+        self.pending = Some(Pending { open, labelled: false });
+        Ok(())
+    }
+
+    /// The driver computed and sent (and got an ack or a duplicate notice for) the round's labels.
+    pub fn handle_labels_sent(&mut self, round: RoundId) {
+        if let Some(p) = self.pending.as_mut() {
+            if p.open.round == round {
+                p.labelled = true;
+            }
+        }
+    }
+
+    /// A verified aggregate.
+    pub fn handle_aggregate(&mut self, agg: Verified<AggregateLabels>) -> Result<(), SessionError> {
+        let agg = agg.into_inner();
+        if agg.round <= self.last_done {
+            return Err(SessionError::Stale {
+                got: agg.round,
+                seen: self.last_done,
+            });
+        }
+        let Some(p) = self.pending.as_ref().filter(|p| p.open.round == agg.round && p.labelled) else {
+            return Err(SessionError::NotContributed(agg.round));
+        };
+        let rows = p.open.sample_ids.len();
+        let classes = self.classes as usize;
+        if agg.rows as usize != rows || agg.classes != self.classes || agg.probabilities.len() != rows * classes * 4 {
+            return Err(SessionError::BadAggregate {
+                round: agg.round,
+                reason: format!("shape {}x{} with {} bytes, expected {rows}x{classes}", agg.rows, agg.classes, agg.probabilities.len()),
+            });
+        }
+        if Digest::of(&agg.probabilities) != agg.aggregate_digest {
+            return Err(SessionError::BadAggregate {
+                round: agg.round,
+                reason: "aggregate digest does not match its bytes".into(),
+            });
+        }
+        let probabilities = super::softlabels::decode(&agg.probabilities, rows, classes, super::Encoding::F32)
+            .map_err(|e| SessionError::BadAggregate {
+                round: agg.round,
+                reason: e.to_string(),
+            })?;
+        self.outputs.push_back(ParticipantOutput::Distill {
+            round: agg.round,
+            sample_ids: p.open.sample_ids.clone(),
+            probabilities,
+            total_rounds: p.open.total_rounds,
+        });
+        Ok(())
+    }
+
+    /// The driver distilled, quantized, evaluated and guarded the student for `report.round`.
+    pub fn handle_distilled(&mut self, report: RoundReport) {
+        if self.pending.as_ref().is_some_and(|p| p.open.round == report.round) {
+            self.last_done = report.round;
+            self.pending = None;
+            self.outputs.push_back(ParticipantOutput::SendReport(report));
+        }
+    }
+
+    /// The coordinator finished.
+    pub fn handle_finished(&mut self) {
+        self.outputs.push_back(ParticipantOutput::Finished);
+    }
+
+    /// The next effect.
+    pub fn poll_output(&mut self) -> Option<ParticipantOutput> {
+        self.outputs.pop_front()
+    }
+}

@@ -1,0 +1,399 @@
+//! Soft-label payload encodings (f32, f16, 8-bit with a per-row scale, top-k sparse) and their validation.
+//!
+//! A payload is `n` rows of `classes` probabilities. Encoding is lossy for all but f32; decoding is
+//! deterministic and renormalises each row, so the coordinator, the participants and an offline auditor
+//! obtain bit-identical distributions from the same bytes (the auditor recomputes aggregates from them).
+
+use serde::{Deserialize, Serialize};
+
+/// Tolerance on a row sum for a payload to count as a probability distribution.
+pub const ROW_SUM_TOLERANCE: f32 = 1e-3;
+
+/// How a participant packs its soft labels on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// 4 bytes per probability, exact.
+    F32,
+    /// IEEE half precision, 2 bytes per probability.
+    F16,
+    /// One byte per probability plus one f32 scale per row (`p ~= q * scale`, `scale = max(row) / 255`).
+    Int8,
+    /// The `k` largest probabilities per row as (u16 class, f16 value); the remaining mass is spread evenly
+    /// over the other classes when decoding.
+    TopK {
+        /// Entries kept per row, `1 <= k <= classes`.
+        k: u16,
+    },
+}
+
+impl Encoding {
+    /// Stable one-byte tag used in canonical log records.
+    pub fn tag(&self) -> u8 {
+        match self {
+            Encoding::F32 => 1,
+            Encoding::F16 => 2,
+            Encoding::Int8 => 3,
+            Encoding::TopK { .. } => 4,
+        }
+    }
+
+    /// Human-readable name (`f32`, `f16`, `int8`, `topk:K`), also accepted by [`Encoding::parse`].
+    pub fn name(&self) -> String {
+        match self {
+            Encoding::F32 => "f32".into(),
+            Encoding::F16 => "f16".into(),
+            Encoding::Int8 => "int8".into(),
+            Encoding::TopK { k } => format!("topk:{k}"),
+        }
+    }
+
+    /// Parses `f32`, `f16`, `int8` or `topk:K`.
+    pub fn parse(s: &str) -> Result<Encoding, SoftLabelError> {
+        match s {
+            "f32" => Ok(Encoding::F32),
+            "f16" => Ok(Encoding::F16),
+            "int8" => Ok(Encoding::Int8),
+            other => {
+                let k = other
+                    .strip_prefix("topk:")
+                    .and_then(|k| k.parse::<u16>().ok())
+                    .filter(|k| *k > 0)
+                    .ok_or_else(|| SoftLabelError::UnknownEncoding(other.to_string()))?;
+                Ok(Encoding::TopK { k })
+            }
+        }
+    }
+
+    /// Exact payload size in bytes for `n` rows of `classes` probabilities.
+    pub fn payload_len(&self, n: usize, classes: usize) -> usize {
+        match self {
+            Encoding::F32 => n * classes * 4,
+            Encoding::F16 => n * classes * 2,
+            Encoding::Int8 => n * (classes + 4),
+            Encoding::TopK { k } => n * usize::from(*k) * 4,
+        }
+    }
+}
+
+/// Why a soft-label payload was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SoftLabelError {
+    /// The encoding name is not one of f32, f16, int8, topk:K.
+    #[error("unknown soft-label encoding {0:?} (expected f32, f16, int8 or topk:K with K >= 1)")]
+    UnknownEncoding(String),
+    /// The payload length does not match rows x classes for the encoding.
+    #[error("soft-label payload has {got} bytes, expected {expected} for {rows} rows x {classes} classes")]
+    WrongLength {
+        /// Bytes received.
+        got: usize,
+        /// Bytes the shape implies.
+        expected: usize,
+        /// Rows expected.
+        rows: usize,
+        /// Classes expected.
+        classes: usize,
+    },
+    /// Top-k with k = 0 or k > classes.
+    #[error("top-k encoding with k = {k} is invalid for {classes} classes")]
+    BadTopK {
+        /// The k on the wire.
+        k: u16,
+        /// Number of classes.
+        classes: usize,
+    },
+    /// A value is NaN or infinite.
+    #[error("row {row}, class {class}: value is not finite")]
+    NotFinite {
+        /// Row index.
+        row: usize,
+        /// Class index.
+        class: usize,
+    },
+    /// A value lies outside [0, 1].
+    #[error("row {row}, class {class}: probability {value} is outside [0, 1]")]
+    OutOfRange {
+        /// Row index.
+        row: usize,
+        /// Class index.
+        class: usize,
+        /// The offending value.
+        value: f32,
+    },
+    /// A row does not sum to one.
+    #[error("row {row} sums to {sum}, not 1 (tolerance {ROW_SUM_TOLERANCE})")]
+    NotADistribution {
+        /// Row index.
+        row: usize,
+        /// The row's sum.
+        sum: f32,
+    },
+    /// A top-k class index is outside the class range or repeated.
+    #[error("row {row}: top-k class index {class} is out of range or repeated")]
+    BadClassIndex {
+        /// Row index.
+        row: usize,
+        /// The offending class index.
+        class: u16,
+    },
+}
+
+/// Checks that `p` holds `rows` probability distributions over `classes` classes.
+pub fn validate_distributions(p: &[f32], rows: usize, classes: usize) -> Result<(), SoftLabelError> {
+    if p.len() != rows * classes {
+        return Err(SoftLabelError::WrongLength {
+            got: p.len() * 4,
+            expected: rows * classes * 4,
+            rows,
+            classes,
+        });
+    }
+    for (row, r) in p.chunks_exact(classes.max(1)).enumerate() {
+        let mut sum = 0.0f32;
+        for (class, &v) in r.iter().enumerate() {
+            if !v.is_finite() {
+                return Err(SoftLabelError::NotFinite { row, class });
+            }
+            if !(0.0..=1.0).contains(&v) {
+                return Err(SoftLabelError::OutOfRange { row, class, value: v });
+            }
+            sum += v;
+        }
+        if (sum - 1.0).abs() > ROW_SUM_TOLERANCE {
+            return Err(SoftLabelError::NotADistribution { row, sum });
+        }
+    }
+    Ok(())
+}
+
+/// Encodes `rows` x `classes` probabilities (validated first).
+pub fn encode(
+    p: &[f32],
+    rows: usize,
+    classes: usize,
+    encoding: Encoding,
+) -> Result<Vec<u8>, SoftLabelError> {
+    validate_distributions(p, rows, classes)?;
+    let mut out = Vec::with_capacity(encoding.payload_len(rows, classes));
+    match encoding {
+        Encoding::F32 => p.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        Encoding::F16 => p
+            .iter()
+            .for_each(|v| out.extend_from_slice(&half::f16::from_f32(*v).to_le_bytes())),
+        Encoding::Int8 => {
+            for r in p.chunks_exact(classes) {
+                let max = r.iter().copied().fold(0.0f32, f32::max);
+                let scale = if max > 0.0 { max / 255.0 } else { 1.0 };
+                out.extend_from_slice(&scale.to_le_bytes());
+                for v in r {
+                    out.push((v / scale).round().clamp(0.0, 255.0) as u8);
+                }
+            }
+        }
+        Encoding::TopK { k } => {
+            if k == 0 || usize::from(k) > classes {
+                return Err(SoftLabelError::BadTopK { k, classes });
+            }
+            for r in p.chunks_exact(classes) {
+                let mut idx: Vec<usize> = (0..classes).collect();
+                // Stable order: larger probability first, lower class id on ties.
+                idx.sort_by(|&a, &b| r[b].total_cmp(&r[a]).then(a.cmp(&b)));
+                for &c in idx.iter().take(usize::from(k)) {
+                    out.extend_from_slice(&(c as u16).to_le_bytes());
+                    out.extend_from_slice(&half::f16::from_f32(r[c]).to_le_bytes());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes a payload into `rows` x `classes` probabilities, validating everything a peer controls.
+pub fn decode(
+    bytes: &[u8],
+    rows: usize,
+    classes: usize,
+    encoding: Encoding,
+) -> Result<Vec<f32>, SoftLabelError> {
+    if let Encoding::TopK { k } = encoding {
+        if k == 0 || usize::from(k) > classes {
+            return Err(SoftLabelError::BadTopK { k, classes });
+        }
+    }
+    let expected = encoding.payload_len(rows, classes);
+    if bytes.len() != expected {
+        return Err(SoftLabelError::WrongLength {
+            got: bytes.len(),
+            expected,
+            rows,
+            classes,
+        });
+    }
+    let mut p = vec![0.0f32; rows * classes];
+    match encoding {
+        Encoding::F32 => {
+            for (v, b) in p.iter_mut().zip(bytes.chunks_exact(4)) {
+                *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        Encoding::F16 => {
+            for (v, b) in p.iter_mut().zip(bytes.chunks_exact(2)) {
+                *v = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+            }
+        }
+        Encoding::Int8 => {
+            for (row, (r, b)) in p
+                .chunks_exact_mut(classes)
+                .zip(bytes.chunks_exact(classes + 4))
+                .enumerate()
+            {
+                let scale = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                if !scale.is_finite() || scale <= 0.0 {
+                    return Err(SoftLabelError::NotFinite { row, class: 0 });
+                }
+                for (v, q) in r.iter_mut().zip(&b[4..]) {
+                    *v = f32::from(*q) * scale;
+                }
+            }
+        }
+        Encoding::TopK { k } => {
+            let k = usize::from(k);
+            for (row, (r, b)) in p.chunks_exact_mut(classes).zip(bytes.chunks_exact(k * 4)).enumerate() {
+                let mut seen = vec![false; classes];
+                let mut mass = 0.0f32;
+                for e in b.chunks_exact(4) {
+                    let c = u16::from_le_bytes([e[0], e[1]]);
+                    let v = half::f16::from_le_bytes([e[2], e[3]]).to_f32();
+                    let ci = usize::from(c);
+                    if ci >= classes || seen[ci] {
+                        return Err(SoftLabelError::BadClassIndex { row, class: c });
+                    }
+                    if !v.is_finite() {
+                        return Err(SoftLabelError::NotFinite { row, class: ci });
+                    }
+                    if !(0.0..=1.0).contains(&v) {
+                        return Err(SoftLabelError::OutOfRange { row, class: ci, value: v });
+                    }
+                    seen[ci] = true;
+                    r[ci] = v;
+                    mass += v;
+                }
+                let rest = classes - k;
+                if rest > 0 {
+                    let fill = ((1.0 - mass).max(0.0)) / rest as f32;
+                    for (ci, v) in r.iter_mut().enumerate() {
+                        if !seen[ci] {
+                            *v = fill;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Quantized encodings only approximate a distribution: renormalise, then check what the peer sent.
+    for (row, r) in p.chunks_exact_mut(classes.max(1)).enumerate() {
+        let mut sum = 0.0f32;
+        for (class, v) in r.iter().enumerate() {
+            if !v.is_finite() {
+                return Err(SoftLabelError::NotFinite { row, class });
+            }
+            if !(0.0..=1.0 + ROW_SUM_TOLERANCE).contains(v) {
+                return Err(SoftLabelError::OutOfRange { row, class, value: *v });
+            }
+            sum += v;
+        }
+        let tolerance = match encoding {
+            Encoding::F32 => ROW_SUM_TOLERANCE,
+            // Each 8-bit / f16 value may be off by half a step; a row of `classes` of them by that much each.
+            _ => 0.02 + classes as f32 * 2e-3,
+        };
+        if (sum - 1.0).abs() > tolerance || sum <= 0.0 {
+            return Err(SoftLabelError::NotADistribution { row, sum });
+        }
+        if encoding != Encoding::F32 {
+            r.iter_mut().for_each(|v| *v /= sum);
+        }
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows() -> Vec<f32> {
+        vec![
+            0.7, 0.2, 0.1, 0.0, //
+            0.25, 0.25, 0.25, 0.25, //
+            0.0, 0.0, 0.0, 1.0,
+        ]
+    }
+
+    #[test]
+    fn f32_round_trip_is_exact() {
+        let p = rows();
+        let b = encode(&p, 3, 4, Encoding::F32).unwrap();
+        assert_eq!(b.len(), 48);
+        assert_eq!(decode(&b, 3, 4, Encoding::F32).unwrap(), p);
+    }
+
+    #[test]
+    fn lossy_encodings_stay_close_and_normalised() {
+        let p = rows();
+        for enc in [Encoding::F16, Encoding::Int8, Encoding::TopK { k: 4 }] {
+            let b = encode(&p, 3, 4, enc).unwrap();
+            assert_eq!(b.len(), enc.payload_len(3, 4), "{enc:?}");
+            let q = decode(&b, 3, 4, enc).unwrap();
+            for (a, b) in p.iter().zip(&q) {
+                assert!((a - b).abs() < 5e-3, "{enc:?}: {a} vs {b}");
+            }
+            validate_distributions(&q, 3, 4).unwrap();
+        }
+    }
+
+    #[test]
+    fn top_k_spreads_the_remaining_mass() {
+        let p = rows();
+        let b = encode(&p, 3, 4, Encoding::TopK { k: 1 }).unwrap();
+        assert_eq!(b.len(), 12);
+        let q = decode(&b, 3, 4, Encoding::TopK { k: 1 }).unwrap();
+        // Row 0: 0.7 kept, 0.3 spread over 3 classes (0.1 each, up to f16 rounding of 0.7).
+        assert!((q[0] - 0.7).abs() < 1e-3 && (q[1] - 0.1).abs() < 1e-3 && (q[3] - 0.1).abs() < 1e-3);
+        // Row 1 ties: the lowest class id wins.
+        assert!((q[4] - 0.25).abs() < 1e-3);
+    }
+
+    #[test]
+    fn rejects_bad_payloads() {
+        let p = rows();
+        let b = encode(&p, 3, 4, Encoding::F32).unwrap();
+        assert!(matches!(
+            decode(&b[..47], 3, 4, Encoding::F32),
+            Err(SoftLabelError::WrongLength { got: 47, expected: 48, .. })
+        ));
+        let mut nan = b.clone();
+        nan[0..4].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert_eq!(decode(&nan, 3, 4, Encoding::F32), Err(SoftLabelError::NotFinite { row: 0, class: 0 }));
+        let mut big = b.clone();
+        big[0..4].copy_from_slice(&3.0f32.to_le_bytes());
+        assert!(matches!(decode(&big, 3, 4, Encoding::F32), Err(SoftLabelError::OutOfRange { row: 0, .. })));
+        let mut unnorm = b;
+        unnorm[0..4].copy_from_slice(&0.2f32.to_le_bytes());
+        assert!(matches!(decode(&unnorm, 3, 4, Encoding::F32), Err(SoftLabelError::NotADistribution { row: 0, .. })));
+        assert!(matches!(encode(&[0.5, 0.6], 1, 2, Encoding::F32), Err(SoftLabelError::NotADistribution { .. })));
+        assert_eq!(decode(&[], 1, 4, Encoding::TopK { k: 5 }), Err(SoftLabelError::BadTopK { k: 5, classes: 4 }));
+        // Repeated top-k class index.
+        let mut dup = encode(&p, 3, 4, Encoding::TopK { k: 2 }).unwrap();
+        dup[4..6].copy_from_slice(&0u16.to_le_bytes());
+        assert!(matches!(decode(&dup, 3, 4, Encoding::TopK { k: 2 }), Err(SoftLabelError::BadClassIndex { row: 0, class: 0 })));
+    }
+
+    #[test]
+    fn parses_names() {
+        for enc in [Encoding::F32, Encoding::F16, Encoding::Int8, Encoding::TopK { k: 3 }] {
+            assert_eq!(Encoding::parse(&enc.name()).unwrap(), enc);
+        }
+        assert!(Encoding::parse("topk:0").is_err());
+        assert!(Encoding::parse("bf16").is_err());
+    }
+}
