@@ -85,12 +85,16 @@ pub enum StoreError {
     /// A size or index outside the log.
     #[error("{0}")]
     OutOfRange(String),
+    /// A write was attempted on a store opened with [`Store::open_read_only`].
+    #[error("the log store was opened read-only")]
+    ReadOnly,
 }
 
 /// The coordinator's durable log store. Not `Sync`: wrap it in a mutex or own it on one task.
 pub struct Store {
     conn: Connection,
-    signer: LogSigner,
+    signer: Option<LogSigner>,
+    verifier: LogVerifier,
     size: u64,
     latest: SignedCheckpoint,
 }
@@ -192,10 +196,44 @@ impl Store {
             }
             tx.commit()?;
         }
-        let (size, latest) = Self::recover(&conn, &signer)?;
+        let verifier = signer.verifier();
+        let (size, latest) = Self::recover(&conn, &verifier, Some(&signer))?;
         Ok(Store {
             conn,
-            signer,
+            signer: Some(signer),
+            verifier,
+            size,
+            latest,
+        })
+    }
+
+    /// Opens an existing store read-only (for `fedistill audit export` beside a running
+    /// coordinator): no signing key needed, the log key and origin come from the database and
+    /// the same start-up checks run. A checkpoint left unsigned stays unsigned (and unexported).
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let meta = |k: &str| -> Result<Vec<u8>, StoreError> {
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| StoreError::Identity(format!("not a fedistill log store (no {k})")))
+        };
+        if meta("format")? != FORMAT.to_string().into_bytes() {
+            return Err(StoreError::Identity("unsupported store format".into()));
+        }
+        let origin = String::from_utf8(meta("origin")?)
+            .map_err(|_| StoreError::Corrupt("origin is not UTF-8".into()))?;
+        let key: [u8; 32] = meta("log_key")?
+            .as_slice()
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("stored log key is not 32 bytes".into()))?;
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&key)
+            .map_err(|_| StoreError::Corrupt("stored log key is not an ed25519 key".into()))?;
+        let verifier = LogVerifier { origin, key };
+        let (size, latest) = Self::recover(&conn, &verifier, None)?;
+        Ok(Store {
+            conn,
+            signer: None,
+            verifier,
             size,
             latest,
         })
@@ -205,7 +243,8 @@ impl Store {
     /// unsigned by a crash. Returns the size and the latest signed checkpoint.
     fn recover(
         conn: &Connection,
-        signer: &LogSigner,
+        verifier: &LogVerifier,
+        signer: Option<&LogSigner>,
     ) -> Result<(u64, SignedCheckpoint), StoreError> {
         let mut tree = MemoryTree::new();
         {
@@ -281,7 +320,7 @@ impl Store {
                 match note {
                     Some(note) => {
                         let sc = SignedCheckpoint::parse(&note)?;
-                        signer.verifier().verify(&sc)?;
+                        verifier.verify(&sc)?;
                         if sc.checkpoint.size != cp_size || sc.checkpoint.root != computed {
                             return Err(StoreError::RootMismatch {
                                 size: sc.checkpoint.size,
@@ -303,6 +342,7 @@ impl Store {
         }
         // Rows left unsigned by a crash after their commit: their records are durable, sign now.
         for cp_size in unsigned {
+            let Some(signer) = signer else { break };
             let sc = signer.sign(cp_size, tree.root(cp_size)?)?;
             conn.execute(
                 "UPDATE checkpoints SET note = ?1 WHERE size = ?2",
@@ -331,12 +371,12 @@ impl Store {
 
     /// The log origin.
     pub fn origin(&self) -> &str {
-        self.signer.origin()
+        &self.verifier.origin
     }
 
     /// The verifier for this log's checkpoints (origin + coordinator public key).
     pub fn log_verifier(&self) -> LogVerifier {
-        self.signer.verifier()
+        self.verifier.clone()
     }
 
     /// Appends records and payloads durably; see [`Store::append_with_state`].
@@ -378,6 +418,9 @@ impl Store {
                 });
             }
         }
+        let Some(signer) = self.signer.as_ref() else {
+            return Err(StoreError::ReadOnly);
+        };
         let new_size = self.size + encoded.len() as u64;
         let tx = self
             .conn
@@ -421,7 +464,7 @@ impl Store {
         tx.commit()?;
         self.size = new_size;
         // Signed only now that the records are durable.
-        let signed = self.signer.sign(new_size, root)?;
+        let signed = signer.sign(new_size, root)?;
         self.conn.execute(
             "UPDATE checkpoints SET note = ?1 WHERE size = ?2",
             params![signed.to_note()?, to_i64(new_size)?],
@@ -554,6 +597,9 @@ impl Store {
         let sc = self.checkpoint(size)?.ok_or_else(|| {
             StoreError::OutOfRange(format!("no signed checkpoint of size {size}"))
         })?;
+        if self.signer.is_none() {
+            return Err(StoreError::ReadOnly);
+        }
         witness.verify(&sc.checkpoint, cosig)?;
         self.conn.execute(
             "INSERT OR REPLACE INTO cosignatures (size, witness, key_id, timestamp, sig) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -701,6 +747,22 @@ mod tests {
             s.inclusion_proof(0, 8),
             Err(StoreError::OutOfRange(_))
         ));
+    }
+
+    #[test]
+    fn a_read_only_open_checks_the_log_and_refuses_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.db");
+        let mut w = open(&path).expect("create");
+        let acked = fill(&mut w, 3);
+        // Readable beside the open writer (WAL).
+        let mut r = Store::open_read_only(&path).expect("read-only open");
+        assert_eq!(r.size(), 3);
+        assert_eq!(r.checkpoint_latest(), acked[2]);
+        assert_eq!(r.origin(), ORIGIN);
+        let (rec, p) = contribution(9, "x", b"y");
+        assert!(matches!(r.append(&[rec], &[p]), Err(StoreError::ReadOnly)));
+        assert!(Store::open_read_only(&dir.path().join("absent.db")).is_err());
     }
 
     #[test]
