@@ -20,6 +20,12 @@ enum Command {
     /// Inspect the dataset catalog and seeded federated splits.
     #[command(subcommand)]
     Data(cli::data::DataCommand),
+    /// Operator commands: create a federation, enrol, sign CSRs, revoke, show the roster.
+    #[command(subcommand)]
+    Provision(cli::provision::ProvisionCommand),
+    /// Commands run on a participant's host.
+    #[command(subcommand)]
+    Participant(cli::enroll::ParticipantCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -27,6 +33,8 @@ fn main() -> std::process::ExitCode {
     cli::init_logging(cli.log_json);
     let result = match cli.command {
         Command::Data(cmd) => cli::data::run(cmd),
+        Command::Provision(cmd) => cli::provision::run(cmd),
+        Command::Participant(cmd) => cli::enroll::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -357,12 +357,32 @@ impl Server {
 
     /// Binds with explicit options. Must run inside a tokio runtime.
     pub fn bind_with(bind_addr: SocketAddr, files: &FederationFiles, opts: ServerOptions) -> Result<Server, ServerError> {
-        let operator = PublicKey::from_pem(&fsutil::read_string(&files.operator_pub)?).map_err(ProvisionError::from)?;
-        let loaded = load(files, &operator, &opts.tuning)?;
-        let endpoint = quinn::Endpoint::server(loaded.config, bind_addr).map_err(|e| ServerError::Bind {
+        let socket = std::net::UdpSocket::bind(bind_addr).map_err(|e| ServerError::Bind {
             addr: bind_addr,
             reason: e.to_string(),
         })?;
+        Self::bind_socket(socket, files, opts)
+    }
+
+    /// Serves on an already bound UDP socket (tests reserve a port before provisioning kits that name
+    /// it; service managers may hand over sockets). Must run inside a tokio runtime.
+    pub fn bind_socket(socket: std::net::UdpSocket, files: &FederationFiles, opts: ServerOptions) -> Result<Server, ServerError> {
+        let addr = socket
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let bind_err = |e: std::io::Error| ServerError::Bind {
+            addr,
+            reason: e.to_string(),
+        };
+        let operator = PublicKey::from_pem(&fsutil::read_string(&files.operator_pub)?).map_err(ProvisionError::from)?;
+        let loaded = load(files, &operator, &opts.tuning)?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(loaded.config),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(bind_err)?;
         let shared = Arc::new(Shared {
             files: files.clone(),
             opts,

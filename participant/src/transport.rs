@@ -136,12 +136,24 @@ impl Backoff {
 }
 
 /// Options for dialling.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ConnectOptions {
     /// QUIC timers and windows.
     pub tuning: QuicTuning,
     /// Retry schedule for [`connect_with_backoff`].
     pub backoff: Backoff,
+    /// Longest one attempt (resolve + handshake) may take.
+    pub attempt_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            tuning: QuicTuning::default(),
+            backoff: Backoff::default(),
+            attempt_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 async fn resolve(endpoint: &str) -> Result<SocketAddr, TransportError> {
@@ -159,6 +171,16 @@ async fn resolve(endpoint: &str) -> Result<SocketAddr, TransportError> {
 /// connection right away; that shows on the first stream operation or on `conn.closed()`, see
 /// [`is_permanent_rejection`].
 pub async fn connect(kit: &Kit, opts: &ConnectOptions) -> Result<quinn::Connection, TransportError> {
+    match tokio::time::timeout(opts.attempt_timeout, connect_once(kit, opts)).await {
+        Ok(r) => r,
+        Err(_) => Err(TransportError::Connect(format!(
+            "no handshake with {} within {:?}",
+            kit.config.coordinator, opts.attempt_timeout
+        ))),
+    }
+}
+
+async fn connect_once(kit: &Kit, opts: &ConnectOptions) -> Result<quinn::Connection, TransportError> {
     let addr = resolve(&kit.config.coordinator).await?;
     let local: SocketAddr = if addr.is_ipv4() {
         SocketAddr::from(([0, 0, 0, 0], 0))

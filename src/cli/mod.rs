@@ -1,6 +1,8 @@
 //! Subcommand implementations of the `fedistill` binary, one module per command family.
 
 pub mod data;
+pub mod enroll;
+pub mod provision;
 
 /// Sets up `tracing` output on stderr: human-readable by default, JSON lines with `--log-json`.
 pub fn init_logging(json: bool) {

@@ -59,6 +59,11 @@ impl SigningIdentity {
         }
     }
 
+    /// The underlying ed25519-dalek key, for the ledger's checkpoint and cosignature signers.
+    pub fn to_dalek(&self) -> SigningKey {
+        self.key.clone()
+    }
+
     /// The matching public key.
     pub fn public_key(&self) -> PublicKey {
         PublicKey(self.key.verifying_key())

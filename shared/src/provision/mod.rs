@@ -12,11 +12,17 @@ use crate::crypto::{validate_name, FederationId, KeyError, NameError, Participan
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use time::OffsetDateTime;
 
 pub use kit::KitConfig;
 pub use pki::{Ca, IssuedCert};
 pub use roster::{Roster, RosterEntry, Status};
+
+pub use time::OffsetDateTime;
+
+/// The current UTC time, for callers that do not depend on `time` themselves.
+pub fn now_utc() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
 
 /// Default UDP port of the coordinator when a host is given without one.
 pub const DEFAULT_PORT: u16 = 4433;
