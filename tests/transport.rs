@@ -189,13 +189,11 @@ impl Harness {
     }
 
     async fn next_accepted(&mut self) -> ParticipantId {
-        loop {
-            match tokio::time::timeout(WAIT, self.events.recv()).await {
-                Ok(Some(Event::Accepted(p))) => return p,
-                Ok(Some(other)) => panic!("expected an accepted participant, got {other:?}"),
-                Ok(None) => panic!("server task ended"),
-                Err(_) => panic!("no connection accepted within {WAIT:?}"),
-            }
+        match tokio::time::timeout(WAIT, self.events.recv()).await {
+            Ok(Some(Event::Accepted(p))) => p,
+            Ok(Some(other)) => panic!("expected an accepted participant, got {other:?}"),
+            Ok(None) => panic!("server task ended"),
+            Err(_) => panic!("no connection accepted within {WAIT:?}"),
         }
     }
 
