@@ -8,6 +8,7 @@ pub use fedistill_data as data;
 pub use fedistill_ledger as ledger;
 pub use fedistill_ml as ml;
 
+pub mod audit;
 pub mod crypto;
 pub mod protocol;
 pub mod provision;

@@ -1,0 +1,1615 @@
+//! Audit bundles: the export format of the coordinator's update log and its offline verification
+//! (`fedistill audit export|verify|show`).
+//!
+//! A bundle is a directory (layout in docs/security.md, "The update log"):
+//! `manifest.json` (format, whether payloads are included, SHA-256 of every other file),
+//! `records.bin` (each canonical record as `u32 BE length || bytes`, in log order),
+//! `checkpoints/<size:020>-<root hex[..16]>.note` (signed notes with witness cosignatures),
+//! `proofs.json` (consistency proofs between consecutive checkpoints, an inclusion proof of every
+//! record in the head checkpoint) and, optionally, `payloads/<sha256 hex>` (the signed messages).
+//!
+//! [`verify`] trusts nothing in the bundle: every signature is checked with `verify_strict`, every
+//! proof against the signed roots, the roots against the records, the witness quorum on the head
+//! checkpoint, the roster and participant signatures on every contribution and report, and (with
+//! payloads and a [`Recompute`]) every aggregate bit for bit. Files are canonical (one spelling),
+//! so a change to any byte is a failure. The bundle directory is read and written here; all
+//! checks are pure functions of the bytes.
+
+use crate::crypto::{signing_bytes, FederationId, PublicKey};
+use crate::ledger::note::{check_key_name, Trust};
+use crate::ledger::tree::{leaf_hash, verify_consistency, verify_inclusion, MemoryTree};
+use crate::ledger::{
+    Checkpoint, Digest, LogVerifier, ParticipantId, Record, RecordKind, RosterAction,
+    SignedCheckpoint, WitnessKey,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+/// Format string in `manifest.json`.
+pub const BUNDLE_FORMAT: &str = "fedistill-audit-bundle/v1";
+/// Manifest file name.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// Records file name.
+pub const RECORDS_FILE: &str = "records.bin";
+/// Proofs file name.
+pub const PROOFS_FILE: &str = "proofs.json";
+/// Directory of signed checkpoints.
+pub const CHECKPOINTS_DIR: &str = "checkpoints";
+/// Directory of payloads.
+pub const PAYLOADS_DIR: &str = "payloads";
+/// Largest single file read from a bundle.
+pub const MAX_FILE_LEN: u64 = 1 << 30;
+/// Most files read from a bundle.
+pub const MAX_FILES: usize = 1_000_000;
+/// Signature domain of a contribution's envelope (as `wire::messages::SoftLabels`).
+pub const SOFT_LABELS_DOMAIN: &str = "fedistill/soft-labels";
+/// Signature domain of a round report's envelope (as `wire::messages::RoundReport`).
+pub const ROUND_REPORT_DOMAIN: &str = "fedistill/round-report";
+
+/// Why a bundle or trust file could not be read or written (verification failures are
+/// [`Failure`]s in a [`Report`], not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// Reading or writing a bundle file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// File or directory.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// The bundle directory holds something that is not a bundle file (symlink, deep directory,
+    /// non-UTF-8 name, oversized file, too many files).
+    #[error("{path}: {reason}")]
+    Layout {
+        /// Offending path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The output directory exists and is not empty.
+    #[error("output directory {0} exists and is not empty")]
+    OutputExists(PathBuf),
+    /// The trust file is not valid.
+    #[error("trust file: {0}")]
+    Trust(String),
+    /// Building a bundle failed (bad record or checkpoint from the store).
+    #[error("export: {0}")]
+    Export(String),
+}
+
+/// One failed check: which item (record, checkpoint file, proof…) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The offending item, e.g. `record 12 (contribution)` or `checkpoints/…note`.
+    pub item: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// The outcome of [`verify`]. The bundle verifies only when `failures` is empty.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Every failure, in check order (the first is the first offending item).
+    pub failures: Vec<Failure>,
+    /// Records in the bundle.
+    pub records: u64,
+    /// Checkpoints that verified.
+    pub checkpoints: usize,
+    /// The head (largest) checkpoint, if any verified.
+    pub head: Option<Checkpoint>,
+    /// Witnesses whose cosignature on the head verified.
+    pub head_cosigners: Vec<String>,
+    /// Aggregates recomputed bit for bit.
+    pub aggregates_recomputed: usize,
+    /// Signatures of contributions, reports and aggregates checked.
+    pub record_signatures: usize,
+    /// Things not checked, and why (e.g. no payloads in the bundle).
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    /// True when nothing failed.
+    pub fn ok(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    fn fail(&mut self, item: impl Into<String>, reason: impl Into<String>) {
+        self.failures.push(Failure {
+            item: item.into(),
+            reason: reason.into(),
+        });
+    }
+}
+
+/// One contribution fed to an aggregate recomputation.
+#[derive(Debug, Clone, Copy)]
+pub struct AggregateInput<'a> {
+    /// Contributor.
+    pub participant: &'a ParticipantId,
+    /// Encoding named in the contribution record.
+    pub encoding: &'a str,
+    /// The stored payload (the signed message bytes).
+    pub payload: &'a [u8],
+}
+
+/// Recomputes an aggregate from its contributions: returns the bytes whose SHA-256 the
+/// aggregate record's `digest` must equal. [`ProtocolRecompute`] is the implementation for
+/// fedistill's own protocol; closures `Fn(&str, &[AggregateInput]) -> Result<Vec<u8>, String>`
+/// implement it too.
+pub trait Recompute {
+    /// Aggregates `inputs` (in the record's contributor order) with the rule named `rule`.
+    fn aggregate(&self, rule: &str, inputs: &[AggregateInput<'_>]) -> Result<Vec<u8>, String>;
+}
+
+impl<F> Recompute for F
+where
+    F: Fn(&str, &[AggregateInput<'_>]) -> Result<Vec<u8>, String>,
+{
+    fn aggregate(&self, rule: &str, inputs: &[AggregateInput<'_>]) -> Result<Vec<u8>, String> {
+        self(rule, inputs)
+    }
+}
+
+/// Recomputes aggregates as the coordinator does: each payload is a bincode `SoftLabels`
+/// message, decoded with `protocol::softlabels::decode`, aggregated with `protocol::aggregate`
+/// under the parsed rule; the result is the aggregate probabilities as little-endian f32 bytes.
+pub struct ProtocolRecompute;
+
+impl Recompute for ProtocolRecompute {
+    fn aggregate(&self, rule: &str, inputs: &[AggregateInput<'_>]) -> Result<Vec<u8>, String> {
+        use crate::protocol::{aggregate, softlabels, AggregationRule, ContributionView};
+        use crate::wire::messages::SoftLabels;
+        let rule = AggregationRule::parse(rule).map_err(|e| e.to_string())?;
+        let mut decoded = Vec::with_capacity(inputs.len());
+        let mut shape: Option<(usize, usize)> = None;
+        for input in inputs {
+            let sl: SoftLabels = crate::wire::frame::decode_payload(input.payload)
+                .map_err(|e| format!("payload of {}: {e}", input.participant))?;
+            if sl.encoding.name() != input.encoding {
+                return Err(format!(
+                    "payload of {} is {} but the record says {}",
+                    input.participant,
+                    sl.encoding.name(),
+                    input.encoding
+                ));
+            }
+            let (rows, classes) = (sl.rows as usize, sl.classes as usize);
+            if shape.is_some_and(|s| s != (rows, classes)) {
+                return Err(format!(
+                    "payload of {} has a different shape",
+                    input.participant
+                ));
+            }
+            shape = Some((rows, classes));
+            let p = softlabels::decode(&sl.payload, rows, classes, sl.encoding)
+                .map_err(|e| format!("payload of {}: {e}", input.participant))?;
+            decoded.push((p, sl.samples));
+        }
+        let (rows, classes) = shape.ok_or("aggregate has no contributors")?;
+        let views: Vec<ContributionView<'_>> = decoded
+            .iter()
+            .map(|(p, samples)| ContributionView {
+                probabilities: p,
+                samples: *samples,
+            })
+            .collect();
+        let out = aggregate(rule, &views, rows, classes).map_err(|e| e.to_string())?;
+        Ok(out.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    format: String,
+    payloads: bool,
+    files: BTreeMap<String, Digest>,
+}
+
+/// A consistency proof between two checkpoint sizes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyEntry {
+    /// Older size.
+    pub old_size: u64,
+    /// Newer size.
+    pub new_size: u64,
+    /// Proof hashes.
+    pub hashes: Vec<Digest>,
+}
+
+/// An inclusion proof of one record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InclusionEntry {
+    /// Record index.
+    pub index: u64,
+    /// Tree size.
+    pub size: u64,
+    /// Proof hashes.
+    pub hashes: Vec<Digest>,
+}
+
+/// `proofs.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Proofs {
+    /// Between consecutive checkpoint sizes, ascending.
+    pub consistency: Vec<ConsistencyEntry>,
+    /// One per record of the head checkpoint, ascending.
+    pub inclusion: Vec<InclusionEntry>,
+}
+
+fn canonical_json<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serializing these plain structs cannot fail.
+    let mut out = serde_json::to_vec_pretty(v).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+/// The file name of a checkpoint: `checkpoints/<size, 20 digits>-<first 16 hex of the root>.note`.
+pub fn checkpoint_file_name(c: &Checkpoint) -> String {
+    format!(
+        "{CHECKPOINTS_DIR}/{:020}-{}.note",
+        c.size,
+        &c.root.to_hex()[..16]
+    )
+}
+
+/// A bundle in memory: relative path (with `/`) -> bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bundle {
+    /// Every file of the bundle.
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+/// What [`Bundle::build`] packs.
+pub struct ExportInput {
+    /// Canonical record bytes, in log order; exactly the records of the largest checkpoint.
+    pub records: Vec<Vec<u8>>,
+    /// Signed checkpoints (with cosignatures) of sizes up to the number of records.
+    pub checkpoints: Vec<SignedCheckpoint>,
+    /// Payloads, when exported with `--payloads`.
+    pub payloads: Option<Vec<(Digest, Vec<u8>)>>,
+}
+
+impl Bundle {
+    /// Packs an export: frames the records, names the checkpoints, computes the proofs from the
+    /// records and writes the manifest.
+    pub fn build(input: ExportInput) -> Result<Bundle, AuditError> {
+        let mut files = BTreeMap::new();
+        let mut tree = MemoryTree::new();
+        let mut records = Vec::new();
+        for r in &input.records {
+            let len = u32::try_from(r.len())
+                .map_err(|_| AuditError::Export("record too large".into()))?;
+            records.extend_from_slice(&len.to_be_bytes());
+            records.extend_from_slice(r);
+            tree.push(r);
+        }
+        files.insert(RECORDS_FILE.to_string(), records);
+        let mut sizes = BTreeSet::new();
+        for sc in &input.checkpoints {
+            if sc.checkpoint.size > tree.size() {
+                return Err(AuditError::Export(format!(
+                    "checkpoint of size {} beyond the {} exported records",
+                    sc.checkpoint.size,
+                    tree.size()
+                )));
+            }
+            let note = sc
+                .to_note()
+                .map_err(|e| AuditError::Export(e.to_string()))?;
+            files.insert(checkpoint_file_name(&sc.checkpoint), note);
+            sizes.insert(sc.checkpoint.size);
+        }
+        let head = sizes.last().copied().unwrap_or(0);
+        if head != tree.size() {
+            return Err(AuditError::Export(format!(
+                "{} records exported but the largest checkpoint covers {head}",
+                tree.size()
+            )));
+        }
+        let sizes: Vec<u64> = sizes.into_iter().collect();
+        let proof_err = |e: crate::ledger::ProofError| AuditError::Export(e.to_string());
+        let consistency = sizes
+            .windows(2)
+            .map(|w| {
+                Ok(ConsistencyEntry {
+                    old_size: w[0],
+                    new_size: w[1],
+                    hashes: tree.consistency_proof(w[0], w[1]).map_err(proof_err)?,
+                })
+            })
+            .collect::<Result<Vec<_>, AuditError>>()?;
+        let inclusion = (0..head)
+            .map(|index| {
+                Ok(InclusionEntry {
+                    index,
+                    size: head,
+                    hashes: tree.inclusion_proof(index, head).map_err(proof_err)?,
+                })
+            })
+            .collect::<Result<Vec<_>, AuditError>>()?;
+        files.insert(
+            PROOFS_FILE.to_string(),
+            canonical_json(&Proofs {
+                consistency,
+                inclusion,
+            }),
+        );
+        let with_payloads = input.payloads.is_some();
+        for (d, bytes) in input.payloads.unwrap_or_default() {
+            files.insert(format!("{PAYLOADS_DIR}/{}", d.to_hex()), bytes);
+        }
+        let manifest = Manifest {
+            format: BUNDLE_FORMAT.to_string(),
+            payloads: with_payloads,
+            files: files
+                .iter()
+                .map(|(k, v)| (k.clone(), Digest::of(v)))
+                .collect(),
+        };
+        files.insert(MANIFEST_FILE.to_string(), canonical_json(&manifest));
+        Ok(Bundle { files })
+    }
+
+    /// Rewrites `manifest.json` to match the current files (tests use it to model an attacker
+    /// who edits a bundle consistently; a real bundle never needs it).
+    pub fn reseal(&mut self) {
+        let payloads = self
+            .files
+            .get(MANIFEST_FILE)
+            .and_then(|m| serde_json::from_slice::<Manifest>(m).ok())
+            .is_some_and(|m| m.payloads);
+        self.files.remove(MANIFEST_FILE);
+        let manifest = Manifest {
+            format: BUNDLE_FORMAT.to_string(),
+            payloads,
+            files: self
+                .files
+                .iter()
+                .map(|(k, v)| (k.clone(), Digest::of(v)))
+                .collect(),
+        };
+        self.files
+            .insert(MANIFEST_FILE.to_string(), canonical_json(&manifest));
+    }
+
+    /// Writes the bundle to `dir` (created; must not exist or be empty).
+    pub fn write_dir(&self, dir: &Path) -> Result<(), AuditError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| AuditError::Io { path, source }
+        };
+        if dir.exists() {
+            let mut entries = std::fs::read_dir(dir).map_err(io(dir))?;
+            if entries.next().is_some() {
+                return Err(AuditError::OutputExists(dir.to_path_buf()));
+            }
+        }
+        std::fs::create_dir_all(dir.join(CHECKPOINTS_DIR)).map_err(io(dir))?;
+        if self
+            .files
+            .keys()
+            .any(|k| k.starts_with(&format!("{PAYLOADS_DIR}/")))
+        {
+            std::fs::create_dir_all(dir.join(PAYLOADS_DIR)).map_err(io(dir))?;
+        }
+        for (name, bytes) in &self.files {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).map_err(io(&path))?;
+        }
+        Ok(())
+    }
+
+    /// Reads a bundle directory: regular files at the top level and one level down only.
+    pub fn read_dir(dir: &Path) -> Result<Bundle, AuditError> {
+        let mut files = BTreeMap::new();
+        read_level(dir, "", 0, &mut files)?;
+        Ok(Bundle { files })
+    }
+}
+
+fn read_level(
+    dir: &Path,
+    prefix: &str,
+    depth: u8,
+    files: &mut BTreeMap<String, Vec<u8>>,
+) -> Result<(), AuditError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| AuditError::Io { path, source }
+    };
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let path = entry.path();
+        let layout = |reason: &str| AuditError::Layout {
+            path: path.clone(),
+            reason: reason.into(),
+        };
+        let name = entry
+            .file_name()
+            .into_string()
+            .map_err(|_| layout("file name is not UTF-8"))?;
+        let meta = std::fs::symlink_metadata(&path).map_err(io(&path))?;
+        if meta.file_type().is_symlink() {
+            return Err(layout("symbolic links are not allowed in a bundle"));
+        }
+        if meta.is_dir() {
+            if depth > 0 {
+                return Err(layout("bundles have at most one level of directories"));
+            }
+            read_level(&path, &format!("{name}/"), depth + 1, files)?;
+            continue;
+        }
+        if !meta.is_file() {
+            return Err(layout("not a regular file"));
+        }
+        if meta.len() > MAX_FILE_LEN {
+            return Err(layout("file too large"));
+        }
+        if files.len() >= MAX_FILES {
+            return Err(layout("too many files"));
+        }
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        files.insert(format!("{prefix}{name}"), bytes);
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrustFile {
+    origin: String,
+    coordinator_key: String,
+    quorum: usize,
+    #[serde(default)]
+    witness: Vec<TrustWitness>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrustWitness {
+    name: String,
+    key: String,
+}
+
+fn parse_key(what: &str, hex_key: &str) -> Result<ed25519_dalek::VerifyingKey, AuditError> {
+    let bytes: [u8; 32] = hex::decode(hex_key.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| {
+            AuditError::Trust(format!("{what}: a key is 64 hex characters (32 bytes)"))
+        })?;
+    // Through PublicKey so weak keys are refused the same way as everywhere else.
+    PublicKey::from_bytes(&bytes).map_err(|e| AuditError::Trust(format!("{what}: {e}")))?;
+    ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+        .map_err(|e| AuditError::Trust(format!("{what}: {e}")))
+}
+
+/// Parses a trust file (TOML; keys in docs/security.md):
+/// `origin`, `coordinator_key` (hex), `quorum`, and `[[witness]]` tables with `name` and `key`.
+pub fn parse_trust(text: &str) -> Result<Trust, AuditError> {
+    let t: TrustFile = toml::from_str(text).map_err(|e| AuditError::Trust(e.to_string()))?;
+    check_key_name(&t.origin).map_err(|e| AuditError::Trust(format!("origin: {e}")))?;
+    let log = LogVerifier {
+        origin: t.origin,
+        key: parse_key("coordinator_key", &t.coordinator_key)?,
+    };
+    let mut witnesses: Vec<WitnessKey> = Vec::new();
+    for w in t.witness {
+        check_key_name(&w.name).map_err(|e| AuditError::Trust(format!("witness: {e}")))?;
+        if witnesses.iter().any(|o| o.name == w.name) {
+            return Err(AuditError::Trust(format!(
+                "witness {} listed twice",
+                w.name
+            )));
+        }
+        let key = parse_key(&format!("witness {}", w.name), &w.key)?;
+        witnesses.push(WitnessKey { name: w.name, key });
+    }
+    if t.quorum > witnesses.len() {
+        return Err(AuditError::Trust(format!(
+            "quorum {} exceeds the {} witnesses listed",
+            t.quorum,
+            witnesses.len()
+        )));
+    }
+    Ok(Trust {
+        log,
+        witnesses,
+        quorum: t.quorum,
+    })
+}
+
+/// Splits `records.bin` into record byte strings; stops at the first framing error.
+fn split_records(bytes: &[u8], report: &mut Report) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut off = 0usize;
+    while off < bytes.len() {
+        let Some(len_bytes) = bytes.get(off..off + 4) else {
+            report.fail(
+                format!("record {}", out.len()),
+                format!("{RECORDS_FILE} truncated inside a length prefix at offset {off}"),
+            );
+            break;
+        };
+        let len =
+            u32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]) as usize;
+        let Some(body) = bytes.get(off + 4..off + 4 + len) else {
+            report.fail(
+                format!("record {}", out.len()),
+                format!("{RECORDS_FILE} truncated: record at offset {off} declares {len} bytes"),
+            );
+            break;
+        };
+        out.push(body.to_vec());
+        off += 4 + len;
+    }
+    out
+}
+
+fn record_item(i: usize, r: Option<&Record>) -> String {
+    match r {
+        Some(r) => format!("record {i} ({})", r.kind().name()),
+        None => format!("record {i}"),
+    }
+}
+
+/// Verifies a bundle against `trust`; `recompute` checks aggregates bit for bit when the bundle
+/// holds payloads. Never panics on any input; see [`Report`].
+pub fn verify(bundle: &Bundle, trust: &Trust, recompute: Option<&dyn Recompute>) -> Report {
+    let mut report = Report::default();
+    let empty = Vec::new();
+
+    // 1. Manifest: canonical, complete, every file hashed.
+    let manifest = match bundle.files.get(MANIFEST_FILE) {
+        None => {
+            report.fail(MANIFEST_FILE, "missing");
+            None
+        }
+        Some(bytes) => match serde_json::from_slice::<Manifest>(bytes) {
+            Err(e) => {
+                report.fail(MANIFEST_FILE, format!("not a valid manifest: {e}"));
+                None
+            }
+            Ok(m) => {
+                if canonical_json(&m) != *bytes {
+                    report.fail(MANIFEST_FILE, "not in canonical form");
+                }
+                if m.format != BUNDLE_FORMAT {
+                    report.fail(
+                        MANIFEST_FILE,
+                        format!("format {:?}, expected {BUNDLE_FORMAT:?}", m.format),
+                    );
+                }
+                for (name, digest) in &m.files {
+                    match bundle.files.get(name) {
+                        None => report.fail(name.as_str(), "listed in the manifest but missing"),
+                        Some(b) if Digest::of(b) != *digest => {
+                            report.fail(name.as_str(), "contents do not match the manifest digest")
+                        }
+                        Some(_) => {}
+                    }
+                }
+                for name in bundle.files.keys() {
+                    if name != MANIFEST_FILE && !m.files.contains_key(name) {
+                        report.fail(name.as_str(), "not listed in the manifest");
+                    }
+                }
+                Some(m)
+            }
+        },
+    };
+
+    // 2. Records.
+    let raw = match bundle.files.get(RECORDS_FILE) {
+        Some(b) => split_records(b, &mut report),
+        None => {
+            report.fail(RECORDS_FILE, "missing");
+            Vec::new()
+        }
+    };
+    report.records = raw.len() as u64;
+    let mut tree = MemoryTree::new();
+    let mut records: Vec<Option<Record>> = Vec::with_capacity(raw.len());
+    for (i, r) in raw.iter().enumerate() {
+        tree.push(r);
+        match Record::decode(r) {
+            Ok(rec) => records.push(Some(rec)),
+            Err(e) => {
+                report.fail(record_item(i, None), e.to_string());
+                records.push(None);
+            }
+        }
+    }
+
+    // 3. Checkpoints: signatures, names, forks.
+    let mut valid: Vec<(String, SignedCheckpoint, Vec<String>)> = Vec::new();
+    for (name, bytes) in bundle.files.range(format!("{CHECKPOINTS_DIR}/")..) {
+        if !name.starts_with(&format!("{CHECKPOINTS_DIR}/")) {
+            break;
+        }
+        let sc = match SignedCheckpoint::parse(bytes) {
+            Ok(sc) => sc,
+            Err(e) => {
+                report.fail(name.as_str(), e.to_string());
+                continue;
+            }
+        };
+        if checkpoint_file_name(&sc.checkpoint) != *name {
+            report.fail(
+                name.as_str(),
+                "file name does not match the checkpoint's size and root",
+            );
+            continue;
+        }
+        match trust.verify(&sc) {
+            Ok(cosigners) => valid.push((name.clone(), sc, cosigners)),
+            Err(e) => report.fail(name.as_str(), e.to_string()),
+        }
+    }
+    valid.sort_by(|a, b| {
+        a.1.checkpoint
+            .size
+            .cmp(&b.1.checkpoint.size)
+            .then(a.0.cmp(&b.0))
+    });
+    let mut by_size: BTreeMap<u64, &(String, SignedCheckpoint, Vec<String>)> = BTreeMap::new();
+    for entry in &valid {
+        if let Some(prev) = by_size.get(&entry.1.checkpoint.size) {
+            report.fail(
+                entry.0.as_str(),
+                format!(
+                    "FORK: log signed two roots for size {}: {} and {}",
+                    entry.1.checkpoint.size, prev.0, entry.0
+                ),
+            );
+        } else {
+            by_size.insert(entry.1.checkpoint.size, entry);
+        }
+    }
+    report.checkpoints = valid.len();
+    let head = by_size.values().next_back().copied();
+    let Some(head) = head else {
+        report.fail(
+            CHECKPOINTS_DIR,
+            "no valid checkpoint signed by the trusted log key",
+        );
+        return report;
+    };
+    let head_size = head.1.checkpoint.size;
+    let head_root = head.1.checkpoint.root;
+    report.head = Some(head.1.checkpoint.clone());
+
+    // 4. Proofs: every record included in the head; consecutive checkpoints consistent.
+    let proofs = match bundle.files.get(PROOFS_FILE) {
+        None => {
+            report.fail(PROOFS_FILE, "missing");
+            None
+        }
+        Some(bytes) => match serde_json::from_slice::<Proofs>(bytes) {
+            Ok(p) => {
+                if canonical_json(&p) != *bytes {
+                    report.fail(PROOFS_FILE, "not in canonical form");
+                }
+                Some(p)
+            }
+            Err(e) => {
+                report.fail(PROOFS_FILE, format!("not valid proofs: {e}"));
+                None
+            }
+        },
+    };
+    let proofs = proofs.unwrap_or(Proofs {
+        consistency: Vec::new(),
+        inclusion: Vec::new(),
+    });
+    let mut inclusion: HashMap<u64, &InclusionEntry> = HashMap::new();
+    for e in &proofs.inclusion {
+        if e.size != head_size || inclusion.insert(e.index, e).is_some() || e.index >= head_size {
+            report.fail(
+                format!(
+                    "{PROOFS_FILE}: inclusion of record {} in size {}",
+                    e.index, e.size
+                ),
+                "unexpected or duplicate proof",
+            );
+        }
+    }
+    for i in 0..head_size {
+        let item = record_item(i as usize, records.get(i as usize).and_then(|r| r.as_ref()));
+        let Some(data) = raw.get(i as usize) else {
+            report.fail(
+                item,
+                format!("missing: the head checkpoint covers {head_size} records"),
+            );
+            break;
+        };
+        match inclusion.get(&i) {
+            None => report.fail(item, "no inclusion proof in the bundle"),
+            Some(e) => {
+                if let Err(err) =
+                    verify_inclusion(leaf_hash(data), i, head_size, &e.hashes, head_root)
+                {
+                    report.fail(item, format!("not included in the head checkpoint: {err}"));
+                }
+            }
+        }
+    }
+    if raw.len() as u64 > head_size {
+        report.fail(
+            record_item(
+                head_size as usize,
+                records.get(head_size as usize).and_then(|r| r.as_ref()),
+            ),
+            "not covered by any signed checkpoint",
+        );
+    }
+    let sizes: Vec<u64> = by_size.keys().copied().collect();
+    let mut consistency: HashMap<(u64, u64), &ConsistencyEntry> = HashMap::new();
+    for e in &proofs.consistency {
+        let known = sizes
+            .windows(2)
+            .any(|w| w[0] == e.old_size && w[1] == e.new_size);
+        if !known || consistency.insert((e.old_size, e.new_size), e).is_some() {
+            report.fail(
+                format!(
+                    "{PROOFS_FILE}: consistency {} -> {}",
+                    e.old_size, e.new_size
+                ),
+                "unexpected or duplicate proof",
+            );
+        }
+    }
+    for w in sizes.windows(2) {
+        let (a, b) = (by_size[&w[0]], by_size[&w[1]]);
+        match consistency.get(&(w[0], w[1])) {
+            None => report.fail(
+                b.0.as_str(),
+                format!("no consistency proof from size {}", w[0]),
+            ),
+            Some(e) => {
+                if let Err(err) = verify_consistency(
+                    w[0],
+                    a.1.checkpoint.root,
+                    w[1],
+                    b.1.checkpoint.root,
+                    &e.hashes,
+                ) {
+                    report.fail(b.0.as_str(), format!("not consistent with {}: {err}", a.0));
+                }
+            }
+        }
+    }
+    // Every checkpoint's root against the records themselves.
+    for (name, sc, _) in by_size.values() {
+        if sc.checkpoint.size <= tree.size() {
+            match tree.root(sc.checkpoint.size) {
+                Ok(root) if root == sc.checkpoint.root => {}
+                _ => report.fail(
+                    name.as_str(),
+                    "root does not match the records in the bundle",
+                ),
+            }
+        }
+    }
+
+    // 5. Witness quorum on the head.
+    let distinct: BTreeSet<&String> = head.2.iter().collect();
+    report.head_cosigners = distinct.iter().map(|s| (*s).clone()).collect();
+    if distinct.len() < trust.quorum {
+        report.fail(
+            head.0.as_str(),
+            format!(
+                "witness quorum not met: {} of the required {} trusted witnesses cosigned the head checkpoint",
+                distinct.len(),
+                trust.quorum
+            ),
+        );
+    }
+
+    // 6. Record semantics: federation, roster, signatures.
+    let mut federation: Option<FederationId> = None;
+    let mut roster: HashMap<ParticipantId, ed25519_dalek::VerifyingKey> = HashMap::new();
+    for (i, rec) in records.iter().enumerate() {
+        let Some(rec) = rec else { continue };
+        let item = record_item(i, Some(rec));
+        if i == 0 && rec.kind() != RecordKind::FederationCreated {
+            report.fail(item.as_str(), "the first record must create the federation");
+        }
+        match rec {
+            Record::FederationCreated {
+                federation_id,
+                coordinator_key,
+                ..
+            } => {
+                if i != 0 {
+                    report.fail(item.as_str(), "federation created twice");
+                    continue;
+                }
+                if *coordinator_key != trust.log.key.to_bytes() {
+                    report.fail(
+                        item.as_str(),
+                        "coordinator key differs from the trusted log key",
+                    );
+                }
+                match FederationId::new(federation_id.clone()) {
+                    Ok(f) => federation = Some(f),
+                    Err(e) => report.fail(item.as_str(), format!("federation id: {e}")),
+                }
+            }
+            Record::RosterChange {
+                participant,
+                action,
+                signing_key,
+                ..
+            } => match action {
+                RosterAction::Enrol | RosterAction::Rekey => {
+                    match ed25519_dalek::VerifyingKey::from_bytes(signing_key) {
+                        Ok(k) => {
+                            roster.insert(participant.clone(), k);
+                        }
+                        Err(_) => report.fail(item.as_str(), "signing key is not an ed25519 key"),
+                    }
+                }
+                RosterAction::Revoke => {
+                    if roster.remove(participant).is_none() {
+                        report.fail(item.as_str(), "revokes a participant that is not enrolled");
+                    }
+                }
+            },
+            Record::Contribution {
+                round,
+                participant,
+                payload_digest,
+                sequence,
+                signature,
+                ..
+            }
+            | Record::RoundReport {
+                round,
+                participant,
+                message_digest: payload_digest,
+                sequence,
+                signature,
+                ..
+            } => {
+                let domain = if rec.kind() == RecordKind::Contribution {
+                    SOFT_LABELS_DOMAIN
+                } else {
+                    ROUND_REPORT_DOMAIN
+                };
+                let (Some(fed), Some(key)) = (federation.as_ref(), roster.get(participant)) else {
+                    report.fail(
+                        item.as_str(),
+                        format!("{participant} is not an enrolled participant here"),
+                    );
+                    continue;
+                };
+                let msg = signing_bytes(domain, fed, *round, *sequence, payload_digest);
+                if !verify_sig(key, &msg, signature) {
+                    report.fail(
+                        item.as_str(),
+                        format!("signature of {participant} does not verify"),
+                    );
+                }
+                report.record_signatures += 1;
+            }
+            Record::Aggregate { signature, .. } => {
+                let Some(fed) = federation.as_ref() else {
+                    report.fail(item.as_str(), "aggregate before the federation was created");
+                    continue;
+                };
+                match rec.statement(fed.as_str()) {
+                    Ok(Some(msg)) if verify_sig(&trust.log.key, &msg, signature) => {}
+                    _ => report.fail(item.as_str(), "coordinator signature does not verify"),
+                }
+                report.record_signatures += 1;
+            }
+            _ => {}
+        }
+    }
+
+    // 7. Payloads and aggregates.
+    let with_payloads = manifest.as_ref().is_some_and(|m| m.payloads);
+    for (name, bytes) in bundle.files.range(format!("{PAYLOADS_DIR}/")..) {
+        if !name.starts_with(&format!("{PAYLOADS_DIR}/")) {
+            break;
+        }
+        let hexname = &name[PAYLOADS_DIR.len() + 1..];
+        if Digest::from_hex(hexname).ok() != Some(Digest::of(bytes)) {
+            report.fail(name.as_str(), "payload does not hash to its file name");
+        }
+    }
+    if !with_payloads {
+        report
+            .notes
+            .push("bundle has no payloads: aggregates were not recomputed".into());
+        return report;
+    }
+    let payload = |d: &Digest| {
+        bundle
+            .files
+            .get(&format!("{PAYLOADS_DIR}/{}", d.to_hex()))
+            .unwrap_or(&empty)
+    };
+    for (i, rec) in records.iter().enumerate() {
+        if let Some(Record::Contribution { payload_digest, .. }) = rec {
+            if !bundle
+                .files
+                .contains_key(&format!("{PAYLOADS_DIR}/{}", payload_digest.to_hex()))
+            {
+                report.fail(
+                    record_item(i, rec.as_ref()),
+                    "payload missing from the bundle",
+                );
+            }
+        }
+    }
+    let Some(recompute) = recompute else {
+        report
+            .notes
+            .push("no aggregation function supplied: aggregates were not recomputed".into());
+        return report;
+    };
+    for (i, rec) in records.iter().enumerate() {
+        let Some(Record::Aggregate {
+            round,
+            digest,
+            rule,
+            contributors,
+            ..
+        }) = rec
+        else {
+            continue;
+        };
+        let item = record_item(i, rec.as_ref());
+        let mut inputs = Vec::with_capacity(contributors.len());
+        let mut missing = None;
+        for c in contributors {
+            let found: Vec<&Record> = records[..i]
+                .iter()
+                .flatten()
+                .filter(|r| matches!(r, Record::Contribution { round: cr, participant, .. } if cr == round && participant == c))
+                .collect();
+            match found.as_slice() {
+                [Record::Contribution {
+                    participant,
+                    encoding,
+                    payload_digest,
+                    ..
+                }] => inputs.push(AggregateInput {
+                    participant,
+                    encoding,
+                    payload: payload(payload_digest),
+                }),
+                [] => missing = Some(format!("no logged contribution of {c} in round {round}")),
+                _ => missing = Some(format!("{c} has several contributions in round {round}")),
+            }
+        }
+        if let Some(m) = missing {
+            report.fail(item, m);
+            continue;
+        }
+        match recompute.aggregate(rule, &inputs) {
+            Ok(bytes) if Digest::of(&bytes) == *digest => report.aggregates_recomputed += 1,
+            Ok(bytes) => report.fail(
+                item,
+                format!(
+                    "recomputed aggregate hashes to {}, the signed record says {digest}",
+                    Digest::of(&bytes)
+                ),
+            ),
+            Err(e) => report.fail(item, format!("could not recompute: {e}")),
+        }
+    }
+    report
+}
+
+fn verify_sig(key: &ed25519_dalek::VerifyingKey, msg: &[u8], sig: &[u8]) -> bool {
+    let Ok(sig) = <[u8; 64]>::try_from(sig) else {
+        return false;
+    };
+    key.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&sig))
+        .is_ok()
+}
+
+/// A readable timeline of a bundle (records interleaved with checkpoints), without verifying it.
+pub fn timeline(bundle: &Bundle) -> String {
+    let mut report = Report::default();
+    let raw = bundle
+        .files
+        .get(RECORDS_FILE)
+        .map(|b| split_records(b, &mut report))
+        .unwrap_or_default();
+    let mut cps: Vec<SignedCheckpoint> = bundle
+        .files
+        .iter()
+        .filter(|(k, _)| k.starts_with(&format!("{CHECKPOINTS_DIR}/")))
+        .filter_map(|(_, v)| SignedCheckpoint::parse(v).ok())
+        .collect();
+    cps.sort_by_key(|c| c.checkpoint.size);
+    let mut out =
+        String::from("(unverified: run `fedistill audit verify` to check signatures and proofs)\n");
+    let mut next_cp = cps.iter().peekable();
+    for (i, r) in raw.iter().enumerate() {
+        while let Some(cp) = next_cp.next_if(|c| c.checkpoint.size <= i as u64) {
+            out.push_str(&checkpoint_line(cp));
+        }
+        match Record::decode(r) {
+            Ok(rec) => out.push_str(&format!("#{i:<6} {}\n", rec.summary())),
+            Err(e) => out.push_str(&format!("#{i:<6} <undecodable record: {e}>\n")),
+        }
+    }
+    for cp in next_cp {
+        out.push_str(&checkpoint_line(cp));
+    }
+    for f in report.failures {
+        out.push_str(&format!("!! {}: {}\n", f.item, f.reason));
+    }
+    out
+}
+
+fn checkpoint_line(cp: &SignedCheckpoint) -> String {
+    let cosigners: Vec<&str> = cp
+        .signatures
+        .iter()
+        .filter(|s| s.name != cp.checkpoint.origin)
+        .map(|s| s.name.as_str())
+        .collect();
+    format!(
+        "-- checkpoint size {} root {} cosigned by [{}]\n",
+        cp.checkpoint.size,
+        &cp.checkpoint.root.to_hex()[..16],
+        cosigners.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Cosignature, LogSigner, RoundId};
+    use crate::protocol::{softlabels, Encoding};
+    use crate::wire::messages::SoftLabels;
+    use ed25519_dalek::{Signer as _, SigningKey};
+
+    const ORIGIN: &str = "fedistill.test/fed-1";
+    const FED: &str = "fed-1";
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn trust(quorum: usize) -> Trust {
+        Trust {
+            log: LogVerifier {
+                origin: ORIGIN.into(),
+                key: key(1).verifying_key(),
+            },
+            witnesses: vec![
+                WitnessKey {
+                    name: "w-a".into(),
+                    key: key(31).verifying_key(),
+                },
+                WitnessKey {
+                    name: "w-b".into(),
+                    key: key(32).verifying_key(),
+                },
+            ],
+            quorum,
+        }
+    }
+
+    fn fed() -> FederationId {
+        FederationId::new(FED).expect("valid id")
+    }
+
+    /// A signed `SoftLabels` payload (2 rows x 3 classes, f32) and its contribution record.
+    fn contribution(who: &str, seed: u8, probs: &[f32], seq: u64) -> (Record, Vec<u8>) {
+        let msg = SoftLabels {
+            round: RoundId(1),
+            public_digest: Digest::of(b"public"),
+            sample_ids_digest: Digest::of(b"ids"),
+            encoding: Encoding::F32,
+            rows: 2,
+            classes: 3,
+            samples: 100,
+            payload: softlabels::encode(probs, 2, 3, Encoding::F32).expect("valid distributions"),
+        };
+        let payload = crate::wire::encode_payload(&msg).expect("encodes");
+        let d = Digest::of(&payload);
+        let sig = key(seed).sign(&signing_bytes(
+            SOFT_LABELS_DOMAIN,
+            &fed(),
+            RoundId(1),
+            seq,
+            &d,
+        ));
+        let rec = Record::Contribution {
+            round: RoundId(1),
+            participant: ParticipantId::new(who),
+            encoding: "f32".into(),
+            payload_digest: d,
+            sequence: seq,
+            signature: sig.to_bytes().to_vec(),
+        };
+        (rec, payload)
+    }
+
+    fn signed_aggregate(digest: Digest) -> Record {
+        let mut agg = Record::Aggregate {
+            round: RoundId(1),
+            digest,
+            rule: "mean".into(),
+            contributors: vec![ParticipantId::new("bank-a"), ParticipantId::new("bank-b")],
+            signature: Vec::new(),
+        };
+        let stmt = agg
+            .statement(FED)
+            .expect("encodes")
+            .expect("aggregates are signed");
+        if let Record::Aggregate { signature, .. } = &mut agg {
+            *signature = key(1).sign(&stmt).to_bytes().to_vec();
+        }
+        agg
+    }
+
+    struct Fixture {
+        records: Vec<Record>,
+        payloads: Vec<(Digest, Vec<u8>)>,
+        checkpoints: Vec<SignedCheckpoint>,
+    }
+
+    /// A small real log: federation, roster, one round with two contributions, the aggregate,
+    /// a signed report; checkpoints at 3, 6 and 9 records, the head cosigned by `head_witnesses`.
+    fn fixture(head_witnesses: &[u8], aggregate_digest: Option<Digest>) -> Fixture {
+        let enrol = |who: &str, seed: u8| Record::RosterChange {
+            participant: ParticipantId::new(who),
+            action: RosterAction::Enrol,
+            signing_key: key(seed).verifying_key().to_bytes(),
+            cert_fingerprint: Digest::of(who.as_bytes()),
+            reason: "initial roster".into(),
+        };
+        let (ca, pa) = contribution("bank-a", 21, &[0.5, 0.25, 0.25, 0.125, 0.125, 0.75], 1);
+        let (cb, pb) = contribution("bank-b", 22, &[0.25, 0.5, 0.25, 0.375, 0.125, 0.5], 1);
+        let inputs = [
+            AggregateInput {
+                participant: &ParticipantId::new("bank-a"),
+                encoding: "f32",
+                payload: &pa,
+            },
+            AggregateInput {
+                participant: &ParticipantId::new("bank-b"),
+                encoding: "f32",
+                payload: &pb,
+            },
+        ];
+        let agg_bytes = ProtocolRecompute
+            .aggregate("mean", &inputs)
+            .expect("aggregates");
+        let report_digest = Digest::of(b"report message");
+        let report = Record::RoundReport {
+            round: RoundId(1),
+            participant: ParticipantId::new("bank-a"),
+            metrics: crate::ledger::Metric::canonical([("accuracy", 0.9)]).expect("one metric"),
+            student_digest: Digest::of(b"student"),
+            guard: "accept".into(),
+            message_digest: report_digest,
+            sequence: 2,
+            signature: key(21)
+                .sign(&signing_bytes(
+                    ROUND_REPORT_DOMAIN,
+                    &fed(),
+                    RoundId(1),
+                    2,
+                    &report_digest,
+                ))
+                .to_bytes()
+                .to_vec(),
+        };
+        let records = vec![
+            Record::FederationCreated {
+                federation_id: FED.into(),
+                coordinator_key: key(1).verifying_key().to_bytes(),
+                created_unix: 1_700_000_000,
+                config_digest: Digest::of(b"config"),
+            },
+            enrol("bank-a", 21),
+            enrol("bank-b", 22),
+            Record::RoundOpened {
+                round: RoundId(1),
+                public_set_digest: Digest::of(b"public"),
+                sample_ids_digest: Digest::of(b"ids"),
+                temperature: 2.0,
+                rule: "mean".into(),
+                deadline_unix_ms: 1_700_000_060_000,
+                quorum: 2,
+            },
+            ca,
+            cb,
+            signed_aggregate(aggregate_digest.unwrap_or(Digest::of(&agg_bytes))),
+            report,
+            Record::PrivacySpend {
+                round: RoundId(1),
+                participant: ParticipantId::new("bank-a"),
+                epsilon: 0.5,
+                delta: 1e-6,
+            },
+        ];
+        let signer = LogSigner::new(ORIGIN, key(1)).expect("name");
+        let mut tree = MemoryTree::new();
+        let mut checkpoints = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            tree.push(&r.encode().expect("encodes"));
+            if [3, 6, 9].contains(&(i + 1)) {
+                let size = tree.size();
+                let mut sc = signer
+                    .sign(size, tree.root(size).expect("root"))
+                    .expect("sign");
+                let witnesses: &[u8] = if size == 9 { head_witnesses } else { &[31] };
+                for &w in witnesses {
+                    let name = if w == 31 { "w-a" } else { "w-b" };
+                    let c = Cosignature::sign(&sc.checkpoint, name, &key(w), 1_700_000_100 + size)
+                        .expect("cosign");
+                    sc.add_cosignature(&c);
+                }
+                checkpoints.push(sc);
+            }
+        }
+        Fixture {
+            records,
+            payloads: vec![(Digest::of(&pa), pa), (Digest::of(&pb), pb)],
+            checkpoints,
+        }
+    }
+
+    fn bundle_of(f: &Fixture, payloads: bool) -> Bundle {
+        Bundle::build(ExportInput {
+            records: f
+                .records
+                .iter()
+                .map(|r| r.encode().expect("encodes"))
+                .collect(),
+            checkpoints: f.checkpoints.clone(),
+            payloads: payloads.then(|| f.payloads.clone()),
+        })
+        .expect("builds")
+    }
+
+    fn good() -> Bundle {
+        bundle_of(&fixture(&[31, 32], None), true)
+    }
+
+    fn check(b: &Bundle) -> Report {
+        verify(b, &trust(2), Some(&ProtocolRecompute))
+    }
+
+    fn first(r: &Report) -> &Failure {
+        r.failures.first().expect("verification must fail")
+    }
+
+    #[test]
+    fn an_untouched_bundle_verifies_completely() {
+        let r = check(&good());
+        assert!(r.ok(), "{:?}", r.failures);
+        assert_eq!(r.records, 9);
+        assert_eq!(r.checkpoints, 3);
+        assert_eq!(r.head.as_ref().map(|h| h.size), Some(9));
+        assert_eq!(r.head_cosigners, vec!["w-a".to_string(), "w-b".to_string()]);
+        assert_eq!(r.aggregates_recomputed, 1);
+        assert_eq!(r.record_signatures, 4);
+        // Without payloads it still verifies, and says what it skipped.
+        let r = check(&bundle_of(&fixture(&[31, 32], None), false));
+        assert!(r.ok(), "{:?}", r.failures);
+        assert_eq!(r.aggregates_recomputed, 0);
+        assert!(!r.notes.is_empty());
+    }
+
+    /// Every byte of every file, changed to another value, fails verification: the manifest's
+    /// bytes as found, every other file's bytes with the manifest rewritten to match (so the
+    /// signature, proof and content checks alone must catch it). `proofs.json` is sampled (300
+    /// seeded positions) to keep the test to seconds in debug builds; a one-off run over every
+    /// byte of it with three different flips also passed.
+    #[test]
+    fn every_single_byte_change_fails() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5eed);
+        let b = good();
+        let mut tried = 0;
+        for (name, bytes) in &b.files {
+            let positions: Vec<usize> = if name == PROOFS_FILE {
+                (0..300).map(|_| rng.random_range(0..bytes.len())).collect()
+            } else {
+                (0..bytes.len()).collect()
+            };
+            for pos in positions {
+                let flip: u8 = rng.random_range(1..=255);
+                let mut t = b.clone();
+                if let Some(f) = t.files.get_mut(name) {
+                    f[pos] ^= flip;
+                }
+                if name != MANIFEST_FILE {
+                    t.reseal();
+                }
+                let r = check(&t);
+                assert!(!r.ok(), "{name} byte {pos} ^ {flip:#x} went unnoticed");
+                tried += 1;
+            }
+        }
+        assert!(
+            tried > 3000,
+            "the fixture should be a realistic size ({tried})"
+        );
+        // Without resealing, the manifest names the changed file.
+        for name in b.files.keys().filter(|n| *n != MANIFEST_FILE) {
+            let mut t = b.clone();
+            if let Some(f) = t.files.get_mut(name) {
+                f[0] ^= 1;
+            }
+            let r = check(&t);
+            assert_eq!(&first(&r).item, name, "{:?}", r.failures);
+        }
+    }
+
+    fn records_of(b: &Bundle) -> Vec<Vec<u8>> {
+        let mut r = Report::default();
+        split_records(&b.files[RECORDS_FILE], &mut r)
+    }
+
+    fn with_records(b: &Bundle, recs: &[Vec<u8>]) -> Bundle {
+        let mut t = b.clone();
+        let mut bytes = Vec::new();
+        for r in recs {
+            bytes.extend_from_slice(&(r.len() as u32).to_be_bytes());
+            bytes.extend_from_slice(r);
+        }
+        t.files.insert(RECORDS_FILE.into(), bytes);
+        t.reseal();
+        t
+    }
+
+    #[test]
+    fn a_dropped_record_is_named() {
+        let b = good();
+        let mut recs = records_of(&b);
+        recs.remove(4);
+        let r = check(&with_records(&b, &recs));
+        assert_eq!(
+            first(&r).item,
+            "record 4 (contribution)",
+            "{:?}",
+            r.failures
+        );
+    }
+
+    #[test]
+    fn reordered_records_are_named() {
+        let b = good();
+        let mut recs = records_of(&b);
+        recs.swap(4, 5);
+        let r = check(&with_records(&b, &recs));
+        assert_eq!(
+            first(&r).item,
+            "record 4 (contribution)",
+            "{:?}",
+            r.failures
+        );
+    }
+
+    #[test]
+    fn a_truncated_records_file_is_named() {
+        let b = good();
+        let mut t = b.clone();
+        if let Some(f) = t.files.get_mut(RECORDS_FILE) {
+            f.truncate(f.len() - 7);
+        }
+        t.reseal();
+        let r = check(&t);
+        assert_eq!(first(&r).item, "record 8", "{:?}", r.failures);
+        assert!(first(&r).reason.contains("truncated"));
+        // Truncated without resealing: the manifest names the file.
+        let mut t = b.clone();
+        if let Some(f) = t.files.get_mut(PROOFS_FILE) {
+            f.truncate(10);
+        }
+        assert_eq!(first(&check(&t)).item, PROOFS_FILE);
+    }
+
+    fn replace_checkpoint(b: &Bundle, old: &SignedCheckpoint, new: &SignedCheckpoint) -> Bundle {
+        let mut t = b.clone();
+        t.files.remove(&checkpoint_file_name(&old.checkpoint));
+        t.files.insert(
+            checkpoint_file_name(&new.checkpoint),
+            new.to_note().expect("note"),
+        );
+        t.reseal();
+        t
+    }
+
+    #[test]
+    fn a_checkpoint_signed_by_another_key_is_named() {
+        let f = fixture(&[31, 32], None);
+        let b = bundle_of(&f, true);
+        let head = &f.checkpoints[2];
+        let forged = LogSigner::new(ORIGIN, key(9))
+            .expect("name")
+            .sign(head.checkpoint.size, head.checkpoint.root)
+            .expect("sign");
+        let r = check(&replace_checkpoint(&b, head, &forged));
+        assert_eq!(
+            first(&r).item,
+            checkpoint_file_name(&head.checkpoint),
+            "{:?}",
+            r.failures
+        );
+        assert!(
+            first(&r).reason.contains("not signed by the log key"),
+            "{}",
+            first(&r).reason
+        );
+    }
+
+    #[test]
+    fn a_forged_cosignature_is_named() {
+        let f = fixture(&[31], None);
+        let b = bundle_of(&f, true);
+        let head = &f.checkpoints[2];
+        let mut forged = head.clone();
+        let mut c = Cosignature::sign(&head.checkpoint, "w-b", &key(99), 5).expect("cosign");
+        c.key_id = trust(2).witnesses[1].key_id();
+        forged.add_cosignature(&c);
+        let r = check(&replace_checkpoint(&b, head, &forged));
+        assert_eq!(
+            first(&r).item,
+            checkpoint_file_name(&head.checkpoint),
+            "{:?}",
+            r.failures
+        );
+        assert!(
+            first(&r).reason.contains("bad signature from w-b"),
+            "{}",
+            first(&r).reason
+        );
+    }
+
+    #[test]
+    fn witness_quorum_failure_is_reported() {
+        let f = fixture(&[31], None);
+        let b = bundle_of(&f, true);
+        let r = check(&b);
+        assert_eq!(r.failures.len(), 1, "{:?}", r.failures);
+        assert_eq!(
+            first(&r).item,
+            checkpoint_file_name(&f.checkpoints[2].checkpoint)
+        );
+        assert!(first(&r).reason.contains("quorum"), "{}", first(&r).reason);
+        assert!(
+            verify(&b, &trust(1), Some(&ProtocolRecompute)).ok(),
+            "1-of-2 is met"
+        );
+    }
+
+    #[test]
+    fn a_fork_is_detected_and_named() {
+        let f = fixture(&[31, 32], None);
+        let mut b = bundle_of(&f, true);
+        let other = LogSigner::new(ORIGIN, key(1))
+            .expect("name")
+            .sign(6, Digest::of(b"other root"))
+            .expect("sign");
+        b.files.insert(
+            checkpoint_file_name(&other.checkpoint),
+            other.to_note().expect("note"),
+        );
+        b.reseal();
+        let r = check(&b);
+        let fork = r
+            .failures
+            .iter()
+            .find(|x| x.reason.contains("FORK"))
+            .expect("fork reported");
+        assert!(fork.reason.contains("size 6"), "{}", fork.reason);
+    }
+
+    #[test]
+    fn a_recomputed_aggregate_mismatch_is_named() {
+        let f = fixture(&[31, 32], Some(Digest::of(b"not the mean")));
+        let r = check(&bundle_of(&f, true));
+        assert_eq!(r.failures.len(), 1, "{:?}", r.failures);
+        assert_eq!(first(&r).item, "record 6 (aggregate)");
+        assert!(
+            first(&r).reason.contains("recomputed aggregate hashes to"),
+            "{}",
+            first(&r).reason
+        );
+    }
+
+    #[test]
+    fn a_contribution_from_an_unenrolled_or_wrong_key_is_named() {
+        let mut f = fixture(&[31, 32], None);
+        if let Record::Contribution { signature, .. } = &mut f.records[5] {
+            signature[0] ^= 1;
+        }
+        // Re-sign the log over the altered records (a coordinator forging a contribution).
+        let signer = LogSigner::new(ORIGIN, key(1)).expect("name");
+        let mut tree = MemoryTree::new();
+        for r in &f.records {
+            tree.push(&r.encode().expect("encodes"));
+        }
+        f.checkpoints = [3u64, 6, 9]
+            .iter()
+            .map(|&s| {
+                let mut sc = signer.sign(s, tree.root(s).expect("root")).expect("sign");
+                for (w, name) in [(31u8, "w-a"), (32, "w-b")] {
+                    sc.add_cosignature(
+                        &Cosignature::sign(&sc.checkpoint, name, &key(w), 7).expect("cosign"),
+                    );
+                }
+                sc
+            })
+            .collect();
+        let r = check(&bundle_of(&f, true));
+        assert_eq!(
+            first(&r).item,
+            "record 5 (contribution)",
+            "{:?}",
+            r.failures
+        );
+        assert!(first(&r).reason.contains("signature of bank-b"));
+    }
+
+    #[test]
+    fn bundles_round_trip_through_a_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("bundle");
+        let b = good();
+        b.write_dir(&out).expect("write");
+        assert_eq!(Bundle::read_dir(&out).expect("read"), b);
+        assert!(matches!(
+            b.write_dir(&out),
+            Err(AuditError::OutputExists(_))
+        ));
+        std::fs::create_dir_all(out.join("payloads/deeper")).expect("mkdir");
+        assert!(matches!(
+            Bundle::read_dir(&out),
+            Err(AuditError::Layout { .. })
+        ));
+    }
+
+    #[test]
+    fn trust_files_are_validated() {
+        let k = |s: u8| hex::encode(key(s).verifying_key().to_bytes());
+        let ok = format!(
+            "origin = \"{ORIGIN}\"\ncoordinator_key = \"{}\"\nquorum = 1\n[[witness]]\nname = \"w-a\"\nkey = \"{}\"\n",
+            k(1),
+            k(31)
+        );
+        let t = parse_trust(&ok).expect("valid");
+        assert_eq!(t.quorum, 1);
+        assert_eq!(t.log.origin, ORIGIN);
+        for bad in [
+            ok.replace("quorum = 1", "quorum = 2"),
+            ok.replace(&k(1), "abcd"),
+            ok.replace("origin = ", "extra = 1\norigin = "),
+            ok.replace("\"w-a\"", "\"w a\""),
+            format!("{ok}[[witness]]\nname = \"w-a\"\nkey = \"{}\"\n", k(32)),
+        ] {
+            assert!(parse_trust(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_timeline_lists_records_and_checkpoints() {
+        let t = timeline(&good());
+        assert!(
+            t.contains("#4      round 1: contribution from bank-a"),
+            "{t}"
+        );
+        assert!(t.contains("-- checkpoint size 9"), "{t}");
+        assert!(t.contains("cosigned by [w-a, w-b]"), "{t}");
+    }
+}
