@@ -20,6 +20,9 @@ enum Command {
     /// Inspect the dataset catalog and seeded federated splits.
     #[command(subcommand)]
     Data(cli::data::DataCommand),
+    /// Export, verify and show the coordinator's signed update log (auditor tools).
+    #[command(subcommand)]
+    Audit(cli::audit::AuditCommand),
     /// Operator commands: create a federation, enrol, sign CSRs, revoke, show the roster.
     #[command(subcommand)]
     Provision(cli::provision::ProvisionCommand),
@@ -33,6 +36,7 @@ fn main() -> std::process::ExitCode {
     cli::init_logging(cli.log_json);
     let result = match cli.command {
         Command::Data(cmd) => cli::data::run(cmd),
+        Command::Audit(cmd) => cli::audit::run(cmd),
         Command::Provision(cmd) => cli::provision::run(cmd),
         Command::Participant(cmd) => cli::enroll::run(cmd),
     };

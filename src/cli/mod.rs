@@ -1,5 +1,6 @@
 //! Subcommand implementations of the `fedistill` binary, one module per command family.
 
+pub mod audit;
 pub mod data;
 pub mod enroll;
 pub mod provision;

@@ -1,0 +1,184 @@
+//! `fedistill audit export|verify|show`: export the coordinator's update log as a bundle, verify a
+//! bundle offline against pinned keys, print a bundle's timeline.
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use fedistill_coordinator::store::Store;
+use fedistill_shared::audit::{self, Bundle, ExportInput, ProtocolRecompute};
+use fedistill_shared::ledger::{Digest, Record};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Export the update log from the coordinator's store as a bundle directory.
+    Export(ExportArgs),
+    /// Verify a bundle offline: signatures, proofs, witness quorum, roster, aggregates.
+    Verify(VerifyArgs),
+    /// Print a bundle's records and checkpoints as a timeline (does not verify).
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The coordinator's log database (opened read-only; the coordinator may keep running).
+    #[arg(long)]
+    pub store: PathBuf,
+    /// Output directory (created; must not exist or be empty).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Include the payloads (signed soft-label messages) so aggregates can be recomputed.
+    #[arg(long)]
+    pub payloads: bool,
+    /// Export up to the checkpoint of this size (default: the newest checkpoint that has at
+    /// least one witness cosignature, or the newest checkpoint if none has).
+    #[arg(long)]
+    pub size: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The bundle directory.
+    pub bundle: PathBuf,
+    /// Trust file: coordinator key and origin, witness keys and quorum (see docs/security.md).
+    #[arg(long)]
+    pub trust: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The bundle directory.
+    pub bundle: PathBuf,
+}
+
+pub fn run(cmd: AuditCommand) -> anyhow::Result<()> {
+    match cmd {
+        AuditCommand::Export(a) => export(a),
+        AuditCommand::Verify(a) => verify(a),
+        AuditCommand::Show(a) => {
+            let bundle = Bundle::read_dir(&a.bundle)
+                .with_context(|| format!("reading bundle {}", a.bundle.display()))?;
+            print!("{}", audit::timeline(&bundle));
+            Ok(())
+        }
+    }
+}
+
+fn export(a: ExportArgs) -> anyhow::Result<()> {
+    let store = Store::open_read_only(&a.store)
+        .with_context(|| format!("opening log store {}", a.store.display()))?;
+    let sizes = store.checkpoint_sizes()?;
+    let head = match a.size {
+        Some(s) => {
+            if !sizes.contains(&s) {
+                bail!("no signed checkpoint of size {s} (available: {sizes:?})");
+            }
+            s
+        }
+        None => {
+            let mut cosigned = None;
+            for &s in sizes.iter().rev() {
+                let has = store.checkpoint(s)?.is_some_and(|c| c.signatures.len() > 1);
+                if has {
+                    cosigned = Some(s);
+                    break;
+                }
+            }
+            match cosigned {
+                Some(s) => s,
+                None => {
+                    let latest = sizes.last().copied().unwrap_or(0);
+                    eprintln!("note: no checkpoint has a witness cosignature yet; exporting up to size {latest}");
+                    latest
+                }
+            }
+        }
+    };
+    let records = store.records_raw(0..head)?;
+    let mut checkpoints = Vec::new();
+    for &s in sizes.iter().filter(|s| **s <= head) {
+        if let Some(c) = store.checkpoint(s)? {
+            checkpoints.push(c);
+        }
+    }
+    let payloads = if a.payloads {
+        let mut wanted = BTreeSet::new();
+        for (i, r) in records.iter().enumerate() {
+            match Record::decode(r).with_context(|| format!("record {i}"))? {
+                Record::Contribution { payload_digest, .. } => {
+                    wanted.insert(payload_digest);
+                }
+                Record::RoundReport { message_digest, .. } => {
+                    wanted.insert(message_digest);
+                }
+                _ => {}
+            }
+        }
+        let mut out: Vec<(Digest, Vec<u8>)> = Vec::new();
+        for d in wanted {
+            if let Some(bytes) = store.payload(&d)? {
+                out.push((d, bytes));
+            }
+        }
+        Some(out)
+    } else {
+        None
+    };
+    let n_payloads = payloads.as_ref().map_or(0, Vec::len);
+    let n_checkpoints = checkpoints.len();
+    let bundle = Bundle::build(ExportInput {
+        records,
+        checkpoints,
+        payloads,
+    })?;
+    bundle
+        .write_dir(&a.out)
+        .with_context(|| format!("writing bundle {}", a.out.display()))?;
+    println!(
+        "exported {head} records, {n_checkpoints} checkpoints, {n_payloads} payloads of log {} to {}",
+        store.origin(),
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn verify(a: VerifyArgs) -> anyhow::Result<()> {
+    let trust_text = std::fs::read_to_string(&a.trust)
+        .with_context(|| format!("reading trust file {}", a.trust.display()))?;
+    let trust = audit::parse_trust(&trust_text)
+        .with_context(|| format!("trust file {}", a.trust.display()))?;
+    let bundle = Bundle::read_dir(&a.bundle)
+        .with_context(|| format!("reading bundle {}", a.bundle.display()))?;
+    let report = audit::verify(&bundle, &trust, Some(&ProtocolRecompute));
+    for n in &report.notes {
+        println!("note: {n}");
+    }
+    if report.ok() {
+        let head = report
+            .head
+            .as_ref()
+            .map_or_else(String::new, |h| format!("{} root {}", h.size, h.root));
+        println!(
+            "OK: {} records, {} checkpoints (head size {head}), cosigned by [{}] (quorum {}), {} record signatures, {} aggregates recomputed bit for bit",
+            report.records,
+            report.checkpoints,
+            report.head_cosigners.join(", "),
+            trust.quorum,
+            report.record_signatures,
+            report.aggregates_recomputed
+        );
+        return Ok(());
+    }
+    println!("FAILED: {} problem(s)", report.failures.len());
+    for f in &report.failures {
+        println!("  {}: {}", f.item, f.reason);
+    }
+    match report.failures.first() {
+        Some(f) => bail!(
+            "bundle does not verify; first offending item: {}: {}",
+            f.item,
+            f.reason
+        ),
+        None => bail!("bundle does not verify"),
+    }
+}
