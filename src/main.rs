@@ -23,12 +23,24 @@ enum Command {
     /// Export, verify and show the coordinator's signed update log (auditor tools).
     #[command(subcommand)]
     Audit(cli::audit::AuditCommand),
+    /// Train a teacher, distill a student and evaluate both, on one machine.
+    Local(cli::local::LocalArgs),
+    /// Benchmarks (build with --release).
+    #[command(subcommand)]
+    Bench(cli::bench::BenchCommand),
+    /// Quantize a trained student (int8, sandwich, f16, f32), export it with a model card.
+    Quantize(cli::quantize::QuantizeArgs),
+    /// A/B-compare two exported students on the same held-out samples (McNemar's exact test).
+    Compare(cli::compare::CompareArgs),
     /// Operator commands: create a federation, enrol, sign CSRs, revoke, show the roster.
     #[command(subcommand)]
     Provision(cli::provision::ProvisionCommand),
-    /// Commands run on a participant's host.
-    #[command(subcommand)]
-    Participant(cli::enroll::ParticipantCommand),
+    /// Run a participant node (`--config FILE`), or prepare its keys (`enroll`).
+    Participant(cli::enroll::ParticipantArgs),
+    /// Run the coordinator of a federation.
+    Coordinator(cli::node::CoordinatorArgs),
+    /// Run a whole federation on this machine: provision, coordinator and participants as processes.
+    Demo(cli::demo::DemoArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -37,8 +49,14 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Data(cmd) => cli::data::run(cmd),
         Command::Audit(cmd) => cli::audit::run(cmd),
+        Command::Local(args) => cli::local::run(args),
+        Command::Bench(cmd) => cli::bench::run(cmd),
+        Command::Quantize(args) => cli::quantize::run(args),
+        Command::Compare(args) => cli::compare::run(args),
         Command::Provision(cmd) => cli::provision::run(cmd),
-        Command::Participant(cmd) => cli::enroll::run(cmd),
+        Command::Participant(args) => cli::enroll::run_args(args),
+        Command::Coordinator(args) => cli::node::run_coordinator(args),
+        Command::Demo(args) => cli::demo::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

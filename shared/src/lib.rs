@@ -6,11 +6,13 @@
 
 pub use fedistill_data as data;
 pub use fedistill_ledger as ledger;
+#[cfg(feature = "ml")]
 pub use fedistill_ml as ml;
 
 pub mod audit;
 pub mod crypto;
 pub mod protocol;
+pub mod settings;
 pub mod provision;
 pub mod tls;
 pub mod wire;

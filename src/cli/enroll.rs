@@ -7,6 +7,18 @@ use fedistill_shared::crypto::ParticipantId;
 use fedistill_shared::provision;
 use std::path::PathBuf;
 
+/// `fedistill participant --config FILE` runs the participant service; `fedistill participant enroll`
+/// prepares keys for a CSR enrollment.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_required = false, arg_required_else_help = true)]
+pub struct ParticipantArgs {
+    /// Participant settings (TOML; see docs/operations.md): run the participant service.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<ParticipantCommand>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ParticipantCommand {
     /// Generate this participant's TLS key, CSR and ed25519 signing key in DIR; send the CSR and
@@ -18,6 +30,14 @@ pub enum ParticipantCommand {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+pub fn run_args(args: ParticipantArgs) -> anyhow::Result<()> {
+    match (args.command, args.config) {
+        (Some(cmd), _) => run(cmd),
+        (None, Some(config)) => super::node::run_participant(config),
+        (None, None) => anyhow::bail!("give --config FILE to run the participant, or a subcommand (see --help)"),
+    }
 }
 
 pub fn run(cmd: ParticipantCommand) -> anyhow::Result<()> {

@@ -1,9 +1,17 @@
 //! Subcommand implementations of the `fedistill` binary, one module per command family.
 
 pub mod audit;
+pub mod bench;
+pub mod bench_quantize; // TEMP-WIRING(quant)
+pub mod bench_transport;
+pub mod compare;
 pub mod data;
+pub mod demo;
 pub mod enroll;
+pub mod local;
+pub mod node;
 pub mod provision;
+pub mod quantize;
 
 /// Sets up `tracing` output on stderr: human-readable by default, JSON lines with `--log-json`.
 pub fn init_logging(json: bool) {

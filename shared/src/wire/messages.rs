@@ -121,13 +121,21 @@ impl SignedMessage for RoundReport {
     const DOMAIN: &'static str = "fedistill/round-report";
 }
 
-/// A witness cosignature on a checkpoint the participant checked grew append-only.
+/// A witness cosignature (C2SP tlog-cosignature) on a checkpoint the participant checked grew
+/// append-only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cosignature {
     /// Tree size of the cosigned checkpoint.
     pub size: u64,
-    /// The cosignature line (C2SP tlog-cosignature) to attach to the checkpoint.
-    pub line: String,
+    /// Witness key name.
+    pub name: String,
+    /// Witness key id.
+    pub key_id: [u8; 4],
+    /// Seconds since the Unix epoch when the witness signed.
+    pub timestamp: u64,
+    /// The ed25519 signature (64 bytes).
+    #[serde(with = "crate::wire::frame::bytes")]
+    pub signature: Vec<u8>,
 }
 
 /// Everything a participant may send.

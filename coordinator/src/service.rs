@@ -1,0 +1,775 @@
+//! The coordinator service: a tokio driver around the sans-IO round state machine.
+//!
+//! One task (the core loop) owns the state machine, the durable store, the signing key and the replay
+//! guard; connection tasks only move frames. Every participant message is verified before it reaches the
+//! state machine, acknowledged only after its effect is durable, and a round's records are appended in one
+//! SQLite transaction before its aggregate is published. Store writes run under `block_in_place`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use fedistill_shared::crypto::{
+    Digest, FederationId, ParticipantId, ReplayGuard, RoundId, SignError, Signed, SignedMessage, Signer,
+    SigningIdentity,
+};
+use fedistill_shared::ledger::{Cosignature as LedgerCosignature, Metric, Record, WitnessKey};
+use fedistill_shared::protocol::{
+    CoordinatorConfig, CoordinatorRound, Millis, OutMessage, Output, RoundCommit, Snapshot,
+};
+use fedistill_shared::provision::FederationLayout;
+use fedistill_shared::wire::messages::{
+    AggregateLabels, Reply, ToCoordinator, ToParticipant, KIND_REPLY, KIND_TO_COORDINATOR, KIND_TO_PARTICIPANT,
+    PROTOCOL_VERSION,
+};
+use fedistill_shared::wire::{encode_frame, recv_message, send_message, write_frame};
+
+use crate::config::CoordinatorSettings;
+use crate::metrics::{Metrics, Observability, RoundStatus, Status};
+use crate::store::Store;
+use crate::transport::{FederationFiles, PeerConnection, Server};
+
+/// State key of the round snapshot in the store.
+const SNAPSHOT_KEY: &str = "round_snapshot";
+/// State key of the replay guard's last sequence numbers.
+const GUARD_KEY: &str = "replay_guard";
+/// Witness key names are `fedistill-witness/<participant>`.
+pub const WITNESS_PREFIX: &str = "fedistill-witness/";
+
+enum Event {
+    Connected {
+        peer: PeerConnection,
+        conn_id: u64,
+        push: mpsc::UnboundedSender<Vec<u8>>,
+    },
+    Disconnected {
+        participant: ParticipantId,
+        conn_id: u64,
+    },
+    Request {
+        participant: ParticipantId,
+        msg: Box<ToCoordinator>,
+        reply: oneshot::Sender<Reply>,
+    },
+}
+
+/// What a finished coordinator run reports.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// Rounds aggregated by this process (resumed rounds included).
+    pub rounds: u64,
+    /// Final log size.
+    pub log_size: u64,
+}
+
+/// Binds, then runs rounds until all are done or `cancel` fires. `on_ready` receives the bound QUIC
+/// address and the status address once listening.
+pub async fn run(
+    settings: CoordinatorSettings,
+    cancel: CancellationToken,
+    on_ready: impl FnOnce(std::net::SocketAddr, Option<std::net::SocketAddr>) + Send,
+) -> anyhow::Result<RunSummary> {
+    let layout = FederationLayout::new(&settings.federation_dir);
+    let fed_cfg = layout.load_config()
+        .with_context(|| format!("loading federation config in {}", settings.federation_dir.display()))?;
+    let key_pem = std::fs::read_to_string(layout.coordinator_signing_key())
+        .with_context(|| format!("reading {}", layout.coordinator_signing_key().display()))?;
+    let key = SigningIdentity::from_pkcs8_pem(&key_pem).context("parsing the coordinator signing key")?;
+    let federation = fed_cfg.federation.clone();
+
+    info!(dataset = %settings.data.dataset, "deriving the public transfer set");
+    let split = tokio::task::block_in_place(|| settings.data.load_split())?;
+    let public_digest = Digest(split.public_digest);
+    let classes = split.public.num_classes as u32;
+    let public_len = split.public.n as u64;
+    drop(split);
+
+    let origin = format!("fedistill/{}", federation.as_str());
+    let mut store = tokio::task::block_in_place(|| {
+        Store::open(&settings.store, key.to_dalek(), &origin)
+    })
+    .with_context(|| format!("opening the coordinator store {}", settings.store.display()))?;
+    if store.size() == 0 {
+        let created = Record::FederationCreated {
+            federation_id: federation.as_str().to_string(),
+            coordinator_key: key.public_key().to_bytes(),
+            created_unix: unix_seconds(),
+            config_digest: Digest::of(format!("{settings:?}").as_bytes()),
+        };
+        tokio::task::block_in_place(|| store.append(&[created], &[]))?;
+    }
+
+    let cfg = CoordinatorConfig {
+        federation: federation.clone(),
+        rounds: settings.rounds,
+        min_participants: settings.min_participants,
+        quorum: settings.quorum,
+        collect_timeout: Millis(settings.collect_timeout_ms),
+        report_timeout: Millis(settings.report_timeout_ms),
+        public_len,
+        samples_per_round: settings.samples_per_round,
+        public_digest,
+        classes,
+        rule: settings.rule,
+        temperature: settings.temperature,
+        max_payload: settings.max_frame_bytes,
+    };
+    let start = Instant::now();
+    let (sm, guard) = match store.state(SNAPSHOT_KEY)? {
+        Some(bytes) => {
+            let snap: Snapshot = serde_json::from_slice(&bytes).context("decoding the stored round snapshot")?;
+            info!(round = snap.round.0, phase = %snap.phase, contributions = snap.contributions.len(), "resuming from the durable round state");
+            let last: Vec<(Signer, u64)> = match store.state(GUARD_KEY)? {
+                Some(g) => serde_json::from_slice(&g).context("decoding the stored replay guard")?,
+                None => Vec::new(),
+            };
+            (
+                CoordinatorRound::restore(cfg, snap, Millis(0)),
+                ReplayGuard::with_state(federation.clone(), last),
+            )
+        }
+        None => (CoordinatorRound::new(cfg), ReplayGuard::new(federation.clone())),
+    };
+
+    let files = FederationFiles::from_federation_dir(&settings.federation_dir)?;
+    let server = Arc::new(Server::bind(settings.bind, &files).context("binding the QUIC endpoint")?);
+    let quic_addr = server.local_addr()?;
+    let obs = Arc::new(Observability {
+        metrics: Metrics::new(),
+        status: std::sync::Mutex::new(Status::default()),
+    });
+    let status_addr = match settings.status {
+        Some(addr) => Some(crate::metrics::serve(addr, obs.clone(), cancel.clone()).await?),
+        None => None,
+    };
+    info!(%quic_addr, status = ?status_addr, federation = %federation, "coordinator listening");
+    on_ready(quic_addr, status_addr);
+
+    let (tx, rx) = mpsc::channel::<Event>(1024);
+    let accept_cancel = cancel.child_token();
+    tokio::spawn(accept_loop(
+        server.clone(),
+        tx.clone(),
+        accept_cancel.clone(),
+        settings.max_frame_bytes,
+        Duration::from_millis(settings.stream_timeout_ms),
+        obs.clone(),
+    ));
+
+    let mut core = Core {
+        sm,
+        store,
+        key,
+        federation,
+        guard,
+        seq: 0,
+        start,
+        conns: BTreeMap::new(),
+        conn_keys: BTreeMap::new(),
+        obs,
+        history: Vec::new(),
+        round_started: Instant::now(),
+        round_bytes_up: 0,
+        rounds_done: 0,
+        finished_at: None,
+    };
+    core.sm.handle_timeout(core.now());
+    core.pump()?;
+    let result = core.run(rx, cancel.clone()).await;
+    accept_cancel.cancel();
+    server.close().await;
+    result
+}
+
+struct Core {
+    sm: CoordinatorRound,
+    store: Store,
+    key: SigningIdentity,
+    federation: FederationId,
+    guard: ReplayGuard,
+    seq: u64,
+    start: Instant,
+    conns: BTreeMap<ParticipantId, (u64, mpsc::UnboundedSender<Vec<u8>>)>,
+    conn_keys: BTreeMap<ParticipantId, fedistill_shared::crypto::PublicKey>,
+    obs: Arc<Observability>,
+    history: Vec<RoundStatus>,
+    round_started: Instant,
+    round_bytes_up: u64,
+    rounds_done: u64,
+    finished_at: Option<Instant>,
+}
+
+impl Core {
+    fn now(&self) -> Millis {
+        Millis(self.start.elapsed().as_millis() as u64)
+    }
+
+    async fn run(&mut self, mut rx: mpsc::Receiver<Event>, cancel: CancellationToken) -> anyhow::Result<RunSummary> {
+        loop {
+            let wake = self.sm.poll_timeout().map(|t| {
+                let now = self.now();
+                Duration::from_millis(t.0.saturating_sub(now.0))
+            });
+            // After the last round, give participants a moment to fetch proofs and cosign, then stop.
+            let linger = self.finished_at.map(|t| Duration::from_secs(3).saturating_sub(t.elapsed()));
+            let sleep = match (wake, linger) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) => a,
+                (None, Some(b)) => b,
+                (None, None) => Duration::from_secs(3600),
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    info!(round = self.sm.round().0, "shutting down: the round state is durable and resumes on restart");
+                    break;
+                }
+                ev = rx.recv() => {
+                    let Some(ev) = ev else { break };
+                    self.handle_event(ev)?;
+                }
+                _ = tokio::time::sleep(sleep) => {
+                    if let Some(t) = self.finished_at {
+                        if t.elapsed() >= Duration::from_secs(3) && (self.conns.is_empty() || t.elapsed() >= Duration::from_secs(3)) {
+                            info!("all rounds finished");
+                            break;
+                        }
+                    }
+                    let now = self.now();
+                    self.sm.handle_timeout(now);
+                }
+            }
+            self.pump()?;
+            self.publish_status();
+        }
+        Ok(RunSummary {
+            rounds: self.rounds_done,
+            log_size: self.store.size(),
+        })
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        // Sequence numbers must grow across restarts without a write per message: use the wall clock in
+        // microseconds, never below the last one used.
+        self.seq = (self.seq + 1).max(unix_micros());
+        self.seq
+    }
+
+    fn sign<T: SignedMessage>(&mut self, round: RoundId, m: &T) -> anyhow::Result<Signed<T>> {
+        let seq = self.next_seq();
+        Ok(Signed::sign(&self.key, Signer::Coordinator, self.federation.clone(), round, seq, m)?)
+    }
+
+    fn push_to(&mut self, p: &ParticipantId, msg: &ToParticipant) -> anyhow::Result<usize> {
+        let frame = encode_frame(KIND_TO_PARTICIPANT, msg)?;
+        let len = frame.len();
+        if let Some((_, tx)) = self.conns.get(p) {
+            if tx.send(frame).is_err() {
+                debug!(participant = %p, "push to a closing connection dropped");
+            }
+        }
+        Ok(len)
+    }
+
+    fn broadcast(&mut self, msg: &ToParticipant) -> anyhow::Result<u64> {
+        let targets: Vec<ParticipantId> = self.conns.keys().cloned().collect();
+        let mut bytes = 0u64;
+        for p in targets {
+            bytes += self.push_to(&p, msg)? as u64;
+        }
+        Ok(bytes)
+    }
+
+    fn persist_state(&mut self) -> anyhow::Result<()> {
+        let snap = serde_json::to_vec(&self.sm.snapshot())?;
+        let guard = serde_json::to_vec(&self.guard_state())?;
+        tokio::task::block_in_place(|| {
+            self.store
+                .append_with_state(&[], &[], &[(SNAPSHOT_KEY.into(), snap), (GUARD_KEY.into(), guard)])
+        })?;
+        Ok(())
+    }
+
+    fn guard_state(&self) -> Vec<(Signer, u64)> {
+        self.sm
+            .connected()
+            .cloned()
+            .chain(self.conns.keys().cloned())
+            .filter_map(|p| {
+                let s = Signer::Participant(p);
+                self.guard.last_seq(&s).map(|q| (s, q))
+            })
+            .collect()
+    }
+
+    fn handle_event(&mut self, ev: Event) -> anyhow::Result<()> {
+        let now = self.now();
+        match ev {
+            Event::Connected { peer, conn_id, push } => {
+                info!(participant = %peer.participant, "participant connected");
+                self.conns.insert(peer.participant.clone(), (conn_id, push));
+                self.conn_keys.insert(peer.participant.clone(), peer.roster_entry.signing_key);
+                self.obs.metrics.connected.set(self.conns.len() as i64);
+                self.sm.handle_connected(now, peer.participant);
+            }
+            Event::Disconnected { participant, conn_id } => {
+                if self.conns.get(&participant).is_some_and(|(id, _)| *id == conn_id) {
+                    info!(%participant, "participant disconnected");
+                    self.conns.remove(&participant);
+                    self.obs.metrics.connected.set(self.conns.len() as i64);
+                    self.sm.handle_disconnected(now, &participant);
+                }
+            }
+            Event::Request { participant, msg, reply } => {
+                let answer = self.handle_request(now, &participant, *msg);
+                let answer = match answer {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // A store failure must not be acknowledged; the participant retries.
+                        error!(%participant, error = %format!("{e:#}"), "request failed");
+                        Reply::Reject {
+                            code: "internal".into(),
+                            message: format!("{e:#}"),
+                        }
+                    }
+                };
+                if let Reply::Reject { code, message } = &answer {
+                    warn!(%participant, code = %code, reason = %message, "rejected");
+                    self.obs.metrics.reject(code);
+                }
+                let _ = reply.send(answer);
+            }
+        }
+        Ok(())
+    }
+
+    fn key_of(&self, p: &ParticipantId) -> Option<fedistill_shared::crypto::PublicKey> {
+        self.conn_keys.get(p).copied()
+    }
+
+    fn handle_request(&mut self, now: Millis, p: &ParticipantId, msg: ToCoordinator) -> anyhow::Result<Reply> {
+        let reject = |code: &str, message: String| Reply::Reject {
+            code: code.to_string(),
+            message,
+        };
+        let sign_code = |e: &SignError| match e {
+            SignError::WrongRound { .. } => "wrong_round",
+            SignError::Replay { .. } => "replay",
+            SignError::WrongFederation { .. } => "wrong_federation",
+            SignError::BadSignature { .. } => "bad_signature",
+            SignError::Payload(_) => "bad_payload",
+        };
+        let Some(key) = self.key_of(p) else {
+            return Ok(reject("unknown_participant", format!("{p} has no signing key in the roster")));
+        };
+        match msg {
+            ToCoordinator::Hello { version, .. } => {
+                if version != PROTOCOL_VERSION {
+                    return Ok(reject(
+                        "version",
+                        format!("protocol version {version} is not supported (this coordinator speaks {PROTOCOL_VERSION})"),
+                    ));
+                }
+                Ok(Reply::Welcome {
+                    round: self.sm.round(),
+                    finished: matches!(self.sm.phase(), fedistill_shared::protocol::Phase::Finished),
+                })
+            }
+            ToCoordinator::SoftLabels(signed) => {
+                let bytes = signed.payload.len() as u64;
+                let verified = match signed.verify(&key, &mut self.guard, self.sm.round()) {
+                    Ok(v) => v,
+                    Err(e) => return Ok(reject(sign_code(&e), e.to_string())),
+                };
+                match self.sm.handle_soft_labels(now, p, verified) {
+                    Ok(()) => {
+                        self.persist_state()?;
+                        self.obs.metrics.contributions.inc();
+                        self.obs.metrics.bytes_up.inc_by(bytes);
+                        self.round_bytes_up += bytes;
+                        info!(participant = %p, round = self.sm.round().0, bytes, "contribution accepted");
+                        Ok(Reply::Ack)
+                    }
+                    Err(e) => Ok(reject(e.code(), e.to_string())),
+                }
+            }
+            ToCoordinator::Report(signed) => {
+                let verified = match signed.verify(&key, &mut self.guard, self.sm.round()) {
+                    Ok(v) => v,
+                    Err(e) => return Ok(reject(sign_code(&e), e.to_string())),
+                };
+                let body = verified.value().clone();
+                let record = Record::RoundReport {
+                    round: body.round,
+                    participant: p.clone(),
+                    metrics: Metric::canonical(body.metrics.iter().map(|(n, v)| (n.clone(), *v)))
+                        .map_err(|e| anyhow::anyhow!("report metrics: {e}"))?,
+                    student_digest: body.student_digest,
+                    guard: if body.guard_accepted { "accept".into() } else { format!("reject: {}", body.guard_reason) },
+                    message_digest: verified.payload_digest(),
+                    sequence: verified.seq(),
+                    signature: verified.envelope().signature.clone(),
+                };
+                let payload = verified.envelope().payload.clone();
+                match self.sm.handle_report(now, p, verified) {
+                    Ok(()) => {
+                        let snap = serde_json::to_vec(&self.sm.snapshot())?;
+                        tokio::task::block_in_place(|| {
+                            self.store.append_with_state(
+                                &[record],
+                                &[(Digest::of(&payload), payload.clone())],
+                                &[(SNAPSHOT_KEY.into(), snap)],
+                            )
+                        })?;
+                        self.obs.metrics.log_size.set(self.store.size() as i64);
+                        Ok(Reply::Ack)
+                    }
+                    Err(e) => Ok(reject(e.code(), e.to_string())),
+                }
+            }
+            ToCoordinator::ProofRequest { old_size, new_size } => {
+                match self.store.consistency_proof(old_size, new_size) {
+                    Ok(hashes) => Ok(Reply::Proof { hashes }),
+                    Err(e) => Ok(reject("bad_proof_request", e.to_string())),
+                }
+            }
+            ToCoordinator::Cosign(c) => {
+                let expected = format!("{WITNESS_PREFIX}{p}");
+                if c.name != expected {
+                    return Ok(reject("bad_cosignature", format!("witness name {:?}, expected {expected:?}", c.name)));
+                }
+                let Ok(signature) = <[u8; 64]>::try_from(c.signature.as_slice()) else {
+                    return Ok(reject("bad_cosignature", "signature is not 64 bytes".into()));
+                };
+                let Ok(vk) = ed25519_dalek::VerifyingKey::from_bytes(&key.to_bytes()) else {
+                    return Ok(reject("bad_cosignature", "roster key is not a valid ed25519 key".into()));
+                };
+                let witness = WitnessKey { name: expected, key: vk };
+                let cosig = LedgerCosignature {
+                    name: c.name,
+                    key_id: c.key_id,
+                    timestamp: c.timestamp,
+                    signature,
+                };
+                match tokio::task::block_in_place(|| self.store.add_cosignature(c.size, &witness, &cosig)) {
+                    Ok(()) => Ok(Reply::Ack),
+                    Err(e) => Ok(reject("bad_cosignature", e.to_string())),
+                }
+            }
+        }
+    }
+
+    fn pump(&mut self) -> anyhow::Result<()> {
+        while let Some(out) = self.sm.poll_output() {
+            match out {
+                Output::Broadcast(OutMessage::Open(open)) => {
+                    info!(round = open.round.0, samples = open.sample_ids.len(), rule = %open.rule.name(), "round opened");
+                    self.round_started = Instant::now();
+                    self.round_bytes_up = 0;
+                    let s = self.sign(open.round, &open)?;
+                    self.broadcast(&ToParticipant::Open(s))?;
+                    self.persist_state()?;
+                }
+                Output::Send(p, OutMessage::Open(open)) => {
+                    let s = self.sign(open.round, &open)?;
+                    self.push_to(&p, &ToParticipant::Open(s))?;
+                }
+                Output::Broadcast(OutMessage::Finished) => {
+                    let rounds = self.sm.config().rounds;
+                    self.broadcast(&ToParticipant::Finished { rounds })?;
+                }
+                Output::Send(p, OutMessage::Finished) => {
+                    let rounds = self.sm.config().rounds;
+                    self.push_to(&p, &ToParticipant::Finished { rounds })?;
+                }
+                Output::Commit(commit) => self.commit(*commit)?,
+                Output::RoundClosed { round, reports, missing } => {
+                    info!(round = round.0, reports = reports.len(), missing = ?missing.iter().map(|p| p.as_str()).collect::<Vec<_>>(), "round closed");
+                    self.persist_state()?;
+                }
+                Output::QuorumNotMet { round, have, need } => {
+                    warn!(round = round.0, have, need, "quorum not met by the deadline; still collecting");
+                }
+                Output::Finished => {
+                    info!(rounds = self.sm.config().rounds, "federation finished all rounds");
+                    self.persist_state()?;
+                    self.finished_at = Some(Instant::now());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, c: RoundCommit) -> anyhow::Result<()> {
+        let now = self.now();
+        let federation = self.federation.as_str().to_string();
+        let mut records = vec![Record::RoundOpened {
+            round: c.round,
+            public_set_digest: c.open.public_digest,
+            sample_ids_digest: c.open.sample_ids_digest,
+            temperature: f64::from(c.open.temperature),
+            rule: c.open.rule.name(),
+            deadline_unix_ms: unix_micros() / 1000 + c.open.deadline_ms,
+            quorum: c.open.quorum,
+        }];
+        let mut payloads = Vec::new();
+        for contribution in &c.contributions {
+            let envelope: Signed<fedistill_shared::wire::messages::SoftLabels> =
+                fedistill_shared::wire::decode_payload(&contribution.envelope)?;
+            let encoding = fedistill_shared::wire::decode_payload::<fedistill_shared::wire::messages::SoftLabels>(&envelope.payload)
+                .map(|m| m.encoding.name())
+                .unwrap_or_else(|_| "unknown".into());
+            records.push(Record::Contribution {
+                round: c.round,
+                participant: contribution.participant.clone(),
+                encoding,
+                payload_digest: contribution.payload_digest,
+                sequence: contribution.seq,
+                signature: envelope.signature.clone(),
+            });
+            payloads.push((contribution.payload_digest, envelope.payload.clone()));
+        }
+        let bytes: Vec<u8> = c.aggregate.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let digest = Digest::of(&bytes);
+        let contributors: Vec<ParticipantId> = c.contributions.iter().map(|x| x.participant.clone()).collect();
+        let mut aggregate = Record::Aggregate {
+            round: c.round,
+            digest,
+            rule: c.open.rule.name(),
+            contributors: contributors.clone(),
+            signature: Vec::new(),
+        };
+        let statement = aggregate
+            .statement(&federation)
+            .map_err(|e| anyhow::anyhow!("aggregate statement: {e}"))?
+            .ok_or_else(|| anyhow::anyhow!("aggregate record has no statement"))?;
+        if let Record::Aggregate { signature, .. } = &mut aggregate {
+            *signature = self.key.sign_raw(&statement).to_vec();
+        }
+        records.push(aggregate);
+        payloads.push((digest, bytes.clone()));
+        for (p, score) in &c.anomaly {
+            debug!(round = c.round.0, participant = %p, score, "distance to consensus");
+        }
+        // The state machine moves to reporting; its snapshot is written in the same transaction as the
+        // round's records, so a restart never re-aggregates a committed round.
+        self.sm.handle_committed(now, c.round);
+        let snap = serde_json::to_vec(&self.sm.snapshot())?;
+        let guard = serde_json::to_vec(&self.guard_state())?;
+        let checkpoint = tokio::task::block_in_place(|| {
+            self.store.append_with_state(
+                &records,
+                &payloads,
+                &[(SNAPSHOT_KEY.into(), snap), (GUARD_KEY.into(), guard)],
+            )
+        })?;
+        let note = String::from_utf8(checkpoint.to_note().map_err(|e| anyhow::anyhow!("checkpoint note: {e}"))?)?;
+        self.obs.metrics.log_size.set(self.store.size() as i64);
+        let msg = AggregateLabels {
+            round: c.round,
+            rule: c.open.rule,
+            contributors: contributors.clone(),
+            absent: c.absent.clone(),
+            rows: c.open.sample_ids.len() as u32,
+            classes: c.open.classes,
+            probabilities: bytes,
+            aggregate_digest: digest,
+            checkpoint: note,
+        };
+        let s = self.sign(c.round, &msg)?;
+        let sent = self.broadcast(&ToParticipant::Aggregate(s))?;
+        let seconds = self.round_started.elapsed().as_secs_f64();
+        self.obs.metrics.rounds.inc();
+        self.obs.metrics.bytes_down.inc_by(sent);
+        self.obs.metrics.round_seconds.observe(seconds);
+        self.rounds_done += 1;
+        info!(
+            round = c.round.0,
+            contributors = contributors.len(),
+            absent = ?c.absent.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+            log_size = self.store.size(),
+            "aggregate committed and published"
+        );
+        self.history.push(RoundStatus {
+            round: c.round.0,
+            contributors: contributors.iter().map(|p| p.to_string()).collect(),
+            absent: c.absent.iter().map(|p| p.to_string()).collect(),
+            bytes_up: self.round_bytes_up,
+            bytes_down: sent,
+            seconds,
+        });
+        Ok(())
+    }
+
+    fn publish_status(&self) {
+        if let Ok(mut s) = self.obs.status.lock() {
+            s.federation = self.federation.to_string();
+            s.round = self.sm.round().0;
+            s.rounds = self.sm.config().rounds;
+            s.phase = format!("{:?}", self.sm.phase()).split([' ', '{']).next().unwrap_or("").to_lowercase();
+            s.connected = self.conns.keys().map(|p| p.to_string()).collect();
+            s.log_size = self.store.size();
+            s.history = self.history.clone();
+            s.finished = self.finished_at.is_some();
+        }
+    }
+}
+
+async fn accept_loop(
+    server: Arc<Server>,
+    tx: mpsc::Sender<Event>,
+    cancel: CancellationToken,
+    max_frame: usize,
+    stream_timeout: Duration,
+    obs: Arc<Observability>,
+) {
+    let mut next_id = 0u64;
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => return,
+            a = server.accept() => a,
+        };
+        let peer = match accepted {
+            None => return,
+            Some(Err(rejection)) => {
+                warn!(%rejection, "connection refused");
+                obs.metrics.reject("connection_refused");
+                continue;
+            }
+            Some(Ok(peer)) => peer,
+        };
+        next_id += 1;
+        tokio::spawn(connection(peer, next_id, tx.clone(), cancel.clone(), max_frame, stream_timeout, obs.clone()));
+    }
+}
+
+async fn connection(
+    peer: PeerConnection,
+    conn_id: u64,
+    tx: mpsc::Sender<Event>,
+    cancel: CancellationToken,
+    max_frame: usize,
+    stream_timeout: Duration,
+    obs: Arc<Observability>,
+) {
+    let participant = peer.participant.clone();
+    let conn = peer.conn.clone();
+    let (push_tx, mut push_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let pusher_conn = conn.clone();
+    let pusher = tokio::spawn(async move {
+        while let Some(frame) = push_rx.recv().await {
+            let sent = async {
+                let mut s = pusher_conn.open_uni().await.map_err(|e| e.to_string())?;
+                write_frame(&mut s, &frame).await.map_err(|e| e.to_string())?;
+                s.finish().map_err(|e| e.to_string())?;
+                Ok::<(), String>(())
+            };
+            if let Err(e) = sent.await {
+                debug!(error = %e, "push failed; the participant will catch up on reconnect");
+                break;
+            }
+        }
+    });
+    if tx
+        .send(Event::Connected {
+            peer,
+            conn_id,
+            push: push_tx,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    // Cap concurrent request streams per connection so one peer cannot exhaust the core loop.
+    let slots = Arc::new(tokio::sync::Semaphore::new(8));
+    loop {
+        let stream = tokio::select! {
+            _ = cancel.cancelled() => break,
+            s = conn.accept_bi() => s,
+        };
+        let Ok((mut send, mut recv)) = stream else { break };
+        let Ok(permit) = slots.clone().acquire_owned().await else { break };
+        let tx = tx.clone();
+        let participant = participant.clone();
+        let obs = obs.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let reply = match recv_message::<ToCoordinator>(&mut recv, max_frame, stream_timeout).await {
+                Ok((kind, msg)) if kind == KIND_TO_COORDINATOR => {
+                    let (rtx, rrx) = oneshot::channel();
+                    if tx
+                        .send(Event::Request {
+                            participant: participant.clone(),
+                            msg: Box::new(msg),
+                            reply: rtx,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    match rrx.await {
+                        Ok(r) => r,
+                        Err(_) => return,
+                    }
+                }
+                Ok((kind, _)) => Reply::Reject {
+                    code: "bad_frame".into(),
+                    message: format!("unexpected frame kind {}", kind.0),
+                },
+                Err(e) => {
+                    let code = match &e {
+                        fedistill_shared::wire::TransportError::Timeout(_) => "timeout",
+                        fedistill_shared::wire::TransportError::Wire(_) => "bad_frame",
+                        fedistill_shared::wire::TransportError::Truncated { .. } => "truncated",
+                        _ => "stream",
+                    };
+                    warn!(%participant, error = %e, "bad stream");
+                    obs.metrics.reject(code);
+                    Reply::Reject {
+                        code: code.into(),
+                        message: e.to_string(),
+                    }
+                }
+            };
+            if send_message(&mut send, KIND_REPLY, &reply).await.is_ok() {
+                let _ = send.finish();
+                // Wait for the peer to read the reply before the stream is dropped.
+                let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
+            }
+        });
+    }
+    pusher.abort();
+    let _ = tx.send(Event::Disconnected { participant, conn_id }).await;
+}
+
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn unix_seconds() -> u64 {
+    unix_micros() / 1_000_000
+}
+
+/// Loads settings from a file and runs until done or Ctrl-C.
+pub async fn run_from_file(path: &Path) -> anyhow::Result<RunSummary> {
+    let settings = CoordinatorSettings::load(path)?;
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            info!("Ctrl-C: stopping after flushing the round state");
+            c.cancel();
+        }
+    });
+    run(settings, cancel, |_, _| {}).await
+}

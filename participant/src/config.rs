@@ -1,0 +1,172 @@
+//! `participant.toml` node settings (distinct from the kit's `participant.toml` transport file, which lives
+//! in the kit directory): where the kit and work directory are, which private data to use, the models and
+//! the training settings. Parsed in two steps (raw TOML, then validated). Documented in docs/operations.md.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use fedistill_shared::ml::distill::DistillConfig;
+use fedistill_shared::ml::{ModelConfig, TrainConfig};
+use fedistill_shared::protocol::Encoding;
+pub use fedistill_shared::settings::DataSettings;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    kit: PathBuf,
+    workdir: PathBuf,
+    #[serde(default = "default_encoding")]
+    encoding: String,
+    shard: usize,
+    data: DataSettings,
+    #[serde(default)]
+    teacher: Option<ModelConfig>,
+    #[serde(default)]
+    student: Option<ModelConfig>,
+    #[serde(default)]
+    train: Option<TrainConfig>,
+    #[serde(default)]
+    distill: Option<DistillConfig>,
+    #[serde(default = "default_guard_metrics")]
+    guard_metrics: Vec<String>,
+    #[serde(default = "default_guard_drop")]
+    guard_max_relative_drop: f64,
+    #[serde(default = "default_student_seed")]
+    student_seed: u64,
+    #[serde(default = "default_max_frame")]
+    max_frame_bytes: usize,
+}
+
+fn default_encoding() -> String {
+    "f16".into()
+}
+fn default_guard_metrics() -> Vec<String> {
+    vec!["accuracy".into(), "macro_f1".into(), "roc_auc".into()]
+}
+fn default_guard_drop() -> f64 {
+    0.05
+}
+fn default_student_seed() -> u64 {
+    7
+}
+fn default_max_frame() -> usize {
+    fedistill_shared::wire::DEFAULT_MAX_FRAME
+}
+
+/// Validated participant settings.
+#[derive(Debug, Clone)]
+pub struct ParticipantSettings {
+    /// Startup kit directory (certificates, keys, coordinator endpoint).
+    pub kit: PathBuf,
+    /// Work directory: teacher, students per round, model cards, witness state, results.
+    pub workdir: PathBuf,
+    /// Soft-label encoding on the wire.
+    pub encoding: Encoding,
+    /// Which private shard of the split this institution holds.
+    pub shard: usize,
+    /// Dataset and split (must match the coordinator's).
+    pub data: DataSettings,
+    /// Teacher architecture (default per data kind).
+    pub teacher: Option<ModelConfig>,
+    /// Shared student architecture (default per data kind).
+    pub student: Option<ModelConfig>,
+    /// Teacher training settings.
+    pub train: Option<TrainConfig>,
+    /// Distillation settings.
+    pub distill: Option<DistillConfig>,
+    /// Metrics the degradation guard checks.
+    pub guard_metrics: Vec<String>,
+    /// Largest relative drop the guard tolerates.
+    pub guard_max_relative_drop: f64,
+    /// Seed of the student's initial weights (the same across the federation).
+    pub student_seed: u64,
+    /// Largest frame accepted from the coordinator.
+    pub max_frame_bytes: usize,
+}
+
+impl ParticipantSettings {
+    /// Reads and validates a settings file; relative paths resolve against its directory.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&text, path.parent().unwrap_or(Path::new(".")))
+            .with_context(|| format!("invalid participant config {}", path.display()))
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str, base: &Path) -> anyhow::Result<Self> {
+        let raw: RawSettings = toml::from_str(text)?;
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let encoding = Encoding::parse(&raw.encoding)?;
+        anyhow::ensure!(
+            raw.shard < raw.data.participants,
+            "shard {} does not exist: the split has {} shards (0..{})",
+            raw.shard,
+            raw.data.participants,
+            raw.data.participants
+        );
+        raw.data.split_config()?;
+        fedistill_shared::ml::lifecycle::GuardConfig::new(raw.guard_metrics.clone(), raw.guard_max_relative_drop)?;
+        if let Some(d) = &raw.distill {
+            d.validate()?;
+        }
+        if let Some(t) = &raw.train {
+            t.validate()?;
+        }
+        let mut data = raw.data;
+        data.data_dir = data.data_dir.map(resolve);
+        Ok(Self {
+            kit: resolve(raw.kit),
+            workdir: resolve(raw.workdir),
+            encoding,
+            shard: raw.shard,
+            data,
+            teacher: raw.teacher,
+            student: raw.student,
+            train: raw.train,
+            distill: raw.distill,
+            guard_metrics: raw.guard_metrics,
+            guard_max_relative_drop: raw.guard_max_relative_drop,
+            student_seed: raw.student_seed,
+            max_frame_bytes: raw.max_frame_bytes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+kit = "kit"
+workdir = "work"
+shard = 1
+encoding = "int8"
+[data]
+dataset = "mnist-10k"
+participants = 3
+"#;
+
+    #[test]
+    fn parses_with_defaults() {
+        let s = ParticipantSettings::parse(GOOD, Path::new("/srv")).unwrap();
+        assert_eq!(s.kit, Path::new("/srv/kit"));
+        assert_eq!(s.encoding, Encoding::Int8);
+        assert_eq!(s.guard_metrics, vec!["accuracy", "macro_f1", "roc_auc"]);
+    }
+
+    #[test]
+    fn refuses_bad_settings() {
+        let cases = [
+            (GOOD.replace("shard = 1", "shard = 3"), "shard 3 does not exist"),
+            (GOOD.replace("int8", "int4"), "unknown soft-label encoding"),
+            (GOOD.replace("shard = 1", "shard = 1\nguard_metrics = [\"speed\"]"), "speed"),
+            (GOOD.replace("shard = 1", "shard = 1\nbogus = true"), "bogus"),
+        ];
+        for (text, needle) in cases {
+            let err = format!("{:#}", ParticipantSettings::parse(&text, Path::new(".")).unwrap_err());
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+}
