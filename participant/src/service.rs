@@ -533,7 +533,7 @@ async fn distill_round(
         let mut d = distiller.lock().map_err(|_| anyhow::anyhow!("distiller lock poisoned"))?;
         // Keep the served student; distill a candidate on a copy so a rejected candidate changes nothing.
         let before = d.student().to_safetensors()?;
-        d.distill_round(&x, ids.len(), &SoftTargets::Probabilities(probs), None, round.0 as usize, total_rounds.max(1) as usize)?;
+        d.distill_round(&x, ids.len(), &SoftTargets::Probabilities(probs), None, (round.0 as usize).saturating_sub(1), total_rounds.max(round.0) as usize)?;
         let student = d.student();
         let metrics = evaluate(student, &test, None)?;
         let q = QuantizedModel::from_model(student, Profile::Int8)?;
