@@ -388,7 +388,7 @@ fn write_trust(path: &Path, fed_dir: &Path, federation: &FederationId, names: &[
     let coordinator = fedistill_shared::crypto::PublicKey::from_pem(&coordinator_pub)?;
     let roster = layout.load_roster(federation)?;
     let mut text = format!(
-        "# Auditor trust file for federation {fed}: the coordinator's log key and the witnesses.\n[log]\norigin = \"fedistill/{fed}\"\nkey = \"{}\"\n\n[witnesses]\nquorum = {}\n",
+        "# Auditor trust file for federation {fed}: the coordinator's log key and the witnesses (k of n).\norigin = \"fedistill/{fed}\"\ncoordinator_key = \"{}\"\nquorum = {}\n",
         hex(&coordinator.to_bytes()),
         names.len() / 2 + 1,
         fed = federation.as_str()
@@ -398,7 +398,7 @@ fn write_trust(path: &Path, fed_dir: &Path, federation: &FederationId, names: &[
             .by_id(&ParticipantId::new(n.clone()))
             .ok_or_else(|| anyhow::anyhow!("{n} is missing from the roster"))?;
         text.push_str(&format!(
-            "\n[[witnesses.key]]\nname = \"fedistill-witness/{n}\"\nkey = \"{}\"\n",
+            "\n[[witness]]\nname = \"fedistill-witness/{n}\"\nkey = \"{}\"\n",
             hex(&entry.signing_key.to_bytes())
         ));
     }
