@@ -480,12 +480,12 @@ impl Core {
                     self.push_to(&p, &ToParticipant::Open(s))?;
                 }
                 Output::Broadcast(OutMessage::Finished) => {
-                    let rounds = self.sm.config().rounds;
-                    self.broadcast(&ToParticipant::Finished { rounds })?;
+                    let msg = self.finished_message()?;
+                    self.broadcast(&msg)?;
                 }
                 Output::Send(p, OutMessage::Finished) => {
-                    let rounds = self.sm.config().rounds;
-                    self.push_to(&p, &ToParticipant::Finished { rounds })?;
+                    let msg = self.finished_message()?;
+                    self.push_to(&p, &msg)?;
                 }
                 Output::Commit(commit) => self.commit(*commit)?,
                 Output::RoundClosed { round, reports, missing } => {
@@ -503,6 +503,18 @@ impl Core {
             }
         }
         Ok(())
+    }
+
+    fn finished_message(&self) -> anyhow::Result<ToParticipant> {
+        let note = self
+            .store
+            .checkpoint_latest()
+            .to_note()
+            .map_err(|e| anyhow::anyhow!("checkpoint note: {e}"))?;
+        Ok(ToParticipant::Finished {
+            rounds: self.sm.config().rounds,
+            checkpoint: String::from_utf8(note)?,
+        })
     }
 
     fn commit(&mut self, c: RoundCommit) -> anyhow::Result<()> {

@@ -370,8 +370,12 @@ async fn handle_push(
                     Err(e) => warn!(round = round.0, error = %e, "rejected an aggregate"),
                 }
             }
-            ToParticipant::Finished { rounds } => {
+            ToParticipant::Finished { rounds, checkpoint } => {
                 info!(rounds, "coordinator finished all rounds");
+                match SignedCheckpoint::parse(checkpoint.as_bytes()) {
+                    Ok(sc) => pending_checkpoint = Some((sc, 0, 0)),
+                    Err(e) => warn!(error = %e, "final checkpoint is unreadable"),
+                }
                 session.handle_finished();
             }
         }

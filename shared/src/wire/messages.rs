@@ -200,6 +200,8 @@ pub enum ToParticipant {
     Finished {
         /// The last round.
         rounds: u64,
+        /// The final signed checkpoint (C2SP signed note), for witnesses to cosign.
+        checkpoint: String,
     },
 }
 
