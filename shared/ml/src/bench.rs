@@ -128,6 +128,7 @@ impl Runner {
 }
 
 /// Measures one workload on both paths; `teacher_probs` switches from CE training to distillation.
+#[allow(clippy::too_many_arguments)]
 fn measure(
     name: &str,
     cfg: &ModelConfig,

@@ -36,7 +36,7 @@ pub struct LossSpec {
 /// Loss value and gradient (d loss / d logits, `n * classes`) of one batch, in plain Rust.
 pub fn loss_and_grad(logits: &[f32], spec: &LossSpec) -> Result<(f32, Vec<f32>)> {
     let c = spec.classes;
-    if c == 0 || logits.len() % c != 0 {
+    if c == 0 || !logits.len().is_multiple_of(c) {
         return Err(MlError::InvalidInput(format!("{} logits are not rows of {c}", logits.len())));
     }
     let n = logits.len() / c;

@@ -283,3 +283,131 @@ fn throughput(model: &Model, x: &[f32], n: usize) -> Result<f64> {
     }
     Ok(done as f64 / start.elapsed().as_secs_f64())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelConfig;
+
+    // Fixture shared by the metric tests. Expected values were computed once with python3,
+    // numpy 2.4.6 and scikit-learn 1.9.1 (accuracy_score, precision_recall_fscore_support(average=
+    // 'macro', zero_division=0), roc_auc_score(multi_class='ovr', average='macro'), log_loss); ECE,
+    // agreement and KL with numpy by their definitions (15 bins (lo, hi], KL with log-softmax of ln P).
+    const Y: [u32; 8] = [0, 1, 2, 2, 1, 0, 2, 1];
+    const P: [f32; 24] = [
+        0.7, 0.2, 0.1, 0.1, 0.6, 0.3, 0.2, 0.2, 0.6, 0.3, 0.4, 0.3, 0.25, 0.5, 0.25, 0.4, 0.35, 0.25, 0.05, 0.15, 0.8,
+        0.5, 0.3, 0.2,
+    ];
+    const T: [f32; 24] = [
+        0.6, 0.3, 0.1, 0.2, 0.5, 0.3, 0.1, 0.1, 0.8, 0.2, 0.2, 0.6, 0.3, 0.4, 0.3, 0.5, 0.25, 0.25, 0.1, 0.1, 0.8, 0.2,
+        0.6, 0.2,
+    ];
+
+    fn pred() -> Vec<u32> {
+        P.chunks(3).map(|r| argmax(r) as u32).collect()
+    }
+
+    fn close(a: f64, b: f64) {
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    }
+
+    #[test]
+    fn accuracy_matches_sklearn() {
+        close(accuracy(&Y, &pred()), 0.75);
+    }
+
+    #[test]
+    fn macro_precision_recall_f1_match_sklearn() {
+        let (p, r, f) = macro_prf(&Y, &pred(), 3);
+        close(p, 0.777_777_777_777_777_7);
+        close(r, 0.777_777_777_777_777_7);
+        close(f, 0.755_555_555_555_555_5);
+    }
+
+    #[test]
+    fn macro_prf_never_predicted_class_counts_zero() {
+        // Hand-computed: class 1 never predicted -> precision 0 (sklearn zero_division=0),
+        // class 0: P=2/3 R=1; class 1: P=0 R=0 -> macro P = 1/3, R = 1/2, F1 = (0.8 + 0)/2.
+        let (p, r, f) = macro_prf(&[0, 0, 1], &[0, 0, 0], 2);
+        close(p, 1.0 / 3.0);
+        close(r, 0.5);
+        close(f, 0.4);
+    }
+
+    #[test]
+    fn roc_auc_ovr_macro_matches_sklearn() {
+        close(roc_auc(&Y, &P, 3), 0.916_666_666_666_666_6);
+    }
+
+    #[test]
+    fn binary_roc_auc_with_ties_matches_sklearn() {
+        // roc_auc_score([0,1,1,0,1,0], [0.2,0.8,0.4,0.4,0.9,0.1]) = 0.9444444444 (one tie 0.4/0.4).
+        let labels = [0u32, 1, 1, 0, 1, 0];
+        let s = [0.2f32, 0.8, 0.4, 0.4, 0.9, 0.1];
+        let probs: Vec<f32> = s.iter().flat_map(|&p| [1.0 - p, p]).collect();
+        close(roc_auc(&labels, &probs, 2), 0.944_444_444_444_444_4);
+        assert!(binary_auc(&[0.1, 0.2], &[true, true]).is_none());
+    }
+
+    #[test]
+    fn log_loss_matches_sklearn() {
+        assert!((log_loss(&Y, &P, 3) - 0.702_356_636_519_094_5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn ece_matches_numpy() {
+        assert!((ece(&Y, &P, 3, ECE_BINS) - 0.187_499_992_549_419_4).abs() < 1e-6);
+        // Hand-computed: perfectly confident and right -> 0.
+        assert_eq!(ece(&[0, 1], &[1.0, 0.0, 0.0, 1.0], 2, ECE_BINS), 0.0);
+    }
+
+    #[test]
+    fn agreement_and_kl_match_numpy() {
+        let logits: Vec<f32> = P.iter().map(|p| p.ln()).collect();
+        close(agreement(&T, &logits, 3), 0.75);
+        assert!((mean_kl(&T, &logits, 3) - 0.084_160_928_680_716_85).abs() < 1e-6);
+    }
+
+    #[test]
+    fn percentile_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 50.0);
+        assert_eq!(percentile(&v, 99.0), 99.0);
+        assert_eq!(percentile(&[3.0], 99.0), 3.0);
+    }
+
+    #[test]
+    fn evaluate_reports_sizes_and_timings() -> Result<()> {
+        let model = Model::new(&ModelConfig::Mlp { hidden: vec![4] }, 3, 2, 1)?;
+        let x: Vec<f32> = (0..30).map(|i| (i as f32 * 0.37).sin()).collect();
+        let y: Vec<u32> = (0..10).map(|i| i % 2).collect();
+        let probs = model.probabilities(&x, 10, 1.0)?;
+        let m = evaluate_slices(&model, &x, &y, 10, Some(&probs))?;
+        // 3*4+4 + 4*2+2 = 26 parameters (hand count).
+        assert_eq!(m.params, 26);
+        assert_eq!(m.size_bytes, model.to_safetensors()?.len());
+        assert_eq!(m.agreement, Some(1.0));
+        assert!(m.kl_to_teacher.is_some_and(|k| k.abs() < 1e-6));
+        assert!(m.latency_p50_us > 0.0 && m.latency_p99_us >= m.latency_p50_us);
+        assert!(m.throughput_per_s > 0.0);
+        let json = serde_json::to_value(&m).map_err(|e| MlError::InvalidInput(e.to_string()))?;
+        for key in [
+            "accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc", "log_loss", "ece", "agreement",
+            "kl_to_teacher", "latency_p50_us", "latency_p99_us", "throughput_per_s", "params", "size_bytes",
+        ] {
+            assert!(json.get(key).is_some(), "missing {key}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn evaluate_rejects_bad_teacher_probabilities_and_labels() -> Result<()> {
+        let model = Model::new(&ModelConfig::Mlp { hidden: vec![] }, 2, 2, 1)?;
+        let x = [0.0f32, 1.0, 1.0, 0.0];
+        let bad = [0.5f32, 0.6, 0.5, 0.5];
+        assert!(matches!(evaluate_slices(&model, &x, &[0, 1], 2, Some(&bad)), Err(MlError::InvalidProbabilities(_))));
+        assert!(matches!(evaluate_slices(&model, &x, &[0, 2], 2, None), Err(MlError::InvalidInput(_))));
+        assert!(matches!(evaluate_slices(&model, &x, &[0], 2, None), Err(MlError::InvalidInput(_))));
+        Ok(())
+    }
+}

@@ -260,3 +260,86 @@ pub fn check_labels(labels: &[u32], n: usize, classes: usize) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fedistill_data::{load, LoadOptions};
+
+    fn digits() -> Dataset {
+        match load("digits", &LoadOptions::default()) {
+            Ok(d) => d,
+            Err(e) => panic!("embedded digits dataset must load: {e}"),
+        }
+    }
+
+    fn quick() -> TrainConfig {
+        TrainConfig { epochs: 4, batch_size: 64, lr: 3e-3, seed: 5, ..TrainConfig::default() }
+    }
+
+    #[test]
+    fn teacher_learns_digits_and_is_deterministic() -> Result<()> {
+        let ds = digits();
+        let (train_idx, test_idx): (Vec<usize>, Vec<usize>) = (0..ds.n).partition(|i| i % 5 != 0);
+        let tr = ds.subset(&train_idx);
+        let te = ds.subset(&test_idx);
+        let cfg = ModelConfig::Mlp { hidden: vec![32] };
+        let a = train_teacher(&cfg, &tr, &quick(), &Progress::hidden())?;
+        let b = train_teacher(&cfg, &tr, &quick(), &Progress::hidden())?;
+        assert_eq!(a.weights_digest(), b.weights_digest(), "same seed must give the same weights");
+        let c = train_teacher(&cfg, &tr, &TrainConfig { seed: 6, ..quick() }, &Progress::hidden())?;
+        assert_ne!(a.weights_digest(), c.weights_digest());
+        let m = crate::metrics::evaluate(&a, &te, None)?;
+        assert!(m.accuracy > 0.85, "accuracy {}", m.accuracy);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_hyper_parameters_are_rejected_before_training() {
+        let ds = digits();
+        let cfg = ModelConfig::Mlp { hidden: vec![8] };
+        for tc in [
+            TrainConfig { epochs: 0, ..quick() },
+            TrainConfig { batch_size: 0, ..quick() },
+            TrainConfig { lr: 0.0, ..quick() },
+            TrainConfig { lr: f64::NAN, ..quick() },
+            TrainConfig { weight_decay: -0.1, ..quick() },
+            TrainConfig { val_fraction: 0.95, ..quick() },
+        ] {
+            let r = train_teacher(&cfg, &ds, &tc, &Progress::hidden());
+            assert!(matches!(r, Err(MlError::InvalidHyperParameter(_))), "{tc:?}");
+        }
+        let bad = ModelConfig::Mlp { hidden: vec![0] };
+        assert!(matches!(train_teacher(&bad, &ds, &quick(), &Progress::hidden()), Err(MlError::InvalidConfig(_))));
+    }
+
+    #[test]
+    fn bad_labels_and_features_are_rejected() {
+        let cfg = ModelConfig::Mlp { hidden: vec![4] };
+        let x = vec![0.0f32; 8];
+        let kind = DataKind::Tabular;
+        let p = Progress::hidden();
+        let r = train_teacher_with_stats(&cfg, &x, &[0, 1, 2, 0], 4, 2, 2, &kind, &quick(), &p);
+        assert!(matches!(r, Err(MlError::InvalidInput(_))));
+        let r = train_teacher_with_stats(&cfg, &x, &[0, 1, 1], 4, 2, 2, &kind, &quick(), &p);
+        assert!(matches!(r, Err(MlError::InvalidInput(_))));
+        let mut xn = x.clone();
+        xn[3] = f32::NAN;
+        let r = train_teacher_with_stats(&cfg, &xn, &[0, 1, 1, 0], 4, 2, 2, &kind, &quick(), &p);
+        assert!(matches!(r, Err(MlError::InvalidInput(_))));
+    }
+
+    #[test]
+    fn diverging_run_names_epoch_and_step() {
+        let ds = digits();
+        let cfg = ModelConfig::Mlp { hidden: vec![16] };
+        let tc = TrainConfig { lr: 1e30, weight_decay: 0.0, ..quick() };
+        match train_teacher(&cfg, &ds, &tc, &Progress::hidden()) {
+            Err(e @ MlError::Diverged { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains("epoch 0") && msg.contains("step"), "{msg}");
+            }
+            other => panic!("expected divergence, got {other:?}"),
+        }
+    }
+}
