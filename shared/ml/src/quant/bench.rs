@@ -6,14 +6,14 @@ use fedistill_data::{split, Dataset, Partition, SplitConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{MlError, Result};
-use crate::model::{Model, ModelConfig};
+use crate::model::ModelConfig;
 use crate::progress::Progress;
 use crate::train::{train_teacher, TrainConfig};
 
-use super::model::{Kernel, Profile};
+use super::model::{Kernel, Profile, QuantizedModel};
 use super::ptq::{quantize, PtqOptions, PtqReport};
 use super::qat::{qat_finetune, QatConfig, QatTargets};
-use super::table::{quantization_table, QuantRow, LATENCY_PASSES};
+use super::table::{quantization_table, time_interleaved, QuantRow};
 
 /// Settings of the benchmark.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -111,6 +111,17 @@ pub struct QatRow {
     pub recovered_fraction: Option<f64>,
 }
 
+/// Median time of one batch through each int8 kernel (what [`super::DEFAULT_AUTO_THRESHOLD`] rests on).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KernelSweepRow {
+    /// Rows per batch.
+    pub batch: usize,
+    /// Median µs per batch through `QMatMul`.
+    pub qmatmul_us: f64,
+    /// Median µs per batch through the dequantized f32 copy.
+    pub dequantized_us: f64,
+}
+
 /// Everything the benchmark measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuantBenchReport {
@@ -126,6 +137,8 @@ pub struct QuantBenchReport {
     pub teacher_vs_int8: TeacherVsInt8,
     /// PTQ against QAT.
     pub qat: Vec<QatRow>,
+    /// Both int8 kernels across batch sizes.
+    pub kernel_sweep: Vec<KernelSweepRow>,
 }
 
 fn accuracy_of(logits: &[f32], labels: &[u32], c: usize) -> f64 {
@@ -136,30 +149,38 @@ fn accuracy_of(logits: &[f32], labels: &[u32], c: usize) -> f64 {
     crate::metrics::accuracy(labels, &pred)
 }
 
-fn teacher_timing(m: &Model, test: &Dataset) -> Result<(f64, f64)> {
+/// Median time of one batch of `batch` rows per kernel of an int8 student, the two kernels interleaved.
+fn kernel_sweep(q: &QuantizedModel, test: &Dataset) -> Result<Vec<KernelSweepRow>> {
     let d = test.dim;
-    let k = test.n.min(LATENCY_PASSES);
-    let mut times = Vec::with_capacity(k);
-    for i in 0..k + 20 {
-        let row = &test.features[(i % k) * d..(i % k + 1) * d];
-        let t0 = std::time::Instant::now();
-        std::hint::black_box(m.logits(row, 1)?);
-        if i >= 20 {
-            times.push(t0.elapsed().as_secs_f64() * 1e6);
+    let mut rows = Vec::new();
+    for batch in [1usize, 2, 4, 8, 16, 32, 64, 128] {
+        if batch > test.n {
+            break;
         }
+        let x = &test.features[..batch * d];
+        let mut tq = Vec::with_capacity(40);
+        let mut td = Vec::with_capacity(40);
+        for rep in 0..45 {
+            let t0 = std::time::Instant::now();
+            std::hint::black_box(q.logits_with(x, batch, true)?);
+            let a = t0.elapsed().as_secs_f64() * 1e6;
+            let t0 = std::time::Instant::now();
+            std::hint::black_box(q.logits_with(x, batch, false)?);
+            let b = t0.elapsed().as_secs_f64() * 1e6;
+            if rep >= 5 {
+                tq.push(a);
+                td.push(b);
+            }
+        }
+        tq.sort_by(f64::total_cmp);
+        td.sort_by(f64::total_cmp);
+        rows.push(KernelSweepRow {
+            batch,
+            qmatmul_us: crate::metrics::percentile(&tq, 50.0),
+            dequantized_us: crate::metrics::percentile(&td, 50.0),
+        });
     }
-    times.sort_by(f64::total_cmp);
-    let b = 128.min(test.n);
-    let t0 = std::time::Instant::now();
-    let mut done = 0;
-    while done < 2048 {
-        std::hint::black_box(m.logits(&test.features[..b * d], b)?);
-        done += b;
-    }
-    Ok((
-        crate::metrics::percentile(&times, 50.0),
-        done as f64 / t0.elapsed().as_secs_f64(),
-    ))
+    Ok(rows)
 }
 
 /// Runs the benchmark on `ds` (MNIST-10k in `fedistill bench quantize`).
@@ -194,19 +215,34 @@ pub fn bench_quantize(
         .find(|r| r.profile == "int8")
         .cloned()
         .ok_or_else(|| MlError::InvalidInput("table lacks the int8 row".into()))?;
-    let (t_p50, t_tp) = teacher_timing(&teacher, test)?;
+    // Teacher and int8 student timed interleaved: the student's batch-1 figure through QMatMul, its
+    // batch-128 figure through the dequantized copy (what Kernel::Auto picks at those sizes).
+    let (int8, _) = quantize(
+        &student,
+        Profile::Int8,
+        &public.features,
+        public.n,
+        &PtqOptions::default(),
+    )?;
+    let ft = |x: &[f32], n: usize| teacher.logits(x, n);
+    let fq = |x: &[f32], n: usize| int8.logits_with(x, n, true);
+    let fd = |x: &[f32], n: usize| int8.logits_with(x, n, false);
+    let t = time_interleaved(&[&ft, &fq, &fd], &test.features, test.n, test.dim)?;
+    let (t_p50, t_tp) = (t[0].0, t[0].2);
+    let (i_p50, i_tp) = (t[1].0, t[2].2);
     let t_acc = accuracy_of(&teacher.logits(&test.features, test.n)?, &test.labels, c);
     let teacher_vs_int8 = TeacherVsInt8 {
         teacher_accuracy: t_acc,
         int8_accuracy: int8_row.accuracy,
         accuracy_ratio: int8_row.accuracy / t_acc,
         teacher_latency_p50_us: t_p50,
-        int8_latency_p50_us: int8_row.latency_p50_us,
-        speedup_batch1: t_p50 / int8_row.latency_p50_us,
+        int8_latency_p50_us: i_p50,
+        speedup_batch1: t_p50 / i_p50,
         teacher_throughput: t_tp,
-        int8_throughput: int8_row.throughput,
-        throughput_ratio: int8_row.throughput / t_tp,
+        int8_throughput: i_tp,
+        throughput_ratio: i_tp / t_tp,
     };
+    let kernel_sweep = kernel_sweep(&int8, test)?;
     let (student_qat, _) = qat_finetune(
         &student,
         &train.features,
@@ -246,5 +282,6 @@ pub fn bench_quantize(
         int8_ptq: int8_ptq.ok_or_else(|| MlError::InvalidInput("no int8 report".into()))?,
         teacher_vs_int8,
         qat,
+        kernel_sweep,
     })
 }

@@ -12,7 +12,7 @@ use crate::metrics::{accuracy, ece, log_loss, macro_prf, percentile, roc_auc, Me
 use crate::model::{argmax, softmax_rows, Model};
 
 use super::export::export_bytes;
-use super::model::{Kernel, Profile, QuantizedModel};
+use super::model::{Profile, QuantizedModel};
 use super::ptq::{quantize, PtqOptions};
 
 /// Batch size of the throughput figures.
@@ -23,8 +23,9 @@ pub const LATENCY_PASSES: usize = 300;
 /// Timing of one kernel at one batch size.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KernelTiming {
-    /// `qmatmul` (candle QMatMul on Q8_0 blocks), `dequantized` (f32 matmul on dequantized weights) or
-    /// `f32` (the student itself).
+    /// `qmatmul` (candle QMatMul on Q8_0 blocks), `dequantized` (f32 matmul on dequantized weights),
+    /// `f32` (the student itself) or `f32_folded` (its weights with the standardization folded in and
+    /// padded inputs, the layout of the quantized profiles).
     pub kernel: String,
     /// Median batch-1 latency, microseconds.
     pub latency_p50_us: f64,
@@ -66,38 +67,63 @@ pub struct QuantRow {
 }
 
 /// A logits function: rows of raw features and their count in, logits out.
-type LogitsFn<'a> = &'a dyn Fn(&[f32], usize) -> Result<Vec<f32>>;
+pub type LogitsFn<'a> = &'a dyn Fn(&[f32], usize) -> Result<Vec<f32>>;
 
-fn time_batch1(f: LogitsFn<'_>, x: &[f32], n: usize, d: usize) -> Result<(f64, f64)> {
+/// Times several logits functions **interleaved** (pass `i` of every function runs before pass `i + 1` of
+/// any), so that load from other processes hits all of them alike: per function, batch-1 p50/p99 latency
+/// (µs, 300 passes after 20 warm-up) and samples/s at batch 128 (16 rounds of one batch each).
+pub fn time_interleaved(
+    fns: &[LogitsFn<'_>],
+    x: &[f32],
+    n: usize,
+    d: usize,
+) -> Result<Vec<(f64, f64, f64)>> {
+    if n == 0 || x.len() != n * d {
+        return Err(MlError::InvalidInput(
+            "timing needs a non-empty sample buffer".into(),
+        ));
+    }
     let m = n.min(LATENCY_PASSES);
-    let mut times = Vec::with_capacity(m);
+    let mut times = vec![Vec::with_capacity(m); fns.len()];
     for i in 0..(m + 20) {
         let row = &x[(i % m) * d..(i % m + 1) * d];
-        let t0 = Instant::now();
-        let out = f(row, 1)?;
-        let dt = t0.elapsed().as_secs_f64() * 1e6;
-        std::hint::black_box(out);
-        if i >= 20 {
-            times.push(dt);
+        for (f, t) in fns.iter().zip(times.iter_mut()) {
+            let t0 = Instant::now();
+            let out = f(row, 1)?;
+            let dt = t0.elapsed().as_secs_f64() * 1e6;
+            std::hint::black_box(out);
+            if i >= 20 {
+                t.push(dt);
+            }
         }
     }
-    times.sort_by(f64::total_cmp);
-    Ok((percentile(&times, 50.0), percentile(&times, 99.0)))
-}
-
-fn time_throughput(f: LogitsFn<'_>, x: &[f32], n: usize, d: usize) -> Result<f64> {
     let b = THROUGHPUT_BATCH.min(n);
-    // Warm-up, then at least 2048 samples (repeating the test set if it is smaller).
-    std::hint::black_box(f(&x[..b * d], b)?);
-    let target = 2048.max(n.min(4096));
-    let mut done = 0;
-    let t0 = Instant::now();
-    while done < target {
-        let start = (done % (n - b + 1)) / b * b;
-        std::hint::black_box(f(&x[start * d..(start + b) * d], b)?);
-        done += b;
+    let mut busy = vec![0f64; fns.len()];
+    for f in fns {
+        std::hint::black_box(f(&x[..b * d], b)?);
     }
-    Ok(done as f64 / t0.elapsed().as_secs_f64())
+    let rounds = 16;
+    for r in 0..rounds {
+        let start = (r * b) % (n - b + 1);
+        let chunk = &x[start * d..(start + b) * d];
+        for (f, t) in fns.iter().zip(busy.iter_mut()) {
+            let t0 = Instant::now();
+            std::hint::black_box(f(chunk, b)?);
+            *t += t0.elapsed().as_secs_f64();
+        }
+    }
+    Ok(times
+        .into_iter()
+        .zip(busy)
+        .map(|(mut t, busy)| {
+            t.sort_by(f64::total_cmp);
+            (
+                percentile(&t, 50.0),
+                percentile(&t, 99.0),
+                (rounds * b) as f64 / busy,
+            )
+        })
+        .collect())
 }
 
 fn predictions(logits: &[f32], c: usize) -> Vec<u32> {
@@ -131,7 +157,11 @@ pub fn evaluate_quantized(
     let pred = predictions(&logits, c);
     let (precision_macro, recall_macro, f1_macro) = macro_prf(&test.labels, &pred, c);
     let f = |x: &[f32], n: usize| q.logits(x, n);
-    let (p50, p99) = time_batch1(&f, &test.features, n, d)?;
+    let timing = time_interleaved(&[&f], &test.features, n, d)?;
+    let (p50, p99, tp) = timing
+        .first()
+        .copied()
+        .unwrap_or((f64::NAN, f64::NAN, f64::NAN));
     let size = match q.profile() {
         Profile::F32 => q.weight_bytes(),
         _ => export_bytes(q, None)?.len(),
@@ -148,7 +178,7 @@ pub fn evaluate_quantized(
         kl_to_teacher: teacher_probs.map(|tp| crate::metrics::mean_kl(tp, &logits, c)),
         latency_p50_us: p50,
         latency_p99_us: p99,
-        throughput_per_s: time_throughput(&f, &test.features, n, d)?,
+        throughput_per_s: tp,
         params: q
             .layers
             .iter()
@@ -178,9 +208,80 @@ pub fn quantization_table(
     let f32_pred = predictions(&f32_logits, c);
     let f32_acc = accuracy(&test.labels, &f32_pred);
     let f32_bytes = model.serialized_size()?;
+    // The same f32 weights with the standardization folded and inputs padded, as the quantized profiles
+    // run: shows how much of their speed-up is layout, not quantization.
+    let folded = QuantizedModel::from_model(model, Profile::F32)?;
+    let profiles = [Profile::F16, Profile::Sandwich, Profile::Int8];
+    let mut quantized = Vec::with_capacity(profiles.len());
+    for p in profiles {
+        quantized.push(quantize(model, p, calib, n_calib, &PtqOptions::default())?.0);
+    }
+    // Every kernel of every profile, timed interleaved with the f32 baseline in one pass.
     let fm = |x: &[f32], n: usize| model.logits(x, n);
-    let (f32_p50, f32_p99) = time_batch1(&fm, x, n, d)?;
-    let f32_tp = time_throughput(&fm, x, n, d)?;
+    let ff = |x: &[f32], n: usize| folded.logits_with(x, n, false);
+    let mut fns: Vec<LogitsFn<'_>> = vec![&fm, &ff];
+    let mut labels: Vec<(usize, &'static str)> =
+        vec![(usize::MAX, "f32"), (usize::MAX, "f32_folded")];
+    let closures: Vec<(
+        usize,
+        bool,
+        Box<dyn Fn(&[f32], usize) -> Result<Vec<f32>> + '_>,
+    )> = quantized
+        .iter()
+        .enumerate()
+        .flat_map(|(i, q)| {
+            let has_q8 = q.layer_formats().contains(&super::LayerFormat::Q8_0);
+            let mut v: Vec<(
+                usize,
+                bool,
+                Box<dyn Fn(&[f32], usize) -> Result<Vec<f32>> + '_>,
+            )> = Vec::new();
+            if has_q8 {
+                v.push((
+                    i,
+                    true,
+                    Box::new(move |x: &[f32], n: usize| q.logits_with(x, n, true)),
+                ));
+            }
+            v.push((
+                i,
+                false,
+                Box::new(move |x: &[f32], n: usize| q.logits_with(x, n, false)),
+            ));
+            v
+        })
+        .collect();
+    for (i, quant_kernel, f) in &closures {
+        fns.push(f.as_ref());
+        labels.push((
+            *i,
+            if *quant_kernel {
+                "qmatmul"
+            } else {
+                "dequantized"
+            },
+        ));
+    }
+    let timings = time_interleaved(&fns, x, n, d)?;
+    let timing_of = |i: usize| -> Vec<KernelTiming> {
+        labels
+            .iter()
+            .zip(&timings)
+            .filter(|((j, _), _)| *j == i)
+            .map(|((_, k), &(p50, p99, tp))| KernelTiming {
+                kernel: (*k).into(),
+                latency_p50_us: p50,
+                latency_p99_us: p99,
+                throughput: tp,
+            })
+            .collect()
+    };
+    let f32_kernels = timing_of(usize::MAX);
+    let (f32_p50, f32_p99, f32_tp) = (
+        f32_kernels[0].latency_p50_us,
+        f32_kernels[0].latency_p99_us,
+        f32_kernels[0].throughput,
+    );
     let mut rows = vec![QuantRow {
         profile: "f32".into(),
         accuracy: f32_acc,
@@ -194,47 +295,19 @@ pub fn quantization_table(
         throughput: f32_tp,
         speedup_batch1_vs_f32: 1.0,
         throughput_ratio_vs_f32: 1.0,
-        kernels: vec![KernelTiming {
-            kernel: "f32".into(),
-            latency_p50_us: f32_p50,
-            latency_p99_us: f32_p99,
-            throughput: f32_tp,
-        }],
+        kernels: f32_kernels,
     }];
-    for profile in [Profile::F16, Profile::Sandwich, Profile::Int8] {
-        let (mut q, _) = quantize(model, profile, calib, n_calib, &PtqOptions::default())?;
+    for (i, (profile, q)) in profiles.iter().zip(&quantized).enumerate() {
         let lq = q.logits_with(x, n, true)?;
         let pq = predictions(&lq, c);
         let ld = q.logits_with(x, n, false)?;
-        let bytes = export_bytes(&q, Some(model))?.len();
-        let mut kernels = Vec::new();
-        let has_q8 = q.layer_formats().contains(&super::LayerFormat::Q8_0);
-        let kinds: &[(Kernel, &str)] = if has_q8 {
-            &[
-                (Kernel::Quantized, "qmatmul"),
-                (Kernel::Dequantized, "dequantized"),
-            ]
-        } else {
-            &[(Kernel::Dequantized, "dequantized")]
-        };
-        for &(k, name) in kinds {
-            q.set_kernel(k);
-            let f = |x: &[f32], n: usize| q.logits(x, n);
-            let (p50, p99) = time_batch1(&f, x, n, d)?;
-            let tp = time_throughput(&f, x, n, d)?;
-            kernels.push(KernelTiming {
-                kernel: name.into(),
-                latency_p50_us: p50,
-                latency_p99_us: p99,
-                throughput: tp,
-            });
-        }
-        q.set_kernel(Kernel::Auto);
-        // Auto picks QMatMul at batch 1 and the dequantized copy at batch 128: report those timings.
-        let b1 = kernels
-            .first()
-            .map(|k| (k.latency_p50_us, k.latency_p99_us))
-            .unwrap_or((f64::NAN, f64::NAN));
+        let bytes = export_bytes(q, Some(model))?.len();
+        let kernels = timing_of(i);
+        // Kernel::Auto runs QMatMul at batch 1 (when there are Q8_0 layers) and the dequantized copy at
+        // batch 128: those are the row's headline figures.
+        let b1 = kernels.first().map_or((f64::NAN, f64::NAN), |k| {
+            (k.latency_p50_us, k.latency_p99_us)
+        });
         let tp = kernels.last().map_or(f64::NAN, |k| k.throughput);
         let acc = accuracy(&test.labels, &pq);
         rows.push(QuantRow {
@@ -351,5 +424,67 @@ mod tests {
         let q = QuantizedModel::from_model(&m, Profile::Int8).expect("q");
         let metrics = evaluate_quantized(&q, &test, None).expect("eval");
         assert!((metrics.accuracy - rows[3].accuracy).abs() < 0.1);
+    }
+
+    #[test]
+    fn guard_accepts_the_int8_student_and_rejects_a_degraded_one() {
+        use crate::lifecycle::{metric_map, GuardConfig};
+        use crate::train::{train_teacher, TrainConfig};
+        let ds = fedistill_data::load("digits", &fedistill_data::LoadOptions::default())
+            .expect("digits");
+        let fed = fedistill_data::split(
+            &ds,
+            &fedistill_data::SplitConfig {
+                participants: 1,
+                partition: fedistill_data::Partition::Iid,
+                test_fraction: 0.25,
+                public_fraction: 0.2,
+                seed: 5,
+            },
+        )
+        .expect("split");
+        let cfg = ModelConfig::Mlp { hidden: vec![32] };
+        let tc = TrainConfig {
+            epochs: 20,
+            seed: 2,
+            ..TrainConfig::default()
+        };
+        let m =
+            train_teacher(&cfg, &fed.shards[0], &tc, &crate::Progress::hidden()).expect("train");
+        let current =
+            metric_map(&crate::evaluate(&m, &fed.test, None).expect("eval")).expect("map");
+        let (q, _) = quantize(
+            &m,
+            Profile::Int8,
+            &fed.public.features,
+            fed.public.n,
+            &PtqOptions::default(),
+        )
+        .expect("quantize");
+        let good =
+            metric_map(&evaluate_quantized(&q, &fed.test, None).expect("eval")).expect("map");
+        // Deliberately degraded: the hidden layer's weights overwritten with seeded noise of similar scale.
+        let bad_model = Model::new(&cfg, ds.dim, ds.num_classes, 99).expect("model");
+        bad_model.copy_weights_from(&m).expect("copy");
+        {
+            let data = bad_model.varmap().data().lock().expect("lock");
+            let w = data.get("layers.0.weight").expect("w");
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+            let vals: Vec<f32> = (0..w.elem_count())
+                .map(|_| rng.random_range(-0.5f32..0.5))
+                .collect();
+            let noise = candle_core::Tensor::from_vec(vals, w.shape(), &candle_core::Device::Cpu)
+                .expect("noise");
+            w.set(&noise).expect("set");
+        }
+        let bad =
+            metric_map(&crate::evaluate(&bad_model, &fed.test, None).expect("eval")).expect("map");
+        let guard = GuardConfig::default();
+        let ok = guard.decide(&current, &good);
+        assert!(ok.accepted, "{ok:?}");
+        let no = guard.decide(&current, &bad);
+        assert!(!no.accepted, "{no:?}");
+        assert!(no.reason.contains("accuracy"), "{}", no.reason);
     }
 }

@@ -1,0 +1,212 @@
+//! End-to-end tests of `fedistill quantize` and `fedistill compare` with the real binary on MNIST-10k:
+//! export of every profile with model cards, the quantization table, the A/B comparison, and the clear
+//! errors for truncated files, wrong architectures and wrong tensor shapes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use fedistill_shared::data::{load, split, LoadOptions, Partition, SplitConfig};
+use fedistill_shared::ml::lifecycle::mcnemar_exact_p;
+use fedistill_shared::ml::quant::{load_student, Arch};
+use fedistill_shared::ml::{train_teacher, Model, ModelConfig, Progress, TrainConfig};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fedistill"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("spawn fedistill")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+const CONFIG: &str = "[model]\nkind = \"mlp\"\nhidden = [32]\n\n[distill]\nignored = true\n";
+
+/// Trains a small student (2 epochs, seeded) on the private part of the split the CLI uses by default
+/// (seed 7, test 0.2, public 0.3) and writes it with its config.
+fn student(dir: &Path) -> (PathBuf, PathBuf) {
+    let ds = load("mnist-10k", &LoadOptions::default()).expect("mnist");
+    let fed = split(
+        &ds,
+        &SplitConfig { participants: 1, partition: Partition::Iid, test_fraction: 0.2, public_fraction: 0.3, seed: 7 },
+    )
+    .expect("split");
+    let cfg = ModelConfig::Mlp { hidden: vec![32] };
+    let tc = TrainConfig { epochs: 2, seed: 3, ..TrainConfig::default() };
+    let m = train_teacher(&cfg, &fed.shards[0], &tc, &Progress::hidden()).expect("train");
+    let model = dir.join("student.safetensors");
+    m.save(&model).expect("save");
+    let config = dir.join("student.toml");
+    std::fs::write(&config, CONFIG).expect("config");
+    (model, config)
+}
+
+fn quantize_all(dir: &Path) -> (PathBuf, Output) {
+    let (model, config) = student(dir);
+    let out = dir.join("out");
+    let o = run(&[
+        "quantize",
+        "--model",
+        model.to_str().expect("utf8"),
+        "--config",
+        config.to_str().expect("utf8"),
+        "--dataset",
+        "mnist-10k",
+        "--profile",
+        "all",
+        "--out",
+        out.to_str().expect("utf8"),
+    ]);
+    (out, o)
+}
+
+#[test]
+fn quantize_exports_every_profile_with_cards_and_table() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (out, o) = quantize_all(tmp.path());
+    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    let arch = Arch { hidden: vec![32], in_dim: 784, classes: 10 };
+    let ds = load("mnist-10k", &LoadOptions::default()).expect("mnist");
+    let fed = split(
+        &ds,
+        &SplitConfig { participants: 1, partition: Partition::Iid, test_fraction: 0.2, public_fraction: 0.3, seed: 7 },
+    )
+    .expect("split");
+    let mut sizes = std::collections::HashMap::new();
+    for (profile, file) in [
+        ("f32", "student-f32.safetensors"),
+        ("f16", "student-f16.safetensors"),
+        ("sandwich", "student-sandwich.gguf"),
+        ("int8", "student-int8.gguf"),
+    ] {
+        let path = out.join(file);
+        let bytes = std::fs::read(&path).expect("export exists");
+        let card: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join(format!("{file}.card.json"))).expect("card")).expect("json");
+        assert_eq!(card["profile"], profile);
+        assert_eq!(card["file_bytes"], bytes.len() as u64);
+        assert_eq!(card["dataset"]["public_digest"], fed.public_digest_hex());
+        assert_eq!(card["dataset"]["test_samples"], fed.test.n as u64);
+        // The card's accuracy is that of the exported file: re-measure it on the loaded student.
+        let q = load_student(&path, &arch).expect("load back");
+        let logits = q.logits_with(&fed.test.features, fed.test.n, true).expect("logits");
+        let correct = logits
+            .chunks_exact(10)
+            .zip(&fed.test.labels)
+            .filter(|(row, &y)| {
+                let best = row.iter().enumerate().fold(0, |b, (i, v)| if *v > row[b] { i } else { b });
+                best as u32 == y
+            })
+            .count();
+        let acc = card["metrics"]["accuracy"].as_f64().expect("accuracy");
+        assert!((acc - correct as f64 / fed.test.n as f64).abs() < 1e-9, "{profile}: card {acc}");
+        sizes.insert(profile, bytes.len());
+    }
+    // Q8_0 stores 34 bytes per 32 weights (+ padding 784 -> 800) against 4 bytes per weight.
+    let ratio = sizes["f32"] as f64 / sizes["int8"] as f64;
+    assert!(ratio >= 3.5, "int8 only {ratio:.2}x smaller");
+    let rows: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("quantization_table.json")).expect("table")).expect("json");
+    let rows = rows.as_array().expect("array");
+    assert_eq!(rows.len(), 4);
+    for r in rows {
+        for key in ["profile", "accuracy", "bytes", "latency_p50_us", "latency_p99_us", "throughput", "accuracy_delta_points"] {
+            assert!(r.get(key).is_some(), "missing {key} in {r}");
+        }
+    }
+    let stdout = text(&o.stdout);
+    assert!(stdout.contains("int8") && stdout.contains("sandwich"), "{stdout}");
+
+    // A/B: the int8 student against its own f32 version, and against itself.
+    let a = out.join("student-int8.gguf");
+    let b = out.join("student-f32.safetensors");
+    let o = run(&["compare", a.to_str().expect("utf8"), b.to_str().expect("utf8"), "--dataset", "mnist-10k", "--json"]);
+    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["ab"]["samples"], fed.test.n as u64);
+    let (oa, ob) = (v["ab"]["counts"]["only_a"].as_u64().expect("a"), v["ab"]["counts"]["only_b"].as_u64().expect("b"));
+    assert_eq!(v["ab"]["p_value"].as_f64().expect("p"), mcnemar_exact_p(oa, ob));
+    assert_eq!(v["shadow"]["scored"], fed.test.n as u64);
+    let o = run(&["compare", a.to_str().expect("utf8"), a.to_str().expect("utf8"), "--dataset", "mnist-10k", "--json"]);
+    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["ab"]["p_value"], 1.0);
+    assert_eq!(v["ab"]["decision"], "no_significant_difference");
+    assert_eq!(v["shadow"]["disagreements"], 0);
+
+    // Bad input: a truncated GGUF names the tensor it could not read.
+    let bytes = std::fs::read(&a).expect("read");
+    let cut = tmp.path().join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() - 100]).expect("write");
+    let o = run(&["compare", cut.to_str().expect("utf8"), b.to_str().expect("utf8"), "--dataset", "mnist-10k"]);
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(err.contains("layers.1.") && err.contains("cut.gguf"), "{err}");
+
+    // Bad input: a config of another architecture is refused, naming the architecture mismatch.
+    let other = tmp.path().join("other.toml");
+    std::fs::write(&other, "[model]\nkind = \"mlp\"\nhidden = [64]\n").expect("write");
+    let o = run(&[
+        "compare",
+        a.to_str().expect("utf8"),
+        b.to_str().expect("utf8"),
+        "--dataset",
+        "mnist-10k",
+        "--config",
+        other.to_str().expect("utf8"),
+    ]);
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(err.contains("wrong architecture"), "{err}");
+}
+
+#[test]
+fn quantize_refuses_bad_inputs_with_clear_errors() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let m = Model::new(&ModelConfig::Mlp { hidden: vec![32] }, 784, 10, 1).expect("model");
+    let model = dir.join("m.safetensors");
+    m.save(&model).expect("save");
+    let cfg = dir.join("c.toml");
+    let args = |model: &Path, cfg: &Path, extra: &[&str]| {
+        let mut v = vec![
+            "quantize".to_string(),
+            "--model".into(),
+            model.display().to_string(),
+            "--config".into(),
+            cfg.display().to_string(),
+            "--dataset".into(),
+            "mnist-10k".into(),
+            "--out".into(),
+            dir.join("out").display().to_string(),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        bin().args(v).output().expect("spawn")
+    };
+    // The checkpoint has layers.0.weight [32, 784]; a config with 64 hidden units expects [64, 784].
+    std::fs::write(&cfg, "[model]\nkind = \"mlp\"\nhidden = [64]\n").expect("write");
+    let o = args(&model, &cfg, &[]);
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(err.contains("layers.0.weight") && err.contains("shape"), "{err}");
+    // A truncated checkpoint.
+    std::fs::write(&cfg, CONFIG).expect("write");
+    let bytes = std::fs::read(&model).expect("read");
+    let cut = dir.join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
+    let o = args(&cut, &cfg, &[]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("cut.safetensors"), "{}", text(&o.stderr));
+    // A typo in the config, an unknown profile, a CNN student.
+    std::fs::write(&cfg, "[model]\nkind = \"mlp\"\nhiden = [32]\n").expect("write");
+    let o = args(&model, &cfg, &[]);
+    assert!(!o.status.success() && text(&o.stderr).contains("hiden"), "{}", text(&o.stderr));
+    std::fs::write(&cfg, CONFIG).expect("write");
+    let o = args(&model, &cfg, &["--profile", "int4"]);
+    assert!(!o.status.success() && text(&o.stderr).contains("int4"), "{}", text(&o.stderr));
+    std::fs::write(&cfg, "[model]\nkind = \"cnn\"\nchannels = [4]\nhidden = 8\n").expect("write");
+    let o = args(&model, &cfg, &[]);
+    assert!(!o.status.success() && text(&o.stderr).contains("MLP"), "{}", text(&o.stderr));
+}
