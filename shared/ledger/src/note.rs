@@ -644,3 +644,39 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, rng_seed: proptest::test_runner::RngSeed::Fixed(11), ..ProptestConfig::default() })]
+
+        /// Any single-byte change of a signed, cosigned note is refused by parsing or verification.
+        #[test]
+        fn a_changed_byte_never_verifies(pos in any::<prop::sample::Index>(), flip in 1u8..=255) {
+            let signer = LogSigner::new("fed", SigningKey::from_bytes(&[1; 32])).expect("valid");
+            let mut sc = signer.sign(42, Digest::of(b"root")).expect("signs");
+            let wk = SigningKey::from_bytes(&[2; 32]);
+            sc.add_cosignature(&Cosignature::sign(&sc.checkpoint, "w", &wk, 9).expect("cosigns"));
+            let trust = Trust {
+                log: signer.verifier(),
+                witnesses: vec![WitnessKey { name: "w".into(), key: wk.verifying_key() }],
+                quorum: 1,
+            };
+            let mut note = sc.to_note().expect("formats");
+            let i = pos.index(note.len());
+            note[i] ^= flip;
+            if let Ok(parsed) = SignedCheckpoint::parse(&note) {
+                prop_assert!(trust.verify(&parsed).is_err());
+            }
+        }
+
+        /// Arbitrary bytes never panic the note parser.
+        #[test]
+        fn arbitrary_notes_do_not_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = SignedCheckpoint::parse(&bytes);
+        }
+    }
+}
