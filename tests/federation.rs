@@ -1,0 +1,837 @@
+//! End-to-end tests of federated rounds with real processes: a coordinator and participants spawned from
+//! the `fedistill` binary, real kits provisioned in a temporary directory, mutual-TLS QUIC on 127.0.0.1.
+//! Covers a full federation, a participant and a coordinator SIGKILLed mid-round and restarted, and a
+//! hand-written client (a real kit, the real protocol) sending bad inputs. Every wait polls the
+//! coordinator's `/status` and `/metrics`, the participants' files or the processes, under an overall timeout.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use fedistill_participant::transport::{connect, ConnectOptions, Kit};
+use fedistill_shared::crypto::{Digest, FederationId, ParticipantId, ReplayGuard, Signed, Signer};
+use fedistill_shared::protocol::{softlabels, Encoding};
+use fedistill_shared::wire::messages::{
+    sample_ids_digest, Reply, RoundOpen, SoftLabels, ToCoordinator, ToParticipant, KIND_REPLY,
+    KIND_TO_COORDINATOR, KIND_TO_PARTICIPANT, PROTOCOL_VERSION,
+};
+use fedistill_shared::wire::{encode_frame, recv_message, send_message, write_frame};
+
+const EXE: &str = env!("CARGO_BIN_EXE_fedistill");
+/// Overall limit of any single wait; generous because the machine is shared and builds are debug.
+const WAIT: Duration = Duration::from_secs(240);
+/// Classes of the `digits` dataset.
+const CLASSES: usize = 10;
+/// Hidden widths of the deliberately slow teacher (about 8.5 M parameters): labelling a whole round of
+/// ~1,250 public samples takes it seconds, which leaves a wide window to kill a process after the round
+/// opened and before that participant's labels arrive.
+const SLOW_TEACHER: &[usize] = &[2048, 2048, 2048];
+const SMALL_TEACHER: &[usize] = &[32];
+
+/// Coordinator settings a test chooses.
+#[derive(Clone, Debug)]
+struct CoordOpts {
+    rounds: u64,
+    min_participants: usize,
+    quorum: usize,
+    collect_ms: u64,
+    report_ms: u64,
+    samples_per_round: u64,
+    max_frame_bytes: usize,
+    /// Data shards (real participants with private data).
+    shards: usize,
+}
+
+impl Default for CoordOpts {
+    fn default() -> Self {
+        Self {
+            rounds: 2,
+            min_participants: 3,
+            quorum: 2,
+            collect_ms: 8000,
+            report_ms: 8000,
+            samples_per_round: 200,
+            max_frame_bytes: 16 * 1024 * 1024,
+            shards: 3,
+        }
+    }
+}
+
+/// `digits` (1,797 samples): 10% test, 70% public transfer set (~1,258), the rest split IID over the shards.
+fn data_toml(shards: usize) -> String {
+    format!(
+        "[data]\ndataset = \"digits\"\nparticipants = {shards}\npartition = \"iid\"\nseed = 7\ntest_fraction = 0.1\npublic_fraction = 0.7\n"
+    )
+}
+
+fn free_udp_port() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("free udp port");
+    s.local_addr().expect("addr").port()
+}
+
+fn free_tcp_port() -> u16 {
+    let s = std::net::TcpListener::bind("127.0.0.1:0").expect("free tcp port");
+    s.local_addr().expect("addr").port()
+}
+
+/// A provisioned federation in a temporary directory and the processes started for it.
+struct Fed {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    status: SocketAddr,
+    procs: BTreeMap<String, Child>,
+    started: Instant,
+}
+
+impl Drop for Fed {
+    fn drop(&mut self) {
+        for c in self.procs.values_mut() {
+            if let Ok(None) = c.try_wait() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+impl Fed {
+    /// Provisions federation `test` with a kit per name and writes `coordinator.toml`.
+    fn new(names: &[&str], opts: &CoordOpts) -> Fed {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let port = free_udp_port();
+        let status_port = free_tcp_port();
+        let fed_dir = dir.join("federation");
+        let now = fedistill_shared::provision::now_utc();
+        let federation = FederationId::new("test").expect("name");
+        fedistill_shared::provision::init(
+            &fed_dir,
+            &federation,
+            &[format!("127.0.0.1:{port}")],
+            Some(SocketAddr::from(([127, 0, 0, 1], port))),
+            now,
+        )
+        .expect("provision init");
+        for n in names {
+            fedistill_shared::provision::add_participant(&fed_dir, &ParticipantId::new(*n), now)
+                .expect("add participant");
+        }
+        std::fs::write(
+            dir.join("coordinator.toml"),
+            format!(
+                "federation_dir = \"federation\"\nbind = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\n\
+                 status = \"127.0.0.1:{status_port}\"\nrounds = {}\nmin_participants = {}\nquorum = {}\n\
+                 collect_timeout_ms = {}\nreport_timeout_ms = {}\nsamples_per_round = {}\nrule = \"mean\"\n\
+                 temperature = 2.0\nmax_frame_bytes = {}\n{}",
+                opts.rounds,
+                opts.min_participants,
+                opts.quorum,
+                opts.collect_ms,
+                opts.report_ms,
+                opts.samples_per_round,
+                opts.max_frame_bytes,
+                data_toml(opts.shards)
+            ),
+        )
+        .expect("write coordinator.toml");
+        std::fs::create_dir_all(dir.join("logs")).expect("logs dir");
+        Fed {
+            _tmp: tmp,
+            dir,
+            status: SocketAddr::from(([127, 0, 0, 1], status_port)),
+            procs: BTreeMap::new(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Writes `participant-<name>.toml`: small student and short training for every participant; the
+    /// teacher's hidden widths are the test's choice (teachers are private and may differ).
+    fn participant_config(&self, name: &str, shard: usize, shards: usize, teacher: &[usize]) {
+        let widths = teacher
+            .iter()
+            .map(|w| w.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let epochs = if teacher == SLOW_TEACHER { 1 } else { 5 };
+        std::fs::write(
+            self.dir.join(format!("participant-{name}.toml")),
+            format!(
+                "kit = \"federation/kits/{name}\"\nworkdir = \"work/{name}\"\nshard = {shard}\nencoding = \"f16\"\n\
+                 [teacher]\nkind = \"mlp\"\nhidden = [{widths}]\n[student]\nkind = \"mlp\"\nhidden = [16]\n\
+                 [train]\nepochs = {epochs}\nbatch_size = 64\npatience = 0\n[distill]\nepochs_per_round = 2\n{}",
+                data_toml(shards)
+            ),
+        )
+        .expect("write participant config");
+    }
+
+    fn spawn(&mut self, name: &str, args: &[&str]) {
+        let log = self.dir.join("logs").join(format!("{name}.log"));
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new(EXE)
+            .args(args)
+            .current_dir(&self.dir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn fedistill");
+        assert!(
+            self.procs.insert(name.to_string(), child).is_none(),
+            "{name} already running"
+        );
+    }
+
+    fn start_coordinator(&mut self) {
+        self.spawn(
+            "coordinator",
+            &["coordinator", "--config", "coordinator.toml"],
+        );
+    }
+
+    fn start_participant(&mut self, name: &str) {
+        let cfg = format!("participant-{name}.toml");
+        self.spawn(name, &["participant", "--config", &cfg]);
+    }
+
+    /// SIGKILL (`Child::kill` on Unix), then reap.
+    fn kill(&mut self, name: &str) {
+        let mut c = self.procs.remove(name).expect("process to kill");
+        c.kill().expect("SIGKILL");
+        let _ = c.wait();
+    }
+
+    fn status(&self) -> Option<Value> {
+        serde_json::from_str(&http_get(self.status, "/status")?).ok()
+    }
+
+    fn metrics(&self) -> Option<String> {
+        http_get(self.status, "/metrics")
+    }
+
+    fn kit_dir(&self, name: &str) -> PathBuf {
+        self.dir.join("federation").join("kits").join(name)
+    }
+
+    fn work(&self, name: &str) -> PathBuf {
+        self.dir.join("work").join(name)
+    }
+
+    /// The tail of every log, for failure messages.
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        if let Ok(rd) = std::fs::read_dir(self.dir.join("logs")) {
+            let mut paths: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            paths.sort();
+            for p in paths {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                let tail: String = text
+                    .lines()
+                    .rev()
+                    .take(25)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                out.push_str(&format!("\n----- {} -----\n{tail}\n", p.display()));
+            }
+        }
+        out
+    }
+
+    /// Panics (with the logs) if a process still tracked exited unsuccessfully.
+    fn check_processes(&mut self) {
+        let mut failed = None;
+        for (name, c) in &mut self.procs {
+            if let Ok(Some(st)) = c.try_wait() {
+                if !st.success() {
+                    failed = Some(format!("{name} exited with {st}"));
+                }
+            }
+        }
+        if let Some(f) = failed {
+            panic!("{f}{}", self.logs());
+        }
+    }
+
+    /// Polls `probe` every 25 ms until it yields a value; panics with `what` and the logs after `WAIT`.
+    fn wait_for<T>(&mut self, what: &str, mut probe: impl FnMut(&Fed) -> Option<T>) -> T {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(v) = probe(self) {
+                return v;
+            }
+            self.check_processes();
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {:?} waiting for {what} (test running {:.1}s); last status {:?}{}",
+                WAIT,
+                self.started.elapsed().as_secs_f64(),
+                self.status(),
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// The final `/status` (the coordinator lingers a few seconds after finishing, so poll for it).
+    fn wait_finished(&mut self) -> Value {
+        self.wait_for("the federation to finish", |f| {
+            f.status().filter(|s| s["finished"] == Value::Bool(true))
+        })
+    }
+
+    /// Waits until every tracked process exited, and asserts each exited successfully.
+    fn wait_all_exit(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            self.check_processes();
+            if self
+                .procs
+                .values_mut()
+                .all(|c| matches!(c.try_wait(), Ok(Some(_))))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "processes did not exit{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn result(&self, name: &str) -> Value {
+        let p = self.work(name).join("result.json");
+        let bytes =
+            std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}{}", p.display(), self.logs()));
+        serde_json::from_slice(&bytes).expect("result.json is JSON")
+    }
+}
+
+/// A minimal HTTP/1.0 GET (the server closes the connection after the response); `None` unless 200.
+fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    let code = head.lines().next()?.split_whitespace().nth(1)?;
+    (code == "200").then(|| body.to_string())
+}
+
+/// The value of a metric line `<series> <value>` in the Prometheus text exposition (0 when absent: a
+/// counter family member is only exposed once incremented).
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+fn rejections(text: &str, reason: &str) -> f64 {
+    metric(
+        text,
+        &format!("fedistill_coordinator_rejections_total{{reason=\"{reason}\"}}"),
+    )
+}
+
+fn names(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn history(status: &Value) -> Vec<Value> {
+    status["history"].as_array().cloned().unwrap_or_default()
+}
+
+fn round_of(status: &Value, round: u64) -> Option<Value> {
+    history(status)
+        .into_iter()
+        .find(|h| h["round"].as_u64() == Some(round))
+}
+
+fn assert_unit(v: &Value, what: &str) {
+    let x = v
+        .as_f64()
+        .unwrap_or_else(|| panic!("{what} is not a number: {v}"));
+    assert!((0.0..=1.0).contains(&x), "{what} = {x} is not in [0, 1]");
+}
+
+fn store_size(dir: &Path) -> u64 {
+    fedistill_coordinator::store::Store::open_read_only(&dir.join("coordinator.sqlite"))
+        .expect("open the store read-only")
+        .size()
+}
+
+#[test]
+fn a_small_federation_runs_every_round_with_every_participant() {
+    let opts = CoordOpts {
+        rounds: 2,
+        min_participants: 3,
+        quorum: 2,
+        ..CoordOpts::default()
+    };
+    let mut fed = Fed::new(&["p0", "p1", "p2"], &opts);
+    for (i, n) in ["p0", "p1", "p2"].iter().enumerate() {
+        fed.participant_config(n, i, 3, SMALL_TEACHER);
+    }
+    fed.start_coordinator();
+    fed.wait_for("the coordinator's status", |f| f.status());
+    // Before any round only the FederationCreated record is in the log (read from the store itself:
+    // /status is first filled in when the first event arrives).
+    assert_eq!(store_size(&fed.dir), 1);
+    for n in ["p0", "p1", "p2"] {
+        fed.start_participant(n);
+    }
+    let done = fed.wait_finished();
+    let hist = history(&done);
+    assert_eq!(
+        hist.len() as u64,
+        opts.rounds,
+        "one history entry per round: {done}"
+    );
+    for (i, h) in hist.iter().enumerate() {
+        assert_eq!(h["round"].as_u64(), Some(i as u64 + 1), "{h}");
+        assert_eq!(
+            names(&h["contributors"]),
+            ["p0", "p1", "p2"],
+            "round {}: {h}",
+            i + 1
+        );
+        assert!(names(&h["absent"]).is_empty(), "round {}: {h}", i + 1);
+    }
+    fed.wait_all_exit();
+    for n in ["p0", "p1", "p2"] {
+        let r = fed.result(n);
+        assert_eq!(r["participant"], n);
+        for key in ["student_accuracy", "int8_accuracy", "local_only_accuracy"] {
+            assert_unit(&r[key], &format!("{n} {key}"));
+        }
+        let rounds = r["rounds"].as_array().expect("rounds");
+        assert_eq!(
+            rounds
+                .iter()
+                .map(|x| x["round"].as_u64().unwrap_or(0))
+                .collect::<Vec<_>>(),
+            [1, 2],
+            "{n}: {r}"
+        );
+        for x in rounds {
+            assert_unit(
+                &x["student_accuracy"],
+                &format!("{n} round student_accuracy"),
+            );
+            assert_unit(
+                &x["consensus_accuracy"],
+                &format!("{n} round consensus_accuracy"),
+            );
+        }
+    }
+    // Counted from coordinator/src/service.rs: FederationCreated once, then per round RoundOpened +
+    // one Contribution per contributor + Aggregate (the commit) and one RoundReport per reporting
+    // contributor: 1 + 2 * (1 + 3 + 1 + 3) = 17.
+    let size = store_size(&fed.dir);
+    assert_eq!(size, 1 + opts.rounds * (2 + 2 * 3), "log size in the store");
+    assert!(
+        done["log_size"].as_u64().unwrap_or(0) > 1,
+        "the log grew: {done}"
+    );
+}
+
+#[test]
+#[ignore = "in progress"]
+fn a_participant_killed_mid_round_is_absent_then_rejoins_with_its_identity() {
+    let opts = CoordOpts {
+        rounds: 4,
+        min_participants: 3,
+        quorum: 2,
+        collect_ms: 8000,
+        report_ms: 8000,
+        // Every round labels the whole public set, so the slow teacher needs seconds per round.
+        samples_per_round: 5000,
+        ..CoordOpts::default()
+    };
+    let mut fed = Fed::new(&["p0", "p1", "p2"], &opts);
+    fed.participant_config("p0", 0, 3, SMALL_TEACHER);
+    fed.participant_config("p1", 1, 3, SMALL_TEACHER);
+    fed.participant_config("p2", 2, 3, SLOW_TEACHER);
+    fed.start_coordinator();
+    fed.wait_for("the coordinator's status", |f| f.status());
+    for n in ["p0", "p1", "p2"] {
+        fed.start_participant(n);
+    }
+    // Round 1 opens once all three are connected; p2 is then busy labelling with its slow teacher.
+    fed.wait_for("round 1 collecting", |f| {
+        f.status()
+            .filter(|s| s["round"] == 1 && s["phase"] == "collecting")
+    });
+    fed.kill("p2");
+    let s = fed.wait_for("round 1 aggregated", |f| {
+        f.status().filter(|s| round_of(s, 1).is_some())
+    });
+    let r1 = round_of(&s, 1).expect("round 1");
+    assert_eq!(
+        names(&r1["contributors"]),
+        ["p0", "p1"],
+        "round 1 completes on quorum without p2: {r1}"
+    );
+    assert_eq!(
+        names(&r1["absent"]),
+        ["p2"],
+        "p2 is recorded absent in round 1: {r1}"
+    );
+    assert!(
+        !fed.work("p2").join("state.json").exists(),
+        "p2 finished no round before it was killed"
+    );
+
+    // Restart p2 exactly as before: same config, same kit, same work directory; no operator action.
+    fed.start_participant("p2");
+    let done = fed.wait_finished();
+    let hist = history(&done);
+    assert_eq!(hist.len() as u64, opts.rounds, "{done}");
+    let rejoined: Vec<u64> = hist
+        .iter()
+        .filter(|h| names(&h["contributors"]).iter().any(|p| p == "p2"))
+        .filter_map(|h| h["round"].as_u64())
+        .collect();
+    assert!(
+        !rejoined.is_empty(),
+        "p2 contributed again in a later round: {done}"
+    );
+    assert!(rejoined.iter().all(|&r| r > 1), "{rejoined:?}");
+    for h in &hist {
+        let c = names(&h["contributors"]);
+        assert!(
+            c.len() >= opts.quorum && c.contains(&"p0".into()) && c.contains(&"p1".into()),
+            "{h}"
+        );
+    }
+    fed.wait_all_exit();
+    let p2 = fed.result("p2");
+    assert_eq!(p2["participant"], "p2");
+    let done_rounds: Vec<u64> = p2["rounds"]
+        .as_array()
+        .expect("rounds")
+        .iter()
+        .filter_map(|r| r["round"].as_u64())
+        .collect();
+    assert!(
+        !done_rounds.is_empty() && done_rounds.iter().all(|r| rejoined.contains(r)),
+        "p2 distilled {done_rounds:?}, contributed {rejoined:?}"
+    );
+    assert_unit(&p2["student_accuracy"], "p2 student_accuracy");
+    for n in ["p0", "p1"] {
+        assert_eq!(
+            fed.result(n)["rounds"].as_array().map(Vec::len),
+            Some(opts.rounds as usize),
+            "{n}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "in progress"]
+fn a_coordinator_killed_mid_round_resumes_and_loses_nothing_acknowledged() {
+    let opts = CoordOpts {
+        rounds: 2,
+        min_participants: 3,
+        quorum: 2,
+        collect_ms: 8000,
+        report_ms: 5000,
+        samples_per_round: 5000,
+        ..CoordOpts::default()
+    };
+    let mut fed = Fed::new(&["p0", "p1", "p2"], &opts);
+    fed.participant_config("p0", 0, 3, SMALL_TEACHER);
+    fed.participant_config("p1", 1, 3, SMALL_TEACHER);
+    fed.participant_config("p2", 2, 3, SLOW_TEACHER);
+    fed.start_coordinator();
+    fed.wait_for("the coordinator's status", |f| f.status());
+    for n in ["p0", "p1", "p2"] {
+        fed.start_participant(n);
+    }
+    // Kill the coordinator once round 1 is collecting and it has acknowledged two contributions (the
+    // counter moves only after the contribution is durable, just before the Ack is sent).
+    let acked = fed.wait_for("two acknowledged contributions in round 1", |f| {
+        let s = f.status()?;
+        let m = f.metrics()?;
+        let n = metric(&m, "fedistill_coordinator_contributions_total");
+        (s["round"] == 1 && s["phase"] == "collecting" && n >= 2.0).then_some(n)
+    });
+    fed.kill("coordinator");
+    let size_at_kill = store_size(&fed.dir);
+
+    fed.start_coordinator();
+    let done = fed.wait_finished();
+    // The restarted process reports the rounds it aggregated; round 1 must be among them.
+    let r1 = round_of(&done, 1)
+        .unwrap_or_else(|| panic!("round 1 aggregated after the restart: {done}"));
+    let c1 = names(&r1["contributors"]);
+    assert!(c1.len() as f64 >= acked, "{r1}");
+    assert!(
+        c1.contains(&"p0".into()) && c1.contains(&"p1".into()),
+        "the acknowledged contributions of p0 and p1 survive: {r1}"
+    );
+    assert_eq!(
+        history(&done).last().and_then(|h| h["round"].as_u64()),
+        Some(opts.rounds),
+        "{done}"
+    );
+    fed.wait_all_exit();
+    assert!(
+        store_size(&fed.dir) > size_at_kill,
+        "the log grew after the restart"
+    );
+    for n in ["p0", "p1", "p2"] {
+        let r = fed.result(n);
+        assert_unit(&r["student_accuracy"], &format!("{n} student_accuracy"));
+        assert!(
+            !r["rounds"].as_array().map(Vec::is_empty).unwrap_or(true),
+            "{n} distilled at least one round: {r}"
+        );
+    }
+}
+
+/// A hand-written participant: a real kit and the real protocol, driven step by step by the test.
+struct Client {
+    kit: Kit,
+    conn: quinn::Connection,
+    seq: u64,
+}
+
+impl Client {
+    async fn connect(dir: &Path) -> Client {
+        let kit = Kit::load(dir).expect("load kit");
+        let conn = connect(&kit, &ConnectOptions::default())
+            .await
+            .expect("mTLS connect");
+        Client { kit, conn, seq: 0 }
+    }
+
+    async fn request(&self, msg: &ToCoordinator) -> Reply {
+        let (mut send, mut recv) = self.conn.open_bi().await.expect("open stream");
+        send_message(&mut send, KIND_TO_COORDINATOR, msg)
+            .await
+            .expect("send");
+        send.finish().expect("finish");
+        let (kind, reply) = recv_message::<Reply>(&mut recv, 1 << 24, Duration::from_secs(30))
+            .await
+            .expect("reply");
+        assert_eq!(kind, KIND_REPLY);
+        reply
+    }
+
+    async fn hello(&self) {
+        let r = self
+            .request(&ToCoordinator::Hello {
+                version: PROTOCOL_VERSION,
+                last_checkpoint_size: 0,
+            })
+            .await;
+        assert!(
+            matches!(
+                r,
+                Reply::Welcome {
+                    finished: false,
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
+    }
+
+    /// The next round opening pushed by the coordinator, signature-checked with the kit's coordinator key.
+    async fn next_open(&self) -> RoundOpen {
+        let mut guard = ReplayGuard::new(self.kit.federation().clone());
+        loop {
+            let mut recv = self.conn.accept_uni().await.expect("push stream");
+            let (kind, msg) =
+                recv_message::<ToParticipant>(&mut recv, 1 << 24, Duration::from_secs(30))
+                    .await
+                    .expect("push");
+            assert_eq!(kind, KIND_TO_PARTICIPANT);
+            if let ToParticipant::Open(s) = msg {
+                let round = s.round;
+                return s
+                    .verify(&self.kit.coordinator_key, &mut guard, round)
+                    .expect("coordinator signature")
+                    .into_inner();
+            }
+        }
+    }
+
+    /// Honest-looking soft labels (uniform, F32) for `open`, altered by `tamper`, signed with the kit's key.
+    fn labels(&mut self, open: &RoundOpen, tamper: impl FnOnce(&mut SoftLabels)) -> ToCoordinator {
+        let rows = open.sample_ids.len();
+        let uniform = vec![1.0 / CLASSES as f32; rows * CLASSES];
+        let mut body = SoftLabels {
+            round: open.round,
+            public_digest: open.public_digest,
+            sample_ids_digest: sample_ids_digest(&open.sample_ids),
+            encoding: Encoding::F32,
+            rows: rows as u32,
+            classes: CLASSES as u32,
+            samples: 100,
+            payload: softlabels::encode(&uniform, rows, CLASSES, Encoding::F32).expect("encode"),
+        };
+        tamper(&mut body);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        self.seq = (self.seq + 1).max(now);
+        let signer = Signer::Participant(self.kit.participant().clone());
+        let signed = Signed::sign(
+            &self.kit.signing,
+            signer,
+            self.kit.federation().clone(),
+            open.round,
+            self.seq,
+            &body,
+        )
+        .expect("sign");
+        ToCoordinator::SoftLabels(signed)
+    }
+
+    /// Writes `frame` (possibly over the coordinator's cap, possibly cut short), finishes the stream and
+    /// returns the coordinator's reply. Write errors are expected: the coordinator stops reading a bad frame.
+    async fn raw(&self, frame: &[u8]) -> Reply {
+        let (mut send, mut recv) = self.conn.open_bi().await.expect("open stream");
+        let _ = write_frame(&mut send, frame).await;
+        let _ = send.finish();
+        let (kind, reply) = recv_message::<Reply>(&mut recv, 1 << 24, Duration::from_secs(30))
+            .await
+            .expect("reply");
+        assert_eq!(kind, KIND_REPLY);
+        reply
+    }
+}
+
+fn reject_code(r: &Reply) -> &str {
+    match r {
+        Reply::Reject { code, .. } => code,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_inputs_are_rejected_and_counted_and_the_round_completes_on_quorum() {
+    // Two real participants (p0, p1; quorum 2) and three hand-driven clients with real kits: mallory sends
+    // bad soft labels, silent connects and never says anything, dropper cuts a frame short and disconnects.
+    let max_frame = 16 * 1024;
+    let opts = CoordOpts {
+        rounds: 1,
+        min_participants: 5,
+        quorum: 2,
+        collect_ms: 6000,
+        report_ms: 8000,
+        samples_per_round: 100,
+        max_frame_bytes: max_frame,
+        shards: 2,
+    };
+    let mut fed = Fed::new(&["p0", "p1", "mallory", "silent", "dropper"], &opts);
+    fed.participant_config("p0", 0, 2, SMALL_TEACHER);
+    fed.participant_config("p1", 1, 2, SMALL_TEACHER);
+    fed.start_coordinator();
+    fed.wait_for("the coordinator's status", |f| f.status());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (mut mallory, silent, mut dropper) = rt.block_on(async {
+        let m = Client::connect(&fed.kit_dir("mallory")).await;
+        let s = Client::connect(&fed.kit_dir("silent")).await;
+        let d = Client::connect(&fed.kit_dir("dropper")).await;
+        m.hello().await;
+        d.hello().await;
+        (m, s, d)
+    });
+    fed.start_participant("p0");
+    fed.start_participant("p1");
+    // Round 1 opens when all five are connected; every connected participant, silent included, is expected.
+    let (open, open_d) = rt.block_on(async {
+        tokio::time::timeout(WAIT, async {
+            (mallory.next_open().await, dropper.next_open().await)
+        })
+        .await
+        .expect("round 1 opened")
+    });
+    assert_eq!(open.round.0, 1);
+    assert_eq!(open.sample_ids, open_d.sample_ids);
+
+    // 1. Soft labels for another public transfer set.
+    let msg = mallory.labels(&open, |b| b.public_digest = Digest([7u8; 32]));
+    let r = rt.block_on(mallory.request(&msg));
+    assert_eq!(reject_code(&r), "wrong_public_set", "{r:?}");
+    // 2. A NaN in an otherwise well-formed F32 payload (bytes 0..4 are row 0, class 0).
+    let msg = mallory.labels(&open, |b| {
+        b.payload[0..4].copy_from_slice(&f32::NAN.to_le_bytes())
+    });
+    let r = rt.block_on(mallory.request(&msg));
+    assert_eq!(reject_code(&r), "bad_payload", "{r:?}");
+    // 3. A frame larger than max_frame_bytes: refused from its header, before the payload is read.
+    let msg = mallory.labels(&open, |b| b.payload = vec![0u8; 2 * max_frame]);
+    let frame = encode_frame(KIND_TO_COORDINATOR, &msg).expect("encode");
+    assert!(frame.len() > max_frame);
+    let r = rt.block_on(mallory.raw(&frame));
+    assert_eq!(reject_code(&r), "bad_frame", "{r:?}");
+    // 4. Half of a valid frame, then the stream ends; then the client disconnects mid-round.
+    let msg = dropper.labels(&open, |_| {});
+    let frame = encode_frame(KIND_TO_COORDINATOR, &msg).expect("encode");
+    let r = rt.block_on(dropper.raw(&frame[..frame.len() / 2]));
+    assert_eq!(reject_code(&r), "truncated", "{r:?}");
+    dropper.conn.close(0u32.into(), b"gone");
+
+    // Each rejection is counted (the counter moves before the reply is sent).
+    let m = fed.metrics().expect("metrics");
+    for reason in ["wrong_public_set", "bad_payload", "bad_frame", "truncated"] {
+        assert_eq!(rejections(&m, reason), 1.0, "{reason}:\n{m}");
+    }
+
+    // The round completes at the deadline with the two real participants; the others are absent.
+    let done = fed.wait_finished();
+    let r1 = round_of(&done, 1).unwrap_or_else(|| panic!("round 1: {done}"));
+    assert_eq!(names(&r1["contributors"]), ["p0", "p1"], "{r1}");
+    assert_eq!(
+        names(&r1["absent"]),
+        ["dropper", "mallory", "silent"],
+        "{r1}"
+    );
+    fed.wait_all_exit();
+    for n in ["p0", "p1"] {
+        assert_unit(
+            &fed.result(n)["student_accuracy"],
+            &format!("{n} student_accuracy"),
+        );
+    }
+    drop(silent);
+    drop(mallory);
+}
