@@ -43,12 +43,20 @@ pub struct BenchConfig {
 impl BenchConfig {
     /// Full run (a few seconds per workload in release).
     pub fn full() -> Self {
-        BenchConfig { steps: 600, warmup: 30, batch_size: 128 }
+        BenchConfig {
+            steps: 600,
+            warmup: 30,
+            batch_size: 128,
+        }
     }
 
     /// `--quick`: enough steps for a stable ratio, well under a minute in release.
     pub fn quick() -> Self {
-        BenchConfig { steps: 120, warmup: 10, batch_size: 128 }
+        BenchConfig {
+            steps: 120,
+            warmup: 10,
+            batch_size: 128,
+        }
     }
 }
 
@@ -72,7 +80,13 @@ impl Runner {
         } else {
             Path::Plain(candle_nn::AdamW::new(
                 vars,
-                candle_nn::ParamsAdamW { lr: p.lr, beta1: p.beta1, beta2: p.beta2, eps: p.eps, weight_decay: p.weight_decay },
+                candle_nn::ParamsAdamW {
+                    lr: p.lr,
+                    beta1: p.beta1,
+                    beta2: p.beta2,
+                    eps: p.eps,
+                    weight_decay: p.weight_decay,
+                },
             )?)
         };
         Ok(Runner { model, path })
@@ -153,7 +167,10 @@ fn measure(
     if batches.is_empty() {
         return Err(MlError::InvalidInput("not enough samples for one batch".into()));
     }
-    let mut runners = [Runner::new(cfg, dim, classes, false)?, Runner::new(cfg, dim, classes, true)?];
+    let mut runners = [
+        Runner::new(cfg, dim, classes, false)?,
+        Runner::new(cfg, dim, classes, true)?,
+    ];
     let mut elapsed = [Duration::ZERO; 2];
     let mut k = 0usize;
     for r in runners.iter_mut() {
@@ -192,7 +209,14 @@ fn measure(
 /// Runs the training benchmark on images `x` (n rows of `dim`, e.g. MNIST 784) with labels `y`:
 /// teacher training of an MLP dim-256-classes and distillation of an MLP dim-64-classes from
 /// soft labels of a (randomly initialized) teacher.
-pub fn bench_train(x: &[f32], y: &[u32], n: usize, dim: usize, classes: usize, bc: &BenchConfig) -> Result<Vec<BenchLine>> {
+pub fn bench_train(
+    x: &[f32],
+    y: &[u32],
+    n: usize,
+    dim: usize,
+    classes: usize,
+    bc: &BenchConfig,
+) -> Result<Vec<BenchLine>> {
     check_features(x, n, dim)?;
     let teacher_cfg = ModelConfig::Mlp { hidden: vec![256] };
     let student_cfg = ModelConfig::Mlp { hidden: vec![64] };
@@ -203,8 +227,38 @@ pub fn bench_train(x: &[f32], y: &[u32], n: usize, dim: usize, classes: usize, b
     let pt = softmax_rows(&teacher_logits, classes, 2.0);
     let bs = bc.batch_size;
     Ok(vec![
-        measure(&format!("teacher MLP {dim}-256-{classes}, batch {bs}"), &teacher_cfg, &xs, y, n, dim, classes, None, bc)?,
-        measure(&format!("distill MLP {dim}-256-{classes}, batch {bs}"), &teacher_cfg, &xs, y, n, dim, classes, Some(&pt), bc)?,
-        measure(&format!("distill MLP {dim}-64-{classes}, batch {bs}"), &student_cfg, &xs, y, n, dim, classes, Some(&pt), bc)?,
+        measure(
+            &format!("teacher MLP {dim}-256-{classes}, batch {bs}"),
+            &teacher_cfg,
+            &xs,
+            y,
+            n,
+            dim,
+            classes,
+            None,
+            bc,
+        )?,
+        measure(
+            &format!("distill MLP {dim}-256-{classes}, batch {bs}"),
+            &teacher_cfg,
+            &xs,
+            y,
+            n,
+            dim,
+            classes,
+            Some(&pt),
+            bc,
+        )?,
+        measure(
+            &format!("distill MLP {dim}-64-{classes}, batch {bs}"),
+            &student_cfg,
+            &xs,
+            y,
+            n,
+            dim,
+            classes,
+            Some(&pt),
+            bc,
+        )?,
     ])
 }

@@ -91,7 +91,11 @@ pub fn confidence_weights(probs: &[f32], classes: usize, mode: ConfidenceWeighti
         ConfidenceWeighting::Entropy => {
             let norm = (classes as f64).ln();
             rows.map(|r| {
-                let h: f64 = r.iter().filter(|&&p| p > 0.0).map(|&p| -(p as f64) * (p as f64).ln()).sum();
+                let h: f64 = r
+                    .iter()
+                    .filter(|&&p| p > 0.0)
+                    .map(|&p| -(p as f64) * (p as f64).ln())
+                    .sum();
                 (1.0 - h / norm).clamp(0.0, 1.0) as f32
             })
             .collect()
@@ -137,7 +141,9 @@ impl SoftTargets {
             }
             SoftTargets::Probabilities(p) => {
                 validate_probabilities(p, n, classes)?;
-                Ok(p.iter().map(|&v| if v > 0.0 { v.ln() } else { f32::NEG_INFINITY }).collect())
+                Ok(p.iter()
+                    .map(|&v| if v > 0.0 { v.ln() } else { f32::NEG_INFINITY })
+                    .collect())
             }
         }
     }
@@ -153,14 +159,22 @@ pub fn validate_probabilities(p: &[f32], n: usize, classes: usize) -> Result<()>
     }
     for (i, row) in p.chunks_exact(classes).enumerate() {
         if let Some(k) = row.iter().position(|v| !v.is_finite()) {
-            return Err(MlError::InvalidProbabilities(format!("sample {i} class {k} is {} (NaN or Inf)", row[k])));
+            return Err(MlError::InvalidProbabilities(format!(
+                "sample {i} class {k} is {} (NaN or Inf)",
+                row[k]
+            )));
         }
         if let Some(k) = row.iter().position(|v| !(0.0..=1.0).contains(v)) {
-            return Err(MlError::InvalidProbabilities(format!("sample {i} class {k} is {}, outside [0, 1]", row[k])));
+            return Err(MlError::InvalidProbabilities(format!(
+                "sample {i} class {k} is {}, outside [0, 1]",
+                row[k]
+            )));
         }
         let sum: f64 = row.iter().map(|&v| v as f64).sum();
         if (sum - 1.0).abs() > 1e-3 {
-            return Err(MlError::InvalidProbabilities(format!("row {i} sums to {sum}, not 1 +- 1e-3")));
+            return Err(MlError::InvalidProbabilities(format!(
+                "row {i} sums to {sum}, not 1 +- 1e-3"
+            )));
         }
     }
     Ok(())
@@ -182,7 +196,15 @@ pub struct ReplayBuffer {
 impl ReplayBuffer {
     /// An empty buffer holding at most `capacity` samples of `dim` features and `classes` logits.
     pub fn new(capacity: usize, dim: usize, classes: usize, seed: u64) -> Self {
-        ReplayBuffer { capacity, dim, classes, x: Vec::new(), logits: Vec::new(), seen: 0, rng: ChaCha8Rng::seed_from_u64(seed) }
+        ReplayBuffer {
+            capacity,
+            dim,
+            classes,
+            x: Vec::new(),
+            logits: Vec::new(),
+            seen: 0,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
     }
 
     /// Number of samples held.
@@ -294,7 +316,10 @@ impl DistillConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(MlError::InvalidHyperParameter(m));
         if self.epochs_per_round == 0 || self.epochs_per_round > 100_000 {
-            return bad(format!("epochs_per_round {} out of range 1..=100000", self.epochs_per_round));
+            return bad(format!(
+                "epochs_per_round {} out of range 1..=100000",
+                self.epochs_per_round
+            ));
         }
         if self.batch_size == 0 || self.batch_size > 1 << 20 {
             return bad(format!("batch_size {} out of range 1..=1048576", self.batch_size));
@@ -303,10 +328,16 @@ impl DistillConfig {
             return bad(format!("lr must be finite and > 0, got {}", self.lr));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return bad(format!("weight_decay must be finite and >= 0, got {}", self.weight_decay));
+            return bad(format!(
+                "weight_decay must be finite and >= 0, got {}",
+                self.weight_decay
+            ));
         }
         if !(self.w_kd.is_finite() && self.w_kd >= 0.0 && self.w_ce.is_finite() && self.w_ce >= 0.0) {
-            return bad(format!("w_kd and w_ce must be finite and >= 0, got {} and {}", self.w_kd, self.w_ce));
+            return bad(format!(
+                "w_kd and w_ce must be finite and >= 0, got {} and {}",
+                self.w_kd, self.w_ce
+            ));
         }
         if self.w_kd == 0.0 && self.w_ce == 0.0 {
             return bad("w_kd and w_ce are both 0: nothing to learn".into());
@@ -354,9 +385,21 @@ impl Distiller {
     /// Wraps a student; the configuration is validated by every round (call `DistillConfig::validate`
     /// to check it earlier).
     pub fn new(student: Model, cfg: DistillConfig) -> Self {
-        let replay = ReplayBuffer::new(cfg.replay_capacity, student.in_dim(), student.classes(), cfg.seed ^ 0x5EED_0F4E);
+        let replay = ReplayBuffer::new(
+            cfg.replay_capacity,
+            student.in_dim(),
+            student.classes(),
+            cfg.seed ^ 0x5EED_0F4E,
+        );
         let rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        Distiller { student, cfg, opt: None, replay, rng, rounds_done: 0 }
+        Distiller {
+            student,
+            cfg,
+            opt: None,
+            replay,
+            rng,
+            rounds_done: 0,
+        }
     }
 
     /// The student being distilled.
@@ -404,11 +447,17 @@ impl Distiller {
             crate::train::check_labels(h, n, classes)?;
         }
         if total_rounds == 0 || round >= total_rounds {
-            return Err(MlError::InvalidHyperParameter(format!("round {round} is not below total_rounds {total_rounds}")));
+            return Err(MlError::InvalidHyperParameter(format!(
+                "round {round} is not below total_rounds {total_rounds}"
+            )));
         }
         if self.opt.is_none() {
             let vars = self.student.trainable_vars().into_iter().map(|(_, v)| v).collect();
-            let params = AdamWParams { lr: self.cfg.lr, weight_decay: self.cfg.weight_decay, ..AdamWParams::default() };
+            let params = AdamWParams {
+                lr: self.cfg.lr,
+                weight_decay: self.cfg.weight_decay,
+                ..AdamWParams::default()
+            };
             self.opt = Some(FusedAdamW::new(vars, params)?);
         }
         let Some(opt) = self.opt.as_mut() else {
@@ -486,7 +535,8 @@ impl Distiller {
             stats.final_loss = (sum / steps.max(1) as f64) as f32;
         }
         for i in 0..n {
-            self.replay.offer(&x[i * dim..(i + 1) * dim], &logits[i * classes..(i + 1) * classes]);
+            self.replay
+                .offer(&x[i * dim..(i + 1) * dim], &logits[i * classes..(i + 1) * classes]);
         }
         self.rounds_done += 1;
         Ok(stats)
@@ -510,7 +560,13 @@ mod tests {
     }
 
     fn cfg() -> DistillConfig {
-        DistillConfig { epochs_per_round: 3, batch_size: 8, replay_capacity: 16, seed: 3, ..DistillConfig::default() }
+        DistillConfig {
+            epochs_per_round: 3,
+            batch_size: 8,
+            replay_capacity: 16,
+            seed: 3,
+            ..DistillConfig::default()
+        }
     }
 
     fn student() -> Result<Model> {
@@ -538,7 +594,14 @@ mod tests {
     fn schedule_is_spread_over_rounds_and_epochs() -> Result<()> {
         let (x, teacher) = fixture()?;
         let targets = SoftTargets::from_teacher(&teacher, &x, 40)?;
-        let mut d = Distiller::new(student()?, DistillConfig { epochs_per_round: 2, replay_capacity: 0, ..cfg() });
+        let mut d = Distiller::new(
+            student()?,
+            DistillConfig {
+                epochs_per_round: 2,
+                replay_capacity: 0,
+                ..cfg()
+            },
+        );
         // 2 rounds x 2 epochs: progress 0, 1/3 | 2/3, 1 -> T = 5, 3.667 | 2.333, 1 (linear 5 -> 1).
         let s0 = d.distill_round(&x, 40, &targets, None, 0, 2)?;
         let s1 = d.distill_round(&x, 40, &targets, None, 1, 2)?;
@@ -556,12 +619,18 @@ mod tests {
         for schedule in [
             TemperatureSchedule::Constant { t: 0.0 },
             TemperatureSchedule::Linear { start: 5.0, end: -1.0 },
-            TemperatureSchedule::Cosine { start: f32::NAN, end: 1.0 },
+            TemperatureSchedule::Cosine {
+                start: f32::NAN,
+                end: 1.0,
+            },
         ] {
             let s = student()?;
             let before = s.weights_digest();
             let mut d = Distiller::new(s, DistillConfig { schedule, ..cfg() });
-            assert!(matches!(d.distill_round(&x, 40, &targets, None, 0, 1), Err(MlError::InvalidHyperParameter(_))));
+            assert!(matches!(
+                d.distill_round(&x, 40, &targets, None, 0, 1),
+                Err(MlError::InvalidHyperParameter(_))
+            ));
             assert_eq!(d.student().weights_digest(), before, "weights must not change");
         }
         Ok(())
@@ -569,7 +638,20 @@ mod tests {
 
     #[test]
     fn confidence_weights_hand_values() {
-        let p = [0.7f32, 0.2, 0.1, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0, 0.5, 0.5, 0.0, 1.0, 0.0, 0.0];
+        let p = [
+            0.7f32,
+            0.2,
+            0.1,
+            1.0 / 3.0,
+            1.0 / 3.0,
+            1.0 / 3.0,
+            0.5,
+            0.5,
+            0.0,
+            1.0,
+            0.0,
+            0.0,
+        ];
         assert_eq!(confidence_weights(&p, 3, ConfidenceWeighting::None), vec![1.0; 4]);
         let m = confidence_weights(&p, 3, ConfidenceWeighting::MaxProb);
         for (a, b) in m.iter().zip([0.7, 1.0 / 3.0, 0.5, 1.0]) {
@@ -621,7 +703,11 @@ mod tests {
     fn distillation_is_deterministic_and_learns() -> Result<()> {
         let (x, teacher) = fixture()?;
         let targets = SoftTargets::from_teacher(&teacher, &x, 40)?;
-        let c = DistillConfig { epochs_per_round: 60, lr: 1e-2, ..cfg() };
+        let c = DistillConfig {
+            epochs_per_round: 60,
+            lr: 1e-2,
+            ..cfg()
+        };
         let mut a = Distiller::new(student()?, c.clone());
         let mut b = Distiller::new(student()?, c.clone());
         let sa = a.distill_round(&x, 40, &targets, None, 0, 1)?;
@@ -674,14 +760,26 @@ mod tests {
         nan_p[2] = f32::NAN;
         type Check = fn(&MlError) -> bool;
         let cases: Vec<(SoftTargets, Check)> = vec![
-            (SoftTargets::Logits(good[..good.len() - 1].to_vec()), |e| matches!(e, MlError::InvalidInput(_))),
+            (SoftTargets::Logits(good[..good.len() - 1].to_vec()), |e| {
+                matches!(e, MlError::InvalidInput(_))
+            }),
             (SoftTargets::Logits(nan), |e| matches!(e, MlError::InvalidInput(_))),
             (SoftTargets::Logits(inf), |e| matches!(e, MlError::InvalidInput(_))),
-            (SoftTargets::Probabilities(probs[..probs.len() - 3].to_vec()), |e| matches!(e, MlError::InvalidInput(_))),
-            (SoftTargets::Probabilities(not_dist), |e| matches!(e, MlError::InvalidProbabilities(_))),
-            (SoftTargets::Probabilities(negative), |e| matches!(e, MlError::InvalidProbabilities(_))),
-            (SoftTargets::Probabilities(above_one), |e| matches!(e, MlError::InvalidProbabilities(_))),
-            (SoftTargets::Probabilities(nan_p), |e| matches!(e, MlError::InvalidProbabilities(_))),
+            (SoftTargets::Probabilities(probs[..probs.len() - 3].to_vec()), |e| {
+                matches!(e, MlError::InvalidInput(_))
+            }),
+            (SoftTargets::Probabilities(not_dist), |e| {
+                matches!(e, MlError::InvalidProbabilities(_))
+            }),
+            (SoftTargets::Probabilities(negative), |e| {
+                matches!(e, MlError::InvalidProbabilities(_))
+            }),
+            (SoftTargets::Probabilities(above_one), |e| {
+                matches!(e, MlError::InvalidProbabilities(_))
+            }),
+            (SoftTargets::Probabilities(nan_p), |e| {
+                matches!(e, MlError::InvalidProbabilities(_))
+            }),
         ];
         for (targets, is_expected) in cases {
             let s = student()?;
@@ -703,14 +801,42 @@ mod tests {
         let mut d = Distiller::new(student()?, cfg());
         let mut xn = x.clone();
         xn[0] = f32::NAN;
-        assert!(matches!(d.distill_round(&xn, 40, &t, None, 0, 1), Err(MlError::InvalidInput(_))));
-        assert!(matches!(d.distill_round(&x[..100], 40, &t, None, 0, 1), Err(MlError::InvalidInput(_))));
-        assert!(matches!(d.distill_round(&x, 40, &t, Some(&[5; 40]), 0, 1), Err(MlError::InvalidInput(_))));
-        assert!(matches!(d.distill_round(&x, 40, &t, Some(&[0; 39]), 0, 1), Err(MlError::InvalidInput(_))));
-        assert!(matches!(d.distill_round(&x, 40, &t, None, 1, 1), Err(MlError::InvalidHyperParameter(_))));
-        assert!(matches!(d.distill_round(&[], 0, &SoftTargets::Logits(vec![]), None, 0, 1), Err(MlError::InvalidInput(_))));
-        let mut bad = Distiller::new(student()?, DistillConfig { w_kd: 0.0, w_ce: 0.0, ..cfg() });
-        assert!(matches!(bad.distill_round(&x, 40, &t, None, 0, 1), Err(MlError::InvalidHyperParameter(_))));
+        assert!(matches!(
+            d.distill_round(&xn, 40, &t, None, 0, 1),
+            Err(MlError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            d.distill_round(&x[..100], 40, &t, None, 0, 1),
+            Err(MlError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            d.distill_round(&x, 40, &t, Some(&[5; 40]), 0, 1),
+            Err(MlError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            d.distill_round(&x, 40, &t, Some(&[0; 39]), 0, 1),
+            Err(MlError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            d.distill_round(&x, 40, &t, None, 1, 1),
+            Err(MlError::InvalidHyperParameter(_))
+        ));
+        assert!(matches!(
+            d.distill_round(&[], 0, &SoftTargets::Logits(vec![]), None, 0, 1),
+            Err(MlError::InvalidInput(_))
+        ));
+        let mut bad = Distiller::new(
+            student()?,
+            DistillConfig {
+                w_kd: 0.0,
+                w_ce: 0.0,
+                ..cfg()
+            },
+        );
+        assert!(matches!(
+            bad.distill_round(&x, 40, &t, None, 0, 1),
+            Err(MlError::InvalidHyperParameter(_))
+        ));
         Ok(())
     }
 
@@ -718,16 +844,32 @@ mod tests {
     fn validate_probabilities_cases() {
         assert!(validate_probabilities(&[0.2, 0.8, 1.0, 0.0], 2, 2).is_ok());
         assert!(validate_probabilities(&[0.2, 0.8005], 1, 2).is_ok()); // within 1e-3
-        assert!(matches!(validate_probabilities(&[0.2, 0.81], 1, 2), Err(MlError::InvalidProbabilities(_))));
-        assert!(matches!(validate_probabilities(&[0.2, 0.8, 0.5], 1, 2), Err(MlError::InvalidInput(_))));
-        assert!(matches!(validate_probabilities(&[f32::INFINITY, 0.0], 1, 2), Err(MlError::InvalidProbabilities(_))));
+        assert!(matches!(
+            validate_probabilities(&[0.2, 0.81], 1, 2),
+            Err(MlError::InvalidProbabilities(_))
+        ));
+        assert!(matches!(
+            validate_probabilities(&[0.2, 0.8, 0.5], 1, 2),
+            Err(MlError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            validate_probabilities(&[f32::INFINITY, 0.0], 1, 2),
+            Err(MlError::InvalidProbabilities(_))
+        ));
     }
 
     #[test]
     fn diverging_distillation_names_epoch_and_step() -> Result<()> {
         let (x, teacher) = fixture()?;
         let t = SoftTargets::from_teacher(&teacher, &x, 40)?;
-        let mut d = Distiller::new(student()?, DistillConfig { lr: 1e30, weight_decay: 0.0, ..cfg() });
+        let mut d = Distiller::new(
+            student()?,
+            DistillConfig {
+                lr: 1e30,
+                weight_decay: 0.0,
+                ..cfg()
+            },
+        );
         match d.distill_round(&x, 40, &t, None, 0, 1) {
             Err(e @ MlError::Diverged { .. }) => assert!(e.to_string().contains("epoch 0, step"), "{e}"),
             other => panic!("expected divergence, got {other:?}"),

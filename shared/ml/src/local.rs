@@ -66,13 +66,25 @@ impl LocalOptions {
     pub fn defaults_for(ds: &Dataset, seed: u64) -> LocalOptions {
         let image = matches!(ds.kind, DataKind::Image { .. });
         let (teacher, student) = if image {
-            (ModelConfig::Mlp { hidden: vec![512, 256] }, ModelConfig::Mlp { hidden: vec![128] })
+            (
+                ModelConfig::Mlp { hidden: vec![512, 256] },
+                ModelConfig::Mlp { hidden: vec![128] },
+            )
         } else {
-            (ModelConfig::Mlp { hidden: vec![64, 32] }, ModelConfig::Mlp { hidden: vec![8] })
+            (
+                ModelConfig::Mlp { hidden: vec![64, 32] },
+                ModelConfig::Mlp { hidden: vec![8] },
+            )
         };
         LocalOptions {
-            teacher: TeacherFile { model: teacher, train: None },
-            student: StudentFile { model: student, distill: None },
+            teacher: TeacherFile {
+                model: teacher,
+                train: None,
+            },
+            student: StudentFile {
+                model: student,
+                distill: None,
+            },
             seed,
             test_fraction: 0.2,
             public_fraction: 0.3,
@@ -84,21 +96,38 @@ impl LocalOptions {
 /// Default teacher training for a dataset kind.
 pub fn default_train(kind: &DataKind, seed: u64) -> TrainConfig {
     match kind {
-        DataKind::Image { .. } => {
-            TrainConfig { epochs: 30, batch_size: 128, lr: 1e-3, patience: 8, augment_shift: 2, seed, ..TrainConfig::default() }
-        }
-        DataKind::Tabular => {
-            TrainConfig { epochs: 100, batch_size: 64, lr: 3e-3, weight_decay: 1e-3, patience: 10, seed, ..TrainConfig::default() }
-        }
+        DataKind::Image { .. } => TrainConfig {
+            epochs: 30,
+            batch_size: 128,
+            lr: 1e-3,
+            patience: 8,
+            augment_shift: 2,
+            seed,
+            ..TrainConfig::default()
+        },
+        DataKind::Tabular => TrainConfig {
+            epochs: 100,
+            batch_size: 64,
+            lr: 3e-3,
+            weight_decay: 1e-3,
+            patience: 10,
+            seed,
+            ..TrainConfig::default()
+        },
     }
 }
 
 /// Default distillation for a dataset kind.
 pub fn default_distill(kind: &DataKind, seed: u64) -> DistillConfig {
     match kind {
-        DataKind::Image { .. } => {
-            DistillConfig { epochs_per_round: 30, batch_size: 64, lr: 2e-3, input_norm: InputNorm::Global, seed, ..DistillConfig::default() }
-        }
+        DataKind::Image { .. } => DistillConfig {
+            epochs_per_round: 30,
+            batch_size: 64,
+            lr: 2e-3,
+            input_norm: InputNorm::Global,
+            seed,
+            ..DistillConfig::default()
+        },
         DataKind::Tabular => DistillConfig {
             epochs_per_round: 60,
             batch_size: 32,
@@ -152,8 +181,19 @@ pub struct LocalReport {
 /// Runs the pipeline on a loaded dataset.
 pub fn run_local(ds: &Dataset, opts: &LocalOptions, progress: &Progress) -> Result<(LocalReport, Model, Model)> {
     let start = Instant::now();
-    let train_cfg = opts.teacher.train.clone().unwrap_or_else(|| default_train(&ds.kind, opts.seed));
-    let distill_cfg = opts.student.distill.clone().unwrap_or_else(|| default_distill(&ds.kind, opts.seed));
+    // The run's seed wins over any `seed` key in the files, so `--seed` alone reproduces a run.
+    let mut train_cfg = opts
+        .teacher
+        .train
+        .clone()
+        .unwrap_or_else(|| default_train(&ds.kind, opts.seed));
+    train_cfg.seed = opts.seed;
+    let mut distill_cfg = opts
+        .student
+        .distill
+        .clone()
+        .unwrap_or_else(|| default_distill(&ds.kind, opts.seed));
+    distill_cfg.seed = opts.seed;
     train_cfg.validate()?;
     distill_cfg.validate()?;
     opts.teacher.model.validate(ds.dim, ds.num_classes)?;
@@ -186,7 +226,13 @@ pub fn run_local(ds: &Dataset, opts: &LocalOptions, progress: &Progress) -> Resu
     let mut distiller = Distiller::new(student, distill_cfg.clone());
     progress.start("student", distill_cfg.epochs_per_round as u64);
     let stats = distiller.distill_round(&px, pn, &targets, None, 0, 1)?;
-    progress.finish("student", &format!("final KD loss {:.4} (T {} -> {})", stats.final_loss, stats.temperature_start, stats.temperature_end));
+    progress.finish(
+        "student",
+        &format!(
+            "final KD loss {:.4} (T {} -> {})",
+            stats.final_loss, stats.temperature_start, stats.temperature_end
+        ),
+    );
     let student = distiller.into_student();
     let distill_seconds = t1.elapsed().as_secs_f64();
 
@@ -202,8 +248,14 @@ pub fn run_local(ds: &Dataset, opts: &LocalOptions, progress: &Progress) -> Resu
         test_samples: test.n,
         param_ratio: sm.params as f64 / tm.params.max(1) as f64,
         accuracy_ratio: sm.accuracy / tm.accuracy,
-        teacher: ModelReport { config: opts.teacher.model.clone(), metrics: tm },
-        student: ModelReport { config: opts.student.model.clone(), metrics: sm },
+        teacher: ModelReport {
+            config: opts.teacher.model.clone(),
+            metrics: tm,
+        },
+        student: ModelReport {
+            config: opts.student.model.clone(),
+            metrics: sm,
+        },
         teacher_seconds,
         distill_seconds,
         seconds: start.elapsed().as_secs_f64(),

@@ -37,25 +37,42 @@ pub struct LossSpec {
 pub fn loss_and_grad(logits: &[f32], spec: &LossSpec) -> Result<(f32, Vec<f32>)> {
     let c = spec.classes;
     if c == 0 || !logits.len().is_multiple_of(c) {
-        return Err(MlError::InvalidInput(format!("{} logits are not rows of {c}", logits.len())));
+        return Err(MlError::InvalidInput(format!(
+            "{} logits are not rows of {c}",
+            logits.len()
+        )));
     }
     let n = logits.len() / c;
     let use_kd = spec.w_kd != 0.0;
     if use_kd && spec.teacher_probs.len() != n * c {
-        return Err(MlError::InvalidInput(format!("{} teacher probabilities, expected {}", spec.teacher_probs.len(), n * c)));
+        return Err(MlError::InvalidInput(format!(
+            "{} teacher probabilities, expected {}",
+            spec.teacher_probs.len(),
+            n * c
+        )));
     }
     if !spec.weights.is_empty() && spec.weights.len() != n {
-        return Err(MlError::InvalidInput(format!("{} confidence weights, expected {n}", spec.weights.len())));
+        return Err(MlError::InvalidInput(format!(
+            "{} confidence weights, expected {n}",
+            spec.weights.len()
+        )));
     }
     if !spec.hard.is_empty() && spec.hard.len() != n {
-        return Err(MlError::InvalidInput(format!("{} hard labels, expected {n}", spec.hard.len())));
+        return Err(MlError::InvalidInput(format!(
+            "{} hard labels, expected {n}",
+            spec.hard.len()
+        )));
     }
     let t = spec.temperature;
     let weight = |i: usize| if spec.weights.is_empty() { 1.0 } else { spec.weights[i] };
     let wsum: f32 = (0..n).map(weight).sum();
     let n_hard = spec.hard.iter().filter(|h| h.is_some()).count();
     let kd_scale = if use_kd && wsum > 0.0 { spec.w_kd / wsum } else { 0.0 };
-    let ce_scale = if spec.w_ce != 0.0 && n_hard > 0 { spec.w_ce / n_hard as f32 } else { 0.0 };
+    let ce_scale = if spec.w_ce != 0.0 && n_hard > 0 {
+        spec.w_ce / n_hard as f32
+    } else {
+        0.0
+    };
     let mut grad = vec![0f32; n * c];
     let mut ps = vec![0f32; c];
     let mut loss = 0f64;
@@ -113,7 +130,8 @@ impl CustomOp1 for FusedLoss {
         let Some((a, b)) = layout.contiguous_offsets() else {
             candle_core::bail!("fused-kd-loss: logits must be contiguous");
         };
-        let (loss, grad) = loss_and_grad(&data[a..b], &self.spec).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let (loss, grad) =
+            loss_and_grad(&data[a..b], &self.spec).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         if let Ok(mut g) = self.grad.lock() {
             *g = Some(grad);
         }
@@ -126,7 +144,9 @@ impl CustomOp1 for FusedLoss {
             Some(g) => g,
             None => {
                 let logits = arg.flatten_all()?.to_vec1::<f32>()?;
-                loss_and_grad(&logits, &self.spec).map_err(|e| candle_core::Error::Msg(e.to_string()))?.1
+                loss_and_grad(&logits, &self.spec)
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?
+                    .1
             }
         };
         let g = Tensor::from_vec(grad, arg.shape(), arg.device())?;
@@ -137,8 +157,15 @@ impl CustomOp1 for FusedLoss {
 /// Applies the fused loss to student logits `[n, classes]`; the result is a scalar tensor that
 /// back-propagates into the logits.
 pub fn fused_loss(logits: &Tensor, spec: LossSpec) -> Result<Tensor> {
-    let logits = if logits.is_contiguous() { logits.clone() } else { logits.contiguous()? };
-    let op = FusedLoss { spec: Arc::new(spec), grad: Mutex::new(None) };
+    let logits = if logits.is_contiguous() {
+        logits.clone()
+    } else {
+        logits.contiguous()?
+    };
+    let op = FusedLoss {
+        spec: Arc::new(spec),
+        grad: Mutex::new(None),
+    };
     Ok(logits.apply_op1(op)?)
 }
 
@@ -165,7 +192,15 @@ mod tests {
     use candle_core::{Device, Var};
 
     fn spec(tp: Vec<f32>, weights: Vec<f32>, hard: Vec<Option<u32>>, t: f32, w_kd: f32, w_ce: f32) -> LossSpec {
-        LossSpec { classes: 3, teacher_probs: tp, weights, hard, temperature: t, w_kd, w_ce }
+        LossSpec {
+            classes: 3,
+            teacher_probs: tp,
+            weights,
+            hard,
+            temperature: t,
+            w_kd,
+            w_ce,
+        }
     }
 
     /// Expected values computed once with python3 + numpy (float64):
@@ -181,7 +216,14 @@ mod tests {
         let sp = spec(pt, vec![0.8, 0.3], vec![], 2.0, 1.0, 0.0);
         let (loss, grad) = loss_and_grad(&s, &sp)?;
         assert!((loss - 0.442_944_9).abs() < 1e-5, "loss {loss}");
-        let expect = [-0.312_326_4, 0.252_841_3, 0.059_485_2, -0.042_896_6, -0.078_148_2, 0.121_044_7];
+        let expect = [
+            -0.312_326_4,
+            0.252_841_3,
+            0.059_485_2,
+            -0.042_896_6,
+            -0.078_148_2,
+            0.121_044_7,
+        ];
         for (g, e) in grad.iter().zip(expect) {
             assert!((g - e).abs() < 1e-5, "grad {g} vs {e}");
         }
@@ -210,13 +252,21 @@ mod tests {
         let dev = Device::Cpu;
         let v = Var::from_vec(s.clone(), (2, 3), &dev)?;
         let loss = fused_loss(v.as_tensor(), spec(pt.clone(), w.clone(), vec![], 3.0, 0.7, 0.0))?;
-        let g1 = loss.backward()?.get(v.as_tensor()).map(|g| g.flatten_all()).transpose()?;
+        let g1 = loss
+            .backward()?
+            .get(v.as_tensor())
+            .map(|g| g.flatten_all())
+            .transpose()?;
         let g1 = g1.map(|g| g.to_vec1::<f32>()).transpose()?.unwrap_or_default();
         let pt_t = Tensor::from_vec(pt.clone(), (2, 3), &dev)?;
         let w_t = Tensor::from_vec(w.clone(), 2, &dev)?;
         let reference = composed_kd_loss(v.as_tensor(), &pt_t, &w_t, 3.0, 0.7)?;
         assert!((reference.to_scalar::<f32>()? - loss.to_scalar::<f32>()?).abs() < 1e-5);
-        let g2 = reference.backward()?.get(v.as_tensor()).map(|g| g.flatten_all()).transpose()?;
+        let g2 = reference
+            .backward()?
+            .get(v.as_tensor())
+            .map(|g| g.flatten_all())
+            .transpose()?;
         let g2 = g2.map(|g| g.to_vec1::<f32>()).transpose()?.unwrap_or_default();
         assert_eq!(g1.len(), 6);
         for (a, b) in g1.iter().zip(&g2) {
@@ -238,7 +288,15 @@ mod tests {
     #[test]
     fn zero_teacher_probability_contributes_no_kl() -> Result<()> {
         let s = vec![0.0f32, 0.0, 0.0];
-        let sp = LossSpec { classes: 3, teacher_probs: vec![0.5, 0.5, 0.0], weights: vec![], hard: vec![], temperature: 1.0, w_kd: 1.0, w_ce: 0.0 };
+        let sp = LossSpec {
+            classes: 3,
+            teacher_probs: vec![0.5, 0.5, 0.0],
+            weights: vec![],
+            hard: vec![],
+            temperature: 1.0,
+            w_kd: 1.0,
+            w_ce: 0.0,
+        };
         let (loss, grad) = loss_and_grad(&s, &sp)?;
         // KL([.5,.5,0] || uniform) = ln(3/2)
         assert!((loss - 1.5f32.ln()).abs() < 1e-6);

@@ -63,7 +63,13 @@ pub fn evaluate(model: &Model, test: &Dataset, teacher_probs: Option<&[f32]>) ->
 }
 
 /// `evaluate` on plain slices.
-pub fn evaluate_slices(model: &Model, x: &[f32], labels: &[u32], n: usize, teacher_probs: Option<&[f32]>) -> Result<Metrics> {
+pub fn evaluate_slices(
+    model: &Model,
+    x: &[f32],
+    labels: &[u32],
+    n: usize,
+    teacher_probs: Option<&[f32]>,
+) -> Result<Metrics> {
     let c = model.classes();
     if n == 0 {
         return Err(MlError::InvalidInput("empty test set".into()));
@@ -124,8 +130,16 @@ pub fn macro_prf(labels: &[u32], pred: &[u32], classes: usize) -> (f64, f64, f64
         if tp[j] + fp[j] + fn_[j] == 0 {
             continue;
         }
-        let p = if tp[j] + fp[j] > 0 { tp[j] as f64 / (tp[j] + fp[j]) as f64 } else { 0.0 };
-        let r = if tp[j] + fn_[j] > 0 { tp[j] as f64 / (tp[j] + fn_[j]) as f64 } else { 0.0 };
+        let p = if tp[j] + fp[j] > 0 {
+            tp[j] as f64 / (tp[j] + fp[j]) as f64
+        } else {
+            0.0
+        };
+        let r = if tp[j] + fn_[j] > 0 {
+            tp[j] as f64 / (tp[j] + fn_[j]) as f64
+        } else {
+            0.0
+        };
         let f = if p + r > 0.0 { 2.0 * p * r / (p + r) } else { 0.0 };
         ps += p;
         rs += r;
@@ -238,7 +252,8 @@ pub fn mean_kl(teacher_probs: &[f32], logits: &[f32], classes: usize) -> f64 {
             .sum::<f64>();
         rows += 1;
     }
-    total / rows.max(1) as f64
+    // KL is non-negative; a model compared with itself can land a rounding error below 0.
+    (total / rows.max(1) as f64).max(0.0)
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -272,7 +287,9 @@ fn latency_us(model: &Model, x: &[f32], n: usize) -> Result<(f64, f64)> {
 /// Samples/s at batch 256 (rows cycled from the test set), over at least 4 batches and 50 ms.
 fn throughput(model: &Model, x: &[f32], n: usize) -> Result<f64> {
     let d = model.in_dim();
-    let batch: Vec<f32> = (0..256).flat_map(|i| x[(i % n) * d..(i % n + 1) * d].iter().copied()).collect();
+    let batch: Vec<f32> = (0..256)
+        .flat_map(|i| x[(i % n) * d..(i % n + 1) * d].iter().copied())
+        .collect();
     let t = Tensor::from_vec(batch, (256, d), &Device::Cpu)?;
     let _ = model.forward(&t)?.to_vec2::<f32>()?;
     let start = Instant::now();
@@ -392,8 +409,20 @@ mod tests {
         assert!(m.throughput_per_s > 0.0);
         let json = serde_json::to_value(&m).map_err(|e| MlError::InvalidInput(e.to_string()))?;
         for key in [
-            "accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc", "log_loss", "ece", "agreement",
-            "kl_to_teacher", "latency_p50_us", "latency_p99_us", "throughput_per_s", "params", "size_bytes",
+            "accuracy",
+            "precision_macro",
+            "recall_macro",
+            "f1_macro",
+            "roc_auc",
+            "log_loss",
+            "ece",
+            "agreement",
+            "kl_to_teacher",
+            "latency_p50_us",
+            "latency_p99_us",
+            "throughput_per_s",
+            "params",
+            "size_bytes",
         ] {
             assert!(json.get(key).is_some(), "missing {key}");
         }
@@ -405,9 +434,18 @@ mod tests {
         let model = Model::new(&ModelConfig::Mlp { hidden: vec![] }, 2, 2, 1)?;
         let x = [0.0f32, 1.0, 1.0, 0.0];
         let bad = [0.5f32, 0.6, 0.5, 0.5];
-        assert!(matches!(evaluate_slices(&model, &x, &[0, 1], 2, Some(&bad)), Err(MlError::InvalidProbabilities(_))));
-        assert!(matches!(evaluate_slices(&model, &x, &[0, 2], 2, None), Err(MlError::InvalidInput(_))));
-        assert!(matches!(evaluate_slices(&model, &x, &[0], 2, None), Err(MlError::InvalidInput(_))));
+        assert!(matches!(
+            evaluate_slices(&model, &x, &[0, 1], 2, Some(&bad)),
+            Err(MlError::InvalidProbabilities(_))
+        ));
+        assert!(matches!(
+            evaluate_slices(&model, &x, &[0, 2], 2, None),
+            Err(MlError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            evaluate_slices(&model, &x, &[0], 2, None),
+            Err(MlError::InvalidInput(_))
+        ));
         Ok(())
     }
 }

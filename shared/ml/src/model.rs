@@ -53,26 +53,38 @@ impl ModelConfig {
     /// Checks that the architecture can be built for `in_dim` features and `classes` classes.
     pub fn validate(&self, in_dim: usize, classes: usize) -> Result<()> {
         if in_dim == 0 || in_dim > 1 << 24 {
-            return Err(MlError::InvalidConfig(format!("input dimension {in_dim} out of range 1..=16777216")));
+            return Err(MlError::InvalidConfig(format!(
+                "input dimension {in_dim} out of range 1..=16777216"
+            )));
         }
         if !(2..=MAX_WIDTH).contains(&classes) {
-            return Err(MlError::InvalidConfig(format!("number of classes {classes} out of range 2..={MAX_WIDTH}")));
+            return Err(MlError::InvalidConfig(format!(
+                "number of classes {classes} out of range 2..={MAX_WIDTH}"
+            )));
         }
         match self {
             ModelConfig::Mlp { hidden } => {
                 if hidden.len() > MAX_DEPTH {
-                    return Err(MlError::InvalidConfig(format!("{} hidden layers, at most {MAX_DEPTH}", hidden.len())));
+                    return Err(MlError::InvalidConfig(format!(
+                        "{} hidden layers, at most {MAX_DEPTH}",
+                        hidden.len()
+                    )));
                 }
                 check_widths("hidden", hidden)
             }
             ModelConfig::Cnn { channels, hidden } => {
                 if channels.is_empty() || channels.len() > 4 {
-                    return Err(MlError::InvalidConfig(format!("cnn needs 1..=4 conv blocks, got {}", channels.len())));
+                    return Err(MlError::InvalidConfig(format!(
+                        "cnn needs 1..=4 conv blocks, got {}",
+                        channels.len()
+                    )));
                 }
                 check_widths("channels", channels)?;
                 check_widths("hidden", &[*hidden])?;
                 let side = image_side(in_dim).ok_or_else(|| {
-                    MlError::InvalidConfig(format!("cnn needs a square single-channel image, {in_dim} is not a square"))
+                    MlError::InvalidConfig(format!(
+                        "cnn needs a square single-channel image, {in_dim} is not a square"
+                    ))
                 })?;
                 let div = 1usize << channels.len();
                 if side % div != 0 {
@@ -90,7 +102,9 @@ impl ModelConfig {
 fn check_widths(what: &str, widths: &[usize]) -> Result<()> {
     for &w in widths {
         if w == 0 || w > MAX_WIDTH {
-            return Err(MlError::InvalidConfig(format!("{what} width {w} out of range 1..={MAX_WIDTH}")));
+            return Err(MlError::InvalidConfig(format!(
+                "{what} width {w} out of range 1..={MAX_WIDTH}"
+            )));
         }
     }
     Ok(())
@@ -103,7 +117,10 @@ fn image_side(in_dim: usize) -> Option<usize> {
 
 /// The shape of every tensor of an architecture, in a fixed order (name, dims).
 fn tensor_specs(cfg: &ModelConfig, in_dim: usize, classes: usize) -> Vec<(String, Vec<usize>)> {
-    let mut specs = vec![(INPUT_SHIFT.to_string(), vec![in_dim]), (INPUT_SCALE.to_string(), vec![in_dim])];
+    let mut specs = vec![
+        (INPUT_SHIFT.to_string(), vec![in_dim]),
+        (INPUT_SCALE.to_string(), vec![in_dim]),
+    ];
     let linear = |specs: &mut Vec<(String, Vec<usize>)>, i: usize, inp: usize, out: usize| {
         specs.push((format!("layers.{i}.weight"), vec![out, inp]));
         specs.push((format!("layers.{i}.bias"), vec![out]));
@@ -136,7 +153,11 @@ fn tensor_specs(cfg: &ModelConfig, in_dim: usize, classes: usize) -> Vec<(String
 /// The network built from the VarMap; forward expects already standardized input.
 enum Net {
     Mlp(Vec<Linear>),
-    Cnn { convs: Vec<Conv2d>, side: usize, head: Vec<Linear> },
+    Cnn {
+        convs: Vec<Conv2d>,
+        side: usize,
+        head: Vec<Linear>,
+    },
 }
 
 impl Net {
@@ -159,7 +180,8 @@ impl Net {
                 Net::Mlp(layers)
             }
             ModelConfig::Cnn { channels, hidden } => {
-                let side = image_side(in_dim).ok_or_else(|| MlError::InvalidConfig("cnn input is not square".into()))?;
+                let side =
+                    image_side(in_dim).ok_or_else(|| MlError::InvalidConfig("cnn input is not square".into()))?;
                 let mut convs = Vec::new();
                 let mut prev = 1;
                 let mut s = side;
@@ -167,7 +189,10 @@ impl Net {
                     let vbc = vb.pp("convs").pp(i.to_string());
                     let w = vbc.get((c, prev, 3, 3), "weight")?;
                     let b = vbc.get(c, "bias")?;
-                    let conv_cfg = Conv2dConfig { padding: 1, ..Default::default() };
+                    let conv_cfg = Conv2dConfig {
+                        padding: 1,
+                        ..Default::default()
+                    };
                     convs.push(Conv2d::new(w, Some(b), conv_cfg));
                     prev = c;
                     s /= 2;
@@ -243,7 +268,9 @@ impl Model {
             } else if name == INPUT_SCALE {
                 vec![1.0; numel]
             } else {
-                let weight_dims = name.strip_suffix(".bias").and_then(|p| dims_of.get(&format!("{p}.weight")));
+                let weight_dims = name
+                    .strip_suffix(".bias")
+                    .and_then(|p| dims_of.get(&format!("{p}.weight")));
                 let fan_in = fan_in(weight_dims.unwrap_or(&dims));
                 let bound = 1.0 / (fan_in as f32).sqrt();
                 (0..numel).map(|_| rng.random_range(-bound..bound)).collect()
@@ -273,7 +300,15 @@ impl Model {
         let net = Net::build(cfg, in_dim, classes, &vb)?;
         let shift = vb.get(in_dim, INPUT_SHIFT)?;
         let scale = vb.get(in_dim, INPUT_SCALE)?;
-        Ok(Model { cfg: cfg.clone(), in_dim, classes, varmap, net, shift, scale })
+        Ok(Model {
+            cfg: cfg.clone(),
+            in_dim,
+            classes,
+            varmap,
+            net,
+            shift,
+            scale,
+        })
     }
 
     /// Input dimension (features per sample).
@@ -403,7 +438,12 @@ impl Model {
         let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
         for (name, t) in tensors {
             let dims = t.dims().to_vec();
-            let bytes: Vec<u8> = t.flatten_all()?.to_vec1::<f32>()?.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let bytes: Vec<u8> = t
+                .flatten_all()?
+                .to_vec1::<f32>()?
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
             owned.push((name, dims, bytes));
         }
         let mut views = Vec::new();
@@ -435,16 +475,24 @@ impl Model {
     /// Writes all tensors (weights and input standardization) to a safetensors file.
     pub fn save(&self, path: &Path) -> Result<()> {
         let bytes = self.to_safetensors()?;
-        std::fs::write(path, bytes).map_err(|source| MlError::Io { path: path.display().to_string(), source })
+        std::fs::write(path, bytes).map_err(|source| MlError::Io {
+            path: path.display().to_string(),
+            source,
+        })
     }
 
     /// Loads a checkpoint written by `save` for the given architecture; every expected tensor must be
     /// present with its exact shape, as f32, with finite values.
     pub fn load(cfg: &ModelConfig, in_dim: usize, classes: usize, path: &Path) -> Result<Model> {
-        let bytes =
-            std::fs::read(path).map_err(|source| MlError::Io { path: path.display().to_string(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| MlError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::from_safetensors(cfg, in_dim, classes, &bytes).map_err(|e| match e {
-            MlError::Checkpoint { reason, .. } => MlError::Checkpoint { path: path.display().to_string(), reason },
+            MlError::Checkpoint { reason, .. } => MlError::Checkpoint {
+                path: path.display().to_string(),
+                reason,
+            },
             other => other,
         })
     }
@@ -452,7 +500,10 @@ impl Model {
     /// Same as `load`, from bytes in memory.
     pub fn from_safetensors(cfg: &ModelConfig, in_dim: usize, classes: usize, bytes: &[u8]) -> Result<Model> {
         cfg.validate(in_dim, classes)?;
-        let bad = |reason: String| MlError::Checkpoint { path: "<memory>".into(), reason };
+        let bad = |reason: String| MlError::Checkpoint {
+            path: "<memory>".into(),
+            reason,
+        };
         let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not safetensors: {e}")))?;
         let mut values = HashMap::new();
         for (name, dims) in tensor_specs(cfg, in_dim, classes) {
@@ -461,7 +512,10 @@ impl Model {
                 return Err(bad(format!("tensor {name} has dtype {:?}, expected F32", view.dtype())));
             }
             if view.shape() != dims.as_slice() {
-                return Err(bad(format!("tensor {name} has shape {:?}, expected {dims:?}", view.shape())));
+                return Err(bad(format!(
+                    "tensor {name} has shape {:?}, expected {dims:?}",
+                    view.shape()
+                )));
             }
             let data: Vec<f32> = view
                 .data()
@@ -573,7 +627,9 @@ pub fn check_features(x: &[f32], n: usize, dim: usize) -> Result<()> {
 /// Checks that a temperature is finite and positive.
 pub fn check_temperature(t: f32) -> Result<()> {
     if !(t.is_finite() && t > 0.0) {
-        return Err(MlError::InvalidHyperParameter(format!("temperature must be finite and > 0, got {t}")));
+        return Err(MlError::InvalidHyperParameter(format!(
+            "temperature must be finite and > 0, got {t}"
+        )));
     }
     Ok(())
 }
@@ -592,7 +648,11 @@ pub(crate) fn softmax_into(row: &[f32], t: f32, out: &mut [f32]) {
     let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
     let mut sum = 0f32;
     for (o, &z) in out.iter_mut().zip(row) {
-        let e = if z == f32::NEG_INFINITY { 0.0 } else { ((z - max) / t).exp() };
+        let e = if z == f32::NEG_INFINITY {
+            0.0
+        } else {
+            ((z - max) / t).exp()
+        };
         *o = e;
         sum += e;
     }
@@ -627,27 +687,39 @@ mod tests {
 
     #[test]
     fn impossible_shapes_are_rejected() {
-        let cnn = |c: &[usize], h| ModelConfig::Cnn { channels: c.to_vec(), hidden: h };
+        let cnn = |c: &[usize], h| ModelConfig::Cnn {
+            channels: c.to_vec(),
+            hidden: h,
+        };
         let cases: Vec<(ModelConfig, usize, usize)> = vec![
             (mlp(&[0]), 4, 2),
             (mlp(&[8]), 0, 2),
             (mlp(&[8]), 4, 1),
             (mlp(&[MAX_WIDTH + 1]), 4, 2),
             (mlp(&[1; MAX_DEPTH + 1]), 4, 2),
-            (cnn(&[8], 16), 30, 10),      // 30 is not a square
+            (cnn(&[8], 16), 30, 10),        // 30 is not a square
             (cnn(&[8, 8, 8], 16), 100, 10), // side 10 not divisible by 8
             (cnn(&[], 16), 784, 10),
             (cnn(&[8], 0), 784, 10),
         ];
         for (cfg, d, c) in cases {
-            assert!(matches!(Model::new(&cfg, d, c, 0), Err(MlError::InvalidConfig(_))), "{cfg:?} {d} {c}");
+            assert!(
+                matches!(Model::new(&cfg, d, c, 0), Err(MlError::InvalidConfig(_))),
+                "{cfg:?} {d} {c}"
+            );
         }
     }
 
     #[test]
     fn config_toml_round_trip_and_unknown_kind() {
         let c: ModelConfig = toml::from_str("kind = \"cnn\"\nchannels = [16, 32]\nhidden = 128").unwrap_or(mlp(&[]));
-        assert_eq!(c, ModelConfig::Cnn { channels: vec![16, 32], hidden: 128 });
+        assert_eq!(
+            c,
+            ModelConfig::Cnn {
+                channels: vec![16, 32],
+                hidden: 128
+            }
+        );
         assert!(toml::from_str::<ModelConfig>("kind = \"transformer\"").is_err());
         assert!(toml::from_str::<ModelConfig>("kind = \"mlp\"\nhidden = [4]\nwidth = 3").is_err());
     }
@@ -658,13 +730,28 @@ mod tests {
         let m = Model::new(&mlp(&[4]), 3, 2, 0)?;
         assert_eq!(m.params(), 26);
         let names: Vec<String> = m.trainable_vars().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(names, ["layers.0.bias", "layers.0.weight", "layers.1.bias", "layers.1.weight"]);
-        let data = m.varmap().data().lock().map_err(|_| MlError::InvalidConfig("lock".into()))?;
+        assert_eq!(
+            names,
+            ["layers.0.bias", "layers.0.weight", "layers.1.bias", "layers.1.weight"]
+        );
+        let data = m
+            .varmap()
+            .data()
+            .lock()
+            .map_err(|_| MlError::InvalidConfig("lock".into()))?;
         assert_eq!(data.get("layers.0.weight").map(|v| v.dims().to_vec()), Some(vec![4, 3]));
         drop(data);
         // CNN on 4x4 images, one block of 2 channels, hidden 3, 2 classes (hand count):
         // conv 2*1*9+2 = 20; flatten 2*2*2 = 8 -> 8*3+3 = 27; 3*2+2 = 8; total 55.
-        let c = Model::new(&ModelConfig::Cnn { channels: vec![2], hidden: 3 }, 16, 2, 0)?;
+        let c = Model::new(
+            &ModelConfig::Cnn {
+                channels: vec![2],
+                hidden: 3,
+            },
+            16,
+            2,
+            0,
+        )?;
         assert_eq!(c.params(), 55);
         let out = c.logits(&[0.5; 32], 2)?;
         assert_eq!(out.len(), 4);
@@ -684,7 +771,10 @@ mod tests {
 
     #[test]
     fn save_load_round_trip() -> Result<()> {
-        let dir = tempfile::tempdir().map_err(|e| MlError::Io { path: "tempdir".into(), source: e })?;
+        let dir = tempfile::tempdir().map_err(|e| MlError::Io {
+            path: "tempdir".into(),
+            source: e,
+        })?;
         let path = dir.path().join("m.safetensors");
         let m = Model::new(&mlp(&[8]), 5, 3, 9)?;
         m.fit_input_normalization(&[1.0, 2.0, 3.0, 4.0, 5.0, 2.0, 2.0, 2.0, 2.0, 9.0], 2, true)?;
@@ -693,20 +783,41 @@ mod tests {
         assert_eq!(m.weights_digest(), l.weights_digest());
         let x = [0.1f32, -0.2, 0.3, 0.4, 0.5];
         assert_eq!(m.logits(&x, 1)?, l.logits(&x, 1)?);
-        assert_eq!(std::fs::metadata(&path).map(|md| md.len() as usize).ok(), Some(m.serialized_size()?));
+        assert_eq!(
+            std::fs::metadata(&path).map(|md| md.len() as usize).ok(),
+            Some(m.serialized_size()?)
+        );
         Ok(())
     }
 
     #[test]
     fn bad_checkpoints_are_rejected() -> Result<()> {
-        let dir = tempfile::tempdir().map_err(|e| MlError::Io { path: "tempdir".into(), source: e })?;
+        let dir = tempfile::tempdir().map_err(|e| MlError::Io {
+            path: "tempdir".into(),
+            source: e,
+        })?;
         let path = dir.path().join("m.safetensors");
         Model::new(&mlp(&[8]), 5, 3, 9)?.save(&path)?;
-        assert!(matches!(Model::load(&mlp(&[16]), 5, 3, &path), Err(MlError::Checkpoint { .. })));
-        assert!(matches!(Model::load(&mlp(&[8, 4]), 5, 3, &path), Err(MlError::Checkpoint { .. })));
-        std::fs::write(&path, b"not a checkpoint").map_err(|e| MlError::Io { path: "w".into(), source: e })?;
-        assert!(matches!(Model::load(&mlp(&[8]), 5, 3, &path), Err(MlError::Checkpoint { .. })));
-        assert!(matches!(Model::load(&mlp(&[8]), 5, 3, &dir.path().join("none")), Err(MlError::Io { .. })));
+        assert!(matches!(
+            Model::load(&mlp(&[16]), 5, 3, &path),
+            Err(MlError::Checkpoint { .. })
+        ));
+        assert!(matches!(
+            Model::load(&mlp(&[8, 4]), 5, 3, &path),
+            Err(MlError::Checkpoint { .. })
+        ));
+        std::fs::write(&path, b"not a checkpoint").map_err(|e| MlError::Io {
+            path: "w".into(),
+            source: e,
+        })?;
+        assert!(matches!(
+            Model::load(&mlp(&[8]), 5, 3, &path),
+            Err(MlError::Checkpoint { .. })
+        ));
+        assert!(matches!(
+            Model::load(&mlp(&[8]), 5, 3, &dir.path().join("none")),
+            Err(MlError::Io { .. })
+        ));
         Ok(())
     }
 
@@ -714,10 +825,19 @@ mod tests {
     fn bad_features_and_temperatures_are_rejected() -> Result<()> {
         let m = Model::new(&mlp(&[4]), 3, 2, 0)?;
         assert!(matches!(m.logits(&[0.0; 5], 2), Err(MlError::InvalidInput(_))));
-        assert!(matches!(m.logits(&[0.0, f32::NAN, 0.0], 1), Err(MlError::InvalidInput(_))));
-        assert!(matches!(m.logits(&[0.0, f32::INFINITY, 0.0], 1), Err(MlError::InvalidInput(_))));
+        assert!(matches!(
+            m.logits(&[0.0, f32::NAN, 0.0], 1),
+            Err(MlError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            m.logits(&[0.0, f32::INFINITY, 0.0], 1),
+            Err(MlError::InvalidInput(_))
+        ));
         for t in [0.0, -1.0, f32::NAN, f32::INFINITY] {
-            assert!(matches!(m.probabilities(&[0.0; 3], 1, t), Err(MlError::InvalidHyperParameter(_))));
+            assert!(matches!(
+                m.probabilities(&[0.0; 3], 1, t),
+                Err(MlError::InvalidHyperParameter(_))
+            ));
         }
         let p = m.probabilities(&[0.3, 0.1, -0.4], 1, 2.0)?;
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);

@@ -29,7 +29,13 @@ pub struct AdamWParams {
 
 impl Default for AdamWParams {
     fn default() -> Self {
-        AdamWParams { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 }
+        AdamWParams {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
     }
 }
 
@@ -99,7 +105,11 @@ impl FusedAdamW {
             .into_iter()
             .map(|var| {
                 let n = var.elem_count();
-                Slot { var, m: vec![0.0; n], v: vec![0.0; n] }
+                Slot {
+                    var,
+                    m: vec![0.0; n],
+                    v: vec![0.0; n],
+                }
             })
             .collect();
         Ok(FusedAdamW { slots, step: 0, params })
@@ -123,7 +133,9 @@ impl FusedAdamW {
         let scale_m = (1.0 / (1.0 - p.beta1.powi(t))) as f32;
         let scale_v = (1.0 / (1.0 - p.beta2.powi(t))) as f32;
         for slot in self.slots.iter_mut() {
-            let Some(g) = grads.get(slot.var.as_tensor()) else { continue };
+            let Some(g) = grads.get(slot.var.as_tensor()) else {
+                continue;
+            };
             let g = if g.is_contiguous() { g.clone() } else { g.contiguous()? };
             let op = AdamStep {
                 m: RefCell::new(&mut slot.m),
@@ -154,7 +166,9 @@ fn check_params(p: &AdamWParams) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(MlError::InvalidHyperParameter(format!("AdamW parameters out of range: {p:?}")))
+        Err(MlError::InvalidHyperParameter(format!(
+            "AdamW parameters out of range: {p:?}"
+        )))
     }
 }
 
@@ -169,7 +183,11 @@ mod tests {
     fn matches_candle_nn_adamw() -> Result<()> {
         let init: Vec<f32> = (0..12).map(|i| (i as f32 - 5.5) * 0.3).collect();
         let target: Vec<f32> = (0..12).map(|i| (i as f32 * 0.7).sin()).collect();
-        let params = AdamWParams { lr: 0.05, weight_decay: 0.1, ..AdamWParams::default() };
+        let params = AdamWParams {
+            lr: 0.05,
+            weight_decay: 0.1,
+            ..AdamWParams::default()
+        };
         let a = Var::from_vec(init.clone(), (3, 4), &Device::Cpu)?;
         let b = Var::from_vec(init, (3, 4), &Device::Cpu)?;
         let tgt = Tensor::from_vec(target, (3, 4), &Device::Cpu)?;
@@ -203,12 +221,27 @@ mod tests {
         let v = Var::from_vec(vec![1f32], 1, &Device::Cpu).map_err(MlError::from);
         let Ok(v) = v else { panic!("var") };
         for p in [
-            AdamWParams { lr: 0.0, ..AdamWParams::default() },
-            AdamWParams { lr: f64::NAN, ..AdamWParams::default() },
-            AdamWParams { beta1: 1.0, ..AdamWParams::default() },
-            AdamWParams { weight_decay: -1.0, ..AdamWParams::default() },
+            AdamWParams {
+                lr: 0.0,
+                ..AdamWParams::default()
+            },
+            AdamWParams {
+                lr: f64::NAN,
+                ..AdamWParams::default()
+            },
+            AdamWParams {
+                beta1: 1.0,
+                ..AdamWParams::default()
+            },
+            AdamWParams {
+                weight_decay: -1.0,
+                ..AdamWParams::default()
+            },
         ] {
-            assert!(matches!(FusedAdamW::new(vec![v.clone()], p), Err(MlError::InvalidHyperParameter(_))));
+            assert!(matches!(
+                FusedAdamW::new(vec![v.clone()], p),
+                Err(MlError::InvalidHyperParameter(_))
+            ));
         }
     }
 }

@@ -25,18 +25,31 @@ pub struct Progress {
 impl Progress {
     /// A sink that prints nothing.
     pub fn hidden() -> Self {
-        Progress { mode: ProgressMode::Hidden, bar: Mutex::new(None) }
+        Progress {
+            mode: ProgressMode::Hidden,
+            bar: Mutex::new(None),
+        }
     }
 
     /// A bar when stderr is a terminal, plain lines otherwise.
     pub fn auto() -> Self {
-        let mode = if std::io::stderr().is_terminal() { ProgressMode::Bar } else { ProgressMode::Lines };
-        Progress { mode, bar: Mutex::new(None) }
+        let mode = if std::io::stderr().is_terminal() {
+            ProgressMode::Bar
+        } else {
+            ProgressMode::Lines
+        };
+        Progress {
+            mode,
+            bar: Mutex::new(None),
+        }
     }
 
     /// A sink with an explicit mode.
     pub fn with_mode(mode: ProgressMode) -> Self {
-        Progress { mode, bar: Mutex::new(None) }
+        Progress {
+            mode,
+            bar: Mutex::new(None),
+        }
     }
 
     /// The mode in use.

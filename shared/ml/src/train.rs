@@ -39,7 +39,16 @@ pub struct TrainConfig {
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        TrainConfig { epochs: 30, batch_size: 128, lr: 2e-3, weight_decay: 1e-4, patience: 5, val_fraction: 0.1, seed: 0, augment_shift: 0 }
+        TrainConfig {
+            epochs: 30,
+            batch_size: 128,
+            lr: 2e-3,
+            weight_decay: 1e-4,
+            patience: 5,
+            val_fraction: 0.1,
+            seed: 0,
+            augment_shift: 0,
+        }
     }
 }
 
@@ -57,7 +66,10 @@ impl TrainConfig {
             return bad(format!("lr must be finite and > 0, got {}", self.lr));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return bad(format!("weight_decay must be finite and >= 0, got {}", self.weight_decay));
+            return bad(format!(
+                "weight_decay must be finite and >= 0, got {}",
+                self.weight_decay
+            ));
         }
         if !(0.0..0.9).contains(&self.val_fraction) {
             return bad(format!("val_fraction must be in [0, 0.9), got {}", self.val_fraction));
@@ -85,8 +97,18 @@ pub struct TrainStats {
 
 /// Trains a teacher of architecture `cfg` on all of `data` (minus the validation split).
 pub fn train_teacher(cfg: &ModelConfig, data: &Dataset, tc: &TrainConfig, progress: &Progress) -> Result<Model> {
-    train_teacher_with_stats(cfg, &data.features, &data.labels, data.n, data.dim, data.num_classes, &data.kind, tc, progress)
-        .map(|(m, _)| m)
+    train_teacher_with_stats(
+        cfg,
+        &data.features,
+        &data.labels,
+        data.n,
+        data.dim,
+        data.num_classes,
+        &data.kind,
+        tc,
+        progress,
+    )
+    .map(|(m, _)| m)
 }
 
 /// Slice-level teacher training; returns the model (best validation weights) and run statistics.
@@ -107,13 +129,17 @@ pub fn train_teacher_with_stats(
     check_features(x, n, dim)?;
     check_labels(labels, n, classes)?;
     if n < 2 {
-        return Err(MlError::InvalidInput(format!("need at least 2 training samples, got {n}")));
+        return Err(MlError::InvalidInput(format!(
+            "need at least 2 training samples, got {n}"
+        )));
     }
     let per_feature_norm = matches!(kind, DataKind::Tabular);
     let image = match *kind {
         DataKind::Image { height, width } if tc.augment_shift > 0 => {
             if height * width != dim {
-                return Err(MlError::InvalidInput(format!("image {height}x{width} does not match dimension {dim}")));
+                return Err(MlError::InvalidInput(format!(
+                    "image {height}x{width} does not match dimension {dim}"
+                )));
             }
             Some((height, width))
         }
@@ -123,7 +149,11 @@ pub fn train_teacher_with_stats(
     let mut rng = ChaCha8Rng::seed_from_u64(tc.seed ^ 0x7EAC_4E55);
     let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(&mut rng);
-    let n_val = if tc.val_fraction > 0.0 { ((n as f64 * tc.val_fraction).round() as usize).clamp(1, n - 1) } else { 0 };
+    let n_val = if tc.val_fraction > 0.0 {
+        ((n as f64 * tc.val_fraction).round() as usize).clamp(1, n - 1)
+    } else {
+        0
+    };
     let (val_idx, train_idx) = order.split_at(n_val);
     let mut train_idx = train_idx.to_vec();
     let train_x = gather_rows(x, dim, &train_idx);
@@ -135,7 +165,14 @@ pub fn train_teacher_with_stats(
     let val_y: Vec<u32> = val_idx.iter().map(|&i| labels[i]).collect();
 
     let vars = model.trainable_vars().into_iter().map(|(_, v)| v).collect();
-    let mut opt = FusedAdamW::new(vars, AdamWParams { lr: tc.lr, weight_decay: tc.weight_decay, ..AdamWParams::default() })?;
+    let mut opt = FusedAdamW::new(
+        vars,
+        AdamWParams {
+            lr: tc.lr,
+            weight_decay: tc.weight_decay,
+            ..AdamWParams::default()
+        },
+    )?;
     let mut best: Option<(f32, Vec<Tensor>)> = None;
     let mut stats = TrainStats {
         epochs_run: 0,
@@ -190,10 +227,18 @@ pub fn train_teacher_with_stats(
         };
         if !score.is_finite() {
             progress.finish(label, "diverged");
-            return Err(MlError::Diverged { epoch, step: steps, loss: score });
+            return Err(MlError::Diverged {
+                epoch,
+                step: steps,
+                loss: score,
+            });
         }
         if best.as_ref().is_none_or(|(b, _)| score < *b) {
-            let snapshot = model.trainable_vars().iter().map(|(_, v)| v.as_tensor().copy()).collect::<candle_core::Result<Vec<_>>>()?;
+            let snapshot = model
+                .trainable_vars()
+                .iter()
+                .map(|(_, v)| v.as_tensor().copy())
+                .collect::<candle_core::Result<Vec<_>>>()?;
             best = Some((score, snapshot));
             stats.best_epoch = epoch;
             stats.best_val_loss = score;
@@ -206,7 +251,11 @@ pub fn train_teacher_with_stats(
             label,
             epoch as u64 + 1,
             tc.epochs as u64,
-            &format!("train loss {:.4} val loss {score:.4} val acc {:.2}%", stats.last_train_loss, acc * 100.0),
+            &format!(
+                "train loss {:.4} val loss {score:.4} val acc {:.2}%",
+                stats.last_train_loss,
+                acc * 100.0
+            ),
         );
         if tc.patience > 0 && since_best >= tc.patience {
             stats.stopped_early = true;
@@ -218,7 +267,14 @@ pub fn train_teacher_with_stats(
             var.set(&t)?;
         }
     }
-    progress.finish(label, &format!("best epoch {} val acc {:.2}%", stats.best_epoch + 1, stats.best_val_accuracy * 100.0));
+    progress.finish(
+        label,
+        &format!(
+            "best epoch {} val acc {:.2}%",
+            stats.best_epoch + 1,
+            stats.best_val_accuracy * 100.0
+        ),
+    );
     Ok((model, stats))
 }
 
@@ -253,10 +309,15 @@ pub(crate) fn gather_rows(x: &[f32], dim: usize, idx: &[usize]) -> Vec<f32> {
 /// Checks `n` labels, each below `classes`.
 pub fn check_labels(labels: &[u32], n: usize, classes: usize) -> Result<()> {
     if labels.len() != n {
-        return Err(MlError::InvalidInput(format!("{} labels for {n} samples", labels.len())));
+        return Err(MlError::InvalidInput(format!(
+            "{} labels for {n} samples",
+            labels.len()
+        )));
     }
     if let Some((i, y)) = labels.iter().enumerate().find(|(_, &y)| y as usize >= classes) {
-        return Err(MlError::InvalidInput(format!("label {y} of sample {i} is not below the {classes} classes")));
+        return Err(MlError::InvalidInput(format!(
+            "label {y} of sample {i} is not below the {classes} classes"
+        )));
     }
     Ok(())
 }
@@ -274,7 +335,13 @@ mod tests {
     }
 
     fn quick() -> TrainConfig {
-        TrainConfig { epochs: 4, batch_size: 64, lr: 3e-3, seed: 5, ..TrainConfig::default() }
+        TrainConfig {
+            epochs: 4,
+            batch_size: 64,
+            lr: 3e-3,
+            seed: 5,
+            ..TrainConfig::default()
+        }
     }
 
     #[test]
@@ -286,7 +353,11 @@ mod tests {
         let cfg = ModelConfig::Mlp { hidden: vec![32] };
         let a = train_teacher(&cfg, &tr, &quick(), &Progress::hidden())?;
         let b = train_teacher(&cfg, &tr, &quick(), &Progress::hidden())?;
-        assert_eq!(a.weights_digest(), b.weights_digest(), "same seed must give the same weights");
+        assert_eq!(
+            a.weights_digest(),
+            b.weights_digest(),
+            "same seed must give the same weights"
+        );
         let c = train_teacher(&cfg, &tr, &TrainConfig { seed: 6, ..quick() }, &Progress::hidden())?;
         assert_ne!(a.weights_digest(), c.weights_digest());
         let m = crate::metrics::evaluate(&a, &te, None)?;
@@ -300,17 +371,32 @@ mod tests {
         let cfg = ModelConfig::Mlp { hidden: vec![8] };
         for tc in [
             TrainConfig { epochs: 0, ..quick() },
-            TrainConfig { batch_size: 0, ..quick() },
+            TrainConfig {
+                batch_size: 0,
+                ..quick()
+            },
             TrainConfig { lr: 0.0, ..quick() },
-            TrainConfig { lr: f64::NAN, ..quick() },
-            TrainConfig { weight_decay: -0.1, ..quick() },
-            TrainConfig { val_fraction: 0.95, ..quick() },
+            TrainConfig {
+                lr: f64::NAN,
+                ..quick()
+            },
+            TrainConfig {
+                weight_decay: -0.1,
+                ..quick()
+            },
+            TrainConfig {
+                val_fraction: 0.95,
+                ..quick()
+            },
         ] {
             let r = train_teacher(&cfg, &ds, &tc, &Progress::hidden());
             assert!(matches!(r, Err(MlError::InvalidHyperParameter(_))), "{tc:?}");
         }
         let bad = ModelConfig::Mlp { hidden: vec![0] };
-        assert!(matches!(train_teacher(&bad, &ds, &quick(), &Progress::hidden()), Err(MlError::InvalidConfig(_))));
+        assert!(matches!(
+            train_teacher(&bad, &ds, &quick(), &Progress::hidden()),
+            Err(MlError::InvalidConfig(_))
+        ));
     }
 
     #[test]
@@ -333,7 +419,11 @@ mod tests {
     fn diverging_run_names_epoch_and_step() {
         let ds = digits();
         let cfg = ModelConfig::Mlp { hidden: vec![16] };
-        let tc = TrainConfig { lr: 1e30, weight_decay: 0.0, ..quick() };
+        let tc = TrainConfig {
+            lr: 1e30,
+            weight_decay: 0.0,
+            ..quick()
+        };
         match train_teacher(&cfg, &ds, &tc, &Progress::hidden()) {
             Err(e @ MlError::Diverged { .. }) => {
                 let msg = e.to_string();

@@ -1,0 +1,60 @@
+//! `fedistill bench train`: samples/s of the fused training path next to the plain candle-nn path,
+//! measured in the same run (build with --release for meaningful figures).
+
+use anyhow::Context;
+use clap::Subcommand;
+use fedistill_shared::data::{load, LoadOptions};
+use fedistill_shared::ml::bench::{bench_train, BenchConfig};
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Time to move 1/10/100 MB over the mTLS link vs plain QUIC, measured in the same run.
+    Transport(super::bench_transport::BenchTransportArgs),
+    /// TEMP-WIRING(quant): every quantization profile against the f32 student, teacher vs int8, QAT vs PTQ.
+    Quantize(super::bench_quantize::BenchQuantizeArgs),
+    /// Teacher training and distillation throughput, fused vs plain candle-nn AdamW, on MNIST-10k.
+    Train {
+        /// Fewer steps (a quick check rather than a stable figure).
+        #[arg(long)]
+        quick: bool,
+        /// Also print the result as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Transport(a) => super::bench_transport::run(a),
+        BenchCommand::Quantize(a) => super::bench_quantize::run(a), // TEMP-WIRING(quant)
+        BenchCommand::Train { quick, json } => {
+            if cfg!(debug_assertions) {
+                eprintln!("warning: debug build; figures are only meaningful with --release");
+            }
+            let ds = load("mnist-10k", &LoadOptions::default()).context("loading mnist-10k")?;
+            let bc = if quick {
+                BenchConfig::quick()
+            } else {
+                BenchConfig::full()
+            };
+            let lines = bench_train(&ds.features, &ds.labels, ds.n, ds.dim, ds.num_classes, &bc)
+                .context("training benchmark")?;
+            println!(
+                "{:<36} {:>16} {:>16} {:>9}",
+                "workload", "plain samples/s", "fused samples/s", "speed-up"
+            );
+            for l in &lines {
+                println!(
+                    "{:<36} {:>16.0} {:>16.0} {:>8.2}x",
+                    l.workload, l.plain_samples_per_s, l.fused_samples_per_s, l.speedup
+                );
+            }
+            if json {
+                for l in &lines {
+                    println!("{}", serde_json::to_string(l).context("serializing bench line")?);
+                }
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! End-to-end tests of `fedistill local`: the real binary on the embedded datasets, its JSON report,
+//! determinism under a seed, and clear errors for bad configs.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn fedistill(args: &[&str]) -> Output {
+    match Command::new(env!("CARGO_BIN_EXE_fedistill")).args(args).output() {
+        Ok(o) => o,
+        Err(e) => panic!("cannot run fedistill: {e}"),
+    }
+}
+
+fn report(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+}
+
+const METRICS: [&str; 12] = [
+    "accuracy",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "roc_auc",
+    "log_loss",
+    "ece",
+    "agreement",
+    "kl_to_teacher",
+    "latency_p50_us",
+    "latency_p99_us",
+    "throughput_per_s",
+];
+
+#[test]
+fn breast_cancer_report_has_every_metric_and_is_seeded() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let (a, b) = (dir.path().join("a.json"), dir.path().join("b.json"));
+    for p in [&a, &b] {
+        let out = fedistill(&[
+            "local",
+            "--dataset",
+            "breast-cancer",
+            "--seed",
+            "3",
+            "--report",
+            p.to_str().unwrap_or(""),
+        ]);
+        assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("accuracy") && stdout.contains("student"),
+            "table missing: {stdout}"
+        );
+    }
+    let (ra, rb) = (report(&a), report(&b));
+    for model in ["teacher", "student"] {
+        for key in METRICS.iter().chain(&["params", "size_bytes"]) {
+            let v = &ra[model][key];
+            assert!(v.as_f64().is_some_and(f64::is_finite), "{model}.{key} = {v}");
+        }
+        let acc = ra[model]["accuracy"].as_f64().unwrap_or(-1.0);
+        assert!(
+            (0.8..=1.0).contains(&acc),
+            "{model} accuracy {acc} is not a good fraction"
+        );
+        // Same seed, same weights: every quality metric repeats exactly (timings do not).
+        for key in &METRICS[..9] {
+            assert_eq!(
+                ra[model][key], rb[model][key],
+                "{model}.{key} differs between seeded runs"
+            );
+        }
+    }
+    assert!(ra["seconds"].as_f64().is_some_and(|s| s > 0.0));
+    assert!(ra["student"]["params"].as_u64() < ra["teacher"]["params"].as_u64());
+}
+
+#[test]
+fn custom_configs_set_the_architectures() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let t = dir.path().join("t.toml");
+    let s = dir.path().join("s.toml");
+    let r = dir.path().join("r.json");
+    std::fs::write(&t, "[model]\nkind = \"mlp\"\nhidden = [16]\n[train]\nepochs = 5\n").unwrap_or_default();
+    std::fs::write(
+        &s,
+        "[model]\nkind = \"mlp\"\nhidden = [4]\n[distill]\nepochs_per_round = 3\nconfidence = \"entropy\"\n\
+         [distill.schedule]\nkind = \"cosine\"\nstart = 4.0\nend = 1.0\n",
+    )
+    .unwrap_or_default();
+    let out = fedistill(&[
+        "local",
+        "--dataset",
+        "breast-cancer",
+        "--teacher",
+        t.to_str().unwrap_or(""),
+        "--student",
+        s.to_str().unwrap_or(""),
+        "--report",
+        r.to_str().unwrap_or(""),
+    ]);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let rep = report(&r);
+    // Hand count on 30 features, 2 classes: 30*16+16 + 16*2+2 = 530 and 30*4+4 + 4*2+2 = 134.
+    assert_eq!(rep["teacher"]["params"].as_u64(), Some(530));
+    assert_eq!(rep["student"]["params"].as_u64(), Some(134));
+}
+
+fn fails_with(args: &[&str], needle: &str) {
+    let out = fedistill(args);
+    assert!(!out.status.success(), "{args:?} should fail");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(needle), "{args:?}: stderr lacks {needle:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bad_inputs_fail_with_clear_errors() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap_or_default();
+        p.to_str().unwrap_or("").to_string()
+    };
+    fails_with(&["local", "--dataset", "no-such-data"], "no-such-data");
+    let zero = write("zero.toml", "[model]\nkind = \"mlp\"\nhidden = [0]\n");
+    fails_with(&["local", "--dataset", "breast-cancer", "--teacher", &zero], "width 0");
+    let cnn = write("cnn.toml", "[model]\nkind = \"cnn\"\nchannels = [8]\nhidden = 16\n");
+    fails_with(&["local", "--dataset", "breast-cancer", "--teacher", &cnn], "square");
+    let kind = write("kind.toml", "[model]\nkind = \"transformer\"\n");
+    fails_with(
+        &["local", "--dataset", "breast-cancer", "--student", &kind],
+        "transformer",
+    );
+    let temp = write(
+        "temp.toml",
+        "[model]\nkind = \"mlp\"\nhidden = [4]\n[distill.schedule]\nkind = \"constant\"\nt = 0.0\n",
+    );
+    fails_with(
+        &["local", "--dataset", "breast-cancer", "--student", &temp],
+        "temperature",
+    );
+    fails_with(
+        &[
+            "local",
+            "--dataset",
+            "breast-cancer",
+            "--teacher",
+            "/nonexistent/t.toml",
+        ],
+        "/nonexistent/t.toml",
+    );
+}
