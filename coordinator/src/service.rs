@@ -19,7 +19,7 @@ use fedistill_shared::crypto::{
     Digest, FederationId, ParticipantId, ReplayGuard, RoundId, SignError, Signed, SignedMessage, Signer,
     SigningIdentity,
 };
-use fedistill_shared::ledger::{Cosignature as LedgerCosignature, Metric, Record, WitnessKey};
+use fedistill_shared::ledger::{Cosignature as LedgerCosignature, Metric, Record, RosterAction, WitnessKey};
 use fedistill_shared::protocol::{
     CoordinatorConfig, CoordinatorRound, Millis, OutMessage, Output, RoundCommit, Snapshot,
 };
@@ -105,6 +105,21 @@ pub async fn run(
         tokio::task::block_in_place(|| store.append(&[created], &[]))?;
     }
 
+    // Which participants (and keys) the log already enrolled: auditors check every contribution against it.
+    let mut enrolled = BTreeMap::new();
+    for r in store.records(0..store.size())? {
+        if let Record::RosterChange { participant, action, signing_key, .. } = r {
+            match action {
+                RosterAction::Revoke => {
+                    enrolled.remove(&participant);
+                }
+                _ => {
+                    enrolled.insert(participant, signing_key);
+                }
+            }
+        }
+    }
+
     let cfg = CoordinatorConfig {
         federation: federation.clone(),
         rounds: settings.rounds,
@@ -172,6 +187,7 @@ pub async fn run(
         start,
         conns: BTreeMap::new(),
         conn_keys: BTreeMap::new(),
+        enrolled,
         obs,
         history: Vec::new(),
         round_started: Instant::now(),
@@ -197,6 +213,7 @@ struct Core {
     start: Instant,
     conns: BTreeMap<ParticipantId, (u64, mpsc::UnboundedSender<Vec<u8>>)>,
     conn_keys: BTreeMap<ParticipantId, fedistill_shared::crypto::PublicKey>,
+    enrolled: BTreeMap<ParticipantId, [u8; 32]>,
     obs: Arc<Observability>,
     history: Vec<RoundStatus>,
     round_started: Instant,
@@ -312,6 +329,7 @@ impl Core {
         match ev {
             Event::Connected { peer, conn_id, push } => {
                 info!(participant = %peer.participant, "participant connected");
+                self.log_enrolment(&peer)?;
                 self.conns.insert(peer.participant.clone(), (conn_id, push));
                 self.conn_keys.insert(peer.participant.clone(), peer.roster_entry.signing_key);
                 self.obs.metrics.connected.set(self.conns.len() as i64);
@@ -345,6 +363,28 @@ impl Core {
                 let _ = reply.send(answer);
             }
         }
+        Ok(())
+    }
+
+    /// Appends a roster record the first time a participant (or a new key of it) is seen, so the log
+    /// says which key every later contribution must verify under.
+    fn log_enrolment(&mut self, peer: &PeerConnection) -> anyhow::Result<()> {
+        let key = peer.roster_entry.signing_key.to_bytes();
+        let action = match self.enrolled.get(&peer.participant) {
+            Some(k) if *k == key => return Ok(()),
+            Some(_) => RosterAction::Rekey,
+            None => RosterAction::Enrol,
+        };
+        let record = Record::RosterChange {
+            participant: peer.participant.clone(),
+            action,
+            signing_key: key,
+            cert_fingerprint: peer.roster_entry.cert_sha256,
+            reason: "admitted from the operator-signed roster".into(),
+        };
+        tokio::task::block_in_place(|| self.store.append(&[record], &[]))?;
+        self.enrolled.insert(peer.participant.clone(), key);
+        self.obs.metrics.log_size.set(self.store.size() as i64);
         Ok(())
     }
 
