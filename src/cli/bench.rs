@@ -10,7 +10,7 @@ use fedistill_shared::ml::bench::{bench_train, BenchConfig};
 pub enum BenchCommand {
     /// Time to move 1/10/100 MB over the mTLS link vs plain QUIC, measured in the same run.
     Transport(super::bench_transport::BenchTransportArgs),
-    /// TEMP-WIRING(quant): every quantization profile against the f32 student, teacher vs int8, QAT vs PTQ.
+    /// Every quantization profile against the f32 student, teacher vs int8, QAT vs PTQ, on MNIST-10k.
     Quantize(super::bench_quantize::BenchQuantizeArgs),
     /// Teacher training and distillation throughput, fused vs plain candle-nn AdamW, on MNIST-10k.
     Train {
@@ -26,7 +26,7 @@ pub enum BenchCommand {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Transport(a) => super::bench_transport::run(a),
-        BenchCommand::Quantize(a) => super::bench_quantize::run(a), // TEMP-WIRING(quant)
+        BenchCommand::Quantize(a) => super::bench_quantize::run(a),
         BenchCommand::Train { quick, json } => {
             if cfg!(debug_assertions) {
                 eprintln!("warning: debug build; figures are only meaningful with --release");

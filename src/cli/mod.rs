@@ -2,7 +2,7 @@
 
 pub mod audit;
 pub mod bench;
-pub mod bench_quantize; // TEMP-WIRING(quant)
+pub mod bench_quantize;
 pub mod bench_transport;
 pub mod compare;
 pub mod data;

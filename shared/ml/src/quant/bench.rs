@@ -127,6 +127,8 @@ pub struct KernelSweepRow {
 pub struct QuantBenchReport {
     /// Dataset name.
     pub dataset: String,
+    /// Threads candle's CPU kernels use in this run (`RAYON_NUM_THREADS`, default: all cores).
+    pub threads: usize,
     /// Train / test / calibration (public) samples.
     pub samples: [usize; 3],
     /// The quantization table (f32 baseline first).
@@ -277,6 +279,7 @@ pub fn bench_quantize(
     }
     Ok(QuantBenchReport {
         dataset: ds.name.clone(),
+        threads: candle_core::utils::get_num_threads(),
         samples: [train.n, test.n, public.n],
         table,
         int8_ptq: int8_ptq.ok_or_else(|| MlError::InvalidInput("no int8 report".into()))?,

@@ -69,6 +69,9 @@ pub struct QuantRow {
 /// A logits function: rows of raw features and their count in, logits out.
 pub type LogitsFn<'a> = &'a dyn Fn(&[f32], usize) -> Result<Vec<f32>>;
 
+/// An owned logits function.
+type BoxedLogitsFn<'a> = Box<dyn Fn(&[f32], usize) -> Result<Vec<f32>> + 'a>;
+
 /// Times several logits functions **interleaved** (pass `i` of every function runs before pass `i + 1` of
 /// any), so that load from other processes hits all of them alike: per function, batch-1 p50/p99 latency
 /// (µs, 300 passes after 20 warm-up) and samples/s at batch 128 (16 rounds of one batch each).
@@ -222,20 +225,12 @@ pub fn quantization_table(
     let mut fns: Vec<LogitsFn<'_>> = vec![&fm, &ff];
     let mut labels: Vec<(usize, &'static str)> =
         vec![(usize::MAX, "f32"), (usize::MAX, "f32_folded")];
-    let closures: Vec<(
-        usize,
-        bool,
-        Box<dyn Fn(&[f32], usize) -> Result<Vec<f32>> + '_>,
-    )> = quantized
+    let closures: Vec<(usize, bool, BoxedLogitsFn<'_>)> = quantized
         .iter()
         .enumerate()
         .flat_map(|(i, q)| {
             let has_q8 = q.layer_formats().contains(&super::LayerFormat::Q8_0);
-            let mut v: Vec<(
-                usize,
-                bool,
-                Box<dyn Fn(&[f32], usize) -> Result<Vec<f32>> + '_>,
-            )> = Vec::new();
+            let mut v: Vec<(usize, bool, BoxedLogitsFn<'_>)> = Vec::new();
             if has_q8 {
                 v.push((
                     i,
