@@ -81,7 +81,7 @@ fn free_tcp_port() -> u16 {
 
 /// A provisioned federation in a temporary directory and the processes started for it.
 struct Fed {
-    _tmp: tempfile::TempDir,
+    tmp: tempfile::TempDir,
     dir: PathBuf,
     status: SocketAddr,
     procs: BTreeMap<String, Child>,
@@ -90,6 +90,10 @@ struct Fed {
 
 impl Drop for Fed {
     fn drop(&mut self) {
+        if std::env::var_os("FEDISTILL_KEEP_TEST_DIRS").is_some() {
+            eprintln!("keeping {}", self.dir.display());
+            self.tmp.disable_cleanup(true);
+        }
         for c in self.procs.values_mut() {
             if let Ok(None) = c.try_wait() {
                 let _ = c.kill();
@@ -141,7 +145,7 @@ impl Fed {
         .expect("write coordinator.toml");
         std::fs::create_dir_all(dir.join("logs")).expect("logs dir");
         Fed {
-            _tmp: tmp,
+            tmp,
             dir,
             status: SocketAddr::from(([127, 0, 0, 1], status_port)),
             procs: BTreeMap::new(),
@@ -465,7 +469,6 @@ fn a_small_federation_runs_every_round_with_every_participant() {
 }
 
 #[test]
-#[ignore = "in progress"]
 fn a_participant_killed_mid_round_is_absent_then_rejoins_with_its_identity() {
     let opts = CoordOpts {
         rounds: 4,
@@ -556,9 +559,22 @@ fn a_participant_killed_mid_round_is_absent_then_rejoins_with_its_identity() {
     }
 }
 
-#[test]
-#[ignore = "in progress"]
-fn a_coordinator_killed_mid_round_resumes_and_loses_nothing_acknowledged() {
+/// What [`coordinator_restart`] observed.
+struct Restart {
+    fed: Fed,
+    /// `/status` of the restarted coordinator once finished.
+    done: Value,
+    /// Contributions the first coordinator process had acknowledged when it was killed.
+    acked: f64,
+    /// Log size in the store at the kill.
+    size_at_kill: u64,
+}
+
+/// Three participants (p2 with the slow teacher), 2 rounds; the coordinator is SIGKILLed once round 1
+/// is collecting and p0's and p1's contributions are acknowledged (the counter moves only after a
+/// contribution is durable, just before the Ack is sent), then restarted with the same config. Returns
+/// once every process exited.
+fn coordinator_restart() -> Restart {
     let opts = CoordOpts {
         rounds: 2,
         min_participants: 3,
@@ -577,8 +593,6 @@ fn a_coordinator_killed_mid_round_resumes_and_loses_nothing_acknowledged() {
     for n in ["p0", "p1", "p2"] {
         fed.start_participant(n);
     }
-    // Kill the coordinator once round 1 is collecting and it has acknowledged two contributions (the
-    // counter moves only after the contribution is durable, just before the Ack is sent).
     let acked = fed.wait_for("two acknowledged contributions in round 1", |f| {
         let s = f.status()?;
         let m = f.metrics()?;
@@ -587,31 +601,71 @@ fn a_coordinator_killed_mid_round_resumes_and_loses_nothing_acknowledged() {
     });
     fed.kill("coordinator");
     let size_at_kill = store_size(&fed.dir);
-
     fed.start_coordinator();
     let done = fed.wait_finished();
-    // The restarted process reports the rounds it aggregated; round 1 must be among them.
+    fed.wait_all_exit();
+    Restart {
+        fed,
+        done,
+        acked,
+        size_at_kill,
+    }
+}
+
+#[test]
+fn a_coordinator_killed_mid_round_resumes_and_loses_nothing_acknowledged() {
+    let Restart {
+        fed,
+        done,
+        acked,
+        size_at_kill,
+    } = coordinator_restart();
+    // The restarted process lists the rounds it aggregated; the interrupted round 1 is among them.
     let r1 = round_of(&done, 1)
         .unwrap_or_else(|| panic!("round 1 aggregated after the restart: {done}"));
     let c1 = names(&r1["contributors"]);
     assert!(c1.len() as f64 >= acked, "{r1}");
     assert!(
         c1.contains(&"p0".into()) && c1.contains(&"p1".into()),
-        "the acknowledged contributions of p0 and p1 survive: {r1}"
+        "the acknowledged contributions of p0 and p1 survive the kill: {r1}"
     );
     assert_eq!(
         history(&done).last().and_then(|h| h["round"].as_u64()),
-        Some(opts.rounds),
-        "{done}"
+        Some(2),
+        "all rounds ran: {done}"
     );
-    fed.wait_all_exit();
     assert!(
         store_size(&fed.dir) > size_at_kill,
         "the log grew after the restart"
     );
+    // Every participant reconnected by itself: each exited successfully (checked by wait_all_exit) after
+    // the restarted coordinator told it the federation finished, and wrote its result.
     for n in ["p0", "p1", "p2"] {
         let r = fed.result(n);
+        assert_eq!(r["participant"], n);
         assert_unit(&r["student_accuracy"], &format!("{n} student_accuracy"));
+    }
+}
+
+#[test]
+#[ignore = "bug: a restored collecting round aggregates at once without the participants that were expected \
+            but had not contributed (not recorded absent), and an aggregate is never re-sent to a contributor \
+            that reconnects during reporting; see the report"]
+fn a_coordinator_restart_keeps_the_round_s_expected_set_and_delivers_its_aggregate() {
+    let Restart { fed, done, .. } = coordinator_restart();
+    let r1 = round_of(&done, 1)
+        .unwrap_or_else(|| panic!("round 1 aggregated after the restart: {done}"));
+    let mut seen = names(&r1["contributors"]);
+    seen.extend(names(&r1["absent"]));
+    seen.sort();
+    // p2 was connected when round 1 opened, so it must end the round as a contributor or as absent.
+    assert_eq!(
+        seen,
+        ["p0", "p1", "p2"],
+        "round 1 accounts for every expected participant: {r1}"
+    );
+    for n in ["p0", "p1", "p2"] {
+        let r = fed.result(n);
         assert!(
             !r["rounds"].as_array().map(Vec::is_empty).unwrap_or(true),
             "{n} distilled at least one round: {r}"
