@@ -122,7 +122,11 @@ impl CoordinatorSettings {
         anyhow::ensure!(raw.rounds >= 1, "rounds must be at least 1");
         anyhow::ensure!(raw.quorum >= 1, "quorum must be at least 1");
         let min_participants = raw.min_participants.unwrap_or(raw.quorum);
-        anyhow::ensure!(min_participants >= raw.quorum, "min_participants ({min_participants}) must be >= quorum ({})", raw.quorum);
+        anyhow::ensure!(
+            min_participants >= raw.quorum,
+            "min_participants ({min_participants}) must be >= quorum ({})",
+            raw.quorum
+        );
         anyhow::ensure!(raw.collect_timeout_ms >= 100, "collect_timeout_ms must be at least 100");
         anyhow::ensure!(raw.samples_per_round >= 1, "samples_per_round must be at least 1");
         anyhow::ensure!(
@@ -193,7 +197,10 @@ participants = 3
             (GOOD.replace("rounds = 3", "rounds = 0"), "rounds"),
             (GOOD.replace("trimmed_mean:0.2", "average"), "unknown aggregation rule"),
             (GOOD.replace("quorum = 2", "quorum = 2\nbogus = 1"), "bogus"),
-            (GOOD.replace("participants = 3", "participants = 3\npartition = \"zipf\""), "partition"),
+            (
+                GOOD.replace("participants = 3", "participants = 3\npartition = \"zipf\""),
+                "partition",
+            ),
         ];
         for (text, needle) in cases {
             let err = format!("{:#}", CoordinatorSettings::parse(&text, Path::new(".")).unwrap_err());

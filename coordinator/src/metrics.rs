@@ -51,12 +51,24 @@ impl Metrics {
         let round_seconds = Histogram::new([0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0].into_iter());
         let log_size = Gauge::default();
         registry.register("rounds", "Rounds aggregated", rounds.clone());
-        registry.register("contributions", "Soft-label contributions accepted", contributions.clone());
+        registry.register(
+            "contributions",
+            "Soft-label contributions accepted",
+            contributions.clone(),
+        );
         registry.register("rejections", "Messages rejected, by reason", rejections.clone());
         registry.register("bytes_up", "Soft-label payload bytes received", bytes_up.clone());
         registry.register("bytes_down", "Aggregate payload bytes sent", bytes_down.clone());
-        registry.register("connected_participants", "Participants connected now", connected.clone());
-        registry.register("round_seconds", "Seconds from round open to aggregate commit", round_seconds.clone());
+        registry.register(
+            "connected_participants",
+            "Participants connected now",
+            connected.clone(),
+        );
+        registry.register(
+            "round_seconds",
+            "Seconds from round open to aggregate commit",
+            round_seconds.clone(),
+        );
         registry.register("log_size", "Records in the update log", log_size.clone());
         Self {
             registry,
@@ -157,7 +169,10 @@ pub async fn serve(
                 let o = o1.clone();
                 async move {
                     (
-                        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
                         o.metrics.encode(),
                     )
                 }

@@ -76,7 +76,8 @@ pub async fn run(
     on_ready: impl FnOnce(std::net::SocketAddr, Option<std::net::SocketAddr>) + Send,
 ) -> anyhow::Result<RunSummary> {
     let layout = FederationLayout::new(&settings.federation_dir);
-    let fed_cfg = layout.load_config()
+    let fed_cfg = layout
+        .load_config()
         .with_context(|| format!("loading federation config in {}", settings.federation_dir.display()))?;
     let key_pem = std::fs::read_to_string(layout.coordinator_signing_key())
         .with_context(|| format!("reading {}", layout.coordinator_signing_key().display()))?;
@@ -91,10 +92,8 @@ pub async fn run(
     drop(split);
 
     let origin = format!("fedistill/{}", federation.as_str());
-    let mut store = tokio::task::block_in_place(|| {
-        Store::open(&settings.store, key.to_dalek(), &origin)
-    })
-    .with_context(|| format!("opening the coordinator store {}", settings.store.display()))?;
+    let mut store = tokio::task::block_in_place(|| Store::open(&settings.store, key.to_dalek(), &origin))
+        .with_context(|| format!("opening the coordinator store {}", settings.store.display()))?;
     if store.size() == 0 {
         let created = Record::FederationCreated {
             federation_id: federation.as_str().to_string(),
@@ -108,7 +107,13 @@ pub async fn run(
     // Which participants (and keys) the log already enrolled: auditors check every contribution against it.
     let mut enrolled = BTreeMap::new();
     for r in store.records(0..store.size())? {
-        if let Record::RosterChange { participant, action, signing_key, .. } = r {
+        if let Record::RosterChange {
+            participant,
+            action,
+            signing_key,
+            ..
+        } = r
+        {
             match action {
                 RosterAction::Revoke => {
                     enrolled.remove(&participant);
@@ -234,7 +239,9 @@ impl Core {
                 Duration::from_millis(t.0.saturating_sub(now.0))
             });
             // After the last round, give participants a moment to fetch proofs and cosign, then stop.
-            let linger = self.finished_at.map(|t| Duration::from_secs(3).saturating_sub(t.elapsed()));
+            let linger = self
+                .finished_at
+                .map(|t| Duration::from_secs(3).saturating_sub(t.elapsed()));
             let sleep = match (wake, linger) {
                 (Some(a), Some(b)) => a.min(b),
                 (Some(a), None) => a,
@@ -279,7 +286,14 @@ impl Core {
 
     fn sign<T: SignedMessage>(&mut self, round: RoundId, m: &T) -> anyhow::Result<Signed<T>> {
         let seq = self.next_seq();
-        Ok(Signed::sign(&self.key, Signer::Coordinator, self.federation.clone(), round, seq, m)?)
+        Ok(Signed::sign(
+            &self.key,
+            Signer::Coordinator,
+            self.federation.clone(),
+            round,
+            seq,
+            m,
+        )?)
     }
 
     fn push_to(&mut self, p: &ParticipantId, msg: &ToParticipant) -> anyhow::Result<usize> {
@@ -331,7 +345,8 @@ impl Core {
                 info!(participant = %peer.participant, "participant connected");
                 self.log_enrolment(&peer)?;
                 self.conns.insert(peer.participant.clone(), (conn_id, push));
-                self.conn_keys.insert(peer.participant.clone(), peer.roster_entry.signing_key);
+                self.conn_keys
+                    .insert(peer.participant.clone(), peer.roster_entry.signing_key);
                 self.obs.metrics.connected.set(self.conns.len() as i64);
                 self.sm.handle_connected(now, peer.participant);
             }
@@ -343,7 +358,11 @@ impl Core {
                     self.sm.handle_disconnected(now, &participant);
                 }
             }
-            Event::Request { participant, msg, reply } => {
+            Event::Request {
+                participant,
+                msg,
+                reply,
+            } => {
                 let answer = self.handle_request(now, &participant, *msg);
                 let answer = match answer {
                     Ok(r) => r,
@@ -405,14 +424,19 @@ impl Core {
             SignError::Payload(_) => "bad_payload",
         };
         let Some(key) = self.key_of(p) else {
-            return Ok(reject("unknown_participant", format!("{p} has no signing key in the roster")));
+            return Ok(reject(
+                "unknown_participant",
+                format!("{p} has no signing key in the roster"),
+            ));
         };
         match msg {
             ToCoordinator::Hello { version, .. } => {
                 if version != PROTOCOL_VERSION {
                     return Ok(reject(
                         "version",
-                        format!("protocol version {version} is not supported (this coordinator speaks {PROTOCOL_VERSION})"),
+                        format!(
+                            "protocol version {version} is not supported (this coordinator speaks {PROTOCOL_VERSION})"
+                        ),
                     ));
                 }
                 Ok(Reply::Welcome {
@@ -450,7 +474,11 @@ impl Core {
                     metrics: Metric::canonical(body.metrics.iter().map(|(n, v)| (n.clone(), *v)))
                         .map_err(|e| anyhow::anyhow!("report metrics: {e}"))?,
                     student_digest: body.student_digest,
-                    guard: if body.guard_accepted { "accept".into() } else { format!("reject: {}", body.guard_reason) },
+                    guard: if body.guard_accepted {
+                        "accept".into()
+                    } else {
+                        format!("reject: {}", body.guard_reason)
+                    },
                     message_digest: verified.payload_digest(),
                     sequence: verified.seq(),
                     signature: verified.envelope().signature.clone(),
@@ -481,15 +509,24 @@ impl Core {
             ToCoordinator::Cosign(c) => {
                 let expected = format!("{WITNESS_PREFIX}{p}");
                 if c.name != expected {
-                    return Ok(reject("bad_cosignature", format!("witness name {:?}, expected {expected:?}", c.name)));
+                    return Ok(reject(
+                        "bad_cosignature",
+                        format!("witness name {:?}, expected {expected:?}", c.name),
+                    ));
                 }
                 let Ok(signature) = <[u8; 64]>::try_from(c.signature.as_slice()) else {
                     return Ok(reject("bad_cosignature", "signature is not 64 bytes".into()));
                 };
                 let Ok(vk) = ed25519_dalek::VerifyingKey::from_bytes(&key.to_bytes()) else {
-                    return Ok(reject("bad_cosignature", "roster key is not a valid ed25519 key".into()));
+                    return Ok(reject(
+                        "bad_cosignature",
+                        "roster key is not a valid ed25519 key".into(),
+                    ));
                 };
-                let witness = WitnessKey { name: expected, key: vk };
+                let witness = WitnessKey {
+                    name: expected,
+                    key: vk,
+                };
                 let cosig = LedgerCosignature {
                     name: c.name,
                     key_id: c.key_id,
@@ -528,12 +565,19 @@ impl Core {
                     self.push_to(&p, &msg)?;
                 }
                 Output::Commit(commit) => self.commit(*commit)?,
-                Output::RoundClosed { round, reports, missing } => {
+                Output::RoundClosed {
+                    round,
+                    reports,
+                    missing,
+                } => {
                     info!(round = round.0, reports = reports.len(), missing = ?missing.iter().map(|p| p.as_str()).collect::<Vec<_>>(), "round closed");
                     self.persist_state()?;
                 }
                 Output::QuorumNotMet { round, have, need } => {
-                    warn!(round = round.0, have, need, "quorum not met by the deadline; still collecting");
+                    warn!(
+                        round = round.0,
+                        have, need, "quorum not met by the deadline; still collecting"
+                    );
                 }
                 Output::Finished => {
                     info!(rounds = self.sm.config().rounds, "federation finished all rounds");
@@ -573,9 +617,11 @@ impl Core {
         for contribution in &c.contributions {
             let envelope: Signed<fedistill_shared::wire::messages::SoftLabels> =
                 fedistill_shared::wire::decode_payload(&contribution.envelope)?;
-            let encoding = fedistill_shared::wire::decode_payload::<fedistill_shared::wire::messages::SoftLabels>(&envelope.payload)
-                .map(|m| m.encoding.name())
-                .unwrap_or_else(|_| "unknown".into());
+            let encoding = fedistill_shared::wire::decode_payload::<fedistill_shared::wire::messages::SoftLabels>(
+                &envelope.payload,
+            )
+            .map(|m| m.encoding.name())
+            .unwrap_or_else(|_| "unknown".into());
             records.push(Record::Contribution {
                 round: c.round,
                 participant: contribution.participant.clone(),
@@ -620,7 +666,11 @@ impl Core {
                 &[(SNAPSHOT_KEY.into(), snap), (GUARD_KEY.into(), guard)],
             )
         })?;
-        let note = String::from_utf8(checkpoint.to_note().map_err(|e| anyhow::anyhow!("checkpoint note: {e}"))?)?;
+        let note = String::from_utf8(
+            checkpoint
+                .to_note()
+                .map_err(|e| anyhow::anyhow!("checkpoint note: {e}"))?,
+        )?;
         self.obs.metrics.log_size.set(self.store.size() as i64);
         let msg = AggregateLabels {
             round: c.round,
@@ -663,7 +713,11 @@ impl Core {
             s.federation = self.federation.to_string();
             s.round = self.sm.round().0;
             s.rounds = self.sm.config().rounds;
-            s.phase = format!("{:?}", self.sm.phase()).split([' ', '{']).next().unwrap_or("").to_lowercase();
+            s.phase = format!("{:?}", self.sm.phase())
+                .split([' ', '{'])
+                .next()
+                .unwrap_or("")
+                .to_lowercase();
             s.connected = self.conns.keys().map(|p| p.to_string()).collect();
             s.log_size = self.store.size();
             s.history = self.history.clone();
@@ -696,7 +750,15 @@ async fn accept_loop(
             Some(Ok(peer)) => peer,
         };
         next_id += 1;
-        tokio::spawn(connection(peer, next_id, tx.clone(), cancel.clone(), max_frame, stream_timeout, obs.clone()));
+        tokio::spawn(connection(
+            peer,
+            next_id,
+            tx.clone(),
+            cancel.clone(),
+            max_frame,
+            stream_timeout,
+            obs.clone(),
+        ));
     }
 }
 
@@ -746,7 +808,9 @@ async fn connection(
             s = conn.accept_bi() => s,
         };
         let Ok((mut send, mut recv)) = stream else { break };
-        let Ok(permit) = slots.clone().acquire_owned().await else { break };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
+        };
         let tx = tx.clone();
         let participant = participant.clone();
         let obs = obs.clone();

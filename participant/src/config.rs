@@ -161,7 +161,10 @@ participants = 3
         let cases = [
             (GOOD.replace("shard = 1", "shard = 3"), "shard 3 does not exist"),
             (GOOD.replace("int8", "int4"), "unknown soft-label encoding"),
-            (GOOD.replace("shard = 1", "shard = 1\nguard_metrics = [\"speed\"]"), "speed"),
+            (
+                GOOD.replace("shard = 1", "shard = 1\nguard_metrics = [\"speed\"]"),
+                "speed",
+            ),
             (GOOD.replace("shard = 1", "shard = 1\nbogus = true"), "bogus"),
         ];
         for (text, needle) in cases {

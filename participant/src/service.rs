@@ -116,7 +116,8 @@ struct Node {
 
 /// Runs the participant until the federation finishes or `cancel` fires.
 pub async fn run(settings: ParticipantSettings, cancel: CancellationToken) -> anyhow::Result<ParticipantResult> {
-    let kit = Kit::load(&settings.kit).with_context(|| format!("loading the startup kit {}", settings.kit.display()))?;
+    let kit =
+        Kit::load(&settings.kit).with_context(|| format!("loading the startup kit {}", settings.kit.display()))?;
     std::fs::create_dir_all(&settings.workdir)
         .with_context(|| format!("creating the work directory {}", settings.workdir.display()))?;
     let me = kit.participant().clone();
@@ -137,7 +138,10 @@ pub async fn run(settings: ParticipantSettings, cancel: CancellationToken) -> an
     let defaults = LocalOptions::defaults_for(&shard, settings.data.seed);
     let teacher_cfg = settings.teacher.clone().unwrap_or(defaults.teacher.model.clone());
     let student_cfg = settings.student.clone().unwrap_or(defaults.student.model.clone());
-    let train_cfg = settings.train.clone().unwrap_or_else(|| default_train(&shard.kind, settings.data.seed + settings.shard as u64));
+    let train_cfg = settings
+        .train
+        .clone()
+        .unwrap_or_else(|| default_train(&shard.kind, settings.data.seed + settings.shard as u64));
     let distill_cfg: DistillConfig = settings.distill.clone().unwrap_or_else(|| {
         let mut d = default_distill(&shard.kind, settings.student_seed);
         d.epochs_per_round = 10;
@@ -157,7 +161,12 @@ pub async fn run(settings: ParticipantSettings, cancel: CancellationToken) -> an
                 Model::load(&teacher_cfg, dim, classes, &path)?
             } else {
                 info!(samples = shard.n, "training the private teacher on local data");
-                let m = train_teacher(&teacher_cfg, &shard, &train_cfg, &Progress::with_mode(fedistill_shared::ml::ProgressMode::Lines))?;
+                let m = train_teacher(
+                    &teacher_cfg,
+                    &shard,
+                    &train_cfg,
+                    &Progress::with_mode(fedistill_shared::ml::ProgressMode::Lines),
+                )?;
                 m.save(&path)?;
                 m
             };
@@ -166,7 +175,11 @@ pub async fn run(settings: ParticipantSettings, cancel: CancellationToken) -> an
         })
         .await??
     };
-    info!(accuracy = local_only_accuracy, params = teacher.params(), "teacher ready (local-only baseline)");
+    info!(
+        accuracy = local_only_accuracy,
+        params = teacher.params(),
+        "teacher ready (local-only baseline)"
+    );
 
     let state_path = settings.workdir.join("state.json");
     let state: SessionState = match std::fs::read(&state_path) {
@@ -252,7 +265,11 @@ pub async fn run(settings: ParticipantSettings, cancel: CancellationToken) -> an
         cosigned: n.state.cosigned,
     };
     write_json(&n.settings.workdir.join("result.json"), &result)?;
-    info!(student_accuracy = result.student_accuracy, int8_accuracy = result.int8_accuracy, "federation finished");
+    info!(
+        student_accuracy = result.student_accuracy,
+        int8_accuracy = result.int8_accuracy,
+        "federation finished"
+    );
     Ok(result)
 }
 
@@ -275,9 +292,21 @@ async fn serve_connection(
 ) -> anyhow::Result<bool> {
     let (max_frame, last_size) = {
         let n = node.lock().await;
-        (n.settings.max_frame_bytes, n.witness.last().map(|c| c.checkpoint.size).unwrap_or(0))
+        (
+            n.settings.max_frame_bytes,
+            n.witness.last().map(|c| c.checkpoint.size).unwrap_or(0),
+        )
     };
-    match request(&conn, &ToCoordinator::Hello { version: PROTOCOL_VERSION, last_checkpoint_size: last_size }, max_frame).await? {
+    match request(
+        &conn,
+        &ToCoordinator::Hello {
+            version: PROTOCOL_VERSION,
+            last_checkpoint_size: last_size,
+        },
+        max_frame,
+    )
+    .await?
+    {
         Reply::Welcome { round, finished } => {
             info!(round = round.0, finished, "welcomed by the coordinator");
         }
@@ -288,7 +317,9 @@ async fn serve_connection(
     let reader_conn = conn.clone();
     let reader = tokio::spawn(async move {
         loop {
-            let Ok(mut recv) = reader_conn.accept_uni().await else { break };
+            let Ok(mut recv) = reader_conn.accept_uni().await else {
+                break;
+            };
             match recv_message::<ToParticipant>(&mut recv, max_frame, Duration::from_secs(60)).await {
                 Ok((kind, msg)) if kind == KIND_TO_PARTICIPANT => {
                     if tx.send(msg).await.is_err() {
@@ -385,19 +416,28 @@ async fn handle_push(
     }
     while let Some(out) = session.poll_output() {
         match out {
-            ParticipantOutput::ComputeSoftLabels { round, sample_ids, temperature } => {
+            ParticipantOutput::ComputeSoftLabels {
+                round,
+                sample_ids,
+                temperature,
+            } => {
                 let (teacher, public, encoding) = {
                     let n = node.lock().await;
                     (n.teacher.clone(), n.public.clone(), n.settings.encoding)
                 };
                 let ids = sample_ids.clone();
-                let (payload, rows, classes) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<u8>, usize, usize)> {
-                    let x: Vec<f32> = ids.iter().flat_map(|&i| public.row(i as usize).to_vec()).collect();
-                    let probs = teacher.probabilities(&x, ids.len(), temperature)?;
-                    let classes = teacher.classes();
-                    Ok((softlabels::encode(&probs, ids.len(), classes, encoding)?, ids.len(), classes))
-                })
-                .await??;
+                let (payload, rows, classes) =
+                    tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<u8>, usize, usize)> {
+                        let x: Vec<f32> = ids.iter().flat_map(|&i| public.row(i as usize).to_vec()).collect();
+                        let probs = teacher.probabilities(&x, ids.len(), temperature)?;
+                        let classes = teacher.classes();
+                        Ok((
+                            softlabels::encode(&probs, ids.len(), classes, encoding)?,
+                            ids.len(),
+                            classes,
+                        ))
+                    })
+                    .await??;
                 let mut n = node.lock().await;
                 let body = SoftLabels {
                     round,
@@ -428,7 +468,12 @@ async fn handle_push(
                     other => warn!(?other, "unexpected reply to soft labels"),
                 }
             }
-            ParticipantOutput::Distill { round, sample_ids, probabilities, total_rounds } => {
+            ParticipantOutput::Distill {
+                round,
+                sample_ids,
+                probabilities,
+                total_rounds,
+            } => {
                 let report = distill_round(node, round, sample_ids, probabilities, total_rounds).await?;
                 session.handle_distilled(report);
             }
@@ -458,14 +503,35 @@ fn sign<T: SignedMessage>(n: &mut Node, round: RoundId, body: &T) -> anyhow::Res
         .unwrap_or(0);
     n.state.seq = (n.state.seq + 1).max(now);
     let signer = Signer::Participant(n.kit.participant().clone());
-    Ok(Signed::sign(&n.kit.signing, signer, n.kit.federation().clone(), round, n.state.seq, body)?)
+    Ok(Signed::sign(
+        &n.kit.signing,
+        signer,
+        n.kit.federation().clone(),
+        round,
+        n.state.seq,
+        body,
+    )?)
 }
 
-async fn witness(node: &Arc<Mutex<Node>>, conn: &quinn::Connection, sc: &SignedCheckpoint, max_frame: usize) -> anyhow::Result<()> {
+async fn witness(
+    node: &Arc<Mutex<Node>>,
+    conn: &quinn::Connection,
+    sc: &SignedCheckpoint,
+    max_frame: usize,
+) -> anyhow::Result<()> {
     let old = node.lock().await.witness.last().map(|c| c.checkpoint.size).unwrap_or(0);
     let new = sc.checkpoint.size;
     let proof = if old > 0 && new > old {
-        match request(conn, &ToCoordinator::ProofRequest { old_size: old, new_size: new }, max_frame).await? {
+        match request(
+            conn,
+            &ToCoordinator::ProofRequest {
+                old_size: old,
+                new_size: new,
+            },
+            max_frame,
+        )
+        .await?
+        {
             Reply::Proof { hashes } => hashes,
             other => anyhow::bail!("no consistency proof from {old} to {new}: {other:?}"),
         }
@@ -534,10 +600,19 @@ async fn distill_round(
             .filter(|(&i, p)| fedistill_shared::ml::model::argmax(p) as u32 == public.labels[i as usize])
             .count();
         let consensus_accuracy = consensus_correct as f64 / ids.len().max(1) as f64;
-        let mut d = distiller.lock().map_err(|_| anyhow::anyhow!("distiller lock poisoned"))?;
+        let mut d = distiller
+            .lock()
+            .map_err(|_| anyhow::anyhow!("distiller lock poisoned"))?;
         // Keep the served student; distill a candidate on a copy so a rejected candidate changes nothing.
         let before = d.student().to_safetensors()?;
-        d.distill_round(&x, ids.len(), &SoftTargets::Probabilities(probs), None, (round.0 as usize).saturating_sub(1), total_rounds.max(round.0) as usize)?;
+        d.distill_round(
+            &x,
+            ids.len(),
+            &SoftTargets::Probabilities(probs),
+            None,
+            (round.0 as usize).saturating_sub(1),
+            total_rounds.max(round.0) as usize,
+        )?;
         let student = d.student();
         let metrics = evaluate(student, &test, None)?;
         let q = QuantizedModel::from_model(student, Profile::Int8)?;
@@ -573,7 +648,16 @@ async fn distill_round(
             student.copy_weights_from(&restored)?;
         }
         let digest = Digest(d.student().weights_digest());
-        Ok((metrics, candidate, int8_accuracy, int8_bytes.len(), decision, accepted_now, digest, consensus_accuracy))
+        Ok((
+            metrics,
+            candidate,
+            int8_accuracy,
+            int8_bytes.len(),
+            decision,
+            accepted_now,
+            digest,
+            consensus_accuracy,
+        ))
     })
     .await??;
     let (metrics, candidate, int8_accuracy, int8_bytes, decision, accepted_now, digest, consensus_accuracy) = outcome;

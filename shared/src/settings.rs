@@ -59,7 +59,9 @@ impl DataSettings {
         let partition = match self.partition.as_str() {
             "iid" => Partition::Iid,
             "dirichlet" => Partition::Dirichlet { alpha: self.alpha },
-            "classes" => Partition::ClassesPerNode { k: self.classes_per_node },
+            "classes" => Partition::ClassesPerNode {
+                k: self.classes_per_node,
+            },
             "quantity" => Partition::QuantitySkew { alpha: self.alpha },
             other => return Err(SettingsError::Partition(other.to_string())),
         };

@@ -173,7 +173,11 @@ fn spawn(exe: &Path, args: &[&str], log: &Path, name: &str) -> anyhow::Result<(S
 /// Runs the demo.
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    anyhow::ensure!(args.participants >= 2, "--participants must be at least 2 (got {})", args.participants);
+    anyhow::ensure!(
+        args.participants >= 2,
+        "--participants must be at least 2 (got {})",
+        args.participants
+    );
     anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
     anyhow::ensure!(args.alpha > 0.0, "--alpha must be > 0 (got {})", args.alpha);
     fedistill_shared::protocol::AggregationRule::parse(&args.rule)?;
@@ -206,8 +210,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         test_fraction: 0.2,
         public_fraction: 0.3,
     };
-    println!("fedistill demo: {} participants, {} rounds, {} (Dirichlet alpha {}), rule {}, encoding {}",
-        args.participants, args.rounds, args.dataset, args.alpha, args.rule, args.encoding);
+    println!(
+        "fedistill demo: {} participants, {} rounds, {} (Dirichlet alpha {}), rule {}, encoding {}",
+        args.participants, args.rounds, args.dataset, args.alpha, args.rule, args.encoding
+    );
     println!("  working directory: {}", dir.display());
     let split = data.load_split().context("loading and splitting the dataset")?;
     let public_n = split.public.n;
@@ -215,7 +221,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         let counts = s.class_counts();
         println!("  participant p{i}: {} private samples, class counts {:?}", s.n, counts);
     }
-    println!("  public transfer set: {} samples (labels unused), test set: {} samples", public_n, split.test.n);
+    println!(
+        "  public transfer set: {} samples (labels unused), test set: {} samples",
+        public_n, split.test.n
+    );
 
     // 1. Provision: CA, coordinator certificate and keys, one startup kit per participant.
     let port = free_udp_port()?;
@@ -233,7 +242,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     for n in &names {
         fedistill_shared::provision::add_participant(&fed_dir, &ParticipantId::new(n.clone()), now)?;
     }
-    println!("  provisioned federation 'demo': CA, coordinator certificate, {} startup kits", names.len());
+    println!(
+        "  provisioned federation 'demo': CA, coordinator certificate, {} startup kits",
+        names.len()
+    );
 
     // 2. Configs.
     let status_port = free_tcp_port()?;
@@ -281,10 +293,20 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     // 3. Processes.
     let mut children = Children(Vec::new());
     let c = coordinator_cfg.display().to_string();
-    children.0.push(spawn(&exe, &["coordinator", "--config", &c], &logs.join("coordinator.log"), "coordinator")?);
+    children.0.push(spawn(
+        &exe,
+        &["coordinator", "--config", &c],
+        &logs.join("coordinator.log"),
+        "coordinator",
+    )?);
     for (n, cfg) in names.iter().zip(&participant_cfgs) {
         let c = cfg.display().to_string();
-        children.0.push(spawn(&exe, &["participant", "--config", &c], &logs.join(format!("{n}.log")), n)?);
+        children.0.push(spawn(
+            &exe,
+            &["participant", "--config", &c],
+            &logs.join(format!("{n}.log")),
+            n,
+        )?);
     }
     println!("  started the coordinator (udp 127.0.0.1:{port}, status http://127.0.0.1:{status_port}/status) and {} participant processes", names.len());
     println!("  logs: {}", logs.display());
@@ -315,7 +337,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         for (name, child) in &mut children.0 {
             match child.try_wait()? {
                 Some(status) if !status.success() => {
-                    anyhow::bail!("{name} exited with {status}; see {}", logs.join(format!("{name}.log")).display())
+                    anyhow::bail!(
+                        "{name} exited with {status}; see {}",
+                        logs.join(format!("{name}.log")).display()
+                    )
                 }
                 Some(_) => {}
                 None => all_done = false,
@@ -324,7 +349,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         if all_done {
             break;
         }
-        anyhow::ensure!(Instant::now() < deadline, "the federation did not finish within 30 minutes; see {}", logs.display());
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the federation did not finish within 30 minutes; see {}",
+            logs.display()
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
 
@@ -332,8 +361,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut results = Vec::new();
     for n in &names {
         let p = dir.join("work").join(n).join("result.json");
-        let r: ParticipantResult = serde_json::from_slice(&std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?)
-            .with_context(|| format!("decoding {}", p.display()))?;
+        let r: ParticipantResult =
+            serde_json::from_slice(&std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?)
+                .with_context(|| format!("decoding {}", p.display()))?;
         results.push(r);
     }
     println!("  federation finished; training the centralized baseline on the pooled private data");
@@ -363,22 +393,43 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         .arg(&trust)
         .output()
         .context("running fedistill audit verify")?;
-    let audit_output = format!("{}{}", String::from_utf8_lossy(&verify.stdout), String::from_utf8_lossy(&verify.stderr));
+    let audit_output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
     let audit = AuditRow {
         verified: verify.status.success(),
         output: audit_output.trim().to_string(),
     };
 
-    let report = build_report(&args, results, centralized_accuracy, audit, started, args.workdir.as_ref().map(|_| dir.display().to_string()));
+    let report = build_report(
+        &args,
+        results,
+        centralized_accuracy,
+        audit,
+        started,
+        args.workdir.as_ref().map(|_| dir.display().to_string()),
+    );
     print_report(&report);
     if let Some(path) = &args.report {
-        std::fs::write(path, serde_json::to_vec_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
         println!("report written to {}", path.display());
     }
     if let Some(d) = &args.workdir {
-        println!("artifacts kept in {}; re-verify with: fedistill audit verify {}/audit-bundle --trust {}/trust.toml", d.display(), d.display(), d.display());
+        println!(
+            "artifacts kept in {}; re-verify with: fedistill audit verify {}/audit-bundle --trust {}/trust.toml",
+            d.display(),
+            d.display(),
+            d.display()
+        );
     }
-    anyhow::ensure!(report.audit.verified, "the audit bundle did not verify:\n{}", report.audit.output);
+    anyhow::ensure!(
+        report.audit.verified,
+        "the audit bundle did not verify:\n{}",
+        report.audit.output
+    );
     Ok(())
 }
 
@@ -420,7 +471,12 @@ fn centralized_baseline(split: &fedistill_shared::data::FederatedSplit) -> anyho
     }
     let opts = LocalOptions::defaults_for(&pooled, 42);
     let tc = default_train(&pooled.kind, 42);
-    let m = fedistill_shared::ml::train_teacher(&opts.teacher.model, &pooled, &tc, &fedistill_shared::ml::Progress::hidden())?;
+    let m = fedistill_shared::ml::train_teacher(
+        &opts.teacher.model,
+        &pooled,
+        &tc,
+        &fedistill_shared::ml::Progress::hidden(),
+    )?;
     Ok(fedistill_shared::ml::evaluate(&m, &split.test, None)?.accuracy)
 }
 
@@ -442,7 +498,10 @@ fn build_report(
 ) -> DemoReport {
     let mut per_round = Vec::new();
     for r in 1..=args.rounds {
-        let rows: Vec<&RoundRecord> = results.iter().filter_map(|p| p.rounds.iter().find(|x| x.round == r)).collect();
+        let rows: Vec<&RoundRecord> = results
+            .iter()
+            .filter_map(|p| p.rounds.iter().find(|x| x.round == r))
+            .collect();
         if rows.is_empty() {
             continue;
         }
@@ -495,20 +554,33 @@ fn print_report(r: &DemoReport) {
             row.bytes_down,
             row.consensus_accuracy,
             row.student_accuracy,
-            row.participant_accuracy.iter().map(|a| format!("{a:.4}")).collect::<Vec<_>>().join(" "),
+            row.participant_accuracy
+                .iter()
+                .map(|a| format!("{a:.4}"))
+                .collect::<Vec<_>>()
+                .join(" "),
             row.seconds
         );
     }
     println!();
     println!("| model | test accuracy |");
     println!("|---|---:|");
-    println!("| federated student (f32, mean over participants) | {:.4} |", r.final_.student_accuracy);
+    println!(
+        "| federated student (f32, mean over participants) | {:.4} |",
+        r.final_.student_accuracy
+    );
     println!("| federated student (int8) | {:.4} |", r.final_.int8_accuracy);
     for (p, a) in r.per_participant.iter().zip(&r.baselines.local_only) {
-        println!("| local-only teacher of {} ({} samples) | {a:.4} |", p.participant, p.private_samples);
+        println!(
+            "| local-only teacher of {} ({} samples) | {a:.4} |",
+            p.participant, p.private_samples
+        );
     }
     println!("| local-only (mean) | {:.4} |", r.baselines.local_only_accuracy);
-    println!("| centralized (pooled private data, upper bound) | {:.4} |", r.baselines.centralized_accuracy);
+    println!(
+        "| centralized (pooled private data, upper bound) | {:.4} |",
+        r.baselines.centralized_accuracy
+    );
     println!();
     println!(
         "student: {} parameters, int8 export {} bytes; gain over local-only: {:+.2} points",

@@ -24,7 +24,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Runs the coordinator until all rounds are done or Ctrl-C.
 pub fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     let summary = runtime()?.block_on(fedistill_coordinator::service::run_from_file(&args.config))?;
-    println!("coordinator done: {} rounds aggregated, log size {}", summary.rounds, summary.log_size);
+    println!(
+        "coordinator done: {} rounds aggregated, log size {}",
+        summary.rounds, summary.log_size
+    );
     Ok(())
 }
 

@@ -75,12 +75,12 @@ impl AggregationRule {
     /// Refuses parameters outside their meaningful range.
     pub fn validate(&self) -> Result<(), AggregateError> {
         match *self {
-            AggregationRule::Era { temperature } if !(temperature > 0.0 && temperature <= 1.0) => {
-                Err(AggregateError::BadParameter(format!("era temperature {temperature} must be in (0, 1]")))
-            }
-            AggregationRule::TrimmedMean { trim } if !(0.0..0.5).contains(&trim) => {
-                Err(AggregateError::BadParameter(format!("trim fraction {trim} must be in [0, 0.5)")))
-            }
+            AggregationRule::Era { temperature } if !(temperature > 0.0 && temperature <= 1.0) => Err(
+                AggregateError::BadParameter(format!("era temperature {temperature} must be in (0, 1]")),
+            ),
+            AggregationRule::TrimmedMean { trim } if !(0.0..0.5).contains(&trim) => Err(AggregateError::BadParameter(
+                format!("trim fraction {trim} must be in [0, 0.5)"),
+            )),
             _ => Ok(()),
         }
     }
@@ -252,7 +252,10 @@ mod tests {
     use super::*;
 
     fn view(p: &[f32], samples: u64) -> ContributionView<'_> {
-        ContributionView { probabilities: p, samples }
+        ContributionView {
+            probabilities: p,
+            samples,
+        }
     }
 
     fn close(a: &[f32], b: &[f32]) -> bool {
@@ -283,7 +286,13 @@ mod tests {
     #[test]
     fn era_sharpens_the_mean() {
         // mean = (0.7, 0.3); softmax((0.7, 0.3) / 0.1) = (e^4 / (e^4 + 1), 1 / (e^4 + 1)).
-        let e = aggregate(AggregationRule::Era { temperature: 0.1 }, &[view(&A, 1), view(&B, 1)], 1, 2).unwrap();
+        let e = aggregate(
+            AggregationRule::Era { temperature: 0.1 },
+            &[view(&A, 1), view(&B, 1)],
+            1,
+            2,
+        )
+        .unwrap();
         let e4 = 4f32.exp();
         assert!(close(&e, &[e4 / (e4 + 1.0), 1.0 / (e4 + 1.0)]));
     }
@@ -339,10 +348,17 @@ mod tests {
     #[test]
     fn aggregation_is_deterministic() {
         let views = [view(&A, 3), view(&B, 5), view(&C, 7)];
-        for r in [AggregationRule::Mean, AggregationRule::ConfidenceWeighted, AggregationRule::Median] {
+        for r in [
+            AggregationRule::Mean,
+            AggregationRule::ConfidenceWeighted,
+            AggregationRule::Median,
+        ] {
             let a = aggregate(r, &views, 1, 2).unwrap();
             let b = aggregate(r, &views, 1, 2).unwrap();
-            assert_eq!(a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), b.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            assert_eq!(
+                a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                b.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
         }
     }
 }

@@ -582,7 +582,12 @@ impl CoordinatorRound {
         self.opened_at = now;
         self.contributions.clear();
         self.reports.clear();
-        self.expected = self.connected.iter().filter(|p| !self.quarantined.contains(*p)).cloned().collect();
+        self.expected = self
+            .connected
+            .iter()
+            .filter(|p| !self.quarantined.contains(*p))
+            .cloned()
+            .collect();
         self.phase = Phase::Collecting {
             deadline: now.plus(self.cfg.collect_timeout),
         };
@@ -631,7 +636,12 @@ impl CoordinatorRound {
         };
         let anomaly = contributions
             .iter()
-            .map(|c| (c.participant.clone(), distance_to_consensus(&c.probabilities, &consensus, classes)))
+            .map(|c| {
+                (
+                    c.participant.clone(),
+                    distance_to_consensus(&c.probabilities, &consensus, classes),
+                )
+            })
             .collect();
         let absent: Vec<ParticipantId> = self
             .expected

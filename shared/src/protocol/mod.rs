@@ -12,7 +12,9 @@ mod sim;
 pub mod softlabels;
 
 pub use aggregate::{aggregate, AggregateError, AggregationRule, ContributionView};
-pub use coordinator::{CoordinatorConfig, CoordinatorRound, OutMessage, Output, Phase, Rejection, RoundCommit, Snapshot};
+pub use coordinator::{
+    CoordinatorConfig, CoordinatorRound, OutMessage, Output, Phase, Rejection, RoundCommit, Snapshot,
+};
 pub use participant::{ParticipantOutput, ParticipantSession, SessionError};
 pub use softlabels::{Encoding, SoftLabelError};
 

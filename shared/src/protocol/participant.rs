@@ -169,7 +169,11 @@ impl ParticipantSession {
                 seen: self.last_done,
             });
         }
-        let Some(p) = self.pending.as_ref().filter(|p| p.open.round == agg.round && p.labelled) else {
+        let Some(p) = self
+            .pending
+            .as_ref()
+            .filter(|p| p.open.round == agg.round && p.labelled)
+        else {
             return Err(SessionError::NotContributed(agg.round));
         };
         let rows = p.open.sample_ids.len();
@@ -177,7 +181,12 @@ impl ParticipantSession {
         if agg.rows as usize != rows || agg.classes != self.classes || agg.probabilities.len() != rows * classes * 4 {
             return Err(SessionError::BadAggregate {
                 round: agg.round,
-                reason: format!("shape {}x{} with {} bytes, expected {rows}x{classes}", agg.rows, agg.classes, agg.probabilities.len()),
+                reason: format!(
+                    "shape {}x{} with {} bytes, expected {rows}x{classes}",
+                    agg.rows,
+                    agg.classes,
+                    agg.probabilities.len()
+                ),
             });
         }
         if Digest::of(&agg.probabilities) != agg.aggregate_digest {

@@ -2,8 +2,8 @@
 //! state machines through scenario tests: dropouts, rejoins, duplicates, late and wrong-round messages,
 //! seeded loss, partitions and a coordinator restart from its durable snapshot.
 
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -163,7 +163,13 @@ impl Sim {
         }
         let delay = self.delay.get(&Node::P(p)).copied().unwrap_or(Millis(10));
         self.packets.push(packet);
-        self.queue.push(Reverse((self.now.plus(delay), self.next, from, to, self.packets.len() - 1)));
+        self.queue.push(Reverse((
+            self.now.plus(delay),
+            self.next,
+            from,
+            to,
+            self.packets.len() - 1,
+        )));
         self.next += 1;
     }
 
@@ -181,7 +187,13 @@ impl Sim {
         self.pump_coordinator();
     }
 
-    fn sign<T: crate::crypto::SignedMessage>(key: &SigningIdentity, signer: Signer, round: RoundId, seq: &mut u64, m: &T) -> Signed<T> {
+    fn sign<T: crate::crypto::SignedMessage>(
+        key: &SigningIdentity,
+        signer: Signer,
+        round: RoundId,
+        seq: &mut u64,
+        m: &T,
+    ) -> Signed<T> {
         *seq += 1;
         Signed::sign(key, signer, federation(), round, *seq, m).expect("encoding a message cannot fail")
     }
@@ -195,14 +207,26 @@ impl Sim {
                     }
                 }
                 Output::Broadcast(OutMessage::Open(open)) => {
-                    let s = Self::sign(&self.coord_key, Signer::Coordinator, open.round, &mut self.coord_seq, &open);
+                    let s = Self::sign(
+                        &self.coord_key,
+                        Signer::Coordinator,
+                        open.round,
+                        &mut self.coord_seq,
+                        &open,
+                    );
                     let targets: Vec<usize> = self.coord.connected().filter_map(|p| self.index(p)).collect();
                     for i in targets {
                         self.send(Node::Coordinator, Node::P(i), Packet::Open(s.clone()));
                     }
                 }
                 Output::Send(p, OutMessage::Open(open)) => {
-                    let s = Self::sign(&self.coord_key, Signer::Coordinator, open.round, &mut self.coord_seq, &open);
+                    let s = Self::sign(
+                        &self.coord_key,
+                        Signer::Coordinator,
+                        open.round,
+                        &mut self.coord_seq,
+                        &open,
+                    );
                     if let Some(i) = self.index(&p) {
                         self.send(Node::Coordinator, Node::P(i), Packet::Open(s));
                     }
@@ -223,7 +247,8 @@ impl Sim {
                     };
                     self.coord.handle_committed(self.now, c.round);
                     self.disk = Some(self.coord.snapshot());
-                    self.committed.push((c.round, agg.contributors.clone(), c.absent.clone()));
+                    self.committed
+                        .push((c.round, agg.contributors.clone(), c.absent.clone()));
                     let s = Self::sign(&self.coord_key, Signer::Coordinator, c.round, &mut self.coord_seq, &agg);
                     let targets: Vec<usize> = agg.contributors.iter().filter_map(|p| self.index(p)).collect();
                     for i in targets {
@@ -254,12 +279,18 @@ impl Sim {
                 let round = self.coord.round();
                 let reply = match packet {
                     Packet::Labels(s) => match s.verify(&key, &mut self.guard, round) {
-                        Ok(v) => self.coord.handle_soft_labels(self.now, &id, v).map_err(|e| e.code().to_string()),
+                        Ok(v) => self
+                            .coord
+                            .handle_soft_labels(self.now, &id, v)
+                            .map_err(|e| e.code().to_string()),
                         Err(SignError::WrongRound { .. }) => Err("wrong_round".to_string()),
                         Err(e) => Err(format!("signature: {e}")),
                     },
                     Packet::Report(s) => match s.verify(&key, &mut self.guard, round) {
-                        Ok(v) => self.coord.handle_report(self.now, &id, v).map_err(|e| e.code().to_string()),
+                        Ok(v) => self
+                            .coord
+                            .handle_report(self.now, &id, v)
+                            .map_err(|e| e.code().to_string()),
                         Err(e) => Err(format!("signature: {e}")),
                     },
                     _ => return,
@@ -313,7 +344,11 @@ impl Sim {
             match out {
                 ParticipantOutput::ComputeSoftLabels { round, sample_ids, .. } => {
                     let probs = teacher(i, &sample_ids);
-                    let round_named = if part.behaviour.wrong_round { RoundId(round.0 + 1) } else { round };
+                    let round_named = if part.behaviour.wrong_round {
+                        RoundId(round.0 + 1)
+                    } else {
+                        round
+                    };
                     let labels = SoftLabels {
                         round: round_named,
                         public_digest: Digest::of(b"public"),
@@ -324,18 +359,32 @@ impl Sim {
                         samples: 100 + i as u64,
                         payload: softlabels::encode(&probs, sample_ids.len(), CLASSES, Encoding::F16).expect("valid"),
                     };
-                    let s = Self::sign(&part.key, Signer::Participant(part.id.clone()), round_named, &mut part.seq, &labels);
+                    let s = Self::sign(
+                        &part.key,
+                        Signer::Participant(part.id.clone()),
+                        round_named,
+                        &mut part.seq,
+                        &labels,
+                    );
                     let twice = part.behaviour.send_twice;
                     self.send(Node::P(i), Node::Coordinator, Packet::Labels(s.clone()));
                     if twice {
                         // The same envelope again (a replay) and a freshly signed duplicate.
                         self.send(Node::P(i), Node::Coordinator, Packet::Labels(s));
                         let part = &mut self.parts[i];
-                        let s2 = Self::sign(&part.key, Signer::Participant(part.id.clone()), round, &mut part.seq, &labels);
+                        let s2 = Self::sign(
+                            &part.key,
+                            Signer::Participant(part.id.clone()),
+                            round,
+                            &mut part.seq,
+                            &labels,
+                        );
                         self.send(Node::P(i), Node::Coordinator, Packet::Labels(s2));
                     }
                 }
-                ParticipantOutput::Distill { round, probabilities, .. } => {
+                ParticipantOutput::Distill {
+                    round, probabilities, ..
+                } => {
                     assert!(probabilities.iter().all(|v| v.is_finite()));
                     part.distilled.push(round);
                     part.session.handle_distilled(RoundReport {
@@ -347,7 +396,13 @@ impl Sim {
                     });
                 }
                 ParticipantOutput::SendReport(r) => {
-                    let s = Self::sign(&part.key, Signer::Participant(part.id.clone()), r.round, &mut part.seq, &r);
+                    let s = Self::sign(
+                        &part.key,
+                        Signer::Participant(part.id.clone()),
+                        r.round,
+                        &mut part.seq,
+                        &r,
+                    );
                     self.send(Node::P(i), Node::Coordinator, Packet::Report(s));
                 }
                 ParticipantOutput::Finished => {}
@@ -371,7 +426,9 @@ impl Sim {
             }
             self.now = self.now.max(next);
             if next_packet == Some(next) {
-                let Some(Reverse((_, _, from, to, idx))) = self.queue.pop() else { break };
+                let Some(Reverse((_, _, from, to, idx))) = self.queue.pop() else {
+                    break;
+                };
                 let packet = self.packets[idx].clone();
                 self.deliver(from, to, packet);
             } else {
@@ -389,7 +446,11 @@ impl Sim {
             .iter()
             .map(|c| (Signer::Participant(c.participant.clone()), c.seq))
             .collect();
-        self.coord = CoordinatorRound::restore(config(self.coord.config().rounds, self.coord.config().quorum), snap, self.now);
+        self.coord = CoordinatorRound::restore(
+            config(self.coord.config().rounds, self.coord.config().quorum),
+            snap,
+            self.now,
+        );
         self.guard = ReplayGuard::with_state(federation(), last);
         // In-flight packets to the dead process are lost; everyone reconnects.
         self.queue.retain(|Reverse((_, _, _, to, _))| *to != Node::Coordinator);
@@ -406,7 +467,18 @@ fn happy_path_runs_every_round_with_everyone() {
     let mut sim = Sim::new(3, 3, 2, 1);
     (0..3).for_each(|i| sim.connect(i));
     sim.run_until(Millis(60_000));
-    assert!(sim.finished, "committed {:?} closed {:?} rejections {:?} phase {:?} parts {:?}", sim.committed, sim.closed, sim.coord_rejections, sim.coord.phase(), sim.parts.iter().map(|p| (&p.rejections, &p.distilled)).collect::<Vec<_>>());
+    assert!(
+        sim.finished,
+        "committed {:?} closed {:?} rejections {:?} phase {:?} parts {:?}",
+        sim.committed,
+        sim.closed,
+        sim.coord_rejections,
+        sim.coord.phase(),
+        sim.parts
+            .iter()
+            .map(|p| (&p.rejections, &p.distilled))
+            .collect::<Vec<_>>()
+    );
     assert_eq!(sim.committed.len(), 3);
     for (r, (round, contributors, absent)) in sim.committed.iter().enumerate() {
         assert_eq!(round.0, r as u64 + 1);
@@ -450,7 +522,14 @@ fn dropout_mid_round_is_absent_and_rejoins_next_round() {
     sim.run_until(Millis(60_000));
     assert!(sim.finished);
     let last = sim.committed.last().expect("rounds ran");
-    assert_eq!(last.1.len(), 3, "p2 took part again after rejoining: {:?} {:?} {:?}", sim.committed, sim.coord_rejections, sim.parts[2].rejections);
+    assert_eq!(
+        last.1.len(),
+        3,
+        "p2 took part again after rejoining: {:?} {:?} {:?}",
+        sim.committed,
+        sim.coord_rejections,
+        sim.parts[2].rejections
+    );
 }
 
 #[test]
@@ -460,8 +539,18 @@ fn duplicates_and_replays_are_rejected_without_harm() {
     (0..3).for_each(|i| sim.connect(i));
     sim.run_until(Millis(60_000));
     assert!(sim.finished);
-    assert!(sim.coord_rejections.iter().any(|r| r.contains("p1:signature: replayed")), "{:?}", sim.coord_rejections);
-    assert!(sim.coord_rejections.iter().any(|r| r == "p1:duplicate"), "{:?}", sim.coord_rejections);
+    assert!(
+        sim.coord_rejections
+            .iter()
+            .any(|r| r.contains("p1:signature: replayed")),
+        "{:?}",
+        sim.coord_rejections
+    );
+    assert!(
+        sim.coord_rejections.iter().any(|r| r == "p1:duplicate"),
+        "{:?}",
+        sim.coord_rejections
+    );
     assert!(sim.committed.iter().all(|c| c.1.len() == 3));
 }
 
@@ -473,8 +562,19 @@ fn late_labels_are_rejected_and_the_round_completes_on_quorum() {
     sim.run_until(Millis(60_000));
     assert!(sim.finished);
     assert_eq!(sim.committed[0].1.len(), 2);
-    assert!(sim.coord_rejections.iter().any(|r| r.starts_with("p2:")), "{:?}", sim.coord_rejections);
-    assert!(sim.parts[2].rejections.iter().any(|c| c == "late" || c == "not_collecting"), "{:?}", sim.parts[2].rejections);
+    assert!(
+        sim.coord_rejections.iter().any(|r| r.starts_with("p2:")),
+        "{:?}",
+        sim.coord_rejections
+    );
+    assert!(
+        sim.parts[2]
+            .rejections
+            .iter()
+            .any(|c| c == "late" || c == "not_collecting"),
+        "{:?}",
+        sim.parts[2].rejections
+    );
 }
 
 #[test]
@@ -483,7 +583,11 @@ fn wrong_round_is_rejected() {
     sim.parts[0].behaviour.wrong_round = true;
     (0..3).for_each(|i| sim.connect(i));
     sim.run_until(Millis(60_000));
-    assert!(sim.coord_rejections.contains(&"p0:wrong_round".to_string()), "{:?}", sim.coord_rejections);
+    assert!(
+        sim.coord_rejections.contains(&"p0:wrong_round".to_string()),
+        "{:?}",
+        sim.coord_rejections
+    );
     assert_eq!(sim.committed[0].2, vec![ParticipantId::new("p0")]);
 }
 
@@ -499,7 +603,12 @@ fn coordinator_restart_mid_round_keeps_acknowledged_contributions() {
     sim.delay.remove(&Node::P(2));
     sim.run_until(Millis(60_000));
     assert!(sim.finished);
-    assert_eq!(sim.committed[0].1.len(), 3, "all three contributions, none lost: {:?}", sim.committed);
+    assert_eq!(
+        sim.committed[0].1.len(),
+        3,
+        "all three contributions, none lost: {:?}",
+        sim.committed
+    );
     assert_eq!(sim.committed.len(), 2);
 }
 
@@ -517,4 +626,3 @@ fn lossy_network_still_finishes_and_is_deterministic() {
     assert_eq!(a.len(), 4);
     assert_eq!(run(7).1, a, "same seed, same trace");
 }
-

@@ -167,12 +167,7 @@ pub fn validate_distributions(p: &[f32], rows: usize, classes: usize) -> Result<
 }
 
 /// Encodes `rows` x `classes` probabilities (validated first).
-pub fn encode(
-    p: &[f32],
-    rows: usize,
-    classes: usize,
-    encoding: Encoding,
-) -> Result<Vec<u8>, SoftLabelError> {
+pub fn encode(p: &[f32], rows: usize, classes: usize, encoding: Encoding) -> Result<Vec<u8>, SoftLabelError> {
     validate_distributions(p, rows, classes)?;
     let mut out = Vec::with_capacity(encoding.payload_len(rows, classes));
     match encoding {
@@ -209,12 +204,7 @@ pub fn encode(
 }
 
 /// Decodes a payload into `rows` x `classes` probabilities, validating everything a peer controls.
-pub fn decode(
-    bytes: &[u8],
-    rows: usize,
-    classes: usize,
-    encoding: Encoding,
-) -> Result<Vec<f32>, SoftLabelError> {
+pub fn decode(bytes: &[u8], rows: usize, classes: usize, encoding: Encoding) -> Result<Vec<f32>, SoftLabelError> {
     if let Encoding::TopK { k } = encoding {
         if k == 0 || usize::from(k) > classes {
             return Err(SoftLabelError::BadTopK { k, classes });
@@ -272,7 +262,11 @@ pub fn decode(
                         return Err(SoftLabelError::NotFinite { row, class: ci });
                     }
                     if !(0.0..=1.0).contains(&v) {
-                        return Err(SoftLabelError::OutOfRange { row, class: ci, value: v });
+                        return Err(SoftLabelError::OutOfRange {
+                            row,
+                            class: ci,
+                            value: v,
+                        });
                     }
                     seen[ci] = true;
                     r[ci] = v;
@@ -369,23 +363,45 @@ mod tests {
         let b = encode(&p, 3, 4, Encoding::F32).unwrap();
         assert!(matches!(
             decode(&b[..47], 3, 4, Encoding::F32),
-            Err(SoftLabelError::WrongLength { got: 47, expected: 48, .. })
+            Err(SoftLabelError::WrongLength {
+                got: 47,
+                expected: 48,
+                ..
+            })
         ));
         let mut nan = b.clone();
         nan[0..4].copy_from_slice(&f32::NAN.to_le_bytes());
-        assert_eq!(decode(&nan, 3, 4, Encoding::F32), Err(SoftLabelError::NotFinite { row: 0, class: 0 }));
+        assert_eq!(
+            decode(&nan, 3, 4, Encoding::F32),
+            Err(SoftLabelError::NotFinite { row: 0, class: 0 })
+        );
         let mut big = b.clone();
         big[0..4].copy_from_slice(&3.0f32.to_le_bytes());
-        assert!(matches!(decode(&big, 3, 4, Encoding::F32), Err(SoftLabelError::OutOfRange { row: 0, .. })));
+        assert!(matches!(
+            decode(&big, 3, 4, Encoding::F32),
+            Err(SoftLabelError::OutOfRange { row: 0, .. })
+        ));
         let mut unnorm = b;
         unnorm[0..4].copy_from_slice(&0.2f32.to_le_bytes());
-        assert!(matches!(decode(&unnorm, 3, 4, Encoding::F32), Err(SoftLabelError::NotADistribution { row: 0, .. })));
-        assert!(matches!(encode(&[0.5, 0.6], 1, 2, Encoding::F32), Err(SoftLabelError::NotADistribution { .. })));
-        assert_eq!(decode(&[], 1, 4, Encoding::TopK { k: 5 }), Err(SoftLabelError::BadTopK { k: 5, classes: 4 }));
+        assert!(matches!(
+            decode(&unnorm, 3, 4, Encoding::F32),
+            Err(SoftLabelError::NotADistribution { row: 0, .. })
+        ));
+        assert!(matches!(
+            encode(&[0.5, 0.6], 1, 2, Encoding::F32),
+            Err(SoftLabelError::NotADistribution { .. })
+        ));
+        assert_eq!(
+            decode(&[], 1, 4, Encoding::TopK { k: 5 }),
+            Err(SoftLabelError::BadTopK { k: 5, classes: 4 })
+        );
         // Repeated top-k class index.
         let mut dup = encode(&p, 3, 4, Encoding::TopK { k: 2 }).unwrap();
         dup[4..6].copy_from_slice(&0u16.to_le_bytes());
-        assert!(matches!(decode(&dup, 3, 4, Encoding::TopK { k: 2 }), Err(SoftLabelError::BadClassIndex { row: 0, class: 0 })));
+        assert!(matches!(
+            decode(&dup, 3, 4, Encoding::TopK { k: 2 }),
+            Err(SoftLabelError::BadClassIndex { row: 0, class: 0 })
+        ));
     }
 
     #[test]
