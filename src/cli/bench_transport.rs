@@ -200,7 +200,22 @@ async fn plain_server(dir: &Path, tuning: &QuicTuning, max: usize) -> anyhow::Re
             let Ok(conn) = incoming.await else { continue };
             tokio::spawn(async move {
                 while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-                    if recv.read_to_end(max).await.is_ok() {
+                    // Same receive strategy as read_frame (one buffer, read in place) so the comparison
+                    // measures TLS identity and framing, not allocation patterns.
+                    // One spare byte so a full buffer still sees the end of the stream.
+                    let mut buf = vec![0u8; max + 1];
+                    let mut filled = 0;
+                    let complete = loop {
+                        if filled == buf.len() {
+                            break false;
+                        }
+                        match recv.read(&mut buf[filled..]).await {
+                            Ok(Some(n)) => filled += n,
+                            Ok(None) => break true,
+                            Err(_) => break false,
+                        }
+                    };
+                    if complete {
                         let _ = send.write_all(b"k").await;
                         let _ = send.finish();
                     }
