@@ -44,7 +44,7 @@ pub const WITNESS_PREFIX: &str = "fedistill-witness/";
 
 enum Event {
     Connected {
-        peer: PeerConnection,
+        peer: Box<PeerConnection>,
         conn_id: u64,
         push: mpsc::UnboundedSender<Vec<u8>>,
     },
@@ -791,7 +791,7 @@ async fn connection(
     });
     if tx
         .send(Event::Connected {
-            peer,
+            peer: Box::new(peer),
             conn_id,
             push: push_tx,
         })

@@ -371,11 +371,9 @@ impl CoordinatorRound {
     pub fn handle_connected(&mut self, now: Millis, p: ParticipantId) {
         self.connected.insert(p.clone());
         match (&self.phase, &self.open) {
-            (Phase::Collecting { .. }, Some(open)) => {
-                if !self.contributions.contains_key(&p) {
-                    self.expected.insert(p.clone());
-                    self.outputs.push_back(Output::Send(p, OutMessage::Open(open.clone())));
-                }
+            (Phase::Collecting { .. }, Some(open)) if !self.contributions.contains_key(&p) => {
+                self.expected.insert(p.clone());
+                self.outputs.push_back(Output::Send(p, OutMessage::Open(open.clone())));
             }
             (Phase::Finished, _) => self.outputs.push_back(Output::Send(p, OutMessage::Finished)),
             _ => {}

@@ -30,6 +30,9 @@ enum Packet {
     Finished,
 }
 
+/// A scheduled delivery: (time, tie-breaking sequence, from, to, packet index).
+type Delivery = (Millis, u64, Node, Node, usize);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Node {
     Coordinator,
@@ -59,7 +62,7 @@ struct Sim {
     loss: f64,
     delay: BTreeMap<Node, Millis>,
     partitioned: BTreeSet<usize>,
-    queue: BinaryHeap<Reverse<(Millis, u64, Node, Node, usize)>>,
+    queue: BinaryHeap<Reverse<Delivery>>,
     packets: Vec<Packet>,
     next: u64,
     coord: CoordinatorRound,
