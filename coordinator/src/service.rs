@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, warn, Instrument};
 
 use fedistill_shared::crypto::{
     Digest, FederationId, ParticipantId, ReplayGuard, RoundId, SignError, Signed, SignedMessage, Signer,
@@ -887,5 +887,6 @@ pub async fn run_from_file(path: &Path) -> anyhow::Result<RunSummary> {
             c.cancel();
         }
     });
-    run(settings, cancel, |_, _| {}).await
+    let span = tracing::info_span!("coordinator", bind = %settings.bind);
+    run(settings, cancel, |_, _| {}).instrument(span).await
 }

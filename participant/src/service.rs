@@ -16,7 +16,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Mutex};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info, warn, Instrument};
 
 use fedistill_shared::crypto::{Digest, ReplayGuard, RoundId, Signed, SignedMessage, Signer};
 use fedistill_shared::data::{Dataset, FederatedSplit};
@@ -724,5 +724,11 @@ pub async fn run_from_file(path: &Path) -> anyhow::Result<ParticipantResult> {
             c.cancel();
         }
     });
-    run(settings, cancel).await
+    // Every log line of this process carries the participant's name.
+    let name = Kit::load(&settings.kit)
+        .map(|k| k.participant().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    run(settings, cancel)
+        .instrument(tracing::info_span!("participant", participant = %name))
+        .await
 }
