@@ -49,8 +49,18 @@ fn provision_three_participants_csr_enrolment_and_revocation() {
     let dir = tmp.path().join("fed");
     let d = dir.to_str().expect("utf8");
     ok(&[
-        "provision", "init", "--federation", "acme", "--coordinator-host", "coord.acme.example:7443",
-        "--coordinator-host", "10.0.0.5", "--bind", "0.0.0.0:7443", "--out", d,
+        "provision",
+        "init",
+        "--federation",
+        "acme",
+        "--coordinator-host",
+        "coord.acme.example:7443",
+        "--coordinator-host",
+        "10.0.0.5",
+        "--bind",
+        "0.0.0.0:7443",
+        "--out",
+        d,
     ]);
     for n in ["bank-a", "bank-b", "hospital-c"] {
         ok(&["provision", "add-participant", n, "--out", d]);
@@ -58,7 +68,13 @@ fn provision_three_participants_csr_enrolment_and_revocation() {
         let cfg = std::fs::read_to_string(kit.join("participant.toml")).expect("config");
         assert!(cfg.contains("coordinator = \"coord.acme.example:7443\""), "{cfg}");
         assert!(cfg.contains("server_name = \"coord.acme.example\""), "{cfg}");
-        for f in ["ca.crt.pem", "client.crt.pem", "coordinator.pub.pem", "operator.pub.pem", "README.md"] {
+        for f in [
+            "ca.crt.pem",
+            "client.crt.pem",
+            "coordinator.pub.pem",
+            "operator.pub.pem",
+            "README.md",
+        ] {
             assert!(kit.join(f).is_file(), "{n}: {f}");
         }
         #[cfg(unix)]
@@ -81,8 +97,14 @@ fn provision_three_participants_csr_enrolment_and_revocation() {
     let csr = local.join("client.csr.pem");
     let pubkey = local.join("signing.pub.pem");
     ok(&[
-        "provision", "sign", "clinic-d", csr.to_str().expect("utf8"), "--signing-key",
-        pubkey.to_str().expect("utf8"), "--out", d,
+        "provision",
+        "sign",
+        "clinic-d",
+        csr.to_str().expect("utf8"),
+        "--signing-key",
+        pubkey.to_str().expect("utf8"),
+        "--out",
+        d,
     ]);
     let issued = dir.join("kits/clinic-d");
     assert!(issued.join("client.crt.pem").is_file());
@@ -95,7 +117,12 @@ fn provision_three_participants_csr_enrolment_and_revocation() {
         .as_array()
         .expect("array")
         .iter()
-        .map(|e| (e["id"].as_str().unwrap_or("").to_string(), e["status"].as_str().unwrap_or("").to_string()))
+        .map(|e| {
+            (
+                e["id"].as_str().unwrap_or("").to_string(),
+                e["status"].as_str().unwrap_or("").to_string(),
+            )
+        })
         .collect();
     assert!(statuses.contains(&("bank-b".into(), "revoked".into())), "{statuses:?}");
     assert!(statuses.contains(&("clinic-d".into(), "active".into())), "{statuses:?}");
@@ -115,26 +142,71 @@ fn bad_input_is_refused_with_a_clear_error() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path().join("fed");
     let d = dir.to_str().expect("utf8");
-    let err = fails(&["provision", "init", "--federation", "Bad Name", "--coordinator-host", "x", "--out", d]);
+    let err = fails(&[
+        "provision",
+        "init",
+        "--federation",
+        "Bad Name",
+        "--coordinator-host",
+        "x",
+        "--out",
+        d,
+    ]);
     assert!(err.contains("federation name"), "{err}");
-    let err = fails(&["provision", "init", "--federation", "acme", "--coordinator-host", "host:notaport", "--out", d]);
+    let err = fails(&[
+        "provision",
+        "init",
+        "--federation",
+        "acme",
+        "--coordinator-host",
+        "host:notaport",
+        "--out",
+        d,
+    ]);
     assert!(err.contains("invalid coordinator host"), "{err}");
-    ok(&["provision", "init", "--federation", "acme", "--coordinator-host", "127.0.0.1:9", "--out", d]);
-    let err = fails(&["provision", "init", "--federation", "acme", "--coordinator-host", "127.0.0.1:9", "--out", d]);
+    ok(&[
+        "provision",
+        "init",
+        "--federation",
+        "acme",
+        "--coordinator-host",
+        "127.0.0.1:9",
+        "--out",
+        d,
+    ]);
+    let err = fails(&[
+        "provision",
+        "init",
+        "--federation",
+        "acme",
+        "--coordinator-host",
+        "127.0.0.1:9",
+        "--out",
+        d,
+    ]);
     assert!(err.contains("refusing to overwrite"), "{err}");
     let err = fails(&["provision", "add-participant", "../escape", "--out", d]);
     assert!(err.contains("participant name"), "{err}");
     ok(&["provision", "add-participant", "bank-a", "--out", d]);
     let err = fails(&["provision", "add-participant", "bank-a", "--out", d]);
-    assert!(err.contains("already exists") || err.contains("already enrolled"), "{err}");
+    assert!(
+        err.contains("already exists") || err.contains("already enrolled"),
+        "{err}"
+    );
     let err = fails(&["provision", "revoke", "nobody", "--out", d]);
     assert!(err.contains("not enrolled"), "{err}");
     let junk = tmp.path().join("junk.csr");
     std::fs::write(&junk, "not a csr").expect("write");
     let key = dir.join("kits/bank-a/signing.pub.pem");
     let err = fails(&[
-        "provision", "sign", "bank-z", junk.to_str().expect("utf8"), "--signing-key", key.to_str().expect("utf8"),
-        "--out", d,
+        "provision",
+        "sign",
+        "bank-z",
+        junk.to_str().expect("utf8"),
+        "--signing-key",
+        key.to_str().expect("utf8"),
+        "--out",
+        d,
     ]);
     assert!(err.contains("invalid certificate signing request"), "{err}");
     // The failed sign left the roster alone.
@@ -148,7 +220,16 @@ async fn participant_connects_from_a_cli_made_kit_alone() {
     let d = dir.to_str().expect("utf8").to_string();
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("reserve");
     let host = format!("127.0.0.1:{}", socket.local_addr().expect("addr").port());
-    ok(&["provision", "init", "--federation", "acme", "--coordinator-host", &host, "--out", &d]);
+    ok(&[
+        "provision",
+        "init",
+        "--federation",
+        "acme",
+        "--coordinator-host",
+        &host,
+        "--out",
+        &d,
+    ]);
     ok(&["provision", "add-participant", "bank-a", "--out", &d]);
     // Move the kit elsewhere, as an operator would ship it; nothing else is needed on that side.
     let shipped = tmp.path().join("shipped-kit");

@@ -111,7 +111,14 @@ async fn serve(server: Arc<Server>, tx: mpsc::UnboundedSender<Event>, timeout: D
                 let (tx, guard) = (tx.clone(), guard.clone());
                 tokio::spawn(async move {
                     while let Ok((send, recv)) = peer.conn.accept_bi().await {
-                        tokio::spawn(serve_stream(peer.clone(), send, recv, tx.clone(), guard.clone(), timeout));
+                        tokio::spawn(serve_stream(
+                            peer.clone(),
+                            send,
+                            recv,
+                            tx.clone(),
+                            guard.clone(),
+                            timeout,
+                        ));
                     }
                 });
             }
@@ -200,7 +207,9 @@ impl Harness {
     /// Connects `name` from its kit, pings once, and checks the server identified it.
     async fn assert_serves(&mut self, name: &str) -> quinn::Connection {
         let kit = self.kit(name);
-        let conn = connect_with_backoff(&kit, &CancellationToken::new()).await.expect("connects");
+        let conn = connect_with_backoff(&kit, &CancellationToken::new())
+            .await
+            .expect("connects");
         let seq = self.next_seq();
         let reply = ping(&conn, &kit, seq).await.expect("ping answered");
         assert_eq!(
@@ -243,7 +252,11 @@ fn signed_ping(kit: &Kit, key: &SigningIdentity, seq: u64) -> Signed<Ping> {
 }
 
 async fn ping(conn: &quinn::Connection, kit: &Kit, seq: u64) -> Result<Reply, TransportError> {
-    send_raw(conn, &encode_frame(K_PING, &signed_ping(kit, &kit.signing, seq)).expect("encode")).await
+    send_raw(
+        conn,
+        &encode_frame(K_PING, &signed_ping(kit, &kit.signing, seq)).expect("encode"),
+    )
+    .await
 }
 
 /// Sends raw bytes as one stream and reads the one reply frame.
@@ -273,7 +286,12 @@ async fn assert_refused(h: &mut Harness, cfg: rustls::ClientConfig) -> String {
     format!("server: {server_side}; client: {client_err}")
 }
 
-fn issue_client(ca: &Ca, name: &str, not_before: time::OffsetDateTime, not_after: time::OffsetDateTime) -> (String, String) {
+fn issue_client(
+    ca: &Ca,
+    name: &str,
+    not_before: time::OffsetDateTime,
+    not_after: time::OffsetDateTime,
+) -> (String, String) {
     let key = pki::generate_tls_key().expect("key");
     let cert = ca
         .issue_client_with_validity(name, &key, not_before, not_after)
@@ -297,11 +315,21 @@ async fn default_harness() -> Harness {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_provisioned_kits_connect_and_are_identified_by_roster_entry() {
-    let mut h = harness(&["bank-a", "bank-b", "hospital-c"], ServerOptions::default(), Duration::from_secs(5)).await;
+    let mut h = harness(
+        &["bank-a", "bank-b", "hospital-c"],
+        ServerOptions::default(),
+        Duration::from_secs(5),
+    )
+    .await;
     for name in ["bank-a", "bank-b", "hospital-c"] {
         let conn = h.assert_serves(name).await;
         assert!(h.server.connected().iter().any(|p| p.as_str() == name));
-        let entry = h.server.roster().by_id(&ParticipantId::new(name)).cloned().expect("in roster");
+        let entry = h
+            .server
+            .roster()
+            .by_id(&ParticipantId::new(name))
+            .cloned()
+            .expect("in roster");
         assert_eq!(entry.signing_key, h.kit(name).signing.public_key());
         conn.close(0u32.into(), b"done");
     }
@@ -320,7 +348,12 @@ async fn certificate_from_another_ca_is_refused() {
     let mut h = default_harness().await;
     let (other_ca_cert, other_ca_key) = pki::create_ca("evil", now()).expect("other ca");
     let other = Ca::from_pem(&other_ca_cert.pem, &other_ca_key, "evil").expect("ca");
-    let (cert, key) = issue_client(&other, "bank-a", now() - time::Duration::hours(1), now() + time::Duration::days(1));
+    let (cert, key) = issue_client(
+        &other,
+        "bank-a",
+        now() - time::Duration::hours(1),
+        now() + time::Duration::days(1),
+    );
     let cfg = tls::client_config(&h.ca_pem(), cert.as_bytes(), key.as_bytes()).expect("cfg");
     let why = assert_refused(&mut h, cfg).await;
     assert!(why.contains("UnknownIssuer"), "{why}");
@@ -330,7 +363,12 @@ async fn certificate_from_another_ca_is_refused() {
 async fn expired_certificate_is_refused() {
     let mut h = default_harness().await;
     let ca = federation_ca(&h.dir);
-    let (cert, key) = issue_client(&ca, "late", now() - time::Duration::days(10), now() - time::Duration::days(1));
+    let (cert, key) = issue_client(
+        &ca,
+        "late",
+        now() - time::Duration::days(10),
+        now() - time::Duration::days(1),
+    );
     let cfg = tls::client_config(&h.ca_pem(), cert.as_bytes(), key.as_bytes()).expect("cfg");
     let why = assert_refused(&mut h, cfg).await;
     assert!(why.contains("certificate expired"), "{why}");
@@ -369,7 +407,12 @@ async fn wrong_alpn_is_refused() {
 async fn valid_certificate_not_in_roster_is_closed_with_a_reason() {
     let mut h = default_harness().await;
     let ca = federation_ca(&h.dir);
-    let (cert, key) = issue_client(&ca, "ghost", now() - time::Duration::hours(1), now() + time::Duration::days(1));
+    let (cert, key) = issue_client(
+        &ca,
+        "ghost",
+        now() - time::Duration::hours(1),
+        now() + time::Duration::days(1),
+    );
     let cfg = tls::client_config(&h.ca_pem(), cert.as_bytes(), key.as_bytes()).expect("cfg");
     // The handshake itself succeeds (the certificate is genuine); the roster check closes it.
     let conn = h.raw_connect(cfg).await.expect("handshake completes");
@@ -382,7 +425,10 @@ async fn valid_certificate_not_in_roster_is_closed_with_a_reason() {
     );
     let closed = conn.closed().await;
     assert!(is_permanent_rejection(&closed), "{closed}");
-    assert!(matches!(h.next_failure().await, Event::Rejected(Rejection::UnknownCertificate { .. })));
+    assert!(matches!(
+        h.next_failure().await,
+        Event::Rejected(Rejection::UnknownCertificate { .. })
+    ));
     h.assert_serves("bank-a").await;
 }
 
@@ -410,7 +456,9 @@ async fn send_bad_frame(h: &mut Harness, bytes: &[u8]) -> Failure {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frame_larger_than_the_cap_is_rejected_before_reading_it() {
     let mut h = default_harness().await;
-    let mut bytes = fedistill_shared::wire::encode_header(K_PING, 1 << 20).expect("header").to_vec();
+    let mut bytes = fedistill_shared::wire::encode_header(K_PING, 1 << 20)
+        .expect("header")
+        .to_vec();
     bytes.extend_from_slice(&[0u8; 1000]);
     let f = send_bad_frame(&mut h, &bytes).await;
     assert!(
@@ -440,7 +488,10 @@ async fn random_bytes_are_rejected() {
     bytes[0] = b'x'; // guarantee the magic is wrong whatever the seed produced
     let mut h = default_harness().await;
     let f = send_bad_frame(&mut h, &bytes).await;
-    assert!(matches!(f, Failure::Transport(TransportError::Wire(WireError::BadMagic(_)))), "{f:?}");
+    assert!(
+        matches!(f, Failure::Transport(TransportError::Wire(WireError::BadMagic(_)))),
+        "{f:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -451,7 +502,10 @@ async fn valid_frame_of_an_unknown_version_is_rejected() {
     frame[4] = 2;
     let f = send_bad_frame(&mut h, &frame).await;
     assert!(
-        matches!(f, Failure::Transport(TransportError::Wire(WireError::UnsupportedVersion { got: 2 }))),
+        matches!(
+            f,
+            Failure::Transport(TransportError::Wire(WireError::UnsupportedVersion { got: 2 }))
+        ),
         "{f:?}"
     );
 }
@@ -463,7 +517,10 @@ async fn bad_signature_is_rejected() {
     let mut env = signed_ping(&kit, &kit.signing, 500);
     env.signature[0] ^= 0x01;
     let f = send_bad_frame(&mut h, &encode_frame(K_PING, &env).expect("encode")).await;
-    assert!(matches!(f, Failure::Sign(SignError::BadSignature { seq: 500, .. })), "{f:?}");
+    assert!(
+        matches!(f, Failure::Sign(SignError::BadSignature { seq: 500, .. })),
+        "{f:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -490,7 +547,10 @@ async fn replayed_message_is_rejected() {
     assert!(matches!(send_raw(&conn, &frame).await, Ok(Reply::Ok { .. })));
     h.seq = 10_000; // later pings from the harness continue above the replayed number
     let f = send_bad_frame(&mut h, &frame).await;
-    assert!(matches!(f, Failure::Sign(SignError::Replay { seq: 10_000, .. })), "{f:?}");
+    assert!(
+        matches!(f, Failure::Sign(SignError::Replay { seq: 10_000, .. })),
+        "{f:?}"
+    );
     // A message of another federation is refused the same way.
     let foreign = Signed::sign(
         &kit.signing,
@@ -528,7 +588,9 @@ async fn slow_peer_is_timed_out_and_its_stream_slot_freed() {
     drop(send); // quinn answers STOP_SENDING with RESET_STREAM, releasing the only stream slot
     let kit = h.kit("bank-a");
     let seq = h.next_seq();
-    let reply = tokio::time::timeout(WAIT, ping(&conn, &kit, seq)).await.expect("slot was freed");
+    let reply = tokio::time::timeout(WAIT, ping(&conn, &kit, seq))
+        .await
+        .expect("slot was freed");
     assert!(matches!(reply, Ok(Reply::Ok { .. })), "{reply:?}");
 }
 
@@ -546,12 +608,17 @@ async fn participant_added_and_revoked_while_the_server_runs() {
     let a = h.assert_serves("bank-a").await;
     provision::add_participant(&h.dir, &ParticipantId::new("late-b"), now()).expect("add");
     let server = h.server.clone();
-    wait_until("the roster reload", || server.roster().by_id(&ParticipantId::new("late-b")).is_some()).await;
+    wait_until("the roster reload", || {
+        server.roster().by_id(&ParticipantId::new("late-b")).is_some()
+    })
+    .await;
     let b = h.assert_serves("late-b").await;
 
     // Revoking bank-a closes its live connection with a reason, without touching late-b.
     provision::revoke(&h.dir, &ParticipantId::new("bank-a"), now()).expect("revoke");
-    let closed = tokio::time::timeout(WAIT, a.closed()).await.expect("revoked connection closed");
+    let closed = tokio::time::timeout(WAIT, a.closed())
+        .await
+        .expect("revoked connection closed");
     match &closed {
         quinn::ConnectionError::ApplicationClosed(c) => {
             assert_eq!(c.error_code, close_code::REVOKED.into());
@@ -586,7 +653,10 @@ async fn csr_enrolled_participant_connects_with_locally_generated_keys() {
     let enrolled = provision::enroll(&local, &name).expect("enroll");
     let csr = std::fs::read_to_string(&enrolled.csr).expect("csr");
     let issued = provision::sign_csr(&h.dir, &name, &csr, enrolled.signing_key, now()).expect("sign");
-    assert!(!issued.join("client.key.pem").exists(), "the operator never holds the private key");
+    assert!(
+        !issued.join("client.key.pem").exists(),
+        "the operator never holds the private key"
+    );
     for entry in std::fs::read_dir(&issued).expect("kit") {
         let entry = entry.expect("entry");
         std::fs::copy(entry.path(), local.join(entry.file_name())).expect("copy");
@@ -594,7 +664,9 @@ async fn csr_enrolled_participant_connects_with_locally_generated_keys() {
     let server = h.server.clone();
     wait_until("the roster reload", || server.roster().by_id(&name).is_some()).await;
     let kit = Kit::load(&local).expect("completed kit loads");
-    let conn = connect_with_backoff(&kit, &CancellationToken::new()).await.expect("connects");
+    let conn = connect_with_backoff(&kit, &CancellationToken::new())
+        .await
+        .expect("connects");
     let reply = ping(&conn, &kit, 1).await.expect("reply");
     assert_eq!(
         reply,
@@ -642,7 +714,11 @@ async fn connect_with_backoff_waits_for_a_coordinator_that_starts_later_and_stop
     })
     .await
     .expect("accepted in time");
-    let conn = tokio::time::timeout(WAIT, retrying).await.expect("connected in time").expect("join").expect("conn");
+    let conn = tokio::time::timeout(WAIT, retrying)
+        .await
+        .expect("connected in time")
+        .expect("join")
+        .expect("conn");
     assert_eq!(accepted.participant.as_str(), "bank-a");
     conn.close(0u32.into(), b"bye");
 }

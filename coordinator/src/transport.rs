@@ -262,7 +262,11 @@ impl Shared {
             closed.push(live.participant.clone());
             false
         });
-        tracing::info!(version = roster.version, closed = closed.len(), "roster and CRL reloaded");
+        tracing::info!(
+            version = roster.version,
+            closed = closed.len(),
+            "roster and CRL reloaded"
+        );
         Ok(ReloadOutcome::Reloaded {
             roster_version: roster.version,
             closed,
@@ -356,7 +360,11 @@ impl Server {
     }
 
     /// Binds with explicit options. Must run inside a tokio runtime.
-    pub fn bind_with(bind_addr: SocketAddr, files: &FederationFiles, opts: ServerOptions) -> Result<Server, ServerError> {
+    pub fn bind_with(
+        bind_addr: SocketAddr,
+        files: &FederationFiles,
+        opts: ServerOptions,
+    ) -> Result<Server, ServerError> {
         let socket = std::net::UdpSocket::bind(bind_addr).map_err(|e| ServerError::Bind {
             addr: bind_addr,
             reason: e.to_string(),
@@ -366,7 +374,11 @@ impl Server {
 
     /// Serves on an already bound UDP socket (tests reserve a port before provisioning kits that name
     /// it; service managers may hand over sockets). Must run inside a tokio runtime.
-    pub fn bind_socket(socket: std::net::UdpSocket, files: &FederationFiles, opts: ServerOptions) -> Result<Server, ServerError> {
+    pub fn bind_socket(
+        socket: std::net::UdpSocket,
+        files: &FederationFiles,
+        opts: ServerOptions,
+    ) -> Result<Server, ServerError> {
         let addr = socket
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -429,14 +441,20 @@ impl Server {
 
     /// Participants with an open connection right now.
     pub fn connected(&self) -> Vec<ParticipantId> {
-        lock(&self.shared.state).live.values().map(|l| l.participant.clone()).collect()
+        lock(&self.shared.state)
+            .live
+            .values()
+            .map(|l| l.participant.clone())
+            .collect()
     }
 
     /// Stops accepting, closes every connection with [`close_code::SHUTDOWN`] and waits until the
     /// endpoint is idle.
     pub async fn close(&self) {
         self.cancel.cancel();
-        self.shared.endpoint.close(close_code::SHUTDOWN.into(), b"coordinator shutting down");
+        self.shared
+            .endpoint
+            .close(close_code::SHUTDOWN.into(), b"coordinator shutting down");
         self.shared.endpoint.wait_idle().await;
     }
 }

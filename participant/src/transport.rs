@@ -188,14 +188,19 @@ async fn connect_once(kit: &Kit, opts: &ConnectOptions) -> Result<quinn::Connect
         SocketAddr::from(([0u16; 8], 0))
     };
     let mut endpoint = quinn::Endpoint::client(local)?;
-    endpoint.set_default_client_config(kit.client_config(&opts.tuning).map_err(|e| TransportError::Config(e.to_string()))?);
+    endpoint.set_default_client_config(
+        kit.client_config(&opts.tuning)
+            .map_err(|e| TransportError::Config(e.to_string()))?,
+    );
     let conn = endpoint
         .connect(addr, &kit.config.server_name)
         .map_err(|e| TransportError::Connect(e.to_string()))?
         .await?;
     if tls::negotiated_alpn(&conn).as_deref() != Some(tls::ALPN) {
         conn.close(close_code::BAD_ALPN.into(), b"ALPN must be fedistill/1");
-        return Err(TransportError::Connect("coordinator did not negotiate ALPN fedistill/1".into()));
+        return Err(TransportError::Connect(
+            "coordinator did not negotiate ALPN fedistill/1".into(),
+        ));
     }
     Ok(conn)
 }
@@ -239,9 +244,14 @@ pub fn is_permanent_rejection(err: &quinn::ConnectionError) -> bool {
     match err {
         quinn::ConnectionError::ApplicationClosed(c) => {
             let code = c.error_code.into_inner();
-            [close_code::UNKNOWN_PARTICIPANT, close_code::REVOKED, close_code::BAD_ALPN, close_code::NO_CERTIFICATE]
-                .iter()
-                .any(|&k| u64::from(k) == code)
+            [
+                close_code::UNKNOWN_PARTICIPANT,
+                close_code::REVOKED,
+                close_code::BAD_ALPN,
+                close_code::NO_CERTIFICATE,
+            ]
+            .iter()
+            .any(|&k| u64::from(k) == code)
         }
         _ => false,
     }

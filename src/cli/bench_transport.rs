@@ -107,7 +107,8 @@ async fn bench(args: &BenchTransportArgs) -> anyhow::Result<Vec<Line>> {
     let fed = FederationId::new("bench").context("federation id")?;
     let now = provision::now_utc();
     provision::init(&dir, &fed, &[format!("127.0.0.1:{port}")], None, now).context("provisioning")?;
-    let kit_dir = provision::add_participant(&dir, &ParticipantId::new("bench-node"), now).context("adding participant")?;
+    let kit_dir =
+        provision::add_participant(&dir, &ParticipantId::new("bench-node"), now).context("adding participant")?;
     let files = FederationFiles::from_federation_dir(&dir)?;
     let opts = ServerOptions {
         tuning: tuning.clone(),
@@ -127,7 +128,14 @@ async fn bench(args: &BenchTransportArgs) -> anyhow::Result<Vec<Line>> {
         }
     });
     let kit = Kit::load(&kit_dir)?;
-    let mtls = connect(&kit, &ConnectOptions { tuning: tuning.clone(), ..Default::default() }).await?;
+    let mtls = connect(
+        &kit,
+        &ConnectOptions {
+            tuning: tuning.clone(),
+            ..Default::default()
+        },
+    )
+    .await?;
 
     // Plain side: server certificate only, no client certificate, no framing.
     let plain_addr = plain_server(&dir, &tuning, max).await?;
@@ -192,7 +200,10 @@ async fn plain_server(dir: &Path, tuning: &QuicTuning, max: usize) -> anyhow::Re
     let (ca, cert, key) = plain_cert()?;
     std::fs::create_dir_all(dir.join("plain"))?;
     std::fs::write(dir.join("plain/ca.pem"), &ca)?;
-    let cfg = tls::quic_server_config(tls::dangerous::server_config_no_client_auth(cert.as_bytes(), key.as_bytes())?, tuning)?;
+    let cfg = tls::quic_server_config(
+        tls::dangerous::server_config_no_client_auth(cert.as_bytes(), key.as_bytes())?,
+        tuning,
+    )?;
     let ep = quinn::Endpoint::server(cfg, "127.0.0.1:0".parse()?)?;
     let addr = ep.local_addr()?;
     tokio::spawn(async move {

@@ -82,12 +82,17 @@ pub fn run(cmd: ProvisionCommand) -> anyhow::Result<()> {
             bind,
             out,
         } => {
-            let fed = FederationId::new(federation.clone()).with_context(|| format!("federation name {federation:?}"))?;
+            let fed =
+                FederationId::new(federation.clone()).with_context(|| format!("federation name {federation:?}"))?;
             let rep = provision::init(&out, &fed, &coordinator_hosts, bind, now)
                 .with_context(|| format!("initialising federation in {}", out.display()))?;
             println!("federation {fed} created in {}", out.display());
             println!("  participants dial: {}", rep.config.coordinator_endpoints.join(", "));
-            println!("  coordinator binds: {} (edit {})", rep.bind, rep.layout.coordinator_config().display());
+            println!(
+                "  coordinator binds: {} (edit {})",
+                rep.bind,
+                rep.layout.coordinator_config().display()
+            );
             println!("  CA key: {} (keep offline)", rep.layout.ca_key().display());
             Ok(())
         }
@@ -107,8 +112,12 @@ pub fn run(cmd: ProvisionCommand) -> anyhow::Result<()> {
             let csr_pem = fsutil::read_string(&csr).context("reading the CSR")?;
             let key = PublicKey::from_pem(&fsutil::read_string(&signing_key).context("reading the signing key")?)
                 .with_context(|| format!("parsing {}", signing_key.display()))?;
-            let kit = provision::sign_csr(&out, &id, &csr_pem, key, now).with_context(|| format!("signing the CSR of {n}"))?;
-            println!("participant {id} enrolled from its CSR; certificate and public files: {}", kit.display());
+            let kit = provision::sign_csr(&out, &id, &csr_pem, key, now)
+                .with_context(|| format!("signing the CSR of {n}"))?;
+            println!(
+                "participant {id} enrolled from its CSR; certificate and public files: {}",
+                kit.display()
+            );
             println!("copy them into the participant's enrolment directory to complete its kit");
             Ok(())
         }
@@ -123,11 +132,20 @@ pub fn run(cmd: ProvisionCommand) -> anyhow::Result<()> {
             let cfg = layout.load_config().context("reading federation.toml")?;
             let roster = layout.load_roster(&cfg.federation).context("loading the roster")?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&roster).context("serializing the roster")?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&roster).context("serializing the roster")?
+                );
             } else {
                 println!("federation {} roster version {}", roster.federation, roster.version);
                 for e in &roster.participants {
-                    println!("{:<24} {:<8} cert {} key {}", e.id, format!("{:?}", e.status).to_lowercase(), e.cert_sha256, e.signing_key);
+                    println!(
+                        "{:<24} {:<8} cert {} key {}",
+                        e.id,
+                        format!("{:?}", e.status).to_lowercase(),
+                        e.cert_sha256,
+                        e.signing_key
+                    );
                 }
             }
             Ok(())

@@ -122,9 +122,7 @@ pub enum HexError {
 pub(crate) fn hex_to_array<const N: usize>(s: &str) -> Result<[u8; N], HexError> {
     let bytes = hex::decode(s.trim()).map_err(|e| HexError::NotHex(e.to_string()))?;
     let got = bytes.len();
-    bytes
-        .try_into()
-        .map_err(|_| HexError::WrongLength { expected: N, got })
+    bytes.try_into().map_err(|_| HexError::WrongLength { expected: N, got })
 }
 
 #[cfg(test)]
@@ -152,7 +150,10 @@ mod tests {
     #[test]
     fn hex_arrays_check_length() {
         assert_eq!(hex_to_array::<2>("abcd"), Ok([0xab, 0xcd]));
-        assert!(matches!(hex_to_array::<32>("abcd"), Err(HexError::WrongLength { expected: 32, got: 2 })));
+        assert!(matches!(
+            hex_to_array::<32>("abcd"),
+            Err(HexError::WrongLength { expected: 32, got: 2 })
+        ));
         assert!(matches!(hex_to_array::<2>("zz"), Err(HexError::NotHex(_))));
     }
 }

@@ -5,8 +5,8 @@
 //! [`SigningIdentity`] and [`PublicKey`] and cannot pick the non-strict verifier by accident.
 
 use super::ids::{hex_to_array, HexError};
-use ed25519_dalek::pkcs8::spki::{DecodePublicKey, EncodePublicKey};
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::spki::{DecodePublicKey, EncodePublicKey};
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
@@ -133,9 +133,7 @@ impl PublicKey {
         let Ok(sig) = <[u8; SIGNATURE_LEN]>::try_from(signature) else {
             return false;
         };
-        self.0
-            .verify_strict(message, &Signature::from_bytes(&sig))
-            .is_ok()
+        self.0.verify_strict(message, &Signature::from_bytes(&sig)).is_ok()
     }
 }
 

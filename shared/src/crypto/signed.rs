@@ -403,7 +403,15 @@ mod tests {
         Signer::Participant(ParticipantId::new("alice"))
     }
     fn sign(id: &SigningIdentity, round: u64, seq: u64) -> Signed<Labels> {
-        Signed::sign(id, alice(), fed(), RoundId(round), seq, &Labels { values: vec![0.5, 0.5] }).expect("sign")
+        Signed::sign(
+            id,
+            alice(),
+            fed(),
+            RoundId(round),
+            seq,
+            &Labels { values: vec![0.5, 0.5] },
+        )
+        .expect("sign")
     }
 
     #[test]
@@ -425,27 +433,52 @@ mod tests {
     fn good_message_verifies_once() {
         let id = SigningIdentity::from_seed([1; 32]);
         let mut guard = ReplayGuard::new(fed());
-        let v = sign(&id, 1, 10).verify(&id.public_key(), &mut guard, RoundId(1)).expect("verifies");
+        let v = sign(&id, 1, 10)
+            .verify(&id.public_key(), &mut guard, RoundId(1))
+            .expect("verifies");
         assert_eq!(v.value().values, vec![0.5, 0.5]);
         assert_eq!(v.signer(), &alice());
         assert_eq!(v.payload_digest(), Digest::of(&v.envelope().payload));
         assert_eq!(guard.last_seq(&alice()), Some(10));
         // Replay of the same envelope.
-        let err = sign(&id, 1, 10).verify(&id.public_key(), &mut guard, RoundId(1)).expect_err("replay");
-        assert_eq!(err, SignError::Replay { signer: alice(), seq: 10, last: 10 });
-        let err = sign(&id, 1, 9).verify(&id.public_key(), &mut guard, RoundId(1)).expect_err("old");
+        let err = sign(&id, 1, 10)
+            .verify(&id.public_key(), &mut guard, RoundId(1))
+            .expect_err("replay");
+        assert_eq!(
+            err,
+            SignError::Replay {
+                signer: alice(),
+                seq: 10,
+                last: 10
+            }
+        );
+        let err = sign(&id, 1, 9)
+            .verify(&id.public_key(), &mut guard, RoundId(1))
+            .expect_err("old");
         assert!(matches!(err, SignError::Replay { .. }));
-        assert!(sign(&id, 1, 11).verify(&id.public_key(), &mut guard, RoundId(1)).is_ok());
+        assert!(sign(&id, 1, 11)
+            .verify(&id.public_key(), &mut guard, RoundId(1))
+            .is_ok());
     }
 
     #[test]
     fn other_round_other_federation_rejected() {
         let id = SigningIdentity::from_seed([1; 32]);
         let mut guard = ReplayGuard::new(fed());
-        let err = sign(&id, 2, 1).verify(&id.public_key(), &mut guard, RoundId(1)).expect_err("round");
-        assert_eq!(err, SignError::WrongRound { expected: RoundId(1), got: RoundId(2) });
+        let err = sign(&id, 2, 1)
+            .verify(&id.public_key(), &mut guard, RoundId(1))
+            .expect_err("round");
+        assert_eq!(
+            err,
+            SignError::WrongRound {
+                expected: RoundId(1),
+                got: RoundId(2)
+            }
+        );
         let mut other = ReplayGuard::new(FederationId::new("other").expect("valid"));
-        let err = sign(&id, 1, 1).verify(&id.public_key(), &mut other, RoundId(1)).expect_err("fed");
+        let err = sign(&id, 1, 1)
+            .verify(&id.public_key(), &mut other, RoundId(1))
+            .expect_err("fed");
         assert!(matches!(err, SignError::WrongFederation { .. }));
         // Rejections must not advance the guard.
         assert_eq!(guard.last_seq(&alice()), None);
@@ -456,18 +489,29 @@ mod tests {
         let id = SigningIdentity::from_seed([1; 32]);
         let stranger = SigningIdentity::from_seed([2; 32]);
         let mut guard = ReplayGuard::new(fed());
-        let err = sign(&stranger, 1, 1).verify(&id.public_key(), &mut guard, RoundId(1)).expect_err("key");
+        let err = sign(&stranger, 1, 1)
+            .verify(&id.public_key(), &mut guard, RoundId(1))
+            .expect_err("key");
         assert!(matches!(err, SignError::BadSignature { .. }));
         let mut s = sign(&id, 1, 1);
         let last = s.payload.len() - 1;
         s.payload[last] ^= 1;
-        assert!(matches!(s.verify(&id.public_key(), &mut guard, RoundId(1)), Err(SignError::BadSignature { .. })));
+        assert!(matches!(
+            s.verify(&id.public_key(), &mut guard, RoundId(1)),
+            Err(SignError::BadSignature { .. })
+        ));
         let mut s = sign(&id, 1, 1);
         s.seq = 2; // header tampering
-        assert!(matches!(s.verify(&id.public_key(), &mut guard, RoundId(1)), Err(SignError::BadSignature { .. })));
+        assert!(matches!(
+            s.verify(&id.public_key(), &mut guard, RoundId(1)),
+            Err(SignError::BadSignature { .. })
+        ));
         let mut s = sign(&id, 1, 1);
         s.signature.truncate(10);
-        assert!(matches!(s.verify(&id.public_key(), &mut guard, RoundId(1)), Err(SignError::BadSignature { .. })));
+        assert!(matches!(
+            s.verify(&id.public_key(), &mut guard, RoundId(1)),
+            Err(SignError::BadSignature { .. })
+        ));
         assert_eq!(guard.last_seq(&alice()), None);
         assert!(sign(&id, 1, 1).verify(&id.public_key(), &mut guard, RoundId(1)).is_ok());
     }
@@ -486,7 +530,10 @@ mod tests {
             signature: s.signature.clone(),
             _kind: PhantomData,
         };
-        assert!(matches!(as_report.verify_offline(&id.public_key(), &fed()), Err(SignError::BadSignature { .. })));
+        assert!(matches!(
+            as_report.verify_offline(&id.public_key(), &fed()),
+            Err(SignError::BadSignature { .. })
+        ));
     }
 
     #[test]
@@ -497,7 +544,13 @@ mod tests {
         let frame = encode_frame(FrameKind(1), &s).expect("encode");
         let back: Signed<Labels> = decode_frame(&frame, 1 << 20).expect("decode").value;
         // An auditor recomputes the signed bytes with the public helper.
-        let msg = signing_bytes(Labels::DOMAIN, &back.federation, back.round, back.seq, &back.payload_digest());
+        let msg = signing_bytes(
+            Labels::DOMAIN,
+            &back.federation,
+            back.round,
+            back.seq,
+            &back.payload_digest(),
+        );
         assert!(id.public_key().verify_strict(&msg, &back.signature));
         assert!(back.verify_offline(&id.public_key(), &fed()).is_ok());
     }

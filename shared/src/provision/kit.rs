@@ -58,7 +58,12 @@ pub struct KitConfig {
 
 impl KitConfig {
     /// The default config for a kit, using the standard file names.
-    pub fn standard(federation: FederationId, participant: ParticipantId, coordinator: String, server_name: String) -> Self {
+    pub fn standard(
+        federation: FederationId,
+        participant: ParticipantId,
+        coordinator: String,
+        server_name: String,
+    ) -> Self {
         Self {
             federation,
             participant,

@@ -182,7 +182,9 @@ impl FederationLayout {
     }
 
     fn operator(&self) -> Result<SigningIdentity, ProvisionError> {
-        Ok(SigningIdentity::from_pkcs8_pem(&fsutil::read_string(&self.operator_key())?)?)
+        Ok(SigningIdentity::from_pkcs8_pem(&fsutil::read_string(
+            &self.operator_key(),
+        )?)?)
     }
 }
 
@@ -271,7 +273,10 @@ pub fn init(
 
     let coord = SigningIdentity::generate()?;
     fsutil::write_private(&layout.coordinator_signing_key(), coord.to_pkcs8_pem()?.as_bytes())?;
-    fsutil::write_public(&layout.coordinator_signing_pub(), coord.public_key().to_pem()?.as_bytes())?;
+    fsutil::write_public(
+        &layout.coordinator_signing_pub(),
+        coord.public_key().to_pem()?.as_bytes(),
+    )?;
     let operator = SigningIdentity::generate()?;
     fsutil::write_private(&layout.operator_key(), operator.to_pkcs8_pem()?.as_bytes())?;
     fsutil::write_public(&layout.operator_pub(), operator.public_key().to_pem()?.as_bytes())?;
@@ -282,10 +287,8 @@ pub fn init(
     fsutil::write_public(&layout.roster(), roster.to_signed_toml(&operator)?.as_bytes())?;
     fsutil::write_public(
         &layout.coordinator_config(),
-        format!(
-            "# Coordinator listen address; independent of the endpoints written into kits.\nbind = \"{bind}\"\n"
-        )
-        .as_bytes(),
+        format!("# Coordinator listen address; independent of the endpoints written into kits.\nbind = \"{bind}\"\n")
+            .as_bytes(),
     )?;
 
     let config = FederationConfig {
@@ -301,7 +304,10 @@ pub fn init(
 fn write_roster_and_crl(layout: &FederationLayout, roster: &Roster, now: OffsetDateTime) -> Result<(), ProvisionError> {
     let ca = layout.load_ca(&roster.federation)?;
     // CRL first: a coordinator that notices the roster change reloads both.
-    fsutil::write_public(&layout.crl(), ca.crl(roster.version, &roster.revoked_serials(), now)?.as_bytes())?;
+    fsutil::write_public(
+        &layout.crl(),
+        ca.crl(roster.version, &roster.revoked_serials(), now)?.as_bytes(),
+    )?;
     fsutil::write_public(&layout.roster(), roster.to_signed_toml(&layout.operator()?)?.as_bytes())
 }
 
@@ -320,11 +326,20 @@ fn write_kit_public(
         .ok_or_else(|| ProvisionError::Host(String::new()))?;
     let kit = KitConfig::standard(cfg.federation.clone(), name.clone(), endpoint, cfg.server_name.clone());
     fsutil::write_public(&dir.join(kit::files::CONFIG), kit.to_toml()?.as_bytes())?;
-    fsutil::write_public(&dir.join(kit::files::README), kit::readme(&kit, csr_enrolled).as_bytes())?;
+    fsutil::write_public(
+        &dir.join(kit::files::README),
+        kit::readme(&kit, csr_enrolled).as_bytes(),
+    )?;
     fsutil::write_public(&dir.join(kit::files::CA_CERT), &fsutil::read_bytes(&layout.ca_cert())?)?;
     fsutil::write_public(&dir.join(kit::files::CLIENT_CERT), cert.pem.as_bytes())?;
-    fsutil::write_public(&dir.join(kit::files::COORDINATOR_PUB), &fsutil::read_bytes(&layout.coordinator_signing_pub())?)?;
-    fsutil::write_public(&dir.join(kit::files::OPERATOR_PUB), &fsutil::read_bytes(&layout.operator_pub())?)?;
+    fsutil::write_public(
+        &dir.join(kit::files::COORDINATOR_PUB),
+        &fsutil::read_bytes(&layout.coordinator_signing_pub())?,
+    )?;
+    fsutil::write_public(
+        &dir.join(kit::files::OPERATOR_PUB),
+        &fsutil::read_bytes(&layout.operator_pub())?,
+    )?;
     Ok((dir, kit))
 }
 
@@ -365,11 +380,20 @@ pub fn add_participant(dir: &Path, name: &ParticipantId, now: OffsetDateTime) ->
     }
     let tls_key = pki::generate_tls_key()?;
     let signing = SigningIdentity::generate()?;
-    let (cfg, cert) = enroll_entry(&layout, name, |ca| ca.issue_client(name.as_str(), &tls_key, now), signing.public_key(), now)?;
+    let (cfg, cert) = enroll_entry(
+        &layout,
+        name,
+        |ca| ca.issue_client(name.as_str(), &tls_key, now),
+        signing.public_key(),
+        now,
+    )?;
     let (dir, _) = write_kit_public(&layout, &cfg, name, &cert, false)?;
     fsutil::write_private(&dir.join(kit::files::CLIENT_KEY), tls_key.serialize_pem().as_bytes())?;
     fsutil::write_private(&dir.join(kit::files::SIGNING_KEY), signing.to_pkcs8_pem()?.as_bytes())?;
-    fsutil::write_public(&dir.join(kit::files::SIGNING_PUB), signing.public_key().to_pem()?.as_bytes())?;
+    fsutil::write_public(
+        &dir.join(kit::files::SIGNING_PUB),
+        signing.public_key().to_pem()?.as_bytes(),
+    )?;
     Ok(dir)
 }
 
@@ -388,7 +412,13 @@ pub fn sign_csr(
     if kit_dir.exists() {
         return Err(ProvisionError::WouldOverwrite(kit_dir));
     }
-    let (cfg, cert) = enroll_entry(&layout, name, |ca| ca.issue_client_from_csr(name.as_str(), csr_pem, now), signing_key, now)?;
+    let (cfg, cert) = enroll_entry(
+        &layout,
+        name,
+        |ca| ca.issue_client_from_csr(name.as_str(), csr_pem, now),
+        signing_key,
+        now,
+    )?;
     let (dir, _) = write_kit_public(&layout, &cfg, name, &cert, true)?;
     Ok(dir)
 }
@@ -451,8 +481,14 @@ mod tests {
 
     #[test]
     fn hosts_parse() {
-        assert_eq!(parse_host("coord.example").expect("ok"), ("coord.example".into(), DEFAULT_PORT));
-        assert_eq!(parse_host("coord.example:7000").expect("ok"), ("coord.example".into(), 7000));
+        assert_eq!(
+            parse_host("coord.example").expect("ok"),
+            ("coord.example".into(), DEFAULT_PORT)
+        );
+        assert_eq!(
+            parse_host("coord.example:7000").expect("ok"),
+            ("coord.example".into(), 7000)
+        );
         assert_eq!(parse_host("10.0.0.1:9").expect("ok"), ("10.0.0.1".into(), 9));
         assert_eq!(parse_host("[::1]:9").expect("ok"), ("::1".into(), 9));
         assert_eq!(parse_host("::1").expect("ok"), ("::1".into(), DEFAULT_PORT));
@@ -468,13 +504,22 @@ mod tests {
         let fed = FederationId::new("acme").expect("v");
         let now = OffsetDateTime::now_utc();
         let rep = init(&dir, &fed, &["coord.example:7000".into(), "10.1.2.3".into()], None, now).expect("init");
-        assert_eq!(rep.config.coordinator_endpoints, vec!["coord.example:7000", "10.1.2.3:4433"]);
+        assert_eq!(
+            rep.config.coordinator_endpoints,
+            vec!["coord.example:7000", "10.1.2.3:4433"]
+        );
         assert_eq!(rep.bind, "0.0.0.0:7000".parse().expect("addr"));
-        assert!(matches!(init(&dir, &fed, &["x".into()], None, now), Err(ProvisionError::AlreadyInitialized(_))));
+        assert!(matches!(
+            init(&dir, &fed, &["x".into()], None, now),
+            Err(ProvisionError::AlreadyInitialized(_))
+        ));
 
         let a = ParticipantId::new("bank-a");
         let kit = add_participant(&dir, &a, now).expect("add");
-        assert!(matches!(add_participant(&dir, &a, now), Err(ProvisionError::WouldOverwrite(_))));
+        assert!(matches!(
+            add_participant(&dir, &a, now),
+            Err(ProvisionError::WouldOverwrite(_))
+        ));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -482,7 +527,11 @@ mod tests {
                 let mode = std::fs::metadata(kit.join(f)).expect("meta").permissions().mode() & 0o777;
                 assert_eq!(mode, 0o600, "{f}");
             }
-            let mode = std::fs::metadata(rep.layout.ca_key()).expect("meta").permissions().mode() & 0o777;
+            let mode = std::fs::metadata(rep.layout.ca_key())
+                .expect("meta")
+                .permissions()
+                .mode()
+                & 0o777;
             assert_eq!(mode, 0o600);
         }
         let cfg = KitConfig::load(&kit).expect("kit config");
@@ -492,7 +541,9 @@ mod tests {
         assert_eq!(roster.version, 2);
         let cert_pem = std::fs::read(kit.join(kit::files::CLIENT_CERT)).expect("cert");
         let der = crate::tls::parse_certs_pem(&cert_pem).expect("pem");
-        let entry = roster.by_fingerprint(&crate::tls::cert_fingerprint(&der[0])).expect("entry");
+        let entry = roster
+            .by_fingerprint(&crate::tls::cert_fingerprint(&der[0]))
+            .expect("entry");
         assert_eq!(entry.id, a);
         assert_eq!(entry.status, Status::Active);
 
@@ -501,8 +552,14 @@ mod tests {
         assert_eq!(roster.by_id(&a).map(|e| e.status), Some(Status::Revoked));
         let crl = crate::tls::parse_crls_pem(&std::fs::read(rep.layout.crl()).expect("crl")).expect("parse");
         assert_eq!(crl.len(), 1);
-        assert!(matches!(revoke(&dir, &ParticipantId::new("nobody"), now), Err(ProvisionError::NotEnrolled(_))));
-        assert!(matches!(add_participant(&dir, &ParticipantId::new("../x"), now), Err(ProvisionError::Name(_))));
+        assert!(matches!(
+            revoke(&dir, &ParticipantId::new("nobody"), now),
+            Err(ProvisionError::NotEnrolled(_))
+        ));
+        assert!(matches!(
+            add_participant(&dir, &ParticipantId::new("../x"), now),
+            Err(ProvisionError::Name(_))
+        ));
     }
 
     #[test]

@@ -120,7 +120,12 @@ impl Ca {
     }
 
     /// A server certificate (serverAuth EKU only) for the given DNS names / IP addresses.
-    pub fn issue_server(&self, hosts: &[String], key: &KeyPair, now: OffsetDateTime) -> Result<IssuedCert, ProvisionError> {
+    pub fn issue_server(
+        &self,
+        hosts: &[String],
+        key: &KeyPair,
+        now: OffsetDateTime,
+    ) -> Result<IssuedCert, ProvisionError> {
         let (params, serial) = self.leaf_params(
             "fedistill coordinator",
             hosts.to_vec(),
@@ -139,9 +144,17 @@ impl Ca {
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
     ) -> Result<IssuedCert, ProvisionError> {
-        let (params, serial) =
-            self.leaf_params(name, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth, not_before, not_after)?;
-        Ok(finish(params.signed_by(public_key, &self.issuer).map_err(pki)?, &serial))
+        let (params, serial) = self.leaf_params(
+            name,
+            Vec::new(),
+            ExtendedKeyUsagePurpose::ClientAuth,
+            not_before,
+            not_after,
+        )?;
+        Ok(finish(
+            params.signed_by(public_key, &self.issuer).map_err(pki)?,
+            &serial,
+        ))
     }
 
     /// A client certificate for `name` valid from now for [`LEAF_VALIDITY`].
@@ -156,13 +169,23 @@ impl Ca {
 
     /// Signs a CSR's public key into a client certificate for `name`. Only the key is taken from the
     /// CSR (whose self-signature rcgen checks); subject, EKU and validity are the operator's.
-    pub fn issue_client_from_csr(&self, name: &str, csr_pem: &str, now: OffsetDateTime) -> Result<IssuedCert, ProvisionError> {
+    pub fn issue_client_from_csr(
+        &self,
+        name: &str,
+        csr_pem: &str,
+        now: OffsetDateTime,
+    ) -> Result<IssuedCert, ProvisionError> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| ProvisionError::Csr(e.to_string()))?;
         self.issue_client(name, &csr.public_key, now)
     }
 
     /// A CRL listing `revoked_serials_hex`, numbered `crl_number`.
-    pub fn crl(&self, crl_number: u64, revoked_serials_hex: &[String], now: OffsetDateTime) -> Result<String, ProvisionError> {
+    pub fn crl(
+        &self,
+        crl_number: u64,
+        revoked_serials_hex: &[String],
+        now: OffsetDateTime,
+    ) -> Result<String, ProvisionError> {
         let revoked_certs = revoked_serials_hex
             .iter()
             .map(|s| {

@@ -10,7 +10,9 @@
 //! The signature covers the exact body bytes; the body is parsed only after `verify_strict` succeeded.
 
 use super::ProvisionError;
-use crate::crypto::{signing_bytes, validate_name, Digest, FederationId, ParticipantId, PublicKey, RoundId, SigningIdentity};
+use crate::crypto::{
+    signing_bytes, validate_name, Digest, FederationId, ParticipantId, PublicKey, RoundId, SigningIdentity,
+};
 use serde::{Deserialize, Serialize};
 
 /// Domain tag of the roster signature.
@@ -94,7 +96,13 @@ impl Roster {
     /// Serializes and signs the roster with the operator key.
     pub fn to_signed_toml(&self, operator: &SigningIdentity) -> Result<String, ProvisionError> {
         let body = toml::to_string(self).map_err(|e| ProvisionError::Roster(e.to_string()))?;
-        let msg = signing_bytes(ROSTER_DOMAIN, &self.federation, RoundId(0), self.version, &Digest::of(body.as_bytes()));
+        let msg = signing_bytes(
+            ROSTER_DOMAIN,
+            &self.federation,
+            RoundId(0),
+            self.version,
+            &Digest::of(body.as_bytes()),
+        );
         let env = Envelope {
             format: ROSTER_FORMAT.to_string(),
             signature: hex::encode(operator.sign_raw(&msg)),
@@ -105,7 +113,11 @@ impl Roster {
 
     /// Parses a signed roster, verifies the operator signature (`verify_strict` over the exact body
     /// bytes) and that it belongs to `federation`, then validates every entry.
-    pub fn from_signed_toml(text: &str, operator: &PublicKey, federation: &FederationId) -> Result<Self, ProvisionError> {
+    pub fn from_signed_toml(
+        text: &str,
+        operator: &PublicKey,
+        federation: &FederationId,
+    ) -> Result<Self, ProvisionError> {
         let env: Envelope = toml::from_str(text).map_err(|e| ProvisionError::Roster(format!("envelope: {e}")))?;
         if env.format != ROSTER_FORMAT {
             return Err(ProvisionError::Roster(format!(
@@ -122,7 +134,13 @@ impl Roster {
             version: u64,
         }
         let head: Head = toml::from_str(&env.body).map_err(|e| ProvisionError::Roster(format!("body: {e}")))?;
-        let msg = signing_bytes(ROSTER_DOMAIN, &head.federation, RoundId(0), head.version, &Digest::of(env.body.as_bytes()));
+        let msg = signing_bytes(
+            ROSTER_DOMAIN,
+            &head.federation,
+            RoundId(0),
+            head.version,
+            &Digest::of(env.body.as_bytes()),
+        );
         if !operator.verify_strict(&msg, &sig) {
             return Err(ProvisionError::RosterSignature);
         }
@@ -135,8 +153,14 @@ impl Roster {
         let roster: Roster = toml::from_str(&env.body).map_err(|e| ProvisionError::Roster(format!("body: {e}")))?;
         for (i, e) in roster.participants.iter().enumerate() {
             validate_name(e.id.as_str()).map_err(|err| ProvisionError::Roster(format!("entry {i}: {err}")))?;
-            if roster.participants[..i].iter().any(|o| o.id == e.id || o.cert_sha256 == e.cert_sha256) {
-                return Err(ProvisionError::Roster(format!("duplicate participant or certificate: {}", e.id)));
+            if roster.participants[..i]
+                .iter()
+                .any(|o| o.id == e.id || o.cert_sha256 == e.cert_sha256)
+            {
+                return Err(ProvisionError::Roster(format!(
+                    "duplicate participant or certificate: {}",
+                    e.id
+                )));
             }
         }
         Ok(roster)
@@ -164,9 +188,13 @@ mod tests {
     fn signed_roster_round_trips() {
         let op = SigningIdentity::from_seed([1; 32]);
         let text = sample().to_signed_toml(&op).expect("sign");
-        let back = Roster::from_signed_toml(&text, &op.public_key(), &FederationId::new("fed").expect("v")).expect("verify");
+        let back =
+            Roster::from_signed_toml(&text, &op.public_key(), &FederationId::new("fed").expect("v")).expect("verify");
         assert_eq!(back, sample());
-        assert_eq!(back.by_fingerprint(&Digest::of(b"cert")).map(|e| e.id.as_str()), Some("bank-a"));
+        assert_eq!(
+            back.by_fingerprint(&Digest::of(b"cert")).map(|e| e.id.as_str()),
+            Some("bank-a")
+        );
     }
 
     #[test]
@@ -175,11 +203,20 @@ mod tests {
         let fed = FederationId::new("fed").expect("v");
         let text = sample().to_signed_toml(&op).expect("sign");
         let tampered = text.replace("active", "revoked");
-        assert!(matches!(Roster::from_signed_toml(&tampered, &op.public_key(), &fed), Err(ProvisionError::RosterSignature)));
+        assert!(matches!(
+            Roster::from_signed_toml(&tampered, &op.public_key(), &fed),
+            Err(ProvisionError::RosterSignature)
+        ));
         let other = SigningIdentity::from_seed([2; 32]);
-        assert!(matches!(Roster::from_signed_toml(&text, &other.public_key(), &fed), Err(ProvisionError::RosterSignature)));
+        assert!(matches!(
+            Roster::from_signed_toml(&text, &other.public_key(), &fed),
+            Err(ProvisionError::RosterSignature)
+        ));
         let wrong_fed = FederationId::new("other").expect("v");
-        assert!(matches!(Roster::from_signed_toml(&text, &op.public_key(), &wrong_fed), Err(ProvisionError::Roster(_))));
+        assert!(matches!(
+            Roster::from_signed_toml(&text, &op.public_key(), &wrong_fed),
+            Err(ProvisionError::Roster(_))
+        ));
         assert!(Roster::from_signed_toml("garbage = ", &op.public_key(), &fed).is_err());
     }
 }

@@ -153,7 +153,10 @@ mod tests {
 
     #[test]
     fn garbage_pem_is_a_clear_error() {
-        assert!(matches!(parse_certs_pem(b"nothing here"), Err(TlsError::Missing("certificate"))));
+        assert!(matches!(
+            parse_certs_pem(b"nothing here"),
+            Err(TlsError::Missing("certificate"))
+        ));
         assert!(matches!(parse_key_pem(b""), Err(TlsError::Missing("private key"))));
         assert!(parse_crls_pem(b"").expect("empty is fine").is_empty());
         assert!(check_server_name("coordinator.example").is_ok());

@@ -180,18 +180,14 @@ pub fn decode_frame<T: DeserializeOwned>(buf: &[u8], max_payload: usize) -> Resu
     })
 }
 
-fn config<const N: usize>() -> bincode::config::Configuration<
-    bincode::config::LittleEndian,
-    bincode::config::Varint,
-    bincode::config::Limit<N>,
-> {
+fn config<const N: usize>(
+) -> bincode::config::Configuration<bincode::config::LittleEndian, bincode::config::Varint, bincode::config::Limit<N>> {
     bincode::config::standard().with_limit::<N>()
 }
 
 /// Serializes a value with the project codec (bincode 2, standard config), no frame header.
 pub fn encode_payload<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, WireError> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard())
-        .map_err(|e| WireError::Encode(e.to_string()))
+    bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| WireError::Encode(e.to_string()))
 }
 
 /// Deserializes a payload that must be consumed exactly.
@@ -288,7 +284,10 @@ mod tests {
         assert_eq!(f[4], VERSION);
         assert_eq!(f[5], 9);
         assert_eq!(&f[6..8], &[0, 0]);
-        assert_eq!(u32::from_be_bytes([f[8], f[9], f[10], f[11]]) as usize, f.len() - HEADER_LEN);
+        assert_eq!(
+            u32::from_be_bytes([f[8], f[9], f[10], f[11]]) as usize,
+            f.len() - HEADER_LEN
+        );
         let d: Decoded<Msg> = decode_frame(&f, DEFAULT_MAX_FRAME).expect("decode");
         assert_eq!(d.value, sample());
         assert_eq!(d.kind, FrameKind(9));
@@ -309,7 +308,10 @@ mod tests {
         let mut h = encode_header(FrameKind(1), 1_000_000).expect("header").to_vec();
         assert_eq!(
             decode_frame::<Msg>(&h, 1000),
-            Err(WireError::TooLarge { len: 1_000_000, max: 1000 })
+            Err(WireError::TooLarge {
+                len: 1_000_000,
+                max: 1000
+            })
         );
         h[8..].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(matches!(decode_header(&h, usize::MAX), Err(WireError::TooLarge { .. })));
@@ -320,10 +322,16 @@ mod tests {
         let f = encode_frame(FrameKind(1), &sample()).expect("encode");
         let mut bad = f.clone();
         bad[0] = b'X';
-        assert!(matches!(decode_frame::<Msg>(&bad[..1], 1 << 20), Err(WireError::BadMagic(_))));
+        assert!(matches!(
+            decode_frame::<Msg>(&bad[..1], 1 << 20),
+            Err(WireError::BadMagic(_))
+        ));
         let mut v2 = f.clone();
         v2[4] = 2;
-        assert_eq!(decode_frame::<Msg>(&v2, 1 << 20), Err(WireError::UnsupportedVersion { got: 2 }));
+        assert_eq!(
+            decode_frame::<Msg>(&v2, 1 << 20),
+            Err(WireError::UnsupportedVersion { got: 2 })
+        );
         let mut r = f.clone();
         r[7] = 1;
         assert_eq!(decode_frame::<Msg>(&r, 1 << 20), Err(WireError::Reserved(1)));
@@ -340,7 +348,10 @@ mod tests {
         let payload = [0xFBu8, 0xFF, 0xFF, 0xFF, 0x0F];
         let mut g = encode_header(FrameKind(1), payload.len()).expect("h").to_vec();
         g.extend_from_slice(&payload);
-        assert!(matches!(decode_frame::<String>(&g, 1 << 20), Err(WireError::Malformed(_))));
+        assert!(matches!(
+            decode_frame::<String>(&g, 1 << 20),
+            Err(WireError::Malformed(_))
+        ));
     }
 
     proptest! {

@@ -58,9 +58,10 @@ impl TransportError {
             _ => return None,
         };
         match err {
-            quinn::ConnectionError::ApplicationClosed(c) => {
-                Some((c.error_code.into_inner(), String::from_utf8_lossy(&c.reason).into_owned()))
-            }
+            quinn::ConnectionError::ApplicationClosed(c) => Some((
+                c.error_code.into_inner(),
+                String::from_utf8_lossy(&c.reason).into_owned(),
+            )),
             _ => None,
         }
     }
@@ -96,7 +97,15 @@ async fn read_exact_counting(recv: &mut quinn::RecvStream, buf: &mut [u8]) -> Re
     while filled < buf.len() {
         match recv.read(&mut buf[filled..]).await {
             Ok(Some(n)) => filled += n,
-            Ok(None) => return Err((filled, TransportError::Truncated { got: filled, expected: buf.len() })),
+            Ok(None) => {
+                return Err((
+                    filled,
+                    TransportError::Truncated {
+                        got: filled,
+                        expected: buf.len(),
+                    },
+                ))
+            }
             Err(e) => return Err((filled, read_err(e))),
         }
     }
@@ -105,14 +114,19 @@ async fn read_exact_counting(recv: &mut quinn::RecvStream, buf: &mut [u8]) -> Re
 
 async fn read_frame_inner(recv: &mut quinn::RecvStream, max_payload: usize) -> Result<Vec<u8>, TransportError> {
     let mut header = [0u8; HEADER_LEN];
-    read_exact_counting(recv, &mut header).await.map_err(|(got, e)| match e {
-        // Even a partial header can already be invalid; report that rather than "truncated".
-        TransportError::Truncated { .. } => match decode_header(&header[..got], max_payload) {
-            Err(w) if !w.is_incomplete() => TransportError::Wire(w),
-            _ => TransportError::Truncated { got, expected: HEADER_LEN },
-        },
-        e => e,
-    })?;
+    read_exact_counting(recv, &mut header)
+        .await
+        .map_err(|(got, e)| match e {
+            // Even a partial header can already be invalid; report that rather than "truncated".
+            TransportError::Truncated { .. } => match decode_header(&header[..got], max_payload) {
+                Err(w) if !w.is_incomplete() => TransportError::Wire(w),
+                _ => TransportError::Truncated {
+                    got,
+                    expected: HEADER_LEN,
+                },
+            },
+            e => e,
+        })?;
     let h = decode_header(&header, max_payload)?;
     let mut frame = vec![0u8; h.frame_len()];
     frame[..HEADER_LEN].copy_from_slice(&header);
