@@ -1,4 +1,5 @@
-//! `fedistill bench train`: training throughput of the fused path (fused loss op + fused AdamW) next to
+//! `fedistill bench train`: training throughput of the fused path (fused loss op, hand-written MLP
+//! backward, fused AdamW) next to
 //! the plain candle-nn path (stock loss ops + `candle_nn::AdamW`), measured in the same run on the same
 //! batches, interleaved so machine noise hits both alike.
 
@@ -9,9 +10,10 @@ use candle_nn::Optimizer;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{MlError, Result};
-use crate::loss::{composed_kd_loss, fused_loss, LossSpec};
+use crate::loss::{composed_kd_loss, LossSpec};
 use crate::model::{check_features, softmax_rows, Model, ModelConfig};
 use crate::optim::{AdamWParams, FusedAdamW};
+use crate::step::train_step;
 use crate::train::gather_rows;
 
 /// One line of the benchmark: a workload measured on both paths.
@@ -95,7 +97,6 @@ impl Runner {
     /// One step on batch `b` (rows of `xs`, labels `y`, teacher probabilities `pt` at temperature `t`
     /// when distilling).
     fn step(&mut self, bx: &Tensor, y: &[u32], pt: Option<(&[f32], f32)>, classes: usize) -> Result<()> {
-        let logits = self.model.forward_standardized(bx)?;
         match &mut self.path {
             Path::Fused(opt) => {
                 let spec = match pt {
@@ -118,10 +119,10 @@ impl Runner {
                         w_ce: 1.0,
                     },
                 };
-                let loss = fused_loss(&logits, spec)?;
-                opt.step(&loss.backward()?)?;
+                train_step(&self.model, bx, &spec, opt)?;
             }
             Path::Plain(opt) => {
+                let logits = self.model.forward_standardized(bx)?;
                 let n = y.len();
                 let loss = match pt {
                     Some((p, t)) => {

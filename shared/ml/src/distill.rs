@@ -8,9 +8,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{MlError, Result};
-use crate::loss::{fused_loss, LossSpec};
+use crate::loss::LossSpec;
 use crate::model::{check_features, check_temperature, softmax_rows, Model};
 use crate::optim::{AdamWParams, FusedAdamW};
+use crate::step::train_step;
 use crate::train::gather_rows;
 
 /// Temperature as a function of the run's progress p in [0, 1] (over all rounds and epochs).
@@ -513,7 +514,6 @@ impl Distiller {
             let mut steps = 0usize;
             for (step, batch) in order.chunks(self.cfg.batch_size).enumerate() {
                 let bx = Tensor::from_vec(gather_rows(&xs, dim, batch), (batch.len(), dim), &Device::Cpu)?;
-                let out = self.student.forward_standardized(&bx)?;
                 let spec = LossSpec {
                     classes,
                     teacher_probs: gather_rows(&pt, classes, batch),
@@ -523,12 +523,10 @@ impl Distiller {
                     w_kd: self.cfg.w_kd,
                     w_ce: self.cfg.w_ce,
                 };
-                let loss = fused_loss(&out, spec)?;
-                let lv = loss.to_scalar::<f32>()?;
+                let lv = train_step(&self.student, &bx, &spec, opt)?;
                 if !lv.is_finite() {
                     return Err(MlError::Diverged { epoch, step, loss: lv });
                 }
-                opt.step(&loss.backward()?)?;
                 sum += lv as f64;
                 steps += 1;
             }

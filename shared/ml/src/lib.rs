@@ -14,6 +14,7 @@ pub mod model;
 pub mod optim;
 pub mod progress;
 pub mod quant;
+pub mod step;
 pub mod train;
 
 pub use distill::{

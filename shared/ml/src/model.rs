@@ -397,6 +397,18 @@ impl Model {
         Ok(out)
     }
 
+    /// For an MLP, each linear layer's (weight [out, in], bias [out]) tensors, input side first
+    /// (the same tensors as the `VarMap`'s variables); `None` for a CNN.
+    pub fn mlp_layers(&self) -> Option<Vec<(Tensor, Tensor)>> {
+        match &self.net {
+            Net::Mlp(layers) => layers
+                .iter()
+                .map(|l| l.bias().map(|b| (l.weight().clone(), b.clone())))
+                .collect(),
+            Net::Cnn { .. } => None,
+        }
+    }
+
     /// Forward pass on a tensor of already standardized inputs `[n, in_dim]`: logits `[n, classes]`.
     pub fn forward_standardized(&self, x: &Tensor) -> Result<Tensor> {
         Ok(self.net.forward(x)?)

@@ -127,13 +127,19 @@ impl FusedAdamW {
 
     /// One AdamW step with the gradients in `grads`; parameters without a gradient are left alone.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        self.step_with(|t| grads.get(t).cloned())
+    }
+
+    /// One AdamW step with gradients looked up by parameter tensor (`None` leaves it alone); used
+    /// by the hand-written MLP backward pass, which produces gradients without a `GradStore`.
+    pub fn step_with(&mut self, grad_of: impl Fn(&candle_core::Tensor) -> Option<candle_core::Tensor>) -> Result<()> {
         self.step += 1;
         let p = &self.params;
         let t = self.step.min(i32::MAX as u64) as i32;
         let scale_m = (1.0 / (1.0 - p.beta1.powi(t))) as f32;
         let scale_v = (1.0 / (1.0 - p.beta2.powi(t))) as f32;
         for slot in self.slots.iter_mut() {
-            let Some(g) = grads.get(slot.var.as_tensor()) else {
+            let Some(g) = grad_of(slot.var.as_tensor()) else {
                 continue;
             };
             let g = if g.is_contiguous() { g.clone() } else { g.contiguous()? };

@@ -10,10 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::augment::random_shifts;
 use crate::error::{MlError, Result};
-use crate::loss::{fused_loss, LossSpec};
+use crate::loss::LossSpec;
 use crate::model::{argmax, check_features, Model, ModelConfig};
 use crate::optim::{AdamWParams, FusedAdamW};
 use crate::progress::Progress;
+use crate::step::train_step;
 
 /// Hyper-parameters of teacher training. TOML/JSON keys are the field names.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -198,7 +199,6 @@ pub fn train_teacher_with_stats(
                 random_shifts(&src, h, w, tc.augment_shift, fill, &mut rng, &mut rows);
             }
             let bx = Tensor::from_vec(rows, (batch.len(), dim), &Device::Cpu)?;
-            let logits = model.forward_standardized(&bx)?;
             let spec = LossSpec {
                 classes,
                 teacher_probs: Vec::new(),
@@ -208,13 +208,11 @@ pub fn train_teacher_with_stats(
                 w_kd: 0.0,
                 w_ce: 1.0,
             };
-            let loss = fused_loss(&logits, spec)?;
-            let lv = loss.to_scalar::<f32>()?;
+            let lv = train_step(&model, &bx, &spec, &mut opt)?;
             if !lv.is_finite() {
                 progress.finish(label, "diverged");
                 return Err(MlError::Diverged { epoch, step, loss: lv });
             }
-            opt.step(&loss.backward()?)?;
             sum += lv as f64;
             steps += 1;
         }
