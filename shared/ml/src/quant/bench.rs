@@ -116,6 +116,8 @@ pub struct QatRow {
 pub struct KernelSweepRow {
     /// Rows per batch.
     pub batch: usize,
+    /// Median µs per batch through the row kernel (int8 dot products in plain Rust).
+    pub row_int8_us: f64,
     /// Median µs per batch through `QMatMul`.
     pub qmatmul_us: f64,
     /// Median µs per batch through the dequantized f32 copy.
@@ -162,7 +164,11 @@ fn kernel_sweep(q: &QuantizedModel, test: &Dataset) -> Result<Vec<KernelSweepRow
         let x = &test.features[..batch * d];
         let mut tq = Vec::with_capacity(40);
         let mut td = Vec::with_capacity(40);
+        let mut tr = Vec::with_capacity(40);
         for rep in 0..45 {
+            let t0 = std::time::Instant::now();
+            std::hint::black_box(q.logits_rows(x, batch)?);
+            let r = t0.elapsed().as_secs_f64() * 1e6;
             let t0 = std::time::Instant::now();
             std::hint::black_box(q.logits_with(x, batch, true)?);
             let a = t0.elapsed().as_secs_f64() * 1e6;
@@ -170,14 +176,17 @@ fn kernel_sweep(q: &QuantizedModel, test: &Dataset) -> Result<Vec<KernelSweepRow
             std::hint::black_box(q.logits_with(x, batch, false)?);
             let b = t0.elapsed().as_secs_f64() * 1e6;
             if rep >= 5 {
+                tr.push(r);
                 tq.push(a);
                 td.push(b);
             }
         }
         tq.sort_by(f64::total_cmp);
         td.sort_by(f64::total_cmp);
+        tr.sort_by(f64::total_cmp);
         rows.push(KernelSweepRow {
             batch,
+            row_int8_us: crate::metrics::percentile(&tr, 50.0),
             qmatmul_us: crate::metrics::percentile(&tq, 50.0),
             dequantized_us: crate::metrics::percentile(&td, 50.0),
         });
@@ -217,7 +226,7 @@ pub fn bench_quantize(
         .find(|r| r.profile == "int8")
         .cloned()
         .ok_or_else(|| MlError::InvalidInput("table lacks the int8 row".into()))?;
-    // Teacher and int8 student timed interleaved: the student's batch-1 figure through QMatMul, its
+    // Teacher and int8 student timed interleaved: the student's batch-1 figure through the row kernel, its
     // batch-128 figure through the dequantized copy (what Kernel::Auto picks at those sizes).
     let (int8, _) = quantize(
         &student,
@@ -227,7 +236,7 @@ pub fn bench_quantize(
         &PtqOptions::default(),
     )?;
     let ft = |x: &[f32], n: usize| teacher.logits(x, n);
-    let fq = |x: &[f32], n: usize| int8.logits_with(x, n, true);
+    let fq = |x: &[f32], n: usize| int8.logits_rows(x, n);
     let fd = |x: &[f32], n: usize| int8.logits_with(x, n, false);
     let t = time_interleaved(&[&ft, &fq, &fd], &test.features, test.n, test.dim)?;
     let (t_p50, t_tp) = (t[0].0, t[0].2);

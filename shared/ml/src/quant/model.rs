@@ -97,12 +97,15 @@ impl LayerFormat {
     }
 }
 
-/// Which matmul kernel the Q8_0 layers use.
+/// Which kernel the layers use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kernel {
-    /// `QMatMul` below the batch threshold, the dequantized f32 copy at or above it.
+    /// [`Kernel::RowInt8`] below the batch threshold, [`Kernel::Dequantized`] at or above it.
     Auto,
+    /// Row at a time in plain Rust: Q8_0 layers as integer dot products on the Q8_0 blocks with the input
+    /// quantized to Q8_0 (no dequantized copy), float layers as f32 dot products; no tensor overhead.
+    RowInt8,
     /// Always candle's `QMatMul` on the Q8_0 blocks (activations quantized to Q8_0 on the fly).
     Quantized,
     /// Always an f32 matmul on weights dequantized once (and cached) from the Q8_0 blocks.
@@ -244,6 +247,63 @@ pub(crate) struct QLayer {
     pub w: OnceLock<Tensor>,
     /// f32 bias `[out]`.
     pub b: Tensor,
+    /// Plain-slice copies for the row-at-a-time kernel, made on first use.
+    pub rows: OnceLock<RowWeights>,
+}
+
+/// Weights of one layer laid out for [`QLayer::gemv`].
+#[derive(Debug)]
+pub(crate) enum RowWeights {
+    /// Q8_0 blocks split into scales (`out * in / 32`, f16 widened to f32) and int8 values (`out * in`).
+    Q8 {
+        d: Vec<f32>,
+        qs: Vec<i8>,
+        bias: Vec<f32>,
+    },
+    /// f32 (or f16-rounded) weights, row-major `[out, in]`.
+    F32 { w: Vec<f32>, bias: Vec<f32> },
+}
+
+/// Bytes of one Q8_0 block: an f16 scale and 32 int8 values.
+const Q8_BLOCK_BYTES: usize = 34;
+
+/// Quantizes one row to Q8_0 exactly as candle's `BlockQ8_0::from_float` (scale rounded to f16).
+fn quantize_row_q8(x: &[f32], d: &mut Vec<f32>, q: &mut Vec<i8>) {
+    d.clear();
+    q.clear();
+    for block in x.chunks(Q8_BLOCK) {
+        let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let scale = amax / 127.0;
+        let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+        d.push(half::f16::from_f32(scale).to_f32());
+        q.extend(block.iter().map(|v| (v * inv).round() as i8));
+    }
+}
+
+/// Integer dot product of two 32-value blocks.
+fn dot_block_i8(a: &[i8], b: &[i8]) -> i32 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| i32::from(x) * i32::from(y))
+        .sum()
+}
+
+/// f32 dot product with 8 independent partial sums (lets the compiler use SIMD lanes).
+fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (xa, xb) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += xa[i] * xb[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 impl QLayer {
@@ -259,6 +319,7 @@ impl QLayer {
             q: None,
             w: OnceLock::new(),
             b,
+            rows: OnceLock::new(),
         };
         Self::from_weight(layer, w)
     }
@@ -289,6 +350,7 @@ impl QLayer {
             q: None,
             w: OnceLock::new(),
             b,
+            rows: OnceLock::new(),
         };
         match format {
             LayerFormat::Q8_0 => layer.q = Some(Arc::new(weight)),
@@ -326,6 +388,79 @@ impl QLayer {
             }
             (None, fmt) => Ok(QTensor::quantize(self.weight_f32()?, fmt.ggml())?),
         }
+    }
+
+    fn row_weights(&self) -> Result<&RowWeights> {
+        if let Some(r) = self.rows.get() {
+            return Ok(r);
+        }
+        let bias = self.b.to_vec1::<f32>()?;
+        let r = match &self.q {
+            Some(q) => {
+                let data = q.data()?;
+                let blocks = self.out_dim * self.in_dim / Q8_BLOCK;
+                if data.len() != blocks * Q8_BLOCK_BYTES {
+                    return Err(MlError::InvalidConfig(format!(
+                        "Q8_0 tensor holds {} bytes, expected {}",
+                        data.len(),
+                        blocks * Q8_BLOCK_BYTES
+                    )));
+                }
+                let mut d = Vec::with_capacity(blocks);
+                let mut qs = Vec::with_capacity(self.out_dim * self.in_dim);
+                for blk in data.chunks_exact(Q8_BLOCK_BYTES) {
+                    d.push(half::f16::from_le_bytes([blk[0], blk[1]]).to_f32());
+                    qs.extend(blk[2..].iter().map(|&b| i8::from_le_bytes([b])));
+                }
+                RowWeights::Q8 { d, qs, bias }
+            }
+            None => RowWeights::F32 {
+                w: self.weight_f32()?.flatten_all()?.to_vec1::<f32>()?,
+                bias,
+            },
+        };
+        Ok(self.rows.get_or_init(|| r))
+    }
+
+    /// One row through the layer in plain Rust: for Q8_0 the input is quantized to Q8_0 and every block
+    /// product is an integer dot product scaled by both f16 scales (what candle's `vec_dot_q8_0_q8_0`
+    /// computes, summed in a different order); f32/f16 layers use an f32 dot product.
+    fn gemv(
+        &self,
+        x: &[f32],
+        out: &mut Vec<f32>,
+        xd: &mut Vec<f32>,
+        xq: &mut Vec<i8>,
+    ) -> Result<()> {
+        out.clear();
+        match self.row_weights()? {
+            RowWeights::Q8 { d, qs, bias } => {
+                quantize_row_q8(x, xd, xq);
+                let blocks = self.in_dim / Q8_BLOCK;
+                for ((wq, wd), b) in qs
+                    .chunks_exact(self.in_dim)
+                    .zip(d.chunks_exact(blocks))
+                    .zip(bias)
+                {
+                    let mut acc = 0f32;
+                    for (((wb, xb), dw), dx) in wq
+                        .chunks_exact(Q8_BLOCK)
+                        .zip(xq.chunks_exact(Q8_BLOCK))
+                        .zip(wd)
+                        .zip(xd.iter())
+                    {
+                        acc += dw * dx * dot_block_i8(wb, xb) as f32;
+                    }
+                    out.push(acc + b);
+                }
+            }
+            RowWeights::F32 { w, bias } => {
+                for (row, b) in w.chunks_exact(self.in_dim).zip(bias) {
+                    out.push(dot_f32(row, x) + b);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn forward(&self, x: &Tensor, quantized_kernel: bool) -> Result<Tensor> {
@@ -419,12 +554,12 @@ impl QuantizedModel {
         self.auto_threshold = batch.max(1);
     }
 
-    /// Whether a batch of `n` rows runs on `QMatMul` with the current kernel setting.
-    pub fn uses_quantized_kernel(&self, n: usize) -> bool {
+    /// The kernel a batch of `n` rows runs on with the current setting (never `Auto`).
+    pub fn kernel_for(&self, n: usize) -> Kernel {
         match self.kernel {
-            Kernel::Quantized => true,
-            Kernel::Dequantized => false,
-            Kernel::Auto => n < self.auto_threshold,
+            Kernel::Auto if n < self.auto_threshold => Kernel::RowInt8,
+            Kernel::Auto => Kernel::Dequantized,
+            k => k,
         }
     }
 
@@ -446,7 +581,44 @@ impl QuantizedModel {
 
     /// Logits for `n` samples of raw features (row-major `n * in_dim`): `n * classes` values.
     pub fn logits(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
-        self.logits_with(x, n, self.uses_quantized_kernel(n))
+        self.logits_kernel(x, n, self.kernel_for(n))
+    }
+
+    /// Logits through a chosen kernel (`Auto` resolves by batch size).
+    pub fn logits_kernel(&self, x: &[f32], n: usize, kernel: Kernel) -> Result<Vec<f32>> {
+        match kernel {
+            Kernel::Auto => self.logits_kernel(x, n, self.kernel_for(n)),
+            Kernel::RowInt8 => self.logits_rows(x, n),
+            Kernel::Quantized => self.logits_with(x, n, true),
+            Kernel::Dequantized => self.logits_with(x, n, false),
+        }
+    }
+
+    /// The row-at-a-time kernel ([`Kernel::RowInt8`]).
+    pub fn logits_rows(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
+        let d = self.arch.in_dim;
+        check_features(x, n, d)?;
+        let mut out = Vec::with_capacity(n * self.arch.classes);
+        let mut h = vec![0f32; pad32(d)];
+        let mut y = Vec::new();
+        let (mut xd, mut xq) = (Vec::new(), Vec::new());
+        let last = self.layers.len() - 1;
+        for row in x.chunks_exact(d.max(1)).take(n) {
+            h.clear();
+            h.extend_from_slice(row);
+            h.resize(pad32(d), 0.0);
+            for (i, l) in self.layers.iter().enumerate() {
+                l.gemv(&h, &mut y, &mut xd, &mut xq)?;
+                if i != last {
+                    for v in y.iter_mut() {
+                        *v = v.max(0.0);
+                    }
+                }
+                std::mem::swap(&mut h, &mut y);
+            }
+            out.extend_from_slice(&h[..self.arch.classes]);
+        }
+        Ok(out)
     }
 
     /// Logits through a chosen kernel (`quantized_kernel`: `QMatMul` for the Q8_0 layers).
@@ -536,6 +708,10 @@ mod tests {
             assert!((a - b).abs() < 1e-4, "{a} vs {b}");
         }
         assert_eq!(q.arch().padded_dims(), vec![(64, 64), (64, 32), (32, 3)]);
+        let rows = q.logits_rows(&x, 16).expect("rows");
+        for (a, b) in want.iter().zip(&rows) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
     }
 
     #[test]
@@ -560,7 +736,15 @@ mod tests {
         assert!(rel(&a, &f) < 0.05, "qmatmul rel err {}", rel(&a, &f));
         assert!(rel(&b, &f) < 0.05, "dequantized rel err {}", rel(&b, &f));
         assert!(rel(&a, &b) < 0.05);
-        assert!(q.uses_quantized_kernel(1) && !q.uses_quantized_kernel(128));
+        assert_eq!(
+            (q.kernel_for(1), q.kernel_for(128)),
+            (Kernel::RowInt8, Kernel::Dequantized)
+        );
+        // The row kernel computes what QMatMul computes (W8A8 on the same blocks), up to summation order.
+        let r = q.logits_rows(&x, 32).expect("rows");
+        for (u, v) in r.iter().zip(&a) {
+            assert!((u - v).abs() < 1e-3 * (1.0 + v.abs()), "{u} vs {v}");
+        }
     }
 
     #[test]

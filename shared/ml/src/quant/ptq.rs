@@ -204,8 +204,10 @@ fn bias_correct(
         .zip(&shift)
         .map(|(b, s)| (f64::from(*b) + s / n as f64) as f32)
         .collect();
+    // The row-kernel copy (if any) holds the old bias: start it afresh.
     Ok(QLayer {
         b: Tensor::from_vec(nb, out, &Device::Cpu)?,
+        rows: std::sync::OnceLock::new(),
         ..q
     })
 }

@@ -40,8 +40,11 @@ pub struct KernelTiming {
 pub struct QuantRow {
     /// Profile name (`f32`, `f16`, `sandwich`, `int8`).
     pub profile: String,
-    /// Test accuracy through the int8 kernel (`QMatMul`) for Q8_0 layers.
+    /// Test accuracy through the row kernel (Q8_0 layers as int8 x int8 dot products on the stored blocks,
+    /// what `Kernel::Auto` runs at small batches).
     pub accuracy: f64,
+    /// Test accuracy through candle's `QMatMul` (same arithmetic, another summation order).
+    pub accuracy_qmatmul: f64,
     /// Test accuracy through the large-batch (dequantized) kernel.
     pub accuracy_dequantized_kernel: f64,
     /// `accuracy - accuracy_f32`, in percentage points.
@@ -133,7 +136,8 @@ fn predictions(logits: &[f32], c: usize) -> Vec<u32> {
     logits.chunks_exact(c).map(|r| argmax(r) as u32).collect()
 }
 
-/// Evaluates a quantized student with the metrics of `evaluate` (the Q8_0 layers through `QMatMul`;
+/// Evaluates a quantized student with the metrics of `evaluate` (quality through the row kernel, i.e.
+/// int8 arithmetic for Q8_0 layers;
 /// latency with the automatic kernel at batch 1, throughput at batch 128; `size_bytes` is the exported
 /// file). `teacher_probs` enables agreement and KL.
 pub fn evaluate_quantized(
@@ -155,7 +159,7 @@ pub fn evaluate_quantized(
     if let Some(tp) = teacher_probs {
         crate::distill::validate_probabilities(tp, n, c)?;
     }
-    let logits = q.logits_with(&test.features, n, true)?;
+    let logits = q.logits_rows(&test.features, n)?;
     let probs = softmax_rows(&logits, c, 1.0);
     let pred = predictions(&logits, c);
     let (precision_macro, recall_macro, f1_macro) = macro_prf(&test.labels, &pred, c);
@@ -222,40 +226,43 @@ pub fn quantization_table(
     // Every kernel of every profile, timed interleaved with the f32 baseline in one pass.
     let fm = |x: &[f32], n: usize| model.logits(x, n);
     let ff = |x: &[f32], n: usize| folded.logits_with(x, n, false);
-    let mut fns: Vec<LogitsFn<'_>> = vec![&fm, &ff];
-    let mut labels: Vec<(usize, &'static str)> =
-        vec![(usize::MAX, "f32"), (usize::MAX, "f32_folded")];
-    let closures: Vec<(usize, bool, BoxedLogitsFn<'_>)> = quantized
+    let fr = |x: &[f32], n: usize| folded.logits_rows(x, n);
+    let mut fns: Vec<LogitsFn<'_>> = vec![&fm, &ff, &fr];
+    let mut labels: Vec<(usize, &'static str)> = vec![
+        (usize::MAX, "f32"),
+        (usize::MAX, "f32_folded"),
+        (usize::MAX, "f32_rows"),
+    ];
+    let closures: Vec<(usize, &'static str, BoxedLogitsFn<'_>)> = quantized
         .iter()
         .enumerate()
         .flat_map(|(i, q)| {
             let has_q8 = q.layer_formats().contains(&super::LayerFormat::Q8_0);
-            let mut v: Vec<(usize, bool, BoxedLogitsFn<'_>)> = Vec::new();
+            let mut v: Vec<(usize, &'static str, BoxedLogitsFn<'_>)> = Vec::new();
+            // First the kernel Kernel::Auto uses at batch 1, last the one it uses at batch 128.
+            v.push((
+                i,
+                "row_int8",
+                Box::new(move |x: &[f32], n: usize| q.logits_rows(x, n)),
+            ));
             if has_q8 {
                 v.push((
                     i,
-                    true,
+                    "qmatmul",
                     Box::new(move |x: &[f32], n: usize| q.logits_with(x, n, true)),
                 ));
             }
             v.push((
                 i,
-                false,
+                "dequantized",
                 Box::new(move |x: &[f32], n: usize| q.logits_with(x, n, false)),
             ));
             v
         })
         .collect();
-    for (i, quant_kernel, f) in &closures {
+    for (i, name, f) in &closures {
         fns.push(f.as_ref());
-        labels.push((
-            *i,
-            if *quant_kernel {
-                "qmatmul"
-            } else {
-                "dequantized"
-            },
-        ));
+        labels.push((*i, name));
     }
     let timings = time_interleaved(&fns, x, n, d)?;
     let timing_of = |i: usize| -> Vec<KernelTiming> {
@@ -280,6 +287,7 @@ pub fn quantization_table(
     let mut rows = vec![QuantRow {
         profile: "f32".into(),
         accuracy: f32_acc,
+        accuracy_qmatmul: f32_acc,
         accuracy_dequantized_kernel: f32_acc,
         accuracy_delta_points: 0.0,
         agreement_with_f32: 1.0,
@@ -293,8 +301,9 @@ pub fn quantization_table(
         kernels: f32_kernels,
     }];
     for (i, (profile, q)) in profiles.iter().zip(&quantized).enumerate() {
-        let lq = q.logits_with(x, n, true)?;
+        let lq = q.logits_rows(x, n)?;
         let pq = predictions(&lq, c);
+        let lm = q.logits_with(x, n, true)?;
         let ld = q.logits_with(x, n, false)?;
         let bytes = export_bytes(q, Some(model))?.len();
         let kernels = timing_of(i);
@@ -308,6 +317,7 @@ pub fn quantization_table(
         rows.push(QuantRow {
             profile: profile.name().into(),
             accuracy: acc,
+            accuracy_qmatmul: accuracy(&test.labels, &predictions(&lm, c)),
             accuracy_dequantized_kernel: accuracy(&test.labels, &predictions(&ld, c)),
             accuracy_delta_points: 100.0 * (acc - f32_acc),
             agreement_with_f32: pq.iter().zip(&f32_pred).filter(|(a, b)| a == b).count() as f64
@@ -404,7 +414,8 @@ mod tests {
         }
         // int8 stores ~1.06 bytes per weight against 4: the file is several times smaller.
         assert!(rows[3].size_ratio_vs_f32 > 3.0, "{:?}", rows[3]);
-        assert_eq!(rows[3].kernels.len(), 2);
+        let kernels: Vec<&str> = rows[3].kernels.iter().map(|k| k.kernel.as_str()).collect();
+        assert_eq!(kernels, ["row_int8", "qmatmul", "dequantized"]);
         let json = serde_json::to_value(&rows[3]).expect("json");
         for key in [
             "profile",
