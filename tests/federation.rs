@@ -17,8 +17,8 @@ use fedistill_participant::transport::{connect, ConnectOptions, Kit};
 use fedistill_shared::crypto::{Digest, FederationId, ParticipantId, ReplayGuard, Signed, Signer};
 use fedistill_shared::protocol::{softlabels, Encoding};
 use fedistill_shared::wire::messages::{
-    sample_ids_digest, Reply, RoundOpen, SoftLabels, ToCoordinator, ToParticipant, KIND_REPLY,
-    KIND_TO_COORDINATOR, KIND_TO_PARTICIPANT, PROTOCOL_VERSION,
+    sample_ids_digest, Reply, RoundOpen, SoftLabels, ToCoordinator, ToParticipant, KIND_REPLY, KIND_TO_COORDINATOR,
+    KIND_TO_PARTICIPANT, PROTOCOL_VERSION,
 };
 use fedistill_shared::wire::{encode_frame, recv_message, send_message, write_frame};
 
@@ -156,11 +156,7 @@ impl Fed {
     /// Writes `participant-<name>.toml`: small student and short training for every participant; the
     /// teacher's hidden widths are the test's choice (teachers are private and may differ).
     fn participant_config(&self, name: &str, shard: usize, shards: usize, teacher: &[usize]) {
-        let widths = teacher
-            .iter()
-            .map(|w| w.to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let widths = teacher.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(", ");
         let epochs = if teacher == SLOW_TEACHER { 1 } else { 5 };
         std::fs::write(
             self.dir.join(format!("participant-{name}.toml")),
@@ -198,10 +194,7 @@ impl Fed {
     }
 
     fn start_coordinator(&mut self) {
-        self.spawn(
-            "coordinator",
-            &["coordinator", "--config", "coordinator.toml"],
-        );
+        self.spawn("coordinator", &["coordinator", "--config", "coordinator.toml"]);
     }
 
     fn start_participant(&mut self, name: &str) {
@@ -302,26 +295,17 @@ impl Fed {
         let deadline = Instant::now() + WAIT;
         loop {
             self.check_processes();
-            if self
-                .procs
-                .values_mut()
-                .all(|c| matches!(c.try_wait(), Ok(Some(_))))
-            {
+            if self.procs.values_mut().all(|c| matches!(c.try_wait(), Ok(Some(_)))) {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "processes did not exit{}",
-                self.logs()
-            );
+            assert!(Instant::now() < deadline, "processes did not exit{}", self.logs());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     fn result(&self, name: &str) -> Value {
         let p = self.work(name).join("result.json");
-        let bytes =
-            std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}{}", p.display(), self.logs()));
+        let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}{}", p.display(), self.logs()));
         serde_json::from_slice(&bytes).expect("result.json is JSON")
     }
 }
@@ -362,11 +346,7 @@ fn rejections(text: &str, reason: &str) -> f64 {
 
 fn names(v: &Value) -> Vec<String> {
     v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
         .unwrap_or_default()
 }
 
@@ -375,15 +355,11 @@ fn history(status: &Value) -> Vec<Value> {
 }
 
 fn round_of(status: &Value, round: u64) -> Option<Value> {
-    history(status)
-        .into_iter()
-        .find(|h| h["round"].as_u64() == Some(round))
+    history(status).into_iter().find(|h| h["round"].as_u64() == Some(round))
 }
 
 fn assert_unit(v: &Value, what: &str) {
-    let x = v
-        .as_f64()
-        .unwrap_or_else(|| panic!("{what} is not a number: {v}"));
+    let x = v.as_f64().unwrap_or_else(|| panic!("{what} is not a number: {v}"));
     assert!((0.0..=1.0).contains(&x), "{what} = {x} is not in [0, 1]");
 }
 
@@ -415,19 +391,10 @@ fn a_small_federation_runs_every_round_with_every_participant() {
     }
     let done = fed.wait_finished();
     let hist = history(&done);
-    assert_eq!(
-        hist.len() as u64,
-        opts.rounds,
-        "one history entry per round: {done}"
-    );
+    assert_eq!(hist.len() as u64, opts.rounds, "one history entry per round: {done}");
     for (i, h) in hist.iter().enumerate() {
         assert_eq!(h["round"].as_u64(), Some(i as u64 + 1), "{h}");
-        assert_eq!(
-            names(&h["contributors"]),
-            ["p0", "p1", "p2"],
-            "round {}: {h}",
-            i + 1
-        );
+        assert_eq!(names(&h["contributors"]), ["p0", "p1", "p2"], "round {}: {h}", i + 1);
         assert!(names(&h["absent"]).is_empty(), "round {}: {h}", i + 1);
     }
     fed.wait_all_exit();
@@ -447,25 +414,16 @@ fn a_small_federation_runs_every_round_with_every_participant() {
             "{n}: {r}"
         );
         for x in rounds {
-            assert_unit(
-                &x["student_accuracy"],
-                &format!("{n} round student_accuracy"),
-            );
-            assert_unit(
-                &x["consensus_accuracy"],
-                &format!("{n} round consensus_accuracy"),
-            );
+            assert_unit(&x["student_accuracy"], &format!("{n} round student_accuracy"));
+            assert_unit(&x["consensus_accuracy"], &format!("{n} round consensus_accuracy"));
         }
     }
-    // Counted from coordinator/src/service.rs: FederationCreated once, then per round RoundOpened +
-    // one Contribution per contributor + Aggregate (the commit) and one RoundReport per reporting
-    // contributor: 1 + 2 * (1 + 3 + 1 + 3) = 17.
+    // Counted from coordinator/src/service.rs: FederationCreated once, a RosterChange (enrol) per
+    // participant the first time it connects, then per round RoundOpened + one Contribution per contributor
+    // + Aggregate (the commit) and one RoundReport per reporting contributor: 1 + 3 + 2 * (1 + 3 + 1 + 3) = 20.
     let size = store_size(&fed.dir);
-    assert_eq!(size, 1 + opts.rounds * (2 + 2 * 3), "log size in the store");
-    assert!(
-        done["log_size"].as_u64().unwrap_or(0) > 1,
-        "the log grew: {done}"
-    );
+    assert_eq!(size, 1 + 3 + opts.rounds * (2 + 2 * 3), "log size in the store");
+    assert!(done["log_size"].as_u64().unwrap_or(0) > 1, "the log grew: {done}");
 }
 
 #[test]
@@ -491,8 +449,7 @@ fn a_participant_killed_mid_round_is_absent_then_rejoins_with_its_identity() {
     }
     // Round 1 opens once all three are connected; p2 is then busy labelling with its slow teacher.
     fed.wait_for("round 1 collecting", |f| {
-        f.status()
-            .filter(|s| s["round"] == 1 && s["phase"] == "collecting")
+        f.status().filter(|s| s["round"] == 1 && s["phase"] == "collecting")
     });
     fed.kill("p2");
     let s = fed.wait_for("round 1 aggregated", |f| {
@@ -504,11 +461,7 @@ fn a_participant_killed_mid_round_is_absent_then_rejoins_with_its_identity() {
         ["p0", "p1"],
         "round 1 completes on quorum without p2: {r1}"
     );
-    assert_eq!(
-        names(&r1["absent"]),
-        ["p2"],
-        "p2 is recorded absent in round 1: {r1}"
-    );
+    assert_eq!(names(&r1["absent"]), ["p2"], "p2 is recorded absent in round 1: {r1}");
     assert!(
         !fed.work("p2").join("state.json").exists(),
         "p2 finished no round before it was killed"
@@ -524,10 +477,7 @@ fn a_participant_killed_mid_round_is_absent_then_rejoins_with_its_identity() {
         .filter(|h| names(&h["contributors"]).iter().any(|p| p == "p2"))
         .filter_map(|h| h["round"].as_u64())
         .collect();
-    assert!(
-        !rejoined.is_empty(),
-        "p2 contributed again in a later round: {done}"
-    );
+    assert!(!rejoined.is_empty(), "p2 contributed again in a later round: {done}");
     assert!(rejoined.iter().all(|&r| r > 1), "{rejoined:?}");
     for h in &hist {
         let c = names(&h["contributors"]);
@@ -621,8 +571,7 @@ fn a_coordinator_killed_mid_round_resumes_and_loses_nothing_acknowledged() {
         size_at_kill,
     } = coordinator_restart();
     // The restarted process lists the rounds it aggregated; the interrupted round 1 is among them.
-    let r1 = round_of(&done, 1)
-        .unwrap_or_else(|| panic!("round 1 aggregated after the restart: {done}"));
+    let r1 = round_of(&done, 1).unwrap_or_else(|| panic!("round 1 aggregated after the restart: {done}"));
     let c1 = names(&r1["contributors"]);
     assert!(c1.len() as f64 >= acked, "{r1}");
     assert!(
@@ -634,10 +583,7 @@ fn a_coordinator_killed_mid_round_resumes_and_loses_nothing_acknowledged() {
         Some(2),
         "all rounds ran: {done}"
     );
-    assert!(
-        store_size(&fed.dir) > size_at_kill,
-        "the log grew after the restart"
-    );
+    assert!(store_size(&fed.dir) > size_at_kill, "the log grew after the restart");
     // Every participant reconnected by itself: each exited successfully (checked by wait_all_exit) after
     // the restarted coordinator told it the federation finished, and wrote its result.
     for n in ["p0", "p1", "p2"] {
@@ -653,8 +599,7 @@ fn a_coordinator_killed_mid_round_resumes_and_loses_nothing_acknowledged() {
             that reconnects during reporting; see the report"]
 fn a_coordinator_restart_keeps_the_round_s_expected_set_and_delivers_its_aggregate() {
     let Restart { fed, done, .. } = coordinator_restart();
-    let r1 = round_of(&done, 1)
-        .unwrap_or_else(|| panic!("round 1 aggregated after the restart: {done}"));
+    let r1 = round_of(&done, 1).unwrap_or_else(|| panic!("round 1 aggregated after the restart: {done}"));
     let mut seen = names(&r1["contributors"]);
     seen.extend(names(&r1["absent"]));
     seen.sort();
@@ -683,17 +628,13 @@ struct Client {
 impl Client {
     async fn connect(dir: &Path) -> Client {
         let kit = Kit::load(dir).expect("load kit");
-        let conn = connect(&kit, &ConnectOptions::default())
-            .await
-            .expect("mTLS connect");
+        let conn = connect(&kit, &ConnectOptions::default()).await.expect("mTLS connect");
         Client { kit, conn, seq: 0 }
     }
 
     async fn request(&self, msg: &ToCoordinator) -> Reply {
         let (mut send, mut recv) = self.conn.open_bi().await.expect("open stream");
-        send_message(&mut send, KIND_TO_COORDINATOR, msg)
-            .await
-            .expect("send");
+        send_message(&mut send, KIND_TO_COORDINATOR, msg).await.expect("send");
         send.finish().expect("finish");
         let (kind, reply) = recv_message::<Reply>(&mut recv, 1 << 24, Duration::from_secs(30))
             .await
@@ -709,16 +650,7 @@ impl Client {
                 last_checkpoint_size: 0,
             })
             .await;
-        assert!(
-            matches!(
-                r,
-                Reply::Welcome {
-                    finished: false,
-                    ..
-                }
-            ),
-            "{r:?}"
-        );
+        assert!(matches!(r, Reply::Welcome { finished: false, .. }), "{r:?}");
     }
 
     /// The next round opening pushed by the coordinator, signature-checked with the kit's coordinator key.
@@ -726,10 +658,9 @@ impl Client {
         let mut guard = ReplayGuard::new(self.kit.federation().clone());
         loop {
             let mut recv = self.conn.accept_uni().await.expect("push stream");
-            let (kind, msg) =
-                recv_message::<ToParticipant>(&mut recv, 1 << 24, Duration::from_secs(30))
-                    .await
-                    .expect("push");
+            let (kind, msg) = recv_message::<ToParticipant>(&mut recv, 1 << 24, Duration::from_secs(30))
+                .await
+                .expect("push");
             assert_eq!(kind, KIND_TO_PARTICIPANT);
             if let ToParticipant::Open(s) = msg {
                 let round = s.round;
@@ -832,11 +763,9 @@ fn bad_inputs_are_rejected_and_counted_and_the_round_completes_on_quorum() {
     fed.start_participant("p1");
     // Round 1 opens when all five are connected; every connected participant, silent included, is expected.
     let (open, open_d) = rt.block_on(async {
-        tokio::time::timeout(WAIT, async {
-            (mallory.next_open().await, dropper.next_open().await)
-        })
-        .await
-        .expect("round 1 opened")
+        tokio::time::timeout(WAIT, async { (mallory.next_open().await, dropper.next_open().await) })
+            .await
+            .expect("round 1 opened")
     });
     assert_eq!(open.round.0, 1);
     assert_eq!(open.sample_ids, open_d.sample_ids);
@@ -846,9 +775,7 @@ fn bad_inputs_are_rejected_and_counted_and_the_round_completes_on_quorum() {
     let r = rt.block_on(mallory.request(&msg));
     assert_eq!(reject_code(&r), "wrong_public_set", "{r:?}");
     // 2. A NaN in an otherwise well-formed F32 payload (bytes 0..4 are row 0, class 0).
-    let msg = mallory.labels(&open, |b| {
-        b.payload[0..4].copy_from_slice(&f32::NAN.to_le_bytes())
-    });
+    let msg = mallory.labels(&open, |b| b.payload[0..4].copy_from_slice(&f32::NAN.to_le_bytes()));
     let r = rt.block_on(mallory.request(&msg));
     assert_eq!(reject_code(&r), "bad_payload", "{r:?}");
     // 3. A frame larger than max_frame_bytes: refused from its header, before the payload is read.
@@ -874,17 +801,10 @@ fn bad_inputs_are_rejected_and_counted_and_the_round_completes_on_quorum() {
     let done = fed.wait_finished();
     let r1 = round_of(&done, 1).unwrap_or_else(|| panic!("round 1: {done}"));
     assert_eq!(names(&r1["contributors"]), ["p0", "p1"], "{r1}");
-    assert_eq!(
-        names(&r1["absent"]),
-        ["dropper", "mallory", "silent"],
-        "{r1}"
-    );
+    assert_eq!(names(&r1["absent"]), ["dropper", "mallory", "silent"], "{r1}");
     fed.wait_all_exit();
     for n in ["p0", "p1"] {
-        assert_unit(
-            &fed.result(n)["student_accuracy"],
-            &format!("{n} student_accuracy"),
-        );
+        assert_unit(&fed.result(n)["student_accuracy"], &format!("{n} student_accuracy"));
     }
     drop(silent);
     drop(mallory);
