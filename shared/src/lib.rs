@@ -9,8 +9,11 @@ pub use fedistill_ledger as ledger;
 #[cfg(feature = "ml")]
 pub use fedistill_ml as ml;
 
+#[cfg(feature = "ml")]
+pub mod attack;
 pub mod audit;
 pub mod crypto;
+pub mod privacy;
 pub mod protocol;
 pub mod settings;
 pub mod provision;

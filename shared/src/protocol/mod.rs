@@ -7,6 +7,7 @@
 pub mod aggregate;
 pub mod coordinator;
 pub mod participant;
+pub mod robust;
 #[cfg(test)]
 mod sim;
 pub mod softlabels;

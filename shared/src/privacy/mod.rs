@@ -1,0 +1,421 @@
+//! Differential privacy of the soft labels a participant releases: settings, the clipped and quantized
+//! discrete-Gaussian mechanism, its Rényi-DP accountant, and the per-participant budget.
+//!
+//! What the guarantee covers (and what it does not) is spelled out in docs/privacy.md: the mechanism makes
+//! each released row (event-level, per round) differentially private with respect to that row's clipped
+//! contribution; it does not by itself bound how much one private training sample moves the teacher.
+
+pub mod accountant;
+pub mod discrete;
+
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+pub use accountant::{noise_for_epsilon, RdpAccountant, Spend};
+pub use discrete::DiscreteGaussian;
+
+/// Probabilities are quantized to integers in units of `1 / QUANT_SCALE` before noise is added.
+pub const QUANT_SCALE: f64 = 65_536.0;
+/// Largest accepted noise multiplier (keeps the sampler's integers inside u128).
+pub const MAX_NOISE_MULTIPLIER: f64 = 1_000.0;
+
+/// How the released labels are formed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PrivacyMode {
+    /// Noisy clipped probability vectors, projected back onto the simplex.
+    #[default]
+    Soft,
+    /// PATE-style: the teacher's vote (one-hot argmax) plus discrete Gaussian noise, released as the
+    /// one-hot argmax of the noisy vote.
+    NoisyArgmax,
+}
+
+/// `[privacy]` table of a participant config, as written (see docs/privacy.md for every key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyToml {
+    /// Turns the mechanism on (default true when the table is present).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `soft` (default) or `noisy_argmax`.
+    #[serde(default)]
+    pub mode: PrivacyMode,
+    /// Noise standard deviation divided by the L2 sensitivity; give this or `epsilon_per_round`.
+    #[serde(default)]
+    pub noise_multiplier: Option<f64>,
+    /// Target epsilon of one round alone; the noise multiplier is calibrated from it.
+    #[serde(default)]
+    pub epsilon_per_round: Option<f64>,
+    /// The delta every epsilon is stated for, in (0, 1).
+    pub delta: f64,
+    /// L2 bound of a row's probability vector (in (0, 1]; 1 leaves probability vectors unchanged).
+    #[serde(default = "one")]
+    pub clip: f64,
+    /// Cumulative epsilon the participant never exceeds: a round that would exceed it is not sent.
+    pub budget_epsilon: f64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn one() -> f64 {
+    1.0
+}
+
+/// Why privacy settings were refused or the mechanism could not run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PrivacyError {
+    /// A setting is out of its valid range.
+    #[error("invalid privacy setting: {0}")]
+    BadSetting(String),
+    /// The input to the mechanism is not `rows x classes` finite probabilities.
+    #[error("privacy mechanism input: {0}")]
+    BadInput(String),
+}
+
+/// Validated privacy settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PrivacyConfig {
+    /// Soft or noisy-argmax release.
+    pub mode: PrivacyMode,
+    /// Noise multiplier z (noise standard deviation = z x L2 sensitivity).
+    pub noise_multiplier: f64,
+    /// Delta of the (epsilon, delta) statements.
+    pub delta: f64,
+    /// L2 clip of a row.
+    pub clip: f64,
+    /// Cumulative epsilon budget.
+    pub budget_epsilon: f64,
+}
+
+impl PrivacyToml {
+    /// Validates; `None` when the mechanism is disabled. Refuses epsilon <= 0, delta outside (0, 1), a
+    /// zero (or missing) noise multiplier, a clip outside (0, 1] and a budget <= 0.
+    pub fn validate(&self) -> Result<Option<PrivacyConfig>, PrivacyError> {
+        let bad = |m: String| Err(PrivacyError::BadSetting(m));
+        if !self.enabled {
+            return Ok(None);
+        }
+        if !(self.delta > 0.0 && self.delta < 1.0) {
+            return bad(format!("delta {} must be in (0, 1)", self.delta));
+        }
+        if !(self.budget_epsilon > 0.0 && self.budget_epsilon.is_finite()) {
+            return bad(format!(
+                "budget_epsilon {} must be a finite number > 0",
+                self.budget_epsilon
+            ));
+        }
+        if !(self.clip > 0.0 && self.clip <= 1.0) {
+            return bad(format!("clip {} must be in (0, 1]", self.clip));
+        }
+        let z = match (self.noise_multiplier, self.epsilon_per_round) {
+            (Some(_), Some(_)) => return bad("give noise_multiplier or epsilon_per_round, not both".into()),
+            (None, None) => {
+                return bad("privacy is enabled but neither noise_multiplier nor epsilon_per_round is set".into())
+            }
+            (Some(z), None) => {
+                if !(z > 0.0 && z.is_finite()) {
+                    return bad(format!("noise_multiplier {z} must be > 0 when privacy is enabled"));
+                }
+                z
+            }
+            (None, Some(e)) => {
+                if !(e > 0.0 && e.is_finite()) {
+                    return bad(format!("epsilon_per_round {e} must be a finite number > 0"));
+                }
+                noise_for_epsilon(e, self.delta, 1)
+            }
+        };
+        if z > MAX_NOISE_MULTIPLIER {
+            return bad(format!("noise multiplier {z} exceeds {MAX_NOISE_MULTIPLIER}"));
+        }
+        Ok(Some(PrivacyConfig {
+            mode: self.mode,
+            noise_multiplier: z,
+            delta: self.delta,
+            clip: self.clip,
+            budget_epsilon: self.budget_epsilon,
+        }))
+    }
+}
+
+/// The mechanism applied to one round's soft labels.
+#[derive(Debug, Clone)]
+pub struct SoftLabelMechanism {
+    cfg: PrivacyConfig,
+    scale: f64,
+    noise: DiscreteGaussian,
+}
+
+impl SoftLabelMechanism {
+    /// Builds the sampler for `cfg`. Replacing one row changes its clipped non-negative vector by at most
+    /// `sqrt(2) * clip` in L2 (two non-negative vectors of norm <= c are at most sqrt(2) c apart), so the
+    /// integer noise variance is `ceil((z * sqrt(2) * clip * scale)²)`; rounding up only adds noise.
+    pub fn new(cfg: PrivacyConfig) -> Self {
+        let scale = match cfg.mode {
+            PrivacyMode::Soft => QUANT_SCALE,
+            PrivacyMode::NoisyArgmax => 1.0,
+        };
+        let clip = match cfg.mode {
+            PrivacyMode::Soft => cfg.clip,
+            PrivacyMode::NoisyArgmax => 1.0,
+        };
+        let sd = cfg.noise_multiplier * std::f64::consts::SQRT_2 * clip * scale;
+        let noise = DiscreteGaussian::new((sd * sd).ceil() as u128);
+        SoftLabelMechanism { cfg, scale, noise }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &PrivacyConfig {
+        &self.cfg
+    }
+
+    /// zCDP parameter of one round for rows of `classes` values: `1 / (2 z²)` plus the correction term of
+    /// Canonne-Kamath-Steinke (Thm. 14) for a `classes`-dimensional discrete Gaussian, `tau * classes`.
+    pub fn rho_per_round(&self, classes: usize) -> f64 {
+        let z = self.cfg.noise_multiplier;
+        let s2 = self.noise.sigma2() as f64;
+        let tau: f64 = 10.0
+            * (1..classes.max(1))
+                .map(|k| (-2.0 * std::f64::consts::PI.powi(2) * s2 * k as f64 / (k as f64 + 1.0)).exp())
+                .sum::<f64>();
+        1.0 / (2.0 * z * z) + tau * classes as f64
+    }
+
+    /// A fresh accountant for this mechanism.
+    pub fn accountant(&self, classes: usize) -> RdpAccountant {
+        RdpAccountant::new(self.rho_per_round(classes), self.cfg.delta)
+    }
+
+    /// Releases `rows x classes` probabilities privately: quantize, clip each row to L2 <= clip (integer
+    /// arithmetic, scaling down never increases a coordinate), add discrete Gaussian noise per coordinate,
+    /// then map back onto the probability simplex (Euclidean projection; noisy-argmax: one-hot argmax).
+    pub fn privatize<R: RngCore + ?Sized>(
+        &self,
+        probabilities: &[f32],
+        rows: usize,
+        classes: usize,
+        rng: &mut R,
+    ) -> Result<Vec<f32>, PrivacyError> {
+        if classes == 0 || probabilities.len() != rows * classes {
+            return Err(PrivacyError::BadInput(format!(
+                "{} values for {rows} rows x {classes} classes",
+                probabilities.len()
+            )));
+        }
+        if let Some(i) = probabilities.iter().position(|v| !v.is_finite() || *v < 0.0) {
+            return Err(PrivacyError::BadInput(format!("value {i} is negative or not finite")));
+        }
+        let mut out = Vec::with_capacity(probabilities.len());
+        let mut q = vec![0i64; classes];
+        for row in probabilities.chunks_exact(classes) {
+            match self.cfg.mode {
+                PrivacyMode::Soft => {
+                    for (qi, &p) in q.iter_mut().zip(row) {
+                        *qi = (f64::from(p) * self.scale).round() as i64;
+                    }
+                    clip_integer_row(&mut q, self.cfg.clip * self.scale);
+                }
+                PrivacyMode::NoisyArgmax => {
+                    q.iter_mut().for_each(|v| *v = 0);
+                    q[argmax(row)] = 1;
+                }
+            }
+            let noisy: Vec<f64> = q
+                .iter()
+                .map(|&v| (v.saturating_add(self.noise.sample(rng))) as f64 / self.scale)
+                .collect();
+            match self.cfg.mode {
+                PrivacyMode::Soft => out.extend(project_to_simplex(&noisy).into_iter().map(|v| v as f32)),
+                PrivacyMode::NoisyArgmax => {
+                    let k = argmax(&noisy);
+                    out.extend((0..classes).map(|c| if c == k { 1.0f32 } else { 0.0 }));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Scales a non-negative integer row down (flooring) until its L2 norm is at most `bound`.
+fn clip_integer_row(q: &mut [i64], bound: f64) {
+    let norm2 = |q: &[i64]| q.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
+    let n = norm2(q).sqrt();
+    if n <= bound {
+        return;
+    }
+    let f = bound / n;
+    q.iter_mut().for_each(|v| *v = ((*v as f64) * f).floor() as i64);
+    // Floating rounding can leave the norm a hair above the bound: shave the largest entry.
+    while norm2(q).sqrt() > bound {
+        if let Some(m) = q.iter_mut().max() {
+            *m -= 1;
+        }
+    }
+}
+
+/// Index of the largest value, lowest index on ties.
+fn argmax<T: Copy + PartialOrd>(row: &[T]) -> usize {
+    let mut best = 0;
+    for (i, v) in row.iter().enumerate() {
+        if *v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Euclidean projection of `y` onto the probability simplex (Duchi et al. 2008, sort-based).
+pub fn project_to_simplex(y: &[f64]) -> Vec<f64> {
+    let mut u = y.to_vec();
+    u.sort_by(|a, b| b.total_cmp(a));
+    let mut cum = 0.0;
+    let mut theta = 0.0;
+    for (j, &v) in u.iter().enumerate() {
+        cum += v;
+        let t = (cum - 1.0) / (j as f64 + 1.0);
+        if v - t > 0.0 {
+            theta = t;
+        }
+    }
+    let mut p: Vec<f64> = y.iter().map(|v| (v - theta).max(0.0)).collect();
+    // Exact renormalisation against accumulated rounding.
+    let s: f64 = p.iter().sum();
+    if s > 0.0 {
+        p.iter_mut().for_each(|v| *v /= s);
+    } else {
+        let k = p.len() as f64;
+        p.iter_mut().for_each(|v| *v = 1.0 / k);
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::softlabels::validate_distributions;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha20Rng;
+
+    fn toml(extra: &str) -> Result<Option<PrivacyConfig>, PrivacyError> {
+        let text = format!("delta = 1e-5\nbudget_epsilon = 8.0\n{extra}");
+        let t: PrivacyToml = toml::from_str(&text).map_err(|e| PrivacyError::BadSetting(e.to_string()))?;
+        t.validate()
+    }
+
+    #[test]
+    fn refuses_bad_settings() {
+        let cases = [
+            ("noise_multiplier = 0.0", "noise_multiplier 0 must be > 0"),
+            ("noise_multiplier = -1.0", "must be > 0"),
+            ("epsilon_per_round = 0.0", "epsilon_per_round 0 must be"),
+            ("epsilon_per_round = -2.0", "epsilon_per_round -2 must be"),
+            ("", "neither noise_multiplier nor epsilon_per_round"),
+            ("noise_multiplier = 1.0\nepsilon_per_round = 1.0", "not both"),
+            ("noise_multiplier = 1.0\nclip = 0.0", "clip 0 must be in (0, 1]"),
+            ("noise_multiplier = 1e9", "exceeds"),
+        ];
+        for (extra, needle) in cases {
+            let err = toml(extra).unwrap_err().to_string();
+            assert!(err.contains(needle), "{extra:?}: {err}");
+        }
+        for delta in ["0.0", "1.0", "-1e-5", "2.0"] {
+            let t = PrivacyToml {
+                enabled: true,
+                mode: PrivacyMode::Soft,
+                noise_multiplier: Some(1.0),
+                epsilon_per_round: None,
+                delta: delta.parse().unwrap(),
+                clip: 1.0,
+                budget_epsilon: 1.0,
+            };
+            assert!(t.validate().unwrap_err().to_string().contains("delta"), "{delta}");
+        }
+        let mut t: PrivacyToml = toml::from_str("delta = 1e-5\nbudget_epsilon = 0.0\nnoise_multiplier = 1.0").unwrap();
+        assert!(t.validate().unwrap_err().to_string().contains("budget_epsilon"));
+        // Disabled: nothing is checked beyond the syntax, the mechanism is off.
+        t.enabled = false;
+        assert_eq!(t.validate(), Ok(None));
+        assert!(toml("noise_multiplier = 1.0\nbogus = 1").is_err());
+    }
+
+    #[test]
+    fn epsilon_per_round_calibrates_the_noise() {
+        let c = toml("epsilon_per_round = 2.0").unwrap().unwrap();
+        let m = SoftLabelMechanism::new(c);
+        let spent = m.accountant(10).record_round().epsilon_total;
+        assert!(spent <= 2.0 + 1e-9 && spent > 1.99, "{spent}");
+    }
+
+    #[test]
+    fn projection_onto_the_simplex() {
+        // Hand-computed: (0.5, 0.5) stays; (2, 0) -> (1, 0); (0.6, 0.6, -1) -> (0.5, 0.5, 0).
+        assert_eq!(project_to_simplex(&[0.5, 0.5]), vec![0.5, 0.5]);
+        assert_eq!(project_to_simplex(&[2.0, 0.0]), vec![1.0, 0.0]);
+        let p = project_to_simplex(&[0.6, 0.6, -1.0]);
+        assert!((p[0] - 0.5).abs() < 1e-12 && (p[1] - 0.5).abs() < 1e-12 && p[2] == 0.0);
+        // Shifting by a constant does not change the projection.
+        let a = project_to_simplex(&[0.1, 0.7, 0.4]);
+        let b = project_to_simplex(&[5.1, 5.7, 5.4]);
+        assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-9));
+    }
+
+    #[test]
+    fn clipping_bounds_the_row_norm() {
+        let mut q = vec![60_000i64, 5_536, 0];
+        clip_integer_row(&mut q, 0.5 * QUANT_SCALE);
+        let n = q.iter().map(|&v| (v * v) as f64).sum::<f64>().sqrt();
+        assert!(n <= 0.5 * QUANT_SCALE && n > 0.5 * QUANT_SCALE - 3.0, "{n}");
+        assert!(q.iter().all(|&v| v >= 0));
+    }
+
+    #[test]
+    fn released_rows_are_distributions_and_noise_has_the_right_scale() {
+        let cfg = PrivacyConfig {
+            mode: PrivacyMode::Soft,
+            noise_multiplier: 0.05,
+            delta: 1e-5,
+            clip: 1.0,
+            budget_epsilon: 100.0,
+        };
+        let m = SoftLabelMechanism::new(cfg);
+        let rows = 2000;
+        let p: Vec<f32> = (0..rows).flat_map(|_| [0.7f32, 0.2, 0.1, 0.0]).collect();
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let out = m.privatize(&p, rows, 4, &mut rng).unwrap();
+        validate_distributions(&out, rows, 4).unwrap();
+        // Noise sd per coordinate = 0.05 * sqrt(2) = 0.0707; the projection shifts every coordinate by
+        // the same theta, so the mean released value of the top class stays near 0.7.
+        let mean0 = out.chunks_exact(4).map(|r| f64::from(r[0])).sum::<f64>() / rows as f64;
+        assert!((mean0 - 0.7).abs() < 0.02, "{mean0}");
+        // Deterministic for a seed, different across seeds.
+        let again = m.privatize(&p, rows, 4, &mut ChaCha20Rng::seed_from_u64(5)).unwrap();
+        assert_eq!(out, again);
+        let other = m.privatize(&p, rows, 4, &mut ChaCha20Rng::seed_from_u64(6)).unwrap();
+        assert_ne!(out, other);
+        assert!(m.privatize(&p[..7], rows, 4, &mut rng).is_err());
+        assert!(m.privatize(&[f32::NAN, 1.0], 1, 2, &mut rng).is_err());
+    }
+
+    #[test]
+    fn noisy_argmax_flips_votes_at_the_expected_rate() {
+        let cfg = PrivacyConfig {
+            mode: PrivacyMode::NoisyArgmax,
+            noise_multiplier: 1.0,
+            delta: 1e-5,
+            clip: 1.0,
+            budget_epsilon: 100.0,
+        };
+        let m = SoftLabelMechanism::new(cfg);
+        let rows = 4000;
+        let p: Vec<f32> = (0..rows).flat_map(|_| [0.1f32, 0.6, 0.3]).collect();
+        let out = m.privatize(&p, rows, 3, &mut ChaCha20Rng::seed_from_u64(8)).unwrap();
+        validate_distributions(&out, rows, 3).unwrap();
+        let kept = out.chunks_exact(3).filter(|r| r[1] == 1.0).count() as f64 / rows as f64;
+        // Integer noise with variance ceil(2) = 2 on votes (0, 1, 0): the vote survives more often than
+        // chance (1/3) and less than always.
+        assert!(kept > 0.45 && kept < 0.9, "{kept}");
+        assert!(m.rho_per_round(3) > 0.5 && m.rho_per_round(3) < 0.5001);
+    }
+}

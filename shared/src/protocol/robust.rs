@@ -1,0 +1,301 @@
+//! Per-contributor anomaly scores tracked across rounds and the quarantine policy built on them.
+//!
+//! Each round every contributor's distance to the consensus ([`super::aggregate::distance_to_consensus`])
+//! updates an exponentially weighted score. A contributor whose score exceeds `factor` x the median score
+//! of the round's contributors (and an absolute floor) for `consecutive` rounds in a row is quarantined:
+//! the driver calls `CoordinatorRound::quarantine` and logs a `Record::Quarantine` with the evidence.
+//! Relative-to-median thresholds keep honest participants safe under DP noise, which raises every score.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{ParticipantId, RoundId};
+
+/// Parameters of the quarantine policy.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct QuarantinePolicy {
+    /// Weight of the newest round in the exponentially weighted score, in (0, 1].
+    pub decay: f64,
+    /// A score above `factor` x the round's median score counts as a strike.
+    pub factor: f64,
+    /// Scores at or below this absolute value never count as strikes.
+    pub floor: f64,
+    /// Strikes in consecutive rounds before quarantine.
+    pub consecutive: u32,
+    /// Fewer contributors than this: no strikes (a median of two or three says little).
+    pub min_contributors: usize,
+}
+
+impl Default for QuarantinePolicy {
+    fn default() -> Self {
+        QuarantinePolicy {
+            decay: 0.5,
+            factor: 3.0,
+            floor: 0.1,
+            consecutive: 3,
+            min_contributors: 4,
+        }
+    }
+}
+
+/// Why a policy was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RobustError {
+    /// A parameter is out of range.
+    #[error("invalid quarantine policy: {0}")]
+    BadPolicy(String),
+}
+
+impl QuarantinePolicy {
+    /// Refuses meaningless parameters.
+    pub fn validate(&self) -> Result<(), RobustError> {
+        let bad = |m: String| Err(RobustError::BadPolicy(m));
+        if !(self.decay > 0.0 && self.decay <= 1.0) {
+            return bad(format!("decay {} must be in (0, 1]", self.decay));
+        }
+        if !(self.factor > 1.0 && self.factor.is_finite()) {
+            return bad(format!("factor {} must be a finite number > 1", self.factor));
+        }
+        if !(self.floor >= 0.0 && self.floor.is_finite()) {
+            return bad(format!("floor {} must be a finite number >= 0", self.floor));
+        }
+        if self.consecutive == 0 {
+            return bad("consecutive must be >= 1".into());
+        }
+        if self.min_contributors < 3 {
+            return bad(format!("min_contributors {} must be >= 3", self.min_contributors));
+        }
+        Ok(())
+    }
+}
+
+/// One contributor's tracked state.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct ScoreState {
+    /// Exponentially weighted distance to consensus.
+    pub ewma: f64,
+    /// Consecutive rounds with a strike.
+    pub strikes: u32,
+    /// Rounds scored.
+    pub rounds: u64,
+    /// Already quarantined (no further decisions).
+    pub quarantined: bool,
+}
+
+/// A quarantine the driver must apply and log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuarantineDecision {
+    /// Round in which it was decided.
+    pub round: RoundId,
+    /// Who.
+    pub participant: ParticipantId,
+    /// Why, in words.
+    pub reason: String,
+    /// The figures behind it (names unique: `ewma_score`, `median_score`, `threshold`, `last_distance`,
+    /// `strikes`).
+    pub evidence: Vec<(String, f64)>,
+}
+
+/// Tracks scores across rounds; serializable so the driver persists it with the round snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnomalyTracker {
+    policy: QuarantinePolicy,
+    scores: BTreeMap<ParticipantId, ScoreState>,
+}
+
+impl AnomalyTracker {
+    /// A tracker with no history.
+    pub fn new(policy: QuarantinePolicy) -> Result<Self, RobustError> {
+        policy.validate()?;
+        Ok(AnomalyTracker {
+            policy,
+            scores: BTreeMap::new(),
+        })
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &QuarantinePolicy {
+        &self.policy
+    }
+
+    /// A contributor's state.
+    pub fn state(&self, p: &ParticipantId) -> Option<&ScoreState> {
+        self.scores.get(p)
+    }
+
+    /// Feeds one round's distances to consensus; returns the contributors to quarantine now.
+    /// Non-finite distances are scored as the worst finite distance seen this round (never NaN).
+    pub fn handle_round(&mut self, round: RoundId, distances: &[(ParticipantId, f64)]) -> Vec<QuarantineDecision> {
+        let worst = distances
+            .iter()
+            .map(|(_, d)| *d)
+            .filter(|d| d.is_finite())
+            .fold(0.0f64, f64::max);
+        for (p, d) in distances {
+            let d = if d.is_finite() { *d } else { worst };
+            let s = self.scores.entry(p.clone()).or_default();
+            s.ewma = if s.rounds == 0 {
+                d
+            } else {
+                self.policy.decay * d + (1.0 - self.policy.decay) * s.ewma
+            };
+            s.rounds += 1;
+        }
+        let mut decisions = Vec::new();
+        if distances.len() < self.policy.min_contributors {
+            return decisions;
+        }
+        let mut current: Vec<f64> = distances
+            .iter()
+            .filter_map(|(p, _)| self.scores.get(p).map(|s| s.ewma))
+            .collect();
+        current.sort_by(f64::total_cmp);
+        let m = current.len();
+        let median = if m % 2 == 1 {
+            current[m / 2]
+        } else {
+            (current[m / 2 - 1] + current[m / 2]) / 2.0
+        };
+        let threshold = (self.policy.factor * median).max(self.policy.floor);
+        for (p, d) in distances {
+            let Some(s) = self.scores.get_mut(p) else { continue };
+            if s.quarantined {
+                continue;
+            }
+            if s.ewma > threshold {
+                s.strikes += 1;
+            } else {
+                s.strikes = 0;
+            }
+            if s.strikes >= self.policy.consecutive {
+                s.quarantined = true;
+                decisions.push(QuarantineDecision {
+                    round,
+                    participant: p.clone(),
+                    reason: format!(
+                        "anomaly score {:.4} above {:.1} x median {:.4} (and floor {}) for {} consecutive rounds",
+                        s.ewma, self.policy.factor, median, self.policy.floor, s.strikes
+                    ),
+                    evidence: vec![
+                        ("ewma_score".into(), s.ewma),
+                        ("last_distance".into(), if d.is_finite() { *d } else { worst }),
+                        ("median_score".into(), median),
+                        ("strikes".into(), f64::from(s.strikes)),
+                        ("threshold".into(), threshold),
+                    ],
+                });
+            }
+        }
+        decisions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pid(s: &str) -> ParticipantId {
+        ParticipantId::new(s)
+    }
+
+    fn round(honest: f64, attacker: f64) -> Vec<(ParticipantId, f64)> {
+        vec![
+            (pid("a"), honest),
+            (pid("b"), honest * 1.2),
+            (pid("c"), honest * 0.8),
+            (pid("d"), honest * 1.1),
+            (pid("evil"), attacker),
+        ]
+    }
+
+    #[test]
+    fn persistent_outlier_is_quarantined_after_m_rounds() {
+        let mut t = AnomalyTracker::new(QuarantinePolicy::default()).unwrap();
+        // Distances: honest ~0.2, attacker 1.6 (8x): strikes in rounds 1, 2, 3 -> quarantine in round 3.
+        assert!(t.handle_round(RoundId(1), &round(0.2, 1.6)).is_empty());
+        assert!(t.handle_round(RoundId(2), &round(0.2, 1.6)).is_empty());
+        let d = t.handle_round(RoundId(3), &round(0.2, 1.6));
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].participant, pid("evil"));
+        assert_eq!(d[0].round, RoundId(3));
+        let names: Vec<&str> = d[0].evidence.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["ewma_score", "last_distance", "median_score", "strikes", "threshold"]
+        );
+        // Decided once only.
+        assert!(t.handle_round(RoundId(4), &round(0.2, 1.6)).is_empty());
+        assert!(t.state(&pid("evil")).unwrap().quarantined);
+        assert!(!t.state(&pid("a")).unwrap().quarantined);
+    }
+
+    #[test]
+    fn intermittent_or_mild_outliers_are_not() {
+        let mut t = AnomalyTracker::new(QuarantinePolicy {
+            decay: 1.0,
+            ..QuarantinePolicy::default()
+        })
+        .unwrap();
+        // With decay 1 the score is the last distance: strike, strike, clean, strike, strike: never 3 in a row.
+        for (r, a) in [(1, 1.6), (2, 1.6), (3, 0.2), (4, 1.6), (5, 1.6)] {
+            assert!(t.handle_round(RoundId(r), &round(0.2, a)).is_empty(), "round {r}");
+        }
+        // 2x the median stays below the 3x factor forever.
+        let mut t = AnomalyTracker::new(QuarantinePolicy::default()).unwrap();
+        for r in 1..10 {
+            assert!(t.handle_round(RoundId(r), &round(0.2, 0.4)).is_empty());
+        }
+        // Everyone noisy (DP): all scores high, nobody singled out.
+        for r in 10..20 {
+            assert!(t.handle_round(RoundId(r), &round(1.5, 1.5)).is_empty());
+        }
+    }
+
+    #[test]
+    fn too_few_contributors_never_strike() {
+        let mut t = AnomalyTracker::new(QuarantinePolicy::default()).unwrap();
+        let three = vec![(pid("a"), 0.1), (pid("b"), 0.1), (pid("evil"), 1.9)];
+        for r in 1..10 {
+            assert!(t.handle_round(RoundId(r), &three).is_empty());
+        }
+    }
+
+    #[test]
+    fn nan_distance_is_scored_as_the_worst() {
+        let mut t = AnomalyTracker::new(QuarantinePolicy::default()).unwrap();
+        let mut r = round(0.2, f64::NAN);
+        r[1].1 = 1.7;
+        t.handle_round(RoundId(1), &r);
+        assert_eq!(t.state(&pid("evil")).unwrap().ewma, 1.7);
+    }
+
+    #[test]
+    fn refuses_bad_policies() {
+        let base = QuarantinePolicy::default();
+        for (p, needle) in [
+            (QuarantinePolicy { decay: 0.0, ..base }, "decay"),
+            (QuarantinePolicy { factor: 1.0, ..base }, "factor"),
+            (
+                QuarantinePolicy {
+                    floor: f64::NAN,
+                    ..base
+                },
+                "floor",
+            ),
+            (QuarantinePolicy { consecutive: 0, ..base }, "consecutive"),
+            (
+                QuarantinePolicy {
+                    min_contributors: 2,
+                    ..base
+                },
+                "min_contributors",
+            ),
+        ] {
+            assert!(
+                AnomalyTracker::new(p).unwrap_err().to_string().contains(needle),
+                "{needle}"
+            );
+        }
+    }
+}
