@@ -3,7 +3,9 @@
 //! entry; every bad input (TLS identity, framing, signatures, replays, slow peers) is rejected with a clear
 //! error, and after each one the server still serves a good participant.
 
-use fedistill_coordinator::transport::{FederationFiles, PeerConnection, Rejection, Server, ServerOptions};
+use fedistill_coordinator::transport::{
+    FederationFiles, PeerConnection, Rejection, ReloadOutcome, Server, ServerError, ServerOptions,
+};
 use fedistill_participant::transport::{connect_with_backoff, is_permanent_rejection, Kit};
 use fedistill_shared::crypto::{
     FederationId, ParticipantId, ReplayGuard, RoundId, SignError, Signed, SignedMessage, Signer, SigningIdentity,
@@ -721,4 +723,38 @@ async fn connect_with_backoff_waits_for_a_coordinator_that_starts_later_and_stop
         .expect("conn");
     assert_eq!(accepted.participant.as_str(), "bank-a");
     conn.close(0u32.into(), b"bye");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_signed_roster_is_not_rolled_back_onto_a_running_server() {
+    let mut h = harness(&["bank-a", "bank-b"], ServerOptions::default(), Duration::from_secs(5)).await;
+    let layout = FederationLayout::new(&h.dir);
+    let old_roster = std::fs::read(layout.roster()).expect("roster");
+    let old_crl = std::fs::read(layout.crl()).expect("crl");
+    provision::revoke(&h.dir, &ParticipantId::new("bank-b"), now()).expect("revoke");
+    let reload = h.server.reload_handle();
+    assert!(matches!(
+        reload.reload(),
+        Ok(ReloadOutcome::Reloaded { roster_version: 4, .. })
+    ));
+    // Someone with write access to the directory (but not the operator key) restores the old files.
+    std::fs::write(layout.roster(), &old_roster).expect("restore roster");
+    std::fs::write(layout.crl(), &old_crl).expect("restore crl");
+    match reload.reload() {
+        Err(ServerError::RosterRollback { found: 3, in_force: 4 }) => {}
+        other => panic!("expected a rollback refusal, got {other:?}"),
+    }
+    assert_eq!(h.server.roster().version, 4);
+    // bank-b stays refused (the CRL in force still lists it), bank-a is still served.
+    let kit_b = h.kit("bank-b");
+    let outcome = match fedistill_participant::transport::connect(&kit_b, &Default::default()).await {
+        Ok(conn) => ping(&conn, &kit_b, 1).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    assert!(outcome.is_err());
+    assert!(matches!(
+        h.next_failure().await,
+        Event::Rejected(Rejection::Handshake { .. })
+    ));
+    h.assert_serves("bank-a").await;
 }

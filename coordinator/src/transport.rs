@@ -26,6 +26,14 @@ pub enum ServerError {
     /// The TLS configuration could not be built (bad certificate, key or CRL).
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The roster on disk is older than the one in force (a rollback); the one in force stays.
+    #[error("roster version {found} is older than version {in_force} in force; refusing to roll back")]
+    RosterRollback {
+        /// Version found on disk.
+        found: u64,
+        /// Version in force.
+        in_force: u64,
+    },
     /// The UDP socket could not be bound.
     #[error("cannot bind {addr}: {reason}")]
     Bind {
@@ -238,15 +246,15 @@ impl Shared {
             }
         }
         let loaded = load(&self.files, &self.operator, &self.opts.tuning)?;
-        self.endpoint.set_server_config(Some(loaded.config));
         let mut st = lock(&self.state);
+        // An older roster is genuinely signed too; accepting it would un-revoke participants.
         if loaded.roster.version < st.roster.version {
-            tracing::warn!(
-                new = loaded.roster.version,
-                old = st.roster.version,
-                "roster version went backwards; applying it anyway because the operator signed it"
-            );
+            return Err(ServerError::RosterRollback {
+                found: loaded.roster.version,
+                in_force: st.roster.version,
+            });
         }
+        self.endpoint.set_server_config(Some(loaded.config));
         st.roster = Arc::new(loaded.roster);
         st.loaded = loaded.digest;
         let roster = st.roster.clone();
