@@ -770,21 +770,31 @@ fn bad_inputs_are_rejected_and_counted_and_the_round_completes_on_quorum() {
     assert_eq!(open.round.0, 1);
     assert_eq!(open.sample_ids, open_d.sample_ids);
 
-    // 1. Soft labels for another public transfer set.
+    // 1. Soft labels for another public transfer set; 2. the same envelope replayed; 3. a bad signature.
     let msg = mallory.labels(&open, |b| b.public_digest = Digest([7u8; 32]));
     let r = rt.block_on(mallory.request(&msg));
     assert_eq!(reject_code(&r), "wrong_public_set", "{r:?}");
-    // 2. A NaN in an otherwise well-formed F32 payload (bytes 0..4 are row 0, class 0).
+    // The same envelope again: its signature verified the first time, so its sequence number is spent.
+    let r = rt.block_on(mallory.request(&msg));
+    assert_eq!(reject_code(&r), "replay", "{r:?}");
+    // Valid labels whose signature does not match (one bit flipped).
+    let mut msg = mallory.labels(&open, |_| {});
+    if let ToCoordinator::SoftLabels(signed) = &mut msg {
+        signed.signature[0] ^= 1;
+    }
+    let r = rt.block_on(mallory.request(&msg));
+    assert_eq!(reject_code(&r), "bad_signature", "{r:?}");
+    // 4. A NaN in an otherwise well-formed F32 payload (bytes 0..4 are row 0, class 0).
     let msg = mallory.labels(&open, |b| b.payload[0..4].copy_from_slice(&f32::NAN.to_le_bytes()));
     let r = rt.block_on(mallory.request(&msg));
     assert_eq!(reject_code(&r), "bad_payload", "{r:?}");
-    // 3. A frame larger than max_frame_bytes: refused from its header, before the payload is read.
+    // 5. A frame larger than max_frame_bytes: refused from its header, before the payload is read.
     let msg = mallory.labels(&open, |b| b.payload = vec![0u8; 2 * max_frame]);
     let frame = encode_frame(KIND_TO_COORDINATOR, &msg).expect("encode");
     assert!(frame.len() > max_frame);
     let r = rt.block_on(mallory.raw(&frame));
     assert_eq!(reject_code(&r), "bad_frame", "{r:?}");
-    // 4. Half of a valid frame, then the stream ends; then the client disconnects mid-round.
+    // 6. Half of a valid frame, then the stream ends; then the client disconnects mid-round.
     let msg = dropper.labels(&open, |_| {});
     let frame = encode_frame(KIND_TO_COORDINATOR, &msg).expect("encode");
     let r = rt.block_on(dropper.raw(&frame[..frame.len() / 2]));
@@ -793,7 +803,14 @@ fn bad_inputs_are_rejected_and_counted_and_the_round_completes_on_quorum() {
 
     // Each rejection is counted (the counter moves before the reply is sent).
     let m = fed.metrics().expect("metrics");
-    for reason in ["wrong_public_set", "bad_payload", "bad_frame", "truncated"] {
+    for reason in [
+        "wrong_public_set",
+        "replay",
+        "bad_signature",
+        "bad_payload",
+        "bad_frame",
+        "truncated",
+    ] {
         assert_eq!(rejections(&m, reason), 1.0, "{reason}:\n{m}");
     }
 
