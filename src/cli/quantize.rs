@@ -7,13 +7,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use fedistill_shared::data::{
-    load, split, Dataset, FederatedSplit, LoadOptions, Partition, SplitConfig,
-};
+use fedistill_shared::data::{load, split, Dataset, FederatedSplit, LoadOptions, Partition, SplitConfig};
 use fedistill_shared::ml::lifecycle::metric_map;
 use fedistill_shared::ml::quant::{
-    evaluate_quantized, export_student, format_table, parse_quantize_file, qat_finetune,
-    quantization_table, quantize, Arch, CardInfo, DatasetRef, Profile, QatTargets, QuantizeFile,
+    evaluate_quantized, export_student, format_table, parse_quantize_file, qat_finetune, quantization_table, quantize,
+    Arch, CardInfo, DatasetRef, Profile, QatTargets, QuantizeFile,
 };
 use fedistill_shared::ml::{evaluate, Model};
 
@@ -52,8 +50,7 @@ pub struct QuantizeArgs {
 }
 
 pub(crate) fn read_config(path: &Path) -> anyhow::Result<QuantizeFile> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(parse_quantize_file(&text, &path.display().to_string())?)
 }
 
@@ -64,10 +61,7 @@ pub(crate) fn load_split(
     test_fraction: f64,
     public_fraction: f64,
 ) -> anyhow::Result<(Dataset, FederatedSplit)> {
-    let opts = LoadOptions {
-        data_dir,
-        ..LoadOptions::default()
-    };
+    let opts = LoadOptions { data_dir };
     let ds = load(name, &opts).with_context(|| format!("loading dataset {name}"))?;
     let cfg = SplitConfig {
         participants: 1,
@@ -104,10 +98,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         "qat": serde_json::Value::Null,
     });
     if args.qat {
-        let train = fed
-            .shards
-            .first()
-            .context("split produced no private shard")?;
+        let train = fed.shards.first().context("split produced no private shard")?;
         let (tuned, stats) = qat_finetune(
             &student,
             &train.features,
@@ -120,8 +111,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         student = tuned;
     }
     let ptq = file.ptq.unwrap_or_default();
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let dataset = DatasetRef {
         name: ds.name.clone(),
         public_digest: fed.public_digest_hex(),
@@ -141,8 +131,8 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
             ptq: (*profile != Profile::F32).then_some(report),
         };
         let stem = format!("student-{}", profile.name());
-        let (path, card) = export_student(&q, &student, &args.out, &stem, &info)
-            .with_context(|| format!("exporting {profile}"))?;
+        let (path, card) =
+            export_student(&q, &student, &args.out, &stem, &info).with_context(|| format!("exporting {profile}"))?;
         println!(
             "{:<9} {} ({} bytes, accuracy {:.4}, sha256 {})",
             profile.name(),
@@ -152,8 +142,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
             card.file_sha256
         );
         // A sanity check that what was written reads back: the exported file is the artifact.
-        fedistill_shared::ml::quant::load_student(&path, &arch)
-            .context("reading back the export")?;
+        fedistill_shared::ml::quant::load_student(&path, &arch).context("reading back the export")?;
     }
     if args.profile == "all" {
         let rows = quantization_table(&student, &fed.test, &fed.public.features, fed.public.n)
