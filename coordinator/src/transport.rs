@@ -552,3 +552,33 @@ async fn watch_loop(shared: Arc<Shared>, cancel: CancellationToken) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fedistill_shared::provision;
+
+    #[test]
+    fn missing_federation_dir_is_a_clear_error() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let err = FederationFiles::from_federation_dir(tmp.path()).expect_err("empty dir");
+        assert!(err.to_string().contains("federation.toml"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn server_refuses_to_start_on_a_tampered_roster() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let fed = FederationId::new("acme").expect("valid");
+        provision::init(tmp.path(), &fed, &["127.0.0.1:9".into()], None, provision::now_utc()).expect("init");
+        let files = FederationFiles::from_federation_dir(tmp.path()).expect("files");
+        let text = std::fs::read_to_string(&files.roster).expect("roster");
+        std::fs::write(&files.roster, text.replace("version = 1", "version = 9")).expect("tamper");
+        let err = Server::bind("127.0.0.1:0".parse().expect("addr"), &files)
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(err, ServerError::Provision(ProvisionError::RosterSignature)),
+            "{err}"
+        );
+    }
+}
