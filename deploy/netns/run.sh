@@ -139,8 +139,15 @@ provision() {
   for n in p0 p1 p2; do
     "$BIN" provision add-participant "$n" --out "$DIR/fed" >>"$DIR/logs/provision.log" 2>&1 || return 1
   done
+  # The coordinator runs from a copy holding only the files it reads (docs/operations.md: the CA key and the
+  # operator key stay with the operator, offline).
+  local f
+  for f in federation.toml ca/ca.crt.pem coordinator/server.crt.pem coordinator/server.key.pem \
+    coordinator/signing.key.pem coordinator/signing.pub.pem operator/operator.pub.pem roster.toml crl.pem; do
+    install -D -m 0600 "$DIR/fed/$f" "$DIR/coordinator-view/$f" || return 1
+  done
   cat >"$DIR/coordinator.toml" <<EOF
-federation_dir = "fed"
+federation_dir = "coordinator-view"
 bind = "${ADDR[coord]}:$PORT"
 store = "coordinator.sqlite"
 status = "127.0.0.1:$STATUS_PORT"
@@ -348,14 +355,17 @@ scenario_coordinator_kill() {
   check_results && audit_verify
 }
 
-# p2's link is set down once round 2 is collecting, for longer than a report plus a collect deadline, then
-# restored: some round records p2 absent, and a later round includes it again.
+# p2's link is set down once round 2 opened, for longer than a report plus a collect deadline (shorter than
+# the QUIC idle timeout, so the coordinator still counts p2 as connected and expects it), then restored: some
+# round records p2 absent, and a later round includes it again. Every teacher is small here: a participant
+# works through the round openings queued during the cut one by one, and a slow one would never catch up
+# with rounds that close on the collect deadline.
 scenario_link_cut() {
-  local R=5 cut_s=$(( (COLLECT_MS + REPORT_MS) / 1000 + 3 ))
-  provision $R slow || { fail "provisioning failed"; return 1; }
+  local R=6 cut_s=$(( (COLLECT_MS + REPORT_MS) / 1000 + 3 ))
+  provision $R || { fail "provisioning failed"; return 1; }
   start coord; wait_status "the coordinator's status port" 'true' || return 1
   start p0; start p1; start p2
-  wait_status "round 2 collecting" '.round >= 2 and .phase == "collecting"' || return 1
+  wait_status "round 2 open" '.round >= 2' || return 1
   ip link set "$(hveth p2)" down
   log "p2's link down for ${cut_s}s"
   local until=$((SECONDS + cut_s))

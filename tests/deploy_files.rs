@@ -1,0 +1,670 @@
+//! The deployment kit cannot rot silently: every file under deploy/ parses (TOML through the real
+//! coordinator and participant config parsers, YAML with yaml-rust2, the Containerfile and systemd units
+//! line by line), the settings the files repeat agree with each other (ports, paths, shards, `[data]`), and
+//! every `fedistill ...` command line and flag written in deploy/ or docs/operations.md exists in the real
+//! binary's `--help`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use fedistill_coordinator::config::CoordinatorSettings;
+use fedistill_participant::config::ParticipantSettings;
+use yaml_rust2::{Yaml, YamlLoader};
+
+const EXE: &str = env!("CARGO_BIN_EXE_fedistill");
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("reading {rel}: {e}"))
+}
+
+/// Every file under deploy/, relative to the repository root, sorted.
+fn deploy_files() -> Vec<String> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("listing {}: {e}", dir.display())) {
+            let p = e.expect("dir entry").path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(&root().join("deploy"), &mut v);
+    let mut rel: Vec<String> = v
+        .iter()
+        .map(|p| p.strip_prefix(root()).expect("under root").display().to_string())
+        .collect();
+    rel.sort();
+    rel
+}
+
+fn coordinator(text: &str, what: &str) -> CoordinatorSettings {
+    CoordinatorSettings::parse(text, Path::new("/cfg")).unwrap_or_else(|e| panic!("{what}: {e:#}"))
+}
+
+fn participant(text: &str, what: &str) -> ParticipantSettings {
+    ParticipantSettings::parse(text, Path::new("/cfg")).unwrap_or_else(|e| panic!("{what}: {e:#}"))
+}
+
+// ---- TOML -------------------------------------------------------------------------------------------
+
+#[test]
+fn example_configs_parse_with_the_real_parsers_and_match_the_container_layout() {
+    let c = coordinator(
+        &read("deploy/examples/coordinator.toml"),
+        "deploy/examples/coordinator.toml",
+    );
+    assert_eq!(c.federation_dir, Path::new("/kits/federation"));
+    assert_eq!(c.store, Path::new("/work/coordinator.sqlite"));
+    assert_eq!(c.bind.port(), 4433);
+    assert_eq!(c.status.map(|s| s.port()), Some(9100));
+    let p = participant(
+        &read("deploy/examples/participant.toml"),
+        "deploy/examples/participant.toml",
+    );
+    assert_eq!(p.kit, Path::new("/kits/kit"));
+    assert!(p.workdir.starts_with("/work"), "{:?}", p.workdir);
+    assert_eq!(p.data, c.data, "the examples' [data] sections must be equal");
+    assert!(p.teacher.is_some() && p.student.is_some() && p.train.is_some() && p.distill.is_some());
+}
+
+#[test]
+fn compose_configs_parse_and_agree() {
+    let c = coordinator(
+        &read("deploy/compose/config/coordinator.toml"),
+        "compose coordinator.toml",
+    );
+    let mut shards = BTreeSet::new();
+    for i in 0..3 {
+        let rel = format!("deploy/compose/config/p{i}.toml");
+        let p = participant(&read(&rel), &rel);
+        assert_eq!(p.data, c.data, "{rel}: [data] differs from the coordinator's");
+        assert_eq!(p.shard, i, "{rel}");
+        shards.insert(p.shard);
+    }
+    assert_eq!(shards.len(), c.data.participants, "one participant per shard");
+}
+
+/// The parsers are strict: a key misspelt in a deploy file would fail (so the tests above can fail).
+#[test]
+fn a_misspelt_key_in_an_example_is_refused() {
+    let text = read("deploy/examples/coordinator.toml").replace("collect_timeout_ms", "collect_timeout");
+    let err = format!(
+        "{:#}",
+        CoordinatorSettings::parse(&text, Path::new("/")).expect_err("refused")
+    );
+    assert!(err.contains("collect_timeout"), "{err}");
+    let text = read("deploy/examples/participant.toml").replace("workdir", "work_dir");
+    let err = format!(
+        "{:#}",
+        ParticipantSettings::parse(&text, Path::new("/")).expect_err("refused")
+    );
+    assert!(err.contains("work_dir"), "{err}");
+}
+
+// ---- YAML -------------------------------------------------------------------------------------------
+
+fn yaml_docs(rel: &str) -> Vec<Yaml> {
+    YamlLoader::load_from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel} is not valid YAML: {e}"))
+}
+
+/// Resolves YAML merge keys (`<<: *anchor`), which yaml-rust2 leaves as a plain `<<` key.
+fn merged(y: &Yaml) -> Yaml {
+    match y {
+        Yaml::Hash(h) => {
+            let mut out = yaml_rust2::yaml::Hash::new();
+            if let Some(Yaml::Hash(base)) = h.get(&Yaml::String("<<".into())).map(merged) {
+                for (k, v) in base {
+                    out.insert(k.clone(), v.clone());
+                }
+            }
+            for (k, v) in h {
+                if k.as_str() != Some("<<") {
+                    out.insert(k.clone(), merged(v));
+                }
+            }
+            Yaml::Hash(out)
+        }
+        Yaml::Array(a) => Yaml::Array(a.iter().map(merged).collect()),
+        other => other.clone(),
+    }
+}
+
+fn strings(y: &Yaml) -> Vec<String> {
+    y.as_vec()
+        .map(|v| v.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn compose_file_parses_and_runs_every_node_read_only() {
+    let rel = "deploy/compose/compose.yaml";
+    let docs = yaml_docs(rel);
+    assert_eq!(docs.len(), 1, "{rel}: one document");
+    let doc = merged(&docs[0]);
+    let services = &doc["services"];
+    let names: BTreeSet<&str> = services
+        .as_hash()
+        .expect("services")
+        .keys()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert_eq!(names, BTreeSet::from(["coordinator", "p0", "p1", "p2"]));
+    for name in &names {
+        let s = &services[*name];
+        assert_eq!(s["read_only"].as_bool(), Some(true), "{name}: read_only");
+        assert_eq!(s["user"].as_str(), Some("10001:10001"), "{name}: non-root user");
+        assert!(
+            strings(&s["tmpfs"]).iter().any(|t| t.starts_with("/tmp")),
+            "{name}: tmpfs /tmp"
+        );
+        let cmd = strings(&s["command"]);
+        assert!(!cmd.is_empty(), "{name}: command");
+        check_command_line(&cmd, &format!("{rel} service {name}")).unwrap_or_else(|e| panic!("{e}"));
+        // Every bind-mounted config file exists in the repository.
+        for v in strings(&s["volumes"]) {
+            let host = v.split(':').next().unwrap_or_default();
+            if host.ends_with(".toml") {
+                let p = root().join("deploy/compose").join(host);
+                assert!(p.is_file(), "{name}: {host} does not exist");
+            }
+        }
+    }
+    let ports = strings(&services["coordinator"]["ports"]);
+    assert!(ports.iter().any(|p| p == "4433:4433/udp"), "{ports:?}");
+    assert!(
+        ports.iter().all(|p| p.contains("/udp") || p.starts_with("127.0.0.1:")),
+        "status only on loopback: {ports:?}"
+    );
+    let c = coordinator(
+        &read("deploy/compose/config/coordinator.toml"),
+        "compose coordinator.toml",
+    );
+    assert_eq!(c.bind.port(), 4433);
+    // Participants publish nothing.
+    for p in ["p0", "p1", "p2"] {
+        assert!(services[p]["ports"].is_badvalue(), "{p} must not publish ports");
+    }
+}
+
+fn kube_docs() -> Vec<(String, Yaml)> {
+    let mut out = Vec::new();
+    for rel in deploy_files()
+        .into_iter()
+        .filter(|f| f.starts_with("deploy/k8s/") && f.ends_with(".yaml"))
+    {
+        for d in yaml_docs(&rel) {
+            assert!(d["apiVersion"].as_str().is_some(), "{rel}: apiVersion");
+            assert!(d["kind"].as_str().is_some(), "{rel}: kind");
+            assert!(d["metadata"]["name"].as_str().is_some(), "{rel}: metadata.name");
+            out.push((rel.clone(), d));
+        }
+    }
+    assert!(
+        out.len() >= 10,
+        "expected the namespace, coordinator, participants and policies"
+    );
+    out
+}
+
+fn of_kind<'a>(docs: &'a [(String, Yaml)], kind: &str) -> Vec<&'a Yaml> {
+    docs.iter()
+        .filter(|(_, d)| d["kind"].as_str() == Some(kind))
+        .map(|(_, d)| d)
+        .collect()
+}
+
+#[test]
+fn kubernetes_manifests_parse_and_their_embedded_configs_are_valid() {
+    let docs = kube_docs();
+    let mut coordinators = Vec::new();
+    let mut shards = BTreeSet::new();
+    for cm in of_kind(&docs, "ConfigMap") {
+        let name = cm["metadata"]["name"].as_str().unwrap_or_default();
+        if let Some(t) = cm["data"]["coordinator.toml"].as_str() {
+            coordinators.push(coordinator(t, name));
+        }
+        if let Some(t) = cm["data"]["node.toml"].as_str() {
+            let p = participant(t, name);
+            assert_eq!(p.kit, Path::new("/kits/kit"), "{name}");
+            assert!(shards.insert(p.shard), "{name}: shard {} used twice", p.shard);
+        }
+    }
+    assert_eq!(coordinators.len(), 1);
+    let c = &coordinators[0];
+    assert_eq!(shards.len(), c.data.participants, "one participant ConfigMap per shard");
+    let status_port = c.status.expect("status address").port() as i64;
+    let quic_port = c.bind.port() as i64;
+
+    let deployments = of_kind(&docs, "Deployment");
+    assert_eq!(deployments.len(), 4, "a coordinator and three participants");
+    for d in &deployments {
+        let name = d["metadata"]["name"].as_str().unwrap_or_default();
+        assert_eq!(d["spec"]["replicas"].as_i64(), Some(1), "{name}");
+        assert_eq!(d["spec"]["strategy"]["type"].as_str(), Some("Recreate"), "{name}");
+        let pod = &d["spec"]["template"]["spec"];
+        assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true), "{name}");
+        let containers = pod["containers"].as_vec().expect("containers");
+        assert_eq!(containers.len(), 1, "{name}");
+        let ct = &containers[0];
+        assert_eq!(
+            ct["securityContext"]["readOnlyRootFilesystem"].as_bool(),
+            Some(true),
+            "{name}"
+        );
+        assert_eq!(
+            ct["securityContext"]["allowPrivilegeEscalation"].as_bool(),
+            Some(false),
+            "{name}"
+        );
+        let args = strings(&ct["args"]);
+        check_command_line(&args, name).unwrap_or_else(|e| panic!("{e}"));
+        // Every volume mount has a volume.
+        let vols: BTreeSet<&str> = pod["volumes"]
+            .as_vec()
+            .expect("volumes")
+            .iter()
+            .filter_map(|v| v["name"].as_str())
+            .collect();
+        for m in ct["volumeMounts"].as_vec().expect("volumeMounts") {
+            let v = m["name"].as_str().unwrap_or_default();
+            assert!(vols.contains(v), "{name}: mount {v} has no volume");
+        }
+        if args.first().map(String::as_str) == Some("coordinator") {
+            let ports = ct["ports"].as_vec().expect("ports");
+            let port = |n: &str| {
+                ports
+                    .iter()
+                    .find(|p| p["name"].as_str() == Some(n))
+                    .expect("named port")
+            };
+            assert_eq!(port("quic")["containerPort"].as_i64(), Some(quic_port));
+            assert_eq!(port("quic")["protocol"].as_str(), Some("UDP"));
+            assert_eq!(port("status")["containerPort"].as_i64(), Some(status_port));
+            for probe in ["livenessProbe", "readinessProbe"] {
+                assert_eq!(ct[probe]["httpGet"]["path"].as_str(), Some("/healthz"), "{probe}");
+                assert_eq!(ct[probe]["httpGet"]["port"].as_str(), Some("status"), "{probe}");
+            }
+            // The federation Secret is laid out as the federation directory the coordinator reads.
+            let fed = pod["volumes"]
+                .as_vec()
+                .expect("volumes")
+                .iter()
+                .find(|v| v["name"].as_str() == Some("federation"))
+                .expect("federation volume");
+            let paths: BTreeSet<String> = fed["secret"]["items"]
+                .as_vec()
+                .expect("items")
+                .iter()
+                .filter_map(|i| i["path"].as_str().map(str::to_string))
+                .collect();
+            for needed in coordinator_reads() {
+                assert!(paths.contains(needed), "the coordinator Secret lacks {needed}");
+            }
+            assert!(
+                !paths.iter().any(|p| p.contains("ca.key") || p.contains("operator.key")),
+                "offline keys in the Secret"
+            );
+            assert!(
+                pod["volumes"]
+                    .as_vec()
+                    .expect("volumes")
+                    .iter()
+                    .any(|v| !v["persistentVolumeClaim"].is_badvalue()),
+                "the coordinator's store is on a PersistentVolumeClaim"
+            );
+        }
+    }
+    let services = of_kind(&docs, "Service");
+    assert!(
+        services.iter().any(|s| s["spec"]["ports"].as_vec().is_some_and(|ps| ps
+            .iter()
+            .any(|p| p["protocol"].as_str() == Some("UDP") && p["port"].as_i64() == Some(quic_port)))),
+        "a UDP Service on the QUIC port"
+    );
+}
+
+/// Files of the federation directory the coordinator opens (FederationLayout: config, CA certificate,
+/// server certificate and key, log signing key, operator public key, roster, CRL). The netns suite runs
+/// the coordinator from a directory holding exactly these (deploy/netns/run.sh, `coordinator_view`).
+fn coordinator_reads() -> [&'static str; 8] {
+    [
+        "federation.toml",
+        "ca/ca.crt.pem",
+        "coordinator/server.crt.pem",
+        "coordinator/server.key.pem",
+        "coordinator/signing.key.pem",
+        "operator/operator.pub.pem",
+        "roster.toml",
+        "crl.pem",
+    ]
+}
+
+#[test]
+fn network_policies_deny_participant_ingress_and_allow_only_quic_and_dns_egress() {
+    let docs = kube_docs();
+    let policies = of_kind(&docs, "NetworkPolicy");
+    let p = policies
+        .iter()
+        .find(|p| {
+            p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"].as_str() == Some("participant")
+        })
+        .expect("a participants policy");
+    assert_eq!(strings(&p["spec"]["policyTypes"]), ["Ingress", "Egress"]);
+    assert_eq!(p["spec"]["ingress"].as_vec().map(Vec::len), Some(0), "no inbound rule");
+    let mut allowed = BTreeSet::new();
+    for rule in p["spec"]["egress"].as_vec().expect("egress") {
+        for port in rule["ports"].as_vec().expect("ports") {
+            allowed.insert((
+                port["protocol"].as_str().unwrap_or_default().to_string(),
+                port["port"].as_i64().unwrap_or(0),
+            ));
+        }
+        assert!(
+            rule["to"].as_vec().is_some_and(|t| !t.is_empty()),
+            "every egress rule names its destination"
+        );
+    }
+    let expected: BTreeSet<(String, i64)> = [("UDP", 4433), ("UDP", 53), ("TCP", 53)]
+        .into_iter()
+        .map(|(a, b)| (a.to_string(), b))
+        .collect();
+    assert_eq!(allowed, expected);
+}
+
+// ---- Containerfile and systemd ----------------------------------------------------------------------
+
+#[test]
+fn containerfile_builds_with_rust_and_runs_non_root_on_bookworm_slim() {
+    let text = read("deploy/Containerfile");
+    let froms: Vec<&str> = text.lines().filter(|l| l.starts_with("FROM ")).collect();
+    assert_eq!(froms.len(), 2, "multi-stage: {froms:?}");
+    assert!(
+        froms[0].contains("rust:1") && froms[0].ends_with(" AS build"),
+        "{}",
+        froms[0]
+    );
+    assert!(froms[1].contains("debian:bookworm-slim"), "{}", froms[1]);
+    let user = text.lines().rfind(|l| l.starts_with("USER ")).expect("USER");
+    assert!(!user.contains(" 0") && !user.contains("root"), "{user}");
+    let json_of = |directive: &str| -> Vec<String> {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(directive))
+            .unwrap_or_else(|| panic!("{directive}"));
+        serde_json::from_str(line[directive.len()..].trim()).unwrap_or_else(|e| panic!("{directive} exec form: {e}"))
+    };
+    assert_eq!(json_of("ENTRYPOINT"), ["/usr/local/bin/fedistill"]);
+    check_command_line(&json_of("CMD"), "Containerfile CMD").unwrap_or_else(|e| panic!("{e}"));
+    let volumes = json_of("VOLUME");
+    for v in ["/kits", "/data", "/work"] {
+        assert!(volumes.iter().any(|x| x == v), "VOLUME {v}");
+    }
+    for line in text.lines().filter(|l| l.starts_with("COPY deploy/")) {
+        let src = line.split_whitespace().nth(1).unwrap_or_default();
+        assert!(root().join(src).is_file(), "COPY source {src} missing");
+    }
+}
+
+/// A systemd unit as (section, key, value) triples; panics on a line that is none of comment, section,
+/// key=value.
+fn unit(rel: &str) -> Vec<(String, String, String)> {
+    let mut section = String::new();
+    let mut out = Vec::new();
+    for (i, line) in read(rel).lines().enumerate() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') || l.starts_with(';') {
+            continue;
+        }
+        if l.starts_with('[') && l.ends_with(']') {
+            section = l[1..l.len() - 1].to_string();
+            continue;
+        }
+        let (k, v) = l
+            .split_once('=')
+            .unwrap_or_else(|| panic!("{rel}:{}: not key=value: {l}", i + 1));
+        assert!(!section.is_empty(), "{rel}:{}: key outside a section", i + 1);
+        out.push((section.clone(), k.trim().to_string(), v.trim().to_string()));
+    }
+    out
+}
+
+#[test]
+fn systemd_units_are_hardened_and_start_real_commands() {
+    for (rel, state) in [
+        ("deploy/systemd/fedistill-coordinator.service", "fedistill-coordinator"),
+        ("deploy/systemd/fedistill-participant.service", "fedistill-participant"),
+    ] {
+        let u = unit(rel);
+        let get = |k: &str| -> Vec<&str> {
+            u.iter()
+                .filter(|(s, key, _)| s == "Service" && key == k)
+                .map(|(_, _, v)| v.as_str())
+                .collect()
+        };
+        for (k, v) in [
+            ("NoNewPrivileges", "yes"),
+            ("ProtectSystem", "strict"),
+            ("ProtectHome", "yes"),
+            ("PrivateTmp", "yes"),
+            ("Restart", "on-failure"),
+            ("User", "fedistill"),
+            ("StateDirectory", state),
+        ] {
+            assert_eq!(get(k), [v], "{rel}: {k}");
+        }
+        assert_eq!(get("ReadWritePaths"), [format!("/var/lib/{state}").as_str()], "{rel}");
+        let exec = get("ExecStart");
+        assert_eq!(exec.len(), 1, "{rel}");
+        let words: Vec<String> = exec[0].split_whitespace().map(str::to_string).collect();
+        assert_eq!(words[0], "/usr/local/bin/fedistill", "{rel}");
+        check_command_line(&words[1..], rel).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            u.iter()
+                .any(|(s, k, v)| s == "Install" && k == "WantedBy" && v == "multi-user.target"),
+            "{rel}"
+        );
+    }
+}
+
+// ---- fedistill command lines ------------------------------------------------------------------------
+
+/// `fedistill <path...> --help` outputs, cached.
+struct Help(HashMap<Vec<String>, String>);
+
+impl Help {
+    fn get(&mut self, path: &[String]) -> &str {
+        self.0.entry(path.to_vec()).or_insert_with(|| {
+            let out = Command::new(EXE)
+                .args(path)
+                .arg("--help")
+                .output()
+                .expect("run fedistill --help");
+            assert!(out.status.success(), "fedistill {} --help failed", path.join(" "));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    }
+
+    /// Subcommand names listed under `Commands:`.
+    fn subcommands(&mut self, path: &[String]) -> BTreeSet<String> {
+        let text = self.get(path);
+        let mut out = BTreeSet::new();
+        let mut inside = false;
+        for line in text.lines() {
+            if line.starts_with("Commands:") {
+                inside = true;
+                continue;
+            }
+            if inside {
+                if !line.starts_with("  ") {
+                    break;
+                }
+                if let Some(w) = line.split_whitespace().next() {
+                    out.insert(w.to_string());
+                }
+            }
+        }
+        out.remove("help");
+        out
+    }
+}
+
+thread_local! {
+    static HELP: std::cell::RefCell<Help> = std::cell::RefCell::new(Help(HashMap::new()));
+}
+
+/// Checks one command line (the words after `fedistill`): it descends through real subcommands, and every
+/// `--flag` must be listed in the deepest command's `--help`. Returns the subcommand path.
+fn check_words(words: &[String], origin: &str) -> Result<Vec<String>, String> {
+    HELP.with(|h| {
+        let mut h = h.borrow_mut();
+        let mut path: Vec<String> = Vec::new();
+        // Prose ("the fedistill binary at ...", "kubectl -n fedistill create ..."): the word after
+        // `fedistill` is neither a subcommand nor a flag, so this is no invocation.
+        if let Some(first) = words.first() {
+            if !first.starts_with("--") && !h.subcommands(&path).contains(first) {
+                return Ok(path);
+            }
+        }
+        for w in words {
+            if h.subcommands(&path).contains(w) {
+                path.push(w.clone());
+            } else {
+                break;
+            }
+        }
+        let help = h.get(&path).to_string();
+        for w in words.iter().filter(|w| w.starts_with("--")) {
+            let flag = w.split('=').next().unwrap_or(w);
+            let found = help.match_indices(flag).any(|(i, _)| {
+                let next = help[i + flag.len()..].chars().next();
+                !matches!(next, Some(c) if c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            });
+            if !found {
+                return Err(format!(
+                    "{origin}: `fedistill {} ... {flag}`: no such flag in `fedistill {} --help`",
+                    path.join(" "),
+                    path.join(" ")
+                ));
+            }
+        }
+        Ok(path)
+    })
+}
+
+/// A whole argument vector (compose `command`, Kubernetes `args`, `CMD`, `ExecStart`) must name a real
+/// subcommand.
+fn check_command_line(words: &[String], origin: &str) -> Result<(), String> {
+    let path = check_words(words, origin)?;
+    if path.is_empty() {
+        return Err(format!("{origin}: {words:?} names no fedistill subcommand"));
+    }
+    Ok(())
+}
+
+/// Every `fedistill ...` invocation in a text: the words after a `fedistill` token (also
+/// `/usr/local/bin/fedistill` and, in shell scripts, `"$BIN"`) up to the end of the shell command (line
+/// end, backtick, `;`, `|`, `&`, `)`, `#`, `>`, `<`).
+fn invocations(text: &str, shell_bin: bool) -> Vec<(usize, Vec<String>)> {
+    let mut out = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        // A trailing backslash continues the command on the next line.
+        let mut line = raw.to_string();
+        let mut k = n + 1;
+        while line.trim_end().ends_with('\\') {
+            line = line.trim_end().trim_end_matches('\\').to_string();
+            if let Some(next) = text.lines().nth(k) {
+                line.push(' ');
+                line.push_str(next);
+            }
+            k += 1;
+        }
+        let tokens: Vec<&str> = line.split_whitespace().collect();
+        for (i, t) in tokens.iter().enumerate() {
+            let t = t.trim_start_matches(['`', '(', '\'']);
+            let is_bin = t == "fedistill" || t.ends_with("/fedistill") || (shell_bin && t == "\"$BIN\"");
+            if !is_bin {
+                continue;
+            }
+            let mut words = Vec::new();
+            for w in &tokens[i + 1..] {
+                let end = w.find(['`', ';', '|', '&', ')', '#', '>', '<', '\'']);
+                let clean = &w[..end.unwrap_or(w.len())];
+                let clean = clean.trim_matches(['"', ',', ':', '.']);
+                if !clean.is_empty() {
+                    words.push(clean.to_string());
+                }
+                if end.is_some() {
+                    break;
+                }
+            }
+            out.push((n + 1, words));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_fedistill_command_in_deploy_and_the_operations_doc_exists() {
+    let mut sources = deploy_files();
+    sources.push("docs/operations.md".to_string());
+    let mut checked = BTreeSet::new();
+    let mut errors = Vec::new();
+    for rel in &sources {
+        let Ok(text) = std::fs::read_to_string(root().join(rel)) else {
+            continue;
+        };
+        for (line, words) in invocations(&text, rel.ends_with(".sh")) {
+            match check_words(&words, &format!("{rel}:{line}")) {
+                Ok(path) if !path.is_empty() => {
+                    checked.insert(path.join(" "));
+                }
+                Ok(_) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    assert!(errors.is_empty(), "unknown commands or flags:\n{}", errors.join("\n"));
+    // The scan found the commands an operator needs (so this test cannot pass on an empty scan).
+    for needed in [
+        "provision init",
+        "provision add-participant",
+        "provision sign",
+        "provision revoke",
+        "participant enroll",
+        "participant",
+        "coordinator",
+        "audit export",
+        "audit verify",
+    ] {
+        assert!(
+            checked.contains(needed),
+            "no `fedistill {needed}` found in deploy/ or docs/operations.md; found {checked:?}"
+        );
+    }
+}
+
+#[test]
+fn the_command_checker_refuses_unknown_flags_and_commands() {
+    let w = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(
+        check_words(&w("provision init --federation x --out d"), "t"),
+        Ok(vec!["provision".to_string(), "init".to_string()])
+    );
+    let err = check_words(&w("provision init --federation x --outdir d"), "t").expect_err("bad flag");
+    assert!(err.contains("--outdir"), "{err}");
+    // `--config` exists on `coordinator`, not on `audit export`.
+    assert!(check_words(&w("audit export --config x"), "t").is_err());
+    assert!(check_command_line(&w("coordinate --config x"), "t").is_err());
+    // Extraction: stops at shell separators, joins continued lines, finds absolute paths.
+    let text = "run `fedistill audit verify b --trust t` now\n/usr/local/bin/fedistill coordinator \\\n  --config c # note --bogus\n";
+    let inv = invocations(text, false);
+    assert_eq!(inv[0].1, w("audit verify b --trust t"));
+    assert_eq!(inv[1].1, w("coordinator --config c"));
+}
