@@ -578,6 +578,14 @@ impl Model {
     }
 }
 
+/// candle's `Module`: raw features `[n, in_dim]` to logits `[n, classes]` (standardization included).
+impl Module for Model {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let x = xs.broadcast_sub(&self.shift)?.broadcast_mul(&self.scale)?;
+        self.net.forward(&x)
+    }
+}
+
 /// Fan-in of a weight shaped [out, in, ...] (biases use their weight's), as PyTorch's default init does.
 fn fan_in(weight_dims: &[usize]) -> usize {
     weight_dims.iter().skip(1).product::<usize>().max(1)
@@ -853,6 +861,17 @@ mod tests {
         }
         let p = m.probabilities(&[0.3, 0.1, -0.4], 1, 2.0)?;
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        Ok(())
+    }
+
+    #[test]
+    fn module_forward_equals_logits() -> Result<()> {
+        let m = Model::new(&mlp(&[5]), 3, 2, 4)?;
+        m.fit_input_normalization(&[1.0, 2.0, 3.0, 3.0, 2.0, 1.0], 2, true)?;
+        let x = [0.5f32, -1.0, 2.0];
+        let t = Tensor::from_slice(&x, (1, 3), &Device::Cpu)?;
+        let via_module = Module::forward(&m, &t)?.flatten_all()?.to_vec1::<f32>()?;
+        assert_eq!(via_module, m.logits(&x, 1)?);
         Ok(())
     }
 
