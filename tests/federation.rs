@@ -826,3 +826,30 @@ fn bad_inputs_are_rejected_and_counted_and_the_round_completes_on_quorum() {
     drop(silent);
     drop(mallory);
 }
+
+#[test]
+#[ignore = "bug: /status stays empty (federation \"\", rounds 0) until the first participant event, because \
+            coordinator/src/service.rs publishes it only after an event or timeout in the core loop"]
+fn status_is_published_before_any_participant_connects() {
+    let opts = CoordOpts {
+        rounds: 3,
+        ..CoordOpts::default()
+    };
+    let mut fed = Fed::new(&["p0", "p1", "p2"], &opts);
+    fed.start_coordinator();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = None;
+    while Instant::now() < deadline {
+        fed.check_processes();
+        last = fed.status();
+        if last.as_ref().is_some_and(|s| s["federation"] == "test") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let s = last.expect("the coordinator serves /status");
+    assert_eq!(s["federation"], "test", "{s}");
+    assert_eq!(s["rounds"], 3, "{s}");
+    assert_eq!(s["phase"], "waiting", "{s}");
+    assert_eq!(s["log_size"], 1, "{s}");
+}
