@@ -10,7 +10,7 @@
 #   --bin PATH  the fedistill binary (default: $FEDISTILL_BIN or target/debug/fedistill)
 #   --keep      keep the working directory (printed at the end) instead of deleting it
 # Exit status: 0 when every scenario passed or was skipped (a skip says why), 1 when one failed, 2 on bad usage
-# or a missing prerequisite, 77 when network namespaces are not permitted here.
+# or a missing prerequisite, 77 when creating a network namespace fails with a permission error.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -92,8 +92,13 @@ trap 'exit 130' INT TERM
 # Probe: are network namespaces permitted here? (77 = skipped, the autotools convention.)
 probe="${PREFIX}-probe$$"
 if ! err=$(ip netns add "$probe" 2>&1); then
-  echo "SKIP: network namespaces are not permitted here: 'ip netns add' failed: $err"
-  exit 77
+  case "$err" in
+    *"Operation not permitted"*|*"Permission denied"*)
+      echo "SKIP: network namespaces are not permitted here: 'ip netns add' failed: $err"
+      exit 77 ;;
+  esac
+  echo "run.sh: 'ip netns add' failed (not a permission error): $err" >&2
+  exit 2
 fi
 ip netns del "$probe"
 
@@ -442,5 +447,10 @@ for s in "${SCENARIOS[@]}"; do
 done
 echo
 echo "namespace fault tests:"
-for s in "${SCENARIOS[@]}"; do echo "  $s: ${RESULT[$s]}"; done
+npass=0; nfail=0; nskip=0
+for s in "${SCENARIOS[@]}"; do
+  echo "  $s: ${RESULT[$s]}"
+  case "${RESULT[$s]}" in FAIL*) nfail=$((nfail + 1)) ;; SKIP*) nskip=$((nskip + 1)) ;; *) npass=$((npass + 1)) ;; esac
+done
+echo "netns: $npass passed, $nfail failed, $nskip skipped"
 exit "$failed"
