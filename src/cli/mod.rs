@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod bench;
 pub mod bench_quantize;
+pub mod bench_robust;
 pub mod bench_transport;
 pub mod compare;
 pub mod data;
