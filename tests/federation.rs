@@ -3,6 +3,7 @@
 //! Covers a full federation, a participant and a coordinator SIGKILLed mid-round and restarted, and a
 //! hand-written client (a real kit, the real protocol) sending bad inputs. Every wait polls the
 //! coordinator's `/status` and `/metrics`, the participants' files or the processes, under an overall timeout.
+//! Set `FEDISTILL_KEEP_TEST_DIRS=1` to keep each test's directory (configs, store, `logs/*.log`, work dirs).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
