@@ -44,6 +44,8 @@ pub struct LocalArgs {
 }
 
 pub fn run(args: LocalArgs) -> anyhow::Result<()> {
+    // `..default()` keeps this compiling when the data crate adds load options.
+    #[allow(clippy::needless_update)]
     let opts = LoadOptions {
         data_dir: args.data_dir.clone(),
         ..LoadOptions::default()

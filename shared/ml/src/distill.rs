@@ -11,6 +11,7 @@ use crate::error::{MlError, Result};
 use crate::loss::LossSpec;
 use crate::model::{check_features, check_temperature, softmax_rows, Model};
 use crate::optim::{AdamWParams, FusedAdamW};
+use crate::progress::Progress;
 use crate::step::train_step;
 use crate::train::gather_rows;
 
@@ -436,6 +437,21 @@ impl Distiller {
         round: usize,
         total_rounds: usize,
     ) -> Result<DistillStats> {
+        self.distill_round_with_progress(x, n, targets, hard, round, total_rounds, &Progress::hidden())
+    }
+
+    /// `distill_round` reporting each epoch to `progress` (label "student").
+    #[allow(clippy::too_many_arguments)]
+    pub fn distill_round_with_progress(
+        &mut self,
+        x: &[f32],
+        n: usize,
+        targets: &SoftTargets,
+        hard: Option<&[u32]>,
+        round: usize,
+        total_rounds: usize,
+        progress: &Progress,
+    ) -> Result<DistillStats> {
         self.cfg.validate()?;
         let dim = self.student.in_dim();
         let classes = self.student.classes();
@@ -531,6 +547,12 @@ impl Distiller {
                 steps += 1;
             }
             stats.final_loss = (sum / steps.max(1) as f64) as f32;
+            progress.advance(
+                "student",
+                epoch as u64 + 1,
+                epochs as u64,
+                &format!("KD loss {:.4} T {t:.2}", stats.final_loss),
+            );
         }
         for i in 0..n {
             self.replay

@@ -225,7 +225,7 @@ pub fn run_local(ds: &Dataset, opts: &LocalOptions, progress: &Progress) -> Resu
     let student = Model::new(&opts.student.model, ds.dim, ds.num_classes, opts.seed.wrapping_add(1))?;
     let mut distiller = Distiller::new(student, distill_cfg.clone());
     progress.start("student", distill_cfg.epochs_per_round as u64);
-    let stats = distiller.distill_round(&px, pn, &targets, None, 0, 1)?;
+    let stats = distiller.distill_round_with_progress(&px, pn, &targets, None, 0, 1, progress)?;
     progress.finish(
         "student",
         &format!(
