@@ -20,6 +20,7 @@ use fedistill_shared::crypto::{
     SigningIdentity,
 };
 use fedistill_shared::ledger::{Cosignature as LedgerCosignature, Metric, Record, RosterAction, WitnessKey};
+use fedistill_shared::protocol::robust::{AnomalyTracker, QuarantinePolicy};
 use fedistill_shared::protocol::{
     CoordinatorConfig, CoordinatorRound, Millis, OutMessage, Output, RoundCommit, Snapshot,
 };
@@ -39,6 +40,8 @@ use crate::transport::{FederationFiles, PeerConnection, Server};
 const SNAPSHOT_KEY: &str = "round_snapshot";
 /// State key of the replay guard's last sequence numbers.
 const GUARD_KEY: &str = "replay_guard";
+/// State key of the per-contributor anomaly scores (shared::protocol::robust).
+const ANOMALY_KEY: &str = "anomaly_tracker";
 /// Witness key names are `fedistill-witness/<participant>`.
 pub const WITNESS_PREFIX: &str = "fedistill-witness/";
 
@@ -157,6 +160,11 @@ pub async fn run(
         None => (CoordinatorRound::new(cfg), ReplayGuard::new(federation.clone())),
     };
 
+    let anomaly = match store.state(ANOMALY_KEY)? {
+        Some(bytes) => serde_json::from_slice(&bytes).context("decoding the stored anomaly scores")?,
+        None => AnomalyTracker::new(QuarantinePolicy::default()).context("default quarantine policy")?,
+    };
+
     let files = FederationFiles::from_federation_dir(&settings.federation_dir)?;
     let server = Arc::new(Server::bind(settings.bind, &files).context("binding the QUIC endpoint")?);
     let quic_addr = server.local_addr()?;
@@ -199,6 +207,7 @@ pub async fn run(
         round_bytes_up: 0,
         rounds_done: 0,
         finished_at: None,
+        anomaly,
     };
     core.sm.handle_timeout(core.now());
     core.pump()?;
@@ -225,6 +234,7 @@ struct Core {
     round_bytes_up: u64,
     rounds_done: u64,
     finished_at: Option<Instant>,
+    anomaly: AnomalyTracker,
 }
 
 impl Core {
@@ -484,12 +494,25 @@ impl Core {
                     signature: verified.envelope().signature.clone(),
                 };
                 let payload = verified.envelope().payload.clone();
+                // A participant with DP on reports its spend (docs/privacy.md); it is logged next to the report.
+                let metric = |name: &str| body.metrics.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+                let mut records = vec![record];
+                if let (Some(epsilon), Some(delta)) = (metric("dp_epsilon_round"), metric("dp_delta")) {
+                    if epsilon.is_finite() && epsilon >= 0.0 && delta > 0.0 && delta < 1.0 {
+                        records.push(Record::PrivacySpend {
+                            round: body.round,
+                            participant: p.clone(),
+                            epsilon,
+                            delta,
+                        });
+                    }
+                }
                 match self.sm.handle_report(now, p, verified) {
                     Ok(()) => {
                         let snap = serde_json::to_vec(&self.sm.snapshot())?;
                         tokio::task::block_in_place(|| {
                             self.store.append_with_state(
-                                &[record],
+                                &records,
                                 &[(Digest::of(&payload), payload.clone())],
                                 &[(SNAPSHOT_KEY.into(), snap)],
                             )
@@ -654,6 +677,18 @@ impl Core {
         for (p, score) in &c.anomaly {
             debug!(round = c.round.0, participant = %p, score, "distance to consensus");
         }
+        // Quarantine policy (docs/privacy.md): decided and logged in the round's transaction.
+        for q in self.anomaly.handle_round(c.round, &c.anomaly) {
+            warn!(round = c.round.0, participant = %q.participant, reason = %q.reason, "participant quarantined");
+            self.sm.quarantine(q.participant.clone());
+            records.push(Record::Quarantine {
+                round: q.round,
+                participant: q.participant,
+                reason: q.reason,
+                evidence: Metric::canonical(q.evidence).map_err(|e| anyhow::anyhow!("quarantine evidence: {e}"))?,
+            });
+        }
+        let anomaly_state = serde_json::to_vec(&self.anomaly)?;
         // The state machine moves to reporting; its snapshot is written in the same transaction as the
         // round's records, so a restart never re-aggregates a committed round.
         self.sm.handle_committed(now, c.round);
@@ -663,7 +698,7 @@ impl Core {
             self.store.append_with_state(
                 &records,
                 &payloads,
-                &[(SNAPSHOT_KEY.into(), snap), (GUARD_KEY.into(), guard)],
+                &[(SNAPSHOT_KEY.into(), snap), (GUARD_KEY.into(), guard), (ANOMALY_KEY.into(), anomaly_state)],
             )
         })?;
         let note = String::from_utf8(

@@ -36,6 +36,8 @@ struct RawSettings {
     student_seed: u64,
     #[serde(default = "default_max_frame")]
     max_frame_bytes: usize,
+    #[serde(default)]
+    privacy: Option<fedistill_shared::privacy::PrivacyToml>,
 }
 
 fn default_encoding() -> String {
@@ -83,6 +85,8 @@ pub struct ParticipantSettings {
     pub student_seed: u64,
     /// Largest frame accepted from the coordinator.
     pub max_frame_bytes: usize,
+    /// Differential privacy of the released soft labels (`[privacy]`, docs/privacy.md); None: off.
+    pub privacy: Option<fedistill_shared::privacy::PrivacyConfig>,
 }
 
 impl ParticipantSettings {
@@ -114,6 +118,10 @@ impl ParticipantSettings {
         if let Some(t) = &raw.train {
             t.validate()?;
         }
+        let privacy = match &raw.privacy {
+            Some(p) => p.validate()?,
+            None => None,
+        };
         let mut data = raw.data;
         data.data_dir = data.data_dir.map(resolve);
         Ok(Self {
@@ -130,6 +138,7 @@ impl ParticipantSettings {
             guard_max_relative_drop: raw.guard_max_relative_drop,
             student_seed: raw.student_seed,
             max_frame_bytes: raw.max_frame_bytes,
+            privacy,
         })
     }
 }
@@ -154,6 +163,10 @@ participants = 3
         assert_eq!(s.kit, Path::new("/srv/kit"));
         assert_eq!(s.encoding, Encoding::Int8);
         assert_eq!(s.guard_metrics, vec!["accuracy", "macro_f1", "roc_auc"]);
+        assert!(s.privacy.is_none());
+        let dp = format!("{GOOD}[privacy]\nepsilon_per_round = 1.0\ndelta = 1e-5\nbudget_epsilon = 8.0\n");
+        let p = ParticipantSettings::parse(&dp, Path::new("/srv")).unwrap().privacy.unwrap();
+        assert!(p.noise_multiplier > 1.0 && p.budget_epsilon == 8.0, "{p:?}");
     }
 
     #[test]
@@ -166,6 +179,10 @@ participants = 3
                 "speed",
             ),
             (GOOD.replace("shard = 1", "shard = 1\nbogus = true"), "bogus"),
+            (format!("{GOOD}[privacy]\nnoise_multiplier = 0.0\ndelta = 1e-5\nbudget_epsilon = 8.0\n"), "noise_multiplier 0 must be > 0"),
+            (format!("{GOOD}[privacy]\nepsilon_per_round = 0.0\ndelta = 1e-5\nbudget_epsilon = 8.0\n"), "epsilon_per_round 0 must be"),
+            (format!("{GOOD}[privacy]\nnoise_multiplier = 1.0\ndelta = 1.0\nbudget_epsilon = 8.0\n"), "delta 1 must be in (0, 1)"),
+            (format!("{GOOD}[privacy]\nnoise_multiplier = 1.0\ndelta = 0.0\nbudget_epsilon = 8.0\n"), "delta 0 must be in (0, 1)"),
         ];
         for (text, needle) in cases {
             let err = format!("{:#}", ParticipantSettings::parse(&text, Path::new(".")).unwrap_err());

@@ -112,6 +112,8 @@ struct Node {
     local_only_accuracy: f64,
     private_samples: usize,
     round_started: BTreeMap<u64, (Instant, u64)>,
+    /// DP mechanism, accountant and budget (docs/privacy.md); None when `[privacy]` is off.
+    privacy: Option<fedistill_shared::privacy::ParticipantPrivacy>,
 }
 
 /// Runs the participant until the federation finishes or `cancel` fires.
@@ -203,7 +205,23 @@ pub async fn run(settings: ParticipantSettings, cancel: CancellationToken) -> an
     let witness = Witness::open(&settings.workdir, &witness_name, kit.signing.to_dalek(), log)?;
     let replay = ReplayGuard::new(kit.federation().clone());
 
+    // Rounds already released survive restarts (workdir/privacy.json), so the budget does too.
+    let privacy = match settings.privacy {
+        Some(cfg) => {
+            let path = settings.workdir.join(PRIVACY_FILE);
+            let released = match std::fs::read(&path) {
+                Ok(b) => serde_json::from_slice::<serde_json::Value>(&b)
+                    .ok()
+                    .and_then(|v| v.get("rounds_released").and_then(|r| r.as_u64()))
+                    .with_context(|| format!("{} has no rounds_released count", path.display()))?,
+                Err(_) => 0,
+            };
+            Some(fedistill_shared::privacy::ParticipantPrivacy::new(cfg, classes, released))
+        }
+        None => None,
+    };
     let node = Arc::new(Mutex::new(Node {
+        privacy,
         settings,
         kit,
         public,
@@ -426,18 +444,37 @@ async fn handle_push(
                     (n.teacher.clone(), n.public.clone(), n.settings.encoding)
                 };
                 let ids = sample_ids.clone();
-                let (payload, rows, classes) =
-                    tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<u8>, usize, usize)> {
+                let (probs, rows, classes) =
+                    tokio::task::spawn_blocking(move || -> anyhow::Result<(Vec<f32>, usize, usize)> {
                         let x: Vec<f32> = ids.iter().flat_map(|&i| public.row(i as usize).to_vec()).collect();
                         let probs = teacher.probabilities(&x, ids.len(), temperature)?;
-                        let classes = teacher.classes();
-                        Ok((
-                            softlabels::encode(&probs, ids.len(), classes, encoding)?,
-                            ids.len(),
-                            classes,
-                        ))
+                        Ok((probs, ids.len(), teacher.classes()))
                     })
                     .await??;
+                let probs = {
+                    let mut n = node.lock().await;
+                    let path = n.settings.workdir.join(PRIVACY_FILE);
+                    match n.privacy.as_mut() {
+                        None => probs,
+                        Some(dp) => {
+                            use fedistill_shared::privacy::Release;
+                            let mut rng = fedistill_shared::privacy::os_rng()?;
+                            match dp.handle_round(round.0, &probs, rows, classes, &mut rng)? {
+                                Release::Send { labels, spend } => {
+                                    let released = serde_json::json!({ "rounds_released": dp.rounds_released() });
+                                    write_json(&path, &released)?;
+                                    info!(round = round.0, epsilon_round = spend.epsilon_round, epsilon_total = spend.epsilon_total, delta = spend.delta, "soft labels privatized");
+                                    labels
+                                }
+                                Release::BudgetExhausted { would_reach, budget, spent } => {
+                                    warn!(round = round.0, would_reach, budget, spent, "privacy budget would be exceeded: sending no soft labels this round");
+                                    continue;
+                                }
+                            }
+                        }
+                    }
+                };
+                let payload = softlabels::encode(&probs, rows, classes, encoding)?;
                 let mut n = node.lock().await;
                 let body = SoftLabels {
                     round,
@@ -692,6 +729,7 @@ async fn distill_round(
     let state_path = n.settings.workdir.join("state.json");
     write_json(&state_path, &n.state)?;
     let keep = ["accuracy", "macro_f1", "roc_auc", "log_loss", "ece"];
+    let dp_metrics = n.privacy.as_ref().map(|p| p.report_metrics(round.0)).unwrap_or_default();
     Ok(RoundReport {
         round,
         metrics: candidate
@@ -699,12 +737,16 @@ async fn distill_round(
             .filter(|(k, _)| keep.contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), *v))
             .chain([("int8_accuracy".to_string(), int8_accuracy)])
+            .chain(dp_metrics)
             .collect(),
         student_digest: digest,
         guard_accepted: accepted_now,
         guard_reason: decision.map(|d| d.reason).unwrap_or_else(|| "first student".into()),
     })
 }
+
+/// Work-directory file holding how many rounds the DP accountant has released.
+const PRIVACY_FILE: &str = "privacy.json";
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     let tmp: PathBuf = path.with_extension("tmp");

@@ -238,6 +238,118 @@ impl SoftLabelMechanism {
     }
 }
 
+/// A ChaCha20 generator seeded from the operating system: the noise of a real release must be
+/// unpredictable (seeded generators are for tests and benchmarks only).
+pub fn os_rng() -> Result<rand_chacha::ChaCha20Rng, PrivacyError> {
+    use rand::SeedableRng;
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).map_err(|e| PrivacyError::BadInput(format!("OS randomness unavailable: {e}")))?;
+    Ok(rand_chacha::ChaCha20Rng::from_seed(seed))
+}
+
+/// What a participant's privacy state decided for a round.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Release {
+    /// Send these privatized labels; `spend` is what the round cost (already recorded).
+    Send {
+        /// Privatized `rows x classes` probabilities.
+        labels: Vec<f32>,
+        /// The round's spend.
+        spend: Spend,
+    },
+    /// Sending would exceed the budget: send nothing this round.
+    BudgetExhausted {
+        /// Cumulative epsilon the round would have reached.
+        would_reach: f64,
+        /// The budget.
+        budget: f64,
+        /// Cumulative epsilon spent so far.
+        spent: f64,
+    },
+}
+
+/// A participant's mechanism, accountant and budget across rounds.
+#[derive(Debug, Clone)]
+pub struct ParticipantPrivacy {
+    mechanism: SoftLabelMechanism,
+    accountant: RdpAccountant,
+    spends: std::collections::BTreeMap<u64, Spend>,
+    released: Option<(u64, Vec<f32>)>,
+}
+
+impl ParticipantPrivacy {
+    /// State for `cfg` with `rounds_released` rounds already spent (restored after a restart).
+    pub fn new(cfg: PrivacyConfig, classes: usize, rounds_released: u64) -> Self {
+        let mechanism = SoftLabelMechanism::new(cfg);
+        let mut accountant = mechanism.accountant(classes);
+        accountant.set_rounds(rounds_released);
+        ParticipantPrivacy {
+            mechanism,
+            accountant,
+            spends: std::collections::BTreeMap::new(),
+            released: None,
+        }
+    }
+
+    /// Rounds released so far (persist this; pass it to `new` after a restart).
+    pub fn rounds_released(&self) -> u64 {
+        self.accountant.rounds()
+    }
+
+    /// Cumulative epsilon spent.
+    pub fn epsilon_spent(&self) -> f64 {
+        self.accountant.epsilon()
+    }
+
+    /// Privatizes `round`'s labels if the budget allows. Asking again for the same round returns the
+    /// same release without spending again (a resend after a reconnect must not draw fresh noise).
+    pub fn handle_round<R: RngCore + ?Sized>(
+        &mut self,
+        round: u64,
+        probabilities: &[f32],
+        rows: usize,
+        classes: usize,
+        rng: &mut R,
+    ) -> Result<Release, PrivacyError> {
+        if let (Some((r, labels)), Some(spend)) = (&self.released, self.spends.get(&round)) {
+            if *r == round {
+                return Ok(Release::Send {
+                    labels: labels.clone(),
+                    spend: *spend,
+                });
+            }
+        }
+        let preview = self.accountant.preview();
+        let budget = self.mechanism.config().budget_epsilon;
+        if preview.epsilon_total > budget {
+            return Ok(Release::BudgetExhausted {
+                would_reach: preview.epsilon_total,
+                budget,
+                spent: self.accountant.epsilon(),
+            });
+        }
+        let labels = self.mechanism.privatize(probabilities, rows, classes, rng)?;
+        let spend = self.accountant.record_round();
+        self.spends.insert(round, spend);
+        self.released = Some((round, labels.clone()));
+        Ok(Release::Send { labels, spend })
+    }
+
+    /// Report metrics of a round this participant released: `dp_epsilon_round`, `dp_epsilon_total`,
+    /// `dp_delta`, `dp_noise_multiplier` (empty if it released nothing for that round).
+    pub fn report_metrics(&self, round: u64) -> Vec<(String, f64)> {
+        match self.spends.get(&round) {
+            Some(s) => vec![
+                ("dp_delta".into(), s.delta),
+                ("dp_epsilon_round".into(), s.epsilon_round),
+                ("dp_epsilon_total".into(), s.epsilon_total),
+                ("dp_noise_multiplier".into(), self.mechanism.config().noise_multiplier),
+            ],
+            None => Vec::new(),
+        }
+    }
+}
+
 /// Scales a non-negative integer row down (flooring) until its L2 norm is at most `bound`.
 fn clip_integer_row(q: &mut [i64], bound: f64) {
     let norm2 = |q: &[i64]| q.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
@@ -346,6 +458,43 @@ mod tests {
         let m = SoftLabelMechanism::new(c);
         let spent = m.accountant(10).record_round().epsilon_total;
         assert!(spent <= 2.0 + 1e-9 && spent > 1.99, "{spent}");
+    }
+
+    #[test]
+    fn budget_stops_releases_and_resends_cost_nothing() {
+        // z = 2: one round is rho = 1/8-zCDP; at delta 1e-5 (numpy, same conversion and orders) one round
+        // costs 2.17, two 3.19, three 4.01: a budget of 3.5 allows two rounds.
+        let cfg = PrivacyConfig {
+            mode: PrivacyMode::Soft,
+            noise_multiplier: 2.0,
+            delta: 1e-5,
+            clip: 1.0,
+            budget_epsilon: 3.5,
+        };
+        let mut st = ParticipantPrivacy::new(cfg, 2, 0);
+        let p = [0.9f32, 0.1];
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let Ok(Release::Send { labels: first, spend }) = st.handle_round(1, &p, 1, 2, &mut rng) else { panic!("round 1") };
+        assert_eq!(spend.rounds, 1);
+        // The same round again: identical labels, no extra spend.
+        let Ok(Release::Send { labels: again, .. }) = st.handle_round(1, &p, 1, 2, &mut rng) else { panic!("resend") };
+        assert_eq!(first, again);
+        assert_eq!(st.rounds_released(), 1);
+        assert!(matches!(st.handle_round(2, &p, 1, 2, &mut rng), Ok(Release::Send { .. })));
+        match st.handle_round(3, &p, 1, 2, &mut rng) {
+            Ok(Release::BudgetExhausted { would_reach, budget, spent }) => {
+                assert!(would_reach > 4.0 && budget == 3.5 && (spent - 3.189).abs() < 0.01, "{would_reach} {spent}");
+            }
+            other => panic!("expected the budget to stop round 3: {other:?}"),
+        }
+        assert_eq!(st.rounds_released(), 2);
+        let m = st.report_metrics(2);
+        assert_eq!(m.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["dp_delta", "dp_epsilon_round", "dp_epsilon_total", "dp_noise_multiplier"]);
+        assert!(st.report_metrics(3).is_empty());
+        // Restored after a restart with 2 rounds released: still refuses.
+        let mut restored = ParticipantPrivacy::new(cfg, 2, 2);
+        assert!(matches!(restored.handle_round(3, &p, 1, 2, &mut rng), Ok(Release::BudgetExhausted { .. })));
+        assert!(os_rng().is_ok());
     }
 
     #[test]
