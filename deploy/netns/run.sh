@@ -28,7 +28,7 @@ COLLECT_MS=4000
 REPORT_MS=4000
 WAIT_S=240          # upper bound of any single wait (debug builds on a shared 2-core machine)
 
-usage() { sed -n '8,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '8,13p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
