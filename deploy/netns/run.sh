@@ -6,7 +6,7 @@
 # tests").
 #
 # Usage: deploy/netns/run.sh [--bin PATH] [--keep] [--list] [SCENARIO...]
-#   SCENARIO: participant-kill coordinator-kill link-cut lossy-links (default: all, in that order)
+#   SCENARIO: participant-kill coordinator-kill link-cut revoke lossy-links (default: all, in that order)
 #   --bin PATH  the fedistill binary (default: $FEDISTILL_BIN or target/debug/fedistill)
 #   --keep      keep the working directory (printed at the end) instead of deleting it
 # Exit status: 0 when every scenario passed or was skipped (a skip says why), 1 when one failed, 2 on bad usage
@@ -16,7 +16,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 BIN="${FEDISTILL_BIN:-$ROOT/target/debug/fedistill}"
 KEEP=0
-ALL_SCENARIOS=(participant-kill coordinator-kill link-cut lossy-links)
+ALL_SCENARIOS=(participant-kill coordinator-kill link-cut revoke lossy-links)
 SCENARIOS=()
 PREFIX="${FEDISTILL_NETNS_PREFIX:-fdns}"   # namespace / interface name prefix (short: interface names <= 15)
 BR="${PREFIX}br0"
@@ -393,6 +393,50 @@ scenario_link_cut() {
     "$DIR/history.json" >/dev/null || { fail "p2 did not contribute to any round after round $absent_round"; return 1; }
   log "p2 absent in round $absent_round, contributed again later"
   check_results && audit_verify
+}
+
+# The operator revokes p2 while round 2 runs (`fedistill provision revoke`, then roster.toml and crl.pem copied
+# to the coordinator's directory, as on a real coordinator host); without a restart the coordinator closes
+# p2's connection, no later round lists p2, the others finish every round, and the log verifies. A revoked
+# participant cannot finish the federation; the script stops it after the others finished.
+scenario_revoke() {
+  local R=5 k
+  provision $R || { fail "provisioning failed"; return 1; }
+  start coord; wait_status "the coordinator's status port" 'true' || return 1
+  start p0; start p1; start p2
+  wait_status "round 2 open" '.round >= 2' || return 1
+  "$BIN" provision revoke p2 --out "$DIR/fed" >>"$DIR/logs/provision.log" 2>&1 || { fail "provision revoke failed"; return 1; }
+  # Copy, then rename into place: the coordinator never sees a half-written file.
+  local f
+  for f in roster.toml crl.pem; do
+    cp "$DIR/fed/$f" "$DIR/coordinator-view/$f.new" && mv "$DIR/coordinator-view/$f.new" "$DIR/coordinator-view/$f"
+  done
+  log "revoked p2 during round $(jq '.round' "$DIR/status.json")"
+  wait_status "p2 disconnected" '(.connected | index("p2")) == null' || return 1
+  # Rounds are short here: p2 may still contribute until the reload (polled every second) closes it.
+  k=$(jq '.round' "$DIR/status.json")
+  log "p2 disconnected by the coordinator during round $k"
+  local p2pid="${PID[p2]}"
+  unset "PID[p2]"
+  wait_finished || return 1
+  if kill -0 "$p2pid" 2>/dev/null; then
+    log "the revoked p2 is still running (retrying); stopping it"
+    kill -9 "$p2pid" 2>/dev/null; wait "$p2pid" 2>/dev/null
+  else
+    wait "$p2pid"; log "the revoked p2 exited with status $?"
+  fi
+  hist '.[] | {round, contributors, absent}' | sed 's/^/    /'
+  jq -e --argjson R $R '[.[].round] == [range(1; $R + 1)]' "$DIR/history.json" >/dev/null ||
+    { fail "not every round 1..$R aggregated"; return 1; }
+  jq -e --argjson k "$k" '[.[] | select(.round > $k and ((.contributors | index("p2")) or (.absent | index("p2"))))] | length == 0' \
+    "$DIR/history.json" >/dev/null || { fail "p2 is still listed in a round after its disconnection in round $k"; return 1; }
+  local n
+  for n in p0 p1; do
+    jq -e --arg n "$n" '.participant == $n' "$DIR/work/$n/result.json" >/dev/null 2>&1 ||
+      { fail "work/$n/result.json missing"; return 1; }
+  done
+  grep -q "revoked" "$DIR/logs/coord.log" || { fail "the coordinator log does not mention the revocation"; return 1; }
+  audit_verify
 }
 
 # 100 ms delay and 2% loss on every link (netem on each namespace's eth0, so both directions of every
