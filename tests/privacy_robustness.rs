@@ -48,13 +48,24 @@ fn robust_rules_hold_against_one_attacker_and_the_mean_breaks_under_collusion() 
     let clean_trimmed = run(&h, trimmed, None, None).accuracy;
     // The student learns: far above chance (10%) and near the teachers.
     let best_teacher = h.teacher_accuracy().iter().copied().fold(0.0, f64::max);
-    assert!(clean_median > 0.7 && clean_median > best_teacher - 0.1, "clean {clean_median}, teachers {best_teacher}");
+    assert!(
+        clean_median > 0.7 && clean_median > best_teacher - 0.1,
+        "clean {clean_median}, teachers {best_teacher}"
+    );
     // One attacker of five, every single-attacker attack: median and trimmed mean within 2 points.
     for a in [Attack::LabelFlip, Attack::RandomLabels, Attack::Sharpen] {
         let m = run(&h, AggregationRule::Median, Some(a), None).accuracy;
         let t = run(&h, trimmed, Some(a), None).accuracy;
-        assert!(clean_median - m <= 0.02, "{}: median {m} vs clean {clean_median}", a.name());
-        assert!(clean_trimmed - t <= 0.02, "{}: trimmed {t} vs clean {clean_trimmed}", a.name());
+        assert!(
+            clean_median - m <= 0.02,
+            "{}: median {m} vs clean {clean_median}",
+            a.name()
+        );
+        assert!(
+            clean_trimmed - t <= 0.02,
+            "{}: trimmed {t} vs clean {clean_trimmed}",
+            a.name()
+        );
     }
     // The strongest attack (two colluders sending the same permuted, sharpened labels) drags the plain
     // mean down by far more than 2 points, and by far more than the median.
@@ -63,7 +74,10 @@ fn robust_rules_hold_against_one_attacker_and_the_mean_breaks_under_collusion() 
     let mean_drop = clean_mean - mean_collude;
     let median_drop = clean_median - median_collude;
     assert!(mean_drop > 0.05, "mean drops {mean_drop}");
-    assert!(mean_drop > median_drop + 0.03, "mean drop {mean_drop} vs median drop {median_drop}");
+    assert!(
+        mean_drop > median_drop + 0.03,
+        "mean drop {mean_drop} vs median drop {median_drop}"
+    );
     // With the quarantine policy the colluders are identified under the median and excluded.
     let q = h
         .run(&Scenario {
@@ -75,7 +89,13 @@ fn robust_rules_hold_against_one_attacker_and_the_mean_breaks_under_collusion() 
         .expect("runs");
     let mut who: Vec<usize> = q.quarantined.iter().map(|(p, _)| *p).collect();
     who.sort_unstable();
-    assert_eq!(who, vec![3, 4], "quarantined {:?}, distances {:?}", q.quarantined, q.mean_distance);
+    assert_eq!(
+        who,
+        vec![3, 4],
+        "quarantined {:?}, distances {:?}",
+        q.quarantined,
+        q.mean_distance
+    );
     // DP: the accountant's spend stays within the target, and noise costs accuracy.
     let dp = run(&h, AggregationRule::Median, None, Some(8.0));
     let spent = dp.epsilon_spent.expect("DP run reports its spend");
@@ -93,7 +113,12 @@ fn dp_log(tamper: bool) -> (Bundle, String) {
     let coordinator = SigningIdentity::from_seed([1; 32]);
     let fed = FederationId::new(FED).expect("valid id");
     let parts: Vec<(ParticipantId, SigningIdentity)> = (0..5u8)
-        .map(|i| (ParticipantId::new(format!("bank-{i}")), SigningIdentity::from_seed([20 + i; 32])))
+        .map(|i| {
+            (
+                ParticipantId::new(format!("bank-{i}")),
+                SigningIdentity::from_seed([20 + i; 32]),
+            )
+        })
         .collect();
     let mut records = vec![Record::FederationCreated {
         federation_id: FED.into(),
@@ -221,7 +246,9 @@ fn dp_log(tamper: bool) -> (Bundle, String) {
         }
     }
     assert_eq!(quarantines, 1, "the permuting participant is quarantined in round 3");
-    assert!(records.iter().any(|r| matches!(r, Record::Quarantine { participant, .. } if participant.as_str() == "bank-4")));
+    assert!(records
+        .iter()
+        .any(|r| matches!(r, Record::Quarantine { participant, .. } if participant.as_str() == "bank-4")));
     let mut encoded: Vec<Vec<u8>> = records.iter().map(|r| r.encode().expect("encodes")).collect();
     let mut tree = MemoryTree::new();
     for e in &encoded {
@@ -232,7 +259,10 @@ fn dp_log(tamper: bool) -> (Bundle, String) {
     let checkpoint = signer.sign(size, tree.root(size).expect("root")).expect("signs");
     if tamper {
         // Rewrite the quarantine's evidence after the log was signed.
-        let i = records.iter().position(|r| matches!(r, Record::Quarantine { .. })).expect("has one");
+        let i = records
+            .iter()
+            .position(|r| matches!(r, Record::Quarantine { .. }))
+            .expect("has one");
         if let Record::Quarantine { evidence, .. } = &mut records[i] {
             evidence[0].value *= 0.5;
         }

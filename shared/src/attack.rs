@@ -35,7 +35,12 @@ pub enum Attack {
 
 impl Attack {
     /// Every attack, in table order.
-    pub const ALL: [Attack; 4] = [Attack::LabelFlip, Attack::RandomLabels, Attack::Sharpen, Attack::Collude];
+    pub const ALL: [Attack; 4] = [
+        Attack::LabelFlip,
+        Attack::RandomLabels,
+        Attack::Sharpen,
+        Attack::Collude,
+    ];
 
     /// Stable name used in reports.
     pub fn name(self) -> &'static str {
@@ -204,7 +209,10 @@ impl HarnessConfig {
             return bad(format!("needs {need} samples, the dataset has {}", ds.n));
         }
         if self.rounds == 0 || self.public_len < self.rounds {
-            return bad(format!("{} rounds over {} public samples", self.rounds, self.public_len));
+            return bad(format!(
+                "{} rounds over {} public samples",
+                self.rounds, self.public_len
+            ));
         }
         if self.private_per_participant == 0 || self.test_len == 0 {
             return bad("empty private shards or test split".into());
@@ -321,7 +329,9 @@ impl Harness {
         let m = self.teachers.len();
         let attackers = s.attack.map(|a| a.attackers()).unwrap_or(0);
         if attackers >= m {
-            return Err(AttackError::BadConfig(format!("{attackers} attackers of {m} participants")));
+            return Err(AttackError::BadConfig(format!(
+                "{attackers} attackers of {m} participants"
+            )));
         }
         let mechanism = match s.epsilon {
             Some(e) => {
@@ -352,7 +362,11 @@ impl Harness {
         let chunk = cfg.public_len / cfg.rounds;
         for r in 0..cfg.rounds {
             let lo = r * chunk;
-            let hi = if r + 1 == cfg.rounds { cfg.public_len } else { lo + chunk };
+            let hi = if r + 1 == cfg.rounds {
+                cfg.public_len
+            } else {
+                lo + chunk
+            };
             let rows = hi - lo;
             let mut labels: Vec<Vec<f32>> = Vec::with_capacity(m);
             let mut poison: Option<Vec<f32>> = None;
@@ -492,7 +506,9 @@ impl RobustTable {
             self.config.test_len,
             self.config.delta
         ));
-        s.push_str("Student accuracy (%) vs total epsilon per participant, no attack:\n\n| epsilon | noise multiplier |");
+        s.push_str(
+            "Student accuracy (%) vs total epsilon per participant, no attack:\n\n| epsilon | noise multiplier |",
+        );
         for r in &rules {
             s.push_str(&format!(" {r} |"));
         }
@@ -507,7 +523,11 @@ impl RobustTable {
             let z = row.first().and_then(|o| o.noise_multiplier).unwrap_or(0.0);
             s.push_str(&format!("| {e} | {z:.3} |"));
             for r in &rules {
-                let a = row.iter().find(|o| &o.rule == r).map(|o| pct(o.accuracy)).unwrap_or_default();
+                let a = row
+                    .iter()
+                    .find(|o| &o.rule == r)
+                    .map(|o| pct(o.accuracy))
+                    .unwrap_or_default();
                 s.push_str(&format!(" {a} |"));
             }
             s.push('\n');
@@ -522,7 +542,7 @@ impl RobustTable {
             ("with the quarantine policy", &self.attacks_quarantine),
         ] {
             s.push_str(&format!(
-                "Student accuracy (%) under attack, {title} (drop vs clean in points; q = attackers quarantined):\n\n| attack | attackers |"
+                "Student accuracy (%) under attack, {title} (change vs clean in points; q = attackers quarantined, fp = honest participants quarantined):\n\n| attack | attackers |"
             ));
             for r in &rules {
                 s.push_str(&format!(" {r} |"));
@@ -531,14 +551,28 @@ impl RobustTable {
             s.push_str(&"---|".repeat(rules.len()));
             s.push('\n');
             for a in Attack::ALL {
-                s.push_str(&format!("| {} | {} of {} |", a.name(), a.attackers(), self.config.participants));
+                s.push_str(&format!(
+                    "| {} | {} of {} |",
+                    a.name(),
+                    a.attackers(),
+                    self.config.participants
+                ));
                 for r in &rules {
                     let cell = set
                         .iter()
                         .find(|o| &o.rule == r && o.attack == a.name())
                         .map(|o| {
                             let drop = self.clean_accuracy(r).map(|c| 100.0 * (c - o.accuracy)).unwrap_or(0.0);
-                            let q = if o.quarantined.is_empty() { String::new() } else { format!(", q={}", o.quarantined.len()) };
+                            let first_attacker = self.config.participants.saturating_sub(o.attackers);
+                            let caught = o.quarantined.iter().filter(|(p, _)| *p >= first_attacker).count();
+                            let honest = o.quarantined.len() - caught;
+                            let mut q = String::new();
+                            if caught > 0 {
+                                q.push_str(&format!(", q={caught}"));
+                            }
+                            if honest > 0 {
+                                q.push_str(&format!(", fp={honest}"));
+                            }
                             format!("{} ({:+.1}{q})", pct(o.accuracy), -drop)
                         })
                         .unwrap_or_default();
@@ -584,10 +618,16 @@ mod tests {
         )
         .expect("valid tiny dataset");
         let cfg = HarnessConfig::quick(1);
-        let err = Harness::build(&ds, cfg.clone()).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = Harness::build(&ds, cfg.clone())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("needs"), "{err}");
         let two = HarnessConfig { participants: 2, ..cfg };
-        let err = Harness::build(&ds, two).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = Harness::build(&ds, two)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("at least 3"), "{err}");
     }
 }

@@ -36,7 +36,11 @@ pub fn run(args: BenchRobustArgs) -> anyhow::Result<()> {
     let (cfg, rules) = if args.quick {
         (
             HarnessConfig::quick(args.seed),
-            vec![AggregationRule::Mean, AggregationRule::Median, AggregationRule::TrimmedMean { trim: 0.2 }],
+            vec![
+                AggregationRule::Mean,
+                AggregationRule::Median,
+                AggregationRule::TrimmedMean { trim: 0.2 },
+            ],
         )
     } else {
         (

@@ -474,26 +474,51 @@ mod tests {
         let mut st = ParticipantPrivacy::new(cfg, 2, 0);
         let p = [0.9f32, 0.1];
         let mut rng = ChaCha20Rng::seed_from_u64(3);
-        let Ok(Release::Send { labels: first, spend }) = st.handle_round(1, &p, 1, 2, &mut rng) else { panic!("round 1") };
+        let Ok(Release::Send { labels: first, spend }) = st.handle_round(1, &p, 1, 2, &mut rng) else {
+            panic!("round 1")
+        };
         assert_eq!(spend.rounds, 1);
         // The same round again: identical labels, no extra spend.
-        let Ok(Release::Send { labels: again, .. }) = st.handle_round(1, &p, 1, 2, &mut rng) else { panic!("resend") };
+        let Ok(Release::Send { labels: again, .. }) = st.handle_round(1, &p, 1, 2, &mut rng) else {
+            panic!("resend")
+        };
         assert_eq!(first, again);
         assert_eq!(st.rounds_released(), 1);
-        assert!(matches!(st.handle_round(2, &p, 1, 2, &mut rng), Ok(Release::Send { .. })));
+        assert!(matches!(
+            st.handle_round(2, &p, 1, 2, &mut rng),
+            Ok(Release::Send { .. })
+        ));
         match st.handle_round(3, &p, 1, 2, &mut rng) {
-            Ok(Release::BudgetExhausted { would_reach, budget, spent }) => {
-                assert!(would_reach > 4.0 && budget == 3.5 && (spent - 3.189).abs() < 0.01, "{would_reach} {spent}");
+            Ok(Release::BudgetExhausted {
+                would_reach,
+                budget,
+                spent,
+            }) => {
+                assert!(
+                    would_reach > 4.0 && budget == 3.5 && (spent - 3.189).abs() < 0.01,
+                    "{would_reach} {spent}"
+                );
             }
             other => panic!("expected the budget to stop round 3: {other:?}"),
         }
         assert_eq!(st.rounds_released(), 2);
         let m = st.report_metrics(2);
-        assert_eq!(m.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["dp_delta", "dp_epsilon_round", "dp_epsilon_total", "dp_noise_multiplier"]);
+        assert_eq!(
+            m.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            [
+                "dp_delta",
+                "dp_epsilon_round",
+                "dp_epsilon_total",
+                "dp_noise_multiplier"
+            ]
+        );
         assert!(st.report_metrics(3).is_empty());
         // Restored after a restart with 2 rounds released: still refuses.
         let mut restored = ParticipantPrivacy::new(cfg, 2, 2);
-        assert!(matches!(restored.handle_round(3, &p, 1, 2, &mut rng), Ok(Release::BudgetExhausted { .. })));
+        assert!(matches!(
+            restored.handle_round(3, &p, 1, 2, &mut rng),
+            Ok(Release::BudgetExhausted { .. })
+        ));
         assert!(os_rng().is_ok());
     }
 
