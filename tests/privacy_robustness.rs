@@ -295,3 +295,41 @@ fn audit_verifies_a_log_with_quarantine_and_privacy_spend_records() {
     let report = verify(&tampered, &trust, Some(&ProtocolRecompute));
     assert!(!report.ok(), "a rewritten quarantine record must not verify");
 }
+
+/// `fedistill participant --config` refuses unusable `[privacy]` settings at start, before touching the
+/// kit or the data, with the reason on stderr.
+#[test]
+fn participant_refuses_bad_privacy_settings_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let base = "kit = \"kit\"\nworkdir = \"work\"\nshard = 0\n[data]\ndataset = \"mnist-10k\"\nparticipants = 3\n";
+    let cases = [
+        (
+            "noise_multiplier = 0.0\ndelta = 1e-5\nbudget_epsilon = 8.0",
+            "noise_multiplier 0 must be > 0",
+        ),
+        (
+            "epsilon_per_round = -1.0\ndelta = 1e-5\nbudget_epsilon = 8.0",
+            "epsilon_per_round -1 must be",
+        ),
+        (
+            "noise_multiplier = 1.0\ndelta = 0.0\nbudget_epsilon = 8.0",
+            "delta 0 must be in (0, 1)",
+        ),
+        (
+            "noise_multiplier = 1.0\ndelta = 1.5\nbudget_epsilon = 8.0",
+            "delta 1.5 must be in (0, 1)",
+        ),
+    ];
+    for (i, (privacy, needle)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("p{i}.toml"));
+        std::fs::write(&path, format!("{base}[privacy]\n{privacy}\n")).expect("write config");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fedistill"))
+            .args(["participant", "--config"])
+            .arg(&path)
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{privacy}: accepted");
+        assert!(stderr.contains(needle), "{privacy}: stderr {stderr}");
+    }
+}
