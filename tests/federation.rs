@@ -595,9 +595,6 @@ fn a_coordinator_killed_mid_round_resumes_and_loses_nothing_acknowledged() {
 }
 
 #[test]
-#[ignore = "bug: a restored collecting round aggregates at once without the participants that were expected \
-            but had not contributed (not recorded absent), and an aggregate is never re-sent to a contributor \
-            that reconnects during reporting; see the report"]
 fn a_coordinator_restart_keeps_the_round_s_expected_set_and_delivers_its_aggregate() {
     let Restart { fed, done, .. } = coordinator_restart();
     let r1 = round_of(&done, 1).unwrap_or_else(|| panic!("round 1 aggregated after the restart: {done}"));
@@ -832,8 +829,6 @@ fn bad_inputs_are_rejected_and_counted_and_the_round_completes_on_quorum() {
 }
 
 #[test]
-#[ignore = "bug: /status stays empty (federation \"\", rounds 0) until the first participant event, because \
-            coordinator/src/service.rs publishes it only after an event or timeout in the core loop"]
 fn status_is_published_before_any_participant_connects() {
     let opts = CoordOpts {
         rounds: 3,

@@ -40,6 +40,8 @@ use crate::transport::{FederationFiles, PeerConnection, Server};
 const SNAPSHOT_KEY: &str = "round_snapshot";
 /// State key of the replay guard's last sequence numbers.
 const GUARD_KEY: &str = "replay_guard";
+/// State key of the last published aggregate frame (re-sent to contributors that reconnect before reporting).
+const AGGREGATE_KEY: &str = "last_aggregate";
 /// State key of the per-contributor anomaly scores (shared::protocol::robust).
 const ANOMALY_KEY: &str = "anomaly_tracker";
 /// Witness key names are `fedistill-witness/<participant>`.
@@ -207,10 +209,13 @@ pub async fn run(
         round_bytes_up: 0,
         rounds_done: 0,
         finished_at: None,
+        last_aggregate: None,
         anomaly,
     };
+    core.last_aggregate = core.store.state(AGGREGATE_KEY)?;
     core.sm.handle_timeout(core.now());
     core.pump()?;
+    core.publish_status();
     let result = core.run(rx, cancel.clone()).await;
     accept_cancel.cancel();
     server.close().await;
@@ -234,6 +239,7 @@ struct Core {
     round_bytes_up: u64,
     rounds_done: u64,
     finished_at: Option<Instant>,
+    last_aggregate: Option<Vec<u8>>,
     anomaly: AnomalyTracker,
 }
 
@@ -358,6 +364,12 @@ impl Core {
                 self.conn_keys
                     .insert(peer.participant.clone(), peer.roster_entry.signing_key);
                 self.obs.metrics.connected.set(self.conns.len() as i64);
+                if self.sm.awaits_report_from(&peer.participant) {
+                    if let (Some(frame), Some((_, tx))) = (&self.last_aggregate, self.conns.get(&peer.participant)) {
+                        info!(participant = %peer.participant, round = self.sm.round().0, "re-sending the round's aggregate");
+                        let _ = tx.send(frame.clone());
+                    }
+                }
                 self.sm.handle_connected(now, peer.participant);
             }
             Event::Disconnected { participant, conn_id } => {
@@ -719,7 +731,11 @@ impl Core {
             checkpoint: note,
         };
         let s = self.sign(c.round, &msg)?;
-        let sent = self.broadcast(&ToParticipant::Aggregate(s))?;
+        let push = ToParticipant::Aggregate(s);
+        let frame = encode_frame(KIND_TO_PARTICIPANT, &push)?;
+        tokio::task::block_in_place(|| self.store.put_state(AGGREGATE_KEY, &frame))?;
+        self.last_aggregate = Some(frame);
+        let sent = self.broadcast(&push)?;
         let seconds = self.round_started.elapsed().as_secs_f64();
         self.obs.metrics.rounds.inc();
         self.obs.metrics.bytes_down.inc_by(sent);

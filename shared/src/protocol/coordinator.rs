@@ -257,6 +257,9 @@ pub struct Snapshot {
     pub contributors: Vec<ParticipantId>,
     /// Quarantined participants.
     pub quarantined: Vec<ParticipantId>,
+    /// Participants the open round waits for (connected when it opened or joined since).
+    #[serde(default)]
+    pub expected: Vec<ParticipantId>,
 }
 
 /// The coordinator's round state machine.
@@ -309,6 +312,7 @@ impl CoordinatorRound {
             m.expected.insert(c.participant.clone());
             m.contributions.insert(c.participant.clone(), c);
         }
+        m.expected.extend(snap.expected);
         m.reports = snap.reports.into_iter().collect();
         m.phase = match (snap.phase.as_str(), m.open.is_some()) {
             ("finished", _) => Phase::Finished,
@@ -334,7 +338,14 @@ impl CoordinatorRound {
             reports: self.reports.iter().map(|(p, r)| (p.clone(), r.clone())).collect(),
             contributors: self.contributors.clone(),
             quarantined: self.quarantined.iter().cloned().collect(),
+            expected: self.expected.iter().cloned().collect(),
         }
+    }
+
+    /// Whether `p` contributed to the round whose reports are being collected but has not reported
+    /// (a participant that reconnects then needs the round's aggregate again).
+    pub fn awaits_report_from(&self, p: &ParticipantId) -> bool {
+        matches!(self.phase, Phase::Reporting { .. }) && self.contributors.contains(p) && !self.reports.contains_key(p)
     }
 
     /// The configuration.

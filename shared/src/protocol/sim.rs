@@ -629,3 +629,19 @@ fn lossy_network_still_finishes_and_is_deterministic() {
     assert_eq!(a.len(), 4);
     assert_eq!(run(7).1, a, "same seed, same trace");
 }
+
+#[test]
+fn restart_keeps_waiting_for_expected_participants() {
+    // Quorum 2 of 3: p0 and p1 are acknowledged, p2 is slow; after a restart the round must still wait for
+    // p2 until the deadline instead of aggregating at once.
+    let mut sim = Sim::new(3, 1, 2, 1);
+    sim.delay.insert(Node::P(2), Millis(400));
+    (0..3).for_each(|i| sim.connect(i));
+    sim.run_until(Millis(100));
+    assert_eq!(sim.disk.as_ref().map(|d| d.contributions.len()), Some(2));
+    assert_eq!(sim.disk.as_ref().map(|d| d.expected.len()), Some(3));
+    sim.restart_coordinator();
+    sim.run_until(Millis(60_000));
+    assert!(sim.finished);
+    assert_eq!(sim.committed[0].1.len(), 3, "p2 was waited for: {:?}", sim.committed);
+}
