@@ -254,7 +254,15 @@ pub async fn run(settings: ParticipantSettings, cancel: CancellationToken) -> an
             Err(e) => return Err(anyhow::anyhow!("cannot reach the coordinator: {e}")),
         };
         info!(coordinator = %kit.config.coordinator, "connected");
-        match serve_connection(&node, &mut session, conn, &cancel).await {
+        let watched = conn.clone();
+        let outcome = serve_connection(&node, &mut session, conn, &cancel).await;
+        if let Some(reason) = watched.close_reason() {
+            // Revoked, unknown or refused: retrying cannot help; stop with the coordinator's reason.
+            if crate::transport::is_permanent_rejection(&reason) {
+                anyhow::bail!("the coordinator refused this participant: {reason}");
+            }
+        }
+        match outcome {
             Ok(true) => break,
             Ok(false) => {
                 warn!("connection to the coordinator lost; reconnecting");
@@ -349,12 +357,25 @@ async fn serve_connection(
             }
         }
     });
+    let mut queued: std::collections::VecDeque<ToParticipant> = std::collections::VecDeque::new();
     let result = loop {
-        let msg = tokio::select! {
-            _ = cancel.cancelled() => break Ok(true),
-            m = rx.recv() => m,
+        let msg = match queued.pop_front() {
+            Some(m) => Some(m),
+            None => tokio::select! {
+                _ = cancel.cancelled() => break Ok(true),
+                m = rx.recv() => m,
+            },
         };
         let Some(msg) = msg else { break Ok(false) };
+        // A participant that fell behind (slow teacher, long partition) skips openings that a newer one
+        // already superseded instead of labelling rounds that have closed.
+        while let Ok(m) = rx.try_recv() {
+            queued.push_back(m);
+        }
+        if matches!(msg, ToParticipant::Open(_)) && queued.iter().any(|m| matches!(m, ToParticipant::Open(_))) {
+            info!("skipping a round opening superseded by a newer one");
+            continue;
+        }
         match handle_push(node, session, &conn, msg, max_frame).await {
             Ok(true) => break Ok(true),
             Ok(false) => {}
