@@ -101,9 +101,7 @@ fn build_store(db: &Path, work: &Path) -> String {
             payload: &pb.1,
         },
     ];
-    let agg = ProtocolRecompute
-        .aggregate("mean", &inputs)
-        .expect("aggregate");
+    let agg = ProtocolRecompute.aggregate("mean", &inputs).expect("aggregate");
     let mut aggregate = Record::Aggregate {
         round: RoundId(1),
         digest: Digest::of(&agg),
@@ -111,16 +109,11 @@ fn build_store(db: &Path, work: &Path) -> String {
         contributors: vec![ParticipantId::new("bank-a"), ParticipantId::new("bank-b")],
         signature: Vec::new(),
     };
-    let stmt = aggregate
-        .statement(FED)
-        .expect("encodes")
-        .expect("signed kind");
+    let stmt = aggregate.statement(FED).expect("encodes").expect("signed kind");
     if let Record::Aggregate { signature, .. } = &mut aggregate {
         *signature = coordinator.sign_raw(&stmt).to_vec();
     }
-    let head = store
-        .append(&[ca, cb, aggregate], &[pa, pb])
-        .expect("append round");
+    let head = store.append(&[ca, cb, aggregate], &[pa, pb]).expect("append round");
     // Both participants witness: first checkpoint, then the grown one with a consistency proof.
     let mut trust = format!(
         "origin = \"{ORIGIN}\"\ncoordinator_key = \"{}\"\nquorum = 2\n",
@@ -129,20 +122,15 @@ fn build_store(db: &Path, work: &Path) -> String {
     for (name, seed) in [("witness-bank-a", 31u8), ("witness-bank-b", 32)] {
         let dir = work.join(name);
         std::fs::create_dir_all(&dir).expect("mkdir");
-        let mut w =
-            Witness::open(&dir, name, id(seed).to_dalek(), store.log_verifier()).expect("witness");
-        let c1 = w
-            .handle_checkpoint(&first, &[], 1_700_000_100)
-            .expect("cosign first");
+        let mut w = Witness::open(&dir, name, id(seed).to_dalek(), store.log_verifier()).expect("witness");
+        let c1 = w.handle_checkpoint(&first, &[], 1_700_000_100).expect("cosign first");
         store
             .add_cosignature(first.checkpoint.size, &w.witness_key(), &c1)
             .expect("store cosig");
         let proof = store
             .consistency_proof(first.checkpoint.size, head.checkpoint.size)
             .expect("proof");
-        let c2 = w
-            .handle_checkpoint(&head, &proof, 1_700_000_200)
-            .expect("cosign head");
+        let c2 = w.handle_checkpoint(&head, &proof, 1_700_000_200).expect("cosign head");
         store
             .add_cosignature(head.checkpoint.size, &w.witness_key(), &c2)
             .expect("store cosig");
@@ -172,15 +160,7 @@ fn export_verify_show_and_tamper() {
         trust_path.to_str().expect("utf8 path"),
     );
 
-    let out = fedistill(&[
-        "audit",
-        "export",
-        "--store",
-        db_s,
-        "--out",
-        bundle_s,
-        "--payloads",
-    ]);
+    let out = fedistill(&["audit", "export", "--store", db_s, "--out", bundle_s, "--payloads"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("exported 6 records"), "{}", text(&out));
 
@@ -219,13 +199,7 @@ fn export_verify_show_and_tamper() {
     );
 
     // A missing trust file and a missing bundle are clear errors, not panics.
-    let out = fedistill(&[
-        "audit",
-        "verify",
-        bundle_s,
-        "--trust",
-        "/nonexistent/trust.toml",
-    ]);
+    let out = fedistill(&["audit", "verify", bundle_s, "--trust", "/nonexistent/trust.toml"]);
     assert!(!out.status.success());
     assert!(text(&out).contains("reading trust file"), "{}", text(&out));
     let out = fedistill(&["audit", "show", "/nonexistent/bundle"]);

@@ -52,10 +52,7 @@ fn describe_mnist_totals_and_stable_digest() {
             Some(&"test") if cols.len() == 12 => ("test", &cols[1..]),
             _ => continue,
         };
-        let nums: Vec<usize> = nums
-            .iter()
-            .map(|s| s.parse().expect("numeric table cell"))
-            .collect();
+        let nums: Vec<usize> = nums.iter().map(|s| s.parse().expect("numeric table cell")).collect();
         assert_eq!(nums.len(), 11, "{label}: total + 10 classes in `{line}`");
         assert_eq!(nums[0], nums[1..].iter().sum::<usize>(), "row `{line}`");
         sum += nums[0];
@@ -74,15 +71,7 @@ fn describe_mnist_totals_and_stable_digest() {
     assert!(second.status.success());
     assert_eq!(d1, digest_line(&stdout(&second)));
     // Another seed gives another public set.
-    let other = fedistill(&[
-        "data",
-        "describe",
-        "mnist-10k",
-        "--participants",
-        "5",
-        "--seed",
-        "8",
-    ]);
+    let other = fedistill(&["data", "describe", "mnist-10k", "--participants", "5", "--seed", "8"]);
     assert_ne!(d1, digest_line(&stdout(&other)));
 }
 
@@ -98,10 +87,7 @@ fn describe_json_matches_the_table() {
     assert_eq!(v["config"]["partition"]["kind"], "dirichlet");
     let shards = v["shards"].as_array().expect("shards array");
     assert_eq!(shards.len(), 5);
-    let sizes: u64 = shards
-        .iter()
-        .map(|s| s["size"].as_u64().expect("size"))
-        .sum();
+    let sizes: u64 = shards.iter().map(|s| s["size"].as_u64().expect("size")).sum();
     let public = v["public"]["size"].as_u64().expect("public size");
     let test = v["test"]["size"].as_u64().expect("test size");
     assert_eq!(sizes + public + test, 10_000);
@@ -140,42 +126,22 @@ fn fashion_mnist_missing_dir_says_how_to_install() {
     ]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(
-        err.contains("apt-get install -y dataset-fashion-mnist"),
-        "{err}"
-    );
-    assert!(
-        err.contains("train-images-idx3-ubyte.gz not found"),
-        "{err}"
-    );
+    assert!(err.contains("apt-get install -y dataset-fashion-mnist"), "{err}");
+    assert!(err.contains("train-images-idx3-ubyte.gz not found"), "{err}");
 }
 
 #[test]
 fn impossible_partition_is_refused() {
-    let out = fedistill(&[
-        "data",
-        "describe",
-        "breast-cancer",
-        "--classes-per-node",
-        "3",
-    ]);
+    let out = fedistill(&["data", "describe", "breast-cancer", "--classes-per-node", "3"]);
     assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("k must be in 1..=2"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("k must be in 1..=2"), "{}", stderr(&out));
     let out = fedistill(&["data", "describe", "digits", "--alpha", "0"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("alpha must be a finite number > 0"));
     // Two partition flags at once are a usage error.
     let out = fedistill(&["data", "describe", "digits", "--iid", "--alpha", "0.3"]);
     assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("cannot be used with"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("cannot be used with"), "{}", stderr(&out));
 }
 
 #[test]

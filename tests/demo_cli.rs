@@ -11,7 +11,17 @@ fn demo_runs_a_federation_and_its_log_verifies() {
     let work = dir.path().join("run");
     let report = dir.path().join("report.json");
     let out = Command::new(BIN)
-        .args(["demo", "--dataset", "breast-cancer", "--participants", "3", "--rounds", "2", "--seed", "5"])
+        .args([
+            "demo",
+            "--dataset",
+            "breast-cancer",
+            "--participants",
+            "3",
+            "--rounds",
+            "2",
+            "--seed",
+            "5",
+        ])
         .arg("--workdir")
         .arg(&work)
         .arg("--report")
@@ -19,7 +29,11 @@ fn demo_runs_a_federation_and_its_log_verifies() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(r["dataset"], "breast-cancer");
     assert_eq!(r["participants"], 3);

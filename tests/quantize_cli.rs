@@ -30,11 +30,21 @@ fn student(dir: &Path) -> (PathBuf, PathBuf) {
     let ds = load("mnist-10k", &LoadOptions::default()).expect("mnist");
     let fed = split(
         &ds,
-        &SplitConfig { participants: 1, partition: Partition::Iid, test_fraction: 0.2, public_fraction: 0.3, seed: 7 },
+        &SplitConfig {
+            participants: 1,
+            partition: Partition::Iid,
+            test_fraction: 0.2,
+            public_fraction: 0.3,
+            seed: 7,
+        },
     )
     .expect("split");
     let cfg = ModelConfig::Mlp { hidden: vec![32] };
-    let tc = TrainConfig { epochs: 2, seed: 3, ..TrainConfig::default() };
+    let tc = TrainConfig {
+        epochs: 2,
+        seed: 3,
+        ..TrainConfig::default()
+    };
     let m = train_teacher(&cfg, &fed.shards[0], &tc, &Progress::hidden()).expect("train");
     let model = dir.join("student.safetensors");
     m.save(&model).expect("save");
@@ -67,11 +77,21 @@ fn quantize_exports_every_profile_with_cards_and_table() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (out, o) = quantize_all(tmp.path());
     assert!(o.status.success(), "stderr: {}", text(&o.stderr));
-    let arch = Arch { hidden: vec![32], in_dim: 784, classes: 10 };
+    let arch = Arch {
+        hidden: vec![32],
+        in_dim: 784,
+        classes: 10,
+    };
     let ds = load("mnist-10k", &LoadOptions::default()).expect("mnist");
     let fed = split(
         &ds,
-        &SplitConfig { participants: 1, partition: Partition::Iid, test_fraction: 0.2, public_fraction: 0.3, seed: 7 },
+        &SplitConfig {
+            participants: 1,
+            partition: Partition::Iid,
+            test_fraction: 0.2,
+            public_fraction: 0.3,
+            seed: 7,
+        },
     )
     .expect("split");
     let mut sizes = std::collections::HashMap::new();
@@ -96,12 +116,18 @@ fn quantize_exports_every_profile_with_cards_and_table() {
             .chunks_exact(10)
             .zip(&fed.test.labels)
             .filter(|(row, &y)| {
-                let best = row.iter().enumerate().fold(0, |b, (i, v)| if *v > row[b] { i } else { b });
+                let best = row
+                    .iter()
+                    .enumerate()
+                    .fold(0, |b, (i, v)| if *v > row[b] { i } else { b });
                 best as u32 == y
             })
             .count();
         let acc = card["metrics"]["accuracy"].as_f64().expect("accuracy");
-        assert!((acc - correct as f64 / fed.test.n as f64).abs() < 1e-9, "{profile}: card {acc}");
+        assert!(
+            (acc - correct as f64 / fed.test.n as f64).abs() < 1e-9,
+            "{profile}: card {acc}"
+        );
         sizes.insert(profile, bytes.len());
     }
     // Q8_0 stores 34 bytes per 32 weights (+ padding 784 -> 800) against 4 bytes per weight.
@@ -112,7 +138,15 @@ fn quantize_exports_every_profile_with_cards_and_table() {
     let rows = rows.as_array().expect("array");
     assert_eq!(rows.len(), 4);
     for r in rows {
-        for key in ["profile", "accuracy", "bytes", "latency_p50_us", "latency_p99_us", "throughput", "accuracy_delta_points"] {
+        for key in [
+            "profile",
+            "accuracy",
+            "bytes",
+            "latency_p50_us",
+            "latency_p99_us",
+            "throughput",
+            "accuracy_delta_points",
+        ] {
             assert!(r.get(key).is_some(), "missing {key} in {r}");
         }
     }
@@ -122,14 +156,31 @@ fn quantize_exports_every_profile_with_cards_and_table() {
     // A/B: the int8 student against its own f32 version, and against itself.
     let a = out.join("student-int8.gguf");
     let b = out.join("student-f32.safetensors");
-    let o = run(&["compare", a.to_str().expect("utf8"), b.to_str().expect("utf8"), "--dataset", "mnist-10k", "--json"]);
+    let o = run(&[
+        "compare",
+        a.to_str().expect("utf8"),
+        b.to_str().expect("utf8"),
+        "--dataset",
+        "mnist-10k",
+        "--json",
+    ]);
     assert!(o.status.success(), "stderr: {}", text(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(v["ab"]["samples"], fed.test.n as u64);
-    let (oa, ob) = (v["ab"]["counts"]["only_a"].as_u64().expect("a"), v["ab"]["counts"]["only_b"].as_u64().expect("b"));
+    let (oa, ob) = (
+        v["ab"]["counts"]["only_a"].as_u64().expect("a"),
+        v["ab"]["counts"]["only_b"].as_u64().expect("b"),
+    );
     assert_eq!(v["ab"]["p_value"].as_f64().expect("p"), mcnemar_exact_p(oa, ob));
     assert_eq!(v["shadow"]["scored"], fed.test.n as u64);
-    let o = run(&["compare", a.to_str().expect("utf8"), a.to_str().expect("utf8"), "--dataset", "mnist-10k", "--json"]);
+    let o = run(&[
+        "compare",
+        a.to_str().expect("utf8"),
+        a.to_str().expect("utf8"),
+        "--dataset",
+        "mnist-10k",
+        "--json",
+    ]);
     assert!(o.status.success(), "stderr: {}", text(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(v["ab"]["p_value"], 1.0);
@@ -140,7 +191,13 @@ fn quantize_exports_every_profile_with_cards_and_table() {
     let bytes = std::fs::read(&a).expect("read");
     let cut = tmp.path().join("cut.gguf");
     std::fs::write(&cut, &bytes[..bytes.len() - 100]).expect("write");
-    let o = run(&["compare", cut.to_str().expect("utf8"), b.to_str().expect("utf8"), "--dataset", "mnist-10k"]);
+    let o = run(&[
+        "compare",
+        cut.to_str().expect("utf8"),
+        b.to_str().expect("utf8"),
+        "--dataset",
+        "mnist-10k",
+    ]);
     assert!(!o.status.success());
     let err = text(&o.stderr);
     assert!(err.contains("layers.1.") && err.contains("cut.gguf"), "{err}");
@@ -202,11 +259,23 @@ fn quantize_refuses_bad_inputs_with_clear_errors() {
     // A typo in the config, an unknown profile, a CNN student.
     std::fs::write(&cfg, "[model]\nkind = \"mlp\"\nhiden = [32]\n").expect("write");
     let o = args(&model, &cfg, &[]);
-    assert!(!o.status.success() && text(&o.stderr).contains("hiden"), "{}", text(&o.stderr));
+    assert!(
+        !o.status.success() && text(&o.stderr).contains("hiden"),
+        "{}",
+        text(&o.stderr)
+    );
     std::fs::write(&cfg, CONFIG).expect("write");
     let o = args(&model, &cfg, &["--profile", "int4"]);
-    assert!(!o.status.success() && text(&o.stderr).contains("int4"), "{}", text(&o.stderr));
+    assert!(
+        !o.status.success() && text(&o.stderr).contains("int4"),
+        "{}",
+        text(&o.stderr)
+    );
     std::fs::write(&cfg, "[model]\nkind = \"cnn\"\nchannels = [4]\nhidden = 8\n").expect("write");
     let o = args(&model, &cfg, &[]);
-    assert!(!o.status.success() && text(&o.stderr).contains("MLP"), "{}", text(&o.stderr));
+    assert!(
+        !o.status.success() && text(&o.stderr).contains("MLP"),
+        "{}",
+        text(&o.stderr)
+    );
 }

@@ -16,11 +16,7 @@ fn main() -> anyhow::Result<()> {
         .next()
         .ok_or_else(|| anyhow::anyhow!("usage: append_loop <db> <appends>"))?;
     let appends: u64 = args.next().unwrap_or_else(|| "1000000".into()).parse()?;
-    let mut store = Store::open(
-        std::path::Path::new(&path),
-        SigningKey::from_bytes(&[1; 32]),
-        ORIGIN,
-    )?;
+    let mut store = Store::open(std::path::Path::new(&path), SigningKey::from_bytes(&[1; 32]), ORIGIN)?;
     if store.size() == 0 {
         store.append(
             &[Record::FederationCreated {

@@ -16,8 +16,8 @@ use ed25519_dalek::SigningKey;
 use fedistill_shared::ledger::note::check_key_name;
 use fedistill_shared::ledger::tree::{self, MemoryTree, NodeSource};
 use fedistill_shared::ledger::{
-    Cosignature, Digest, LogSigner, LogVerifier, NoteError, ProofError, Record, RecordError,
-    SignedCheckpoint, WitnessKey,
+    Cosignature, Digest, LogSigner, LogVerifier, NoteError, ProofError, Record, RecordError, SignedCheckpoint,
+    WitnessKey,
 };
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::ops::Range;
@@ -48,7 +48,9 @@ pub enum StoreError {
     #[error("log store is corrupt, refusing to start: {0}")]
     Corrupt(String),
     /// A signed checkpoint's root differs from the root recomputed from the stored records.
-    #[error("checkpoint of size {size} says root {signed}, but the stored records hash to {computed}; refusing to start")]
+    #[error(
+        "checkpoint of size {size} says root {signed}, but the stored records hash to {computed}; refusing to start"
+    )]
     RootMismatch {
         /// Tree size of the checkpoint.
         size: u64,
@@ -167,10 +169,7 @@ impl Store {
                         "INSERT INTO meta VALUES ('format', ?1)",
                         [FORMAT.to_string().into_bytes()],
                     )?;
-                    tx.execute(
-                        "INSERT INTO meta VALUES ('origin', ?1)",
-                        [origin.as_bytes()],
-                    )?;
+                    tx.execute("INSERT INTO meta VALUES ('origin', ?1)", [origin.as_bytes()])?;
                     tx.execute("INSERT INTO meta VALUES ('log_key', ?1)", [&key_bytes])?;
                     tx.execute(
                         "INSERT INTO checkpoints (size, root, note) VALUES (0, ?1, NULL)",
@@ -220,8 +219,8 @@ impl Store {
         if meta("format")? != FORMAT.to_string().into_bytes() {
             return Err(StoreError::Identity("unsupported store format".into()));
         }
-        let origin = String::from_utf8(meta("origin")?)
-            .map_err(|_| StoreError::Corrupt("origin is not UTF-8".into()))?;
+        let origin =
+            String::from_utf8(meta("origin")?).map_err(|_| StoreError::Corrupt("origin is not UTF-8".into()))?;
         let key: [u8; 32] = meta("log_key")?
             .as_slice()
             .try_into()
@@ -259,8 +258,7 @@ impl Store {
                         tree.size()
                     )));
                 }
-                Record::decode(&data)
-                    .map_err(|source| StoreError::Record { index: idx, source })?;
+                Record::decode(&data).map_err(|source| StoreError::Record { index: idx, source })?;
                 tree.push(&data);
             }
         }
@@ -294,8 +292,7 @@ impl Store {
         let mut max_size = 0u64;
         let mut unsigned: Vec<u64> = Vec::new();
         {
-            let mut stmt =
-                conn.prepare("SELECT size, root, note FROM checkpoints ORDER BY size")?;
+            let mut stmt = conn.prepare("SELECT size, root, note FROM checkpoints ORDER BY size")?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
                 let cp_size = to_u64(row.get(0)?)?;
@@ -307,9 +304,8 @@ impl Store {
                     )));
                 }
                 let computed = tree.root(cp_size)?;
-                let stored_root = to_digest(&root_blob).ok_or_else(|| {
-                    StoreError::Corrupt(format!("checkpoint {cp_size} root is not 32 bytes"))
-                })?;
+                let stored_root = to_digest(&root_blob)
+                    .ok_or_else(|| StoreError::Corrupt(format!("checkpoint {cp_size} root is not 32 bytes")))?;
                 if stored_root != computed {
                     return Err(StoreError::RootMismatch {
                         size: cp_size,
@@ -352,15 +348,11 @@ impl Store {
                 size = cp_size,
                 "signed a checkpoint left unsigned by an interrupted append"
             );
-            if latest_signed
-                .as_ref()
-                .is_none_or(|l| l.checkpoint.size < cp_size)
-            {
+            if latest_signed.as_ref().is_none_or(|l| l.checkpoint.size < cp_size) {
                 latest_signed = Some(sc);
             }
         }
-        let latest =
-            latest_signed.ok_or_else(|| StoreError::Corrupt("no checkpoint stored".into()))?;
+        let latest = latest_signed.ok_or_else(|| StoreError::Corrupt("no checkpoint stored".into()))?;
         Ok((size, latest))
     }
 
@@ -422,9 +414,7 @@ impl Store {
             return Err(StoreError::ReadOnly);
         };
         let new_size = self.size + encoded.len() as u64;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for (i, data) in encoded.iter().enumerate() {
             let idx = self.size + i as u64;
             tx.execute(
@@ -483,9 +473,7 @@ impl Store {
     pub fn state(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .conn
-            .query_row("SELECT value FROM state WHERE key = ?1", [key], |r| {
-                r.get(0)
-            })
+            .query_row("SELECT value FROM state WHERE key = ?1", [key], |r| r.get(0))
             .optional()?)
     }
 
@@ -499,19 +487,17 @@ impl Store {
     pub fn checkpoint(&self, size: u64) -> Result<Option<SignedCheckpoint>, StoreError> {
         let note: Option<Option<Vec<u8>>> = self
             .conn
-            .query_row(
-                "SELECT note FROM checkpoints WHERE size = ?1",
-                [to_i64(size)?],
-                |r| r.get(0),
-            )
+            .query_row("SELECT note FROM checkpoints WHERE size = ?1", [to_i64(size)?], |r| {
+                r.get(0)
+            })
             .optional()?;
         let Some(Some(note)) = note else {
             return Ok(None);
         };
         let mut sc = SignedCheckpoint::parse(&note)?;
-        let mut stmt = self.conn.prepare(
-            "SELECT witness, key_id, timestamp, sig FROM cosignatures WHERE size = ?1 ORDER BY witness",
-        )?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT witness, key_id, timestamp, sig FROM cosignatures WHERE size = ?1 ORDER BY witness")?;
         let rows = stmt
             .query_map([to_i64(size)?], |r| {
                 Ok((
@@ -523,11 +509,7 @@ impl Store {
             })?
             .collect::<Result<Vec<_>, _>>()?;
         for (name, key_id, timestamp, sig) in rows {
-            let bad = || {
-                StoreError::Corrupt(format!(
-                    "cosignature row of {name} at size {size} is malformed"
-                ))
-            };
+            let bad = || StoreError::Corrupt(format!("cosignature row of {name} at size {size} is malformed"));
             let c = Cosignature {
                 key_id: key_id.as_slice().try_into().map_err(|_| bad())?,
                 timestamp: u64::try_from(timestamp).map_err(|_| bad())?,
@@ -557,17 +539,9 @@ impl Store {
     }
 
     /// RFC 9162 consistency proof from `old_size` to `new_size`.
-    pub fn consistency_proof(
-        &self,
-        old_size: u64,
-        new_size: u64,
-    ) -> Result<Vec<Digest>, StoreError> {
+    pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Digest>, StoreError> {
         self.check_size(new_size)?;
-        Ok(tree::prove_consistency(
-            old_size,
-            new_size,
-            &DbNodes(&self.conn),
-        )?)
+        Ok(tree::prove_consistency(old_size, new_size, &DbNodes(&self.conn))?)
     }
 
     /// RFC 9162 inclusion proof of record `index` in the tree of `size`.
@@ -588,15 +562,10 @@ impl Store {
 
     /// Verifies `cosig` from `witness` on the signed checkpoint of `size` and stores it
     /// (replacing that witness's earlier cosignature of the same size).
-    pub fn add_cosignature(
-        &mut self,
-        size: u64,
-        witness: &WitnessKey,
-        cosig: &Cosignature,
-    ) -> Result<(), StoreError> {
-        let sc = self.checkpoint(size)?.ok_or_else(|| {
-            StoreError::OutOfRange(format!("no signed checkpoint of size {size}"))
-        })?;
+    pub fn add_cosignature(&mut self, size: u64, witness: &WitnessKey, cosig: &Cosignature) -> Result<(), StoreError> {
+        let sc = self
+            .checkpoint(size)?
+            .ok_or_else(|| StoreError::OutOfRange(format!("no signed checkpoint of size {size}")))?;
         if self.signer.is_none() {
             return Err(StoreError::ReadOnly);
         }
@@ -619,9 +588,7 @@ impl Store {
         self.records_raw(range.clone())?
             .into_iter()
             .zip(range)
-            .map(|(b, index)| {
-                Record::decode(&b).map_err(|source| StoreError::Record { index, source })
-            })
+            .map(|(b, index)| Record::decode(&b).map_err(|source| StoreError::Record { index, source }))
             .collect()
     }
 
@@ -632,9 +599,7 @@ impl Store {
             .conn
             .prepare("SELECT data FROM records WHERE idx >= ?1 AND idx < ?2 ORDER BY idx")?;
         let rows = stmt
-            .query_map(params![to_i64(range.start)?, to_i64(end)?], |r| {
-                r.get::<_, Vec<u8>>(0)
-            })?
+            .query_map(params![to_i64(range.start)?, to_i64(end)?], |r| r.get::<_, Vec<u8>>(0))?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
@@ -710,9 +675,7 @@ mod tests {
             )
             .expect("append");
         assert_eq!(cp2.checkpoint.size, 2);
-        s.log_verifier()
-            .verify(&cp2)
-            .expect("signed by the log key");
+        s.log_verifier().verify(&cp2).expect("signed by the log key");
         let cps = fill(&mut s, 5);
         drop(s);
 
@@ -723,30 +686,16 @@ mod tests {
         assert_eq!(s.payload(&p1.0).expect("read"), Some(p1.1));
         assert_eq!(s.payload(&Digest::of(b"absent")).expect("read"), None);
         assert_eq!(s.state("round").expect("read"), Some(b"1".to_vec()));
-        assert_eq!(
-            s.checkpoint_sizes().expect("read"),
-            vec![0, 2, 3, 4, 5, 6, 7]
-        );
+        assert_eq!(s.checkpoint_sizes().expect("read"), vec![0, 2, 3, 4, 5, 6, 7]);
         // Proofs from the store verify against the signed roots.
         let raw = s.records_raw(0..7).expect("read");
         for (i, data) in raw.iter().enumerate() {
             let p = s.inclusion_proof(i as u64, 7).expect("proof");
-            verify_inclusion(
-                tree::leaf_hash(data),
-                i as u64,
-                7,
-                &p,
-                cps[4].checkpoint.root,
-            )
-            .expect("inclusion");
+            verify_inclusion(tree::leaf_hash(data), i as u64, 7, &p, cps[4].checkpoint.root).expect("inclusion");
         }
         let p = s.consistency_proof(2, 7).expect("proof");
-        verify_consistency(2, cp2.checkpoint.root, 7, cps[4].checkpoint.root, &p)
-            .expect("consistency");
-        assert!(matches!(
-            s.inclusion_proof(0, 8),
-            Err(StoreError::OutOfRange(_))
-        ));
+        verify_consistency(2, cp2.checkpoint.root, 7, cps[4].checkpoint.root, &p).expect("consistency");
+        assert!(matches!(s.inclusion_proof(0, 8), Err(StoreError::OutOfRange(_))));
     }
 
     #[test]
@@ -781,9 +730,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut s = open(&dir.path().join("log.db")).expect("create");
         let (r, (_, bytes)) = contribution(1, "bank-a", b"x");
-        let err = s
-            .append(&[r], &[(Digest::of(b"y"), bytes)])
-            .expect_err("mismatch");
+        let err = s.append(&[r], &[(Digest::of(b"y"), bytes)]).expect_err("mismatch");
         assert!(matches!(err, StoreError::PayloadDigest { .. }), "{err}");
         assert_eq!(s.size(), 0);
     }
@@ -857,16 +804,10 @@ mod tests {
         let path = dir.path().join("log.db");
         fill(&mut open(&path).expect("create"), 3);
         raw(&path)
-            .execute(
-                "UPDATE checkpoints SET root = ?1 WHERE size = 3",
-                [vec![0u8; 32]],
-            )
+            .execute("UPDATE checkpoints SET root = ?1 WHERE size = 3", [vec![0u8; 32]])
             .expect("tamper");
         let err = open(&path).err().expect("refuses to start");
-        assert!(
-            matches!(err, StoreError::RootMismatch { size: 3, .. }),
-            "{err}"
-        );
+        assert!(matches!(err, StoreError::RootMismatch { size: 3, .. }), "{err}");
     }
 
     #[test]
@@ -928,13 +869,9 @@ mod tests {
     /// transactions before its end plus half a frame (a torn write of the next transaction).
     fn crash_copy(src_dir: &Path, dst_dir: &Path, cut_txns: usize) {
         std::fs::copy(src_dir.join("log.db"), dst_dir.join("log.db")).expect("copy db");
-        let wal =
-            std::fs::read(src_dir.join("log.db-wal")).expect("WAL exists while the store is open");
+        let wal = std::fs::read(src_dir.join("log.db-wal")).expect("WAL exists while the store is open");
         let ends = commit_ends(&wal);
-        assert!(
-            ends.len() > cut_txns + 1,
-            "test needs more transactions in the WAL"
-        );
+        assert!(ends.len() > cut_txns + 1, "test needs more transactions in the WAL");
         let keep = ends[ends.len() - 1 - cut_txns] + 100;
         std::fs::write(dst_dir.join("log.db-wal"), &wal[..keep]).expect("write torn WAL");
     }
@@ -951,10 +888,7 @@ mod tests {
         let r = open(&dst.path().join("log.db")).expect("torn tail is discarded, store opens");
         assert_eq!(r.size(), 5);
         assert_eq!(r.checkpoint_latest(), acked[4]);
-        assert_eq!(
-            r.records_raw(0..5).expect("read"),
-            s.records_raw(0..5).expect("read")
-        );
+        assert_eq!(r.records_raw(0..5).expect("read"), s.records_raw(0..5).expect("read"));
     }
 
     #[test]
@@ -981,23 +915,13 @@ mod tests {
         };
         let c = Cosignature::sign(&cp.checkpoint, "w1", &key(11), 1_700_000_000).expect("cosign");
         s.add_cosignature(2, &w, &c).expect("valid cosignature");
-        let forged =
-            Cosignature::sign(&cp.checkpoint, "w1", &key(12), 1_700_000_000).expect("cosign");
-        assert!(matches!(
-            s.add_cosignature(2, &w, &forged),
-            Err(StoreError::Note(_))
-        ));
-        assert!(matches!(
-            s.add_cosignature(9, &w, &c),
-            Err(StoreError::OutOfRange(_))
-        ));
+        let forged = Cosignature::sign(&cp.checkpoint, "w1", &key(12), 1_700_000_000).expect("cosign");
+        assert!(matches!(s.add_cosignature(2, &w, &forged), Err(StoreError::Note(_))));
+        assert!(matches!(s.add_cosignature(9, &w, &c), Err(StoreError::OutOfRange(_))));
         drop(s);
         let s = open(&path).expect("reopen");
         let with = s.checkpoint(2).expect("read").expect("exists");
         assert_eq!(with.signatures.len(), 2);
-        assert_eq!(
-            Cosignature::from_note_signature(&with.signatures[1]).expect("shape"),
-            c
-        );
+        assert_eq!(Cosignature::from_note_signature(&with.signatures[1]).expect("shape"), c);
     }
 }

@@ -17,10 +17,7 @@ const ORIGIN: &str = "fedistill.test/crash";
 /// `cargo test` builds the package's examples next to the test binaries' parent directory.
 fn example() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let debug = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .expect("target/<profile>");
+    let debug = exe.parent().and_then(|p| p.parent()).expect("target/<profile>");
     debug
         .join("examples")
         .join(format!("append_loop{}", std::env::consts::EXE_SUFFIX))
@@ -41,10 +38,7 @@ fn sigkill_mid_append_loses_nothing_acknowledged() {
         let mut lines = BufReader::new(stdout).lines();
         let mut fresh = 0;
         while fresh < 25 {
-            let line = lines
-                .next()
-                .expect("child still running")
-                .expect("utf8 line");
+            let line = lines.next().expect("child still running").expect("utf8 line");
             let mut parts = line.split_whitespace().skip(1);
             let size: u64 = parts.next().and_then(|s| s.parse().ok()).expect("size");
             let root = Digest::from_hex(parts.next().expect("root")).expect("hex root");
@@ -63,8 +57,7 @@ fn sigkill_mid_append_loses_nothing_acknowledged() {
         }
         child.wait().expect("reap");
 
-        let store = Store::open(&db, SigningKey::from_bytes(&[1; 32]), ORIGIN)
-            .expect("reopens after SIGKILL");
+        let store = Store::open(&db, SigningKey::from_bytes(&[1; 32]), ORIGIN).expect("reopens after SIGKILL");
         let (last_size, last_root) = *acked.last().expect("acks");
         assert!(
             store.size() >= last_size,
@@ -79,17 +72,9 @@ fn sigkill_mid_append_loses_nothing_acknowledged() {
             );
         }
         let head = store.checkpoint_latest();
-        let proof = store
-            .consistency_proof(last_size, head.checkpoint.size)
-            .expect("proof");
-        verify_consistency(
-            last_size,
-            last_root,
-            head.checkpoint.size,
-            head.checkpoint.root,
-            &proof,
-        )
-        .expect("the log only grew");
+        let proof = store.consistency_proof(last_size, head.checkpoint.size).expect("proof");
+        verify_consistency(last_size, last_root, head.checkpoint.size, head.checkpoint.root, &proof)
+            .expect("the log only grew");
         // The whole log verifies as an audit bundle.
         let sizes = store.checkpoint_sizes().expect("sizes");
         let bundle = Bundle::build(ExportInput {

@@ -9,9 +9,7 @@
 use ed25519_dalek::SigningKey;
 use fedistill_shared::ledger::note::check_key_name;
 use fedistill_shared::ledger::tree::verify_consistency;
-use fedistill_shared::ledger::{
-    Cosignature, Digest, LogVerifier, NoteError, ProofError, SignedCheckpoint, WitnessKey,
-};
+use fedistill_shared::ledger::{Cosignature, Digest, LogVerifier, NoteError, ProofError, SignedCheckpoint, WitnessKey};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -43,9 +41,7 @@ pub enum WitnessError {
     #[error("offered checkpoint rejected: {0}")]
     Note(#[from] NoteError),
     /// The offered checkpoint is smaller than one already cosigned (stale or replayed).
-    #[error(
-        "offered checkpoint of size {offered} is older than the size {seen} already witnessed"
-    )]
+    #[error("offered checkpoint of size {offered} is older than the size {seen} already witnessed")]
     Stale {
         /// Size already cosigned.
         seen: u64,
@@ -61,7 +57,9 @@ pub enum WitnessError {
         evidence: Vec<PathBuf>,
     },
     /// ALARM: a larger checkpoint that the supplied proof does not show to extend the last one.
-    #[error("ALARM: checkpoint {new_size} is not proven consistent with {old_size} ({reason}); evidence in {evidence:?}")]
+    #[error(
+        "ALARM: checkpoint {new_size} is not proven consistent with {old_size} ({reason}); evidence in {evidence:?}"
+    )]
     Inconsistent {
         /// Size already cosigned.
         old_size: u64,
@@ -112,12 +110,7 @@ impl Witness {
     /// Opens the witness state in `work_dir` (creating nothing until the first cosignature).
     /// `name` is the witness key name (as in the auditor's trust file), `key` its ed25519 key,
     /// `log` the coordinator's origin and public key.
-    pub fn open(
-        work_dir: &Path,
-        name: &str,
-        key: SigningKey,
-        log: LogVerifier,
-    ) -> Result<Witness, WitnessError> {
+    pub fn open(work_dir: &Path, name: &str, key: SigningKey, log: LogVerifier) -> Result<Witness, WitnessError> {
         check_key_name(name)?;
         let path = work_dir.join(STATE_FILE);
         let last = match std::fs::read(&path) {
@@ -187,9 +180,7 @@ impl Witness {
                 });
             }
             if new.size > old.size {
-                if let Err(reason) =
-                    verify_consistency(old.size, old.root, new.size, new.root, proof)
-                {
+                if let Err(reason) = verify_consistency(old.size, old.root, new.size, new.root, proof) {
                     let evidence = self.keep_evidence("inconsistent", last, &offered)?;
                     tracing::error!(
                         old_size = old.size,
@@ -282,9 +273,7 @@ mod tests {
         let mut log = Log::new();
         let mut w = witness(dir.path());
         let cp3 = log.grow(3);
-        let c = w
-            .handle_checkpoint(&cp3, &[], 100)
-            .expect("first checkpoint");
+        let c = w.handle_checkpoint(&cp3, &[], 100).expect("first checkpoint");
         w.witness_key()
             .verify(&cp3.checkpoint, &c)
             .expect("cosignature verifies");
@@ -292,8 +281,7 @@ mod tests {
         let proof = log.tree.consistency_proof(3, 7).expect("proof");
         w.handle_checkpoint(&cp7, &proof, 101).expect("log grew");
         // Same checkpoint again is fine (idempotent).
-        w.handle_checkpoint(&cp7, &[], 102)
-            .expect("same size, same root");
+        w.handle_checkpoint(&cp7, &[], 102).expect("same size, same root");
         drop(w);
         let w = witness(dir.path());
         assert_eq!(w.last(), Some(&cp7));
@@ -316,9 +304,7 @@ mod tests {
         assert_eq!(evidence.len(), 2);
         let kept: Vec<SignedCheckpoint> = evidence
             .iter()
-            .map(|p| {
-                SignedCheckpoint::parse(&std::fs::read(p).expect("evidence file")).expect("note")
-            })
+            .map(|p| SignedCheckpoint::parse(&std::fs::read(p).expect("evidence file")).expect("note"))
             .collect();
         assert_eq!(kept[0], cp);
         assert_eq!(kept[1], forked);
@@ -335,9 +321,7 @@ mod tests {
         rewritten.tree.push(b"rewritten");
         let cp = rewritten.grow(5);
         let proof = rewritten.tree.consistency_proof(3, 6).expect("proof");
-        let err = w
-            .handle_checkpoint(&cp, &proof, 2)
-            .expect_err("inconsistent");
+        let err = w.handle_checkpoint(&cp, &proof, 2).expect_err("inconsistent");
         assert!(
             matches!(
                 err,
@@ -350,9 +334,7 @@ mod tests {
             "{err}"
         );
         // A missing proof is refused the same way.
-        let err = w
-            .handle_checkpoint(&log.grow(3), &[], 3)
-            .expect_err("no proof");
+        let err = w.handle_checkpoint(&log.grow(3), &[], 3).expect_err("no proof");
         assert!(matches!(err, WitnessError::Inconsistent { .. }), "{err}");
     }
 
@@ -366,10 +348,7 @@ mod tests {
         w.handle_checkpoint(&cp5, &[], 1).expect("first");
         assert!(matches!(
             w.handle_checkpoint(&cp2, &[], 2),
-            Err(WitnessError::Stale {
-                seen: 5,
-                offered: 2
-            })
+            Err(WitnessError::Stale { seen: 5, offered: 2 })
         ));
         let foreign = LogSigner::new(ORIGIN, key(2))
             .expect("name")

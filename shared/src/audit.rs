@@ -19,8 +19,7 @@ use crate::crypto::{signing_bytes, FederationId, PublicKey};
 use crate::ledger::note::{check_key_name, Trust};
 use crate::ledger::tree::{leaf_hash, verify_consistency, verify_inclusion, MemoryTree};
 use crate::ledger::{
-    Checkpoint, Digest, LogVerifier, ParticipantId, Record, RecordKind, RosterAction,
-    SignedCheckpoint, WitnessKey,
+    Checkpoint, Digest, LogVerifier, ParticipantId, Record, RecordKind, RosterAction, SignedCheckpoint, WitnessKey,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -177,10 +176,7 @@ impl Recompute for ProtocolRecompute {
             }
             let (rows, classes) = (sl.rows as usize, sl.classes as usize);
             if shape.is_some_and(|s| s != (rows, classes)) {
-                return Err(format!(
-                    "payload of {} has a different shape",
-                    input.participant
-                ));
+                return Err(format!("payload of {} has a different shape", input.participant));
             }
             shape = Some((rows, classes));
             let p = softlabels::decode(&sl.payload, rows, classes, sl.encoding)
@@ -251,11 +247,7 @@ fn canonical_json<T: Serialize>(v: &T) -> Vec<u8> {
 
 /// The file name of a checkpoint: `checkpoints/<size, 20 digits>-<first 16 hex of the root>.note`.
 pub fn checkpoint_file_name(c: &Checkpoint) -> String {
-    format!(
-        "{CHECKPOINTS_DIR}/{:020}-{}.note",
-        c.size,
-        &c.root.to_hex()[..16]
-    )
+    format!("{CHECKPOINTS_DIR}/{:020}-{}.note", c.size, &c.root.to_hex()[..16])
 }
 
 /// A bundle in memory: relative path (with `/`) -> bytes.
@@ -283,8 +275,7 @@ impl Bundle {
         let mut tree = MemoryTree::new();
         let mut records = Vec::new();
         for r in &input.records {
-            let len = u32::try_from(r.len())
-                .map_err(|_| AuditError::Export("record too large".into()))?;
+            let len = u32::try_from(r.len()).map_err(|_| AuditError::Export("record too large".into()))?;
             records.extend_from_slice(&len.to_be_bytes());
             records.extend_from_slice(r);
             tree.push(r);
@@ -299,9 +290,7 @@ impl Bundle {
                     tree.size()
                 )));
             }
-            let note = sc
-                .to_note()
-                .map_err(|e| AuditError::Export(e.to_string()))?;
+            let note = sc.to_note().map_err(|e| AuditError::Export(e.to_string()))?;
             files.insert(checkpoint_file_name(&sc.checkpoint), note);
             sizes.insert(sc.checkpoint.size);
         }
@@ -335,10 +324,7 @@ impl Bundle {
             .collect::<Result<Vec<_>, AuditError>>()?;
         files.insert(
             PROOFS_FILE.to_string(),
-            canonical_json(&Proofs {
-                consistency,
-                inclusion,
-            }),
+            canonical_json(&Proofs { consistency, inclusion }),
         );
         let with_payloads = input.payloads.is_some();
         for (d, bytes) in input.payloads.unwrap_or_default() {
@@ -347,10 +333,7 @@ impl Bundle {
         let manifest = Manifest {
             format: BUNDLE_FORMAT.to_string(),
             payloads: with_payloads,
-            files: files
-                .iter()
-                .map(|(k, v)| (k.clone(), Digest::of(v)))
-                .collect(),
+            files: files.iter().map(|(k, v)| (k.clone(), Digest::of(v))).collect(),
         };
         files.insert(MANIFEST_FILE.to_string(), canonical_json(&manifest));
         Ok(Bundle { files })
@@ -368,14 +351,9 @@ impl Bundle {
         let manifest = Manifest {
             format: BUNDLE_FORMAT.to_string(),
             payloads,
-            files: self
-                .files
-                .iter()
-                .map(|(k, v)| (k.clone(), Digest::of(v)))
-                .collect(),
+            files: self.files.iter().map(|(k, v)| (k.clone(), Digest::of(v))).collect(),
         };
-        self.files
-            .insert(MANIFEST_FILE.to_string(), canonical_json(&manifest));
+        self.files.insert(MANIFEST_FILE.to_string(), canonical_json(&manifest));
     }
 
     /// Writes the bundle to `dir` (created; must not exist or be empty).
@@ -391,11 +369,7 @@ impl Bundle {
             }
         }
         std::fs::create_dir_all(dir.join(CHECKPOINTS_DIR)).map_err(io(dir))?;
-        if self
-            .files
-            .keys()
-            .any(|k| k.starts_with(&format!("{PAYLOADS_DIR}/")))
-        {
+        if self.files.keys().any(|k| k.starts_with(&format!("{PAYLOADS_DIR}/"))) {
             std::fs::create_dir_all(dir.join(PAYLOADS_DIR)).map_err(io(dir))?;
         }
         for (name, bytes) in &self.files {
@@ -413,12 +387,7 @@ impl Bundle {
     }
 }
 
-fn read_level(
-    dir: &Path,
-    prefix: &str,
-    depth: u8,
-    files: &mut BTreeMap<String, Vec<u8>>,
-) -> Result<(), AuditError> {
+fn read_level(dir: &Path, prefix: &str, depth: u8, files: &mut BTreeMap<String, Vec<u8>>) -> Result<(), AuditError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| AuditError::Io { path, source }
@@ -481,13 +450,10 @@ fn parse_key(what: &str, hex_key: &str) -> Result<ed25519_dalek::VerifyingKey, A
     let bytes: [u8; 32] = hex::decode(hex_key.trim())
         .ok()
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| {
-            AuditError::Trust(format!("{what}: a key is 64 hex characters (32 bytes)"))
-        })?;
+        .ok_or_else(|| AuditError::Trust(format!("{what}: a key is 64 hex characters (32 bytes)")))?;
     // Through PublicKey so weak keys are refused the same way as everywhere else.
     PublicKey::from_bytes(&bytes).map_err(|e| AuditError::Trust(format!("{what}: {e}")))?;
-    ed25519_dalek::VerifyingKey::from_bytes(&bytes)
-        .map_err(|e| AuditError::Trust(format!("{what}: {e}")))
+    ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|e| AuditError::Trust(format!("{what}: {e}")))
 }
 
 /// Parses a trust file (TOML; keys in docs/security.md):
@@ -503,10 +469,7 @@ pub fn parse_trust(text: &str) -> Result<Trust, AuditError> {
     for w in t.witness {
         check_key_name(&w.name).map_err(|e| AuditError::Trust(format!("witness: {e}")))?;
         if witnesses.iter().any(|o| o.name == w.name) {
-            return Err(AuditError::Trust(format!(
-                "witness {} listed twice",
-                w.name
-            )));
+            return Err(AuditError::Trust(format!("witness {} listed twice", w.name)));
         }
         let key = parse_key(&format!("witness {}", w.name), &w.key)?;
         witnesses.push(WitnessKey { name: w.name, key });
@@ -537,8 +500,7 @@ fn split_records(bytes: &[u8], report: &mut Report) -> Vec<Vec<u8>> {
             );
             break;
         };
-        let len =
-            u32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]) as usize;
+        let len = u32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]) as usize;
         let Some(body) = bytes.get(off + 4..off + 4 + len) else {
             report.fail(
                 format!("record {}", out.len()),
@@ -641,10 +603,7 @@ pub fn verify(bundle: &Bundle, trust: &Trust, recompute: Option<&dyn Recompute>)
             }
         };
         if checkpoint_file_name(&sc.checkpoint) != *name {
-            report.fail(
-                name.as_str(),
-                "file name does not match the checkpoint's size and root",
-            );
+            report.fail(name.as_str(), "file name does not match the checkpoint's size and root");
             continue;
         }
         match trust.verify(&sc) {
@@ -652,12 +611,7 @@ pub fn verify(bundle: &Bundle, trust: &Trust, recompute: Option<&dyn Recompute>)
             Err(e) => report.fail(name.as_str(), e.to_string()),
         }
     }
-    valid.sort_by(|a, b| {
-        a.1.checkpoint
-            .size
-            .cmp(&b.1.checkpoint.size)
-            .then(a.0.cmp(&b.0))
-    });
+    valid.sort_by(|a, b| a.1.checkpoint.size.cmp(&b.1.checkpoint.size).then(a.0.cmp(&b.0)));
     let mut by_size: BTreeMap<u64, &(String, SignedCheckpoint, Vec<String>)> = BTreeMap::new();
     for entry in &valid {
         if let Some(prev) = by_size.get(&entry.1.checkpoint.size) {
@@ -675,10 +629,7 @@ pub fn verify(bundle: &Bundle, trust: &Trust, recompute: Option<&dyn Recompute>)
     report.checkpoints = valid.len();
     let head = by_size.values().next_back().copied();
     let Some(head) = head else {
-        report.fail(
-            CHECKPOINTS_DIR,
-            "no valid checkpoint signed by the trusted log key",
-        );
+        report.fail(CHECKPOINTS_DIR, "no valid checkpoint signed by the trusted log key");
         return report;
     };
     let head_size = head.1.checkpoint.size;
@@ -712,10 +663,7 @@ pub fn verify(bundle: &Bundle, trust: &Trust, recompute: Option<&dyn Recompute>)
     for e in &proofs.inclusion {
         if e.size != head_size || inclusion.insert(e.index, e).is_some() || e.index >= head_size {
             report.fail(
-                format!(
-                    "{PROOFS_FILE}: inclusion of record {} in size {}",
-                    e.index, e.size
-                ),
+                format!("{PROOFS_FILE}: inclusion of record {} in size {}", e.index, e.size),
                 "unexpected or duplicate proof",
             );
         }
@@ -723,18 +671,13 @@ pub fn verify(bundle: &Bundle, trust: &Trust, recompute: Option<&dyn Recompute>)
     for i in 0..head_size {
         let item = record_item(i as usize, records.get(i as usize).and_then(|r| r.as_ref()));
         let Some(data) = raw.get(i as usize) else {
-            report.fail(
-                item,
-                format!("missing: the head checkpoint covers {head_size} records"),
-            );
+            report.fail(item, format!("missing: the head checkpoint covers {head_size} records"));
             break;
         };
         match inclusion.get(&i) {
             None => report.fail(item, "no inclusion proof in the bundle"),
             Some(e) => {
-                if let Err(err) =
-                    verify_inclusion(leaf_hash(data), i, head_size, &e.hashes, head_root)
-                {
+                if let Err(err) = verify_inclusion(leaf_hash(data), i, head_size, &e.hashes, head_root) {
                     report.fail(item, format!("not included in the head checkpoint: {err}"));
                 }
             }
@@ -752,15 +695,10 @@ pub fn verify(bundle: &Bundle, trust: &Trust, recompute: Option<&dyn Recompute>)
     let sizes: Vec<u64> = by_size.keys().copied().collect();
     let mut consistency: HashMap<(u64, u64), &ConsistencyEntry> = HashMap::new();
     for e in &proofs.consistency {
-        let known = sizes
-            .windows(2)
-            .any(|w| w[0] == e.old_size && w[1] == e.new_size);
+        let known = sizes.windows(2).any(|w| w[0] == e.old_size && w[1] == e.new_size);
         if !known || consistency.insert((e.old_size, e.new_size), e).is_some() {
             report.fail(
-                format!(
-                    "{PROOFS_FILE}: consistency {} -> {}",
-                    e.old_size, e.new_size
-                ),
+                format!("{PROOFS_FILE}: consistency {} -> {}", e.old_size, e.new_size),
                 "unexpected or duplicate proof",
             );
         }
@@ -768,18 +706,9 @@ pub fn verify(bundle: &Bundle, trust: &Trust, recompute: Option<&dyn Recompute>)
     for w in sizes.windows(2) {
         let (a, b) = (by_size[&w[0]], by_size[&w[1]]);
         match consistency.get(&(w[0], w[1])) {
-            None => report.fail(
-                b.0.as_str(),
-                format!("no consistency proof from size {}", w[0]),
-            ),
+            None => report.fail(b.0.as_str(), format!("no consistency proof from size {}", w[0])),
             Some(e) => {
-                if let Err(err) = verify_consistency(
-                    w[0],
-                    a.1.checkpoint.root,
-                    w[1],
-                    b.1.checkpoint.root,
-                    &e.hashes,
-                ) {
+                if let Err(err) = verify_consistency(w[0], a.1.checkpoint.root, w[1], b.1.checkpoint.root, &e.hashes) {
                     report.fail(b.0.as_str(), format!("not consistent with {}: {err}", a.0));
                 }
             }
@@ -790,10 +719,7 @@ pub fn verify(bundle: &Bundle, trust: &Trust, recompute: Option<&dyn Recompute>)
         if sc.checkpoint.size <= tree.size() {
             match tree.root(sc.checkpoint.size) {
                 Ok(root) if root == sc.checkpoint.root => {}
-                _ => report.fail(
-                    name.as_str(),
-                    "root does not match the records in the bundle",
-                ),
+                _ => report.fail(name.as_str(), "root does not match the records in the bundle"),
             }
         }
     }
@@ -832,10 +758,7 @@ pub fn verify(bundle: &Bundle, trust: &Trust, recompute: Option<&dyn Recompute>)
                     continue;
                 }
                 if *coordinator_key != trust.log.key.to_bytes() {
-                    report.fail(
-                        item.as_str(),
-                        "coordinator key differs from the trusted log key",
-                    );
+                    report.fail(item.as_str(), "coordinator key differs from the trusted log key");
                 }
                 match FederationId::new(federation_id.clone()) {
                     Ok(f) => federation = Some(f),
@@ -892,10 +815,7 @@ pub fn verify(bundle: &Bundle, trust: &Trust, recompute: Option<&dyn Recompute>)
                 };
                 let msg = signing_bytes(domain, fed, *round, *sequence, payload_digest);
                 if !verify_sig(key, &msg, signature) {
-                    report.fail(
-                        item.as_str(),
-                        format!("signature of {participant} does not verify"),
-                    );
+                    report.fail(item.as_str(), format!("signature of {participant} does not verify"));
                 }
                 report.record_signatures += 1;
             }
@@ -943,10 +863,7 @@ pub fn verify(bundle: &Bundle, trust: &Trust, recompute: Option<&dyn Recompute>)
                 .files
                 .contains_key(&format!("{PAYLOADS_DIR}/{}", payload_digest.to_hex()))
             {
-                report.fail(
-                    record_item(i, rec.as_ref()),
-                    "payload missing from the bundle",
-                );
+                report.fail(record_item(i, rec.as_ref()), "payload missing from the bundle");
             }
         }
     }
@@ -1033,8 +950,7 @@ pub fn timeline(bundle: &Bundle) -> String {
         .filter_map(|(_, v)| SignedCheckpoint::parse(v).ok())
         .collect();
     cps.sort_by_key(|c| c.checkpoint.size);
-    let mut out =
-        String::from("(unverified: run `fedistill audit verify` to check signatures and proofs)\n");
+    let mut out = String::from("(unverified: run `fedistill audit verify` to check signatures and proofs)\n");
     let mut next_cp = cps.iter().peekable();
     for (i, r) in raw.iter().enumerate() {
         while let Some(cp) = next_cp.next_if(|c| c.checkpoint.size <= i as u64) {
@@ -1122,13 +1038,7 @@ mod tests {
         };
         let payload = crate::wire::encode_payload(&msg).expect("encodes");
         let d = Digest::of(&payload);
-        let sig = key(seed).sign(&signing_bytes(
-            SOFT_LABELS_DOMAIN,
-            &fed(),
-            RoundId(1),
-            seq,
-            &d,
-        ));
+        let sig = key(seed).sign(&signing_bytes(SOFT_LABELS_DOMAIN, &fed(), RoundId(1), seq, &d));
         let rec = Record::Contribution {
             round: RoundId(1),
             participant: ParticipantId::new(who),
@@ -1148,10 +1058,7 @@ mod tests {
             contributors: vec![ParticipantId::new("bank-a"), ParticipantId::new("bank-b")],
             signature: Vec::new(),
         };
-        let stmt = agg
-            .statement(FED)
-            .expect("encodes")
-            .expect("aggregates are signed");
+        let stmt = agg.statement(FED).expect("encodes").expect("aggregates are signed");
         if let Record::Aggregate { signature, .. } = &mut agg {
             *signature = key(1).sign(&stmt).to_bytes().to_vec();
         }
@@ -1188,9 +1095,7 @@ mod tests {
                 payload: &pb,
             },
         ];
-        let agg_bytes = ProtocolRecompute
-            .aggregate("mean", &inputs)
-            .expect("aggregates");
+        let agg_bytes = ProtocolRecompute.aggregate("mean", &inputs).expect("aggregates");
         let report_digest = Digest::of(b"report message");
         let report = Record::RoundReport {
             round: RoundId(1),
@@ -1247,14 +1152,11 @@ mod tests {
             tree.push(&r.encode().expect("encodes"));
             if [3, 6, 9].contains(&(i + 1)) {
                 let size = tree.size();
-                let mut sc = signer
-                    .sign(size, tree.root(size).expect("root"))
-                    .expect("sign");
+                let mut sc = signer.sign(size, tree.root(size).expect("root")).expect("sign");
                 let witnesses: &[u8] = if size == 9 { head_witnesses } else { &[31] };
                 for &w in witnesses {
                     let name = if w == 31 { "w-a" } else { "w-b" };
-                    let c = Cosignature::sign(&sc.checkpoint, name, &key(w), 1_700_000_100 + size)
-                        .expect("cosign");
+                    let c = Cosignature::sign(&sc.checkpoint, name, &key(w), 1_700_000_100 + size).expect("cosign");
                     sc.add_cosignature(&c);
                 }
                 checkpoints.push(sc);
@@ -1269,11 +1171,7 @@ mod tests {
 
     fn bundle_of(f: &Fixture, payloads: bool) -> Bundle {
         Bundle::build(ExportInput {
-            records: f
-                .records
-                .iter()
-                .map(|r| r.encode().expect("encodes"))
-                .collect(),
+            records: f.records.iter().map(|r| r.encode().expect("encodes")).collect(),
             checkpoints: f.checkpoints.clone(),
             payloads: payloads.then(|| f.payloads.clone()),
         })
@@ -1340,10 +1238,7 @@ mod tests {
                 tried += 1;
             }
         }
-        assert!(
-            tried > 3000,
-            "the fixture should be a realistic size ({tried})"
-        );
+        assert!(tried > 3000, "the fixture should be a realistic size ({tried})");
         // Without resealing, the manifest names the changed file.
         for name in b.files.keys().filter(|n| *n != MANIFEST_FILE) {
             let mut t = b.clone();
@@ -1378,12 +1273,7 @@ mod tests {
         let mut recs = records_of(&b);
         recs.remove(4);
         let r = check(&with_records(&b, &recs));
-        assert_eq!(
-            first(&r).item,
-            "record 4 (contribution)",
-            "{:?}",
-            r.failures
-        );
+        assert_eq!(first(&r).item, "record 4 (contribution)", "{:?}", r.failures);
     }
 
     #[test]
@@ -1392,12 +1282,7 @@ mod tests {
         let mut recs = records_of(&b);
         recs.swap(4, 5);
         let r = check(&with_records(&b, &recs));
-        assert_eq!(
-            first(&r).item,
-            "record 4 (contribution)",
-            "{:?}",
-            r.failures
-        );
+        assert_eq!(first(&r).item, "record 4 (contribution)", "{:?}", r.failures);
     }
 
     #[test]
@@ -1422,10 +1307,8 @@ mod tests {
     fn replace_checkpoint(b: &Bundle, old: &SignedCheckpoint, new: &SignedCheckpoint) -> Bundle {
         let mut t = b.clone();
         t.files.remove(&checkpoint_file_name(&old.checkpoint));
-        t.files.insert(
-            checkpoint_file_name(&new.checkpoint),
-            new.to_note().expect("note"),
-        );
+        t.files
+            .insert(checkpoint_file_name(&new.checkpoint), new.to_note().expect("note"));
         t.reseal();
         t
     }
@@ -1482,15 +1365,9 @@ mod tests {
         let b = bundle_of(&f, true);
         let r = check(&b);
         assert_eq!(r.failures.len(), 1, "{:?}", r.failures);
-        assert_eq!(
-            first(&r).item,
-            checkpoint_file_name(&f.checkpoints[2].checkpoint)
-        );
+        assert_eq!(first(&r).item, checkpoint_file_name(&f.checkpoints[2].checkpoint));
         assert!(first(&r).reason.contains("quorum"), "{}", first(&r).reason);
-        assert!(
-            verify(&b, &trust(1), Some(&ProtocolRecompute)).ok(),
-            "1-of-2 is met"
-        );
+        assert!(verify(&b, &trust(1), Some(&ProtocolRecompute)).ok(), "1-of-2 is met");
     }
 
     #[test]
@@ -1501,10 +1378,8 @@ mod tests {
             .expect("name")
             .sign(6, Digest::of(b"other root"))
             .expect("sign");
-        b.files.insert(
-            checkpoint_file_name(&other.checkpoint),
-            other.to_note().expect("note"),
-        );
+        b.files
+            .insert(checkpoint_file_name(&other.checkpoint), other.to_note().expect("note"));
         b.reseal();
         let r = check(&b);
         let fork = r
@@ -1545,20 +1420,13 @@ mod tests {
             .map(|&s| {
                 let mut sc = signer.sign(s, tree.root(s).expect("root")).expect("sign");
                 for (w, name) in [(31u8, "w-a"), (32, "w-b")] {
-                    sc.add_cosignature(
-                        &Cosignature::sign(&sc.checkpoint, name, &key(w), 7).expect("cosign"),
-                    );
+                    sc.add_cosignature(&Cosignature::sign(&sc.checkpoint, name, &key(w), 7).expect("cosign"));
                 }
                 sc
             })
             .collect();
         let r = check(&bundle_of(&f, true));
-        assert_eq!(
-            first(&r).item,
-            "record 5 (contribution)",
-            "{:?}",
-            r.failures
-        );
+        assert_eq!(first(&r).item, "record 5 (contribution)", "{:?}", r.failures);
         assert!(first(&r).reason.contains("signature of bank-b"));
     }
 
@@ -1569,15 +1437,9 @@ mod tests {
         let b = good();
         b.write_dir(&out).expect("write");
         assert_eq!(Bundle::read_dir(&out).expect("read"), b);
-        assert!(matches!(
-            b.write_dir(&out),
-            Err(AuditError::OutputExists(_))
-        ));
+        assert!(matches!(b.write_dir(&out), Err(AuditError::OutputExists(_))));
         std::fs::create_dir_all(out.join("payloads/deeper")).expect("mkdir");
-        assert!(matches!(
-            Bundle::read_dir(&out),
-            Err(AuditError::Layout { .. })
-        ));
+        assert!(matches!(Bundle::read_dir(&out), Err(AuditError::Layout { .. })));
     }
 
     #[test]
@@ -1605,10 +1467,7 @@ mod tests {
     #[test]
     fn the_timeline_lists_records_and_checkpoints() {
         let t = timeline(&good());
-        assert!(
-            t.contains("#4      round 1: contribution from bank-a"),
-            "{t}"
-        );
+        assert!(t.contains("#4      round 1: contribution from bank-a"), "{t}");
         assert!(t.contains("-- checkpoint size 9"), "{t}");
         assert!(t.contains("cosigned by [w-a, w-b]"), "{t}");
     }

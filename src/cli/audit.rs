@@ -56,8 +56,8 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<()> {
         AuditCommand::Export(a) => export(a),
         AuditCommand::Verify(a) => verify(a),
         AuditCommand::Show(a) => {
-            let bundle = Bundle::read_dir(&a.bundle)
-                .with_context(|| format!("reading bundle {}", a.bundle.display()))?;
+            let bundle =
+                Bundle::read_dir(&a.bundle).with_context(|| format!("reading bundle {}", a.bundle.display()))?;
             print!("{}", audit::timeline(&bundle));
             Ok(())
         }
@@ -65,8 +65,7 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<()> {
 }
 
 fn export(a: ExportArgs) -> anyhow::Result<()> {
-    let store = Store::open_read_only(&a.store)
-        .with_context(|| format!("opening log store {}", a.store.display()))?;
+    let store = Store::open_read_only(&a.store).with_context(|| format!("opening log store {}", a.store.display()))?;
     let sizes = store.checkpoint_sizes()?;
     let head = match a.size {
         Some(s) => {
@@ -143,12 +142,10 @@ fn export(a: ExportArgs) -> anyhow::Result<()> {
 }
 
 fn verify(a: VerifyArgs) -> anyhow::Result<()> {
-    let trust_text = std::fs::read_to_string(&a.trust)
-        .with_context(|| format!("reading trust file {}", a.trust.display()))?;
-    let trust = audit::parse_trust(&trust_text)
-        .with_context(|| format!("trust file {}", a.trust.display()))?;
-    let bundle = Bundle::read_dir(&a.bundle)
-        .with_context(|| format!("reading bundle {}", a.bundle.display()))?;
+    let trust_text =
+        std::fs::read_to_string(&a.trust).with_context(|| format!("reading trust file {}", a.trust.display()))?;
+    let trust = audit::parse_trust(&trust_text).with_context(|| format!("trust file {}", a.trust.display()))?;
+    let bundle = Bundle::read_dir(&a.bundle).with_context(|| format!("reading bundle {}", a.bundle.display()))?;
     let report = audit::verify(&bundle, &trust, Some(&ProtocolRecompute));
     for n in &report.notes {
         println!("note: {n}");
@@ -174,11 +171,7 @@ fn verify(a: VerifyArgs) -> anyhow::Result<()> {
         println!("  {}: {}", f.item, f.reason);
     }
     match report.failures.first() {
-        Some(f) => bail!(
-            "bundle does not verify; first offending item: {}: {}",
-            f.item,
-            f.reason
-        ),
+        Some(f) => bail!("bundle does not verify; first offending item: {}: {}", f.item, f.reason),
         None => bail!("bundle does not verify"),
     }
 }

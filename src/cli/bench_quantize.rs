@@ -66,10 +66,7 @@ pub fn run(args: BenchQuantizeArgs) -> anyhow::Result<()> {
         );
     }
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&r).context("serializing report")?
-        );
+        println!("{}", serde_json::to_string_pretty(&r).context("serializing report")?);
     }
     Ok(())
 }

@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use fedistill_shared::ml::lifecycle::{
-    argmax_rows, compare_predictions, AbReport, Shadow, ShadowReport,
-};
+use fedistill_shared::ml::lifecycle::{argmax_rows, compare_predictions, AbReport, Shadow, ShadowReport};
 use fedistill_shared::ml::quant::{load_student, recorded_arch, Arch, QuantizedModel};
 use serde::Serialize;
 
@@ -61,12 +59,7 @@ struct CompareOutput {
     shadow: ShadowReport,
 }
 
-fn open(
-    path: &Path,
-    config: Option<&Arch>,
-    in_dim: usize,
-    classes: usize,
-) -> anyhow::Result<QuantizedModel> {
+fn open(path: &Path, config: Option<&Arch>, in_dim: usize, classes: usize) -> anyhow::Result<QuantizedModel> {
     let arch = match config {
         Some(a) => a.clone(),
         None => recorded_arch(path)?.with_context(|| {
@@ -133,25 +126,12 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         shadow: shadow.poll_report(),
     };
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&out).context("serializing")?
-        );
+        println!("{}", serde_json::to_string_pretty(&out).context("serializing")?);
     } else {
         let r = &out.ab;
         println!("samples            {}", r.samples);
-        println!(
-            "accuracy A         {:.4}  ({} {})",
-            r.accuracy_a,
-            a.profile(),
-            out.a
-        );
-        println!(
-            "accuracy B         {:.4}  ({} {})",
-            r.accuracy_b,
-            b.profile(),
-            out.b
-        );
+        println!("accuracy A         {:.4}  ({} {})", r.accuracy_a, a.profile(), out.a);
+        println!("accuracy B         {:.4}  ({} {})", r.accuracy_b, b.profile(), out.b);
         println!("difference A - B   {:+.4}", r.accuracy_difference);
         println!(
             "discordant pairs   only A right {}, only B right {}",

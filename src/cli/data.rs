@@ -92,11 +92,9 @@ impl SplitArgs {
 
     /// Loads `name` and splits it per these flags.
     pub fn load_and_split(&self, name: &str) -> anyhow::Result<(Dataset, FederatedSplit)> {
-        let ds = data::load(name, &self.load_options())
-            .with_context(|| format!("loading dataset `{name}`"))?;
+        let ds = data::load(name, &self.load_options()).with_context(|| format!("loading dataset `{name}`"))?;
         let cfg = self.config();
-        let fed = data::split(&ds, &cfg)
-            .with_context(|| format!("splitting `{name}` with seed {}", cfg.seed))?;
+        let fed = data::split(&ds, &cfg).with_context(|| format!("splitting `{name}` with seed {}", cfg.seed))?;
         Ok((ds, fed))
     }
 }
@@ -126,10 +124,7 @@ fn list(as_json: bool) {
         println!("{}", serde_json::Value::Array(v));
         return;
     }
-    println!(
-        "{:<14} {:<9} {:<61} {:<13} source",
-        "name", "where", "shape", "licence"
-    );
+    println!("{:<14} {:<9} {:<61} {:<13} source", "name", "where", "shape", "licence");
     for e in entries {
         let place = if e.embedded { "embedded" } else { "installed" };
         println!(
@@ -161,9 +156,7 @@ fn describe(name: &str, args: &SplitArgs, as_json: bool) -> anyhow::Result<()> {
             .shards
             .iter()
             .enumerate()
-            .map(
-                |(i, s)| json!({ "participant": i, "size": s.n, "class_counts": s.class_counts() }),
-            )
+            .map(|(i, s)| json!({ "participant": i, "size": s.n, "class_counts": s.class_counts() }))
             .collect();
         let out = json!({
             "dataset": {
@@ -177,10 +170,7 @@ fn describe(name: &str, args: &SplitArgs, as_json: bool) -> anyhow::Result<()> {
             "total": total,
             "imputed": fed.imputed,
         });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&out).context("encoding JSON")?
-        );
+        println!("{}", serde_json::to_string_pretty(&out).context("encoding JSON")?);
         return Ok(());
     }
 

@@ -10,7 +10,11 @@ use std::path::PathBuf;
 /// `fedistill participant --config FILE` runs the participant service; `fedistill participant enroll`
 /// prepares keys for a CSR enrollment.
 #[derive(Debug, clap::Args)]
-#[command(args_conflicts_with_subcommands = true, subcommand_required = false, arg_required_else_help = true)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_required = false,
+    arg_required_else_help = true
+)]
 pub struct ParticipantArgs {
     /// Participant settings (TOML; see docs/operations.md): run the participant service.
     #[arg(long)]
@@ -47,7 +51,11 @@ pub fn run(cmd: ParticipantCommand) -> anyhow::Result<()> {
             let r = provision::enroll(&out, &ParticipantId::new(name.clone()))
                 .with_context(|| format!("enrolling {name} in {}", out.display()))?;
             println!("keys generated in {} (private keys mode 0600)", out.display());
-            println!("send to the operator: {} and {}", r.csr.display(), r.signing_pub.display());
+            println!(
+                "send to the operator: {} and {}",
+                r.csr.display(),
+                r.signing_pub.display()
+            );
             println!(
                 "operator runs: fedistill provision sign {name} {} --signing-key {} --out <federation dir>",
                 r.csr.display(),

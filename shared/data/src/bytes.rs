@@ -74,10 +74,7 @@ mod tests {
         let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
         assert!(matches!(maybe_gunzip(&data, "raw"), Ok(Cow::Borrowed(_))));
         let z = gz(&data);
-        assert_eq!(
-            maybe_gunzip(&z, "z").expect("valid gzip").as_ref(),
-            &data[..]
-        );
+        assert_eq!(maybe_gunzip(&z, "z").expect("valid gzip").as_ref(), &data[..]);
     }
 
     #[test]
@@ -88,19 +85,14 @@ mod tests {
         let err = maybe_gunzip(cut, "cut.gz").expect_err("bad input must be refused");
         let msg = err.to_string();
         assert!(msg.starts_with("cut.gz: gzip stream broken after"), "{msg}");
-        assert!(
-            msg.contains("truncated") || msg.contains("corrupt"),
-            "{msg}"
-        );
+        assert!(msg.contains("truncated") || msg.contains("corrupt"), "{msg}");
     }
 
     #[test]
     fn missing_file_names_the_path() {
-        let err =
-            read_file(Path::new("/nonexistent/dir/x.gz")).expect_err("bad input must be refused");
+        let err = read_file(Path::new("/nonexistent/dir/x.gz")).expect_err("bad input must be refused");
         assert!(
-            err.to_string()
-                .starts_with("/nonexistent/dir/x.gz: cannot read"),
+            err.to_string().starts_with("/nonexistent/dir/x.gz: cannot read"),
             "{err}"
         );
     }

@@ -68,8 +68,7 @@ static CATALOG: [CatalogEntry; 6] = [
     },
     CatalogEntry {
         name: "fashion-mnist",
-        description:
-            "Fashion-MNIST 60,000 train + 10,000 test images, 28x28 grey (installed, not embedded)",
+        description: "Fashion-MNIST 60,000 train + 10,000 test images, 28x28 grey (installed, not embedded)",
         source: "Debian dataset-fashion-mnist @ 0.0~git20200523.55506a9-1 (c) Zalando SE",
         licence: "MIT",
         shape: "70000 x 784 (image 28x28), 10 classes",
@@ -130,29 +129,14 @@ static EMBEDDED: [(&str, &[u8]); 6] = [
         MNIST_LABELS,
         include_bytes!("../../../data/mnist-10k-labels-idx1-ubyte.gz"),
     ),
-    (
-        "digits.csv.gz",
-        include_bytes!("../../../data/digits.csv.gz"),
-    ),
-    (
-        "credit_data.csv",
-        include_bytes!("../../../data/credit_data.csv"),
-    ),
-    (
-        "lending_club.csv",
-        include_bytes!("../../../data/lending_club.csv"),
-    ),
-    (
-        "breast_cancer.csv",
-        include_bytes!("../../../data/breast_cancer.csv"),
-    ),
+    ("digits.csv.gz", include_bytes!("../../../data/digits.csv.gz")),
+    ("credit_data.csv", include_bytes!("../../../data/credit_data.csv")),
+    ("lending_club.csv", include_bytes!("../../../data/lending_club.csv")),
+    ("breast_cancer.csv", include_bytes!("../../../data/breast_cancer.csv")),
 ];
 
 /// Bytes of `file` from `dir`, or the embedded copy; the second value names the source in errors.
-fn source(
-    file: &str,
-    dir: Option<&Path>,
-) -> Result<(std::borrow::Cow<'static, [u8]>, String), DataError> {
+fn source(file: &str, dir: Option<&Path>) -> Result<(std::borrow::Cow<'static, [u8]>, String), DataError> {
     match dir {
         Some(d) => {
             let path = d.join(file);
@@ -164,10 +148,7 @@ fn source(
             .map(|(n, b)| (std::borrow::Cow::Borrowed(*b), format!("embedded:{n}")))
             .ok_or_else(|| DataError::Io {
                 file: format!("embedded:{file}"),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "not embedded in this build",
-                ),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "not embedded in this build"),
             }),
     }
 }
@@ -194,11 +175,10 @@ pub fn load(name: &str, opts: &LoadOptions) -> Result<Dataset, DataError> {
                 "lending-club" => "lending_club.csv",
                 _ => "breast_cancer.csv",
             };
-            let schema =
-                TabularSchema::for_dataset(name).ok_or_else(|| DataError::UnknownDataset {
-                    name: name.to_string(),
-                    known: catalog().iter().map(|e| e.name.to_string()).collect(),
-                })?;
+            let schema = TabularSchema::for_dataset(name).ok_or_else(|| DataError::UnknownDataset {
+                name: name.to_string(),
+                known: catalog().iter().map(|e| e.name.to_string()).collect(),
+            })?;
             let (bytes, origin) = source(file, dir)?;
             read_csv(&bytes, &origin, &schema)
         }
@@ -241,10 +221,7 @@ pub fn load_fashion_mnist(dir: &Path) -> Result<Dataset, DataError> {
     if test.kind != train.kind {
         return Err(DataError::Mismatch {
             file: dir.join(FASHION_MNIST_FILES[2]).display().to_string(),
-            detail: format!(
-                "test images are {:?}, training images {:?}",
-                test.kind, train.kind
-            ),
+            detail: format!("test images are {:?}, training images {:?}", test.kind, train.kind),
         });
     }
     train.features.extend_from_slice(&test.features);
@@ -274,11 +251,7 @@ mod tests {
             match load(e.name, &LoadOptions::default()) {
                 Ok(ds) => assert_eq!(ds.name, e.name),
                 Err(err) => {
-                    assert!(
-                        !e.embedded,
-                        "{}: embedded datasets always load: {err}",
-                        e.name
-                    );
+                    assert!(!e.embedded, "{}: embedded datasets always load: {err}", e.name);
                     assert!(err.to_string().contains(FASHION_MNIST_INSTALL), "{err}");
                 }
             }
@@ -294,14 +267,8 @@ mod tests {
         let msg = load("fashion-mnist", &opts)
             .expect_err("bad input must be refused")
             .to_string();
-        assert!(
-            msg.contains("train-images-idx3-ubyte.gz not found in"),
-            "{msg}"
-        );
-        assert!(
-            msg.contains("apt-get install -y dataset-fashion-mnist"),
-            "{msg}"
-        );
+        assert!(msg.contains("train-images-idx3-ubyte.gz not found in"), "{msg}");
+        assert!(msg.contains("apt-get install -y dataset-fashion-mnist"), "{msg}");
     }
 
     #[test]

@@ -89,11 +89,7 @@ impl Dataset {
             detail,
         };
         if self.labels.len() != self.n {
-            return Err(bad(format!(
-                "{} labels for n = {}",
-                self.labels.len(),
-                self.n
-            )));
+            return Err(bad(format!("{} labels for n = {}", self.labels.len(), self.n)));
         }
         if Some(self.features.len()) != self.n.checked_mul(self.dim) {
             return Err(bad(format!(
@@ -116,17 +112,11 @@ impl Dataset {
             .enumerate()
             .find(|(_, &l)| l as usize >= self.num_classes)
         {
-            return Err(bad(format!(
-                "label {l} of sample {i} is not < {}",
-                self.num_classes
-            )));
+            return Err(bad(format!("label {l} of sample {i} is not < {}", self.num_classes)));
         }
         if let DataKind::Image { height, width } = self.kind {
             if height.checked_mul(width) != Some(self.dim) {
-                return Err(bad(format!(
-                    "image {height}x{width} does not match dim {}",
-                    self.dim
-                )));
+                return Err(bad(format!("image {height}x{width} does not match dim {}", self.dim)));
             }
         }
         Ok(())
@@ -205,44 +195,21 @@ mod tests {
 
     #[test]
     fn new_rejects_inconsistent_fields() {
-        let err = Dataset::new(
-            "x",
-            vec![0.0; 5],
-            vec![0, 0, 0],
-            2,
-            DataKind::Tabular,
-            vec!["a".into()],
-        )
-        .expect_err("bad input must be refused");
-        assert!(
-            err.to_string().contains("5 features for n * dim = 3 * 2"),
-            "{err}"
-        );
-        let err = Dataset::new(
-            "x",
-            vec![0.0; 2],
-            vec![3],
-            2,
-            DataKind::Tabular,
-            vec!["a".into()],
-        )
-        .expect_err("bad input must be refused");
+        let err = Dataset::new("x", vec![0.0; 5], vec![0, 0, 0], 2, DataKind::Tabular, vec!["a".into()])
+            .expect_err("bad input must be refused");
+        assert!(err.to_string().contains("5 features for n * dim = 3 * 2"), "{err}");
+        let err = Dataset::new("x", vec![0.0; 2], vec![3], 2, DataKind::Tabular, vec!["a".into()])
+            .expect_err("bad input must be refused");
         assert!(err.to_string().contains("label 3 of sample 0"), "{err}");
         let err = Dataset::new(
             "x",
             vec![0.0; 4],
             vec![0],
             4,
-            DataKind::Image {
-                height: 3,
-                width: 3,
-            },
+            DataKind::Image { height: 3, width: 3 },
             vec!["a".into()],
         )
         .expect_err("bad input must be refused");
-        assert!(
-            err.to_string().contains("3x3 does not match dim 4"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("3x3 does not match dim 4"), "{err}");
     }
 }

@@ -42,9 +42,7 @@ pub fn read_idx(bytes: &[u8], file: &str, ndims: usize) -> Result<IdxArray, Data
     if raw[0] != 0 || raw[1] != 0 || raw[2] != IDX_TYPE_U8 || raw[3] as usize != ndims {
         return Err(err(
             0,
-            format!(
-                "IDX magic 0x{want_magic:08x} ({want_magic}: unsigned bytes, {ndims} dimensions)"
-            ),
+            format!("IDX magic 0x{want_magic:08x} ({want_magic}: unsigned bytes, {ndims} dimensions)"),
             format!("0x{magic:08x} ({magic})"),
         ));
     }
@@ -62,11 +60,7 @@ pub fn read_idx(bytes: &[u8], file: &str, ndims: usize) -> Result<IdxArray, Data
             u32::from_be_bytes([raw[o], raw[o + 1], raw[o + 2], raw[o + 3]]) as usize
         })
         .collect();
-    let shape = dims
-        .iter()
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join("x");
+    let shape = dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
     let need = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
     let have = raw.len() - header;
     match need {
@@ -78,13 +72,7 @@ pub fn read_idx(bytes: &[u8], file: &str, ndims: usize) -> Result<IdxArray, Data
                 format!("{have} bytes after the {header}-byte header"),
             ))
         }
-        None => {
-            return Err(err(
-                4,
-                "dimension sizes whose product fits in memory".into(),
-                shape,
-            ))
-        }
+        None => return Err(err(4, "dimension sizes whose product fits in memory".into(), shape)),
     }
     Ok(IdxArray {
         dims,
@@ -112,12 +100,7 @@ pub fn images_from_idx(
         });
     }
     let num_classes = class_names.len();
-    if let Some((i, &l)) = lab
-        .data
-        .iter()
-        .enumerate()
-        .find(|(_, &l)| l as usize >= num_classes)
-    {
+    if let Some((i, &l)) = lab.data.iter().enumerate().find(|(_, &l)| l as usize >= num_classes) {
         return Err(DataError::Idx {
             file: lab_file.to_string(),
             offset: 8 + i as u64,
@@ -165,13 +148,7 @@ mod tests {
         assert_eq!(a.dims, vec![2, 2, 3]);
         let ds = images_from_idx("t", (&img, "img"), (&lab, "lab"), digits()).expect("valid pair");
         assert_eq!((ds.n, ds.dim), (2, 6));
-        assert_eq!(
-            ds.kind,
-            DataKind::Image {
-                height: 2,
-                width: 3
-            }
-        );
+        assert_eq!(ds.kind, DataKind::Image { height: 2, width: 3 });
         assert_eq!(ds.row(0)[1], 1.0);
         assert_eq!(ds.row(0)[2], 0.2);
         assert_eq!(ds.labels, vec![7, 1]);
@@ -250,9 +227,6 @@ mod tests {
         let msg = images_from_idx("t", (&img, "i"), (&lab, "l"), digits())
             .expect_err("bad input must be refused")
             .to_string();
-        assert_eq!(
-            msg,
-            "l: IDX byte offset 9: expected a label in 0..10, found 10"
-        );
+        assert_eq!(msg, "l: IDX byte offset 9: expected a label in 0..10, found 10");
     }
 }

@@ -22,8 +22,8 @@ pub mod tabular;
 
 pub use bytes::{maybe_gunzip, read_file, GZIP_MAGIC, MAX_DECOMPRESSED};
 pub use catalog::{
-    catalog, load, load_fashion_mnist, CatalogEntry, LoadOptions, FASHION_MNIST_DIR,
-    FASHION_MNIST_FILES, FASHION_MNIST_INSTALL,
+    catalog, load, load_fashion_mnist, CatalogEntry, LoadOptions, FASHION_MNIST_DIR, FASHION_MNIST_FILES,
+    FASHION_MNIST_INSTALL,
 };
 pub use dataset::{DataKind, Dataset};
 pub use digest::{public_digest, PUBLIC_DIGEST_TAG};

@@ -130,9 +130,7 @@ pub(crate) fn assign(
             }
         }
         Partition::ClassesPerNode { k } => {
-            let mut present: Vec<usize> = (0..num_classes)
-                .filter(|&c| !by_class[c].is_empty())
-                .collect();
+            let mut present: Vec<usize> = (0..num_classes).filter(|&c| !by_class[c].is_empty()).collect();
             let c_present = present.len();
             if k > c_present {
                 return Err(DataError::InvalidSplit(format!(
@@ -197,11 +195,7 @@ mod tests {
     fn check_cover(shards: &[Vec<usize>], n: usize) {
         let mut all: Vec<usize> = shards.iter().flatten().copied().collect();
         all.sort_unstable();
-        assert_eq!(
-            all,
-            (0..n).collect::<Vec<_>>(),
-            "every sample in exactly one shard"
-        );
+        assert_eq!(all, (0..n).collect::<Vec<_>>(), "every sample in exactly one shard");
         assert!(shards.iter().all(|s| !s.is_empty()), "no empty shard");
     }
 
@@ -301,8 +295,7 @@ mod tests {
             "invalid split: classes-per-node(k=11): k must be in 1..=10 (the dataset has 10 classes)"
         );
         assert!(msg(Partition::ClassesPerNode { k: 0 }, 3, &mut r).contains("k must be in 1..=10"));
-        assert!(msg(Partition::ClassesPerNode { k: 2 }, 4, &mut r)
-            .contains("covers at most 8 of the 10 classes"));
+        assert!(msg(Partition::ClassesPerNode { k: 2 }, 4, &mut r).contains("covers at most 8 of the 10 classes"));
         assert_eq!(
             msg(Partition::Iid, 1001, &mut r),
             "invalid split: 1001 participants cannot each get a non-empty shard of 1000 private samples"

@@ -128,12 +128,7 @@ mod tests {
         let xs: Vec<u64> = (0..4).map(|_| a.next_u64()).collect();
         let ys: Vec<u64> = (0..4).map(|_| b.next_u64()).collect();
         assert_eq!(xs, ys);
-        assert_ne!(
-            xs,
-            (0..4)
-                .map(|_| SplitRng::new(8).next_u64())
-                .collect::<Vec<_>>()
-        );
+        assert_ne!(xs, (0..4).map(|_| SplitRng::new(8).next_u64()).collect::<Vec<_>>());
     }
 
     #[test]
@@ -144,10 +139,7 @@ mod tests {
             counts[r.below(6) as usize] += 1;
         }
         // Expected 10,000 each; 5 sigma of a binomial(60000, 1/6) is ~456.
-        assert!(
-            counts.iter().all(|&c| (9_500..10_500).contains(&c)),
-            "{counts:?}"
-        );
+        assert!(counts.iter().all(|&c| (9_500..10_500).contains(&c)), "{counts:?}");
     }
 
     #[test]

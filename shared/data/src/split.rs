@@ -120,13 +120,7 @@ pub fn split(ds: &Dataset, cfg: &SplitConfig) -> Result<FederatedSplit, DataErro
     let public_idx = &perm[n_test..n_test + n_public];
     let pool = &perm[n_test + n_public..];
     let pool_labels: Vec<u32> = pool.iter().map(|&i| ds.labels[i]).collect();
-    let positions = assign(
-        &pool_labels,
-        ds.num_classes,
-        cfg.participants,
-        &cfg.partition,
-        &mut rng,
-    )?;
+    let positions = assign(&pool_labels, ds.num_classes, cfg.participants, &cfg.partition, &mut rng)?;
     let shard_idx: Vec<Vec<usize>> = positions
         .iter()
         .map(|ps| ps.iter().map(|&p| pool[p]).collect())
@@ -171,11 +165,7 @@ enum Fitted {
         std: f64,
     },
     /// Missing -> one-hot of level `mode`; values otherwise unchanged (0/1).
-    OneHot {
-        start: usize,
-        len: usize,
-        mode: usize,
-    },
+    OneHot { start: usize, len: usize, mode: usize },
 }
 
 /// The feature blocks of a tabular dataset: its catalog schema when the name and width match,
@@ -202,10 +192,7 @@ impl Preprocessor {
             .iter()
             .map(|b| match *b {
                 FeatureBlock::Numeric { index, .. } => {
-                    let mut present: Vec<f64> = rows()
-                        .map(|r| f64::from(r[index]))
-                        .filter(|v| !v.is_nan())
-                        .collect();
+                    let mut present: Vec<f64> = rows().map(|r| f64::from(r[index])).filter(|v| !v.is_nan()).collect();
                     present.sort_by(f64::total_cmp);
                     let median = match present.len() {
                         0 => 0.0,
@@ -226,11 +213,7 @@ impl Preprocessor {
                     let mean = imputed().sum::<f64>() / count;
                     let var = imputed().map(|v| (v - mean) * (v - mean)).sum::<f64>() / count;
                     let std = var.sqrt();
-                    let std = if std.is_finite() && std > 1e-12 {
-                        std
-                    } else {
-                        1.0
-                    };
+                    let std = if std.is_finite() && std > 1e-12 { std } else { 1.0 };
                     Fitted::Numeric {
                         index,
                         median,
@@ -309,10 +292,7 @@ mod tests {
             f,
             l,
             3,
-            DataKind::Image {
-                height: 1,
-                width: 3,
-            },
+            DataKind::Image { height: 1, width: 3 },
             (0..4).map(|c| c.to_string()).collect(),
         )
         .expect("consistent")
@@ -351,9 +331,7 @@ mod tests {
         let with = |f: &dyn Fn(&mut SplitConfig)| {
             let mut c = SplitConfig::default();
             f(&mut c);
-            split(&ds, &c)
-                .expect_err("bad input must be refused")
-                .to_string()
+            split(&ds, &c).expect_err("bad input must be refused").to_string()
         };
         assert_eq!(
             with(&|c| c.test_fraction = 0.0),
@@ -363,8 +341,7 @@ mod tests {
             with(&|c| c.public_fraction = 1.0),
             "invalid split: public fraction 1 is outside (0, 1)"
         );
-        assert!(with(&|c| c.public_fraction = f64::NAN)
-            .contains("public fraction NaN is outside (0, 1)"));
+        assert!(with(&|c| c.public_fraction = f64::NAN).contains("public fraction NaN is outside (0, 1)"));
         assert!(with(&|c| {
             c.test_fraction = 0.5;
             c.public_fraction = 0.5
@@ -379,11 +356,8 @@ mod tests {
             "invalid split: at least one participant is needed"
         );
         assert!(with(&|c| c.test_fraction = 0.001).contains("empty test set"));
-        assert!(with(&|c| c.partition = Partition::ClassesPerNode { k: 5 })
-            .contains("k must be in 1..=4"));
-        assert!(
-            with(&|c| c.partition = Partition::Dirichlet { alpha: -0.5 }).contains("alpha must be")
-        );
+        assert!(with(&|c| c.partition = Partition::ClassesPerNode { k: 5 }).contains("k must be in 1..=4"));
+        assert!(with(&|c| c.partition = Partition::Dirichlet { alpha: -0.5 }).contains("alpha must be"));
         // 120 participants on 120 private samples is possible: one sample each.
         let ok = split(
             &ds,
@@ -402,9 +376,7 @@ mod tests {
         // statistics are recomputed here from the raw values of the private ids only; if test or
         // public rows leaked into the fit, the public rows would not match.
         let n = 100;
-        let f: Vec<f32> = (0..n)
-            .map(|i| if i == 3 { f32::NAN } else { i as f32 })
-            .collect();
+        let f: Vec<f32> = (0..n).map(|i| if i == 3 { f32::NAN } else { i as f32 }).collect();
         let l: Vec<u32> = (0..n).map(|i| (i % 2) as u32).collect();
         let ds = Dataset::new(
             "unknown-tabular",
@@ -422,11 +394,7 @@ mod tests {
         };
         let s = split(&ds, &cfg).expect("valid");
         let private: Vec<u64> = s.shard_ids.iter().flatten().copied().collect();
-        let mut present: Vec<f64> = private
-            .iter()
-            .filter(|&&i| i != 3)
-            .map(|&i| i as f64)
-            .collect();
+        let mut present: Vec<f64> = private.iter().filter(|&&i| i != 3).map(|&i| i as f64).collect();
         present.sort_by(f64::total_cmp);
         let k = present.len();
         let median = if k % 2 == 1 {
@@ -439,8 +407,7 @@ mod tests {
             .map(|&i| if i == 3 { median } else { i as f64 })
             .collect();
         let mean = vals.iter().sum::<f64>() / vals.len() as f64;
-        let std =
-            (vals.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / vals.len() as f64).sqrt();
+        let std = (vals.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / vals.len() as f64).sqrt();
         for (row, &id) in s.public_ids.iter().enumerate() {
             let raw = if id == 3 { median } else { id as f64 };
             assert_eq!(s.public.row(row)[0], ((raw - mean) / std) as f32);

@@ -95,10 +95,7 @@ fn strs(v: &[&str]) -> Vec<String> {
 }
 
 fn numeric(names: &[&str]) -> Vec<Column> {
-    names
-        .iter()
-        .map(|n| Column::Numeric(n.to_string()))
-        .collect()
+    names.iter().map(|n| Column::Numeric(n.to_string())).collect()
 }
 
 fn cat(name: &str, levels: &[&str]) -> Column {
@@ -110,10 +107,9 @@ fn cat(name: &str, levels: &[&str]) -> Column {
 
 /// The 50 US states plus DC: the domain of `addr_state` (the file happens to lack IA).
 const US_STATES: &[&str] = &[
-    "AK", "AL", "AR", "AZ", "CA", "CO", "CT", "DC", "DE", "FL", "GA", "HI", "IA", "ID", "IL", "IN",
-    "KS", "KY", "LA", "MA", "MD", "ME", "MI", "MN", "MO", "MS", "MT", "NC", "ND", "NE", "NH", "NJ",
-    "NM", "NV", "NY", "OH", "OK", "OR", "PA", "RI", "SC", "SD", "TN", "TX", "UT", "VA", "VT", "WA",
-    "WI", "WV", "WY",
+    "AK", "AL", "AR", "AZ", "CA", "CO", "CT", "DC", "DE", "FL", "GA", "HI", "IA", "ID", "IL", "IN", "KS", "KY", "LA",
+    "MA", "MD", "ME", "MI", "MN", "MO", "MS", "MT", "NC", "ND", "NE", "NH", "NJ", "NM", "NV", "NY", "OH", "OK", "OR",
+    "PA", "RI", "SC", "SD", "TN", "TX", "UT", "VA", "VT", "WA", "WI", "WV", "WY",
 ];
 
 impl TabularSchema {
@@ -135,10 +131,7 @@ impl TabularSchema {
                     header: Header::None,
                     columns,
                     class_names: classes,
-                    kind: DataKind::Image {
-                        height: 8,
-                        width: 8,
-                    },
+                    kind: DataKind::Image { height: 8, width: 8 },
                     scale: 16.0,
                 })
             }
@@ -186,22 +179,14 @@ impl TabularSchema {
                         values: strs(&["good", "bad"]),
                     },
                     Column::Numeric("Seniority".into()),
-                    cat(
-                        "Home",
-                        &["ignore", "other", "owner", "parents", "priv", "rent"],
-                    ),
+                    cat("Home", &["ignore", "other", "owner", "parents", "priv", "rent"]),
                     Column::Numeric("Time".into()),
                     Column::Numeric("Age".into()),
-                    cat(
-                        "Marital",
-                        &["divorced", "married", "separated", "single", "widow"],
-                    ),
+                    cat("Marital", &["divorced", "married", "separated", "single", "widow"]),
                     cat("Records", &["no", "yes"]),
                     cat("Job", &["fixed", "freelance", "others", "partime"]),
                 ];
-                columns.extend(numeric(&[
-                    "Expenses", "Income", "Assets", "Debt", "Amount", "Price",
-                ]));
+                columns.extend(numeric(&["Expenses", "Income", "Assets", "Debt", "Amount", "Price"]));
                 Some(TabularSchema {
                     dataset: "credit".into(),
                     header: Header::Names,
@@ -228,10 +213,7 @@ impl TabularSchema {
                         levels: sub_grades,
                     },
                     cat("addr_state", US_STATES),
-                    cat(
-                        "verification_status",
-                        &["Not_Verified", "Source_Verified", "Verified"],
-                    ),
+                    cat("verification_status", &["Not_Verified", "Source_Verified", "Verified"]),
                     Column::Numeric("annual_inc".into()),
                     Column::Categorical {
                         name: "emp_length".into(),
@@ -316,9 +298,7 @@ impl TabularSchema {
         for c in &self.columns {
             match c {
                 Column::Numeric(name) => out.push(name.clone()),
-                Column::Categorical { name, levels } => {
-                    out.extend(levels.iter().map(|l| format!("{name}={l}")))
-                }
+                Column::Categorical { name, levels } => out.extend(levels.iter().map(|l| format!("{name}={l}"))),
                 Column::Label { .. } => {}
             }
         }
@@ -376,12 +356,7 @@ pub fn read_csv(bytes: &[u8], file: &str, schema: &TabularSchema) -> Result<Data
                     let n = got.first().and_then(|s| s.parse::<usize>().ok());
                     let ok = n.is_some()
                         && got.get(1) == Some(&nfeat.to_string().as_str())
-                        && got[2..]
-                            == schema
-                                .class_names
-                                .iter()
-                                .map(String::as_str)
-                                .collect::<Vec<_>>()[..];
+                        && got[2..] == schema.class_names.iter().map(String::as_str).collect::<Vec<_>>()[..];
                     match (ok, n) {
                         (true, Some(n)) => expected_rows = Some((n, line)),
                         _ => {
@@ -399,11 +374,7 @@ pub fn read_csv(bytes: &[u8], file: &str, schema: &TabularSchema) -> Result<Data
         }
         first = false;
         if rec.len() != ncols {
-            return Err(err(
-                line,
-                format!("{ncols} fields"),
-                format!("{} fields", rec.len()),
-            ));
+            return Err(err(line, format!("{ncols} fields"), format!("{} fields", rec.len())));
         }
         let mut label = None;
         for (j, (col, cell)) in schema.columns.iter().zip(rec.iter()).enumerate() {
@@ -435,11 +406,7 @@ pub fn read_csv(bytes: &[u8], file: &str, schema: &TabularSchema) -> Result<Data
                     if image && !(0.0..=schema.scale).contains(&v) {
                         return Err(err(
                             line,
-                            format!(
-                                "a grey level in 0..={} in column {} (`{name}`)",
-                                schema.scale,
-                                j + 1
-                            ),
+                            format!("a grey level in 0..={} in column {} (`{name}`)", schema.scale, j + 1),
                             format!("`{cell}`"),
                         ));
                     }
@@ -451,10 +418,7 @@ pub fn read_csv(bytes: &[u8], file: &str, schema: &TabularSchema) -> Result<Data
                         continue;
                     }
                     match levels.iter().position(|l| l == cell) {
-                        Some(k) => {
-                            features
-                                .extend((0..levels.len()).map(|i| if i == k { 1.0 } else { 0.0 }))
-                        }
+                        Some(k) => features.extend((0..levels.len()).map(|i| if i == k { 1.0 } else { 0.0 })),
                         None => {
                             return Err(err(
                                 line,
@@ -473,11 +437,7 @@ pub fn read_csv(bytes: &[u8], file: &str, schema: &TabularSchema) -> Result<Data
                     None => {
                         return Err(err(
                             line,
-                            format!(
-                                "a label in {} in column {} (`{name}`)",
-                                values.join("|"),
-                                j + 1
-                            ),
+                            format!("a label in {} in column {} (`{name}`)", values.join("|"), j + 1),
                             format!("`{cell}`"),
                         ))
                     }
@@ -505,11 +465,7 @@ pub fn read_csv(bytes: &[u8], file: &str, schema: &TabularSchema) -> Result<Data
         }
     }
     if labels.is_empty() {
-        return Err(err(
-            last_line,
-            "at least one data row".into(),
-            "none".into(),
-        ));
+        return Err(err(last_line, "at least one data row".into(), "none".into()));
     }
     debug_assert_eq!(features.len(), labels.len() * dim);
     Dataset::new(
@@ -527,8 +483,7 @@ mod tests {
     use super::*;
 
     fn credit_header() -> String {
-        "Status,Seniority,Home,Time,Age,Marital,Records,Job,Expenses,Income,Assets,Debt,Amount,Price"
-            .to_string()
+        "Status,Seniority,Home,Time,Age,Marital,Records,Job,Expenses,Income,Assets,Debt,Amount,Price".to_string()
     }
 
     fn credit(rows: &[&str]) -> Result<Dataset, DataError> {
@@ -592,7 +547,10 @@ mod tests {
         let msg = credit(&["good,9,castle,60,30,married,no,freelance,73,129,0,0,800,846"])
             .expect_err("bad input must be refused")
             .to_string();
-        assert!(msg.starts_with("c.csv: line 2: expected one of ignore|other|owner|parents|priv|rent in column 3 (`Home`)"), "{msg}");
+        assert!(
+            msg.starts_with("c.csv: line 2: expected one of ignore|other|owner|parents|priv|rent in column 3 (`Home`)"),
+            "{msg}"
+        );
         let msg = credit(&["good,nine,rent,60,30,married,no,freelance,73,129,0,0,800,846"])
             .expect_err("bad input must be refused")
             .to_string();
@@ -652,13 +610,7 @@ mod tests {
         let schema = TabularSchema::for_dataset("digits").expect("exists");
         let row = format!("{}16,3", "8,".repeat(63));
         let ds = read_csv(row.as_bytes(), "d.csv", &schema).expect("valid");
-        assert_eq!(
-            ds.kind,
-            DataKind::Image {
-                height: 8,
-                width: 8
-            }
-        );
+        assert_eq!(ds.kind, DataKind::Image { height: 8, width: 8 });
         assert_eq!((ds.row(0)[0], ds.row(0)[63], ds.labels[0]), (0.5, 1.0, 3));
         let row = format!("{}17,3", "8,".repeat(63));
         let msg = read_csv(row.as_bytes(), "d.csv", &schema)

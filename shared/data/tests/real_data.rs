@@ -5,9 +5,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use fedistill_data::{
-    idx::write_idx, load, split, DataKind, Dataset, LoadOptions, Partition, SplitConfig,
-};
+use fedistill_data::{idx::write_idx, load, split, DataKind, Dataset, LoadOptions, Partition, SplitConfig};
 
 fn load_ok(name: &str) -> Dataset {
     load(name, &LoadOptions::default()).unwrap_or_else(|e| panic!("{name} must load: {e}"))
@@ -21,13 +19,7 @@ fn data_dir() -> std::path::PathBuf {
 fn mnist_10k_shape_and_class_counts() {
     let ds = load_ok("mnist-10k");
     assert_eq!((ds.n, ds.dim, ds.num_classes), (10_000, 784, 10));
-    assert_eq!(
-        ds.kind,
-        DataKind::Image {
-            height: 28,
-            width: 28
-        }
-    );
+    assert_eq!(ds.kind, DataKind::Image { height: 28, width: 28 });
     assert_eq!(
         ds.class_counts(),
         vec![1001, 1127, 991, 1032, 980, 863, 1014, 1070, 944, 978]
@@ -51,13 +43,7 @@ fn mnist_10k_shape_and_class_counts() {
 fn digits_shape_and_class_counts() {
     let ds = load_ok("digits");
     assert_eq!((ds.n, ds.dim), (1797, 64));
-    assert_eq!(
-        ds.kind,
-        DataKind::Image {
-            height: 8,
-            width: 8
-        }
-    );
+    assert_eq!(ds.kind, DataKind::Image { height: 8, width: 8 });
     assert_eq!(
         ds.class_counts(),
         vec![178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
@@ -192,10 +178,7 @@ fn dirichlet_small_alpha_skews_labels_far_more_than_iid() {
     // concentrates each class on one or two participants, so shards are dominated by few classes.
     assert!(iid < 0.25, "iid {iid}");
     assert!(mild < 0.25, "alpha=100 {mild}");
-    assert!(
-        skew > 0.45 && skew > 2.0 * iid,
-        "alpha=0.1 {skew} vs iid {iid}"
-    );
+    assert!(skew > 0.45 && skew > 2.0 * iid, "alpha=0.1 {skew} vs iid {iid}");
 }
 
 #[test]
@@ -229,11 +212,7 @@ fn gz(bytes: &[u8]) -> Vec<u8> {
 fn truncated_real_gzip_names_the_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let real = std::fs::read(data_dir().join("mnist-10k-images-idx3-ubyte.gz")).expect("real file");
-    write(
-        dir.path(),
-        "mnist-10k-images-idx3-ubyte.gz",
-        &real[..real.len() / 3],
-    );
+    write(dir.path(), "mnist-10k-images-idx3-ubyte.gz", &real[..real.len() / 3]);
     std::fs::copy(
         data_dir().join("mnist-10k-labels-idx1-ubyte.gz"),
         dir.path().join("mnist-10k-labels-idx1-ubyte.gz"),
@@ -245,15 +224,8 @@ fn truncated_real_gzip_names_the_file() {
     let msg = load("mnist-10k", &opts)
         .expect_err("bad input must be refused")
         .to_string();
-    let file = dir
-        .path()
-        .join("mnist-10k-images-idx3-ubyte.gz")
-        .display()
-        .to_string();
-    assert!(
-        msg.starts_with(&format!("{file}: gzip stream broken after")),
-        "{msg}"
-    );
+    let file = dir.path().join("mnist-10k-images-idx3-ubyte.gz").display().to_string();
+    assert!(msg.starts_with(&format!("{file}: gzip stream broken after")), "{msg}");
 }
 
 #[test]
@@ -262,11 +234,7 @@ fn raw_idx_with_bad_magic_or_wrong_dims_is_refused() {
     let opts = LoadOptions {
         data_dir: Some(dir.path().to_path_buf()),
     };
-    write(
-        dir.path(),
-        "mnist-10k-labels-idx1-ubyte.gz",
-        &write_idx(&[2], &[1, 2]),
-    );
+    write(dir.path(), "mnist-10k-labels-idx1-ubyte.gz", &write_idx(&[2], &[1, 2]));
     // Raw (not gzip) images with a wrong magic: detected by content, not by the .gz name.
     let mut img = write_idx(&[2, 28, 28], &[0; 2 * 784]);
     img[3] = 2;
@@ -285,9 +253,7 @@ fn raw_idx_with_bad_magic_or_wrong_dims_is_refused() {
         .expect_err("bad input must be refused")
         .to_string();
     assert!(
-        msg.contains(
-            "IDX byte offset 16: expected 2352 data bytes for dimensions 3x28x28, found 1568 bytes"
-        ),
+        msg.contains("IDX byte offset 16: expected 2352 data bytes for dimensions 3x28x28, found 1568 bytes"),
         "{msg}"
     );
 }
@@ -308,10 +274,7 @@ fn csv_with_wrong_field_count_reports_the_line() {
         .expect_err("bad input must be refused")
         .to_string();
     let file = dir.path().join("breast_cancer.csv").display().to_string();
-    assert_eq!(
-        msg,
-        format!("{file}: line 11: expected 31 fields, found 30 fields")
-    );
+    assert_eq!(msg, format!("{file}: line 11: expected 31 fields, found 30 fields"));
 }
 
 #[test]
@@ -339,12 +302,7 @@ fn csv_with_label_outside_schema_reports_the_line() {
 /// format is identical), so the directory loader runs on real IDX gz files.
 fn fake_fashion_dir(dir: &Path, n_train: usize, n_test: usize) -> Dataset {
     let mnist = load_ok("mnist-10k");
-    let to_u8 = |ds: &Dataset| -> Vec<u8> {
-        ds.features
-            .iter()
-            .map(|&p| (p * 255.0).round() as u8)
-            .collect()
-    };
+    let to_u8 = |ds: &Dataset| -> Vec<u8> { ds.features.iter().map(|&p| (p * 255.0).round() as u8).collect() };
     let labels_u8 = |ds: &Dataset| -> Vec<u8> { ds.labels.iter().map(|&l| l as u8).collect() };
     let train = mnist.subset(&(0..n_train).map(|i| i * 7 % 10_000).collect::<Vec<_>>());
     let test = mnist.subset(&(0..n_test).map(|i| i * 13 % 10_000).collect::<Vec<_>>());
@@ -396,14 +354,8 @@ fn fashion_loader_concatenates_train_then_test() {
     let msg = load("fashion-mnist", &opts)
         .expect_err("bad input must be refused")
         .to_string();
-    assert!(
-        msg.contains("t10k-labels-idx1-ubyte.gz: 99 labels, but "),
-        "{msg}"
-    );
-    assert!(
-        msg.ends_with("t10k-images-idx3-ubyte.gz holds 100 images"),
-        "{msg}"
-    );
+    assert!(msg.contains("t10k-labels-idx1-ubyte.gz: 99 labels, but "), "{msg}");
+    assert!(msg.ends_with("t10k-images-idx3-ubyte.gz holds 100 images"), "{msg}");
 }
 
 #[test]

@@ -31,11 +31,7 @@ impl Digest {
     /// one spelling (a bundle manifest with `A` instead of `a` is a different file).
     pub fn from_hex(s: &str) -> Result<Digest, DigestParseError> {
         let malformed = || DigestParseError::Malformed(s.chars().take(80).collect());
-        if s.len() != 64
-            || !s
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             return Err(malformed());
         }
         let mut out = [0u8; 32];

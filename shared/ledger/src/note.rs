@@ -112,12 +112,9 @@ impl Checkpoint {
 
     /// Parses a note body as written by [`Checkpoint::body`]; extension lines are refused.
     pub fn parse_body(body: &[u8]) -> Result<Checkpoint, NoteError> {
-        let c = tlog_tiles::Checkpoint::from_bytes(body)
-            .map_err(|_| malformed("bad checkpoint body"))?;
+        let c = tlog_tiles::Checkpoint::from_bytes(body).map_err(|_| malformed("bad checkpoint body"))?;
         if !c.extension().is_empty() {
-            return Err(malformed(
-                "checkpoint extension lines are not used by fedistill",
-            ));
+            return Err(malformed("checkpoint extension lines are not used by fedistill"));
         }
         let cp = Checkpoint {
             origin: c.origin().to_string(),
@@ -233,10 +230,7 @@ impl SignedCheckpoint {
             }
             signatures.push(s);
         }
-        Ok(SignedCheckpoint {
-            checkpoint,
-            signatures,
-        })
+        Ok(SignedCheckpoint { checkpoint, signatures })
     }
 
     /// Adds (or replaces) a witness cosignature line.
@@ -339,9 +333,7 @@ impl LogVerifier {
             .signatures
             .iter()
             .find(|s| s.name == self.origin && s.key_id == id)
-            .ok_or_else(|| {
-                NoteError::MissingLogSignature(format!("{}+{}", self.origin, hex::encode(id)))
-            })?;
+            .ok_or_else(|| NoteError::MissingLogSignature(format!("{}+{}", self.origin, hex::encode(id))))?;
         let bad = || NoteError::BadSignature {
             name: line.name.clone(),
             key_id: hex::encode(line.key_id),
@@ -523,7 +515,8 @@ mod tests {
             hex::encode(key_id("PeterNeumann", ALG_ED25519, &k.verifying_key())),
             "c74f20a3"
         );
-        let text = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n";
+        let text =
+            "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n";
         let sig = k.sign(text.as_bytes());
         let line = NoteSignature {
             name: "PeterNeumann".into(),
@@ -616,21 +609,14 @@ mod tests {
             quorum: 1,
         };
         let parsed = SignedCheckpoint::parse(&sc.to_note().expect("formats")).expect("parses");
-        assert_eq!(
-            trust.verify(&parsed).expect("verifies"),
-            vec!["w1".to_string()]
-        );
+        assert_eq!(trust.verify(&parsed).expect("verifies"), vec!["w1".to_string()]);
         assert_eq!(w1.verify(&sc.checkpoint, &c1), Ok(1_700_000_000));
         // A forged cosignature: right name and key id, signature by another key.
-        let mut forged =
-            Cosignature::sign(&sc.checkpoint, "w2", &key(99), 1_700_000_000).expect("cosigns");
+        let mut forged = Cosignature::sign(&sc.checkpoint, "w2", &key(99), 1_700_000_000).expect("cosigns");
         forged.key_id = w2.key_id();
         let mut f = sc.clone();
         f.add_cosignature(&forged);
-        assert!(matches!(
-            trust.verify(&f),
-            Err(NoteError::BadSignature { .. })
-        ));
+        assert!(matches!(trust.verify(&f), Err(NoteError::BadSignature { .. })));
         // Same signature, different timestamp.
         let mut moved = c1.clone();
         moved.timestamp += 1;
@@ -638,10 +624,7 @@ mod tests {
         // Unknown witness.
         let mut u = sc.clone();
         u.add_cosignature(&Cosignature::sign(&sc.checkpoint, "w3", &key(13), 5).expect("cosigns"));
-        assert!(matches!(
-            trust.verify(&u),
-            Err(NoteError::UnknownSigner { .. })
-        ));
+        assert!(matches!(trust.verify(&u), Err(NoteError::UnknownSigner { .. })));
     }
 }
 

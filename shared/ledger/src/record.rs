@@ -126,10 +126,7 @@ impl Metric {
     {
         let mut out: Vec<Metric> = pairs
             .into_iter()
-            .map(|(n, value)| Metric {
-                name: n.into(),
-                value,
-            })
+            .map(|(n, value)| Metric { name: n.into(), value })
             .collect();
         out.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
         check_metrics(&out)?;
@@ -617,35 +614,82 @@ impl Record {
                 .join(" ")
         }
         match self {
-            Record::FederationCreated { federation_id, created_unix, config_digest, .. } => format!(
+            Record::FederationCreated {
+                federation_id,
+                created_unix,
+                config_digest,
+                ..
+            } => format!(
                 "federation {federation_id:?} created at {created_unix} (config {})",
                 short(config_digest)
             ),
-            Record::RosterChange { participant, action, reason, .. } => {
+            Record::RosterChange {
+                participant,
+                action,
+                reason,
+                ..
+            } => {
                 format!("roster: {} {participant} ({reason})", action.name())
             }
-            Record::RoundOpened { round, rule, temperature, quorum, deadline_unix_ms, .. } => format!(
+            Record::RoundOpened {
+                round,
+                rule,
+                temperature,
+                quorum,
+                deadline_unix_ms,
+                ..
+            } => format!(
                 "round {round} opened: rule {rule}, T={temperature}, quorum {quorum}, deadline {deadline_unix_ms} ms"
             ),
-            Record::Contribution { round, participant, encoding, payload_digest, sequence, .. } => format!(
+            Record::Contribution {
+                round,
+                participant,
+                encoding,
+                payload_digest,
+                sequence,
+                ..
+            } => format!(
                 "round {round}: contribution from {participant} ({encoding}, payload {}, seq {sequence})",
                 short(payload_digest)
             ),
-            Record::Aggregate { round, digest, rule, contributors, .. } => format!(
+            Record::Aggregate {
+                round,
+                digest,
+                rule,
+                contributors,
+                ..
+            } => format!(
                 "round {round}: aggregate {} by {rule} over [{}]",
                 short(digest),
                 contributors.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
             ),
-            Record::RoundReport { round, participant, metrics: m, student_digest, guard, .. } => format!(
+            Record::RoundReport {
+                round,
+                participant,
+                metrics: m,
+                student_digest,
+                guard,
+                ..
+            } => format!(
                 "round {round}: report from {participant}: {} student {} guard {guard}",
                 metrics(m),
                 short(student_digest)
             ),
-            Record::Quarantine { round, participant, reason, evidence } => format!(
+            Record::Quarantine {
+                round,
+                participant,
+                reason,
+                evidence,
+            } => format!(
                 "round {round}: QUARANTINE {participant}: {reason} [{}]",
                 metrics(evidence)
             ),
-            Record::PrivacySpend { round, participant, epsilon, delta } => {
+            Record::PrivacySpend {
+                round,
+                participant,
+                epsilon,
+                delta,
+            } => {
                 format!("round {round}: privacy spend by {participant}: epsilon={epsilon} delta={delta}")
             }
         }
@@ -655,9 +699,7 @@ impl Record {
 fn check_metrics(m: &[Metric]) -> Result<(), RecordError> {
     for (i, metric) in m.iter().enumerate() {
         if metric.name.is_empty() {
-            return Err(RecordError::Metrics(format!(
-                "metric {i} has an empty name"
-            )));
+            return Err(RecordError::Metrics(format!("metric {i} has an empty name")));
         }
         if i > 0 && m[i - 1].name.as_bytes() >= metric.name.as_bytes() {
             return Err(RecordError::Metrics(format!(
@@ -691,12 +733,7 @@ impl Writer {
     fn f64(&mut self, v: f64) {
         self.u64(v.to_bits());
     }
-    fn len_prefix(
-        &mut self,
-        field: &'static str,
-        len: usize,
-        max: usize,
-    ) -> Result<(), RecordError> {
+    fn len_prefix(&mut self, field: &'static str, len: usize, max: usize) -> Result<(), RecordError> {
         if len > max {
             return Err(RecordError::TooLong { field, len, max });
         }
@@ -838,8 +875,7 @@ pub(crate) mod tests {
             Record::RoundReport {
                 round: RoundId(3),
                 participant: p("hospital-b"),
-                metrics: Metric::canonical([("f1", 0.5), ("accuracy", 0.875)])
-                    .expect("distinct names"),
+                metrics: Metric::canonical([("f1", 0.5), ("accuracy", 0.875)]).expect("distinct names"),
                 student_digest: Digest::of(b"student"),
                 guard: "accept".into(),
                 message_digest: Digest::of(b"report message"),
@@ -895,11 +931,7 @@ pub(crate) mod tests {
         for r in samples() {
             let bytes = r.encode().expect("encodes");
             for cut in 0..bytes.len() {
-                assert!(
-                    Record::decode(&bytes[..cut]).is_err(),
-                    "{:?} cut at {cut}",
-                    r.kind()
-                );
+                assert!(Record::decode(&bytes[..cut]).is_err(), "{:?} cut at {cut}", r.kind());
             }
         }
     }
@@ -955,10 +987,7 @@ pub(crate) mod tests {
     #[test]
     fn statement_excludes_the_signature_and_binds_the_federation() {
         let c = samples()[4].clone();
-        let s1 = c
-            .statement("fed-1")
-            .expect("encodes")
-            .expect("aggregates are signed");
+        let s1 = c.statement("fed-1").expect("encodes").expect("aggregates are signed");
         let mut c2 = c.clone();
         if let Record::Aggregate { signature, .. } = &mut c2 {
             *signature = vec![0xee; 64];

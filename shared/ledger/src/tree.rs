@@ -41,10 +41,7 @@ struct Adapter<'a, S: NodeSource + ?Sized>(&'a S);
 
 impl<S: NodeSource + ?Sized> HashReader for Adapter<'_, S> {
     fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
-        let got = self
-            .0
-            .nodes(indexes)
-            .map_err(tlog_tiles::Error::InvalidInput)?;
+        let got = self.0.nodes(indexes).map_err(tlog_tiles::Error::InvalidInput)?;
         // tlog_tiles asserts on a short answer; turn that into an error instead.
         if got.len() != indexes.len() {
             return Err(tlog_tiles::Error::InvalidInput(format!(
@@ -108,11 +105,7 @@ pub fn root<S: NodeSource + ?Sized>(size: u64, src: &S) -> Result<Digest, ProofE
 }
 
 /// Inclusion proof (RFC 9162 audit path, leaf sibling first) for leaf `index` in the tree of `size`.
-pub fn prove_inclusion<S: NodeSource + ?Sized>(
-    index: u64,
-    size: u64,
-    src: &S,
-) -> Result<Vec<Digest>, ProofError> {
+pub fn prove_inclusion<S: NodeSource + ?Sized>(index: u64, size: u64, src: &S) -> Result<Vec<Digest>, ProofError> {
     if index >= size {
         return Err(ProofError::BadRange(format!(
             "leaf {index} is not in a tree of size {size}"
@@ -125,11 +118,7 @@ pub fn prove_inclusion<S: NodeSource + ?Sized>(
 
 /// Consistency proof from the tree of `old` leaves to the tree of `new` leaves (RFC 9162).
 /// Empty when `old == 0` or `old == new`.
-pub fn prove_consistency<S: NodeSource + ?Sized>(
-    old: u64,
-    new: u64,
-    src: &S,
-) -> Result<Vec<Digest>, ProofError> {
+pub fn prove_consistency<S: NodeSource + ?Sized>(old: u64, new: u64, src: &S) -> Result<Vec<Digest>, ProofError> {
     if old > new {
         return Err(ProofError::BadRange(format!(
             "old size {old} is larger than new size {new}"
@@ -144,13 +133,7 @@ pub fn prove_consistency<S: NodeSource + ?Sized>(
 }
 
 /// Checks that `leaf` is leaf number `index` of the tree of `size` leaves with root `root`.
-pub fn verify_inclusion(
-    leaf: Digest,
-    index: u64,
-    size: u64,
-    proof: &[Digest],
-    root: Digest,
-) -> Result<(), ProofError> {
+pub fn verify_inclusion(leaf: Digest, index: u64, size: u64, proof: &[Digest], root: Digest) -> Result<(), ProofError> {
     if proof.len() > MAX_PROOF_LEN {
         return Err(ProofError::TooLong(proof.len()));
     }
@@ -195,8 +178,7 @@ pub fn verify_consistency(
         };
     }
     let p: Vec<Hash> = proof.iter().map(|d| Hash(d.0)).collect();
-    tlog_tiles::check_tree(&p, new_size, Hash(new_root.0), old_size, Hash(old_root.0))
-        .map_err(map_invalid)
+    tlog_tiles::check_tree(&p, new_size, Hash(new_root.0), old_size, Hash(old_root.0)).map_err(map_invalid)
 }
 
 fn map_invalid(e: tlog_tiles::Error) -> ProofError {
@@ -411,11 +393,7 @@ mod tests {
     fn roots_match_rfc6962_reference() {
         let t = reference_tree();
         for (size, want) in ROOTS.iter().enumerate() {
-            assert_eq!(
-                t.root(size as u64).expect("in range"),
-                d(want),
-                "size {size}"
-            );
+            assert_eq!(t.root(size as u64).expect("in range"), d(want), "size {size}");
         }
         assert_eq!(EMPTY_ROOT, d(ROOTS[0]));
         assert_eq!(leaf_hash(b""), d(ROOTS[1]));
@@ -457,9 +435,7 @@ mod tests {
                 );
             }
             if !want.is_empty() {
-                assert!(
-                    verify_inclusion(leaf, index, size, &want[..want.len() - 1], root).is_err()
-                );
+                assert!(verify_inclusion(leaf, index, size, &want[..want.len() - 1], root).is_err());
             }
         }
     }
@@ -469,11 +445,7 @@ mod tests {
         let t = reference_tree();
         for (old, new, proof) in CONSISTENCY {
             let want: Vec<Digest> = proof.iter().map(|s| d(s)).collect();
-            assert_eq!(
-                t.consistency_proof(old, new).expect("in range"),
-                want,
-                "{old}->{new}"
-            );
+            assert_eq!(t.consistency_proof(old, new).expect("in range"), want, "{old}->{new}");
             let (r1, r2) = (d(ROOTS[old as usize]), d(ROOTS[new as usize]));
             verify_consistency(old, r1, new, r2, &want).expect("reference proof verifies");
             if want.is_empty() {
@@ -482,22 +454,13 @@ mod tests {
             assert!(verify_consistency(old - 1, r1, new, r2, &want).is_err());
             assert!(verify_consistency(old + 1, r1, new, r2, &want).is_err());
             assert!(verify_consistency(old, r1, new * 2, r2, &want).is_err());
-            assert!(
-                verify_consistency(old, r2, new, r1, &want).is_err(),
-                "swapped roots"
-            );
-            assert!(
-                verify_consistency(old, r1, new, r2, &[]).is_err(),
-                "empty proof"
-            );
+            assert!(verify_consistency(old, r2, new, r1, &want).is_err(), "swapped roots");
+            assert!(verify_consistency(old, r1, new, r2, &[]).is_err(), "empty proof");
             assert!(verify_consistency(old, r1, new, r2, &want[..want.len() - 1]).is_err());
             for i in 0..want.len() {
                 let mut bad = want.clone();
                 bad[i].0[0] ^= 16;
-                assert!(
-                    verify_consistency(old, r1, new, r2, &bad).is_err(),
-                    "bit flip in {i}"
-                );
+                assert!(verify_consistency(old, r1, new, r2, &bad).is_err(), "bit flip in {i}");
             }
         }
     }
@@ -512,29 +475,16 @@ mod tests {
             let root = t.root(size).expect("in range");
             for index in 0..size {
                 let p = t.inclusion_proof(index, size).expect("in range");
-                verify_inclusion(
-                    leaf_hash(&(index as u32).to_be_bytes()),
-                    index,
-                    size,
-                    &p,
-                    root,
-                )
-                .expect("own proof verifies");
+                verify_inclusion(leaf_hash(&(index as u32).to_be_bytes()), index, size, &p, root)
+                    .expect("own proof verifies");
             }
             for old in 0..=size {
                 let p = t.consistency_proof(old, size).expect("in range");
-                verify_consistency(old, t.root(old).expect("in range"), size, root, &p)
-                    .expect("own proof verifies");
+                verify_consistency(old, t.root(old).expect("in range"), size, root, &p).expect("own proof verifies");
             }
         }
-        assert!(matches!(
-            t.inclusion_proof(5, 5),
-            Err(ProofError::BadRange(_))
-        ));
-        assert!(matches!(
-            t.consistency_proof(6, 5),
-            Err(ProofError::BadRange(_))
-        ));
+        assert!(matches!(t.inclusion_proof(5, 5), Err(ProofError::BadRange(_))));
+        assert!(matches!(t.consistency_proof(6, 5), Err(ProofError::BadRange(_))));
         assert!(matches!(t.root(38), Err(ProofError::BadRange(_))));
         assert!(matches!(
             verify_inclusion(EMPTY_ROOT, 0, 1, &[EMPTY_ROOT; 70], EMPTY_ROOT),

@@ -69,12 +69,11 @@ pub fn compare_predictions(
     }
     let ca: Vec<bool> = pred_a.iter().zip(labels).map(|(p, y)| p == y).collect();
     let cb: Vec<bool> = pred_b.iter().zip(labels).map(|(p, y)| p == y).collect();
-    let counts =
-        PairedCounts::from_correctness(&ca, &cb).ok_or(LifecycleError::LengthMismatch {
-            a: pred_a.len(),
-            b: pred_b.len(),
-            labels: labels.len(),
-        })?;
+    let counts = PairedCounts::from_correctness(&ca, &cb).ok_or(LifecycleError::LengthMismatch {
+        a: pred_a.len(),
+        b: pred_b.len(),
+        labels: labels.len(),
+    })?;
     let n = counts.total();
     let disagree = pred_a.iter().zip(pred_b).filter(|(a, b)| a != b).count();
     let p = counts.mcnemar_p();
@@ -149,12 +148,7 @@ pub struct ShadowReport {
 impl Shadow {
     /// Records one batch: predictions of the serving student (`a`) and of the shadow candidate (`b`),
     /// with labels when known.
-    pub fn handle_batch(
-        &mut self,
-        a: &[u32],
-        b: &[u32],
-        labels: Option<&[u32]>,
-    ) -> Result<(), LifecycleError> {
+    pub fn handle_batch(&mut self, a: &[u32], b: &[u32], labels: Option<&[u32]>) -> Result<(), LifecycleError> {
         let lab_len = labels.map_or(a.len(), <[u32]>::len);
         if a.len() != b.len() || lab_len != a.len() {
             return Err(LifecycleError::LengthMismatch {
@@ -241,10 +235,8 @@ mod tests {
     #[test]
     fn shadow_tracks_disagreement_over_a_stream() {
         let mut s = Shadow::default();
-        s.handle_batch(&[0, 1, 2, 3], &[0, 1, 2, 0], None)
-            .expect("batch");
-        s.handle_batch(&[1, 1], &[1, 2], Some(&[1, 2]))
-            .expect("batch");
+        s.handle_batch(&[0, 1, 2, 3], &[0, 1, 2, 0], None).expect("batch");
+        s.handle_batch(&[1, 1], &[1, 2], Some(&[1, 2])).expect("batch");
         let r = s.poll_report();
         assert_eq!(r.scored, 6);
         assert_eq!(r.disagreements, 2);

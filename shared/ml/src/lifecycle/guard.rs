@@ -40,23 +40,14 @@ const ALIASES: &[(&str, &str)] = &[("macro_f1", "f1_macro"), ("auc", "roc_auc")]
 
 /// The canonical name of a metric (aliases resolved), `None` if unknown.
 pub fn canonical_metric(name: &str) -> Option<&'static str> {
-    let name = ALIASES
-        .iter()
-        .find(|(a, _)| *a == name)
-        .map_or(name, |(_, c)| *c);
-    KNOWN_METRICS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(n, _)| *n)
+    let name = ALIASES.iter().find(|(a, _)| *a == name).map_or(name, |(_, c)| *c);
+    KNOWN_METRICS.iter().find(|(n, _)| *n == name).map(|(n, _)| *n)
 }
 
 /// Direction of a known metric (aliases accepted), `None` for a name the guard does not know.
 pub fn metric_direction(name: &str) -> Option<Direction> {
     let name = canonical_metric(name)?;
-    KNOWN_METRICS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, d)| *d)
+    KNOWN_METRICS.iter().find(|(n, _)| *n == name).map(|(_, d)| *d)
 }
 
 /// The default relative tolerance: 5 %.
@@ -120,11 +111,7 @@ impl GuardConfig {
                 None => {
                     return Err(LifecycleError::UnknownMetric {
                         name: m.clone(),
-                        known: KNOWN_METRICS
-                            .iter()
-                            .map(|(n, _)| *n)
-                            .collect::<Vec<_>>()
-                            .join(", "),
+                        known: KNOWN_METRICS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
                     })
                 }
             }
@@ -153,11 +140,7 @@ impl GuardConfig {
     ///
     /// A watched metric missing from either record, or not finite in the candidate, rejects the candidate:
     /// the guard fails closed.
-    pub fn decide(
-        &self,
-        current: &BTreeMap<String, f64>,
-        candidate: &BTreeMap<String, f64>,
-    ) -> GuardDecision {
+    pub fn decide(&self, current: &BTreeMap<String, f64>, candidate: &BTreeMap<String, f64>) -> GuardDecision {
         let mut checks = Vec::with_capacity(self.metrics.len());
         let mut reasons = Vec::new();
         for name in &self.metrics {
@@ -223,11 +206,7 @@ fn relative_worsening(dir: Direction, current: f64, candidate: f64) -> Option<f6
         Direction::LowerIsBetter => candidate - current,
     };
     let base = current.abs();
-    Some(if base < 1e-12 {
-        worse_by
-    } else {
-        worse_by / base
-    })
+    Some(if base < 1e-12 { worse_by } else { worse_by / base })
 }
 
 /// One watched metric's comparison.
@@ -264,8 +243,7 @@ pub struct GuardDecision {
 /// Extracts every numeric top-level field of a serializable metric record (e.g. [`crate::Metrics`]) into a
 /// name -> value map the guard reads. Non-numeric fields are skipped.
 pub fn metric_map<T: Serialize>(metrics: &T) -> Result<BTreeMap<String, f64>, LifecycleError> {
-    let value =
-        serde_json::to_value(metrics).map_err(|e| LifecycleError::Serialize(e.to_string()))?;
+    let value = serde_json::to_value(metrics).map_err(|e| LifecycleError::Serialize(e.to_string()))?;
     let mut out = BTreeMap::new();
     if let serde_json::Value::Object(map) = value {
         for (k, v) in map {
@@ -305,16 +283,11 @@ mod tests {
         let d = g.decide(&rec(0.90, 0.88, 0.97), &rec(0.90, 0.80, 0.97));
         assert!(!d.accepted);
         assert!(d.reason.contains("f1_macro"), "{}", d.reason);
-        let f1 = d
-            .checks
-            .iter()
-            .find(|c| c.metric == "f1_macro")
-            .expect("checked");
+        let f1 = d.checks.iter().find(|c| c.metric == "f1_macro").expect("checked");
         let w = f1.relative_worsening.expect("finite");
         assert!((w - (0.88 - 0.80) / 0.88).abs() < 1e-12);
         // The decision round-trips through JSON for the federation log.
-        let back: GuardDecision =
-            serde_json::from_str(&serde_json::to_string(&d).expect("ser")).expect("de");
+        let back: GuardDecision = serde_json::from_str(&serde_json::to_string(&d).expect("ser")).expect("de");
         // (floats are compared with a tolerance: serde_json's default float parsing is not bit-exact)
         assert_eq!(
             (back.accepted, &back.reason, back.checks.len()),
@@ -328,14 +301,8 @@ mod tests {
     fn lower_is_better_metrics_mirror() {
         let g = GuardConfig::new(vec!["ece".into()], 0.05).expect("valid");
         let cur = BTreeMap::from([("ece".to_string(), 0.10)]);
-        assert!(
-            g.decide(&cur, &BTreeMap::from([("ece".to_string(), 0.104)]))
-                .accepted
-        );
-        assert!(
-            !g.decide(&cur, &BTreeMap::from([("ece".to_string(), 0.2)]))
-                .accepted
-        );
+        assert!(g.decide(&cur, &BTreeMap::from([("ece".to_string(), 0.104)])).accepted);
+        assert!(!g.decide(&cur, &BTreeMap::from([("ece".to_string(), 0.2)])).accepted);
     }
 
     #[test]
@@ -344,27 +311,22 @@ mod tests {
         let mut cand = rec(0.9, 0.9, 0.9);
         cand.remove("roc_auc");
         assert!(!g.decide(&rec(0.9, 0.9, 0.9), &cand).accepted);
-        assert!(
-            !g.decide(&rec(0.9, 0.9, 0.9), &rec(f64::NAN, 0.9, 0.9))
-                .accepted
-        );
+        assert!(!g.decide(&rec(0.9, 0.9, 0.9), &rec(f64::NAN, 0.9, 0.9)).accepted);
     }
 
     #[test]
     fn unknown_metric_refused_at_load() {
-        let err = serde_json::from_str::<GuardConfig>(r#"{"metrics":["accuracy","acuracy"]}"#)
-            .expect_err("unknown metric");
+        let err =
+            serde_json::from_str::<GuardConfig>(r#"{"metrics":["accuracy","acuracy"]}"#).expect_err("unknown metric");
         assert!(err.to_string().contains("acuracy"), "{err}");
-        let err = serde_json::from_str::<GuardConfig>(r#"{"max_relative_drop":1.5}"#)
-            .expect_err("bad tolerance");
+        let err = serde_json::from_str::<GuardConfig>(r#"{"max_relative_drop":1.5}"#).expect_err("bad tolerance");
         assert!(err.to_string().contains("1.5"), "{err}");
         assert!(serde_json::from_str::<GuardConfig>(r#"{"metrics":[]}"#).is_err());
         let ok: GuardConfig = serde_json::from_str("{}").expect("defaults");
         assert_eq!(ok, GuardConfig::default());
         // The brief's spelling `macro_f1` is an alias of the Metrics field `f1_macro`.
         let alias: GuardConfig =
-            serde_json::from_str(r#"{"metrics":["accuracy","macro_f1","roc_auc"]}"#)
-                .expect("alias");
+            serde_json::from_str(r#"{"metrics":["accuracy","macro_f1","roc_auc"]}"#).expect("alias");
         assert_eq!(alias, GuardConfig::default());
     }
 

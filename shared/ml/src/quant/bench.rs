@@ -34,9 +34,7 @@ impl QuantBenchConfig {
     /// The full benchmark.
     pub fn full() -> Self {
         QuantBenchConfig {
-            teacher: ModelConfig::Mlp {
-                hidden: vec![512, 256],
-            },
+            teacher: ModelConfig::Mlp { hidden: vec![512, 256] },
             student: ModelConfig::Mlp { hidden: vec![128] },
             train: TrainConfig {
                 epochs: 15,
@@ -146,10 +144,7 @@ pub struct QuantBenchReport {
 }
 
 fn accuracy_of(logits: &[f32], labels: &[u32], c: usize) -> f64 {
-    let pred: Vec<u32> = logits
-        .chunks_exact(c)
-        .map(|r| crate::model::argmax(r) as u32)
-        .collect();
+    let pred: Vec<u32> = logits.chunks_exact(c).map(|r| crate::model::argmax(r) as u32).collect();
     crate::metrics::accuracy(labels, &pred)
 }
 
@@ -195,11 +190,7 @@ fn kernel_sweep(q: &QuantizedModel, test: &Dataset) -> Result<Vec<KernelSweepRow
 }
 
 /// Runs the benchmark on `ds` (MNIST-10k in `fedistill bench quantize`).
-pub fn bench_quantize(
-    ds: &Dataset,
-    cfg: &QuantBenchConfig,
-    progress: &Progress,
-) -> Result<QuantBenchReport> {
+pub fn bench_quantize(ds: &Dataset, cfg: &QuantBenchConfig, progress: &Progress) -> Result<QuantBenchReport> {
     let fed = split(
         ds,
         &SplitConfig {

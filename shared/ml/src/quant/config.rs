@@ -49,19 +49,15 @@ mod tests {
 
     #[test]
     fn bad_files_name_the_problem() {
-        let e = parse_quantize_file("[model]\nkind = \"mlp\"\nhiden = [1]\n", "s.toml")
-            .expect_err("typo");
+        let e = parse_quantize_file("[model]\nkind = \"mlp\"\nhiden = [1]\n", "s.toml").expect_err("typo");
         assert!(
             e.to_string().contains("s.toml") && e.to_string().contains("hiden"),
             "{e}"
         );
         let e = parse_quantize_file("[qat]\nepochs = 1\n", "s.toml").expect_err("no model");
         assert!(e.to_string().contains("model"), "{e}");
-        let e = parse_quantize_file(
-            "[model]\nkind = \"mlp\"\nhidden = [8]\n[qat]\nepoch = 1\n",
-            "s.toml",
-        )
-        .expect_err("typo in qat");
+        let e = parse_quantize_file("[model]\nkind = \"mlp\"\nhidden = [8]\n[qat]\nepoch = 1\n", "s.toml")
+            .expect_err("typo in qat");
         assert!(e.to_string().contains("epoch"), "{e}");
     }
 }

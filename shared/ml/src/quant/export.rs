@@ -114,10 +114,7 @@ pub fn stored_weights_digest(q: &QuantizedModel) -> Result<[u8; 32]> {
     for (i, l) in q.layers.iter().enumerate() {
         let w = l.stored_weight()?;
         let b = bias_qtensor(l)?;
-        for (name, t) in [
-            (format!("layers.{i}.weight"), &w),
-            (format!("layers.{i}.bias"), &b),
-        ] {
+        for (name, t) in [(format!("layers.{i}.weight"), &w), (format!("layers.{i}.bias"), &b)] {
             h.update(name.as_bytes());
             h.update([0u8]);
             h.update(ggml_id(t.dtype()).to_le_bytes());
@@ -152,13 +149,7 @@ pub fn to_gguf(q: &QuantizedModel) -> Result<Vec<u8>> {
     let profile = gguf_file::Value::String(q.profile.name().into());
     let in_dim = gguf_file::Value::U64(q.arch.in_dim as u64);
     let classes = gguf_file::Value::U64(q.arch.classes as u64);
-    let hidden = gguf_file::Value::Array(
-        q.arch
-            .hidden
-            .iter()
-            .map(|&h| gguf_file::Value::U64(h as u64))
-            .collect(),
-    );
+    let hidden = gguf_file::Value::Array(q.arch.hidden.iter().map(|&h| gguf_file::Value::U64(h as u64)).collect());
     let metadata: Vec<(&str, &gguf_file::Value)> = vec![
         ("general.architecture", &arch),
         ("fedistill.format_version", &version),
@@ -196,17 +187,8 @@ pub fn to_f16_safetensors(q: &QuantizedModel) -> Result<Vec<u8>> {
             wb,
         ));
         let b = l.b.narrow(0, 0, out)?;
-        let bb: Vec<u8> = b
-            .to_vec1::<f32>()?
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
-        owned.push((
-            format!("layers.{i}.bias"),
-            safetensors::Dtype::F32,
-            vec![out],
-            bb,
-        ));
+        let bb: Vec<u8> = b.to_vec1::<f32>()?.iter().flat_map(|v| v.to_le_bytes()).collect();
+        owned.push((format!("layers.{i}.bias"), safetensors::Dtype::F32, vec![out], bb));
     }
     let mut views = Vec::new();
     for (name, dt, shape, bytes) in &owned {
@@ -216,10 +198,7 @@ pub fn to_f16_safetensors(q: &QuantizedModel) -> Result<Vec<u8>> {
     }
     let meta = std::collections::HashMap::from([
         ("fedistill.profile".to_string(), "f16".to_string()),
-        (
-            "fedistill.format_version".to_string(),
-            FORMAT_VERSION.to_string(),
-        ),
+        ("fedistill.format_version".to_string(), FORMAT_VERSION.to_string()),
         (
             "fedistill.arch".to_string(),
             serde_json::to_string(&q.arch).unwrap_or_default(),
@@ -235,9 +214,7 @@ pub fn export_bytes(q: &QuantizedModel, source: Option<&Model>) -> Result<Vec<u8
         Profile::Int8 | Profile::Sandwich => to_gguf(q),
         Profile::F16 => to_f16_safetensors(q),
         Profile::F32 => source
-            .ok_or_else(|| {
-                MlError::InvalidConfig("exporting the f32 profile needs the f32 student".into())
-            })?
+            .ok_or_else(|| MlError::InvalidConfig("exporting the f32 profile needs the f32 student".into()))?
             .to_safetensors(),
     }
 }
@@ -275,8 +252,7 @@ pub fn export_student(
         ptq: info.ptq.clone(),
     };
     let card_path = dir.join(format!("{file}.card.json"));
-    let json = serde_json::to_vec_pretty(&card)
-        .map_err(|e| MlError::InvalidConfig(format!("card: {e}")))?;
+    let json = serde_json::to_vec_pretty(&card).map_err(|e| MlError::InvalidConfig(format!("card: {e}")))?;
     std::fs::write(&card_path, json).map_err(io_err(&card_path))?;
     Ok((path, card))
 }
@@ -296,10 +272,7 @@ pub fn load_student(path: &Path, expected: &Arch) -> Result<QuantizedModel> {
         .and_then(|m| m.get("fedistill.profile").cloned());
     match profile.as_deref() {
         Some("f16") => from_f16_safetensors(&bytes, expected).map_err(|e| relabel(e, path)),
-        Some(other) => Err(ckpt(
-            path,
-            format!("safetensors file of unsupported profile `{other}`"),
-        )),
+        Some(other) => Err(ckpt(path, format!("safetensors file of unsupported profile `{other}`"))),
         None => {
             let cfg = ModelConfig::Mlp {
                 hidden: expected.hidden.clone(),
@@ -340,20 +313,12 @@ pub fn recorded_arch(path: &Path) -> Result<Option<Arch>> {
                 in_dim,
                 classes,
             })),
-            _ => Err(ckpt(
-                path,
-                "GGUF metadata lacks fedistill.hidden / in_dim / classes",
-            )),
+            _ => Err(ckpt(path, "GGUF metadata lacks fedistill.hidden / in_dim / classes")),
         };
     }
     if let Ok((_, meta)) = safetensors::SafeTensors::read_metadata(&bytes) {
-        if let Some(a) = meta
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get("fedistill.arch"))
-        {
-            let arch = serde_json::from_str(a)
-                .map_err(|e| ckpt(path, format!("bad fedistill.arch metadata: {e}")))?;
+        if let Some(a) = meta.metadata().as_ref().and_then(|m| m.get("fedistill.arch")) {
+            let arch = serde_json::from_str(a).map_err(|e| ckpt(path, format!("bad fedistill.arch metadata: {e}")))?;
             return Ok(Some(arch));
         }
     }
@@ -362,8 +327,8 @@ pub fn recorded_arch(path: &Path) -> Result<Option<Arch>> {
     let card_path = PathBuf::from(card_name);
     match std::fs::read(&card_path) {
         Ok(b) => {
-            let card: ModelCard = serde_json::from_slice(&b)
-                .map_err(|e| ckpt(&card_path, format!("bad model card: {e}")))?;
+            let card: ModelCard =
+                serde_json::from_slice(&b).map_err(|e| ckpt(&card_path, format!("bad model card: {e}")))?;
             Ok(Some(card.arch))
         }
         Err(_) => Ok(None),
@@ -395,8 +360,7 @@ fn meta_u64(c: &gguf_file::Content, key: &str) -> Result<u64> {
 /// Parses GGUF bytes written by [`to_gguf`].
 pub fn from_gguf(bytes: &[u8], expected: &Arch) -> Result<QuantizedModel> {
     let mut cur = Cursor::new(bytes);
-    let content = gguf_file::Content::read(&mut cur)
-        .map_err(|e| mem(format!("not a readable GGUF file: {e}")))?;
+    let content = gguf_file::Content::read(&mut cur).map_err(|e| mem(format!("not a readable GGUF file: {e}")))?;
     let arch_name = content
         .metadata
         .get("general.architecture")
@@ -454,13 +418,7 @@ pub fn from_gguf(bytes: &[u8], expected: &Arch) -> Result<QuantizedModel> {
             format.ggml(),
             &[pout, pin],
         )?;
-        let b = read_tensor(
-            &content,
-            &mut cur,
-            &format!("layers.{i}.bias"),
-            GgmlDType::F32,
-            &[pout],
-        )?;
+        let b = read_tensor(&content, &mut cur, &format!("layers.{i}.bias"), GgmlDType::F32, &[pout])?;
         let b = b.dequantize(&Device::Cpu)?;
         check_finite(&b, &format!("layers.{i}.bias"))?;
         let layer = QLayer::from_stored(format, w, b)?;
@@ -508,8 +466,7 @@ fn read_tensor(
 
 /// Parses f16 safetensors bytes written by [`to_f16_safetensors`].
 pub fn from_f16_safetensors(bytes: &[u8], expected: &Arch) -> Result<QuantizedModel> {
-    let st = safetensors::SafeTensors::deserialize(bytes)
-        .map_err(|e| mem(format!("not safetensors: {e}")))?;
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| mem(format!("not safetensors: {e}")))?;
     let dims = expected.layer_dims();
     let pdims = expected.padded_dims();
     if st.len() != 2 * dims.len() {
@@ -523,14 +480,9 @@ pub fn from_f16_safetensors(bytes: &[u8], expected: &Arch) -> Result<QuantizedMo
     for (i, (&(inp, out), &(pin, pout))) in dims.iter().zip(&pdims).enumerate() {
         let wname = format!("layers.{i}.weight");
         let bname = format!("layers.{i}.bias");
-        let w = st
-            .tensor(&wname)
-            .map_err(|_| mem(format!("missing tensor {wname}")))?;
+        let w = st.tensor(&wname).map_err(|_| mem(format!("missing tensor {wname}")))?;
         if w.dtype() != safetensors::Dtype::F16 {
-            return Err(mem(format!(
-                "tensor {wname} has dtype {:?}, expected F16",
-                w.dtype()
-            )));
+            return Err(mem(format!("tensor {wname} has dtype {:?}, expected F16", w.dtype())));
         }
         if w.shape() != [out, inp] {
             return Err(mem(format!(
@@ -539,14 +491,9 @@ pub fn from_f16_safetensors(bytes: &[u8], expected: &Arch) -> Result<QuantizedMo
                 [out, inp]
             )));
         }
-        let b = st
-            .tensor(&bname)
-            .map_err(|_| mem(format!("missing tensor {bname}")))?;
+        let b = st.tensor(&bname).map_err(|_| mem(format!("missing tensor {bname}")))?;
         if b.dtype() != safetensors::Dtype::F32 {
-            return Err(mem(format!(
-                "tensor {bname} has dtype {:?}, expected F32",
-                b.dtype()
-            )));
+            return Err(mem(format!("tensor {bname} has dtype {:?}, expected F32", b.dtype())));
         }
         if b.shape() != [out] {
             return Err(mem(format!(
@@ -574,21 +521,14 @@ pub fn from_f16_safetensors(bytes: &[u8], expected: &Arch) -> Result<QuantizedMo
         }
         let mut pb = vec![0f32; pout];
         pb[..out].copy_from_slice(&bv);
-        let wq = QTensor::quantize(
-            &Tensor::from_vec(pw, (pout, pin), &Device::Cpu)?,
-            GgmlDType::F16,
-        )?;
+        let wq = QTensor::quantize(&Tensor::from_vec(pw, (pout, pin), &Device::Cpu)?, GgmlDType::F16)?;
         layers.push(QLayer::from_stored(
             LayerFormat::F16,
             wq,
             Tensor::from_vec(pb, pout, &Device::Cpu)?,
         )?);
     }
-    Ok(QuantizedModel::from_layers(
-        Profile::F16,
-        expected.clone(),
-        layers,
-    ))
+    Ok(QuantizedModel::from_layers(Profile::F16, expected.clone(), layers))
 }
 
 #[cfg(test)]
@@ -597,13 +537,9 @@ mod tests {
     use crate::model::ModelConfig;
 
     fn student() -> (Model, Arch, Vec<f32>) {
-        let cfg = ModelConfig::Mlp {
-            hidden: vec![48, 20],
-        };
+        let cfg = ModelConfig::Mlp { hidden: vec![48, 20] };
         let m = Model::new(&cfg, 70, 5, 5).expect("model");
-        let x: Vec<f32> = (0..10 * 70)
-            .map(|i| ((i * 31) % 17) as f32 / 17.0)
-            .collect();
+        let x: Vec<f32> = (0..10 * 70).map(|i| ((i * 31) % 17) as f32 / 17.0).collect();
         m.fit_input_normalization(&x, 10, false).expect("norm");
         let arch = Arch::from_config(&cfg, 70, 5).expect("arch");
         (m, arch, x)
@@ -615,8 +551,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         for p in Profile::ALL {
             let q = QuantizedModel::from_model(&m, p).expect("quantize");
-            let (path, card) =
-                export_student(&q, &m, dir.path(), p.name(), &CardInfo::default()).expect("export");
+            let (path, card) = export_student(&q, &m, dir.path(), p.name(), &CardInfo::default()).expect("export");
             let back = load_student(&path, &arch).expect("load");
             assert_eq!(back.profile(), p);
             for kernel in [true, false] {
@@ -657,13 +592,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         for p in Profile::ALL {
             let q = QuantizedModel::from_model(&m, p).expect("quantize");
-            let (path, _) =
-                export_student(&q, &m, dir.path(), p.name(), &CardInfo::default()).expect("export");
-            assert_eq!(
-                recorded_arch(&path).expect("arch"),
-                Some(arch.clone()),
-                "{p}"
-            );
+            let (path, _) = export_student(&q, &m, dir.path(), p.name(), &CardInfo::default()).expect("export");
+            assert_eq!(recorded_arch(&path).expect("arch"), Some(arch.clone()), "{p}");
         }
         let bare = dir.path().join("bare.safetensors");
         m.save(&bare).expect("save");
@@ -673,8 +603,7 @@ mod tests {
     #[test]
     fn truncated_gguf_names_the_tensor() {
         let (m, arch, _) = student();
-        let good =
-            to_gguf(&QuantizedModel::from_model(&m, Profile::Int8).expect("q")).expect("gguf");
+        let good = to_gguf(&QuantizedModel::from_model(&m, Profile::Int8).expect("q")).expect("gguf");
         // Cutting into the tensor data leaves the header intact: the error names the last tensor.
         let err = load_err(&good[..good.len() - 40], &arch);
         assert!(err.contains("layers.2."), "{err}");
@@ -686,8 +615,7 @@ mod tests {
     #[test]
     fn wrong_architecture_is_refused() {
         let (m, _, _) = student();
-        let good =
-            to_gguf(&QuantizedModel::from_model(&m, Profile::Int8).expect("q")).expect("gguf");
+        let good = to_gguf(&QuantizedModel::from_model(&m, Profile::Int8).expect("q")).expect("gguf");
         let other = Arch {
             hidden: vec![48, 21],
             in_dim: 70,
@@ -714,38 +642,21 @@ mod tests {
         }
         let bytes = rewrite(&q, &tensors);
         let err = load_err(&bytes, &arch);
-        assert!(
-            err.contains("layers.1.weight") && err.contains("dtype"),
-            "{err}"
-        );
+        assert!(err.contains("layers.1.weight") && err.contains("dtype"), "{err}");
         // And layers.2.bias with the wrong length.
         tensors[5] = (
             "layers.2.bias".into(),
-            QTensor::quantize(
-                &Tensor::zeros(4, DType::F32, &Device::Cpu).expect("z"),
-                GgmlDType::F32,
-            )
-            .expect("q"),
+            QTensor::quantize(&Tensor::zeros(4, DType::F32, &Device::Cpu).expect("z"), GgmlDType::F32).expect("q"),
         );
-        tensors[2] = (
-            "layers.1.weight".into(),
-            q.layers[1].stored_weight().expect("w"),
-        );
+        tensors[2] = ("layers.1.weight".into(), q.layers[1].stored_weight().expect("w"));
         let err = load_err(&rewrite(&q, &tensors), &arch);
-        assert!(
-            err.contains("layers.2.bias") && err.contains("shape"),
-            "{err}"
-        );
+        assert!(err.contains("layers.2.bias") && err.contains("shape"), "{err}");
     }
 
     fn rewrite(q: &QuantizedModel, tensors: &[(String, QTensor)]) -> Vec<u8> {
         let good = to_gguf(q).expect("gguf");
         let content = gguf_file::Content::read(&mut Cursor::new(&good[..])).expect("read");
-        let meta: Vec<(&str, &gguf_file::Value)> = content
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.as_str(), v))
-            .collect();
+        let meta: Vec<(&str, &gguf_file::Value)> = content.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
         let mut cur = Cursor::new(Vec::new());
         gguf_file::write(&mut cur, &meta, &refs).expect("write");
@@ -765,17 +676,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let p = dir.path().join("s.safetensors");
         std::fs::write(&p, &bytes).expect("write");
-        let err = load_student(&p, &other)
-            .expect_err("wrong arch")
-            .to_string();
-        assert!(
-            err.contains("layers.0.weight") && err.contains("shape"),
-            "{err}"
-        );
+        let err = load_student(&p, &other).expect_err("wrong arch").to_string();
+        assert!(err.contains("layers.0.weight") && err.contains("shape"), "{err}");
         std::fs::write(&p, &bytes[..bytes.len() / 2]).expect("write");
-        assert!(matches!(
-            load_student(&p, &other),
-            Err(MlError::Checkpoint { .. })
-        ));
+        assert!(matches!(load_student(&p, &other), Err(MlError::Checkpoint { .. })));
     }
 }

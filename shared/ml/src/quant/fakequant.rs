@@ -46,14 +46,10 @@ impl CustomOp1 for FakeQuantQ8 {
         "fake-quant-q8_0"
     }
 
-    fn cpu_fwd(
-        &self,
-        storage: &CpuStorage,
-        layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (start, end) = layout.contiguous_offsets().ok_or_else(|| {
-            candle_core::Error::Msg("fake-quant needs a contiguous tensor".into())
-        })?;
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("fake-quant needs a contiguous tensor".into()))?;
         let shape = layout.shape().clone();
         let row_len = shape.dims().last().copied().unwrap_or(1);
         match storage {
@@ -69,12 +65,7 @@ impl CustomOp1 for FakeQuantQ8 {
         }
     }
 
-    fn bwd(
-        &self,
-        _arg: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
         // Straight-through estimator: d round(x) / dx is taken as 1.
         Ok(Some(grad_res.clone()))
     }
@@ -95,9 +86,7 @@ mod tests {
     fn matches_candle_q8_0_round_trip() {
         // The expected values come from candle itself: quantize to Q8_0 and dequantize.
         let dev = Device::Cpu;
-        let vals: Vec<f32> = (0..4 * 64)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
-            .collect();
+        let vals: Vec<f32> = (0..4 * 64).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
         let t = Tensor::from_vec(vals, (4, 64), &dev).expect("tensor");
         let q = QTensor::quantize(&t, GgmlDType::Q8_0).expect("quantize");
         let want: Vec<f32> = q

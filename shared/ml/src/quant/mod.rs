@@ -11,18 +11,13 @@ pub mod ptq;
 pub mod qat;
 pub mod table;
 
-pub use bench::{
-    bench_quantize, KernelSweepRow, QatRow, QuantBenchConfig, QuantBenchReport, TeacherVsInt8,
-};
+pub use bench::{bench_quantize, KernelSweepRow, QatRow, QuantBenchConfig, QuantBenchReport, TeacherVsInt8};
 pub use config::{parse_quantize_file, QuantizeFile};
 pub use export::{export_student, load_student, recorded_arch, CardInfo, DatasetRef, ModelCard};
 pub use fakequant::{fake_quant, FakeQuantQ8};
-pub use model::{
-    pad32, Arch, Kernel, LayerFormat, Profile, QuantizedModel, DEFAULT_AUTO_THRESHOLD,
-};
+pub use model::{pad32, Arch, Kernel, LayerFormat, Profile, QuantizedModel, DEFAULT_AUTO_THRESHOLD};
 pub use ptq::{quantize, LayerReport, PtqOptions, PtqReport};
 pub use qat::{fake_quant_forward, qat_finetune, QatConfig, QatStats, QatTargets};
 pub use table::{
-    evaluate_quantized, format_table, quantization_table, time_interleaved, KernelTiming, LogitsFn,
-    QuantRow,
+    evaluate_quantized, format_table, quantization_table, time_interleaved, KernelTiming, LogitsFn, QuantRow,
 };

@@ -205,9 +205,7 @@ pub(crate) fn float_layers(model: &Model) -> Result<(Arch, Vec<FloatLayer>)> {
         let w = var_values(model, &format!("layers.{i}.weight"))?;
         let b = var_values(model, &format!("layers.{i}.bias"))?;
         if w.len() != inp * out || b.len() != out {
-            return Err(MlError::InvalidConfig(format!(
-                "layers.{i} has unexpected size"
-            )));
+            return Err(MlError::InvalidConfig(format!("layers.{i} has unexpected size")));
         }
         let mut pw = vec![0f32; pout * pin];
         let mut pb = vec![0f32; pout];
@@ -255,11 +253,7 @@ pub(crate) struct QLayer {
 #[derive(Debug)]
 pub(crate) enum RowWeights {
     /// Q8_0 blocks split into scales (`out * in / 32`, f16 widened to f32) and int8 values (`out * in`).
-    Q8 {
-        d: Vec<f32>,
-        qs: Vec<i8>,
-        bias: Vec<f32>,
-    },
+    Q8 { d: Vec<f32>, qs: Vec<i8>, bias: Vec<f32> },
     /// f32 (or f16-rounded) weights, row-major `[out, in]`.
     F32 { w: Vec<f32>, bias: Vec<f32> },
 }
@@ -282,22 +276,14 @@ fn quantize_row_q8(x: &[f32], d: &mut Vec<f32>, q: &mut Vec<i8>) {
 
 /// Integer dot product of two 32-value blocks.
 fn dot_block_i8(a: &[i8], b: &[i8]) -> i32 {
-    a.iter()
-        .zip(b)
-        .map(|(&x, &y)| i32::from(x) * i32::from(y))
-        .sum()
+    a.iter().zip(b).map(|(&x, &y)| i32::from(x) * i32::from(y)).sum()
 }
 
 /// f32 dot product with 8 independent partial sums (lets the compiler use SIMD lanes).
 fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
     for (xa, xb) in ca.zip(cb) {
         for i in 0..8 {
             acc[i] += xa[i] * xb[i];
@@ -328,10 +314,9 @@ impl QLayer {
         match layer.format {
             LayerFormat::Q8_0 => layer.q = Some(Arc::new(QTensor::quantize(&w, GgmlDType::Q8_0)?)),
             LayerFormat::F16 => {
-                let _ = layer.w.set(
-                    w.to_dtype(candle_core::DType::F16)?
-                        .to_dtype(candle_core::DType::F32)?,
-                );
+                let _ = layer
+                    .w
+                    .set(w.to_dtype(candle_core::DType::F16)?.to_dtype(candle_core::DType::F32)?);
             }
             LayerFormat::F32 => {
                 let _ = layer.w.set(w);
@@ -425,23 +410,13 @@ impl QLayer {
     /// One row through the layer in plain Rust: for Q8_0 the input is quantized to Q8_0 and every block
     /// product is an integer dot product scaled by both f16 scales (what candle's `vec_dot_q8_0_q8_0`
     /// computes, summed in a different order); f32/f16 layers use an f32 dot product.
-    fn gemv(
-        &self,
-        x: &[f32],
-        out: &mut Vec<f32>,
-        xd: &mut Vec<f32>,
-        xq: &mut Vec<i8>,
-    ) -> Result<()> {
+    fn gemv(&self, x: &[f32], out: &mut Vec<f32>, xd: &mut Vec<f32>, xq: &mut Vec<i8>) -> Result<()> {
         out.clear();
         match self.row_weights()? {
             RowWeights::Q8 { d, qs, bias } => {
                 quantize_row_q8(x, xd, xq);
                 let blocks = self.in_dim / Q8_BLOCK;
-                for ((wq, wd), b) in qs
-                    .chunks_exact(self.in_dim)
-                    .zip(d.chunks_exact(blocks))
-                    .zip(bias)
-                {
+                for ((wq, wd), b) in qs.chunks_exact(self.in_dim).zip(d.chunks_exact(blocks)).zip(bias) {
                     let mut acc = 0f32;
                     for (((wb, xb), dw), dx) in wq
                         .chunks_exact(Q8_BLOCK)
@@ -490,11 +465,7 @@ impl QuantizedModel {
         Self::from_float_layers(arch, &float, profile)
     }
 
-    pub(crate) fn from_float_layers(
-        arch: Arch,
-        float: &[FloatLayer],
-        profile: Profile,
-    ) -> Result<QuantizedModel> {
+    pub(crate) fn from_float_layers(arch: Arch, float: &[FloatLayer], profile: Profile) -> Result<QuantizedModel> {
         let n = float.len();
         let layers = float
             .iter()
@@ -686,18 +657,14 @@ mod tests {
     use crate::model::ModelConfig;
 
     fn inputs(n: usize, d: usize) -> Vec<f32> {
-        (0..n * d)
-            .map(|i| ((i * 7919) % 256) as f32 / 255.0)
-            .collect()
+        (0..n * d).map(|i| ((i * 7919) % 256) as f32 / 255.0).collect()
     }
 
     #[test]
     fn f32_profile_reproduces_the_model() {
         // Folding the standardization and padding must not change the function: compared with the
         // candle forward of the same weights.
-        let cfg = ModelConfig::Mlp {
-            hidden: vec![40, 20],
-        };
+        let cfg = ModelConfig::Mlp { hidden: vec![40, 20] };
         let m = Model::new(&cfg, 50, 3, 7).expect("model");
         let x = inputs(16, 50);
         m.fit_input_normalization(&x, 16, true).expect("norm");
@@ -720,10 +687,7 @@ mod tests {
         let m = Model::new(&cfg, 784, 10, 3).expect("model");
         let x = inputs(32, 784);
         let q = QuantizedModel::from_model(&m, Profile::Int8).expect("quantize");
-        assert_eq!(
-            q.layer_formats(),
-            vec![LayerFormat::Q8_0, LayerFormat::Q8_0]
-        );
+        assert_eq!(q.layer_formats(), vec![LayerFormat::Q8_0, LayerFormat::Q8_0]);
         let f = m.logits(&x, 32).expect("f32");
         let a = q.logits_with(&x, 32, true).expect("qmatmul");
         let b = q.logits_with(&x, 32, false).expect("dequantized");
@@ -749,9 +713,7 @@ mod tests {
 
     #[test]
     fn sandwich_layout_and_size() {
-        let cfg = ModelConfig::Mlp {
-            hidden: vec![64, 32],
-        };
+        let cfg = ModelConfig::Mlp { hidden: vec![64, 32] };
         let m = Model::new(&cfg, 784, 10, 1).expect("model");
         let q = QuantizedModel::from_model(&m, Profile::Sandwich).expect("quantize");
         assert_eq!(

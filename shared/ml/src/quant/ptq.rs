@@ -20,9 +20,7 @@ pub struct PtqOptions {
 
 impl Default for PtqOptions {
     fn default() -> Self {
-        PtqOptions {
-            bias_correction: true,
-        }
+        PtqOptions { bias_correction: true }
     }
 }
 
@@ -108,9 +106,7 @@ pub fn quantize(
 ) -> Result<(QuantizedModel, PtqReport)> {
     check_features(calib, n_calib, model.in_dim())?;
     if n_calib == 0 {
-        return Err(MlError::InvalidInput(
-            "calibration needs at least one sample".into(),
-        ));
+        return Err(MlError::InvalidInput("calibration needs at least one sample".into()));
     }
     let (arch, float) = float_layers(model)?;
     let reference = QuantizedModel::from_float_layers(arch.clone(), &float, Profile::F32)?;
@@ -176,21 +172,13 @@ pub fn quantize(
 /// A layer's output through the int8 kernel (`QMatMul` for Q8_0 layers).
 fn q_forward(q: &QLayer, x: &Tensor) -> Result<Tensor> {
     let y = match &q.q {
-        Some(qt) => {
-            candle_core::Module::forward(&candle_core::quantized::QMatMul::QTensor(qt.clone()), x)?
-        }
+        Some(qt) => candle_core::Module::forward(&candle_core::quantized::QMatMul::QTensor(qt.clone()), x)?,
         None => x.matmul(&q.weight_f32()?.t()?)?,
     };
     Ok(y.broadcast_add(&q.b)?)
 }
 
-fn bias_correct(
-    q: QLayer,
-    fl: &FloatLayer,
-    y_ref: &[f32],
-    y_q: &[f32],
-    n: usize,
-) -> Result<QLayer> {
+fn bias_correct(q: QLayer, fl: &FloatLayer, y_ref: &[f32], y_q: &[f32], n: usize) -> Result<QLayer> {
     let out = fl.out_dim;
     let mut shift = vec![0f64; out];
     for (r, s) in y_ref.chunks_exact(out).zip(y_q.chunks_exact(out)) {
@@ -219,24 +207,11 @@ mod tests {
 
     #[test]
     fn calibration_reports_every_layer_and_bias_correction_helps() {
-        let cfg = ModelConfig::Mlp {
-            hidden: vec![64, 32],
-        };
+        let cfg = ModelConfig::Mlp { hidden: vec![64, 32] };
         let m = Model::new(&cfg, 100, 4, 11).expect("model");
         let n = 64;
-        let x: Vec<f32> = (0..n * 100)
-            .map(|i| ((i * 131) % 97) as f32 / 97.0)
-            .collect();
-        let (q0, r0) = quantize(
-            &m,
-            Profile::Int8,
-            &x,
-            n,
-            &PtqOptions {
-                bias_correction: false,
-            },
-        )
-        .expect("ptq");
+        let x: Vec<f32> = (0..n * 100).map(|i| ((i * 131) % 97) as f32 / 97.0).collect();
+        let (q0, r0) = quantize(&m, Profile::Int8, &x, n, &PtqOptions { bias_correction: false }).expect("ptq");
         let (q1, r1) = quantize(&m, Profile::Int8, &x, n, &PtqOptions::default()).expect("ptq");
         assert_eq!(r1.layers.len(), 3);
         assert_eq!(r1.layers[0].shape, [64, 128]);
@@ -245,10 +220,7 @@ mod tests {
             // Correction removes the mean error on the calibration data, so it cannot increase the L2.
             assert!(l.output_rel_l2_corrected <= l.output_rel_l2 + 1e-9, "{l:?}");
         }
-        assert_eq!(
-            r0.layers[2].output_rel_l2,
-            r0.layers[2].output_rel_l2_corrected
-        );
+        assert_eq!(r0.layers[2].output_rel_l2, r0.layers[2].output_rel_l2_corrected);
         assert!(r1.top1_agreement > 0.9);
         assert!(q0.logits(&x, n).is_ok() && q1.logits(&x, n).is_ok());
         assert!(matches!(

@@ -52,9 +52,7 @@ impl QatConfig {
             )));
         }
         if self.batch_size == 0 {
-            return Err(MlError::InvalidHyperParameter(
-                "qat batch_size must be >= 1".into(),
-            ));
+            return Err(MlError::InvalidHyperParameter("qat batch_size must be >= 1".into()));
         }
         if !(self.lr > 0.0 && self.lr < 1.0) {
             return Err(MlError::InvalidHyperParameter(format!(
@@ -108,11 +106,7 @@ pub fn fake_quant_forward(model: &Model, x: &Tensor, quantize_activations: bool)
             b = (b - w.matmul(&shift.unsqueeze(1)?)?.squeeze(1)?)?;
         }
         let wq = fake_quant(&w)?;
-        let hq = if quantize_activations {
-            fake_quant(&h)?
-        } else {
-            h
-        };
+        let hq = if quantize_activations { fake_quant(&h)? } else { h };
         h = hq.matmul(&wq.t()?)?.broadcast_add(&b)?;
         if i + 1 != n_layers {
             h = h.relu()?;
@@ -134,9 +128,7 @@ pub fn qat_finetune(
     let c = model.classes();
     check_features(x, n, d)?;
     if n == 0 {
-        return Err(MlError::InvalidInput(
-            "QAT needs at least one sample".into(),
-        ));
+        return Err(MlError::InvalidInput("QAT needs at least one sample".into()));
     }
     match targets {
         QatTargets::Labels(l) => crate::train::check_labels(l, n, c)?,
@@ -144,11 +136,7 @@ pub fn qat_finetune(
     }
     let student = Model::new(model.config(), d, c, 0)?;
     student.copy_weights_from(model)?;
-    let vars: Vec<candle_core::Var> = student
-        .trainable_vars()
-        .into_iter()
-        .map(|(_, v)| v)
-        .collect();
+    let vars: Vec<candle_core::Var> = student.trainable_vars().into_iter().map(|(_, v)| v).collect();
     let mut opt = AdamW::new(
         vars,
         ParamsAdamW {
@@ -191,19 +179,13 @@ pub fn qat_finetune(
             };
             let lv = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
             if !lv.is_finite() {
-                return Err(MlError::Diverged {
-                    epoch,
-                    step,
-                    loss: lv,
-                });
+                return Err(MlError::Diverged { epoch, step, loss: lv });
             }
             opt.backward_step(&loss)?;
             total += f64::from(lv);
             batches += 1;
         }
-        stats
-            .epoch_loss
-            .push((total / batches.max(1) as f64) as f32);
+        stats.epoch_loss.push((total / batches.max(1) as f64) as f32);
     }
     Ok((student, stats))
 }
@@ -241,9 +223,7 @@ mod tests {
         let cfg = ModelConfig::Mlp { hidden: vec![16] };
         let m = Model::new(&cfg, 32, 3, 2).expect("model");
         let n = 96;
-        let x: Vec<f32> = (0..n * 32)
-            .map(|i| ((i * 7) % 23) as f32 / 23.0 - 0.5)
-            .collect();
+        let x: Vec<f32> = (0..n * 32).map(|i| ((i * 7) % 23) as f32 / 23.0 - 0.5).collect();
         let y: Vec<u32> = (0..n)
             .map(|i| (x[i * 32] > 0.0) as u32 + (x[i * 32 + 1] > 0.2) as u32)
             .collect();
@@ -254,11 +234,7 @@ mod tests {
         };
         let (a, sa) = qat_finetune(&m, &x, n, QatTargets::Labels(&y), &qc).expect("qat");
         let (b, _) = qat_finetune(&m, &x, n, QatTargets::Labels(&y), &qc).expect("qat");
-        assert!(
-            sa.epoch_loss.last() < sa.epoch_loss.first(),
-            "{:?}",
-            sa.epoch_loss
-        );
+        assert!(sa.epoch_loss.last() < sa.epoch_loss.first(), "{:?}", sa.epoch_loss);
         assert_eq!(a.weights_digest(), b.weights_digest());
         assert_ne!(a.weights_digest(), m.weights_digest());
         let bad = QatConfig {

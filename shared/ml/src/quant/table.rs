@@ -78,16 +78,9 @@ type BoxedLogitsFn<'a> = Box<dyn Fn(&[f32], usize) -> Result<Vec<f32>> + 'a>;
 /// Times several logits functions **interleaved** (pass `i` of every function runs before pass `i + 1` of
 /// any), so that load from other processes hits all of them alike: per function, batch-1 p50/p99 latency
 /// (µs, 300 passes after 20 warm-up) and samples/s at batch 128 (16 rounds of one batch each).
-pub fn time_interleaved(
-    fns: &[LogitsFn<'_>],
-    x: &[f32],
-    n: usize,
-    d: usize,
-) -> Result<Vec<(f64, f64, f64)>> {
+pub fn time_interleaved(fns: &[LogitsFn<'_>], x: &[f32], n: usize, d: usize) -> Result<Vec<(f64, f64, f64)>> {
     if n == 0 || x.len() != n * d {
-        return Err(MlError::InvalidInput(
-            "timing needs a non-empty sample buffer".into(),
-        ));
+        return Err(MlError::InvalidInput("timing needs a non-empty sample buffer".into()));
     }
     let m = n.min(LATENCY_PASSES);
     let mut times = vec![Vec::with_capacity(m); fns.len()];
@@ -123,11 +116,7 @@ pub fn time_interleaved(
         .zip(busy)
         .map(|(mut t, busy)| {
             t.sort_by(f64::total_cmp);
-            (
-                percentile(&t, 50.0),
-                percentile(&t, 99.0),
-                (rounds * b) as f64 / busy,
-            )
+            (percentile(&t, 50.0), percentile(&t, 99.0), (rounds * b) as f64 / busy)
         })
         .collect())
 }
@@ -140,11 +129,7 @@ fn predictions(logits: &[f32], c: usize) -> Vec<u32> {
 /// int8 arithmetic for Q8_0 layers;
 /// latency with the automatic kernel at batch 1, throughput at batch 128; `size_bytes` is the exported
 /// file). `teacher_probs` enables agreement and KL.
-pub fn evaluate_quantized(
-    q: &QuantizedModel,
-    test: &Dataset,
-    teacher_probs: Option<&[f32]>,
-) -> Result<Metrics> {
+pub fn evaluate_quantized(q: &QuantizedModel, test: &Dataset, teacher_probs: Option<&[f32]>) -> Result<Metrics> {
     let (c, d, n) = (q.classes(), q.in_dim(), test.n);
     if test.dim != d || test.num_classes != c {
         return Err(MlError::InvalidInput(format!(
@@ -165,10 +150,7 @@ pub fn evaluate_quantized(
     let (precision_macro, recall_macro, f1_macro) = macro_prf(&test.labels, &pred, c);
     let f = |x: &[f32], n: usize| q.logits(x, n);
     let timing = time_interleaved(&[&f], &test.features, n, d)?;
-    let (p50, p99, tp) = timing
-        .first()
-        .copied()
-        .unwrap_or((f64::NAN, f64::NAN, f64::NAN));
+    let (p50, p99, tp) = timing.first().copied().unwrap_or((f64::NAN, f64::NAN, f64::NAN));
     let size = match q.profile() {
         Profile::F32 => q.weight_bytes(),
         _ => export_bytes(q, None)?.len(),
@@ -186,23 +168,14 @@ pub fn evaluate_quantized(
         latency_p50_us: p50,
         latency_p99_us: p99,
         throughput_per_s: tp,
-        params: q
-            .layers
-            .iter()
-            .map(|l| l.in_dim * l.out_dim + l.out_dim)
-            .sum(),
+        params: q.layers.iter().map(|l| l.in_dim * l.out_dim + l.out_dim).sum(),
         size_bytes: size,
     })
 }
 
 /// Builds the quantization table of an MLP student: f32 (the student itself), f16, sandwich and int8,
 /// calibrated on `calib` (`n_calib` rows, e.g. the public transfer set), measured on `test`.
-pub fn quantization_table(
-    model: &Model,
-    test: &Dataset,
-    calib: &[f32],
-    n_calib: usize,
-) -> Result<Vec<QuantRow>> {
+pub fn quantization_table(model: &Model, test: &Dataset, calib: &[f32], n_calib: usize) -> Result<Vec<QuantRow>> {
     let (c, d, n) = (model.classes(), model.in_dim(), test.n);
     if test.dim != d || test.num_classes != c || n == 0 {
         return Err(MlError::InvalidInput(format!(
@@ -240,11 +213,7 @@ pub fn quantization_table(
             let has_q8 = q.layer_formats().contains(&super::LayerFormat::Q8_0);
             let mut v: Vec<(usize, &'static str, BoxedLogitsFn<'_>)> = Vec::new();
             // First the kernel Kernel::Auto uses at batch 1, last the one it uses at batch 128.
-            v.push((
-                i,
-                "row_int8",
-                Box::new(move |x: &[f32], n: usize| q.logits_rows(x, n)),
-            ));
+            v.push((i, "row_int8", Box::new(move |x: &[f32], n: usize| q.logits_rows(x, n))));
             if has_q8 {
                 v.push((
                     i,
@@ -309,9 +278,9 @@ pub fn quantization_table(
         let kernels = timing_of(i);
         // Kernel::Auto runs QMatMul at batch 1 (when there are Q8_0 layers) and the dequantized copy at
         // batch 128: those are the row's headline figures.
-        let b1 = kernels.first().map_or((f64::NAN, f64::NAN), |k| {
-            (k.latency_p50_us, k.latency_p99_us)
-        });
+        let b1 = kernels
+            .first()
+            .map_or((f64::NAN, f64::NAN), |k| (k.latency_p50_us, k.latency_p99_us));
         let tp = kernels.last().map_or(f64::NAN, |k| k.throughput);
         let acc = accuracy(&test.labels, &pq);
         rows.push(QuantRow {
@@ -320,8 +289,7 @@ pub fn quantization_table(
             accuracy_qmatmul: accuracy(&test.labels, &predictions(&lm, c)),
             accuracy_dequantized_kernel: accuracy(&test.labels, &predictions(&ld, c)),
             accuracy_delta_points: 100.0 * (acc - f32_acc),
-            agreement_with_f32: pq.iter().zip(&f32_pred).filter(|(a, b)| a == b).count() as f64
-                / n as f64,
+            agreement_with_f32: pq.iter().zip(&f32_pred).filter(|(a, b)| a == b).count() as f64 / n as f64,
             bytes,
             size_ratio_vs_f32: f32_bytes as f64 / bytes as f64,
             latency_p50_us: b1.0,
@@ -398,10 +366,7 @@ mod tests {
             n,
             dim: 64,
             num_classes: 3,
-            kind: fedistill_data::DataKind::Image {
-                height: 8,
-                width: 8,
-            },
+            kind: fedistill_data::DataKind::Image { height: 8, width: 8 },
             class_names: vec!["a".into(), "b".into(), "c".into()],
         };
         let rows = quantization_table(&m, &test, &features, n).expect("table");
@@ -436,8 +401,7 @@ mod tests {
     fn guard_accepts_the_int8_student_and_rejects_a_degraded_one() {
         use crate::lifecycle::{metric_map, GuardConfig};
         use crate::train::{train_teacher, TrainConfig};
-        let ds = fedistill_data::load("digits", &fedistill_data::LoadOptions::default())
-            .expect("digits");
+        let ds = fedistill_data::load("digits", &fedistill_data::LoadOptions::default()).expect("digits");
         let fed = fedistill_data::split(
             &ds,
             &fedistill_data::SplitConfig {
@@ -455,10 +419,8 @@ mod tests {
             seed: 2,
             ..TrainConfig::default()
         };
-        let m =
-            train_teacher(&cfg, &fed.shards[0], &tc, &crate::Progress::hidden()).expect("train");
-        let current =
-            metric_map(&crate::evaluate(&m, &fed.test, None).expect("eval")).expect("map");
+        let m = train_teacher(&cfg, &fed.shards[0], &tc, &crate::Progress::hidden()).expect("train");
+        let current = metric_map(&crate::evaluate(&m, &fed.test, None).expect("eval")).expect("map");
         let (q, _) = quantize(
             &m,
             Profile::Int8,
@@ -467,8 +429,7 @@ mod tests {
             &PtqOptions::default(),
         )
         .expect("quantize");
-        let good =
-            metric_map(&evaluate_quantized(&q, &fed.test, None).expect("eval")).expect("map");
+        let good = metric_map(&evaluate_quantized(&q, &fed.test, None).expect("eval")).expect("map");
         // Deliberately degraded: the hidden layer's weights overwritten with seeded noise of similar scale.
         let bad_model = Model::new(&cfg, ds.dim, ds.num_classes, 99).expect("model");
         bad_model.copy_weights_from(&m).expect("copy");
@@ -477,15 +438,11 @@ mod tests {
             let w = data.get("layers.0.weight").expect("w");
             use rand::{Rng, SeedableRng};
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
-            let vals: Vec<f32> = (0..w.elem_count())
-                .map(|_| rng.random_range(-0.5f32..0.5))
-                .collect();
-            let noise = candle_core::Tensor::from_vec(vals, w.shape(), &candle_core::Device::Cpu)
-                .expect("noise");
+            let vals: Vec<f32> = (0..w.elem_count()).map(|_| rng.random_range(-0.5f32..0.5)).collect();
+            let noise = candle_core::Tensor::from_vec(vals, w.shape(), &candle_core::Device::Cpu).expect("noise");
             w.set(&noise).expect("set");
         }
-        let bad =
-            metric_map(&crate::evaluate(&bad_model, &fed.test, None).expect("eval")).expect("map");
+        let bad = metric_map(&crate::evaluate(&bad_model, &fed.test, None).expect("eval")).expect("map");
         let guard = GuardConfig::default();
         let ok = guard.decide(&current, &good);
         assert!(ok.accepted, "{ok:?}");
