@@ -15,7 +15,7 @@ pub mod audit;
 pub mod crypto;
 pub mod privacy;
 pub mod protocol;
-pub mod settings;
 pub mod provision;
+pub mod settings;
 pub mod tls;
 pub mod wire;
