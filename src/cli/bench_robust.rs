@@ -29,9 +29,47 @@ pub struct BenchRobustArgs {
     /// docs/benchmarks.md; the markers are appended if missing.
     #[arg(long)]
     docs: Option<PathBuf>,
+    /// Do not run anything: re-render a table saved earlier with --json (for --docs or stdout).
+    #[arg(long, conflicts_with = "json")]
+    from_json: Option<PathBuf>,
 }
 
 pub fn run(args: BenchRobustArgs) -> anyhow::Result<()> {
+    let table = match &args.from_json {
+        Some(p) => serde_json::from_slice(&std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)
+            .with_context(|| format!("decoding {}", p.display()))?,
+        None => measure(&args)?,
+    };
+    let quick = table_is_quick(&table);
+    let md = table.to_markdown();
+    print!("{md}");
+    let json = serde_json::to_string_pretty(&table).context("serializing the table")?;
+    if let Some(p) = &args.json {
+        std::fs::write(p, &json).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &args.docs {
+        let old = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let section = format!(
+            "{BEGIN_MARKER}\n\nCommand: `fedistill bench robust{}{}`.\n\n{md}\n<details><summary>JSON</summary>\n\n```json\n{json}\n```\n\n</details>\n\n{END_MARKER}",
+            if quick { " --quick" } else { "" },
+            if table.config.seed == 1 { String::new() } else { format!(" --seed {}", table.config.seed) },
+        );
+        let new = match (old.find(BEGIN_MARKER), old.find(END_MARKER)) {
+            (Some(b), Some(e)) if e > b => format!("{}{section}{}", &old[..b], &old[e + END_MARKER.len()..]),
+            _ => format!("{}\n{section}\n", old.trim_end()),
+        };
+        std::fs::write(p, new).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// Whether a table was made with `--quick` (its sizes are the quick ones).
+fn table_is_quick(t: &RobustTable) -> bool {
+    let q = HarnessConfig::quick(t.config.seed);
+    t.config.public_len == q.public_len && t.config.private_per_participant == q.private_per_participant
+}
+
+fn measure(args: &BenchRobustArgs) -> anyhow::Result<RobustTable> {
     let ds = load("mnist-10k", &LoadOptions::default()).context("loading mnist-10k")?;
     let (cfg, rules) = if args.quick {
         (
@@ -55,26 +93,5 @@ pub fn run(args: BenchRobustArgs) -> anyhow::Result<()> {
         )
     };
     let harness = Harness::build(&ds, cfg).context("training the teachers")?;
-    let table = RobustTable::run(&harness, &rules, &[1.0, 4.0, 8.0, 32.0]).context("running the scenarios")?;
-    let md = table.to_markdown();
-    print!("{md}");
-    let json = serde_json::to_string_pretty(&table).context("serializing the table")?;
-    if let Some(p) = &args.json {
-        std::fs::write(p, &json).with_context(|| format!("writing {}", p.display()))?;
-    }
-    if let Some(p) = &args.docs {
-        let old = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-        let section = format!(
-            "{BEGIN_MARKER}\n\nCommand: `fedistill bench robust{}{}` ({} build).\n\n{md}\n<details><summary>JSON</summary>\n\n```json\n{json}\n```\n\n</details>\n\n{END_MARKER}",
-            if args.quick { " --quick" } else { "" },
-            if args.seed == 1 { String::new() } else { format!(" --seed {}", args.seed) },
-            if cfg!(debug_assertions) { "debug" } else { "release" },
-        );
-        let new = match (old.find(BEGIN_MARKER), old.find(END_MARKER)) {
-            (Some(b), Some(e)) if e > b => format!("{}{section}{}", &old[..b], &old[e + END_MARKER.len()..]),
-            _ => format!("{}\n{section}\n", old.trim_end()),
-        };
-        std::fs::write(p, new).with_context(|| format!("writing {}", p.display()))?;
-    }
-    Ok(())
+    RobustTable::run(&harness, &rules, &[1.0, 4.0, 8.0, 32.0]).context("running the scenarios")
 }
