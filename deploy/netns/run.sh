@@ -27,6 +27,9 @@ STATUS_PORT=9100
 COLLECT_MS=4000
 REPORT_MS=4000
 WAIT_S=240          # upper bound of any single wait (debug builds on a shared 2-core machine)
+COORD_BIND=""       # the coordinator's bind address in coordinator.toml (set by begin; lossy-links may change it)
+RELAY_PID=""        # the lossy-links scenario's udp_relay.py, when netem is unavailable
+PYTHON="$(command -v python3 2>/dev/null || true)"   # optional: udp_relay.py (lossy-links without netem)
 
 usage() { sed -n '8,13p' "$0" | sed 's/^# \{0,1\}//'; }
 
@@ -153,7 +156,7 @@ provision() {
   done
   cat >"$DIR/coordinator.toml" <<EOF
 federation_dir = "coordinator-view"
-bind = "${ADDR[coord]}:$PORT"
+bind = "$COORD_BIND"
 store = "coordinator.sqlite"
 status = "127.0.0.1:$STATUS_PORT"
 rounds = $rounds
@@ -308,6 +311,8 @@ begin() {
   rm -rf "$DIR"; mkdir -p "$DIR/logs"
   echo '[]' >"$DIR/history.json"
   PID=()
+  COORD_BIND="${ADDR[coord]}:$PORT"
+  RELAY_PID=""
   log "=== $SCENARIO"
   setup_net || return 1
 }
@@ -441,40 +446,91 @@ scenario_revoke() {
 
 # 100 ms delay and 2% loss on every link (netem on each namespace's eth0, so both directions of every
 # participant-coordinator path): all rounds still complete and the log verifies. Kernels without sch_netem
-# (some microVMs) get the loss alone, from iptables' statistic match in every namespace, and the scenario's
-# result says that the delay was not applied.
+# (some microVMs) get the same from a userspace UDP relay (deploy/netns/udp_relay.py, python3): the
+# coordinator binds 127.0.0.1:4433 in its namespace and the relay listens on 10.77.0.1:4433 there, holding
+# every datagram 100 ms and dropping 2% in each direction, per client flow and in order; participants still
+# dial 10.77.0.1:4433 (same TLS name). The relay's summary must show datagrams forwarded both ways, each
+# held at least 100 ms, and some dropped. Without python3 the loss alone comes from iptables' statistic
+# match in every namespace and the result says DEGRADED (no delay); without that too, the scenario skips.
+LOSSY_DELAY_MS=100
+LOSSY_LOSS=0.02
 scenario_lossy_links() {
-  local R=3 n err mode="netem delay 100ms loss 2%"
+  local R=3 n err="" method=netem
   for n in "${NODES[@]}"; do
-    if ! err=$(ip netns exec "$(ns "$n")" tc qdisc add dev eth0 root netem delay 100ms loss 2% 2>&1); then
-      if command -v iptables >/dev/null 2>&1 &&
-        ip netns exec "$(ns "$n")" iptables -A OUTPUT -o eth0 -m statistic --mode random --probability 0.02 -j DROP 2>/dev/null; then
-        mode="DEGRADED: loss 2% only (iptables statistic); tc netem unavailable ('$err'), so NO 100 ms delay"
-        local m
-        for m in "${NODES[@]}"; do
-          [ "$m" = "$n" ] && continue
-          ip netns exec "$(ns "$m")" tc qdisc del dev eth0 root 2>/dev/null || true
-          ip netns exec "$(ns "$m")" iptables -C OUTPUT -o eth0 -m statistic --mode random --probability 0.02 -j DROP 2>/dev/null ||
-            ip netns exec "$(ns "$m")" iptables -A OUTPUT -o eth0 -m statistic --mode random --probability 0.02 -j DROP
-        done
-        break
-      fi
-      echo "SKIP [$SCENARIO]: tc netem is not available on this kernel ('tc qdisc add ... netem' said: $err)" \
-        "and iptables (statistic match) is not installed: the delay/loss scenario needs sch_netem"
-      NOTE="SKIP: no netem, no iptables"
-      return 0
+    if ! err=$(ip netns exec "$(ns "$n")" tc qdisc add dev eth0 root netem delay ${LOSSY_DELAY_MS}ms loss 2% 2>&1); then
+      method=""; break
     fi
   done
-  log "links: $mode"
-  case "$mode" in DEGRADED*) NOTE="$mode" ;; esac
+  if [ -z "$method" ]; then
+    for n in "${NODES[@]}"; do ip netns exec "$(ns "$n")" tc qdisc del dev eth0 root 2>/dev/null || true; done
+    if [ -n "$PYTHON" ]; then
+      method=relay
+    elif command -v iptables >/dev/null 2>&1 &&
+      ip netns exec "$(ns coord)" iptables -A OUTPUT -o eth0 -m statistic --mode random --probability 0.02 -j DROP 2>/dev/null; then
+      method=iptables
+      for n in p0 p1 p2; do
+        ip netns exec "$(ns "$n")" iptables -A OUTPUT -o eth0 -m statistic --mode random --probability 0.02 -j DROP
+      done
+    else
+      echo "SKIP [$SCENARIO]: tc netem is not available on this kernel ('tc qdisc add ... netem' said: $err)," \
+        "python3 (for deploy/netns/udp_relay.py) is not installed, and neither is iptables (statistic match)"
+      NOTE="SKIP: no netem, no python3, no iptables"
+      return 0
+    fi
+  fi
+  case "$method" in
+    netem) NOTE="PASS (tc netem delay ${LOSSY_DELAY_MS}ms loss 2% on every namespace's eth0)" ;;
+    relay) NOTE="PASS (userspace UDP relay deploy/netns/udp_relay.py: delay ${LOSSY_DELAY_MS} ms + loss 2% each direction; tc netem unavailable: '$err')" ;;
+    iptables) NOTE="DEGRADED: loss 2% only (iptables statistic); tc netem unavailable ('$err') and no python3 for the relay, so NO ${LOSSY_DELAY_MS} ms delay" ;;
+  esac
+  log "links: $method"
+  if [ "$method" = relay ]; then
+    # The relay's own tests (loopback, a few seconds) first: a broken relay fails here, not as a vague timeout.
+    "$PYTHON" -m unittest "$ROOT/deploy/netns/test_udp_relay.py" >"$DIR/logs/relay-tests.log" 2>&1 ||
+      { fail "deploy/netns/test_udp_relay.py failed: $(tail -n 20 "$DIR/logs/relay-tests.log")"; return 1; }
+    COORD_BIND="127.0.0.1:$PORT"
+  fi
   provision $R || { fail "provisioning failed"; return 1; }
+  if [ "$method" = relay ]; then
+    ip netns exec "$(ns coord)" "$PYTHON" -u "$ROOT/deploy/netns/udp_relay.py" --listen "${ADDR[coord]}:$PORT" \
+      --upstream "127.0.0.1:$PORT" --delay-ms "$LOSSY_DELAY_MS" --loss "$LOSSY_LOSS" --seed 7 \
+      >"$DIR/logs/relay.log" 2>&1 </dev/null &
+    RELAY_PID=$!
+    PIDS+=("$RELAY_PID")
+    local deadline=$((SECONDS + 20))
+    until grep -q '^udp_relay listening on' "$DIR/logs/relay.log" 2>/dev/null; do
+      kill -0 "$RELAY_PID" 2>/dev/null || { fail "udp_relay.py exited at start"; return 1; }
+      [ $SECONDS -lt $deadline ] || { fail "udp_relay.py did not start listening within 20 s"; return 1; }
+      sleep 0.1
+    done
+    log "$(head -n1 "$DIR/logs/relay.log") (pid $RELAY_PID, in $(ns coord)); coordinator binds $COORD_BIND"
+  fi
   start coord; wait_status "the coordinator's status port" 'true' || return 1
   start p0; start p1; start p2
   wait_finished || return 1
   hist '.[] | {round, contributors, absent}' | sed 's/^/    /'
   jq -e --argjson R $R '[.[].round] == [range(1; $R + 1)]' "$DIR/history.json" >/dev/null ||
     { fail "not every round 1..$R aggregated over the lossy links"; return 1; }
-  check_results && audit_verify
+  check_results && audit_verify || return 1
+  [ "$method" = relay ] || return 0
+  # Stop the relay (SIGTERM: it prints its summary and exits 0) and check that it did delay and drop.
+  kill -TERM "$RELAY_PID" 2>/dev/null
+  local rrc=0; wait "$RELAY_PID" || rrc=$?
+  RELAY_PID=""
+  [ "$rrc" -eq 0 ] || { fail "udp_relay.py exited with status $rrc on SIGTERM"; return 1; }
+  local line; line=$(grep -m1 '^udp_relay summary:' "$DIR/logs/relay.log")
+  [ -n "$line" ] || { fail "udp_relay.py printed no summary"; return 1; }
+  log "$line"
+  field() { grep -o " $1=[^ ]*" <<<"$line" | cut -d= -f2; }
+  local c2s s2c drops held
+  c2s=$(field c2s_forwarded); s2c=$(field s2c_forwarded); held=$(field min_held_ms)
+  drops=$(( $(field c2s_dropped) + $(field s2c_dropped) ))
+  [ "${c2s:-0}" -gt 0 ] && [ "${s2c:-0}" -gt 0 ] ||
+    { fail "the relay forwarded nothing in one direction (participants bypassed it?): $line"; return 1; }
+  awk -v h="$held" -v d="$LOSSY_DELAY_MS" 'BEGIN { exit !(h != "none" && h + 0 >= d) }' ||
+    { fail "the relay held datagrams less than ${LOSSY_DELAY_MS} ms: $line"; return 1; }
+  [ "$drops" -gt 0 ] || { fail "the relay dropped no datagram at loss $LOSSY_LOSS: $line"; return 1; }
+  NOTE="$NOTE; relay: $c2s + $s2c datagrams forwarded (participants->coordinator + back), each held >= $held ms, $drops dropped"
 }
 
 # ---- main -----------------------------------------------------------------------------------------------
