@@ -710,7 +710,11 @@ impl Core {
             self.store.append_with_state(
                 &records,
                 &payloads,
-                &[(SNAPSHOT_KEY.into(), snap), (GUARD_KEY.into(), guard), (ANOMALY_KEY.into(), anomaly_state)],
+                &[
+                    (SNAPSHOT_KEY.into(), snap),
+                    (GUARD_KEY.into(), guard),
+                    (ANOMALY_KEY.into(), anomaly_state),
+                ],
             )
         })?;
         let note = String::from_utf8(

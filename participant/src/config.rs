@@ -165,7 +165,10 @@ participants = 3
         assert_eq!(s.guard_metrics, vec!["accuracy", "macro_f1", "roc_auc"]);
         assert!(s.privacy.is_none());
         let dp = format!("{GOOD}[privacy]\nepsilon_per_round = 1.0\ndelta = 1e-5\nbudget_epsilon = 8.0\n");
-        let p = ParticipantSettings::parse(&dp, Path::new("/srv")).unwrap().privacy.unwrap();
+        let p = ParticipantSettings::parse(&dp, Path::new("/srv"))
+            .unwrap()
+            .privacy
+            .unwrap();
         assert!(p.noise_multiplier > 1.0 && p.budget_epsilon == 8.0, "{p:?}");
     }
 
@@ -179,10 +182,22 @@ participants = 3
                 "speed",
             ),
             (GOOD.replace("shard = 1", "shard = 1\nbogus = true"), "bogus"),
-            (format!("{GOOD}[privacy]\nnoise_multiplier = 0.0\ndelta = 1e-5\nbudget_epsilon = 8.0\n"), "noise_multiplier 0 must be > 0"),
-            (format!("{GOOD}[privacy]\nepsilon_per_round = 0.0\ndelta = 1e-5\nbudget_epsilon = 8.0\n"), "epsilon_per_round 0 must be"),
-            (format!("{GOOD}[privacy]\nnoise_multiplier = 1.0\ndelta = 1.0\nbudget_epsilon = 8.0\n"), "delta 1 must be in (0, 1)"),
-            (format!("{GOOD}[privacy]\nnoise_multiplier = 1.0\ndelta = 0.0\nbudget_epsilon = 8.0\n"), "delta 0 must be in (0, 1)"),
+            (
+                format!("{GOOD}[privacy]\nnoise_multiplier = 0.0\ndelta = 1e-5\nbudget_epsilon = 8.0\n"),
+                "noise_multiplier 0 must be > 0",
+            ),
+            (
+                format!("{GOOD}[privacy]\nepsilon_per_round = 0.0\ndelta = 1e-5\nbudget_epsilon = 8.0\n"),
+                "epsilon_per_round 0 must be",
+            ),
+            (
+                format!("{GOOD}[privacy]\nnoise_multiplier = 1.0\ndelta = 1.0\nbudget_epsilon = 8.0\n"),
+                "delta 1 must be in (0, 1)",
+            ),
+            (
+                format!("{GOOD}[privacy]\nnoise_multiplier = 1.0\ndelta = 0.0\nbudget_epsilon = 8.0\n"),
+                "delta 0 must be in (0, 1)",
+            ),
         ];
         for (text, needle) in cases {
             let err = format!("{:#}", ParticipantSettings::parse(&text, Path::new(".")).unwrap_err());

@@ -216,7 +216,9 @@ pub async fn run(settings: ParticipantSettings, cancel: CancellationToken) -> an
                     .with_context(|| format!("{} has no rounds_released count", path.display()))?,
                 Err(_) => 0,
             };
-            Some(fedistill_shared::privacy::ParticipantPrivacy::new(cfg, classes, released))
+            Some(fedistill_shared::privacy::ParticipantPrivacy::new(
+                cfg, classes, released,
+            ))
         }
         None => None,
     };
@@ -484,11 +486,27 @@ async fn handle_push(
                                 Release::Send { labels, spend } => {
                                     let released = serde_json::json!({ "rounds_released": dp.rounds_released() });
                                     write_json(&path, &released)?;
-                                    info!(round = round.0, epsilon_round = spend.epsilon_round, epsilon_total = spend.epsilon_total, delta = spend.delta, "soft labels privatized");
+                                    info!(
+                                        round = round.0,
+                                        epsilon_round = spend.epsilon_round,
+                                        epsilon_total = spend.epsilon_total,
+                                        delta = spend.delta,
+                                        "soft labels privatized"
+                                    );
                                     labels
                                 }
-                                Release::BudgetExhausted { would_reach, budget, spent } => {
-                                    warn!(round = round.0, would_reach, budget, spent, "privacy budget would be exceeded: sending no soft labels this round");
+                                Release::BudgetExhausted {
+                                    would_reach,
+                                    budget,
+                                    spent,
+                                } => {
+                                    warn!(
+                                        round = round.0,
+                                        would_reach,
+                                        budget,
+                                        spent,
+                                        "privacy budget would be exceeded: sending no soft labels this round"
+                                    );
                                     continue;
                                 }
                             }
@@ -750,7 +768,11 @@ async fn distill_round(
     let state_path = n.settings.workdir.join("state.json");
     write_json(&state_path, &n.state)?;
     let keep = ["accuracy", "macro_f1", "roc_auc", "log_loss", "ece"];
-    let dp_metrics = n.privacy.as_ref().map(|p| p.report_metrics(round.0)).unwrap_or_default();
+    let dp_metrics = n
+        .privacy
+        .as_ref()
+        .map(|p| p.report_metrics(round.0))
+        .unwrap_or_default();
     Ok(RoundReport {
         round,
         metrics: candidate
