@@ -35,18 +35,8 @@ pub struct CompareArgs {
     /// Print the result as one JSON object instead of text.
     #[arg(long)]
     json: bool,
-    /// Seed of the split (same meaning and default as `fedistill local`).
-    #[arg(long, default_value_t = 7)]
-    seed: u64,
-    /// Fraction of the data used as the test set.
-    #[arg(long, default_value_t = 0.2)]
-    test_fraction: f64,
-    /// Fraction of the data used as the public transfer set.
-    #[arg(long, default_value_t = 0.3)]
-    public_fraction: f64,
-    /// Directory with the dataset files instead of the embedded copies.
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    split: super::quantize::LocalSplitArgs,
 }
 
 /// What `compare --json` prints.
@@ -86,10 +76,10 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     }
     let (ds, fed) = load_split(
         &args.dataset,
-        args.data_dir.clone(),
-        args.seed,
-        args.test_fraction,
-        args.public_fraction,
+        args.split.data_dir.clone(),
+        args.split.seed,
+        args.split.test_fraction,
+        args.split.public_fraction,
     )?;
     let config_arch = match &args.config {
         Some(p) => {

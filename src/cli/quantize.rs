@@ -35,18 +35,25 @@ pub struct QuantizeArgs {
     /// Fine-tune with quantization-aware training on the labelled private part before quantizing.
     #[arg(long)]
     qat: bool,
+    #[command(flatten)]
+    split: LocalSplitArgs,
+}
+
+/// The split flags `quantize` and `compare` share (same meaning and defaults as `fedistill local`).
+#[derive(Debug, clap::Args)]
+pub(crate) struct LocalSplitArgs {
     /// Seed of the split (same meaning and default as `fedistill local`).
     #[arg(long, default_value_t = 7)]
-    seed: u64,
+    pub(crate) seed: u64,
     /// Fraction of the data used as the test set.
     #[arg(long, default_value_t = 0.2)]
-    test_fraction: f64,
-    /// Fraction of the data used as the public transfer set (calibration).
+    pub(crate) test_fraction: f64,
+    /// Fraction of the data used as the public transfer set (calibration for `quantize`).
     #[arg(long, default_value_t = 0.3)]
-    public_fraction: f64,
+    pub(crate) public_fraction: f64,
     /// Directory with the dataset files instead of the embedded copies.
     #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
 }
 
 pub(crate) fn read_config(path: &Path) -> anyhow::Result<QuantizeFile> {
@@ -83,10 +90,10 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     let file = read_config(&args.config)?;
     let (ds, fed) = load_split(
         &args.dataset,
-        args.data_dir.clone(),
-        args.seed,
-        args.test_fraction,
-        args.public_fraction,
+        args.split.data_dir.clone(),
+        args.split.seed,
+        args.split.test_fraction,
+        args.split.public_fraction,
     )?;
     let arch = Arch::from_config(&file.model, ds.dim, ds.num_classes).context("student config")?;
     let mut student = Model::load(&file.model, ds.dim, ds.num_classes, &args.model)
@@ -94,7 +101,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     let qat_cfg = file.qat.clone().unwrap_or_default();
     let mut training = serde_json::json!({
         "source_model": args.model.display().to_string(),
-        "split": { "seed": args.seed, "test_fraction": args.test_fraction, "public_fraction": args.public_fraction },
+        "split": { "seed": args.split.seed, "test_fraction": args.split.test_fraction, "public_fraction": args.split.public_fraction },
         "qat": serde_json::Value::Null,
     });
     if args.qat {
