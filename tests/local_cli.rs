@@ -73,6 +73,29 @@ fn breast_cancer_report_has_every_metric_and_is_seeded() {
     }
     assert!(ra["seconds"].as_f64().is_some_and(|s| s > 0.0));
     assert!(ra["student"]["params"].as_u64() < ra["teacher"]["params"].as_u64());
+    // The quantization table: every profile, with size, latency, throughput and accuracy.
+    let rows = ra["quantization"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no quantization table: {ra}"));
+    let by = |p: &str| {
+        rows.iter()
+            .find(|r| r["profile"] == p)
+            .unwrap_or_else(|| panic!("no {p} row: {rows:?}"))
+    };
+    for p in ["f32", "f16", "int8", "sandwich"] {
+        let r = by(p);
+        for key in ["accuracy", "bytes", "latency_p50_us", "throughput"] {
+            assert!(
+                r[key].as_f64().is_some_and(|v| v.is_finite() && v >= 0.0),
+                "{p}.{key} = {}",
+                r[key]
+            );
+        }
+    }
+    // (Size ratios are asserted on MNIST in tests/quantize_cli.rs: a 30-8-2 student is smaller than the
+    // GGUF header and block padding, so int8 does not shrink it.)
+    assert!(by("int8")["bytes"].as_u64().is_some_and(|b| b > 0));
+    assert!((0.0..=1.0).contains(&by("int8")["accuracy"].as_f64().unwrap_or(-1.0)));
 }
 
 #[test]

@@ -81,13 +81,52 @@ pub fn run(args: LocalArgs) -> anyhow::Result<()> {
         lo.student.distill = Some(d);
     }
     let progress = Progress::auto();
-    let (report, _teacher, _student) = run_local(&ds, &lo, &progress).context("local pipeline")?;
+    let (report, _teacher, student) = run_local(&ds, &lo, &progress).context("local pipeline")?;
     print_table(&report);
+    let quantization = quantization_rows(&ds, &lo, &student)?;
+    let mut json_report = serde_json::to_value(&report).context("serializing report")?;
+    if let (Some(obj), Some(rows)) = (json_report.as_object_mut(), &quantization) {
+        obj.insert(
+            "quantization".into(),
+            serde_json::to_value(rows).context("serializing quantization table")?,
+        );
+    }
     if let Some(path) = &args.report {
-        let json = serde_json::to_string_pretty(&report).context("serializing report")?;
+        let json = serde_json::to_string_pretty(&json_report).context("serializing report")?;
         std::fs::write(path, json).with_context(|| format!("writing report {}", path.display()))?;
     }
     Ok(())
+}
+
+/// The quantization table of the distilled student (every profile against f32, calibrated on the public
+/// part of the same split `run_local` used). CNN students are not quantized; their report has no table.
+fn quantization_rows(
+    ds: &fedistill_shared::data::Dataset,
+    lo: &LocalOptions,
+    student: &fedistill_shared::ml::Model,
+) -> anyhow::Result<Option<Vec<fedistill_shared::ml::quant::table::QuantRow>>> {
+    if !matches!(student.config(), fedistill_shared::ml::ModelConfig::Mlp { .. }) {
+        println!("quantization: skipped (only MLP students are quantized)");
+        return Ok(None);
+    }
+    let split = fedistill_shared::data::split(
+        ds,
+        &fedistill_shared::data::SplitConfig {
+            participants: 1,
+            partition: fedistill_shared::data::Partition::Iid,
+            test_fraction: lo.test_fraction,
+            public_fraction: lo.public_fraction,
+            seed: lo.seed,
+        },
+    )
+    .context("re-deriving the split for the quantization table")?;
+    let n_calib = split.public.n.min(512);
+    let calib = &split.public.features[..n_calib * split.public.dim];
+    let rows = fedistill_shared::ml::quant::table::quantization_table(student, &split.test, calib, n_calib)
+        .context("quantization table")?;
+    println!();
+    println!("{}", fedistill_shared::ml::quant::table::format_table(&rows));
+    Ok(Some(rows))
 }
 
 fn opt(v: Option<f64>) -> String {
