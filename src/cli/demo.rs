@@ -67,7 +67,8 @@ pub struct DemoReport {
     pub encoding: String,
     /// Per round, averaged over participants.
     pub per_round: Vec<RoundRow>,
-    /// Final results.
+    /// Final results (`final` in JSON).
+    #[serde(rename = "final")]
     pub final_: FinalRow,
     /// Baselines computed in the same run.
     pub baselines: Baselines,
