@@ -6,6 +6,7 @@ pub mod augment;
 pub mod bench;
 pub mod distill;
 pub mod error;
+pub mod fedavg;
 pub mod lifecycle;
 pub mod local;
 pub mod loss;
