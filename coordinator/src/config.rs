@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use fedistill_shared::protocol::robust::QuarantinePolicy;
 use fedistill_shared::protocol::AggregationRule;
 pub use fedistill_shared::settings::DataSettings;
 
@@ -36,6 +37,66 @@ struct RawSettings {
     #[serde(default = "default_stream_timeout")]
     stream_timeout_ms: u64,
     data: DataSettings,
+    #[serde(default)]
+    quarantine: Option<RawQuarantine>,
+}
+
+/// `[quarantine]`: every key optional, defaults from [`QuarantinePolicy::default`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuarantine {
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    decay: Option<f64>,
+    #[serde(default)]
+    factor: Option<f64>,
+    #[serde(default)]
+    floor: Option<f64>,
+    #[serde(default)]
+    consecutive: Option<u32>,
+    #[serde(default)]
+    min_contributors: Option<usize>,
+    #[serde(default)]
+    release_after_rounds: Option<u32>,
+}
+
+/// The validated `[quarantine]` table.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuarantineSettings {
+    /// Whether anomaly scores are tracked and quarantine decisions taken at all.
+    pub enabled: bool,
+    /// The policy (validated).
+    pub policy: QuarantinePolicy,
+}
+
+impl Default for QuarantineSettings {
+    fn default() -> Self {
+        QuarantineSettings {
+            enabled: true,
+            policy: QuarantinePolicy::default(),
+        }
+    }
+}
+
+impl RawQuarantine {
+    fn validate(self) -> anyhow::Result<QuarantineSettings> {
+        let d = QuarantinePolicy::default();
+        let policy = QuarantinePolicy {
+            decay: self.decay.unwrap_or(d.decay),
+            factor: self.factor.unwrap_or(d.factor),
+            floor: self.floor.unwrap_or(d.floor),
+            consecutive: self.consecutive.unwrap_or(d.consecutive),
+            min_contributors: self.min_contributors.unwrap_or(d.min_contributors),
+            release_after_rounds: self.release_after_rounds,
+        };
+        // The policy's own messages name the key (`decay 0 must be in (0, 1]`).
+        policy.validate().map_err(|e| anyhow::anyhow!("[quarantine] {e}"))?;
+        Ok(QuarantineSettings {
+            enabled: self.enabled.unwrap_or(true),
+            policy,
+        })
+    }
 }
 
 fn default_collect() -> u64 {
@@ -93,6 +154,8 @@ pub struct CoordinatorSettings {
     pub stream_timeout_ms: u64,
     /// Dataset and split.
     pub data: DataSettings,
+    /// Anomaly scores and the quarantine policy (`[quarantine]`, docs/operations.md).
+    pub quarantine: QuarantineSettings,
 }
 
 impl CoordinatorSettings {
@@ -140,6 +203,10 @@ impl CoordinatorSettings {
             fedistill_shared::wire::ABSOLUTE_MAX_FRAME
         );
         let rule = AggregationRule::parse(&raw.rule)?;
+        let quarantine = match raw.quarantine {
+            Some(q) => q.validate()?,
+            None => QuarantineSettings::default(),
+        };
         let mut data = raw.data;
         data.data_dir = data.data_dir.map(resolve);
         data.split_config()?;
@@ -159,6 +226,7 @@ impl CoordinatorSettings {
             max_frame_bytes: raw.max_frame_bytes,
             stream_timeout_ms: raw.stream_timeout_ms,
             data,
+            quarantine,
         })
     }
 }
@@ -188,6 +256,66 @@ participants = 3
         assert_eq!(s.min_participants, 2);
         assert_eq!(s.rule, AggregationRule::TrimmedMean { trim: 0.2 });
         assert_eq!(s.data.alpha, 0.5);
+        assert_eq!(s.quarantine, QuarantineSettings::default());
+        assert!(s.quarantine.enabled);
+        assert_eq!(s.quarantine.policy.release_after_rounds, None, "permanent by default");
+    }
+
+    #[test]
+    fn parses_the_quarantine_table() {
+        let text = format!(
+            "{GOOD}[quarantine]\nenabled = true\ndecay = 0.25\nfactor = 4.0\nfloor = 0.2\nconsecutive = 2\nmin_contributors = 5\nrelease_after_rounds = 3\n"
+        );
+        let s = CoordinatorSettings::parse(&text, Path::new(".")).unwrap();
+        assert_eq!(
+            s.quarantine.policy,
+            QuarantinePolicy {
+                decay: 0.25,
+                factor: 4.0,
+                floor: 0.2,
+                consecutive: 2,
+                min_contributors: 5,
+                release_after_rounds: Some(3),
+            }
+        );
+        // Keys left out keep their defaults; `enabled = false` switches the policy off.
+        let s = CoordinatorSettings::parse(
+            &format!("{GOOD}[quarantine]\nenabled = false\nfactor = 5.0\n"),
+            Path::new("."),
+        )
+        .unwrap();
+        assert!(!s.quarantine.enabled);
+        assert_eq!(
+            s.quarantine.policy,
+            QuarantinePolicy {
+                factor: 5.0,
+                ..QuarantinePolicy::default()
+            }
+        );
+    }
+
+    #[test]
+    fn refuses_bad_quarantine_values_with_the_key_named() {
+        let cases = [
+            ("decay = 0.0", "decay"),
+            ("decay = 1.5", "decay"),
+            ("factor = 1.0", "factor"),
+            ("factor = inf", "factor"),
+            ("floor = -0.1", "floor"),
+            ("floor = nan", "floor"),
+            ("consecutive = 0", "consecutive"),
+            ("consecutive = -1", "consecutive"),
+            ("min_contributors = 2", "min_contributors"),
+            ("release_after_rounds = 0", "release_after_rounds"),
+            ("release_after_rounds = -3", "release_after_rounds"),
+            ("enabled = \"yes\"", "enabled"),
+            ("strikes = 3", "strikes"),
+        ];
+        for (line, needle) in cases {
+            let text = format!("{GOOD}[quarantine]\n{line}\n");
+            let err = format!("{:#}", CoordinatorSettings::parse(&text, Path::new(".")).unwrap_err());
+            assert!(err.contains(needle), "{line}: {err}");
+        }
     }
 
     #[test]

@@ -126,6 +126,10 @@ pub struct Status {
     pub history: Vec<RoundStatus>,
     /// Whether all rounds ran.
     pub finished: bool,
+    /// Participants that abstained (signed `Abstain`, e.g. budget exhausted) from the open round.
+    pub abstaining: Vec<String>,
+    /// Participants currently quarantined.
+    pub quarantined: Vec<String>,
 }
 
 /// One aggregated round in `/status`.
@@ -137,6 +141,8 @@ pub struct RoundStatus {
     pub contributors: Vec<String>,
     /// Absent participants.
     pub absent: Vec<String>,
+    /// Participants that abstained from the round (they said so, signed; logged as `abstention`).
+    pub abstained: Vec<String>,
     /// Bytes of soft labels received this round.
     pub bytes_up: u64,
     /// Bytes of aggregate sent this round.

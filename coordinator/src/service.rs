@@ -20,7 +20,7 @@ use fedistill_shared::crypto::{
     SigningIdentity,
 };
 use fedistill_shared::ledger::{Cosignature as LedgerCosignature, Metric, Record, RosterAction, WitnessKey};
-use fedistill_shared::protocol::robust::{AnomalyTracker, QuarantinePolicy};
+use fedistill_shared::protocol::robust::AnomalyTracker;
 use fedistill_shared::protocol::{
     CoordinatorConfig, CoordinatorRound, Millis, OutMessage, Output, RoundCommit, Snapshot,
 };
@@ -162,10 +162,23 @@ pub async fn run(
         None => (CoordinatorRound::new(cfg), ReplayGuard::new(federation.clone())),
     };
 
+    let configured = settings.quarantine.policy;
     let anomaly = match store.state(ANOMALY_KEY)? {
-        Some(bytes) => serde_json::from_slice(&bytes).context("decoding the stored anomaly scores")?,
-        None => AnomalyTracker::new(QuarantinePolicy::default()).context("default quarantine policy")?,
+        Some(bytes) => {
+            let mut stored: AnomalyTracker =
+                serde_json::from_slice(&bytes).context("decoding the stored anomaly scores")?;
+            // The configured [quarantine] policy wins over the one stored with the scores (docs/operations.md).
+            if stored.policy() != &configured {
+                info!(stored = ?stored.policy(), configured = ?configured, "the configured [quarantine] policy replaces the stored one; scores are kept");
+                stored.set_policy(configured).context("[quarantine] policy")?;
+            }
+            stored
+        }
+        None => AnomalyTracker::new(configured).context("[quarantine] policy")?,
     };
+    if !settings.quarantine.enabled {
+        info!("[quarantine] enabled = false: no anomaly scores, no new quarantines");
+    }
 
     let files = FederationFiles::from_federation_dir(&settings.federation_dir)?;
     let server = Arc::new(Server::bind(settings.bind, &files).context("binding the QUIC endpoint")?);
@@ -211,6 +224,7 @@ pub async fn run(
         finished_at: None,
         last_aggregate: None,
         anomaly,
+        quarantine_enabled: settings.quarantine.enabled,
     };
     core.last_aggregate = core.store.state(AGGREGATE_KEY)?;
     core.sm.handle_timeout(core.now());
@@ -241,6 +255,7 @@ struct Core {
     finished_at: Option<Instant>,
     last_aggregate: Option<Vec<u8>>,
     anomaly: AnomalyTracker,
+    quarantine_enabled: bool,
 }
 
 impl Core {
@@ -484,6 +499,47 @@ impl Core {
                     Err(e) => Ok(reject(e.code(), e.to_string())),
                 }
             }
+            ToCoordinator::Abstain(signed) => {
+                let verified = match signed.verify(&key, &mut self.guard, self.sm.round()) {
+                    Ok(v) => v,
+                    Err(e) => return Ok(reject(sign_code(&e), e.to_string())),
+                };
+                let body = verified.value().clone();
+                let digest = verified.payload_digest();
+                let sequence = verified.seq();
+                let signature = verified.envelope().signature.clone();
+                let payload = verified.envelope().payload.clone();
+                match self.sm.handle_abstain(now, p, verified) {
+                    Ok(()) => {
+                        let figures = match Metric::canonical(body.figures.iter().map(|(n, v)| (n.clone(), *v))) {
+                            Ok(f) => f,
+                            Err(e) => return Ok(reject("bad_payload", e.to_string())),
+                        };
+                        let record = Record::Abstention {
+                            round: body.round,
+                            participant: p.clone(),
+                            reason: body.reason.clone(),
+                            figures,
+                            message_digest: digest,
+                            sequence,
+                            signature,
+                        };
+                        let snap = serde_json::to_vec(&self.sm.snapshot())?;
+                        let guard = serde_json::to_vec(&self.guard_state())?;
+                        tokio::task::block_in_place(|| {
+                            self.store.append_with_state(
+                                &[record],
+                                &[(Digest::of(&payload), payload.clone())],
+                                &[(SNAPSHOT_KEY.into(), snap), (GUARD_KEY.into(), guard)],
+                            )
+                        })?;
+                        self.obs.metrics.log_size.set(self.store.size() as i64);
+                        warn!(participant = %p, round = body.round.0, reason = %body.reason, figures = ?body.figures, "participant abstains from the round; not waiting for it");
+                        Ok(Reply::Ack)
+                    }
+                    Err(e) => Ok(reject(e.code(), e.to_string())),
+                }
+            }
             ToCoordinator::Report(signed) => {
                 let verified = match signed.verify(&key, &mut self.guard, self.sm.round()) {
                     Ok(v) => v,
@@ -690,7 +746,12 @@ impl Core {
             debug!(round = c.round.0, participant = %p, score, "distance to consensus");
         }
         // Quarantine policy (docs/privacy.md): decided and logged in the round's transaction.
-        for q in self.anomaly.handle_round(c.round, &c.anomaly) {
+        let decisions = if self.quarantine_enabled {
+            self.anomaly.handle_round(c.round, &c.anomaly)
+        } else {
+            Vec::new()
+        };
+        for q in decisions {
             warn!(round = c.round.0, participant = %q.participant, reason = %q.reason, "participant quarantined");
             self.sm.quarantine(q.participant.clone());
             records.push(Record::Quarantine {
@@ -698,6 +759,18 @@ impl Core {
                 participant: q.participant,
                 reason: q.reason,
                 evidence: Metric::canonical(q.evidence).map_err(|e| anyhow::anyhow!("quarantine evidence: {e}"))?,
+            });
+        }
+        // Releases (policy `release_after_rounds`): readmitted from the next round, logged in this transaction.
+        for r in self.anomaly.releases_due(c.round) {
+            info!(round = c.round.0, participant = %r.participant, quarantined_round = r.quarantined_round.0, "participant released from quarantine");
+            self.sm.release(&r.participant);
+            records.push(Record::QuarantineRelease {
+                round: r.round,
+                participant: r.participant,
+                quarantined_round: r.quarantined_round,
+                after_rounds: r.after_rounds,
+                reason: r.reason,
             });
         }
         let anomaly_state = serde_json::to_vec(&self.anomaly)?;
@@ -756,6 +829,7 @@ impl Core {
             round: c.round.0,
             contributors: contributors.iter().map(|p| p.to_string()).collect(),
             absent: c.absent.iter().map(|p| p.to_string()).collect(),
+            abstained: c.abstained.iter().map(|p| p.to_string()).collect(),
             bytes_up: self.round_bytes_up,
             bytes_down: sent,
             seconds,
@@ -777,6 +851,8 @@ impl Core {
             s.log_size = self.store.size();
             s.history = self.history.clone();
             s.finished = self.finished_at.is_some();
+            s.abstaining = self.sm.abstained().map(|p| p.to_string()).collect();
+            s.quarantined = self.sm.quarantined().map(|p| p.to_string()).collect();
         }
     }
 }

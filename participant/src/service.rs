@@ -500,13 +500,38 @@ async fn handle_push(
                                     budget,
                                     spent,
                                 } => {
+                                    // Out of budget: say so, signed, so the round does not wait for us
+                                    // (docs/privacy.md "When the budget runs out"). Every later round ends
+                                    // here too; the node stays connected until the federation finishes.
                                     warn!(
                                         round = round.0,
                                         would_reach,
                                         budget,
                                         spent,
-                                        "privacy budget would be exceeded: sending no soft labels this round"
+                                        "privacy budget would be exceeded: abstaining from round {} (epsilon spent {spent:.3} of the budget {budget}; this round would reach {would_reach:.3}); no soft labels are sent from now on",
+                                        round.0
                                     );
+                                    let abstain = fedistill_shared::wire::messages::Abstain {
+                                        round,
+                                        reason: fedistill_shared::wire::messages::ABSTAIN_BUDGET_EXHAUSTED.into(),
+                                        figures: vec![
+                                            ("epsilon_budget".into(), budget),
+                                            ("epsilon_spent".into(), spent),
+                                            ("epsilon_would_reach".into(), would_reach),
+                                        ],
+                                    };
+                                    let signed = sign(&mut n, round, &abstain)?;
+                                    drop(n);
+                                    match request(conn, &ToCoordinator::Abstain(signed), max_frame).await? {
+                                        Reply::Ack => info!(round = round.0, "abstention recorded by the coordinator"),
+                                        Reply::Reject { code, message } if code == "duplicate" => {
+                                            info!(round = round.0, %message, "coordinator already holds our abstention")
+                                        }
+                                        Reply::Reject { code, message } => {
+                                            warn!(round = round.0, %code, %message, "abstention rejected")
+                                        }
+                                        other => warn!(?other, "unexpected reply to an abstention"),
+                                    }
                                     continue;
                                 }
                             }

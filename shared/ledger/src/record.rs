@@ -43,6 +43,10 @@ pub enum RecordKind {
     Quarantine = 7,
     /// Differential-privacy budget spent by a participant in a round.
     PrivacySpend = 8,
+    /// A participant's signed statement that it does not contribute to a round (e.g. budget exhausted).
+    Abstention = 9,
+    /// A quarantined participant was readmitted.
+    QuarantineRelease = 10,
 }
 
 impl RecordKind {
@@ -56,6 +60,8 @@ impl RecordKind {
             6 => RecordKind::RoundReport,
             7 => RecordKind::Quarantine,
             8 => RecordKind::PrivacySpend,
+            9 => RecordKind::Abstention,
+            10 => RecordKind::QuarantineRelease,
             _ => return None,
         })
     }
@@ -71,6 +77,8 @@ impl RecordKind {
             RecordKind::RoundReport => "round_report",
             RecordKind::Quarantine => "quarantine",
             RecordKind::PrivacySpend => "privacy_spend",
+            RecordKind::Abstention => "abstention",
+            RecordKind::QuarantineRelease => "quarantine_release",
         }
     }
 }
@@ -252,6 +260,40 @@ pub enum Record {
         /// Delta spent this round.
         delta: f64,
     },
+    /// A participant said, signed, that it does not contribute to a round. Like a contribution it carries
+    /// the participant's envelope signature over `signing_bytes("fedistill/abstain", federation, round,
+    /// sequence, message_digest)`; the signed `Abstain` message bytes are stored as a payload.
+    Abstention {
+        /// Round number.
+        round: RoundId,
+        /// Who abstains.
+        participant: ParticipantId,
+        /// Reason code (`budget_exhausted`).
+        reason: String,
+        /// The figures behind it (for `budget_exhausted`: `epsilon_budget`, `epsilon_spent`,
+        /// `epsilon_would_reach`), canonical order.
+        figures: Vec<Metric>,
+        /// SHA-256 of the signed `Abstain` message bytes.
+        message_digest: Digest,
+        /// The participant's message sequence number.
+        sequence: u64,
+        /// The participant's ed25519 envelope signature.
+        signature: Vec<u8>,
+    },
+    /// A quarantined participant was readmitted after the aggregate of `round` (policy
+    /// `release_after_rounds`); it may contribute again from the next round.
+    QuarantineRelease {
+        /// Round after whose aggregate it was decided.
+        round: RoundId,
+        /// Who.
+        participant: ParticipantId,
+        /// Round of the quarantine that ends.
+        quarantined_round: RoundId,
+        /// The policy's `release_after_rounds` (`round >= quarantined_round + after_rounds`).
+        after_rounds: u32,
+        /// Why, in words.
+        reason: String,
+    },
 }
 
 /// Why bytes are not a canonical record, or a record cannot be encoded.
@@ -307,6 +349,8 @@ impl Record {
             Record::RoundReport { .. } => RecordKind::RoundReport,
             Record::Quarantine { .. } => RecordKind::Quarantine,
             Record::PrivacySpend { .. } => RecordKind::PrivacySpend,
+            Record::Abstention { .. } => RecordKind::Abstention,
+            Record::QuarantineRelease { .. } => RecordKind::QuarantineRelease,
         }
     }
 
@@ -319,7 +363,9 @@ impl Record {
             | Record::Aggregate { round, .. }
             | Record::RoundReport { round, .. }
             | Record::Quarantine { round, .. }
-            | Record::PrivacySpend { round, .. } => Some(*round),
+            | Record::PrivacySpend { round, .. }
+            | Record::Abstention { round, .. }
+            | Record::QuarantineRelease { round, .. } => Some(*round),
         }
     }
 
@@ -330,7 +376,9 @@ impl Record {
             | Record::Contribution { participant, .. }
             | Record::RoundReport { participant, .. }
             | Record::Quarantine { participant, .. }
-            | Record::PrivacySpend { participant, .. } => Some(participant),
+            | Record::PrivacySpend { participant, .. }
+            | Record::Abstention { participant, .. }
+            | Record::QuarantineRelease { participant, .. } => Some(participant),
             _ => None,
         }
     }
@@ -340,7 +388,8 @@ impl Record {
         match self {
             Record::Contribution { signature, .. }
             | Record::Aggregate { signature, .. }
-            | Record::RoundReport { signature, .. } => Some(signature),
+            | Record::RoundReport { signature, .. }
+            | Record::Abstention { signature, .. } => Some(signature),
             _ => None,
         }
     }
@@ -492,6 +541,36 @@ impl Record {
                 w.f64(*epsilon);
                 w.f64(*delta);
             }
+            Record::Abstention {
+                round,
+                participant,
+                reason,
+                figures,
+                message_digest,
+                sequence,
+                signature,
+            } => {
+                w.u64(round.0);
+                w.string("participant", participant.as_str())?;
+                w.string("reason", reason)?;
+                w.metrics(figures)?;
+                w.raw(&message_digest.0);
+                w.u64(*sequence);
+                w.bytes("signature", signature)?;
+            }
+            Record::QuarantineRelease {
+                round,
+                participant,
+                quarantined_round,
+                after_rounds,
+                reason,
+            } => {
+                w.u64(round.0);
+                w.string("participant", participant.as_str())?;
+                w.u64(quarantined_round.0);
+                w.u32(*after_rounds);
+                w.string("reason", reason)?;
+            }
         }
         if w.buf.len() > MAX_RECORD_LEN {
             return Err(RecordError::TooLong {
@@ -595,6 +674,22 @@ impl Record {
                 epsilon: r.f64("epsilon")?,
                 delta: r.f64("delta")?,
             },
+            RecordKind::Abstention => Record::Abstention {
+                round: RoundId(r.u64("round")?),
+                participant: ParticipantId(r.string("participant")?),
+                reason: r.string("reason")?,
+                figures: r.metrics("figures")?,
+                message_digest: Digest(r.array("message_digest")?),
+                sequence: r.u64("sequence")?,
+                signature: r.bytes("signature")?,
+            },
+            RecordKind::QuarantineRelease => Record::QuarantineRelease {
+                round: RoundId(r.u64("round")?),
+                participant: ParticipantId(r.string("participant")?),
+                quarantined_round: RoundId(r.u64("quarantined_round")?),
+                after_rounds: r.u32("after_rounds")?,
+                reason: r.string("reason")?,
+            },
         };
         if !r.buf.is_empty() {
             return Err(RecordError::Trailing(r.buf.len()));
@@ -692,6 +787,25 @@ impl Record {
             } => {
                 format!("round {round}: privacy spend by {participant}: epsilon={epsilon} delta={delta}")
             }
+            Record::Abstention {
+                round,
+                participant,
+                reason,
+                figures,
+                ..
+            } => format!(
+                "round {round}: ABSTENTION by {participant}: {reason} [{}]",
+                metrics(figures)
+            ),
+            Record::QuarantineRelease {
+                round,
+                participant,
+                quarantined_round,
+                after_rounds,
+                reason,
+            } => format!(
+                "round {round}: RELEASE {participant} from the quarantine of round {quarantined_round} after {after_rounds} round(s): {reason}"
+            ),
         }
     }
 }
@@ -894,6 +1008,22 @@ pub(crate) mod tests {
                 epsilon: 0.5,
                 delta: 1e-5,
             },
+            Record::Abstention {
+                round: RoundId(5),
+                participant: p("bank-a"),
+                reason: "budget_exhausted".into(),
+                figures: Metric::canonical([("epsilon_spent", 8.0), ("epsilon_budget", 10.0)]).expect("distinct"),
+                message_digest: Digest::of(b"abstain message"),
+                sequence: 44,
+                signature: vec![4; 64],
+            },
+            Record::QuarantineRelease {
+                round: RoundId(9),
+                participant: p("bank-c"),
+                quarantined_round: RoundId(4),
+                after_rounds: 5,
+                reason: "served".into(),
+            },
         ]
     }
 
@@ -924,6 +1054,26 @@ pub(crate) mod tests {
         want.extend_from_slice(&[0x3f, 0xf0, 0, 0, 0, 0, 0, 0]);
         want.extend_from_slice(&[0; 8]);
         assert_eq!(r.encode().expect("encodes"), want);
+    }
+
+    #[test]
+    fn quarantine_release_layout_is_exactly_as_documented() {
+        // Expected bytes written by hand from the layout in docs/protocol.md.
+        let r = Record::QuarantineRelease {
+            round: RoundId(7),
+            participant: ParticipantId::new("ab"),
+            quarantined_round: RoundId(4),
+            after_rounds: 3,
+            reason: "r".into(),
+        };
+        let mut want = vec![1u8, 10];
+        want.extend_from_slice(&7u64.to_be_bytes());
+        want.extend_from_slice(&[0, 0, 0, 2, b'a', b'b']);
+        want.extend_from_slice(&4u64.to_be_bytes());
+        want.extend_from_slice(&[0, 0, 0, 3]);
+        want.extend_from_slice(&[0, 0, 0, 1, b'r']);
+        assert_eq!(r.encode().expect("encodes"), want);
+        assert_eq!(Record::decode(&want).expect("decodes"), r);
     }
 
     #[test]
@@ -1020,7 +1170,7 @@ mod proptests {
         /// Mutating one byte of a valid record either fails to decode or yields a record whose
         /// encoding is exactly the mutated bytes (never a silent re-spelling).
         #[test]
-        fn mutated_records_stay_canonical(which in 0usize..8, pos in any::<prop::sample::Index>(), flip in 1u8..=255) {
+        fn mutated_records_stay_canonical(which in 0usize..10, pos in any::<prop::sample::Index>(), flip in 1u8..=255) {
             let mut bytes = samples()[which].encode().expect("encodes");
             let i = pos.index(bytes.len());
             bytes[i] ^= flip;

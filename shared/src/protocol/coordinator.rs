@@ -14,7 +14,7 @@ use super::aggregate::{aggregate, distance_to_consensus, AggregationRule, Contri
 use super::softlabels;
 use super::Millis;
 use crate::crypto::{Digest, FederationId, ParticipantId, RoundId, Verified};
-use crate::wire::messages::{sample_ids_digest, RoundOpen, RoundReport, SoftLabels};
+use crate::wire::messages::{sample_ids_digest, Abstain, RoundOpen, RoundReport, SoftLabels};
 
 /// Static parameters of a federation run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -159,8 +159,10 @@ pub struct RoundCommit {
     pub open: RoundOpen,
     /// Contributions, in participant-id order.
     pub contributions: Vec<AcceptedContribution>,
-    /// Expected participants that did not contribute.
+    /// Expected participants that did not contribute and did not abstain.
     pub absent: Vec<ParticipantId>,
+    /// Participants that abstained from the round (signed `Abstain`, logged when received).
+    pub abstained: Vec<ParticipantId>,
     /// The consensus probabilities.
     pub aggregate: Vec<f32>,
     /// Per-contributor distance to the consensus (anomaly score), in contributor order.
@@ -260,6 +262,9 @@ pub struct Snapshot {
     /// Participants the open round waits for (connected when it opened or joined since).
     #[serde(default)]
     pub expected: Vec<ParticipantId>,
+    /// Participants that abstained from the open round.
+    #[serde(default)]
+    pub abstained: Vec<ParticipantId>,
 }
 
 /// The coordinator's round state machine.
@@ -273,6 +278,7 @@ pub struct CoordinatorRound {
     connected: BTreeSet<ParticipantId>,
     expected: BTreeSet<ParticipantId>,
     contributions: BTreeMap<ParticipantId, AcceptedContribution>,
+    abstained: BTreeSet<ParticipantId>,
     contributors: Vec<ParticipantId>,
     reports: BTreeMap<ParticipantId, RoundReport>,
     quarantined: BTreeSet<ParticipantId>,
@@ -291,6 +297,7 @@ impl CoordinatorRound {
             connected: BTreeSet::new(),
             expected: BTreeSet::new(),
             contributions: BTreeMap::new(),
+            abstained: BTreeSet::new(),
             contributors: Vec::new(),
             reports: BTreeMap::new(),
             quarantined: BTreeSet::new(),
@@ -313,6 +320,7 @@ impl CoordinatorRound {
             m.contributions.insert(c.participant.clone(), c);
         }
         m.expected.extend(snap.expected);
+        m.abstained = snap.abstained.into_iter().collect();
         m.reports = snap.reports.into_iter().collect();
         m.phase = match (snap.phase.as_str(), m.open.is_some()) {
             ("finished", _) => Phase::Finished,
@@ -339,6 +347,7 @@ impl CoordinatorRound {
             contributors: self.contributors.clone(),
             quarantined: self.quarantined.iter().cloned().collect(),
             expected: self.expected.iter().cloned().collect(),
+            abstained: self.abstained.iter().cloned().collect(),
         }
     }
 
@@ -378,12 +387,33 @@ impl CoordinatorRound {
         self.quarantined.insert(p);
     }
 
+    /// Readmits a quarantined participant (release decided by the driver); it is expected from the next
+    /// round that opens.
+    pub fn release(&mut self, p: &ParticipantId) {
+        self.quarantined.remove(p);
+    }
+
+    /// Quarantined participants, in id order.
+    pub fn quarantined(&self) -> impl Iterator<Item = &ParticipantId> {
+        self.quarantined.iter()
+    }
+
+    /// Participants that abstained from the open round, in id order.
+    pub fn abstained(&self) -> impl Iterator<Item = &ParticipantId> {
+        self.abstained.iter()
+    }
+
     /// A participant connected (or reconnected). If a round is collecting it is sent the opening.
     pub fn handle_connected(&mut self, now: Millis, p: ParticipantId) {
         self.connected.insert(p.clone());
         match (&self.phase, &self.open) {
-            (Phase::Collecting { .. }, Some(open)) if !self.contributions.contains_key(&p) => {
-                self.expected.insert(p.clone());
+            (Phase::Collecting { .. }, Some(open))
+                if !self.contributions.contains_key(&p) && !self.abstained.contains(&p) =>
+            {
+                // A quarantined participant is told about the round but never waited for.
+                if !self.quarantined.contains(&p) {
+                    self.expected.insert(p.clone());
+                }
                 self.outputs.push_back(Output::Send(p, OutMessage::Open(open.clone())));
             }
             (Phase::Finished, _) => self.outputs.push_back(Output::Send(p, OutMessage::Finished)),
@@ -437,7 +467,7 @@ impl CoordinatorRound {
                 late_ms: now.0 - deadline.0,
             });
         }
-        if self.contributions.contains_key(from) {
+        if self.contributions.contains_key(from) || self.abstained.contains(from) {
             return Err(Rejection::Duplicate {
                 participant: from.clone(),
                 round: body.round,
@@ -485,6 +515,58 @@ impl CoordinatorRound {
         };
         self.expected.insert(from.clone());
         self.contributions.insert(from.clone(), accepted);
+        self.drive(now);
+        Ok(())
+    }
+
+    /// A verified abstention from the participant on connection `from`: it does not contribute to the open
+    /// round, so the round no longer waits for it. The driver logs it (with the figures) once accepted.
+    pub fn handle_abstain(
+        &mut self,
+        now: Millis,
+        from: &ParticipantId,
+        msg: Verified<Abstain>,
+    ) -> Result<(), Rejection> {
+        match msg.signer() {
+            crate::crypto::Signer::Participant(p) if p == from => {}
+            other => {
+                return Err(Rejection::SignerMismatch {
+                    signer: other.to_string(),
+                    connection: from.clone(),
+                })
+            }
+        }
+        let body = msg.value();
+        let deadline = match &self.phase {
+            Phase::Collecting { deadline } if self.open.is_some() => *deadline,
+            _ => {
+                return Err(Rejection::NotCollecting {
+                    got: body.round,
+                    current: self.round,
+                    phase: self.phase.name(),
+                })
+            }
+        };
+        if body.round != self.round {
+            return Err(Rejection::WrongRound {
+                got: body.round,
+                current: self.round,
+            });
+        }
+        if now > deadline {
+            return Err(Rejection::Late {
+                round: body.round,
+                late_ms: now.0 - deadline.0,
+            });
+        }
+        if self.contributions.contains_key(from) || self.abstained.contains(from) {
+            return Err(Rejection::Duplicate {
+                participant: from.clone(),
+                round: body.round,
+            });
+        }
+        check_abstain(body).map_err(Rejection::BadPayload)?;
+        self.abstained.insert(from.clone());
         self.drive(now);
         Ok(())
     }
@@ -590,6 +672,7 @@ impl CoordinatorRound {
         self.open = Some(open.clone());
         self.opened_at = now;
         self.contributions.clear();
+        self.abstained.clear();
         self.reports.clear();
         self.expected = self
             .connected
@@ -606,7 +689,11 @@ impl CoordinatorRound {
 
     fn try_aggregate(&mut self, now: Millis, deadline: Millis) -> bool {
         let have = self.contributions.len();
-        let everyone = !self.expected.is_empty() && self.expected.iter().all(|p| self.contributions.contains_key(p));
+        let everyone = !self.expected.is_empty()
+            && self
+                .expected
+                .iter()
+                .all(|p| self.contributions.contains_key(p) || self.abstained.contains(p));
         let timed_out = now >= deadline;
         if !(everyone && have >= self.cfg.quorum || timed_out) {
             return false;
@@ -655,9 +742,10 @@ impl CoordinatorRound {
         let absent: Vec<ParticipantId> = self
             .expected
             .iter()
-            .filter(|p| !self.contributions.contains_key(*p))
+            .filter(|p| !self.contributions.contains_key(*p) && !self.abstained.contains(*p))
             .cloned()
             .collect();
+        let abstained = self.abstained.iter().cloned().collect();
         self.contributors = contributions.iter().map(|c| c.participant.clone()).collect();
         self.phase = Phase::Committing;
         self.outputs.push_back(Output::Commit(Box::new(RoundCommit {
@@ -665,6 +753,7 @@ impl CoordinatorRound {
             open,
             contributions,
             absent,
+            abstained,
             aggregate: consensus,
             anomaly,
         })));
@@ -691,7 +780,48 @@ impl CoordinatorRound {
         self.phase = Phase::Waiting;
         self.open = None;
         self.contributions.clear();
+        self.abstained.clear();
         self.reports.clear();
         true
     }
+}
+
+/// Longest abstention reason code, in bytes.
+pub const MAX_ABSTAIN_REASON: usize = 64;
+/// Most figures in an abstention.
+pub const MAX_ABSTAIN_FIGURES: usize = 16;
+
+/// Checks an abstention's shape: a reason code of 1..=64 bytes of `[a-z0-9_]`, at most 16 figures with
+/// unique, non-empty names of at most 64 bytes and finite values (so it can be logged canonically).
+pub fn check_abstain(a: &Abstain) -> Result<(), String> {
+    let code_ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= MAX_ABSTAIN_REASON
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    };
+    if !code_ok(&a.reason) {
+        return Err(format!(
+            "abstention reason {:?} is not a code like budget_exhausted",
+            a.reason
+        ));
+    }
+    if a.figures.len() > MAX_ABSTAIN_FIGURES {
+        return Err(format!(
+            "{} abstention figures (at most {MAX_ABSTAIN_FIGURES})",
+            a.figures.len()
+        ));
+    }
+    let mut names = BTreeSet::new();
+    for (n, v) in &a.figures {
+        if !code_ok(n) || !names.insert(n.as_str()) {
+            return Err(format!(
+                "abstention figure name {n:?} is empty, too long, not [a-z0-9_] or repeated"
+            ));
+        }
+        if !v.is_finite() {
+            return Err(format!("abstention figure {n} = {v} is not finite"));
+        }
+    }
+    Ok(())
 }

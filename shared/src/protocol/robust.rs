@@ -5,6 +5,9 @@
 //! of the round's contributors (and an absolute floor) for `consecutive` rounds in a row is quarantined:
 //! the driver calls `CoordinatorRound::quarantine` and logs a `Record::Quarantine` with the evidence.
 //! Relative-to-median thresholds keep honest participants safe under DP noise, which raises every score.
+//! Quarantine is permanent unless the policy sets `release_after_rounds`: then [`AnomalyTracker::releases_due`]
+//! readmits a participant once that many aggregated rounds have passed, with a fresh score (the driver
+//! logs a `Record::QuarantineRelease`).
 
 use std::collections::BTreeMap;
 
@@ -25,6 +28,9 @@ pub struct QuarantinePolicy {
     pub consecutive: u32,
     /// Fewer contributors than this: no strikes (a median of two or three says little).
     pub min_contributors: usize,
+    /// Readmit a quarantined participant after this many aggregated rounds (None: permanent).
+    #[serde(default)]
+    pub release_after_rounds: Option<u32>,
 }
 
 impl Default for QuarantinePolicy {
@@ -35,6 +41,7 @@ impl Default for QuarantinePolicy {
             floor: 0.1,
             consecutive: 3,
             min_contributors: 4,
+            release_after_rounds: None,
         }
     }
 }
@@ -66,6 +73,9 @@ impl QuarantinePolicy {
         if self.min_contributors < 3 {
             return bad(format!("min_contributors {} must be >= 3", self.min_contributors));
         }
+        if self.release_after_rounds == Some(0) {
+            return bad("release_after_rounds must be >= 1 (leave it out for permanent quarantine)".into());
+        }
         Ok(())
     }
 }
@@ -81,6 +91,9 @@ pub struct ScoreState {
     pub rounds: u64,
     /// Already quarantined (no further decisions).
     pub quarantined: bool,
+    /// Round in which the current quarantine was decided (None in state written before releases existed).
+    #[serde(default)]
+    pub quarantined_round: Option<RoundId>,
 }
 
 /// A quarantine the driver must apply and log.
@@ -92,9 +105,25 @@ pub struct QuarantineDecision {
     pub participant: ParticipantId,
     /// Why, in words.
     pub reason: String,
-    /// The figures behind it (names unique: `ewma_score`, `median_score`, `threshold`, `last_distance`,
-    /// `strikes`).
+    /// The figures behind it (names unique: `ewma_score`, `last_distance`, `median_score`, `strikes`,
+    /// `threshold`, and the policy in force: `policy_consecutive`, `policy_decay`, `policy_factor`,
+    /// `policy_floor`, `policy_min_contributors`), so an auditor can recheck the decision.
     pub evidence: Vec<(String, f64)>,
+}
+
+/// A release from quarantine the driver must apply and log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReleaseDecision {
+    /// Round after whose aggregate the participant is readmitted (it may contribute from the next one).
+    pub round: RoundId,
+    /// Who.
+    pub participant: ParticipantId,
+    /// Round in which the quarantine was decided.
+    pub quarantined_round: RoundId,
+    /// The policy's `release_after_rounds`.
+    pub after_rounds: u32,
+    /// Why, in words.
+    pub reason: String,
 }
 
 /// Tracks scores across rounds; serializable so the driver persists it with the round snapshot.
@@ -117,6 +146,53 @@ impl AnomalyTracker {
     /// The policy.
     pub fn policy(&self) -> &QuarantinePolicy {
         &self.policy
+    }
+
+    /// Replaces the policy, keeping the scores (the configured policy wins over the one stored with the
+    /// state after a restart).
+    pub fn set_policy(&mut self, policy: QuarantinePolicy) -> Result<(), RobustError> {
+        policy.validate()?;
+        self.policy = policy;
+        Ok(())
+    }
+
+    /// Participants currently quarantined, in id order.
+    pub fn quarantined(&self) -> Vec<ParticipantId> {
+        self.scores
+            .iter()
+            .filter(|(_, s)| s.quarantined)
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
+    /// After the aggregate of `round`: the quarantines that have lasted `release_after_rounds` rounds
+    /// (`round >= quarantined_round + release_after_rounds`) end now; the participant's score starts afresh.
+    /// None under a permanent policy. A quarantine without a recorded round (state from an older build)
+    /// starts counting at `round`.
+    pub fn releases_due(&mut self, round: RoundId) -> Vec<ReleaseDecision> {
+        let Some(after) = self.policy.release_after_rounds else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (p, s) in self.scores.iter_mut() {
+            if !s.quarantined {
+                continue;
+            }
+            let since = *s.quarantined_round.get_or_insert(round);
+            if round.0 >= since.0.saturating_add(u64::from(after)) {
+                *s = ScoreState::default();
+                out.push(ReleaseDecision {
+                    round,
+                    participant: p.clone(),
+                    quarantined_round: since,
+                    after_rounds: after,
+                    reason: format!(
+                        "quarantine of round {since} served for {after} round(s); readmitted with a fresh score"
+                    ),
+                });
+            }
+        }
+        out
     }
 
     /// A contributor's state.
@@ -170,6 +246,7 @@ impl AnomalyTracker {
             }
             if s.strikes >= self.policy.consecutive {
                 s.quarantined = true;
+                s.quarantined_round = Some(round);
                 decisions.push(QuarantineDecision {
                     round,
                     participant: p.clone(),
@@ -181,6 +258,11 @@ impl AnomalyTracker {
                         ("ewma_score".into(), s.ewma),
                         ("last_distance".into(), if d.is_finite() { *d } else { worst }),
                         ("median_score".into(), median),
+                        ("policy_consecutive".into(), f64::from(self.policy.consecutive)),
+                        ("policy_decay".into(), self.policy.decay),
+                        ("policy_factor".into(), self.policy.factor),
+                        ("policy_floor".into(), self.policy.floor),
+                        ("policy_min_contributors".into(), self.policy.min_contributors as f64),
                         ("strikes".into(), f64::from(s.strikes)),
                         ("threshold".into(), threshold),
                     ],
@@ -222,8 +304,26 @@ mod tests {
         let names: Vec<&str> = d[0].evidence.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
-            ["ewma_score", "last_distance", "median_score", "strikes", "threshold"]
+            [
+                "ewma_score",
+                "last_distance",
+                "median_score",
+                "policy_consecutive",
+                "policy_decay",
+                "policy_factor",
+                "policy_floor",
+                "policy_min_contributors",
+                "strikes",
+                "threshold"
+            ]
         );
+        // The threshold is recomputable from the evidence (what `audit verify` does).
+        let ev = |n: &str| d[0].evidence.iter().find(|(k, _)| k == n).map(|(_, v)| *v).unwrap();
+        assert_eq!(
+            ev("threshold"),
+            (ev("policy_factor") * ev("median_score")).max(ev("policy_floor"))
+        );
+        assert!(ev("ewma_score") > ev("threshold"));
         // Decided once only.
         assert!(t.handle_round(RoundId(4), &round(0.2, 1.6)).is_empty());
         assert!(t.state(&pid("evil")).unwrap().quarantined);
@@ -291,11 +391,88 @@ mod tests {
                 },
                 "min_contributors",
             ),
+            (
+                QuarantinePolicy {
+                    release_after_rounds: Some(0),
+                    ..base
+                },
+                "release_after_rounds",
+            ),
         ] {
             assert!(
                 AnomalyTracker::new(p).unwrap_err().to_string().contains(needle),
                 "{needle}"
             );
         }
+    }
+
+    #[test]
+    fn permanent_quarantine_is_never_released() {
+        let mut t = AnomalyTracker::new(QuarantinePolicy::default()).unwrap();
+        for r in 1..=3 {
+            t.handle_round(RoundId(r), &round(0.2, 1.6));
+        }
+        assert_eq!(t.quarantined(), vec![pid("evil")]);
+        for r in 4..50 {
+            assert!(t.releases_due(RoundId(r)).is_empty());
+        }
+        assert!(t.state(&pid("evil")).unwrap().quarantined);
+    }
+
+    #[test]
+    fn release_after_n_rounds_readmits_with_a_fresh_score() {
+        let mut t = AnomalyTracker::new(QuarantinePolicy {
+            release_after_rounds: Some(2),
+            ..QuarantinePolicy::default()
+        })
+        .unwrap();
+        for r in 1..=3 {
+            t.handle_round(RoundId(r), &round(0.2, 1.6));
+        }
+        assert_eq!(t.state(&pid("evil")).unwrap().quarantined_round, Some(RoundId(3)));
+        // Quarantined in round 3: still out after rounds 3 and 4, released after round 5 (3 + 2).
+        assert!(t.releases_due(RoundId(3)).is_empty());
+        let honest: Vec<(ParticipantId, f64)> =
+            round(0.2, 0.2).into_iter().filter(|(p, _)| p != &pid("evil")).collect();
+        t.handle_round(RoundId(4), &honest);
+        assert!(t.releases_due(RoundId(4)).is_empty());
+        t.handle_round(RoundId(5), &honest);
+        let rel = t.releases_due(RoundId(5));
+        assert_eq!(rel.len(), 1);
+        assert_eq!(rel[0].participant, pid("evil"));
+        assert_eq!(rel[0].quarantined_round, RoundId(3));
+        assert_eq!(rel[0].after_rounds, 2);
+        assert_eq!(t.state(&pid("evil")), Some(&ScoreState::default()));
+        assert!(t.quarantined().is_empty());
+        // Still attacking after readmission: quarantined again after `consecutive` fresh strikes.
+        assert!(t.handle_round(RoundId(6), &round(0.2, 1.6)).is_empty());
+        assert!(t.handle_round(RoundId(7), &round(0.2, 1.6)).is_empty());
+        assert_eq!(t.handle_round(RoundId(8), &round(0.2, 1.6)).len(), 1);
+    }
+
+    #[test]
+    fn the_configured_policy_replaces_the_stored_one() {
+        let mut t = AnomalyTracker::new(QuarantinePolicy::default()).unwrap();
+        for r in 1..=3 {
+            t.handle_round(RoundId(r), &round(0.2, 1.6));
+        }
+        // State written by an older build has no quarantine round: counting starts at the first check.
+        let mut json: serde_json::Value = serde_json::to_value(&t).unwrap();
+        json["scores"]["evil"]
+            .as_object_mut()
+            .unwrap()
+            .remove("quarantined_round");
+        json["policy"].as_object_mut().unwrap().remove("release_after_rounds");
+        let mut old: AnomalyTracker = serde_json::from_value(json).unwrap();
+        assert_eq!(old.policy().release_after_rounds, None);
+        let policy = QuarantinePolicy {
+            release_after_rounds: Some(1),
+            ..QuarantinePolicy::default()
+        };
+        old.set_policy(policy).unwrap();
+        assert_eq!(old.policy(), &policy);
+        assert!(old.releases_due(RoundId(10)).is_empty());
+        assert_eq!(old.releases_due(RoundId(11)).len(), 1);
+        assert!(old.set_policy(QuarantinePolicy { decay: 2.0, ..policy }).is_err());
     }
 }

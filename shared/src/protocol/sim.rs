@@ -1,6 +1,7 @@
 //! A deterministic network simulator with a virtual clock that drives the real coordinator and participant
 //! state machines through scenario tests: dropouts, rejoins, duplicates, late and wrong-round messages,
-//! seeded loss, partitions and a coordinator restart from its durable snapshot.
+//! seeded loss, partitions, a coordinator restart from its durable snapshot, and participants that abstain
+//! (budget exhausted) or stay silent.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -14,7 +15,9 @@ use super::{softlabels, AggregationRule, Encoding, Millis};
 use crate::crypto::{
     Digest, FederationId, ParticipantId, PublicKey, ReplayGuard, RoundId, SignError, Signed, Signer, SigningIdentity,
 };
-use crate::wire::messages::{sample_ids_digest, AggregateLabels, RoundOpen, RoundReport, SoftLabels};
+use crate::wire::messages::{
+    sample_ids_digest, Abstain, AggregateLabels, RoundOpen, RoundReport, SoftLabels, ABSTAIN_BUDGET_EXHAUSTED,
+};
 
 const CLASSES: usize = 4;
 const PUBLIC_LEN: u64 = 40;
@@ -25,6 +28,7 @@ enum Packet {
     Aggregate(Signed<AggregateLabels>),
     Labels(Signed<SoftLabels>),
     Report(Signed<RoundReport>),
+    Abstain(Signed<Abstain>),
     Ack(RoundId),
     Reject(String),
     Finished,
@@ -44,6 +48,12 @@ enum Node {
 struct Behaviour {
     send_twice: bool,
     wrong_round: bool,
+    /// From this round on, send a signed `Abstain` instead of labels (budget exhausted).
+    abstain_from: Option<u64>,
+    /// From this round on, send nothing at all (what a participant out of budget did before `Abstain`).
+    silent_from: Option<u64>,
+    /// After abstaining, also send labels for the same round (must be refused as a duplicate).
+    labels_after_abstain: bool,
 }
 
 struct Part {
@@ -74,6 +84,8 @@ struct Sim {
     parts: Vec<Part>,
     disk: Option<Snapshot>,
     committed: Vec<(RoundId, Vec<ParticipantId>, Vec<ParticipantId>)>,
+    /// Per commit: the round, its abstainers and the virtual time of the commit.
+    abstentions: Vec<(RoundId, Vec<ParticipantId>, Millis)>,
     closed: Vec<(RoundId, usize)>,
     finished: bool,
     coord_rejections: Vec<String>,
@@ -150,6 +162,7 @@ impl Sim {
             parts,
             disk: None,
             committed: Vec::new(),
+            abstentions: Vec::new(),
             closed: Vec::new(),
             finished: false,
             coord_rejections: Vec::new(),
@@ -252,6 +265,7 @@ impl Sim {
                     self.disk = Some(self.coord.snapshot());
                     self.committed
                         .push((c.round, agg.contributors.clone(), c.absent.clone()));
+                    self.abstentions.push((c.round, c.abstained.clone(), self.now));
                     let s = Self::sign(&self.coord_key, Signer::Coordinator, c.round, &mut self.coord_seq, &agg);
                     let targets: Vec<usize> = agg.contributors.iter().filter_map(|p| self.index(p)).collect();
                     for i in targets {
@@ -287,6 +301,13 @@ impl Sim {
                             .handle_soft_labels(self.now, &id, v)
                             .map_err(|e| e.code().to_string()),
                         Err(SignError::WrongRound { .. }) => Err("wrong_round".to_string()),
+                        Err(e) => Err(format!("signature: {e}")),
+                    },
+                    Packet::Abstain(s) => match s.verify(&key, &mut self.guard, round) {
+                        Ok(v) => self
+                            .coord
+                            .handle_abstain(self.now, &id, v)
+                            .map_err(|e| e.code().to_string()),
                         Err(e) => Err(format!("signature: {e}")),
                     },
                     Packet::Report(s) => match s.verify(&key, &mut self.guard, round) {
@@ -346,6 +367,33 @@ impl Sim {
             let part = &mut self.parts[i];
             match out {
                 ParticipantOutput::ComputeSoftLabels { round, sample_ids, .. } => {
+                    if part.behaviour.silent_from.is_some_and(|r| round.0 >= r) {
+                        continue;
+                    }
+                    if part.behaviour.abstain_from.is_some_and(|r| round.0 >= r) {
+                        let abstain = Abstain {
+                            round,
+                            reason: ABSTAIN_BUDGET_EXHAUSTED.into(),
+                            figures: vec![
+                                ("epsilon_budget".into(), 5.0),
+                                ("epsilon_spent".into(), 4.0),
+                                ("epsilon_would_reach".into(), 8.0),
+                            ],
+                        };
+                        let s = Self::sign(
+                            &part.key,
+                            Signer::Participant(part.id.clone()),
+                            round,
+                            &mut part.seq,
+                            &abstain,
+                        );
+                        let again = part.behaviour.labels_after_abstain;
+                        self.send(Node::P(i), Node::Coordinator, Packet::Abstain(s));
+                        if !again {
+                            continue;
+                        }
+                    }
+                    let part = &mut self.parts[i];
                     let probs = teacher(i, &sample_ids);
                     let round_named = if part.behaviour.wrong_round {
                         RoundId(round.0 + 1)
@@ -644,4 +692,103 @@ fn restart_keeps_waiting_for_expected_participants() {
     sim.run_until(Millis(60_000));
     assert!(sim.finished);
     assert_eq!(sim.committed[0].1.len(), 3, "p2 was waited for: {:?}", sim.committed);
+}
+
+/// Three rounds, quorum 2 of 3, where p2 is out of budget from round 2: with `Abstain` every round
+/// aggregates as soon as p0 and p1 contributed (well before the 1 s deadline, virtual time); the same
+/// participant staying silent holds rounds 2 and 3 until their deadlines.
+#[test]
+fn an_abstaining_participant_does_not_hold_the_round() {
+    let run = |abstain: bool| {
+        let mut sim = Sim::new(3, 3, 2, 1);
+        if abstain {
+            sim.parts[2].behaviour.abstain_from = Some(2);
+        } else {
+            sim.parts[2].behaviour.silent_from = Some(2);
+        }
+        (0..3).for_each(|i| sim.connect(i));
+        // Each round takes a few 10 ms hops when nobody is waited for; 3 rounds fit in 900 ms only if no
+        // round waits for its 1 000 ms deadline.
+        sim.run_until(Millis(900));
+        sim
+    };
+    let sim = run(true);
+    assert!(sim.finished, "{:?} {:?}", sim.committed, sim.coord_rejections);
+    assert_eq!(sim.committed.len(), 3);
+    assert_eq!(sim.committed[0].1.len(), 3, "p2 contributed to round 1");
+    for (round, contributors, absent) in &sim.committed[1..] {
+        assert_eq!(
+            contributors,
+            &[ParticipantId::new("p0"), ParticipantId::new("p1")],
+            "round {round}"
+        );
+        assert!(absent.is_empty(), "an abstainer is not absent: {absent:?}");
+    }
+    let abstained: Vec<(u64, Vec<ParticipantId>)> = sim.abstentions.iter().map(|(r, a, _)| (r.0, a.clone())).collect();
+    assert_eq!(
+        abstained,
+        vec![
+            (1, vec![]),
+            (2, vec![ParticipantId::new("p2")]),
+            (3, vec![ParticipantId::new("p2")])
+        ]
+    );
+    assert!(sim.coord_rejections.is_empty(), "{:?}", sim.coord_rejections);
+    assert_eq!(
+        sim.parts[2].distilled,
+        vec![RoundId(1)],
+        "the abstainer distils only what it contributed to"
+    );
+
+    let silent = run(false);
+    assert!(
+        !silent.finished,
+        "a silent participant holds each round until the deadline"
+    );
+    assert_eq!(silent.committed.len(), 1, "{:?}", silent.committed);
+}
+
+#[test]
+fn labels_after_an_abstention_and_a_second_abstention_are_duplicates() {
+    let mut sim = Sim::new(3, 2, 2, 1);
+    sim.parts[1].behaviour.abstain_from = Some(1);
+    sim.parts[1].behaviour.labels_after_abstain = true;
+    (0..3).for_each(|i| sim.connect(i));
+    sim.run_until(Millis(60_000));
+    assert!(sim.finished);
+    assert!(
+        sim.coord_rejections.iter().any(|r| r == "p1:duplicate"),
+        "{:?}",
+        sim.coord_rejections
+    );
+    for (_, contributors, _) in &sim.committed {
+        assert!(!contributors.contains(&ParticipantId::new("p1")));
+    }
+}
+
+#[test]
+fn an_abstention_survives_a_coordinator_restart() {
+    // p2 abstains at once, p0 contributes, p1 is slow; the coordinator restarts before p1 arrives. The
+    // restored round must still count p2 as abstained and aggregate when p1 arrives, not at the deadline.
+    let mut sim = Sim::new(3, 1, 2, 1);
+    sim.parts[2].behaviour.abstain_from = Some(1);
+    sim.delay.insert(Node::P(1), Millis(300));
+    (0..3).for_each(|i| sim.connect(i));
+    sim.run_until(Millis(100));
+    assert_eq!(
+        sim.disk.as_ref().map(|d| d.abstained.clone()),
+        Some(vec![ParticipantId::new("p2")])
+    );
+    sim.restart_coordinator();
+    sim.delay.remove(&Node::P(1));
+    sim.run_until(Millis(60_000));
+    assert!(sim.finished);
+    let (round, abstained, at) = &sim.abstentions[0];
+    assert_eq!((round.0, abstained.clone()), (1, vec![ParticipantId::new("p2")]));
+    assert!(
+        at.0 < 1_100,
+        "committed at {} ms: the restored round waited for its deadline",
+        at.0
+    );
+    assert_eq!(sim.committed[0].1.len(), 2);
 }

@@ -121,6 +121,26 @@ impl SignedMessage for RoundReport {
     const DOMAIN: &'static str = "fedistill/round-report";
 }
 
+/// Reason code of an [`Abstain`] whose sender's differential-privacy budget would be exceeded by the round.
+pub const ABSTAIN_BUDGET_EXHAUSTED: &str = "budget_exhausted";
+
+/// A participant's signed statement that it does not contribute to a round, so the coordinator stops
+/// waiting for it. The coordinator logs it (`Record::Abstention`) with the figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Abstain {
+    /// The round the participant sits out.
+    pub round: RoundId,
+    /// Reason code: [`ABSTAIN_BUDGET_EXHAUSTED`] (the only one this build sends).
+    pub reason: String,
+    /// The figures behind it as (name, value) pairs with unique names; for `budget_exhausted`:
+    /// `epsilon_budget`, `epsilon_spent` and `epsilon_would_reach`.
+    pub figures: Vec<(String, f64)>,
+}
+
+impl SignedMessage for Abstain {
+    const DOMAIN: &'static str = "fedistill/abstain";
+}
+
 /// A witness cosignature (C2SP tlog-cosignature) on a checkpoint the participant checked grew
 /// append-only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -161,6 +181,8 @@ pub enum ToCoordinator {
     },
     /// A witness cosignature.
     Cosign(Cosignature),
+    /// The participant does not contribute to the open round (appended last: older variants keep their tags).
+    Abstain(Signed<Abstain>),
 }
 
 /// The coordinator's answer on the same stream.
