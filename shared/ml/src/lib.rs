@@ -5,6 +5,7 @@
 pub mod augment;
 pub mod bench;
 pub mod distill;
+pub mod dpsgd;
 pub mod error;
 pub mod fedavg;
 pub mod lifecycle;
@@ -22,6 +23,7 @@ pub use distill::{
     confidence_weights, validate_probabilities, ConfidenceWeighting, DistillConfig, DistillStats, Distiller, InputNorm,
     ReplayBuffer, SoftTargets, TemperatureSchedule,
 };
+pub use dpsgd::{train_teacher_dp, DpSgdConfig, DpTrainStats};
 pub use error::MlError;
 pub use metrics::{evaluate, evaluate_slices, Metrics};
 pub use model::{Model, ModelConfig};
