@@ -13,6 +13,7 @@ pub mod local;
 pub mod node;
 pub mod provision;
 pub mod quantize;
+pub mod report;
 
 /// Sets up `tracing` output on stderr: human-readable by default, JSON lines with `--log-json`.
 pub fn init_logging(json: bool) {
