@@ -11,7 +11,8 @@
 //! [`verify`] trusts nothing in the bundle: every signature is checked with `verify_strict`, every
 //! proof against the signed roots, the roots against the records, the witness quorum on the head
 //! checkpoint, the roster and participant signatures on every contribution and report, and (with
-//! payloads and a [`Recompute`]) every aggregate bit for bit. Files are canonical (one spelling),
+//! payloads and a [`Recompute`]) every aggregate bit for bit. Quarantines, releases and abstentions are
+//! checked for consistency (see [`verify`]). Files are canonical (one spelling),
 //! so a change to any byte is a failure. The bundle directory is read and written here; all
 //! checks are pure functions of the bytes.
 
@@ -45,6 +46,8 @@ pub const MAX_FILES: usize = 1_000_000;
 pub const SOFT_LABELS_DOMAIN: &str = "fedistill/soft-labels";
 /// Signature domain of a round report's envelope (as `wire::messages::RoundReport`).
 pub const ROUND_REPORT_DOMAIN: &str = "fedistill/round-report";
+/// Signature domain of an abstention's envelope (as `wire::messages::Abstain`).
+pub const ABSTAIN_DOMAIN: &str = "fedistill/abstain";
 
 /// Why a bundle or trust file could not be read or written (verification failures are
 /// [`Failure`]s in a [`Report`], not errors).
@@ -523,6 +526,17 @@ fn record_item(i: usize, r: Option<&Record>) -> String {
 
 /// Verifies a bundle against `trust`; `recompute` checks aggregates bit for bit when the bundle
 /// holds payloads. Never panics on any input; see [`Report`].
+///
+/// Robustness and budget records are checked for consistency with the rest of the log: a `quarantine`
+/// names an enrolled participant that is in its round's (earlier) aggregate and not already quarantined,
+/// and its evidence shows `ewma_score > threshold`, with (when the policy figures are present) `threshold
+/// == max(policy_factor x median_score, policy_floor)` recomputed bit for bit and `strikes >=
+/// policy_consecutive`; a quarantined participant has no contribution and is in no aggregate of a later
+/// round until a `quarantine_release` that names its quarantine round, follows its own round's aggregate
+/// and comes no earlier than `quarantined_round + after_rounds`; an `abstention` carries the participant's
+/// signature over the `fedistill/abstain` domain, the participant has no contribution in and is in no
+/// aggregate of that round, and (with payloads) its stored `Abstain` message says what the record says.
+/// Scores are not replayed: the distances behind them are not in the log.
 pub fn verify(bundle: &Bundle, trust: &Trust, recompute: Option<&dyn Recompute>) -> Report {
     let mut report = Report::default();
     let empty = Vec::new();
@@ -741,6 +755,13 @@ pub fn verify(bundle: &Bundle, trust: &Trust, recompute: Option<&dyn Recompute>)
     // 6. Record semantics: federation, roster, signatures.
     let mut federation: Option<FederationId> = None;
     let mut roster: HashMap<ParticipantId, ed25519_dalek::VerifyingKey> = HashMap::new();
+    // Quarantine in force: participant -> round of the decision.
+    let mut quarantined: HashMap<ParticipantId, crate::ledger::RoundId> = HashMap::new();
+    // Contributors of every aggregate seen so far, by round.
+    let mut aggregated: HashMap<crate::ledger::RoundId, Vec<ParticipantId>> = HashMap::new();
+    // (round, participant) of every abstention and contribution, checked against each other at the end.
+    let mut abstentions: BTreeMap<(u64, ParticipantId), usize> = BTreeMap::new();
+    let mut contributed: BTreeMap<(u64, ParticipantId), usize> = BTreeMap::new();
     for (i, rec) in records.iter().enumerate() {
         let Some(rec) = rec else { continue };
         let item = record_item(i, Some(rec));
@@ -802,6 +823,13 @@ pub fn verify(bundle: &Bundle, trust: &Trust, recompute: Option<&dyn Recompute>)
                 ..
             } => {
                 let domain = if rec.kind() == RecordKind::Contribution {
+                    if let Some(q) = quarantined.get(participant).filter(|q| q.0 < round.0) {
+                        report.fail(
+                            item.as_str(),
+                            format!("contribution from {participant}, quarantined since round {q}"),
+                        );
+                    }
+                    contributed.insert((round.0, participant.clone()), i);
                     SOFT_LABELS_DOMAIN
                 } else {
                     ROUND_REPORT_DOMAIN
@@ -819,7 +847,18 @@ pub fn verify(bundle: &Bundle, trust: &Trust, recompute: Option<&dyn Recompute>)
                 }
                 report.record_signatures += 1;
             }
-            Record::Aggregate { signature, .. } => {
+            Record::Aggregate {
+                round,
+                contributors,
+                signature,
+                ..
+            } => {
+                for c in contributors {
+                    if let Some(q) = quarantined.get(c).filter(|q| q.0 < round.0) {
+                        report.fail(item.as_str(), format!("aggregates {c}, quarantined since round {q}"));
+                    }
+                }
+                aggregated.insert(*round, contributors.clone());
                 let Some(fed) = federation.as_ref() else {
                     report.fail(item.as_str(), "aggregate before the federation was created");
                     continue;
@@ -830,7 +869,115 @@ pub fn verify(bundle: &Bundle, trust: &Trust, recompute: Option<&dyn Recompute>)
                 }
                 report.record_signatures += 1;
             }
+            Record::Quarantine {
+                round,
+                participant,
+                evidence,
+                ..
+            } => {
+                if !roster.contains_key(participant) {
+                    report.fail(
+                        item.as_str(),
+                        format!("{participant} is not an enrolled participant here"),
+                    );
+                }
+                if !aggregated.get(round).is_some_and(|c| c.contains(participant)) {
+                    report.fail(
+                        item.as_str(),
+                        format!("{participant} is not a contributor of an earlier aggregate of round {round}"),
+                    );
+                }
+                if let Some(q) = quarantined.get(participant) {
+                    report.fail(
+                        item.as_str(),
+                        format!("{participant} is already quarantined (since round {q})"),
+                    );
+                }
+                if let Err(why) = check_quarantine_evidence(evidence) {
+                    report.fail(item.as_str(), why);
+                }
+                quarantined.insert(participant.clone(), *round);
+            }
+            Record::QuarantineRelease {
+                round,
+                participant,
+                quarantined_round,
+                after_rounds,
+                ..
+            } => {
+                match quarantined.get(participant) {
+                    None => report.fail(item.as_str(), format!("{participant} is not quarantined")),
+                    Some(q) if q != quarantined_round => report.fail(
+                        item.as_str(),
+                        format!(
+                            "names the quarantine of round {quarantined_round}, but {participant}'s is of round {q}"
+                        ),
+                    ),
+                    Some(_) => {}
+                }
+                if *after_rounds == 0 || round.0 < quarantined_round.0.saturating_add(u64::from(*after_rounds)) {
+                    report.fail(
+                        item.as_str(),
+                        format!(
+                            "released after round {round}: earlier than round {quarantined_round} + {after_rounds} round(s)"
+                        ),
+                    );
+                }
+                if !aggregated.contains_key(round) {
+                    report.fail(item.as_str(), format!("no earlier aggregate of round {round}"));
+                }
+                quarantined.remove(participant);
+            }
+            Record::Abstention {
+                round,
+                participant,
+                reason,
+                message_digest,
+                sequence,
+                signature,
+                ..
+            } => {
+                if reason.is_empty() {
+                    report.fail(item.as_str(), "abstention without a reason code");
+                }
+                if abstentions.insert((round.0, participant.clone()), i).is_some() {
+                    report.fail(
+                        item.as_str(),
+                        format!("{participant} abstained twice from round {round}"),
+                    );
+                }
+                let (Some(fed), Some(key)) = (federation.as_ref(), roster.get(participant)) else {
+                    report.fail(
+                        item.as_str(),
+                        format!("{participant} is not an enrolled participant here"),
+                    );
+                    continue;
+                };
+                let msg = signing_bytes(ABSTAIN_DOMAIN, fed, *round, *sequence, message_digest);
+                if !verify_sig(key, &msg, signature) {
+                    report.fail(item.as_str(), format!("signature of {participant} does not verify"));
+                }
+                report.record_signatures += 1;
+            }
             _ => {}
+        }
+    }
+    for ((round, participant), &i) in &abstentions {
+        let item = record_item(i, records.get(i).and_then(|r| r.as_ref()));
+        if contributed.contains_key(&(*round, participant.clone())) {
+            report.fail(
+                item.as_str(),
+                format!("{participant} abstained from round {round} but also contributed to it"),
+            );
+        }
+        if aggregated
+            .get(&crate::ledger::RoundId(*round))
+            .is_some_and(|c| c.contains(participant))
+        {
+            report.fail(
+                item.as_str(),
+                format!("{participant} abstained from round {round} but is in its aggregate"),
+            );
         }
     }
 
@@ -864,6 +1011,30 @@ pub fn verify(bundle: &Bundle, trust: &Trust, recompute: Option<&dyn Recompute>)
                 .contains_key(&format!("{PAYLOADS_DIR}/{}", payload_digest.to_hex()))
             {
                 report.fail(record_item(i, rec.as_ref()), "payload missing from the bundle");
+            }
+        }
+        if let Some(Record::Abstention {
+            round,
+            reason,
+            figures,
+            message_digest,
+            ..
+        }) = rec
+        {
+            let item = record_item(i, rec.as_ref());
+            let Some(bytes) = bundle.files.get(&format!("{PAYLOADS_DIR}/{}", message_digest.to_hex())) else {
+                report.fail(item, "payload missing from the bundle");
+                continue;
+            };
+            match crate::wire::frame::decode_payload::<crate::wire::messages::Abstain>(bytes) {
+                Err(e) => report.fail(item, format!("payload is not an Abstain message: {e}")),
+                Ok(a) => {
+                    let same_figures = crate::ledger::Metric::canonical(a.figures.iter().map(|(n, v)| (n.clone(), *v)))
+                        .is_ok_and(|f| f == *figures);
+                    if a.round != *round || a.reason != *reason || !same_figures {
+                        report.fail(item, "the signed Abstain message says something else than the record");
+                    }
+                }
             }
         }
     }
@@ -925,6 +1096,35 @@ pub fn verify(bundle: &Bundle, trust: &Trust, recompute: Option<&dyn Recompute>)
         }
     }
     report
+}
+
+/// Checks a quarantine's evidence (names as written by `protocol::robust`): the score is above the
+/// threshold and, when the policy is recorded, the threshold and the strike count follow from it.
+fn check_quarantine_evidence(evidence: &[crate::ledger::Metric]) -> Result<(), String> {
+    let get = |n: &str| evidence.iter().find(|m| m.name == n).map(|m| m.value);
+    let (Some(score), Some(threshold)) = (get("ewma_score"), get("threshold")) else {
+        return Err("evidence lacks ewma_score or threshold".into());
+    };
+    if !(score > threshold) {
+        return Err(format!(
+            "evidence: ewma_score {score} is not above the threshold {threshold}"
+        ));
+    }
+    if let (Some(factor), Some(floor), Some(median)) = (get("policy_factor"), get("policy_floor"), get("median_score"))
+    {
+        let expected = (factor * median).max(floor);
+        if expected.to_bits() != threshold.to_bits() {
+            return Err(format!(
+                "evidence: threshold {threshold} is not max(policy_factor {factor} x median_score {median}, policy_floor {floor}) = {expected}"
+            ));
+        }
+    }
+    if let (Some(strikes), Some(needed)) = (get("strikes"), get("policy_consecutive")) {
+        if !(strikes >= needed) {
+            return Err(format!("evidence: {strikes} strikes, the policy needs {needed}"));
+        }
+    }
+    Ok(())
 }
 
 fn verify_sig(key: &ed25519_dalek::VerifyingKey, msg: &[u8], sig: &[u8]) -> bool {
@@ -1470,5 +1670,344 @@ mod tests {
         assert!(t.contains("#4      round 1: contribution from bank-a"), "{t}");
         assert!(t.contains("-- checkpoint size 9"), "{t}");
         assert!(t.contains("cosigned by [w-a, w-b]"), "{t}");
+    }
+
+    // ---- quarantine, release and abstention consistency -------------------------------------------
+
+    /// One log: federation, bank-a..bank-d enrolled, then `rest`; one head checkpoint; trust quorum 0.
+    fn log_of(rest: Vec<Record>, payloads: Option<Vec<(Digest, Vec<u8>)>>) -> Bundle {
+        let mut records = vec![Record::FederationCreated {
+            federation_id: FED.into(),
+            coordinator_key: key(1).verifying_key().to_bytes(),
+            created_unix: 1_700_000_000,
+            config_digest: Digest::of(b"config"),
+        }];
+        for (who, seed) in [("bank-a", 21), ("bank-b", 22), ("bank-c", 23), ("bank-d", 24)] {
+            records.push(Record::RosterChange {
+                participant: ParticipantId::new(who),
+                action: RosterAction::Enrol,
+                signing_key: key(seed).verifying_key().to_bytes(),
+                cert_fingerprint: Digest::of(who.as_bytes()),
+                reason: "initial roster".into(),
+            });
+        }
+        records.extend(rest);
+        let encoded: Vec<Vec<u8>> = records.iter().map(|r| r.encode().expect("encodes")).collect();
+        let mut tree = MemoryTree::new();
+        for e in &encoded {
+            tree.push(e);
+        }
+        let size = tree.size();
+        let signer = LogSigner::new(ORIGIN, key(1)).expect("name");
+        Bundle::build(ExportInput {
+            records: encoded,
+            checkpoints: vec![signer.sign(size, tree.root(size).expect("root")).expect("sign")],
+            payloads,
+        })
+        .expect("builds")
+    }
+
+    fn seed_of(who: &str) -> u8 {
+        match who {
+            "bank-a" => 21,
+            "bank-b" => 22,
+            "bank-c" => 23,
+            _ => 24,
+        }
+    }
+
+    /// A contribution record of `who` in `round` (signature over a made-up payload digest; no payload).
+    fn contribution_in(who: &str, round: u64) -> Record {
+        let d = Digest::of(format!("{who}-{round}").as_bytes());
+        let sig = key(seed_of(who)).sign(&signing_bytes(SOFT_LABELS_DOMAIN, &fed(), RoundId(round), round, &d));
+        Record::Contribution {
+            round: RoundId(round),
+            participant: ParticipantId::new(who),
+            encoding: "f32".into(),
+            payload_digest: d,
+            sequence: round,
+            signature: sig.to_bytes().to_vec(),
+        }
+    }
+
+    fn aggregate_in(round: u64, who: &[&str]) -> Record {
+        let mut agg = Record::Aggregate {
+            round: RoundId(round),
+            digest: Digest::of(format!("agg-{round}").as_bytes()),
+            rule: "median".into(),
+            contributors: who.iter().map(|w| ParticipantId::new(*w)).collect(),
+            signature: Vec::new(),
+        };
+        let stmt = agg.statement(FED).expect("encodes").expect("aggregates are signed");
+        if let Record::Aggregate { signature, .. } = &mut agg {
+            *signature = key(1).sign(&stmt).to_bytes().to_vec();
+        }
+        agg
+    }
+
+    /// A round where `who` contribute and are aggregated.
+    fn round_of(round: u64, who: &[&str]) -> Vec<Record> {
+        let mut v: Vec<Record> = who.iter().map(|w| contribution_in(w, round)).collect();
+        v.push(aggregate_in(round, who));
+        v
+    }
+
+    /// Evidence as `protocol::robust` writes it (default policy: factor 3, floor 0.1, 3 strikes).
+    fn quarantine_of(who: &str, round: u64) -> Record {
+        let (median, factor, floor) = (0.2f64, 3.0f64, 0.1f64);
+        Record::Quarantine {
+            round: RoundId(round),
+            participant: ParticipantId::new(who),
+            reason: "anomaly score above 3 x median for 3 consecutive rounds".into(),
+            evidence: crate::ledger::Metric::canonical([
+                ("ewma_score", 1.6),
+                ("last_distance", 1.6),
+                ("median_score", median),
+                ("policy_consecutive", 3.0),
+                ("policy_decay", 0.5),
+                ("policy_factor", factor),
+                ("policy_floor", floor),
+                ("policy_min_contributors", 4.0),
+                ("strikes", 3.0),
+                ("threshold", (factor * median).max(floor)),
+            ])
+            .expect("unique names"),
+        }
+    }
+
+    fn release_of(who: &str, round: u64, quarantined_round: u64, after_rounds: u32) -> Record {
+        Record::QuarantineRelease {
+            round: RoundId(round),
+            participant: ParticipantId::new(who),
+            quarantined_round: RoundId(quarantined_round),
+            after_rounds,
+            reason: "served".into(),
+        }
+    }
+
+    const ALL: [&str; 4] = ["bank-a", "bank-b", "bank-c", "bank-d"];
+    const HONEST: [&str; 3] = ["bank-a", "bank-b", "bank-c"];
+
+    /// Quarantine of bank-d in round 3, out in rounds 4 and 5, released after round 5 (3 + 2), back in 6.
+    fn quarantine_log(release: Record, round6: &[&str]) -> Bundle {
+        let mut rest = Vec::new();
+        for r in 1..=3 {
+            rest.extend(round_of(r, &ALL));
+        }
+        rest.push(quarantine_of("bank-d", 3));
+        rest.extend(round_of(4, &HONEST));
+        rest.extend(round_of(5, &HONEST));
+        rest.push(release);
+        rest.extend(round_of(6, round6));
+        log_of(rest, None)
+    }
+
+    fn failures(b: &Bundle) -> Vec<String> {
+        verify(b, &trust(0), None)
+            .failures
+            .iter()
+            .map(|f| format!("{}: {}", f.item, f.reason))
+            .collect()
+    }
+
+    #[test]
+    fn a_consistent_quarantine_and_release_verify() {
+        let b = quarantine_log(release_of("bank-d", 5, 3, 2), &ALL);
+        assert!(failures(&b).is_empty(), "{:?}", failures(&b));
+        // Without any release the quarantine is permanent: bank-d may not come back in round 6.
+        let mut rest = Vec::new();
+        for r in 1..=3 {
+            rest.extend(round_of(r, &ALL));
+        }
+        rest.push(quarantine_of("bank-d", 3));
+        rest.extend(round_of(4, &HONEST));
+        assert!(failures(&log_of(rest.clone(), None)).is_empty());
+        rest.extend(round_of(5, &ALL));
+        let f = failures(&log_of(rest, None));
+        assert!(
+            f.iter()
+                .any(|f| f.contains("(contribution)") && f.contains("quarantined since round 3")),
+            "{f:?}"
+        );
+        assert!(
+            f.iter()
+                .any(|f| f.contains("(aggregate)") && f.contains("aggregates bank-d")),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn inconsistent_releases_are_named() {
+        // Released after round 4: one round early for a 2-round policy.
+        let f = failures(&quarantine_log(release_of("bank-d", 4, 3, 2), &HONEST));
+        assert!(
+            f.iter()
+                .any(|f| f.contains("(quarantine_release)") && f.contains("earlier than")),
+            "{f:?}"
+        );
+        // Names another quarantine round.
+        let f = failures(&quarantine_log(release_of("bank-d", 5, 2, 2), &ALL));
+        assert!(f.iter().any(|f| f.contains("names the quarantine of round 2")), "{f:?}");
+        // Releases someone never quarantined (and bank-d stays quarantined, so round 6 fails too).
+        let f = failures(&quarantine_log(release_of("bank-a", 5, 3, 2), &ALL));
+        assert!(f.iter().any(|f| f.contains("bank-a is not quarantined")), "{f:?}");
+        assert!(f.iter().any(|f| f.contains("quarantined since round 3")), "{f:?}");
+        // after_rounds 0 is never a valid policy.
+        let f = failures(&quarantine_log(release_of("bank-d", 5, 3, 0), &ALL));
+        assert!(f.iter().any(|f| f.contains("earlier than")), "{f:?}");
+    }
+
+    #[test]
+    fn quarantine_evidence_and_context_are_checked() {
+        let with = |q: Record| {
+            let mut rest = Vec::new();
+            for r in 1..=3 {
+                rest.extend(round_of(r, &ALL));
+            }
+            rest.push(q);
+            failures(&log_of(rest, None))
+        };
+        assert!(with(quarantine_of("bank-d", 3)).is_empty());
+        let edit = |name: &str, value: f64| {
+            let Record::Quarantine {
+                round,
+                participant,
+                reason,
+                mut evidence,
+            } = quarantine_of("bank-d", 3)
+            else {
+                unreachable!()
+            };
+            for m in &mut evidence {
+                if m.name == name {
+                    m.value = value;
+                }
+            }
+            Record::Quarantine {
+                round,
+                participant,
+                reason,
+                evidence,
+            }
+        };
+        for (name, value, needle) in [
+            ("threshold", 0.7, "is not max(policy_factor"),
+            ("ewma_score", 0.5, "is not above the threshold"),
+            ("strikes", 2.0, "the policy needs 3"),
+        ] {
+            let f = with(edit(name, value));
+            assert!(f.iter().any(|f| f.contains(needle)), "{name}: {f:?}");
+        }
+        // Not in its round's aggregate; quarantined twice.
+        let f = with(quarantine_of("bank-d", 4));
+        assert!(
+            f.iter()
+                .any(|f| f.contains("not a contributor of an earlier aggregate of round 4")),
+            "{f:?}"
+        );
+        let mut rest = Vec::new();
+        for r in 1..=3 {
+            rest.extend(round_of(r, &ALL));
+        }
+        rest.push(quarantine_of("bank-d", 3));
+        rest.push(quarantine_of("bank-d", 3));
+        let f = failures(&log_of(rest, None));
+        assert!(f.iter().any(|f| f.contains("already quarantined")), "{f:?}");
+    }
+
+    /// A signed abstention of `who` from `round` and its payload.
+    fn abstention_of(who: &str, round: u64, seq: u64) -> (Record, (Digest, Vec<u8>)) {
+        let msg = crate::wire::messages::Abstain {
+            round: RoundId(round),
+            reason: "budget_exhausted".into(),
+            figures: vec![
+                ("epsilon_spent".into(), 4.0),
+                ("epsilon_budget".into(), 5.0),
+                ("epsilon_would_reach".into(), 8.0),
+            ],
+        };
+        let payload = crate::wire::encode_payload(&msg).expect("encodes");
+        let d = Digest::of(&payload);
+        let sig = key(seed_of(who)).sign(&signing_bytes(ABSTAIN_DOMAIN, &fed(), RoundId(round), seq, &d));
+        let rec = Record::Abstention {
+            round: RoundId(round),
+            participant: ParticipantId::new(who),
+            reason: msg.reason.clone(),
+            figures: crate::ledger::Metric::canonical(msg.figures.clone()).expect("unique"),
+            message_digest: d,
+            sequence: seq,
+            signature: sig.to_bytes().to_vec(),
+        };
+        (rec, (d, payload))
+    }
+
+    /// `extra` plus the (made-up) payload of every contribution in `records`, as `contribution_in` hashed it.
+    fn with_contribution_payloads(records: &[Record], extra: (Digest, Vec<u8>)) -> Option<Vec<(Digest, Vec<u8>)>> {
+        let mut out = vec![extra];
+        for r in records {
+            if let Record::Contribution { round, participant, .. } = r {
+                let b = format!("{participant}-{round}").into_bytes();
+                out.push((Digest::of(&b), b));
+            }
+        }
+        Some(out)
+    }
+
+    #[test]
+    fn abstentions_are_signed_and_exclusive_of_contributions() {
+        let (a, pa) = abstention_of("bank-d", 2, 7);
+        let mut rest = round_of(1, &ALL);
+        rest.push(a.clone());
+        rest.extend(round_of(2, &HONEST));
+        let ok = log_of(rest.clone(), with_contribution_payloads(&rest, pa.clone()));
+        let report = verify(&ok, &trust(0), None);
+        assert!(report.ok(), "{:?}", report.failures);
+        // Forged signature (another participant's key).
+        let (forged, pf) = abstention_of("bank-a", 2, 7);
+        let Record::Abstention { signature, .. } = forged else {
+            unreachable!()
+        };
+        let mut bad = a.clone();
+        if let Record::Abstention { signature: s, .. } = &mut bad {
+            *s = signature;
+        }
+        let mut r2 = round_of(1, &ALL);
+        r2.push(bad);
+        r2.extend(round_of(2, &HONEST));
+        let p2 = with_contribution_payloads(&r2, pf);
+        let f = failures(&log_of(r2, p2));
+        assert!(
+            f.iter().any(|f| f.contains("signature of bank-d does not verify")),
+            "{f:?}"
+        );
+        // Abstained and contributed to the same round.
+        let mut r3 = round_of(1, &ALL);
+        r3.push(a.clone());
+        r3.extend(round_of(2, &ALL));
+        let p3 = with_contribution_payloads(&r3, pa.clone());
+        let f = failures(&log_of(r3, p3));
+        assert!(
+            f.iter()
+                .any(|f| f.contains("abstained from round 2 but also contributed")),
+            "{f:?}"
+        );
+        assert!(
+            f.iter()
+                .any(|f| f.contains("abstained from round 2 but is in its aggregate")),
+            "{f:?}"
+        );
+        // The record's figures differ from the signed message's.
+        let mut edited = a.clone();
+        if let Record::Abstention { figures, .. } = &mut edited {
+            figures[0].value = 1.0;
+        }
+        let mut r4 = round_of(1, &ALL);
+        r4.push(edited);
+        let p4 = with_contribution_payloads(&r4, pa);
+        let f = failures(&log_of(r4, p4));
+        assert!(
+            f.iter().any(|f| f.contains("says something else than the record")),
+            "{f:?}"
+        );
     }
 }

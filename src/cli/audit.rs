@@ -107,7 +107,7 @@ fn export(a: ExportArgs) -> anyhow::Result<()> {
                 Record::Contribution { payload_digest, .. } => {
                     wanted.insert(payload_digest);
                 }
-                Record::RoundReport { message_digest, .. } => {
+                Record::RoundReport { message_digest, .. } | Record::Abstention { message_digest, .. } => {
                     wanted.insert(message_digest);
                 }
                 _ => {}
