@@ -85,8 +85,9 @@ pub struct ParticipantSettings {
     pub student_seed: u64,
     /// Largest frame accepted from the coordinator.
     pub max_frame_bytes: usize,
-    /// Differential privacy of the released soft labels (`[privacy]`, docs/privacy.md); None: off.
-    pub privacy: Option<fedistill_shared::privacy::PrivacyConfig>,
+    /// Differential privacy (`[privacy]`, docs/privacy.md): noise on the released soft labels and/or
+    /// DP-SGD training of the teacher (`[privacy.teacher]`); None: off.
+    pub privacy: Option<fedistill_shared::privacy::PrivacySettings>,
 }
 
 impl ParticipantSettings {
@@ -119,9 +120,15 @@ impl ParticipantSettings {
             t.validate()?;
         }
         let privacy = match &raw.privacy {
-            Some(p) => p.validate()?,
+            Some(p) => p.validate_settings()?,
             None => None,
         };
+        if let (Some(ModelConfig::Cnn { .. }), Some(p)) = (&raw.teacher, &privacy) {
+            anyhow::ensure!(
+                p.teacher.is_none(),
+                "[privacy.teacher] (DP-SGD) supports MLP teachers only, but [teacher] is a CNN: use kind = \"mlp\""
+            );
+        }
         let mut data = raw.data;
         data.data_dir = data.data_dir.map(resolve);
         Ok(Self {
@@ -169,7 +176,18 @@ participants = 3
             .unwrap()
             .privacy
             .unwrap();
-        assert!(p.noise_multiplier > 1.0 && p.budget_epsilon == 8.0, "{p:?}");
+        let labels = p.labels.unwrap();
+        assert!(labels.noise_multiplier > 1.0 && p.budget_epsilon == 8.0, "{p:?}");
+        assert!(p.teacher.is_none());
+        let dpsgd = format!(
+            "{GOOD}[privacy]\ndelta = 1e-5\nbudget_epsilon = 8.0\n[privacy.teacher]\nnoise_multiplier = 1.1\nclip = 1.0\nbatch = 64\n"
+        );
+        let p = ParticipantSettings::parse(&dpsgd, Path::new("/srv"))
+            .unwrap()
+            .privacy
+            .unwrap();
+        assert!(p.labels.is_none());
+        assert_eq!(p.teacher.map(|t| (t.batch, t.clip)), Some((64, 1.0)));
     }
 
     #[test]
@@ -197,6 +215,31 @@ participants = 3
             (
                 format!("{GOOD}[privacy]\nnoise_multiplier = 1.0\ndelta = 0.0\nbudget_epsilon = 8.0\n"),
                 "delta 0 must be in (0, 1)",
+            ),
+            (
+                format!("{GOOD}[privacy]\ndelta = 1e-5\nbudget_epsilon = 8.0\n[privacy.teacher]\nnoise_multiplier = 0.0\nclip = 1.0\nbatch = 64\n"),
+                "[privacy.teacher] noise_multiplier 0 must be",
+            ),
+            (
+                format!("{GOOD}[privacy]\ndelta = 1e-5\nbudget_epsilon = 8.0\n[privacy.teacher]\nnoise_multiplier = 1.0\nclip = -1.0\nbatch = 64\n"),
+                "[privacy.teacher] clip -1 must be",
+            ),
+            (
+                format!("{GOOD}[privacy]\ndelta = 1.5\nbudget_epsilon = 8.0\n[privacy.teacher]\nnoise_multiplier = 1.0\nclip = 1.0\nbatch = 64\n"),
+                "delta 1.5 must be in (0, 1)",
+            ),
+            (
+                format!("{GOOD}[privacy]\ndelta = 1e-5\nbudget_epsilon = 0.0\n[privacy.teacher]\nnoise_multiplier = 1.0\nclip = 1.0\nbatch = 64\n"),
+                "budget_epsilon 0 must be",
+            ),
+            (
+                format!("{GOOD}[privacy]\ndelta = 1e-5\nbudget_epsilon = 8.0\n[privacy.teacher]\nnoise_multiplier = 1.0\nclip = 1.0\nbatch = 64\nepochs = 3\n"),
+                "epochs",
+            ),
+            (
+                format!("{}[privacy]\ndelta = 1e-5\nbudget_epsilon = 8.0\n[privacy.teacher]\nnoise_multiplier = 1.0\nclip = 1.0\nbatch = 64\n",
+                    GOOD.replace("[data]", "[teacher]\nkind = \"cnn\"\nchannels = [8]\nhidden = 16\n[data]")),
+                "MLP teachers only",
             ),
         ];
         for (text, needle) in cases {

@@ -84,6 +84,14 @@ pub struct ParticipantResult {
     pub rounds: Vec<RoundRecord>,
     /// Checkpoints cosigned.
     pub cosigned: u64,
+    /// What DP-SGD training of the teacher cost (`sampling_rate`, `noise_multiplier`, `steps`, `delta`,
+    /// `epsilon`); absent when the teacher was not DP-trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_dp: Option<fedistill_shared::privacy::DpSgdCost>,
+    /// Cumulative epsilon spent (teacher and released rounds composed), at the configured delta; absent
+    /// without `[privacy]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dp_epsilon_total: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -152,34 +160,114 @@ pub async fn run(settings: ParticipantSettings, cancel: CancellationToken) -> an
 
     let teacher_path = settings.workdir.join("teacher.safetensors");
     let (dim, classes) = (shard.dim, shard.num_classes);
-    let (teacher, local_only_accuracy) = {
+    // DP-SGD of the teacher ([privacy.teacher], docs/privacy.md): its cost is known before training and
+    // refused at start when it alone exceeds the budget.
+    let dp_teacher = match &settings.privacy {
+        Some(p) => match p.teacher {
+            Some(t) => {
+                anyhow::ensure!(
+                    matches!(teacher_cfg, fedistill_shared::ml::ModelConfig::Mlp { .. }),
+                    "[privacy.teacher] (DP-SGD) supports MLP teachers only; set [teacher] kind = \"mlp\""
+                );
+                let cost = p
+                    .teacher_cost(shard.n, train_cfg.epochs)?
+                    .context("DP-SGD settings without a cost")?;
+                Some((t, cost))
+            }
+            None => None,
+        },
+        None => None,
+    };
+    let dp_record_path = settings.workdir.join(TEACHER_DP_FILE);
+    let (teacher, local_only_accuracy, teacher_cost) = {
         let teacher_cfg = teacher_cfg.clone();
         let path = teacher_path.clone();
         let shard = shard.clone();
         let test = test.clone();
-        tokio::task::spawn_blocking(move || -> anyhow::Result<(Model, f64)> {
-            let m = if path.exists() {
+        let public = public.clone();
+        let budget = settings.privacy.map(|p| p.budget_epsilon);
+        type Trained = (Model, f64, Option<fedistill_shared::privacy::DpSgdCost>);
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Trained> {
+            let progress = Progress::with_mode(fedistill_shared::ml::ProgressMode::Lines);
+            let (m, cost) = if path.exists() {
                 info!(path = %path.display(), "reloading the private teacher");
-                Model::load(&teacher_cfg, dim, classes, &path)?
-            } else {
-                info!(samples = shard.n, "training the private teacher on local data");
-                let m = train_teacher(
+                let m = Model::load(&teacher_cfg, dim, classes, &path)?;
+                // A reloaded teacher costs what its training cost (recorded beside it), not what the
+                // current settings would cost; one trained without DP-SGD cannot serve a DP-SGD config.
+                let cost = match &dp_teacher {
+                    None => None,
+                    Some(_) => {
+                        let bytes = std::fs::read(&dp_record_path).map_err(|_| {
+                            anyhow::anyhow!(
+                                "{} was not trained with DP-SGD ({} is missing) but [privacy.teacher] is set: \
+                                 delete it to retrain the teacher privately",
+                                path.display(),
+                                dp_record_path.display()
+                            )
+                        })?;
+                        let c: fedistill_shared::privacy::DpSgdCost = serde_json::from_slice(&bytes)
+                            .with_context(|| format!("decoding {}", dp_record_path.display()))?;
+                        if let Some(b) = budget {
+                            anyhow::ensure!(
+                                c.epsilon <= b,
+                                "the saved DP-SGD teacher cost epsilon {:.3}, more than budget_epsilon {b}",
+                                c.epsilon
+                            );
+                        }
+                        Some(c)
+                    }
+                };
+                (m, cost)
+            } else if let Some((t, cost)) = dp_teacher {
+                info!(
+                    samples = shard.n,
+                    steps = cost.steps,
+                    sampling_rate = cost.sampling_rate,
+                    noise_multiplier = t.noise_multiplier,
+                    epsilon = cost.epsilon,
+                    delta = cost.delta,
+                    "training the private teacher with DP-SGD"
+                );
+                let dp = fedistill_shared::ml::DpSgdConfig {
+                    noise_multiplier: t.noise_multiplier,
+                    clip: t.clip,
+                    batch: t.batch,
+                };
+                // Sampling and noise must be unpredictable: ChaCha20 seeded from the OS.
+                let mut rng = fedistill_shared::privacy::os_rng()?;
+                let (m, stats) = fedistill_shared::ml::train_teacher_dp(
                     &teacher_cfg,
                     &shard,
                     &train_cfg,
-                    &Progress::with_mode(fedistill_shared::ml::ProgressMode::Lines),
+                    &dp,
+                    Some(&public),
+                    &mut rng,
+                    &progress,
                 )?;
+                anyhow::ensure!(
+                    stats.steps == cost.steps,
+                    "DP-SGD ran {} steps, {} accounted",
+                    stats.steps,
+                    cost.steps
+                );
                 m.save(&path)?;
-                m
+                write_json(&dp_record_path, &cost)?;
+                (m, Some(cost))
+            } else {
+                info!(samples = shard.n, "training the private teacher on local data");
+                let m = train_teacher(&teacher_cfg, &shard, &train_cfg, &progress)?;
+                m.save(&path)?;
+                (m, None)
             };
             let acc = evaluate(&m, &test, None)?.accuracy;
-            Ok((m, acc))
+            Ok((m, acc, cost))
         })
         .await??
     };
     info!(
         accuracy = local_only_accuracy,
         params = teacher.params(),
+        dp_sgd_epsilon = teacher_cost.map(|c| c.epsilon),
         "teacher ready (local-only baseline)"
     );
 
@@ -216,8 +304,11 @@ pub async fn run(settings: ParticipantSettings, cancel: CancellationToken) -> an
                     .with_context(|| format!("{} has no rounds_released count", path.display()))?,
                 Err(_) => 0,
             };
-            Some(fedistill_shared::privacy::ParticipantPrivacy::new(
-                cfg, classes, released,
+            Some(fedistill_shared::privacy::ParticipantPrivacy::with_settings(
+                &cfg,
+                teacher_cost,
+                classes,
+                released,
             ))
         }
         None => None,
@@ -291,6 +382,8 @@ pub async fn run(settings: ParticipantSettings, cancel: CancellationToken) -> an
         int8_bytes: n.state.accepted_int8_bytes,
         rounds: n.state.rounds.clone(),
         cosigned: n.state.cosigned,
+        teacher_dp: n.privacy.as_ref().and_then(|p| p.teacher_cost()),
+        dp_epsilon_total: n.privacy.as_ref().map(|p| p.epsilon_spent()),
     };
     write_json(&n.settings.workdir.join("result.json"), &result)?;
     info!(
@@ -815,6 +908,8 @@ async fn distill_round(
 
 /// Work-directory file holding how many rounds the DP accountant has released.
 const PRIVACY_FILE: &str = "privacy.json";
+/// Work-directory file recording the DP-SGD cost of the saved teacher (`DpSgdCost` as JSON).
+const TEACHER_DP_FILE: &str = "teacher-dp.json";
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     let tmp: PathBuf = path.with_extension("tmp");

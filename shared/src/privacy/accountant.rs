@@ -48,7 +48,7 @@ pub fn epsilon_for(rho_total: f64, delta: f64, orders: &[f64], conversion: Conve
 pub fn epsilon_from_rdp(orders: &[f64], rdp: &[f64], delta: f64, conversion: Conversion) -> (f64, f64) {
     let mut best = (f64::INFINITY, f64::NAN);
     for (&a, &r) in orders.iter().zip(rdp) {
-        if !(a > 1.0) || r.is_nan() {
+        if a.is_nan() || a <= 1.0 || r.is_nan() {
             continue;
         }
         let e = match conversion {
@@ -158,7 +158,7 @@ pub fn sampled_gaussian_rdp(q: f64, sigma: f64, alpha: f64) -> f64 {
     if q <= 0.0 {
         return 0.0;
     }
-    if !(sigma > 0.0) || alpha.is_infinite() {
+    if sigma.is_nan() || sigma <= 0.0 || alpha.is_infinite() {
         return f64::INFINITY;
     }
     if q >= 1.0 {

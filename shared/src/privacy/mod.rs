@@ -1,9 +1,12 @@
 //! Differential privacy of the soft labels a participant releases: settings, the clipped and quantized
 //! discrete-Gaussian mechanism, its Rényi-DP accountant, and the per-participant budget.
 //!
-//! What the guarantee covers (and what it does not) is spelled out in docs/privacy.md: the mechanism makes
-//! each released row (event-level, per round) differentially private with respect to that row's clipped
-//! contribution; it does not by itself bound how much one private training sample moves the teacher.
+//! What the guarantee covers (and what it does not) is spelled out in docs/privacy.md: the soft-label
+//! mechanism makes each released row (event-level, per round) differentially private with respect to that
+//! row's clipped contribution; it does not by itself bound how much one private training sample moves the
+//! teacher. DP-SGD training of the teacher (`[privacy.teacher]`, `fedistill_ml::dpsgd`) does: its cost,
+//! a `DpSgdCost`, is composed with the rounds' by the accountant, and then every figure is per private
+//! training sample (add/remove one sample).
 
 pub mod accountant;
 pub mod discrete;
@@ -11,7 +14,7 @@ pub mod discrete;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-pub use accountant::{noise_for_epsilon, RdpAccountant, Spend};
+pub use accountant::{noise_for_epsilon, DpSgdCost, RdpAccountant, Spend};
 pub use discrete::DiscreteGaussian;
 
 /// Probabilities are quantized to integers in units of `1 / QUANT_SCALE` before noise is added.
@@ -54,6 +57,65 @@ pub struct PrivacyToml {
     pub clip: f64,
     /// Cumulative epsilon the participant never exceeds: a round that would exceed it is not sent.
     pub budget_epsilon: f64,
+    /// DP-SGD training of the teacher (`[privacy.teacher]`); with it, the guarantee is per private sample.
+    #[serde(default)]
+    pub teacher: Option<TeacherDp>,
+}
+
+/// `[privacy.teacher]`: DP-SGD settings of the participant's teacher training (MLP teachers only).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeacherDp {
+    /// Noise standard deviation divided by `clip` (> 0).
+    pub noise_multiplier: f64,
+    /// L2 bound of each private sample's gradient (> 0).
+    pub clip: f64,
+    /// Expected batch size; the Poisson sampling rate is `batch / private samples`.
+    pub batch: usize,
+}
+
+/// Validated `[privacy]` settings: the soft-label mechanism and/or DP-SGD of the teacher, one budget.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PrivacySettings {
+    /// Noise on the released soft labels; `None` when only the teacher is DP-trained (labels are then
+    /// released as computed, which is post-processing of the DP teacher).
+    pub labels: Option<PrivacyConfig>,
+    /// DP-SGD of the teacher; `None` when the teacher is trained normally.
+    pub teacher: Option<TeacherDp>,
+    /// Delta of every (epsilon, delta) statement.
+    pub delta: f64,
+    /// Cumulative epsilon budget (teacher and rounds together).
+    pub budget_epsilon: f64,
+}
+
+impl PrivacySettings {
+    /// The privacy cost of training the teacher with DP-SGD on `samples` private samples for `epochs`
+    /// epochs (`ceil(epochs * samples / batch)` steps at rate `batch / samples`); `None` without DP-SGD.
+    /// Refused when the batch exceeds the samples, or when the cost alone exceeds the budget (the
+    /// message gives the numbers).
+    pub fn teacher_cost(&self, samples: usize, epochs: usize) -> Result<Option<DpSgdCost>, PrivacyError> {
+        let Some(t) = self.teacher else {
+            return Ok(None);
+        };
+        if samples == 0 || t.batch > samples {
+            return Err(PrivacyError::BadSetting(format!(
+                "[privacy.teacher] batch {} exceeds the {samples} private samples",
+                t.batch
+            )));
+        }
+        let q = t.batch as f64 / samples as f64;
+        let steps = ((epochs as f64 * samples as f64) / t.batch as f64).ceil() as u64;
+        let cost = DpSgdCost::new(q, t.noise_multiplier, steps, self.delta);
+        if cost.epsilon > self.budget_epsilon {
+            return Err(PrivacyError::BadSetting(format!(
+                "training the teacher with DP-SGD costs epsilon {:.3} at delta {} ({} steps, sampling rate {:.5}, \
+                 noise multiplier {}), more than budget_epsilon {}: raise the noise multiplier, train fewer epochs \
+                 or raise the budget",
+                cost.epsilon, self.delta, steps, q, t.noise_multiplier, self.budget_epsilon
+            )));
+        }
+        Ok(Some(cost))
+    }
 }
 
 fn yes() -> bool {
@@ -90,12 +152,34 @@ pub struct PrivacyConfig {
 }
 
 impl PrivacyToml {
-    /// Validates; `None` when the mechanism is disabled. Refuses epsilon <= 0, delta outside (0, 1), a
-    /// zero (or missing) noise multiplier, a clip outside (0, 1] and a budget <= 0.
+    /// Validates the soft-label mechanism alone (see `validate_settings`); `None` when disabled or when only
+    /// the teacher is DP-trained.
     pub fn validate(&self) -> Result<Option<PrivacyConfig>, PrivacyError> {
+        Ok(self.validate_settings()?.and_then(|s| s.labels))
+    }
+
+    /// Validates everything; `None` when `enabled = false`. Refuses epsilon <= 0, delta outside (0, 1), a
+    /// zero (or missing) noise multiplier, a clip outside (0, 1] and a budget <= 0; with `[privacy.teacher]`
+    /// the label noise may be left out, and the teacher's noise multiplier and clip must be > 0 and its
+    /// batch >= 1.
+    pub fn validate_settings(&self) -> Result<Option<PrivacySettings>, PrivacyError> {
         let bad = |m: String| Err(PrivacyError::BadSetting(m));
         if !self.enabled {
             return Ok(None);
+        }
+        if let Some(t) = &self.teacher {
+            if !(t.noise_multiplier > 0.0 && t.noise_multiplier.is_finite()) {
+                return bad(format!(
+                    "[privacy.teacher] noise_multiplier {} must be a finite number > 0",
+                    t.noise_multiplier
+                ));
+            }
+            if !(t.clip > 0.0 && t.clip.is_finite()) {
+                return bad(format!("[privacy.teacher] clip {} must be a finite number > 0", t.clip));
+            }
+            if t.batch == 0 {
+                return bad("[privacy.teacher] batch must be >= 1".into());
+            }
         }
         if !(self.delta > 0.0 && self.delta < 1.0) {
             return bad(format!("delta {} must be in (0, 1)", self.delta));
@@ -109,32 +193,48 @@ impl PrivacyToml {
         if !(self.clip > 0.0 && self.clip <= 1.0) {
             return bad(format!("clip {} must be in (0, 1]", self.clip));
         }
-        let z = match (self.noise_multiplier, self.epsilon_per_round) {
-            (Some(_), Some(_)) => return bad("give noise_multiplier or epsilon_per_round, not both".into()),
-            (None, None) => {
-                return bad("privacy is enabled but neither noise_multiplier nor epsilon_per_round is set".into())
-            }
-            (Some(z), None) => {
-                if !(z > 0.0 && z.is_finite()) {
-                    return bad(format!("noise_multiplier {z} must be > 0 when privacy is enabled"));
+        let z =
+            match (self.noise_multiplier, self.epsilon_per_round) {
+                (Some(_), Some(_)) => return bad("give noise_multiplier or epsilon_per_round, not both".into()),
+                (None, None) if self.teacher.is_some() => {
+                    return Ok(Some(PrivacySettings {
+                        labels: None,
+                        teacher: self.teacher,
+                        delta: self.delta,
+                        budget_epsilon: self.budget_epsilon,
+                    }))
                 }
-                z
-            }
-            (None, Some(e)) => {
-                if !(e > 0.0 && e.is_finite()) {
-                    return bad(format!("epsilon_per_round {e} must be a finite number > 0"));
+                (None, None) => return bad(
+                    "privacy is enabled but neither noise_multiplier nor epsilon_per_round (nor [privacy.teacher]) \
+                     is set"
+                        .into(),
+                ),
+                (Some(z), None) => {
+                    if !(z > 0.0 && z.is_finite()) {
+                        return bad(format!("noise_multiplier {z} must be > 0 when privacy is enabled"));
+                    }
+                    z
                 }
-                noise_for_epsilon(e, self.delta, 1)
-            }
-        };
+                (None, Some(e)) => {
+                    if !(e > 0.0 && e.is_finite()) {
+                        return bad(format!("epsilon_per_round {e} must be a finite number > 0"));
+                    }
+                    noise_for_epsilon(e, self.delta, 1)
+                }
+            };
         if z > MAX_NOISE_MULTIPLIER {
             return bad(format!("noise multiplier {z} exceeds {MAX_NOISE_MULTIPLIER}"));
         }
-        Ok(Some(PrivacyConfig {
-            mode: self.mode,
-            noise_multiplier: z,
+        Ok(Some(PrivacySettings {
+            labels: Some(PrivacyConfig {
+                mode: self.mode,
+                noise_multiplier: z,
+                delta: self.delta,
+                clip: self.clip,
+                budget_epsilon: self.budget_epsilon,
+            }),
+            teacher: self.teacher,
             delta: self.delta,
-            clip: self.clip,
             budget_epsilon: self.budget_epsilon,
         }))
     }
@@ -271,7 +371,9 @@ pub enum Release {
 /// A participant's mechanism, accountant and budget across rounds.
 #[derive(Debug, Clone)]
 pub struct ParticipantPrivacy {
-    mechanism: SoftLabelMechanism,
+    mechanism: Option<SoftLabelMechanism>,
+    teacher: Option<DpSgdCost>,
+    budget: f64,
     accountant: RdpAccountant,
     spends: std::collections::BTreeMap<u64, Spend>,
     released: Option<(u64, Vec<f32>)>,
@@ -284,11 +386,46 @@ impl ParticipantPrivacy {
         let mut accountant = mechanism.accountant(classes);
         accountant.set_rounds(rounds_released);
         ParticipantPrivacy {
-            mechanism,
+            budget: cfg.budget_epsilon,
+            mechanism: Some(mechanism),
+            teacher: None,
             accountant,
             spends: std::collections::BTreeMap::new(),
             released: None,
         }
+    }
+
+    /// State for validated `settings` whose teacher was trained at `teacher` cost (from
+    /// `PrivacySettings::teacher_cost`; `None` when it was not DP-trained): the teacher's RDP is composed
+    /// with the rounds' from the first release on, so the first round's spend includes it.
+    pub fn with_settings(
+        settings: &PrivacySettings,
+        teacher: Option<DpSgdCost>,
+        classes: usize,
+        rounds_released: u64,
+    ) -> Self {
+        let mechanism = settings.labels.map(SoftLabelMechanism::new);
+        let mut accountant = match &mechanism {
+            Some(m) => m.accountant(classes),
+            None => RdpAccountant::new(0.0, settings.delta),
+        };
+        if let Some(t) = &teacher {
+            accountant = accountant.with_teacher(t);
+        }
+        accountant.set_rounds(rounds_released);
+        ParticipantPrivacy {
+            mechanism,
+            teacher,
+            budget: settings.budget_epsilon,
+            accountant,
+            spends: std::collections::BTreeMap::new(),
+            released: None,
+        }
+    }
+
+    /// The teacher's DP-SGD cost, if it was DP-trained.
+    pub fn teacher_cost(&self) -> Option<DpSgdCost> {
+        self.teacher
     }
 
     /// Rounds released so far (persist this; pass it to `new` after a restart).
@@ -320,7 +457,7 @@ impl ParticipantPrivacy {
             }
         }
         let preview = self.accountant.preview();
-        let budget = self.mechanism.config().budget_epsilon;
+        let budget = self.budget;
         if preview.epsilon_total > budget {
             return Ok(Release::BudgetExhausted {
                 would_reach: preview.epsilon_total,
@@ -328,7 +465,18 @@ impl ParticipantPrivacy {
                 spent: self.accountant.epsilon(),
             });
         }
-        let labels = self.mechanism.privatize(probabilities, rows, classes, rng)?;
+        let labels = match &self.mechanism {
+            Some(m) => m.privatize(probabilities, rows, classes, rng)?,
+            None => {
+                if classes == 0 || probabilities.len() != rows * classes {
+                    return Err(PrivacyError::BadInput(format!(
+                        "{} values for {rows} rows x {classes} classes",
+                        probabilities.len()
+                    )));
+                }
+                probabilities.to_vec()
+            }
+        };
         let spend = self.accountant.record_round();
         self.spends.insert(round, spend);
         self.released = Some((round, labels.clone()));
@@ -336,17 +484,25 @@ impl ParticipantPrivacy {
     }
 
     /// Report metrics of a round this participant released: `dp_epsilon_round`, `dp_epsilon_total`,
-    /// `dp_delta`, `dp_noise_multiplier` (empty if it released nothing for that round).
+    /// `dp_delta`, `dp_noise_multiplier` (with label noise), `dp_teacher_epsilon` and
+    /// `dp_teacher_noise_multiplier` (with a DP-SGD teacher); empty if it released nothing for that round.
     pub fn report_metrics(&self, round: u64) -> Vec<(String, f64)> {
-        match self.spends.get(&round) {
-            Some(s) => vec![
-                ("dp_delta".into(), s.delta),
-                ("dp_epsilon_round".into(), s.epsilon_round),
-                ("dp_epsilon_total".into(), s.epsilon_total),
-                ("dp_noise_multiplier".into(), self.mechanism.config().noise_multiplier),
-            ],
-            None => Vec::new(),
+        let Some(s) = self.spends.get(&round) else {
+            return Vec::new();
+        };
+        let mut m = vec![
+            ("dp_delta".to_string(), s.delta),
+            ("dp_epsilon_round".into(), s.epsilon_round),
+            ("dp_epsilon_total".into(), s.epsilon_total),
+        ];
+        if let Some(mech) = &self.mechanism {
+            m.push(("dp_noise_multiplier".into(), mech.config().noise_multiplier));
         }
+        if let Some(t) = &self.teacher {
+            m.push(("dp_teacher_epsilon".into(), t.epsilon));
+            m.push(("dp_teacher_noise_multiplier".into(), t.noise_multiplier));
+        }
+        m
     }
 }
 
@@ -441,6 +597,7 @@ mod tests {
                 delta: delta.parse().unwrap(),
                 clip: 1.0,
                 budget_epsilon: 1.0,
+                teacher: None,
             };
             assert!(t.validate().unwrap_err().to_string().contains("delta"), "{delta}");
         }
@@ -591,5 +748,116 @@ mod tests {
         // chance (1/3) and less than always.
         assert!(kept > 0.45 && kept < 0.9, "{kept}");
         assert!(m.rho_per_round(3) > 0.5 && m.rho_per_round(3) < 0.5001);
+    }
+
+    #[test]
+    fn teacher_settings_are_validated_and_costed() {
+        let teacher = "[teacher]\nnoise_multiplier = 1.12\nclip = 1.0\nbatch = 256\n";
+        let only: PrivacyToml = toml::from_str(&format!("delta = 1e-5\nbudget_epsilon = 8.0\n{teacher}")).unwrap();
+        let s = only.validate_settings().unwrap().unwrap();
+        assert!(s.labels.is_none() && s.teacher.is_some());
+        assert_eq!(only.validate(), Ok(None));
+        // TF Privacy's example (N = 60000, batch 256, sigma 1.12, 60 epochs): 2.92 with the old conversion,
+        // below 2.53 with ours.
+        let cost = s.teacher_cost(60_000, 60).unwrap().unwrap();
+        assert_eq!(cost.steps, 14_063);
+        assert!(cost.epsilon > 2.0 && cost.epsilon < 2.53, "{cost:?}");
+        let tight = PrivacySettings {
+            budget_epsilon: 1.0,
+            ..s
+        };
+        let e = tight.teacher_cost(60_000, 60).unwrap_err().to_string();
+        assert!(
+            e.contains("costs epsilon 2.") && e.contains("more than budget_epsilon 1"),
+            "{e}"
+        );
+        assert!(s
+            .teacher_cost(100, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("exceeds the 100 private samples"));
+        for (bad, needle) in [
+            (
+                "noise_multiplier = 0.0\nclip = 1.0\nbatch = 8",
+                "noise_multiplier 0 must be",
+            ),
+            (
+                "noise_multiplier = -1.0\nclip = 1.0\nbatch = 8",
+                "noise_multiplier -1 must be",
+            ),
+            ("noise_multiplier = 1.0\nclip = 0.0\nbatch = 8", "clip 0 must be"),
+            ("noise_multiplier = 1.0\nclip = 1.0\nbatch = 0", "batch must be >= 1"),
+        ] {
+            let t: PrivacyToml =
+                toml::from_str(&format!("delta = 1e-5\nbudget_epsilon = 8.0\n[teacher]\n{bad}")).unwrap();
+            let e = t.validate_settings().unwrap_err().to_string();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+        assert!(
+            toml::from_str::<PrivacyToml>(&format!("delta = 1e-5\nbudget_epsilon = 8.0\n{teacher}bogus = 1")).is_err()
+        );
+    }
+
+    #[test]
+    fn first_release_carries_the_teachers_spend() {
+        let s = PrivacySettings {
+            labels: None,
+            teacher: Some(TeacherDp {
+                noise_multiplier: 1.12,
+                clip: 1.0,
+                batch: 256,
+            }),
+            delta: 1e-5,
+            budget_epsilon: 3.0,
+        };
+        let cost = s.teacher_cost(60_000, 60).unwrap();
+        let mut st = ParticipantPrivacy::with_settings(&s, cost, 2, 0);
+        assert_eq!(st.epsilon_spent(), 0.0);
+        let p = [0.9f32, 0.1, 0.3, 0.7];
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let Ok(Release::Send { labels, spend }) = st.handle_round(1, &p, 2, 2, &mut rng) else {
+            panic!("round 1")
+        };
+        // No label noise: the labels go out as computed (post-processing of the DP teacher).
+        assert_eq!(labels, p.to_vec());
+        let teacher_eps = cost.map(|c| c.epsilon).unwrap_or(0.0);
+        assert!((spend.epsilon_round - teacher_eps).abs() < 1e-9 && spend.epsilon_total == spend.epsilon_round);
+        let Ok(Release::Send { spend: second, .. }) = st.handle_round(2, &p, 2, 2, &mut rng) else {
+            panic!("round 2")
+        };
+        assert!(second.epsilon_round.abs() < 1e-9);
+        let names: Vec<String> = st.report_metrics(1).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            [
+                "dp_delta",
+                "dp_epsilon_round",
+                "dp_epsilon_total",
+                "dp_teacher_epsilon",
+                "dp_teacher_noise_multiplier"
+            ]
+        );
+        // With label noise too, the first round costs more than either part alone, and the budget counts
+        // both: z = 2 rounds (2.17 each alone) on top of the teacher exceed 3 at the first round.
+        let both = PrivacySettings {
+            labels: Some(PrivacyConfig {
+                mode: PrivacyMode::Soft,
+                noise_multiplier: 2.0,
+                delta: 1e-5,
+                clip: 1.0,
+                budget_epsilon: 3.0,
+            }),
+            ..s
+        };
+        let mut st2 = ParticipantPrivacy::with_settings(&both, cost, 2, 0);
+        match st2.handle_round(1, &p, 2, 2, &mut rng) {
+            Ok(Release::BudgetExhausted { would_reach, spent, .. }) => {
+                assert!(
+                    would_reach > teacher_eps && would_reach > 2.17 && spent == 0.0,
+                    "{would_reach}"
+                )
+            }
+            other => panic!("expected the budget to refuse: {other:?}"),
+        }
     }
 }
