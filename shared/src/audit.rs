@@ -1105,7 +1105,7 @@ fn check_quarantine_evidence(evidence: &[crate::ledger::Metric]) -> Result<(), S
     let (Some(score), Some(threshold)) = (get("ewma_score"), get("threshold")) else {
         return Err("evidence lacks ewma_score or threshold".into());
     };
-    if !(score > threshold) {
+    if score.partial_cmp(&threshold) != Some(std::cmp::Ordering::Greater) {
         return Err(format!(
             "evidence: ewma_score {score} is not above the threshold {threshold}"
         ));
@@ -1120,7 +1120,10 @@ fn check_quarantine_evidence(evidence: &[crate::ledger::Metric]) -> Result<(), S
         }
     }
     if let (Some(strikes), Some(needed)) = (get("strikes"), get("policy_consecutive")) {
-        if !(strikes >= needed) {
+        if strikes
+            .partial_cmp(&needed)
+            .is_none_or(|o| o == std::cmp::Ordering::Less)
+        {
             return Err(format!("evidence: {strikes} strikes, the policy needs {needed}"));
         }
     }
