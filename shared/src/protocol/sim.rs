@@ -86,6 +86,9 @@ struct Sim {
     committed: Vec<(RoundId, Vec<ParticipantId>, Vec<ParticipantId>)>,
     /// Per commit: the round, its abstainers and the virtual time of the commit.
     abstentions: Vec<(RoundId, Vec<ParticipantId>, Millis)>,
+    /// Quarantine (`true`) or release (`false`) decisions to apply when committing a round, as the
+    /// coordinator's driver does with the anomaly tracker's decisions.
+    policy_actions: Vec<(RoundId, bool, ParticipantId)>,
     closed: Vec<(RoundId, usize)>,
     finished: bool,
     coord_rejections: Vec<String>,
@@ -163,6 +166,7 @@ impl Sim {
             disk: None,
             committed: Vec::new(),
             abstentions: Vec::new(),
+            policy_actions: Vec::new(),
             closed: Vec::new(),
             finished: false,
             coord_rejections: Vec::new(),
@@ -261,6 +265,13 @@ impl Sim {
                         probabilities: bytes,
                         checkpoint: String::new(),
                     };
+                    for (_, quarantine, p) in self.policy_actions.iter().filter(|(r, ..)| *r == c.round) {
+                        if *quarantine {
+                            self.coord.quarantine(p.clone());
+                        } else {
+                            self.coord.release(p);
+                        }
+                    }
                     self.coord.handle_committed(self.now, c.round);
                     self.disk = Some(self.coord.snapshot());
                     self.committed
@@ -791,4 +802,70 @@ fn an_abstention_survives_a_coordinator_restart() {
         at.0
     );
     assert_eq!(sim.committed[0].1.len(), 2);
+}
+
+/// Quarantine decided at round 1's commit, release at round 2's (as the driver applies the tracker's
+/// decisions): round 2 does not wait for p2 and refuses its labels; from round 3 it contributes again.
+#[test]
+fn quarantine_excludes_and_release_readmits() {
+    let mut sim = Sim::new(3, 3, 2, 1);
+    let p2 = ParticipantId::new("p2");
+    sim.policy_actions = vec![(RoundId(1), true, p2.clone()), (RoundId(2), false, p2.clone())];
+    (0..3).for_each(|i| sim.connect(i));
+    sim.run_until(Millis(60_000));
+    assert!(sim.finished);
+    let contributors: Vec<usize> = sim.committed.iter().map(|(_, c, _)| c.len()).collect();
+    assert_eq!(contributors, vec![3, 2, 3], "{:?}", sim.committed);
+    assert!(!sim.committed[1].1.contains(&p2));
+    assert!(
+        sim.committed[1].2.is_empty(),
+        "a quarantined participant is not expected, so not absent"
+    );
+    // p2's round-2 labels are refused: `quarantined`, or `not_collecting` when the round already
+    // aggregated without waiting for it.
+    assert_eq!(sim.coord_rejections.len(), 1, "{:?}", sim.coord_rejections);
+    assert!(
+        ["p2:quarantined", "p2:not_collecting"].contains(&sim.coord_rejections[0].as_str()),
+        "{:?}",
+        sim.coord_rejections
+    );
+    // Round 2 did not wait for its 1 s deadline (rounds are a few 10 ms hops apart).
+    assert!(
+        sim.abstentions[1].2 .0 < 1_000,
+        "round 2 committed at {:?}",
+        sim.abstentions[1].2
+    );
+}
+
+#[test]
+fn a_quarantined_participant_that_reconnects_mid_round_is_not_waited_for() {
+    let mut sim = Sim::new(3, 2, 2, 1);
+    let p2 = ParticipantId::new("p2");
+    sim.policy_actions = vec![(RoundId(1), true, p2.clone())];
+    (0..3).for_each(|i| sim.connect(i));
+    // Round 2 opens once round 1 closed; p2 drops and comes back while it collects.
+    sim.run_until(Millis(45));
+    sim.disconnect(2);
+    sim.delay.insert(Node::P(0), Millis(200));
+    sim.run_until(Millis(60));
+    sim.connect(2);
+    assert_eq!(sim.coord.round(), RoundId(2));
+    assert!(matches!(
+        sim.coord.phase(),
+        super::coordinator::Phase::Collecting { .. }
+    ));
+    assert!(
+        !sim.coord.snapshot().expected.contains(&p2),
+        "{:?}",
+        sim.coord.snapshot().expected
+    );
+    sim.run_until(Millis(60_000));
+    assert!(sim.finished);
+    assert_eq!(sim.committed.len(), 2);
+    assert!(!sim.committed[1].1.contains(&p2));
+    assert!(sim.committed[1].2.is_empty(), "{:?}", sim.committed);
+    assert!(
+        sim.abstentions[1].2 .0 < 1_000,
+        "round 2 waited for the quarantined participant"
+    );
 }
