@@ -12,6 +12,8 @@ pub enum BenchCommand {
     Transport(super::bench_transport::BenchTransportArgs),
     /// Every quantization profile against the f32 student, teacher vs int8, QAT vs PTQ, on MNIST-10k.
     Quantize(super::bench_quantize::BenchQuantizeArgs),
+    /// Round latency, coordinator CPU and memory vs participants (3..100) and payload, vs raw transfer.
+    Scale(super::bench_scale::BenchScaleArgs),
     /// Student accuracy vs DP epsilon and under poisoning attacks, per aggregation rule, on MNIST-10k.
     Robust(super::bench_robust::BenchRobustArgs),
     /// Teacher training and distillation throughput, fused vs plain candle-nn AdamW, on MNIST-10k.
@@ -30,6 +32,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Transport(a) => super::bench_transport::run(a),
         BenchCommand::Quantize(a) => super::bench_quantize::run(a),
         BenchCommand::Robust(a) => super::bench_robust::run(a),
+        BenchCommand::Scale(a) => super::bench_scale::run(a),
         BenchCommand::Train { quick, json } => {
             if cfg!(debug_assertions) {
                 eprintln!("warning: debug build; figures are only meaningful with --release");

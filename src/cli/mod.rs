@@ -4,6 +4,7 @@ pub mod audit;
 pub mod bench;
 pub mod bench_quantize;
 pub mod bench_robust;
+pub mod bench_scale;
 pub mod bench_transport;
 pub mod compare;
 pub mod data;

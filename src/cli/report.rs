@@ -2,9 +2,6 @@
 //! font embedded in the binary so no system font is needed), Markdown tables, the JSON + Markdown report
 //! files, and the generated section of docs/benchmarks.md between `<!-- bench-SUITE:begin/end -->` markers.
 
-// Until the first bench suite calls these (bench scale, bench accuracy), the binary does not use them.
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -18,6 +15,19 @@ use plotters::prelude::*;
 static FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 /// The family name every text style of a chart uses; it is the one the embedded font is registered under.
 const FONT_FAMILY: &str = "sans-serif";
+/// Line colours in series order (matplotlib's "tab10": distinct, and readable on white, unlike yellow).
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
 /// Pixel size of the PNG and of the SVG canvas.
 pub const CHART_SIZE: (u32, u32) = (1000, 600);
 
@@ -312,7 +322,7 @@ where
         .draw()
         .map_err(plot_err)?;
     for (i, s) in chart.series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+        let color = PALETTE[i % PALETTE.len()].to_rgba();
         let points: Vec<(f64, f64)> = s.points.iter().map(|&(x, y)| (x_map(x), y)).collect();
         cc.draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
             .map_err(plot_err)?
