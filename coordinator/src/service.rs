@@ -20,7 +20,7 @@ use fedistill_shared::crypto::{
     SigningIdentity,
 };
 use fedistill_shared::ledger::{Cosignature as LedgerCosignature, Metric, Record, RosterAction, WitnessKey};
-use fedistill_shared::protocol::robust::AnomalyTracker;
+use fedistill_shared::protocol::robust::{AnomalyTracker, QuarantinePolicy};
 use fedistill_shared::protocol::{
     CoordinatorConfig, CoordinatorRound, Millis, OutMessage, Output, RoundCommit, Snapshot,
 };
@@ -162,20 +162,7 @@ pub async fn run(
         None => (CoordinatorRound::new(cfg), ReplayGuard::new(federation.clone())),
     };
 
-    let configured = settings.quarantine.policy;
-    let anomaly = match store.state(ANOMALY_KEY)? {
-        Some(bytes) => {
-            let mut stored: AnomalyTracker =
-                serde_json::from_slice(&bytes).context("decoding the stored anomaly scores")?;
-            // The configured [quarantine] policy wins over the one stored with the scores (docs/operations.md).
-            if stored.policy() != &configured {
-                info!(stored = ?stored.policy(), configured = ?configured, "the configured [quarantine] policy replaces the stored one; scores are kept");
-                stored.set_policy(configured).context("[quarantine] policy")?;
-            }
-            stored
-        }
-        None => AnomalyTracker::new(configured).context("[quarantine] policy")?,
-    };
+    let anomaly = restore_tracker(store.state(ANOMALY_KEY)?.as_deref(), settings.quarantine.policy)?;
     if !settings.quarantine.enabled {
         info!("[quarantine] enabled = false: no anomaly scores, no new quarantines");
     }
@@ -1007,6 +994,23 @@ fn unix_seconds() -> u64 {
     unix_micros() / 1_000_000
 }
 
+/// The anomaly tracker to run with: the stored one (scores kept) under the configured policy, which wins over
+/// the policy stored with it (docs/operations.md, `[quarantine]`), or a fresh one.
+fn restore_tracker(stored: Option<&[u8]>, configured: QuarantinePolicy) -> anyhow::Result<AnomalyTracker> {
+    match stored {
+        Some(bytes) => {
+            let mut tracker: AnomalyTracker =
+                serde_json::from_slice(bytes).context("decoding the stored anomaly scores")?;
+            if tracker.policy() != &configured {
+                info!(stored = ?tracker.policy(), configured = ?configured, "the configured [quarantine] policy replaces the stored one; scores are kept");
+                tracker.set_policy(configured).context("[quarantine] policy")?;
+            }
+            Ok(tracker)
+        }
+        None => AnomalyTracker::new(configured).context("[quarantine] policy"),
+    }
+}
+
 /// Loads settings from a file and runs until done or Ctrl-C.
 pub async fn run_from_file(path: &Path) -> anyhow::Result<RunSummary> {
     let settings = CoordinatorSettings::load(path)?;
@@ -1020,4 +1024,51 @@ pub async fn run_from_file(path: &Path) -> anyhow::Result<RunSummary> {
     });
     let span = tracing::info_span!("coordinator", bind = %settings.bind);
     run(settings, cancel, |_, _| {}).instrument(span).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pid(s: &str) -> ParticipantId {
+        ParticipantId::new(s)
+    }
+
+    /// Five contributors, `evil` 8x further from the consensus than the others.
+    fn scores() -> Vec<(ParticipantId, f64)> {
+        ["a", "b", "c", "d"]
+            .iter()
+            .map(|p| (pid(p), 0.2))
+            .chain([(pid("evil"), 1.6)])
+            .collect()
+    }
+
+    #[test]
+    fn the_configured_policy_wins_over_the_stored_one_and_scores_are_kept() {
+        let mut old = AnomalyTracker::new(QuarantinePolicy::default()).unwrap();
+        old.handle_round(RoundId(1), &scores());
+        old.handle_round(RoundId(2), &scores());
+        let bytes = serde_json::to_vec(&old).unwrap();
+        let configured = QuarantinePolicy {
+            consecutive: 3,
+            factor: 4.0,
+            release_after_rounds: Some(2),
+            ..QuarantinePolicy::default()
+        };
+        let mut t = restore_tracker(Some(&bytes), configured).unwrap();
+        assert_eq!(t.policy(), &configured);
+        // Two strikes were stored; the third (under the configured policy) quarantines.
+        assert_eq!(t.state(&pid("evil")).unwrap().strikes, 2);
+        assert_eq!(t.handle_round(RoundId(3), &scores()).len(), 1);
+        // And the configured release applies: round 3 + 2.
+        assert!(t.releases_due(RoundId(4)).is_empty());
+        assert_eq!(t.releases_due(RoundId(5)).len(), 1);
+        // Nothing stored: a fresh tracker under the configured policy.
+        let fresh = restore_tracker(None, configured).unwrap();
+        assert_eq!(fresh.policy(), &configured);
+        assert!(fresh.quarantined().is_empty());
+        // Unreadable state is an error, not a silent reset.
+        let err = format!("{:#}", restore_tracker(Some(b"not json"), configured).unwrap_err());
+        assert!(err.contains("decoding the stored anomaly scores"), "{err}");
+    }
 }
