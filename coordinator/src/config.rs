@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use fedistill_shared::protocol::robust::QuarantinePolicy;
-use fedistill_shared::protocol::AggregationRule;
+use fedistill_shared::protocol::{AggregationRule, Encoding};
 pub use fedistill_shared::settings::DataSettings;
 
 #[derive(Debug, Deserialize)]
@@ -32,6 +32,8 @@ struct RawSettings {
     rule: String,
     #[serde(default = "default_temperature")]
     temperature: f32,
+    #[serde(default = "default_aggregate_encoding")]
+    aggregate_encoding: String,
     #[serde(default = "default_max_frame")]
     max_frame_bytes: usize,
     #[serde(default = "default_stream_timeout")]
@@ -111,6 +113,10 @@ fn default_samples() -> u64 {
 fn default_rule() -> String {
     "median".into()
 }
+fn default_aggregate_encoding() -> String {
+    "f32".into()
+}
+
 fn default_temperature() -> f32 {
     3.0
 }
@@ -148,6 +154,8 @@ pub struct CoordinatorSettings {
     pub rule: AggregationRule,
     /// Teacher temperature.
     pub temperature: f32,
+    /// How the consensus is packed for the participants (`f32` exact; `f16`, `int8`, `topk:K` smaller).
+    pub aggregate_encoding: Encoding,
     /// Largest accepted frame payload.
     pub max_frame_bytes: usize,
     /// How long a peer may take to send a whole frame on a stream.
@@ -203,6 +211,8 @@ impl CoordinatorSettings {
             fedistill_shared::wire::ABSOLUTE_MAX_FRAME
         );
         let rule = AggregationRule::parse(&raw.rule)?;
+        let aggregate_encoding =
+            Encoding::parse(&raw.aggregate_encoding).map_err(|e| anyhow::anyhow!("aggregate_encoding: {e}"))?;
         let quarantine = match raw.quarantine {
             Some(q) => q.validate()?,
             None => QuarantineSettings::default(),
@@ -223,6 +233,7 @@ impl CoordinatorSettings {
             samples_per_round: raw.samples_per_round,
             rule,
             temperature: raw.temperature,
+            aggregate_encoding,
             max_frame_bytes: raw.max_frame_bytes,
             stream_timeout_ms: raw.stream_timeout_ms,
             data,
@@ -255,6 +266,7 @@ participants = 3
         assert_eq!(s.federation_dir, Path::new("/etc/fedistill/fed"));
         assert_eq!(s.min_participants, 2);
         assert_eq!(s.rule, AggregationRule::TrimmedMean { trim: 0.2 });
+        assert_eq!(s.aggregate_encoding, Encoding::F32, "exact by default");
         assert_eq!(s.data.alpha, 0.5);
         assert_eq!(s.quarantine, QuarantineSettings::default());
         assert!(s.quarantine.enabled);
@@ -324,6 +336,10 @@ participants = 3
             (GOOD.replace("127.0.0.1:4433", "nowhere"), "bind"),
             (GOOD.replace("rounds = 3", "rounds = 0"), "rounds"),
             (GOOD.replace("trimmed_mean:0.2", "average"), "unknown aggregation rule"),
+            (
+                GOOD.replace("rule = ", "aggregate_encoding = \"f12\"\nrule = "),
+                "aggregate_encoding",
+            ),
             (GOOD.replace("quorum = 2", "quorum = 2\nbogus = 1"), "bogus"),
             (
                 GOOD.replace("participants = 3", "participants = 3\npartition = \"zipf\""),

@@ -22,7 +22,7 @@ use fedistill_shared::crypto::{
 use fedistill_shared::ledger::{Cosignature as LedgerCosignature, Metric, Record, RosterAction, WitnessKey};
 use fedistill_shared::protocol::robust::{AnomalyTracker, QuarantinePolicy};
 use fedistill_shared::protocol::{
-    CoordinatorConfig, CoordinatorRound, Millis, OutMessage, Output, RoundCommit, Snapshot,
+    softlabels, CoordinatorConfig, CoordinatorRound, Encoding, Millis, OutMessage, Output, RoundCommit, Snapshot,
 };
 use fedistill_shared::provision::FederationLayout;
 use fedistill_shared::wire::messages::{
@@ -212,6 +212,7 @@ pub async fn run(
         last_aggregate: None,
         anomaly,
         quarantine_enabled: settings.quarantine.enabled,
+        aggregate_encoding: settings.aggregate_encoding,
     };
     core.last_aggregate = core.store.state(AGGREGATE_KEY)?;
     core.sm.handle_timeout(core.now());
@@ -224,6 +225,8 @@ pub async fn run(
 }
 
 struct Core {
+    /// How the consensus is packed in `AggregateLabels` (the log always records the f32 digest).
+    aggregate_encoding: Encoding,
     sm: CoordinatorRound,
     store: Store,
     key: SigningIdentity,
@@ -790,7 +793,18 @@ impl Core {
             absent: c.absent.clone(),
             rows: c.open.sample_ids.len() as u32,
             classes: c.open.classes,
-            probabilities: bytes,
+            encoding: self.aggregate_encoding,
+            probabilities: if self.aggregate_encoding == Encoding::F32 {
+                bytes
+            } else {
+                softlabels::encode(
+                    &c.aggregate,
+                    c.open.sample_ids.len(),
+                    c.open.classes as usize,
+                    self.aggregate_encoding,
+                )
+                .map_err(|e| anyhow::anyhow!("encoding the aggregate: {e}"))?
+            },
             aggregate_digest: digest,
             checkpoint: note,
         };

@@ -667,8 +667,9 @@ async fn handle_push(
                 sample_ids,
                 probabilities,
                 total_rounds,
+                payload_bytes,
             } => {
-                let report = distill_round(node, round, sample_ids, probabilities, total_rounds).await?;
+                let report = distill_round(node, round, sample_ids, probabilities, total_rounds, payload_bytes).await?;
                 session.handle_distilled(report);
             }
             ParticipantOutput::SendReport(report) => {
@@ -770,6 +771,7 @@ async fn distill_round(
     sample_ids: Vec<u64>,
     probabilities: Vec<f32>,
     total_rounds: u64,
+    payload_bytes: u64,
 ) -> anyhow::Result<RoundReport> {
     let (distiller, public, test, guard, accepted, workdir, started) = {
         let n = node.lock().await;
@@ -865,7 +867,7 @@ async fn distill_round(
     let record = RoundRecord {
         round: round.0,
         bytes_up,
-        bytes_down: (probabilities.len() * 4) as u64,
+        bytes_down: payload_bytes,
         student_accuracy: metrics.accuracy,
         int8_accuracy,
         consensus_accuracy,

@@ -8,6 +8,10 @@ use fedistill_shared::ml::bench::{bench_train, BenchConfig};
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Federated distillation (each rule) vs local-only, centralized and FedAvg, over datasets and splits.
+    Accuracy(super::bench_accuracy::BenchAccuracyArgs),
+    /// Bytes per soft-label encoding vs FedAvg's bytes to the same student accuracy.
+    Communication(super::bench_accuracy::BenchCommunicationArgs),
     /// Time to move 1/10/100 MB over the mTLS link vs plain QUIC, measured in the same run.
     Transport(super::bench_transport::BenchTransportArgs),
     /// Every quantization profile against the f32 student, teacher vs int8, QAT vs PTQ, on MNIST-10k.
@@ -29,6 +33,8 @@ pub enum BenchCommand {
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
+        BenchCommand::Accuracy(a) => super::bench_accuracy::run_accuracy(a),
+        BenchCommand::Communication(a) => super::bench_accuracy::run_communication(a),
         BenchCommand::Transport(a) => super::bench_transport::run(a),
         BenchCommand::Quantize(a) => super::bench_quantize::run(a),
         BenchCommand::Robust(a) => super::bench_robust::run(a),

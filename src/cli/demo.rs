@@ -39,6 +39,9 @@ pub struct DemoArgs {
     /// Soft-label encoding participants send (f32, f16, int8, topk:K).
     #[arg(long, default_value = "f16")]
     pub encoding: String,
+    /// How the coordinator packs the consensus it sends back (f32 exact; f16, int8, topk:K smaller).
+    #[arg(long, default_value = "f32")]
+    pub aggregate_encoding: String,
     /// Write the JSON report here.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -183,6 +186,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.alpha > 0.0, "--alpha must be > 0 (got {})", args.alpha);
     fedistill_shared::protocol::AggregationRule::parse(&args.rule)?;
     fedistill_shared::protocol::Encoding::parse(&args.encoding)?;
+    fedistill_shared::protocol::Encoding::parse(&args.aggregate_encoding).context("--aggregate-encoding")?;
     let temp;
     let dir = match &args.workdir {
         Some(d) => {
@@ -267,11 +271,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     std::fs::write(
         &coordinator_cfg,
         format!(
-            "federation_dir = \"federation\"\nbind = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\nstatus = \"127.0.0.1:{status_port}\"\nrounds = {}\nmin_participants = {}\nquorum = {}\ncollect_timeout_ms = 120000\nreport_timeout_ms = 120000\nsamples_per_round = {samples_per_round}\nrule = {:?}\ntemperature = 2.0\n{}",
+            "federation_dir = \"federation\"\nbind = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\nstatus = \"127.0.0.1:{status_port}\"\nrounds = {}\nmin_participants = {}\nquorum = {}\ncollect_timeout_ms = 120000\nreport_timeout_ms = 120000\nsamples_per_round = {samples_per_round}\nrule = {:?}\naggregate_encoding = {:?}\ntemperature = 2.0\n{}",
             args.rounds,
             args.participants,
             (args.participants / 2 + 1),
             args.rule,
+            args.aggregate_encoding,
             data_toml(&data)
         ),
     )?;

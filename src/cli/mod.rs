@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod bench;
+pub mod bench_accuracy;
 pub mod bench_quantize;
 pub mod bench_robust;
 pub mod bench_scale;
@@ -10,6 +11,8 @@ pub mod compare;
 pub mod data;
 pub mod demo;
 pub mod enroll;
+pub mod exchange;
+pub mod experiment;
 pub mod local;
 pub mod node;
 pub mod provision;

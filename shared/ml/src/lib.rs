@@ -4,6 +4,7 @@
 
 pub mod augment;
 pub mod bench;
+pub mod codistill;
 pub mod distill;
 pub mod dpsgd;
 pub mod error;

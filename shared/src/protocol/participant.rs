@@ -32,6 +32,8 @@ pub enum ParticipantOutput {
         probabilities: Vec<f32>,
         /// Total rounds (for schedules).
         total_rounds: u64,
+        /// Size of the encoded consensus as received.
+        payload_bytes: u64,
     },
     /// Sign and send this report.
     SendReport(RoundReport),
@@ -178,33 +180,42 @@ impl ParticipantSession {
         };
         let rows = p.open.sample_ids.len();
         let classes = self.classes as usize;
-        if agg.rows as usize != rows || agg.classes != self.classes || agg.probabilities.len() != rows * classes * 4 {
+        if agg.rows as usize != rows
+            || agg.classes != self.classes
+            || agg.probabilities.len() != agg.encoding.payload_len(rows, classes)
+        {
             return Err(SessionError::BadAggregate {
                 round: agg.round,
                 reason: format!(
-                    "shape {}x{} with {} bytes, expected {rows}x{classes}",
+                    "shape {}x{} with {} bytes of {}, expected {rows}x{classes}",
                     agg.rows,
                     agg.classes,
-                    agg.probabilities.len()
+                    agg.probabilities.len(),
+                    agg.encoding.name()
                 ),
             });
         }
-        if Digest::of(&agg.probabilities) != agg.aggregate_digest {
+        // The digest is of the canonical f32 aggregate the log records: checkable here when that is what
+        // was sent; a lossy encoding is bound by the coordinator's signature and re-encodable by auditors.
+        if agg.encoding == super::Encoding::F32 && Digest::of(&agg.probabilities) != agg.aggregate_digest {
             return Err(SessionError::BadAggregate {
                 round: agg.round,
                 reason: "aggregate digest does not match its bytes".into(),
             });
         }
-        let probabilities = super::softlabels::decode(&agg.probabilities, rows, classes, super::Encoding::F32)
-            .map_err(|e| SessionError::BadAggregate {
-                round: agg.round,
-                reason: e.to_string(),
+        let probabilities =
+            super::softlabels::decode(&agg.probabilities, rows, classes, agg.encoding).map_err(|e| {
+                SessionError::BadAggregate {
+                    round: agg.round,
+                    reason: e.to_string(),
+                }
             })?;
         self.outputs.push_back(ParticipantOutput::Distill {
             round: agg.round,
             sample_ids: p.open.sample_ids.clone(),
             probabilities,
             total_rounds: p.open.total_rounds,
+            payload_bytes: agg.probabilities.len() as u64,
         });
         Ok(())
     }

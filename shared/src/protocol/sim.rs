@@ -92,6 +92,10 @@ struct Sim {
     closed: Vec<(RoundId, usize)>,
     finished: bool,
     coord_rejections: Vec<String>,
+    /// How the coordinator packs the consensus (`aggregate_encoding`).
+    aggregate_encoding: crate::protocol::Encoding,
+    /// Test hook: the aggregate claims `int8` but carries the f32 bytes (a malformed aggregate).
+    aggregate_mislabelled: bool,
 }
 
 fn federation() -> FederationId {
@@ -169,6 +173,8 @@ impl Sim {
             policy_actions: Vec::new(),
             closed: Vec::new(),
             finished: false,
+            aggregate_encoding: crate::protocol::Encoding::F32,
+            aggregate_mislabelled: false,
             coord_rejections: Vec::new(),
         }
     }
@@ -253,7 +259,19 @@ impl Sim {
                 }
                 Output::Broadcast(OutMessage::Finished) | Output::Send(_, OutMessage::Finished) => {}
                 Output::Commit(c) => {
-                    let bytes: Vec<u8> = c.aggregate.iter().flat_map(|v| v.to_le_bytes()).collect();
+                    let canonical: Vec<u8> = c.aggregate.iter().flat_map(|v| v.to_le_bytes()).collect();
+                    let digest = Digest::of(&canonical);
+                    let bytes = if self.aggregate_encoding == crate::protocol::Encoding::F32 {
+                        canonical
+                    } else {
+                        crate::protocol::softlabels::encode(
+                            &c.aggregate,
+                            c.open.sample_ids.len(),
+                            CLASSES,
+                            self.aggregate_encoding,
+                        )
+                        .unwrap_or_default()
+                    };
                     let agg = AggregateLabels {
                         round: c.round,
                         rule: c.open.rule,
@@ -261,7 +279,12 @@ impl Sim {
                         absent: c.absent.clone(),
                         rows: c.open.sample_ids.len() as u32,
                         classes: CLASSES as u32,
-                        aggregate_digest: Digest::of(&bytes),
+                        encoding: if self.aggregate_mislabelled {
+                            crate::protocol::Encoding::Int8
+                        } else {
+                            self.aggregate_encoding
+                        },
+                        aggregate_digest: digest,
                         probabilities: bytes,
                         checkpoint: String::new(),
                     };
@@ -552,6 +575,44 @@ fn happy_path_runs_every_round_with_everyone() {
         assert_eq!(p.distilled, vec![RoundId(1), RoundId(2), RoundId(3)]);
     }
     assert!(sim.coord_rejections.is_empty(), "{:?}", sim.coord_rejections);
+}
+
+#[test]
+fn a_lossy_aggregate_encoding_reaches_every_participant() {
+    for enc in [
+        crate::protocol::Encoding::F16,
+        crate::protocol::Encoding::Int8,
+        crate::protocol::Encoding::TopK { k: 2 },
+    ] {
+        let mut sim = Sim::new(3, 3, 2, 1);
+        sim.aggregate_encoding = enc;
+        (0..3).for_each(|i| sim.connect(i));
+        sim.run_until(Millis(60_000));
+        assert!(
+            sim.finished,
+            "{enc:?}: rejections {:?}",
+            sim.parts.iter().map(|p| &p.rejections).collect::<Vec<_>>()
+        );
+        for p in &sim.parts {
+            assert_eq!(p.distilled, vec![RoundId(1), RoundId(2), RoundId(3)], "{enc:?}");
+            assert!(p.rejections.is_empty(), "{enc:?}: {:?}", p.rejections);
+        }
+    }
+}
+
+#[test]
+fn an_aggregate_whose_bytes_do_not_match_its_encoding_is_not_distilled() {
+    let mut sim = Sim::new(3, 2, 2, 1);
+    sim.aggregate_mislabelled = true;
+    (0..3).for_each(|i| sim.connect(i));
+    sim.run_until(Millis(60_000));
+    for p in &sim.parts {
+        assert!(
+            p.distilled.is_empty(),
+            "distilled {:?} from a malformed aggregate",
+            p.distilled
+        );
+    }
 }
 
 #[test]

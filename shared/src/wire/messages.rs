@@ -89,10 +89,14 @@ pub struct AggregateLabels {
     pub rows: u32,
     /// Classes per row.
     pub classes: u32,
-    /// The consensus probabilities, f32 little-endian.
+    /// How `probabilities` is packed (the coordinator's `aggregate_encoding`; `f32` is exact).
+    pub encoding: Encoding,
+    /// The consensus probabilities in `encoding` (for `f32`: the canonical little-endian bytes).
     #[serde(with = "crate::wire::frame::bytes")]
     pub probabilities: Vec<u8>,
-    /// SHA-256 of `probabilities`.
+    /// SHA-256 of the canonical f32 little-endian aggregate, as the update log records it. With the `f32`
+    /// encoding it is the digest of `probabilities`; with a lossy encoding `probabilities` is
+    /// `softlabels::encode` of exactly those canonical values, which an auditor can recompute.
     pub aggregate_digest: Digest,
     /// The signed checkpoint (C2SP signed note text) of the log after this round's records.
     pub checkpoint: String,

@@ -1,0 +1,127 @@
+//! `fedistill bench accuracy --quick` and `fedistill bench communication --quick` as real processes: the
+//! reports' JSON shape, the learning curves, the bytes (counted on real mTLS QUIC connections and at the
+//! frame level), the plots, and each bad flag.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn fedistill() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fedistill"))
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display())))
+        .expect("valid JSON")
+}
+
+fn assert_png_and_svg(dir: &Path, stem: &str) {
+    let png = std::fs::read(dir.join(format!("{stem}.png"))).expect("png written");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{stem}.png is a PNG");
+    let svg = std::fs::read_to_string(dir.join(format!("{stem}.svg"))).expect("svg written");
+    assert!(svg.contains("<svg"), "{stem}.svg is an SVG");
+}
+
+#[test]
+fn accuracy_quick_reports_every_method_with_curves_bytes_and_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = fedistill()
+        .args(["bench", "accuracy", "--quick", "--report"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("| dataset | partition | K |"), "{stdout}");
+    let rep = read_json(&dir.path().join("accuracy.json"));
+    assert_eq!(rep["mtls_link"], true);
+    let settings = rep["settings"].as_array().unwrap();
+    assert_eq!(settings.len(), 1);
+    let run = &settings[0]["runs"][0];
+    let rounds = run["config"]["rounds"].as_u64().unwrap() as usize;
+    let fedavg_rounds = run["config"]["fedavg_rounds"].as_u64().unwrap() as usize;
+    let methods: Vec<&str> = run["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["fd:mean", "fd:median", "fedavg"]);
+    for m in run["methods"].as_array().unwrap() {
+        let curve = m["curve"].as_array().unwrap();
+        let want = if m["method"] == "fedavg" { fedavg_rounds } else { rounds };
+        assert_eq!(curve.len(), want, "{}", m["method"]);
+        let mut last = 0;
+        for p in curve {
+            let acc = p["accuracy"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&acc));
+            let b = p["bytes"].as_u64().unwrap();
+            assert!(b > last, "bytes grow every round: {b} after {last}");
+            last = b;
+        }
+        assert_eq!(m["bytes"].as_u64().unwrap(), last);
+    }
+    // The binary task is learnable: the federated students beat chance by a wide margin.
+    assert!(
+        run["methods"][0]["accuracy"].as_f64().unwrap() > 0.8,
+        "{}",
+        run["methods"][0]
+    );
+    assert!(run["centralized"].as_f64().unwrap() > 0.8);
+    assert_eq!(run["local_only"].as_array().unwrap().len(), 3);
+    let md = std::fs::read_to_string(dir.path().join("accuracy.md")).unwrap();
+    assert!(md.contains("fd:median") && md.contains("fedavg"), "{md}");
+    assert_png_and_svg(dir.path(), "accuracy-per-round-breast-cancer-dir0_5-k3");
+    assert_png_and_svg(dir.path(), "accuracy-vs-bytes-breast-cancer-dir0_5-k3");
+}
+
+#[test]
+fn communication_quick_compares_encodings_with_fedavg() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = fedistill()
+        .args(["bench", "communication", "--quick", "--no-link", "--report"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rep = read_json(&dir.path().join("communication.json"));
+    assert_eq!(rep["mtls_link"], false);
+    let lines = rep["encodings"].as_array().unwrap();
+    let names: Vec<&str> = lines.iter().map(|l| l["encoding"].as_str().unwrap()).collect();
+    assert_eq!(names, ["f32", "f16", "int8", "topk:3"]);
+    let total = |i: usize| lines[i]["total_bytes"].as_u64().unwrap();
+    // Same rows and messages, smaller payloads: frame bytes shrink from f32 to f16.
+    assert!(total(1) < total(0), "f16 {} < f32 {}", total(1), total(0));
+    for l in lines {
+        let ratio = l["fedavg_over_fd"].as_f64().unwrap();
+        assert!(ratio.is_finite() && ratio > 0.0);
+        if l["fedavg_matched"] == true {
+            let b = l["fedavg_bytes_to_match"].as_u64().unwrap() as f64;
+            assert!((b / l["total_bytes"].as_u64().unwrap() as f64 - ratio).abs() < 1e-9);
+        }
+    }
+    assert!(rep["fedavg"]["bytes"].as_u64().unwrap() > 0);
+    assert_png_and_svg(dir.path(), "communication-accuracy-vs-bytes");
+}
+
+#[test]
+fn bad_flags_are_refused_with_a_clear_error() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["accuracy", "--quick", "--partitions", "0"], "alpha must be > 0"),
+        (
+            &["accuracy", "--quick", "--partitions", "lots"],
+            "expected `iid` or a Dirichlet alpha",
+        ),
+        (&["accuracy", "--quick", "--rules", "loudest"], "--rules: loudest"),
+        (&["accuracy", "--quick", "--participants", "1"], "at least 2"),
+        (&["accuracy", "--quick", "--datasets", "imagenet"], "imagenet"),
+        (&["communication", "--quick", "--encodings", "f12"], "--encodings: f12"),
+    ];
+    for (args, want) in cases {
+        let out = fedistill().arg("bench").args(*args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} must fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
