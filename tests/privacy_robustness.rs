@@ -3,12 +3,12 @@
 //! log carrying `Quarantine` and `PrivacySpend` records produced by the real policy and accountant that
 //! `audit::verify` accepts (and rejects once tampered).
 
-use fedistill_shared::attack::{Attack, Harness, HarnessConfig, Outcome, Scenario};
+use fedistill_shared::attack::{Attack, Harness, HarnessConfig, Outcome, RobustTable, Scenario};
 use fedistill_shared::audit::{parse_trust, verify, Bundle, ExportInput, ProtocolRecompute, SOFT_LABELS_DOMAIN};
 use fedistill_shared::crypto::{signing_bytes, Digest, FederationId, ParticipantId, RoundId, SigningIdentity};
 use fedistill_shared::data::{load, LoadOptions};
 use fedistill_shared::ledger::{LogSigner, MemoryTree, Metric, Record, RosterAction};
-use fedistill_shared::ml::InputNorm;
+use fedistill_shared::ml::{InputNorm, ModelConfig};
 use fedistill_shared::privacy::{ParticipantPrivacy, PrivacyConfig, PrivacyMode, Release};
 use fedistill_shared::protocol::aggregate::{aggregate, distance_to_consensus, ContributionView};
 use fedistill_shared::protocol::robust::{AnomalyTracker, QuarantinePolicy};
@@ -101,6 +101,58 @@ fn robust_rules_hold_against_one_attacker_and_the_mean_breaks_under_collusion() 
     let spent = dp.epsilon_spent.expect("DP run reports its spend");
     assert!(spent <= 8.0 && spent > 7.9, "spent {spent}");
     assert!(dp.accuracy < clean_median, "dp {} vs clean {clean_median}", dp.accuracy);
+}
+
+/// The DP-SGD table of `fedistill bench robust` at small scale: teachers trained with DP-SGD at two
+/// per-private-sample epsilons on the same split, each costing at most (and within 0.1% of) its target by
+/// the Sampled Gaussian accountant; more epsilon, less noise; the table renders with a row per epsilon
+/// and the no-DP row; at epsilon 8 the student is far above chance (10%).
+#[test]
+fn dp_sgd_teacher_table_is_produced_at_small_scale() {
+    let ds = load("mnist-10k", &LoadOptions::default()).expect("embedded mnist-10k");
+    // Narrower teachers and fewer DP-SGD epochs than the bench keep this test to seconds.
+    let mut cfg = small_config();
+    cfg.teacher = ModelConfig::Mlp { hidden: vec![32] };
+    cfg.dp_sgd.epochs = 10;
+    let h = Harness::build(&ds, cfg.clone()).expect("teachers train");
+    let clean = run(&h, AggregationRule::Median, None, None);
+    let mut table = RobustTable {
+        config: cfg,
+        teacher_accuracy: h.teacher_accuracy().to_vec(),
+        clean: vec![clean],
+        privacy: Vec::new(),
+        attacks: Vec::new(),
+        attacks_quarantine: Vec::new(),
+        dp_sgd: Vec::new(),
+    };
+    table
+        .run_dp_sgd(&ds, &[AggregationRule::Median], &[1.0, 8.0])
+        .expect("DP-SGD rows");
+    assert_eq!(table.dp_sgd.len(), 2);
+    for row in &table.dp_sgd {
+        assert!(
+            row.cost.epsilon <= row.epsilon && row.cost.epsilon > 0.999 * row.epsilon,
+            "{:?}",
+            row.cost
+        );
+        assert_eq!(row.outcomes.len(), 1);
+        assert_eq!(row.teacher_accuracy.len(), 5);
+    }
+    let (low, high) = (&table.dp_sgd[0], &table.dp_sgd[1]);
+    assert!(low.cost.noise_multiplier > high.cost.noise_multiplier);
+    assert!(
+        high.outcomes[0].accuracy > 0.3,
+        "epsilon 8 student {}",
+        high.outcomes[0].accuracy
+    );
+    let md = table.to_markdown();
+    assert!(
+        md.contains("Student accuracy (%) vs per-private-sample epsilon (DP-SGD teachers"),
+        "{md}"
+    );
+    for needle in ["| 1 | ", "| 8 | ", "| no DP | - | - |"] {
+        assert!(md.contains(needle), "{needle} missing in {md}");
+    }
 }
 
 const ORIGIN: &str = "fedistill.test/fed-dp";
@@ -318,6 +370,18 @@ fn participant_refuses_bad_privacy_settings_at_start() {
         (
             "noise_multiplier = 1.0\ndelta = 1.5\nbudget_epsilon = 8.0",
             "delta 1.5 must be in (0, 1)",
+        ),
+        (
+            "delta = 1e-5\nbudget_epsilon = 8.0\n[privacy.teacher]\nnoise_multiplier = 0.0\nclip = 1.0\nbatch = 64",
+            "[privacy.teacher] noise_multiplier 0 must be",
+        ),
+        (
+            "delta = 1e-5\nbudget_epsilon = 8.0\n[privacy.teacher]\nnoise_multiplier = 1.0\nclip = 0.0\nbatch = 64",
+            "[privacy.teacher] clip 0 must be",
+        ),
+        (
+            "delta = 1e-5\nbudget_epsilon = -1.0\n[privacy.teacher]\nnoise_multiplier = 1.0\nclip = 1.0\nbatch = 64",
+            "budget_epsilon -1 must be",
         ),
     ];
     for (i, (privacy, needle)) in cases.iter().enumerate() {

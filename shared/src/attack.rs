@@ -6,7 +6,8 @@
 //! contributors not quarantined by [`crate::protocol::robust`], and one shared student is distilled on it
 //! with the ML crate and scored on a held-out test split. No network: this is the federation's maths
 //! without its transport, so a table of scenarios runs in seconds. Used by `fedistill bench robust` and
-//! tests/privacy_robustness.rs.
+//! tests/privacy_robustness.rs. `Harness::build_dp_sgd` trains the teachers with DP-SGD instead (the
+//! per-private-sample guarantee, docs/privacy.md), for the table of accuracy vs that epsilon.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -15,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::{ParticipantId, RoundId};
 use crate::data::{DataError, Dataset};
 use crate::ml::{evaluate, DistillConfig, Distiller, MlError, Model, ModelConfig, Progress, SoftTargets, TrainConfig};
-use crate::privacy::{noise_for_epsilon, PrivacyConfig, PrivacyError, PrivacyMode, SoftLabelMechanism};
+use crate::privacy::accountant::dp_sgd_noise_for_epsilon;
+use crate::privacy::{noise_for_epsilon, DpSgdCost, PrivacyConfig, PrivacyError, PrivacyMode, SoftLabelMechanism};
 use crate::protocol::aggregate::{aggregate, distance_to_consensus, AggregateError, AggregationRule, ContributionView};
 use crate::protocol::robust::{AnomalyTracker, QuarantinePolicy, RobustError};
 
@@ -145,6 +147,35 @@ pub struct HarnessConfig {
     pub policy: QuarantinePolicy,
     /// Seed of the split, the models and the noise.
     pub seed: u64,
+    /// DP-SGD settings of the teachers of the per-private-sample table (`Harness::build_dp_sgd`).
+    #[serde(default = "DpSgdTeachers::quick")]
+    pub dp_sgd: DpSgdTeachers,
+}
+
+/// How `Harness::build_dp_sgd` trains its teachers: clip, expected batch, epochs and learning rate (the
+/// noise multiplier is calibrated per target epsilon). Inputs are standardized on the public set.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DpSgdTeachers {
+    /// Per-sample gradient L2 clip C.
+    pub clip: f64,
+    /// Expected (Poisson) batch size.
+    pub batch: usize,
+    /// Epochs (`ceil(epochs * n / batch)` steps).
+    pub epochs: usize,
+    /// Peak AdamW learning rate.
+    pub lr: f64,
+}
+
+impl DpSgdTeachers {
+    /// The settings of `HarnessConfig::quick` and `full`: C = 1, batch 100, 20 epochs, lr 4e-3.
+    pub fn quick() -> Self {
+        DpSgdTeachers {
+            clip: 1.0,
+            batch: 100,
+            epochs: 20,
+            lr: 4e-3,
+        }
+    }
 }
 
 impl HarnessConfig {
@@ -181,6 +212,7 @@ impl HarnessConfig {
                 ..QuarantinePolicy::default()
             },
             seed,
+            dp_sgd: DpSgdTeachers::quick(),
         }
     }
 
@@ -266,11 +298,45 @@ pub struct Harness {
     test: Dataset,
     /// Honest soft labels of each teacher on the whole public set.
     honest: Vec<Vec<f32>>,
+    /// What DP-SGD training cost each teacher (the same for all), when `build_dp_sgd` made them.
+    teacher_dp: Option<DpSgdCost>,
 }
 
 impl Harness {
     /// Splits `ds` (seeded shuffle: test, public, then the private shards) and trains the teachers.
     pub fn build(ds: &Dataset, cfg: HarnessConfig) -> Result<Harness, AttackError> {
+        Self::build_inner(ds, cfg, None)
+    }
+
+    /// The same split, with every teacher trained by DP-SGD (`cfg.dp_sgd`) at the noise multiplier that
+    /// makes its training cost `epsilon` at `cfg.delta`: each private sample is in exactly one shard, so
+    /// this is the per-private-sample epsilon of everything the participant releases.
+    pub fn build_dp_sgd(ds: &Dataset, cfg: HarnessConfig, epsilon: f64) -> Result<Harness, AttackError> {
+        if !(epsilon > 0.0 && epsilon.is_finite()) {
+            return Err(AttackError::BadConfig(format!("epsilon {epsilon} must be > 0")));
+        }
+        let d = cfg.dp_sgd;
+        if d.batch == 0 || d.batch > cfg.private_per_participant || d.epochs == 0 {
+            return Err(AttackError::BadConfig(format!(
+                "DP-SGD batch {} / epochs {} do not fit {} private samples",
+                d.batch, d.epochs, cfg.private_per_participant
+            )));
+        }
+        let q = d.batch as f64 / cfg.private_per_participant as f64;
+        let steps = ((d.epochs * cfg.private_per_participant) as f64 / d.batch as f64).ceil() as u64;
+        let z = dp_sgd_noise_for_epsilon(epsilon, q, steps, cfg.delta).ok_or_else(|| {
+            AttackError::BadConfig(format!("epsilon {epsilon} is out of reach for {steps} DP-SGD steps"))
+        })?;
+        let cost = DpSgdCost::new(q, z, steps, cfg.delta);
+        Self::build_inner(ds, cfg, Some(cost))
+    }
+
+    /// The teachers' DP-SGD cost (`None` for `build`).
+    pub fn teacher_dp(&self) -> Option<DpSgdCost> {
+        self.teacher_dp
+    }
+
+    fn build_inner(ds: &Dataset, cfg: HarnessConfig, dp: Option<DpSgdCost>) -> Result<Harness, AttackError> {
         cfg.validate(ds)?;
         cfg.policy.validate()?;
         let mut idx: Vec<usize> = (0..ds.n).collect();
@@ -292,7 +358,33 @@ impl Harness {
                 seed: cfg.seed.wrapping_add(p as u64 + 1),
                 ..cfg.train.clone()
             };
-            let t = crate::ml::train_teacher(&cfg.teacher, &shard, &tc, &Progress::hidden())?;
+            let t = match &dp {
+                None => crate::ml::train_teacher(&cfg.teacher, &shard, &tc, &Progress::hidden())?,
+                Some(cost) => {
+                    let tc = TrainConfig {
+                        epochs: cfg.dp_sgd.epochs,
+                        lr: cfg.dp_sgd.lr,
+                        ..tc
+                    };
+                    let dpc = crate::ml::DpSgdConfig {
+                        noise_multiplier: cost.noise_multiplier,
+                        clip: cfg.dp_sgd.clip,
+                        batch: cfg.dp_sgd.batch,
+                    };
+                    // Seeded for a reproducible bench; a participant seeds from the OS.
+                    let mut noise = ChaCha20Rng::seed_from_u64(cfg.seed ^ 0xd9_5dd0 ^ ((p as u64) << 8));
+                    crate::ml::train_teacher_dp(
+                        &cfg.teacher,
+                        &shard,
+                        &tc,
+                        &dpc,
+                        Some(&public),
+                        &mut noise,
+                        &Progress::hidden(),
+                    )?
+                    .0
+                }
+            };
             teacher_accuracy.push(evaluate(&t, &test, None)?.accuracy);
             honest.push(t.probabilities(&public.features, public.n, cfg.temperature)?);
             teachers.push(t);
@@ -304,6 +396,7 @@ impl Harness {
             public,
             test,
             honest,
+            teacher_dp: dp,
         })
     }
 
@@ -451,6 +544,22 @@ pub struct RobustTable {
     pub attacks: Vec<Outcome>,
     /// Attacked runs with the quarantine policy on, per attack and rule.
     pub attacks_quarantine: Vec<Outcome>,
+    /// DP-SGD teachers (per-private-sample epsilon), no label noise, no attack: one row per epsilon.
+    #[serde(default)]
+    pub dp_sgd: Vec<DpSgdRow>,
+}
+
+/// One epsilon of the DP-SGD table: the teachers' training cost and accuracy, the students per rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DpSgdRow {
+    /// Target per-private-sample epsilon.
+    pub epsilon: f64,
+    /// The teachers' DP-SGD cost (noise multiplier, sampling rate, steps, delta, epsilon).
+    pub cost: DpSgdCost,
+    /// Teacher test accuracies.
+    pub teacher_accuracy: Vec<f64>,
+    /// Student outcome per rule (labels released without further noise).
+    pub outcomes: Vec<Outcome>,
 }
 
 impl RobustTable {
@@ -483,7 +592,39 @@ impl RobustTable {
             privacy,
             attacks,
             attacks_quarantine,
+            dp_sgd: Vec::new(),
         })
+    }
+
+    /// Adds the DP-SGD table: for each per-private-sample `epsilon`, teachers trained with DP-SGD on the
+    /// same split (`Harness::build_dp_sgd`), their labels aggregated with each rule and distilled.
+    pub fn run_dp_sgd(&mut self, ds: &Dataset, rules: &[AggregationRule], epsilons: &[f64]) -> Result<(), AttackError> {
+        for &e in epsilons {
+            let h = Harness::build_dp_sgd(ds, self.config.clone(), e)?;
+            let cost = h
+                .teacher_dp()
+                .ok_or_else(|| AttackError::BadConfig("DP-SGD harness without a cost".into()))?;
+            let mut outcomes = Vec::new();
+            for &rule in rules {
+                let mut o = h.run(&Scenario {
+                    rule,
+                    attack: None,
+                    epsilon: None,
+                    quarantine: false,
+                })?;
+                o.epsilon = Some(e);
+                o.noise_multiplier = Some(cost.noise_multiplier);
+                o.epsilon_spent = Some(cost.epsilon);
+                outcomes.push(o);
+            }
+            self.dp_sgd.push(DpSgdRow {
+                epsilon: e,
+                cost,
+                teacher_accuracy: h.teacher_accuracy().to_vec(),
+                outcomes,
+            });
+        }
+        Ok(())
     }
 
     /// Clean accuracy of a rule.
@@ -537,6 +678,46 @@ impl RobustTable {
             s.push_str(&format!(" {} |", pct(o.accuracy)));
         }
         s.push_str("\n\n");
+        if !self.dp_sgd.is_empty() {
+            let d = &self.config.dp_sgd;
+            s.push_str(&format!(
+                "Student accuracy (%) vs per-private-sample epsilon (DP-SGD teachers; clip {}, expected batch {}, \
+                 {} epochs, Poisson sampling; labels released without further noise; no attack):\n\n\
+                 | epsilon | teacher noise multiplier | steps | mean teacher accuracy |",
+                d.clip, d.batch, d.epochs
+            ));
+            for r in &rules {
+                s.push_str(&format!(" {r} |"));
+            }
+            s.push_str("\n|---|---|---|---|");
+            s.push_str(&"---|".repeat(rules.len()));
+            s.push('\n');
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+            for row in &self.dp_sgd {
+                s.push_str(&format!(
+                    "| {} | {:.3} | {} | {} |",
+                    row.epsilon,
+                    row.cost.noise_multiplier,
+                    row.cost.steps,
+                    pct(mean(&row.teacher_accuracy))
+                ));
+                for r in &rules {
+                    let a = row
+                        .outcomes
+                        .iter()
+                        .find(|o| &o.rule == r)
+                        .map(|o| pct(o.accuracy))
+                        .unwrap_or_default();
+                    s.push_str(&format!(" {a} |"));
+                }
+                s.push('\n');
+            }
+            s.push_str(&format!("| no DP | - | - | {} |", pct(mean(&self.teacher_accuracy))));
+            for o in &self.clean {
+                s.push_str(&format!(" {} |", pct(o.accuracy)));
+            }
+            s.push_str("\n\n");
+        }
         for (title, set) in [
             ("without quarantine", &self.attacks),
             ("with the quarantine policy", &self.attacks_quarantine),

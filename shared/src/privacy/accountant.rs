@@ -215,6 +215,28 @@ impl DpSgdCost {
     }
 }
 
+/// The smallest noise multiplier (to 1e-6 relative, rounded up) whose DP-SGD run of `steps` steps at rate
+/// `q` costs at most `epsilon` at `delta`; `None` when even a multiplier of 1000 costs more.
+pub fn dp_sgd_noise_for_epsilon(epsilon: f64, q: f64, steps: u64, delta: f64) -> Option<f64> {
+    let cost = |z: f64| DpSgdCost::new(q, z, steps, delta).epsilon;
+    let (mut lo, mut hi) = (0.05f64, 1000.0f64);
+    if cost(hi) > epsilon {
+        return None;
+    }
+    if cost(lo) <= epsilon {
+        return Some(lo);
+    }
+    while hi / lo > 1.0 + 1e-6 {
+        let mid = (lo * hi).sqrt();
+        if cost(mid) > epsilon {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Some(hi)
+}
+
 /// What one round costs and what has been spent, in (epsilon, delta).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Spend {
@@ -463,7 +485,9 @@ mod tests {
     #[test]
     fn dp_sgd_epsilon_matches_published_values() {
         let orders = tf_privacy_orders();
-        let cases: [(f64, f64, f64, f64, f64, Conversion, f64, Option<f64>); 3] = [
+        /// N, batch, noise multiplier, epochs, delta, conversion, published epsilon, published order.
+        type Case = (f64, f64, f64, f64, f64, Conversion, f64, Option<f64>);
+        let cases: [Case; 3] = [
             (60000.0, 256.0, 1.12, 60.0, 1e-5, Conversion::Standard, 2.92, None),
             (
                 60000.0,
@@ -530,5 +554,17 @@ mod tests {
         let both = RdpAccountant::new(rho, 1e-5).with_teacher(&teacher);
         let total = both.epsilon_after(3);
         assert!(total > teacher.epsilon && total > rounds_only && total < teacher.epsilon + rounds_only);
+    }
+
+    #[test]
+    fn dp_sgd_noise_calibration_inverts_the_cost() {
+        for (eps, q, steps) in [(1.0, 0.125, 96u64), (8.0, 0.1, 200), (4.0, 256.0 / 60000.0, 14063)] {
+            let z = dp_sgd_noise_for_epsilon(eps, q, steps, 1e-5).unwrap_or(f64::NAN);
+            let spent = DpSgdCost::new(q, z, steps, 1e-5).epsilon;
+            assert!(spent <= eps && spent > eps * 0.999, "eps {eps}: z {z} spends {spent}");
+            // More noise, less epsilon.
+            assert!(DpSgdCost::new(q, z * 1.1, steps, 1e-5).epsilon < spent);
+        }
+        assert_eq!(dp_sgd_noise_for_epsilon(1e-9, 1.0, 1_000_000, 1e-5), None);
     }
 }
