@@ -62,18 +62,17 @@ fn accuracy_quick_reports_every_method_with_curves_bytes_and_plots() {
         }
         assert_eq!(m["bytes"].as_u64().unwrap(), last);
     }
-    // The binary task is learnable: the federated students beat chance by a wide margin.
-    assert!(
-        run["methods"][0]["accuracy"].as_f64().unwrap() > 0.8,
-        "{}",
-        run["methods"][0]
-    );
-    assert!(run["centralized"].as_f64().unwrap() > 0.8);
+    // Collaboration helps: the distilled student beats the participants' own models on average
+    // (digits, 10 classes, strong label skew), and the pooled model learns the task.
+    let fd = run["methods"][0]["accuracy"].as_f64().unwrap();
+    let local = run["local_only_mean"].as_f64().unwrap();
+    assert!(fd > local, "fd:mean {fd} vs local-only {local}");
+    assert!(run["centralized"].as_f64().unwrap() > 0.7, "{}", run["centralized"]);
     assert_eq!(run["local_only"].as_array().unwrap().len(), 3);
     let md = std::fs::read_to_string(dir.path().join("accuracy.md")).unwrap();
     assert!(md.contains("fd:median") && md.contains("fedavg"), "{md}");
-    assert_png_and_svg(dir.path(), "accuracy-per-round-breast-cancer-dir0_5-k3");
-    assert_png_and_svg(dir.path(), "accuracy-vs-bytes-breast-cancer-dir0_5-k3");
+    assert_png_and_svg(dir.path(), "accuracy-per-round-digits-dir0_5-k3");
+    assert_png_and_svg(dir.path(), "accuracy-vs-bytes-digits-dir0_5-k3");
 }
 
 #[test]

@@ -142,9 +142,6 @@ fn config_for(ds: &Dataset, k: usize, partition: Partition, seed: u64, common: &
     if common.quick {
         c.rounds = 3;
         c.fedavg_rounds = 5;
-        c.train.epochs = c.train.epochs.min(8);
-        c.distill.epochs_per_round = c.distill.epochs_per_round.min(8);
-        c.centralized = true;
     }
     if let Some(r) = common.rounds {
         c.rounds = r;
@@ -383,7 +380,7 @@ pub fn run_accuracy(args: BenchAccuracyArgs) -> anyhow::Result<()> {
     let datasets = if !args.datasets.is_empty() {
         args.datasets.clone()
     } else if c.quick {
-        vec!["breast-cancer".into()]
+        vec!["digits".into()]
     } else {
         ["fashion-mnist", "mnist-10k", "credit", "lending-club", "breast-cancer"]
             .map(String::from)
@@ -639,7 +636,7 @@ pub fn run_communication(args: BenchCommunicationArgs) -> anyhow::Result<()> {
     let c = &args.common;
     let name = args.dataset.clone().unwrap_or_else(|| {
         if c.quick {
-            "breast-cancer".into()
+            "digits".into()
         } else {
             "fashion-mnist".into()
         }

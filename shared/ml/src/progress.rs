@@ -61,7 +61,7 @@ impl Progress {
     pub fn start(&self, label: &str, total: u64) {
         match self.mode {
             ProgressMode::Hidden => {}
-            ProgressMode::Lines => eprintln!("{label}: starting ({total} epochs)"),
+            ProgressMode::Lines => eprintln!("{label}: starting ({total} steps)"),
             ProgressMode::Bar => {
                 let bar = ProgressBar::new(total);
                 if let Ok(style) = ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg}") {
@@ -79,7 +79,7 @@ impl Progress {
     pub fn advance(&self, label: &str, pos: u64, total: u64, msg: &str) {
         match self.mode {
             ProgressMode::Hidden => {}
-            ProgressMode::Lines => eprintln!("{label}: epoch {pos}/{total} {msg}"),
+            ProgressMode::Lines => eprintln!("{label}: {pos}/{total} {msg}"),
             ProgressMode::Bar => {
                 if let Ok(b) = self.bar.lock() {
                     if let Some(bar) = b.as_ref() {
