@@ -333,7 +333,9 @@ pub fn train_teacher_dp(
     let expected = q * n as f64;
     let per_epoch = (1.0 / q).ceil().max(1.0) as u64;
     let label = "teacher (DP-SGD)";
-    progress.start(label, steps);
+    // Progress counts epoch equivalents (1 / q steps each), like normal training.
+    let epochs_total = steps.div_ceil(per_epoch);
+    progress.start(label, epochs_total);
     let (mut seen, mut clipped) = (0u64, 0u64);
     let mut window: std::collections::VecDeque<(f64, usize)> = std::collections::VecDeque::new();
     for step in 0..steps {
@@ -364,9 +366,9 @@ pub fn train_teacher_dp(
         if (step + 1) % per_epoch == 0 || step + 1 == steps {
             progress.advance(
                 label,
-                step + 1,
-                steps,
-                &format!("train loss {:.4}", window_loss(&window)),
+                (step + 1).div_ceil(per_epoch),
+                epochs_total,
+                &format!("step {}/{steps} train loss {:.4}", step + 1, window_loss(&window)),
             );
         }
     }
