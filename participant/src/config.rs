@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use fedistill_shared::ml::codistill::RefreshConfig;
 use fedistill_shared::ml::distill::DistillConfig;
 use fedistill_shared::ml::{ModelConfig, TrainConfig};
 use fedistill_shared::protocol::Encoding;
@@ -38,6 +39,8 @@ struct RawSettings {
     max_frame_bytes: usize,
     #[serde(default)]
     privacy: Option<fedistill_shared::privacy::PrivacyToml>,
+    #[serde(default)]
+    refresh: Option<RefreshConfig>,
 }
 
 fn default_encoding() -> String {
@@ -88,6 +91,8 @@ pub struct ParticipantSettings {
     /// Differential privacy (`[privacy]`, docs/privacy.md): noise on the released soft labels and/or
     /// DP-SGD training of the teacher (`[privacy.teacher]`); None: off.
     pub privacy: Option<fedistill_shared::privacy::PrivacySettings>,
+    /// Teacher refresh after each round (`[refresh]`, co-distillation; docs/ml.md); `epochs = 0` is off.
+    pub refresh: RefreshConfig,
 }
 
 impl ParticipantSettings {
@@ -129,6 +134,16 @@ impl ParticipantSettings {
                 "[privacy.teacher] (DP-SGD) supports MLP teachers only, but [teacher] is a CNN: use kind = \"mlp\""
             );
         }
+        let refresh = raw.refresh.unwrap_or_default();
+        refresh.validate().map_err(|e| anyhow::anyhow!("[refresh] {e}"))?;
+        if refresh.epochs > 0 {
+            anyhow::ensure!(
+                privacy.as_ref().is_none_or(|p| p.teacher.is_none()),
+                "[refresh] epochs = {} retrains the teacher on private data without noise, which would void the \
+                 DP-SGD guarantee of [privacy.teacher]: set [refresh] epochs = 0 or drop [privacy.teacher]",
+                refresh.epochs
+            );
+        }
         let mut data = raw.data;
         data.data_dir = data.data_dir.map(resolve);
         Ok(Self {
@@ -146,6 +161,7 @@ impl ParticipantSettings {
             student_seed: raw.student_seed,
             max_frame_bytes: raw.max_frame_bytes,
             privacy,
+            refresh,
         })
     }
 }
@@ -188,6 +204,15 @@ participants = 3
             .unwrap();
         assert!(p.labels.is_none());
         assert_eq!(p.teacher.map(|t| (t.batch, t.clip)), Some((64, 1.0)));
+    }
+
+    #[test]
+    fn refresh_is_off_by_default_and_parses() {
+        let s = ParticipantSettings::parse(GOOD, Path::new("/srv")).unwrap();
+        assert_eq!(s.refresh.epochs, 0);
+        let s = ParticipantSettings::parse(&format!("{GOOD}[refresh]\nepochs = 2\n"), Path::new("/srv")).unwrap();
+        assert_eq!(s.refresh.epochs, 2);
+        assert_eq!(s.refresh.lr, RefreshConfig::default().lr);
     }
 
     #[test]
@@ -240,6 +265,15 @@ participants = 3
                 format!("{}[privacy]\ndelta = 1e-5\nbudget_epsilon = 8.0\n[privacy.teacher]\nnoise_multiplier = 1.0\nclip = 1.0\nbatch = 64\n",
                     GOOD.replace("[data]", "[teacher]\nkind = \"cnn\"\nchannels = [8]\nhidden = 16\n[data]")),
                 "MLP teachers only",
+            ),
+            (
+                format!("{GOOD}[refresh]\nepochs = 2\nlr = 0.0\n"),
+                "[refresh] invalid hyper-parameter: teacher refresh lr 0",
+            ),
+            (format!("{GOOD}[refresh]\nepochs = 2\nrate = 1.0\n"), "rate"),
+            (
+                format!("{GOOD}[refresh]\nepochs = 2\n[privacy]\ndelta = 1e-5\nbudget_epsilon = 8.0\n[privacy.teacher]\nnoise_multiplier = 1.0\nclip = 1.0\nbatch = 64\n"),
+                "would void the DP-SGD guarantee",
             ),
         ];
         for (text, needle) in cases {

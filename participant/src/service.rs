@@ -21,6 +21,7 @@ use tracing::{error, info, warn, Instrument};
 use fedistill_shared::crypto::{Digest, ReplayGuard, RoundId, Signed, SignedMessage, Signer};
 use fedistill_shared::data::{Dataset, FederatedSplit};
 use fedistill_shared::ledger::{LogVerifier, SignedCheckpoint};
+use fedistill_shared::ml::codistill::{refresh_teacher, RefreshData};
 use fedistill_shared::ml::distill::{DistillConfig, Distiller, SoftTargets};
 use fedistill_shared::ml::lifecycle::{metric_map, GuardConfig};
 use fedistill_shared::ml::local::{default_distill, default_train, LocalOptions};
@@ -112,6 +113,10 @@ struct Node {
     public_digest: Digest,
     test: Dataset,
     teacher: Arc<Model>,
+    /// The private shard (kept for the teacher refresh of `[refresh]`).
+    shard: Arc<Dataset>,
+    /// Temperature of the last soft labels released (the consensus of that round is at it).
+    last_temperature: f32,
     distiller: Arc<std::sync::Mutex<Distiller>>,
     guard: GuardConfig,
     state: SessionState,
@@ -321,6 +326,8 @@ pub async fn run(settings: ParticipantSettings, cancel: CancellationToken) -> an
         public_digest,
         test,
         teacher: Arc::new(teacher),
+        shard: Arc::new(shard),
+        last_temperature: 1.0,
         distiller: Arc::new(std::sync::Mutex::new(distiller)),
         guard,
         state,
@@ -556,7 +563,8 @@ async fn handle_push(
                 temperature,
             } => {
                 let (teacher, public, encoding) = {
-                    let n = node.lock().await;
+                    let mut n = node.lock().await;
+                    n.last_temperature = temperature;
                     (n.teacher.clone(), n.public.clone(), n.settings.encoding)
                 };
                 let ids = sample_ids.clone();
@@ -765,6 +773,57 @@ async fn witness(
     Ok(())
 }
 
+/// Co-distillation (`[refresh]`, docs/ml.md): fine-tunes the private teacher on its shard plus this round's
+/// public rows with the consensus as soft targets, then saves it (write and rename), so the labels of the
+/// next round carry what the federation knows. Off when `epochs = 0`; skipped after the last round.
+async fn refresh_teacher_after(
+    node: &Arc<Mutex<Node>>,
+    round: RoundId,
+    sample_ids: &[u64],
+    consensus: &[f32],
+    total_rounds: u64,
+) -> anyhow::Result<()> {
+    let (cfg, teacher, shard, public, temperature, path, seed) = {
+        let n = node.lock().await;
+        if n.settings.refresh.epochs == 0 || round.0 >= total_rounds {
+            return Ok(());
+        }
+        (
+            n.settings.refresh.clone(),
+            n.teacher.clone(),
+            n.shard.clone(),
+            n.public.clone(),
+            n.last_temperature,
+            n.settings.workdir.join("teacher.safetensors"),
+            n.settings.data.seed ^ (n.settings.shard as u64) << 32 ^ round.0,
+        )
+    };
+    let ids = sample_ids.to_vec();
+    let consensus = consensus.to_vec();
+    let loss = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<f32>> {
+        let x: Vec<f32> = ids.iter().flat_map(|&i| public.row(i as usize).to_vec()).collect();
+        let data = RefreshData {
+            private_x: &shard.features,
+            private_y: &shard.labels,
+            public_x: &x,
+            consensus: &consensus,
+            temperature,
+        };
+        let loss = refresh_teacher(&teacher, &data, &cfg, seed)?;
+        let tmp = path.with_extension("safetensors.tmp");
+        teacher.save(&tmp)?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))?;
+        Ok(loss)
+    })
+    .await??;
+    info!(
+        round = round.0,
+        loss = loss.unwrap_or(f32::NAN),
+        "teacher refreshed from the consensus"
+    );
+    Ok(())
+}
+
 async fn distill_round(
     node: &Arc<Mutex<Node>>,
     round: RoundId,
@@ -773,6 +832,7 @@ async fn distill_round(
     total_rounds: u64,
     payload_bytes: u64,
 ) -> anyhow::Result<RoundReport> {
+    refresh_teacher_after(node, round, &sample_ids, &probabilities, total_rounds).await?;
     let (distiller, public, test, guard, accepted, workdir, started) = {
         let n = node.lock().await;
         (

@@ -42,6 +42,9 @@ pub struct DemoArgs {
     /// How the coordinator packs the consensus it sends back (f32 exact; f16, int8, topk:K smaller).
     #[arg(long, default_value = "f32")]
     pub aggregate_encoding: String,
+    /// Teacher refresh epochs per round (co-distillation, participant `[refresh]`; 0 = off).
+    #[arg(long, default_value_t = 2)]
+    pub refresh_epochs: usize,
     /// Write the JSON report here.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -288,9 +291,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         std::fs::write(
             &cfg,
             format!(
-                "kit = \"federation/kits/{n}\"\nworkdir = \"work/{n}\"\nshard = {i}\nencoding = {:?}\n{}",
+                "kit = \"federation/kits/{n}\"\nworkdir = \"work/{n}\"\nshard = {i}\nencoding = {:?}\n{}\n[refresh]\nepochs = {}\n",
                 args.encoding,
-                data_toml(&data)
+                data_toml(&data),
+                args.refresh_epochs
             ),
         )?;
         participant_cfgs.push(cfg);
