@@ -73,6 +73,10 @@ pub struct BenchAccuracyArgs {
     /// Skip FedAvg.
     #[arg(long)]
     pub no_fedavg: bool,
+    /// Name of the generated section `--docs` replaces (`<!-- bench-NAME:begin -->`), so runs over
+    /// different datasets can keep separate tables.
+    #[arg(long, default_value = "accuracy")]
+    pub section: String,
 }
 
 /// `fedistill bench communication`.
@@ -126,7 +130,6 @@ fn load_dataset(name: &str, common: &CommonArgs) -> anyhow::Result<Dataset> {
         name,
         &LoadOptions {
             data_dir: common.data_dir.clone(),
-            ..LoadOptions::default()
         },
     )
     .with_context(|| format!("loading dataset {name}"))
@@ -439,6 +442,8 @@ pub fn run_accuracy(args: BenchAccuracyArgs) -> anyhow::Result<()> {
     let total = datasets.len() * partitions.len() * ks.len() * seeds.len();
     let mut settings = Vec::new();
     let mut done = 0;
+    // The pooled private data depends on the dataset, the seed and the fractions, not on the partition.
+    let mut centralized: std::collections::BTreeMap<(String, u64), f64> = std::collections::BTreeMap::new();
     for name in &datasets {
         let ds = load_dataset(name, c)?;
         for partition in &partitions {
@@ -449,9 +454,13 @@ pub fn run_accuracy(args: BenchAccuracyArgs) -> anyhow::Result<()> {
                     cfg.rules = rules.clone();
                     cfg.fedavg = !args.no_fedavg;
                     let mut ex = exchange_for(k, c)?;
-                    let run = experiment::run(&ds, &cfg, &mut ex, &Progress::auto())
+                    let known = centralized.get(&(name.clone(), seed)).copied();
+                    let run = experiment::run(&ds, &cfg, &mut ex, &Progress::auto(), known)
                         .with_context(|| format!("{name} {} K={k} seed {seed}", partition_name(partition)))?;
                     done += 1;
+                    if let Some(a) = run.centralized {
+                        centralized.insert((name.clone(), seed), a);
+                    }
                     let summary: Vec<String> = run
                         .methods
                         .iter()
@@ -523,7 +532,7 @@ pub fn run_accuracy(args: BenchAccuracyArgs) -> anyhow::Result<()> {
         eprintln!("report written to {}", dir.display());
     }
     if let Some(p) = &c.docs {
-        report::replace_docs_section(p, "accuracy", &md)?;
+        report::replace_docs_section(p, &args.section, &md)?;
     }
     Ok(())
 }
@@ -660,8 +669,8 @@ pub fn run_communication(args: BenchCommunicationArgs) -> anyhow::Result<()> {
     cfg.fedavg = true;
     cfg.centralized = false;
     let mut ex = exchange_for(k, c)?;
-    let run =
-        experiment::run(&ds, &cfg, &mut ex, &Progress::auto()).with_context(|| format!("{name} communication run"))?;
+    let run = experiment::run(&ds, &cfg, &mut ex, &Progress::auto(), None)
+        .with_context(|| format!("{name} communication run"))?;
     let fedavg = run
         .methods
         .iter()

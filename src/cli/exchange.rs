@@ -230,7 +230,7 @@ impl Exchange for WireExchange {
             absent: Vec::new(),
             rows: rows as u32,
             classes: classes as u32,
-            encoding: encoding,
+            encoding,
             aggregate_digest: Digest::of(&probabilities),
             probabilities: if encoding == Encoding::F32 {
                 probabilities

@@ -107,7 +107,12 @@ impl ExperimentConfig {
             student,
             train: default_train(&ds.kind, seed),
             distill,
-            refresh: RefreshConfig::default(),
+            // Co-distillation as the demo runs it: under label skew it is worth several points
+            // (docs/benchmarks.md).
+            refresh: RefreshConfig {
+                epochs: 2,
+                ..RefreshConfig::default()
+            },
             local: LocalUpdate {
                 epochs: 2,
                 batch_size: 64,
@@ -212,12 +217,15 @@ fn pooled(shards: &[Dataset]) -> anyhow::Result<Dataset> {
 }
 
 /// Runs one experiment; `exchange` moves (and counts) every message; `progress` shows the teachers
-/// trained and each method's rounds (a bar on a terminal, plain lines otherwise).
+/// trained and each method's rounds (a bar on a terminal, plain lines otherwise). `centralized_known`
+/// is the centralized accuracy of an earlier experiment on the same pooled data (same dataset, seed and
+/// fractions: the partition only deals the pool), reused instead of training it again.
 pub fn run(
     ds: &Dataset,
     cfg: &ExperimentConfig,
     exchange: &mut dyn Exchange,
     progress: &Progress,
+    centralized_known: Option<f64>,
 ) -> anyhow::Result<ExperimentRun> {
     let started = Instant::now();
     anyhow::ensure!(cfg.rounds > 0, "rounds must be at least 1");
@@ -242,7 +250,8 @@ pub fn run(
     // Teachers: each participant's private model (the local-only baseline).
     let mut teachers = Vec::with_capacity(cfg.participants);
     let mut local_only = Vec::with_capacity(cfg.participants);
-    let total_models = (cfg.participants + usize::from(cfg.centralized)) as u64;
+    let train_centralized = cfg.centralized && centralized_known.is_none();
+    let total_models = (cfg.participants + usize::from(train_centralized)) as u64;
     progress.start("teachers", total_models);
     for (p, shard) in fs.shards.iter().enumerate() {
         let tc = TrainConfig {
@@ -265,10 +274,12 @@ pub fn run(
         teachers.push(t);
     }
     let local_only_mean = local_only.iter().sum::<f64>() / local_only.len().max(1) as f64;
-    if !cfg.centralized {
+    if !train_centralized {
         progress.finish("teachers", "done");
     }
-    let centralized = if cfg.centralized {
+    let centralized = if let Some(known) = centralized_known {
+        Some(known)
+    } else if cfg.centralized {
         let pool = pooled(&fs.shards)?;
         let t = train_teacher(&cfg.teacher, &pool, &cfg.train, &quiet).context("training the centralized model")?;
         let a = accuracy(&t, &fs.test)?;
@@ -330,7 +341,8 @@ pub fn run(
             let lo = (r * chunk) % fs.public.n;
             let hi = (lo + chunk).min(fs.public.n);
             let rows = hi - lo;
-            let ids: Vec<u64> = fs.public_ids[lo..hi].to_vec();
+            // Sample ids are positions in the public set, as the coordinator announces them.
+            let ids: Vec<u64> = (lo as u64..hi as u64).collect();
             let x = &fs.public.features[lo * ds.dim..hi * ds.dim];
             let uploads: Vec<Vec<f32>> = if refreshing {
                 own.iter()

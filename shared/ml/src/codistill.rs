@@ -52,7 +52,7 @@ impl RefreshConfig {
                 self.epochs, self.batch_size
             )));
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) || !(self.w_kd >= 0.0 && self.w_kd.is_finite()) {
+        if !(self.lr > 0.0 && self.lr.is_finite() && self.w_kd >= 0.0 && self.w_kd.is_finite()) {
             return Err(MlError::InvalidHyperParameter(format!(
                 "teacher refresh lr {} / w_kd {} out of range",
                 self.lr, self.w_kd

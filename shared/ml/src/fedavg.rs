@@ -54,7 +54,7 @@ impl LocalUpdate {
                 self.epochs, self.batch_size
             )));
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) || !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+        if !(self.lr > 0.0 && self.lr.is_finite() && self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
             return Err(MlError::InvalidHyperParameter(format!(
                 "local update lr {} / weight decay {} out of range",
                 self.lr, self.weight_decay
@@ -119,7 +119,8 @@ pub fn local_update(model: &Model, x: &[f32], labels: &[u32], n: usize, cfg: &Lo
 /// architecture; the input standardization of `target` is kept.
 pub fn weighted_average(target: &Model, clients: &[(&Model, f64)]) -> Result<()> {
     let total: f64 = clients.iter().map(|(_, w)| *w).sum();
-    if clients.is_empty() || !(total > 0.0 && total.is_finite()) || clients.iter().any(|(_, w)| !(*w >= 0.0)) {
+    let negative = clients.iter().any(|(_, w)| w.is_nan() || *w < 0.0);
+    if clients.is_empty() || !(total > 0.0 && total.is_finite()) || negative {
         return Err(MlError::InvalidInput(format!(
             "weighted average over {} clients with total weight {total}",
             clients.len()
