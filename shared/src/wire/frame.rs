@@ -192,9 +192,11 @@ pub fn encode_payload<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, WireE
 
 /// Deserializes a payload that must be consumed exactly.
 ///
-/// bincode's limit is a compile-time constant, so the smallest of a few tiers that is at least the
-/// payload length is chosen: a length prefix inside a small payload can never make bincode reserve more
-/// than that tier (at most 16x the payload for payloads above 64 KiB, 64 KiB below).
+/// bincode's limit is a compile-time constant and counts decoded (in-memory) bytes, so the smallest of a
+/// few tiers at least 16x the payload length is chosen: a length prefix inside a small payload can never
+/// make bincode reserve more than that tier, while honest varint-packed data (a `u64` takes 1 to 9 bytes
+/// on the wire, 8 in memory) always fits. Payloads up to 64 KiB get 1 MiB, up to 1 MiB get 16 MiB, up to
+/// 16 MiB get 256 MiB.
 pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, WireError> {
     const KIB64: usize = 64 * 1024;
     const MIB1: usize = 1024 * 1024;
@@ -202,7 +204,7 @@ pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, WireErro
     const MIB256: usize = 256 * MIB1;
     let n = payload.len();
     let result = if n <= KIB64 {
-        bincode::serde::decode_from_slice(payload, config::<KIB64>())
+        bincode::serde::decode_from_slice(payload, config::<MIB1>())
     } else if n <= MIB1 {
         bincode::serde::decode_from_slice(payload, config::<MIB16>())
     } else if n <= MIB16 {
@@ -352,6 +354,17 @@ mod tests {
             decode_frame::<String>(&g, 1 << 20),
             Err(WireError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn varint_packed_ids_decode_even_when_they_expand_eightfold_in_memory() {
+        // 9000 sample ids below 2^14 take 2 bytes each on the wire (~18 KB) but 72 KB as u64s: the
+        // decode limit must count memory, not wire bytes (a round opening of 9000 rows was refused).
+        let ids: Vec<u64> = (0..9000).map(|i| i * 7 % 16000).collect();
+        let f = encode_frame(FrameKind(1), &ids).expect("encode");
+        assert!(f.len() < 64 * 1024, "{} bytes", f.len());
+        let d = decode_frame::<Vec<u64>>(&f, 1 << 20).expect("decodes");
+        assert_eq!(d.value, ids);
     }
 
     proptest! {
