@@ -124,3 +124,48 @@ fn bad_flags_are_refused_with_a_clear_error() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn a_setting_that_cannot_run_is_reported_and_the_grid_goes_on() {
+    // breast-cancer (569 rows, 2 classes) under Dirichlet 0.5 for 3 participants leaves one participant
+    // a single private sample with seed 1: no teacher can be trained on it.
+    let dir = tempfile::tempdir().unwrap();
+    let out = fedistill()
+        .args([
+            "bench",
+            "accuracy",
+            "--quick",
+            "--no-link",
+            "--datasets",
+            "breast-cancer",
+            "--partitions",
+            "0.5,iid",
+            "--report",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rep = read_json(&dir.path().join("accuracy.json"));
+    let settings = rep["settings"].as_array().unwrap();
+    assert_eq!(settings.len(), 2);
+    let failed = settings[0]["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{}", settings[0]);
+    assert!(
+        failed[0][1]
+            .as_str()
+            .unwrap()
+            .contains("need at least 2 training samples"),
+        "{}",
+        failed[0]
+    );
+    assert!(settings[0]["runs"].as_array().unwrap().is_empty());
+    // The IID setting after it ran.
+    assert_eq!(settings[1]["runs"].as_array().unwrap().len(), 1);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("| breast-cancer | dir(0.5) | 3 | 0 | failed"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("did not run: "), "{stdout}");
+}

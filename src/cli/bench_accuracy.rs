@@ -210,8 +210,11 @@ pub struct Setting {
     pub partition: String,
     /// K.
     pub participants: usize,
-    /// One run per seed.
+    /// One run per seed that completed.
     pub runs: Vec<ExperimentRun>,
+    /// Seeds that could not run, with the reason (e.g. a shard too small to train on under strong skew).
+    #[serde(default)]
+    pub failed: Vec<(u64, String)>,
 }
 
 impl Setting {
@@ -305,10 +308,15 @@ pub struct AccuracyReport {
 impl AccuracyReport {
     /// The Markdown table: one row per setting; accuracy mean ± sample standard deviation over seeds.
     pub fn to_markdown(&self) -> String {
-        let Some(first) = self.settings.first() else {
+        if self.settings.is_empty() {
             return "No settings were run.\n".into();
-        };
-        let methods = first.methods();
+        }
+        let methods = self
+            .settings
+            .iter()
+            .find(|s| !s.runs.is_empty())
+            .map(Setting::methods)
+            .unwrap_or_default();
         let mut headers: Vec<String> = vec![
             "dataset".into(),
             "partition".into(),
@@ -323,6 +331,17 @@ impl AccuracyReport {
         let mut rows = Vec::new();
         for s in &self.settings {
             let n = s.runs.len();
+            if n == 0 {
+                let mut row = vec![
+                    s.dataset.clone(),
+                    s.partition.clone(),
+                    s.participants.to_string(),
+                    "0".into(),
+                ];
+                row.extend(std::iter::repeat_n("failed".to_string(), headers.len() - 4));
+                rows.push(row);
+                continue;
+            }
             let (lm, ls) = mean_sd(&s.runs.iter().map(|r| r.local_only_mean).collect::<Vec<_>>());
             let cents: Vec<f64> = s.runs.iter().filter_map(|r| r.centralized).collect();
             let (cm, cs) = mean_sd(&cents);
@@ -369,6 +388,17 @@ impl AccuracyReport {
             }
         );
         md.push_str(&report::markdown_table(&h, &rows));
+        for s in &self.settings {
+            for (seed, why) in &s.failed {
+                md.push_str(&format!(
+                    "\n- {} {} K={} seed {seed} did not run: {why}",
+                    s.dataset, s.partition, s.participants
+                ));
+            }
+        }
+        if self.settings.iter().any(|s| !s.failed.is_empty()) {
+            md.push('\n');
+        }
         md
     }
 }
@@ -449,14 +479,28 @@ pub fn run_accuracy(args: BenchAccuracyArgs) -> anyhow::Result<()> {
         for partition in &partitions {
             for &k in &ks {
                 let mut runs = Vec::new();
+                let mut failed = Vec::new();
                 for &seed in &seeds {
                     let mut cfg = config_for(&ds, k, *partition, seed, c);
                     cfg.rules = rules.clone();
                     cfg.fedavg = !args.no_fedavg;
                     let mut ex = exchange_for(k, c)?;
                     let known = centralized.get(&(name.clone(), seed)).copied();
-                    let run = experiment::run(&ds, &cfg, &mut ex, &Progress::auto(), known)
-                        .with_context(|| format!("{name} {} K={k} seed {seed}", partition_name(partition)))?;
+                    let run = match experiment::run(&ds, &cfg, &mut ex, &Progress::auto(), known) {
+                        Ok(run) => run,
+                        Err(e) => {
+                            // One impossible setting (a tiny dataset under strong skew) must not throw
+                            // away hours of the grid: it is reported in the table and the JSON.
+                            done += 1;
+                            let why = format!("{e:#}");
+                            eprintln!(
+                                "[{done}/{total}] {name} {} K={k} seed {seed}: FAILED: {why}",
+                                partition_name(partition)
+                            );
+                            failed.push((seed, why));
+                            continue;
+                        }
+                    };
                     done += 1;
                     if let Some(a) = run.centralized {
                         centralized.insert((name.clone(), seed), a);
@@ -483,6 +527,7 @@ pub fn run_accuracy(args: BenchAccuracyArgs) -> anyhow::Result<()> {
                     partition: partition_name(partition),
                     participants: k,
                     runs,
+                    failed,
                 });
             }
         }
@@ -497,7 +542,7 @@ pub fn run_accuracy(args: BenchAccuracyArgs) -> anyhow::Result<()> {
     print!("{md}");
     if let Some(dir) = &c.report {
         let mut md_full = md.clone();
-        for s in &rep.settings {
+        for s in rep.settings.iter().filter(|s| !s.runs.is_empty()) {
             let stem = s.stem();
             let title = format!("{} {} K={}", s.dataset, s.partition, s.participants);
             let rs = s.round_series();
