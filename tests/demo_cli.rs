@@ -73,6 +73,13 @@ fn demo_runs_a_federation_and_its_log_verifies() {
         assert!(w.join("student.safetensors").is_file());
         assert!(w.join("student-int8.gguf").is_file());
         assert!(w.join("round-0001").join("metrics.json").is_file());
+        // The demo refreshes each teacher from the consensus after every round but the last ([refresh]).
+        let log = std::fs::read_to_string(work.join("logs").join(format!("{p}.log"))).unwrap();
+        assert_eq!(
+            log.matches("teacher refreshed from the consensus").count(),
+            1,
+            "{p}: {log}"
+        );
     }
 }
 
