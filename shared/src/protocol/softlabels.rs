@@ -25,6 +25,10 @@ pub enum Encoding {
         /// Entries kept per row, `1 <= k <= classes`.
         k: u16,
     },
+    /// Hard labels: one byte per row, the class of the largest probability (lowest id on ties), decoded
+    /// as a one-hot row. At most 256 classes. Aggregated, the rows of several participants become vote
+    /// shares, as in PATE.
+    Argmax,
 }
 
 impl Encoding {
@@ -35,6 +39,7 @@ impl Encoding {
             Encoding::F16 => 2,
             Encoding::Int8 => 3,
             Encoding::TopK { .. } => 4,
+            Encoding::Argmax => 5,
         }
     }
 
@@ -45,6 +50,7 @@ impl Encoding {
             Encoding::F16 => "f16".into(),
             Encoding::Int8 => "int8".into(),
             Encoding::TopK { k } => format!("topk:{k}"),
+            Encoding::Argmax => "argmax".into(),
         }
     }
 
@@ -54,6 +60,7 @@ impl Encoding {
             "f32" => Ok(Encoding::F32),
             "f16" => Ok(Encoding::F16),
             "int8" => Ok(Encoding::Int8),
+            "argmax" => Ok(Encoding::Argmax),
             other => {
                 let k = other
                     .strip_prefix("topk:")
@@ -72,6 +79,7 @@ impl Encoding {
             Encoding::F16 => n * classes * 2,
             Encoding::Int8 => n * (classes + 4),
             Encoding::TopK { k } => n * usize::from(*k) * 4,
+            Encoding::Argmax => n,
         }
     }
 }
@@ -79,8 +87,8 @@ impl Encoding {
 /// Why a soft-label payload was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SoftLabelError {
-    /// The encoding name is not one of f32, f16, int8, topk:K.
-    #[error("unknown soft-label encoding {0:?} (expected f32, f16, int8 or topk:K with K >= 1)")]
+    /// The encoding name is not one of f32, f16, int8, topk:K, argmax.
+    #[error("unknown soft-label encoding {0:?} (expected f32, f16, int8, topk:K with K >= 1, or argmax)")]
     UnknownEncoding(String),
     /// The payload length does not match rows x classes for the encoding.
     #[error("soft-label payload has {got} bytes, expected {expected} for {rows} rows x {classes} classes")]
@@ -127,6 +135,12 @@ pub enum SoftLabelError {
         row: usize,
         /// The row's sum.
         sum: f32,
+    },
+    /// The argmax encoding carries one byte per row: at most 256 classes.
+    #[error("the argmax encoding supports at most 256 classes, not {classes}")]
+    TooManyClasses {
+        /// Number of classes.
+        classes: usize,
     },
     /// A top-k class index is outside the class range or repeated.
     #[error("row {row}: top-k class index {class} is out of range or repeated")]
@@ -185,6 +199,16 @@ pub fn encode(p: &[f32], rows: usize, classes: usize, encoding: Encoding) -> Res
                 }
             }
         }
+        Encoding::Argmax => {
+            if classes > 256 {
+                return Err(SoftLabelError::TooManyClasses { classes });
+            }
+            for r in p.chunks_exact(classes) {
+                // Lowest class id on ties, like `ml::model::argmax`.
+                let best = (0..classes).fold(0, |b, c| if r[c] > r[b] { c } else { b });
+                out.push(best as u8);
+            }
+        }
         Encoding::TopK { k } => {
             if k == 0 || usize::from(k) > classes {
                 return Err(SoftLabelError::BadTopK { k, classes });
@@ -209,6 +233,9 @@ pub fn decode(bytes: &[u8], rows: usize, classes: usize, encoding: Encoding) -> 
         if k == 0 || usize::from(k) > classes {
             return Err(SoftLabelError::BadTopK { k, classes });
         }
+    }
+    if encoding == Encoding::Argmax && classes > 256 {
+        return Err(SoftLabelError::TooManyClasses { classes });
     }
     let expected = encoding.payload_len(rows, classes);
     if bytes.len() != expected {
@@ -244,6 +271,18 @@ pub fn decode(bytes: &[u8], rows: usize, classes: usize, encoding: Encoding) -> 
                 for (v, q) in r.iter_mut().zip(&b[4..]) {
                     *v = f32::from(*q) * scale;
                 }
+            }
+        }
+        Encoding::Argmax => {
+            for (row, (r, &c)) in p.chunks_exact_mut(classes).zip(bytes).enumerate() {
+                let ci = usize::from(c);
+                if ci >= classes {
+                    return Err(SoftLabelError::BadClassIndex {
+                        row,
+                        class: u16::from(c),
+                    });
+                }
+                r[ci] = 1.0;
             }
         }
         Encoding::TopK { k } => {
@@ -358,6 +397,38 @@ mod tests {
     }
 
     #[test]
+    fn argmax_sends_one_byte_per_row_and_decodes_one_hot() {
+        let p = rows();
+        let b = encode(&p, 3, 4, Encoding::Argmax).unwrap();
+        // Row 0: class 0; row 1 (a four-way tie): the lowest id; row 2: class 3.
+        assert_eq!(b, vec![0, 0, 3]);
+        let q = decode(&b, 3, 4, Encoding::Argmax).unwrap();
+        assert_eq!(q, vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]);
+        // A class the round does not have, a short payload, and more classes than a byte can name.
+        assert_eq!(
+            decode(&[0, 4, 1], 3, 4, Encoding::Argmax),
+            Err(SoftLabelError::BadClassIndex { row: 1, class: 4 })
+        );
+        assert!(matches!(
+            decode(&[0, 1], 3, 4, Encoding::Argmax),
+            Err(SoftLabelError::WrongLength {
+                got: 2,
+                expected: 3,
+                ..
+            })
+        ));
+        let wide = vec![1.0 / 300.0; 300];
+        assert_eq!(
+            encode(&wide, 1, 300, Encoding::Argmax),
+            Err(SoftLabelError::TooManyClasses { classes: 300 })
+        );
+        assert_eq!(
+            decode(&[0], 1, 300, Encoding::Argmax),
+            Err(SoftLabelError::TooManyClasses { classes: 300 })
+        );
+    }
+
+    #[test]
     fn rejects_bad_payloads() {
         let p = rows();
         let b = encode(&p, 3, 4, Encoding::F32).unwrap();
@@ -406,7 +477,13 @@ mod tests {
 
     #[test]
     fn parses_names() {
-        for enc in [Encoding::F32, Encoding::F16, Encoding::Int8, Encoding::TopK { k: 3 }] {
+        for enc in [
+            Encoding::F32,
+            Encoding::F16,
+            Encoding::Int8,
+            Encoding::TopK { k: 3 },
+            Encoding::Argmax,
+        ] {
             assert_eq!(Encoding::parse(&enc.name()).unwrap(), enc);
         }
         assert!(Encoding::parse("topk:0").is_err());
