@@ -169,3 +169,50 @@ fn a_setting_that_cannot_run_is_reported_and_the_grid_goes_on() {
     );
     assert!(stdout.contains("did not run: "), "{stdout}");
 }
+
+#[test]
+fn train_and_quantize_suites_write_their_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = fedistill()
+        .args(["bench", "train", "--quick", "--report"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = read_json(&dir.path().join("train.json"));
+    let lines = lines.as_array().unwrap();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for l in lines {
+        let (plain, fused) = (
+            l["plain_samples_per_s"].as_f64().unwrap(),
+            l["fused_samples_per_s"].as_f64().unwrap(),
+        );
+        assert!(plain > 0.0 && fused > 0.0);
+        assert!((l["speedup"].as_f64().unwrap() - fused / plain).abs() < 1e-6 * (fused / plain));
+    }
+    let md = std::fs::read_to_string(dir.path().join("train.md")).unwrap();
+    assert!(
+        md.contains("| workload | plain samples/s | fused samples/s | speed-up |"),
+        "{md}"
+    );
+    assert_eq!(md.matches("x |").count(), 3, "{md}");
+    let out = fedistill()
+        .args(["bench", "quantize", "--quick", "--report"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let q = read_json(&dir.path().join("quantize.json"));
+    let profiles: Vec<&str> = q["table"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["profile"].as_str().unwrap())
+        .collect();
+    assert_eq!(profiles, ["f32", "f16", "sandwich", "int8"]);
+    // INT8 is the smallest export.
+    let bytes = |i: usize| q["table"][i]["bytes"].as_u64().unwrap();
+    assert!(bytes(3) < bytes(1) && bytes(1) < bytes(0));
+    let md = std::fs::read_to_string(dir.path().join("quantize.md")).unwrap();
+    assert!(md.contains("| int8 |"), "{md}");
+}

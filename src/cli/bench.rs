@@ -28,6 +28,9 @@ pub enum BenchCommand {
         /// Also print the result as JSON lines.
         #[arg(long)]
         json: bool,
+        /// Write train.json and train.md to this directory.
+        #[arg(long)]
+        report: Option<std::path::PathBuf>,
     },
 }
 
@@ -39,7 +42,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Quantize(a) => super::bench_quantize::run(a),
         BenchCommand::Robust(a) => super::bench_robust::run(a),
         BenchCommand::Scale(a) => super::bench_scale::run(a),
-        BenchCommand::Train { quick, json } => {
+        BenchCommand::Train { quick, json, report } => {
             if cfg!(debug_assertions) {
                 eprintln!("warning: debug build; figures are only meaningful with --release");
             }
@@ -65,6 +68,29 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 for l in &lines {
                     println!("{}", serde_json::to_string(l).context("serializing bench line")?);
                 }
+            }
+            if let Some(dir) = &report {
+                let rows: Vec<Vec<String>> = lines
+                    .iter()
+                    .map(|l| {
+                        vec![
+                            l.workload.clone(),
+                            format!("{:.0}", l.plain_samples_per_s),
+                            format!("{:.0}", l.fused_samples_per_s),
+                            format!("{:.2}x", l.speedup),
+                        ]
+                    })
+                    .collect();
+                let md = format!(
+                    "Command: `fedistill bench train{}`. MNIST-10k, both paths over the same batches in the same run.\n\n{}",
+                    if quick { " --quick" } else { "" },
+                    super::report::markdown_table(
+                        &["workload", "plain samples/s", "fused samples/s", "speed-up"],
+                        &rows
+                    )
+                );
+                super::report::write_report(dir, "train", &lines, &md)?;
+                eprintln!("report written to {}", dir.display());
             }
             Ok(())
         }

@@ -16,6 +16,9 @@ pub struct BenchQuantizeArgs {
     /// Also print the whole report as JSON.
     #[arg(long)]
     json: bool,
+    /// Write quantize.json and quantize.md (the table as Markdown) to this directory.
+    #[arg(long)]
+    report: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: BenchQuantizeArgs) -> anyhow::Result<()> {
@@ -67,6 +70,46 @@ pub fn run(args: BenchQuantizeArgs) -> anyhow::Result<()> {
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r).context("serializing report")?);
+    }
+    if let Some(dir) = &args.report {
+        let rows: Vec<Vec<String>> = r
+            .table
+            .iter()
+            .map(|q| {
+                vec![
+                    q.profile.clone(),
+                    format!("{:.2}", q.accuracy * 100.0),
+                    format!("{:+.2}", q.accuracy_delta_points),
+                    format!("{:.4}", q.agreement_with_f32),
+                    q.bytes.to_string(),
+                    format!("{:.2}x", q.size_ratio_vs_f32),
+                    format!("{:.1}", q.latency_p50_us),
+                    format!("{:.2}x", q.speedup_batch1_vs_f32),
+                    format!("{:.0}", q.throughput),
+                ]
+            })
+            .collect();
+        let md = format!(
+            "Command: `fedistill bench quantize{}`. MNIST-10k student, every profile against the f32 model of the \
+             same run.\n\n{}",
+            if args.quick { " --quick" } else { "" },
+            super::report::markdown_table(
+                &[
+                    "profile",
+                    "accuracy (%)",
+                    "vs f32 (points)",
+                    "agreement with f32",
+                    "bytes",
+                    "size vs f32",
+                    "batch-1 p50 (us)",
+                    "batch-1 speed-up",
+                    "batch-128 samples/s",
+                ],
+                &rows
+            )
+        );
+        super::report::write_report(dir, "quantize", &r, &md)?;
+        eprintln!("report written to {}", dir.display());
     }
     Ok(())
 }
