@@ -199,7 +199,12 @@ impl CoordinatorSettings {
             raw.quorum
         );
         anyhow::ensure!(raw.collect_timeout_ms >= 100, "collect_timeout_ms must be at least 100");
-        anyhow::ensure!(raw.samples_per_round >= 1, "samples_per_round must be at least 1");
+        anyhow::ensure!(
+            (1..=fedistill_shared::wire::messages::MAX_ROUND_SAMPLES).contains(&raw.samples_per_round),
+            "samples_per_round must be between 1 and {} (got {})",
+            fedistill_shared::wire::messages::MAX_ROUND_SAMPLES,
+            raw.samples_per_round
+        );
         anyhow::ensure!(
             raw.temperature.is_finite() && raw.temperature > 0.0,
             "temperature must be > 0 (got {})",
@@ -341,6 +346,14 @@ participants = 3
                 "aggregate_encoding",
             ),
             (GOOD.replace("quorum = 2", "quorum = 2\nbogus = 1"), "bogus"),
+            (
+                GOOD.replace("quorum = 2", "quorum = 2\nsamples_per_round = 0"),
+                "samples_per_round",
+            ),
+            (
+                GOOD.replace("quorum = 2", "quorum = 2\nsamples_per_round = 4194305"),
+                "samples_per_round must be between 1 and 4194304",
+            ),
             (
                 GOOD.replace("participants = 3", "participants = 3\npartition = \"zipf\""),
                 "partition",

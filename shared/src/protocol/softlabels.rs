@@ -29,6 +29,14 @@ pub enum Encoding {
     /// as a one-hot row. At most 256 classes. Aggregated, the rows of several participants become vote
     /// shares, as in PATE.
     Argmax,
+    /// Compact top-k: the `k` largest probabilities per row as (u8 class, u8 value) pairs, the value being
+    /// `round(p * 255)`; the remaining mass is spread evenly over the other classes when decoding. Two bytes
+    /// per entry, so `qtopk:1` keeps the teacher's confidence in its answer at two bytes per row. At most
+    /// 256 classes.
+    QTopK {
+        /// Entries kept per row, `1 <= k <= classes`.
+        k: u16,
+    },
 }
 
 impl Encoding {
@@ -40,10 +48,12 @@ impl Encoding {
             Encoding::Int8 => 3,
             Encoding::TopK { .. } => 4,
             Encoding::Argmax => 5,
+            Encoding::QTopK { .. } => 6,
         }
     }
 
-    /// Human-readable name (`f32`, `f16`, `int8`, `topk:K`), also accepted by [`Encoding::parse`].
+    /// Human-readable name (`f32`, `f16`, `int8`, `topk:K`, `argmax`, `qtopk:K`), also accepted by
+    /// [`Encoding::parse`].
     pub fn name(&self) -> String {
         match self {
             Encoding::F32 => "f32".into(),
@@ -51,10 +61,11 @@ impl Encoding {
             Encoding::Int8 => "int8".into(),
             Encoding::TopK { k } => format!("topk:{k}"),
             Encoding::Argmax => "argmax".into(),
+            Encoding::QTopK { k } => format!("qtopk:{k}"),
         }
     }
 
-    /// Parses `f32`, `f16`, `int8` or `topk:K`.
+    /// Parses `f32`, `f16`, `int8`, `topk:K`, `argmax` or `qtopk:K`.
     pub fn parse(s: &str) -> Result<Encoding, SoftLabelError> {
         match s {
             "f32" => Ok(Encoding::F32),
@@ -62,12 +73,18 @@ impl Encoding {
             "int8" => Ok(Encoding::Int8),
             "argmax" => Ok(Encoding::Argmax),
             other => {
-                let k = other
-                    .strip_prefix("topk:")
-                    .and_then(|k| k.parse::<u16>().ok())
-                    .filter(|k| *k > 0)
-                    .ok_or_else(|| SoftLabelError::UnknownEncoding(other.to_string()))?;
-                Ok(Encoding::TopK { k })
+                let k_of = |rest: Option<&str>| {
+                    rest.and_then(|k| k.parse::<u16>().ok())
+                        .filter(|k| *k > 0)
+                        .ok_or_else(|| SoftLabelError::UnknownEncoding(other.to_string()))
+                };
+                if let Some(rest) = other.strip_prefix("qtopk:") {
+                    Ok(Encoding::QTopK { k: k_of(Some(rest))? })
+                } else {
+                    Ok(Encoding::TopK {
+                        k: k_of(other.strip_prefix("topk:"))?,
+                    })
+                }
             }
         }
     }
@@ -80,6 +97,21 @@ impl Encoding {
             Encoding::Int8 => n * (classes + 4),
             Encoding::TopK { k } => n * usize::from(*k) * 4,
             Encoding::Argmax => n,
+            Encoding::QTopK { k } => n * usize::from(*k) * 2,
+        }
+    }
+
+    /// Checks that the encoding can carry rows of `classes` probabilities (k in range, class ids fit).
+    fn check_shape(&self, classes: usize) -> Result<(), SoftLabelError> {
+        match *self {
+            Encoding::TopK { k } | Encoding::QTopK { k } if k == 0 || usize::from(k) > classes => {
+                Err(SoftLabelError::BadTopK { k, classes })
+            }
+            Encoding::Argmax | Encoding::QTopK { .. } if classes > 256 => Err(SoftLabelError::TooManyClasses {
+                encoding: self.name(),
+                classes,
+            }),
+            _ => Ok(()),
         }
     }
 }
@@ -87,8 +119,8 @@ impl Encoding {
 /// Why a soft-label payload was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SoftLabelError {
-    /// The encoding name is not one of f32, f16, int8, topk:K, argmax.
-    #[error("unknown soft-label encoding {0:?} (expected f32, f16, int8, topk:K with K >= 1, or argmax)")]
+    /// The encoding name is not one of f32, f16, int8, topk:K, argmax, qtopk:K.
+    #[error("unknown soft-label encoding {0:?} (expected f32, f16, int8, topk:K or qtopk:K with K >= 1, or argmax)")]
     UnknownEncoding(String),
     /// The payload length does not match rows x classes for the encoding.
     #[error("soft-label payload has {got} bytes, expected {expected} for {rows} rows x {classes} classes")]
@@ -136,9 +168,11 @@ pub enum SoftLabelError {
         /// The row's sum.
         sum: f32,
     },
-    /// The argmax encoding carries one byte per row: at most 256 classes.
-    #[error("the argmax encoding supports at most 256 classes, not {classes}")]
+    /// The argmax and qtopk encodings name a class in one byte: at most 256 classes.
+    #[error("the {encoding} encoding supports at most 256 classes, not {classes}")]
     TooManyClasses {
+        /// The encoding's name.
+        encoding: String,
         /// Number of classes.
         classes: usize,
     },
@@ -183,6 +217,7 @@ pub fn validate_distributions(p: &[f32], rows: usize, classes: usize) -> Result<
 /// Encodes `rows` x `classes` probabilities (validated first).
 pub fn encode(p: &[f32], rows: usize, classes: usize, encoding: Encoding) -> Result<Vec<u8>, SoftLabelError> {
     validate_distributions(p, rows, classes)?;
+    encoding.check_shape(classes)?;
     let mut out = Vec::with_capacity(encoding.payload_len(rows, classes));
     match encoding {
         Encoding::F32 => p.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
@@ -200,26 +235,26 @@ pub fn encode(p: &[f32], rows: usize, classes: usize, encoding: Encoding) -> Res
             }
         }
         Encoding::Argmax => {
-            if classes > 256 {
-                return Err(SoftLabelError::TooManyClasses { classes });
-            }
             for r in p.chunks_exact(classes) {
                 // Lowest class id on ties, like `ml::model::argmax`.
                 let best = (0..classes).fold(0, |b, c| if r[c] > r[b] { c } else { b });
                 out.push(best as u8);
             }
         }
-        Encoding::TopK { k } => {
-            if k == 0 || usize::from(k) > classes {
-                return Err(SoftLabelError::BadTopK { k, classes });
-            }
+        Encoding::TopK { k } | Encoding::QTopK { k } => {
+            let mut idx: Vec<usize> = (0..classes).collect();
             for r in p.chunks_exact(classes) {
-                let mut idx: Vec<usize> = (0..classes).collect();
+                idx.iter_mut().enumerate().for_each(|(i, c)| *c = i);
                 // Stable order: larger probability first, lower class id on ties.
                 idx.sort_by(|&a, &b| r[b].total_cmp(&r[a]).then(a.cmp(&b)));
                 for &c in idx.iter().take(usize::from(k)) {
-                    out.extend_from_slice(&(c as u16).to_le_bytes());
-                    out.extend_from_slice(&half::f16::from_f32(r[c]).to_le_bytes());
+                    if matches!(encoding, Encoding::QTopK { .. }) {
+                        out.push(c as u8);
+                        out.push((r[c] * 255.0).round().clamp(0.0, 255.0) as u8);
+                    } else {
+                        out.extend_from_slice(&(c as u16).to_le_bytes());
+                        out.extend_from_slice(&half::f16::from_f32(r[c]).to_le_bytes());
+                    }
                 }
             }
         }
@@ -229,14 +264,7 @@ pub fn encode(p: &[f32], rows: usize, classes: usize, encoding: Encoding) -> Res
 
 /// Decodes a payload into `rows` x `classes` probabilities, validating everything a peer controls.
 pub fn decode(bytes: &[u8], rows: usize, classes: usize, encoding: Encoding) -> Result<Vec<f32>, SoftLabelError> {
-    if let Encoding::TopK { k } = encoding {
-        if k == 0 || usize::from(k) > classes {
-            return Err(SoftLabelError::BadTopK { k, classes });
-        }
-    }
-    if encoding == Encoding::Argmax && classes > 256 {
-        return Err(SoftLabelError::TooManyClasses { classes });
-    }
+    encoding.check_shape(classes)?;
     let expected = encoding.payload_len(rows, classes);
     if bytes.len() != expected {
         return Err(SoftLabelError::WrongLength {
@@ -285,14 +313,29 @@ pub fn decode(bytes: &[u8], rows: usize, classes: usize, encoding: Encoding) -> 
                 r[ci] = 1.0;
             }
         }
-        Encoding::TopK { k } => {
+        Encoding::TopK { k } | Encoding::QTopK { k } => {
             let k = usize::from(k);
-            for (row, (r, b)) in p.chunks_exact_mut(classes).zip(bytes.chunks_exact(k * 4)).enumerate() {
+            let entry = if matches!(encoding, Encoding::QTopK { .. }) {
+                2
+            } else {
+                4
+            };
+            for (row, (r, b)) in p
+                .chunks_exact_mut(classes)
+                .zip(bytes.chunks_exact(k * entry))
+                .enumerate()
+            {
                 let mut seen = vec![false; classes];
                 let mut mass = 0.0f32;
-                for e in b.chunks_exact(4) {
-                    let c = u16::from_le_bytes([e[0], e[1]]);
-                    let v = half::f16::from_le_bytes([e[2], e[3]]).to_f32();
+                for e in b.chunks_exact(entry) {
+                    let (c, v) = if entry == 2 {
+                        (u16::from(e[0]), f32::from(e[1]) / 255.0)
+                    } else {
+                        (
+                            u16::from_le_bytes([e[0], e[1]]),
+                            half::f16::from_le_bytes([e[2], e[3]]).to_f32(),
+                        )
+                    };
                     let ci = usize::from(c);
                     if ci >= classes || seen[ci] {
                         return Err(SoftLabelError::BadClassIndex { row, class: c });
@@ -420,11 +463,75 @@ mod tests {
         let wide = vec![1.0 / 300.0; 300];
         assert_eq!(
             encode(&wide, 1, 300, Encoding::Argmax),
-            Err(SoftLabelError::TooManyClasses { classes: 300 })
+            Err(SoftLabelError::TooManyClasses {
+                encoding: "argmax".into(),
+                classes: 300
+            })
         );
         assert_eq!(
             decode(&[0], 1, 300, Encoding::Argmax),
-            Err(SoftLabelError::TooManyClasses { classes: 300 })
+            Err(SoftLabelError::TooManyClasses {
+                encoding: "argmax".into(),
+                classes: 300
+            })
+        );
+    }
+
+    #[test]
+    fn compact_top_k_sends_two_bytes_per_entry() {
+        let p = rows();
+        let enc = Encoding::QTopK { k: 1 };
+        let b = encode(&p, 3, 4, enc).unwrap();
+        // (class, round(p * 255)) per row: 0.7 -> 179, the tie -> class 0 at 64, the one-hot -> 255.
+        assert_eq!(b, vec![0, 179, 0, 64, 3, 255]);
+        let q = decode(&b, 3, 4, enc).unwrap();
+        // Row 0: 179/255 kept, the rest spread evenly; every row renormalised.
+        assert!((q[0] - 179.0 / 255.0).abs() < 1e-6, "{}", q[0]);
+        assert!((q[1] - (1.0 - 179.0 / 255.0) / 3.0).abs() < 1e-6);
+        assert_eq!(&q[8..12], &[0.0, 0.0, 0.0, 1.0]);
+        validate_distributions(&q, 3, 4).unwrap();
+        // Two entries keep the second class too.
+        let b2 = encode(&p, 3, 4, Encoding::QTopK { k: 2 }).unwrap();
+        assert_eq!(b2.len(), 12);
+        let q2 = decode(&b2, 3, 4, Encoding::QTopK { k: 2 }).unwrap();
+        assert!((q2[1] - 0.2).abs() < 3e-3 && (q2[2] - 0.05).abs() < 3e-3, "{q2:?}");
+        // What a peer controls: class ids out of range or repeated, mass above one, shape.
+        assert_eq!(
+            decode(&[4, 10, 0, 64, 3, 255], 3, 4, enc),
+            Err(SoftLabelError::BadClassIndex { row: 0, class: 4 })
+        );
+        assert_eq!(
+            decode(
+                &[0, 100, 0, 100, 0, 64, 1, 64, 3, 200, 3, 10],
+                3,
+                4,
+                Encoding::QTopK { k: 2 }
+            ),
+            Err(SoftLabelError::BadClassIndex { row: 0, class: 0 })
+        );
+        assert!(matches!(
+            decode(&[0, 200, 1, 200], 1, 4, Encoding::QTopK { k: 2 }),
+            Err(SoftLabelError::NotADistribution { row: 0, .. })
+        ));
+        assert!(matches!(
+            decode(&b[..5], 3, 4, enc),
+            Err(SoftLabelError::WrongLength {
+                got: 5,
+                expected: 6,
+                ..
+            })
+        ));
+        assert_eq!(
+            decode(&[], 1, 4, Encoding::QTopK { k: 5 }),
+            Err(SoftLabelError::BadTopK { k: 5, classes: 4 })
+        );
+        let wide = vec![1.0 / 300.0; 300];
+        assert_eq!(
+            encode(&wide, 1, 300, enc),
+            Err(SoftLabelError::TooManyClasses {
+                encoding: "qtopk:1".into(),
+                classes: 300
+            })
         );
     }
 
@@ -483,10 +590,13 @@ mod tests {
             Encoding::Int8,
             Encoding::TopK { k: 3 },
             Encoding::Argmax,
+            Encoding::QTopK { k: 1 },
         ] {
             assert_eq!(Encoding::parse(&enc.name()).unwrap(), enc);
         }
         assert!(Encoding::parse("topk:0").is_err());
+        assert!(Encoding::parse("qtopk:0").is_err());
+        assert!(Encoding::parse("qtopk:").is_err());
         assert!(Encoding::parse("bf16").is_err());
     }
 }

@@ -28,7 +28,9 @@ pub struct RoundOpen {
     pub total_rounds: u64,
     /// Digest of the whole public transfer set every node must hold.
     pub public_digest: Digest,
-    /// Ids (positions in the public set) of the samples to label this round.
+    /// Ids (positions in the public set) of the samples to label this round. On the wire as runs of
+    /// consecutive ids (see [`sample_id_runs`]): a round's chunk of the public set costs a few bytes.
+    #[serde(with = "sample_id_runs")]
     pub sample_ids: Vec<u64>,
     /// Digest of `sample_ids` (see [`sample_ids_digest`]).
     pub sample_ids_digest: Digest,
@@ -231,6 +233,65 @@ pub enum ToParticipant {
     },
 }
 
+/// Most sample ids one round may name; a decoded [`RoundOpen`] naming more is refused before it is expanded.
+pub const MAX_ROUND_SAMPLES: u64 = 1 << 22;
+
+/// Serde adapter that writes a list of sample ids as runs of consecutive ids, each `(first, count)`, and
+/// expands them when reading. Order and repetitions are kept exactly; `[5, 6, 7, 0, 1]` is `[(5, 3), (0, 2)]`.
+/// Decoding refuses an empty run, a run past `u64::MAX` and more than [`MAX_ROUND_SAMPLES`] ids in total,
+/// so a small frame cannot make the receiver allocate a large list.
+pub mod sample_id_runs {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::MAX_ROUND_SAMPLES;
+
+    /// The runs of `ids`: maximal stretches where each id is its predecessor plus one.
+    pub fn runs(ids: &[u64]) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for &id in ids {
+            match out.last_mut() {
+                Some((first, count)) if first.checked_add(*count) == Some(id) => *count += 1,
+                _ => out.push((id, 1)),
+            }
+        }
+        out
+    }
+
+    /// Expands runs back into ids, refusing what a well-formed encoder never writes.
+    pub fn expand(runs: &[(u64, u64)]) -> Result<Vec<u64>, String> {
+        let mut total = 0u64;
+        for (i, &(first, count)) in runs.iter().enumerate() {
+            if count == 0 {
+                return Err(format!("sample-id run {i} is empty"));
+            }
+            if first.checked_add(count - 1).is_none() {
+                return Err(format!("sample-id run {i} ({first}, {count}) runs past the largest id"));
+            }
+            total = total.saturating_add(count);
+            if total > MAX_ROUND_SAMPLES {
+                return Err(format!("the round names more than {MAX_ROUND_SAMPLES} sample ids"));
+            }
+        }
+        let mut ids = Vec::with_capacity(total as usize);
+        for &(first, count) in runs {
+            ids.extend(first..=first + (count - 1));
+        }
+        Ok(ids)
+    }
+
+    /// Serializes `ids` as its runs.
+    pub fn serialize<S: Serializer>(ids: &[u64], s: S) -> Result<S::Ok, S::Error> {
+        runs(ids).serialize(s)
+    }
+
+    /// Deserializes runs and expands them.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+        let runs = Vec::<(u64, u64)>::deserialize(d)?;
+        expand(&runs).map_err(D::Error::custom)
+    }
+}
+
 /// Digest of a list of sample ids: SHA-256 over `b"fedistill/sample-ids/v1"` then each id as u64 BE.
 pub fn sample_ids_digest(ids: &[u64]) -> Digest {
     let mut bytes = Vec::with_capacity(23 + ids.len() * 8);
@@ -241,5 +302,70 @@ pub fn sample_ids_digest(ids: &[u64]) -> Digest {
     Digest::of(&bytes)
 }
 
-/// Protocol version spoken by this build.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Protocol version spoken by this build. Version 2: `RoundOpen.sample_ids` travels as runs of consecutive ids.
+pub const PROTOCOL_VERSION: u16 = 2;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::frame::{decode_payload, encode_payload, WireError};
+
+    fn open(sample_ids: Vec<u64>) -> RoundOpen {
+        RoundOpen {
+            round: RoundId(3),
+            total_rounds: 10,
+            public_digest: Digest::of(b"public"),
+            sample_ids_digest: sample_ids_digest(&sample_ids),
+            sample_ids,
+            temperature: 2.0,
+            rule: AggregationRule::Mean,
+            deadline_ms: 1000,
+            quorum: 2,
+            classes: 10,
+        }
+    }
+
+    #[test]
+    fn sample_ids_travel_as_runs_and_come_back_exactly() {
+        let wrapped: Vec<u64> = (59_000..60_000).chain(0..400).collect();
+        assert_eq!(sample_id_runs::runs(&wrapped), vec![(59_000, 1000), (0, 400)]);
+        let scattered = vec![7, 3, 4, 4, 9, u64::MAX - 1, u64::MAX, 0];
+        assert_eq!(
+            sample_id_runs::runs(&scattered),
+            vec![(7, 1), (3, 2), (4, 1), (9, 1), (u64::MAX - 1, 2), (0, 1)]
+        );
+        for ids in [wrapped.clone(), scattered, Vec::new()] {
+            let msg = open(ids);
+            let bytes = encode_payload(&msg).unwrap();
+            assert_eq!(decode_payload::<RoundOpen>(&bytes).unwrap(), msg);
+        }
+        // 1,400 ids in two runs: the whole opening is well under 200 bytes instead of ~4 KB of varints.
+        let bytes = encode_payload(&open(wrapped)).unwrap();
+        assert!(bytes.len() < 200, "{} bytes", bytes.len());
+    }
+
+    #[test]
+    fn hostile_runs_are_refused_before_expansion() {
+        // Encode a valid opening, then splice in a run list by re-encoding the tuple form by hand.
+        let mut msg = open(vec![1]);
+        let hostile: Vec<Vec<(u64, u64)>> = vec![
+            vec![(0, MAX_ROUND_SAMPLES + 1)],
+            vec![(0, MAX_ROUND_SAMPLES), (5, 1)],
+            vec![(0, 0)],
+            vec![(u64::MAX, 2)],
+        ];
+        for runs in hostile {
+            msg.sample_ids = vec![1];
+            let good = encode_payload(&msg).unwrap();
+            let single = encode_payload(&vec![(1u64, 1u64)]).unwrap();
+            let pos = good.windows(single.len()).position(|w| w == single.as_slice()).unwrap();
+            let mut bad = good[..pos].to_vec();
+            bad.extend(encode_payload(&runs).unwrap());
+            bad.extend(&good[pos + single.len()..]);
+            match decode_payload::<RoundOpen>(&bad) {
+                Err(WireError::Malformed(m)) => assert!(m.contains("sample"), "{runs:?}: {m}"),
+                other => panic!("{runs:?} was not refused: {other:?}"),
+            }
+        }
+    }
+}
