@@ -38,6 +38,12 @@ use crate::transport::{FederationFiles, PeerConnection, Server};
 
 /// State key of the round snapshot in the store.
 const SNAPSHOT_KEY: &str = "round_snapshot";
+/// Prefix of the state keys holding the open round's accepted contributions, one per participant.
+const CONTRIBUTION_PREFIX: &str = "contribution/";
+
+fn contribution_key(round: RoundId, p: &ParticipantId) -> String {
+    format!("{CONTRIBUTION_PREFIX}{}/{p}", round.0)
+}
 /// State key of the replay guard's last sequence numbers.
 const GUARD_KEY: &str = "replay_guard";
 /// State key of the last published aggregate frame (re-sent to contributors that reconnect before reporting).
@@ -148,7 +154,26 @@ pub async fn run(
     let start = Instant::now();
     let (sm, guard) = match store.state(SNAPSHOT_KEY)? {
         Some(bytes) => {
-            let snap: Snapshot = serde_json::from_slice(&bytes).context("decoding the stored round snapshot")?;
+            let mut snap: Snapshot = serde_json::from_slice(&bytes).context("decoding the stored round snapshot")?;
+            // Contributions are stored one per key (older stores kept them inside the snapshot).
+            for id in std::mem::take(&mut snap.contribution_ids) {
+                if snap.contributions.iter().any(|c| c.participant == id) {
+                    continue;
+                }
+                let key = contribution_key(snap.round, &id);
+                let stored = store.state(&key)?.with_context(|| {
+                    format!("the durable round state names a contribution from {id} that is not stored ({key})")
+                })?;
+                let c: fedistill_shared::protocol::coordinator::AcceptedContribution =
+                    fedistill_shared::wire::decode_payload(&stored)
+                        .with_context(|| format!("decoding the stored contribution {key}"))?;
+                anyhow::ensure!(
+                    c.participant == id,
+                    "the stored contribution {key} is from {}, not {id}",
+                    c.participant
+                );
+                snap.contributions.push(c);
+            }
             info!(round = snap.round.0, phase = %snap.phase, contributions = snap.contributions.len(), "resuming from the durable round state");
             let last: Vec<(Signer, u64)> = match store.state(GUARD_KEY)? {
                 Some(g) => serde_json::from_slice(&g).context("decoding the stored replay guard")?,
@@ -338,13 +363,29 @@ impl Core {
     }
 
     fn persist_state(&mut self) -> anyhow::Result<()> {
-        let snap = serde_json::to_vec(&self.sm.snapshot())?;
+        self.persist_state_with(Vec::new())
+    }
+
+    /// Writes the round snapshot and the replay guard, plus `extra` state keys, in one transaction.
+    fn persist_state_with(&mut self, mut extra: Vec<(String, Vec<u8>)>) -> anyhow::Result<()> {
+        let snap = serde_json::to_vec(&self.sm.snapshot_without_payloads())?;
         let guard = serde_json::to_vec(&self.guard_state())?;
-        tokio::task::block_in_place(|| {
-            self.store
-                .append_with_state(&[], &[], &[(SNAPSHOT_KEY.into(), snap), (GUARD_KEY.into(), guard)])
-        })?;
+        extra.push((SNAPSHOT_KEY.into(), snap));
+        extra.push((GUARD_KEY.into(), guard));
+        tokio::task::block_in_place(|| self.store.append_with_state(&[], &[], &extra))?;
         Ok(())
+    }
+
+    /// Makes `p`'s accepted contribution durable: the contribution under its own key (written once) and
+    /// the snapshot that names it, in one transaction. The per-message cost does not grow with the number of
+    /// contributions already accepted.
+    fn persist_contribution(&mut self, p: &ParticipantId) -> anyhow::Result<()> {
+        let c = self
+            .sm
+            .contribution(p)
+            .with_context(|| format!("the accepted contribution of {p} is missing from the round state"))?;
+        let bytes = fedistill_shared::wire::encode_payload(c)?;
+        self.persist_state_with(vec![(contribution_key(self.sm.round(), p), bytes)])
     }
 
     fn guard_state(&self) -> Vec<(Signer, u64)> {
@@ -479,7 +520,7 @@ impl Core {
                 };
                 match self.sm.handle_soft_labels(now, p, verified) {
                     Ok(()) => {
-                        self.persist_state()?;
+                        self.persist_contribution(p)?;
                         self.obs.metrics.contributions.inc();
                         self.obs.metrics.bytes_up.inc_by(bytes);
                         self.round_bytes_up += bytes;
@@ -514,7 +555,7 @@ impl Core {
                             sequence,
                             signature,
                         };
-                        let snap = serde_json::to_vec(&self.sm.snapshot())?;
+                        let snap = serde_json::to_vec(&self.sm.snapshot_without_payloads())?;
                         let guard = serde_json::to_vec(&self.guard_state())?;
                         tokio::task::block_in_place(|| {
                             self.store.append_with_state(
@@ -567,7 +608,7 @@ impl Core {
                 }
                 match self.sm.handle_report(now, p, verified) {
                     Ok(()) => {
-                        let snap = serde_json::to_vec(&self.sm.snapshot())?;
+                        let snap = serde_json::to_vec(&self.sm.snapshot_without_payloads())?;
                         tokio::task::block_in_place(|| {
                             self.store.append_with_state(
                                 &records,
@@ -632,6 +673,8 @@ impl Core {
                     let s = self.sign(open.round, &open)?;
                     self.broadcast(&ToParticipant::Open(s))?;
                     self.persist_state()?;
+                    // The snapshot just written names no contribution: the previous round's are garbage.
+                    tokio::task::block_in_place(|| self.store.delete_state_prefix(CONTRIBUTION_PREFIX))?;
                 }
                 Output::Send(p, OutMessage::Open(open)) => {
                     let s = self.sign(open.round, &open)?;
@@ -767,7 +810,7 @@ impl Core {
         // The state machine moves to reporting; its snapshot is written in the same transaction as the
         // round's records, so a restart never re-aggregates a committed round.
         self.sm.handle_committed(now, c.round);
-        let snap = serde_json::to_vec(&self.sm.snapshot())?;
+        let snap = serde_json::to_vec(&self.sm.snapshot_without_payloads())?;
         let guard = serde_json::to_vec(&self.guard_state())?;
         let checkpoint = tokio::task::block_in_place(|| {
             self.store.append_with_state(

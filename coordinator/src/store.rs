@@ -469,6 +469,16 @@ impl Store {
             .map(|_| ())
     }
 
+    /// Deletes every state key that starts with `prefix`, in its own transaction; returns how many.
+    pub fn delete_state_prefix(&mut self, prefix: &str) -> Result<usize, StoreError> {
+        if self.signer.is_none() {
+            return Err(StoreError::ReadOnly);
+        }
+        Ok(self
+            .conn
+            .execute("DELETE FROM state WHERE substr(key, 1, length(?1)) = ?1", [prefix])?)
+    }
+
     /// Reads one state key.
     pub fn state(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
@@ -712,6 +722,34 @@ mod tests {
         let (rec, p) = contribution(9, "x", b"y");
         assert!(matches!(r.append(&[rec], &[p]), Err(StoreError::ReadOnly)));
         assert!(Store::open_read_only(&dir.path().join("absent.db")).is_err());
+    }
+
+    #[test]
+    fn state_keys_are_deleted_by_prefix_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(&dir.path().join("s.sqlite")).unwrap();
+        for k in [
+            "contribution/1/a",
+            "contribution/1/b",
+            "contribution/2/a",
+            "contributions",
+            "round_snapshot",
+        ] {
+            store.put_state(k, k.as_bytes()).unwrap();
+        }
+        assert_eq!(store.delete_state_prefix("contribution/").unwrap(), 3);
+        assert_eq!(store.state("contribution/1/a").unwrap(), None);
+        assert_eq!(
+            store.state("contributions").unwrap().as_deref(),
+            Some(&b"contributions"[..])
+        );
+        assert_eq!(
+            store.state("round_snapshot").unwrap().as_deref(),
+            Some(&b"round_snapshot"[..])
+        );
+        // `%` and `_` are not wildcards.
+        assert_eq!(store.delete_state_prefix("round%").unwrap(), 0);
+        assert_eq!(store.delete_state_prefix("round_").unwrap(), 1);
     }
 
     #[test]

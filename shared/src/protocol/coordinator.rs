@@ -251,8 +251,13 @@ pub struct Snapshot {
     pub open: Option<RoundOpen>,
     /// Phase name: `waiting`, `collecting`, `committing`, `reporting`, `finished`.
     pub phase: String,
-    /// Accepted contributions of the open round.
+    /// Accepted contributions of the open round. Empty in [`CoordinatorRound::snapshot_without_payloads`],
+    /// whose driver stores each contribution once, under its own key, as it is accepted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub contributions: Vec<AcceptedContribution>,
+    /// Participants whose contributions to the open round were accepted, in id order.
+    #[serde(default)]
+    pub contribution_ids: Vec<ParticipantId>,
     /// Reports received for the round in the reporting phase.
     pub reports: Vec<(ParticipantId, RoundReport)>,
     /// Contributors of the last aggregated round.
@@ -336,19 +341,35 @@ impl CoordinatorRound {
         m
     }
 
-    /// The durable state to persist.
+    /// The durable state to persist, contributions included.
     pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            contributions: self.contributions.values().cloned().collect(),
+            ..self.snapshot_without_payloads()
+        }
+    }
+
+    /// The durable state without the contributions themselves (only their senders' ids): its size does not
+    /// grow with the payloads, so a driver can write it after every message and store each contribution
+    /// once. [`CoordinatorRound::restore`] needs the contributions put back into `contributions`.
+    pub fn snapshot_without_payloads(&self) -> Snapshot {
         Snapshot {
             round: self.round,
             open: self.open.clone(),
             phase: self.phase.name().to_string(),
-            contributions: self.contributions.values().cloned().collect(),
+            contributions: Vec::new(),
+            contribution_ids: self.contributions.keys().cloned().collect(),
             reports: self.reports.iter().map(|(p, r)| (p.clone(), r.clone())).collect(),
             contributors: self.contributors.clone(),
             quarantined: self.quarantined.iter().cloned().collect(),
             expected: self.expected.iter().cloned().collect(),
             abstained: self.abstained.iter().cloned().collect(),
         }
+    }
+
+    /// The accepted contribution of `p` to the open round.
+    pub fn contribution(&self, p: &ParticipantId) -> Option<&AcceptedContribution> {
+        self.contributions.get(p)
     }
 
     /// Whether `p` contributed to the round whose reports are being collected but has not reported
