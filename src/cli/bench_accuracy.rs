@@ -99,7 +99,7 @@ pub struct BenchCommunicationArgs {
     /// Aggregation rule of the distillation runs.
     #[arg(long, default_value = "confidence_weighted")]
     pub rule: String,
-    /// Encodings (default: f32,f16,int8,topk:3).
+    /// Encodings (default: f32,f16,int8,topk:1,qtopk:1).
     #[arg(long, value_delimiter = ',')]
     pub encodings: Vec<String>,
 }
@@ -700,7 +700,13 @@ pub fn run_communication(args: BenchCommunicationArgs) -> anyhow::Result<()> {
     anyhow::ensure!(k >= 2, "--participants must be at least 2");
     let rule = AggregationRule::parse(&args.rule).with_context(|| format!("--rule {}", args.rule))?;
     let encodings: Vec<Encoding> = if args.encodings.is_empty() {
-        vec![Encoding::F32, Encoding::F16, Encoding::Int8, Encoding::TopK { k: 3 }]
+        vec![
+            Encoding::F32,
+            Encoding::F16,
+            Encoding::Int8,
+            Encoding::TopK { k: 1 },
+            Encoding::QTopK { k: 1 },
+        ]
     } else {
         args.encodings
             .iter()

@@ -57,8 +57,7 @@ pub struct BenchScaleArgs {
     #[arg(long, value_delimiter = ',')]
     pub participants: Option<Vec<usize>>,
     /// Public rows per round of the payload sweep (default 100,1000,8000 at 10 participants; with --quick
-    /// 100,1000 at 3). At most 9000, the size of the public transfer set used here; above about 8190 rows the
-    /// round opening no longer decodes (its sample ids exceed the 64 KiB decode limit of small payloads).
+    /// 100,1000 at 3). At most 9000, the size of the public transfer set used here.
     #[arg(long, value_delimiter = ',')]
     pub rows: Option<Vec<u64>>,
     /// Rounds per configuration (default 10; with --quick 3).
