@@ -88,10 +88,12 @@ fn communication_quick_compares_encodings_with_fedavg() {
     assert_eq!(rep["mtls_link"], false);
     let lines = rep["encodings"].as_array().unwrap();
     let names: Vec<&str> = lines.iter().map(|l| l["encoding"].as_str().unwrap()).collect();
-    assert_eq!(names, ["f32", "f16", "int8", "topk:3"]);
+    assert_eq!(names, ["f32", "f16", "int8", "topk:1", "qtopk:1"]);
     let total = |i: usize| lines[i]["total_bytes"].as_u64().unwrap();
-    // Same rows and messages, smaller payloads: frame bytes shrink from f32 to f16.
+    // Same rows and messages, smaller payloads: frame bytes shrink from f32 to f16, and the compact top-1
+    // (2 B per row each way) sends less than top-1 with a u16 class and an f16 value (4 B).
     assert!(total(1) < total(0), "f16 {} < f32 {}", total(1), total(0));
+    assert!(total(4) < total(3), "qtopk:1 {} < topk:1 {}", total(4), total(3));
     for l in lines {
         let ratio = l["fedavg_over_fd"].as_f64().unwrap();
         assert!(ratio.is_finite() && ratio > 0.0);
