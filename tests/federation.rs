@@ -5,25 +5,26 @@
 //! coordinator's `/status` and `/metrics`, the participants' files or the processes, under an overall timeout.
 //! Set `FEDISTILL_KEEP_TEST_DIRS=1` to keep each test's directory (configs, store, `logs/*.log`, work dirs).
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use fedistill_participant::transport::{connect, ConnectOptions, Kit};
-use fedistill_shared::crypto::{Digest, FederationId, ParticipantId, ReplayGuard, Signed, Signer};
-use fedistill_shared::protocol::{softlabels, Encoding};
+use fedistill_shared::crypto::{Digest, ReplayGuard};
 use fedistill_shared::wire::messages::{
-    sample_ids_digest, Reply, RoundOpen, SoftLabels, ToCoordinator, ToParticipant, KIND_REPLY, KIND_TO_COORDINATOR,
-    KIND_TO_PARTICIPANT, PROTOCOL_VERSION,
+    Reply, RoundOpen, SoftLabels, ToCoordinator, ToParticipant, KIND_TO_COORDINATOR, KIND_TO_PARTICIPANT,
+    PROTOCOL_VERSION,
 };
-use fedistill_shared::wire::{encode_frame, recv_message, send_message, write_frame};
+use fedistill_shared::wire::{encode_frame, recv_message, write_frame};
 
-const EXE: &str = env!("CARGO_BIN_EXE_fedistill");
+use common::{
+    f32_labels, free_udp_port, names, next_seq, provision, read_reply, request, sign, write_participant_config, Procs,
+    StatusServer,
+};
+
 /// Overall limit of any single wait; generous because the machine is shared and builds are debug.
 const WAIT: Duration = Duration::from_secs(240);
 /// Classes of the `digits` dataset.
@@ -70,67 +71,26 @@ fn data_toml(shards: usize) -> String {
     )
 }
 
-fn free_udp_port() -> u16 {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("free udp port");
-    s.local_addr().expect("addr").port()
-}
-
-fn free_tcp_port() -> u16 {
-    let s = std::net::TcpListener::bind("127.0.0.1:0").expect("free tcp port");
-    s.local_addr().expect("addr").port()
-}
-
 /// A provisioned federation in a temporary directory and the processes started for it.
 struct Fed {
-    tmp: tempfile::TempDir,
+    procs: Procs,
     dir: PathBuf,
-    status: SocketAddr,
-    procs: BTreeMap<String, Child>,
-    started: Instant,
-}
-
-impl Drop for Fed {
-    fn drop(&mut self) {
-        if std::env::var_os("FEDISTILL_KEEP_TEST_DIRS").is_some() {
-            eprintln!("keeping {}", self.dir.display());
-            self.tmp.disable_cleanup(true);
-        }
-        for c in self.procs.values_mut() {
-            if let Ok(None) = c.try_wait() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
+    server: StatusServer,
 }
 
 impl Fed {
     /// Provisions federation `test` with a kit per name and writes `coordinator.toml`.
     fn new(names: &[&str], opts: &CoordOpts) -> Fed {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = tmp.path().to_path_buf();
+        let procs = Procs::new();
+        let dir = procs.dir().to_path_buf();
         let port = free_udp_port();
-        let status_port = free_tcp_port();
-        let fed_dir = dir.join("federation");
-        let now = fedistill_shared::provision::now_utc();
-        let federation = FederationId::new("test").expect("name");
-        fedistill_shared::provision::init(
-            &fed_dir,
-            &federation,
-            &[format!("127.0.0.1:{port}")],
-            Some(SocketAddr::from(([127, 0, 0, 1], port))),
-            now,
-        )
-        .expect("provision init");
-        for n in names {
-            fedistill_shared::provision::add_participant(&fed_dir, &ParticipantId::new(*n), now)
-                .expect("add participant");
-        }
+        let server = StatusServer::on_free_port();
+        provision(&dir, "test", port, names);
         std::fs::write(
             dir.join("coordinator.toml"),
             format!(
                 "federation_dir = \"federation\"\nbind = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\n\
-                 status = \"127.0.0.1:{status_port}\"\nrounds = {}\nmin_participants = {}\nquorum = {}\n\
+                 status = \"{server}\"\nrounds = {}\nmin_participants = {}\nquorum = {}\n\
                  collect_timeout_ms = {}\nreport_timeout_ms = {}\nsamples_per_round = {}\nrule = \"mean\"\n\
                  temperature = 2.0\nmax_frame_bytes = {}\n{}",
                 opts.rounds,
@@ -144,78 +104,22 @@ impl Fed {
             ),
         )
         .expect("write coordinator.toml");
-        std::fs::create_dir_all(dir.join("logs")).expect("logs dir");
-        Fed {
-            tmp,
-            dir,
-            status: SocketAddr::from(([127, 0, 0, 1], status_port)),
-            procs: BTreeMap::new(),
-            started: Instant::now(),
-        }
+        Fed { procs, dir, server }
     }
 
     /// Writes `participant-<name>.toml`: small student and short training for every participant; the
     /// teacher's hidden widths are the test's choice (teachers are private and may differ).
     fn participant_config(&self, name: &str, shard: usize, shards: usize, teacher: &[usize]) {
-        let widths = teacher.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(", ");
         let epochs = if teacher == SLOW_TEACHER { 1 } else { 5 };
-        std::fs::write(
-            self.dir.join(format!("participant-{name}.toml")),
-            format!(
-                "kit = \"federation/kits/{name}\"\nworkdir = \"work/{name}\"\nshard = {shard}\nencoding = \"f16\"\n\
-                 [teacher]\nkind = \"mlp\"\nhidden = [{widths}]\n[student]\nkind = \"mlp\"\nhidden = [16]\n\
-                 [train]\nepochs = {epochs}\nbatch_size = 64\npatience = 0\n[distill]\nepochs_per_round = 2\n{}",
-                data_toml(shards)
-            ),
-        )
-        .expect("write participant config");
-    }
-
-    fn spawn(&mut self, name: &str, args: &[&str]) {
-        let log = self.dir.join("logs").join(format!("{name}.log"));
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
-        let err = out.try_clone().expect("log file");
-        let child = Command::new(EXE)
-            .args(args)
-            .current_dir(&self.dir)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("spawn fedistill");
-        assert!(
-            self.procs.insert(name.to_string(), child).is_none(),
-            "{name} already running"
-        );
-    }
-
-    fn start_coordinator(&mut self) {
-        self.spawn("coordinator", &["coordinator", "--config", "coordinator.toml"]);
-    }
-
-    fn start_participant(&mut self, name: &str) {
-        let cfg = format!("participant-{name}.toml");
-        self.spawn(name, &["participant", "--config", &cfg]);
-    }
-
-    /// SIGKILL (`Child::kill` on Unix), then reap.
-    fn kill(&mut self, name: &str) {
-        let mut c = self.procs.remove(name).expect("process to kill");
-        c.kill().expect("SIGKILL");
-        let _ = c.wait();
+        write_participant_config(&self.dir, name, shard, teacher, epochs, &data_toml(shards));
     }
 
     fn status(&self) -> Option<Value> {
-        serde_json::from_str(&http_get(self.status, "/status")?).ok()
+        self.server.status()
     }
 
     fn metrics(&self) -> Option<String> {
-        http_get(self.status, "/metrics")
+        self.server.metrics()
     }
 
     fn kit_dir(&self, name: &str) -> PathBuf {
@@ -226,101 +130,28 @@ impl Fed {
         self.dir.join("work").join(name)
     }
 
-    /// The tail of every log, for failure messages.
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        if let Ok(rd) = std::fs::read_dir(self.dir.join("logs")) {
-            let mut paths: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-            paths.sort();
-            for p in paths {
-                let text = std::fs::read_to_string(&p).unwrap_or_default();
-                let tail: String = text
-                    .lines()
-                    .rev()
-                    .take(25)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                out.push_str(&format!("\n----- {} -----\n{tail}\n", p.display()));
-            }
-        }
-        out
-    }
-
-    /// Panics (with the logs) if a process still tracked exited unsuccessfully.
-    fn check_processes(&mut self) {
-        let mut failed = None;
-        for (name, c) in &mut self.procs {
-            if let Ok(Some(st)) = c.try_wait() {
-                if !st.success() {
-                    failed = Some(format!("{name} exited with {st}"));
-                }
-            }
-        }
-        if let Some(f) = failed {
-            panic!("{f}{}", self.logs());
-        }
-    }
-
-    /// Polls `probe` every 25 ms until it yields a value; panics with `what` and the logs after `WAIT`.
-    fn wait_for<T>(&mut self, what: &str, mut probe: impl FnMut(&Fed) -> Option<T>) -> T {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(v) = probe(self) {
-                return v;
-            }
-            self.check_processes();
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {:?} waiting for {what} (test running {:.1}s); last status {:?}{}",
-                WAIT,
-                self.started.elapsed().as_secs_f64(),
-                self.status(),
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        }
+    /// Polls `probe` (given the coordinator's status server) until it yields a value; panics with `what`
+    /// and the logs after `WAIT`, or when a process fails.
+    fn wait_for<T>(&mut self, what: &str, probe: impl FnMut(StatusServer) -> Option<T>) -> T {
+        self.procs.wait_for(self.server, what, Instant::now() + WAIT, probe)
     }
 
     /// The final `/status` (the coordinator lingers a few seconds after finishing, so poll for it).
     fn wait_finished(&mut self) -> Value {
-        self.wait_for("the federation to finish", |f| {
-            f.status().filter(|s| s["finished"] == Value::Bool(true))
-        })
+        self.wait_for("the federation to finish", StatusServer::finished)
     }
 
     /// Waits until every tracked process exited, and asserts each exited successfully.
     fn wait_all_exit(&mut self) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            self.check_processes();
-            if self.procs.values_mut().all(|c| matches!(c.try_wait(), Ok(Some(_)))) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "processes did not exit{}", self.logs());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.procs
+            .wait_all_exit(Instant::now() + WAIT, "processes did not exit");
     }
 
     fn result(&self, name: &str) -> Value {
         let p = self.work(name).join("result.json");
-        let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}{}", p.display(), self.logs()));
+        let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}{}", p.display(), self.procs.logs()));
         serde_json::from_slice(&bytes).expect("result.json is JSON")
     }
-}
-
-/// A minimal HTTP/1.0 GET (the server closes the connection after the response); `None` unless 200.
-fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let (head, body) = buf.split_once("\r\n\r\n")?;
-    let code = head.lines().next()?.split_whitespace().nth(1)?;
-    (code == "200").then(|| body.to_string())
 }
 
 /// The value of a metric line `<series> <value>` in the Prometheus text exposition (0 when absent: a
@@ -343,12 +174,6 @@ fn rejections(text: &str, reason: &str) -> f64 {
         text,
         &format!("fedistill_coordinator_rejections_total{{reason=\"{reason}\"}}"),
     )
-}
-
-fn names(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
-        .unwrap_or_default()
 }
 
 fn history(status: &Value) -> Vec<Value> {
@@ -382,13 +207,13 @@ fn a_small_federation_runs_every_round_with_every_participant() {
     for (i, n) in ["p0", "p1", "p2"].iter().enumerate() {
         fed.participant_config(n, i, 3, SMALL_TEACHER);
     }
-    fed.start_coordinator();
+    fed.procs.start_coordinator();
     fed.wait_for("the coordinator's status", |f| f.status());
     // Before any round only the FederationCreated record is in the log (read from the store itself:
     // /status is first filled in when the first event arrives).
     assert_eq!(store_size(&fed.dir), 1);
     for n in ["p0", "p1", "p2"] {
-        fed.start_participant(n);
+        fed.procs.start_participant(n);
     }
     let done = fed.wait_finished();
     let hist = history(&done);
@@ -443,16 +268,16 @@ fn a_participant_killed_mid_round_is_absent_then_rejoins_with_its_identity() {
     fed.participant_config("p0", 0, 3, SMALL_TEACHER);
     fed.participant_config("p1", 1, 3, SMALL_TEACHER);
     fed.participant_config("p2", 2, 3, SLOW_TEACHER);
-    fed.start_coordinator();
+    fed.procs.start_coordinator();
     fed.wait_for("the coordinator's status", |f| f.status());
     for n in ["p0", "p1", "p2"] {
-        fed.start_participant(n);
+        fed.procs.start_participant(n);
     }
     // Round 1 opens once all three are connected; p2 is then busy labelling with its slow teacher.
     fed.wait_for("round 1 collecting", |f| {
         f.status().filter(|s| s["round"] == 1 && s["phase"] == "collecting")
     });
-    fed.kill("p2");
+    fed.procs.kill("p2");
     let s = fed.wait_for("round 1 aggregated", |f| {
         f.status().filter(|s| round_of(s, 1).is_some())
     });
@@ -469,7 +294,7 @@ fn a_participant_killed_mid_round_is_absent_then_rejoins_with_its_identity() {
     );
 
     // Restart p2 exactly as before: same config, same kit, same work directory; no operator action.
-    fed.start_participant("p2");
+    fed.procs.start_participant("p2");
     let done = fed.wait_finished();
     let hist = history(&done);
     assert_eq!(hist.len() as u64, opts.rounds, "{done}");
@@ -539,10 +364,10 @@ fn coordinator_restart() -> Restart {
     fed.participant_config("p0", 0, 3, SMALL_TEACHER);
     fed.participant_config("p1", 1, 3, SMALL_TEACHER);
     fed.participant_config("p2", 2, 3, SLOW_TEACHER);
-    fed.start_coordinator();
+    fed.procs.start_coordinator();
     fed.wait_for("the coordinator's status", |f| f.status());
     for n in ["p0", "p1", "p2"] {
-        fed.start_participant(n);
+        fed.procs.start_participant(n);
     }
     let acked = fed.wait_for("two acknowledged contributions in round 1", |f| {
         let s = f.status()?;
@@ -550,9 +375,9 @@ fn coordinator_restart() -> Restart {
         let n = metric(&m, "fedistill_coordinator_contributions_total");
         (s["round"] == 1 && s["phase"] == "collecting" && n >= 2.0).then_some(n)
     });
-    fed.kill("coordinator");
+    fed.procs.kill("coordinator");
     let size_at_kill = store_size(&fed.dir);
-    fed.start_coordinator();
+    fed.procs.start_coordinator();
     let done = fed.wait_finished();
     fed.wait_all_exit();
     Restart {
@@ -634,14 +459,7 @@ impl Client {
     }
 
     async fn request(&self, msg: &ToCoordinator) -> Reply {
-        let (mut send, mut recv) = self.conn.open_bi().await.expect("open stream");
-        send_message(&mut send, KIND_TO_COORDINATOR, msg).await.expect("send");
-        send.finish().expect("finish");
-        let (kind, reply) = recv_message::<Reply>(&mut recv, 1 << 24, Duration::from_secs(30))
-            .await
-            .expect("reply");
-        assert_eq!(kind, KIND_REPLY);
-        reply
+        request(&self.conn, msg).await
     }
 
     async fn hello(&self) {
@@ -675,35 +493,11 @@ impl Client {
 
     /// Honest-looking soft labels (uniform, F32) for `open`, altered by `tamper`, signed with the kit's key.
     fn labels(&mut self, open: &RoundOpen, tamper: impl FnOnce(&mut SoftLabels)) -> ToCoordinator {
-        let rows = open.sample_ids.len();
-        let uniform = vec![1.0 / CLASSES as f32; rows * CLASSES];
-        let mut body = SoftLabels {
-            round: open.round,
-            public_digest: open.public_digest,
-            sample_ids_digest: sample_ids_digest(&open.sample_ids),
-            encoding: Encoding::F32,
-            rows: rows as u32,
-            classes: CLASSES as u32,
-            samples: 100,
-            payload: softlabels::encode(&uniform, rows, CLASSES, Encoding::F32).expect("encode"),
-        };
+        let uniform = vec![1.0 / CLASSES as f32; open.sample_ids.len() * CLASSES];
+        let mut body = f32_labels(open, &uniform, CLASSES);
         tamper(&mut body);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0);
-        self.seq = (self.seq + 1).max(now);
-        let signer = Signer::Participant(self.kit.participant().clone());
-        let signed = Signed::sign(
-            &self.kit.signing,
-            signer,
-            self.kit.federation().clone(),
-            open.round,
-            self.seq,
-            &body,
-        )
-        .expect("sign");
-        ToCoordinator::SoftLabels(signed)
+        let seq = next_seq(&mut self.seq);
+        ToCoordinator::SoftLabels(sign(&self.kit, open.round, seq, &body))
     }
 
     /// Writes `frame` (possibly over the coordinator's cap, possibly cut short), finishes the stream and
@@ -712,11 +506,7 @@ impl Client {
         let (mut send, mut recv) = self.conn.open_bi().await.expect("open stream");
         let _ = write_frame(&mut send, frame).await;
         let _ = send.finish();
-        let (kind, reply) = recv_message::<Reply>(&mut recv, 1 << 24, Duration::from_secs(30))
-            .await
-            .expect("reply");
-        assert_eq!(kind, KIND_REPLY);
-        reply
+        read_reply(&mut recv).await
     }
 }
 
@@ -745,7 +535,7 @@ fn bad_inputs_are_rejected_and_counted_and_the_round_completes_on_quorum() {
     let mut fed = Fed::new(&["p0", "p1", "mallory", "silent", "dropper"], &opts);
     fed.participant_config("p0", 0, 2, SMALL_TEACHER);
     fed.participant_config("p1", 1, 2, SMALL_TEACHER);
-    fed.start_coordinator();
+    fed.procs.start_coordinator();
     fed.wait_for("the coordinator's status", |f| f.status());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -760,8 +550,8 @@ fn bad_inputs_are_rejected_and_counted_and_the_round_completes_on_quorum() {
         d.hello().await;
         (m, s, d)
     });
-    fed.start_participant("p0");
-    fed.start_participant("p1");
+    fed.procs.start_participant("p0");
+    fed.procs.start_participant("p1");
     // Round 1 opens when all five are connected; every connected participant, silent included, is expected.
     let (open, open_d) = rt.block_on(async {
         tokio::time::timeout(WAIT, async { (mallory.next_open().await, dropper.next_open().await) })
@@ -835,11 +625,11 @@ fn status_is_published_before_any_participant_connects() {
         ..CoordOpts::default()
     };
     let mut fed = Fed::new(&["p0", "p1", "p2"], &opts);
-    fed.start_coordinator();
+    fed.procs.start_coordinator();
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut last = None;
     while Instant::now() < deadline {
-        fed.check_processes();
+        fed.procs.check();
         last = fed.status();
         if last.as_ref().is_some_and(|s| s["federation"] == "test") {
             break;

@@ -15,7 +15,7 @@ use crate::error::{MlError, Result};
 use crate::loss::LossSpec;
 use crate::model::{check_features, Model};
 use crate::optim::{AdamWParams, FusedAdamW};
-use crate::step::train_step;
+use crate::step::{check_step_ranges, train_step};
 use crate::train::{check_labels, gather_rows};
 
 /// Hyper-parameters of a teacher refresh.
@@ -46,19 +46,20 @@ impl Default for RefreshConfig {
 impl RefreshConfig {
     /// Checks every field's range.
     pub fn validate(&self) -> Result<()> {
-        if self.epochs > 1000 || self.batch_size == 0 {
-            return Err(MlError::InvalidHyperParameter(format!(
-                "teacher refresh epochs {} (at most 1000) / batch_size {} (at least 1)",
-                self.epochs, self.batch_size
-            )));
-        }
-        if !(self.lr > 0.0 && self.lr.is_finite() && self.w_kd >= 0.0 && self.w_kd.is_finite()) {
-            return Err(MlError::InvalidHyperParameter(format!(
-                "teacher refresh lr {} / w_kd {} out of range",
-                self.lr, self.w_kd
-            )));
-        }
-        Ok(())
+        // 0 epochs is allowed: it turns the refresh off.
+        check_step_ranges(
+            self.epochs,
+            0..=1000,
+            self.batch_size,
+            (self.lr, f64::from(self.w_kd)),
+            || {
+                format!(
+                    "teacher refresh epochs {} (at most 1000) / batch_size {} (at least 1)",
+                    self.epochs, self.batch_size
+                )
+            },
+            || format!("teacher refresh lr {} / w_kd {} out of range", self.lr, self.w_kd),
+        )
     }
 }
 
@@ -254,5 +255,50 @@ mod tests {
             temperature: 2.0,
         };
         assert!(refresh_teacher(&t, &ok, &bad_cfg, 1).is_err());
+    }
+
+    /// The messages of a bad refresh config, as `validate` wrote them before the range checks moved to
+    /// `step::check_step_ranges` (copied from that code): epochs over 1000 or batch 0 name the counts,
+    /// a bad lr or w_kd the rates; 0 epochs (refresh off) and 1000 are accepted.
+    #[test]
+    fn refresh_config_rejects_each_bad_range_with_its_message() {
+        let msg = |cfg: RefreshConfig| crate::step::invalid_hyper_parameter(cfg.validate());
+        let ok = RefreshConfig::default();
+        assert!(ok.validate().is_ok());
+        assert!(RefreshConfig {
+            epochs: 1000,
+            ..ok.clone()
+        }
+        .validate()
+        .is_ok());
+        assert_eq!(
+            msg(RefreshConfig {
+                epochs: 1001,
+                ..ok.clone()
+            }),
+            "teacher refresh epochs 1001 (at most 1000) / batch_size 128 (at least 1)"
+        );
+        assert_eq!(
+            msg(RefreshConfig {
+                batch_size: 0,
+                ..ok.clone()
+            }),
+            "teacher refresh epochs 0 (at most 1000) / batch_size 0 (at least 1)"
+        );
+        assert_eq!(
+            msg(RefreshConfig { lr: 0.0, ..ok.clone() }),
+            "teacher refresh lr 0 / w_kd 1 out of range"
+        );
+        assert_eq!(
+            msg(RefreshConfig {
+                w_kd: f32::NAN,
+                ..ok.clone()
+            }),
+            "teacher refresh lr 0.0005 / w_kd NaN out of range"
+        );
+        assert_eq!(
+            msg(RefreshConfig { w_kd: -0.5, ..ok }),
+            "teacher refresh lr 0.0005 / w_kd -0.5 out of range"
+        );
     }
 }

@@ -14,7 +14,7 @@ use crate::error::{MlError, Result};
 use crate::loss::LossSpec;
 use crate::model::{check_features, Model};
 use crate::optim::{AdamWParams, FusedAdamW};
-use crate::step::train_step;
+use crate::step::{check_step_ranges, train_step};
 use crate::train::{check_labels, gather_rows};
 
 /// Hyper-parameters of one client's local update.
@@ -48,19 +48,24 @@ impl Default for LocalUpdate {
 impl LocalUpdate {
     /// Checks every field's range.
     pub fn validate(&self) -> Result<()> {
-        if self.epochs == 0 || self.batch_size == 0 {
-            return Err(MlError::InvalidHyperParameter(format!(
-                "local update needs epochs >= 1 and batch_size >= 1, got {} and {}",
-                self.epochs, self.batch_size
-            )));
-        }
-        if !(self.lr > 0.0 && self.lr.is_finite() && self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
-            return Err(MlError::InvalidHyperParameter(format!(
-                "local update lr {} / weight decay {} out of range",
-                self.lr, self.weight_decay
-            )));
-        }
-        Ok(())
+        check_step_ranges(
+            self.epochs,
+            1..=usize::MAX,
+            self.batch_size,
+            (self.lr, self.weight_decay),
+            || {
+                format!(
+                    "local update needs epochs >= 1 and batch_size >= 1, got {} and {}",
+                    self.epochs, self.batch_size
+                )
+            },
+            || {
+                format!(
+                    "local update lr {} / weight decay {} out of range",
+                    self.lr, self.weight_decay
+                )
+            },
+        )
     }
 }
 
@@ -232,5 +237,43 @@ mod tests {
         assert!(local_update(&m, &[0.0; 3], &[0], 1, &bad).is_err());
         assert!(local_update(&m, &[0.0; 3], &[5], 1, &LocalUpdate::default()).is_err());
         assert!(local_update(&m, &[0.0; 2], &[0], 1, &LocalUpdate::default()).is_err());
+    }
+
+    /// The messages of a bad local update, as `validate` wrote them before the range checks moved to
+    /// `step::check_step_ranges` (copied from that code): 0 epochs or batch 0 name the counts, a bad lr or
+    /// weight decay the rates.
+    #[test]
+    fn local_update_rejects_each_bad_range_with_its_message() {
+        let msg = |cfg: LocalUpdate| crate::step::invalid_hyper_parameter(cfg.validate());
+        let ok = LocalUpdate::default();
+        assert!(ok.validate().is_ok());
+        assert_eq!(
+            msg(LocalUpdate {
+                epochs: 0,
+                ..ok.clone()
+            }),
+            "local update needs epochs >= 1 and batch_size >= 1, got 0 and 64"
+        );
+        assert_eq!(
+            msg(LocalUpdate {
+                batch_size: 0,
+                ..ok.clone()
+            }),
+            "local update needs epochs >= 1 and batch_size >= 1, got 2 and 0"
+        );
+        assert_eq!(
+            msg(LocalUpdate {
+                lr: f64::INFINITY,
+                ..ok.clone()
+            }),
+            "local update lr inf / weight decay 0.0001 out of range"
+        );
+        assert_eq!(
+            msg(LocalUpdate {
+                weight_decay: -1.0,
+                ..ok
+            }),
+            "local update lr 0.001 / weight decay -1 out of range"
+        );
     }
 }

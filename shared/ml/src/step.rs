@@ -8,7 +8,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, D};
 
-use crate::error::Result;
+use crate::error::{MlError, Result};
 use crate::loss::{fused_loss, loss_and_grad, LossSpec};
 use crate::model::Model;
 use crate::optim::FusedAdamW;
@@ -40,6 +40,37 @@ impl CustomOp2 for ReluBackward {
             .map(|(&g, &h)| if h > 0.0 { g } else { 0.0 })
             .collect();
         Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// The hyper-parameter ranges shared by the configs that drive [`train_step`] over shuffled batches
+/// (teacher refresh, FedAvg local update): `epochs` within `epochs_ok` and `batch_size` at least 1, else
+/// `counts_msg()`; `lr` finite and > 0 and `coef` (the config's second coefficient: weight decay, KD
+/// weight) finite and >= 0, else `rates_msg()`. Both errors are [`MlError::InvalidHyperParameter`].
+pub(crate) fn check_step_ranges(
+    epochs: usize,
+    epochs_ok: std::ops::RangeInclusive<usize>,
+    batch_size: usize,
+    (lr, coef): (f64, f64),
+    counts_msg: impl FnOnce() -> String,
+    rates_msg: impl FnOnce() -> String,
+) -> Result<()> {
+    if !epochs_ok.contains(&epochs) || batch_size == 0 {
+        return Err(MlError::InvalidHyperParameter(counts_msg()));
+    }
+    if !(lr > 0.0 && lr.is_finite() && coef >= 0.0 && coef.is_finite()) {
+        return Err(MlError::InvalidHyperParameter(rates_msg()));
+    }
+    Ok(())
+}
+
+/// Tests of the configs checked with [`check_step_ranges`]: the message of an
+/// [`MlError::InvalidHyperParameter`]; panics on anything else.
+#[cfg(test)]
+pub(crate) fn invalid_hyper_parameter(r: Result<()>) -> String {
+    match r {
+        Err(MlError::InvalidHyperParameter(m)) => m,
+        other => panic!("not an InvalidHyperParameter: {other:?}"),
     }
 }
 
@@ -138,5 +169,30 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    /// Runs [`check_step_ranges`] with epochs allowed in 1..=10 and labelled messages.
+    fn ranges(epochs: usize, batch: usize, lr: f64, coef: f64) -> std::result::Result<(), String> {
+        check_step_ranges(epochs, 1..=10, batch, (lr, coef), || "counts".into(), || "rates".into())
+            .map_err(|e| invalid_hyper_parameter(Err(e)))
+    }
+
+    /// Each bound of the shared range check, on both sides: the edges pass, one step past them fails
+    /// with the message of the group (counts or rates) the field belongs to.
+    #[test]
+    fn step_ranges_accept_the_edges_and_name_the_group_of_a_bad_field() {
+        assert_eq!(ranges(1, 1, 1e-9, 0.0), Ok(()));
+        assert_eq!(ranges(10, 1 << 20, 10.0, 1e9), Ok(()));
+        assert_eq!(ranges(0, 8, 1e-3, 0.1), Err("counts".into()));
+        assert_eq!(ranges(11, 8, 1e-3, 0.1), Err("counts".into()));
+        assert_eq!(ranges(5, 0, 1e-3, 0.1), Err("counts".into()));
+        for lr in [0.0, -1e-3, f64::NAN, f64::INFINITY] {
+            assert_eq!(ranges(5, 8, lr, 0.1), Err("rates".into()), "lr {lr}");
+        }
+        for coef in [-1e-9, f64::NAN, f64::INFINITY] {
+            assert_eq!(ranges(5, 8, 1e-3, coef), Err("rates".into()), "coef {coef}");
+        }
+        // The counts are checked first.
+        assert_eq!(ranges(0, 8, f64::NAN, 0.1), Err("counts".into()));
     }
 }
