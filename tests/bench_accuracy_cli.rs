@@ -1,6 +1,6 @@
-//! `fedistill bench accuracy --quick` and `fedistill bench communication --quick` as real processes: the
-//! reports' JSON shape, the learning curves, the bytes (counted on real mTLS QUIC connections and at the
-//! frame level), the plots, and each bad flag.
+//! `fedistill bench accuracy --quick` and `fedistill bench communication --quick` as real processes (and the
+//! train and quantize suites' reports): the reports' JSON shape, the learning curves, the bytes (counted on
+//! real mTLS QUIC connections and at the frame level), the plots, and each bad flag.
 
 use std::path::Path;
 use std::process::Command;
@@ -18,6 +18,7 @@ fn read_json(path: &Path) -> Value {
 
 fn assert_png_and_svg(dir: &Path, stem: &str) {
     let png = std::fs::read(dir.join(format!("{stem}.png"))).expect("png written");
+    assert!(png.len() > 8, "{stem}.png is empty or truncated ({} bytes)", png.len());
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{stem}.png is a PNG");
     let svg = std::fs::read_to_string(dir.join(format!("{stem}.svg"))).expect("svg written");
     assert!(svg.contains("<svg"), "{stem}.svg is an SVG");
@@ -198,6 +199,17 @@ fn train_and_quantize_suites_write_their_reports() {
         "{md}"
     );
     assert_eq!(md.matches("x |").count(), 3, "{md}");
+    assert!(md.contains("](train-throughput.png)"), "{md}");
+    assert_png_and_svg(dir.path(), "train-throughput");
+    // Each workload's name is written under its bars (wrapped at spaces, but no word cut: three categories
+    // leave room for these names) and both groups are in the legend.
+    let svg = std::fs::read_to_string(dir.path().join("train-throughput.svg")).unwrap();
+    for l in lines {
+        for word in l["workload"].as_str().unwrap().split_whitespace() {
+            assert!(svg.contains(word), "train-throughput.svg lacks {word:?}");
+        }
+    }
+    assert!(svg.contains("plain candle-nn") && svg.contains("fused"));
     let out = fedistill()
         .args(["bench", "quantize", "--quick", "--report"])
         .arg(dir.path())
@@ -217,4 +229,13 @@ fn train_and_quantize_suites_write_their_reports() {
     assert!(bytes(3) < bytes(1) && bytes(1) < bytes(0));
     let md = std::fs::read_to_string(dir.path().join("quantize.md")).unwrap();
     assert!(md.contains("| int8 |"), "{md}");
+    assert!(md.contains("](quantize-vs-f32.png)"), "{md}");
+    assert_png_and_svg(dir.path(), "quantize-vs-f32");
+    let svg = std::fs::read_to_string(dir.path().join("quantize-vs-f32.svg")).unwrap();
+    for p in profiles
+        .iter()
+        .chain(&["accuracy", "size reduction", "batch-1 speed-up"])
+    {
+        assert!(svg.contains(p), "quantize-vs-f32.svg lacks {p:?}");
+    }
 }

@@ -28,7 +28,8 @@ pub enum BenchCommand {
         /// Also print the result as JSON lines.
         #[arg(long)]
         json: bool,
-        /// Write train.json and train.md to this directory.
+        /// Write train.json, train.md and train-throughput.png/.svg (plain vs fused samples/s per workload)
+        /// to this directory.
         #[arg(long)]
         report: Option<std::path::PathBuf>,
     },
@@ -82,7 +83,8 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                     })
                     .collect();
                 let md = format!(
-                    "Command: `fedistill bench train{}`. MNIST-10k, both paths over the same batches in the same run.\n\n{}",
+                    "Command: `fedistill bench train{}`. MNIST-10k, both paths over the same batches in the same run.\n\n{}\n\
+                     ![Training throughput, plain vs fused samples/s per workload](train-throughput.png)\n",
                     if quick { " --quick" } else { "" },
                     super::report::markdown_table(
                         &["workload", "plain samples/s", "fused samples/s", "speed-up"],
@@ -90,6 +92,32 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                     )
                 );
                 super::report::write_report(dir, "train", &lines, &md)?;
+                let categories: Vec<String> = lines.iter().map(|l| l.workload.clone()).collect();
+                let groups = [
+                    (
+                        "plain candle-nn".to_string(),
+                        lines.iter().map(|l| l.plain_samples_per_s).collect(),
+                    ),
+                    (
+                        "fused".to_string(),
+                        lines.iter().map(|l| l.fused_samples_per_s).collect(),
+                    ),
+                ];
+                let title = format!(
+                    "Training throughput on MNIST-10k, plain vs fused{}",
+                    if quick { " (--quick)" } else { "" }
+                );
+                super::report::write_bar_chart(
+                    dir,
+                    "train-throughput",
+                    &super::report::BarChart {
+                        title: &title,
+                        y_label: "samples/s",
+                        categories: &categories,
+                        groups: &groups,
+                    },
+                )
+                .context("plotting the training throughput")?;
                 eprintln!("report written to {}", dir.display());
             }
             Ok(())

@@ -5,7 +5,7 @@
 use anyhow::Context;
 use clap::Args;
 use fedistill_shared::data::{load, LoadOptions};
-use fedistill_shared::ml::quant::{bench_quantize, format_table, QuantBenchConfig};
+use fedistill_shared::ml::quant::{bench_quantize, format_table, QuantBenchConfig, QuantRow};
 use fedistill_shared::ml::Progress;
 
 #[derive(Debug, Args)]
@@ -16,7 +16,8 @@ pub struct BenchQuantizeArgs {
     /// Also print the whole report as JSON.
     #[arg(long)]
     json: bool,
-    /// Write quantize.json and quantize.md (the table as Markdown) to this directory.
+    /// Write quantize.json, quantize.md (the table as Markdown) and quantize-vs-f32.png/.svg (each profile's
+    /// accuracy, size reduction, batch-1 speed-up and batch-128 throughput relative to f32) to this directory.
     #[arg(long)]
     report: Option<std::path::PathBuf>,
 }
@@ -91,7 +92,8 @@ pub fn run(args: BenchQuantizeArgs) -> anyhow::Result<()> {
             .collect();
         let md = format!(
             "Command: `fedistill bench quantize{}`. MNIST-10k student, every profile against the f32 model of the \
-             same run.\n\n{}",
+             same run.\n\n{}\n![Each profile relative to the f32 student: accuracy, size reduction, batch-1 \
+             speed-up, batch-128 throughput](quantize-vs-f32.png)\n",
             if args.quick { " --quick" } else { "" },
             super::report::markdown_table(
                 &[
@@ -109,7 +111,48 @@ pub fn run(args: BenchQuantizeArgs) -> anyhow::Result<()> {
             )
         );
         super::report::write_report(dir, "quantize", &r, &md)?;
+        write_vs_f32_chart(dir, &r.table, args.quick)?;
         eprintln!("report written to {}", dir.display());
     }
+    Ok(())
+}
+
+/// quantize-vs-f32.png/.svg: per profile, four bars relative to the f32 student of the same run, all "higher
+/// is better": accuracy / f32 accuracy, f32 bytes / bytes, batch-1 speed-up and batch-128 throughput ratio.
+fn write_vs_f32_chart(dir: &std::path::Path, table: &[QuantRow], quick: bool) -> anyhow::Result<()> {
+    let f32_accuracy = table
+        .iter()
+        .find(|q| q.profile == "f32")
+        .context("the quantization table has no f32 row to compare with")?
+        .accuracy;
+    let categories: Vec<String> = table.iter().map(|q| q.profile.clone()).collect();
+    let column = |f: fn(&QuantRow) -> f64| table.iter().map(f).collect::<Vec<f64>>();
+    let groups = [
+        (
+            "accuracy".to_string(),
+            table.iter().map(|q| q.accuracy / f32_accuracy).collect(),
+        ),
+        ("size reduction".to_string(), column(|q| q.size_ratio_vs_f32)),
+        ("batch-1 speed-up".to_string(), column(|q| q.speedup_batch1_vs_f32)),
+        (
+            "batch-128 throughput".to_string(),
+            column(|q| q.throughput_ratio_vs_f32),
+        ),
+    ];
+    let title = format!(
+        "Quantization profiles relative to f32, MNIST-10k student{}",
+        if quick { " (--quick)" } else { "" }
+    );
+    super::report::write_bar_chart(
+        dir,
+        "quantize-vs-f32",
+        &super::report::BarChart {
+            title: &title,
+            y_label: "× f32 (higher is better)",
+            categories: &categories,
+            groups: &groups,
+        },
+    )
+    .context("plotting the quantization profiles against f32")?;
     Ok(())
 }
