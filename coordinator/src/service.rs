@@ -20,6 +20,7 @@ use fedistill_shared::crypto::{
     SigningIdentity,
 };
 use fedistill_shared::ledger::{Cosignature as LedgerCosignature, Metric, Record, RosterAction, WitnessKey};
+use fedistill_shared::protocol::coordinator::AcceptedContribution;
 use fedistill_shared::protocol::robust::{AnomalyTracker, QuarantinePolicy};
 use fedistill_shared::protocol::{
     softlabels, CoordinatorConfig, CoordinatorRound, Encoding, Millis, OutMessage, Output, RoundCommit, Snapshot,
@@ -43,6 +44,30 @@ const CONTRIBUTION_PREFIX: &str = "contribution/";
 
 fn contribution_key(round: RoundId, p: &ParticipantId) -> String {
     format!("{CONTRIBUTION_PREFIX}{}/{p}", round.0)
+}
+
+/// Puts the contributions a stored snapshot names back into it, from their own state keys (older stores kept
+/// them inside the snapshot; those are left as they are). A named contribution that is missing, does not
+/// decode or is from someone else is an error naming the key: the store is not what this coordinator wrote.
+fn load_contributions(store: &Store, snap: &mut Snapshot) -> anyhow::Result<()> {
+    for id in std::mem::take(&mut snap.contribution_ids) {
+        if snap.contributions.iter().any(|c| c.participant == id) {
+            continue;
+        }
+        let key = contribution_key(snap.round, &id);
+        let stored = store.state(&key)?.with_context(|| {
+            format!("the durable round state names a contribution from {id} that is not stored ({key})")
+        })?;
+        let c: AcceptedContribution = fedistill_shared::wire::decode_payload(&stored)
+            .with_context(|| format!("decoding the stored contribution {key}"))?;
+        anyhow::ensure!(
+            c.participant == id,
+            "the stored contribution {key} is from {}, not {id}",
+            c.participant
+        );
+        snap.contributions.push(c);
+    }
+    Ok(())
 }
 /// State key of the replay guard's last sequence numbers.
 const GUARD_KEY: &str = "replay_guard";
@@ -155,25 +180,7 @@ pub async fn run(
     let (sm, guard) = match store.state(SNAPSHOT_KEY)? {
         Some(bytes) => {
             let mut snap: Snapshot = serde_json::from_slice(&bytes).context("decoding the stored round snapshot")?;
-            // Contributions are stored one per key (older stores kept them inside the snapshot).
-            for id in std::mem::take(&mut snap.contribution_ids) {
-                if snap.contributions.iter().any(|c| c.participant == id) {
-                    continue;
-                }
-                let key = contribution_key(snap.round, &id);
-                let stored = store.state(&key)?.with_context(|| {
-                    format!("the durable round state names a contribution from {id} that is not stored ({key})")
-                })?;
-                let c: fedistill_shared::protocol::coordinator::AcceptedContribution =
-                    fedistill_shared::wire::decode_payload(&stored)
-                        .with_context(|| format!("decoding the stored contribution {key}"))?;
-                anyhow::ensure!(
-                    c.participant == id,
-                    "the stored contribution {key} is from {}, not {id}",
-                    c.participant
-                );
-                snap.contributions.push(c);
-            }
+            load_contributions(&store, &mut snap)?;
             info!(round = snap.round.0, phase = %snap.phase, contributions = snap.contributions.len(), "resuming from the durable round state");
             let last: Vec<(Signer, u64)> = match store.state(GUARD_KEY)? {
                 Some(g) => serde_json::from_slice(&g).context("decoding the stored replay guard")?,
@@ -1098,6 +1105,76 @@ mod tests {
             .map(|p| (pid(p), 0.2))
             .chain([(pid("evil"), 1.6)])
             .collect()
+    }
+
+    fn contribution(p: &str) -> AcceptedContribution {
+        AcceptedContribution {
+            participant: pid(p),
+            probabilities: vec![0.25, 0.75],
+            samples: 7,
+            envelope: vec![1, 2, 3],
+            payload_digest: Digest::of(p.as_bytes()),
+            seq: 9,
+        }
+    }
+
+    #[test]
+    fn stored_contributions_come_back_and_a_tampered_store_is_refused_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(
+            &dir.path().join("c.sqlite"),
+            ed25519_dalek::SigningKey::from_bytes(&[3; 32]),
+            "fedistill.test/fed",
+        )
+        .unwrap();
+        let round = RoundId(4);
+        for p in ["a", "b"] {
+            let bytes = fedistill_shared::wire::encode_payload(&contribution(p)).unwrap();
+            store.put_state(&contribution_key(round, &pid(p)), &bytes).unwrap();
+        }
+        let snap = |ids: &[&str]| Snapshot {
+            round,
+            open: None,
+            phase: "collecting".into(),
+            contributions: Vec::new(),
+            contribution_ids: ids.iter().map(|p| pid(p)).collect(),
+            reports: Vec::new(),
+            contributors: Vec::new(),
+            quarantined: Vec::new(),
+            expected: Vec::new(),
+            abstained: Vec::new(),
+        };
+        let mut s = snap(&["a", "b"]);
+        load_contributions(&store, &mut s).unwrap();
+        let got: Vec<_> = s
+            .contributions
+            .iter()
+            .map(|c| (c.participant.clone(), c.probabilities.clone()))
+            .collect();
+        assert_eq!(got, vec![(pid("a"), vec![0.25, 0.75]), (pid("b"), vec![0.25, 0.75])]);
+        assert!(s.contribution_ids.is_empty());
+
+        // Named but not stored.
+        let err = format!("{:#}", load_contributions(&store, &mut snap(&["a", "c"])).unwrap_err());
+        assert!(
+            err.contains("contribution from c that is not stored (contribution/4/c)"),
+            "{err}"
+        );
+        // Garbage under the key.
+        store.put_state("contribution/4/b", b"\xff\xff").unwrap();
+        let err = format!("{:#}", load_contributions(&store, &mut snap(&["b"])).unwrap_err());
+        assert!(
+            err.contains("decoding the stored contribution contribution/4/b"),
+            "{err}"
+        );
+        // Someone else's contribution under the key.
+        let bytes = fedistill_shared::wire::encode_payload(&contribution("a")).unwrap();
+        store.put_state("contribution/4/b", &bytes).unwrap();
+        let err = format!("{:#}", load_contributions(&store, &mut snap(&["b"])).unwrap_err());
+        assert!(
+            err.contains("the stored contribution contribution/4/b is from a, not b"),
+            "{err}"
+        );
     }
 
     #[test]
