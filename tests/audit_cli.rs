@@ -244,3 +244,134 @@ fn a_stricter_quorum_than_the_witnesses_gave_fails() {
         text(&out)
     );
 }
+
+fn checkpoint_note_of_size(bundle: &Path, size: u64) -> std::path::PathBuf {
+    let prefix = format!("{size:020}-");
+    std::fs::read_dir(bundle.join("checkpoints"))
+        .expect("checkpoints dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix))
+        })
+        .expect("a checkpoint of that size")
+}
+
+/// A bundle cut back to the earlier cosigned checkpoint verifies on its own, but not against the later
+/// checkpoint the auditor expects; `--require-payloads` refuses a bundle without (or missing one of)
+/// the payloads that plain verification accepts.
+#[test]
+fn expect_checkpoint_and_require_payloads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("log.db");
+    let trust_path = dir.path().join("trust.toml");
+    std::fs::write(&trust_path, build_store(&db, dir.path())).expect("write trust");
+    let (db_s, trust_s) = (db.to_str().expect("utf8"), trust_path.to_str().expect("utf8"));
+    let export = |name: &str, extra: &[&str]| {
+        let out_dir = dir.path().join(name);
+        let mut args = vec![
+            "audit",
+            "export",
+            "--store",
+            db_s,
+            "--out",
+            out_dir.to_str().expect("utf8"),
+        ];
+        args.extend_from_slice(extra);
+        let out = fedistill(&args);
+        assert!(out.status.success(), "{}", text(&out));
+        out_dir
+    };
+    let verify = |bundle: &Path, extra: &[&str]| {
+        let mut args = vec!["audit", "verify", bundle.to_str().expect("utf8"), "--trust", trust_s];
+        args.extend_from_slice(extra);
+        fedistill(&args)
+    };
+    let full = export("full", &["--payloads"]);
+    let cut = export("cut", &["--payloads", "--size", "3"]);
+    let later = checkpoint_note_of_size(&full, 6);
+    let earlier = checkpoint_note_of_size(&cut, 3);
+    let (later_s, earlier_s) = (later.to_str().expect("utf8"), earlier.to_str().expect("utf8"));
+
+    // (a) The cut bundle is a consistent, cosigned prefix: plain verification says OK...
+    let out = verify(&cut, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("OK: 3 records"), "{}", text(&out));
+    // ...but it does not extend the checkpoint the auditor got from a witness.
+    let out = verify(&cut, &["--expect-checkpoint", later_s]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("FAILED: 1 problem(s)"), "{t}");
+    assert!(
+        t.contains(
+            "first offending item: expected checkpoint: bundle does not extend the expected checkpoint: size 6 root"
+        ),
+        "{t}"
+    );
+    assert!(t.contains("bundle has size 3 root"), "{t}");
+    // The state a participant's witness keeps is such a note (it last cosigned size 6).
+    let kept = dir.path().join("witness-bank-a/witness-checkpoint.note");
+    let out = verify(&cut, &["--expect-checkpoint", kept.to_str().expect("utf8")]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("does not extend the expected checkpoint: size 6"),
+        "{}",
+        text(&out)
+    );
+    let out = verify(&full, &["--expect-checkpoint", kept.to_str().expect("utf8")]);
+    assert!(out.status.success(), "{}", text(&out));
+    // The full bundle extends both the later checkpoint and the earlier one.
+    for expected in [later_s, earlier_s] {
+        let out = verify(&full, &["--expect-checkpoint", expected]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            text(&out).contains("extends the expected checkpoint: size"),
+            "{}",
+            text(&out)
+        );
+    }
+    // A file that is not a signed checkpoint is a clear error.
+    let junk = dir.path().join("junk.note");
+    std::fs::write(&junk, "not a note").expect("write");
+    let out = verify(&full, &["--expect-checkpoint", junk.to_str().expect("utf8")]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("expected checkpoint"), "{}", text(&out));
+
+    // (b) All payloads present: passes and says so.
+    let out = verify(&full, &["--require-payloads"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("all 2 record payloads present"), "{}", text(&out));
+    // Exported without payloads: plain verification is OK (with a note), required payloads fail.
+    let bare = export("bare", &[]);
+    let out = verify(&bare, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = verify(&bare, &["--require-payloads"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("2 of 2 are missing from the bundle: record 3 (contribution)"),
+        "{}",
+        text(&out)
+    );
+    // One payload removed from a full bundle (manifest rewritten to match): named.
+    let mut b = fedistill_shared::audit::Bundle::read_dir(&full).expect("read bundle");
+    let removed = b
+        .files
+        .keys()
+        .find(|k| k.starts_with("payloads/"))
+        .cloned()
+        .expect("a payload");
+    b.files.remove(&removed);
+    b.reseal();
+    let trimmed = dir.path().join("trimmed");
+    b.write_dir(&trimmed).expect("write bundle");
+    let out = verify(&trimmed, &["--require-payloads"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("payloads required (--require-payloads) but 1 of 2 are missing"),
+        "{t}"
+    );
+    let hex16 = &removed["payloads/".len()..][..16];
+    assert!(t.contains(&format!("(contribution) (payload {hex16})")), "{t}");
+}

@@ -12,23 +12,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use fedistill_participant::transport::{connect, ConnectOptions, Kit};
-use fedistill_shared::crypto::{Digest, ReplayGuard};
-use fedistill_shared::wire::messages::{
-    Reply, RoundOpen, SoftLabels, ToCoordinator, ToParticipant, KIND_TO_COORDINATOR, KIND_TO_PARTICIPANT,
-    PROTOCOL_VERSION,
-};
-use fedistill_shared::wire::{encode_frame, recv_message, write_frame};
+use fedistill_shared::crypto::Digest;
+use fedistill_shared::wire::encode_frame;
+use fedistill_shared::wire::messages::{Reply, ToCoordinator, KIND_TO_COORDINATOR, PROTOCOL_VERSION};
 
 use common::{
-    f32_labels, free_udp_port, names, next_seq, provision, read_reply, request, sign, write_participant_config, Procs,
-    StatusServer,
+    free_udp_port, history, metric, names, provision, reject_code, rejections, round_of, write_participant_config,
+    Client, Procs, StatusServer,
 };
 
 /// Overall limit of any single wait; generous because the machine is shared and builds are debug.
 const WAIT: Duration = Duration::from_secs(240);
-/// Classes of the `digits` dataset.
-const CLASSES: usize = 10;
 /// Hidden widths of the deliberately slow teacher (about 8.5 M parameters): labelling a whole round of
 /// ~1,250 public samples takes it seconds, which leaves a wide window to kill a process after the round
 /// opened and before that participant's labels arrive.
@@ -152,36 +146,6 @@ impl Fed {
         let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}{}", p.display(), self.procs.logs()));
         serde_json::from_slice(&bytes).expect("result.json is JSON")
     }
-}
-
-/// The value of a metric line `<series> <value>` in the Prometheus text exposition (0 when absent: a
-/// counter family member is only exposed once incremented).
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
-}
-
-fn rejections(text: &str, reason: &str) -> f64 {
-    metric(
-        text,
-        &format!("fedistill_coordinator_rejections_total{{reason=\"{reason}\"}}"),
-    )
-}
-
-fn history(status: &Value) -> Vec<Value> {
-    status["history"].as_array().cloned().unwrap_or_default()
-}
-
-fn round_of(status: &Value, round: u64) -> Option<Value> {
-    history(status).into_iter().find(|h| h["round"].as_u64() == Some(round))
 }
 
 fn assert_unit(v: &Value, what: &str) {
@@ -444,79 +408,6 @@ fn a_coordinator_restart_keeps_the_round_s_expected_set_and_delivers_its_aggrega
             .map(|a| a.iter().filter_map(|x| x["round"].as_u64()).collect())
             .unwrap_or_default();
         assert!(rounds.contains(&1), "{n} distilled round 1: {r}");
-    }
-}
-
-/// A hand-written participant: a real kit and the real protocol, driven step by step by the test.
-struct Client {
-    kit: Kit,
-    conn: quinn::Connection,
-    seq: u64,
-}
-
-impl Client {
-    async fn connect(dir: &Path) -> Client {
-        let kit = Kit::load(dir).expect("load kit");
-        let conn = connect(&kit, &ConnectOptions::default()).await.expect("mTLS connect");
-        Client { kit, conn, seq: 0 }
-    }
-
-    async fn request(&self, msg: &ToCoordinator) -> Reply {
-        request(&self.conn, msg).await
-    }
-
-    async fn hello(&self) {
-        let r = self
-            .request(&ToCoordinator::Hello {
-                version: PROTOCOL_VERSION,
-                last_checkpoint_size: 0,
-            })
-            .await;
-        assert!(matches!(r, Reply::Welcome { finished: false, .. }), "{r:?}");
-    }
-
-    /// The next round opening pushed by the coordinator, signature-checked with the kit's coordinator key.
-    async fn next_open(&self) -> RoundOpen {
-        let mut guard = ReplayGuard::new(self.kit.federation().clone());
-        loop {
-            let mut recv = self.conn.accept_uni().await.expect("push stream");
-            let (kind, msg) = recv_message::<ToParticipant>(&mut recv, 1 << 24, Duration::from_secs(30))
-                .await
-                .expect("push");
-            assert_eq!(kind, KIND_TO_PARTICIPANT);
-            if let ToParticipant::Open(s) = msg {
-                let round = s.round;
-                return s
-                    .verify(&self.kit.coordinator_key, &mut guard, round)
-                    .expect("coordinator signature")
-                    .into_inner();
-            }
-        }
-    }
-
-    /// Honest-looking soft labels (uniform, F32) for `open`, altered by `tamper`, signed with the kit's key.
-    fn labels(&mut self, open: &RoundOpen, tamper: impl FnOnce(&mut SoftLabels)) -> ToCoordinator {
-        let uniform = vec![1.0 / CLASSES as f32; open.sample_ids.len() * CLASSES];
-        let mut body = f32_labels(open, &uniform, CLASSES);
-        tamper(&mut body);
-        let seq = next_seq(&mut self.seq);
-        ToCoordinator::SoftLabels(sign(&self.kit, open.round, seq, &body))
-    }
-
-    /// Writes `frame` (possibly over the coordinator's cap, possibly cut short), finishes the stream and
-    /// returns the coordinator's reply. Write errors are expected: the coordinator stops reading a bad frame.
-    async fn raw(&self, frame: &[u8]) -> Reply {
-        let (mut send, mut recv) = self.conn.open_bi().await.expect("open stream");
-        let _ = write_frame(&mut send, frame).await;
-        let _ = send.finish();
-        read_reply(&mut recv).await
-    }
-}
-
-fn reject_code(r: &Reply) -> &str {
-    match r {
-        Reply::Reject { code, .. } => code,
-        other => panic!("expected a rejection, got {other:?}"),
     }
 }
 

@@ -213,6 +213,93 @@ fn bad_input_is_refused_with_a_clear_error() {
     assert_eq!(roster_json(&dir)["participant"].as_array().map(|a| a.len()), Some(1));
 }
 
+/// `provision sign` with a signing key another participant already holds is refused, naming that
+/// participant, and leaves the roster and the kits untouched; a roster that lists one key twice does
+/// not load.
+#[test]
+fn a_signing_key_already_in_the_roster_is_refused() {
+    use fedistill_shared::crypto::{FederationId, SigningIdentity};
+    use fedistill_shared::provision::FederationLayout;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("fed");
+    let d = dir.to_str().expect("utf8");
+    ok(&[
+        "provision",
+        "init",
+        "--federation",
+        "acme",
+        "--coordinator-host",
+        "127.0.0.1:9",
+        "--out",
+        d,
+    ]);
+    ok(&["provision", "add-participant", "bank-a", "--out", d]);
+    let roster_path = dir.join("roster.toml");
+    let crl_path = dir.join("crl.pem");
+    let (roster_before, crl_before) = (
+        std::fs::read(&roster_path).expect("roster"),
+        std::fs::read(&crl_path).expect("crl"),
+    );
+    // bank-b enrols properly (its own CSR) but hands in bank-a's public signing key.
+    let local = tmp.path().join("local-b");
+    ok(&[
+        "participant",
+        "enroll",
+        "bank-b",
+        "--out",
+        local.to_str().expect("utf8"),
+    ]);
+    let csr = local.join("client.csr.pem");
+    let a_key = dir.join("kits/bank-a/signing.pub.pem");
+    let err = fails(&[
+        "provision",
+        "sign",
+        "bank-b",
+        csr.to_str().expect("utf8"),
+        "--signing-key",
+        a_key.to_str().expect("utf8"),
+        "--out",
+        d,
+    ]);
+    assert!(
+        err.contains("is already enrolled for participant bank-a (active)"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&roster_path).expect("roster"), roster_before);
+    assert_eq!(std::fs::read(&crl_path).expect("crl"), crl_before);
+    assert!(!dir.join("kits/bank-b").exists());
+    assert_eq!(roster_json(&dir)["participant"].as_array().map(|a| a.len()), Some(1));
+    // With its own key it enrols.
+    let b_key = local.join("signing.pub.pem");
+    ok(&[
+        "provision",
+        "sign",
+        "bank-b",
+        csr.to_str().expect("utf8"),
+        "--signing-key",
+        b_key.to_str().expect("utf8"),
+        "--out",
+        d,
+    ]);
+    assert_eq!(roster_json(&dir)["participant"].as_array().map(|a| a.len()), Some(2));
+
+    // A roster signed by the operator that gives bank-b bank-a's key is refused on load.
+    let layout = FederationLayout::new(&dir);
+    let fed = FederationId::new("acme").expect("valid");
+    let mut roster = layout.load_roster(&fed).expect("roster");
+    roster.participants[1].signing_key = roster.participants[0].signing_key;
+    roster.version += 1;
+    let operator =
+        SigningIdentity::from_pkcs8_pem(&std::fs::read_to_string(layout.operator_key()).expect("operator key"))
+            .expect("operator key parses");
+    std::fs::write(&roster_path, roster.to_signed_toml(&operator).expect("sign")).expect("write roster");
+    let err = fails(&["provision", "roster", "--out", d]);
+    assert!(
+        err.contains("participants bank-a and bank-b have the same signing key"),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn participant_connects_from_a_cli_made_kit_alone() {
     let tmp = tempfile::tempdir().expect("tmp");

@@ -11,7 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use fedistill_participant::transport::{connect, ConnectOptions, Kit};
-use fedistill_shared::crypto::{Digest, ReplayGuard};
+use fedistill_shared::crypto::{Digest, ReplayGuard, Signer};
 use fedistill_shared::wire::messages::{
     Reply, RoundReport, ToCoordinator, ToParticipant, KIND_TO_PARTICIPANT, PROTOCOL_VERSION,
 };
@@ -49,7 +49,7 @@ async fn attacker(dir: std::path::PathBuf) -> Vec<(u64, String)> {
     )
     .await;
     assert!(matches!(hello, Reply::Welcome { .. }), "{hello:?}");
-    let mut guard = ReplayGuard::new(kit.federation().clone());
+    let guard = ReplayGuard::new(kit.federation().clone());
     let mut codes = Vec::new();
     let mut contributed = Vec::new();
     loop {
@@ -64,7 +64,7 @@ async fn attacker(dir: std::path::PathBuf) -> Vec<(u64, String)> {
             ToParticipant::Open(s) => {
                 let round = s.round;
                 let open = s
-                    .verify(&kit.coordinator_key, &mut guard, round)
+                    .verify(&kit.coordinator_key, &Signer::Coordinator, &guard, round)
                     .expect("coordinator signature")
                     .into_inner();
                 let probs: Vec<f32> = open

@@ -166,8 +166,14 @@ async fn handle(
     }
     let mut g = guard.lock().unwrap_or_else(|p| p.into_inner());
     let v = env
-        .verify(&peer.roster_entry.signing_key, &mut g, RoundId(1))
+        .verify(
+            &peer.roster_entry.signing_key,
+            &Signer::Participant(peer.participant.clone()),
+            &g,
+            RoundId(1),
+        )
         .map_err(Failure::Sign)?;
+    g.accept(v.fresh());
     Ok(v.into_inner().text)
 }
 

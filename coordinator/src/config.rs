@@ -38,6 +38,8 @@ struct RawSettings {
     max_frame_bytes: usize,
     #[serde(default = "default_stream_timeout")]
     stream_timeout_ms: u64,
+    #[serde(default = "default_frame_budget")]
+    frame_budget_bytes: usize,
     data: DataSettings,
     #[serde(default)]
     quarantine: Option<RawQuarantine>,
@@ -126,6 +128,10 @@ fn default_max_frame() -> usize {
 fn default_stream_timeout() -> u64 {
     10_000
 }
+/// 256 MiB: eight participants' worth of two full-size frames each at the default cap.
+fn default_frame_budget() -> usize {
+    256 * 1024 * 1024
+}
 
 /// Validated coordinator settings.
 #[derive(Debug, Clone)]
@@ -160,6 +166,9 @@ pub struct CoordinatorSettings {
     pub max_frame_bytes: usize,
     /// How long a peer may take to send a whole frame on a stream.
     pub stream_timeout_ms: u64,
+    /// Memory all request frames being received or decoded may hold together (each participant also has
+    /// its own budget of two full-size frames; docs/security.md, "Memory per connection").
+    pub frame_budget_bytes: usize,
     /// Dataset and split.
     pub data: DataSettings,
     /// Anomaly scores and the quarantine policy (`[quarantine]`, docs/operations.md).
@@ -215,6 +224,13 @@ impl CoordinatorSettings {
             "max_frame_bytes must be between 1024 and {}",
             fedistill_shared::wire::ABSOLUTE_MAX_FRAME
         );
+        let one_participant = 2 * (raw.max_frame_bytes + fedistill_shared::wire::HEADER_LEN);
+        anyhow::ensure!(
+            raw.frame_budget_bytes >= one_participant && raw.frame_budget_bytes <= u32::MAX as usize,
+            "frame_budget_bytes must be between {one_participant} (two frames of max_frame_bytes) and {} (got {})",
+            u32::MAX,
+            raw.frame_budget_bytes
+        );
         let rule = AggregationRule::parse(&raw.rule)?;
         let aggregate_encoding =
             Encoding::parse(&raw.aggregate_encoding).map_err(|e| anyhow::anyhow!("aggregate_encoding: {e}"))?;
@@ -241,6 +257,7 @@ impl CoordinatorSettings {
             aggregate_encoding,
             max_frame_bytes: raw.max_frame_bytes,
             stream_timeout_ms: raw.stream_timeout_ms,
+            frame_budget_bytes: raw.frame_budget_bytes,
             data,
             quarantine,
         })

@@ -36,6 +36,11 @@ pub struct Metrics {
     pub round_seconds: Histogram,
     /// Current log size.
     pub log_size: Gauge,
+    /// Bytes held by request frames being received or decoded, all connections together (set at scrape).
+    pub frame_bytes_in_flight: Gauge,
+    /// Size of the shared in-flight frame budget.
+    pub frame_budget_bytes: Gauge,
+    frame_budget: std::sync::OnceLock<fedistill_shared::wire::FrameBudget>,
 }
 
 impl Metrics {
@@ -70,6 +75,18 @@ impl Metrics {
             round_seconds.clone(),
         );
         registry.register("log_size", "Records in the update log", log_size.clone());
+        let frame_bytes_in_flight = Gauge::default();
+        let frame_budget_bytes = Gauge::default();
+        registry.register(
+            "frame_bytes_in_flight",
+            "Bytes held by request frames being received or decoded, all connections together",
+            frame_bytes_in_flight.clone(),
+        );
+        registry.register(
+            "frame_budget_bytes",
+            "Size of the in-flight frame budget shared by all connections",
+            frame_budget_bytes.clone(),
+        );
         Self {
             registry,
             rounds,
@@ -80,7 +97,16 @@ impl Metrics {
             connected,
             round_seconds,
             log_size,
+            frame_bytes_in_flight,
+            frame_budget_bytes,
+            frame_budget: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Reports the shared in-flight frame budget (its use is read at every scrape).
+    pub fn watch_frame_budget(&self, budget: fedistill_shared::wire::FrameBudget) {
+        self.frame_budget_bytes.set(budget.capacity() as i64);
+        let _ = self.frame_budget.set(budget);
     }
 
     /// Counts a rejection.
@@ -94,6 +120,9 @@ impl Metrics {
 
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
+        if let Some(b) = self.frame_budget.get() {
+            self.frame_bytes_in_flight.set(b.in_use() as i64);
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -30,7 +30,7 @@ use fedistill_shared::wire::messages::{
     AggregateLabels, Reply, ToCoordinator, ToParticipant, KIND_REPLY, KIND_TO_COORDINATOR, KIND_TO_PARTICIPANT,
     PROTOCOL_VERSION,
 };
-use fedistill_shared::wire::{encode_frame, recv_message, send_message, write_frame};
+use fedistill_shared::wire::{encode_frame, recv_message_budgeted, send_message, write_frame, FrameBudget, FrameQuota};
 
 use crate::config::CoordinatorSettings;
 use crate::metrics::{Metrics, Observability, RoundStatus, Status};
@@ -215,12 +215,17 @@ pub async fn run(
 
     let (tx, rx) = mpsc::channel::<Event>(1024);
     let accept_cancel = cancel.child_token();
+    let limits = Arc::new(StreamLimits::new(
+        settings.max_frame_bytes,
+        Duration::from_millis(settings.stream_timeout_ms),
+        settings.frame_budget_bytes,
+    ));
+    obs.metrics.watch_frame_budget(limits.global.clone());
     tokio::spawn(accept_loop(
         server.clone(),
         tx.clone(),
         accept_cancel.clone(),
-        settings.max_frame_bytes,
-        Duration::from_millis(settings.stream_timeout_ms),
+        limits,
         obs.clone(),
     ));
 
@@ -494,6 +499,8 @@ impl Core {
         let sign_code = |e: &SignError| match e {
             SignError::WrongRound { .. } => "wrong_round",
             SignError::Replay { .. } => "replay",
+            SignError::SeqTooFarAhead { .. } => "replay",
+            SignError::SignerMismatch { .. } => "signer_mismatch",
             SignError::WrongFederation { .. } => "wrong_federation",
             SignError::BadSignature { .. } => "bad_signature",
             SignError::Payload(_) => "bad_payload",
@@ -504,6 +511,9 @@ impl Core {
                 format!("{p} has no signing key in the roster"),
             ));
         };
+        // Every envelope must name the participant of the connection it arrived on (its signature covers
+        // that name); the replay guard moves only once the whole message is accepted and stored.
+        let me = Signer::Participant(p.clone());
         match msg {
             ToCoordinator::Hello { version, .. } => {
                 if version != PROTOCOL_VERSION {
@@ -521,12 +531,14 @@ impl Core {
             }
             ToCoordinator::SoftLabels(signed) => {
                 let bytes = signed.payload.len() as u64;
-                let verified = match signed.verify(&key, &mut self.guard, self.sm.round()) {
+                let verified = match signed.verify(&key, &me, &self.guard, self.sm.round()) {
                     Ok(v) => v,
                     Err(e) => return Ok(reject(sign_code(&e), e.to_string())),
                 };
+                let fresh = verified.fresh();
                 match self.sm.handle_soft_labels(now, p, verified) {
                     Ok(()) => {
+                        self.guard.accept(fresh);
                         self.persist_contribution(p)?;
                         self.obs.metrics.contributions.inc();
                         self.obs.metrics.bytes_up.inc_by(bytes);
@@ -538,21 +550,24 @@ impl Core {
                 }
             }
             ToCoordinator::Abstain(signed) => {
-                let verified = match signed.verify(&key, &mut self.guard, self.sm.round()) {
+                let verified = match signed.verify(&key, &me, &self.guard, self.sm.round()) {
                     Ok(v) => v,
                     Err(e) => return Ok(reject(sign_code(&e), e.to_string())),
                 };
+                let fresh = verified.fresh();
                 let body = verified.value().clone();
                 let digest = verified.payload_digest();
                 let sequence = verified.seq();
                 let signature = verified.envelope().signature.clone();
                 let payload = verified.envelope().payload.clone();
+                // Checked before the state machine sees the message, so a refused abstention changes nothing.
+                let figures = match Metric::canonical(body.figures.iter().map(|(n, v)| (n.clone(), *v))) {
+                    Ok(f) => f,
+                    Err(e) => return Ok(reject("bad_payload", e.to_string())),
+                };
                 match self.sm.handle_abstain(now, p, verified) {
                     Ok(()) => {
-                        let figures = match Metric::canonical(body.figures.iter().map(|(n, v)| (n.clone(), *v))) {
-                            Ok(f) => f,
-                            Err(e) => return Ok(reject("bad_payload", e.to_string())),
-                        };
+                        self.guard.accept(fresh);
                         let record = Record::Abstention {
                             round: body.round,
                             participant: p.clone(),
@@ -579,16 +594,20 @@ impl Core {
                 }
             }
             ToCoordinator::Report(signed) => {
-                let verified = match signed.verify(&key, &mut self.guard, self.sm.round()) {
+                let verified = match signed.verify(&key, &me, &self.guard, self.sm.round()) {
                     Ok(v) => v,
                     Err(e) => return Ok(reject(sign_code(&e), e.to_string())),
                 };
+                let fresh = verified.fresh();
                 let body = verified.value().clone();
+                let metrics = match Metric::canonical(body.metrics.iter().map(|(n, v)| (n.clone(), *v))) {
+                    Ok(m) => m,
+                    Err(e) => return Ok(reject("bad_payload", format!("report metrics: {e}"))),
+                };
                 let record = Record::RoundReport {
                     round: body.round,
                     participant: p.clone(),
-                    metrics: Metric::canonical(body.metrics.iter().map(|(n, v)| (n.clone(), *v)))
-                        .map_err(|e| anyhow::anyhow!("report metrics: {e}"))?,
+                    metrics,
                     student_digest: body.student_digest,
                     guard: if body.guard_accepted {
                         "accept".into()
@@ -615,12 +634,14 @@ impl Core {
                 }
                 match self.sm.handle_report(now, p, verified) {
                     Ok(()) => {
+                        self.guard.accept(fresh);
                         let snap = serde_json::to_vec(&self.sm.snapshot_without_payloads())?;
+                        let guard = serde_json::to_vec(&self.guard_state())?;
                         tokio::task::block_in_place(|| {
                             self.store.append_with_state(
                                 &records,
                                 &[(Digest::of(&payload), payload.clone())],
-                                &[(SNAPSHOT_KEY.into(), snap)],
+                                &[(SNAPSHOT_KEY.into(), snap), (GUARD_KEY.into(), guard)],
                             )
                         })?;
                         self.obs.metrics.log_size.set(self.store.size() as i64);
@@ -678,10 +699,13 @@ impl Core {
                     self.round_started = Instant::now();
                     self.round_bytes_up = 0;
                     let s = self.sign(open.round, &open)?;
-                    self.broadcast(&ToParticipant::Open(s))?;
+                    // Persist before broadcast: no participant ever labels for a round opening the store
+                    // does not hold, so a crash between the two re-sends this same opening on reconnect.
                     self.persist_state()?;
                     // The snapshot just written names no contribution: the previous round's are garbage.
                     tokio::task::block_in_place(|| self.store.delete_state_prefix(CONTRIBUTION_PREFIX))?;
+                    failpoint("open-persisted", open.round);
+                    self.broadcast(&ToParticipant::Open(s))?;
                 }
                 Output::Send(p, OutMessage::Open(open)) => {
                     let s = self.sign(open.round, &open)?;
@@ -908,12 +932,56 @@ impl Core {
     }
 }
 
+/// Concurrent request streams one participant may have open, all of its connections together.
+pub const STREAMS_PER_PARTICIPANT: usize = 8;
+
+/// The limits every request stream runs under: the frame cap and deadline, one in-flight frame budget
+/// shared by all connections, and per participant (across its connections) a stream limit and a frame
+/// budget of its own, so one participant at its limits never holds what another needs.
+struct StreamLimits {
+    max_frame: usize,
+    stream_timeout: Duration,
+    global: FrameBudget,
+    per_participant: std::sync::Mutex<BTreeMap<ParticipantId, (Arc<tokio::sync::Semaphore>, FrameQuota)>>,
+}
+
+impl StreamLimits {
+    fn new(max_frame: usize, stream_timeout: Duration, global_bytes: usize) -> Self {
+        Self {
+            max_frame,
+            stream_timeout,
+            global: FrameBudget::new(global_bytes),
+            per_participant: std::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// A participant's own budget: two frames of the largest size (one being read, one being decoded).
+    fn own_budget_bytes(&self) -> usize {
+        2 * (self.max_frame + fedistill_shared::wire::HEADER_LEN)
+    }
+
+    /// The stream slots and frame quota of `p` (created on its first connection, shared by all of them).
+    fn of(&self, p: &ParticipantId) -> (Arc<tokio::sync::Semaphore>, FrameQuota) {
+        let mut map = self.per_participant.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(p.clone())
+            .or_insert_with(|| {
+                (
+                    Arc::new(tokio::sync::Semaphore::new(STREAMS_PER_PARTICIPANT)),
+                    FrameQuota {
+                        own: FrameBudget::new(self.own_budget_bytes()),
+                        global: self.global.clone(),
+                    },
+                )
+            })
+            .clone()
+    }
+}
+
 async fn accept_loop(
     server: Arc<Server>,
     tx: mpsc::Sender<Event>,
     cancel: CancellationToken,
-    max_frame: usize,
-    stream_timeout: Duration,
+    limits: Arc<StreamLimits>,
     obs: Arc<Observability>,
 ) {
     let mut next_id = 0u64;
@@ -926,7 +994,7 @@ async fn accept_loop(
             None => return,
             Some(Err(rejection)) => {
                 warn!(%rejection, "connection refused");
-                obs.metrics.reject("connection_refused");
+                obs.metrics.reject(rejection.code());
                 continue;
             }
             Some(Ok(peer)) => peer,
@@ -937,8 +1005,7 @@ async fn accept_loop(
             next_id,
             tx.clone(),
             cancel.clone(),
-            max_frame,
-            stream_timeout,
+            limits.clone(),
             obs.clone(),
         ));
     }
@@ -949,8 +1016,7 @@ async fn connection(
     conn_id: u64,
     tx: mpsc::Sender<Event>,
     cancel: CancellationToken,
-    max_frame: usize,
-    stream_timeout: Duration,
+    limits: Arc<StreamLimits>,
     obs: Arc<Observability>,
 ) {
     let participant = peer.participant.clone();
@@ -982,8 +1048,18 @@ async fn connection(
     {
         return;
     }
-    // Cap concurrent request streams per connection so one peer cannot exhaust the core loop.
-    let slots = Arc::new(tokio::sync::Semaphore::new(8));
+    // Participants never open unidirectional streams (the server allows none); stop any that appear anyway
+    // so their bytes are never buffered.
+    let uni_conn = conn.clone();
+    let uni = tokio::spawn(async move {
+        while let Ok(mut r) = uni_conn.accept_uni().await {
+            let _ = r.stop(fedistill_shared::tls::close_code::PROTOCOL_VIOLATION.into());
+        }
+    });
+    // Request streams and their frame buffers count against the participant's own limits (shared by its
+    // connections) and the global frame budget, so one peer cannot exhaust the core loop or the memory.
+    let (slots, quota) = limits.of(&participant);
+    let (max_frame, stream_timeout) = (limits.max_frame, limits.stream_timeout);
     loop {
         let stream = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -996,10 +1072,12 @@ async fn connection(
         let tx = tx.clone();
         let participant = participant.clone();
         let obs = obs.clone();
+        let quota = quota.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let reply = match recv_message::<ToCoordinator>(&mut recv, max_frame, stream_timeout).await {
-                Ok((kind, msg)) if kind == KIND_TO_COORDINATOR => {
+            let reply = match recv_message_budgeted::<ToCoordinator>(&mut recv, max_frame, stream_timeout, &quota).await
+            {
+                Ok((kind, msg, _reservation)) if kind == KIND_TO_COORDINATOR => {
                     let (rtx, rrx) = oneshot::channel();
                     if tx
                         .send(Event::Request {
@@ -1017,7 +1095,7 @@ async fn connection(
                         Err(_) => return,
                     }
                 }
-                Ok((kind, _)) => Reply::Reject {
+                Ok((kind, _, _)) => Reply::Reject {
                     code: "bad_frame".into(),
                     message: format!("unexpected frame kind {}", kind.0),
                 },
@@ -1026,6 +1104,7 @@ async fn connection(
                         fedistill_shared::wire::TransportError::Timeout(_) => "timeout",
                         fedistill_shared::wire::TransportError::Wire(_) => "bad_frame",
                         fedistill_shared::wire::TransportError::Truncated { .. } => "truncated",
+                        fedistill_shared::wire::TransportError::Budget { .. } => "too_large",
                         _ => "stream",
                     };
                     warn!(%participant, error = %e, "bad stream");
@@ -1044,7 +1123,22 @@ async fn connection(
         });
     }
     pusher.abort();
+    uni.abort();
     let _ = tx.send(Event::Disconnected { participant, conn_id }).await;
+}
+
+/// Environment variable that names a crash point for fault-injection tests (docs/operations.md).
+pub const FAILPOINT_ENV: &str = "FEDISTILL_FAILPOINT";
+
+/// Aborts the process (as a crash or SIGKILL would) when [`FAILPOINT_ENV`] is `<name>:<round>` for this
+/// point and round. Tests use it to prove that a crash between two steps loses nothing; it is never set in
+/// a deployment, and an unset or different value costs one environment lookup.
+fn failpoint(name: &str, round: RoundId) {
+    let Ok(v) = std::env::var(FAILPOINT_ENV) else { return };
+    if v == format!("{name}:{}", round.0) {
+        error!(failpoint = %v, "failpoint reached: aborting the process");
+        std::process::abort();
+    }
 }
 
 fn unix_micros() -> u64 {

@@ -70,6 +70,15 @@ pub enum Rejection {
         /// Peer address.
         remote: SocketAddr,
     },
+    /// The certificate chains to the CA but lacks the `clientAuth` extended key usage (webpki accepts a
+    /// certificate with no EKU extension at all; the protocol requires `clientAuth`).
+    #[error("{remote} presented a client certificate without the clientAuth EKU ({reason})")]
+    BadEku {
+        /// Peer address.
+        remote: SocketAddr,
+        /// What is wrong with the certificate's EKU.
+        reason: String,
+    },
     /// The certificate chains to the CA but its fingerprint is not in the roster.
     #[error("{remote} presented certificate {fingerprint}, which is not in the roster")]
     UnknownCertificate {
@@ -86,6 +95,16 @@ pub enum Rejection {
         /// The revoked participant.
         participant: ParticipantId,
     },
+    /// This participant already holds its own connection limit open.
+    #[error("connection of {participant} ({remote}) refused: it already has {max} connections open")]
+    TooManyConnectionsForParticipant {
+        /// Peer address.
+        remote: SocketAddr,
+        /// The participant at its limit.
+        participant: ParticipantId,
+        /// Configured per-participant limit.
+        max: usize,
+    },
     /// The connection limit is reached.
     #[error("connection from {remote} refused: {max} connections already open")]
     TooManyConnections {
@@ -94,6 +113,22 @@ pub enum Rejection {
         /// Configured limit.
         max: usize,
     },
+}
+
+impl Rejection {
+    /// A stable short name for metrics and logs (`fedistill_coordinator_rejections{reason=...}`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::Handshake { .. } => "handshake",
+            Rejection::BadAlpn { .. } => "bad_alpn",
+            Rejection::BadEku { .. } => "bad_eku",
+            Rejection::NoCertificate { .. } => "no_certificate",
+            Rejection::UnknownCertificate { .. } => "unknown_certificate",
+            Rejection::Revoked { .. } => "revoked",
+            Rejection::TooManyConnectionsForParticipant { .. } => "participant_connection_limit",
+            Rejection::TooManyConnections { .. } => "connection_limit",
+        }
+    }
 }
 
 /// The files the coordinator's transport reads. [`FederationFiles::from_federation_dir`] fills them
@@ -142,17 +177,25 @@ pub struct ServerOptions {
     pub reload_poll: Duration,
     /// Longest a handshake may take.
     pub handshake_timeout: Duration,
-    /// Most simultaneously open participant connections.
+    /// Most simultaneously open participant connections, all participants together.
     pub max_connections: usize,
+    /// Most simultaneously open connections of any one participant. Checked before the global limit,
+    /// so one participant reaching its own limit never takes a slot another participant needs.
+    pub max_connections_per_participant: usize,
 }
+
+/// Default of [`ServerOptions::max_connections_per_participant`]: a participant needs one connection;
+/// the spare ones cover a reconnect while the previous connection of a crashed process has not timed out.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PARTICIPANT: usize = 4;
 
 impl Default for ServerOptions {
     fn default() -> Self {
         Self {
-            tuning: QuicTuning::default(),
+            tuning: QuicTuning::coordinator(),
             reload_poll: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            max_connections_per_participant: DEFAULT_MAX_CONNECTIONS_PER_PARTICIPANT,
         }
     }
 }
@@ -316,6 +359,13 @@ impl Shared {
             conn.close(close_code::NO_CERTIFICATE.into(), b"client certificate required");
             return Err(Rejection::NoCertificate { remote });
         };
+        if let Err(e) = tls::require_client_auth_eku(&leaf) {
+            conn.close(close_code::NO_CERTIFICATE.into(), b"clientAuth EKU required");
+            return Err(Rejection::BadEku {
+                remote,
+                reason: e.to_string(),
+            });
+        }
         let fingerprint = tls::cert_fingerprint(&leaf);
         let mut st = lock(&self.state);
         let entry = match st.roster.by_fingerprint(&fingerprint) {
@@ -332,8 +382,20 @@ impl Shared {
             }
             Some(e) => e.clone(),
         };
+        let own = st.live.values().filter(|l| l.participant == entry.id).count();
+        if own >= self.opts.max_connections_per_participant {
+            conn.close(
+                close_code::TOO_MANY_CONNECTIONS.into(),
+                b"too many connections for this participant",
+            );
+            return Err(Rejection::TooManyConnectionsForParticipant {
+                remote,
+                participant: entry.id.clone(),
+                max: self.opts.max_connections_per_participant,
+            });
+        }
         if st.live.len() >= self.opts.max_connections {
-            conn.close(close_code::SHUTDOWN.into(), b"too many connections");
+            conn.close(close_code::TOO_MANY_CONNECTIONS.into(), b"too many connections");
             return Err(Rejection::TooManyConnections {
                 remote,
                 max: self.opts.max_connections,

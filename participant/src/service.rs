@@ -510,11 +510,13 @@ async fn handle_push(
         match msg {
             ToParticipant::Open(s) => {
                 let round = s.round;
-                match s.verify(&key, &mut n.replay, round) {
+                match s.verify(&key, &Signer::Coordinator, &n.replay, round) {
                     Ok(v) => {
+                        let fresh = v.fresh();
                         if let Err(e) = session.handle_open(v) {
                             info!(round = round.0, reason = %e, "not labelling this round");
                         } else {
+                            n.replay.accept(fresh);
                             n.round_started.insert(round.0, (Instant::now(), 0));
                         }
                     }
@@ -524,16 +526,18 @@ async fn handle_push(
             ToParticipant::Aggregate(s) => {
                 let round = s.round;
                 let bytes = s.payload.len() as u64;
-                match s.verify(&key, &mut n.replay, round) {
+                match s.verify(&key, &Signer::Coordinator, &n.replay, round) {
                     Ok(v) => {
+                        let fresh = v.fresh();
                         let note = v.value().checkpoint.clone();
                         let contributors = v.value().contributors.len();
                         match SignedCheckpoint::parse(note.as_bytes()) {
                             Ok(sc) => pending_checkpoint = Some((sc, bytes, contributors)),
                             Err(e) => warn!(round = round.0, error = %e, "aggregate carries an unreadable checkpoint"),
                         }
-                        if let Err(e) = session.handle_aggregate(v) {
-                            warn!(round = round.0, reason = %e, "ignoring aggregate");
+                        match session.handle_aggregate(v) {
+                            Ok(()) => n.replay.accept(fresh),
+                            Err(e) => warn!(round = round.0, reason = %e, "ignoring aggregate"),
                         }
                         if let Some(r) = n.round_started.get_mut(&round.0) {
                             r.1 = bytes;

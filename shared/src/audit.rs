@@ -16,8 +16,8 @@
 //! so a change to any byte is a failure. The bundle directory is read and written here; all
 //! checks are pure functions of the bytes.
 
-use crate::crypto::{signing_bytes, FederationId, PublicKey};
-use crate::ledger::note::{check_key_name, Trust};
+use crate::crypto::{envelope_signing_bytes, signing_bytes, FederationId, PublicKey, RoundId, Signer};
+use crate::ledger::note::{check_key_name, Cosigners, Trust};
 use crate::ledger::tree::{leaf_hash, verify_consistency, verify_inclusion, MemoryTree};
 use crate::ledger::{
     Checkpoint, Digest, LogVerifier, ParticipantId, Record, RecordKind, RosterAction, SignedCheckpoint, WitnessKey,
@@ -109,6 +109,10 @@ pub struct Report {
     pub record_signatures: usize,
     /// Things not checked, and why (e.g. no payloads in the bundle).
     pub notes: Vec<String>,
+    /// The expected checkpoint ([`VerifyOptions::expect_checkpoint`]) the bundle was shown to extend.
+    pub extends: Option<Checkpoint>,
+    /// With [`VerifyOptions::require_payloads`]: how many record payloads were required and present.
+    pub payloads_present: Option<usize>,
 }
 
 impl Report {
@@ -484,11 +488,16 @@ pub fn parse_trust(text: &str) -> Result<Trust, AuditError> {
             witnesses.len()
         )));
     }
-    Ok(Trust {
+    let trust = Trust {
         log,
         witnesses,
         quorum: t.quorum,
-    })
+    };
+    // One key listed under two names is one witness; refuse the file rather than guess.
+    trust
+        .check_distinct_witness_keys()
+        .map_err(|e| AuditError::Trust(e.to_string()))?;
+    Ok(trust)
 }
 
 /// Splits `records.bin` into record byte strings; stops at the first framing error.
@@ -604,7 +613,7 @@ pub fn verify(bundle: &Bundle, trust: &Trust, recompute: Option<&dyn Recompute>)
     }
 
     // 3. Checkpoints: signatures, names, forks.
-    let mut valid: Vec<(String, SignedCheckpoint, Vec<String>)> = Vec::new();
+    let mut valid: Vec<(String, SignedCheckpoint, Cosigners)> = Vec::new();
     for (name, bytes) in bundle.files.range(format!("{CHECKPOINTS_DIR}/")..) {
         if !name.starts_with(&format!("{CHECKPOINTS_DIR}/")) {
             break;
@@ -620,13 +629,13 @@ pub fn verify(bundle: &Bundle, trust: &Trust, recompute: Option<&dyn Recompute>)
             report.fail(name.as_str(), "file name does not match the checkpoint's size and root");
             continue;
         }
-        match trust.verify(&sc) {
+        match trust.verify_quorum(&sc) {
             Ok(cosigners) => valid.push((name.clone(), sc, cosigners)),
             Err(e) => report.fail(name.as_str(), e.to_string()),
         }
     }
     valid.sort_by(|a, b| a.1.checkpoint.size.cmp(&b.1.checkpoint.size).then(a.0.cmp(&b.0)));
-    let mut by_size: BTreeMap<u64, &(String, SignedCheckpoint, Vec<String>)> = BTreeMap::new();
+    let mut by_size: BTreeMap<u64, &(String, SignedCheckpoint, Cosigners)> = BTreeMap::new();
     for entry in &valid {
         if let Some(prev) = by_size.get(&entry.1.checkpoint.size) {
             report.fail(
@@ -738,16 +747,24 @@ pub fn verify(bundle: &Bundle, trust: &Trust, recompute: Option<&dyn Recompute>)
         }
     }
 
-    // 5. Witness quorum on the head.
-    let distinct: BTreeSet<&String> = head.2.iter().collect();
-    report.head_cosigners = distinct.iter().map(|s| (*s).clone()).collect();
-    if distinct.len() < trust.quorum {
+    // 5. Witness quorum on the head: distinct public keys count, not names (one key listed under
+    // two names in a trust file cosigns under both, and is still one witness).
+    report.head_cosigners = head.2.names.clone();
+    if !head.2.meets(trust.quorum) {
+        let shared = if head.2.names.len() > head.2.distinct_keys {
+            format!(
+                " ({} names, but only {} distinct keys)",
+                head.2.names.len(),
+                head.2.distinct_keys
+            )
+        } else {
+            String::new()
+        };
         report.fail(
             head.0.as_str(),
             format!(
-                "witness quorum not met: {} of the required {} trusted witnesses cosigned the head checkpoint",
-                distinct.len(),
-                trust.quorum
+                "witness quorum not met: {} of the required {} trusted witnesses cosigned the head checkpoint{shared}",
+                head.2.distinct_keys, trust.quorum
             ),
         );
     }
@@ -841,8 +858,16 @@ pub fn verify(bundle: &Bundle, trust: &Trust, recompute: Option<&dyn Recompute>)
                     );
                     continue;
                 };
-                let msg = signing_bytes(domain, fed, *round, *sequence, payload_digest);
-                if !verify_sig(key, &msg, signature) {
+                if !participant_signature_verifies(
+                    key,
+                    domain,
+                    participant,
+                    fed,
+                    *round,
+                    *sequence,
+                    payload_digest,
+                    signature,
+                ) {
                     report.fail(item.as_str(), format!("signature of {participant} does not verify"));
                 }
                 report.record_signatures += 1;
@@ -953,8 +978,16 @@ pub fn verify(bundle: &Bundle, trust: &Trust, recompute: Option<&dyn Recompute>)
                     );
                     continue;
                 };
-                let msg = signing_bytes(ABSTAIN_DOMAIN, fed, *round, *sequence, message_digest);
-                if !verify_sig(key, &msg, signature) {
+                if !participant_signature_verifies(
+                    key,
+                    ABSTAIN_DOMAIN,
+                    participant,
+                    fed,
+                    *round,
+                    *sequence,
+                    message_digest,
+                    signature,
+                ) {
                     report.fail(item.as_str(), format!("signature of {participant} does not verify"));
                 }
                 report.record_signatures += 1;
@@ -1098,6 +1131,161 @@ pub fn verify(bundle: &Bundle, trust: &Trust, recompute: Option<&dyn Recompute>)
     report
 }
 
+/// What an auditor demands beyond [`verify`] (`fedistill audit verify --expect-checkpoint FILE
+/// --require-payloads`). A bundle is self-consistent on its own; only these tie it to something the
+/// auditor obtained elsewhere.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// A signed checkpoint obtained independently of the bundle (from a witness, or the head of an
+    /// earlier audit). Its log signature must verify under the trusted log key and the bundle must
+    /// extend it: the bundle's head is at least as large, and the root recomputed from the bundle's
+    /// first `size` records equals its root. Without it, a bundle cut back to an earlier signed
+    /// checkpoint verifies (it is a consistent prefix of the log). Cosignature lines on it are not
+    /// needed and not checked.
+    pub expect_checkpoint: Option<SignedCheckpoint>,
+    /// Fail unless every record that names a payload (a contribution's soft labels, a round report's
+    /// or an abstention's signed message) has that payload in the bundle; without payloads,
+    /// aggregates cannot be recomputed and abstentions cannot be compared with their messages.
+    pub require_payloads: bool,
+}
+
+/// [`verify`], then the auditor's own demands in `opts`; their failures come after the bundle's own.
+pub fn verify_with(bundle: &Bundle, trust: &Trust, recompute: Option<&dyn Recompute>, opts: &VerifyOptions) -> Report {
+    let mut report = verify(bundle, trust, recompute);
+    if opts.expect_checkpoint.is_none() && !opts.require_payloads {
+        return report;
+    }
+    let raw = bundle
+        .files
+        .get(RECORDS_FILE)
+        .map(|b| split_records(b, &mut Report::default()))
+        .unwrap_or_default();
+    if let Some(expected) = &opts.expect_checkpoint {
+        check_extends(&raw, trust, expected, &mut report);
+    }
+    if opts.require_payloads {
+        check_payloads_present(bundle, &raw, &mut report);
+    }
+    report
+}
+
+/// Item name of failures about [`VerifyOptions::expect_checkpoint`].
+pub const EXPECTED_CHECKPOINT_ITEM: &str = "expected checkpoint";
+
+fn check_extends(raw: &[Vec<u8>], trust: &Trust, expected: &SignedCheckpoint, report: &mut Report) {
+    let exp = &expected.checkpoint;
+    if let Err(e) = trust.log.verify(expected) {
+        report.fail(
+            EXPECTED_CHECKPOINT_ITEM,
+            format!("does not verify under the trusted log key: {e}"),
+        );
+        return;
+    }
+    let not_extended = |has: String| {
+        format!(
+            "bundle does not extend the expected checkpoint: size {} root {}, bundle has {has}",
+            exp.size, exp.root
+        )
+    };
+    let Some(head) = report.head.clone() else {
+        report.fail(EXPECTED_CHECKPOINT_ITEM, not_extended("no valid checkpoint".into()));
+        return;
+    };
+    if head.size < exp.size {
+        report.fail(
+            EXPECTED_CHECKPOINT_ITEM,
+            not_extended(format!(
+                "size {} root {} (an earlier state of the log: cut back or rolled back)",
+                head.size, head.root
+            )),
+        );
+        return;
+    }
+    // The bundle holds every record, so recompute the root at the expected size from its leaves
+    // (stronger than a consistency proof the bundle would have to supply).
+    let Ok(size) = usize::try_from(exp.size) else {
+        report.fail(EXPECTED_CHECKPOINT_ITEM, not_extended("fewer records".into()));
+        return;
+    };
+    let Some(leaves) = raw.get(..size) else {
+        report.fail(
+            EXPECTED_CHECKPOINT_ITEM,
+            not_extended(format!(
+                "only {} records (head size {} root {})",
+                raw.len(),
+                head.size,
+                head.root
+            )),
+        );
+        return;
+    };
+    let mut tree = MemoryTree::new();
+    for leaf in leaves {
+        tree.push(leaf);
+    }
+    match tree.root(exp.size) {
+        Ok(root) if root == exp.root && (head.size > exp.size || head.root == exp.root) => {
+            report.extends = Some(exp.clone());
+        }
+        Ok(root) => report.fail(
+            EXPECTED_CHECKPOINT_ITEM,
+            not_extended(format!(
+                "root {root} at size {} (head size {} root {}): a different history, a FORK",
+                exp.size, head.size, head.root
+            )),
+        ),
+        Err(e) => report.fail(
+            EXPECTED_CHECKPOINT_ITEM,
+            not_extended(format!("no root at size {}: {e}", exp.size)),
+        ),
+    }
+}
+
+/// How many missing payloads a `--require-payloads` failure lists by name.
+const MISSING_PAYLOADS_NAMED: usize = 5;
+
+fn check_payloads_present(bundle: &Bundle, raw: &[Vec<u8>], report: &mut Report) {
+    let mut total = 0usize;
+    let mut missing = Vec::new();
+    for (i, bytes) in raw.iter().enumerate() {
+        let Ok(rec) = Record::decode(bytes) else {
+            continue; // already a failure of `verify`
+        };
+        let digest = match &rec {
+            Record::Contribution { payload_digest, .. } => payload_digest,
+            Record::RoundReport { message_digest, .. } | Record::Abstention { message_digest, .. } => message_digest,
+            _ => continue,
+        };
+        total += 1;
+        if !bundle
+            .files
+            .contains_key(&format!("{PAYLOADS_DIR}/{}", digest.to_hex()))
+        {
+            missing.push(format!(
+                "{} (payload {})",
+                record_item(i, Some(&rec)),
+                &digest.to_hex()[..16]
+            ));
+        }
+    }
+    if missing.is_empty() {
+        report.payloads_present = Some(total);
+        return;
+    }
+    let more = missing.len().saturating_sub(MISSING_PAYLOADS_NAMED);
+    let mut named = missing[..missing.len().min(MISSING_PAYLOADS_NAMED)].join(", ");
+    if more > 0 {
+        named.push_str(&format!(" and {more} more"));
+    }
+    report.fail(
+        PAYLOADS_DIR,
+        format!(
+            "payloads required (--require-payloads) but {} of {total} are missing from the bundle: {named}",
+            missing.len()
+        ),
+    );
+}
+
 /// Checks a quarantine's evidence (names as written by `protocol::robust`): the score is above the
 /// threshold and, when the policy is recorded, the threshold and the strike count follow from it.
 fn check_quarantine_evidence(evidence: &[crate::ledger::Metric]) -> Result<(), String> {
@@ -1128,6 +1316,33 @@ fn check_quarantine_evidence(evidence: &[crate::ledger::Metric]) -> Result<(), S
         }
     }
     Ok(())
+}
+
+/// Checks a participant's envelope signature as logged: the protocol 3 layout, which covers the signer's
+/// identity ([`envelope_signing_bytes`]), or the protocol 2 layout without it ([`signing_bytes`]) so that
+/// logs written before version 3 still verify. Both are sound offline: the key is the roster's key of the
+/// participant the record names, so a signature by any other participant's key fails either way.
+#[allow(clippy::too_many_arguments)]
+fn participant_signature_verifies(
+    key: &ed25519_dalek::VerifyingKey,
+    domain: &str,
+    participant: &ParticipantId,
+    federation: &FederationId,
+    round: RoundId,
+    sequence: u64,
+    digest: &crate::crypto::Digest,
+    signature: &[u8],
+) -> bool {
+    let signer = Signer::Participant(participant.clone());
+    verify_sig(
+        key,
+        &envelope_signing_bytes(domain, &signer, federation, round, sequence, digest),
+        signature,
+    ) || verify_sig(
+        key,
+        &signing_bytes(domain, federation, round, sequence, digest),
+        signature,
+    )
 }
 
 fn verify_sig(key: &ed25519_dalek::VerifyingKey, msg: &[u8], sig: &[u8]) -> bool {
@@ -2011,6 +2226,194 @@ mod tests {
         assert!(
             f.iter().any(|f| f.contains("says something else than the record")),
             "{f:?}"
+        );
+    }
+
+    // ---- distinct witness keys; expected checkpoint; required payloads ------------------------------
+
+    /// A trust list naming key 31 twice ("w-a" and "w-b"): one key cosigning under both names is
+    /// still one witness, so a quorum of 2 is not met.
+    #[test]
+    fn one_witness_key_under_two_names_does_not_meet_a_quorum_of_two() {
+        let f = fixture(&[31], None);
+        let b = bundle_of(&f, true);
+        let head = &f.checkpoints[2];
+        let mut twice = head.clone();
+        twice.add_cosignature(&Cosignature::sign(&head.checkpoint, "w-b", &key(31), 5).expect("cosign"));
+        let b = replace_checkpoint(&b, head, &twice);
+        let mut t = trust(2);
+        t.witnesses[1].key = key(31).verifying_key();
+        let r = verify(&b, &t, Some(&ProtocolRecompute));
+        assert_eq!(r.failures.len(), 1, "{:?}", r.failures);
+        assert_eq!(first(&r).item, checkpoint_file_name(&head.checkpoint));
+        assert!(
+            first(&r).reason.contains("witness quorum not met: 1 of the required 2"),
+            "{}",
+            first(&r).reason
+        );
+        assert!(
+            first(&r).reason.contains("2 names, but only 1 distinct keys"),
+            "{}",
+            first(&r).reason
+        );
+        t.quorum = 1;
+        assert!(verify(&b, &t, Some(&ProtocolRecompute)).ok());
+    }
+
+    #[test]
+    fn a_trust_file_listing_one_key_under_two_names_is_refused() {
+        let k = |s: u8| hex::encode(key(s).verifying_key().to_bytes());
+        let text = format!(
+            "origin = \"{ORIGIN}\"\ncoordinator_key = \"{}\"\nquorum = 2\n[[witness]]\nname = \"w-a\"\nkey = \"{}\"\n[[witness]]\nname = \"w-b\"\nkey = \"{}\"\n",
+            k(1),
+            k(31),
+            k(31)
+        );
+        let err = parse_trust(&text).expect_err("same key twice");
+        let msg = err.to_string();
+        assert!(msg.contains("witnesses w-a and w-b have the same public key"), "{msg}");
+        assert!(parse_trust(&text.replacen(&k(31), &k(32), 1)).is_ok());
+    }
+
+    fn expecting(b: &Bundle, t: &Trust, expected: &SignedCheckpoint) -> Report {
+        let opts = VerifyOptions {
+            expect_checkpoint: Some(expected.clone()),
+            require_payloads: false,
+        };
+        verify_with(b, t, Some(&ProtocolRecompute), &opts)
+    }
+
+    /// A bundle cut back to an earlier signed checkpoint is a consistent prefix and verifies on its
+    /// own; only the checkpoint the auditor expected shows that it is not the whole log.
+    #[test]
+    fn a_bundle_cut_back_before_the_expected_checkpoint_fails() {
+        let f = fixture(&[31, 32], None);
+        let full = bundle_of(&f, true);
+        let cut = Bundle::build(ExportInput {
+            records: f.records[..6].iter().map(|r| r.encode().expect("encodes")).collect(),
+            checkpoints: f.checkpoints[..2].to_vec(),
+            payloads: Some(f.payloads.clone()),
+        })
+        .expect("builds");
+        let t = trust(1);
+        let plain = verify(&cut, &t, Some(&ProtocolRecompute));
+        assert!(plain.ok(), "{:?}", plain.failures);
+        let later = &f.checkpoints[2];
+        let r = expecting(&cut, &t, later);
+        assert_eq!(r.failures.len(), 1, "{:?}", r.failures);
+        assert_eq!(first(&r).item, EXPECTED_CHECKPOINT_ITEM);
+        let want = format!(
+            "bundle does not extend the expected checkpoint: size 9 root {}, bundle has size 6 root {}",
+            later.checkpoint.root, f.checkpoints[1].checkpoint.root
+        );
+        assert!(first(&r).reason.starts_with(&want), "{}", first(&r).reason);
+        assert_eq!(r.extends, None);
+        // The full bundle extends the later checkpoint (equal size) and the earlier ones (larger).
+        for cp in &f.checkpoints {
+            let r = expecting(&full, &t, cp);
+            assert!(r.ok(), "size {}: {:?}", cp.checkpoint.size, r.failures);
+            assert_eq!(r.extends.as_ref(), Some(&cp.checkpoint));
+        }
+        // A cosignature-free copy (just the log's signature) is enough.
+        assert!(expecting(&full, &t, &later.without_cosignatures()).ok());
+    }
+
+    #[test]
+    fn an_expected_checkpoint_of_another_history_or_key_fails() {
+        let f = fixture(&[31, 32], None);
+        let b = bundle_of(&f, true);
+        let t = trust(2);
+        let signer = LogSigner::new(ORIGIN, key(1)).expect("name");
+        // Same log key, a root at size 6 that the bundle's records do not produce: a fork.
+        let other = signer.sign(6, Digest::of(b"another history")).expect("sign");
+        let r = expecting(&b, &t, &other);
+        assert_eq!(r.failures.len(), 1, "{:?}", r.failures);
+        assert!(
+            first(&r)
+                .reason
+                .contains("bundle does not extend the expected checkpoint: size 6 root"),
+            "{}",
+            first(&r).reason
+        );
+        assert!(first(&r).reason.contains("FORK"), "{}", first(&r).reason);
+        // Same size as the head, different root.
+        let other = signer.sign(9, Digest::of(b"another head")).expect("sign");
+        assert!(expecting(&b, &t, &other).failures[0].reason.contains("FORK"));
+        // Signed by another key: not evidence of anything.
+        let forged = LogSigner::new(ORIGIN, key(9))
+            .expect("name")
+            .sign(20, Digest::of(b"r"))
+            .expect("sign");
+        let r = expecting(&b, &t, &forged);
+        assert_eq!(first(&r).item, EXPECTED_CHECKPOINT_ITEM);
+        assert!(
+            first(&r).reason.contains("does not verify under the trusted log key"),
+            "{}",
+            first(&r).reason
+        );
+    }
+
+    fn requiring_payloads(b: &Bundle) -> Report {
+        let opts = VerifyOptions {
+            expect_checkpoint: None,
+            require_payloads: true,
+        };
+        verify_with(b, &trust(2), Some(&ProtocolRecompute), &opts)
+    }
+
+    #[test]
+    fn require_payloads_names_the_missing_ones() {
+        // The fixture's round report has no stored message: fine for plain verification.
+        let f = fixture(&[31, 32], None);
+        assert!(check(&bundle_of(&f, true)).ok());
+        let r = requiring_payloads(&bundle_of(&f, true));
+        assert_eq!(r.failures.len(), 1, "{:?}", r.failures);
+        assert_eq!(first(&r).item, PAYLOADS_DIR);
+        assert!(
+            first(&r)
+                .reason
+                .contains("1 of 3 are missing from the bundle: record 7 (round_report)"),
+            "{}",
+            first(&r).reason
+        );
+        // Exported without payloads: verifies (with a note), fails when payloads are required.
+        let without = bundle_of(&f, false);
+        assert!(check(&without).ok());
+        let r = requiring_payloads(&without);
+        assert!(
+            first(&r)
+                .reason
+                .contains("3 of 3 are missing from the bundle: record 4 (contribution)"),
+            "{}",
+            first(&r).reason
+        );
+        // With every payload present it passes and says how many.
+        let mut complete = fixture(&[31, 32], None);
+        complete
+            .payloads
+            .push((Digest::of(b"report message"), b"report message".to_vec()));
+        let r = requiring_payloads(&bundle_of(&complete, true));
+        assert!(r.ok(), "{:?}", r.failures);
+        assert_eq!(r.payloads_present, Some(3));
+        // One payload removed (manifest resealed): named.
+        let mut b = bundle_of(&complete, true);
+        let Record::Contribution { payload_digest, .. } = &complete.records[5] else {
+            unreachable!()
+        };
+        b.files.remove(&format!("{PAYLOADS_DIR}/{}", payload_digest.to_hex()));
+        b.reseal();
+        let r = requiring_payloads(&b);
+        let named = r
+            .failures
+            .iter()
+            .find(|x| x.item == PAYLOADS_DIR)
+            .expect("the requirement fails");
+        assert!(
+            named
+                .reason
+                .contains("1 of 3 are missing from the bundle: record 5 (contribution)"),
+            "{}",
+            named.reason
         );
     }
 }

@@ -4,8 +4,8 @@
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use fedistill_coordinator::store::Store;
-use fedistill_shared::audit::{self, Bundle, ExportInput, ProtocolRecompute};
-use fedistill_shared::ledger::{Digest, Record};
+use fedistill_shared::audit::{self, Bundle, ExportInput, ProtocolRecompute, VerifyOptions};
+use fedistill_shared::ledger::{Digest, Record, SignedCheckpoint};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
@@ -43,6 +43,16 @@ pub struct VerifyArgs {
     /// Trust file: coordinator key and origin, witness keys and quorum (see docs/security.md).
     #[arg(long)]
     pub trust: PathBuf,
+    /// A signed checkpoint note obtained independently of the bundle (from a witness, or the head of
+    /// an earlier audit; same format as the bundle's `checkpoints/*.note`). Its log signature must
+    /// verify and the bundle must extend it (same or larger tree whose first records hash to its root).
+    /// Without it, a bundle cut back to an earlier signed checkpoint verifies.
+    #[arg(long, value_name = "FILE")]
+    pub expect_checkpoint: Option<PathBuf>,
+    /// Fail unless every contribution, round report and abstention has its payload in the bundle
+    /// (so every aggregate is recomputed and every abstention compared with its signed message).
+    #[arg(long)]
+    pub require_payloads: bool,
 }
 
 #[derive(Debug, Args)]
@@ -145,8 +155,20 @@ fn verify(a: VerifyArgs) -> anyhow::Result<()> {
     let trust_text =
         std::fs::read_to_string(&a.trust).with_context(|| format!("reading trust file {}", a.trust.display()))?;
     let trust = audit::parse_trust(&trust_text).with_context(|| format!("trust file {}", a.trust.display()))?;
+    let expect_checkpoint = match &a.expect_checkpoint {
+        None => None,
+        Some(path) => {
+            let note =
+                std::fs::read(path).with_context(|| format!("reading expected checkpoint {}", path.display()))?;
+            Some(SignedCheckpoint::parse(&note).with_context(|| format!("expected checkpoint {}", path.display()))?)
+        }
+    };
     let bundle = Bundle::read_dir(&a.bundle).with_context(|| format!("reading bundle {}", a.bundle.display()))?;
-    let report = audit::verify(&bundle, &trust, Some(&ProtocolRecompute));
+    let opts = VerifyOptions {
+        expect_checkpoint,
+        require_payloads: a.require_payloads,
+    };
+    let report = audit::verify_with(&bundle, &trust, Some(&ProtocolRecompute), &opts);
     for n in &report.notes {
         println!("note: {n}");
     }
@@ -164,6 +186,12 @@ fn verify(a: VerifyArgs) -> anyhow::Result<()> {
             report.record_signatures,
             report.aggregates_recomputed
         );
+        if let Some(e) = &report.extends {
+            println!("extends the expected checkpoint: size {} root {}", e.size, e.root);
+        }
+        if let Some(n) = report.payloads_present {
+            println!("all {n} record payloads present");
+        }
         return Ok(());
     }
     println!("FAILED: {} problem(s)", report.failures.len());

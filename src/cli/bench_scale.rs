@@ -770,8 +770,9 @@ async fn participant(
                 ToParticipant::Open(s) => {
                     let round = s.round;
                     let v = s
-                        .verify(&kit.coordinator_key, &mut replay, round)
+                        .verify(&kit.coordinator_key, &Signer::Coordinator, &replay, round)
                         .with_context(|| format!("round {} opening", round.0))?;
+                    let fresh = v.fresh();
                     let i = (round.0 as usize).saturating_sub(1);
                     if obs.len() <= i {
                         obs.resize(i + 1, RoundObs::default());
@@ -782,12 +783,14 @@ async fn participant(
                     session
                         .handle_open(v)
                         .with_context(|| format!("round {} opening", round.0))?;
+                    replay.accept(fresh);
                 }
                 ToParticipant::Aggregate(s) => {
                     let round = s.round;
                     let v = s
-                        .verify(&kit.coordinator_key, &mut replay, round)
+                        .verify(&kit.coordinator_key, &Signer::Coordinator, &replay, round)
                         .with_context(|| format!("round {} aggregate", round.0))?;
+                    let fresh = v.fresh();
                     if let Some(o) = obs.get_mut((round.0 as usize).saturating_sub(1)) {
                         o.aggregated = Some(push.at);
                     }
@@ -797,6 +800,7 @@ async fn participant(
                     session
                         .handle_aggregate(v)
                         .with_context(|| format!("round {} aggregate", round.0))?;
+                    replay.accept(fresh);
                 }
                 ToParticipant::Finished { checkpoint: note, .. } => {
                     // Traffic after the last round is not attributed to it.

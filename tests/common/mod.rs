@@ -16,17 +16,20 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use fedistill_participant::transport::Kit;
-use fedistill_shared::crypto::{FederationId, ParticipantId, RoundId, Signed, SignedMessage, Signer};
+use fedistill_participant::transport::{connect, ConnectOptions, Kit};
+use fedistill_shared::crypto::{FederationId, ParticipantId, ReplayGuard, RoundId, Signed, SignedMessage, Signer};
 use fedistill_shared::protocol::{softlabels, Encoding};
 use fedistill_shared::provision::FederationLayout;
 use fedistill_shared::wire::messages::{
-    sample_ids_digest, Reply, RoundOpen, SoftLabels, ToCoordinator, KIND_REPLY, KIND_TO_COORDINATOR,
+    sample_ids_digest, Reply, RoundOpen, SoftLabels, ToCoordinator, ToParticipant, KIND_REPLY, KIND_TO_COORDINATOR,
+    KIND_TO_PARTICIPANT, PROTOCOL_VERSION,
 };
-use fedistill_shared::wire::{recv_message, send_message};
+use fedistill_shared::wire::{recv_message, send_message, write_frame};
 
 /// The binary under test.
 pub const EXE: &str = env!("CARGO_BIN_EXE_fedistill");
+/// Classes of the `digits` dataset the end-to-end tests federate on.
+pub const CLASSES: usize = 10;
 /// Interval between two polls of a wait.
 const POLL: Duration = Duration::from_millis(25);
 
@@ -238,6 +241,11 @@ impl Procs {
 
     /// Starts `fedistill <args>` as `name` (not already running), stdout and stderr appended to its log.
     pub fn spawn(&mut self, name: &str, args: &[&str]) {
+        self.spawn_with_env(name, args, &[]);
+    }
+
+    /// [`Procs::spawn`] with extra environment variables.
+    pub fn spawn_with_env(&mut self, name: &str, args: &[&str], env: &[(&str, &str)]) {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -248,6 +256,7 @@ impl Procs {
             .args(args)
             .current_dir(self.dir())
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -275,6 +284,25 @@ impl Procs {
         let mut c = self.children.remove(name).expect("process to kill");
         c.kill().expect("SIGKILL");
         let _ = c.wait();
+    }
+
+    /// Waits until `name` exits on its own (whatever its status), stops tracking it and returns the status;
+    /// panics with the logs once `deadline` passed.
+    pub fn wait_exit(&mut self, name: &str, deadline: Instant) -> std::process::ExitStatus {
+        loop {
+            let c = self.children.get_mut(name).expect("a tracked process");
+            if let Ok(Some(st)) = c.try_wait() {
+                self.children.remove(name);
+                return st;
+            }
+            assert!(Instant::now() < deadline, "{name} did not exit{}", self.logs());
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// The OS process id of running process `name`.
+    pub fn pid(&self, name: &str) -> u32 {
+        self.children.get(name).expect("a running process").id()
     }
 
     /// The whole log of `name` (empty when it has none).
@@ -397,5 +425,118 @@ pub fn f32_labels(open: &RoundOpen, probs: &[f32], classes: usize) -> SoftLabels
         classes: classes as u32,
         samples: 100,
         payload: softlabels::encode(probs, rows, classes, Encoding::F32).expect("encode"),
+    }
+}
+
+/// The value of a metric line `<series> <value>` in the Prometheus text exposition (0 when absent: a
+/// counter family member is only exposed once incremented).
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+/// The count of rejections with `reason` in the Prometheus text exposition.
+pub fn rejections(text: &str, reason: &str) -> f64 {
+    metric(
+        text,
+        &format!("fedistill_coordinator_rejections_total{{reason=\"{reason}\"}}"),
+    )
+}
+
+/// The finished rounds of a `/status` document.
+pub fn history(status: &Value) -> Vec<Value> {
+    status["history"].as_array().cloned().unwrap_or_default()
+}
+
+/// Round `round` of `/status` history, once it finished.
+pub fn round_of(status: &Value, round: u64) -> Option<Value> {
+    history(status).into_iter().find(|h| h["round"].as_u64() == Some(round))
+}
+
+/// A hand-written participant: a real kit and the real protocol, driven step by step by the test.
+pub struct Client {
+    /// The participant's real kit.
+    pub kit: Kit,
+    /// Its mutually authenticated connection.
+    pub conn: quinn::Connection,
+    /// Its last sequence number.
+    pub seq: u64,
+}
+
+impl Client {
+    /// Loads the kit in `dir` and connects with it.
+    pub async fn connect(dir: &Path) -> Client {
+        let kit = Kit::load(dir).expect("load kit");
+        let conn = connect(&kit, &ConnectOptions::default()).await.expect("mTLS connect");
+        Client { kit, conn, seq: 0 }
+    }
+
+    /// Sends `msg` on a fresh stream and returns the reply.
+    pub async fn request(&self, msg: &ToCoordinator) -> Reply {
+        request(&self.conn, msg).await
+    }
+
+    /// Hello with the current protocol version; asserts the welcome.
+    pub async fn hello(&self) {
+        let r = self
+            .request(&ToCoordinator::Hello {
+                version: PROTOCOL_VERSION,
+                last_checkpoint_size: 0,
+            })
+            .await;
+        assert!(matches!(r, Reply::Welcome { finished: false, .. }), "{r:?}");
+    }
+
+    /// The next round opening pushed by the coordinator, signature-checked with the kit's coordinator key.
+    pub async fn next_open(&self) -> RoundOpen {
+        let guard = ReplayGuard::new(self.kit.federation().clone());
+        loop {
+            let mut recv = self.conn.accept_uni().await.expect("push stream");
+            let (kind, msg) = recv_message::<ToParticipant>(&mut recv, 1 << 24, Duration::from_secs(30))
+                .await
+                .expect("push");
+            assert_eq!(kind, KIND_TO_PARTICIPANT);
+            if let ToParticipant::Open(s) = msg {
+                let round = s.round;
+                return s
+                    .verify(&self.kit.coordinator_key, &Signer::Coordinator, &guard, round)
+                    .expect("coordinator signature")
+                    .into_inner();
+            }
+        }
+    }
+
+    /// Honest-looking soft labels (uniform, F32) for `open`, altered by `tamper`, signed with the kit's key.
+    pub fn labels(&mut self, open: &RoundOpen, tamper: impl FnOnce(&mut SoftLabels)) -> ToCoordinator {
+        let uniform = vec![1.0 / CLASSES as f32; open.sample_ids.len() * CLASSES];
+        let mut body = f32_labels(open, &uniform, CLASSES);
+        tamper(&mut body);
+        let seq = next_seq(&mut self.seq);
+        ToCoordinator::SoftLabels(sign(&self.kit, open.round, seq, &body))
+    }
+
+    /// Writes `frame` (possibly over the coordinator's cap, possibly cut short), finishes the stream and
+    /// returns the coordinator's reply. Write errors are expected: the coordinator stops reading a bad frame.
+    pub async fn raw(&self, frame: &[u8]) -> Reply {
+        let (mut send, mut recv) = self.conn.open_bi().await.expect("open stream");
+        let _ = write_frame(&mut send, frame).await;
+        let _ = send.finish();
+        read_reply(&mut recv).await
+    }
+}
+
+/// The code of a rejection; panics on any other reply.
+pub fn reject_code(r: &Reply) -> &str {
+    match r {
+        Reply::Reject { code, .. } => code,
+        other => panic!("expected a rejection, got {other:?}"),
     }
 }

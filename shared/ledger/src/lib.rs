@@ -17,7 +17,8 @@ pub mod tree;
 
 pub use ids::{Digest, DigestParseError, ParticipantId, RoundId};
 pub use note::{
-    Checkpoint, Cosignature, LogSigner, LogVerifier, NoteError, NoteSignature, SignedCheckpoint, Trust, WitnessKey,
+    Checkpoint, Cosignature, Cosigners, LogSigner, LogVerifier, NoteError, NoteSignature, SignedCheckpoint, Trust,
+    WitnessKey,
 };
 pub use record::{Metric, Record, RecordError, RecordKind, RosterAction};
 pub use tree::{MemoryTree, NodeSource, ProofError};

@@ -63,6 +63,14 @@ pub enum NoteError {
     /// A key name is empty or contains whitespace or '+'.
     #[error("invalid key name {0:?}")]
     KeyName(String),
+    /// Two trusted witnesses share one public key (a key counts once toward a quorum).
+    #[error("witnesses {first} and {second} have the same public key; list each witness key once")]
+    DuplicateWitnessKey {
+        /// The name listed first.
+        first: String,
+        /// The later name with the same key.
+        second: String,
+    },
 }
 
 fn malformed(m: impl Into<String>) -> NoteError {
@@ -464,10 +472,49 @@ pub struct Trust {
 }
 
 impl Trust {
+    /// Refuses a witness list that names one public key twice (under the same or different names):
+    /// such a list would let one key's cosignatures count twice toward a quorum. Quorums count
+    /// distinct keys regardless ([`Trust::verify_quorum`]); this is the load-time refusal.
+    pub fn check_distinct_witness_keys(&self) -> Result<(), NoteError> {
+        for (i, w) in self.witnesses.iter().enumerate() {
+            if let Some(first) = self.witnesses[..i].iter().find(|o| o.key == w.key) {
+                return Err(NoteError::DuplicateWitnessKey {
+                    first: first.name.clone(),
+                    second: w.name.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Verifies every signature line of `sc`: the log's signature must be present and valid, every
     /// other line must be a valid cosignature from a trusted witness (unknown signers are refused,
     /// so nothing in a bundle goes unchecked). Returns the names of the witnesses that cosigned.
+    /// Names are not a quorum: one key listed under two names cosigns twice; count with
+    /// [`Trust::verify_quorum`].
     pub fn verify(&self, sc: &SignedCheckpoint) -> Result<Vec<String>, NoteError> {
+        Ok(self.verify_cosigners(sc)?.into_iter().map(|w| w.name.clone()).collect())
+    }
+
+    /// Verifies as [`Trust::verify`] and returns what counts toward the quorum: the cosigners'
+    /// names and the number of **distinct public keys** among them.
+    pub fn verify_quorum(&self, sc: &SignedCheckpoint) -> Result<Cosigners, NoteError> {
+        let cosigners = self.verify_cosigners(sc)?;
+        let mut keys: Vec<[u8; 32]> = cosigners.iter().map(|w| w.key.to_bytes()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut names: Vec<String> = cosigners.iter().map(|w| w.name.clone()).collect();
+        names.sort();
+        names.dedup();
+        Ok(Cosigners {
+            names,
+            distinct_keys: keys.len(),
+        })
+    }
+
+    /// Verifies every signature line (see [`Trust::verify`]); returns the trusted witness entry
+    /// behind each verified cosignature, in note order.
+    pub fn verify_cosigners(&self, sc: &SignedCheckpoint) -> Result<Vec<&WitnessKey>, NoteError> {
         self.log.verify(sc)?;
         let log_id = self.log.key_id();
         let mut cosigners = Vec::new();
@@ -485,9 +532,25 @@ impl Trust {
                 })?;
             let c = Cosignature::from_note_signature(line)?;
             w.verify(&sc.checkpoint, &c)?;
-            cosigners.push(w.name.clone());
+            cosigners.push(w);
         }
         Ok(cosigners)
+    }
+}
+
+/// The witnesses whose cosignatures on one checkpoint verified.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Cosigners {
+    /// Their names, sorted, each once.
+    pub names: Vec<String>,
+    /// How many distinct public keys cosigned: what a quorum counts.
+    pub distinct_keys: usize,
+}
+
+impl Cosigners {
+    /// True when at least `quorum` distinct keys cosigned.
+    pub fn meets(&self, quorum: usize) -> bool {
+        self.distinct_keys >= quorum
     }
 }
 
@@ -625,6 +688,58 @@ mod tests {
         let mut u = sc.clone();
         u.add_cosignature(&Cosignature::sign(&sc.checkpoint, "w3", &key(13), 5).expect("cosigns"));
         assert!(matches!(trust.verify(&u), Err(NoteError::UnknownSigner { .. })));
+    }
+
+    /// One key listed under two names cosigns once per name; the quorum counts it once.
+    #[test]
+    fn a_quorum_counts_distinct_keys_not_names() {
+        let signer = LogSigner::new("fed", key(1)).expect("valid");
+        let mut sc = signer.sign(3, Digest::of(b"r")).expect("signs");
+        let trust = Trust {
+            log: signer.verifier(),
+            witnesses: vec![
+                WitnessKey {
+                    name: "w1".into(),
+                    key: key(11).verifying_key(),
+                },
+                WitnessKey {
+                    name: "w1-alias".into(),
+                    key: key(11).verifying_key(),
+                },
+                WitnessKey {
+                    name: "w2".into(),
+                    key: key(12).verifying_key(),
+                },
+            ],
+            quorum: 2,
+        };
+        for name in ["w1", "w1-alias"] {
+            sc.add_cosignature(&Cosignature::sign(&sc.checkpoint, name, &key(11), 7).expect("cosigns"));
+        }
+        // Both lines verify, so the names alone look like two witnesses...
+        assert_eq!(trust.verify(&sc).expect("verifies").len(), 2);
+        // ...but they are one key: no quorum of 2.
+        let q = trust.verify_quorum(&sc).expect("verifies");
+        assert_eq!(q.names, vec!["w1".to_string(), "w1-alias".to_string()]);
+        assert_eq!(q.distinct_keys, 1);
+        assert!(!q.meets(2) && q.meets(1));
+        sc.add_cosignature(&Cosignature::sign(&sc.checkpoint, "w2", &key(12), 7).expect("cosigns"));
+        let q = trust.verify_quorum(&sc).expect("verifies");
+        assert_eq!(q.distinct_keys, 2);
+        assert!(q.meets(2));
+        // Such a witness list is refused where it is loaded, naming both names.
+        let err = trust.check_distinct_witness_keys().expect_err("duplicate key");
+        assert_eq!(
+            err,
+            NoteError::DuplicateWitnessKey {
+                first: "w1".into(),
+                second: "w1-alias".into()
+            }
+        );
+        assert!(err.to_string().contains("w1 and w1-alias"), "{err}");
+        let mut distinct = trust.clone();
+        distinct.witnesses.remove(1);
+        assert_eq!(distinct.check_distinct_witness_keys(), Ok(()));
     }
 }
 

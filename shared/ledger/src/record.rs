@@ -189,7 +189,8 @@ pub enum Record {
     /// A verified soft-label contribution. `payload_digest` is the SHA-256 of the exact message
     /// bytes the participant signed (its `SoftLabels` wire message); those bytes are stored beside
     /// the log under that digest, and `signature` is the participant's envelope signature over
-    /// `shared::crypto::signing_bytes("fedistill/soft-labels", federation, round, sequence, payload_digest)`.
+    /// `shared::crypto::envelope_signing_bytes("fedistill/soft-labels", participant, federation, round,
+    /// sequence, payload_digest)` (logs written by protocol 2 used `signing_bytes`, without the participant).
     Contribution {
         /// Round number.
         round: RoundId,
@@ -218,8 +219,9 @@ pub enum Record {
         signature: Vec<u8>,
     },
     /// A participant's report after distilling the round's student. Like a contribution, it
-    /// carries the participant's envelope signature over `signing_bytes("fedistill/round-report",
-    /// federation, round, sequence, message_digest)`; the message bytes may be stored as a payload.
+    /// carries the participant's envelope signature over `envelope_signing_bytes("fedistill/round-report",
+    /// participant, federation, round, sequence, message_digest)`; the message bytes may be stored as a
+    /// payload.
     RoundReport {
         /// Round number.
         round: RoundId,
@@ -261,8 +263,9 @@ pub enum Record {
         delta: f64,
     },
     /// A participant said, signed, that it does not contribute to a round. Like a contribution it carries
-    /// the participant's envelope signature over `signing_bytes("fedistill/abstain", federation, round,
-    /// sequence, message_digest)`; the signed `Abstain` message bytes are stored as a payload.
+    /// the participant's envelope signature over `envelope_signing_bytes("fedistill/abstain", participant,
+    /// federation, round, sequence, message_digest)`; the signed `Abstain` message bytes are stored as a
+    /// payload.
     Abstention {
         /// Round number.
         round: RoundId,

@@ -7,7 +7,7 @@
 use super::ids::{hex_to_array, HexError};
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::spki::{DecodePublicKey, EncodePublicKey};
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, KeypairBytes};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -74,15 +74,23 @@ impl SigningIdentity {
         self.key.sign(message).to_bytes()
     }
 
-    /// PKCS#8 v2 PEM (`-----BEGIN PRIVATE KEY-----`), LF line endings.
+    /// RFC 8410 PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`), LF line endings: a version-0 (v1)
+    /// `PrivateKeyInfo` holding only the 32-byte seed, no public key, the form `openssl genpkey -algorithm
+    /// ed25519`, OpenSSL 3.0's `openssl pkey` and Python's `cryptography` read and write. (ed25519-dalek's own
+    /// encoder writes a version-1 `OneAsymmetricKey` with the public key embedded, which those tools refuse.)
     pub fn to_pkcs8_pem(&self) -> Result<String, KeyError> {
-        self.key
-            .to_pkcs8_pem(LineEnding::LF)
-            .map(|z| z.to_string())
-            .map_err(|e| KeyError::Encode(e.to_string()))
+        KeypairBytes {
+            secret_key: self.key.to_bytes(),
+            public_key: None,
+        }
+        .to_pkcs8_pem(LineEnding::LF)
+        .map(|z| z.to_string())
+        .map_err(|e| KeyError::Encode(e.to_string()))
     }
 
-    /// Parses a PKCS#8 PEM private key; a contained public key must match the private one.
+    /// Parses a PKCS#8 PEM private key, either form: RFC 8410 v1 (seed only, what [`Self::to_pkcs8_pem`]
+    /// writes) or RFC 5958 v2 with the public key embedded (what earlier versions wrote), in which case the
+    /// contained public key must match the private one.
     pub fn from_pkcs8_pem(pem: &str) -> Result<Self, KeyError> {
         SigningKey::from_pkcs8_pem(pem)
             .map(|key| Self { key })
@@ -192,6 +200,34 @@ mod tests {
         assert_eq!(PublicKey::from_pem(&pub_pem).expect("decode pub"), id.public_key());
         let hex = id.public_key().to_string();
         assert_eq!(hex.parse::<PublicKey>().expect("hex"), id.public_key());
+    }
+
+    /// The seed-only RFC 8410 form, byte for byte (RFC 8410 section 10.3 layout): version 0, no public key.
+    #[test]
+    fn private_key_pem_is_rfc8410_pkcs8_v1() {
+        let id = SigningIdentity::from_seed([7u8; 32]);
+        let pem = id.to_pkcs8_pem().expect("encode");
+        assert_eq!(
+            pem,
+            "-----BEGIN PRIVATE KEY-----\n\
+             MC4CAQAwBQYDK2VwBCIEIAcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcH\n\
+             -----END PRIVATE KEY-----\n"
+        );
+    }
+
+    /// Keys written by earlier versions (ed25519-dalek's PKCS#8 v2 with the public key) still load, and
+    /// a v2 document whose public key does not match its seed is refused.
+    #[test]
+    fn previous_pkcs8_v2_keys_still_load() {
+        let v2 = "-----BEGIN PRIVATE KEY-----\n\
+                  MFECAQEwBQYDK2VwBCIEIAcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcH\n\
+                  gSEA6kpsY+KcUgq+9VB7Ey7F+ZVHdq6+vnuSQh7qaRRG0iw=\n\
+                  -----END PRIVATE KEY-----\n";
+        let id = SigningIdentity::from_pkcs8_pem(v2).expect("v2 still loads");
+        assert_eq!(id.public_key(), SigningIdentity::from_seed([7u8; 32]).public_key());
+        // The same document with the last public key byte changed (0x2c -> 0x2d).
+        let mismatched = v2.replace("0iw=", "0i0=");
+        assert!(SigningIdentity::from_pkcs8_pem(&mismatched).is_err());
     }
 
     #[test]

@@ -7,5 +7,6 @@ pub mod signed;
 pub use ids::{validate_name, Digest, FederationId, HexError, NameError, ParticipantId, RoundId};
 pub use keys::{KeyError, PublicKey, SigningIdentity, SIGNATURE_LEN};
 pub use signed::{
-    signing_bytes, ReplayGuard, SequenceCounter, SignError, Signed, SignedMessage, Signer, Verified, SIGNING_CONTEXT,
+    envelope_signing_bytes, signing_bytes, Fresh, ReplayGuard, SeqCeiling, SequenceCounter, SignError, Signed,
+    SignedMessage, Signer, Verified, MAX_SEQ_AHEAD_MICROS, SIGNING_CONTEXT, SIGNING_CONTEXT_V1,
 };

@@ -1,10 +1,15 @@
 //! Domain-separated signed envelopes: `Signed<T>` travels, only `Verified<T>` comes out of verification.
 //!
-//! The signature covers [`signing_bytes`]: a fixed context string, the message kind's domain tag, the
-//! federation, the round, the sender's sequence number and the SHA-256 of the exact payload bytes that
-//! travel in the envelope. Verification hashes the bytes as received (never a re-encoding), checks with
-//! `verify_strict`, and only then decodes the payload. A [`ReplayGuard`] rejects old sequence numbers,
-//! other rounds and other federations. The layout is in docs/protocol.md ("Signed envelope").
+//! The signature covers [`envelope_signing_bytes`]: a fixed context string, the message kind's domain tag,
+//! the signer's identity, the federation, the round, the sender's sequence number and the SHA-256 of the
+//! exact payload bytes that travel in the envelope. Verification first checks that the envelope names the
+//! identity the caller authenticated (the connection's participant), then hashes the bytes as received
+//! (never a re-encoding), checks with `verify_strict`, and only then decodes the payload. It changes no
+//! state: a [`ReplayGuard`] rejects old sequence numbers and numbers implausibly far ahead, and records
+//! a sequence number only when the caller calls [`ReplayGuard::accept`] after the whole message was
+//! accepted, so a message that is refused for any reason cannot move the guard. The layout is in
+//! docs/protocol.md ("Signed envelope"); why the signer is inside the signed bytes is in docs/security.md
+//! ("Message authentication").
 
 use super::ids::{Digest, FederationId, ParticipantId, RoundId};
 use super::keys::{PublicKey, SigningIdentity, SIGNATURE_LEN};
@@ -15,8 +20,15 @@ use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
 
-/// Context string that opens every signed byte string; bump the suffix if the layout ever changes.
-pub const SIGNING_CONTEXT: &[u8] = b"fedistill/signed/v1";
+/// Context string that opens every envelope's signed bytes (protocol 3 and later); bump the suffix if the
+/// layout ever changes.
+pub const SIGNING_CONTEXT: &[u8] = b"fedistill/signed/v2";
+/// Context string of the earlier layout without the signer: operator-signed documents (the roster) use it,
+/// and auditors accept it for envelopes logged by protocol version 2 coordinators.
+pub const SIGNING_CONTEXT_V1: &[u8] = b"fedistill/signed/v1";
+/// How far ahead of the verifier's wall clock a sequence number may be, in microseconds (senders number
+/// their messages with the wall clock in microseconds): one hour of clock skew.
+pub const MAX_SEQ_AHEAD_MICROS: u64 = 3_600_000_000;
 
 /// A message type that travels inside [`Signed`]. `DOMAIN` must be unique per message kind, e.g.
 /// `"fedistill/soft-labels"`, so a signature for one kind never verifies as another.
@@ -56,6 +68,25 @@ pub enum SignError {
         /// Round named in the envelope.
         got: RoundId,
     },
+    /// The envelope names a signer other than the identity the verifier authenticated (for example the
+    /// participant of the mutually authenticated connection it arrived on).
+    #[error("envelope names signer {claimed}, but the message arrived from {authenticated}")]
+    SignerMismatch {
+        /// The identity the verifier authenticated.
+        authenticated: Signer,
+        /// The signer named in the envelope.
+        claimed: Signer,
+    },
+    /// The sequence number is implausibly far ahead (senders number messages with their wall clock).
+    #[error("sequence number {seq} from {signer} is more than an hour ahead of this clock ({ceiling})")]
+    SeqTooFarAhead {
+        /// Signer of the envelope.
+        signer: Signer,
+        /// Sequence number in the envelope.
+        seq: u64,
+        /// Highest sequence number the guard accepts now.
+        ceiling: u64,
+    },
     /// The sequence number is not above the last one accepted from this signer.
     #[error("replayed message from {signer}: seq {seq} <= last accepted {last}")]
     Replay {
@@ -89,9 +120,56 @@ impl fmt::Display for Signer {
     }
 }
 
-/// The exact bytes an ed25519 signature covers (public so auditors can re-verify offline):
+impl Signer {
+    /// The signer's tag and name as they enter [`envelope_signing_bytes`]: tag 0 and an empty name for the
+    /// coordinator, tag 1 and the participant id for a participant.
+    fn signing_parts(&self) -> (u8, &str) {
+        match self {
+            Signer::Coordinator => (0, ""),
+            Signer::Participant(p) => (1, p.as_str()),
+        }
+    }
+}
+
+/// Appends `u16 BE len | bytes`, truncating at `u16::MAX` (domains are short literals; federation and
+/// participant ids are at most 64 bytes, so nothing real is ever truncated).
+fn push_short(out: &mut Vec<u8>, bytes: &[u8]) {
+    let b = &bytes[..bytes.len().min(u16::MAX as usize)];
+    out.extend_from_slice(&(b.len() as u16).to_be_bytes());
+    out.extend_from_slice(b);
+}
+
+/// The exact bytes an envelope's ed25519 signature covers (public so auditors can re-verify offline):
 ///
-/// `SIGNING_CONTEXT | u16 BE len | domain | u16 BE len | federation | round u64 BE | seq u64 BE | digest[32]`.
+/// `SIGNING_CONTEXT | u16 BE len | domain | signer tag u8 | u16 BE len | signer name | u16 BE len |
+/// federation | round u64 BE | seq u64 BE | digest[32]`, where the tag is 0 for the coordinator (empty
+/// name) and 1 for a participant (its id).
+pub fn envelope_signing_bytes(
+    domain: &str,
+    signer: &Signer,
+    federation: &FederationId,
+    round: RoundId,
+    seq: u64,
+    payload_digest: &Digest,
+) -> Vec<u8> {
+    let (tag, name) = signer.signing_parts();
+    let mut out = Vec::with_capacity(SIGNING_CONTEXT.len() + 7 + domain.len() + name.len() + 64 + 16 + 32);
+    out.extend_from_slice(SIGNING_CONTEXT);
+    push_short(&mut out, domain.as_bytes());
+    out.push(tag);
+    push_short(&mut out, name.as_bytes());
+    push_short(&mut out, federation.as_str().as_bytes());
+    out.extend_from_slice(&round.0.to_be_bytes());
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend_from_slice(&payload_digest.0);
+    out
+}
+
+/// The earlier layout without the signer (`SIGNING_CONTEXT_V1`), for operator-signed documents (the
+/// roster, whose only signer is the operator key) and for auditors re-verifying envelopes that a
+/// protocol version 2 coordinator logged:
+///
+/// `SIGNING_CONTEXT_V1 | u16 BE len | domain | u16 BE len | federation | round u64 BE | seq u64 BE | digest[32]`.
 pub fn signing_bytes(
     domain: &str,
     federation: &FederationId,
@@ -99,15 +177,10 @@ pub fn signing_bytes(
     seq: u64,
     payload_digest: &Digest,
 ) -> Vec<u8> {
-    let d = domain.as_bytes();
-    let f = federation.as_str().as_bytes();
-    let mut out = Vec::with_capacity(SIGNING_CONTEXT.len() + 4 + d.len() + f.len() + 16 + 32);
-    out.extend_from_slice(SIGNING_CONTEXT);
-    // Domains are short literals and federation ids are at most 64 bytes, so u16 always fits.
-    out.extend_from_slice(&(d.len().min(u16::MAX as usize) as u16).to_be_bytes());
-    out.extend_from_slice(&d[..d.len().min(u16::MAX as usize)]);
-    out.extend_from_slice(&(f.len() as u16).to_be_bytes());
-    out.extend_from_slice(f);
+    let mut out = Vec::with_capacity(SIGNING_CONTEXT_V1.len() + 4 + domain.len() + 64 + 16 + 32);
+    out.extend_from_slice(SIGNING_CONTEXT_V1);
+    push_short(&mut out, domain.as_bytes());
+    push_short(&mut out, federation.as_str().as_bytes());
     out.extend_from_slice(&round.0.to_be_bytes());
     out.extend_from_slice(&seq.to_be_bytes());
     out.extend_from_slice(&payload_digest.0);
@@ -130,7 +203,7 @@ pub struct Signed<T> {
     /// The encoded message; the signature covers the SHA-256 of exactly these bytes.
     #[serde(with = "crate::wire::frame::bytes")]
     pub payload: Vec<u8>,
-    /// ed25519 signature over [`signing_bytes`].
+    /// ed25519 signature over [`envelope_signing_bytes`].
     #[serde(with = "crate::wire::frame::bytes")]
     pub signature: Vec<u8>,
     #[serde(skip)]
@@ -184,7 +257,14 @@ impl<T: SignedMessage> Signed<T> {
         let payload = encode_payload(message).map_err(SignError::Payload)?;
         let digest = Digest::of(&payload);
         let signature = identity
-            .sign_raw(&signing_bytes(T::DOMAIN, &federation, round, seq, &digest))
+            .sign_raw(&envelope_signing_bytes(
+                T::DOMAIN,
+                &signer,
+                &federation,
+                round,
+                seq,
+                &digest,
+            ))
             .to_vec();
         Ok(Self {
             signer,
@@ -199,7 +279,7 @@ impl<T: SignedMessage> Signed<T> {
 
     fn check_signature(&self, key: &PublicKey) -> Result<Digest, SignError> {
         let digest = self.payload_digest();
-        let msg = signing_bytes(T::DOMAIN, &self.federation, self.round, self.seq, &digest);
+        let msg = envelope_signing_bytes(T::DOMAIN, &self.signer, &self.federation, self.round, self.seq, &digest);
         if self.signature.len() != SIGNATURE_LEN || !key.verify_strict(&msg, &self.signature) {
             return Err(SignError::BadSignature {
                 signer: self.signer.clone(),
@@ -211,15 +291,25 @@ impl<T: SignedMessage> Signed<T> {
         Ok(digest)
     }
 
-    /// Online verification: federation and round must match, the signature must verify under `key`
-    /// (the roster's key for `self.signer`), the sequence number must be fresh, and the payload must
-    /// decode. The guard records the sequence number only when everything passed.
+    /// Online verification, in this order: the envelope must name `authenticated` (the identity the
+    /// caller established, e.g. the connection's participant), federation and round must match, the
+    /// sequence number must be fresh under `guard` (above the last accepted, not implausibly far ahead),
+    /// the signature must verify under `key` (the roster's key for `authenticated`), and the payload must
+    /// decode. Nothing changes state: once the caller has accepted the whole message it records the
+    /// sequence number with [`ReplayGuard::accept`].
     pub fn verify(
         self,
         key: &PublicKey,
-        guard: &mut ReplayGuard,
+        authenticated: &Signer,
+        guard: &ReplayGuard,
         expected_round: RoundId,
     ) -> Result<Verified<T>, SignError> {
+        if &self.signer != authenticated {
+            return Err(SignError::SignerMismatch {
+                authenticated: authenticated.clone(),
+                claimed: self.signer,
+            });
+        }
         if self.federation != guard.federation {
             return Err(SignError::WrongFederation {
                 expected: guard.federation.clone(),
@@ -235,7 +325,6 @@ impl<T: SignedMessage> Signed<T> {
         guard.check(&self.signer, self.seq)?;
         let digest = self.check_signature(key)?;
         let value = decode_payload(&self.payload).map_err(SignError::Payload)?;
-        guard.record(&self.signer, self.seq);
         Ok(Verified {
             value,
             digest,
@@ -259,6 +348,14 @@ impl<T: SignedMessage> Signed<T> {
             envelope: self,
         })
     }
+}
+
+/// The signer and sequence number of a verified envelope, to record in a [`ReplayGuard`] once the message
+/// is accepted. Only [`Verified::fresh`] makes one, so only an authenticated envelope moves a guard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fresh {
+    signer: Signer,
+    seq: u64,
 }
 
 /// A message whose signature, federation, round and freshness have been checked. Only
@@ -287,6 +384,13 @@ impl<T> Verified<T> {
     pub fn seq(&self) -> u64 {
         self.envelope.seq
     }
+    /// What [`ReplayGuard::accept`] records once the caller accepted the message.
+    pub fn fresh(&self) -> Fresh {
+        Fresh {
+            signer: self.envelope.signer.clone(),
+            seq: self.envelope.seq,
+        }
+    }
     /// SHA-256 of the exact payload bytes that were signed (what goes into the update log).
     pub fn payload_digest(&self) -> Digest {
         self.digest
@@ -305,20 +409,41 @@ impl<T> Verified<T> {
     }
 }
 
+/// The highest sequence number a [`ReplayGuard`] accepts at the moment of checking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqCeiling {
+    /// Senders number messages with their wall clock in microseconds: at most
+    /// [`MAX_SEQ_AHEAD_MICROS`] ahead of this machine's clock (what the coordinator and participants use).
+    WallClock,
+    /// A fixed ceiling (simulations on a virtual clock, tests).
+    Fixed(u64),
+}
+
+impl SeqCeiling {
+    fn now(self) -> u64 {
+        match self {
+            SeqCeiling::WallClock => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(0)
+                .saturating_add(MAX_SEQ_AHEAD_MICROS),
+            SeqCeiling::Fixed(c) => c,
+        }
+    }
+}
+
 /// Per-federation replay state: the highest sequence number accepted from each signer.
 #[derive(Debug, Clone)]
 pub struct ReplayGuard {
     federation: FederationId,
     last_seq: HashMap<Signer, u64>,
+    ceiling: SeqCeiling,
 }
 
 impl ReplayGuard {
-    /// An empty guard for `federation`.
+    /// An empty guard for `federation` whose senders number messages with the wall clock.
     pub fn new(federation: FederationId) -> Self {
-        Self {
-            federation,
-            last_seq: HashMap::new(),
-        }
+        Self::with_state(federation, std::iter::empty())
     }
 
     /// A guard restored from persisted high-water marks (e.g. after a coordinator restart).
@@ -326,6 +451,22 @@ impl ReplayGuard {
         Self {
             federation,
             last_seq: last_seq.into_iter().collect(),
+            ceiling: SeqCeiling::WallClock,
+        }
+    }
+
+    /// The same guard with another ceiling for sequence numbers.
+    pub fn with_ceiling(mut self, ceiling: SeqCeiling) -> Self {
+        self.ceiling = ceiling;
+        self
+    }
+
+    /// Records the sequence number of a message the caller has accepted in full ([`Verified::fresh`]).
+    /// Call it only after every check of the message (state machine, storage) passed, so a refused
+    /// message never moves the guard.
+    pub fn accept(&mut self, fresh: Fresh) {
+        if self.last_seq(&fresh.signer).is_none_or(|last| fresh.seq > last) {
+            self.last_seq.insert(fresh.signer, fresh.seq);
         }
     }
 
@@ -340,18 +481,24 @@ impl ReplayGuard {
     }
 
     fn check(&self, signer: &Signer, seq: u64) -> Result<(), SignError> {
-        match self.last_seq.get(signer) {
-            Some(&last) if seq <= last => Err(SignError::Replay {
+        if let Some(&last) = self.last_seq.get(signer) {
+            if seq <= last {
+                return Err(SignError::Replay {
+                    signer: signer.clone(),
+                    seq,
+                    last,
+                });
+            }
+        }
+        let ceiling = self.ceiling.now();
+        if seq > ceiling {
+            return Err(SignError::SeqTooFarAhead {
                 signer: signer.clone(),
                 seq,
-                last,
-            }),
-            _ => Ok(()),
+                ceiling,
+            });
         }
-    }
-
-    fn record(&mut self, signer: &Signer, seq: u64) {
-        self.last_seq.insert(signer.clone(), seq);
+        Ok(())
     }
 }
 
@@ -418,7 +565,7 @@ mod tests {
     fn signing_bytes_layout() {
         let d = Digest([0xAB; 32]);
         let b = signing_bytes("dom", &fed(), RoundId(2), 5, &d);
-        let mut expect = SIGNING_CONTEXT.to_vec();
+        let mut expect = SIGNING_CONTEXT_V1.to_vec();
         expect.extend_from_slice(&[0, 3]);
         expect.extend_from_slice(b"dom");
         expect.extend_from_slice(&[0, 3]);
@@ -430,19 +577,121 @@ mod tests {
     }
 
     #[test]
+    fn envelope_signing_bytes_layout_names_the_signer() {
+        let d = Digest([0xAB; 32]);
+        let b = envelope_signing_bytes("dom", &alice(), &fed(), RoundId(2), 5, &d);
+        let mut expect = SIGNING_CONTEXT.to_vec();
+        expect.extend_from_slice(&[0, 3]);
+        expect.extend_from_slice(b"dom");
+        expect.push(1);
+        expect.extend_from_slice(&[0, 5]);
+        expect.extend_from_slice(b"alice");
+        expect.extend_from_slice(&[0, 3]);
+        expect.extend_from_slice(b"fed");
+        expect.extend_from_slice(&2u64.to_be_bytes());
+        expect.extend_from_slice(&5u64.to_be_bytes());
+        expect.extend_from_slice(&[0xAB; 32]);
+        assert_eq!(b, expect);
+        let c = envelope_signing_bytes("dom", &Signer::Coordinator, &fed(), RoundId(2), 5, &d);
+        assert_eq!(&c[SIGNING_CONTEXT.len() + 5..SIGNING_CONTEXT.len() + 8], &[0, 0, 0]);
+        assert_ne!(b, signing_bytes("dom", &fed(), RoundId(2), 5, &d));
+    }
+
+    /// The attack of issue #16: mallory signs with its own key but names alice as the signer, with a
+    /// sequence number near the top. It must not verify for either identity, and alice's guard stays put.
+    #[test]
+    fn a_forged_signer_field_is_refused_and_moves_no_guard() {
+        let mallory_key = SigningIdentity::from_seed([7; 32]);
+        let alice_key = SigningIdentity::from_seed([1; 32]);
+        let mallory = Signer::Participant(ParticipantId::new("mallory"));
+        let guard = ReplayGuard::new(fed()).with_ceiling(SeqCeiling::Fixed(u64::MAX));
+        let forged = Signed::sign(
+            &mallory_key,
+            alice(),
+            fed(),
+            RoundId(1),
+            u64::MAX - 1,
+            &Labels { values: vec![1.0] },
+        )
+        .expect("sign");
+        // Arriving on mallory's connection: the claimed signer is not the connection's participant.
+        let err = forged
+            .clone()
+            .verify(&mallory_key.public_key(), &mallory, &guard, RoundId(1))
+            .expect_err("mismatch");
+        assert!(matches!(err, SignError::SignerMismatch { .. }), "{err}");
+        // Even checked against alice's own key the signature fails: it does not cover "alice".
+        let err = forged
+            .clone()
+            .verify(&alice_key.public_key(), &alice(), &guard, RoundId(1))
+            .expect_err("bad signature");
+        assert!(matches!(err, SignError::BadSignature { .. }), "{err}");
+        // Rewriting the signer field of mallory's own valid envelope breaks its signature too.
+        let mut own = Signed::sign(
+            &mallory_key,
+            mallory.clone(),
+            fed(),
+            RoundId(1),
+            3,
+            &Labels { values: vec![] },
+        )
+        .expect("sign");
+        own.signer = alice();
+        assert!(matches!(
+            own.verify_offline(&mallory_key.public_key(), &fed()),
+            Err(SignError::BadSignature { .. })
+        ));
+        assert_eq!(guard.last_seq(&alice()), None);
+        assert!(sign(&alice_key, 1, 1)
+            .verify(&alice_key.public_key(), &alice(), &guard, RoundId(1))
+            .is_ok());
+    }
+
+    #[test]
+    fn sequence_numbers_far_ahead_of_the_clock_are_refused() {
+        let id = SigningIdentity::from_seed([1; 32]);
+        let guard = ReplayGuard::new(fed());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_micros() as u64;
+        assert!(sign(&id, 1, now)
+            .verify(&id.public_key(), &alice(), &guard, RoundId(1))
+            .is_ok());
+        let err = sign(&id, 1, now + 2 * MAX_SEQ_AHEAD_MICROS)
+            .verify(&id.public_key(), &alice(), &guard, RoundId(1))
+            .expect_err("too far ahead");
+        assert!(matches!(err, SignError::SeqTooFarAhead { .. }), "{err}");
+        let err = sign(&id, 1, u64::MAX - 1)
+            .verify(&id.public_key(), &alice(), &guard, RoundId(1))
+            .expect_err("too far ahead");
+        assert!(matches!(err, SignError::SeqTooFarAhead { .. }), "{err}");
+        let fixed = ReplayGuard::new(fed()).with_ceiling(SeqCeiling::Fixed(10));
+        assert!(sign(&id, 1, 10)
+            .verify(&id.public_key(), &alice(), &fixed, RoundId(1))
+            .is_ok());
+        assert!(sign(&id, 1, 11)
+            .verify(&id.public_key(), &alice(), &fixed, RoundId(1))
+            .is_err());
+    }
+
+    #[test]
     fn good_message_verifies_once() {
         let id = SigningIdentity::from_seed([1; 32]);
         let mut guard = ReplayGuard::new(fed());
         let v = sign(&id, 1, 10)
-            .verify(&id.public_key(), &mut guard, RoundId(1))
+            .verify(&id.public_key(), &alice(), &guard, RoundId(1))
             .expect("verifies");
         assert_eq!(v.value().values, vec![0.5, 0.5]);
         assert_eq!(v.signer(), &alice());
         assert_eq!(v.payload_digest(), Digest::of(&v.envelope().payload));
+        // Verification alone changes nothing; the caller records the message once it accepted it.
+        assert_eq!(guard.last_seq(&alice()), None);
+        guard.accept(v.fresh());
         assert_eq!(guard.last_seq(&alice()), Some(10));
         // Replay of the same envelope.
         let err = sign(&id, 1, 10)
-            .verify(&id.public_key(), &mut guard, RoundId(1))
+            .verify(&id.public_key(), &alice(), &guard, RoundId(1))
             .expect_err("replay");
         assert_eq!(
             err,
@@ -453,20 +702,22 @@ mod tests {
             }
         );
         let err = sign(&id, 1, 9)
-            .verify(&id.public_key(), &mut guard, RoundId(1))
+            .verify(&id.public_key(), &alice(), &guard, RoundId(1))
             .expect_err("old");
         assert!(matches!(err, SignError::Replay { .. }));
-        assert!(sign(&id, 1, 11)
-            .verify(&id.public_key(), &mut guard, RoundId(1))
-            .is_ok());
+        let v = sign(&id, 1, 11)
+            .verify(&id.public_key(), &alice(), &guard, RoundId(1))
+            .expect("fresh");
+        guard.accept(v.fresh());
+        assert_eq!(guard.last_seq(&alice()), Some(11));
     }
 
     #[test]
     fn other_round_other_federation_rejected() {
         let id = SigningIdentity::from_seed([1; 32]);
-        let mut guard = ReplayGuard::new(fed());
+        let guard = ReplayGuard::new(fed());
         let err = sign(&id, 2, 1)
-            .verify(&id.public_key(), &mut guard, RoundId(1))
+            .verify(&id.public_key(), &alice(), &guard, RoundId(1))
             .expect_err("round");
         assert_eq!(
             err,
@@ -475,9 +726,9 @@ mod tests {
                 got: RoundId(2)
             }
         );
-        let mut other = ReplayGuard::new(FederationId::new("other").expect("valid"));
+        let other = ReplayGuard::new(FederationId::new("other").expect("valid"));
         let err = sign(&id, 1, 1)
-            .verify(&id.public_key(), &mut other, RoundId(1))
+            .verify(&id.public_key(), &alice(), &other, RoundId(1))
             .expect_err("fed");
         assert!(matches!(err, SignError::WrongFederation { .. }));
         // Rejections must not advance the guard.
@@ -488,32 +739,34 @@ mod tests {
     fn tampering_and_wrong_key_rejected_without_advancing_guard() {
         let id = SigningIdentity::from_seed([1; 32]);
         let stranger = SigningIdentity::from_seed([2; 32]);
-        let mut guard = ReplayGuard::new(fed());
+        let guard = ReplayGuard::new(fed());
         let err = sign(&stranger, 1, 1)
-            .verify(&id.public_key(), &mut guard, RoundId(1))
+            .verify(&id.public_key(), &alice(), &guard, RoundId(1))
             .expect_err("key");
         assert!(matches!(err, SignError::BadSignature { .. }));
         let mut s = sign(&id, 1, 1);
         let last = s.payload.len() - 1;
         s.payload[last] ^= 1;
         assert!(matches!(
-            s.verify(&id.public_key(), &mut guard, RoundId(1)),
+            s.verify(&id.public_key(), &alice(), &guard, RoundId(1)),
             Err(SignError::BadSignature { .. })
         ));
         let mut s = sign(&id, 1, 1);
         s.seq = 2; // header tampering
         assert!(matches!(
-            s.verify(&id.public_key(), &mut guard, RoundId(1)),
+            s.verify(&id.public_key(), &alice(), &guard, RoundId(1)),
             Err(SignError::BadSignature { .. })
         ));
         let mut s = sign(&id, 1, 1);
         s.signature.truncate(10);
         assert!(matches!(
-            s.verify(&id.public_key(), &mut guard, RoundId(1)),
+            s.verify(&id.public_key(), &alice(), &guard, RoundId(1)),
             Err(SignError::BadSignature { .. })
         ));
         assert_eq!(guard.last_seq(&alice()), None);
-        assert!(sign(&id, 1, 1).verify(&id.public_key(), &mut guard, RoundId(1)).is_ok());
+        assert!(sign(&id, 1, 1)
+            .verify(&id.public_key(), &alice(), &guard, RoundId(1))
+            .is_ok());
     }
 
     #[test]
@@ -544,8 +797,9 @@ mod tests {
         let frame = encode_frame(FrameKind(1), &s).expect("encode");
         let back: Signed<Labels> = decode_frame(&frame, 1 << 20).expect("decode").value;
         // An auditor recomputes the signed bytes with the public helper.
-        let msg = signing_bytes(
+        let msg = envelope_signing_bytes(
             Labels::DOMAIN,
+            &back.signer,
             &back.federation,
             back.round,
             back.seq,

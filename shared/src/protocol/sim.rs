@@ -329,26 +329,47 @@ impl Sim {
                 let key = self.roster[&id];
                 let round = self.coord.round();
                 let reply = match packet {
-                    Packet::Labels(s) => match s.verify(&key, &mut self.guard, round) {
-                        Ok(v) => self
-                            .coord
-                            .handle_soft_labels(self.now, &id, v)
-                            .map_err(|e| e.code().to_string()),
+                    Packet::Labels(s) => match s.verify(&key, &Signer::Participant(id.clone()), &self.guard, round) {
+                        Ok(v) => {
+                            let fresh = v.fresh();
+                            let r = self
+                                .coord
+                                .handle_soft_labels(self.now, &id, v)
+                                .map_err(|e| e.code().to_string());
+                            if r.is_ok() {
+                                self.guard.accept(fresh);
+                            }
+                            r
+                        }
                         Err(SignError::WrongRound { .. }) => Err("wrong_round".to_string()),
                         Err(e) => Err(format!("signature: {e}")),
                     },
-                    Packet::Abstain(s) => match s.verify(&key, &mut self.guard, round) {
-                        Ok(v) => self
-                            .coord
-                            .handle_abstain(self.now, &id, v)
-                            .map_err(|e| e.code().to_string()),
+                    Packet::Abstain(s) => match s.verify(&key, &Signer::Participant(id.clone()), &self.guard, round) {
+                        Ok(v) => {
+                            let fresh = v.fresh();
+                            let r = self
+                                .coord
+                                .handle_abstain(self.now, &id, v)
+                                .map_err(|e| e.code().to_string());
+                            if r.is_ok() {
+                                self.guard.accept(fresh);
+                            }
+                            r
+                        }
                         Err(e) => Err(format!("signature: {e}")),
                     },
-                    Packet::Report(s) => match s.verify(&key, &mut self.guard, round) {
-                        Ok(v) => self
-                            .coord
-                            .handle_report(self.now, &id, v)
-                            .map_err(|e| e.code().to_string()),
+                    Packet::Report(s) => match s.verify(&key, &Signer::Participant(id.clone()), &self.guard, round) {
+                        Ok(v) => {
+                            let fresh = v.fresh();
+                            let r = self
+                                .coord
+                                .handle_report(self.now, &id, v)
+                                .map_err(|e| e.code().to_string());
+                            if r.is_ok() {
+                                self.guard.accept(fresh);
+                            }
+                            r
+                        }
                         Err(e) => Err(format!("signature: {e}")),
                     },
                     _ => return,
@@ -369,14 +390,20 @@ impl Sim {
                 match packet {
                     Packet::Open(s) => {
                         let round = s.round;
-                        if let Ok(v) = s.verify(&ck, guard, round) {
-                            let _ = part.session.handle_open(v);
+                        if let Ok(v) = s.verify(&ck, &Signer::Coordinator, guard, round) {
+                            let fresh = v.fresh();
+                            if part.session.handle_open(v).is_ok() {
+                                guard.accept(fresh);
+                            }
                         }
                     }
                     Packet::Aggregate(s) => {
                         let round = s.round;
-                        if let Ok(v) = s.verify(&ck, guard, round) {
-                            let _ = part.session.handle_aggregate(v);
+                        if let Ok(v) = s.verify(&ck, &Signer::Coordinator, guard, round) {
+                            let fresh = v.fresh();
+                            if part.session.handle_aggregate(v).is_ok() {
+                                guard.accept(fresh);
+                            }
                         }
                     }
                     Packet::Ack(round) => part.session.handle_labels_sent(round),

@@ -73,6 +73,18 @@ pub enum ProvisionError {
     /// The participant is already in the roster.
     #[error("participant {0} is already enrolled")]
     AlreadyEnrolled(ParticipantId),
+    /// The signing key is already enrolled for another participant.
+    #[error(
+        "signing key {key} is already enrolled for participant {holder} ({status}); every participant needs its own signing key"
+    )]
+    SigningKeyEnrolled {
+        /// The key, hex.
+        key: String,
+        /// The participant whose roster entry holds it.
+        holder: ParticipantId,
+        /// That entry's status (`active` or `revoked`).
+        status: String,
+    },
     /// The participant is not in the roster.
     #[error("participant {0} is not enrolled")]
     NotEnrolled(ParticipantId),
@@ -357,7 +369,9 @@ fn enroll_entry(
         return Err(ProvisionError::AlreadyEnrolled(name.clone()));
     }
     let ca = layout.load_ca(&cfg.federation)?;
+    // The certificate exists only in memory until the roster is written below.
     let cert = issue(&ca)?;
+    roster.check_new_participant(name, &signing_key)?;
     roster.version += 1;
     roster.participants.push(RosterEntry {
         id: name.clone(),
@@ -584,5 +598,45 @@ mod tests {
             sign_csr(&dir, &ParticipantId::new("x"), "not a csr", out.signing_key, now),
             Err(ProvisionError::Csr(_))
         ));
+    }
+
+    /// A second participant with a signing key already in the roster is refused, by both enrolment
+    /// paths, naming the holder; nothing is written.
+    #[test]
+    fn a_signing_key_already_enrolled_is_refused() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("fed");
+        let fed = FederationId::new("acme").expect("v");
+        let now = OffsetDateTime::now_utc();
+        let layout = init(&dir, &fed, &["127.0.0.1:5000".into()], None, now)
+            .expect("init")
+            .layout;
+        let a = ParticipantId::new("bank-a");
+        add_participant(&dir, &a, now).expect("add");
+        let a_key = layout
+            .load_roster(&fed)
+            .expect("roster")
+            .by_id(&a)
+            .expect("entry")
+            .signing_key;
+        let before = std::fs::read(layout.roster()).expect("roster bytes");
+        let local = tmp.path().join("local");
+        let b = ParticipantId::new("bank-b");
+        let csr = std::fs::read_to_string(enroll(&local, &b).expect("enroll").csr).expect("csr");
+        let err = sign_csr(&dir, &b, &csr, a_key, now).expect_err("key already enrolled");
+        match &err {
+            ProvisionError::SigningKeyEnrolled { holder, status, .. } => {
+                assert_eq!(holder, &a);
+                assert_eq!(status, "active");
+            }
+            other => panic!("unexpected error {other:?}"),
+        }
+        assert!(err.to_string().contains("participant bank-a"), "{err}");
+        assert_eq!(std::fs::read(layout.roster()).expect("roster bytes"), before);
+        assert!(!layout.kit(&b).exists());
+        // A revoked holder still holds its key.
+        revoke(&dir, &a, now).expect("revoke");
+        let err = sign_csr(&dir, &b, &csr, a_key, now).expect_err("key of a revoked participant");
+        assert!(err.to_string().contains("bank-a (revoked)"), "{err}");
     }
 }

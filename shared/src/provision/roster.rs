@@ -30,6 +30,16 @@ pub enum Status {
     Revoked,
 }
 
+impl Status {
+    /// As written in the roster: `active` or `revoked`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Revoked => "revoked",
+        }
+    }
+}
+
 /// One enrolled participant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RosterEntry {
@@ -82,6 +92,28 @@ impl Roster {
     /// The entry for a participant name.
     pub fn by_id(&self, id: &ParticipantId) -> Option<&RosterEntry> {
         self.participants.iter().find(|e| &e.id == id)
+    }
+
+    /// The entry (active or revoked) that holds this ed25519 signing key.
+    pub fn by_signing_key(&self, key: &PublicKey) -> Option<&RosterEntry> {
+        self.participants.iter().find(|e| &e.signing_key == key)
+    }
+
+    /// Refuses a new participant whose name is taken or whose signing key is already enrolled (by
+    /// an active or a revoked entry): one key under two names would let one signer pass as two
+    /// participants, and as two witnesses toward a quorum.
+    pub fn check_new_participant(&self, id: &ParticipantId, signing_key: &PublicKey) -> Result<(), ProvisionError> {
+        if self.by_id(id).is_some() {
+            return Err(ProvisionError::AlreadyEnrolled(id.clone()));
+        }
+        if let Some(holder) = self.by_signing_key(signing_key) {
+            return Err(ProvisionError::SigningKeyEnrolled {
+                key: signing_key.to_string(),
+                holder: holder.id.clone(),
+                status: holder.status.name().to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// Serial numbers of every revoked certificate.
@@ -162,6 +194,12 @@ impl Roster {
                     e.id
                 )));
             }
+            if let Some(o) = roster.participants[..i].iter().find(|o| o.signing_key == e.signing_key) {
+                return Err(ProvisionError::Roster(format!(
+                    "participants {} and {} have the same signing key {}",
+                    o.id, e.id, e.signing_key
+                )));
+            }
         }
         Ok(roster)
     }
@@ -218,5 +256,44 @@ mod tests {
             Err(ProvisionError::Roster(_))
         ));
         assert!(Roster::from_signed_toml("garbage = ", &op.public_key(), &fed).is_err());
+    }
+
+    /// A (correctly signed) roster with one signing key under two participants is refused on load,
+    /// naming both; a new participant with an enrolled key is refused naming the holder.
+    #[test]
+    fn one_signing_key_under_two_participants_is_refused() {
+        let op = SigningIdentity::from_seed([1; 32]);
+        let fed = FederationId::new("fed").expect("v");
+        let mut r = sample();
+        let mut twin = r.participants[0].clone();
+        twin.id = ParticipantId::new("bank-b");
+        twin.cert_sha256 = Digest::of(b"other cert");
+        twin.cert_serial = "02cd".into();
+        r.participants.push(twin);
+        let text = r.to_signed_toml(&op).expect("sign");
+        let err = Roster::from_signed_toml(&text, &op.public_key(), &fed).expect_err("same key twice");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("participants bank-a and bank-b have the same signing key"),
+            "{msg}"
+        );
+        let s = sample();
+        let key = s.participants[0].signing_key;
+        assert!(matches!(
+            s.check_new_participant(&ParticipantId::new("bank-b"), &key),
+            Err(ProvisionError::SigningKeyEnrolled { ref holder, .. }) if holder.as_str() == "bank-a"
+        ));
+        assert!(matches!(
+            s.check_new_participant(
+                &ParticipantId::new("bank-a"),
+                &SigningIdentity::from_seed([5; 32]).public_key()
+            ),
+            Err(ProvisionError::AlreadyEnrolled(_))
+        ));
+        s.check_new_participant(
+            &ParticipantId::new("bank-b"),
+            &SigningIdentity::from_seed([5; 32]).public_key(),
+        )
+        .expect("a new name with a new key");
     }
 }

@@ -11,10 +11,12 @@ pub mod quic;
 use crate::crypto::Digest;
 use rustls::client::Resumption;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName};
 use std::sync::Arc;
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 pub use quic::{
     close_code, negotiated_alpn, peer_leaf_certificate, quic_client_config, quic_server_config, QuicTuning,
@@ -41,6 +43,10 @@ pub enum TlsError {
     /// QUIC refused the TLS configuration.
     #[error("QUIC configuration rejected: {0}")]
     Quic(String),
+    /// A client certificate is not usable for client authentication: it does not parse, or it has no
+    /// extended key usage extension listing `id-kp-clientAuth` (see [`require_client_auth_eku`]).
+    #[error("{0}")]
+    ClientEku(String),
 }
 
 /// The ring provider, used for every config in the project.
@@ -55,9 +61,9 @@ pub fn cert_fingerprint(der: &[u8]) -> Digest {
 
 /// All certificates in a PEM document, in order.
 pub fn parse_certs_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = rustls_pemfile::certs(&mut &pem[..])
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem(e.to_string()))?;
+        .map_err(|e| TlsError::Pem(format!("certificate: {e}")))?;
     if certs.is_empty() {
         return Err(TlsError::Missing("certificate"));
     }
@@ -66,16 +72,39 @@ pub fn parse_certs_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsEr
 
 /// The first private key (PKCS#8, SEC1 or PKCS#1) in a PEM document.
 pub fn parse_key_pem(pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
-    rustls_pemfile::private_key(&mut &pem[..])
-        .map_err(|e| TlsError::Pem(e.to_string()))?
-        .ok_or(TlsError::Missing("private key"))
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
+        rustls_pki_types::pem::Error::NoItemsFound => TlsError::Missing("private key"),
+        e => TlsError::Pem(format!("private key: {e}")),
+    })
 }
 
 /// All CRLs in a PEM document (possibly none).
 pub fn parse_crls_pem(pem: &[u8]) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
-    rustls_pemfile::crls(&mut &pem[..])
+    CertificateRevocationListDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem(e.to_string()))
+        .map_err(|e| TlsError::Pem(format!("CRL: {e}")))
+}
+
+/// Requires that a (DER) client certificate carries an extended key usage extension that lists
+/// `id-kp-clientAuth` (1.3.6.1.5.5.7.3.2).
+///
+/// The TLS verifier (webpki) checks the EKU only when the extension is present: a certificate without
+/// one counts as valid for every purpose. docs/protocol.md requires `clientAuth` on participant
+/// certificates, so the coordinator checks it explicitly after the handshake. `anyExtendedKeyUsage`
+/// alone does not satisfy this rule.
+pub fn require_client_auth_eku(cert_der: &[u8]) -> Result<(), TlsError> {
+    let (_, cert) = X509Certificate::from_der(cert_der)
+        .map_err(|e| TlsError::ClientEku(format!("client certificate does not parse: {e}")))?;
+    match cert.extended_key_usage() {
+        Ok(Some(eku)) if eku.value.client_auth => Ok(()),
+        Ok(Some(_)) => Err(TlsError::ClientEku(
+            "extended key usage does not include clientAuth".into(),
+        )),
+        Ok(None) => Err(TlsError::ClientEku(
+            "no extended key usage extension; clientAuth is required".into(),
+        )),
+        Err(e) => Err(TlsError::ClientEku(format!("bad extended key usage extension: {e}"))),
+    }
 }
 
 fn roots(ca_pem: &[u8]) -> Result<Arc<RootCertStore>, TlsError> {
@@ -162,5 +191,53 @@ mod tests {
         assert!(check_server_name("coordinator.example").is_ok());
         assert!(check_server_name("127.0.0.1").is_ok());
         assert!(check_server_name("bad name!").is_err());
+        // A broken section names what was being parsed.
+        let broken = b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
+        match parse_certs_pem(broken) {
+            Err(TlsError::Pem(msg)) => assert!(msg.starts_with("certificate: "), "{msg}"),
+            other => panic!("expected a PEM error, got {other:?}"),
+        }
+        let unterminated = b"-----BEGIN PRIVATE KEY-----\nAAAA\n";
+        match parse_key_pem(unterminated) {
+            Err(TlsError::Pem(msg)) => assert!(msg.starts_with("private key: "), "{msg}"),
+            other => panic!("expected a PEM error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn pem_documents_with_several_items_parse_in_order() {
+        let a = rcgen::generate_simple_self_signed(vec!["a.example".into()]).expect("cert a");
+        let b = rcgen::generate_simple_self_signed(vec!["b.example".into()]).expect("cert b");
+        // Other sections (here the key) between certificates are skipped.
+        let pem = format!("{}{}{}", a.cert.pem(), a.signing_key.serialize_pem(), b.cert.pem());
+        let certs = parse_certs_pem(pem.as_bytes()).expect("certs");
+        assert_eq!(certs.len(), 2);
+        assert_eq!(certs[0].as_ref(), a.cert.der().as_ref());
+        assert_eq!(certs[1].as_ref(), b.cert.der().as_ref());
+        let key = parse_key_pem(pem.as_bytes()).expect("key");
+        assert_eq!(key.secret_der(), a.signing_key.serialized_der());
+    }
+
+    fn leaf_with_eku(eku: Vec<rcgen::ExtendedKeyUsagePurpose>) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.extended_key_usages = eku;
+        params.self_signed(&key).expect("cert").der().to_vec()
+    }
+
+    #[test]
+    fn client_auth_eku_is_required() {
+        use rcgen::ExtendedKeyUsagePurpose as Eku;
+        assert!(require_client_auth_eku(&leaf_with_eku(vec![Eku::ClientAuth])).is_ok());
+        assert!(require_client_auth_eku(&leaf_with_eku(vec![Eku::ServerAuth, Eku::ClientAuth])).is_ok());
+        let none = require_client_auth_eku(&leaf_with_eku(Vec::new())).expect_err("no EKU");
+        assert!(none.to_string().contains("no extended key usage"), "{none}");
+        let server = require_client_auth_eku(&leaf_with_eku(vec![Eku::ServerAuth])).expect_err("serverAuth");
+        assert!(server.to_string().contains("does not include clientAuth"), "{server}");
+        assert!(require_client_auth_eku(&leaf_with_eku(vec![Eku::Any])).is_err());
+        assert!(matches!(
+            require_client_auth_eku(b"not a certificate"),
+            Err(TlsError::ClientEku(_))
+        ));
     }
 }

@@ -23,6 +23,8 @@ pub mod close_code {
     pub const PROTOCOL_VIOLATION: u32 = 0x104;
     /// The server is shutting down.
     pub const SHUTDOWN: u32 = 0x105;
+    /// The participant (or the server as a whole) already has its limit of connections open.
+    pub const TOO_MANY_CONNECTIONS: u32 = 0x106;
     /// Stream-level (`STOP_SENDING`/`RESET_STREAM`) code: the frame did not arrive in time.
     pub const STREAM_TIMEOUT: u32 = 0x200;
     /// Stream-level code: the frame was invalid (too large, bad magic or version, malformed).
@@ -60,6 +62,17 @@ impl Default for QuicTuning {
 }
 
 impl QuicTuning {
+    /// The coordinator's settings: participants may open no unidirectional streams (they only send requests
+    /// on bidirectional ones), and a connection may hold at most 16 MiB of unread data, so what one
+    /// connection pins in transport buffers is bounded (docs/security.md, "Memory per connection").
+    pub fn coordinator() -> Self {
+        Self {
+            max_uni_streams: 0,
+            receive_window: 16 * 1024 * 1024,
+            ..Self::default()
+        }
+    }
+
     /// The quinn transport config for these settings.
     pub fn transport(&self) -> Result<quinn::TransportConfig, TlsError> {
         let mut t = quinn::TransportConfig::default();

@@ -303,7 +303,8 @@ pub fn sample_ids_digest(ids: &[u64]) -> Digest {
 }
 
 /// Protocol version spoken by this build. Version 2: `RoundOpen.sample_ids` travels as runs of consecutive ids.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// Version 3: envelope signatures cover the signer's identity (`crypto::envelope_signing_bytes`).
+pub const PROTOCOL_VERSION: u16 = 3;
 
 #[cfg(test)]
 mod tests {

@@ -13,4 +13,7 @@ pub use frame::{
     bytes, decode_frame, decode_header, decode_payload, encode_frame, encode_header, encode_payload, Decoded,
     FrameHeader, FrameKind, WireError, ABSOLUTE_MAX_FRAME, DEFAULT_MAX_FRAME, HEADER_LEN, MAGIC, VERSION,
 };
-pub use stream::{read_frame, recv_message, send_message, write_frame, TransportError};
+pub use stream::{
+    read_frame, read_frame_budgeted, recv_message, recv_message_budgeted, send_message, write_frame, BudgetedFrame,
+    FrameBudget, FrameQuota, Reservation, TransportError,
+};

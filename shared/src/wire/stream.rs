@@ -1,14 +1,127 @@
 //! Frame I/O over QUIC streams, used by both the coordinator and the participant.
 //!
-//! `read_frame` reads the 12-byte header, validates it against the cap BEFORE allocating the payload
-//! buffer, then reads exactly the payload, all under one deadline. On a timeout or an invalid header it
-//! sends `STOP_SENDING` so a slow or hostile peer's stream slot is released at once.
+//! `read_frame` reads the 12-byte header and validates it against the cap before it allocates anything,
+//! then reads the payload as it arrives, all under one deadline. The buffer grows with the bytes received
+//! (never to the announced length up front), so a peer that announces a large frame and sends little pins
+//! little. With a [`FrameQuota`] ([`read_frame_budgeted`]) every byte of buffer is drawn first from the
+//! peer's own budget and then from one budget shared by all connections, and given back when the frame is
+//! dropped: the memory held by in-flight frames is bounded per identity and in total (docs/security.md,
+//! "Memory per connection"). On a timeout or an invalid header it sends `STOP_SENDING` so a slow or hostile
+//! peer's stream slot is released at once.
 
 use super::frame::{decode_frame, decode_header, encode_frame, FrameKind, WireError, HEADER_LEN};
 use crate::tls::close_code;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Largest piece read from the stream at once; the frame buffer grows by at most this much beyond the
+/// bytes that have arrived.
+pub const READ_CHUNK: usize = 64 * 1024;
+
+/// A pool of bytes that in-flight frames draw from (one per identity, one shared by all connections).
+#[derive(Clone, Debug)]
+pub struct FrameBudget {
+    sem: Arc<Semaphore>,
+    capacity: usize,
+}
+
+impl FrameBudget {
+    /// A budget of `bytes` (at most `u32::MAX`; larger values are clamped).
+    pub fn new(bytes: usize) -> Self {
+        let capacity = bytes.min(u32::MAX as usize);
+        Self {
+            sem: Arc::new(Semaphore::new(capacity)),
+            capacity,
+        }
+    }
+
+    /// The budget's size in bytes.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Bytes held by frames being received or decoded right now.
+    pub fn in_use(&self) -> usize {
+        self.capacity.saturating_sub(self.sem.available_permits())
+    }
+}
+
+/// What one peer's frames draw from: its own budget first, then the budget shared by every connection.
+#[derive(Clone, Debug)]
+pub struct FrameQuota {
+    /// The identity's own budget (shared by all of its connections and streams).
+    pub own: FrameBudget,
+    /// The budget shared by all connections.
+    pub global: FrameBudget,
+}
+
+/// Bytes reserved from a [`FrameQuota`]; given back when dropped.
+#[derive(Debug, Default)]
+pub struct Reservation {
+    own: Option<OwnedSemaphorePermit>,
+    global: Option<OwnedSemaphorePermit>,
+    bytes: usize,
+}
+
+impl Reservation {
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Takes `more` bytes from the quota, waiting until both budgets have them. Fails at once when the
+    /// request can never be met (more than a budget's whole capacity).
+    async fn grow(&mut self, quota: &FrameQuota, more: usize) -> Result<(), TransportError> {
+        if more == 0 {
+            return Ok(());
+        }
+        let want = self.bytes + more;
+        for b in [&quota.own, &quota.global] {
+            if want > b.capacity {
+                return Err(TransportError::Budget {
+                    wanted: want,
+                    capacity: b.capacity,
+                });
+            }
+        }
+        let n = more as u32; // more <= capacity <= u32::MAX
+        let own = quota
+            .own
+            .sem
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .map_err(|_| TransportError::Cancelled)?;
+        let global = quota
+            .global
+            .sem
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .map_err(|_| TransportError::Cancelled)?;
+        for (slot, p) in [(&mut self.own, own), (&mut self.global, global)] {
+            match slot {
+                Some(held) => held.merge(p),
+                None => *slot = Some(p),
+            }
+        }
+        self.bytes = want;
+        Ok(())
+    }
+}
+
+/// A frame read under a [`FrameQuota`]: the bytes and the reservation that accounts for them. Keep it
+/// alive while the frame (or what is decoded from it) is in memory.
+#[derive(Debug)]
+pub struct BudgetedFrame {
+    /// The raw frame bytes.
+    pub bytes: Vec<u8>,
+    /// The budget held for them.
+    pub reservation: Reservation,
+}
 
 /// Errors moving frames over QUIC.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +161,14 @@ pub enum TransportError {
     /// The operation was cancelled by shutdown.
     #[error("cancelled")]
     Cancelled,
+    /// A frame needs more buffer than a memory budget can ever grant.
+    #[error("frame needs {wanted} bytes of buffer, more than the budget of {capacity} bytes")]
+    Budget {
+        /// Bytes the frame needs.
+        wanted: usize,
+        /// The budget's capacity.
+        capacity: usize,
+    },
 }
 
 impl TransportError {
@@ -112,7 +233,18 @@ async fn read_exact_counting(recv: &mut quinn::RecvStream, buf: &mut [u8]) -> Re
     Ok(())
 }
 
-async fn read_frame_inner(recv: &mut quinn::RecvStream, max_payload: usize) -> Result<Vec<u8>, TransportError> {
+/// How many bytes of capacity to add to a buffer of `capacity` that must hold `need` bytes of a frame of
+/// `total`: double (so the copies stay linear), but never past the frame's length and never below `need`.
+/// The buffer thus holds at most twice what arrived plus one chunk, never the announced length up front.
+fn growth(capacity: usize, need: usize, total: usize) -> usize {
+    capacity.saturating_mul(2).min(total).max(need).saturating_sub(capacity)
+}
+
+async fn read_frame_inner(
+    recv: &mut quinn::RecvStream,
+    max_payload: usize,
+    quota: Option<&FrameQuota>,
+) -> Result<(Vec<u8>, Reservation), TransportError> {
     let mut header = [0u8; HEADER_LEN];
     read_exact_counting(recv, &mut header)
         .await
@@ -128,18 +260,90 @@ async fn read_frame_inner(recv: &mut quinn::RecvStream, max_payload: usize) -> R
             e => e,
         })?;
     let h = decode_header(&header, max_payload)?;
-    let mut frame = vec![0u8; h.frame_len()];
-    frame[..HEADER_LEN].copy_from_slice(&header);
-    read_exact_counting(recv, &mut frame[HEADER_LEN..])
-        .await
-        .map_err(|(got, e)| match e {
-            TransportError::Truncated { .. } => TransportError::Truncated {
-                got: HEADER_LEN + got,
-                expected: h.frame_len(),
-            },
-            e => e,
-        })?;
-    Ok(frame)
+    let total = h.frame_len();
+    let mut reservation = Reservation::default();
+    let mut frame: Vec<u8> = Vec::new();
+    let first = growth(0, HEADER_LEN + (total - HEADER_LEN).min(READ_CHUNK), total);
+    if let Some(q) = quota {
+        reservation.grow(q, first).await?;
+    }
+    frame.reserve_exact(first);
+    frame.extend_from_slice(&header);
+    while frame.len() < total {
+        let want = (total - frame.len()).min(READ_CHUNK);
+        if frame.capacity() < frame.len() + want {
+            let more = growth(frame.capacity(), frame.len() + want, total);
+            if let Some(q) = quota {
+                reservation.grow(q, more).await?;
+            }
+            frame.reserve_exact(more);
+        }
+        match recv.read_chunk(want, true).await {
+            Ok(Some(chunk)) => frame.extend_from_slice(&chunk.bytes),
+            Ok(None) => {
+                return Err(TransportError::Truncated {
+                    got: frame.len(),
+                    expected: total,
+                })
+            }
+            Err(e) => return Err(read_err(e)),
+        }
+    }
+    Ok((frame, reservation))
+}
+
+async fn read_frame_with(
+    recv: &mut quinn::RecvStream,
+    max_payload: usize,
+    timeout: Duration,
+    quota: Option<&FrameQuota>,
+) -> Result<(Vec<u8>, Reservation), TransportError> {
+    let result = match tokio::time::timeout(timeout, read_frame_inner(recv, max_payload, quota)).await {
+        Ok(r) => r,
+        Err(_) => Err(TransportError::Timeout(timeout)),
+    };
+    let code = match &result {
+        Err(TransportError::Timeout(_)) => Some(close_code::STREAM_TIMEOUT),
+        Err(TransportError::Wire(_)) | Err(TransportError::Truncated { .. }) | Err(TransportError::Budget { .. }) => {
+            Some(close_code::STREAM_INVALID)
+        }
+        _ => None,
+    };
+    if let Some(code) = code {
+        // The stream may already be gone; nothing more to free then.
+        let _ = recv.stop(code.into());
+    }
+    result
+}
+
+/// Reads one frame like [`read_frame`], drawing its buffer from `quota` as bytes arrive (waiting while
+/// the budgets are exhausted, within the same deadline).
+pub async fn read_frame_budgeted(
+    recv: &mut quinn::RecvStream,
+    max_payload: usize,
+    timeout: Duration,
+    quota: &FrameQuota,
+) -> Result<BudgetedFrame, TransportError> {
+    let (bytes, reservation) = read_frame_with(recv, max_payload, timeout, Some(quota)).await?;
+    Ok(BudgetedFrame { bytes, reservation })
+}
+
+/// Reads one frame under `quota` and decodes its payload as `T`; the reservation is returned with the
+/// value so the caller holds it while the decoded message is in memory.
+pub async fn recv_message_budgeted<T: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    max_payload: usize,
+    timeout: Duration,
+    quota: &FrameQuota,
+) -> Result<(FrameKind, T, Reservation), TransportError> {
+    let frame = read_frame_budgeted(recv, max_payload, timeout, quota).await?;
+    match decode_frame::<T>(&frame.bytes, max_payload) {
+        Ok(d) => Ok((d.kind, d.value, frame.reservation)),
+        Err(e) => {
+            let _ = recv.stop(close_code::STREAM_INVALID.into());
+            Err(e.into())
+        }
+    }
 }
 
 /// Reads exactly one frame (header + payload) of at most `max_payload` payload bytes within `timeout`.
@@ -152,20 +356,9 @@ pub async fn read_frame(
     max_payload: usize,
     timeout: Duration,
 ) -> Result<Vec<u8>, TransportError> {
-    let result = match tokio::time::timeout(timeout, read_frame_inner(recv, max_payload)).await {
-        Ok(r) => r,
-        Err(_) => Err(TransportError::Timeout(timeout)),
-    };
-    let code = match &result {
-        Err(TransportError::Timeout(_)) => Some(close_code::STREAM_TIMEOUT),
-        Err(TransportError::Wire(_)) | Err(TransportError::Truncated { .. }) => Some(close_code::STREAM_INVALID),
-        _ => None,
-    };
-    if let Some(code) = code {
-        // The stream may already be gone; nothing more to free then.
-        let _ = recv.stop(code.into());
-    }
-    result
+    read_frame_with(recv, max_payload, timeout, None)
+        .await
+        .map(|(frame, _)| frame)
 }
 
 /// Reads one frame and decodes its payload as `T`; returns the frame kind and the value.
