@@ -1,13 +1,15 @@
-//! End-to-end test of `fedistill audit export|verify|show` on a real store: a round's records are
+//! End-to-end test of `fedistill audit export|verify|show|report` on a real store: a round's records are
 //! appended to the coordinator's SQLite store, two participant witnesses cosign through their real
 //! witness state, the binary exports, verifies (recomputing the aggregate) and shows the bundle,
-//! and a tampered bundle fails with the offending item named.
+//! and a tampered bundle fails with the offending item named; the HTML report opens in headless Chromium.
+
+mod chromium;
 
 use fedistill_coordinator::store::Store;
 use fedistill_participant::witness::Witness;
 use fedistill_shared::audit::{AggregateInput, ProtocolRecompute, Recompute, SOFT_LABELS_DOMAIN};
 use fedistill_shared::crypto::{signing_bytes, FederationId, SigningIdentity};
-use fedistill_shared::ledger::{Digest, ParticipantId, Record, RosterAction, RoundId};
+use fedistill_shared::ledger::{Digest, EncodingName, ParticipantId, Record, RosterAction, RoundId, RuleName};
 use fedistill_shared::protocol::{softlabels, Encoding};
 use fedistill_shared::wire::messages::SoftLabels;
 use std::path::Path;
@@ -53,7 +55,7 @@ fn contribution(who: &str, seed: u8, probs: &[f32]) -> (Record, (Digest, Vec<u8>
     let rec = Record::Contribution {
         round: RoundId(1),
         participant: ParticipantId::new(who),
-        encoding: "f32".into(),
+        encoding: EncodingName::parse("f32").expect("valid encoding"),
         payload_digest: d,
         sequence: 1,
         signature: sig.to_vec(),
@@ -105,7 +107,7 @@ fn build_store(db: &Path, work: &Path) -> String {
     let mut aggregate = Record::Aggregate {
         round: RoundId(1),
         digest: Digest::of(&agg),
-        rule: "mean".into(),
+        rule: RuleName::parse("mean").expect("valid rule"),
         contributors: vec![ParticipantId::new("bank-a"), ParticipantId::new("bank-b")],
         signature: Vec::new(),
     };
@@ -374,4 +376,70 @@ fn expect_checkpoint_and_require_payloads() {
     );
     let hex16 = &removed["payloads/".len()..][..16];
     assert!(t.contains(&format!("(contribution) (payload {hex16})")), "{t}");
+}
+
+#[test]
+fn the_audit_report_opens_in_a_browser_with_its_verdict_and_a_tampered_bundle_shows_the_failure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("log.db");
+    let trust_path = dir.path().join("trust.toml");
+    std::fs::write(&trust_path, build_store(&db, dir.path())).expect("write trust");
+    let bundle = dir.path().join("bundle");
+    let html = dir.path().join("report.html");
+    let (db_s, bundle_s, trust_s, html_s) = (
+        db.to_str().expect("utf8 path"),
+        bundle.to_str().expect("utf8 path"),
+        trust_path.to_str().expect("utf8 path"),
+        html.to_str().expect("utf8 path"),
+    );
+    let out = fedistill(&["audit", "export", "--store", db_s, "--out", bundle_s, "--payloads"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let out = fedistill(&["audit", "report", bundle_s, "--trust", trust_s, "--out", html_s]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("OK: report written to"), "{}", text(&out));
+    let file = std::fs::read_to_string(&html).expect("report written");
+    assert!(
+        !file.contains("<script") && !file.contains("src=\"http"),
+        "self-contained, no script"
+    );
+    let dom = chromium::dump_dom(&chromium::file_url(&html), 200);
+    assert!(dom.contains("data-verdict=\"ok\"") && dom.contains("VERIFIED"), "{dom}");
+    assert!(dom.contains("witness-bank-a, witness-bank-b"), "cosigners: {dom}");
+    let round = &dom[dom.find("<tr data-round=\"1\"").expect("round 1 row")..];
+    let round = &round[..round.find("</tr>").expect("row end")];
+    assert!(
+        round.contains("bank-a, bank-b") && round.contains("bit for bit"),
+        "{round}"
+    );
+    assert!(dom.contains("id=\"chart-participation\""), "{dom}");
+
+    // One changed byte of records.bin: the report is still written, and shows the failure.
+    let records = bundle.join("records.bin");
+    let mut bytes = std::fs::read(&records).expect("read");
+    bytes[10] ^= 1;
+    std::fs::write(&records, &bytes).expect("write");
+    let bad = dir.path().join("tampered.html");
+    let out = fedistill(&[
+        "audit",
+        "report",
+        bundle_s,
+        "--trust",
+        trust_s,
+        "--out",
+        bad.to_str().expect("utf8"),
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("FAILED") && text(&out).contains("report written to"),
+        "{}",
+        text(&out)
+    );
+    let dom = chromium::dump_dom(&chromium::file_url(&bad), 200);
+    assert!(
+        dom.contains("data-verdict=\"failed\"") && dom.contains("FAILED:"),
+        "{dom}"
+    );
+    assert!(dom.contains("records.bin"), "the offending item is named: {dom}");
+    assert!(!dom.contains("VERIFIED"), "{dom}");
 }

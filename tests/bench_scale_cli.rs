@@ -31,6 +31,25 @@ fn quick_scale_suite_completes_every_round_and_writes_its_report() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // Progress over the grid goes to stderr as plain lines when stderr is not a terminal (shared/ml's
+    // progress module): a start line, the start and end of every configuration, and a closing line; stdout
+    // keeps only the results.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "scale: starting (9 steps)",
+        "scale: 0/9 ",
+        "scale: 3/9 ",
+        "scale: 6/9 ",
+        "scale: 9/9 ",
+        "scale: done 3 configurations",
+    ] {
+        assert!(stderr.contains(needle), "stderr lacks {needle:?}:\n{stderr}");
+    }
+    assert!(
+        !stdout.lines().any(|l| l.starts_with("scale: ")),
+        "progress leaked to stdout:\n{stdout}"
+    );
+
     let r: serde_json::Value =
         serde_json::from_slice(&std::fs::read(report.join("scale.json")).expect("scale.json")).expect("json");
     assert_eq!(r["suite"], "scale");

@@ -1,7 +1,8 @@
 //! End-to-end test of `fedistill demo`: a real federation of processes (coordinator + participants over
 //! mTLS QUIC on loopback) on a small embedded dataset, checking the JSON report and the kept artifacts.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fedistill");
 
@@ -10,7 +11,7 @@ fn demo_runs_a_federation_and_its_log_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("run");
     let report = dir.path().join("report.json");
-    let out = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .args([
             "demo",
             "--dataset",
@@ -26,14 +27,49 @@ fn demo_runs_a_federation_and_its_log_verifies() {
         .arg(&work)
         .arg("--report")
         .arg(&report)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    // stderr drains on its own thread, so a chatty demo never blocks on a full pipe.
+    let mut err_pipe = child.stderr.take().unwrap();
+    let stderr_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err_pipe.read_to_string(&mut s);
+        s
+    });
+    // While the demo runs, its coordinator's status address serves the web console at `/`.
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stdout = String::new();
+    let mut console = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        stdout.push_str(&line);
+        stdout.push('\n');
+        // "started the coordinator (udp ..., status http://127.0.0.1:PORT/status) and ..."
+        if let Some(at) = line.find("status http://") {
+            let status = line[at + "status ".len()..].split(')').next().unwrap();
+            let url = format!("{}/", status.trim_end_matches("/status"));
+            console = Some(get_page(&url));
+            break;
+        }
+    }
+    let page = console.unwrap_or_else(|| panic!("the demo never announced its console:\n{stdout}"));
     assert!(
-        out.status.success(),
-        "demo failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        page.starts_with("HTTP/1.0 200") || page.starts_with("HTTP/1.1 200"),
+        "{page}"
     );
+    assert!(
+        page.contains("fedistill console") && page.contains("id=\"round-number\""),
+        "{page}"
+    );
+    for line in lines {
+        stdout.push_str(&line.unwrap());
+        stdout.push('\n');
+    }
+    let stderr = stderr_reader.join().unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "demo failed:\n{stdout}\n{stderr}");
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(r["dataset"], "breast-cancer");
     assert_eq!(r["participants"], 3);
@@ -81,6 +117,33 @@ fn demo_runs_a_federation_and_its_log_verifies() {
             "{p}: {log}"
         );
     }
+}
+
+/// `GET url` (an `http://127.0.0.1:PORT/` address) over plain HTTP/1.0: the whole response. The demo
+/// announces the address as it starts the coordinator, which listens a moment later: retried for a minute.
+fn get_page(url: &str) -> String {
+    let rest = url.strip_prefix("http://").expect("an http:// address");
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .expect("host/path");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut s = loop {
+        match std::net::TcpStream::connect(host) {
+            Ok(s) => break s,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => panic!("the demo's status server {host} never answered: {e}"),
+        }
+    };
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("read timeout");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").expect("send the request");
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).expect("read the response");
+    buf
 }
 
 #[test]

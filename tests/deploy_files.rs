@@ -307,6 +307,12 @@ fn kubernetes_manifests_parse_and_their_embedded_configs_are_valid() {
             for needed in coordinator_reads() {
                 assert!(paths.contains(needed), "the coordinator Secret lacks {needed}");
             }
+            // Its status address is not loopback, so the coordinator needs the console token (it cannot
+            // create one on the read-only Secret mount).
+            assert!(
+                paths.contains("operator/console.token"),
+                "the coordinator Secret lacks operator/console.token"
+            );
             assert!(
                 !paths.iter().any(|p| p.contains("ca.key") || p.contains("operator.key")),
                 "offline keys in the Secret"

@@ -133,6 +133,9 @@ fn a_forged_signer_field_does_not_lock_the_victim_out_even_across_a_restart() {
             matches!(r, Reply::Ack),
             "the victim's contribution is accepted after the attack: {r:?}"
         );
+        // The accepted envelope, sent again, is a replay.
+        let r = alice.request(&labels).await;
+        assert_eq!(reject_code(&r), "replay", "{r:?}");
         assert_eq!(open_a.round, open.round);
         (alice.seq, open_a)
     });

@@ -7,7 +7,7 @@ use fedistill_shared::attack::{Attack, Harness, HarnessConfig, Outcome, RobustTa
 use fedistill_shared::audit::{parse_trust, verify, Bundle, ExportInput, ProtocolRecompute, SOFT_LABELS_DOMAIN};
 use fedistill_shared::crypto::{signing_bytes, Digest, FederationId, ParticipantId, RoundId, SigningIdentity};
 use fedistill_shared::data::{load, LoadOptions};
-use fedistill_shared::ledger::{LogSigner, MemoryTree, Metric, Record, RosterAction};
+use fedistill_shared::ledger::{EncodingName, LogSigner, MemoryTree, Metric, Record, RosterAction, RuleName};
 use fedistill_shared::ml::{InputNorm, ModelConfig};
 use fedistill_shared::privacy::{ParticipantPrivacy, PrivacyConfig, PrivacyMode, Release};
 use fedistill_shared::protocol::aggregate::{aggregate, distance_to_consensus, ContributionView};
@@ -208,7 +208,7 @@ fn dp_log(tamper: bool) -> (Bundle, String) {
             public_set_digest: Digest::of(b"public"),
             sample_ids_digest: ids,
             temperature: 2.0,
-            rule: "median".into(),
+            rule: RuleName::parse("median").expect("valid rule"),
             deadline_unix_ms: 1_700_000_060_000 + r,
             quorum: 5,
         });
@@ -243,7 +243,7 @@ fn dp_log(tamper: bool) -> (Bundle, String) {
             records.push(Record::Contribution {
                 round,
                 participant: p.clone(),
-                encoding: "f32".into(),
+                encoding: EncodingName::parse("f32").expect("valid encoding"),
                 payload_digest: d,
                 sequence: r,
                 signature: sig.to_vec(),
@@ -264,7 +264,7 @@ fn dp_log(tamper: bool) -> (Bundle, String) {
         let mut rec = Record::Aggregate {
             round,
             digest,
-            rule: "median".into(),
+            rule: RuleName::parse("median").expect("valid rule"),
             contributors: parts.iter().map(|(p, _)| p.clone()).collect(),
             signature: Vec::new(),
         };

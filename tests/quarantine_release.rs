@@ -3,7 +3,9 @@
 //! every round it may. With `consecutive = 1` and `release_after_rounds = 1` the attacker is quarantined in
 //! round 1, left out of round 2 and released after it, contributes again in round 3 and is quarantined again,
 //! and is released after round 4. The update log holds the four decisions and `fedistill audit verify`
-//! (which rechecks each decision's consistency) passes.
+//! (which rechecks each decision's consistency) passes. The attacker's reports also carry a typed privacy
+//! spend: a malformed one is refused (`bad_payload`) before any state changes, and the well-formed one that
+//! follows is accepted and logged as a `PrivacySpend` record from the typed figures.
 //! Set `FEDISTILL_KEEP_TEST_DIRS=1` to keep the test's directory (configs, store, `logs/*.log`).
 
 mod common;
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 use fedistill_participant::transport::{connect, ConnectOptions, Kit};
 use fedistill_shared::crypto::{Digest, ReplayGuard, Signer};
 use fedistill_shared::wire::messages::{
-    Reply, RoundReport, ToCoordinator, ToParticipant, KIND_TO_PARTICIPANT, PROTOCOL_VERSION,
+    PrivacySpend, Reply, RoundReport, ToCoordinator, ToParticipant, KIND_TO_PARTICIPANT, PROTOCOL_VERSION,
 };
 use fedistill_shared::wire::recv_message;
 
@@ -35,8 +37,9 @@ fn data_toml() -> &'static str {
 
 /// The attacker: a real kit and connection; every round it may, it sends one-hot labels on class
 /// `id % 10` (unrelated to the digits, so far from the honest consensus) and reports the rounds it
-/// contributed to. Returns the reply code to each of its soft-label messages, per round.
-async fn attacker(dir: std::path::PathBuf) -> Vec<(u64, String)> {
+/// contributed to: first with a malformed privacy spend, then with a well-formed one. Returns the reply code
+/// to each of its soft-label messages and to each of its reports, per round.
+async fn attacker(dir: std::path::PathBuf) -> (Vec<(u64, String)>, Vec<(u64, String)>) {
     let kit = Kit::load(&dir).expect("load kit");
     let conn = connect(&kit, &ConnectOptions::default()).await.expect("mTLS connect");
     let mut seq = 0u64;
@@ -51,13 +54,14 @@ async fn attacker(dir: std::path::PathBuf) -> Vec<(u64, String)> {
     assert!(matches!(hello, Reply::Welcome { .. }), "{hello:?}");
     let guard = ReplayGuard::new(kit.federation().clone());
     let mut codes = Vec::new();
+    let mut report_codes = Vec::new();
     let mut contributed = Vec::new();
     loop {
         let Ok(mut recv) = conn.accept_uni().await else {
-            return codes;
+            return (codes, report_codes);
         };
         let Ok((kind, msg)) = recv_message::<ToParticipant>(&mut recv, 1 << 24, Duration::from_secs(30)).await else {
-            return codes;
+            return (codes, report_codes);
         };
         assert_eq!(kind, KIND_TO_PARTICIPANT);
         match msg {
@@ -74,35 +78,50 @@ async fn attacker(dir: std::path::PathBuf) -> Vec<(u64, String)> {
                     .collect();
                 let body = f32_labels(&open, &probs, CLASSES);
                 let signed = sign(&kit, round, next_seq(&mut seq), &body);
-                let code = match request(&conn, &ToCoordinator::SoftLabels(signed)).await {
-                    Reply::Ack => {
-                        contributed.push(round);
-                        "ack".to_string()
-                    }
-                    Reply::Reject { code, .. } => code,
-                    other => format!("{other:?}"),
-                };
-                codes.push((round.0, code));
+                let reply = request(&conn, &ToCoordinator::SoftLabels(signed)).await;
+                if matches!(reply, Reply::Ack) {
+                    contributed.push(round);
+                }
+                codes.push((round.0, reply_code(reply)));
             }
             ToParticipant::Aggregate(s) => {
                 let round = s.round;
                 if contributed.contains(&round) {
-                    let report = RoundReport {
+                    // No `dp_*` metrics: the log's PrivacySpend record comes from the typed field alone.
+                    let report = |epsilon_round: f64| RoundReport {
                         round,
                         metrics: vec![("accuracy".into(), 0.1)],
                         student_digest: Digest::of(b"attacker"),
                         guard_accepted: true,
                         guard_reason: String::new(),
+                        privacy_spend: Some(PrivacySpend {
+                            epsilon_round,
+                            epsilon_total: 0.25 * round.0 as f64,
+                            delta: 1e-5,
+                        }),
                     };
-                    let signed = sign(&kit, round, next_seq(&mut seq), &report);
-                    let _ = request(&conn, &ToCoordinator::Report(signed)).await;
+                    // A negative epsilon is refused before any state changes, so the next report is no duplicate.
+                    for epsilon_round in [-1.0, 0.25] {
+                        let signed = sign(&kit, round, next_seq(&mut seq), &report(epsilon_round));
+                        let reply = request(&conn, &ToCoordinator::Report(signed)).await;
+                        report_codes.push((round.0, reply_code(reply)));
+                    }
                 }
             }
             ToParticipant::Finished { .. } => {
                 conn.close(0u32.into(), b"done");
-                return codes;
+                return (codes, report_codes);
             }
         }
+    }
+}
+
+/// `ack`, or the reject code's name.
+fn reply_code(reply: Reply) -> String {
+    match reply {
+        Reply::Ack => "ack".to_string(),
+        Reply::Reject { code, .. } => code.to_string(),
+        other => format!("{other:?}"),
     }
 }
 
@@ -148,7 +167,7 @@ fn a_persistent_attacker_is_quarantined_released_and_quarantined_again() {
     let what = format!("a finished /status within {WAIT:?}");
     let done = procs.wait_for(status, &what, deadline, StatusServer::finished);
     procs.wait_all_exit(deadline, "processes did not exit");
-    let codes = rt
+    let (codes, report_codes) = rt
         .block_on(async { tokio::time::timeout(Duration::from_secs(30), mallory).await })
         .expect("the attacker finished")
         .expect("the attacker task did not panic");
@@ -182,6 +201,13 @@ fn a_persistent_attacker_is_quarantined_released_and_quarantined_again() {
         assert!(ok, "round {round}: {code} ({codes:?})");
     }
     assert_eq!(codes.iter().filter(|(_, c)| c == "ack").count(), 2, "{codes:?}");
+    // Its reports in rounds 1 and 3: the malformed privacy spend refused, the well-formed one accepted.
+    let want: Vec<(u64, String)> = [1, 1, 3, 3]
+        .into_iter()
+        .zip(["bad_payload", "ack", "bad_payload", "ack"])
+        .map(|(r, c)| (r, c.to_string()))
+        .collect();
+    assert_eq!(report_codes, want);
 
     let show = audit_export_verify_show(&dir);
     let decisions: Vec<&str> = show
@@ -189,6 +215,15 @@ fn a_persistent_attacker_is_quarantined_released_and_quarantined_again() {
         .filter(|l| l.contains("QUARANTINE") || l.contains("RELEASE"))
         .collect();
     assert_eq!(decisions.len(), 4, "{decisions:?}");
+    // Only the accepted typed spends are logged (the honest participants run without DP).
+    let spends: Vec<&str> = show.lines().filter(|l| l.contains("privacy spend by")).collect();
+    assert_eq!(spends.len(), 2, "{spends:?}");
+    for (line, needle) in spends.iter().zip([
+        "round 1: privacy spend by mallory: epsilon=0.25 delta=0.00001",
+        "round 3: privacy spend by mallory: epsilon=0.25 delta=0.00001",
+    ]) {
+        assert!(line.contains(needle), "{needle}: {line}");
+    }
     for (line, needle) in decisions.iter().zip([
         "round 1: QUARANTINE mallory",
         "round 2: RELEASE mallory from the quarantine of round 1 after 1 round(s)",

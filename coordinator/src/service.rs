@@ -1,3 +1,4 @@
+// Over 800 lines: the coordinator's core loop and its message handlers read best together; see issue #17.
 //! The coordinator service: a tokio driver around the sans-IO round state machine.
 //!
 //! One task (the core loop) owns the state machine, the durable store, the signing key and the replay
@@ -23,17 +24,17 @@ use fedistill_shared::ledger::{Cosignature as LedgerCosignature, Metric, Record,
 use fedistill_shared::protocol::coordinator::AcceptedContribution;
 use fedistill_shared::protocol::robust::{AnomalyTracker, QuarantinePolicy};
 use fedistill_shared::protocol::{
-    softlabels, CoordinatorConfig, CoordinatorRound, Encoding, Millis, OutMessage, Output, RoundCommit, Snapshot,
+    CoordinatorConfig, CoordinatorRound, Encoding, Millis, OutMessage, Output, RoundCommit, Snapshot,
 };
 use fedistill_shared::provision::FederationLayout;
 use fedistill_shared::wire::messages::{
-    AggregateLabels, Reply, ToCoordinator, ToParticipant, KIND_REPLY, KIND_TO_COORDINATOR, KIND_TO_PARTICIPANT,
+    RejectCode, Reply, ToCoordinator, ToParticipant, KIND_REPLY, KIND_TO_COORDINATOR, KIND_TO_PARTICIPANT,
     PROTOCOL_VERSION,
 };
 use fedistill_shared::wire::{encode_frame, recv_message_budgeted, send_message, write_frame, FrameBudget, FrameQuota};
 
 use crate::config::CoordinatorSettings;
-use crate::metrics::{Metrics, Observability, RoundStatus, Status};
+use crate::metrics::{Observability, RoundStatus, Status};
 use crate::store::Store;
 use crate::transport::{FederationFiles, PeerConnection, Server};
 
@@ -202,12 +203,19 @@ pub async fn run(
     let files = FederationFiles::from_federation_dir(&settings.federation_dir)?;
     let server = Arc::new(Server::bind(settings.bind, &files).context("binding the QUIC endpoint")?);
     let quic_addr = server.local_addr()?;
-    let obs = Arc::new(Observability {
-        metrics: Metrics::new(),
-        status: std::sync::Mutex::new(Status::default()),
-    });
+    let obs = Arc::new(Observability::new(Status {
+        task: format!(
+            "dataset {}, rule {}, temperature {}, {} samples per round",
+            settings.data.dataset,
+            settings.rule.name(),
+            settings.temperature,
+            settings.samples_per_round
+        ),
+        ..Status::default()
+    }));
+    obs.watch_roster(server.reload_handle());
     let status_addr = match settings.status {
-        Some(addr) => Some(crate::metrics::serve(addr, obs.clone(), cancel.clone()).await?),
+        Some(addr) => Some(crate::metrics::serve(addr, obs.clone(), &settings.federation_dir, cancel.clone()).await?),
         None => None,
     };
     info!(%quic_addr, status = ?status_addr, federation = %federation, "coordinator listening");
@@ -450,14 +458,14 @@ impl Core {
                         // A store failure must not be acknowledged; the participant retries.
                         error!(%participant, error = %format!("{e:#}"), "request failed");
                         Reply::Reject {
-                            code: "internal".into(),
+                            code: RejectCode::Internal,
                             message: format!("{e:#}"),
                         }
                     }
                 };
                 if let Reply::Reject { code, message } = &answer {
                     warn!(%participant, code = %code, reason = %message, "rejected");
-                    self.obs.metrics.reject(code);
+                    self.obs.metrics.reject(code.as_str());
                 }
                 let _ = reply.send(answer);
             }
@@ -492,22 +500,11 @@ impl Core {
     }
 
     fn handle_request(&mut self, now: Millis, p: &ParticipantId, msg: ToCoordinator) -> anyhow::Result<Reply> {
-        let reject = |code: &str, message: String| Reply::Reject {
-            code: code.to_string(),
-            message,
-        };
-        let sign_code = |e: &SignError| match e {
-            SignError::WrongRound { .. } => "wrong_round",
-            SignError::Replay { .. } => "replay",
-            SignError::SeqTooFarAhead { .. } => "replay",
-            SignError::SignerMismatch { .. } => "signer_mismatch",
-            SignError::WrongFederation { .. } => "wrong_federation",
-            SignError::BadSignature { .. } => "bad_signature",
-            SignError::Payload(_) => "bad_payload",
-        };
+        let reject = |code: RejectCode, message: String| Reply::Reject { code, message };
+        let sign_code = |e: &SignError| RejectCode::from(e);
         let Some(key) = self.key_of(p) else {
             return Ok(reject(
-                "unknown_participant",
+                RejectCode::UnknownParticipant,
                 format!("{p} has no signing key in the roster"),
             ));
         };
@@ -518,7 +515,7 @@ impl Core {
             ToCoordinator::Hello { version, .. } => {
                 if version != PROTOCOL_VERSION {
                     return Ok(reject(
-                        "version",
+                        RejectCode::Version,
                         format!(
                             "protocol version {version} is not supported (this coordinator speaks {PROTOCOL_VERSION})"
                         ),
@@ -563,7 +560,7 @@ impl Core {
                 // Checked before the state machine sees the message, so a refused abstention changes nothing.
                 let figures = match Metric::canonical(body.figures.iter().map(|(n, v)| (n.clone(), *v))) {
                     Ok(f) => f,
-                    Err(e) => return Ok(reject("bad_payload", e.to_string())),
+                    Err(e) => return Ok(reject(RejectCode::BadPayload, e.to_string())),
                 };
                 match self.sm.handle_abstain(now, p, verified) {
                     Ok(()) => {
@@ -602,35 +599,33 @@ impl Core {
                 let body = verified.value().clone();
                 let metrics = match Metric::canonical(body.metrics.iter().map(|(n, v)| (n.clone(), *v))) {
                     Ok(m) => m,
-                    Err(e) => return Ok(reject("bad_payload", format!("report metrics: {e}"))),
+                    Err(e) => return Ok(reject(RejectCode::BadPayload, format!("report metrics: {e}"))),
                 };
+                // Checked before the state machine sees the report, so a refused spend changes nothing.
+                if let Some(Err(e)) = body.privacy_spend.as_ref().map(|s| s.check()) {
+                    return Ok(reject(RejectCode::BadPayload, e));
+                }
                 let record = Record::RoundReport {
                     round: body.round,
                     participant: p.clone(),
                     metrics,
                     student_digest: body.student_digest,
-                    guard: if body.guard_accepted {
-                        "accept".into()
-                    } else {
-                        format!("reject: {}", body.guard_reason)
-                    },
+                    guard: body.guard_decision(),
                     message_digest: verified.payload_digest(),
                     sequence: verified.seq(),
                     signature: verified.envelope().signature.clone(),
                 };
                 let payload = verified.envelope().payload.clone();
-                // A participant with DP on reports its spend (docs/privacy.md); it is logged next to the report.
-                let metric = |name: &str| body.metrics.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+                // A participant with DP on reports its spend, typed (docs/privacy.md); it is logged next to the
+                // report. The `dp_*` metrics beside it are for people; the log takes the typed figures.
                 let mut records = vec![record];
-                if let (Some(epsilon), Some(delta)) = (metric("dp_epsilon_round"), metric("dp_delta")) {
-                    if epsilon.is_finite() && epsilon >= 0.0 && delta > 0.0 && delta < 1.0 {
-                        records.push(Record::PrivacySpend {
-                            round: body.round,
-                            participant: p.clone(),
-                            epsilon,
-                            delta,
-                        });
-                    }
+                if let Some(spend) = body.privacy_spend {
+                    records.push(Record::PrivacySpend {
+                        round: body.round,
+                        participant: p.clone(),
+                        epsilon: spend.epsilon_round,
+                        delta: spend.delta,
+                    });
                 }
                 match self.sm.handle_report(now, p, verified) {
                     Ok(()) => {
@@ -653,23 +648,23 @@ impl Core {
             ToCoordinator::ProofRequest { old_size, new_size } => {
                 match self.store.consistency_proof(old_size, new_size) {
                     Ok(hashes) => Ok(Reply::Proof { hashes }),
-                    Err(e) => Ok(reject("bad_proof_request", e.to_string())),
+                    Err(e) => Ok(reject(RejectCode::BadProofRequest, e.to_string())),
                 }
             }
             ToCoordinator::Cosign(c) => {
                 let expected = format!("{WITNESS_PREFIX}{p}");
                 if c.name != expected {
                     return Ok(reject(
-                        "bad_cosignature",
+                        RejectCode::BadCosignature,
                         format!("witness name {:?}, expected {expected:?}", c.name),
                     ));
                 }
                 let Ok(signature) = <[u8; 64]>::try_from(c.signature.as_slice()) else {
-                    return Ok(reject("bad_cosignature", "signature is not 64 bytes".into()));
+                    return Ok(reject(RejectCode::BadCosignature, "signature is not 64 bytes".into()));
                 };
                 let Ok(vk) = ed25519_dalek::VerifyingKey::from_bytes(&key.to_bytes()) else {
                     return Ok(reject(
-                        "bad_cosignature",
+                        RejectCode::BadCosignature,
                         "roster key is not a valid ed25519 key".into(),
                     ));
                 };
@@ -685,7 +680,7 @@ impl Core {
                 };
                 match tokio::task::block_in_place(|| self.store.add_cosignature(c.size, &witness, &cosig)) {
                     Ok(()) => Ok(Reply::Ack),
-                    Err(e) => Ok(reject("bad_cosignature", e.to_string())),
+                    Err(e) => Ok(reject(RejectCode::BadCosignature, e.to_string())),
                 }
             }
         }
@@ -758,54 +753,12 @@ impl Core {
 
     fn commit(&mut self, c: RoundCommit) -> anyhow::Result<()> {
         let now = self.now();
-        let federation = self.federation.as_str().to_string();
-        let mut records = vec![Record::RoundOpened {
-            round: c.round,
-            public_set_digest: c.open.public_digest,
-            sample_ids_digest: c.open.sample_ids_digest,
-            temperature: f64::from(c.open.temperature),
-            rule: c.open.rule.name(),
-            deadline_unix_ms: unix_micros() / 1000 + c.open.deadline_ms,
-            quorum: c.open.quorum,
-        }];
-        let mut payloads = Vec::new();
-        for contribution in &c.contributions {
-            let envelope: Signed<fedistill_shared::wire::messages::SoftLabels> =
-                fedistill_shared::wire::decode_payload(&contribution.envelope)?;
-            let encoding = fedistill_shared::wire::decode_payload::<fedistill_shared::wire::messages::SoftLabels>(
-                &envelope.payload,
-            )
-            .map(|m| m.encoding.name())
-            .unwrap_or_else(|_| "unknown".into());
-            records.push(Record::Contribution {
-                round: c.round,
-                participant: contribution.participant.clone(),
-                encoding,
-                payload_digest: contribution.payload_digest,
-                sequence: contribution.seq,
-                signature: envelope.signature.clone(),
-            });
-            payloads.push((contribution.payload_digest, envelope.payload.clone()));
-        }
-        let bytes: Vec<u8> = c.aggregate.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let digest = Digest::of(&bytes);
-        let contributors: Vec<ParticipantId> = c.contributions.iter().map(|x| x.participant.clone()).collect();
-        let mut aggregate = Record::Aggregate {
-            round: c.round,
-            digest,
-            rule: c.open.rule.name(),
-            contributors: contributors.clone(),
-            signature: Vec::new(),
-        };
-        let statement = aggregate
-            .statement(&federation)
-            .map_err(|e| anyhow::anyhow!("aggregate statement: {e}"))?
-            .ok_or_else(|| anyhow::anyhow!("aggregate record has no statement"))?;
-        if let Record::Aggregate { signature, .. } = &mut aggregate {
-            *signature = self.key.sign_raw(&statement).to_vec();
-        }
-        records.push(aggregate);
-        payloads.push((digest, bytes.clone()));
+        // The protocol core assembles the records and the message; this driver signs, persists and sends.
+        let mut assembled = c.records(&self.federation, unix_micros() / 1000 + c.open.deadline_ms)?;
+        assembled.sign_aggregate(self.key.sign_raw(&assembled.statement).to_vec());
+        let contributors = c.contributors();
+        let mut records = assembled.records;
+        let payloads = assembled.payloads;
         for (p, score) in &c.anomaly {
             debug!(round = c.round.0, participant = %p, score, "distance to consensus");
         }
@@ -860,28 +813,7 @@ impl Core {
                 .map_err(|e| anyhow::anyhow!("checkpoint note: {e}"))?,
         )?;
         self.obs.metrics.log_size.set(self.store.size() as i64);
-        let msg = AggregateLabels {
-            round: c.round,
-            rule: c.open.rule,
-            contributors: contributors.clone(),
-            absent: c.absent.clone(),
-            rows: c.open.sample_ids.len() as u32,
-            classes: c.open.classes,
-            encoding: self.aggregate_encoding,
-            probabilities: if self.aggregate_encoding == Encoding::F32 {
-                bytes
-            } else {
-                softlabels::encode(
-                    &c.aggregate,
-                    c.open.sample_ids.len(),
-                    c.open.classes as usize,
-                    self.aggregate_encoding,
-                )
-                .map_err(|e| anyhow::anyhow!("encoding the aggregate: {e}"))?
-            },
-            aggregate_digest: digest,
-            checkpoint: note,
-        };
+        let msg = c.aggregate_message(self.aggregate_encoding, note)?;
         let s = self.sign(c.round, &msg)?;
         let push = ToParticipant::Aggregate(s);
         let frame = encode_frame(KIND_TO_PARTICIPANT, &push)?;
@@ -928,6 +860,19 @@ impl Core {
             s.finished = self.finished_at.is_some();
             s.abstaining = self.sm.abstained().map(|p| p.to_string()).collect();
             s.quarantined = self.sm.quarantined().map(|p| p.to_string()).collect();
+            s.quorum = self.sm.config().quorum as u64;
+            let snap = self.sm.snapshot_without_payloads();
+            s.expected = snap.expected.iter().map(|p| p.to_string()).collect();
+            s.received = snap.contribution_ids.iter().map(|p| p.to_string()).collect();
+            s.deadline_ms = match self.sm.phase() {
+                fedistill_shared::protocol::Phase::Collecting { deadline }
+                | fedistill_shared::protocol::Phase::Reporting { deadline } => {
+                    Some(deadline.0.saturating_sub(self.now().0))
+                }
+                _ => None,
+            };
+            let (connected, quarantined) = (s.connected.clone(), s.quarantined.clone());
+            self.obs.fill_console(&self.store, &connected, &quarantined, &mut s);
         }
     }
 }
@@ -1096,21 +1041,21 @@ async fn connection(
                     }
                 }
                 Ok((kind, _, _)) => Reply::Reject {
-                    code: "bad_frame".into(),
+                    code: RejectCode::BadFrame,
                     message: format!("unexpected frame kind {}", kind.0),
                 },
                 Err(e) => {
                     let code = match &e {
-                        fedistill_shared::wire::TransportError::Timeout(_) => "timeout",
-                        fedistill_shared::wire::TransportError::Wire(_) => "bad_frame",
-                        fedistill_shared::wire::TransportError::Truncated { .. } => "truncated",
-                        fedistill_shared::wire::TransportError::Budget { .. } => "too_large",
-                        _ => "stream",
+                        fedistill_shared::wire::TransportError::Timeout(_) => RejectCode::Timeout,
+                        fedistill_shared::wire::TransportError::Wire(_) => RejectCode::BadFrame,
+                        fedistill_shared::wire::TransportError::Truncated { .. } => RejectCode::Truncated,
+                        fedistill_shared::wire::TransportError::Budget { .. } => RejectCode::TooLarge,
+                        _ => RejectCode::Stream,
                     };
                     warn!(%participant, error = %e, "bad stream");
-                    obs.metrics.reject(code);
+                    obs.metrics.reject(code.as_str());
                     Reply::Reject {
-                        code: code.into(),
+                        code,
                         message: e.to_string(),
                     }
                 }

@@ -41,6 +41,8 @@ struct RawSettings {
     privacy: Option<fedistill_shared::privacy::PrivacyToml>,
     #[serde(default)]
     refresh: Option<RefreshConfig>,
+    #[serde(default)]
+    status: Option<String>,
 }
 
 fn default_encoding() -> String {
@@ -93,6 +95,8 @@ pub struct ParticipantSettings {
     pub privacy: Option<fedistill_shared::privacy::PrivacySettings>,
     /// Teacher refresh after each round (`[refresh]`, co-distillation; docs/ml.md); `epochs = 0` is off.
     pub refresh: RefreshConfig,
+    /// Loopback address of this node's read-only status page (`status = "127.0.0.1:9200"`; none: off).
+    pub status: Option<std::net::SocketAddr>,
 }
 
 impl ParticipantSettings {
@@ -144,6 +148,20 @@ impl ParticipantSettings {
                 refresh.epochs
             );
         }
+        let status = match &raw.status {
+            None => None,
+            Some(s) => {
+                let addr: std::net::SocketAddr = s
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("status = {s:?} is not an address like 127.0.0.1:9200: {e}"))?;
+                anyhow::ensure!(
+                    addr.ip().is_loopback(),
+                    "status = {s:?}: the participant page has no credential, so it binds to loopback only \
+                     (use 127.0.0.1 or [::1] and an SSH tunnel to reach it from elsewhere)"
+                );
+                Some(addr)
+            }
+        };
         let mut data = raw.data;
         data.data_dir = data.data_dir.map(resolve);
         Ok(Self {
@@ -162,6 +180,7 @@ impl ParticipantSettings {
             max_frame_bytes: raw.max_frame_bytes,
             privacy,
             refresh,
+            status,
         })
     }
 }
@@ -187,6 +206,10 @@ participants = 3
         assert_eq!(s.encoding, Encoding::Int8);
         assert_eq!(s.guard_metrics, vec!["accuracy", "macro_f1", "roc_auc"]);
         assert!(s.privacy.is_none());
+        assert!(s.status.is_none());
+        let with_page = GOOD.replace("shard = 1", "shard = 1\nstatus = \"127.0.0.1:9200\"");
+        let s = ParticipantSettings::parse(&with_page, Path::new("/srv")).unwrap();
+        assert_eq!(s.status, Some("127.0.0.1:9200".parse().unwrap()));
         let dp = format!("{GOOD}[privacy]\nepsilon_per_round = 1.0\ndelta = 1e-5\nbudget_epsilon = 8.0\n");
         let p = ParticipantSettings::parse(&dp, Path::new("/srv"))
             .unwrap()
@@ -271,6 +294,8 @@ participants = 3
                 "[refresh] invalid hyper-parameter: teacher refresh lr 0",
             ),
             (format!("{GOOD}[refresh]\nepochs = 2\nrate = 1.0\n"), "rate"),
+            (GOOD.replace("shard = 1", "shard = 1\nstatus = \"0.0.0.0:9200\""), "loopback only"),
+            (GOOD.replace("shard = 1", "shard = 1\nstatus = \"localhost\""), "not an address"),
             (
                 format!("{GOOD}[refresh]\nepochs = 2\n[privacy]\ndelta = 1e-5\nbudget_epsilon = 8.0\n[privacy.teacher]\nnoise_multiplier = 1.0\nclip = 1.0\nbatch = 64\n"),
                 "would void the DP-SGD guarantee",

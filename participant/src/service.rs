@@ -1,3 +1,4 @@
+// Over 800 lines: the async driver and its round handlers read together until the learner seam (issue #17).
 //! The participant service: a tokio driver around the sans-IO participant session.
 //!
 //! It trains (or reloads) the private teacher, dials the coordinator with capped backoff, and for every
@@ -29,8 +30,8 @@ use fedistill_shared::ml::quant::model::{Profile, QuantizedModel};
 use fedistill_shared::ml::{evaluate, train_teacher, Model, Progress};
 use fedistill_shared::protocol::{softlabels, ParticipantOutput, ParticipantSession};
 use fedistill_shared::wire::messages::{
-    Cosignature, Reply, RoundReport, SoftLabels, ToCoordinator, ToParticipant, KIND_REPLY, KIND_TO_COORDINATOR,
-    KIND_TO_PARTICIPANT, PROTOCOL_VERSION,
+    RejectCode, Reply, RoundReport, ToCoordinator, ToParticipant, KIND_REPLY, KIND_TO_COORDINATOR, KIND_TO_PARTICIPANT,
+    PROTOCOL_VERSION,
 };
 use fedistill_shared::wire::{recv_message, send_message};
 
@@ -149,6 +150,8 @@ pub async fn run(settings: ParticipantSettings, cancel: CancellationToken) -> an
     let test = split.test;
     let public_digest = Digest(split.public_digest);
     let private_samples = shard.n;
+    // The read-only status page (`status = ...`, participant/src/console.rs).
+    crate::console::spawn(&settings, me.as_str(), shard.num_classes, &cancel).await?;
 
     let defaults = LocalOptions::defaults_for(&shard, settings.data.seed);
     let teacher_cfg = settings.teacher.clone().unwrap_or(defaults.teacher.model.clone());
@@ -629,7 +632,10 @@ async fn handle_push(
                                     drop(n);
                                     match request(conn, &ToCoordinator::Abstain(signed), max_frame).await? {
                                         Reply::Ack => info!(round = round.0, "abstention recorded by the coordinator"),
-                                        Reply::Reject { code, message } if code == "duplicate" => {
+                                        Reply::Reject {
+                                            code: RejectCode::Duplicate,
+                                            message,
+                                        } => {
                                             info!(round = round.0, %message, "coordinator already holds our abstention")
                                         }
                                         Reply::Reject { code, message } => {
@@ -643,18 +649,16 @@ async fn handle_push(
                         }
                     }
                 };
-                let payload = softlabels::encode(&probs, rows, classes, encoding)?;
                 let mut n = node.lock().await;
-                let body = SoftLabels {
+                let body = softlabels::soft_labels_message(
                     round,
-                    public_digest: n.public_digest,
-                    sample_ids_digest: fedistill_shared::wire::messages::sample_ids_digest(&sample_ids),
-                    encoding: n.settings.encoding,
-                    rows: rows as u32,
-                    classes: classes as u32,
-                    samples: n.private_samples as u64,
-                    payload,
-                };
+                    n.public_digest,
+                    &sample_ids,
+                    &probs,
+                    classes,
+                    encoding,
+                    n.private_samples as u64,
+                )?;
                 let bytes = body.payload.len() as u64;
                 let signed = sign(&mut n, round, &body)?;
                 drop(n);
@@ -666,7 +670,10 @@ async fn handle_push(
                             r.1 = bytes;
                         }
                     }
-                    Reply::Reject { code, message } if code == "duplicate" => {
+                    Reply::Reject {
+                        code: RejectCode::Duplicate,
+                        message,
+                    } => {
                         info!(round = round.0, %message, "coordinator already holds our labels");
                         session.handle_labels_sent(round);
                     }
@@ -726,24 +733,14 @@ async fn witness(
     sc: &SignedCheckpoint,
     max_frame: usize,
 ) -> anyhow::Result<()> {
-    let old = node.lock().await.witness.last().map(|c| c.checkpoint.size).unwrap_or(0);
     let new = sc.checkpoint.size;
-    let proof = if old > 0 && new > old {
-        match request(
-            conn,
-            &ToCoordinator::ProofRequest {
-                old_size: old,
-                new_size: new,
-            },
-            max_frame,
-        )
-        .await?
-        {
+    let ask = node.lock().await.witness.proof_request(new);
+    let proof = match ask {
+        Some(req) => match request(conn, &req, max_frame).await? {
             Reply::Proof { hashes } => hashes,
-            other => anyhow::bail!("no consistency proof from {old} to {new}: {other:?}"),
-        }
-    } else {
-        Vec::new()
+            other => anyhow::bail!("no consistency proof up to {new}: {other:?}"),
+        },
+        None => Vec::new(),
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -759,13 +756,7 @@ async fn witness(
             }
         }
     };
-    let msg = ToCoordinator::Cosign(Cosignature {
-        size: new,
-        name: cosig.name.clone(),
-        key_id: cosig.key_id,
-        timestamp: cosig.timestamp,
-        signature: cosig.signature.to_vec(),
-    });
+    let msg = crate::witness::cosign_message(new, &cosig);
     match request(conn, &msg, max_frame).await? {
         Reply::Ack => {
             node.lock().await.state.cosigned += 1;
@@ -969,6 +960,7 @@ async fn distill_round(
         student_digest: digest,
         guard_accepted: accepted_now,
         guard_reason: decision.map(|d| d.reason).unwrap_or_else(|| "first student".into()),
+        privacy_spend: n.privacy.as_ref().and_then(|p| p.report_spend(round.0)),
     })
 }
 

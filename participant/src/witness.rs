@@ -10,6 +10,7 @@ use ed25519_dalek::SigningKey;
 use fedistill_shared::ledger::note::check_key_name;
 use fedistill_shared::ledger::tree::verify_consistency;
 use fedistill_shared::ledger::{Cosignature, Digest, LogVerifier, NoteError, ProofError, SignedCheckpoint, WitnessKey};
+use fedistill_shared::wire::messages::{Cosignature as WireCosignature, ToCoordinator};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -106,6 +107,17 @@ fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), WitnessError> {
     Ok(())
 }
 
+/// The `Cosign` message that carries `cosig` on a checkpoint of `size` to the coordinator.
+pub fn cosign_message(size: u64, cosig: &Cosignature) -> ToCoordinator {
+    ToCoordinator::Cosign(WireCosignature {
+        size,
+        name: cosig.name.clone(),
+        key_id: cosig.key_id,
+        timestamp: cosig.timestamp,
+        signature: cosig.signature.to_vec(),
+    })
+}
+
 impl Witness {
     /// Opens the witness state in `work_dir` (creating nothing until the first cosignature).
     /// `name` is the witness key name (as in the auditor's trust file), `key` its ed25519 key,
@@ -132,6 +144,16 @@ impl Witness {
             log,
             dir: work_dir.to_path_buf(),
             last,
+        })
+    }
+
+    /// The consistency-proof request to send before cosigning a checkpoint of `new_size`: from the last
+    /// checkpoint cosigned, when the log grew since; `None` for the first checkpoint or no growth.
+    pub fn proof_request(&self, new_size: u64) -> Option<ToCoordinator> {
+        let old = self.last().map(|c| c.checkpoint.size).unwrap_or(0);
+        (old > 0 && new_size > old).then_some(ToCoordinator::ProofRequest {
+            old_size: old,
+            new_size,
         })
     }
 

@@ -1,3 +1,4 @@
+// Over 800 lines: attacks, scenarios and the robust tables are one experiment that reads together (issue #17).
 //! Attack harness: poisoned participants and DP noise against every aggregation rule, in-process.
 //!
 //! Teachers are trained on disjoint shards of a dataset (MNIST-10k in the bench), each round every
@@ -565,26 +566,56 @@ pub struct DpSgdRow {
 impl RobustTable {
     /// Runs every scenario: clean x rules, epsilons x rules, attacks x rules (with and without quarantine).
     pub fn run(h: &Harness, rules: &[AggregationRule], epsilons: &[f64]) -> Result<RobustTable, AttackError> {
+        Self::run_with_progress(h, rules, epsilons, &Progress::hidden())
+    }
+
+    /// [`RobustTable::run`], showing one step per scenario on `progress`.
+    pub fn run_with_progress(
+        h: &Harness,
+        rules: &[AggregationRule],
+        epsilons: &[f64],
+        progress: &Progress,
+    ) -> Result<RobustTable, AttackError> {
         let sc = |rule, attack, epsilon, quarantine| Scenario {
             rule,
             attack,
             epsilon,
             quarantine,
         };
+        let total = (rules.len() * (1 + epsilons.len() + 2 * Attack::ALL.len())) as u64;
+        let mut done = 0u64;
+        let mut step = |s: &Scenario| -> Result<Outcome, AttackError> {
+            let o = h.run(s)?;
+            done += 1;
+            let what = match (s.attack, s.epsilon) {
+                (Some(a), _) => format!("{}{}", a.name(), if s.quarantine { " with quarantine" } else { "" }),
+                (None, Some(e)) => format!("epsilon {e}"),
+                (None, None) => "clean".to_string(),
+            };
+            progress.advance(
+                "robust",
+                done,
+                total,
+                &format!("{} {what}: {:.1}%", s.rule.name(), 100.0 * o.accuracy),
+            );
+            Ok(o)
+        };
+        progress.start("robust", total);
         let mut clean = Vec::new();
         let mut privacy = Vec::new();
         let mut attacks = Vec::new();
         let mut attacks_quarantine = Vec::new();
         for &rule in rules {
-            clean.push(h.run(&sc(rule, None, None, false))?);
+            clean.push(step(&sc(rule, None, None, false))?);
             for &e in epsilons {
-                privacy.push(h.run(&sc(rule, None, Some(e), false))?);
+                privacy.push(step(&sc(rule, None, Some(e), false))?);
             }
             for a in Attack::ALL {
-                attacks.push(h.run(&sc(rule, Some(a), None, false))?);
-                attacks_quarantine.push(h.run(&sc(rule, Some(a), None, true))?);
+                attacks.push(step(&sc(rule, Some(a), None, false))?);
+                attacks_quarantine.push(step(&sc(rule, Some(a), None, true))?);
             }
         }
+        progress.finish("robust", &format!("{total} scenarios"));
         Ok(RobustTable {
             config: h.config().clone(),
             teacher_accuracy: h.teacher_accuracy().to_vec(),
@@ -599,7 +630,21 @@ impl RobustTable {
     /// Adds the DP-SGD table: for each per-private-sample `epsilon`, teachers trained with DP-SGD on the
     /// same split (`Harness::build_dp_sgd`), their labels aggregated with each rule and distilled.
     pub fn run_dp_sgd(&mut self, ds: &Dataset, rules: &[AggregationRule], epsilons: &[f64]) -> Result<(), AttackError> {
-        for &e in epsilons {
+        self.run_dp_sgd_with_progress(ds, rules, epsilons, &Progress::hidden())
+    }
+
+    /// [`RobustTable::run_dp_sgd`], showing one step per epsilon (its teachers trained and distilled under
+    /// every rule) on `progress`.
+    pub fn run_dp_sgd_with_progress(
+        &mut self,
+        ds: &Dataset,
+        rules: &[AggregationRule],
+        epsilons: &[f64],
+        progress: &Progress,
+    ) -> Result<(), AttackError> {
+        let total = epsilons.len() as u64;
+        progress.start("dp-sgd", total);
+        for (i, &e) in epsilons.iter().enumerate() {
             let h = Harness::build_dp_sgd(ds, self.config.clone(), e)?;
             let cost = h
                 .teacher_dp()
@@ -617,13 +662,21 @@ impl RobustTable {
                 o.epsilon_spent = Some(cost.epsilon);
                 outcomes.push(o);
             }
+            let noise_multiplier = cost.noise_multiplier;
             self.dp_sgd.push(DpSgdRow {
                 epsilon: e,
                 cost,
                 teacher_accuracy: h.teacher_accuracy().to_vec(),
                 outcomes,
             });
+            progress.advance(
+                "dp-sgd",
+                i as u64 + 1,
+                total,
+                &format!("teachers at epsilon {e} (noise multiplier {noise_multiplier:.2})"),
+            );
         }
+        progress.finish("dp-sgd", &format!("{total} epsilons"));
         Ok(())
     }
 

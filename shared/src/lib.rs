@@ -1,20 +1,22 @@
-//! fedistill's shared core, used by the coordinator, the participant and the auditor.
+//! fedistill's shared library, used by the coordinator, the participant and the auditor.
 //!
-//! The protocol core here does no I/O: no sockets, no clock, no tokio. Heavy parts live in
-//! sub-crates under `shared/` (data, ml, ledger) and are re-exported as modules so that callers
-//! see one library.
+//! The protocol core (crypto, frames and messages, the sans-IO round state machines) is its own crate,
+//! `fedistill-protocol` (shared/protocol), which does no I/O and depends on no tokio, quinn or candle; this
+//! crate re-exports it and adds what touches the world: the QUIC stream glue, TLS configs, provisioning,
+//! privacy accounting and the auditor. Heavy parts live in sub-crates under `shared/` (data, ml, ledger)
+//! and are re-exported as modules so that callers see one library.
 
 pub use fedistill_data as data;
 pub use fedistill_ledger as ledger;
 #[cfg(feature = "ml")]
 pub use fedistill_ml as ml;
+pub use fedistill_protocol::{crypto, protocol};
 
 #[cfg(feature = "ml")]
 pub mod attack;
 pub mod audit;
-pub mod crypto;
+pub mod html;
 pub mod privacy;
-pub mod protocol;
 pub mod provision;
 pub mod settings;
 pub mod tls;

@@ -1,5 +1,6 @@
-//! `fedistill audit export|verify|show`: export the coordinator's update log as a bundle, verify a
-//! bundle offline against pinned keys, print a bundle's timeline.
+//! `fedistill audit export|verify|show|report`: export the coordinator's update log as a bundle, verify a
+//! bundle offline against pinned keys, print a bundle's timeline, write the verification as an HTML report
+//! (rendered by `shared::audit::report`).
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
@@ -17,6 +18,19 @@ pub enum AuditCommand {
     Verify(VerifyArgs),
     /// Print a bundle's records and checkpoints as a timeline (does not verify).
     Show(ShowArgs),
+    /// Verify a bundle as `verify` does and write the outcome as one self-contained HTML file: verdict,
+    /// every check, checkpoints and cosigners, per-round contributions, abstentions, quarantines and
+    /// aggregates, plots. Exits 1 (after writing the file) when the bundle does not verify.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub verify: VerifyArgs,
+    /// The HTML file to write.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -65,6 +79,7 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<()> {
     match cmd {
         AuditCommand::Export(a) => export(a),
         AuditCommand::Verify(a) => verify(a),
+        AuditCommand::Report(a) => report(a),
         AuditCommand::Show(a) => {
             let bundle =
                 Bundle::read_dir(&a.bundle).with_context(|| format!("reading bundle {}", a.bundle.display()))?;
@@ -151,7 +166,35 @@ fn export(a: ExportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn verify(a: VerifyArgs) -> anyhow::Result<()> {
+fn report(a: ReportArgs) -> anyhow::Result<()> {
+    let (bundle, trust, report) = load_and_verify(&a.verify)?;
+    let name = a.verify.bundle.display().to_string();
+    let html = fedistill_shared::audit::report::render(
+        &bundle,
+        &trust,
+        &report,
+        &name,
+        a.verify.expect_checkpoint.is_some(),
+        a.verify.require_payloads,
+    );
+    std::fs::write(&a.out, html).with_context(|| format!("writing {}", a.out.display()))?;
+    if report.ok() {
+        println!("OK: report written to {}", a.out.display());
+        return Ok(());
+    }
+    println!(
+        "FAILED: {} problem(s); report written to {}",
+        report.failures.len(),
+        a.out.display()
+    );
+    match report.failures.first() {
+        Some(f) => bail!("bundle does not verify; first offending item: {}: {}", f.item, f.reason),
+        None => bail!("bundle does not verify"),
+    }
+}
+
+/// Reads the trust file, the optional expected checkpoint and the bundle of `a`, and verifies.
+fn load_and_verify(a: &VerifyArgs) -> anyhow::Result<(Bundle, fedistill_shared::ledger::note::Trust, audit::Report)> {
     let trust_text =
         std::fs::read_to_string(&a.trust).with_context(|| format!("reading trust file {}", a.trust.display()))?;
     let trust = audit::parse_trust(&trust_text).with_context(|| format!("trust file {}", a.trust.display()))?;
@@ -169,6 +212,11 @@ fn verify(a: VerifyArgs) -> anyhow::Result<()> {
         require_payloads: a.require_payloads,
     };
     let report = audit::verify_with(&bundle, &trust, Some(&ProtocolRecompute), &opts);
+    Ok((bundle, trust, report))
+}
+
+fn verify(a: VerifyArgs) -> anyhow::Result<()> {
+    let (_bundle, trust, report) = load_and_verify(&a)?;
     for n in &report.notes {
         println!("note: {n}");
     }

@@ -1,25 +1,26 @@
-//! `fedistill bench train`: samples/s of the fused training path next to the plain candle-nn path,
-//! measured in the same run (build with --release for meaningful figures).
+//! `fedistill bench`: the flags of every suite and their dispatch to the harness library
+//! (`fedistill-harness`), which runs the suites and writes their reports.
+
+use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Subcommand;
-use fedistill_shared::data::{load, LoadOptions};
-use fedistill_shared::ml::bench::{bench_train, BenchConfig};
+use clap::{Args, Subcommand};
+use fedistill_harness::{accuracy, communication, quantize, robust, scale, train, transport};
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Federated distillation (each rule) vs local-only, centralized and FedAvg, over datasets and splits.
-    Accuracy(super::bench_accuracy::BenchAccuracyArgs),
+    Accuracy(BenchAccuracyArgs),
     /// Bytes per soft-label encoding vs FedAvg's bytes to the same student accuracy.
-    Communication(super::bench_accuracy::BenchCommunicationArgs),
+    Communication(BenchCommunicationArgs),
     /// Time to move 1/10/100 MB over the mTLS link vs plain QUIC, measured in the same run.
-    Transport(super::bench_transport::BenchTransportArgs),
+    Transport(BenchTransportArgs),
     /// Every quantization profile against the f32 student, teacher vs int8, QAT vs PTQ, on MNIST-10k.
-    Quantize(super::bench_quantize::BenchQuantizeArgs),
+    Quantize(BenchQuantizeArgs),
     /// Round latency, coordinator CPU and memory vs participants (3..100) and payload, vs raw transfer.
-    Scale(super::bench_scale::BenchScaleArgs),
+    Scale(BenchScaleArgs),
     /// Student accuracy vs DP epsilon and under poisoning attacks, per aggregation rule, on MNIST-10k.
-    Robust(super::bench_robust::BenchRobustArgs),
+    Robust(BenchRobustArgs),
     /// Teacher training and distillation throughput, fused vs plain candle-nn AdamW, on MNIST-10k.
     Train {
         /// Fewer steps (a quick check rather than a stable figure).
@@ -35,92 +36,236 @@ pub enum BenchCommand {
     },
 }
 
+/// Options shared by both suites.
+#[derive(Debug, Args, Clone)]
+pub struct CommonArgs {
+    /// Small configuration for CI (one small dataset, one seed, few rounds).
+    #[arg(long)]
+    quick: bool,
+    /// Write JSON, Markdown and plots to this directory.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Replace this suite's generated section of a Markdown file (e.g. docs/benchmarks.md).
+    #[arg(long)]
+    docs: Option<PathBuf>,
+    /// Directory of file-based datasets (fashion-mnist; default: the Debian package's directory).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Count frame bytes only instead of carrying every message over real mTLS QUIC connections.
+    #[arg(long)]
+    no_link: bool,
+    /// Distillation rounds (default: 10; quick: 3).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// FedAvg rounds (default: 30; quick: 5).
+    #[arg(long)]
+    fedavg_rounds: Option<usize>,
+    /// Share of each dataset in the public transfer set.
+    #[arg(long)]
+    public_fraction: Option<f64>,
+    /// Teacher refresh epochs per round (co-distillation; 0 = off).
+    #[arg(long)]
+    refresh_epochs: Option<usize>,
+}
+
+/// `fedistill bench accuracy`.
+#[derive(Debug, Args)]
+pub struct BenchAccuracyArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Datasets (default: fashion-mnist, mnist-10k, credit, lending-club, breast-cancer).
+    #[arg(long, value_delimiter = ',')]
+    datasets: Vec<String>,
+    /// Partitions: `iid` or a Dirichlet alpha (default: iid,0.1,0.5,1.0).
+    #[arg(long, value_delimiter = ',')]
+    partitions: Vec<String>,
+    /// Federation sizes K (default: 3,10).
+    #[arg(long, value_delimiter = ',')]
+    participants: Vec<usize>,
+    /// Seeds (default: 1,2,3).
+    #[arg(long, value_delimiter = ',')]
+    seeds: Vec<u64>,
+    /// Aggregation rules (default: all six).
+    #[arg(long, value_delimiter = ',')]
+    rules: Vec<String>,
+    /// Skip FedAvg.
+    #[arg(long)]
+    no_fedavg: bool,
+    /// Name of the generated section `--docs` replaces (`<!-- bench-NAME:begin -->`), so runs over
+    /// different datasets can keep separate tables.
+    #[arg(long, default_value = "accuracy")]
+    section: String,
+}
+
+/// `fedistill bench communication`.
+#[derive(Debug, Args)]
+pub struct BenchCommunicationArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Dataset (default: fashion-mnist).
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Partition: `iid` or a Dirichlet alpha (default: 0.5).
+    #[arg(long)]
+    partition: Option<String>,
+    /// Participants (default: 10).
+    #[arg(long)]
+    participants: Option<usize>,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Aggregation rule of the distillation runs.
+    #[arg(long, default_value = "confidence_weighted")]
+    rule: String,
+    /// Encodings (default: f32,f16,int8,topk:1,qtopk:1).
+    #[arg(long, value_delimiter = ',')]
+    encodings: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchTransportArgs {
+    /// Transfer sizes in MB (10^6 bytes), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100")]
+    sizes_mb: Vec<usize>,
+    /// Transfers per size and transport; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Also print each line as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchQuantizeArgs {
+    /// Fewer epochs (a quick check rather than a stable figure).
+    #[arg(long)]
+    quick: bool,
+    /// Also print the whole report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Write quantize.json, quantize.md (the table as Markdown) and quantize-vs-f32.png/.svg (each profile's
+    /// accuracy, size reduction, batch-1 speed-up and batch-128 throughput relative to f32) to this directory.
+    #[arg(long)]
+    report: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchRobustArgs {
+    /// Small sizes and three rules (mean, median, trimmed_mean) instead of the full table.
+    #[arg(long)]
+    quick: bool,
+    /// Seed of the split, models and noise.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write the whole table as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Replace the generated section (between the bench-robust markers) of this Markdown file, e.g.
+    /// docs/benchmarks.md; the markers are appended if missing.
+    #[arg(long)]
+    docs: Option<PathBuf>,
+    /// Do not run anything: re-render a table saved earlier with --json (for --docs or stdout).
+    #[arg(long, conflicts_with = "json")]
+    from_json: Option<PathBuf>,
+}
+
+/// Arguments of `fedistill bench scale`.
+#[derive(Debug, Args)]
+pub struct BenchScaleArgs {
+    /// CI-sized run: 3 and 10 participants at 100 rows per round, plus 1000 rows at 3 participants; 3 rounds.
+    #[arg(long)]
+    quick: bool,
+    /// Participant counts of the participant sweep (default 3,10,30,100; with --quick 3,10).
+    #[arg(long, value_delimiter = ',')]
+    participants: Option<Vec<usize>>,
+    /// Public rows per round of the payload sweep (default 100,1000,8000 at 10 participants; with --quick
+    /// 100,1000 at 3). At most 9000, the size of the public transfer set used here.
+    #[arg(long, value_delimiter = ',')]
+    rows: Option<Vec<u64>>,
+    /// Rounds per configuration (default 10; with --quick 3).
+    #[arg(long)]
+    rounds: Option<u64>,
+    /// Write scale.json, scale.md and the plots latency_vs_participants / latency_vs_payload (PNG + SVG) here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Replace the generated `bench-scale` section of this Markdown file (e.g. docs/benchmarks.md); the plots
+    /// are also written next to it, under img/bench-scale/.
+    #[arg(long)]
+    docs: Option<PathBuf>,
+    /// Keep the federation, configs, coordinator logs and stores in this (new or empty) directory.
+    #[arg(long)]
+    workdir: Option<PathBuf>,
+}
+
+/// `fedistill bench ...` as the reports record it.
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    format!("fedistill {}", args.join(" "))
+}
+
+fn common(c: CommonArgs) -> accuracy::CommonOptions {
+    accuracy::CommonOptions {
+        quick: c.quick,
+        report: c.report,
+        docs: c.docs,
+        data_dir: c.data_dir,
+        no_link: c.no_link,
+        rounds: c.rounds,
+        fedavg_rounds: c.fedavg_rounds,
+        public_fraction: c.public_fraction,
+        refresh_epochs: c.refresh_epochs,
+        command: command_line(),
+    }
+}
+
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
-        BenchCommand::Accuracy(a) => super::bench_accuracy::run_accuracy(a),
-        BenchCommand::Communication(a) => super::bench_accuracy::run_communication(a),
-        BenchCommand::Transport(a) => super::bench_transport::run(a),
-        BenchCommand::Quantize(a) => super::bench_quantize::run(a),
-        BenchCommand::Robust(a) => super::bench_robust::run(a),
-        BenchCommand::Scale(a) => super::bench_scale::run(a),
-        BenchCommand::Train { quick, json, report } => {
-            if cfg!(debug_assertions) {
-                eprintln!("warning: debug build; figures are only meaningful with --release");
-            }
-            let ds = load("mnist-10k", &LoadOptions::default()).context("loading mnist-10k")?;
-            let bc = if quick {
-                BenchConfig::quick()
-            } else {
-                BenchConfig::full()
-            };
-            let lines = bench_train(&ds.features, &ds.labels, ds.n, ds.dim, ds.num_classes, &bc)
-                .context("training benchmark")?;
-            println!(
-                "{:<36} {:>16} {:>16} {:>9}",
-                "workload", "plain samples/s", "fused samples/s", "speed-up"
-            );
-            for l in &lines {
-                println!(
-                    "{:<36} {:>16.0} {:>16.0} {:>8.2}x",
-                    l.workload, l.plain_samples_per_s, l.fused_samples_per_s, l.speedup
-                );
-            }
-            if json {
-                for l in &lines {
-                    println!("{}", serde_json::to_string(l).context("serializing bench line")?);
-                }
-            }
-            if let Some(dir) = &report {
-                let rows: Vec<Vec<String>> = lines
-                    .iter()
-                    .map(|l| {
-                        vec![
-                            l.workload.clone(),
-                            format!("{:.0}", l.plain_samples_per_s),
-                            format!("{:.0}", l.fused_samples_per_s),
-                            format!("{:.2}x", l.speedup),
-                        ]
-                    })
-                    .collect();
-                let md = format!(
-                    "Command: `fedistill bench train{}`. MNIST-10k, both paths over the same batches in the same run.\n\n{}\n\
-                     ![Training throughput, plain vs fused samples/s per workload](train-throughput.png)\n",
-                    if quick { " --quick" } else { "" },
-                    super::report::markdown_table(
-                        &["workload", "plain samples/s", "fused samples/s", "speed-up"],
-                        &rows
-                    )
-                );
-                super::report::write_report(dir, "train", &lines, &md)?;
-                let categories: Vec<String> = lines.iter().map(|l| l.workload.clone()).collect();
-                let groups = [
-                    (
-                        "plain candle-nn".to_string(),
-                        lines.iter().map(|l| l.plain_samples_per_s).collect(),
-                    ),
-                    (
-                        "fused".to_string(),
-                        lines.iter().map(|l| l.fused_samples_per_s).collect(),
-                    ),
-                ];
-                let title = format!(
-                    "Training throughput on MNIST-10k, plain vs fused{}",
-                    if quick { " (--quick)" } else { "" }
-                );
-                super::report::write_bar_chart(
-                    dir,
-                    "train-throughput",
-                    &super::report::BarChart {
-                        title: &title,
-                        y_label: "samples/s",
-                        categories: &categories,
-                        groups: &groups,
-                    },
-                )
-                .context("plotting the training throughput")?;
-                eprintln!("report written to {}", dir.display());
-            }
-            Ok(())
-        }
+        BenchCommand::Accuracy(a) => accuracy::run(&accuracy::AccuracyOptions {
+            common: common(a.common),
+            datasets: a.datasets,
+            partitions: a.partitions,
+            participants: a.participants,
+            seeds: a.seeds,
+            rules: a.rules,
+            no_fedavg: a.no_fedavg,
+            section: a.section,
+        }),
+        BenchCommand::Communication(a) => communication::run(&communication::CommunicationOptions {
+            common: common(a.common),
+            dataset: a.dataset,
+            partition: a.partition,
+            participants: a.participants,
+            seed: a.seed,
+            rule: a.rule,
+            encodings: a.encodings,
+        }),
+        BenchCommand::Transport(a) => transport::run(&transport::TransportOptions {
+            sizes_mb: a.sizes_mb,
+            repeats: a.repeats,
+            json: a.json,
+        }),
+        BenchCommand::Quantize(a) => quantize::run(&quantize::QuantizeOptions {
+            quick: a.quick,
+            json: a.json,
+            report: a.report,
+        }),
+        BenchCommand::Robust(a) => robust::run(&robust::RobustOptions {
+            quick: a.quick,
+            seed: a.seed,
+            json: a.json,
+            docs: a.docs,
+            from_json: a.from_json,
+        }),
+        BenchCommand::Scale(a) => scale::run(&scale::ScaleOptions {
+            quick: a.quick,
+            participants: a.participants,
+            rows: a.rows,
+            rounds: a.rounds,
+            report: a.report,
+            docs: a.docs,
+            workdir: a.workdir,
+            exe: std::env::current_exe().context("locating the fedistill binary")?,
+        }),
+        BenchCommand::Train { quick, json, report } => train::run(&train::TrainOptions { quick, json, report }),
     }
 }

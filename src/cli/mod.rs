@@ -2,22 +2,14 @@
 
 pub mod audit;
 pub mod bench;
-pub mod bench_accuracy;
-pub mod bench_quantize;
-pub mod bench_robust;
-pub mod bench_scale;
-pub mod bench_transport;
 pub mod compare;
 pub mod data;
 pub mod demo;
 pub mod enroll;
-pub mod exchange;
-pub mod experiment;
 pub mod local;
 pub mod node;
 pub mod provision;
 pub mod quantize;
-pub mod report;
 
 /// Sets up `tracing` output on stderr: human-readable by default, JSON lines with `--log-json`.
 pub fn init_logging(json: bool) {

@@ -21,8 +21,8 @@ use fedistill_shared::crypto::{FederationId, ParticipantId, ReplayGuard, RoundId
 use fedistill_shared::protocol::{softlabels, Encoding};
 use fedistill_shared::provision::FederationLayout;
 use fedistill_shared::wire::messages::{
-    sample_ids_digest, Reply, RoundOpen, SoftLabels, ToCoordinator, ToParticipant, KIND_REPLY, KIND_TO_COORDINATOR,
-    KIND_TO_PARTICIPANT, PROTOCOL_VERSION,
+    Reply, RoundOpen, SoftLabels, ToCoordinator, ToParticipant, KIND_REPLY, KIND_TO_COORDINATOR, KIND_TO_PARTICIPANT,
+    PROTOCOL_VERSION,
 };
 use fedistill_shared::wire::{recv_message, send_message, write_frame};
 
@@ -415,17 +415,16 @@ pub fn sign<T: SignedMessage>(kit: &Kit, round: RoundId, seq: u64, body: &T) -> 
 
 /// F32 soft labels `probs` (`classes` per row) for every sample of `open`, claiming 100 private samples.
 pub fn f32_labels(open: &RoundOpen, probs: &[f32], classes: usize) -> SoftLabels {
-    let rows = open.sample_ids.len();
-    SoftLabels {
-        round: open.round,
-        public_digest: open.public_digest,
-        sample_ids_digest: sample_ids_digest(&open.sample_ids),
-        encoding: Encoding::F32,
-        rows: rows as u32,
-        classes: classes as u32,
-        samples: 100,
-        payload: softlabels::encode(probs, rows, classes, Encoding::F32).expect("encode"),
-    }
+    softlabels::soft_labels_message(
+        open.round,
+        open.public_digest,
+        &open.sample_ids,
+        probs,
+        classes,
+        Encoding::F32,
+        100,
+    )
+    .expect("encode")
 }
 
 /// The value of a metric line `<series> <value>` in the Prometheus text exposition (0 when absent: a
@@ -536,7 +535,7 @@ impl Client {
 /// The code of a rejection; panics on any other reply.
 pub fn reject_code(r: &Reply) -> &str {
     match r {
-        Reply::Reject { code, .. } => code,
+        Reply::Reject { code, .. } => code.as_str(),
         other => panic!("expected a rejection, got {other:?}"),
     }
 }

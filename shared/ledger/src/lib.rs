@@ -20,5 +20,7 @@ pub use note::{
     Checkpoint, Cosignature, Cosigners, LogSigner, LogVerifier, NoteError, NoteSignature, SignedCheckpoint, Trust,
     WitnessKey,
 };
-pub use record::{Metric, Record, RecordError, RecordKind, RosterAction};
+pub use record::{
+    EncodingName, GuardDecision, Metric, Record, RecordError, RecordKind, RosterAction, RuleName, MAX_NAME_LEN,
+};
 pub use tree::{MemoryTree, NodeSource, ProofError};

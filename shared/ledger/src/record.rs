@@ -5,9 +5,22 @@
 //! `version:u8 kind:u8 field*` where a field is a fixed-width integer, an f64 as its IEEE-754 bits
 //! in a u64, a 32-byte digest or key, or a `u32 length || bytes` string/byte string, and a list is
 //! `u32 count || item*`. Decoding is bounded, refuses trailing bytes, unknown versions and kinds,
-//! non-UTF-8 strings and non-canonical metric lists, so `encode(decode(b)) == b` for every accepted `b`.
+//! non-UTF-8 strings, non-canonical metric lists, malformed rule or encoding names and unknown guard
+//! decisions ([`RuleName`], [`EncodingName`], [`GuardDecision`]), so `encode(decode(b)) == b` for every
+//! accepted `b`.
 
 use crate::ids::{Digest, ParticipantId, RoundId};
+
+mod codec;
+mod fields;
+#[cfg(test)]
+mod proptests;
+mod summary;
+#[cfg(test)]
+pub(crate) mod tests;
+
+use codec::{check_metrics, Reader, Writer};
+pub use fields::{EncodingName, GuardDecision, RuleName, MAX_NAME_LEN};
 
 /// The record encoding version this build writes and reads.
 pub const RECORD_VERSION: u8 = 1;
@@ -179,8 +192,8 @@ pub enum Record {
         sample_ids_digest: Digest,
         /// Distillation temperature.
         temperature: f64,
-        /// Aggregation rule name (as `shared::protocol` spells it).
-        rule: String,
+        /// Aggregation rule name (as `AggregationRule::name()` spells it).
+        rule: RuleName,
         /// Deadline, milliseconds since the Unix epoch.
         deadline_unix_ms: u64,
         /// Contributions needed to aggregate.
@@ -196,8 +209,8 @@ pub enum Record {
         round: RoundId,
         /// Contributor.
         participant: ParticipantId,
-        /// Payload encoding name (`f32`, `f16`, `int8`, `topk:K`).
-        encoding: String,
+        /// Payload encoding name (`f32`, `f16`, `int8`, `topk:K`, … as `Encoding::name()` spells it).
+        encoding: EncodingName,
         /// SHA-256 of the signed message bytes (stored beside the log under this digest).
         payload_digest: Digest,
         /// The participant's message sequence number (replay protection).
@@ -212,7 +225,7 @@ pub enum Record {
         /// SHA-256 of the aggregate soft-label bytes.
         digest: Digest,
         /// Aggregation rule name.
-        rule: String,
+        rule: RuleName,
         /// Contributors, in the order their payloads were fed to the rule.
         contributors: Vec<ParticipantId>,
         /// The coordinator's ed25519 signature over [`Record::statement`].
@@ -231,8 +244,8 @@ pub enum Record {
         metrics: Vec<Metric>,
         /// SHA-256 of the quantized student.
         student_digest: Digest,
-        /// Degradation-guard decision (`accept`, `rollback`, …).
-        guard: String,
+        /// Degradation-guard decision, logged as `accept` or `reject: <reason>`.
+        guard: GuardDecision,
         /// SHA-256 of the signed `RoundReport` message bytes.
         message_digest: Digest,
         /// The participant's message sequence number.
@@ -338,6 +351,19 @@ pub enum RecordError {
     /// A metric list is unsorted, has duplicates or an empty name.
     #[error("metric list is not canonical: {0}")]
     Metrics(String),
+    /// A rule or encoding name does not have the shape of one (see [`RuleName`]).
+    #[error("invalid {field} name {value:?}: {why}")]
+    InvalidName {
+        /// Field name (`rule` or `encoding`).
+        field: &'static str,
+        /// The offending string (at most [`MAX_NAME_LEN`] characters of it).
+        value: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A round report's guard field is neither `accept` nor `reject: <reason>`.
+    #[error("unknown guard decision {0:?} (expected \"accept\" or \"reject: <reason>\")")]
+    UnknownGuard(String),
 }
 
 impl Record {
@@ -468,7 +494,7 @@ impl Record {
                 w.raw(&public_set_digest.0);
                 w.raw(&sample_ids_digest.0);
                 w.f64(*temperature);
-                w.string("rule", rule)?;
+                w.string("rule", rule.as_str())?;
                 w.u64(*deadline_unix_ms);
                 w.u32(*quorum);
             }
@@ -482,7 +508,7 @@ impl Record {
             } => {
                 w.u64(round.0);
                 w.string("participant", participant.as_str())?;
-                w.string("encoding", encoding)?;
+                w.string("encoding", encoding.as_str())?;
                 w.raw(&payload_digest.0);
                 w.u64(*sequence);
                 w.bytes("signature", signature)?;
@@ -496,7 +522,7 @@ impl Record {
             } => {
                 w.u64(round.0);
                 w.raw(&digest.0);
-                w.string("rule", rule)?;
+                w.string("rule", rule.as_str())?;
                 w.count("contributors", contributors.len())?;
                 for c in contributors {
                     w.string("contributor", c.as_str())?;
@@ -517,7 +543,7 @@ impl Record {
                 w.string("participant", participant.as_str())?;
                 w.metrics(metrics)?;
                 w.raw(&student_digest.0);
-                w.string("guard", guard)?;
+                w.string("guard", &guard.encoded())?;
                 w.raw(&message_digest.0);
                 w.u64(*sequence);
                 w.bytes("signature", signature)?;
@@ -626,14 +652,14 @@ impl Record {
                 public_set_digest: Digest(r.array("public_set_digest")?),
                 sample_ids_digest: Digest(r.array("sample_ids_digest")?),
                 temperature: r.f64("temperature")?,
-                rule: r.string("rule")?,
+                rule: RuleName::new(r.string("rule")?)?,
                 deadline_unix_ms: r.u64("deadline_unix_ms")?,
                 quorum: r.u32("quorum")?,
             },
             RecordKind::Contribution => Record::Contribution {
                 round: RoundId(r.u64("round")?),
                 participant: ParticipantId(r.string("participant")?),
-                encoding: r.string("encoding")?,
+                encoding: EncodingName::new(r.string("encoding")?)?,
                 payload_digest: Digest(r.array("payload_digest")?),
                 sequence: r.u64("sequence")?,
                 signature: r.bytes("signature")?,
@@ -641,7 +667,7 @@ impl Record {
             RecordKind::Aggregate => {
                 let round = RoundId(r.u64("round")?);
                 let digest = Digest(r.array("digest")?);
-                let rule = r.string("rule")?;
+                let rule = RuleName::new(r.string("rule")?)?;
                 let n = r.count("contributors")?;
                 let mut contributors = Vec::with_capacity(n.min(1024));
                 for _ in 0..n {
@@ -660,7 +686,7 @@ impl Record {
                 participant: ParticipantId(r.string("participant")?),
                 metrics: r.metrics("metrics")?,
                 student_digest: Digest(r.array("student_digest")?),
-                guard: r.string("guard")?,
+                guard: GuardDecision::parse(&r.string("guard")?)?,
                 message_digest: Digest(r.array("message_digest")?),
                 sequence: r.u64("sequence")?,
                 signature: r.bytes("signature")?,
@@ -698,488 +724,5 @@ impl Record {
             return Err(RecordError::Trailing(r.buf.len()));
         }
         Ok(record)
-    }
-
-    /// One human-readable line for timelines (`fedistill audit show`).
-    pub fn summary(&self) -> String {
-        fn short(d: &Digest) -> String {
-            d.to_hex()[..12].to_string()
-        }
-        fn metrics(m: &[Metric]) -> String {
-            m.iter()
-                .map(|m| format!("{}={}", m.name, m.value))
-                .collect::<Vec<_>>()
-                .join(" ")
-        }
-        match self {
-            Record::FederationCreated {
-                federation_id,
-                created_unix,
-                config_digest,
-                ..
-            } => format!(
-                "federation {federation_id:?} created at {created_unix} (config {})",
-                short(config_digest)
-            ),
-            Record::RosterChange {
-                participant,
-                action,
-                reason,
-                ..
-            } => {
-                format!("roster: {} {participant} ({reason})", action.name())
-            }
-            Record::RoundOpened {
-                round,
-                rule,
-                temperature,
-                quorum,
-                deadline_unix_ms,
-                ..
-            } => format!(
-                "round {round} opened: rule {rule}, T={temperature}, quorum {quorum}, deadline {deadline_unix_ms} ms"
-            ),
-            Record::Contribution {
-                round,
-                participant,
-                encoding,
-                payload_digest,
-                sequence,
-                ..
-            } => format!(
-                "round {round}: contribution from {participant} ({encoding}, payload {}, seq {sequence})",
-                short(payload_digest)
-            ),
-            Record::Aggregate {
-                round,
-                digest,
-                rule,
-                contributors,
-                ..
-            } => format!(
-                "round {round}: aggregate {} by {rule} over [{}]",
-                short(digest),
-                contributors.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
-            ),
-            Record::RoundReport {
-                round,
-                participant,
-                metrics: m,
-                student_digest,
-                guard,
-                ..
-            } => format!(
-                "round {round}: report from {participant}: {} student {} guard {guard}",
-                metrics(m),
-                short(student_digest)
-            ),
-            Record::Quarantine {
-                round,
-                participant,
-                reason,
-                evidence,
-            } => format!(
-                "round {round}: QUARANTINE {participant}: {reason} [{}]",
-                metrics(evidence)
-            ),
-            Record::PrivacySpend {
-                round,
-                participant,
-                epsilon,
-                delta,
-            } => {
-                format!("round {round}: privacy spend by {participant}: epsilon={epsilon} delta={delta}")
-            }
-            Record::Abstention {
-                round,
-                participant,
-                reason,
-                figures,
-                ..
-            } => format!(
-                "round {round}: ABSTENTION by {participant}: {reason} [{}]",
-                metrics(figures)
-            ),
-            Record::QuarantineRelease {
-                round,
-                participant,
-                quarantined_round,
-                after_rounds,
-                reason,
-            } => format!(
-                "round {round}: RELEASE {participant} from the quarantine of round {quarantined_round} after {after_rounds} round(s): {reason}"
-            ),
-        }
-    }
-}
-
-fn check_metrics(m: &[Metric]) -> Result<(), RecordError> {
-    for (i, metric) in m.iter().enumerate() {
-        if metric.name.is_empty() {
-            return Err(RecordError::Metrics(format!("metric {i} has an empty name")));
-        }
-        if i > 0 && m[i - 1].name.as_bytes() >= metric.name.as_bytes() {
-            return Err(RecordError::Metrics(format!(
-                "{:?} does not sort strictly after {:?}",
-                metric.name,
-                m[i - 1].name
-            )));
-        }
-    }
-    Ok(())
-}
-
-#[derive(Default)]
-struct Writer {
-    buf: Vec<u8>,
-}
-
-impl Writer {
-    fn raw(&mut self, b: &[u8]) {
-        self.buf.extend_from_slice(b);
-    }
-    fn u8(&mut self, v: u8) {
-        self.buf.push(v);
-    }
-    fn u32(&mut self, v: u32) {
-        self.raw(&v.to_be_bytes());
-    }
-    fn u64(&mut self, v: u64) {
-        self.raw(&v.to_be_bytes());
-    }
-    fn f64(&mut self, v: f64) {
-        self.u64(v.to_bits());
-    }
-    fn len_prefix(&mut self, field: &'static str, len: usize, max: usize) -> Result<(), RecordError> {
-        if len > max {
-            return Err(RecordError::TooLong { field, len, max });
-        }
-        // `max` is far below u32::MAX, so the cast is exact.
-        self.u32(len as u32);
-        Ok(())
-    }
-    fn string(&mut self, field: &'static str, s: &str) -> Result<(), RecordError> {
-        self.len_prefix(field, s.len(), MAX_STRING_LEN)?;
-        self.raw(s.as_bytes());
-        Ok(())
-    }
-    fn bytes(&mut self, field: &'static str, b: &[u8]) -> Result<(), RecordError> {
-        self.len_prefix(field, b.len(), MAX_BYTES_LEN)?;
-        self.raw(b);
-        Ok(())
-    }
-    fn count(&mut self, field: &'static str, n: usize) -> Result<(), RecordError> {
-        self.len_prefix(field, n, MAX_LIST_LEN)
-    }
-    fn metrics(&mut self, m: &[Metric]) -> Result<(), RecordError> {
-        check_metrics(m)?;
-        self.count("metrics", m.len())?;
-        for metric in m {
-            self.string("metric name", &metric.name)?;
-            self.f64(metric.value);
-        }
-        Ok(())
-    }
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl Reader<'_> {
-    fn take(&mut self, field: &'static str, n: usize) -> Result<&[u8], RecordError> {
-        if self.buf.len() < n {
-            return Err(RecordError::Truncated(field));
-        }
-        let (head, tail) = self.buf.split_at(n);
-        self.buf = tail;
-        Ok(head)
-    }
-    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], RecordError> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(field, N)?);
-        Ok(out)
-    }
-    fn u8(&mut self, field: &'static str) -> Result<u8, RecordError> {
-        Ok(self.array::<1>(field)?[0])
-    }
-    fn u32(&mut self, field: &'static str) -> Result<u32, RecordError> {
-        Ok(u32::from_be_bytes(self.array(field)?))
-    }
-    fn u64(&mut self, field: &'static str) -> Result<u64, RecordError> {
-        Ok(u64::from_be_bytes(self.array(field)?))
-    }
-    fn f64(&mut self, field: &'static str) -> Result<f64, RecordError> {
-        Ok(f64::from_bits(self.u64(field)?))
-    }
-    fn len(&mut self, field: &'static str, max: usize) -> Result<usize, RecordError> {
-        let len = self.u32(field)? as usize;
-        if len > max {
-            return Err(RecordError::TooLong { field, len, max });
-        }
-        Ok(len)
-    }
-    fn string(&mut self, field: &'static str) -> Result<String, RecordError> {
-        let len = self.len(field, MAX_STRING_LEN)?;
-        let b = self.take(field, len)?;
-        String::from_utf8(b.to_vec()).map_err(|_| RecordError::Utf8(field))
-    }
-    fn bytes(&mut self, field: &'static str) -> Result<Vec<u8>, RecordError> {
-        let len = self.len(field, MAX_BYTES_LEN)?;
-        Ok(self.take(field, len)?.to_vec())
-    }
-    fn count(&mut self, field: &'static str) -> Result<usize, RecordError> {
-        self.len(field, MAX_LIST_LEN)
-    }
-    fn metrics(&mut self, field: &'static str) -> Result<Vec<Metric>, RecordError> {
-        let n = self.count(field)?;
-        let mut out = Vec::with_capacity(n.min(1024));
-        for _ in 0..n {
-            let name = self.string("metric name")?;
-            let value = self.f64("metric value")?;
-            out.push(Metric { name, value });
-        }
-        check_metrics(&out)?;
-        Ok(out)
-    }
-}
-
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-
-    /// One record of every kind, with distinctive field values.
-    pub(crate) fn samples() -> Vec<Record> {
-        let p = |s: &str| ParticipantId::new(s);
-        vec![
-            Record::FederationCreated {
-                federation_id: "fed-1".into(),
-                coordinator_key: [7; 32],
-                created_unix: 1_700_000_000,
-                config_digest: Digest::of(b"config"),
-            },
-            Record::RosterChange {
-                participant: p("bank-a"),
-                action: RosterAction::Enrol,
-                signing_key: [9; 32],
-                cert_fingerprint: Digest::of(b"cert"),
-                reason: "initial roster".into(),
-            },
-            Record::RoundOpened {
-                round: RoundId(3),
-                public_set_digest: Digest::of(b"public"),
-                sample_ids_digest: Digest::of(b"ids"),
-                temperature: 2.5,
-                rule: "trimmed_mean:0.1".into(),
-                deadline_unix_ms: 1_700_000_123_456,
-                quorum: 2,
-            },
-            Record::Contribution {
-                round: RoundId(3),
-                participant: p("bank-a"),
-                encoding: "topk:5".into(),
-                payload_digest: Digest::of(b"payload"),
-                sequence: 42,
-                signature: vec![1; 64],
-            },
-            Record::Aggregate {
-                round: RoundId(3),
-                digest: Digest::of(b"agg"),
-                rule: "mean".into(),
-                contributors: vec![p("bank-a"), p("hospital-b")],
-                signature: vec![2; 64],
-            },
-            Record::RoundReport {
-                round: RoundId(3),
-                participant: p("hospital-b"),
-                metrics: Metric::canonical([("f1", 0.5), ("accuracy", 0.875)]).expect("distinct names"),
-                student_digest: Digest::of(b"student"),
-                guard: "accept".into(),
-                message_digest: Digest::of(b"report message"),
-                sequence: 43,
-                signature: vec![3; 64],
-            },
-            Record::Quarantine {
-                round: RoundId(4),
-                participant: p("bank-c"),
-                reason: "outlier".into(),
-                evidence: Metric::canonical([("z_score", 9.25)]).expect("one name"),
-            },
-            Record::PrivacySpend {
-                round: RoundId(4),
-                participant: p("bank-a"),
-                epsilon: 0.5,
-                delta: 1e-5,
-            },
-            Record::Abstention {
-                round: RoundId(5),
-                participant: p("bank-a"),
-                reason: "budget_exhausted".into(),
-                figures: Metric::canonical([("epsilon_spent", 8.0), ("epsilon_budget", 10.0)]).expect("distinct"),
-                message_digest: Digest::of(b"abstain message"),
-                sequence: 44,
-                signature: vec![4; 64],
-            },
-            Record::QuarantineRelease {
-                round: RoundId(9),
-                participant: p("bank-c"),
-                quarantined_round: RoundId(4),
-                after_rounds: 5,
-                reason: "served".into(),
-            },
-        ]
-    }
-
-    #[test]
-    fn every_kind_round_trips_byte_for_byte() {
-        for r in samples() {
-            let bytes = r.encode().expect("sample encodes");
-            assert_eq!(bytes[0], RECORD_VERSION);
-            assert_eq!(bytes[1], r.kind() as u8);
-            let back = Record::decode(&bytes).expect("own encoding decodes");
-            assert_eq!(back, r);
-            assert_eq!(back.encode().expect("re-encodes"), bytes);
-        }
-    }
-
-    #[test]
-    fn privacy_spend_layout_is_exactly_as_documented() {
-        // Expected bytes written by hand from the layout in docs/protocol.md.
-        let r = Record::PrivacySpend {
-            round: RoundId(1),
-            participant: ParticipantId::new("ab"),
-            epsilon: 1.0,
-            delta: 0.0,
-        };
-        let mut want = vec![1u8, 8];
-        want.extend_from_slice(&1u64.to_be_bytes());
-        want.extend_from_slice(&[0, 0, 0, 2, b'a', b'b']);
-        want.extend_from_slice(&[0x3f, 0xf0, 0, 0, 0, 0, 0, 0]);
-        want.extend_from_slice(&[0; 8]);
-        assert_eq!(r.encode().expect("encodes"), want);
-    }
-
-    #[test]
-    fn quarantine_release_layout_is_exactly_as_documented() {
-        // Expected bytes written by hand from the layout in docs/protocol.md.
-        let r = Record::QuarantineRelease {
-            round: RoundId(7),
-            participant: ParticipantId::new("ab"),
-            quarantined_round: RoundId(4),
-            after_rounds: 3,
-            reason: "r".into(),
-        };
-        let mut want = vec![1u8, 10];
-        want.extend_from_slice(&7u64.to_be_bytes());
-        want.extend_from_slice(&[0, 0, 0, 2, b'a', b'b']);
-        want.extend_from_slice(&4u64.to_be_bytes());
-        want.extend_from_slice(&[0, 0, 0, 3]);
-        want.extend_from_slice(&[0, 0, 0, 1, b'r']);
-        assert_eq!(r.encode().expect("encodes"), want);
-        assert_eq!(Record::decode(&want).expect("decodes"), r);
-    }
-
-    #[test]
-    fn every_truncation_is_refused_without_panic() {
-        for r in samples() {
-            let bytes = r.encode().expect("encodes");
-            for cut in 0..bytes.len() {
-                assert!(Record::decode(&bytes[..cut]).is_err(), "{:?} cut at {cut}", r.kind());
-            }
-        }
-    }
-
-    #[test]
-    fn trailing_bytes_wrong_version_and_kind_are_refused() {
-        let mut bytes = samples()[0].encode().expect("encodes");
-        bytes.push(0);
-        assert_eq!(Record::decode(&bytes), Err(RecordError::Trailing(1)));
-        let mut v2 = samples()[0].encode().expect("encodes");
-        v2[0] = 2;
-        assert_eq!(Record::decode(&v2), Err(RecordError::Version(2)));
-        let mut k = samples()[0].encode().expect("encodes");
-        k[1] = 99;
-        assert_eq!(Record::decode(&k), Err(RecordError::Kind(99)));
-    }
-
-    #[test]
-    fn huge_declared_lengths_are_refused_before_allocating() {
-        let mut bytes = vec![1u8, 1];
-        bytes.extend_from_slice(&u32::MAX.to_be_bytes());
-        assert!(matches!(
-            Record::decode(&bytes),
-            Err(RecordError::TooLong {
-                field: "federation_id",
-                ..
-            })
-        ));
-    }
-
-    #[test]
-    fn metric_lists_must_be_canonical() {
-        assert!(Metric::canonical([("a", 1.0), ("a", 2.0)]).is_err());
-        assert!(Metric::canonical([("", 1.0)]).is_err());
-        let unsorted = Record::Quarantine {
-            round: RoundId(1),
-            participant: ParticipantId::new("x"),
-            reason: String::new(),
-            evidence: vec![
-                Metric {
-                    name: "b".into(),
-                    value: 1.0,
-                },
-                Metric {
-                    name: "a".into(),
-                    value: 1.0,
-                },
-            ],
-        };
-        assert!(matches!(unsorted.encode(), Err(RecordError::Metrics(_))));
-    }
-
-    #[test]
-    fn statement_excludes_the_signature_and_binds_the_federation() {
-        let c = samples()[4].clone();
-        let s1 = c.statement("fed-1").expect("encodes").expect("aggregates are signed");
-        let mut c2 = c.clone();
-        if let Record::Aggregate { signature, .. } = &mut c2 {
-            *signature = vec![0xee; 64];
-        }
-        assert_eq!(c2.statement("fed-1").expect("encodes"), Some(s1.clone()));
-        assert_ne!(c.statement("fed-2").expect("encodes"), Some(s1.clone()));
-        assert!(s1.starts_with(STATEMENT_DOMAIN));
-        assert_eq!(samples()[0].statement("fed-1").expect("encodes"), None);
-        assert_eq!(samples()[3].statement("fed-1").expect("encodes"), None);
-    }
-}
-
-#[cfg(test)]
-mod proptests {
-    use super::tests::samples;
-    use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        #![proptest_config(ProptestConfig { cases: 2000, rng_seed: proptest::test_runner::RngSeed::Fixed(7), ..ProptestConfig::default() })]
-
-        /// Arbitrary bytes never panic the decoder, and anything it accepts is canonical.
-        #[test]
-        fn arbitrary_bytes_decode_canonically_or_fail(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-            if let Ok(r) = Record::decode(&bytes) {
-                prop_assert_eq!(r.encode().expect("decoded records encode"), bytes);
-            }
-        }
-
-        /// Mutating one byte of a valid record either fails to decode or yields a record whose
-        /// encoding is exactly the mutated bytes (never a silent re-spelling).
-        #[test]
-        fn mutated_records_stay_canonical(which in 0usize..10, pos in any::<prop::sample::Index>(), flip in 1u8..=255) {
-            let mut bytes = samples()[which].encode().expect("encodes");
-            let i = pos.index(bytes.len());
-            bytes[i] ^= flip;
-            if let Ok(r) = Record::decode(&bytes) {
-                prop_assert_eq!(r.encode().expect("encodes"), bytes);
-            }
-        }
     }
 }

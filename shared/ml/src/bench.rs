@@ -13,6 +13,7 @@ use crate::error::{MlError, Result};
 use crate::loss::{composed_kd_loss, LossSpec};
 use crate::model::{check_features, softmax_rows, Model, ModelConfig};
 use crate::optim::{AdamWParams, FusedAdamW};
+use crate::progress::Progress;
 use crate::step::train_step;
 use crate::train::gather_rows;
 
@@ -218,6 +219,19 @@ pub fn bench_train(
     classes: usize,
     bc: &BenchConfig,
 ) -> Result<Vec<BenchLine>> {
+    bench_train_with_progress(x, y, n, dim, classes, bc, &Progress::hidden())
+}
+
+/// [`bench_train`], showing one step per workload on `progress`.
+pub fn bench_train_with_progress(
+    x: &[f32],
+    y: &[u32],
+    n: usize,
+    dim: usize,
+    classes: usize,
+    bc: &BenchConfig,
+    progress: &Progress,
+) -> Result<Vec<BenchLine>> {
     check_features(x, n, dim)?;
     let teacher_cfg = ModelConfig::Mlp { hidden: vec![256] };
     let student_cfg = ModelConfig::Mlp { hidden: vec![64] };
@@ -227,39 +241,31 @@ pub fn bench_train(
     let teacher_logits = norm.logits(x, n)?;
     let pt = softmax_rows(&teacher_logits, classes, 2.0);
     let bs = bc.batch_size;
-    Ok(vec![
-        measure(
-            &format!("teacher MLP {dim}-256-{classes}, batch {bs}"),
+    let workloads: [(String, &ModelConfig, Option<&[f32]>); 3] = [
+        (
+            format!("teacher MLP {dim}-256-{classes}, batch {bs}"),
             &teacher_cfg,
-            &xs,
-            y,
-            n,
-            dim,
-            classes,
             None,
-            bc,
-        )?,
-        measure(
-            &format!("distill MLP {dim}-256-{classes}, batch {bs}"),
+        ),
+        (
+            format!("distill MLP {dim}-256-{classes}, batch {bs}"),
             &teacher_cfg,
-            &xs,
-            y,
-            n,
-            dim,
-            classes,
             Some(&pt),
-            bc,
-        )?,
-        measure(
-            &format!("distill MLP {dim}-64-{classes}, batch {bs}"),
+        ),
+        (
+            format!("distill MLP {dim}-64-{classes}, batch {bs}"),
             &student_cfg,
-            &xs,
-            y,
-            n,
-            dim,
-            classes,
             Some(&pt),
-            bc,
-        )?,
-    ])
+        ),
+    ];
+    let total = workloads.len() as u64;
+    progress.start("train", total);
+    let mut lines = Vec::with_capacity(workloads.len());
+    for (i, (name, cfg, soft)) in workloads.iter().enumerate() {
+        let line = measure(name, cfg, &xs, y, n, dim, classes, *soft, bc)?;
+        progress.advance("train", i as u64 + 1, total, &format!("{name}: {:.2}x", line.speedup));
+        lines.push(line);
+    }
+    progress.finish("train", "done");
+    Ok(lines)
 }

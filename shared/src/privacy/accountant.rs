@@ -251,6 +251,17 @@ pub struct Spend {
     pub rounds: u64,
 }
 
+impl Spend {
+    /// The round's figures as a round report carries them (`RoundReport::privacy_spend`).
+    pub fn to_wire(&self) -> crate::wire::messages::PrivacySpend {
+        crate::wire::messages::PrivacySpend {
+            epsilon_round: self.epsilon_round,
+            epsilon_total: self.epsilon_total,
+            delta: self.delta,
+        }
+    }
+}
+
 /// Tracks the rounds a participant released and converts them to (epsilon, delta).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RdpAccountant {

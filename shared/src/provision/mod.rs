@@ -156,6 +156,11 @@ impl FederationLayout {
     pub fn operator_pub(&self) -> PathBuf {
         self.root.join("operator/operator.pub.pem")
     }
+    /// `operator/console.token`: the bearer token of the coordinator's web console when its status address
+    /// is not loopback (mode 0600; docs/operations.md, "Web console").
+    pub fn console_token(&self) -> PathBuf {
+        self.root.join("operator/console.token")
+    }
     /// Signed roster.
     pub fn roster(&self) -> PathBuf {
         self.root.join("roster.toml")
@@ -247,6 +252,37 @@ pub struct InitReport {
     pub bind: SocketAddr,
 }
 
+/// The console token of `layout` (`operator/console.token`), created (32 random bytes, hex, mode 0600)
+/// when missing. Surrounding whitespace is ignored; a token shorter than 16 characters is refused.
+pub fn ensure_console_token(layout: &FederationLayout) -> Result<String, ProvisionError> {
+    let path = layout.console_token();
+    if path.exists() {
+        let text = fsutil::read_string(&path)?;
+        let token = text.trim().to_string();
+        if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ProvisionError::Io {
+                path,
+                reason: "the console token must be at least 16 printable characters".into(),
+            });
+        }
+        return Ok(token);
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).map_err(|e| ProvisionError::Io {
+        path: path.clone(),
+        reason: format!("no OS randomness for the console token: {e}"),
+    })?;
+    let token = hex::encode(bytes);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| ProvisionError::Io {
+            path: parent.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    }
+    fsutil::write_private(&path, format!("{token}\n").as_bytes())?;
+    Ok(token)
+}
+
 /// Creates a federation directory: CA, coordinator certificate (SANs = `hosts`, serverAuth), coordinator
 /// and operator ed25519 keys, an empty signed roster, an empty CRL and the coordinator settings template.
 /// `bind` defaults to `0.0.0.0:<port of the first host>`.
@@ -292,6 +328,7 @@ pub fn init(
     let operator = SigningIdentity::generate()?;
     fsutil::write_private(&layout.operator_key(), operator.to_pkcs8_pem()?.as_bytes())?;
     fsutil::write_public(&layout.operator_pub(), operator.public_key().to_pem()?.as_bytes())?;
+    ensure_console_token(&layout)?;
 
     let mut roster = Roster::new(federation.clone());
     roster.version = 1;

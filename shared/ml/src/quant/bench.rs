@@ -208,9 +208,17 @@ pub fn bench_quantize(ds: &Dataset, cfg: &QuantBenchConfig, progress: &Progress)
         .ok_or_else(|| MlError::InvalidInput("split produced no training shard".into()))?;
     let (test, public) = (&fed.test, &fed.public);
     let c = ds.num_classes;
-    let teacher = train_teacher(&cfg.teacher, train, &cfg.train, progress)?;
-    let student = train_teacher(&cfg.student, train, &cfg.train, progress)?;
+    // Stages of the suite on `progress`; each model's epochs on a child sink below it.
+    const STAGES: u64 = 7;
+    let stage = |pos: u64, msg: &str| progress.advance("quantize", pos, STAGES, msg);
+    progress.start("quantize", STAGES);
+    let epochs = progress.child();
+    let teacher = train_teacher(&cfg.teacher, train, &cfg.train, &epochs)?;
+    stage(1, "teacher trained");
+    let student = train_teacher(&cfg.student, train, &cfg.train, &epochs)?;
+    stage(2, "f32 student trained");
     let table = quantization_table(&student, test, &public.features, public.n)?;
+    stage(3, "every profile quantized and timed");
     let f32_acc = table[0].accuracy;
     let int8_row = table
         .iter()
@@ -244,7 +252,9 @@ pub fn bench_quantize(ds: &Dataset, cfg: &QuantBenchConfig, progress: &Progress)
         int8_throughput: i_tp,
         throughput_ratio: i_tp / t_tp,
     };
+    stage(4, "teacher vs int8 student timed");
     let kernel_sweep = kernel_sweep(&int8, test)?;
+    stage(5, "kernel sweep");
     let (student_qat, _) = qat_finetune(
         &student,
         &train.features,
@@ -252,6 +262,7 @@ pub fn bench_quantize(ds: &Dataset, cfg: &QuantBenchConfig, progress: &Progress)
         QatTargets::Labels(&train.labels),
         &cfg.qat,
     )?;
+    stage(6, "QAT fine-tune");
     let mut qat = Vec::new();
     let mut int8_ptq = None;
     for profile in [Profile::Sandwich, Profile::Int8] {
@@ -277,6 +288,8 @@ pub fn bench_quantize(ds: &Dataset, cfg: &QuantBenchConfig, progress: &Progress)
             int8_ptq = Some(report);
         }
     }
+    stage(7, "QAT vs PTQ");
+    progress.finish("quantize", "done");
     Ok(QuantBenchReport {
         dataset: ds.name.clone(),
         threads: candle_core::utils::get_num_threads(),

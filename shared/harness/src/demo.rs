@@ -1,0 +1,724 @@
+//! `fedistill demo`: a whole federation on this machine. It provisions a federation, starts the
+//! coordinator and K participants as separate processes of this binary talking mutually authenticated QUIC
+//! over loopback, follows the rounds, computes the local-only and centralized baselines, exports and
+//! verifies the audit bundle, and prints and writes the report (documented in docs/demo.md).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use fedistill_participant::service::{ParticipantResult, RoundRecord};
+use fedistill_shared::crypto::{FederationId, ParticipantId};
+use fedistill_shared::ml::{Progress, ProgressMode};
+use fedistill_shared::settings::DataSettings;
+
+/// Options of `fedistill demo` (the flags, and the binary its nodes run as).
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Number of participants (institutions).
+    pub participants: usize,
+    /// Federated rounds.
+    pub rounds: u64,
+    /// Dataset from the catalog.
+    pub dataset: String,
+    /// Dirichlet label-skew concentration (smaller = more non-IID).
+    pub alpha: f64,
+    /// Seed of the split and of every model.
+    pub seed: u64,
+    /// Aggregation rule.
+    pub rule: String,
+    /// Soft-label encoding participants send.
+    pub encoding: String,
+    /// How the coordinator packs the consensus it sends back.
+    pub aggregate_encoding: String,
+    /// Teacher refresh epochs per round (co-distillation, participant `[refresh]`; 0 = off).
+    pub refresh_epochs: usize,
+    /// Write the JSON report here.
+    pub report: Option<PathBuf>,
+    /// Keep everything (kits, store, artifacts, audit bundle, trust file) in this directory.
+    pub workdir: Option<PathBuf>,
+    /// Directory of file-based datasets (fashion-mnist).
+    pub data_dir: Option<PathBuf>,
+    /// The `fedistill` binary the coordinator, the participants and the audit commands run as.
+    pub exe: PathBuf,
+}
+
+/// The demo's JSON report.
+#[derive(Debug, Serialize)]
+pub struct DemoReport {
+    /// Dataset name.
+    pub dataset: String,
+    /// Participants.
+    pub participants: usize,
+    /// Rounds.
+    pub rounds: u64,
+    /// Dirichlet alpha.
+    pub alpha: f64,
+    /// Aggregation rule.
+    pub rule: String,
+    /// Soft-label encoding.
+    pub encoding: String,
+    /// Per round, averaged over participants.
+    pub per_round: Vec<RoundRow>,
+    /// Final results (`final` in JSON).
+    #[serde(rename = "final")]
+    pub final_: FinalRow,
+    /// Baselines computed in the same run.
+    pub baselines: Baselines,
+    /// The audit result.
+    pub audit: AuditRow,
+    /// Per participant.
+    pub per_participant: Vec<ParticipantResult>,
+    /// Wall-clock seconds of the whole demo.
+    pub seconds: f64,
+    /// Where the artifacts are (absent when a temporary directory was used).
+    pub workdir: Option<String>,
+}
+
+/// One round of the report.
+#[derive(Debug, Serialize)]
+pub struct RoundRow {
+    /// Round number.
+    pub round: u64,
+    /// Soft-label bytes sent by all participants.
+    pub bytes_up: u64,
+    /// Aggregate bytes received by all participants.
+    pub bytes_down: u64,
+    /// Accuracy of the consensus labels on the round's public samples.
+    pub consensus_accuracy: f64,
+    /// Mean test accuracy of the participants' students.
+    pub student_accuracy: f64,
+    /// Each participant's student test accuracy.
+    pub participant_accuracy: Vec<f64>,
+    /// Mean seconds per participant from round open to report.
+    pub seconds: f64,
+}
+
+/// Final results.
+#[derive(Debug, Serialize)]
+pub struct FinalRow {
+    /// Mean test accuracy of the served federated students.
+    pub student_accuracy: f64,
+    /// Mean test accuracy of their INT8 versions.
+    pub int8_accuracy: f64,
+    /// Size of an exported INT8 student in bytes.
+    pub int8_bytes: usize,
+    /// Student parameters.
+    pub student_params: usize,
+}
+
+/// Baselines.
+#[derive(Debug, Serialize)]
+pub struct Baselines {
+    /// Mean test accuracy of the participants' teachers trained on their own data only.
+    pub local_only_accuracy: f64,
+    /// Each participant's local-only accuracy.
+    pub local_only: Vec<f64>,
+    /// Test accuracy of the teacher architecture trained on the pooled private data (upper bound).
+    pub centralized_accuracy: f64,
+}
+
+/// The audit result.
+#[derive(Debug, Serialize)]
+pub struct AuditRow {
+    /// Whether `fedistill audit verify` accepted the exported bundle.
+    pub verified: bool,
+    /// Its report.
+    pub output: String,
+}
+
+fn free_udp_port() -> anyhow::Result<u16> {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").context("finding a free UDP port")?;
+    Ok(s.local_addr()?.port())
+}
+
+fn free_tcp_port() -> anyhow::Result<u16> {
+    let s = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free TCP port")?;
+    Ok(s.local_addr()?.port())
+}
+
+struct Children(Vec<(String, Child)>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.0 {
+            if let Ok(None) = c.try_wait() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+fn spawn(exe: &Path, args: &[&str], log: &Path, name: &str) -> anyhow::Result<(String, Child)> {
+    let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let err = out.try_clone()?;
+    let child = Command::new(exe)
+        .args(args)
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
+    Ok((name.to_string(), child))
+}
+
+/// Runs the demo.
+pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
+    let started = Instant::now();
+    anyhow::ensure!(
+        args.participants >= 2,
+        "--participants must be at least 2 (got {})",
+        args.participants
+    );
+    anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
+    anyhow::ensure!(args.alpha > 0.0, "--alpha must be > 0 (got {})", args.alpha);
+    fedistill_shared::protocol::AggregationRule::parse(&args.rule)?;
+    fedistill_shared::protocol::Encoding::parse(&args.encoding)?;
+    fedistill_shared::protocol::Encoding::parse(&args.aggregate_encoding).context("--aggregate-encoding")?;
+    let temp;
+    let dir = match &args.workdir {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            anyhow::ensure!(
+                std::fs::read_dir(d)?.next().is_none(),
+                "--workdir {} is not empty; give a new or empty directory",
+                d.display()
+            );
+            std::fs::canonicalize(d)?
+        }
+        None => {
+            temp = tempfile::tempdir().context("creating a temporary directory")?;
+            temp.path().to_path_buf()
+        }
+    };
+    let exe = &args.exe;
+    let data = DataSettings {
+        dataset: args.dataset.clone(),
+        data_dir: args.data_dir.clone(),
+        participants: args.participants,
+        partition: "dirichlet".into(),
+        alpha: args.alpha,
+        classes_per_node: 2,
+        seed: args.seed,
+        test_fraction: 0.2,
+        public_fraction: 0.3,
+    };
+    println!(
+        "fedistill demo: {} participants, {} rounds, {} (Dirichlet alpha {}), rule {}, encoding {}",
+        args.participants, args.rounds, args.dataset, args.alpha, args.rule, args.encoding
+    );
+    println!("  working directory: {}", dir.display());
+    let split = data.load_split().context("loading and splitting the dataset")?;
+    let public_n = split.public.n;
+    for (i, s) in split.shards.iter().enumerate() {
+        let counts = s.class_counts();
+        println!("  participant p{i}: {} private samples, class counts {:?}", s.n, counts);
+    }
+    println!(
+        "  public transfer set: {} samples (labels unused), test set: {} samples",
+        public_n, split.test.n
+    );
+
+    // 1. Provision: CA, coordinator certificate and keys, one startup kit per participant.
+    let port = free_udp_port()?;
+    let fed_dir = dir.join("federation");
+    let federation = FederationId::new("demo")?;
+    let now = fedistill_shared::provision::now_utc();
+    fedistill_shared::provision::init(
+        &fed_dir,
+        &federation,
+        &[format!("127.0.0.1:{port}")],
+        Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
+        now,
+    )?;
+    let names: Vec<String> = (0..args.participants).map(|i| format!("p{i}")).collect();
+    for n in &names {
+        fedistill_shared::provision::add_participant(&fed_dir, &ParticipantId::new(n.clone()), now)?;
+    }
+    println!(
+        "  provisioned federation 'demo': CA, coordinator certificate, {} startup kits",
+        names.len()
+    );
+
+    // 2. Configs.
+    let status_port = free_tcp_port()?;
+    let samples_per_round = (public_n as u64).div_ceil(2).max(1);
+    let data_toml = |d: &DataSettings| {
+        format!(
+            "[data]\ndataset = {:?}\n{}participants = {}\npartition = \"dirichlet\"\nalpha = {}\nseed = {}\ntest_fraction = {}\npublic_fraction = {}\n",
+            d.dataset,
+            d.data_dir.as_ref().map(|p| format!("data_dir = {:?}\n", p.display().to_string())).unwrap_or_default(),
+            d.participants,
+            d.alpha,
+            d.seed,
+            d.test_fraction,
+            d.public_fraction
+        )
+    };
+    let coordinator_cfg = dir.join("coordinator.toml");
+    std::fs::write(
+        &coordinator_cfg,
+        format!(
+            "federation_dir = \"federation\"\nbind = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\nstatus = \"127.0.0.1:{status_port}\"\nrounds = {}\nmin_participants = {}\nquorum = {}\ncollect_timeout_ms = 120000\nreport_timeout_ms = 120000\nsamples_per_round = {samples_per_round}\nrule = {:?}\naggregate_encoding = {:?}\ntemperature = 2.0\n{}",
+            args.rounds,
+            args.participants,
+            (args.participants / 2 + 1),
+            args.rule,
+            args.aggregate_encoding,
+            data_toml(&data)
+        ),
+    )?;
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let mut participant_cfgs = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let cfg = dir.join(format!("participant-{n}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "kit = \"federation/kits/{n}\"\nworkdir = \"work/{n}\"\nshard = {i}\nencoding = {:?}\n{}\n[refresh]\nepochs = {}\n",
+                args.encoding,
+                data_toml(&data),
+                args.refresh_epochs
+            ),
+        )?;
+        participant_cfgs.push(cfg);
+    }
+
+    // 3. Processes.
+    let mut children = Children(Vec::new());
+    let c = coordinator_cfg.display().to_string();
+    children.0.push(spawn(
+        exe,
+        &["coordinator", "--config", &c],
+        &logs.join("coordinator.log"),
+        "coordinator",
+    )?);
+    for (n, cfg) in names.iter().zip(&participant_cfgs) {
+        let c = cfg.display().to_string();
+        children.0.push(spawn(
+            exe,
+            &["participant", "--config", &c],
+            &logs.join(format!("{n}.log")),
+            n,
+        )?);
+    }
+    println!("  started the coordinator (udp 127.0.0.1:{port}, status http://127.0.0.1:{status_port}/status) and {} participant processes", names.len());
+    println!("  operator console: http://127.0.0.1:{status_port}/ (open it in a browser while the demo runs)");
+    println!("  logs: {}", logs.display());
+
+    // 4. Follow progress until every process exits: the round lines on stdout as each participant reports,
+    // and on stderr a bar over the rounds with the coordinator's phase (a line per round when stderr is not
+    // a terminal).
+    let progress = Progress::auto();
+    progress.start("rounds", args.rounds);
+    let mut shown_rounds = 0u64;
+    let mut shown_msg = String::new();
+    let mut announced = false;
+    let mut reported = vec![0usize; names.len()];
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        for (i, n) in names.iter().enumerate() {
+            let state = dir.join("work").join(n).join("state.json");
+            if let Ok(bytes) = std::fs::read(&state) {
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+                    let rounds = v["rounds"].as_array().cloned().unwrap_or_default();
+                    for r in rounds.iter().skip(reported[i]) {
+                        progress.suspend(|| {
+                            println!(
+                                "  [{:>6.1}s] {n}: round {} distilled, student accuracy {:.4} (int8 {:.4}), consensus {:.4}",
+                                started.elapsed().as_secs_f64(),
+                                r["round"], r["student_accuracy"].as_f64().unwrap_or(0.0),
+                                r["int8_accuracy"].as_f64().unwrap_or(0.0),
+                                r["consensus_accuracy"].as_f64().unwrap_or(0.0)
+                            )
+                        });
+                    }
+                    reported[i] = rounds.len().max(reported[i]);
+                }
+            }
+        }
+        // Rounds every participant has distilled; the phase as the coordinator's /status tells it.
+        let distilled = (reported.iter().copied().min().unwrap_or(0) as u64).min(args.rounds);
+        let status = poll_status(status_port);
+        let msg = round_message(distilled, args.rounds, status.as_ref());
+        if progress.mode() == ProgressMode::Bar {
+            // On a terminal the bar follows every phase.
+            if distilled > shown_rounds || msg != shown_msg {
+                progress.advance("rounds", distilled, args.rounds, &msg);
+            }
+        } else {
+            // Off a terminal: a line when the coordinator first answers (the participants are training their
+            // teachers), then one line per round distilled by every participant.
+            if !announced && status.is_some() && distilled == 0 {
+                progress.advance("rounds", 0, args.rounds, &msg);
+                announced = true;
+            }
+            for r in shown_rounds + 1..distilled {
+                progress.advance("rounds", r, args.rounds, &round_message(r, args.rounds, None));
+            }
+            if distilled > shown_rounds {
+                progress.advance("rounds", distilled, args.rounds, &msg);
+            }
+        }
+        shown_rounds = shown_rounds.max(distilled);
+        shown_msg = msg;
+        let mut all_done = true;
+        for (name, child) in &mut children.0 {
+            match child.try_wait()? {
+                Some(status) if !status.success() => {
+                    anyhow::bail!(
+                        "{name} exited with {status}; see {}",
+                        logs.join(format!("{name}.log")).display()
+                    )
+                }
+                Some(_) => {}
+                None => all_done = false,
+            }
+        }
+        if all_done {
+            progress.finish(
+                "rounds",
+                &format!("{shown_rounds} rounds distilled by every participant"),
+            );
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the federation did not finish within 30 minutes; see {}",
+            logs.display()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // 5. Results, baselines, audit.
+    let mut results = Vec::new();
+    for n in &names {
+        let p = dir.join("work").join(n).join("result.json");
+        let r: ParticipantResult =
+            serde_json::from_slice(&std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?)
+                .with_context(|| format!("decoding {}", p.display()))?;
+        results.push(r);
+    }
+    progress
+        .suspend(|| println!("  federation finished; training the centralized baseline on the pooled private data"));
+    // The comparison stages after the federation: the centralized baseline, the audit export and its check.
+    const STAGES: u64 = 3;
+    progress.start("compare", STAGES);
+    progress.advance("compare", 0, STAGES, "training the centralized baseline");
+    // Its epochs show as a bar on a terminal; plain output stays one line per stage.
+    let epochs = match progress.mode() {
+        ProgressMode::Bar => progress.child(),
+        _ => Progress::hidden(),
+    };
+    let centralized_accuracy = centralized_baseline(&split, &epochs)?;
+    progress.advance(
+        "compare",
+        1,
+        STAGES,
+        &format!("centralized baseline trained ({centralized_accuracy:.4}); exporting the audit bundle"),
+    );
+
+    let bundle = dir.join("audit-bundle");
+    let store = dir.join("coordinator.sqlite");
+    let export = Command::new(exe)
+        .args(["audit", "export", "--store"])
+        .arg(&store)
+        .arg("--out")
+        .arg(&bundle)
+        .arg("--payloads")
+        .output()
+        .context("running fedistill audit export")?;
+    anyhow::ensure!(
+        export.status.success(),
+        "audit export failed: {}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    progress.advance("compare", 2, STAGES, "audit bundle exported; verifying it");
+    let trust = dir.join("trust.toml");
+    write_trust(&trust, &fed_dir, &federation, &names)?;
+    let verify = Command::new(exe)
+        .args(["audit", "verify"])
+        .arg(&bundle)
+        .arg("--trust")
+        .arg(&trust)
+        .output()
+        .context("running fedistill audit verify")?;
+    let audit_output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let audit = AuditRow {
+        verified: verify.status.success(),
+        output: audit_output.trim().to_string(),
+    };
+    progress.advance(
+        "compare",
+        3,
+        STAGES,
+        if audit.verified {
+            "audit verify OK"
+        } else {
+            "audit verify FAILED"
+        },
+    );
+    progress.finish("compare", "baseline, audit export and verification");
+
+    let report = build_report(
+        args,
+        results,
+        centralized_accuracy,
+        audit,
+        started,
+        args.workdir.as_ref().map(|_| dir.display().to_string()),
+    );
+    progress.suspend(|| print_report(&report));
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("report written to {}", path.display());
+    }
+    if let Some(d) = &args.workdir {
+        println!(
+            "artifacts kept in {}; re-verify with: fedistill audit verify {}/audit-bundle --trust {}/trust.toml",
+            d.display(),
+            d.display(),
+            d.display()
+        );
+    }
+    anyhow::ensure!(
+        report.audit.verified,
+        "the audit bundle did not verify:\n{}",
+        report.audit.output
+    );
+    Ok(())
+}
+
+fn write_trust(path: &Path, fed_dir: &Path, federation: &FederationId, names: &[String]) -> anyhow::Result<()> {
+    let layout = fedistill_shared::provision::FederationLayout::new(fed_dir);
+    let coordinator_pub = std::fs::read_to_string(layout.coordinator_signing_pub())?;
+    let coordinator = fedistill_shared::crypto::PublicKey::from_pem(&coordinator_pub)?;
+    let roster = layout.load_roster(federation)?;
+    let mut text = format!(
+        "# Auditor trust file for federation {fed}: the coordinator's log key and the witnesses (k of n).\norigin = \"fedistill/{fed}\"\ncoordinator_key = \"{}\"\nquorum = {}\n",
+        hex(&coordinator.to_bytes()),
+        names.len() / 2 + 1,
+        fed = federation.as_str()
+    );
+    for n in names {
+        let entry = roster
+            .by_id(&ParticipantId::new(n.clone()))
+            .ok_or_else(|| anyhow::anyhow!("{n} is missing from the roster"))?;
+        text.push_str(&format!(
+            "\n[[witness]]\nname = \"fedistill-witness/{n}\"\nkey = \"{}\"\n",
+            hex(&entry.signing_key.to_bytes())
+        ));
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The coordinator's `/status` (JSON) at `127.0.0.1:port`, or None if it does not answer within a second
+/// (not yet listening, or already gone): progress text only, never an error.
+fn poll_status(port: u16) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    s.set_write_timeout(Some(Duration::from_secs(1))).ok()?;
+    s.write_all(b"GET /status HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8(buf).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    if !head.contains(" 200") {
+        return None;
+    }
+    // The JSON object, whatever framing surrounds it.
+    let body = &body[body.find('{')?..=body.rfind('}')?];
+    serde_json::from_str(body).ok()
+}
+
+/// The progress text of the federation: rounds every participant distilled, and the coordinator's round,
+/// phase and contributions received of expected when its `/status` answered.
+fn round_message(distilled: u64, rounds: u64, status: Option<&serde_json::Value>) -> String {
+    let mut msg = format!("{distilled} of {rounds} rounds distilled by every participant");
+    if let Some(st) = status {
+        let round = st["round"].as_u64().unwrap_or(0);
+        let phase = st["phase"].as_str().unwrap_or("");
+        let received = st["received"].as_array().map_or(0, Vec::len);
+        let expected = st["expected"].as_array().map_or(0, Vec::len);
+        if st["finished"].as_bool() == Some(true) {
+            msg.push_str("; coordinator: finished");
+        } else if round == 0 {
+            msg.push_str("; coordinator waiting for the participants (training their teachers)");
+        } else {
+            msg.push_str(&format!("; coordinator: round {round} {phase}"));
+            if expected > 0 {
+                msg.push_str(&format!(", {received}/{expected} contributions"));
+            }
+        }
+    }
+    msg
+}
+
+fn centralized_baseline(split: &fedistill_shared::data::FederatedSplit, progress: &Progress) -> anyhow::Result<f64> {
+    use fedistill_shared::ml::local::{default_train, LocalOptions};
+    let idx_all: Vec<&fedistill_shared::data::Dataset> = split.shards.iter().collect();
+    let mut pooled = idx_all[0].clone();
+    for s in &idx_all[1..] {
+        pooled.features.extend_from_slice(&s.features);
+        pooled.labels.extend_from_slice(&s.labels);
+        pooled.n += s.n;
+    }
+    let opts = LocalOptions::defaults_for(&pooled, 42);
+    let tc = default_train(&pooled.kind, 42);
+    let m = fedistill_shared::ml::train_teacher(&opts.teacher.model, &pooled, &tc, progress)?;
+    Ok(fedistill_shared::ml::evaluate(&m, &split.test, None)?.accuracy)
+}
+
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+fn build_report(
+    args: &DemoOptions,
+    results: Vec<ParticipantResult>,
+    centralized_accuracy: f64,
+    audit: AuditRow,
+    started: Instant,
+    workdir: Option<String>,
+) -> DemoReport {
+    let mut per_round = Vec::new();
+    for r in 1..=args.rounds {
+        let rows: Vec<&RoundRecord> = results
+            .iter()
+            .filter_map(|p| p.rounds.iter().find(|x| x.round == r))
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        per_round.push(RoundRow {
+            round: r,
+            bytes_up: rows.iter().map(|x| x.bytes_up).sum(),
+            bytes_down: rows.iter().map(|x| x.bytes_down).sum(),
+            consensus_accuracy: mean(&rows.iter().map(|x| x.consensus_accuracy).collect::<Vec<_>>()),
+            student_accuracy: mean(&rows.iter().map(|x| x.student_accuracy).collect::<Vec<_>>()),
+            participant_accuracy: rows.iter().map(|x| x.student_accuracy).collect(),
+            seconds: mean(&rows.iter().map(|x| x.seconds).collect::<Vec<_>>()),
+        });
+    }
+    let local: Vec<f64> = results.iter().map(|r| r.local_only_accuracy).collect();
+    DemoReport {
+        dataset: args.dataset.clone(),
+        participants: args.participants,
+        rounds: args.rounds,
+        alpha: args.alpha,
+        rule: args.rule.clone(),
+        encoding: args.encoding.clone(),
+        per_round,
+        final_: FinalRow {
+            student_accuracy: mean(&results.iter().map(|r| r.student_accuracy).collect::<Vec<_>>()),
+            int8_accuracy: mean(&results.iter().map(|r| r.int8_accuracy).collect::<Vec<_>>()),
+            int8_bytes: results.first().map(|r| r.int8_bytes).unwrap_or(0),
+            student_params: results.first().map(|r| r.student_params).unwrap_or(0),
+        },
+        baselines: Baselines {
+            local_only_accuracy: mean(&local),
+            local_only: local,
+            centralized_accuracy,
+        },
+        audit,
+        per_participant: results,
+        seconds: started.elapsed().as_secs_f64(),
+        workdir,
+    }
+}
+
+fn print_report(r: &DemoReport) {
+    println!();
+    println!("| round | bytes up | bytes down | consensus acc | student acc (mean) | per participant | s/round |");
+    println!("|---:|---:|---:|---:|---:|---|---:|");
+    for row in &r.per_round {
+        println!(
+            "| {} | {} | {} | {:.4} | {:.4} | {} | {:.1} |",
+            row.round,
+            row.bytes_up,
+            row.bytes_down,
+            row.consensus_accuracy,
+            row.student_accuracy,
+            row.participant_accuracy
+                .iter()
+                .map(|a| format!("{a:.4}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            row.seconds
+        );
+    }
+    println!();
+    println!("| model | test accuracy |");
+    println!("|---|---:|");
+    println!(
+        "| federated student (f32, mean over participants) | {:.4} |",
+        r.final_.student_accuracy
+    );
+    println!("| federated student (int8) | {:.4} |", r.final_.int8_accuracy);
+    for (p, a) in r.per_participant.iter().zip(&r.baselines.local_only) {
+        println!(
+            "| local-only teacher of {} ({} samples) | {a:.4} |",
+            p.participant, p.private_samples
+        );
+    }
+    println!("| local-only (mean) | {:.4} |", r.baselines.local_only_accuracy);
+    println!(
+        "| centralized (pooled private data, upper bound) | {:.4} |",
+        r.baselines.centralized_accuracy
+    );
+    println!();
+    println!(
+        "student: {} parameters, int8 export {} bytes; gain over local-only: {:+.2} points",
+        r.final_.student_params,
+        r.final_.int8_bytes,
+        100.0 * (r.final_.student_accuracy - r.baselines.local_only_accuracy)
+    );
+    println!("audit verify: {}", if r.audit.verified { "OK" } else { "FAILED" });
+    println!("finished in {:.1} s", r.seconds);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_message;
+
+    #[test]
+    fn round_message_tells_rounds_and_the_coordinators_phase() {
+        assert_eq!(
+            round_message(1, 3, None),
+            "1 of 3 rounds distilled by every participant"
+        );
+        let waiting = serde_json::json!({"round": 0, "phase": "waiting", "finished": false});
+        assert!(round_message(0, 3, Some(&waiting)).ends_with("(training their teachers)"));
+        let collecting = serde_json::json!({
+            "round": 2, "phase": "collecting", "finished": false,
+            "expected": ["p0", "p1", "p2"], "received": ["p1"]
+        });
+        assert_eq!(
+            round_message(1, 3, Some(&collecting)),
+            "1 of 3 rounds distilled by every participant; coordinator: round 2 collecting, 1/3 contributions"
+        );
+        let done = serde_json::json!({"round": 3, "phase": "waiting", "finished": true});
+        assert!(round_message(3, 3, Some(&done)).ends_with("coordinator: finished"));
+    }
+}

@@ -1,0 +1,476 @@
+//! One federated experiment of `fedistill bench accuracy|communication`, in process: split a dataset
+//! into a federation, train each participant's private teacher (the local-only baseline), train the
+//! teacher architecture on the pooled private data (the centralized upper bound), then run federated
+//! distillation under each aggregation rule and FedAvg on the same student architecture, recording the
+//! student's test accuracy and the bytes exchanged after every round.
+//!
+//! The distillation rounds are the participants' own algorithm (participant/src/service.rs): every
+//! participant labels the round's public rows with its teacher at the federation temperature, encodes
+//! them with the soft-label codec, the coordinator aggregates the decoded rows with the rule, and every
+//! participant distills the same student from the consensus (with the same seed, so one student stands
+//! for all of them). Bytes are the sizes of the real signed wire messages (RoundOpen, SoftLabels,
+//! AggregateLabels; FedAvg's model down- and uploads are framed the same way), measured by `Exchange`.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use fedistill_shared::data::{split, Dataset, FederatedSplit, Partition, SplitConfig};
+use fedistill_shared::ml::codistill::{refresh_teacher, RefreshConfig, RefreshData};
+use fedistill_shared::ml::distill::{DistillConfig, Distiller, SoftTargets};
+use fedistill_shared::ml::fedavg::{local_update, weighted_average, LocalUpdate};
+use fedistill_shared::ml::local::{default_distill, default_train};
+use fedistill_shared::ml::model::argmax;
+use fedistill_shared::ml::{train_teacher, InputNorm, Model, ModelConfig, Progress, TrainConfig};
+use fedistill_shared::protocol::{aggregate, AggregationRule, ContributionView, Encoding};
+
+use crate::exchange::Exchange;
+
+/// Everything that defines one experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentConfig {
+    /// Dataset name from the catalog.
+    pub dataset: String,
+    /// Participants (K).
+    pub participants: usize,
+    /// How the private pool is dealt.
+    pub partition: Partition,
+    /// Seed of the split and every model.
+    pub seed: u64,
+    /// Share of the dataset held out for testing.
+    pub test_fraction: f64,
+    /// Share of the dataset in the public transfer set.
+    pub public_fraction: f64,
+    /// Distillation rounds; each labels `public / rounds` new public rows.
+    pub rounds: usize,
+    /// FedAvg rounds.
+    pub fedavg_rounds: usize,
+    /// Teacher (and centralized) architecture.
+    pub teacher: ModelConfig,
+    /// Student architecture (the federated model of both FD and FedAvg).
+    pub student: ModelConfig,
+    /// Teacher training.
+    pub train: TrainConfig,
+    /// Student distillation.
+    pub distill: DistillConfig,
+    /// Teacher refresh after each round (co-distillation; epochs 0 = off).
+    #[serde(default)]
+    pub refresh: RefreshConfig,
+    /// FedAvg local update.
+    pub local: LocalUpdate,
+    /// Temperature of the released soft labels.
+    pub temperature: f32,
+    /// Soft-label encodings: every rule runs once per encoding (teachers are shared); the coordinator packs
+    /// the consensus with the same encoding (`aggregate_encoding`).
+    pub encodings: Vec<Encoding>,
+    /// Aggregation rules to run.
+    pub rules: Vec<AggregationRule>,
+    /// Whether to run FedAvg.
+    pub fedavg: bool,
+    /// Whether to train the centralized baseline.
+    pub centralized: bool,
+}
+
+impl ExperimentConfig {
+    /// The defaults for a dataset kind (image datasets: MLP 512-256 teachers and a 128-wide student;
+    /// tabular: 64-32 teachers, 8-wide student), with the given federation shape.
+    pub fn defaults(ds: &Dataset, participants: usize, partition: Partition, seed: u64) -> Self {
+        let image = matches!(ds.kind, fedistill_shared::data::DataKind::Image { .. });
+        let (teacher, student) = if image {
+            (
+                ModelConfig::Mlp { hidden: vec![512, 256] },
+                ModelConfig::Mlp { hidden: vec![128] },
+            )
+        } else {
+            (
+                ModelConfig::Mlp { hidden: vec![64, 32] },
+                ModelConfig::Mlp { hidden: vec![8] },
+            )
+        };
+        let mut distill = default_distill(&ds.kind, seed);
+        distill.input_norm = if image {
+            InputNorm::Global
+        } else {
+            InputNorm::PerFeature
+        };
+        ExperimentConfig {
+            dataset: ds.name.clone(),
+            participants,
+            partition,
+            seed,
+            test_fraction: 0.2,
+            public_fraction: 0.2,
+            rounds: 10,
+            fedavg_rounds: 30,
+            teacher,
+            student,
+            train: default_train(&ds.kind, seed),
+            distill,
+            // Co-distillation as the demo runs it: under label skew it is worth several points
+            // (docs/benchmarks.md).
+            refresh: RefreshConfig {
+                epochs: 2,
+                ..RefreshConfig::default()
+            },
+            local: LocalUpdate {
+                epochs: 2,
+                batch_size: 64,
+                lr: 1e-3,
+                weight_decay: 1e-4,
+                seed,
+            },
+            temperature: 2.0,
+            encodings: vec![Encoding::F16],
+            rules: vec![AggregationRule::ConfidenceWeighted],
+            fedavg: true,
+            centralized: true,
+        }
+    }
+}
+
+/// One point of a learning curve.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CurvePoint {
+    /// Round (1-based).
+    pub round: usize,
+    /// Student test accuracy after the round, in [0, 1].
+    pub accuracy: f64,
+    /// Bytes exchanged by the whole federation up to and including this round.
+    pub bytes: u64,
+}
+
+/// A method's curve and final figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MethodRun {
+    /// `fd:<rule>` (`fd:<rule>@<encoding>` when several encodings run) or `fedavg`.
+    pub method: String,
+    /// Per round.
+    pub curve: Vec<CurvePoint>,
+    /// Accuracy after the last round.
+    pub accuracy: f64,
+    /// Bytes of the whole run.
+    pub bytes: u64,
+    /// Seconds spent (training and aggregation; the teachers are shared and not included).
+    pub seconds: f64,
+}
+
+impl MethodRun {
+    /// Bytes spent until the curve first reaches `accuracy` (None: never).
+    pub fn bytes_to_reach(&self, accuracy: f64) -> Option<(usize, u64)> {
+        self.curve
+            .iter()
+            .find(|p| p.accuracy >= accuracy)
+            .map(|p| (p.round, p.bytes))
+    }
+}
+
+/// The result of one experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentRun {
+    /// The configuration.
+    pub config: ExperimentConfig,
+    /// Private samples per participant.
+    pub shard_sizes: Vec<usize>,
+    /// Public rows and test rows.
+    pub public_rows: usize,
+    /// Test rows.
+    pub test_rows: usize,
+    /// Each teacher's test accuracy (local-only baseline).
+    pub local_only: Vec<f64>,
+    /// Mean of `local_only`.
+    pub local_only_mean: f64,
+    /// The teacher architecture on the pooled private data (None when not run).
+    pub centralized: Option<f64>,
+    /// Federated distillation, one run per rule, then FedAvg when run.
+    pub methods: Vec<MethodRun>,
+    /// Student parameters.
+    pub student_params: usize,
+    /// Seconds of the whole experiment.
+    pub seconds: f64,
+}
+
+/// Accuracy of `model` on `ds`.
+pub fn accuracy(model: &Model, ds: &Dataset) -> anyhow::Result<f64> {
+    let logits = model.logits(&ds.features, ds.n)?;
+    let correct = logits
+        .chunks_exact(ds.num_classes)
+        .zip(&ds.labels)
+        .filter(|(r, &y)| argmax(r) as u32 == y)
+        .count();
+    Ok(correct as f64 / ds.n.max(1) as f64)
+}
+
+fn pooled(shards: &[Dataset]) -> anyhow::Result<Dataset> {
+    let first = shards.first().context("no shards")?;
+    let mut features = Vec::new();
+    let mut labels = Vec::new();
+    for s in shards {
+        features.extend_from_slice(&s.features);
+        labels.extend_from_slice(&s.labels);
+    }
+    let mut d = first.clone();
+    d.n = labels.len();
+    d.features = features;
+    d.labels = labels;
+    Ok(d)
+}
+
+/// Runs one experiment; `exchange` moves (and counts) every message; `progress` shows the teachers
+/// trained and each method's rounds (a bar on a terminal, plain lines otherwise). `centralized_known`
+/// is the centralized accuracy of an earlier experiment on the same pooled data (same dataset, seed and
+/// fractions: the partition only deals the pool), reused instead of training it again.
+pub fn run(
+    ds: &Dataset,
+    cfg: &ExperimentConfig,
+    exchange: &mut dyn Exchange,
+    progress: &Progress,
+    centralized_known: Option<f64>,
+) -> anyhow::Result<ExperimentRun> {
+    let started = Instant::now();
+    anyhow::ensure!(cfg.rounds > 0, "rounds must be at least 1");
+    anyhow::ensure!(
+        !cfg.rules.is_empty() || cfg.fedavg,
+        "nothing to run: no rule and no FedAvg"
+    );
+    let fs: FederatedSplit = split(
+        ds,
+        &SplitConfig {
+            participants: cfg.participants,
+            partition: cfg.partition,
+            test_fraction: cfg.test_fraction,
+            public_fraction: cfg.public_fraction,
+            seed: cfg.seed,
+        },
+    )
+    .with_context(|| format!("splitting {} for {} participants", ds.name, cfg.participants))?;
+    let classes = ds.num_classes;
+    let quiet = Progress::hidden();
+
+    // Teachers: each participant's private model (the local-only baseline).
+    let mut teachers = Vec::with_capacity(cfg.participants);
+    let mut local_only = Vec::with_capacity(cfg.participants);
+    let train_centralized = cfg.centralized && centralized_known.is_none();
+    let total_models = (cfg.participants + usize::from(train_centralized)) as u64;
+    progress.start("teachers", total_models);
+    for (p, shard) in fs.shards.iter().enumerate() {
+        let tc = TrainConfig {
+            seed: cfg.seed.wrapping_add(p as u64 + 1),
+            ..cfg.train.clone()
+        };
+        let t = train_teacher(&cfg.teacher, shard, &tc, &quiet)
+            .with_context(|| format!("training participant {p}'s teacher"))?;
+        local_only.push(accuracy(&t, &fs.test)?);
+        progress.advance(
+            "teachers",
+            p as u64 + 1,
+            total_models,
+            &format!(
+                "participant {p}: {} samples, local-only {:.1}%",
+                shard.n,
+                local_only[p] * 100.0
+            ),
+        );
+        teachers.push(t);
+    }
+    let local_only_mean = local_only.iter().sum::<f64>() / local_only.len().max(1) as f64;
+    if !train_centralized {
+        progress.finish("teachers", "done");
+    }
+    let centralized = if let Some(known) = centralized_known {
+        Some(known)
+    } else if cfg.centralized {
+        let pool = pooled(&fs.shards)?;
+        let t = train_teacher(&cfg.teacher, &pool, &cfg.train, &quiet).context("training the centralized model")?;
+        let a = accuracy(&t, &fs.test)?;
+        progress.advance(
+            "teachers",
+            total_models,
+            total_models,
+            &format!("centralized {:.1}%", a * 100.0),
+        );
+        progress.finish("teachers", "done");
+        Some(a)
+    } else {
+        None
+    };
+
+    // Every teacher's soft labels on the whole public set (the rounds take consecutive chunks), used
+    // as they are when teachers are not refreshed.
+    let soft: Vec<Vec<f32>> = teachers
+        .iter()
+        .map(|t| t.probabilities(&fs.public.features, fs.public.n, cfg.temperature))
+        .collect::<Result<_, _>>()?;
+    let samples: Vec<u64> = fs.shards.iter().map(|s| s.n as u64).collect();
+    let chunk = (fs.public.n / cfg.rounds).max(1);
+
+    let mut methods = Vec::new();
+    anyhow::ensure!(
+        !cfg.encodings.is_empty() || cfg.rules.is_empty(),
+        "no soft-label encoding given"
+    );
+    let runs: Vec<(AggregationRule, Encoding)> = cfg
+        .rules
+        .iter()
+        .flat_map(|r| cfg.encodings.iter().map(move |e| (*r, *e)))
+        .collect();
+    let refreshing = cfg.refresh.epochs > 0;
+    let teacher_bytes: Vec<Vec<u8>> = if refreshing {
+        teachers.iter().map(|t| t.to_safetensors()).collect::<Result<_, _>>()?
+    } else {
+        Vec::new()
+    };
+    for (rule, encoding) in &runs {
+        let t0 = Instant::now();
+        // With refresh on, every method starts from the teachers as trained and refreshes its own copies.
+        let own: Vec<Model> = teacher_bytes
+            .iter()
+            .map(|b| Model::from_safetensors(&cfg.teacher, ds.dim, classes, b))
+            .collect::<Result<_, _>>()?;
+        let student = Model::new(&cfg.student, ds.dim, classes, cfg.seed.wrapping_add(1000))?;
+        let mut distiller = Distiller::new(student, cfg.distill.clone());
+        let mut curve = Vec::with_capacity(cfg.rounds);
+        let label = if cfg.encodings.len() > 1 {
+            format!("fd:{}@{}", rule.name(), encoding.name())
+        } else {
+            format!("fd:{}", rule.name())
+        };
+        progress.start(&label, cfg.rounds as u64);
+        let mut bytes = 0u64;
+        for r in 0..cfg.rounds {
+            let lo = (r * chunk) % fs.public.n;
+            let hi = (lo + chunk).min(fs.public.n);
+            let rows = hi - lo;
+            // Sample ids are positions in the public set, as the coordinator announces them.
+            let ids: Vec<u64> = (lo as u64..hi as u64).collect();
+            let x = &fs.public.features[lo * ds.dim..hi * ds.dim];
+            let uploads: Vec<Vec<f32>> = if refreshing {
+                own.iter()
+                    .map(|t| t.probabilities(x, rows, cfg.temperature))
+                    .collect::<Result<_, _>>()?
+            } else {
+                soft.iter().map(|s| s[lo * classes..hi * classes].to_vec()).collect()
+            };
+            let decoded = exchange.labels_up(r as u64 + 1, &ids, &uploads, classes, *encoding)?;
+            let views: Vec<ContributionView<'_>> = decoded
+                .iter()
+                .zip(&samples)
+                .map(|(p, &s)| ContributionView {
+                    probabilities: p,
+                    samples: s,
+                })
+                .collect();
+            let consensus = aggregate(*rule, &views, rows, classes).context("aggregating")?;
+            let consensus = exchange.labels_down(r as u64 + 1, *rule, &consensus, rows, classes, *encoding)?;
+            if refreshing && r + 1 < cfg.rounds {
+                for (p, (t, shard)) in own.iter().zip(&fs.shards).enumerate() {
+                    let data = RefreshData {
+                        private_x: &shard.features,
+                        private_y: &shard.labels,
+                        public_x: x,
+                        consensus: &consensus,
+                        temperature: cfg.temperature,
+                    };
+                    refresh_teacher(t, &data, &cfg.refresh, cfg.seed.wrapping_add((r * 1000 + p) as u64))?;
+                }
+            }
+            distiller.distill_round(x, rows, &SoftTargets::Probabilities(consensus), None, r, cfg.rounds)?;
+            bytes = exchange.bytes();
+            let a = accuracy(distiller.student(), &fs.test)?;
+            curve.push(CurvePoint {
+                round: r + 1,
+                accuracy: a,
+                bytes,
+            });
+            progress.advance(
+                &label,
+                r as u64 + 1,
+                cfg.rounds as u64,
+                &format!("student {:.1}%", a * 100.0),
+            );
+        }
+        progress.finish(&label, "done");
+        let accuracy = curve.last().map(|p| p.accuracy).unwrap_or(0.0);
+        methods.push(MethodRun {
+            method: label,
+            curve,
+            accuracy,
+            bytes,
+            seconds: t0.elapsed().as_secs_f64(),
+        });
+        exchange.reset();
+    }
+
+    if cfg.fedavg {
+        let t0 = Instant::now();
+        let global = Model::new(&cfg.student, ds.dim, classes, cfg.seed.wrapping_add(1000))?;
+        // The server fixes the input standardization once from the public (unlabelled) features, as
+        // the distilled student does on its first round.
+        global.fit_input_normalization(
+            &fs.public.features,
+            fs.public.n,
+            !matches!(ds.kind, fedistill_shared::data::DataKind::Image { .. }),
+        )?;
+        let mut curve = Vec::with_capacity(cfg.fedavg_rounds);
+        let mut bytes = 0u64;
+        progress.start("fedavg", cfg.fedavg_rounds as u64);
+        for r in 0..cfg.fedavg_rounds {
+            let down = global.to_safetensors()?;
+            let received = exchange.model_down(r as u64 + 1, &down, cfg.participants)?;
+            let mut ups = Vec::with_capacity(cfg.participants);
+            for (p, shard) in fs.shards.iter().enumerate() {
+                let client = Model::from_safetensors(&cfg.student, ds.dim, classes, &received)?;
+                let lu = LocalUpdate {
+                    seed: cfg.seed.wrapping_add((r * 1000 + p) as u64),
+                    ..cfg.local.clone()
+                };
+                local_update(&client, &shard.features, &shard.labels, shard.n, &lu)?;
+                ups.push(client.to_safetensors()?);
+            }
+            let uploaded = exchange.models_up(r as u64 + 1, &ups)?;
+            let clients: Vec<Model> = uploaded
+                .iter()
+                .map(|b| Model::from_safetensors(&cfg.student, ds.dim, classes, b))
+                .collect::<Result<_, _>>()?;
+            let weighted: Vec<(&Model, f64)> = clients.iter().zip(&samples).map(|(c, &s)| (c, s as f64)).collect();
+            weighted_average(&global, &weighted)?;
+            bytes = exchange.bytes();
+            let a = accuracy(&global, &fs.test)?;
+            curve.push(CurvePoint {
+                round: r + 1,
+                accuracy: a,
+                bytes,
+            });
+            progress.advance(
+                "fedavg",
+                r as u64 + 1,
+                cfg.fedavg_rounds as u64,
+                &format!("global {:.1}%", a * 100.0),
+            );
+        }
+        progress.finish("fedavg", "done");
+        let accuracy = curve.last().map(|p| p.accuracy).unwrap_or(0.0);
+        methods.push(MethodRun {
+            method: "fedavg".into(),
+            curve,
+            accuracy,
+            bytes,
+            seconds: t0.elapsed().as_secs_f64(),
+        });
+        exchange.reset();
+    }
+
+    let student_params = Model::new(&cfg.student, ds.dim, classes, 0)?.params();
+    Ok(ExperimentRun {
+        config: cfg.clone(),
+        shard_sizes: fs.shards.iter().map(|s| s.n).collect(),
+        public_rows: fs.public.n,
+        test_rows: fs.test.n,
+        local_only,
+        local_only_mean,
+        centralized,
+        methods,
+        student_params,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,24 @@
+//! The experiment and benchmark harness behind `fedistill bench` and `fedistill demo`: in-process federated
+//! experiments ([`experiment`], with the real signed messages carried by [`exchange`]), one module per bench
+//! suite, the local demo federation of real processes ([`demo`]), the one-machine pipeline of `fedistill local`
+//! ([`local`]), the student tools of `fedistill quantize` and `fedistill compare` ([`student`]), and the JSON /
+//! Markdown / PNG / SVG report writer ([`report`]).
+//!
+//! Each suite's entry point takes a plain options struct (the binary owns the clap types and converts) and
+//! prints its progress and results as the command does. Suites that start processes of the `fedistill`
+//! binary (the scale coordinator, the demo's nodes) take its path in their options. Errors are `anyhow`: every
+//! caller is a command that reports them and exits.
+
+pub mod accuracy;
+pub mod communication;
+pub mod demo;
+pub mod exchange;
+pub mod experiment;
+pub mod local;
+pub mod quantize;
+pub mod report;
+pub mod robust;
+pub mod scale;
+pub mod student;
+pub mod train;
+pub mod transport;

@@ -1,0 +1,677 @@
+//! `fedistill bench scale`: round latency and coordinator CPU / memory as the number of participants and the
+//! payload per round grow, next to the raw loopback transfer time of the same bytes measured in the same run
+//! (issue 9; method, fields and figures in docs/benchmarks.md).
+//!
+//! The coordinator is the real one, started as a child process of this binary (`fedistill coordinator
+//! --config`, as `fedistill demo` does) so that its CPU time and peak RSS can be read from /proc. The
+//! participants are lightweight: tokio tasks in this process, each with its own provisioned startup kit and
+//! its own mutually authenticated QUIC connection, speaking the real protocol through the sans-IO
+//! [`ParticipantSession`] (hello, signed soft labels, verified aggregate, witness cosignature of the log
+//! checkpoint, signed report). Only the machine learning is left out: the soft labels are deterministic
+//! synthetic probability rows, and nothing is distilled. The real participant service trains a teacher
+//! before it connects and has no hook for synthetic labels, hence this minimal client.
+//!
+//! Files: this one (options, plan, report and its Markdown and plots), [`round`] (one configuration: the
+//! coordinator process and the participant tasks), [`probe`] (/proc sampling, the /status poll, the plain
+//! QUIC baseline).
+
+mod probe;
+mod round;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context};
+use serde::{Deserialize, Serialize};
+
+use fedistill_participant::transport::Kit;
+use fedistill_shared::crypto::{Digest, FederationId, ParticipantId};
+use fedistill_shared::ml::Progress;
+use fedistill_shared::protocol::Encoding;
+use fedistill_shared::provision;
+use fedistill_shared::settings::DataSettings;
+
+use crate::report::{self, Chart, Series};
+use probe::{free_udp_port, RawServer};
+use round::{run_config, Env, RunConfig};
+
+/// Suite name: file stem of the report files and name of the docs markers.
+const SUITE: &str = "scale";
+/// How long one stream may take to deliver a frame (generous: 100 participants on 2 cores).
+const STREAM_TIMEOUT: Duration = Duration::from_secs(120);
+/// Upper bound on one configuration (provisioned kits connect, all rounds, coordinator exit).
+const CONFIG_TIMEOUT: Duration = Duration::from_secs(900);
+/// Private samples each synthetic participant claims (only weighs sample-weighted rules; the bench uses mean).
+const CLAIMED_SAMPLES: u64 = 100;
+
+/// Options of `fedistill bench scale`.
+#[derive(Debug, Clone, Default)]
+pub struct ScaleOptions {
+    /// CI-sized run: 3 and 10 participants at 100 rows per round, plus 1000 rows at 3 participants; 3 rounds.
+    pub quick: bool,
+    /// Participant counts of the participant sweep (default 3,10,30,100; with `quick` 3,10).
+    pub participants: Option<Vec<usize>>,
+    /// Public rows per round of the payload sweep (default 100,1000,8000 at 10 participants; with `quick`
+    /// 100,1000 at 3). At most 9000, the size of the public transfer set used here.
+    pub rows: Option<Vec<u64>>,
+    /// Rounds per configuration (default 10; with `quick` 3).
+    pub rounds: Option<u64>,
+    /// Write scale.json, scale.md and the plots latency_vs_participants / latency_vs_payload (PNG + SVG) here.
+    pub report: Option<PathBuf>,
+    /// Replace the generated `bench-scale` section of this Markdown file; the plots are also written next to
+    /// it, under img/bench-scale/.
+    pub docs: Option<PathBuf>,
+    /// Keep the federation, configs, coordinator logs and stores in this (new or empty) directory.
+    pub workdir: Option<PathBuf>,
+    /// The `fedistill` binary the coordinator is started from (`fedistill coordinator --config`).
+    pub exe: PathBuf,
+}
+
+/// What to measure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Participant counts of the participant sweep.
+    pub participant_counts: Vec<usize>,
+    /// Rows per round in the participant sweep.
+    pub participant_sweep_rows: u64,
+    /// Rows per round of the payload sweep.
+    pub payload_rows: Vec<u64>,
+    /// Participants in the payload sweep.
+    pub payload_participants: usize,
+    /// Rounds per configuration.
+    pub rounds: u64,
+}
+
+impl Plan {
+    fn from_args(a: &ScaleOptions) -> anyhow::Result<Self> {
+        let mut p = if a.quick {
+            Plan {
+                participant_counts: vec![3, 10],
+                participant_sweep_rows: 100,
+                payload_rows: vec![100, 1000],
+                payload_participants: 3,
+                rounds: 3,
+            }
+        } else {
+            Plan {
+                participant_counts: vec![3, 10, 30, 100],
+                participant_sweep_rows: 1000,
+                payload_rows: vec![100, 1000, 8000],
+                payload_participants: 10,
+                rounds: 10,
+            }
+        };
+        if let Some(c) = &a.participants {
+            p.participant_counts = c.clone();
+        }
+        if let Some(r) = &a.rows {
+            p.payload_rows = r.clone();
+        }
+        if let Some(r) = a.rounds {
+            p.rounds = r;
+        }
+        p.validate()?;
+        Ok(p)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        ensure!(self.rounds >= 1, "--rounds must be at least 1");
+        ensure!(
+            !self.participant_counts.is_empty() || !self.payload_rows.is_empty(),
+            "nothing to measure: give --participants or --rows"
+        );
+        for &n in &self.participant_counts {
+            ensure!(
+                (1..=1000).contains(&n),
+                "--participants {n}: each count must be between 1 and 1000"
+            );
+        }
+        for &r in self.payload_rows.iter().chain([&self.participant_sweep_rows]) {
+            ensure!(
+                (1..=PUBLIC_ROWS).contains(&r),
+                "--rows {r}: each value must be between 1 and {PUBLIC_ROWS} (the public transfer set)"
+            );
+        }
+        Ok(())
+    }
+
+    /// Distinct (participants, rows) configurations with the sweeps each belongs to, in run order.
+    fn configs(&self) -> Vec<(usize, u64, Vec<&'static str>)> {
+        let mut out: Vec<(usize, u64, Vec<&'static str>)> = Vec::new();
+        let mut add = |n: usize, r: u64, sweep: &'static str| match out.iter_mut().find(|c| c.0 == n && c.1 == r) {
+            Some(c) => c.2.push(sweep),
+            None => out.push((n, r, vec![sweep])),
+        };
+        for &n in &self.participant_counts {
+            add(n, self.participant_sweep_rows, "participants");
+        }
+        for &r in &self.payload_rows {
+            add(self.payload_participants, r, "payload");
+        }
+        out
+    }
+}
+
+/// Public rows of the split used here (MNIST-10k, public fraction 0.9).
+const PUBLIC_ROWS: u64 = 9000;
+
+/// The dataset and split every node derives the public transfer set from. A large public fraction so the
+/// payload sweep can reach 9000 rows per round; the shards are unused (no participant trains).
+fn data_settings(participants: usize) -> DataSettings {
+    DataSettings {
+        dataset: "mnist-10k".into(),
+        data_dir: None,
+        participants,
+        partition: "iid".into(),
+        alpha: 0.5,
+        classes_per_node: 2,
+        seed: 42,
+        test_fraction: 0.05,
+        public_fraction: 0.9,
+    }
+}
+
+/// The JSON report (`scale.json`; fields documented in docs/benchmarks.md).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ScaleReport {
+    /// Always "scale".
+    pub suite: String,
+    /// Whether --quick sizes were used.
+    pub quick: bool,
+    /// The configurations asked for.
+    pub plan: Plan,
+    /// Where and how it ran.
+    pub machine: Machine,
+    /// Dataset of the public transfer set.
+    pub dataset: String,
+    /// Public rows available.
+    pub public_rows: u64,
+    /// Classes per soft-label row.
+    pub classes: u32,
+    /// Soft-label encoding sent by participants.
+    pub encoding: String,
+    /// Aggregation rule of the coordinator.
+    pub rule: String,
+    /// Startup kits provisioned (the largest participant count) and how long that took.
+    pub provisioned_kits: usize,
+    /// Seconds to provision the federation and all kits.
+    pub provision_seconds: f64,
+    /// One row per measured configuration.
+    pub rows: Vec<ScaleRow>,
+    /// Wall-clock seconds of the whole suite.
+    pub seconds: f64,
+}
+
+/// Where the figures come from.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Machine {
+    /// Logical CPUs visible to this process.
+    pub cpus: usize,
+    /// "release" or "debug".
+    pub build: String,
+    /// Target OS and architecture.
+    pub target: String,
+}
+
+/// One configuration's figures.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScaleRow {
+    /// Sweeps this configuration belongs to ("participants", "payload").
+    pub sweeps: Vec<String>,
+    /// Participants (each its own kit and mTLS connection).
+    pub participants: usize,
+    /// Rounds run.
+    pub rounds: u64,
+    /// Rounds every participant saw from opening to aggregate, and the coordinator logged with every
+    /// participant as contributor and none absent.
+    pub rounds_completed: u64,
+    /// Public rows labelled per round.
+    pub rows_per_round: u64,
+    /// Median over rounds of the frame bytes all participants sent in a round (soft labels, report, proof
+    /// request, cosignature).
+    pub bytes_up_per_round: u64,
+    /// Median over rounds of the frame bytes all participants received in a round (opening, aggregate, replies).
+    pub bytes_down_per_round: u64,
+    /// `bytes_up_per_round + bytes_down_per_round`.
+    pub bytes_per_round: u64,
+    /// Round latency per round, ms: first participant receives the opening -> last participant holds the
+    /// aggregate (participants' view, one clock in this process).
+    pub latency_ms: Vec<f64>,
+    /// Median of `latency_ms`.
+    pub latency_ms_median: f64,
+    /// 95th percentile of `latency_ms` (nearest rank).
+    pub latency_ms_p95: f64,
+    /// Median over rounds of the coordinator's own open -> aggregate committed and queued figure (/status).
+    pub coordinator_latency_ms_median: f64,
+    /// Median time to move `bytes_up_per_round` up and `bytes_down_per_round` back over one plain loopback
+    /// QUIC connection (server certificate only, no framing), in this run.
+    pub raw_transfer_ms_median: f64,
+    /// `latency_ms_median / raw_transfer_ms_median`.
+    pub latency_over_raw: f64,
+    /// Coordinator CPU seconds (user + system) from listening to the end of the last round, per round;
+    /// includes the participants' handshakes and enrolment records.
+    pub coordinator_cpu_s_per_round: f64,
+    /// Coordinator peak resident memory (VmHWM), MiB; includes loading the dataset at start.
+    pub coordinator_peak_rss_mib: f64,
+    /// Coordinator resident memory (VmRSS) after the last round, MiB.
+    pub coordinator_rss_end_mib: f64,
+    /// Seconds from starting the coordinator to its exit.
+    pub seconds: f64,
+}
+
+/// Runs the suite.
+pub fn run(args: &ScaleOptions) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) && !args.quick {
+        eprintln!("warning: debug build; figures are only meaningful with --release");
+    }
+    let plan = Plan::from_args(args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let report = rt.block_on(measure(args, plan))?;
+    let md = markdown(&report);
+    print!("{md}");
+    if let Some(dir) = &args.report {
+        report::write_report(dir, SUITE, &report, &md)?;
+        let charts = write_charts(dir, &report)?;
+        println!(
+            "report: {} ({} plots)",
+            dir.join(format!("{SUITE}.json")).display(),
+            charts.len()
+        );
+    }
+    if let Some(docs) = &args.docs {
+        let img_dir = docs.parent().unwrap_or(Path::new(".")).join("img").join("bench-scale");
+        write_charts(&img_dir, &report)?;
+        report::replace_docs_section(docs, SUITE, &docs_section(args, &report, &md))?;
+        println!(
+            "updated the {SUITE} section of {} (plots in {})",
+            docs.display(),
+            img_dir.display()
+        );
+    }
+    Ok(())
+}
+
+struct WorkDir {
+    path: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+fn work_dir(args: &ScaleOptions) -> anyhow::Result<WorkDir> {
+    match &args.workdir {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            ensure!(
+                std::fs::read_dir(d)?.next().is_none(),
+                "--workdir {} is not empty; give a new or empty directory",
+                d.display()
+            );
+            Ok(WorkDir {
+                path: std::fs::canonicalize(d)?,
+                _temp: None,
+            })
+        }
+        None => {
+            let t = tempfile::tempdir().context("creating a temporary directory")?;
+            Ok(WorkDir {
+                path: t.path().to_path_buf(),
+                _temp: Some(t),
+            })
+        }
+    }
+}
+
+/// What every participant task of a configuration shares.
+struct Shared {
+    federation: FederationId,
+    public_digest: Digest,
+    public_len: u64,
+    classes: u32,
+}
+
+async fn measure(args: &ScaleOptions, plan: Plan) -> anyhow::Result<ScaleReport> {
+    let started = Instant::now();
+    let work = work_dir(args)?;
+    let dir = work.path.clone();
+    let configs = plan.configs();
+    let max_n = configs.iter().map(|c| c.0).max().unwrap_or(1);
+
+    // The public set every node derives; the coordinator computes the same split from its config.
+    let data = data_settings(max_n);
+    let split = tokio::task::block_in_place(|| data.load_split()).context("loading the public transfer set")?;
+    let shared = Arc::new(Shared {
+        federation: FederationId::new("scale").context("federation id")?,
+        public_digest: Digest(split.public_digest),
+        public_len: split.public.n as u64,
+        classes: split.public.num_classes as u32,
+    });
+    drop(split);
+    ensure!(
+        shared.public_len == PUBLIC_ROWS,
+        "the public set has {} rows, expected {PUBLIC_ROWS}",
+        shared.public_len
+    );
+
+    // One federation with kits for the largest configuration; smaller ones use the first kits. The port is
+    // fixed at provisioning because kits name the endpoint they dial.
+    let port = free_udp_port()?;
+    let fed_dir = dir.join("federation");
+    let t = Instant::now();
+    let kits = tokio::task::block_in_place(|| provision_kits(&fed_dir, &shared.federation, port, max_n))?;
+    let provision_seconds = t.elapsed().as_secs_f64();
+    // Progress over the grid, one step per round of every configuration, on stderr: a bar on a terminal, plain
+    // lines otherwise (the result lines on stdout are printed with the bar out of the way).
+    let progress = Progress::auto();
+    progress.suspend(|| {
+        println!(
+            "fedistill bench scale: provisioned a federation with {max_n} participant kits in {provision_seconds:.1} s"
+        )
+    });
+    let total: u64 = configs.len() as u64 * plan.rounds;
+    progress.start(SUITE, total);
+
+    let raw = RawServer::start()
+        .await
+        .context("starting the plain QUIC baseline server")?;
+    let env = Env {
+        exe: args.exe.clone(),
+        dir: dir.clone(),
+        fed_dir: fed_dir.clone(),
+        shared: shared.clone(),
+        raw,
+        data: data.clone(),
+    };
+    let mut rows = Vec::new();
+    for (done, (n, r, sweeps)) in configs.into_iter().enumerate() {
+        let cfg = RunConfig {
+            participants: n,
+            rows: r,
+            rounds: plan.rounds,
+            port,
+        };
+        let base = done as u64 * plan.rounds;
+        let rounds = plan.rounds;
+        progress.advance(
+            SUITE,
+            base,
+            total,
+            &format!("{n} participants x {r} rows: starting ({rounds} rounds)"),
+        );
+        let on_round = |k: u64| {
+            progress.advance(
+                SUITE,
+                base + k.min(rounds),
+                total,
+                &format!(
+                    "{n} participants x {r} rows: round {} of {rounds} aggregated",
+                    k.min(rounds)
+                ),
+            )
+        };
+        let row = tokio::time::timeout(CONFIG_TIMEOUT, run_config(&env, &kits[..n], &cfg, &on_round))
+            .await
+            .map_err(|_| anyhow::anyhow!("{n} participants x {r} rows did not finish within {CONFIG_TIMEOUT:?}"))?
+            .with_context(|| format!("{n} participants, {r} rows per round"))?;
+        progress.advance(
+            SUITE,
+            base + rounds,
+            total,
+            &format!(
+                "{n} participants x {r} rows: {} rounds, median round {:.1} ms",
+                row.rounds_completed, row.latency_ms_median
+            ),
+        );
+        progress.suspend(|| {
+            println!(
+                "  {n:>4} participants x {r:>5} rows: {} rounds, median round {:.1} ms (p95 {:.1}), raw transfer {:.2} ms, coordinator {:.3} CPU s/round, peak RSS {:.1} MiB",
+                row.rounds_completed,
+                row.latency_ms_median,
+                row.latency_ms_p95,
+                row.raw_transfer_ms_median,
+                row.coordinator_cpu_s_per_round,
+                row.coordinator_peak_rss_mib
+            )
+        });
+        rows.push(ScaleRow {
+            sweeps: sweeps.iter().map(|s| s.to_string()).collect(),
+            ..row
+        });
+    }
+    progress.finish(SUITE, &format!("{} configurations", rows.len()));
+    env.raw.close();
+    Ok(ScaleReport {
+        suite: SUITE.into(),
+        quick: args.quick,
+        plan,
+        machine: Machine {
+            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            build: if cfg!(debug_assertions) { "debug" } else { "release" }.into(),
+            target: format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH),
+        },
+        dataset: data.dataset,
+        public_rows: shared.public_len,
+        classes: shared.classes,
+        encoding: Encoding::F32.name(),
+        rule: RULE.into(),
+        provisioned_kits: max_n,
+        provision_seconds,
+        rows,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Aggregation rule of the bench's coordinator (the cheapest; the rule's own cost is not what is measured).
+const RULE: &str = "mean";
+
+fn provision_kits(fed_dir: &Path, federation: &FederationId, port: u16, n: usize) -> anyhow::Result<Vec<Kit>> {
+    let now = provision::now_utc();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    provision::init(fed_dir, federation, &[format!("127.0.0.1:{port}")], Some(addr), now)
+        .context("provisioning the federation")?;
+    let mut kits = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = ParticipantId::new(format!("p{i}"));
+        let kit_dir = provision::add_participant(fed_dir, &id, now).with_context(|| format!("adding {id}"))?;
+        kits.push(Kit::load(&kit_dir).with_context(|| format!("loading the kit of {id}"))?);
+    }
+    Ok(kits)
+}
+
+fn fmt_ms(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// The Markdown table of a report.
+fn markdown(r: &ScaleReport) -> String {
+    let rows: Vec<Vec<String>> = r
+        .rows
+        .iter()
+        .map(|x| {
+            vec![
+                x.sweeps.join(" + "),
+                x.participants.to_string(),
+                x.rounds.to_string(),
+                x.rows_per_round.to_string(),
+                x.bytes_per_round.to_string(),
+                fmt_ms(x.latency_ms_median),
+                fmt_ms(x.latency_ms_p95),
+                fmt_ms(x.coordinator_latency_ms_median),
+                fmt_ms(x.raw_transfer_ms_median),
+                format!("{:.1}", x.latency_over_raw),
+                format!("{:.3}", x.coordinator_cpu_s_per_round),
+                format!("{:.1}", x.coordinator_peak_rss_mib),
+                format!("{:.1}", x.coordinator_rss_end_mib),
+            ]
+        })
+        .collect();
+    let table = report::markdown_table(
+        &[
+            "sweep",
+            "participants",
+            "rounds",
+            "rows/round",
+            "bytes/round",
+            "round p50 ms",
+            "round p95 ms",
+            "coordinator p50 ms",
+            "raw transfer ms",
+            "p50 / raw",
+            "coordinator CPU s/round",
+            "peak RSS MiB",
+            "RSS after MiB",
+        ],
+        &rows,
+    );
+    format!(
+        "{table}\n{} build, {} CPUs, {}; {} public rows of {} x {} classes, {} soft labels, rule {}; {} kits provisioned in {:.1} s; suite took {:.0} s.\n",
+        r.machine.build,
+        r.machine.cpus,
+        r.machine.target,
+        r.public_rows,
+        r.dataset,
+        r.classes,
+        r.encoding,
+        r.rule,
+        r.provisioned_kits,
+        r.provision_seconds,
+        r.seconds
+    )
+}
+
+/// latency_vs_participants (participant sweep) and latency_vs_payload (payload sweep), when they have points.
+fn write_charts(dir: &Path, r: &ScaleReport) -> anyhow::Result<Vec<PathBuf>> {
+    let mut paths = Vec::new();
+    let sweep =
+        |name: &str| -> Vec<&ScaleRow> { r.rows.iter().filter(|x| x.sweeps.iter().any(|s| s == name)).collect() };
+    let series = |rows: &[&ScaleRow], x: &dyn Fn(&ScaleRow) -> f64| -> Vec<Series> {
+        let pts = |y: &dyn Fn(&ScaleRow) -> f64| rows.iter().map(|row| (x(row), y(row))).collect::<Vec<_>>();
+        vec![
+            Series {
+                name: "round latency p50 (mTLS federation)".into(),
+                points: pts(&|row| row.latency_ms_median),
+            },
+            Series {
+                name: "round latency p95".into(),
+                points: pts(&|row| row.latency_ms_p95),
+            },
+            Series {
+                name: "raw QUIC transfer of the same bytes".into(),
+                points: pts(&|row| row.raw_transfer_ms_median),
+            },
+        ]
+    };
+    let by_participants = sweep("participants");
+    if !by_participants.is_empty() {
+        let rows = by_participants.first().map(|x| x.rows_per_round).unwrap_or(0);
+        let s = series(&by_participants, &|row| row.participants as f64);
+        let title = format!("Round latency vs participants ({rows} rows/round)");
+        paths.extend(report::write_chart(
+            dir,
+            "latency_vs_participants",
+            &Chart {
+                title: &title,
+                x_label: "participants",
+                y_label: "ms",
+                series: &s,
+                log_x: true,
+            },
+        )?);
+    }
+    let by_payload = sweep("payload");
+    if !by_payload.is_empty() {
+        let n = by_payload.first().map(|x| x.participants).unwrap_or(0);
+        let s = series(&by_payload, &|row| row.bytes_per_round as f64 / 1e6);
+        let title = format!("Round latency vs bytes per round ({n} participants)");
+        paths.extend(report::write_chart(
+            dir,
+            "latency_vs_payload",
+            &Chart {
+                title: &title,
+                x_label: "MB per round (all uploads + downloads)",
+                y_label: "ms",
+                series: &s,
+                log_x: true,
+            },
+        )?);
+    }
+    Ok(paths)
+}
+
+/// The generated docs section: command, table, plots.
+fn docs_section(args: &ScaleOptions, r: &ScaleReport, md: &str) -> String {
+    let mut cmd = String::from("fedistill bench scale");
+    if args.quick {
+        cmd.push_str(" --quick");
+    }
+    if let Some(p) = &args.participants {
+        cmd.push_str(&format!(" --participants {}", join(p)));
+    }
+    if let Some(p) = &args.rows {
+        cmd.push_str(&format!(" --rows {}", join(p)));
+    }
+    if let Some(n) = args.rounds {
+        cmd.push_str(&format!(" --rounds {n}"));
+    }
+    let mut plots = String::new();
+    if r.rows.iter().any(|x| x.sweeps.iter().any(|s| s == "participants")) {
+        plots.push_str("![Round latency vs participants](img/bench-scale/latency_vs_participants.svg)\n");
+    }
+    if r.rows.iter().any(|x| x.sweeps.iter().any(|s| s == "payload")) {
+        plots.push_str("![Round latency vs bytes per round](img/bench-scale/latency_vs_payload.svg)\n");
+    }
+    format!("Generated by `{cmd} --docs docs/benchmarks.md`.\n\n{md}\n{plots}")
+}
+
+fn join<T: ToString>(v: &[T]) -> String {
+    v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_merges_shared_configs_and_refuses_bad_sizes() {
+        let args = |quick: bool| ScaleOptions {
+            quick,
+            ..ScaleOptions::default()
+        };
+        let full = Plan::from_args(&args(false)).expect("full");
+        let configs = full.configs();
+        // 4 participant counts at 1000 rows + 3 payload sizes at 10 participants, (10, 1000) shared.
+        assert_eq!(configs.len(), 6);
+        assert_eq!(configs[1], (10, 1000, vec!["participants", "payload"]));
+        let quick = Plan::from_args(&args(true)).expect("quick");
+        assert_eq!(quick.rounds, 3);
+        assert_eq!(
+            quick.configs(),
+            vec![
+                (3, 100, vec!["participants", "payload"]),
+                (10, 100, vec!["participants"]),
+                (3, 1000, vec!["payload"])
+            ]
+        );
+        let bad = |f: &dyn Fn(&mut ScaleOptions)| {
+            let mut a = args(true);
+            f(&mut a);
+            format!("{:#}", Plan::from_args(&a).expect_err("bad plan"))
+        };
+        assert!(bad(&|a| a.rows = Some(vec![10_000])).contains("between 1 and 9000"));
+        assert!(bad(&|a| a.participants = Some(vec![0])).contains("between 1 and 1000"));
+        assert!(bad(&|a| a.rounds = Some(0)).contains("at least 1"));
+        assert!(bad(&|a| {
+            a.participants = Some(vec![]);
+            a.rows = Some(vec![]);
+        })
+        .contains("nothing to measure"));
+    }
+}

@@ -1,0 +1,927 @@
+// Over 800 lines: test-only (`#[cfg(test)] mod sim`); the simulator and its scenarios read together (issue #17).
+//! A deterministic network simulator with a virtual clock that drives the real coordinator and participant
+//! state machines through scenario tests: dropouts, rejoins, duplicates, late and wrong-round messages,
+//! seeded loss, partitions, a coordinator restart from its durable snapshot, and participants that abstain
+//! (budget exhausted) or stay silent.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::coordinator::{CoordinatorConfig, CoordinatorRound, OutMessage, Output, Snapshot};
+use super::participant::{ParticipantOutput, ParticipantSession};
+use super::{softlabels, AggregationRule, Encoding, Millis};
+use crate::crypto::{
+    Digest, FederationId, ParticipantId, PublicKey, ReplayGuard, RoundId, Signed, Signer, SigningIdentity,
+};
+use crate::wire::messages::{
+    Abstain, AggregateLabels, RejectCode, RoundOpen, RoundReport, SoftLabels, ABSTAIN_BUDGET_EXHAUSTED,
+};
+
+const CLASSES: usize = 4;
+const PUBLIC_LEN: u64 = 40;
+
+#[derive(Debug, Clone)]
+enum Packet {
+    Open(Signed<RoundOpen>),
+    Aggregate(Signed<AggregateLabels>),
+    Labels(Signed<SoftLabels>),
+    Report(Signed<RoundReport>),
+    Abstain(Signed<Abstain>),
+    Ack(RoundId),
+    Reject(RejectCode),
+    Finished,
+}
+
+/// A scheduled delivery: (time, tie-breaking sequence, from, to, packet index).
+type Delivery = (Millis, u64, Node, Node, usize);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Node {
+    Coordinator,
+    P(usize),
+}
+
+/// Per-participant misbehaviour for a scenario.
+#[derive(Debug, Clone, Default)]
+struct Behaviour {
+    send_twice: bool,
+    wrong_round: bool,
+    /// From this round on, send a signed `Abstain` instead of labels (budget exhausted).
+    abstain_from: Option<u64>,
+    /// From this round on, send nothing at all (what a participant out of budget did before `Abstain`).
+    silent_from: Option<u64>,
+    /// After abstaining, also send labels for the same round (must be refused as a duplicate).
+    labels_after_abstain: bool,
+}
+
+struct Part {
+    id: ParticipantId,
+    key: SigningIdentity,
+    session: ParticipantSession,
+    seq: u64,
+    behaviour: Behaviour,
+    rejections: Vec<String>,
+    distilled: Vec<RoundId>,
+}
+
+struct Sim {
+    now: Millis,
+    rng: ChaCha8Rng,
+    loss: f64,
+    delay: BTreeMap<Node, Millis>,
+    partitioned: BTreeSet<usize>,
+    queue: BinaryHeap<Reverse<Delivery>>,
+    packets: Vec<Packet>,
+    next: u64,
+    coord: CoordinatorRound,
+    coord_key: SigningIdentity,
+    coord_seq: u64,
+    guard: ReplayGuard,
+    part_guards: Vec<ReplayGuard>,
+    roster: BTreeMap<ParticipantId, PublicKey>,
+    parts: Vec<Part>,
+    disk: Option<Snapshot>,
+    committed: Vec<(RoundId, Vec<ParticipantId>, Vec<ParticipantId>)>,
+    /// Per commit: the round, its abstainers and the virtual time of the commit.
+    abstentions: Vec<(RoundId, Vec<ParticipantId>, Millis)>,
+    /// Quarantine (`true`) or release (`false`) decisions to apply when committing a round, as the
+    /// coordinator's driver does with the anomaly tracker's decisions.
+    policy_actions: Vec<(RoundId, bool, ParticipantId)>,
+    closed: Vec<(RoundId, usize)>,
+    finished: bool,
+    coord_rejections: Vec<String>,
+    /// How the coordinator packs the consensus (`aggregate_encoding`).
+    aggregate_encoding: crate::protocol::Encoding,
+    /// Test hook: the aggregate claims `int8` but carries the f32 bytes (a malformed aggregate).
+    aggregate_mislabelled: bool,
+}
+
+fn federation() -> FederationId {
+    FederationId::new("sim").expect("static name is valid")
+}
+
+fn config(rounds: u64, quorum: usize) -> CoordinatorConfig {
+    CoordinatorConfig {
+        federation: federation(),
+        rounds,
+        min_participants: 3,
+        quorum,
+        collect_timeout: Millis(1_000),
+        report_timeout: Millis(1_000),
+        public_len: PUBLIC_LEN,
+        samples_per_round: 10,
+        public_digest: Digest::of(b"public"),
+        classes: CLASSES as u32,
+        rule: AggregationRule::Median,
+        temperature: 2.0,
+        max_payload: 1 << 20,
+    }
+}
+
+/// A synthetic teacher: mostly right about `id % classes`, a little different per participant.
+fn teacher(participant: usize, ids: &[u64]) -> Vec<f32> {
+    let mut p = Vec::with_capacity(ids.len() * CLASSES);
+    for id in ids {
+        let right = (*id as usize) % CLASSES;
+        let confidence = 0.6 + 0.1 * (participant % 3) as f32;
+        let rest = (1.0 - confidence) / (CLASSES - 1) as f32;
+        p.extend((0..CLASSES).map(|c| if c == right { confidence } else { rest }));
+    }
+    p
+}
+
+impl Sim {
+    fn new(n: usize, rounds: u64, quorum: usize, seed: u64) -> Self {
+        let coord_key = SigningIdentity::from_seed([0xC0; 32]);
+        let mut parts = Vec::new();
+        let mut roster = BTreeMap::new();
+        for i in 0..n {
+            let key = SigningIdentity::from_seed([i as u8 + 1; 32]);
+            let id = ParticipantId::new(format!("p{i}"));
+            roster.insert(id.clone(), key.public_key());
+            parts.push(Part {
+                id,
+                key,
+                session: ParticipantSession::new(Digest::of(b"public"), PUBLIC_LEN, CLASSES as u32, RoundId(0)),
+                seq: 0,
+                behaviour: Behaviour::default(),
+                rejections: Vec::new(),
+                distilled: Vec::new(),
+            });
+        }
+        Sim {
+            now: Millis(0),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            loss: 0.0,
+            delay: BTreeMap::new(),
+            partitioned: BTreeSet::new(),
+            queue: BinaryHeap::new(),
+            packets: Vec::new(),
+            next: 0,
+            coord: CoordinatorRound::new(config(rounds, quorum)),
+            coord_key,
+            coord_seq: 0,
+            guard: ReplayGuard::new(federation()),
+            part_guards: (0..n).map(|_| ReplayGuard::new(federation())).collect(),
+            roster,
+            parts,
+            disk: None,
+            committed: Vec::new(),
+            abstentions: Vec::new(),
+            policy_actions: Vec::new(),
+            closed: Vec::new(),
+            finished: false,
+            aggregate_encoding: crate::protocol::Encoding::F32,
+            aggregate_mislabelled: false,
+            coord_rejections: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, from: Node, to: Node, packet: Packet) {
+        let p = match (from, to) {
+            (Node::P(i), _) | (_, Node::P(i)) => i,
+            _ => return,
+        };
+        if self.partitioned.contains(&p) || (self.loss > 0.0 && self.rng.random::<f64>() < self.loss) {
+            return;
+        }
+        let delay = self.delay.get(&Node::P(p)).copied().unwrap_or(Millis(10));
+        self.packets.push(packet);
+        self.queue.push(Reverse((
+            self.now.plus(delay),
+            self.next,
+            from,
+            to,
+            self.packets.len() - 1,
+        )));
+        self.next += 1;
+    }
+
+    fn connect(&mut self, i: usize) {
+        self.partitioned.remove(&i);
+        let id = self.parts[i].id.clone();
+        self.coord.handle_connected(self.now, id);
+        self.pump_coordinator();
+    }
+
+    fn disconnect(&mut self, i: usize) {
+        self.partitioned.insert(i);
+        let id = self.parts[i].id.clone();
+        self.coord.handle_disconnected(self.now, &id);
+        self.pump_coordinator();
+    }
+
+    fn sign<T: crate::crypto::SignedMessage>(
+        key: &SigningIdentity,
+        signer: Signer,
+        round: RoundId,
+        seq: &mut u64,
+        m: &T,
+    ) -> Signed<T> {
+        *seq += 1;
+        Signed::sign(key, signer, federation(), round, *seq, m).expect("encoding a message cannot fail")
+    }
+
+    fn pump_coordinator(&mut self) {
+        while let Some(out) = self.coord.poll_output() {
+            match out {
+                Output::Broadcast(m) | Output::Send(_, m) if matches!(m, OutMessage::Finished) => {
+                    for i in 0..self.parts.len() {
+                        self.send(Node::Coordinator, Node::P(i), Packet::Finished);
+                    }
+                }
+                Output::Broadcast(OutMessage::Open(open)) => {
+                    let s = Self::sign(
+                        &self.coord_key,
+                        Signer::Coordinator,
+                        open.round,
+                        &mut self.coord_seq,
+                        &open,
+                    );
+                    let targets: Vec<usize> = self.coord.connected().filter_map(|p| self.index(p)).collect();
+                    for i in targets {
+                        self.send(Node::Coordinator, Node::P(i), Packet::Open(s.clone()));
+                    }
+                }
+                Output::Send(p, OutMessage::Open(open)) => {
+                    let s = Self::sign(
+                        &self.coord_key,
+                        Signer::Coordinator,
+                        open.round,
+                        &mut self.coord_seq,
+                        &open,
+                    );
+                    if let Some(i) = self.index(&p) {
+                        self.send(Node::Coordinator, Node::P(i), Packet::Open(s));
+                    }
+                }
+                Output::Broadcast(OutMessage::Finished) | Output::Send(_, OutMessage::Finished) => {}
+                Output::Commit(c) => {
+                    // The same assembly as the coordinator driver: records (checked below) and the message.
+                    let assembled = c.records(&federation(), 0).expect("commit records");
+                    assert!(matches!(
+                        assembled.records.last(),
+                        Some(crate::ledger::Record::Aggregate { .. })
+                    ));
+                    let mut agg = c
+                        .aggregate_message(self.aggregate_encoding, String::new())
+                        .expect("aggregate message");
+                    assert_eq!(agg.aggregate_digest, assembled.aggregate_digest);
+                    if self.aggregate_mislabelled {
+                        agg.encoding = crate::protocol::Encoding::Int8;
+                    }
+                    for (_, quarantine, p) in self.policy_actions.iter().filter(|(r, ..)| *r == c.round) {
+                        if *quarantine {
+                            self.coord.quarantine(p.clone());
+                        } else {
+                            self.coord.release(p);
+                        }
+                    }
+                    self.coord.handle_committed(self.now, c.round);
+                    self.disk = Some(self.coord.snapshot());
+                    self.committed
+                        .push((c.round, agg.contributors.clone(), c.absent.clone()));
+                    self.abstentions.push((c.round, c.abstained.clone(), self.now));
+                    let s = Self::sign(&self.coord_key, Signer::Coordinator, c.round, &mut self.coord_seq, &agg);
+                    let targets: Vec<usize> = agg.contributors.iter().filter_map(|p| self.index(p)).collect();
+                    for i in targets {
+                        self.send(Node::Coordinator, Node::P(i), Packet::Aggregate(s.clone()));
+                    }
+                }
+                Output::RoundClosed { round, reports, .. } => {
+                    self.closed.push((round, reports.len()));
+                    self.disk = Some(self.coord.snapshot());
+                }
+                Output::QuorumNotMet { .. } => {}
+                Output::Finished => self.finished = true,
+            }
+        }
+        self.disk = Some(self.coord.snapshot());
+    }
+
+    fn index(&self, p: &ParticipantId) -> Option<usize> {
+        self.parts.iter().position(|x| &x.id == p)
+    }
+
+    /// What the coordinator driver does with a participant's envelope: verify it against the connection's
+    /// identity, hand it to the state machine, and record its sequence number only once it was accepted.
+    fn deliver_signed<T: crate::crypto::SignedMessage>(
+        &mut self,
+        id: &ParticipantId,
+        key: &PublicKey,
+        s: Signed<T>,
+        handle: impl FnOnce(
+            &mut CoordinatorRound,
+            Millis,
+            &ParticipantId,
+            crate::crypto::Verified<T>,
+        ) -> Result<(), super::coordinator::Rejection>,
+    ) -> Result<(), RejectCode> {
+        let round = self.coord.round();
+        let v = s
+            .verify(key, &Signer::Participant(id.clone()), &self.guard, round)
+            .map_err(|e| RejectCode::from(&e))?;
+        let fresh = v.fresh();
+        handle(&mut self.coord, self.now, id, v).map_err(|e| e.code())?;
+        self.guard.accept(fresh);
+        Ok(())
+    }
+
+    fn deliver(&mut self, from: Node, to: Node, packet: Packet) {
+        match to {
+            Node::Coordinator => {
+                let Node::P(i) = from else { return };
+                let id = self.parts[i].id.clone();
+                let key = self.roster[&id];
+                let round = self.coord.round();
+                let reply = match packet {
+                    Packet::Labels(s) => self.deliver_signed(&id, &key, s, CoordinatorRound::handle_soft_labels),
+                    Packet::Abstain(s) => self.deliver_signed(&id, &key, s, CoordinatorRound::handle_abstain),
+                    Packet::Report(s) => self.deliver_signed(&id, &key, s, CoordinatorRound::handle_report),
+                    _ => return,
+                };
+                match reply {
+                    Ok(()) => self.send(Node::Coordinator, from, Packet::Ack(round)),
+                    Err(code) => {
+                        self.coord_rejections.push(format!("{id}:{code}"));
+                        self.send(Node::Coordinator, from, Packet::Reject(code));
+                    }
+                }
+                self.pump_coordinator();
+            }
+            Node::P(i) => {
+                let ck = self.coord_key.public_key();
+                let part = &mut self.parts[i];
+                let guard = &mut self.part_guards[i];
+                match packet {
+                    Packet::Open(s) => {
+                        let round = s.round;
+                        if let Ok(v) = s.verify(&ck, &Signer::Coordinator, guard, round) {
+                            let fresh = v.fresh();
+                            if part.session.handle_open(v).is_ok() {
+                                guard.accept(fresh);
+                            }
+                        }
+                    }
+                    Packet::Aggregate(s) => {
+                        let round = s.round;
+                        if let Ok(v) = s.verify(&ck, &Signer::Coordinator, guard, round) {
+                            let fresh = v.fresh();
+                            if part.session.handle_aggregate(v).is_ok() {
+                                guard.accept(fresh);
+                            }
+                        }
+                    }
+                    Packet::Ack(round) => part.session.handle_labels_sent(round),
+                    Packet::Reject(code) => {
+                        if code == RejectCode::Duplicate {
+                            // The coordinator already holds our labels (e.g. after its restart).
+                            let r = self.coord.round();
+                            part.session.handle_labels_sent(r);
+                        }
+                        part.rejections.push(code.to_string());
+                    }
+                    Packet::Finished => part.session.handle_finished(),
+                    _ => {}
+                }
+                self.pump_participant(i);
+            }
+        }
+    }
+
+    fn pump_participant(&mut self, i: usize) {
+        while let Some(out) = self.parts[i].session.poll_output() {
+            let part = &mut self.parts[i];
+            match out {
+                ParticipantOutput::ComputeSoftLabels { round, sample_ids, .. } => {
+                    if part.behaviour.silent_from.is_some_and(|r| round.0 >= r) {
+                        continue;
+                    }
+                    if part.behaviour.abstain_from.is_some_and(|r| round.0 >= r) {
+                        let abstain = Abstain {
+                            round,
+                            reason: ABSTAIN_BUDGET_EXHAUSTED.into(),
+                            figures: vec![
+                                ("epsilon_budget".into(), 5.0),
+                                ("epsilon_spent".into(), 4.0),
+                                ("epsilon_would_reach".into(), 8.0),
+                            ],
+                        };
+                        let s = Self::sign(
+                            &part.key,
+                            Signer::Participant(part.id.clone()),
+                            round,
+                            &mut part.seq,
+                            &abstain,
+                        );
+                        let again = part.behaviour.labels_after_abstain;
+                        self.send(Node::P(i), Node::Coordinator, Packet::Abstain(s));
+                        if !again {
+                            continue;
+                        }
+                    }
+                    let part = &mut self.parts[i];
+                    let probs = teacher(i, &sample_ids);
+                    let round_named = if part.behaviour.wrong_round {
+                        RoundId(round.0 + 1)
+                    } else {
+                        round
+                    };
+                    let labels = softlabels::soft_labels_message(
+                        round_named,
+                        Digest::of(b"public"),
+                        &sample_ids,
+                        &probs,
+                        CLASSES,
+                        Encoding::F16,
+                        100 + i as u64,
+                    )
+                    .expect("valid");
+                    let s = Self::sign(
+                        &part.key,
+                        Signer::Participant(part.id.clone()),
+                        round_named,
+                        &mut part.seq,
+                        &labels,
+                    );
+                    let twice = part.behaviour.send_twice;
+                    self.send(Node::P(i), Node::Coordinator, Packet::Labels(s.clone()));
+                    if twice {
+                        // The same envelope again (a replay) and a freshly signed duplicate.
+                        self.send(Node::P(i), Node::Coordinator, Packet::Labels(s));
+                        let part = &mut self.parts[i];
+                        let s2 = Self::sign(
+                            &part.key,
+                            Signer::Participant(part.id.clone()),
+                            round,
+                            &mut part.seq,
+                            &labels,
+                        );
+                        self.send(Node::P(i), Node::Coordinator, Packet::Labels(s2));
+                    }
+                }
+                ParticipantOutput::Distill {
+                    round, probabilities, ..
+                } => {
+                    assert!(probabilities.iter().all(|v| v.is_finite()));
+                    part.distilled.push(round);
+                    part.session.handle_distilled(RoundReport {
+                        round,
+                        metrics: vec![("accuracy".into(), 0.9)],
+                        student_digest: Digest::of(b"student"),
+                        guard_accepted: true,
+                        guard_reason: String::new(),
+                        privacy_spend: None,
+                    });
+                }
+                ParticipantOutput::SendReport(r) => {
+                    let s = Self::sign(
+                        &part.key,
+                        Signer::Participant(part.id.clone()),
+                        r.round,
+                        &mut part.seq,
+                        &r,
+                    );
+                    self.send(Node::P(i), Node::Coordinator, Packet::Report(s));
+                }
+                ParticipantOutput::Finished => {}
+            }
+        }
+    }
+
+    /// Runs until `until` (virtual time) or until the federation finished and the network is quiet.
+    fn run_until(&mut self, until: Millis) {
+        loop {
+            let next_packet = self.queue.peek().map(|Reverse((t, ..))| *t);
+            let next_timer = self.coord.poll_timeout();
+            let next = match (next_packet, next_timer) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) => a,
+                (None, Some(b)) => b,
+                (None, None) => break,
+            };
+            if next > until {
+                break;
+            }
+            self.now = self.now.max(next);
+            if next_packet == Some(next) {
+                let Some(Reverse((_, _, from, to, idx))) = self.queue.pop() else {
+                    break;
+                };
+                let packet = self.packets[idx].clone();
+                self.deliver(from, to, packet);
+            } else {
+                self.coord.handle_timeout(self.now);
+                self.pump_coordinator();
+            }
+        }
+        self.now = self.now.max(until);
+    }
+
+    fn restart_coordinator(&mut self) {
+        let snap = self.disk.clone().expect("the coordinator persisted a snapshot");
+        let last: Vec<(Signer, u64)> = snap
+            .contributions
+            .iter()
+            .map(|c| (Signer::Participant(c.participant.clone()), c.seq))
+            .collect();
+        self.coord = CoordinatorRound::restore(
+            config(self.coord.config().rounds, self.coord.config().quorum),
+            snap,
+            self.now,
+        );
+        self.guard = ReplayGuard::with_state(federation(), last);
+        // In-flight packets to the dead process are lost; everyone reconnects.
+        self.queue.retain(|Reverse((_, _, _, to, _))| *to != Node::Coordinator);
+        for i in 0..self.parts.len() {
+            if !self.partitioned.contains(&i) {
+                self.connect(i);
+            }
+        }
+    }
+}
+
+#[test]
+fn happy_path_runs_every_round_with_everyone() {
+    let mut sim = Sim::new(3, 3, 2, 1);
+    (0..3).for_each(|i| sim.connect(i));
+    sim.run_until(Millis(60_000));
+    assert!(
+        sim.finished,
+        "committed {:?} closed {:?} rejections {:?} phase {:?} parts {:?}",
+        sim.committed,
+        sim.closed,
+        sim.coord_rejections,
+        sim.coord.phase(),
+        sim.parts
+            .iter()
+            .map(|p| (&p.rejections, &p.distilled))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(sim.committed.len(), 3);
+    for (r, (round, contributors, absent)) in sim.committed.iter().enumerate() {
+        assert_eq!(round.0, r as u64 + 1);
+        assert_eq!(contributors.len(), 3);
+        assert!(absent.is_empty());
+    }
+    assert_eq!(sim.closed.iter().map(|(_, n)| *n).collect::<Vec<_>>(), vec![3, 3, 3]);
+    for p in &sim.parts {
+        assert_eq!(p.distilled, vec![RoundId(1), RoundId(2), RoundId(3)]);
+    }
+    assert!(sim.coord_rejections.is_empty(), "{:?}", sim.coord_rejections);
+}
+
+#[test]
+fn a_lossy_aggregate_encoding_reaches_every_participant() {
+    for enc in [
+        crate::protocol::Encoding::F16,
+        crate::protocol::Encoding::Int8,
+        crate::protocol::Encoding::TopK { k: 2 },
+    ] {
+        let mut sim = Sim::new(3, 3, 2, 1);
+        sim.aggregate_encoding = enc;
+        (0..3).for_each(|i| sim.connect(i));
+        sim.run_until(Millis(60_000));
+        assert!(
+            sim.finished,
+            "{enc:?}: rejections {:?}",
+            sim.parts.iter().map(|p| &p.rejections).collect::<Vec<_>>()
+        );
+        for p in &sim.parts {
+            assert_eq!(p.distilled, vec![RoundId(1), RoundId(2), RoundId(3)], "{enc:?}");
+            assert!(p.rejections.is_empty(), "{enc:?}: {:?}", p.rejections);
+        }
+    }
+}
+
+#[test]
+fn an_aggregate_whose_bytes_do_not_match_its_encoding_is_not_distilled() {
+    let mut sim = Sim::new(3, 2, 2, 1);
+    sim.aggregate_mislabelled = true;
+    (0..3).for_each(|i| sim.connect(i));
+    sim.run_until(Millis(60_000));
+    for p in &sim.parts {
+        assert!(
+            p.distilled.is_empty(),
+            "distilled {:?} from a malformed aggregate",
+            p.distilled
+        );
+    }
+}
+
+#[test]
+fn no_round_opens_before_enough_participants() {
+    let mut sim = Sim::new(3, 2, 2, 1);
+    sim.connect(0);
+    sim.connect(1);
+    sim.run_until(Millis(5_000));
+    assert!(sim.committed.is_empty());
+    assert_eq!(sim.coord.round(), RoundId(0));
+    sim.connect(2);
+    sim.run_until(Millis(60_000));
+    assert!(sim.finished);
+}
+
+#[test]
+fn dropout_mid_round_is_absent_and_rejoins_next_round() {
+    let mut sim = Sim::new(3, 3, 2, 1);
+    (0..3).for_each(|i| sim.connect(i));
+    // Round 1 is open; participant 2 drops before its labels go out.
+    sim.delay.insert(Node::P(2), Millis(500));
+    sim.run_until(Millis(5));
+    sim.disconnect(2);
+    sim.run_until(Millis(1_005));
+    assert_eq!(sim.committed.len(), 1, "round 1 aggregated at its deadline");
+    assert_eq!(sim.committed[0].1.len(), 2, "round 1 aggregated on quorum");
+    assert_eq!(sim.committed[0].2, vec![ParticipantId::new("p2")], "p2 recorded absent");
+    sim.delay.remove(&Node::P(2));
+    sim.connect(2);
+    sim.run_until(Millis(60_000));
+    assert!(sim.finished);
+    let last = sim.committed.last().expect("rounds ran");
+    assert_eq!(
+        last.1.len(),
+        3,
+        "p2 took part again after rejoining: {:?} {:?} {:?}",
+        sim.committed,
+        sim.coord_rejections,
+        sim.parts[2].rejections
+    );
+}
+
+#[test]
+fn duplicates_and_replays_are_rejected_without_harm() {
+    let mut sim = Sim::new(3, 2, 2, 1);
+    sim.parts[1].behaviour.send_twice = true;
+    (0..3).for_each(|i| sim.connect(i));
+    sim.run_until(Millis(60_000));
+    assert!(sim.finished);
+    assert!(
+        sim.coord_rejections.iter().any(|r| r == "p1:replay"),
+        "{:?}",
+        sim.coord_rejections
+    );
+    assert!(
+        sim.coord_rejections.iter().any(|r| r == "p1:duplicate"),
+        "{:?}",
+        sim.coord_rejections
+    );
+    assert!(sim.committed.iter().all(|c| c.1.len() == 3));
+}
+
+#[test]
+fn late_labels_are_rejected_and_the_round_completes_on_quorum() {
+    let mut sim = Sim::new(3, 1, 2, 1);
+    sim.delay.insert(Node::P(2), Millis(1_500));
+    (0..3).for_each(|i| sim.connect(i));
+    sim.run_until(Millis(60_000));
+    assert!(sim.finished);
+    assert_eq!(sim.committed[0].1.len(), 2);
+    assert!(
+        sim.coord_rejections.iter().any(|r| r.starts_with("p2:")),
+        "{:?}",
+        sim.coord_rejections
+    );
+    assert!(
+        sim.parts[2]
+            .rejections
+            .iter()
+            .any(|c| c == "late" || c == "not_collecting"),
+        "{:?}",
+        sim.parts[2].rejections
+    );
+}
+
+#[test]
+fn wrong_round_is_rejected() {
+    let mut sim = Sim::new(3, 1, 2, 1);
+    sim.parts[0].behaviour.wrong_round = true;
+    (0..3).for_each(|i| sim.connect(i));
+    sim.run_until(Millis(60_000));
+    assert!(
+        sim.coord_rejections.contains(&"p0:wrong_round".to_string()),
+        "{:?}",
+        sim.coord_rejections
+    );
+    assert_eq!(sim.committed[0].2, vec![ParticipantId::new("p0")]);
+}
+
+#[test]
+fn coordinator_restart_mid_round_keeps_acknowledged_contributions() {
+    let mut sim = Sim::new(3, 2, 3, 1);
+    sim.delay.insert(Node::P(2), Millis(300));
+    (0..3).for_each(|i| sim.connect(i));
+    sim.run_until(Millis(100));
+    // p0 and p1 were acknowledged; p2's labels are still in flight when the coordinator dies.
+    assert_eq!(sim.disk.as_ref().map(|d| d.contributions.len()), Some(2));
+    sim.restart_coordinator();
+    sim.delay.remove(&Node::P(2));
+    sim.run_until(Millis(60_000));
+    assert!(sim.finished);
+    assert_eq!(
+        sim.committed[0].1.len(),
+        3,
+        "all three contributions, none lost: {:?}",
+        sim.committed
+    );
+    assert_eq!(sim.committed.len(), 2);
+}
+
+#[test]
+fn lossy_network_still_finishes_and_is_deterministic() {
+    let run = |seed| {
+        let mut sim = Sim::new(5, 4, 3, seed);
+        sim.loss = 0.05;
+        (0..5).for_each(|i| sim.connect(i));
+        sim.run_until(Millis(120_000));
+        (sim.finished, sim.committed.clone())
+    };
+    let (finished, a) = run(7);
+    assert!(finished);
+    assert_eq!(a.len(), 4);
+    assert_eq!(run(7).1, a, "same seed, same trace");
+}
+
+#[test]
+fn restart_keeps_waiting_for_expected_participants() {
+    // Quorum 2 of 3: p0 and p1 are acknowledged, p2 is slow; after a restart the round must still wait for
+    // p2 until the deadline instead of aggregating at once.
+    let mut sim = Sim::new(3, 1, 2, 1);
+    sim.delay.insert(Node::P(2), Millis(400));
+    (0..3).for_each(|i| sim.connect(i));
+    sim.run_until(Millis(100));
+    assert_eq!(sim.disk.as_ref().map(|d| d.contributions.len()), Some(2));
+    assert_eq!(sim.disk.as_ref().map(|d| d.expected.len()), Some(3));
+    sim.restart_coordinator();
+    sim.run_until(Millis(60_000));
+    assert!(sim.finished);
+    assert_eq!(sim.committed[0].1.len(), 3, "p2 was waited for: {:?}", sim.committed);
+}
+
+/// Three rounds, quorum 2 of 3, where p2 is out of budget from round 2: with `Abstain` every round
+/// aggregates as soon as p0 and p1 contributed (well before the 1 s deadline, virtual time); the same
+/// participant staying silent holds rounds 2 and 3 until their deadlines.
+#[test]
+fn an_abstaining_participant_does_not_hold_the_round() {
+    let run = |abstain: bool| {
+        let mut sim = Sim::new(3, 3, 2, 1);
+        if abstain {
+            sim.parts[2].behaviour.abstain_from = Some(2);
+        } else {
+            sim.parts[2].behaviour.silent_from = Some(2);
+        }
+        (0..3).for_each(|i| sim.connect(i));
+        // Each round takes a few 10 ms hops when nobody is waited for; 3 rounds fit in 900 ms only if no
+        // round waits for its 1 000 ms deadline.
+        sim.run_until(Millis(900));
+        sim
+    };
+    let sim = run(true);
+    assert!(sim.finished, "{:?} {:?}", sim.committed, sim.coord_rejections);
+    assert_eq!(sim.committed.len(), 3);
+    assert_eq!(sim.committed[0].1.len(), 3, "p2 contributed to round 1");
+    for (round, contributors, absent) in &sim.committed[1..] {
+        assert_eq!(
+            contributors,
+            &[ParticipantId::new("p0"), ParticipantId::new("p1")],
+            "round {round}"
+        );
+        assert!(absent.is_empty(), "an abstainer is not absent: {absent:?}");
+    }
+    let abstained: Vec<(u64, Vec<ParticipantId>)> = sim.abstentions.iter().map(|(r, a, _)| (r.0, a.clone())).collect();
+    assert_eq!(
+        abstained,
+        vec![
+            (1, vec![]),
+            (2, vec![ParticipantId::new("p2")]),
+            (3, vec![ParticipantId::new("p2")])
+        ]
+    );
+    assert!(sim.coord_rejections.is_empty(), "{:?}", sim.coord_rejections);
+    assert_eq!(
+        sim.parts[2].distilled,
+        vec![RoundId(1)],
+        "the abstainer distils only what it contributed to"
+    );
+
+    let silent = run(false);
+    assert!(
+        !silent.finished,
+        "a silent participant holds each round until the deadline"
+    );
+    assert_eq!(silent.committed.len(), 1, "{:?}", silent.committed);
+}
+
+#[test]
+fn labels_after_an_abstention_and_a_second_abstention_are_duplicates() {
+    let mut sim = Sim::new(3, 2, 2, 1);
+    sim.parts[1].behaviour.abstain_from = Some(1);
+    sim.parts[1].behaviour.labels_after_abstain = true;
+    (0..3).for_each(|i| sim.connect(i));
+    sim.run_until(Millis(60_000));
+    assert!(sim.finished);
+    assert!(
+        sim.coord_rejections.iter().any(|r| r == "p1:duplicate"),
+        "{:?}",
+        sim.coord_rejections
+    );
+    for (_, contributors, _) in &sim.committed {
+        assert!(!contributors.contains(&ParticipantId::new("p1")));
+    }
+}
+
+#[test]
+fn an_abstention_survives_a_coordinator_restart() {
+    // p2 abstains at once, p0 contributes, p1 is slow; the coordinator restarts before p1 arrives. The
+    // restored round must still count p2 as abstained and aggregate when p1 arrives, not at the deadline.
+    let mut sim = Sim::new(3, 1, 2, 1);
+    sim.parts[2].behaviour.abstain_from = Some(1);
+    sim.delay.insert(Node::P(1), Millis(300));
+    (0..3).for_each(|i| sim.connect(i));
+    sim.run_until(Millis(100));
+    assert_eq!(
+        sim.disk.as_ref().map(|d| d.abstained.clone()),
+        Some(vec![ParticipantId::new("p2")])
+    );
+    sim.restart_coordinator();
+    sim.delay.remove(&Node::P(1));
+    sim.run_until(Millis(60_000));
+    assert!(sim.finished);
+    let (round, abstained, at) = &sim.abstentions[0];
+    assert_eq!((round.0, abstained.clone()), (1, vec![ParticipantId::new("p2")]));
+    assert!(
+        at.0 < 1_100,
+        "committed at {} ms: the restored round waited for its deadline",
+        at.0
+    );
+    assert_eq!(sim.committed[0].1.len(), 2);
+}
+
+/// Quarantine decided at round 1's commit, release at round 2's (as the driver applies the tracker's
+/// decisions): round 2 does not wait for p2 and refuses its labels; from round 3 it contributes again.
+#[test]
+fn quarantine_excludes_and_release_readmits() {
+    let mut sim = Sim::new(3, 3, 2, 1);
+    let p2 = ParticipantId::new("p2");
+    sim.policy_actions = vec![(RoundId(1), true, p2.clone()), (RoundId(2), false, p2.clone())];
+    (0..3).for_each(|i| sim.connect(i));
+    sim.run_until(Millis(60_000));
+    assert!(sim.finished);
+    let contributors: Vec<usize> = sim.committed.iter().map(|(_, c, _)| c.len()).collect();
+    assert_eq!(contributors, vec![3, 2, 3], "{:?}", sim.committed);
+    assert!(!sim.committed[1].1.contains(&p2));
+    assert!(
+        sim.committed[1].2.is_empty(),
+        "a quarantined participant is not expected, so not absent"
+    );
+    // p2's round-2 labels are refused: `quarantined`, or `not_collecting` when the round already
+    // aggregated without waiting for it.
+    assert_eq!(sim.coord_rejections.len(), 1, "{:?}", sim.coord_rejections);
+    assert!(
+        ["p2:quarantined", "p2:not_collecting"].contains(&sim.coord_rejections[0].as_str()),
+        "{:?}",
+        sim.coord_rejections
+    );
+    // Round 2 did not wait for its 1 s deadline (rounds are a few 10 ms hops apart).
+    assert!(
+        sim.abstentions[1].2 .0 < 1_000,
+        "round 2 committed at {:?}",
+        sim.abstentions[1].2
+    );
+}
+
+#[test]
+fn a_quarantined_participant_that_reconnects_mid_round_is_not_waited_for() {
+    let mut sim = Sim::new(3, 2, 2, 1);
+    let p2 = ParticipantId::new("p2");
+    sim.policy_actions = vec![(RoundId(1), true, p2.clone())];
+    (0..3).for_each(|i| sim.connect(i));
+    // Round 2 opens once round 1 closed; p2 drops and comes back while it collects.
+    sim.run_until(Millis(45));
+    sim.disconnect(2);
+    sim.delay.insert(Node::P(0), Millis(200));
+    sim.run_until(Millis(60));
+    sim.connect(2);
+    assert_eq!(sim.coord.round(), RoundId(2));
+    assert!(matches!(
+        sim.coord.phase(),
+        super::coordinator::Phase::Collecting { .. }
+    ));
+    assert!(
+        !sim.coord.snapshot().expected.contains(&p2),
+        "{:?}",
+        sim.coord.snapshot().expected
+    );
+    sim.run_until(Millis(60_000));
+    assert!(sim.finished);
+    assert_eq!(sim.committed.len(), 2);
+    assert!(!sim.committed[1].1.contains(&p2));
+    assert!(sim.committed[1].2.is_empty(), "{:?}", sim.committed);
+    assert!(
+        sim.abstentions[1].2 .0 < 1_000,
+        "round 2 waited for the quarantined participant"
+    );
+}
