@@ -70,6 +70,10 @@ fn demo_runs_a_federation_and_its_log_verifies() {
     let stderr = stderr_reader.join().unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "demo failed:\n{stdout}\n{stderr}");
+    // Off a terminal the demo's progress is plain lines on stderr, never on stdout.
+    assert!(stderr.contains("compare: done"), "{stderr}");
+    assert!(stderr.lines().any(|l| l.starts_with("rounds: ")), "{stderr}");
+    assert!(!stdout.lines().any(|l| l.starts_with("compare: ")), "{stdout}");
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(r["dataset"], "breast-cancer");
     assert_eq!(r["participants"], 3);

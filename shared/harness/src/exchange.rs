@@ -213,24 +213,18 @@ impl Exchange for WireExchange {
         classes: usize,
         encoding: Encoding,
     ) -> anyhow::Result<Vec<f32>> {
-        let probabilities = softlabels::encode(consensus, rows, classes, Encoding::F32)?;
-        let agg = AggregateLabels {
-            round: RoundId(round),
+        anyhow::ensure!(consensus.len() == rows * classes, "consensus is not {rows} x {classes}");
+        let agg = fedistill_shared::protocol::aggregate_labels_message(
+            RoundId(round),
             rule,
-            contributors: self.participants.iter().map(|(id, _)| id.clone()).collect(),
-            absent: Vec::new(),
-            rows: rows as u32,
-            classes: classes as u32,
+            self.participants.iter().map(|(id, _)| id.clone()).collect(),
+            Vec::new(),
+            consensus,
+            classes,
             encoding,
-            aggregate_digest: Digest::of(&probabilities),
-            probabilities: if encoding == Encoding::F32 {
-                probabilities
-            } else {
-                softlabels::encode(consensus, rows, classes, encoding)?
-            },
             // A C2SP checkpoint note of the coordinator's log is about this long.
-            checkpoint: "x".repeat(180),
-        };
+            "x".repeat(180),
+        )?;
         let signed = self.sign(None, round, &agg)?;
         let frame = encode_frame(KIND_TO_PARTICIPANT, &ToParticipant::Aggregate(signed))?;
         let mut last = Vec::new();

@@ -284,27 +284,53 @@ impl RoundCommit {
     /// (f32 is the canonical bytes themselves), its canonical digest and the checkpoint that covers the
     /// round's records.
     pub fn aggregate_message(&self, encoding: Encoding, checkpoint: String) -> Result<AggregateLabels, CommitError> {
-        let canonical = canonical_aggregate_bytes(&self.aggregate);
-        let aggregate_digest = Digest::of(&canonical);
-        let rows = self.open.sample_ids.len();
-        let probabilities = if encoding == Encoding::F32 {
-            canonical
-        } else {
-            softlabels::encode(&self.aggregate, rows, self.open.classes as usize, encoding)?
-        };
-        Ok(AggregateLabels {
-            round: self.round,
-            rule: self.open.rule,
-            contributors: self.contributors(),
-            absent: self.absent.clone(),
-            rows: rows as u32,
-            classes: self.open.classes,
+        Ok(aggregate_labels_message(
+            self.round,
+            self.open.rule,
+            self.contributors(),
+            self.absent.clone(),
+            &self.aggregate,
+            self.open.classes as usize,
             encoding,
-            probabilities,
-            aggregate_digest,
             checkpoint,
-        })
+        )?)
     }
+}
+
+/// An `AggregateLabels` message (unsigned) for `consensus` (rows of `classes` probabilities): packed in
+/// `encoding` (f32 is the canonical bytes themselves) with the digest of [`canonical_aggregate_bytes`].
+/// [`RoundCommit::aggregate_message`] and the benchmarks' message exchange both build it here.
+#[allow(clippy::too_many_arguments)]
+pub fn aggregate_labels_message(
+    round: RoundId,
+    rule: super::aggregate::AggregationRule,
+    contributors: Vec<ParticipantId>,
+    absent: Vec<ParticipantId>,
+    consensus: &[f32],
+    classes: usize,
+    encoding: Encoding,
+    checkpoint: String,
+) -> Result<AggregateLabels, softlabels::SoftLabelError> {
+    let canonical = canonical_aggregate_bytes(consensus);
+    let aggregate_digest = Digest::of(&canonical);
+    let rows = consensus.len() / classes.max(1);
+    let probabilities = if encoding == Encoding::F32 {
+        canonical
+    } else {
+        softlabels::encode(consensus, rows, classes, encoding)?
+    };
+    Ok(AggregateLabels {
+        round,
+        rule,
+        contributors,
+        absent,
+        rows: rows as u32,
+        classes: classes as u32,
+        encoding,
+        probabilities,
+        aggregate_digest,
+        checkpoint,
+    })
 }
 
 /// Effects for the driver to carry out, in order.
