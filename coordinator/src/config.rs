@@ -375,6 +375,15 @@ participants = 3
                 GOOD.replace("participants = 3", "participants = 3\npartition = \"zipf\""),
                 "partition",
             ),
+            // Less than two frames of the default cap: one participant could never receive a full frame.
+            (
+                GOOD.replace("quorum = 2", "quorum = 2\nframe_budget_bytes = 1048576"),
+                "frame_budget_bytes must be between",
+            ),
+            (
+                GOOD.replace("quorum = 2", "quorum = 2\nframe_budget_bytes = 8589934592"),
+                "frame_budget_bytes must be between",
+            ),
         ];
         for (text, needle) in cases {
             let err = format!("{:#}", CoordinatorSettings::parse(&text, Path::new(".")).unwrap_err());

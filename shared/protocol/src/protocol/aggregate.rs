@@ -261,20 +261,6 @@ mod tests {
     }
 
     #[test]
-    fn names_round_trip() {
-        for r in [
-            AggregationRule::Mean,
-            AggregationRule::SampleWeighted,
-            AggregationRule::ConfidenceWeighted,
-            AggregationRule::Era { temperature: 0.25 },
-            AggregationRule::Median,
-            AggregationRule::TrimmedMean { trim: 0.2 },
-        ] {
-            assert_eq!(AggregationRule::parse(&r.name()).unwrap(), r);
-        }
-    }
-
-    #[test]
     fn aggregation_is_deterministic() {
         let views = [view(&A, 3), view(&B, 5), view(&C, 7)];
         for r in [

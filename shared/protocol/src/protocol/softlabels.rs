@@ -524,22 +524,4 @@ mod tests {
             Err(SoftLabelError::BadClassIndex { row: 0, class: 0 })
         ));
     }
-
-    #[test]
-    fn parses_names() {
-        for enc in [
-            Encoding::F32,
-            Encoding::F16,
-            Encoding::Int8,
-            Encoding::TopK { k: 3 },
-            Encoding::Argmax,
-            Encoding::QTopK { k: 1 },
-        ] {
-            assert_eq!(Encoding::parse(&enc.name()).unwrap(), enc);
-        }
-        assert!(Encoding::parse("topk:0").is_err());
-        assert!(Encoding::parse("qtopk:0").is_err());
-        assert!(Encoding::parse("qtopk:").is_err());
-        assert!(Encoding::parse("bf16").is_err());
-    }
 }

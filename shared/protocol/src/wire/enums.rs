@@ -262,6 +262,7 @@ mod tests {
             AggregationRule::SampleWeighted,
             AggregationRule::ConfidenceWeighted,
             AggregationRule::Era { temperature: 0.1 },
+            AggregationRule::Era { temperature: 0.25 },
             AggregationRule::Median,
             AggregationRule::TrimmedMean { trim: 0.2 },
         ] {
@@ -298,5 +299,8 @@ mod tests {
             Encoding::parse("bf16"),
             Err(EncodingError::UnknownEncoding("bf16".into()))
         );
+        for bad in ["qtopk:0", "qtopk:"] {
+            assert_eq!(Encoding::parse(bad), Err(EncodingError::UnknownEncoding(bad.into())));
+        }
     }
 }
