@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 
-use fedistill_participant::service::{ParticipantResult, RoundRecord};
+use fedistill_participant::lifecycle::RoundRecord;
+use fedistill_participant::service::ParticipantResult;
 use fedistill_shared::crypto::{FederationId, ParticipantId};
 use fedistill_shared::ml::{Progress, ProgressMode};
 use fedistill_shared::settings::DataSettings;

@@ -4,22 +4,27 @@
 //! distillation under each aggregation rule and FedAvg on the same student architecture, recording the
 //! student's test accuracy and the bytes exchanged after every round.
 //!
-//! The distillation rounds are the participants' own algorithm (participant/src/service.rs): every
-//! participant labels the round's public rows with its teacher at the federation temperature, encodes
-//! them with the soft-label codec, the coordinator aggregates the decoded rows with the rule, and every
-//! participant distills the same student from the consensus (with the same seed, so one student stands
-//! for all of them). Bytes are the sizes of the real signed wire messages (RoundOpen, SoftLabels,
-//! AggregateLabels; FedAvg's model down- and uploads are framed the same way), measured by `Exchange`.
+//! The distillation rounds run the participants' own learner (participant/src/learner.rs) through its
+//! seam: every participant labels the round's public rows with its teacher at the federation
+//! temperature, encodes them with the soft-label codec, the coordinator aggregates the decoded rows with
+//! the rule, and every participant refreshes its teacher (when on) and distills the same student from the
+//! consensus (with the same seed, so one student, distilled by participant 0, stands for all of them).
+//! Bytes are the sizes of the real signed wire messages (RoundOpen, SoftLabels, AggregateLabels; FedAvg's
+//! model down- and uploads are framed the same way), measured by `Exchange`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use fedistill_participant::learner::{Learner, LearnerParts, ModelLearner};
+use fedistill_shared::crypto::{Digest, RoundId};
 use fedistill_shared::data::{split, Dataset, FederatedSplit, Partition, SplitConfig};
-use fedistill_shared::ml::codistill::{refresh_teacher, RefreshConfig, RefreshData};
-use fedistill_shared::ml::distill::{DistillConfig, Distiller, SoftTargets};
+use fedistill_shared::ml::codistill::RefreshConfig;
+use fedistill_shared::ml::distill::{DistillConfig, Distiller};
 use fedistill_shared::ml::fedavg::{local_update, weighted_average, LocalUpdate};
+use fedistill_shared::ml::lifecycle::GuardConfig;
 use fedistill_shared::ml::local::{default_distill, default_train};
 use fedistill_shared::ml::model::argmax;
 use fedistill_shared::ml::{train_teacher, InputNorm, Model, ModelConfig, Progress, TrainConfig};
@@ -295,14 +300,18 @@ pub fn run(
         None
     };
 
-    // Every teacher's soft labels on the whole public set (the rounds take consecutive chunks), used
-    // as they are when teachers are not refreshed.
-    let soft: Vec<Vec<f32>> = teachers
-        .iter()
-        .map(|t| t.probabilities(&fs.public.features, fs.public.n, cfg.temperature))
-        .collect::<Result<_, _>>()?;
     let samples: Vec<u64> = fs.shards.iter().map(|s| s.n as u64).collect();
     let chunk = (fs.public.n / cfg.rounds).max(1);
+    // Every participant is the real participant's learner (participant/src/learner.rs), driven through the
+    // learner seam: its teacher labels, and after each round it refreshes its teacher (when on) and
+    // distills the shared student. The student is the same on every participant (same consensus, same
+    // seed, no guard here: every candidate is kept), so participant 0 distills it for all.
+    let public = Arc::new(fs.public.clone());
+    let test = Arc::new(fs.test.clone());
+    let shards: Vec<Arc<Dataset>> = fs.shards.iter().map(|s| Arc::new(s.clone())).collect();
+    let public_digest = Digest(fs.public_digest);
+    let teachers: Vec<Arc<Model>> = teachers.into_iter().map(Arc::new).collect();
+    let artifacts = tempfile::tempdir().context("creating a directory for the participants' artifacts")?;
 
     let mut methods = Vec::new();
     anyhow::ensure!(
@@ -320,15 +329,39 @@ pub fn run(
     } else {
         Vec::new()
     };
-    for (rule, encoding) in &runs {
+    let serving = std::collections::BTreeMap::new();
+    for (m, (rule, encoding)) in runs.iter().enumerate() {
         let t0 = Instant::now();
         // With refresh on, every method starts from the teachers as trained and refreshes its own copies.
-        let own: Vec<Model> = teacher_bytes
-            .iter()
-            .map(|b| Model::from_safetensors(&cfg.teacher, ds.dim, classes, b))
-            .collect::<Result<_, _>>()?;
-        let student = Model::new(&cfg.student, ds.dim, classes, cfg.seed.wrapping_add(1000))?;
-        let mut distiller = Distiller::new(student, cfg.distill.clone());
+        let mut learners = Vec::with_capacity(cfg.participants);
+        for (p, shard) in shards.iter().enumerate() {
+            let teacher = if refreshing {
+                Arc::new(Model::from_safetensors(
+                    &cfg.teacher,
+                    ds.dim,
+                    classes,
+                    &teacher_bytes[p],
+                )?)
+            } else {
+                teachers[p].clone()
+            };
+            let student = Model::new(&cfg.student, ds.dim, classes, cfg.seed.wrapping_add(1000))?;
+            let workdir = artifacts.path().join(format!("method-{m}")).join(format!("p{p}"));
+            std::fs::create_dir_all(&workdir).with_context(|| format!("creating {}", workdir.display()))?;
+            learners.push(ModelLearner::from_parts(LearnerParts {
+                public: public.clone(),
+                public_digest,
+                test: test.clone(),
+                teacher,
+                shard: shard.clone(),
+                distiller: Distiller::new(student, cfg.distill.clone()),
+                guard: GuardConfig::default(),
+                refresh: cfg.refresh.clone(),
+                refresh_seed: cfg.seed ^ (p as u64) << 32,
+                workdir,
+                local_only_accuracy: local_only[p],
+            }));
+        }
         let mut curve = Vec::with_capacity(cfg.rounds);
         let label = if cfg.encodings.len() > 1 {
             format!("fd:{}@{}", rule.name(), encoding.name())
@@ -337,21 +370,19 @@ pub fn run(
         };
         progress.start(&label, cfg.rounds as u64);
         let mut bytes = 0u64;
+        let total = cfg.rounds as u64;
         for r in 0..cfg.rounds {
+            let round = RoundId(r as u64 + 1);
             let lo = (r * chunk) % fs.public.n;
             let hi = (lo + chunk).min(fs.public.n);
             let rows = hi - lo;
             // Sample ids are positions in the public set, as the coordinator announces them.
             let ids: Vec<u64> = (lo as u64..hi as u64).collect();
-            let x = &fs.public.features[lo * ds.dim..hi * ds.dim];
-            let uploads: Vec<Vec<f32>> = if refreshing {
-                own.iter()
-                    .map(|t| t.probabilities(x, rows, cfg.temperature))
-                    .collect::<Result<_, _>>()?
-            } else {
-                soft.iter().map(|s| s[lo * classes..hi * classes].to_vec()).collect()
-            };
-            let decoded = exchange.labels_up(r as u64 + 1, &ids, &uploads, classes, *encoding)?;
+            let uploads: Vec<Vec<f32>> = learners
+                .iter_mut()
+                .map(|l| l.label(round, &ids, cfg.temperature))
+                .collect::<Result<_, _>>()?;
+            let decoded = exchange.labels_up(round.0, &ids, &uploads, classes, *encoding)?;
             let views: Vec<ContributionView<'_>> = decoded
                 .iter()
                 .zip(&samples)
@@ -361,22 +392,18 @@ pub fn run(
                 })
                 .collect();
             let consensus = aggregate(*rule, &views, rows, classes).context("aggregating")?;
-            let consensus = exchange.labels_down(r as u64 + 1, *rule, &consensus, rows, classes, *encoding)?;
-            if refreshing && r + 1 < cfg.rounds {
-                for (p, (t, shard)) in own.iter().zip(&fs.shards).enumerate() {
-                    let data = RefreshData {
-                        private_x: &shard.features,
-                        private_y: &shard.labels,
-                        public_x: x,
-                        consensus: &consensus,
-                        temperature: cfg.temperature,
-                    };
-                    refresh_teacher(t, &data, &cfg.refresh, cfg.seed.wrapping_add((r * 1000 + p) as u64))?;
-                }
+            let consensus = exchange.labels_down(round.0, *rule, &consensus, rows, classes, *encoding)?;
+            let (first, others) = learners.split_first_mut().context("no participants")?;
+            for l in others {
+                l.refresh(round, &ids, &consensus, total)?;
             }
-            distiller.distill_round(x, rows, &SoftTargets::Probabilities(consensus), None, r, cfg.rounds)?;
+            let d = first.distill(round, &ids, &consensus, total, &serving)?;
             bytes = exchange.bytes();
-            let a = accuracy(distiller.student(), &fs.test)?;
+            let a = d
+                .metrics
+                .get("accuracy")
+                .copied()
+                .context("the learner reported no accuracy")?;
             curve.push(CurvePoint {
                 round: r + 1,
                 accuracy: a,

@@ -15,6 +15,7 @@
 //! coordinator process and the participant tasks), [`probe`] (/proc sampling, the /status poll, the plain
 //! QUIC baseline).
 
+mod learner;
 mod probe;
 mod round;
 
@@ -38,8 +39,6 @@ use round::{run_config, Env, RunConfig};
 
 /// Suite name: file stem of the report files and name of the docs markers.
 const SUITE: &str = "scale";
-/// How long one stream may take to deliver a frame (generous: 100 participants on 2 cores).
-const STREAM_TIMEOUT: Duration = Duration::from_secs(120);
 /// Upper bound on one configuration (provisioned kits connect, all rounds, coordinator exit).
 const CONFIG_TIMEOUT: Duration = Duration::from_secs(900);
 /// Private samples each synthetic participant claims (only weighs sample-weighted rules; the bench uses mean).

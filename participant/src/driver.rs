@@ -1,0 +1,446 @@
+//! The participant's async driver: dials the coordinator with capped backoff, verifies every push,
+//! witnesses the log checkpoints, and hands the verified messages to the [`RoundLifecycle`], whose
+//! blocking work (teacher, distillation) runs on blocking threads. It signs and sends what the lifecycle
+//! yields and reports what it saw as [`NodeEvent`]s to whoever watches (the benchmarks). The same driver
+//! runs a real node, the demo's nodes and the benchmarks' nodes.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use fedistill_shared::crypto::{ReplayGuard, RoundId, Signed, SignedMessage, Signer};
+use fedistill_shared::ledger::SignedCheckpoint;
+use fedistill_shared::wire::messages::{
+    RejectCode, Reply, ToCoordinator, ToParticipant, KIND_REPLY, KIND_TO_COORDINATOR, KIND_TO_PARTICIPANT,
+    PROTOCOL_VERSION,
+};
+use fedistill_shared::wire::{decode_frame, encode_frame, read_frame, write_frame};
+
+use crate::learner::Learner;
+use crate::lifecycle::{Outgoing, RoundLifecycle};
+use crate::transport::{connect_with_backoff, Kit};
+use crate::witness::Witness;
+
+/// How long one request or push may take to arrive.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Which push arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushKind {
+    /// A round opening.
+    Open,
+    /// A round's aggregate.
+    Aggregate,
+    /// The federation finished.
+    Finished,
+}
+
+/// What the driver saw, for a watcher (`fedistill bench scale` times rounds and counts bytes with it).
+#[derive(Debug, Clone)]
+pub enum NodeEvent {
+    /// A push from the coordinator, stamped when its last byte arrived (`round` is `None` for `Finished`).
+    Pushed {
+        /// Which push.
+        kind: PushKind,
+        /// Its round.
+        round: Option<RoundId>,
+        /// When its last byte arrived.
+        at: Instant,
+        /// Frame bytes received.
+        bytes: u64,
+    },
+    /// A request and its reply (frame bytes sent and received).
+    Exchanged {
+        /// Bytes sent.
+        up: u64,
+        /// Bytes received.
+        down: u64,
+    },
+    /// The coordinator refused something this node sent, or this node refused a push.
+    Refused {
+        /// What was refused and why.
+        what: String,
+    },
+}
+
+/// The driver's settings.
+#[derive(Debug, Clone)]
+pub struct DriverOptions {
+    /// Largest frame accepted from the coordinator.
+    pub max_frame_bytes: usize,
+}
+
+/// A participant node's driver around its lifecycle.
+pub struct Driver<L: Learner> {
+    kit: Kit,
+    lifecycle: Arc<Mutex<RoundLifecycle<L>>>,
+    witness: Witness,
+    replay: ReplayGuard,
+    max_frame: usize,
+    events: Option<mpsc::UnboundedSender<NodeEvent>>,
+}
+
+impl<L: Learner> Driver<L> {
+    /// A driver for `kit` around `lifecycle`, witnessing with `witness`; `events` receives what it saw.
+    pub fn new(
+        kit: Kit,
+        lifecycle: RoundLifecycle<L>,
+        witness: Witness,
+        opts: &DriverOptions,
+        events: Option<mpsc::UnboundedSender<NodeEvent>>,
+    ) -> Self {
+        let replay = ReplayGuard::new(kit.federation().clone());
+        Driver {
+            kit,
+            lifecycle: Arc::new(Mutex::new(lifecycle)),
+            witness,
+            replay,
+            max_frame: opts.max_frame_bytes,
+            events,
+        }
+    }
+
+    /// Runs the lifecycle under the lock (briefly; never across an await).
+    fn with<T>(&self, f: impl FnOnce(&mut RoundLifecycle<L>) -> T) -> anyhow::Result<T> {
+        let mut lc = self
+            .lifecycle
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the round lifecycle lock is poisoned"))?;
+        Ok(f(&mut lc))
+    }
+
+    fn emit(&self, e: NodeEvent) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(e);
+        }
+    }
+
+    fn refused(&self, what: String) {
+        self.emit(NodeEvent::Refused { what });
+    }
+
+    /// Reconnects until the coordinator says the federation finished (or `cancel` fires); returns the
+    /// lifecycle.
+    pub async fn run(mut self, cancel: &CancellationToken) -> anyhow::Result<RoundLifecycle<L>> {
+        loop {
+            let conn = tokio::select! {
+                _ = cancel.cancelled() => anyhow::bail!("cancelled"),
+                c = connect_with_backoff(&self.kit, cancel) => c,
+            };
+            let conn = conn.map_err(|e| anyhow::anyhow!("cannot reach the coordinator: {e}"))?;
+            info!(coordinator = %self.kit.config.coordinator, "connected");
+            let watched = conn.clone();
+            let outcome = self.serve_connection(conn, cancel).await;
+            if let Some(reason) = watched.close_reason() {
+                // Revoked, unknown or refused: retrying cannot help; stop with the coordinator's reason.
+                if crate::transport::is_permanent_rejection(&reason) {
+                    anyhow::bail!("the coordinator refused this participant: {reason}");
+                }
+            }
+            match outcome {
+                Ok(true) => break,
+                Ok(false) => {
+                    warn!("connection to the coordinator lost; reconnecting");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => {
+                    error!(error = %format!("{e:#}"), "session error; reconnecting");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+            if cancel.is_cancelled() {
+                anyhow::bail!("cancelled");
+            }
+        }
+        let Driver { lifecycle, .. } = self;
+        Arc::try_unwrap(lifecycle)
+            .map_err(|_| anyhow::anyhow!("the round lifecycle is still in use"))?
+            .into_inner()
+            .map_err(|_| anyhow::anyhow!("the round lifecycle lock is poisoned"))
+    }
+
+    /// Sends one request on a fresh bidirectional stream and reads the reply.
+    async fn request(&self, conn: &quinn::Connection, msg: &ToCoordinator) -> anyhow::Result<Reply> {
+        let frame = encode_frame(KIND_TO_COORDINATOR, msg)?;
+        let (mut send, mut recv) = conn.open_bi().await?;
+        write_frame(&mut send, &frame).await?;
+        send.finish()?;
+        let reply = read_frame(&mut recv, self.max_frame, STREAM_TIMEOUT).await?;
+        self.emit(NodeEvent::Exchanged {
+            up: frame.len() as u64,
+            down: reply.len() as u64,
+        });
+        let d = decode_frame::<Reply>(&reply, self.max_frame)?;
+        anyhow::ensure!(d.kind == KIND_REPLY, "unexpected frame kind {} in reply", d.kind.0);
+        Ok(d.value)
+    }
+
+    fn sign<T: SignedMessage>(&self, round: RoundId, body: &T) -> anyhow::Result<Signed<T>> {
+        // Sequence numbers must grow across restarts: the wall clock in microseconds, never below the last.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        let seq = self.with(|lc| lc.next_seq(now))??;
+        let signer = Signer::Participant(self.kit.participant().clone());
+        Ok(Signed::sign(
+            &self.kit.signing,
+            signer,
+            self.kit.federation().clone(),
+            round,
+            seq,
+            body,
+        )?)
+    }
+
+    /// Serves one connection; `Ok(true)` when the federation finished.
+    async fn serve_connection(&mut self, conn: quinn::Connection, cancel: &CancellationToken) -> anyhow::Result<bool> {
+        let last_size = self.witness.last().map(|c| c.checkpoint.size).unwrap_or(0);
+        let hello = ToCoordinator::Hello {
+            version: PROTOCOL_VERSION,
+            last_checkpoint_size: last_size,
+        };
+        match self.request(&conn, &hello).await? {
+            Reply::Welcome { round, finished } => info!(round = round.0, finished, "welcomed by the coordinator"),
+            Reply::Reject { code, message } => anyhow::bail!("coordinator refused hello ({code}): {message}"),
+            other => anyhow::bail!("unexpected reply to hello: {other:?}"),
+        }
+        // Pushes arrive on coordinator-opened unidirectional streams; a reader task stamps and forwards them.
+        let (tx, mut rx) = mpsc::channel::<(ToParticipant, Instant, u64)>(64);
+        let reader_conn = conn.clone();
+        let max_frame = self.max_frame;
+        let reader = tokio::spawn(async move {
+            while let Ok(mut recv) = reader_conn.accept_uni().await {
+                let pushed = match read_frame(&mut recv, max_frame, STREAM_TIMEOUT).await {
+                    Ok(frame) => {
+                        let at = Instant::now();
+                        decode_frame::<ToParticipant>(&frame, max_frame)
+                            .map(|d| (d, at, frame.len() as u64))
+                            .map_err(anyhow::Error::from)
+                    }
+                    Err(e) => Err(e.into()),
+                };
+                match pushed {
+                    Ok((d, at, bytes)) if d.kind == KIND_TO_PARTICIPANT => {
+                        if tx.send((d.value, at, bytes)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok((d, _, _)) => warn!(kind = d.kind.0, "ignoring a push of an unexpected kind"),
+                    Err(e) => warn!(error = %e, "bad push from the coordinator"),
+                }
+            }
+        });
+        let mut queued = std::collections::VecDeque::new();
+        let result = loop {
+            let msg = match queued.pop_front() {
+                Some(m) => Some(m),
+                None => tokio::select! {
+                    _ = cancel.cancelled() => break Ok(true),
+                    m = rx.recv() => m,
+                },
+            };
+            let Some(msg) = msg else { break Ok(false) };
+            // A participant that fell behind (slow teacher, long partition) skips openings that a newer one
+            // already superseded instead of labelling rounds that have closed.
+            while let Ok(m) = rx.try_recv() {
+                queued.push_back(m);
+            }
+            let is_open = |m: &(ToParticipant, Instant, u64)| matches!(m.0, ToParticipant::Open(_));
+            if is_open(&msg) && queued.iter().any(is_open) {
+                info!("skipping a round opening superseded by a newer one");
+                continue;
+            }
+            match self.handle_push(&conn, msg).await {
+                Ok(true) => break Ok(true),
+                Ok(false) => {}
+                Err(e) => {
+                    if conn.close_reason().is_some() {
+                        break Ok(false);
+                    }
+                    error!(error = %format!("{e:#}"), "handling a coordinator message failed");
+                }
+            }
+        };
+        reader.abort();
+        if matches!(result, Ok(true)) {
+            conn.close(0u32.into(), b"done");
+        }
+        result
+    }
+
+    /// Verifies one push, feeds it to the lifecycle, witnesses its checkpoint, then sends what the
+    /// lifecycle yields; `Ok(true)` when the federation finished.
+    async fn handle_push(
+        &mut self,
+        conn: &quinn::Connection,
+        (msg, at, bytes): (ToParticipant, Instant, u64),
+    ) -> anyhow::Result<bool> {
+        let key = self.kit.coordinator_key;
+        let mut checkpoint: Option<SignedCheckpoint> = None;
+        let (kind, round) = match &msg {
+            ToParticipant::Open(s) => (PushKind::Open, Some(s.round)),
+            ToParticipant::Aggregate(s) => (PushKind::Aggregate, Some(s.round)),
+            ToParticipant::Finished { .. } => (PushKind::Finished, None),
+        };
+        self.emit(NodeEvent::Pushed { kind, round, at, bytes });
+        match msg {
+            ToParticipant::Open(s) => {
+                let round = s.round;
+                match s.verify(&key, &Signer::Coordinator, &self.replay, round) {
+                    Ok(v) => {
+                        let fresh = v.fresh();
+                        match self.with(|lc| lc.on_open(v))? {
+                            Ok(()) => self.replay.accept(fresh),
+                            Err(e) => info!(round = round.0, reason = %e, "not labelling this round"),
+                        }
+                    }
+                    Err(e) => {
+                        warn!(round = round.0, error = %e, "rejected a round opening");
+                        self.refused(format!("round {} opening: {e}", round.0));
+                    }
+                }
+            }
+            ToParticipant::Aggregate(s) => {
+                let round = s.round;
+                match s.verify(&key, &Signer::Coordinator, &self.replay, round) {
+                    Ok(v) => {
+                        let fresh = v.fresh();
+                        match SignedCheckpoint::parse(v.value().checkpoint.as_bytes()) {
+                            Ok(sc) => checkpoint = Some(sc),
+                            Err(e) => warn!(round = round.0, error = %e, "aggregate carries an unreadable checkpoint"),
+                        }
+                        match self.with(|lc| lc.on_aggregate(v))? {
+                            Ok(()) => self.replay.accept(fresh),
+                            Err(e) => warn!(round = round.0, reason = %e, "ignoring aggregate"),
+                        }
+                    }
+                    Err(e) => {
+                        warn!(round = round.0, error = %e, "rejected an aggregate");
+                        self.refused(format!("round {} aggregate: {e}", round.0));
+                    }
+                }
+            }
+            ToParticipant::Finished {
+                rounds,
+                checkpoint: note,
+            } => {
+                info!(rounds, "coordinator finished all rounds");
+                match SignedCheckpoint::parse(note.as_bytes()) {
+                    Ok(sc) => checkpoint = Some(sc),
+                    Err(e) => warn!(error = %e, "final checkpoint is unreadable"),
+                }
+                self.with(|lc| lc.on_finished())?;
+            }
+        }
+        // Witness the checkpoint (consistency proof, cosignature) before anything else.
+        if let Some(sc) = checkpoint {
+            self.witness(conn, &sc).await?;
+        }
+        loop {
+            let lc = self.lifecycle.clone();
+            let next = tokio::task::spawn_blocking(move || {
+                lc.lock()
+                    .map_err(|_| anyhow::anyhow!("the round lifecycle lock is poisoned"))?
+                    .step()
+            })
+            .await??;
+            let Some(out) = next else { return Ok(false) };
+            match out {
+                Outgoing::SoftLabels(body) => {
+                    let round = body.round;
+                    let bytes = body.payload.len() as u64;
+                    let signed = self.sign(round, &body)?;
+                    match self.request(conn, &ToCoordinator::SoftLabels(signed)).await? {
+                        Reply::Ack => {
+                            info!(round = round.0, bytes, "soft labels accepted");
+                            self.with(|lc| lc.labels_delivered(round, bytes))?;
+                        }
+                        Reply::Reject {
+                            code: RejectCode::Duplicate,
+                            message,
+                        } => {
+                            info!(round = round.0, %message, "coordinator already holds our labels");
+                            self.with(|lc| lc.labels_delivered(round, bytes))?;
+                        }
+                        other => self.unexpected("soft labels", round, other),
+                    }
+                }
+                Outgoing::Abstain(body) => {
+                    let round = body.round;
+                    let signed = self.sign(round, &body)?;
+                    match self.request(conn, &ToCoordinator::Abstain(signed)).await? {
+                        Reply::Ack => info!(round = round.0, "abstention recorded by the coordinator"),
+                        Reply::Reject {
+                            code: RejectCode::Duplicate,
+                            message,
+                        } => info!(round = round.0, %message, "coordinator already holds our abstention"),
+                        other => self.unexpected("abstention", round, other),
+                    }
+                }
+                Outgoing::Report(report) => {
+                    let round = report.round;
+                    let signed = self.sign(round, &report)?;
+                    match self.request(conn, &ToCoordinator::Report(signed)).await? {
+                        Reply::Ack => info!(round = round.0, "report accepted"),
+                        other => self.unexpected("report", round, other),
+                    }
+                }
+                Outgoing::Finished => return Ok(true),
+            }
+        }
+    }
+
+    fn unexpected(&self, what: &str, round: RoundId, reply: Reply) {
+        match reply {
+            Reply::Reject { code, message } => {
+                warn!(round = round.0, %code, %message, "{what} rejected");
+                self.refused(format!("round {} {what}: {code}: {message}", round.0));
+            }
+            other => {
+                warn!(round = round.0, ?other, "unexpected reply to {what}");
+                self.refused(format!("round {} {what}: unexpected reply {other:?}", round.0));
+            }
+        }
+    }
+
+    async fn witness(&mut self, conn: &quinn::Connection, sc: &SignedCheckpoint) -> anyhow::Result<()> {
+        let new = sc.checkpoint.size;
+        let proof = match self.witness.proof_request(new) {
+            Some(req) => match self.request(conn, &req).await? {
+                Reply::Proof { hashes } => hashes,
+                other => anyhow::bail!("no consistency proof up to {new}: {other:?}"),
+            },
+            None => Vec::new(),
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let cosig = match self.witness.handle_checkpoint(sc, &proof, now) {
+            Ok(c) => c,
+            Err(e) => {
+                error!(error = %e, "refusing to cosign the coordinator's checkpoint");
+                self.refused(format!("checkpoint {new}: {e}"));
+                return Ok(());
+            }
+        };
+        let msg = crate::witness::cosign_message(new, &cosig);
+        match self.request(conn, &msg).await.context("sending the cosignature")? {
+            Reply::Ack => {
+                self.with(|lc| lc.note_cosigned())?;
+                info!(size = new, "cosigned the log checkpoint");
+            }
+            Reply::Reject { code, message } => {
+                warn!(%code, %message, "cosignature refused");
+                self.refused(format!("cosignature of {new}: {code}: {message}"));
+            }
+            other => warn!(?other, "unexpected reply to cosignature"),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,453 @@
+//! The learner seam: what a participant's round lifecycle asks of the machine-learning side, as plain
+//! synchronous calls (label these public ids; distill this round from this consensus; say what you hold).
+//!
+//! [`ModelLearner`] is the real one: the private teacher, the shared student, INT8 quantization, export,
+//! evaluation and the degradation guard on candle. The driver runs every call on a blocking thread; the
+//! benchmarks drive the same driver and lifecycle with a learner of their own where they need no model
+//! (`fedistill bench scale`). Nothing here touches the network.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tracing::info;
+
+use fedistill_shared::crypto::{Digest, RoundId};
+use fedistill_shared::data::{Dataset, FederatedSplit};
+use fedistill_shared::ml::codistill::{refresh_teacher, RefreshConfig, RefreshData};
+use fedistill_shared::ml::distill::{DistillConfig, Distiller, SoftTargets};
+use fedistill_shared::ml::lifecycle::{metric_map, GuardConfig};
+use fedistill_shared::ml::local::{default_distill, default_train, LocalOptions};
+use fedistill_shared::ml::quant::model::{Profile, QuantizedModel};
+use fedistill_shared::ml::{evaluate, train_teacher, Model, Progress};
+use fedistill_shared::privacy::DpSgdCost;
+
+use crate::config::ParticipantSettings;
+
+/// What one round's distillation produced.
+#[derive(Debug, Clone)]
+pub struct Distilled {
+    /// The candidate student's metrics (`accuracy`, `macro_f1`, ...), whether or not the guard kept it.
+    pub metrics: BTreeMap<String, f64>,
+    /// Test accuracy of the candidate's INT8 version.
+    pub int8_accuracy: f64,
+    /// Size of the candidate's INT8 export.
+    pub int8_bytes: usize,
+    /// Whether the candidate now serves (the guard accepted it, or it is the first student).
+    pub accepted: bool,
+    /// Why the guard decided as it did.
+    pub guard_reason: String,
+    /// Digest of the student that serves after the round.
+    pub student_digest: Digest,
+    /// Agreement of the consensus with the true labels of the round's public samples (reporting only).
+    pub consensus_accuracy: f64,
+}
+
+/// What a learner holds, for `result.json`.
+#[derive(Debug, Clone, Default)]
+pub struct LearnerSummary {
+    /// Private training samples.
+    pub private_samples: usize,
+    /// Test accuracy of the private teacher alone (the local-only baseline).
+    pub local_only_accuracy: f64,
+    /// Teacher parameters.
+    pub teacher_params: usize,
+    /// Student parameters.
+    pub student_params: usize,
+}
+
+/// The machine-learning side of a participant, called synchronously (on a blocking thread) by the round
+/// lifecycle. Implementations keep private data and weights to themselves.
+pub trait Learner: Send + 'static {
+    /// Digest of the public transfer set this learner labels (the session refuses rounds on another).
+    fn public_digest(&self) -> Digest;
+    /// Rows of the public transfer set.
+    fn public_len(&self) -> u64;
+    /// Classes of the task.
+    fn classes(&self) -> usize;
+    /// Samples the teacher learned from (sent as the contribution's weight).
+    fn private_samples(&self) -> u64;
+    /// The teacher's probabilities at `temperature` for the public rows `ids`, row-major
+    /// `ids.len() x classes()`.
+    fn label(&mut self, round: RoundId, ids: &[u64], temperature: f32) -> anyhow::Result<Vec<f32>>;
+    /// Distills a candidate student from the round's consensus (`consensus` is row-major probabilities for
+    /// `ids`), evaluates it, asks the guard against the metrics of the student serving now (`serving`,
+    /// empty before the first round) and keeps the candidate only when accepted.
+    fn distill(
+        &mut self,
+        round: RoundId,
+        ids: &[u64],
+        consensus: &[f32],
+        total_rounds: u64,
+        serving: &BTreeMap<String, f64>,
+    ) -> anyhow::Result<Distilled>;
+    /// What this learner holds.
+    fn summary(&self) -> LearnerSummary;
+}
+
+/// Work-directory file recording the DP-SGD cost of the saved teacher (`DpSgdCost` as JSON).
+pub const TEACHER_DP_FILE: &str = "teacher-dp.json";
+
+/// Everything a [`ModelLearner`] is made of, for a caller that prepared the parts itself (the in-process
+/// experiments of `fedistill bench`, which train many teachers and share the public and test sets).
+pub struct LearnerParts {
+    /// The public transfer set and its digest.
+    pub public: Arc<Dataset>,
+    /// Digest of the public set.
+    pub public_digest: Digest,
+    /// This node's evaluation set.
+    pub test: Arc<Dataset>,
+    /// The private teacher (refreshed in place when `refresh.epochs > 0`).
+    pub teacher: Arc<Model>,
+    /// The private training rows.
+    pub shard: Arc<Dataset>,
+    /// The student and its distillation settings.
+    pub distiller: Distiller,
+    /// The degradation guard.
+    pub guard: GuardConfig,
+    /// Teacher refresh (co-distillation).
+    pub refresh: RefreshConfig,
+    /// Seed of the teacher refresh (mixed with the round).
+    pub refresh_seed: u64,
+    /// Where the round artifacts go.
+    pub workdir: PathBuf,
+    /// The teacher's test accuracy.
+    pub local_only_accuracy: f64,
+}
+
+/// The participant's real learner: private teacher, shared student, INT8, guard; artifacts under the work
+/// directory (`teacher.safetensors`, `student.safetensors`, `student-int8.gguf`, `round-NNNN/`).
+pub struct ModelLearner {
+    public: Arc<Dataset>,
+    public_digest: Digest,
+    test: Arc<Dataset>,
+    teacher: Arc<Model>,
+    shard: Arc<Dataset>,
+    distiller: Distiller,
+    guard: GuardConfig,
+    refresh: RefreshConfig,
+    workdir: PathBuf,
+    /// Seed of the teacher refresh (mixed with the round).
+    refresh_seed: u64,
+    /// Temperature of the last soft labels released (the consensus of that round is at it).
+    last_temperature: f32,
+    local_only_accuracy: f64,
+    teacher_dp: Option<DpSgdCost>,
+}
+
+impl ModelLearner {
+    /// Takes this node's part of `split`, trains the private teacher (or reloads it from the work
+    /// directory) and builds the student. Blocking: minutes on a large shard.
+    pub fn prepare(settings: &ParticipantSettings, split: FederatedSplit) -> anyhow::Result<Self> {
+        let shard = split
+            .shards
+            .get(settings.shard)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("shard {} is not in the split", settings.shard))?;
+        let public_digest = Digest(split.public_digest);
+        let (public, test) = (split.public, split.test);
+
+        let defaults = LocalOptions::defaults_for(&shard, settings.data.seed);
+        let teacher_cfg = settings.teacher.clone().unwrap_or(defaults.teacher.model.clone());
+        let student_cfg = settings.student.clone().unwrap_or(defaults.student.model.clone());
+        let train_cfg = settings
+            .train
+            .clone()
+            .unwrap_or_else(|| default_train(&shard.kind, settings.data.seed + settings.shard as u64));
+        let distill_cfg: DistillConfig = settings.distill.clone().unwrap_or_else(|| {
+            let mut d = default_distill(&shard.kind, settings.student_seed);
+            d.epochs_per_round = 10;
+            d
+        });
+        let (dim, classes) = (shard.dim, shard.num_classes);
+        let teacher_path = settings.workdir.join("teacher.safetensors");
+        let dp_record_path = settings.workdir.join(TEACHER_DP_FILE);
+        // DP-SGD of the teacher ([privacy.teacher], docs/privacy.md): its cost is known before training and
+        // refused at start when it alone exceeds the budget.
+        let dp_teacher = match settings.privacy.as_ref().and_then(|p| p.teacher.map(|t| (p, t))) {
+            Some((p, t)) => {
+                anyhow::ensure!(
+                    matches!(teacher_cfg, fedistill_shared::ml::ModelConfig::Mlp { .. }),
+                    "[privacy.teacher] (DP-SGD) supports MLP teachers only; set [teacher] kind = \"mlp\""
+                );
+                let cost = p
+                    .teacher_cost(shard.n, train_cfg.epochs)?
+                    .context("DP-SGD settings without a cost")?;
+                Some((t, cost))
+            }
+            None => None,
+        };
+        let budget = settings.privacy.map(|p| p.budget_epsilon);
+        let progress = Progress::with_mode(fedistill_shared::ml::ProgressMode::Lines);
+        let (teacher, teacher_dp) = if teacher_path.exists() {
+            info!(path = %teacher_path.display(), "reloading the private teacher");
+            let m = Model::load(&teacher_cfg, dim, classes, &teacher_path)?;
+            // A reloaded teacher costs what its training cost (recorded beside it), not what the current
+            // settings would cost; one trained without DP-SGD cannot serve a DP-SGD config.
+            let cost = match &dp_teacher {
+                None => None,
+                Some(_) => {
+                    let bytes = std::fs::read(&dp_record_path).map_err(|_| {
+                        anyhow::anyhow!(
+                            "{} was not trained with DP-SGD ({} is missing) but [privacy.teacher] is set: delete \
+                             it to retrain the teacher privately",
+                            teacher_path.display(),
+                            dp_record_path.display()
+                        )
+                    })?;
+                    let c: DpSgdCost = serde_json::from_slice(&bytes)
+                        .with_context(|| format!("decoding {}", dp_record_path.display()))?;
+                    if let Some(b) = budget {
+                        anyhow::ensure!(
+                            c.epsilon <= b,
+                            "the saved DP-SGD teacher cost epsilon {:.3}, more than budget_epsilon {b}",
+                            c.epsilon
+                        );
+                    }
+                    Some(c)
+                }
+            };
+            (m, cost)
+        } else if let Some((t, cost)) = dp_teacher {
+            info!(
+                samples = shard.n,
+                steps = cost.steps,
+                sampling_rate = cost.sampling_rate,
+                noise_multiplier = t.noise_multiplier,
+                epsilon = cost.epsilon,
+                delta = cost.delta,
+                "training the private teacher with DP-SGD"
+            );
+            let dp = fedistill_shared::ml::DpSgdConfig {
+                noise_multiplier: t.noise_multiplier,
+                clip: t.clip,
+                batch: t.batch,
+            };
+            // Sampling and noise must be unpredictable: ChaCha20 seeded from the OS.
+            let mut rng = fedistill_shared::privacy::os_rng()?;
+            let (m, stats) = fedistill_shared::ml::train_teacher_dp(
+                &teacher_cfg,
+                &shard,
+                &train_cfg,
+                &dp,
+                Some(&public),
+                &mut rng,
+                &progress,
+            )?;
+            anyhow::ensure!(
+                stats.steps == cost.steps,
+                "DP-SGD ran {} steps, {} accounted",
+                stats.steps,
+                cost.steps
+            );
+            m.save(&teacher_path)?;
+            crate::lifecycle::write_json(&dp_record_path, &cost)?;
+            (m, Some(cost))
+        } else {
+            info!(samples = shard.n, "training the private teacher on local data");
+            let m = train_teacher(&teacher_cfg, &shard, &train_cfg, &progress)?;
+            m.save(&teacher_path)?;
+            (m, None)
+        };
+        let local_only_accuracy = evaluate(&teacher, &test, None)?.accuracy;
+        info!(
+            accuracy = local_only_accuracy,
+            params = teacher.params(),
+            dp_sgd_epsilon = teacher_dp.map(|c| c.epsilon),
+            "teacher ready (local-only baseline)"
+        );
+
+        let student_path = settings.workdir.join("student.safetensors");
+        let student = if student_path.exists() {
+            Model::load(&student_cfg, dim, classes, &student_path)?
+        } else {
+            Model::new(&student_cfg, dim, classes, settings.student_seed)?
+        };
+        let mut learner = ModelLearner::from_parts(LearnerParts {
+            public: Arc::new(public),
+            public_digest,
+            test: Arc::new(test),
+            teacher: Arc::new(teacher),
+            shard: Arc::new(shard),
+            distiller: Distiller::new(student, distill_cfg),
+            guard: GuardConfig::new(settings.guard_metrics.clone(), settings.guard_max_relative_drop)?,
+            refresh: settings.refresh.clone(),
+            refresh_seed: settings.data.seed ^ (settings.shard as u64) << 32,
+            workdir: settings.workdir.clone(),
+            local_only_accuracy,
+        });
+        learner.teacher_dp = teacher_dp;
+        Ok(learner)
+    }
+
+    /// A learner from prepared parts (no DP-SGD teacher).
+    pub fn from_parts(p: LearnerParts) -> Self {
+        ModelLearner {
+            public: p.public,
+            public_digest: p.public_digest,
+            test: p.test,
+            teacher: p.teacher,
+            shard: p.shard,
+            distiller: p.distiller,
+            guard: p.guard,
+            refresh: p.refresh,
+            workdir: p.workdir,
+            refresh_seed: p.refresh_seed,
+            last_temperature: 1.0,
+            local_only_accuracy: p.local_only_accuracy,
+            teacher_dp: None,
+        }
+    }
+
+    /// The DP-SGD cost of the teacher, when it was trained with DP-SGD.
+    pub fn teacher_dp(&self) -> Option<DpSgdCost> {
+        self.teacher_dp
+    }
+
+    fn public_rows(&self, ids: &[u64]) -> Vec<f32> {
+        ids.iter().flat_map(|&i| self.public.row(i as usize).to_vec()).collect()
+    }
+
+    /// Co-distillation (`[refresh]`, docs/ml.md): fine-tunes the private teacher on its shard plus this
+    /// round's public rows `ids` with the consensus as soft targets, then saves it (write and rename), so
+    /// the labels of the next round carry what the federation knows. Off when `epochs = 0`; skipped after
+    /// the last round. [`Learner::distill`] does this first; a caller that distills the (identical) shared
+    /// student once for many learners calls it on the others.
+    pub fn refresh(&mut self, round: RoundId, ids: &[u64], consensus: &[f32], total_rounds: u64) -> anyhow::Result<()> {
+        let x = self.public_rows(ids);
+        self.refresh_teacher(round, &x, consensus, total_rounds)
+    }
+
+    fn refresh_teacher(
+        &mut self,
+        round: RoundId,
+        x: &[f32],
+        consensus: &[f32],
+        total_rounds: u64,
+    ) -> anyhow::Result<()> {
+        if self.refresh.epochs == 0 || round.0 >= total_rounds {
+            return Ok(());
+        }
+        let data = RefreshData {
+            private_x: &self.shard.features,
+            private_y: &self.shard.labels,
+            public_x: x,
+            consensus,
+            temperature: self.last_temperature,
+        };
+        let loss = refresh_teacher(&self.teacher, &data, &self.refresh, self.refresh_seed ^ round.0)?;
+        let path = self.workdir.join("teacher.safetensors");
+        let tmp = path.with_extension("safetensors.tmp");
+        self.teacher.save(&tmp)?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))?;
+        info!(
+            round = round.0,
+            loss = loss.unwrap_or(f32::NAN),
+            "teacher refreshed from the consensus"
+        );
+        Ok(())
+    }
+}
+
+impl Learner for ModelLearner {
+    fn public_digest(&self) -> Digest {
+        self.public_digest
+    }
+
+    fn public_len(&self) -> u64 {
+        self.public.n as u64
+    }
+
+    fn classes(&self) -> usize {
+        self.teacher.classes()
+    }
+
+    fn private_samples(&self) -> u64 {
+        self.shard.n as u64
+    }
+
+    fn label(&mut self, _round: RoundId, ids: &[u64], temperature: f32) -> anyhow::Result<Vec<f32>> {
+        self.last_temperature = temperature;
+        let x = self.public_rows(ids);
+        Ok(self.teacher.probabilities(&x, ids.len(), temperature)?)
+    }
+
+    fn distill(
+        &mut self,
+        round: RoundId,
+        ids: &[u64],
+        consensus: &[f32],
+        total_rounds: u64,
+        serving: &BTreeMap<String, f64>,
+    ) -> anyhow::Result<Distilled> {
+        let x = self.public_rows(ids);
+        self.refresh_teacher(round, &x, consensus, total_rounds)?;
+        let classes = self.public.num_classes;
+        let consensus_correct = ids
+            .iter()
+            .zip(consensus.chunks_exact(classes))
+            .filter(|(&i, p)| fedistill_shared::ml::model::argmax(p) as u32 == self.public.labels[i as usize])
+            .count();
+        let consensus_accuracy = consensus_correct as f64 / ids.len().max(1) as f64;
+        // Keep the served student; distill a candidate in place and roll back when the guard refuses it.
+        let before = self.distiller.student().to_safetensors()?;
+        self.distiller.distill_round(
+            &x,
+            ids.len(),
+            &SoftTargets::Probabilities(consensus.to_vec()),
+            None,
+            (round.0 as usize).saturating_sub(1),
+            total_rounds.max(round.0) as usize,
+        )?;
+        let test = &self.test;
+        let student = self.distiller.student();
+        let metrics = evaluate(student, test, None)?;
+        let q = QuantizedModel::from_model(student, Profile::Int8)?;
+        let qlogits = q.logits(&test.features, test.n)?;
+        let int8_correct = qlogits
+            .chunks_exact(classes)
+            .zip(&test.labels)
+            .filter(|(r, &y)| fedistill_shared::ml::model::argmax(r) as u32 == y)
+            .count();
+        let int8_accuracy = int8_correct as f64 / test.n.max(1) as f64;
+        let int8_bytes = fedistill_shared::ml::quant::export::export_bytes(&q, Some(student))?;
+        let candidate = metric_map(&metrics)?;
+        let decision = (!serving.is_empty()).then(|| self.guard.decide(serving, &candidate));
+        let accepted = decision.as_ref().is_none_or(|d| d.accepted);
+        let round_dir = self.workdir.join(format!("round-{:04}", round.0));
+        std::fs::create_dir_all(&round_dir)?;
+        student.save(&round_dir.join("student.safetensors"))?;
+        std::fs::write(round_dir.join("student-int8.gguf"), &int8_bytes)?;
+        std::fs::write(round_dir.join("metrics.json"), serde_json::to_vec_pretty(&metrics)?)?;
+        if let Some(dec) = &decision {
+            std::fs::write(round_dir.join("guard.json"), serde_json::to_vec_pretty(dec)?)?;
+        }
+        if accepted {
+            student.save(&self.workdir.join("student.safetensors"))?;
+            std::fs::write(self.workdir.join("student-int8.gguf"), &int8_bytes)?;
+        } else {
+            // Roll the working student back to the served one.
+            let restored = Model::from_safetensors(student.config(), student.in_dim(), student.classes(), &before)?;
+            student.copy_weights_from(&restored)?;
+        }
+        Ok(Distilled {
+            metrics: candidate,
+            int8_accuracy,
+            int8_bytes: int8_bytes.len(),
+            accepted,
+            guard_reason: decision.map(|d| d.reason).unwrap_or_else(|| "first student".into()),
+            student_digest: Digest(self.distiller.student().weights_digest()),
+            consensus_accuracy,
+        })
+    }
+
+    fn summary(&self) -> LearnerSummary {
+        LearnerSummary {
+            private_samples: self.shard.n,
+            local_only_accuracy: self.local_only_accuracy,
+            teacher_params: self.teacher.params(),
+            student_params: self.distiller.student().params(),
+        }
+    }
+}

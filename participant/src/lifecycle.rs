@@ -1,0 +1,735 @@
+//! The participant's round lifecycle, synchronous and without I/O beyond its work directory: it feeds the
+//! verified pushes to the sans-IO [`ParticipantSession`], runs the [`Learner`] for what the session asks
+//! (label, distill), applies the privacy budget, keeps the node's persistent state (`state.json`,
+//! `privacy.json`) and yields the complete, unsigned messages to send. The async driver
+//! (`crate::service`) only verifies, signs, sends, witnesses and times; it calls [`RoundLifecycle::next`]
+//! on a blocking thread.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use fedistill_shared::crypto::{RoundId, Verified};
+use fedistill_shared::privacy::{ParticipantPrivacy, PrivacySettings, Release};
+use fedistill_shared::protocol::{softlabels, Encoding, ParticipantOutput, ParticipantSession, SessionError};
+use fedistill_shared::wire::messages::{
+    Abstain, AggregateLabels, RoundOpen, RoundReport, SoftLabels, ABSTAIN_BUDGET_EXHAUSTED,
+};
+
+use crate::learner::Learner;
+
+/// One round as this participant saw it (a line of `rounds.jsonl`, and part of `result.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundRecord {
+    /// Round number.
+    pub round: u64,
+    /// Soft-label payload bytes sent.
+    pub bytes_up: u64,
+    /// Aggregate payload bytes received.
+    pub bytes_down: u64,
+    /// Test accuracy of this round's distilled student (f32).
+    pub student_accuracy: f64,
+    /// Test accuracy of its INT8 version.
+    pub int8_accuracy: f64,
+    /// Agreement of the aggregate with the true labels of the round's public samples (for reporting only;
+    /// the labels are never used for training).
+    pub consensus_accuracy: f64,
+    /// Whether the guard accepted the candidate.
+    pub guard_accepted: bool,
+    /// Seconds from receiving the round opening to sending the report.
+    pub seconds: f64,
+    /// Contributors of the round.
+    pub contributors: usize,
+}
+
+/// What the node keeps across restarts (`state.json`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeState {
+    /// Last round fully handled (distilled and reported).
+    pub last_done: u64,
+    /// Last sequence number signed (sequence numbers only grow, across restarts too).
+    pub seq: u64,
+    /// Metrics of the student that serves now (empty before the first round).
+    pub accepted_metrics: BTreeMap<String, f64>,
+    /// INT8 accuracy of the serving student.
+    pub accepted_int8_accuracy: f64,
+    /// INT8 export size of the serving student.
+    pub accepted_int8_bytes: usize,
+    /// Every round handled.
+    pub rounds: Vec<RoundRecord>,
+    /// Checkpoints cosigned.
+    pub cosigned: u64,
+}
+
+/// A complete, unsigned message for the driver to sign and send.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outgoing {
+    /// This round's soft labels; call [`RoundLifecycle::labels_delivered`] once the coordinator holds them.
+    SoftLabels(SoftLabels),
+    /// A signed refusal to contribute (the privacy budget is spent).
+    Abstain(Abstain),
+    /// The round's report.
+    Report(RoundReport),
+    /// The coordinator finished all rounds.
+    Finished,
+}
+
+/// Work-directory file holding how many rounds the DP accountant has released.
+pub const PRIVACY_FILE: &str = "privacy.json";
+/// Work-directory file holding [`NodeState`].
+pub const STATE_FILE: &str = "state.json";
+
+/// Metrics a round report carries (besides `int8_accuracy` and the privacy figures).
+const REPORTED: [&str; 5] = ["accuracy", "macro_f1", "roc_auc", "log_loss", "ece"];
+
+/// Timing and traffic of a round in flight.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    opened: Instant,
+    bytes_up: u64,
+    bytes_down: u64,
+    contributors: usize,
+}
+
+/// A participant's rounds: session, learner, privacy and persistent state.
+pub struct RoundLifecycle<L: Learner> {
+    session: ParticipantSession,
+    learner: L,
+    privacy: Option<ParticipantPrivacy>,
+    state: NodeState,
+    encoding: Encoding,
+    workdir: PathBuf,
+    in_flight: BTreeMap<u64, InFlight>,
+}
+
+impl<L: Learner> RoundLifecycle<L> {
+    /// Opens the lifecycle in `workdir`, restoring `state.json` and the privacy accountant's released
+    /// rounds (so a restart neither redoes a round nor forgets what the budget spent). `teacher_dp` is the
+    /// DP-SGD cost of the learner's teacher, when it was DP-trained.
+    pub fn open(
+        learner: L,
+        workdir: &Path,
+        encoding: Encoding,
+        privacy: Option<&PrivacySettings>,
+        teacher_dp: Option<fedistill_shared::privacy::DpSgdCost>,
+    ) -> anyhow::Result<Self> {
+        let state_path = workdir.join(STATE_FILE);
+        let state: NodeState = match std::fs::read(&state_path) {
+            Ok(b) => serde_json::from_slice(&b).with_context(|| format!("decoding {}", state_path.display()))?,
+            Err(_) => NodeState::default(),
+        };
+        let privacy = match privacy {
+            Some(cfg) => {
+                let path = workdir.join(PRIVACY_FILE);
+                let released = match std::fs::read(&path) {
+                    Ok(b) => serde_json::from_slice::<serde_json::Value>(&b)
+                        .ok()
+                        .and_then(|v| v.get("rounds_released").and_then(|r| r.as_u64()))
+                        .with_context(|| format!("{} has no rounds_released count", path.display()))?,
+                    Err(_) => 0,
+                };
+                Some(ParticipantPrivacy::with_settings(
+                    cfg,
+                    teacher_dp,
+                    learner.classes(),
+                    released,
+                ))
+            }
+            None => None,
+        };
+        let session = ParticipantSession::new(
+            learner.public_digest(),
+            learner.public_len(),
+            learner.classes() as u32,
+            RoundId(state.last_done),
+        );
+        Ok(RoundLifecycle {
+            session,
+            learner,
+            privacy,
+            state,
+            encoding,
+            workdir: workdir.to_path_buf(),
+            in_flight: BTreeMap::new(),
+        })
+    }
+
+    /// The persistent state.
+    pub fn state(&self) -> &NodeState {
+        &self.state
+    }
+
+    /// The learner.
+    pub fn learner(&self) -> &L {
+        &self.learner
+    }
+
+    /// The privacy accountant, when `[privacy]` is on.
+    pub fn privacy(&self) -> Option<&ParticipantPrivacy> {
+        self.privacy.as_ref()
+    }
+
+    /// The next sequence number to sign with: the wall clock in microseconds, never below the last one
+    /// (persisted before it is used, so a restart after the clock went back cannot reuse one).
+    pub fn next_seq(&mut self, now_micros: u64) -> anyhow::Result<u64> {
+        self.state.seq = (self.state.seq + 1).max(now_micros);
+        self.save()?;
+        Ok(self.state.seq)
+    }
+
+    /// Counts a cosigned checkpoint.
+    pub fn note_cosigned(&mut self) {
+        self.state.cosigned += 1;
+    }
+
+    /// A verified round opening; `Err` says why this node does not label the round.
+    pub fn on_open(&mut self, open: Verified<RoundOpen>) -> Result<(), SessionError> {
+        let round = open.value().round;
+        self.session.handle_open(open)?;
+        self.in_flight.insert(
+            round.0,
+            InFlight {
+                opened: Instant::now(),
+                bytes_up: 0,
+                bytes_down: 0,
+                contributors: 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// A verified aggregate; `Err` says why it is ignored.
+    pub fn on_aggregate(&mut self, agg: Verified<AggregateLabels>) -> Result<(), SessionError> {
+        let round = agg.value().round;
+        // The encoded consensus, as the soft labels' payload is counted up.
+        let (bytes, contributors) = (agg.value().probabilities.len() as u64, agg.value().contributors.len());
+        self.session.handle_aggregate(agg)?;
+        if let Some(r) = self.in_flight.get_mut(&round.0) {
+            r.bytes_down = bytes;
+            r.contributors = contributors;
+        }
+        Ok(())
+    }
+
+    /// The coordinator finished all rounds.
+    pub fn on_finished(&mut self) {
+        self.session.handle_finished();
+    }
+
+    /// The coordinator holds this round's soft labels (acknowledged, or already held).
+    pub fn labels_delivered(&mut self, round: RoundId, bytes: u64) {
+        self.session.handle_labels_sent(round);
+        if let Some(r) = self.in_flight.get_mut(&round.0) {
+            r.bytes_up = bytes;
+        }
+    }
+
+    /// Runs the learner for the session's next effect and returns the message it produced; `None` when
+    /// nothing is left to do until the next push. Blocking (teacher inference, distillation, evaluation).
+    pub fn step(&mut self) -> anyhow::Result<Option<Outgoing>> {
+        while let Some(out) = self.session.poll_output() {
+            match out {
+                ParticipantOutput::ComputeSoftLabels {
+                    round,
+                    sample_ids,
+                    temperature,
+                } => return self.label(round, &sample_ids, temperature).map(Some),
+                ParticipantOutput::Distill {
+                    round,
+                    sample_ids,
+                    probabilities,
+                    total_rounds,
+                    ..
+                } => {
+                    let report = self.distill(round, &sample_ids, &probabilities, total_rounds)?;
+                    self.session.handle_distilled(report);
+                }
+                ParticipantOutput::SendReport(report) => return Ok(Some(Outgoing::Report(report))),
+                ParticipantOutput::Finished => return Ok(Some(Outgoing::Finished)),
+            }
+        }
+        Ok(None)
+    }
+
+    fn label(&mut self, round: RoundId, ids: &[u64], temperature: f32) -> anyhow::Result<Outgoing> {
+        let probs = self.learner.label(round, ids, temperature)?;
+        let classes = self.learner.classes();
+        let probs = match self.privacy.as_mut() {
+            None => probs,
+            Some(dp) => {
+                let mut rng = fedistill_shared::privacy::os_rng()?;
+                match dp.handle_round(round.0, &probs, ids.len(), classes, &mut rng)? {
+                    Release::Send { labels, spend } => {
+                        let released = serde_json::json!({ "rounds_released": dp.rounds_released() });
+                        write_json(&self.workdir.join(PRIVACY_FILE), &released)?;
+                        info!(
+                            round = round.0,
+                            epsilon_round = spend.epsilon_round,
+                            epsilon_total = spend.epsilon_total,
+                            delta = spend.delta,
+                            "soft labels privatized"
+                        );
+                        labels
+                    }
+                    Release::BudgetExhausted {
+                        would_reach,
+                        budget,
+                        spent,
+                    } => {
+                        // Out of budget: say so, signed, so the round does not wait for us (docs/privacy.md
+                        // "When the budget runs out"). Every later round ends here too; the node stays
+                        // connected until the federation finishes.
+                        warn!(
+                            round = round.0,
+                            would_reach,
+                            budget,
+                            spent,
+                            "privacy budget would be exceeded: abstaining from round {} (epsilon spent {spent:.3} of the budget {budget}; this round would reach {would_reach:.3}); no soft labels are sent from now on",
+                            round.0
+                        );
+                        return Ok(Outgoing::Abstain(Abstain {
+                            round,
+                            reason: ABSTAIN_BUDGET_EXHAUSTED.into(),
+                            figures: vec![
+                                ("epsilon_budget".into(), budget),
+                                ("epsilon_spent".into(), spent),
+                                ("epsilon_would_reach".into(), would_reach),
+                            ],
+                        }));
+                    }
+                }
+            }
+        };
+        Ok(Outgoing::SoftLabels(softlabels::soft_labels_message(
+            round,
+            self.learner.public_digest(),
+            ids,
+            &probs,
+            classes,
+            self.encoding,
+            self.learner.private_samples(),
+        )?))
+    }
+
+    fn distill(
+        &mut self,
+        round: RoundId,
+        ids: &[u64],
+        consensus: &[f32],
+        total_rounds: u64,
+    ) -> anyhow::Result<RoundReport> {
+        let d = self
+            .learner
+            .distill(round, ids, consensus, total_rounds, &self.state.accepted_metrics)?;
+        if d.accepted {
+            self.state.accepted_metrics = d.metrics.clone();
+            self.state.accepted_int8_accuracy = d.int8_accuracy;
+            self.state.accepted_int8_bytes = d.int8_bytes;
+        }
+        let flight = self.in_flight.remove(&round.0);
+        let student_accuracy = d.metrics.get("accuracy").copied().unwrap_or(0.0);
+        let record = RoundRecord {
+            round: round.0,
+            bytes_up: flight.map_or(0, |f| f.bytes_up),
+            bytes_down: flight.map_or(0, |f| f.bytes_down),
+            student_accuracy,
+            int8_accuracy: d.int8_accuracy,
+            consensus_accuracy: d.consensus_accuracy,
+            guard_accepted: d.accepted,
+            seconds: flight.map_or(0.0, |f| f.opened.elapsed().as_secs_f64()),
+            contributors: flight.map_or(0, |f| f.contributors),
+        };
+        info!(
+            round = round.0,
+            student_accuracy,
+            int8_accuracy = d.int8_accuracy,
+            consensus_accuracy = d.consensus_accuracy,
+            guard = if d.accepted { "accept" } else { "reject" },
+            "round distilled"
+        );
+        self.state.rounds.push(record);
+        self.state.last_done = round.0;
+        self.save()?;
+        let dp_metrics = self
+            .privacy
+            .as_ref()
+            .map(|p| p.report_metrics(round.0))
+            .unwrap_or_default();
+        Ok(RoundReport {
+            round,
+            metrics: d
+                .metrics
+                .iter()
+                .filter(|(k, _)| REPORTED.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), *v))
+                .chain([("int8_accuracy".to_string(), d.int8_accuracy)])
+                .chain(dp_metrics)
+                .collect(),
+            student_digest: d.student_digest,
+            guard_accepted: d.accepted,
+            guard_reason: d.guard_reason,
+            privacy_spend: self.privacy.as_ref().and_then(|p| p.report_spend(round.0)),
+        })
+    }
+
+    /// Writes `state.json` (write and rename).
+    pub fn save(&self) -> anyhow::Result<()> {
+        write_json(&self.workdir.join(STATE_FILE), &self.state)
+    }
+}
+
+/// Writes `value` as pretty JSON to `path` through a temporary file and a rename.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    let tmp: PathBuf = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(value)?).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The round lifecycle through the learner seam, with a scripted learner: no network, no model.
+    use super::*;
+    use crate::learner::{Distilled, LearnerSummary};
+    use fedistill_shared::crypto::Digest;
+    use fedistill_shared::crypto::{FederationId, ReplayGuard, Signed, Signer, SigningIdentity};
+    use fedistill_shared::protocol::coordinator::aggregate_labels_message;
+    use fedistill_shared::protocol::AggregationRule;
+    use fedistill_shared::wire::messages::sample_ids_digest;
+    use std::sync::{Arc, Mutex};
+
+    const CLASSES: usize = 3;
+    const PUBLIC: Digest = Digest([5; 32]);
+
+    /// What the lifecycle asked of the learner.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Call {
+        Label {
+            round: u64,
+            ids: Vec<u64>,
+            temperature: f32,
+        },
+        Distill {
+            round: u64,
+            consensus: Vec<f32>,
+            serving: BTreeMap<String, f64>,
+        },
+    }
+
+    /// Labels every row with a fixed distribution; accepts or refuses candidates as scripted.
+    struct Scripted {
+        calls: Arc<Mutex<Vec<Call>>>,
+        /// Accuracy and guard verdict of the candidate of each round (round 1 first).
+        candidates: Vec<(f64, bool)>,
+    }
+
+    impl Learner for Scripted {
+        fn public_digest(&self) -> Digest {
+            PUBLIC
+        }
+        fn public_len(&self) -> u64 {
+            100
+        }
+        fn classes(&self) -> usize {
+            CLASSES
+        }
+        fn private_samples(&self) -> u64 {
+            42
+        }
+        fn label(&mut self, round: RoundId, ids: &[u64], temperature: f32) -> anyhow::Result<Vec<f32>> {
+            self.calls.lock().expect("lock").push(Call::Label {
+                round: round.0,
+                ids: ids.to_vec(),
+                temperature,
+            });
+            Ok(ids.iter().flat_map(|_| [0.7f32, 0.2, 0.1]).collect())
+        }
+        fn distill(
+            &mut self,
+            round: RoundId,
+            _ids: &[u64],
+            consensus: &[f32],
+            _total_rounds: u64,
+            serving: &BTreeMap<String, f64>,
+        ) -> anyhow::Result<Distilled> {
+            self.calls.lock().expect("lock").push(Call::Distill {
+                round: round.0,
+                consensus: consensus.to_vec(),
+                serving: serving.clone(),
+            });
+            let (accuracy, accepted) = self.candidates[(round.0 - 1) as usize];
+            Ok(Distilled {
+                metrics: BTreeMap::from([("accuracy".into(), accuracy), ("train_seconds".into(), 1.0)]),
+                int8_accuracy: accuracy - 0.01,
+                int8_bytes: 1000 + round.0 as usize,
+                accepted,
+                guard_reason: if accepted { "kept" } else { "accuracy dropped" }.into(),
+                student_digest: Digest([round.0 as u8; 32]),
+                consensus_accuracy: 0.5,
+            })
+        }
+        fn summary(&self) -> LearnerSummary {
+            LearnerSummary::default()
+        }
+    }
+
+    struct Coordinator {
+        key: SigningIdentity,
+        federation: FederationId,
+        guard: ReplayGuard,
+        seq: u64,
+    }
+
+    impl Coordinator {
+        fn new() -> Self {
+            let federation = FederationId::new("lifecycle-test").expect("id");
+            Coordinator {
+                key: SigningIdentity::generate().expect("key"),
+                guard: ReplayGuard::new(federation.clone()),
+                federation,
+                seq: 0,
+            }
+        }
+        fn verified<T: fedistill_shared::crypto::SignedMessage + serde::de::DeserializeOwned>(
+            &mut self,
+            round: u64,
+            body: &T,
+        ) -> Verified<T> {
+            self.seq += 1;
+            let s = Signed::sign(
+                &self.key,
+                Signer::Coordinator,
+                self.federation.clone(),
+                RoundId(round),
+                self.seq,
+                body,
+            )
+            .expect("sign");
+            let v = s
+                .verify(
+                    &self.key.public_key(),
+                    &Signer::Coordinator,
+                    &self.guard,
+                    RoundId(round),
+                )
+                .expect("verify");
+            self.guard.accept(v.fresh());
+            v
+        }
+        fn open(&mut self, round: u64, ids: &[u64]) -> Verified<RoundOpen> {
+            let body = RoundOpen {
+                round: RoundId(round),
+                total_rounds: 3,
+                public_digest: PUBLIC,
+                sample_ids: ids.to_vec(),
+                sample_ids_digest: sample_ids_digest(ids),
+                temperature: 2.5,
+                rule: AggregationRule::Mean,
+                deadline_ms: 1000,
+                quorum: 1,
+                classes: CLASSES as u32,
+            };
+            self.verified(round, &body)
+        }
+        fn aggregate(&mut self, round: u64, consensus: &[f32]) -> Verified<AggregateLabels> {
+            let body = aggregate_labels_message(
+                RoundId(round),
+                AggregationRule::Mean,
+                Vec::new(),
+                Vec::new(),
+                consensus,
+                CLASSES,
+                Encoding::F32,
+                String::new(),
+            )
+            .expect("aggregate");
+            self.verified(round, &body)
+        }
+    }
+
+    fn lifecycle(dir: &Path, candidates: Vec<(f64, bool)>) -> (RoundLifecycle<Scripted>, Arc<Mutex<Vec<Call>>>) {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let learner = Scripted {
+            calls: calls.clone(),
+            candidates,
+        };
+        (
+            RoundLifecycle::open(learner, dir, Encoding::F32, None, None).expect("open"),
+            calls,
+        )
+    }
+
+    fn take(calls: &Arc<Mutex<Vec<Call>>>) -> Vec<Call> {
+        std::mem::take(&mut *calls.lock().expect("lock"))
+    }
+
+    /// Opens, labels, delivers and distills one round; returns the report.
+    fn round(lc: &mut RoundLifecycle<Scripted>, c: &mut Coordinator, n: u64, ids: &[u64]) -> RoundReport {
+        lc.on_open(c.open(n, ids)).expect("open");
+        let Some(Outgoing::SoftLabels(labels)) = lc.step().expect("label") else {
+            panic!("expected soft labels");
+        };
+        lc.labels_delivered(RoundId(n), labels.payload.len() as u64);
+        let consensus: Vec<f32> = ids.iter().flat_map(|_| [0.6f32, 0.3, 0.1]).collect();
+        lc.on_aggregate(c.aggregate(n, &consensus)).expect("aggregate");
+        match lc.step().expect("distill") {
+            Some(Outgoing::Report(r)) => r,
+            other => panic!("expected a report, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_round_labels_with_the_learner_then_distills_from_the_consensus_and_reports() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (mut lc, calls) = lifecycle(dir.path(), vec![(0.8, true)]);
+        let mut c = Coordinator::new();
+        let ids = [3u64, 4, 9];
+        lc.on_open(c.open(1, &ids)).expect("open");
+        let Some(Outgoing::SoftLabels(labels)) = lc.step().expect("label") else {
+            panic!("expected soft labels");
+        };
+        assert_eq!(
+            take(&calls),
+            vec![Call::Label {
+                round: 1,
+                ids: ids.to_vec(),
+                temperature: 2.5
+            }]
+        );
+        assert_eq!(
+            (labels.round, labels.public_digest, labels.samples),
+            (RoundId(1), PUBLIC, 42)
+        );
+        let sent = softlabels::decode(&labels.payload, 3, CLASSES, Encoding::F32).expect("decode");
+        assert_eq!(sent, [0.7f32, 0.2, 0.1].repeat(3));
+        // Nothing more until the coordinator holds the labels: an aggregate now is not ours to distill.
+        assert_eq!(lc.step().expect("idle"), None);
+        let consensus: Vec<f32> = [0.6f32, 0.3, 0.1].repeat(3);
+        assert!(matches!(
+            lc.on_aggregate(c.aggregate(1, &consensus)),
+            Err(SessionError::NotContributed(_))
+        ));
+        lc.labels_delivered(RoundId(1), labels.payload.len() as u64);
+        lc.on_aggregate(c.aggregate(1, &consensus)).expect("aggregate");
+        let Some(Outgoing::Report(report)) = lc.step().expect("distill") else {
+            panic!("expected a report");
+        };
+        assert_eq!(
+            take(&calls),
+            vec![Call::Distill {
+                round: 1,
+                consensus: consensus.clone(),
+                serving: BTreeMap::new()
+            }]
+        );
+        // The report carries the reported metrics only, the INT8 accuracy, the digest and the guard.
+        assert_eq!(
+            report.metrics,
+            vec![("accuracy".into(), 0.8), ("int8_accuracy".into(), 0.8 - 0.01)]
+        );
+        assert_eq!(report.student_digest, Digest([1; 32]));
+        assert_eq!((report.guard_accepted, report.guard_reason.as_str()), (true, "kept"));
+        assert_eq!(report.privacy_spend, None);
+        // The record counts the labels sent up and the consensus received down, each once.
+        let rec = &lc.state().rounds[0];
+        assert_eq!((rec.bytes_up, rec.bytes_down), (labels.payload.len() as u64, 36));
+        assert_eq!(lc.state().last_done, 1);
+        assert_eq!(lc.step().expect("idle"), None);
+    }
+
+    #[test]
+    fn a_refused_candidate_keeps_the_serving_student_and_its_metrics() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (mut lc, calls) = lifecycle(dir.path(), vec![(0.8, true), (0.5, false), (0.85, true)]);
+        let mut c = Coordinator::new();
+        round(&mut lc, &mut c, 1, &[0, 1]);
+        let r2 = round(&mut lc, &mut c, 2, &[2, 3]);
+        assert!(!r2.guard_accepted);
+        assert_eq!(lc.state().accepted_metrics["accuracy"], 0.8);
+        assert_eq!(lc.state().accepted_int8_bytes, 1001);
+        round(&mut lc, &mut c, 3, &[4, 5]);
+        // Round 3's candidate was judged against round 1's student, the one still serving.
+        let serving: Vec<BTreeMap<String, f64>> = take(&calls)
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Distill { serving, .. } => Some(serving),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(serving.len(), 3);
+        assert!(serving[0].is_empty());
+        assert_eq!(serving[1]["accuracy"], 0.8);
+        assert_eq!(serving[2]["accuracy"], 0.8);
+        assert_eq!(lc.state().accepted_metrics["accuracy"], 0.85);
+    }
+
+    #[test]
+    fn a_restart_restores_state_and_never_redoes_a_round() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut c = Coordinator::new();
+        {
+            let (mut lc, _) = lifecycle(dir.path(), vec![(0.8, true), (0.9, true)]);
+            round(&mut lc, &mut c, 1, &[0, 1]);
+            assert_eq!(lc.next_seq(10).expect("seq"), 10);
+        }
+        let (mut lc, calls) = lifecycle(dir.path(), vec![(0.8, true), (0.9, true)]);
+        assert_eq!(lc.state().last_done, 1);
+        assert_eq!(lc.state().accepted_metrics["accuracy"], 0.8);
+        // Sequence numbers keep growing even if the clock went back.
+        assert_eq!(lc.next_seq(5).expect("seq"), 11);
+        // Round 1 again (a coordinator that restarted) is stale: nothing is labelled.
+        assert!(matches!(
+            lc.on_open(c.open(1, &[0, 1])),
+            Err(SessionError::Stale { .. })
+        ));
+        assert_eq!(lc.step().expect("idle"), None);
+        assert!(take(&calls).is_empty());
+        let r2 = round(&mut lc, &mut c, 2, &[2, 3]);
+        assert_eq!(r2.round, RoundId(2));
+        assert_eq!(lc.state().rounds.len(), 2);
+        lc.on_finished();
+        assert_eq!(lc.step().expect("finished"), Some(Outgoing::Finished));
+    }
+
+    #[test]
+    fn an_exhausted_privacy_budget_abstains_instead_of_sending_labels() {
+        use fedistill_shared::privacy::{PrivacyConfig, PrivacyMode};
+        let dir = tempfile::tempdir().expect("dir");
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let learner = Scripted {
+            calls: calls.clone(),
+            candidates: vec![(0.8, true); 3],
+        };
+        // A budget that one release already exceeds.
+        let cfg = PrivacyConfig {
+            mode: PrivacyMode::Soft,
+            noise_multiplier: 1.0,
+            delta: 1e-5,
+            clip: 1.0,
+            budget_epsilon: 0.01,
+        };
+        let settings = PrivacySettings {
+            labels: Some(cfg),
+            teacher: None,
+            delta: 1e-5,
+            budget_epsilon: 0.01,
+        };
+        let mut lc = RoundLifecycle::open(learner, dir.path(), Encoding::F32, Some(&settings), None).expect("open");
+        let mut c = Coordinator::new();
+        lc.on_open(c.open(1, &[0, 1])).expect("open");
+        let Some(Outgoing::Abstain(a)) = lc.step().expect("abstain") else {
+            panic!("expected an abstention");
+        };
+        assert_eq!((a.round, a.reason.as_str()), (RoundId(1), ABSTAIN_BUDGET_EXHAUSTED));
+        let figure = |name: &str| a.figures.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+        assert_eq!(figure("epsilon_budget"), Some(0.01));
+        assert!(figure("epsilon_would_reach").expect("would reach") > 0.01);
+        // Nothing was released, so nothing was recorded as spent.
+        assert_eq!(lc.privacy().expect("privacy").rounds_released(), 0);
+        assert!(!dir.path().join(PRIVACY_FILE).exists());
+    }
+}
