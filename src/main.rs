@@ -20,6 +20,9 @@ enum Command {
     /// Inspect the dataset catalog and seeded federated splits.
     #[command(subcommand)]
     Data(cli::data::DataCommand),
+    /// Task cards: draft one from the public transfer set.
+    #[command(subcommand)]
+    Task(cli::task::TaskCommand),
     /// Export, verify and show the coordinator's signed update log (auditor tools).
     #[command(subcommand)]
     Audit(cli::audit::AuditCommand),
@@ -48,6 +51,7 @@ fn main() -> std::process::ExitCode {
     cli::init_logging(cli.log_json);
     let result = match cli.command {
         Command::Data(cmd) => cli::data::run(cmd),
+        Command::Task(cmd) => cli::task::run(cmd),
         Command::Audit(cmd) => cli::audit::run(cmd),
         Command::Local(args) => cli::local::run(args),
         Command::Bench(cmd) => cli::bench::run(cmd),

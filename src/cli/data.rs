@@ -1,5 +1,6 @@
 //! `fedistill data`: list the dataset catalog and describe seeded federated splits
-//! (shapes, per-shard class counts, test/public sizes, the public transfer-set digest).
+//! (shapes, per-shard class counts, test/public sizes, the public transfer-set digest); check an
+//! institution's own files against a task card.
 
 use std::path::PathBuf;
 
@@ -26,6 +27,27 @@ pub enum DataCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Check own CSV files against a task card, exactly as the participant reads them; sends nothing.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The task card (TOML).
+    #[arg(long, value_name = "FILE")]
+    task: PathBuf,
+    /// Field delimiter: one character, or `tab`.
+    #[arg(long, default_value = ",")]
+    delimiter: String,
+    /// Card column CARD is the local column LOCAL (repeatable).
+    #[arg(long = "column", value_name = "CARD=LOCAL")]
+    columns: Vec<String>,
+    /// Problems listed per file.
+    #[arg(long, default_value_t = data::DEFAULT_MAX_PROBLEMS)]
+    max_problems: usize,
+    /// The CSV files to check.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
 }
 
 /// Flags that choose a dataset's files and its federated split; reusable by other commands.
@@ -106,7 +128,24 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
             Ok(())
         }
         DataCommand::Describe { name, split, json } => describe(&name, &split, json),
+        DataCommand::Check(args) => check(&args),
     }
+}
+
+fn check(a: &CheckArgs) -> anyhow::Result<()> {
+    let card = data::TaskCard::load(&a.task)?;
+    let opts = data::CsvOptions::from_args(&a.delimiter, &a.columns)?;
+    println!("task        {}\n", card.summary());
+    let mut unusable = 0;
+    for file in &a.files {
+        let report = data::check_csv(file, &card, &opts, a.max_problems);
+        println!("{report}");
+        unusable += usize::from(!report.usable());
+    }
+    if unusable > 0 {
+        anyhow::bail!("{unusable} of {} files cannot be used", a.files.len());
+    }
+    Ok(())
 }
 
 fn list(as_json: bool) {

@@ -10,6 +10,7 @@ pub mod local;
 pub mod node;
 pub mod provision;
 pub mod quantize;
+pub mod task;
 
 /// Sets up `tracing` output on stderr: human-readable by default, JSON lines with `--log-json`.
 pub fn init_logging(json: bool) {

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use crate::private::ProblemKind;
+
 /// An error from reading, decoding, cataloguing or splitting a dataset.
 ///
 /// `file` fields name where the bytes came from: a filesystem path, or `embedded:<file>` for the
@@ -92,6 +94,51 @@ pub enum DataError {
     /// k > classes, fractions outside (0,1), ...).
     #[error("invalid split: {0}")]
     InvalidSplit(String),
+
+    /// A task card whose fields contradict each other (or a card unfit for the operation).
+    #[error("{file}: task card field `{field}`: {problem}")]
+    Card {
+        /// The card file (or `task card` when it has no file).
+        file: String,
+        /// The offending field, as a TOML path (`features[2].levels`, `public.sha256`).
+        field: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+
+    /// A task card that is not valid TOML or holds keys or values the card format does not have.
+    #[error("{file}: not a valid task card: {detail}")]
+    CardSyntax {
+        /// The card file.
+        file: String,
+        /// The TOML parser's message (with line and column).
+        detail: String,
+    },
+
+    /// A header, row or cell of an institution's own CSV that does not fit the task card.
+    #[error("{file}:{line}:{column}: {detail}")]
+    Row {
+        /// The CSV file.
+        file: String,
+        /// 1-based line in the file where the record starts (line 1 is the header).
+        line: u64,
+        /// The column as the file's header names it; `header` for a header problem, `*` for
+        /// the whole row or file.
+        column: String,
+        /// The kind of problem (stable name).
+        kind: ProblemKind,
+        /// What is wrong, with the offending text.
+        detail: String,
+    },
+
+    /// An option of a reader (delimiter, column mapping) that cannot be used.
+    #[error("{what}: {problem}")]
+    InvalidOption {
+        /// The option and its value.
+        what: String,
+        /// Why it cannot be used.
+        problem: String,
+    },
 
     /// A `Dataset` whose fields are inconsistent (e.g. `features.len() != n * dim`).
     #[error("invalid dataset `{name}`: {detail}")]

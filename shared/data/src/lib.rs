@@ -1,5 +1,6 @@
 //! Datasets: readers (IDX, schema-driven CSV), the catalog with embedded copies, seeded federated
-//! splits, non-IID partitioners and the public transfer-set digest. See docs/data.md.
+//! splits, non-IID partitioners and the public transfer-set digest; the task card and the
+//! reader of an institution's own files against it. See docs/data.md.
 //!
 //! ```no_run
 //! use fedistill_data::{load, split, LoadOptions, SplitConfig};
@@ -15,10 +16,14 @@ mod dataset;
 mod digest;
 mod error;
 pub mod idx;
+mod infer;
 mod partition;
+mod private;
 mod rng;
 mod split;
+mod stats;
 pub mod tabular;
+mod task;
 
 pub use bytes::{maybe_gunzip, read_file, GZIP_MAGIC, MAX_DECOMPRESSED};
 pub use catalog::{
@@ -28,5 +33,14 @@ pub use catalog::{
 pub use dataset::{DataKind, Dataset};
 pub use digest::{public_digest, PUBLIC_DIGEST_TAG};
 pub use error::DataError;
+pub use infer::{infer_card, InferOptions, DEFAULT_MAX_LEVELS};
 pub use partition::Partition;
+pub use private::{
+    check_csv, read_private_csv, CheckReport, ColumnCheck, CsvOptions, LoadReport, ProblemKind, DEFAULT_MAX_PROBLEMS,
+    OUT_OF_RANGE_STDS,
+};
 pub use split::{split, FederatedSplit, SplitConfig};
+pub use task::{
+    Feature, FeatureStats, ImageShape, Impute, Label, Preprocessing, PublicFormat, PublicSet, Scale, TaskCard,
+    UnknownLevel, CARD_DIGEST_TAG, CARD_VERSION, OTHER_LEVEL,
+};

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use crate::digest::public_digest;
 use crate::partition::{assign, Partition};
 use crate::rng::SplitRng;
+use crate::stats::{fit_numeric, mode};
 use crate::tabular::{FeatureBlock, TabularSchema};
+use crate::task::Impute;
 use crate::{DataError, DataKind, Dataset};
 
 /// How to split a dataset into a federation.
@@ -192,33 +194,13 @@ impl Preprocessor {
             .iter()
             .map(|b| match *b {
                 FeatureBlock::Numeric { index, .. } => {
-                    let mut present: Vec<f64> = rows().map(|r| f64::from(r[index])).filter(|v| !v.is_nan()).collect();
-                    present.sort_by(f64::total_cmp);
-                    let median = match present.len() {
-                        0 => 0.0,
-                        k if k % 2 == 1 => present[k / 2],
-                        k => (present[k / 2 - 1] + present[k / 2]) / 2.0,
-                    };
-                    let imputed = || {
-                        rows().map(move |r| {
-                            let v = f64::from(r[index]);
-                            if v.is_nan() {
-                                median
-                            } else {
-                                v
-                            }
-                        })
-                    };
-                    let count = rows().count().max(1) as f64;
-                    let mean = imputed().sum::<f64>() / count;
-                    let var = imputed().map(|v| (v - mean) * (v - mean)).sum::<f64>() / count;
-                    let std = var.sqrt();
-                    let std = if std.is_finite() && std > 1e-12 { std } else { 1.0 };
+                    let values: Vec<f64> = rows().map(|r| f64::from(r[index])).collect();
+                    let fit = fit_numeric(&values, Impute::Median);
                     Fitted::Numeric {
                         index,
-                        median,
-                        mean,
-                        std,
+                        median: fit.fill,
+                        mean: fit.mean,
+                        std: fit.std,
                     }
                 }
                 FeatureBlock::OneHot { start, len, .. } => {
@@ -228,9 +210,7 @@ impl Preprocessor {
                             counts[k] += 1;
                         }
                     }
-                    let mode = (0..len)
-                        .max_by(|&a, &b| counts[a].cmp(&counts[b]).then(b.cmp(&a)))
-                        .unwrap_or(0);
+                    let mode = mode(&counts);
                     Fitted::OneHot { start, len, mode }
                 }
             })

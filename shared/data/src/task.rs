@@ -1,0 +1,973 @@
+// Over 800 lines: about 330 of them are the tests of every contradiction a card can hold.
+//! The task card: the TOML file a federation operator writes once to declare what every
+//! institution's own files must hold (label and classes, feature columns or image shape), how
+//! cells are imputed and scaled (with statistics from the PUBLIC transfer set, never from private
+//! rows), and which public file the federation distils on. Model sizes derive from it, so it is
+//! the one contract between the operator, the data stewards and the participants. See
+//! docs/data.md, "Task card and own files".
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::DataError;
+
+/// The only card format version this build reads and writes.
+pub const CARD_VERSION: u32 = 1;
+
+/// Domain-separation prefix of the card digest (see `TaskCard::digest`).
+pub const CARD_DIGEST_TAG: &[u8] = b"fedistill/task-card/v1\n";
+
+/// Name suffix of the implicit extra level of a categorical feature with `unknown = "other"`.
+pub const OTHER_LEVEL: &str = "<other>";
+
+/// A declared learning task. Build one with `TaskCard::from_toml_str`, `TaskCard::load` or
+/// `infer_card`; all three return a validated card in canonical form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskCard {
+    /// Task name (printed, and the name of every `Dataset` read against the card).
+    pub name: String,
+    /// Card format version; must be `CARD_VERSION`.
+    pub version: u32,
+    /// The label column and the classes.
+    pub label: Label,
+    /// Tabular tasks: the feature columns, in model input order. Empty for image tasks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<Feature>,
+    /// Image tasks: the image shape. Absent for tabular tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageShape>,
+    /// Tabular tasks: imputation, scaling and their statistics. Absent for image tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocessing: Option<Preprocessing>,
+    /// The public transfer set the card's statistics come from.
+    pub public: PublicSet,
+}
+
+/// `[label]`: where the class is and which classes exist.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Label {
+    /// The label column of a CSV (required for tabular tasks; unused for images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    /// Class texts as they appear in the label column; class id = index.
+    pub classes: Vec<String>,
+}
+
+/// One `[[features]]` entry: a CSV column and how it is encoded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Feature {
+    /// A number; one input feature, imputed and scaled with its statistics.
+    Numeric {
+        /// Column name.
+        name: String,
+    },
+    /// A category; one-hot over `levels` (plus one implicit `<other>` level with
+    /// `unknown = "other"`). One-hot values are never scaled.
+    Categorical {
+        /// Column name.
+        name: String,
+        /// Every known level, in one-hot order.
+        levels: Vec<String>,
+        /// What a cell holding none of `levels` does.
+        #[serde(default)]
+        unknown: UnknownLevel,
+    },
+    /// An ordered category; one input feature, its rank (0-based index in `levels`), imputed and
+    /// scaled like a number. An unknown level is always refused.
+    Ordinal {
+        /// Column name.
+        name: String,
+        /// The levels, lowest first.
+        levels: Vec<String>,
+    },
+}
+
+impl Feature {
+    /// The column name.
+    pub fn name(&self) -> &str {
+        match self {
+            Feature::Numeric { name } | Feature::Categorical { name, .. } | Feature::Ordinal { name, .. } => name,
+        }
+    }
+
+    /// Number of model inputs this column becomes.
+    pub fn width(&self) -> usize {
+        match self {
+            Feature::Numeric { .. } | Feature::Ordinal { .. } => 1,
+            Feature::Categorical { levels, unknown, .. } => levels.len() + usize::from(*unknown == UnknownLevel::Other),
+        }
+    }
+
+    /// The stable kind name used in the card (`numeric`, `categorical`, `ordinal`).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Feature::Numeric { .. } => "numeric",
+            Feature::Categorical { .. } => "categorical",
+            Feature::Ordinal { .. } => "ordinal",
+        }
+    }
+}
+
+/// What a categorical cell outside the declared levels does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownLevel {
+    /// The row is refused (an error naming file, line and column).
+    #[default]
+    Refuse,
+    /// The cell goes to an extra implicit level `<other>`, the last one-hot input of the column.
+    Other,
+}
+
+/// `[image]`: the shape of every image; inputs are `height * width * channels` values, row-major
+/// with the channel last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageShape {
+    /// Rows of pixels.
+    pub height: usize,
+    /// Columns of pixels.
+    pub width: usize,
+    /// Values per pixel (1 grey, 3 RGB).
+    pub channels: usize,
+}
+
+/// How a missing cell's fill value is chosen from the public set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Impute {
+    /// Numeric/ordinal: mean of the present public values; categorical: the most frequent level.
+    Mean,
+    /// Numeric/ordinal: median of the present public values; categorical: the most frequent level.
+    Median,
+    /// Numeric/ordinal: 0 (raw units, before scaling); categorical: an all-zero one-hot block.
+    Zero,
+}
+
+/// How numeric and ordinal inputs are scaled after imputation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Scale {
+    /// `(x - mean) / std` with the card's statistics.
+    #[serde(rename = "standard")]
+    Standard,
+    /// Values are passed as they are.
+    #[serde(rename = "none")]
+    Unchanged,
+}
+
+/// `[preprocessing]`: the imputation and scaling every participant applies, with fixed statistics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preprocessing {
+    /// How the fills were chosen (and, for `zero`, what they must be).
+    pub impute: Impute,
+    /// Scaling of numeric and ordinal inputs.
+    pub scale: Scale,
+    /// Per-feature statistics (canonical order: the features' order).
+    #[serde(default)]
+    pub stats: Vec<FeatureStats>,
+}
+
+/// `[[preprocessing.stats]]`: the statistics of one feature column.
+///
+/// Numeric and ordinal features need `fill`, and with `scale = "standard"` also `mean` and `std`;
+/// categorical features need `fill_level` unless `impute = "zero"`, and nothing else.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureStats {
+    /// The feature column.
+    pub name: String,
+    /// Numeric/ordinal: what a missing cell becomes, in raw units (ordinal: a rank).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fill: Option<f64>,
+    /// Numeric/ordinal: mean after imputation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean: Option<f64>,
+    /// Numeric/ordinal: standard deviation after imputation, finite and > 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std: Option<f64>,
+    /// Categorical: the level a missing cell becomes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fill_level: Option<String>,
+}
+
+/// `[public]`: the public transfer set the statistics were computed from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicSet {
+    /// SHA-256 of the public file's bytes, 64 lowercase hex digits.
+    pub sha256: String,
+    /// Number of data rows (samples) in it, >= 1.
+    pub rows: u64,
+    /// Its file format.
+    pub format: PublicFormat,
+}
+
+/// File format of the public transfer set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PublicFormat {
+    /// A CSV with a header row (tabular tasks).
+    Csv,
+    /// An IDX image file (image tasks).
+    Idx,
+    /// A folder of images, one sub-folder per class (image tasks).
+    ImageFolder,
+}
+
+/// Text cells that mean "missing" (shared with the catalog reader).
+pub(crate) fn is_missing(cell: &str) -> bool {
+    crate::tabular::MISSING.contains(&cell)
+}
+
+impl TaskCard {
+    /// Parses and validates a card; `source` names it in errors (usually the path). The result
+    /// is canonical: statistics are reordered to follow the features.
+    pub fn from_toml_str(text: &str, source: &str) -> Result<TaskCard, DataError> {
+        let card: TaskCard = toml::from_str(text).map_err(|e| DataError::CardSyntax {
+            file: source.to_string(),
+            detail: e.to_string().trim_end().to_string(),
+        })?;
+        card.check(source)?;
+        Ok(card.canonical())
+    }
+
+    /// Reads and validates a card file.
+    pub fn load(path: &Path) -> Result<TaskCard, DataError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
+            file: file.clone(),
+            source,
+        })?;
+        TaskCard::from_toml_str(&text, &file)
+    }
+
+    /// The card as TOML, fields in declaration order.
+    pub fn to_toml_string(&self) -> String {
+        toml::to_string(self).expect("a TaskCard holds only strings, numbers, arrays and tables, which TOML encodes")
+    }
+
+    /// SHA-256 over `CARD_DIGEST_TAG` followed by the UTF-8 bytes of `to_toml_string()` of the
+    /// canonical card (statistics in feature order). Two files that differ only in comments,
+    /// whitespace, key order or statistics order have the same digest; any change of a value
+    /// changes it. Meant for a validated card.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(CARD_DIGEST_TAG);
+        h.update(self.canonical().to_toml_string().as_bytes());
+        h.finalize().into()
+    }
+
+    /// `digest()` as lowercase hex.
+    pub fn digest_hex(&self) -> String {
+        hex::encode(self.digest())
+    }
+
+    /// Number of model inputs: the sum of the features' widths, or `height * width * channels`.
+    pub fn input_dim(&self) -> usize {
+        match self.image {
+            Some(s) => s.height.saturating_mul(s.width).saturating_mul(s.channels),
+            None => self.features.iter().map(Feature::width).sum(),
+        }
+    }
+
+    /// The class texts, class id = index.
+    pub fn classes(&self) -> &[String] {
+        &self.label.classes
+    }
+
+    /// One name per model input: `column` for numeric and ordinal features, `column=level` for
+    /// one-hot inputs (`column=<other>` for the implicit level), `pixel_Y_X` (or `pixel_Y_X_cC`
+    /// with several channels) for images.
+    pub fn feature_names(&self) -> Vec<String> {
+        if let Some(s) = self.image {
+            let mut out = Vec::with_capacity(self.input_dim());
+            for y in 0..s.height {
+                for x in 0..s.width {
+                    for c in 0..s.channels {
+                        out.push(if s.channels == 1 {
+                            format!("pixel_{y}_{x}")
+                        } else {
+                            format!("pixel_{y}_{x}_c{c}")
+                        });
+                    }
+                }
+            }
+            return out;
+        }
+        let mut out = Vec::new();
+        for f in &self.features {
+            match f {
+                Feature::Numeric { name } | Feature::Ordinal { name, .. } => out.push(name.clone()),
+                Feature::Categorical { name, levels, unknown } => {
+                    out.extend(levels.iter().map(|l| format!("{name}={l}")));
+                    if *unknown == UnknownLevel::Other {
+                        out.push(format!("{name}={OTHER_LEVEL}"));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// One line for people: name, shape, classes, public set and the card digest.
+    pub fn summary(&self) -> String {
+        let shape = match self.image {
+            Some(s) => format!("image {}x{}x{}", s.height, s.width, s.channels),
+            None => format!("{} columns", self.features.len()),
+        };
+        format!(
+            "task `{}`: {shape} ({} inputs), classes {}, public set {} rows, card sha256:{}",
+            self.name,
+            self.input_dim(),
+            self.classes().join("|"),
+            self.public.rows,
+            self.digest_hex()
+        )
+    }
+
+    /// The statistics of feature `name`, if the card states them.
+    pub fn stats_for(&self, name: &str) -> Option<&FeatureStats> {
+        self.preprocessing.as_ref()?.stats.iter().find(|s| s.name == name)
+    }
+
+    /// Refuses a card whose fields contradict each other; the error names the field.
+    pub fn validate(&self) -> Result<(), DataError> {
+        self.check("task card")
+    }
+
+    /// The same card with statistics in feature order (unknown names last, as they were).
+    fn canonical(&self) -> TaskCard {
+        let mut card = self.clone();
+        if let Some(p) = card.preprocessing.as_mut() {
+            let pos = |s: &FeatureStats| {
+                self.features
+                    .iter()
+                    .position(|f| f.name() == s.name)
+                    .unwrap_or(usize::MAX)
+            };
+            p.stats.sort_by_key(pos);
+        }
+        card
+    }
+
+    /// `validate` with `file` naming the card in errors.
+    pub(crate) fn check(&self, file: &str) -> Result<(), DataError> {
+        let bad = |field: String, problem: String| {
+            Err(DataError::Card {
+                file: file.to_string(),
+                field,
+                problem,
+            })
+        };
+        if self.version != CARD_VERSION {
+            return bad(
+                "version".into(),
+                format!(
+                    "version {} is not supported (this build reads version {CARD_VERSION})",
+                    self.version
+                ),
+            );
+        }
+        if self.name.trim().is_empty() {
+            return bad("name".into(), "the task name is empty".into());
+        }
+        let classes = &self.label.classes;
+        if classes.len() < 2 {
+            return bad(
+                "label.classes".into(),
+                format!("{} classes declared; a task needs at least two", classes.len()),
+            );
+        }
+        if let Some(k) = classes.iter().position(|c| c.is_empty()) {
+            return bad(format!("label.classes[{k}]"), "a class text is empty".into());
+        }
+        if let Some(k) = classes.iter().position(|c| padded(c)) {
+            return bad(format!("label.classes[{k}]"), PADDED.into());
+        }
+        if let Some(d) = first_duplicate(classes) {
+            return bad("label.classes".into(), format!("class `{d}` is declared twice"));
+        }
+        match (self.image, self.features.is_empty()) {
+            (Some(_), false) => {
+                return bad(
+                    "image".into(),
+                    "a card declares either [image] or [[features]], not both".into(),
+                )
+            }
+            (None, true) => {
+                return bad(
+                    "features".into(),
+                    "a tabular card needs at least one [[features]] entry (or declare [image])".into(),
+                )
+            }
+            _ => {}
+        }
+        if let Some(shape) = self.image {
+            for (field, v) in [
+                ("image.height", shape.height),
+                ("image.width", shape.width),
+                ("image.channels", shape.channels),
+            ] {
+                if v == 0 {
+                    return bad(field.into(), "must be at least 1".into());
+                }
+            }
+            if shape
+                .height
+                .checked_mul(shape.width)
+                .and_then(|p| p.checked_mul(shape.channels))
+                .is_none()
+            {
+                return bad("image".into(), "height * width * channels overflows".into());
+            }
+            if self.preprocessing.is_some() {
+                return bad(
+                    "preprocessing".into(),
+                    "image cards take no [preprocessing]: pixels are scaled to [0, 1]".into(),
+                );
+            }
+            if self.public.format == PublicFormat::Csv {
+                return bad(
+                    "public.format".into(),
+                    "an image task's public set is `idx` or `image-folder`, not `csv`".into(),
+                );
+            }
+        } else {
+            self.check_tabular(file)?;
+        }
+        if self.public.sha256.len() != 64
+            || !self
+                .public
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return bad(
+                "public.sha256".into(),
+                format!("`{}` is not 64 lowercase hex digits", self.public.sha256),
+            );
+        }
+        if self.public.rows == 0 {
+            return bad("public.rows".into(), "the public set must hold at least one row".into());
+        }
+        Ok(())
+    }
+
+    fn check_tabular(&self, file: &str) -> Result<(), DataError> {
+        let bad = |field: String, problem: String| {
+            Err(DataError::Card {
+                file: file.to_string(),
+                field,
+                problem,
+            })
+        };
+        let label = match self.label.column.as_deref() {
+            Some(c) if padded(c) => return bad("label.column".into(), PADDED.into()),
+            Some(c) if !c.trim().is_empty() => c,
+            _ => return bad("label.column".into(), "a tabular card names its label column".into()),
+        };
+        let mut seen = BTreeSet::new();
+        for (i, f) in self.features.iter().enumerate() {
+            let field = |what: &str| format!("features[{i}].{what}");
+            if f.name().trim().is_empty() {
+                return bad(field("name"), "a feature name is empty".into());
+            }
+            if padded(f.name()) {
+                return bad(field("name"), PADDED.into());
+            }
+            if f.name() == label {
+                return bad(
+                    field("name"),
+                    format!("`{label}` is the label column; it cannot also be a feature"),
+                );
+            }
+            if !seen.insert(f.name()) {
+                return bad(field("name"), format!("column `{}` is declared twice", f.name()));
+            }
+            if let Feature::Categorical { levels, .. } | Feature::Ordinal { levels, .. } = f {
+                if levels.is_empty() {
+                    return bad(field("levels"), format!("`{}` declares no levels", f.name()));
+                }
+                if let Some(d) = first_duplicate(levels) {
+                    return bad(
+                        field("levels"),
+                        format!("level `{d}` of `{}` is declared twice", f.name()),
+                    );
+                }
+                if let Some(m) = levels.iter().find(|l| is_missing(l)) {
+                    return bad(
+                        field("levels"),
+                        format!("`{m}` means a missing cell and cannot be a level of `{}`", f.name()),
+                    );
+                }
+                if let Some(k) = levels.iter().position(|l| padded(l)) {
+                    return bad(format!("features[{i}].levels[{k}]"), PADDED.into());
+                }
+            }
+        }
+        if self.public.format != PublicFormat::Csv {
+            return bad("public.format".into(), "a tabular task's public set is `csv`".into());
+        }
+        let Some(prep) = &self.preprocessing else {
+            return bad(
+                "preprocessing".into(),
+                "a tabular card needs [preprocessing] (impute, scale and the statistics)".into(),
+            );
+        };
+        let mut stats: BTreeMap<&str, (usize, &FeatureStats)> = BTreeMap::new();
+        for (i, s) in prep.stats.iter().enumerate() {
+            let field = format!("preprocessing.stats[{i}].name");
+            if !self.features.iter().any(|f| f.name() == s.name) {
+                return bad(field, format!("`{}` is not a feature of the card", s.name));
+            }
+            if stats.insert(&s.name, (i, s)).is_some() {
+                return bad(field, format!("statistics for `{}` are given twice", s.name));
+            }
+        }
+        let mut missing = Vec::new();
+        for f in &self.features {
+            let needs_stats = !matches!(f, Feature::Categorical { .. }) || prep.impute != Impute::Zero;
+            let Some(&(i, s)) = stats.get(f.name()) else {
+                if needs_stats {
+                    missing.push(format!("`{}`", f.name()));
+                }
+                continue;
+            };
+            let field = |what: &str| format!("preprocessing.stats[{i}].{what}");
+            match f {
+                Feature::Categorical { levels, .. } => {
+                    for (what, v) in [("fill", s.fill), ("mean", s.mean), ("std", s.std)] {
+                        if v.is_some() {
+                            return bad(
+                                field(what),
+                                format!("`{}` is categorical: it takes only `fill_level`", f.name()),
+                            );
+                        }
+                    }
+                    match (&s.fill_level, prep.impute) {
+                        (Some(_), Impute::Zero) => {
+                            return bad(
+                                field("fill_level"),
+                                "with impute = \"zero\" a missing category is an all-zero block; drop fill_level"
+                                    .into(),
+                            )
+                        }
+                        (None, Impute::Mean | Impute::Median) => {
+                            return bad(field("fill_level"), format!("no fill level for `{}`", f.name()))
+                        }
+                        (Some(l), _) if !levels.contains(l) => {
+                            return bad(field("fill_level"), format!("`{l}` is not a level of `{}`", f.name()))
+                        }
+                        _ => {}
+                    }
+                }
+                Feature::Numeric { .. } | Feature::Ordinal { .. } => {
+                    if s.fill_level.is_some() {
+                        return bad(
+                            field("fill_level"),
+                            format!("`{}` is {}: it takes `fill`, `mean` and `std`", f.name(), f.kind_name()),
+                        );
+                    }
+                    let fill = match s.fill {
+                        Some(v) if v.is_finite() => v,
+                        Some(v) => return bad(field("fill"), format!("{v} is not a finite number")),
+                        None => return bad(field("fill"), format!("no fill value for `{}`", f.name())),
+                    };
+                    if prep.impute == Impute::Zero && fill != 0.0 {
+                        return bad(field("fill"), format!("impute = \"zero\" but the fill is {fill}"));
+                    }
+                    if let Feature::Ordinal { levels, .. } = f {
+                        if fill < 0.0 || fill > (levels.len() - 1) as f64 {
+                            return bad(
+                                field("fill"),
+                                format!("{fill} is not a rank of `{}` (0..={})", f.name(), levels.len() - 1),
+                            );
+                        }
+                    }
+                    if let Some(m) = s.mean {
+                        if !m.is_finite() {
+                            return bad(field("mean"), format!("{m} is not a finite number"));
+                        }
+                    }
+                    if let Some(sd) = s.std {
+                        if !(sd.is_finite() && sd > 0.0) {
+                            return bad(field("std"), format!("{sd} is not a finite number > 0"));
+                        }
+                    }
+                    if prep.scale == Scale::Standard {
+                        for (what, v) in [("mean", s.mean), ("std", s.std)] {
+                            if v.is_none() {
+                                return bad(
+                                    field(what),
+                                    format!("scale = \"standard\" needs the {what} of `{}`", f.name()),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if !missing.is_empty() {
+            return bad(
+                "preprocessing.stats".into(),
+                format!("no statistics for {}", missing.join(", ")),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Cells and header names are trimmed when read, so a padded card text could never match.
+const PADDED: &str = "has leading or trailing whitespace, which a trimmed cell or header never has";
+
+fn padded(s: &str) -> bool {
+    s.trim() != s
+}
+
+fn first_duplicate(items: &[String]) -> Option<&str> {
+    let mut seen = BTreeSet::new();
+    items.iter().find(|s| !seen.insert(s.as_str())).map(String::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CARD: &str = r#"
+name = "loans"
+version = 1
+
+[label]
+column = "Class"
+classes = ["good", "bad"]
+
+[[features]]
+name = "amount"
+kind = "numeric"
+
+[[features]]
+name = "home"
+kind = "categorical"
+levels = ["own", "rent"]
+unknown = "other"
+
+[[features]]
+name = "grade"
+kind = "ordinal"
+levels = ["A", "B", "C"]
+
+[preprocessing]
+impute = "median"
+scale = "standard"
+
+[[preprocessing.stats]]
+name = "grade"
+fill = 1.0
+mean = 1.0
+std = 0.5
+
+[[preprocessing.stats]]
+name = "amount"
+fill = 100.0
+mean = 120.0
+std = 40.0
+
+[[preprocessing.stats]]
+name = "home"
+fill_level = "rent"
+
+[public]
+sha256 = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+rows = 10
+format = "csv"
+"#;
+
+    fn card() -> TaskCard {
+        TaskCard::from_toml_str(CARD, "card.toml").expect("the test card is valid")
+    }
+
+    /// Applies `edit` to the test card's text and returns the error message.
+    fn refused(edit: impl Fn(&str) -> String) -> String {
+        TaskCard::from_toml_str(&edit(CARD), "card.toml")
+            .expect_err("bad input must be refused")
+            .to_string()
+    }
+
+    fn check(edit: impl Fn(&str) -> String, field: &str, problem: &str) {
+        let msg = refused(edit);
+        assert!(
+            msg.starts_with(&format!("card.toml: task card field `{field}`: ")) && msg.contains(problem),
+            "expected field `{field}` / `{problem}`, got: {msg}"
+        );
+    }
+
+    #[test]
+    fn sizes_names_and_canonical_stats_order() {
+        let c = card();
+        assert_eq!(c.input_dim(), 1 + 3 + 1);
+        assert_eq!(c.classes(), ["good", "bad"]);
+        assert_eq!(
+            c.feature_names(),
+            ["amount", "home=own", "home=rent", "home=<other>", "grade"]
+        );
+        let order: Vec<&str> = c
+            .preprocessing
+            .as_ref()
+            .expect("tabular")
+            .stats
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(order, ["amount", "home", "grade"]);
+        assert_eq!(c.stats_for("amount").and_then(|s| s.std), Some(40.0));
+    }
+
+    #[test]
+    fn toml_round_trip_and_digest() {
+        let c = card();
+        let text = c.to_toml_string();
+        let again = TaskCard::from_toml_str(&text, "again.toml").expect("own output parses");
+        assert_eq!(again, c);
+        assert_eq!(again.to_toml_string(), text);
+        // Comments and stats order do not change the digest; a value does.
+        let commented = format!("# operator's note\n{CARD}");
+        let d = TaskCard::from_toml_str(&commented, "c").expect("valid").digest();
+        assert_eq!(d, c.digest());
+        let mut expected = Sha256::new();
+        expected.update(CARD_DIGEST_TAG);
+        expected.update(text.as_bytes());
+        assert_eq!(c.digest(), <[u8; 32]>::from(expected.finalize()));
+        let changed = TaskCard::from_toml_str(&CARD.replace("mean = 120.0", "mean = 121.0"), "c").expect("valid");
+        assert_ne!(changed.digest(), c.digest());
+        // Golden value: a toml release that formats the canonical card differently would change
+        // every federation's card digest; this catches it.
+        assert_eq!(
+            c.digest_hex(),
+            "1a6b9d18df131a2306ee2fddba7b17f890b824eec2fd9ca3ddc65a276040c305"
+        );
+        assert_eq!(
+            c.summary(),
+            format!(
+                "task `loans`: 3 columns (5 inputs), classes good|bad, public set 10 rows, card sha256:{}",
+                c.digest_hex()
+            )
+        );
+    }
+
+    #[test]
+    fn image_card() {
+        let text = r#"
+name = "digits"
+version = 1
+[label]
+classes = ["0", "1", "2"]
+[image]
+height = 8
+width = 8
+channels = 1
+[public]
+sha256 = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+rows = 5
+format = "idx"
+"#;
+        let c = TaskCard::from_toml_str(text, "img.toml").expect("valid");
+        assert_eq!(c.input_dim(), 64);
+        assert_eq!(c.feature_names()[9], "pixel_1_1");
+        let zero = TaskCard::from_toml_str(&text.replace("width = 8", "width = 0"), "img.toml")
+            .expect_err("bad input must be refused")
+            .to_string();
+        assert_eq!(zero, "img.toml: task card field `image.width`: must be at least 1");
+        let csv = TaskCard::from_toml_str(&text.replace("\"idx\"", "\"csv\""), "img.toml")
+            .expect_err("bad input must be refused")
+            .to_string();
+        assert!(csv.contains("`public.format`"), "{csv}");
+        let both = format!("{text}\n[[features]]\nname = \"x\"\nkind = \"numeric\"\n");
+        let msg = TaskCard::from_toml_str(&both, "img.toml")
+            .expect_err("bad input must be refused")
+            .to_string();
+        assert!(msg.contains("field `image`"), "{msg}");
+    }
+
+    #[test]
+    fn contradictions_are_refused_naming_the_field() {
+        check(|c| c.replace("version = 1", "version = 2"), "version", "not supported");
+        check(
+            |c| c.replace("name = \"grade\"\nkind", "name = \"amount\"\nkind"),
+            "features[2].name",
+            "declared twice",
+        );
+        check(
+            |c| c.replace("name = \"grade\"\nkind", "name = \"Class\"\nkind"),
+            "features[2].name",
+            "is the label column",
+        );
+        check(
+            |c| c.replace("classes = [\"good\", \"bad\"]", "classes = []"),
+            "label.classes",
+            "at least two",
+        );
+        check(
+            |c| c.replace("classes = [\"good\", \"bad\"]", "classes = [\"good\", \"good\"]"),
+            "label.classes",
+            "`good` is declared twice",
+        );
+        check(
+            |c| c.replace("[\"own\", \"rent\"]", "[\"own\", \"own\"]"),
+            "features[1].levels",
+            "`own`",
+        );
+        check(
+            |c| c.replace("[\"own\", \"rent\"]", "[]"),
+            "features[1].levels",
+            "no levels",
+        );
+        check(
+            |c| c.replace("[\"A\", \"B\", \"C\"]", "[\"A\", \"NA\"]"),
+            "features[2].levels",
+            "missing cell",
+        );
+        check(
+            |c| c.replace("name = \"grade\"\nfill", "name = \"nope\"\nfill"),
+            "preprocessing.stats[0].name",
+            "`nope` is not a feature",
+        );
+        check(
+            |c| c.replace("name = \"grade\"\nfill", "name = \"amount\"\nfill"),
+            "preprocessing.stats[1].name",
+            "given twice",
+        );
+        check(
+            |c| c.replace("std = 40.0", "std = 0.0"),
+            "preprocessing.stats[1].std",
+            "not a finite number > 0",
+        );
+        check(
+            |c| c.replace("std = 40.0", "std = -1.0"),
+            "preprocessing.stats[1].std",
+            "> 0",
+        );
+        check(
+            |c| c.replace("std = 40.0", "std = nan"),
+            "preprocessing.stats[1].std",
+            "NaN",
+        );
+        check(
+            |c| c.replace("mean = 120.0", "mean = inf"),
+            "preprocessing.stats[1].mean",
+            "inf",
+        );
+        check(
+            |c| c.replace("fill = 100.0\n", ""),
+            "preprocessing.stats[1].fill",
+            "no fill value",
+        );
+        check(
+            |c| c.replace("std = 40.0\n", ""),
+            "preprocessing.stats[1].std",
+            "needs the std",
+        );
+        check(
+            |c| c.replace("fill = 1.0", "fill = 3.0"),
+            "preprocessing.stats[0].fill",
+            "not a rank",
+        );
+        check(
+            |c| c.replace("fill_level = \"rent\"", "fill_level = \"castle\""),
+            "preprocessing.stats[2].fill_level",
+            "not a level",
+        );
+        check(
+            |c| c.replace("fill_level = \"rent\"", "fill = 1.0"),
+            "preprocessing.stats[2].fill",
+            "categorical",
+        );
+        check(
+            |c| c.replace("impute = \"median\"", "impute = \"zero\""),
+            "preprocessing.stats[1].fill",
+            "impute = \"zero\"",
+        );
+        check(
+            |c| {
+                c.replace(
+                    "[[preprocessing.stats]]\nname = \"amount\"\nfill = 100.0\nmean = 120.0\nstd = 40.0\n",
+                    "",
+                )
+            },
+            "preprocessing.stats",
+            "no statistics for `amount`",
+        );
+        check(
+            |c| c.replace("rows = 10", "rows = 0"),
+            "public.rows",
+            "at least one row",
+        );
+        check(
+            |c| c.replace("sha256 = \"00", "sha256 = \"0"),
+            "public.sha256",
+            "64 lowercase hex",
+        );
+        check(
+            |c| c.replace("sha256 = \"00", "sha256 = \"ZZ"),
+            "public.sha256",
+            "64 lowercase hex",
+        );
+        check(
+            |c| c.replace("column = \"Class\"\n", ""),
+            "label.column",
+            "names its label column",
+        );
+        check(|c| c.replace("name = \"loans\"", "name = \"\""), "name", "empty");
+        check(
+            |c| c.replace("\"rent\"]", "\"rent \"]"),
+            "features[1].levels[1]",
+            "whitespace",
+        );
+        check(|c| c.replace("\"bad\"]", "\" bad\"]"), "label.classes[1]", "whitespace");
+        check(
+            |c| c.replace("format = \"csv\"", "format = \"idx\""),
+            "public.format",
+            "`csv`",
+        );
+    }
+
+    #[test]
+    fn syntax_errors_and_unknown_keys_name_the_file() {
+        let msg = refused(|c| c.replace("scale = \"standard\"", "scale = \"standard\"\nscaling = 2"));
+        assert!(
+            msg.starts_with("card.toml: not a valid task card:") && msg.contains("scaling"),
+            "{msg}"
+        );
+        let msg = refused(|c| c.replace("kind = \"ordinal\"", "kind = \"fancy\""));
+        assert!(msg.contains("fancy"), "{msg}");
+        let msg = refused(|c| c.replace("[public]", "[public"));
+        assert!(msg.starts_with("card.toml: not a valid task card:"), "{msg}");
+        let err = TaskCard::load(Path::new("/nonexistent/task.toml")).expect_err("no such file");
+        assert!(
+            err.to_string().starts_with("/nonexistent/task.toml: cannot read"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn zero_impute_lets_categoricals_go_without_stats() {
+        let text = CARD
+            .replace("impute = \"median\"", "impute = \"zero\"")
+            .replace("fill = 100.0", "fill = 0.0")
+            .replace("fill = 1.0", "fill = 0.0")
+            .replace("[[preprocessing.stats]]\nname = \"home\"\nfill_level = \"rent\"\n", "");
+        let c = TaskCard::from_toml_str(&text, "z.toml").expect("valid");
+        assert!(c.stats_for("home").is_none());
+        let scale_none = CARD
+            .replace("scale = \"standard\"", "scale = \"none\"")
+            .replace("std = 40.0\n", "");
+        let c = TaskCard::from_toml_str(&scale_none, "n.toml").expect("std is optional without scaling");
+        assert_eq!(c.preprocessing.as_ref().map(|p| p.scale), Some(Scale::Unchanged));
+    }
+}

@@ -1,0 +1,150 @@
+//! End-to-end tests of an institution's own files through the real binary: `task infer` drafts a
+//! card from a public CSV (and refuses to overwrite one), `data check` reads own files against it,
+//! exits 0 for a usable file and non-zero, naming file:line:column, for a bad one.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn fedistill(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fedistill"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the fedistill binary runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+const PUBLIC: &str = "age,city,score,outcome\n\
+                      30,Oslo,1.5,sick\n\
+                      ,Bergen,2.5,well\n\
+                      50,Oslo,NA,sick\n\
+                      40,Bergen,3.5,well\n";
+
+#[test]
+fn infer_then_check_good_and_bad_files() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    std::fs::write(d.join("public.csv"), PUBLIC).expect("write");
+    let infer = [
+        "task",
+        "infer",
+        "--public",
+        "public.csv",
+        "--label",
+        "outcome",
+        "--out",
+        "task.toml",
+    ];
+    let out = fedistill(d, &infer);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("task `public`: 3 columns (4 inputs)"),
+        "{}",
+        text(&out)
+    );
+    let card = std::fs::read_to_string(d.join("task.toml")).expect("card written");
+    assert!(card.contains("classes = [\"sick\", \"well\"]"), "{card}");
+
+    // A second infer does not overwrite the card unless --force.
+    std::fs::write(d.join("task.toml"), "# edited by the operator\n".to_string() + &card).expect("write");
+    let again = fedistill(d, &infer);
+    assert!(!again.status.success());
+    assert!(
+        text(&again).contains("task.toml exists; --force replaces it"),
+        "{}",
+        text(&again)
+    );
+    assert!(std::fs::read_to_string(d.join("task.toml"))
+        .expect("card")
+        .starts_with("# edited"));
+    let forced = fedistill(d, &[&infer[..], &["--force"]].concat());
+    assert!(forced.status.success(), "{}", text(&forced));
+
+    // A good own file: other column order, `;`, the label under another name, an extra column.
+    let good = "patient;outcome_local;score;city;age\np1;well;2.0;Oslo;41\np2;sick;;Bergen;35\np3;well;3;Oslo;NA\n";
+    std::fs::write(d.join("ward_a.csv"), good).expect("write");
+    let check = [
+        "data",
+        "check",
+        "--task",
+        "task.toml",
+        "--delimiter",
+        ";",
+        "--column",
+        "outcome=outcome_local",
+        "ward_a.csv",
+    ];
+    let out = fedistill(d, &check);
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("verdict     usable"), "{shown}");
+    assert!(shown.contains("rows        3 read, 3 without problems"), "{shown}");
+    assert!(shown.contains("classes     sick 1, well 2"), "{shown}");
+    assert!(shown.contains("ignored     patient"), "{shown}");
+
+    // A bad file next to the good one: the good one is still reported, the exit status fails,
+    // and each problem names file:line:column.
+    let bad =
+        "patient;outcome_local;score;city;age\np1;well;2.0;Oslo;41\np2;sick;lots;Bergen;35\np3;maybe;3;Paris;NA\n";
+    std::fs::write(d.join("ward_b.csv"), bad).expect("write");
+    let out = fedistill(d, &[&check[..], &["ward_b.csv"]].concat());
+    let shown = text(&out);
+    assert!(!out.status.success(), "{shown}");
+    assert!(shown.contains("ward_b.csv:3:score: `lots` is not a number"), "{shown}");
+    assert!(
+        shown.contains("ward_b.csv:4:city: `Paris` is not a level of `city` (Bergen|Oslo)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("ward_b.csv:4:outcome_local: `maybe` is not a class of the task (sick|well)"),
+        "{shown}"
+    );
+    assert!(shown.contains("1 of 2 files cannot be used"), "{shown}");
+    assert_eq!(shown.matches("verdict     usable").count(), 1, "{shown}");
+
+    // Missing columns are named all at once.
+    let out = fedistill(d, &["data", "check", "--task", "task.toml", "ward_b.csv"]);
+    let shown = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        shown.contains("ward_b.csv:1:header: missing columns of task `public`: `age`, `city`, `score`, `outcome`"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn check_refuses_a_contradictory_card() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    std::fs::write(d.join("public.csv"), PUBLIC).expect("write");
+    let out = fedistill(
+        d,
+        &[
+            "task",
+            "infer",
+            "--public",
+            "public.csv",
+            "--label",
+            "outcome",
+            "--out",
+            "t.toml",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let card = std::fs::read_to_string(d.join("t.toml")).expect("card");
+    std::fs::write(d.join("t.toml"), card.replace("rows = 4", "rows = 0")).expect("write");
+    let out = fedistill(d, &["data", "check", "--task", "t.toml", "public.csv"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("t.toml: task card field `public.rows`"),
+        "{}",
+        text(&out)
+    );
+}
