@@ -70,7 +70,7 @@ fn example_configs_parse_with_the_real_parsers_and_match_the_container_layout() 
     );
     assert_eq!(p.kit, Path::new("/kits/kit"));
     assert!(p.workdir.starts_with("/work"), "{:?}", p.workdir);
-    assert_eq!(p.data, c.data, "the examples' [data] sections must be equal");
+    assert_eq!(shard_of(&p).1, data_of(&c), "the examples' [data] sections must be equal");
     assert!(p.teacher.is_some() && p.student.is_some() && p.train.is_some() && p.distill.is_some());
 }
 
@@ -84,11 +84,28 @@ fn compose_configs_parse_and_agree() {
     for i in 0..3 {
         let rel = format!("deploy/compose/config/p{i}.toml");
         let p = participant(&read(&rel), &rel);
-        assert_eq!(p.data, c.data, "{rel}: [data] differs from the coordinator's");
-        assert_eq!(p.shard, i, "{rel}");
-        shards.insert(p.shard);
+        let (shard, data) = shard_of(&p);
+        assert_eq!(data, data_of(&c), "{rel}: [data] differs from the coordinator's");
+        assert_eq!(shard, i, "{rel}");
+        shards.insert(shard);
     }
-    assert_eq!(shards.len(), c.data.participants, "one participant per shard");
+    assert_eq!(shards.len(), data_of(&c).participants, "one participant per shard");
+}
+
+/// The catalog shard and split of a participant config (the deploy examples run a catalog federation).
+fn shard_of(p: &fedistill_participant::config::ParticipantSettings) -> (usize, fedistill_shared::settings::DataSettings) {
+    match &p.source {
+        fedistill_participant::config::DataSource::Catalog { shard, data } => (*shard, data.clone()),
+        other => panic!("expected a catalog shard, got {other:?}"),
+    }
+}
+
+/// The catalog split of a coordinator config.
+fn data_of(c: &fedistill_coordinator::config::CoordinatorSettings) -> fedistill_shared::settings::DataSettings {
+    match &c.task {
+        fedistill_coordinator::config::TaskSource::Catalog(data) => data.clone(),
+        other => panic!("expected a catalog split, got {other:?}"),
+    }
 }
 
 /// The parsers are strict: a key misspelt in a deploy file would fail (so the tests above can fail).
@@ -233,12 +250,13 @@ fn kubernetes_manifests_parse_and_their_embedded_configs_are_valid() {
         if let Some(t) = cm["data"]["node.toml"].as_str() {
             let p = participant(t, name);
             assert_eq!(p.kit, Path::new("/kits/kit"), "{name}");
-            assert!(shards.insert(p.shard), "{name}: shard {} used twice", p.shard);
+            let shard = shard_of(&p).0;
+            assert!(shards.insert(shard), "{name}: shard {shard} used twice");
         }
     }
     assert_eq!(coordinators.len(), 1);
     let c = &coordinators[0];
-    assert_eq!(shards.len(), c.data.participants, "one participant ConfigMap per shard");
+    assert_eq!(shards.len(), data_of(c).participants, "one participant ConfigMap per shard");
     let status_port = c.status.expect("status address").port() as i64;
     let quic_port = c.bind.port() as i64;
 

@@ -40,9 +40,33 @@ struct RawSettings {
     stream_timeout_ms: u64,
     #[serde(default = "default_frame_budget")]
     frame_budget_bytes: usize,
-    data: DataSettings,
+    #[serde(default)]
+    data: Option<DataSettings>,
+    #[serde(default)]
+    task: Option<TaskFiles>,
     #[serde(default)]
     quarantine: Option<RawQuarantine>,
+}
+
+/// `[task]`: the federation learns the task a card declares, on the public file it names (the
+/// deployment path: the coordinator names no dataset and no partition; each participant reads its own
+/// files). docs/data.md, "Task card and own files".
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskFiles {
+    /// The task card (TOML).
+    pub card: PathBuf,
+    /// The public transfer set file the card names (its SHA-256 must match the card).
+    pub public: PathBuf,
+}
+
+/// Where the task and the public transfer set come from.
+#[derive(Debug, Clone)]
+pub enum TaskSource {
+    /// A task card and its public file (`[task]`).
+    Card(TaskFiles),
+    /// A catalog dataset and a seeded split shared by every node (`[data]`; simulations and older configs).
+    Catalog(DataSettings),
 }
 
 /// `[quarantine]`: every key optional, defaults from [`QuarantinePolicy::default`].
@@ -169,8 +193,8 @@ pub struct CoordinatorSettings {
     /// Memory all request frames being received or decoded may hold together (each participant also has
     /// its own budget of two full-size frames; docs/security.md, "Memory per connection").
     pub frame_budget_bytes: usize,
-    /// Dataset and split.
-    pub data: DataSettings,
+    /// The task: a card and its public file, or a catalog dataset and split.
+    pub task: TaskSource,
     /// Anomaly scores and the quarantine policy (`[quarantine]`, docs/operations.md).
     pub quarantine: QuarantineSettings,
 }
@@ -238,9 +262,24 @@ impl CoordinatorSettings {
             Some(q) => q.validate()?,
             None => QuarantineSettings::default(),
         };
-        let mut data = raw.data;
-        data.data_dir = data.data_dir.map(resolve);
-        data.split_config()?;
+        let task = match (raw.task, raw.data) {
+            (Some(t), None) => TaskSource::Card(TaskFiles {
+                card: resolve(t.card),
+                public: resolve(t.public),
+            }),
+            (None, Some(mut data)) => {
+                data.data_dir = data.data_dir.map(resolve);
+                data.split_config()?;
+                TaskSource::Catalog(data)
+            }
+            (Some(_), Some(_)) => anyhow::bail!(
+                "[task] and [data] are both set: a federation learns either the task of a card ([task] card, public) \
+                 or a catalog dataset ([data]), not both"
+            ),
+            (None, None) => anyhow::bail!(
+                "no task: set [task] card = \"task.toml\" and public = \"public.csv\" (or [data] for a catalog dataset)"
+            ),
+        };
         Ok(Self {
             federation_dir: resolve(raw.federation_dir),
             bind,
@@ -258,7 +297,7 @@ impl CoordinatorSettings {
             max_frame_bytes: raw.max_frame_bytes,
             stream_timeout_ms: raw.stream_timeout_ms,
             frame_budget_bytes: raw.frame_budget_bytes,
-            data,
+            task,
             quarantine,
         })
     }
@@ -289,10 +328,36 @@ participants = 3
         assert_eq!(s.min_participants, 2);
         assert_eq!(s.rule, AggregationRule::TrimmedMean { trim: 0.2 });
         assert_eq!(s.aggregate_encoding, Encoding::F32, "exact by default");
-        assert_eq!(s.data.alpha, 0.5);
+        assert!(matches!(&s.task, TaskSource::Catalog(d) if d.alpha == 0.5));
         assert_eq!(s.quarantine, QuarantineSettings::default());
         assert!(s.quarantine.enabled);
         assert_eq!(s.quarantine.policy.release_after_rounds, None, "permanent by default");
+    }
+
+    #[test]
+    fn a_task_card_replaces_the_catalog_and_exactly_one_is_required() {
+        let head = GOOD.split("[data]").next().expect("head");
+        let card = format!("{head}[task]\ncard = \"task.toml\"\npublic = \"public/transfer.csv\"\n");
+        let s = CoordinatorSettings::parse(&card, Path::new("/srv/fed")).unwrap();
+        match &s.task {
+            TaskSource::Card(t) => {
+                assert_eq!(t.card, Path::new("/srv/fed/task.toml"));
+                assert_eq!(t.public, Path::new("/srv/fed/public/transfer.csv"));
+            }
+            other => panic!("expected a card, got {other:?}"),
+        }
+        let both = format!("{GOOD}[task]\ncard = \"task.toml\"\npublic = \"p.csv\"\n");
+        let e = CoordinatorSettings::parse(&both, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[task] and [data] are both set"), "{e}");
+        let e = CoordinatorSettings::parse(head, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no task"), "{e}");
+        let typo = format!("{head}[task]\ncard = \"task.toml\"\npublik = \"p.csv\"\n");
+        let e = format!("{:#}", CoordinatorSettings::parse(&typo, Path::new(".")).unwrap_err());
+        assert!(e.contains("publik"), "{e}");
     }
 
     #[test]

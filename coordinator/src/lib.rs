@@ -5,4 +5,5 @@ pub mod console;
 pub mod metrics;
 pub mod service;
 pub mod store;
+pub mod task;
 pub mod transport;

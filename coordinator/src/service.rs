@@ -33,9 +33,10 @@ use fedistill_shared::wire::messages::{
 };
 use fedistill_shared::wire::{encode_frame, recv_message_budgeted, send_message, write_frame, FrameBudget, FrameQuota};
 
-use crate::config::CoordinatorSettings;
+use crate::config::{CoordinatorSettings, TaskSource};
 use crate::metrics::{Observability, RoundStatus, Status};
 use crate::store::Store;
+use crate::task::TaskArtifact;
 use crate::transport::{FederationFiles, PeerConnection, Server};
 
 /// State key of the round snapshot in the store.
@@ -121,12 +122,27 @@ pub async fn run(
     let key = SigningIdentity::from_pkcs8_pem(&key_pem).context("parsing the coordinator signing key")?;
     let federation = fed_cfg.federation.clone();
 
-    info!(dataset = %settings.data.dataset, "deriving the public transfer set");
-    let split = tokio::task::block_in_place(|| settings.data.load_split())?;
-    let public_digest = Digest(split.public_digest);
-    let classes = split.public.num_classes as u32;
-    let public_len = split.public.n as u64;
-    drop(split);
+    // The task: a card and the public file it names (the deployment path), or a catalog split.
+    let (task, public_digest, classes, public_len, task_line) = match &settings.task {
+        TaskSource::Card(files) => {
+            info!(card = %files.card.display(), public = %files.public.display(), "loading the task card");
+            let t = tokio::task::block_in_place(|| TaskArtifact::load(&files.card, &files.public, &key, &federation))
+                .context("loading the task")?;
+            let line = format!("task {} (card {})", t.card().name, hex::encode(t.card().digest()));
+            let (digest, classes, rows) = (t.public_digest(), t.card().classes().len() as u32, t.card().public.rows);
+            (Some(Arc::new(t)), digest, classes, rows, line)
+        }
+        TaskSource::Catalog(data) => {
+            info!(dataset = %data.dataset, "deriving the public transfer set");
+            let split = tokio::task::block_in_place(|| data.load_split())?;
+            let out = (
+                Digest(split.public_digest),
+                split.public.num_classes as u32,
+                split.public.n as u64,
+            );
+            (None, out.0, out.1, out.2, format!("dataset {}", data.dataset))
+        }
+    };
 
     let origin = format!("fedistill/{}", federation.as_str());
     let mut store = tokio::task::block_in_place(|| Store::open(&settings.store, key.to_dalek(), &origin))
@@ -138,7 +154,29 @@ pub async fn run(
             created_unix: unix_seconds(),
             config_digest: Digest::of(format!("{settings:?}").as_bytes()),
         };
-        tokio::task::block_in_place(|| store.append(&[created], &[]))?;
+        // The task is declared with the federation, in the same transaction.
+        let records: Vec<Record> = std::iter::once(created)
+            .chain(task.as_ref().map(|t| t.record()))
+            .collect();
+        tokio::task::block_in_place(|| store.append(&records, &[]))?;
+    } else {
+        // A restarted federation keeps the task it declared.
+        let declared = match store.size() {
+            1 => None,
+            _ => match store.records(1..2)?.pop() {
+                Some(r @ Record::TaskDeclared { .. }) => Some(r),
+                _ => None,
+            },
+        };
+        let configured = task.as_ref().map(|t| t.record());
+        anyhow::ensure!(
+            declared == configured,
+            "the store {} declares {} but the config declares {}: a federation keeps its task (start a new \
+             store for another task)",
+            settings.store.display(),
+            declared.map_or("no task card".to_string(), |r| r.summary()),
+            configured.map_or("no task card".to_string(), |r| r.summary())
+        );
     }
 
     // Which participants (and keys) the log already enrolled: auditors check every contribution against it.
@@ -205,8 +243,7 @@ pub async fn run(
     let quic_addr = server.local_addr()?;
     let obs = Arc::new(Observability::new(Status {
         task: format!(
-            "dataset {}, rule {}, temperature {}, {} samples per round",
-            settings.data.dataset,
+            "{task_line}, rule {}, temperature {}, {} samples per round",
             settings.rule.name(),
             settings.temperature,
             settings.samples_per_round
@@ -235,6 +272,7 @@ pub async fn run(
         accept_cancel.clone(),
         limits,
         obs.clone(),
+        task,
     ));
 
     let mut core = Core {
@@ -645,6 +683,8 @@ impl Core {
                     Err(e) => Ok(reject(e.code(), e.to_string())),
                 }
             }
+            // Served by the connection tasks; never forwarded here.
+            ToCoordinator::GetTask | ToCoordinator::GetPublic { .. } => Ok(no_task()),
             ToCoordinator::ProofRequest { old_size, new_size } => {
                 match self.store.consistency_proof(old_size, new_size) {
                     Ok(hashes) => Ok(Reply::Proof { hashes }),
@@ -928,6 +968,7 @@ async fn accept_loop(
     cancel: CancellationToken,
     limits: Arc<StreamLimits>,
     obs: Arc<Observability>,
+    task: Option<Arc<TaskArtifact>>,
 ) {
     let mut next_id = 0u64;
     loop {
@@ -952,6 +993,7 @@ async fn accept_loop(
             cancel.clone(),
             limits.clone(),
             obs.clone(),
+            task.clone(),
         ));
     }
 }
@@ -963,6 +1005,7 @@ async fn connection(
     cancel: CancellationToken,
     limits: Arc<StreamLimits>,
     obs: Arc<Observability>,
+    task: Option<Arc<TaskArtifact>>,
 ) {
     let participant = peer.participant.clone();
     let conn = peer.conn.clone();
@@ -1018,10 +1061,27 @@ async fn connection(
         let participant = participant.clone();
         let obs = obs.clone();
         let quota = quota.clone();
+        let task = task.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let reply = match recv_message_budgeted::<ToCoordinator>(&mut recv, max_frame, stream_timeout, &quota).await
             {
+                // The task card and the public set are served here, off the core loop.
+                Ok((kind, ToCoordinator::GetTask, _)) if kind == KIND_TO_COORDINATOR => match &task {
+                    Some(t) => t.task_reply(),
+                    None => no_task(),
+                },
+                Ok((kind, ToCoordinator::GetPublic { offset, max_len }, _)) if kind == KIND_TO_COORDINATOR => {
+                    match task {
+                        Some(t) => tokio::task::spawn_blocking(move || t.chunk_reply(offset, max_len))
+                            .await
+                            .unwrap_or_else(|e| Reply::Reject {
+                                code: RejectCode::Internal,
+                                message: format!("reading the public set failed: {e}"),
+                            }),
+                        None => no_task(),
+                    }
+                }
                 Ok((kind, msg, _reservation)) if kind == KIND_TO_COORDINATOR => {
                     let (rtx, rrx) = oneshot::channel();
                     if tx
@@ -1070,6 +1130,16 @@ async fn connection(
     pusher.abort();
     uni.abort();
     let _ = tx.send(Event::Disconnected { participant, conn_id }).await;
+}
+
+/// The refusal of a task request by a coordinator that runs a catalog dataset.
+fn no_task() -> Reply {
+    Reply::Reject {
+        code: RejectCode::NoTask,
+        message: "this federation runs a catalog dataset ([data]), not a task card: there is no card or public \
+                  file to serve"
+            .into(),
+    }
 }
 
 /// Environment variable that names a crash point for fault-injection tests (docs/operations.md).

@@ -19,8 +19,16 @@ struct RawSettings {
     workdir: PathBuf,
     #[serde(default = "default_encoding")]
     encoding: String,
-    shard: usize,
-    data: DataSettings,
+    #[serde(default)]
+    shard: Option<usize>,
+    #[serde(default)]
+    data: Option<DataSettings>,
+    #[serde(default)]
+    task: Option<RawTask>,
+    #[serde(default)]
+    private: Option<RawPrivate>,
+    #[serde(default)]
+    public: Option<RawPublic>,
     #[serde(default)]
     teacher: Option<ModelConfig>,
     #[serde(default)]
@@ -43,6 +51,80 @@ struct RawSettings {
     refresh: Option<RefreshConfig>,
     #[serde(default)]
     status: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTask {
+    card: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrivate {
+    path: PathBuf,
+    #[serde(default = "default_delimiter")]
+    delimiter: String,
+    #[serde(default)]
+    columns: std::collections::BTreeMap<String, String>,
+    #[serde(default = "default_holdout")]
+    holdout: f64,
+    #[serde(default)]
+    seed: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPublic {
+    #[serde(default)]
+    path: Option<PathBuf>,
+    #[serde(default = "default_max_public")]
+    max_bytes: u64,
+}
+
+fn default_delimiter() -> String {
+    ",".into()
+}
+fn default_holdout() -> f64 {
+    0.2
+}
+fn default_max_public() -> u64 {
+    8 << 30
+}
+
+/// Where this node's data comes from.
+#[derive(Debug, Clone)]
+pub enum DataSource {
+    /// This institution's own files read against the federation's task card (the deployment path).
+    Own(OwnData),
+    /// A catalog dataset and this node's shard of a seeded split every node derives alike (simulations and
+    /// older configs).
+    Catalog {
+        /// Which private shard of the split this node holds.
+        shard: usize,
+        /// Dataset and split (must match the coordinator's).
+        data: DataSettings,
+    },
+}
+
+/// `[task]`, `[private]` and `[public]`: an institution's own files.
+#[derive(Debug, Clone)]
+pub struct OwnData {
+    /// The task card the data steward checked the files against; its digest must equal the coordinator's.
+    pub card: PathBuf,
+    /// The private file (CSV).
+    pub private: PathBuf,
+    /// How the private CSV is read (delimiter; card column name -> local header).
+    pub csv: fedistill_shared::data::CsvOptions,
+    /// Share of the private rows held out (seeded) as this node's own test set.
+    pub holdout: f64,
+    /// Seed of the holdout split and of the teacher.
+    pub seed: u64,
+    /// The public transfer set as the operator placed it; `None`: fetched from the coordinator into the
+    /// work directory and verified against the card.
+    pub public: Option<PathBuf>,
+    /// Largest public set this node accepts to fetch.
+    pub max_public_bytes: u64,
 }
 
 fn default_encoding() -> String {
@@ -70,10 +152,8 @@ pub struct ParticipantSettings {
     pub workdir: PathBuf,
     /// Soft-label encoding on the wire.
     pub encoding: Encoding,
-    /// Which private shard of the split this institution holds.
-    pub shard: usize,
-    /// Dataset and split (must match the coordinator's).
-    pub data: DataSettings,
+    /// This node's data: its own files against the task card, or a catalog shard.
+    pub source: DataSource,
     /// Teacher architecture (default per data kind).
     pub teacher: Option<ModelConfig>,
     /// Shared student architecture (default per data kind).
@@ -113,14 +193,51 @@ impl ParticipantSettings {
         let raw: RawSettings = toml::from_str(text)?;
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
         let encoding = Encoding::parse(&raw.encoding)?;
-        anyhow::ensure!(
-            raw.shard < raw.data.participants,
-            "shard {} does not exist: the split has {} shards (0..{})",
-            raw.shard,
-            raw.data.participants,
-            raw.data.participants
-        );
-        raw.data.split_config()?;
+        let source = match (raw.task, raw.private, raw.shard, raw.data) {
+            (Some(task), Some(private), None, None) => {
+                anyhow::ensure!(
+                    private.holdout > 0.0 && private.holdout < 1.0,
+                    "[private] holdout = {} must be in (0, 1): the share of your rows kept aside to test on",
+                    private.holdout
+                );
+                let columns: Vec<String> = private.columns.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let csv = fedistill_shared::data::CsvOptions::from_args(&private.delimiter, &columns)
+                    .map_err(|e| anyhow::anyhow!("[private] {e}"))?;
+                let public = raw.public.unwrap_or(RawPublic {
+                    path: None,
+                    max_bytes: default_max_public(),
+                });
+                anyhow::ensure!(public.max_bytes > 0, "[public] max_bytes must be positive");
+                DataSource::Own(OwnData {
+                    card: resolve(task.card),
+                    private: resolve(private.path),
+                    csv,
+                    holdout: private.holdout,
+                    seed: private.seed,
+                    public: public.path.map(resolve),
+                    max_public_bytes: public.max_bytes,
+                })
+            }
+            (None, None, Some(shard), Some(mut data)) => {
+                anyhow::ensure!(
+                    raw.public.is_none(),
+                    "[public] belongs to own files ([task] and [private]), not to a catalog [data] split"
+                );
+                anyhow::ensure!(
+                    shard < data.participants,
+                    "shard {shard} does not exist: the split has {} shards (0..{})",
+                    data.participants,
+                    data.participants
+                );
+                data.split_config()?;
+                data.data_dir = data.data_dir.map(resolve);
+                DataSource::Catalog { shard, data }
+            }
+            (task, private, shard, data) => anyhow::bail!(
+                "{}",
+                data_source_error(task.is_some(), private.is_some(), shard.is_some(), data.is_some())
+            ),
+        };
         fedistill_shared::ml::lifecycle::GuardConfig::new(raw.guard_metrics.clone(), raw.guard_max_relative_drop)?;
         if let Some(d) = &raw.distill {
             d.validate()?;
@@ -162,14 +279,11 @@ impl ParticipantSettings {
                 Some(addr)
             }
         };
-        let mut data = raw.data;
-        data.data_dir = data.data_dir.map(resolve);
         Ok(Self {
             kit: resolve(raw.kit),
             workdir: resolve(raw.workdir),
             encoding,
-            shard: raw.shard,
-            data,
+            source,
             teacher: raw.teacher,
             student: raw.student,
             train: raw.train,
@@ -182,6 +296,27 @@ impl ParticipantSettings {
             refresh,
             status,
         })
+    }
+}
+
+/// What is wrong with a config's choice of data, in words.
+fn data_source_error(task: bool, private: bool, shard: bool, data: bool) -> String {
+    let own = task || private;
+    let catalog = shard || data;
+    if own && catalog {
+        "own files ([task] and [private]) and a catalog split (shard and [data]) are both set: a node reads one".into()
+    } else if own {
+        format!(
+            "own files need both [task] card = \"task.toml\" and [private] path = \"your.csv\" ({} is missing)",
+            if task { "[private]" } else { "[task]" }
+        )
+    } else if catalog {
+        format!(
+            "a catalog split needs both shard = N and [data] ({} is missing)",
+            if shard { "[data]" } else { "shard" }
+        )
+    } else {
+        "no data: set [task] card and [private] path (your own files), or shard and [data] (a catalog split)".into()
     }
 }
 
@@ -303,6 +438,77 @@ participants = 3
         ];
         for (text, needle) in cases {
             let err = format!("{:#}", ParticipantSettings::parse(&text, Path::new(".")).unwrap_err());
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+
+    const OWN: &str = r#"
+kit = "kit"
+workdir = "work"
+[task]
+card = "task.toml"
+[private]
+path = "data/bank.csv"
+delimiter = ";"
+columns = { Class = "outcome" }
+holdout = 0.25
+seed = 3
+"#;
+
+    #[test]
+    fn own_files_resolve_and_fetch_the_public_set_by_default() {
+        let s = ParticipantSettings::parse(OWN, Path::new("/srv/bank")).unwrap();
+        let DataSource::Own(o) = &s.source else {
+            panic!("expected own files, got {:?}", s.source);
+        };
+        assert_eq!(o.card, Path::new("/srv/bank/task.toml"));
+        assert_eq!(o.private, Path::new("/srv/bank/data/bank.csv"));
+        assert_eq!(o.csv.delimiter, b';');
+        assert_eq!(o.csv.columns.get("Class").map(String::as_str), Some("outcome"));
+        assert_eq!((o.holdout, o.seed), (0.25, 3));
+        assert_eq!(o.public, None, "fetched from the coordinator");
+        let placed = format!("{OWN}[public]\npath = \"public.csv\"\nmax_bytes = 1000\n");
+        let s = ParticipantSettings::parse(&placed, Path::new("/srv/bank")).unwrap();
+        let DataSource::Own(o) = &s.source else { panic!() };
+        assert_eq!(o.public.as_deref(), Some(Path::new("/srv/bank/public.csv")));
+        assert_eq!(o.max_public_bytes, 1000);
+    }
+
+    #[test]
+    fn a_node_reads_either_its_own_files_or_a_catalog_shard() {
+        let cases = [
+            (format!("{OWN}shard = 1\n").replace("shard = 1\n", ""), ""),
+            (format!("shard = 1\n{OWN}"), "both set"),
+            (OWN.replace("[task]\ncard = \"task.toml\"\n", ""), "[task] is missing"),
+            (
+                OWN.split("[private]").next().unwrap_or_default().to_string(),
+                "[private] is missing",
+            ),
+            ("kit = \"k\"\nworkdir = \"w\"\n".to_string(), "no data"),
+            (
+                OWN.replace("holdout = 0.25", "holdout = 1.0"),
+                "holdout = 1 must be in (0, 1)",
+            ),
+            (OWN.replace("delimiter = \";\"", "delimiter = \";;\""), "[private]"),
+            (OWN.replace("seed = 3", "seed = 3\nshard = 2"), "bogus-free"),
+            (
+                format!("{GOOD}[public]\npath = \"p.csv\"\n"),
+                "[public] belongs to own files",
+            ),
+        ];
+        for (text, needle) in cases {
+            let parsed = ParticipantSettings::parse(&text, Path::new("."));
+            if needle.is_empty() {
+                parsed.unwrap();
+                continue;
+            }
+            if needle == "bogus-free" {
+                // `shard` inside [private] is an unknown key there, named as such.
+                let err = format!("{:#}", parsed.unwrap_err());
+                assert!(err.contains("shard"), "{err}");
+                continue;
+            }
+            let err = format!("{:#}", parsed.unwrap_err());
             assert!(err.contains(needle), "{needle}: {err}");
         }
     }

@@ -72,6 +72,26 @@ pub enum NodeEvent {
 pub struct DriverOptions {
     /// Largest frame accepted from the coordinator.
     pub max_frame_bytes: usize,
+    /// The digest of the task card this node's files were read against: checked against the
+    /// coordinator's signed card after every hello (a node on a catalog split has none).
+    pub task: Option<fedistill_shared::crypto::Digest>,
+}
+
+/// Sends one request on a fresh bidirectional stream and reads the reply; returns it with the frame bytes
+/// sent and received.
+pub async fn exchange(
+    conn: &quinn::Connection,
+    msg: &ToCoordinator,
+    max_frame: usize,
+) -> anyhow::Result<(Reply, u64, u64)> {
+    let frame = encode_frame(KIND_TO_COORDINATOR, msg)?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    write_frame(&mut send, &frame).await?;
+    send.finish()?;
+    let reply = read_frame(&mut recv, max_frame, STREAM_TIMEOUT).await?;
+    let d = decode_frame::<Reply>(&reply, max_frame)?;
+    anyhow::ensure!(d.kind == KIND_REPLY, "unexpected frame kind {} in reply", d.kind.0);
+    Ok((d.value, frame.len() as u64, reply.len() as u64))
 }
 
 /// A participant node's driver around its lifecycle.
@@ -81,6 +101,7 @@ pub struct Driver<L: Learner> {
     witness: Witness,
     replay: ReplayGuard,
     max_frame: usize,
+    task: Option<fedistill_shared::crypto::Digest>,
     events: Option<mpsc::UnboundedSender<NodeEvent>>,
 }
 
@@ -100,6 +121,7 @@ impl<L: Learner> Driver<L> {
             witness,
             replay,
             max_frame: opts.max_frame_bytes,
+            task: opts.task,
             events,
         }
     }
@@ -135,6 +157,11 @@ impl<L: Learner> Driver<L> {
             info!(coordinator = %self.kit.config.coordinator, "connected");
             let watched = conn.clone();
             let outcome = self.serve_connection(conn, cancel).await;
+            if let Err(e) = &outcome {
+                if let Some(m) = e.downcast_ref::<crate::owndata::TaskMismatch>() {
+                    anyhow::bail!("{m}");
+                }
+            }
             if let Some(reason) = watched.close_reason() {
                 // Revoked, unknown or refused: retrying cannot help; stop with the coordinator's reason.
                 if crate::transport::is_permanent_rejection(&reason) {
@@ -165,18 +192,9 @@ impl<L: Learner> Driver<L> {
 
     /// Sends one request on a fresh bidirectional stream and reads the reply.
     async fn request(&self, conn: &quinn::Connection, msg: &ToCoordinator) -> anyhow::Result<Reply> {
-        let frame = encode_frame(KIND_TO_COORDINATOR, msg)?;
-        let (mut send, mut recv) = conn.open_bi().await?;
-        write_frame(&mut send, &frame).await?;
-        send.finish()?;
-        let reply = read_frame(&mut recv, self.max_frame, STREAM_TIMEOUT).await?;
-        self.emit(NodeEvent::Exchanged {
-            up: frame.len() as u64,
-            down: reply.len() as u64,
-        });
-        let d = decode_frame::<Reply>(&reply, self.max_frame)?;
-        anyhow::ensure!(d.kind == KIND_REPLY, "unexpected frame kind {} in reply", d.kind.0);
-        Ok(d.value)
+        let (reply, up, down) = exchange(conn, msg, self.max_frame).await?;
+        self.emit(NodeEvent::Exchanged { up, down });
+        Ok(reply)
     }
 
     fn sign<T: SignedMessage>(&self, round: RoundId, body: &T) -> anyhow::Result<Signed<T>> {
@@ -208,6 +226,9 @@ impl<L: Learner> Driver<L> {
             Reply::Welcome { round, finished } => info!(round = round.0, finished, "welcomed by the coordinator"),
             Reply::Reject { code, message } => anyhow::bail!("coordinator refused hello ({code}): {message}"),
             other => anyhow::bail!("unexpected reply to hello: {other:?}"),
+        }
+        if let Some(digest) = self.task {
+            crate::owndata::check_task(&conn, &self.kit, digest, self.max_frame).await?;
         }
         // Pushes arrive on coordinator-opened unidirectional streams; a reader task stamps and forwards them.
         let (tx, mut rx) = mpsc::channel::<(ToParticipant, Instant, u64)>(64);

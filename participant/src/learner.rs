@@ -89,6 +89,41 @@ pub trait Learner: Send + 'static {
 /// Work-directory file recording the DP-SGD cost of the saved teacher (`DpSgdCost` as JSON).
 pub const TEACHER_DP_FILE: &str = "teacher-dp.json";
 
+/// The data a node learns from: its private rows, the public transfer set, its test rows, and the seeds.
+pub struct NodeData {
+    /// The private training rows.
+    pub private: Dataset,
+    /// The public transfer set.
+    pub public: Dataset,
+    /// Digest of the public transfer set (what the coordinator's round openings announce).
+    pub public_digest: Digest,
+    /// Rows this node evaluates on (its own holdout, or the split's shared test set).
+    pub test: Dataset,
+    /// Seed of teacher training and refresh.
+    pub seed: u64,
+    /// This node's index in a catalog split (0 for own files); mixed into the seeds.
+    pub index: u64,
+}
+
+impl NodeData {
+    /// This node's part of a catalog split.
+    pub fn from_split(split: FederatedSplit, shard: usize, seed: u64) -> anyhow::Result<Self> {
+        let private = split
+            .shards
+            .get(shard)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("shard {shard} is not in the split"))?;
+        Ok(NodeData {
+            private,
+            public_digest: Digest(split.public_digest),
+            public: split.public,
+            test: split.test,
+            seed,
+            index: shard as u64,
+        })
+    }
+}
+
 /// Everything a [`ModelLearner`] is made of, for a caller that prepared the parts itself (the in-process
 /// experiments of `fedistill bench`, which train many teachers and share the public and test sets).
 pub struct LearnerParts {
@@ -137,24 +172,24 @@ pub struct ModelLearner {
 }
 
 impl ModelLearner {
-    /// Takes this node's part of `split`, trains the private teacher (or reloads it from the work
-    /// directory) and builds the student. Blocking: minutes on a large shard.
-    pub fn prepare(settings: &ParticipantSettings, split: FederatedSplit) -> anyhow::Result<Self> {
-        let shard = split
-            .shards
-            .get(settings.shard)
-            .cloned()
-            .ok_or_else(|| anyhow::anyhow!("shard {} is not in the split", settings.shard))?;
-        let public_digest = Digest(split.public_digest);
-        let (public, test) = (split.public, split.test);
-
-        let defaults = LocalOptions::defaults_for(&shard, settings.data.seed);
+    /// Takes this node's data, trains the private teacher (or reloads it from the work directory) and
+    /// builds the student. Blocking: minutes on a large shard.
+    pub fn prepare(settings: &ParticipantSettings, data: NodeData) -> anyhow::Result<Self> {
+        let NodeData {
+            private: shard,
+            public,
+            public_digest,
+            test,
+            seed,
+            index,
+        } = data;
+        let defaults = LocalOptions::defaults_for(&shard, seed);
         let teacher_cfg = settings.teacher.clone().unwrap_or(defaults.teacher.model.clone());
         let student_cfg = settings.student.clone().unwrap_or(defaults.student.model.clone());
         let train_cfg = settings
             .train
             .clone()
-            .unwrap_or_else(|| default_train(&shard.kind, settings.data.seed + settings.shard as u64));
+            .unwrap_or_else(|| default_train(&shard.kind, seed + index));
         let distill_cfg: DistillConfig = settings.distill.clone().unwrap_or_else(|| {
             let mut d = default_distill(&shard.kind, settings.student_seed);
             d.epochs_per_round = 10;
@@ -273,7 +308,7 @@ impl ModelLearner {
             distiller: Distiller::new(student, distill_cfg),
             guard: GuardConfig::new(settings.guard_metrics.clone(), settings.guard_max_relative_drop)?,
             refresh: settings.refresh.clone(),
-            refresh_seed: settings.data.seed ^ (settings.shard as u64) << 32,
+            refresh_seed: seed ^ index << 32,
             workdir: settings.workdir.clone(),
             local_only_accuracy,
         });

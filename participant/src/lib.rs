@@ -6,6 +6,7 @@ pub mod console;
 pub mod driver;
 pub mod learner;
 pub mod lifecycle;
+pub mod owndata;
 pub mod service;
 pub mod transport;
 pub mod witness;

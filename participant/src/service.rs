@@ -11,11 +11,12 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, Instrument};
 
+use fedistill_shared::crypto::Digest;
 use fedistill_shared::ledger::LogVerifier;
 
-use crate::config::ParticipantSettings;
+use crate::config::{DataSource, ParticipantSettings};
 use crate::driver::{Driver, DriverOptions};
-use crate::learner::{Learner, ModelLearner};
+use crate::learner::{Learner, ModelLearner, NodeData};
 use crate::lifecycle::{write_json, RoundLifecycle, RoundRecord};
 use crate::transport::Kit;
 use crate::witness::Witness;
@@ -73,14 +74,32 @@ pub async fn run(settings: ParticipantSettings, cancel: CancellationToken) -> an
     let me = kit.participant().clone();
     info!(participant = %me, federation = %kit.federation(), "participant starting");
 
-    let data = settings.data.clone();
-    let split = tokio::task::spawn_blocking(move || data.load_split()).await??;
-    let classes = split.public.num_classes;
+    // This node's data: its own files against the federation's task card (checked with the coordinator,
+    // the public set fetched if needed), or its shard of a catalog split.
+    let (data, task) = match &settings.source {
+        DataSource::Own(own) => {
+            let (card, public) =
+                crate::owndata::prepare(&kit, own, &settings.workdir, settings.max_frame_bytes, &cancel).await?;
+            let digest = Digest(card.digest());
+            let own = own.clone();
+            let data = tokio::task::spawn_blocking(move || crate::owndata::load(&own, &card, &public)).await??;
+            (data, Some(digest))
+        }
+        DataSource::Catalog { shard, data } => {
+            let (data, shard) = (data.clone(), *shard);
+            let split = tokio::task::spawn_blocking(move || {
+                let seed = data.seed;
+                NodeData::from_split(data.load_split()?, shard, seed)
+            })
+            .await??;
+            (split, None)
+        }
+    };
     // The read-only status page (`status = ...`, participant/src/console.rs).
-    crate::console::spawn(&settings, me.as_str(), classes, &cancel).await?;
+    crate::console::spawn(&settings, me.as_str(), data.public.num_classes, &cancel).await?;
     let learner = {
         let settings = settings.clone();
-        tokio::task::spawn_blocking(move || ModelLearner::prepare(&settings, split)).await??
+        tokio::task::spawn_blocking(move || ModelLearner::prepare(&settings, data)).await??
     };
     let teacher_dp = learner.teacher_dp();
     let lifecycle = RoundLifecycle::open(
@@ -93,6 +112,7 @@ pub async fn run(settings: ParticipantSettings, cancel: CancellationToken) -> an
     let witness = open_witness(&kit, &settings.workdir)?;
     let opts = DriverOptions {
         max_frame_bytes: settings.max_frame_bytes,
+        task,
     };
     let lifecycle = Driver::new(kit, lifecycle, witness, &opts, None).run(&cancel).await?;
     let summary = lifecycle.learner().summary();

@@ -234,6 +234,9 @@ fn verify(a: VerifyArgs) -> anyhow::Result<()> {
             report.record_signatures,
             report.aggregates_recomputed
         );
+        if let Some((name, card)) = &report.task {
+            println!("task {name:?}: card {}", card.to_hex());
+        }
         if let Some(e) = &report.extends {
             println!("extends the expected checkpoint: size {} root {}", e.size, e.root);
         }

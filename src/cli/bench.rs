@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use fedistill_harness::{accuracy, communication, quantize, robust, scale, train, transport};
+use fedistill_harness::{accuracy, communication, load, quantize, robust, scale, train, transport};
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -33,6 +33,21 @@ pub enum BenchCommand {
         /// to this directory.
         #[arg(long)]
         report: Option<std::path::PathBuf>,
+    },
+    /// Own-file loading: CSV and Parquet readers and the data check vs a bare csv-crate loop; data check's peak RSS.
+    Load {
+        /// A ~20 MB file instead of ~200 MB.
+        #[arg(long)]
+        quick: bool,
+        /// Size of the generated CSV in MB (overrides the default and --quick).
+        #[arg(long)]
+        size_mb: Option<f64>,
+        /// Measure `fedistill data check`'s peak RSS on a generated CSV of this many GB instead.
+        #[arg(long)]
+        check_gb: Option<f64>,
+        /// Write load.json, load.md and load-throughput.png/.svg (rows/s per method) to this directory.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
 }
 
@@ -267,5 +282,18 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             exe: std::env::current_exe().context("locating the fedistill binary")?,
         }),
         BenchCommand::Train { quick, json, report } => train::run(&train::TrainOptions { quick, json, report }),
+        BenchCommand::Load {
+            quick,
+            size_mb,
+            check_gb,
+            report,
+        } => load::run(&load::LoadOptions {
+            quick,
+            size_mb,
+            check_gb,
+            report,
+            exe: std::env::current_exe().context("locating the fedistill binary")?,
+            command: command_line(),
+        }),
     }
 }

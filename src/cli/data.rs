@@ -27,7 +27,7 @@ pub enum DataCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Check own CSV files against a task card, exactly as the participant reads them; sends nothing.
+    /// Check own files (CSV, Parquet, images) against a task card as a participant reads them; sends nothing.
     Check(CheckArgs),
 }
 
@@ -45,7 +45,10 @@ pub struct CheckArgs {
     /// Problems listed per file.
     #[arg(long, default_value_t = data::DEFAULT_MAX_PROBLEMS)]
     max_problems: usize,
-    /// The CSV files to check.
+    /// Format of every FILE (csv, parquet, image-folder, idx); default: told from each name.
+    #[arg(long)]
+    format: Option<data::PrivateFormat>,
+    /// The files (or image folders) to check.
     #[arg(required = true)]
     files: Vec<PathBuf>,
 }
@@ -138,7 +141,7 @@ fn check(a: &CheckArgs) -> anyhow::Result<()> {
     println!("task        {}\n", card.summary());
     let mut unusable = 0;
     for file in &a.files {
-        let report = data::check_csv(file, &card, &opts, a.max_problems);
+        let report = data::check_private(file, &card, &opts, a.max_problems, a.format);
         println!("{report}");
         unusable += usize::from(!report.usable());
     }

@@ -135,6 +135,11 @@ static EMBEDDED: [(&str, &[u8]); 6] = [
     ("breast_cancer.csv", include_bytes!("../../../data/breast_cancer.csv")),
 ];
 
+/// The bytes of a file compiled into the binary, by its name in `data/` (`lending_club.csv`, ...).
+pub fn embedded(file: &str) -> Option<&'static [u8]> {
+    EMBEDDED.iter().find(|(n, _)| *n == file).map(|(_, b)| *b)
+}
+
 /// Bytes of `file` from `dir`, or the embedded copy; the second value names the source in errors.
 fn source(file: &str, dir: Option<&Path>) -> Result<(std::borrow::Cow<'static, [u8]>, String), DataError> {
     match dir {
@@ -142,10 +147,8 @@ fn source(file: &str, dir: Option<&Path>) -> Result<(std::borrow::Cow<'static, [
             let path = d.join(file);
             Ok((read_file(&path)?.into(), path.display().to_string()))
         }
-        None => EMBEDDED
-            .iter()
-            .find(|(n, _)| *n == file)
-            .map(|(n, b)| (std::borrow::Cow::Borrowed(*b), format!("embedded:{n}")))
+        None => embedded(file)
+            .map(|b| (std::borrow::Cow::Borrowed(b), format!("embedded:{file}")))
             .ok_or_else(|| DataError::Io {
                 file: format!("embedded:{file}"),
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "not embedded in this build"),

@@ -9,7 +9,9 @@ use crate::DataError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum DataKind {
-    /// A grey-level image stored row-major, pixels scaled to [0, 1]; `dim == height * width`.
+    /// An image stored row-major, values scaled to [0, 1]; `dim == height * width * channels`
+    /// with the channel last (`r g b r g b ...`): grey images (the catalog's, IDX files) have one
+    /// channel, `dim == height * width`. Channels = `dim / (height * width)`.
     Image {
         /// Rows of pixels.
         height: usize,
@@ -59,7 +61,7 @@ impl std::fmt::Debug for Dataset {
 
 impl Dataset {
     /// Builds a dataset after checking that its fields agree (`features.len() == n * dim`, every
-    /// label `< class_names.len()`, image `dim == height * width`).
+    /// label `< class_names.len()`, image `dim` a whole number of `height * width` channels).
     pub fn new(
         name: impl Into<String>,
         features: Vec<f32>,
@@ -115,7 +117,9 @@ impl Dataset {
             return Err(bad(format!("label {l} of sample {i} is not < {}", self.num_classes)));
         }
         if let DataKind::Image { height, width } = self.kind {
-            if height.checked_mul(width) != Some(self.dim) {
+            let pixels = height.checked_mul(width);
+            let whole_channels = pixels.is_some_and(|p| self.dim > 0 && self.dim.checked_rem(p) == Some(0));
+            if !whole_channels && pixels != Some(self.dim) {
                 return Err(bad(format!("image {height}x{width} does not match dim {}", self.dim)));
             }
         }
@@ -211,5 +215,15 @@ mod tests {
         )
         .expect_err("bad input must be refused");
         assert!(err.to_string().contains("3x3 does not match dim 4"), "{err}");
+        // Three channels (RGB) of a 2x2 image.
+        Dataset::new(
+            "x",
+            vec![0.0; 12],
+            vec![0],
+            12,
+            DataKind::Image { height: 2, width: 2 },
+            vec!["a".into()],
+        )
+        .expect("12 = 2 * 2 * 3 channels");
     }
 }

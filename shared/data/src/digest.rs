@@ -7,7 +7,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::Dataset;
+use crate::{DataError, Dataset};
 
 /// Domain-separation tag opening the encoding (exactly 32 ASCII bytes).
 pub const PUBLIC_DIGEST_TAG: &[u8; 32] = b"fedistill/public-transfer-set/v1";
@@ -32,6 +32,29 @@ pub fn public_digest(public: &Dataset, ids: &[u64]) -> [u8; 32] {
         h.update(id.to_le_bytes());
     }
     h.finalize().into()
+}
+
+/// SHA-256 and size of a file's bytes, streamed (the digest a task card declares for its public set).
+pub fn sha256_file(path: &std::path::Path) -> Result<([u8; 32], u64), DataError> {
+    use std::io::Read;
+    let file = path.display().to_string();
+    let io = |source| DataError::Io {
+        file: file.clone(),
+        source,
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf).map_err(io)?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((h.finalize().into(), n))
 }
 
 #[cfg(test)]

@@ -115,20 +115,42 @@ pub enum DataError {
         detail: String,
     },
 
-    /// A header, row or cell of an institution's own CSV that does not fit the task card.
-    #[error("{file}:{line}:{column}: {detail}")]
+    /// A header, row or cell of an institution's own CSV or Parquet file that does not fit the
+    /// task card.
+    #[error("{file}:{at}:{column}: {detail}")]
     Row {
-        /// The CSV file.
+        /// The CSV or Parquet file.
         file: String,
-        /// 1-based line in the file where the record starts (line 1 is the header).
-        line: u64,
-        /// The column as the file's header names it; `header` for a header problem, `*` for
-        /// the whole row or file.
+        /// Where: a CSV line, a Parquet data row, or a Parquet file's schema.
+        at: Position,
+        /// The column as the file names it; `header` for a header (schema) problem, `*` for the
+        /// whole row or file.
         column: String,
         /// The kind of problem (stable name).
         kind: ProblemKind,
         /// What is wrong, with the offending text.
         detail: String,
+    },
+
+    /// A file that is not readable Parquet (bad magic, footer or page, a codec this build lacks).
+    #[error("{file}: not readable as Parquet: {detail}")]
+    Parquet {
+        /// The Parquet file.
+        file: String,
+        /// The Parquet or Arrow reader's message.
+        detail: String,
+    },
+
+    /// An image (or a folder) of an institution's own image folder that cannot be read or does
+    /// not fit the task card's shape and classes.
+    #[error("{file}: expected {expected}, found {found}")]
+    Image {
+        /// The image file or folder.
+        file: String,
+        /// What the card requires there.
+        expected: String,
+        /// What the file or folder holds instead.
+        found: String,
     },
 
     /// An option of a reader (delimiter, column mapping) that cannot be used.
@@ -148,4 +170,26 @@ pub enum DataError {
         /// Which invariant is broken.
         detail: String,
     },
+}
+
+/// Where in an own file a problem is: CSV files are counted in lines, columnar files (Parquet) in
+/// data rows, and a Parquet file's column names and types are its schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Position {
+    /// 1-based line of a CSV file where the record starts (line 1 is the header); shown as `N`.
+    Line(u64),
+    /// 1-based data row of a Parquet file (the first data row is row 1); shown as `row N`.
+    Row(u64),
+    /// The schema (column names and types) of a Parquet file; shown as `schema`.
+    Schema,
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Position::Line(n) => write!(f, "{n}"),
+            Position::Row(n) => write!(f, "row {n}"),
+            Position::Schema => f.write_str("schema"),
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Datasets: readers (IDX, schema-driven CSV), the catalog with embedded copies, seeded federated
 //! splits, non-IID partitioners and the public transfer-set digest; the task card and the
-//! reader of an institution's own files against it. See docs/data.md.
+//! readers of an institution's own files against it (CSV, Parquet, image folders, IDX; one row
+//! encoder for the tabular ones). See docs/data.md.
 //!
 //! ```no_run
 //! use fedistill_data::{load, split, LoadOptions, SplitConfig};
@@ -14,9 +15,13 @@ mod bytes;
 mod catalog;
 mod dataset;
 mod digest;
+mod encode;
 mod error;
 pub mod idx;
+mod imagefolder;
 mod infer;
+mod own;
+mod parquet;
 mod partition;
 mod private;
 mod rng;
@@ -27,13 +32,16 @@ mod task;
 
 pub use bytes::{maybe_gunzip, read_file, GZIP_MAGIC, MAX_DECOMPRESSED};
 pub use catalog::{
-    catalog, load, load_fashion_mnist, CatalogEntry, LoadOptions, FASHION_MNIST_DIR, FASHION_MNIST_FILES,
+    catalog, embedded, load, load_fashion_mnist, CatalogEntry, LoadOptions, FASHION_MNIST_DIR, FASHION_MNIST_FILES,
     FASHION_MNIST_INSTALL,
 };
 pub use dataset::{DataKind, Dataset};
-pub use digest::{public_digest, PUBLIC_DIGEST_TAG};
-pub use error::DataError;
+pub use digest::{public_digest, sha256_file, PUBLIC_DIGEST_TAG};
+pub use error::{DataError, Position};
+pub use imagefolder::{read_idx_private, read_image_folder, IMAGE_EXTENSIONS};
 pub use infer::{infer_card, InferOptions, DEFAULT_MAX_LEVELS};
+pub use own::{check_private, idx_labels_path, read_private, read_private_as, PrivateFormat};
+pub use crate::parquet::{check_parquet, read_private_parquet, PARQUET_BATCH_ROWS};
 pub use partition::Partition;
 pub use private::{
     check_csv, read_private_csv, CheckReport, ColumnCheck, CsvOptions, LoadReport, ProblemKind, DEFAULT_MAX_PROBLEMS,

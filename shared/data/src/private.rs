@@ -1,11 +1,12 @@
-// Over 800 lines: the streaming reader and the data steward's check share one cell parser and its error positions; about 440 lines are the bad-input tests.
+// Over 800 lines: the CSV reader, the load and check drivers every tabular reader shares, and about 440 lines of bad-input tests.
 //! Reading an institution's OWN CSV files against a task card: the participant's loader
 //! (`read_private_csv`, all or nothing) and the data steward's check (`check_csv`, which reads the
 //! file exactly the same way but keeps going to list problems). Both stream the file record by
-//! record through one decoder, and impute and scale with the CARD's statistics only, so no file's
-//! rows ever change how another file is preprocessed.
+//! record through the shared row encoder (`encode.rs`, also used by the Parquet reader), and
+//! impute and scale with the CARD's statistics only, so no file's rows ever change how another
+//! file is preprocessed. `load_scan` and `check_scan` are the drivers both formats run.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -14,8 +15,10 @@ use std::path::Path;
 use csv::ByteRecord;
 use serde::Serialize;
 
-use crate::task::{is_missing, Feature, Impute, Scale, TaskCard, UnknownLevel};
-use crate::{DataError, DataKind, Dataset};
+use crate::encode::{check_names, Cell, Plan, Problem, RowSource, Slot, Tally};
+use crate::error::Position;
+use crate::task::TaskCard;
+use crate::{DataError, DataKind, Dataset, GZIP_MAGIC};
 
 /// A numeric cell further than this many card standard deviations from the card mean is counted
 /// as out of range by `check_csv` (a warning for the steward, not an error).
@@ -108,6 +111,9 @@ pub enum ProblemKind {
     MissingLabel,
     /// A column of a public file that is neither numeric nor a category with few levels.
     TooManyLevels,
+    /// A typed (Parquet) column whose type cannot hold its card column: text or a boolean for a
+    /// numeric feature, a float for a categorical, ordinal or label column.
+    WrongType,
 }
 
 impl ProblemKind {
@@ -125,6 +131,7 @@ impl ProblemKind {
             ProblemKind::UnknownClass => "unknown-class",
             ProblemKind::MissingLabel => "missing-label",
             ProblemKind::TooManyLevels => "too-many-levels",
+            ProblemKind::WrongType => "wrong-type",
         }
     }
 }
@@ -140,10 +147,11 @@ pub(crate) const HEADER: &str = "header";
 /// The column name used for problems that concern a whole row or file.
 pub(crate) const WHOLE: &str = "*";
 
+/// A problem at a CSV line.
 pub(crate) fn row_error(file: &str, line: u64, column: &str, kind: ProblemKind, detail: String) -> DataError {
     DataError::Row {
         file: file.to_string(),
-        line,
+        at: Position::Line(line),
         column: column.to_string(),
         kind,
         detail,
@@ -230,525 +238,35 @@ pub(crate) fn read_header<R: Read>(rdr: &mut csv::Reader<R>, file: &str) -> Resu
         })?;
         names.push(name.trim().to_string());
     }
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    for (k, name) in names.iter().enumerate() {
-        if name.is_empty() {
-            return Err(row_error(
-                file,
-                line,
-                &format!("field {}", k + 1),
-                ProblemKind::Header,
-                "a header name is empty".into(),
-            ));
-        }
-        if let Some(first) = seen.insert(name, k) {
-            return Err(row_error(
-                file,
-                line,
-                name,
-                ProblemKind::Header,
-                format!(
-                    "column `{name}` appears twice in the header (fields {} and {})",
-                    first + 1,
-                    k + 1
-                ),
-            ));
-        }
-    }
+    check_names(&names, file, Position::Line(line))?;
     Ok(names)
 }
+/// The data rows of an open own file (CSV or Parquet), in file order.
+pub(crate) trait RowStream {
+    /// Calls `visit` with each data row and its position until `visit` returns false or the rows
+    /// end. An error is a problem that ends the reading (unreadable bytes, a record the parser
+    /// cannot split, a Parquet page that does not decode).
+    fn for_each_row(&mut self, visit: &mut dyn FnMut(&mut dyn RowSource, Position) -> bool) -> Result<(), DataError>;
 
-/// How one card column's cell becomes model inputs.
-#[derive(Debug)]
-enum Encode {
-    /// One input: `(x - shift) / div`; `range` = (mean, std) for the out-of-range count.
-    Number {
-        fill: f64,
-        shift: f64,
-        div: f64,
-        range: Option<(f64, f64)>,
-    },
-    /// One input: the rank, imputed and scaled like a number.
-    Rank {
-        ranks: HashMap<String, usize>,
-        fill: f64,
-        shift: f64,
-        div: f64,
-    },
-    /// `width` one-hot inputs; `other` is the implicit level's index, `fill` a missing cell's.
-    OneHot {
-        levels: HashMap<String, usize>,
-        width: usize,
-        other: Option<usize>,
-        fill: Option<usize>,
-    },
+    /// Where "no data rows" is reported.
+    fn end(&self) -> Position;
 }
 
-/// One card feature column located in the file.
-#[derive(Debug)]
-struct Slot {
-    card: String,
-    local: String,
-    kind: &'static str,
-    field: usize,
-    offset: usize,
-    encode: Encode,
-    /// The levels for messages (`a|b|c`).
-    levels_text: String,
+/// An open own file with its column names laid over the card.
+pub(crate) struct Scan<S> {
+    pub(crate) file: String,
+    pub(crate) plan: Plan,
+    pub(crate) rows: S,
 }
 
-impl Slot {
-    /// Whether unknown levels go to `<other>` (and are counted).
-    fn has_other(&self) -> bool {
-        matches!(self.encode, Encode::OneHot { other: Some(_), .. })
-    }
-
-    /// Whether values are checked against the card's mean and std.
-    fn has_range(&self) -> bool {
-        matches!(self.encode, Encode::Number { range: Some(_), .. })
-    }
-}
-
-/// The card laid over one file's header.
-#[derive(Debug)]
-struct Plan {
-    slots: Vec<Slot>,
-    label_field: usize,
-    label_local: String,
-    classes: HashMap<String, u32>,
-    classes_text: String,
-    headers: Vec<String>,
-    ignored: Vec<String>,
-    dim: usize,
-}
-
-fn levels_text(levels: &[String]) -> String {
-    const SHOWN: usize = 12;
-    let mut t = levels.iter().take(SHOWN).cloned().collect::<Vec<_>>().join("|");
-    if levels.len() > SHOWN {
-        t.push_str(&format!("|... ({} levels)", levels.len()));
-    }
-    t
-}
-
-impl Plan {
-    fn new(card: &TaskCard, opts: &CsvOptions, headers: Vec<String>, file: &str) -> Result<Plan, DataError> {
-        let header_error = |detail: String| row_error(file, 1, HEADER, ProblemKind::Header, detail);
-        let label = card.label.column.clone().unwrap_or_default();
-        let card_columns: Vec<&str> = card
-            .features
-            .iter()
-            .map(Feature::name)
-            .chain(std::iter::once(label.as_str()))
-            .collect();
-        if let Some(unknown) = opts.columns.keys().find(|k| !card_columns.contains(&k.as_str())) {
-            return Err(header_error(format!(
-                "the column mapping names `{unknown}`, which is not a column of task `{}`",
-                card.name
-            )));
-        }
-        let local_of = |c: &str| opts.columns.get(c).map_or(c, String::as_str).to_string();
-        let mut used: BTreeMap<String, &str> = BTreeMap::new();
-        let mut missing = Vec::new();
-        let mut fields = Vec::with_capacity(card_columns.len());
-        for c in &card_columns {
-            let local = local_of(c);
-            if let Some(other) = used.insert(local.clone(), c) {
-                return Err(header_error(format!(
-                    "card columns `{other}` and `{c}` are both mapped to the local column `{local}`"
-                )));
-            }
-            match headers.iter().position(|h| *h == local) {
-                Some(k) => fields.push(k),
-                None if local == *c => missing.push(format!("`{c}`")),
-                None => missing.push(format!("`{c}` (mapped to `{local}`)")),
-            }
-        }
-        if !missing.is_empty() {
-            let hint = if missing.len() == card_columns.len() {
-                "; none of the card's columns is in line 1: is the header row missing?"
-            } else {
-                ""
-            };
-            return Err(header_error(format!(
-                "missing {} of task `{}`: {}{hint}",
-                if missing.len() == 1 { "column" } else { "columns" },
-                card.name,
-                missing.join(", ")
-            )));
-        }
-        let prep = card.preprocessing.as_ref();
-        let standard = prep.is_some_and(|p| p.scale == Scale::Standard);
-        let mut slots = Vec::with_capacity(card.features.len());
-        let mut offset = 0;
-        for (f, &field) in card.features.iter().zip(&fields) {
-            let stats = card.stats_for(f.name());
-            let fill = stats.and_then(|s| s.fill).unwrap_or(0.0);
-            let (shift, div) = match (standard, stats.and_then(|s| s.mean), stats.and_then(|s| s.std)) {
-                (true, Some(m), Some(s)) => (m, s),
-                _ => (0.0, 1.0),
-            };
-            let (encode, text) = match f {
-                Feature::Numeric { .. } => (
-                    Encode::Number {
-                        fill,
-                        shift,
-                        div,
-                        range: stats.and_then(|s| Some((s.mean?, s.std?))),
-                    },
-                    String::new(),
-                ),
-                Feature::Ordinal { levels, .. } => (
-                    Encode::Rank {
-                        ranks: levels.iter().enumerate().map(|(k, l)| (l.clone(), k)).collect(),
-                        fill,
-                        shift,
-                        div,
-                    },
-                    levels_text(levels),
-                ),
-                Feature::Categorical { levels, unknown, .. } => {
-                    let fill = match prep.map(|p| p.impute) {
-                        Some(Impute::Zero) | None => None,
-                        Some(_) => stats
-                            .and_then(|s| s.fill_level.as_ref())
-                            .and_then(|l| levels.iter().position(|x| x == l)),
-                    };
-                    (
-                        Encode::OneHot {
-                            levels: levels.iter().enumerate().map(|(k, l)| (l.clone(), k)).collect(),
-                            width: f.width(),
-                            other: (*unknown == UnknownLevel::Other).then_some(levels.len()),
-                            fill,
-                        },
-                        levels_text(levels),
-                    )
-                }
-            };
-            slots.push(Slot {
-                card: f.name().to_string(),
-                local: headers[field].clone(),
-                kind: f.kind_name(),
-                field,
-                offset,
-                encode,
-                levels_text: text,
-            });
-            offset += f.width();
-        }
-        let label_field = *fields
-            .last()
-            .expect("the label column is always among the card columns");
-        let used_fields: BTreeSet<usize> = fields.iter().copied().collect();
-        let ignored = headers
-            .iter()
-            .enumerate()
-            .filter(|(k, _)| !used_fields.contains(k))
-            .map(|(_, h)| h.clone())
-            .collect();
-        Ok(Plan {
-            slots,
-            label_local: headers[label_field].clone(),
-            label_field,
-            classes: card
-                .classes()
-                .iter()
-                .enumerate()
-                .map(|(k, c)| (c.clone(), k as u32))
-                .collect(),
-            classes_text: levels_text(card.classes()),
-            headers,
-            ignored,
-            dim: offset,
-        })
-    }
-
-    /// Decodes one data record into `row` (`dim` values). Returns the class id, or `None` after
-    /// pushing at least one problem. Counts missing, `<other>` and out-of-range cells in `tally`.
-    fn decode(
-        &self,
-        rec: &ByteRecord,
-        line: u64,
-        row: &mut [f32],
-        tally: &mut Tally,
-        problems: &mut Vec<Problem>,
-    ) -> Option<u32> {
-        let before = problems.len();
-        if rec.len() != self.headers.len() {
-            let (column, detail) = if rec.len() < self.headers.len() {
-                (
-                    self.headers[rec.len()].clone(),
-                    format!(
-                        "the row has {} fields, the header {}: this column and those after it are absent",
-                        rec.len(),
-                        self.headers.len()
-                    ),
-                )
-            } else {
-                (
-                    format!("field {}", self.headers.len() + 1),
-                    format!("the row has {} fields, the header {}", rec.len(), self.headers.len()),
-                )
-            };
-            problems.push(Problem {
-                line,
-                column,
-                kind: ProblemKind::RaggedRow,
-                detail,
-            });
-            return None;
-        }
-        let mut push = |column: &str, kind: ProblemKind, detail: String| {
-            problems.push(Problem {
-                line,
-                column: column.to_string(),
-                kind,
-                detail,
-            })
-        };
-        for (s, slot) in self.slots.iter().enumerate() {
-            let Some(cell) = cell_text(rec, slot.field) else {
-                push(&slot.local, ProblemKind::NotUtf8, "the cell is not UTF-8".into());
-                continue;
-            };
-            let missing = is_missing(cell);
-            if missing {
-                tally.missing[s] += 1;
-                tally.imputed += 1;
-            }
-            match &slot.encode {
-                Encode::Number {
-                    fill,
-                    shift,
-                    div,
-                    range,
-                } => {
-                    let v = if missing {
-                        *fill
-                    } else {
-                        match cell.parse::<f64>() {
-                            Ok(v) if v.is_finite() => v,
-                            Ok(_) => {
-                                push(
-                                    &slot.local,
-                                    ProblemKind::NotFinite,
-                                    format!("`{cell}` is not a finite number"),
-                                );
-                                continue;
-                            }
-                            Err(_) => {
-                                push(
-                                    &slot.local,
-                                    ProblemKind::NotANumber,
-                                    format!("`{cell}` is not a number"),
-                                );
-                                continue;
-                            }
-                        }
-                    };
-                    if let (false, Some((mean, std))) = (missing, range) {
-                        if (v - mean).abs() > OUT_OF_RANGE_STDS * std {
-                            tally.out_of_range[s] += 1;
-                        }
-                    }
-                    let x = ((v - shift) / div) as f32;
-                    if !x.is_finite() {
-                        push(
-                            &slot.local,
-                            ProblemKind::NotFinite,
-                            format!("`{cell}` overflows a 32-bit float once scaled"),
-                        );
-                        continue;
-                    }
-                    row[slot.offset] = x;
-                }
-                Encode::Rank {
-                    ranks,
-                    fill,
-                    shift,
-                    div,
-                } => {
-                    let v = if missing {
-                        *fill
-                    } else {
-                        match ranks.get(cell) {
-                            Some(&k) => k as f64,
-                            None => {
-                                push(
-                                    &slot.local,
-                                    ProblemKind::UnknownLevel,
-                                    format!("`{cell}` is not a level of `{}` ({})", slot.card, slot.levels_text),
-                                );
-                                continue;
-                            }
-                        }
-                    };
-                    row[slot.offset] = ((v - shift) / div) as f32;
-                }
-                Encode::OneHot {
-                    levels,
-                    width,
-                    other,
-                    fill,
-                } => {
-                    let hot = if missing {
-                        *fill
-                    } else {
-                        match (levels.get(cell), other) {
-                            (Some(&k), _) => Some(k),
-                            (None, Some(k)) => {
-                                tally.other[s] += 1;
-                                Some(*k)
-                            }
-                            (None, None) => {
-                                push(
-                                    &slot.local,
-                                    ProblemKind::UnknownLevel,
-                                    format!("`{cell}` is not a level of `{}` ({})", slot.card, slot.levels_text),
-                                );
-                                continue;
-                            }
-                        }
-                    };
-                    let block = &mut row[slot.offset..slot.offset + width];
-                    block.fill(0.0);
-                    if let Some(k) = hot {
-                        block[k] = 1.0;
-                    }
-                }
-            }
-        }
-        let label = match cell_text(rec, self.label_field) {
-            None => {
-                push(&self.label_local, ProblemKind::NotUtf8, "the cell is not UTF-8".into());
-                None
-            }
-            Some(cell) => match self.classes.get(cell) {
-                Some(&k) => Some(k),
-                None if is_missing(cell) => {
-                    push(
-                        &self.label_local,
-                        ProblemKind::MissingLabel,
-                        "the label is missing (labels are never imputed)".into(),
-                    );
-                    None
-                }
-                None => {
-                    push(
-                        &self.label_local,
-                        ProblemKind::UnknownClass,
-                        format!("`{cell}` is not a class of the task ({})", self.classes_text),
-                    );
-                    None
-                }
-            },
-        };
-        if problems.len() > before {
-            None
-        } else {
-            label
-        }
-    }
-}
-
-/// The trimmed UTF-8 text of field `k`, `None` when it is not UTF-8 (the caller checked `k`).
-fn cell_text(rec: &ByteRecord, k: usize) -> Option<&str> {
-    std::str::from_utf8(rec.get(k).unwrap_or_default()).ok().map(str::trim)
-}
-
-/// One problem found in a row, before it is tied to a file.
-#[derive(Debug)]
-struct Problem {
-    line: u64,
-    column: String,
-    kind: ProblemKind,
-    detail: String,
-}
-
-impl Problem {
-    fn into_error(self, file: &str) -> DataError {
-        row_error(file, self.line, &self.column, self.kind, self.detail)
-    }
-}
-
-/// Counters kept while reading (never the rows themselves).
-#[derive(Debug)]
-struct Tally {
-    rows: u64,
-    rows_ok: u64,
-    class_counts: Vec<u64>,
-    missing: Vec<u64>,
-    other: Vec<u64>,
-    out_of_range: Vec<u64>,
-    imputed: u64,
-}
-
-impl Tally {
-    fn new(plan: &Plan, classes: usize) -> Tally {
-        let n = plan.slots.len();
-        Tally {
-            rows: 0,
-            rows_ok: 0,
-            class_counts: vec![0; classes],
-            missing: vec![0; n],
-            other: vec![0; n],
-            out_of_range: vec![0; n],
-            imputed: 0,
-        }
-    }
-}
-
-/// An open file with its header laid over the card, read record by record.
-struct Scan {
-    file: String,
-    rdr: csv::Reader<BufReader<File>>,
-    rec: ByteRecord,
-    plan: Plan,
-    last_line: u64,
-}
-
-impl Scan {
-    fn open(path: &Path, card: &TaskCard, opts: &CsvOptions) -> Result<Scan, DataError> {
-        card.validate()?;
-        if card.image.is_some() {
-            return Err(DataError::Card {
-                file: "task card".into(),
-                field: "image".into(),
-                problem: format!("task `{}` is an image task; its files are not read as CSV", card.name),
-            });
-        }
-        let file = path.display().to_string();
-        let f = File::open(path).map_err(|source| DataError::Io {
-            file: file.clone(),
-            source,
-        })?;
-        let mut rdr = csv_reader(open_csv(f, &file)?, opts.delimiter);
-        let headers = read_header(&mut rdr, &file)?;
-        let plan = Plan::new(card, opts, headers, &file)?;
-        Ok(Scan {
-            file,
-            rdr,
-            rec: ByteRecord::new(),
-            plan,
-            last_line: 1,
-        })
-    }
-
-    fn next(&mut self) -> Result<Option<u64>, DataError> {
-        let line = next_record(&mut self.rdr, &mut self.rec, &self.file)?;
-        if let Some(l) = line {
-            self.last_line = l;
-        }
-        Ok(line)
-    }
-
+impl<S: RowStream> Scan<S> {
     fn no_rows(&self) -> Problem {
-        Problem {
-            line: self.last_line + 1,
-            column: WHOLE.into(),
-            kind: ProblemKind::NoRows,
-            detail: "no data rows after the header".into(),
-        }
+        let at = self.rows.end();
+        let detail = match at {
+            Position::Line(_) => "no data rows after the header",
+            _ => "no data rows",
+        };
+        Problem::new(at, WHOLE, ProblemKind::NoRows, detail.into())
     }
 
     /// `counts` per card column name, for the slots `keep` selects.
@@ -763,16 +281,104 @@ impl Scan {
     }
 }
 
-/// What `read_private_csv` read.
+/// Refuses an image card where tabular files are read; `what` names the reader's format.
+pub(crate) fn tabular_card(card: &TaskCard, what: &str) -> Result<(), DataError> {
+    card.validate()?;
+    if card.image.is_some() {
+        return Err(DataError::Card {
+            file: "task card".into(),
+            field: "image".into(),
+            problem: format!(
+                "task `{}` is an image task; its files are not read as {what}",
+                card.name
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The rows of a CSV file, after its header.
+struct CsvRows {
+    file: String,
+    rdr: csv::Reader<BufReader<Box<dyn Read>>>,
+    rec: ByteRecord,
+    last_line: u64,
+}
+
+/// One CSV record as cells.
+struct CsvRow<'r>(&'r ByteRecord);
+
+impl RowSource for CsvRow<'_> {
+    fn width(&self) -> usize {
+        self.0.len()
+    }
+
+    fn cell(&mut self, field: usize) -> Cell<'_> {
+        match std::str::from_utf8(self.0.get(field).unwrap_or_default()) {
+            Ok(t) => Cell::Text(t.trim()),
+            Err(_) => Cell::NotUtf8,
+        }
+    }
+}
+
+impl RowStream for CsvRows {
+    fn for_each_row(&mut self, visit: &mut dyn FnMut(&mut dyn RowSource, Position) -> bool) -> Result<(), DataError> {
+        while let Some(line) = next_record(&mut self.rdr, &mut self.rec, &self.file)? {
+            self.last_line = line;
+            if !visit(&mut CsvRow(&self.rec), Position::Line(line)) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn end(&self) -> Position {
+        Position::Line(self.last_line + 1)
+    }
+}
+
+/// Opens a CSV (gzip-compressed when it starts with the gzip magic) and lays its header over the card.
+fn open_private_csv(path: &Path, card: &TaskCard, opts: &CsvOptions) -> Result<Scan<CsvRows>, DataError> {
+    tabular_card(card, "CSV")?;
+    let file = path.display().to_string();
+    let io = |source| DataError::Io {
+        file: file.clone(),
+        source,
+    };
+    let mut raw = BufReader::new(File::open(path).map_err(io)?);
+    let inner: Box<dyn Read> = if raw.fill_buf().map_err(io)?.starts_with(&GZIP_MAGIC) {
+        Box::new(flate2::read::MultiGzDecoder::new(raw))
+    } else {
+        Box::new(raw)
+    };
+    let mut rdr = csv_reader(open_csv(inner, &file)?, opts.delimiter);
+    let headers = read_header(&mut rdr, &file)?;
+    let plan = Plan::new(card, opts, headers, &file, Position::Line(1))?;
+    Ok(Scan {
+        rows: CsvRows {
+            file: file.clone(),
+            rdr,
+            rec: ByteRecord::new(),
+            last_line: 1,
+        },
+        file,
+        plan,
+    })
+}
+
+/// What `read_private_csv` (or another own-file reader) read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadReport {
-    /// The file.
+    /// The file (a folder for an image folder).
     pub file: String,
-    /// Data rows loaded (= `Dataset::n`).
+    /// Data rows (images) loaded (= `Dataset::n`).
     pub rows: usize,
     /// Rows per class, in class-id order.
     pub class_counts: Vec<u64>,
-    /// Missing cells (empty or `NA`) per card feature column, all imputed with the card's fill.
+    /// Classes of the card without any row, in class-id order. An image folder lacking a class's
+    /// sub-folder (or with an empty one) still loads; the class is listed here.
+    pub absent_classes: Vec<String>,
+    /// Missing cells (empty, `NA` or null) per card feature column, all imputed with the card's fill.
     pub missing_per_column: BTreeMap<String, u64>,
     /// Cells mapped to the implicit `<other>` level, per categorical column with `unknown = "other"`.
     pub other_per_column: BTreeMap<String, u64>,
@@ -784,34 +390,70 @@ pub struct LoadReport {
     pub imputed: u64,
 }
 
+impl LoadReport {
+    /// A report with only the file, the rows per class and the absent classes filled in (image readers).
+    pub(crate) fn for_classes(file: String, classes: &[String], labels: &[u32]) -> LoadReport {
+        let mut class_counts = vec![0u64; classes.len()];
+        for &l in labels {
+            if let Some(c) = class_counts.get_mut(l as usize) {
+                *c += 1;
+            }
+        }
+        LoadReport {
+            file,
+            rows: labels.len(),
+            absent_classes: absent(classes, &class_counts),
+            class_counts,
+            missing_per_column: BTreeMap::new(),
+            other_per_column: BTreeMap::new(),
+            out_of_range_per_column: BTreeMap::new(),
+            ignored_columns: Vec::new(),
+            imputed: 0,
+        }
+    }
+}
+
+fn absent(classes: &[String], counts: &[u64]) -> Vec<String> {
+    classes
+        .iter()
+        .zip(counts)
+        .filter(|(_, &n)| n == 0)
+        .map(|(c, _)| c.clone())
+        .collect()
+}
+
 /// Reads an institution's own CSV against `card`: every card column found in the header (any
 /// order, renamed through `opts.columns`), every cell checked, missing cells imputed and numbers
-/// scaled with the card's statistics. The file is streamed; on the first bad cell the whole read
-/// fails with an error naming file, line and column, and no partial dataset is returned.
+/// scaled with the card's statistics. The file is streamed (gzip-compressed files are inflated on
+/// the fly, recognised by their magic bytes); on the first bad cell the whole read fails with an
+/// error naming file, line and column, and no partial dataset is returned.
 pub fn read_private_csv(path: &Path, card: &TaskCard, opts: &CsvOptions) -> Result<(Dataset, LoadReport), DataError> {
-    let mut scan = Scan::open(path, card, opts)?;
+    load_scan(open_private_csv(path, card, opts)?, card)
+}
+
+/// Reads every row of an opened own file through the shared encoder: all rows or an error.
+pub(crate) fn load_scan<S: RowStream>(mut scan: Scan<S>, card: &TaskCard) -> Result<(Dataset, LoadReport), DataError> {
     let dim = scan.plan.dim;
     let mut row = vec![0f32; dim];
     let mut tally = Tally::new(&scan.plan, card.classes().len());
     let mut problems = Vec::new();
     let mut features = Vec::new();
     let mut labels = Vec::new();
-    while let Some(line) = scan.next()? {
+    let plan = &scan.plan;
+    scan.rows.for_each_row(&mut |src, at| {
         tally.rows += 1;
-        match scan.plan.decode(&scan.rec, line, &mut row, &mut tally, &mut problems) {
+        match plan.decode(src, at, &mut row, &mut tally, &mut problems) {
             Some(label) => {
                 features.extend_from_slice(&row);
                 labels.push(label);
                 tally.class_counts[label as usize] += 1;
+                true
             }
-            None => {
-                let first = problems
-                    .into_iter()
-                    .next()
-                    .expect("decode reports a problem for every refused row");
-                return Err(first.into_error(&scan.file));
-            }
+            None => false,
         }
+    })?;
+    if let Some(first) = problems.into_iter().next() {
+        return Err(first.into_error(&scan.file));
     }
     if labels.is_empty() {
         return Err(scan.no_rows().into_error(&scan.file));
@@ -827,6 +469,7 @@ pub fn read_private_csv(path: &Path, card: &TaskCard, opts: &CsvOptions) -> Resu
     let report = LoadReport {
         file: scan.file.clone(),
         rows: ds.n,
+        absent_classes: absent(card.classes(), &tally.class_counts),
         class_counts: tally.class_counts,
         missing_per_column: scan.count_map(&tally.missing, |_| true),
         other_per_column: scan.count_map(&tally.other, Slot::has_other),
@@ -883,6 +526,40 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
+    fn empty(path: &Path, card: &TaskCard) -> CheckReport {
+        CheckReport {
+            file: path.display().to_string(),
+            fatal: None,
+            rows: 0,
+            rows_ok: 0,
+            classes: card.classes().to_vec(),
+            class_counts: vec![0; card.classes().len()],
+            columns: Vec::new(),
+            ignored_columns: Vec::new(),
+            problems: Vec::new(),
+            problem_count: 0,
+            rows_refused: BTreeMap::new(),
+        }
+    }
+
+    /// The report on a file that could not be read at all.
+    pub(crate) fn fatal(path: &Path, card: &TaskCard, why: String) -> CheckReport {
+        CheckReport {
+            fatal: Some(why),
+            ..CheckReport::empty(path, card)
+        }
+    }
+
+    /// The report on a file read whole without a problem (image folders, IDX pairs).
+    pub(crate) fn loaded(path: &Path, card: &TaskCard, loaded: &LoadReport) -> CheckReport {
+        CheckReport {
+            rows: loaded.rows as u64,
+            rows_ok: loaded.rows as u64,
+            class_counts: loaded.class_counts.clone(),
+            ..CheckReport::empty(path, card)
+        }
+    }
+
     /// Whether the participant would load the file: it opened, every card column is there,
     /// it has data rows, and no cell has a problem.
     pub fn usable(&self) -> bool {
@@ -895,26 +572,21 @@ impl CheckReport {
 /// grow with the file. Out-of-range values (beyond `OUT_OF_RANGE_STDS` card std) are counted, not
 /// refused.
 pub fn check_csv(path: &Path, card: &TaskCard, opts: &CsvOptions, max_problems: usize) -> CheckReport {
-    let mut report = CheckReport {
-        file: path.display().to_string(),
-        fatal: None,
-        rows: 0,
-        rows_ok: 0,
-        classes: card.classes().to_vec(),
-        class_counts: vec![0; card.classes().len()],
-        columns: Vec::new(),
-        ignored_columns: Vec::new(),
-        problems: Vec::new(),
-        problem_count: 0,
-        rows_refused: BTreeMap::new(),
-    };
-    let mut scan = match Scan::open(path, card, opts) {
+    check_scan(open_private_csv(path, card, opts), path, card, max_problems)
+}
+
+/// The steward's check of an opened own file (or of the error opening it) through the shared encoder.
+pub(crate) fn check_scan<S: RowStream>(
+    opened: Result<Scan<S>, DataError>,
+    path: &Path,
+    card: &TaskCard,
+    max_problems: usize,
+) -> CheckReport {
+    let mut scan = match opened {
         Ok(s) => s,
-        Err(e) => {
-            report.fatal = Some(e.to_string());
-            return report;
-        }
+        Err(e) => return CheckReport::fatal(path, card, e.to_string()),
     };
+    let mut report = CheckReport::empty(path, card);
     let mut row = vec![0f32; scan.plan.dim];
     let mut tally = Tally::new(&scan.plan, card.classes().len());
     let mut problems = Vec::new();
@@ -924,31 +596,27 @@ pub fn check_csv(path: &Path, card: &TaskCard, opts: &CsvOptions, max_problems: 
             report.problems.push(p.into_error(file).to_string());
         }
     };
-    loop {
-        match scan.next() {
-            Ok(None) => break,
-            Ok(Some(line)) => {
-                tally.rows += 1;
-                match scan.plan.decode(&scan.rec, line, &mut row, &mut tally, &mut problems) {
-                    Some(label) => {
-                        tally.rows_ok += 1;
-                        tally.class_counts[label as usize] += 1;
-                    }
-                    None => {
-                        if let Some(first) = problems.first() {
-                            *report.rows_refused.entry(first.kind).or_insert(0) += 1;
-                        }
-                        for p in problems.drain(..) {
-                            note(&mut report, p, &scan.file);
-                        }
-                    }
+    let (plan, file) = (&scan.plan, scan.file.as_str());
+    let read = scan.rows.for_each_row(&mut |src, at| {
+        tally.rows += 1;
+        match plan.decode(src, at, &mut row, &mut tally, &mut problems) {
+            Some(label) => {
+                tally.rows_ok += 1;
+                tally.class_counts[label as usize] += 1;
+            }
+            None => {
+                if let Some(first) = problems.first() {
+                    *report.rows_refused.entry(first.kind).or_insert(0) += 1;
+                }
+                for p in problems.drain(..) {
+                    note(&mut report, p, file);
                 }
             }
-            Err(e) => {
-                report.fatal = Some(e.to_string());
-                break;
-            }
         }
+        true
+    });
+    if let Err(e) = read {
+        report.fatal = Some(e.to_string());
     }
     if tally.rows == 0 && report.fatal.is_none() {
         note(&mut report, scan.no_rows(), &scan.file);
@@ -1017,6 +685,9 @@ impl fmt::Display for CheckReport {
                 self.ignored_columns.join(", ")
             )?;
         }
+        if self.columns.is_empty() {
+            return Ok(());
+        }
         let w = self
             .columns
             .iter()
@@ -1066,10 +737,11 @@ impl fmt::Display for CheckReport {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const CARD: &str = r#"
+    /// A small loans card the tests of every tabular reader share.
+    pub(crate) const CARD: &str = r#"
 name = "loans"
 version = 1
 
@@ -1127,12 +799,12 @@ rows = 10
 format = "csv"
 "#;
 
-    fn card() -> TaskCard {
+    pub(crate) fn card() -> TaskCard {
         TaskCard::from_toml_str(CARD, "card.toml").expect("the test card is valid")
     }
 
     /// Writes `text` to `name` in a fresh temp dir; the dir lives as long as the returned guard.
-    fn file(name: &str, text: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+    pub(crate) fn file(name: &str, text: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join(name);
         std::fs::write(&path, text).expect("write temp file");
@@ -1149,7 +821,7 @@ format = "csv"
         match e {
             DataError::Row {
                 file,
-                line,
+                at,
                 column,
                 kind,
                 detail,
@@ -1158,7 +830,7 @@ format = "csv"
                 assert_eq!(Some(file.as_str()), path.to_str(), "the error names the file read");
                 DataError::Row {
                     file: name.unwrap_or(file),
-                    line,
+                    at,
                     column,
                     kind,
                     detail,
@@ -1175,13 +847,13 @@ format = "csv"
             .to_string()
     }
 
-    const GOOD: &str = "amount,home,purpose,grade,Class\n\
+    pub(crate) const GOOD: &str = "amount,home,purpose,grade,Class\n\
                         160,own,car,C,good\n\
                         ,rent,house,A,bad\n\
                         80,NA,,,good\n";
 
     /// What GOOD encodes to, computed by hand from the card's statistics.
-    fn good_rows() -> Vec<f32> {
+    pub(crate) fn good_rows() -> Vec<f32> {
         #[rustfmt::skip]
         let rows = vec![
             1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 2.0,   // (160-120)/40, own, car, (2-1)/0.5
@@ -1315,7 +987,7 @@ format = "csv"
         let (_dir, path) = file("u.csv", b"amount,home,purpose,grade,Class\n1,\xff,car,A,good\n");
         let err = read_private_csv(&path, &card(), &CsvOptions::default()).expect_err("bad input must be refused");
         assert!(
-            matches!(&err, DataError::Row { line: 2, column, kind: ProblemKind::NotUtf8, .. } if column == "home"),
+            matches!(&err, DataError::Row { at: Position::Line(2), column, kind: ProblemKind::NotUtf8, .. } if column == "home"),
             "{err}"
         );
         // The error carries the path it read.

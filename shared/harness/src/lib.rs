@@ -6,14 +6,15 @@
 //!
 //! Each suite's entry point takes a plain options struct (the binary owns the clap types and converts) and
 //! prints its progress and results as the command does. Suites that start processes of the `fedistill`
-//! binary (the scale coordinator, the demo's nodes) take its path in their options. Errors are `anyhow`: every
-//! caller is a command that reports them and exits.
+//! binary (the scale coordinator, the demo's nodes, `bench load`'s `data check`) take its path in their options.
+//! Errors are `anyhow`: every caller is a command that reports them and exits.
 
 pub mod accuracy;
 pub mod communication;
 pub mod demo;
 pub mod exchange;
 pub mod experiment;
+pub mod load;
 pub mod local;
 pub mod quantize;
 pub mod report;

@@ -60,6 +60,8 @@ pub enum RecordKind {
     Abstention = 9,
     /// A quarantined participant was readmitted.
     QuarantineRelease = 10,
+    /// The task the federation learns was declared (its signed card's digest).
+    TaskDeclared = 11,
 }
 
 impl RecordKind {
@@ -75,6 +77,7 @@ impl RecordKind {
             8 => RecordKind::PrivacySpend,
             9 => RecordKind::Abstention,
             10 => RecordKind::QuarantineRelease,
+            11 => RecordKind::TaskDeclared,
             _ => return None,
         })
     }
@@ -92,6 +95,7 @@ impl RecordKind {
             RecordKind::PrivacySpend => "privacy_spend",
             RecordKind::Abstention => "abstention",
             RecordKind::QuarantineRelease => "quarantine_release",
+            RecordKind::TaskDeclared => "task_declared",
         }
     }
 }
@@ -310,6 +314,18 @@ pub enum Record {
         /// Why, in words.
         reason: String,
     },
+    /// The task card the federation learns (appended right after `FederationCreated` when the coordinator
+    /// runs from a card): every round's public-set digest must equal `public_digest`.
+    TaskDeclared {
+        /// The card's task name.
+        name: String,
+        /// Digest of the card (`TaskCard::digest`: domain-tagged SHA-256 of its canonical TOML).
+        card_digest: Digest,
+        /// SHA-256 of the public transfer set file the card names.
+        public_digest: Digest,
+        /// Rows of the public transfer set.
+        public_rows: u64,
+    },
 }
 
 /// Why bytes are not a canonical record, or a record cannot be encoded.
@@ -380,13 +396,14 @@ impl Record {
             Record::PrivacySpend { .. } => RecordKind::PrivacySpend,
             Record::Abstention { .. } => RecordKind::Abstention,
             Record::QuarantineRelease { .. } => RecordKind::QuarantineRelease,
+            Record::TaskDeclared { .. } => RecordKind::TaskDeclared,
         }
     }
 
     /// The round the record belongs to, if any.
     pub fn round(&self) -> Option<RoundId> {
         match self {
-            Record::FederationCreated { .. } | Record::RosterChange { .. } => None,
+            Record::FederationCreated { .. } | Record::RosterChange { .. } | Record::TaskDeclared { .. } => None,
             Record::RoundOpened { round, .. }
             | Record::Contribution { round, .. }
             | Record::Aggregate { round, .. }
@@ -600,6 +617,17 @@ impl Record {
                 w.u32(*after_rounds);
                 w.string("reason", reason)?;
             }
+            Record::TaskDeclared {
+                name,
+                card_digest,
+                public_digest,
+                public_rows,
+            } => {
+                w.string("name", name)?;
+                w.raw(&card_digest.0);
+                w.raw(&public_digest.0);
+                w.u64(*public_rows);
+            }
         }
         if w.buf.len() > MAX_RECORD_LEN {
             return Err(RecordError::TooLong {
@@ -718,6 +746,12 @@ impl Record {
                 quarantined_round: RoundId(r.u64("quarantined_round")?),
                 after_rounds: r.u32("after_rounds")?,
                 reason: r.string("reason")?,
+            },
+            RecordKind::TaskDeclared => Record::TaskDeclared {
+                name: r.string("name")?,
+                card_digest: Digest(r.array("card_digest")?),
+                public_digest: Digest(r.array("public_digest")?),
+                public_rows: r.u64("public_rows")?,
             },
         };
         if !r.buf.is_empty() {

@@ -141,6 +141,9 @@ pub struct Report {
     pub extends: Option<Checkpoint>,
     /// With [`VerifyOptions::require_payloads`]: how many record payloads were required and present.
     pub payloads_present: Option<usize>,
+    /// The task the log declares (`task_declared`): name and card digest, when the federation ran from a
+    /// task card.
+    pub task: Option<(String, crate::crypto::Digest)>,
 }
 
 impl Report {

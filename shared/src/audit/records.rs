@@ -90,6 +90,8 @@ pub(super) fn check_records(records: &[Option<Record>], trust: &Trust, report: &
     let mut federation: Option<FederationId> = None;
     let mut roster: HashMap<ParticipantId, ed25519_dalek::VerifyingKey> = HashMap::new();
     let mut policy = Policy::default();
+    // The public set the declared task names; every round must open on it.
+    let mut task_public: Option<crate::crypto::Digest> = None;
     for (i, rec) in records.iter().enumerate() {
         let Some(rec) = rec else { continue };
         let item = record_item(i, Some(rec));
@@ -176,6 +178,41 @@ pub(super) fn check_records(records: &[Option<Record>], trust: &Trust, report: &
                 }
                 report.record_signatures += 1;
             }
+            Record::TaskDeclared {
+                name,
+                card_digest,
+                public_digest,
+                ..
+            } => {
+                // Declared once, when the federation starts (right after it is created).
+                if i != 1 || report.task.is_some() {
+                    report.fail(
+                        item.as_str(),
+                        "a task is declared only once, right after the federation is created",
+                    );
+                    continue;
+                }
+                task_public = Some(*public_digest);
+                report.task = Some((name.clone(), *card_digest));
+            }
+            Record::RoundOpened {
+                round,
+                public_set_digest,
+                ..
+            } => {
+                if let Some(want) = task_public {
+                    if *public_set_digest != want {
+                        report.fail(
+                            item.as_str(),
+                            format!(
+                                "round {round} opened on public set {}, not the declared task's {}",
+                                public_set_digest.to_hex(),
+                                want.to_hex()
+                            ),
+                        );
+                    }
+                }
+            }
             Record::Aggregate { signature, .. } => {
                 let Some(fed) = federation.as_ref() else {
                     report.fail(item.as_str(), "aggregate before the federation was created");
@@ -241,6 +278,59 @@ mod tests {
         let mut r = Report::default();
         check_records(&decoded(&records), &trust(0), &mut r);
         r
+    }
+
+    fn task(public: &[u8]) -> Record {
+        Record::TaskDeclared {
+            name: "lending".into(),
+            card_digest: crate::crypto::Digest::of(b"card"),
+            public_digest: crate::crypto::Digest::of(public),
+            public_rows: 100,
+        }
+    }
+
+    fn opened(round: u64, public: &[u8]) -> Record {
+        Record::RoundOpened {
+            round: RoundId(round),
+            public_set_digest: crate::crypto::Digest::of(public),
+            sample_ids_digest: crate::crypto::Digest::of(b"ids"),
+            temperature: 2.0,
+            rule: crate::ledger::RuleName::parse("mean").expect("valid rule"),
+            deadline_unix_ms: 1,
+            quorum: 1,
+        }
+    }
+
+    /// The records stage over federation, `task`, the roster, then `rest`.
+    fn walk_with_task(task: Record, rest: Vec<Record>) -> Report {
+        let mut records = preamble();
+        records.insert(1, task);
+        records.extend(rest);
+        let mut r = Report::default();
+        check_records(&decoded(&records), &trust(0), &mut r);
+        r
+    }
+
+    #[test]
+    fn a_declared_task_binds_every_round_to_its_public_set() {
+        let r = walk_with_task(task(b"public"), vec![opened(1, b"public"), opened(2, b"public")]);
+        assert!(r.ok(), "{:?}", lines(&r));
+        assert_eq!(r.task.as_ref().map(|t| t.0.as_str()), Some("lending"));
+        let r = walk_with_task(task(b"public"), vec![opened(1, b"public"), opened(2, b"another file")]);
+        assert_eq!(lines(&r).len(), 1, "{:?}", lines(&r));
+        assert!(lines(&r)[0].contains("round 2 opened on public set"), "{:?}", lines(&r));
+        assert!(lines(&r)[0].contains("not the declared task's"), "{:?}", lines(&r));
+    }
+
+    #[test]
+    fn a_task_declared_late_or_twice_is_refused() {
+        let r = walk(vec![task(b"public")]);
+        assert!(lines(&r)[0].contains("a task is declared only once"), "{:?}", lines(&r));
+        let r = walk_with_task(task(b"public"), vec![task(b"other")]);
+        assert_eq!(lines(&r).len(), 1, "{:?}", lines(&r));
+        assert!(lines(&r)[0].contains("a task is declared only once"), "{:?}", lines(&r));
+        // Without a declared task, rounds on any public set are accepted (logs of catalog federations).
+        assert!(walk(vec![opened(1, b"x"), opened(2, b"y")]).ok());
     }
 
     #[test]

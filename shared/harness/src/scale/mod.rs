@@ -16,7 +16,7 @@
 //! QUIC baseline).
 
 mod learner;
-mod probe;
+pub(crate) mod probe;
 mod round;
 
 use std::path::{Path, PathBuf};

@@ -1,4 +1,5 @@
-//! Measurement probes of `fedistill bench scale`: the coordinator's CPU time and memory from /proc, its
+//! Measurement probes of `fedistill bench scale` (and `bench load`, for the peak memory of `fedistill data
+//! check`): the coordinator's CPU time and memory from /proc, its
 //! /status page over plain HTTP, free loopback ports, and the plain QUIC transfer the round latency is
 //! compared with.
 
@@ -14,14 +15,14 @@ use fedistill_shared::tls::{self, QuicTuning};
 
 /// CPU time and memory of a process from /proc.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) struct ProcSample {
-    pub(super) cpu_s: f64,
-    pub(super) hwm_kib: u64,
-    pub(super) rss_kib: u64,
+pub(crate) struct ProcSample {
+    pub(crate) cpu_s: f64,
+    pub(crate) hwm_kib: u64,
+    pub(crate) rss_kib: u64,
 }
 
 impl ProcSample {
-    pub(super) fn read(pid: u32, clk_tck: f64) -> anyhow::Result<Self> {
+    pub(crate) fn read(pid: u32, clk_tck: f64) -> anyhow::Result<Self> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).context("reading /proc/PID/stat")?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading /proc/PID/status")?;
         Self::parse(&stat, &status, clk_tck)
@@ -64,7 +65,7 @@ impl ProcSample {
 }
 
 /// USER_HZ, the unit of /proc/PID/stat times (`getconf CLK_TCK`; 100 on every Linux this runs on).
-pub(super) fn clock_ticks_per_second() -> f64 {
+pub(crate) fn clock_ticks_per_second() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()

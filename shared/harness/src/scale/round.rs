@@ -287,6 +287,7 @@ async fn participant(
     let (tx, mut rx) = mpsc::unbounded_channel::<NodeEvent>();
     let opts = DriverOptions {
         max_frame_bytes: DEFAULT_MAX_FRAME,
+        task: None,
     };
     let driver = Driver::new(kit, lifecycle, witness, &opts, Some(tx));
     let watch = async {

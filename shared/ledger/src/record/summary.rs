@@ -113,6 +113,16 @@ impl Record {
             } => format!(
                 "round {round}: RELEASE {participant} from the quarantine of round {quarantined_round} after {after_rounds} round(s): {reason}"
             ),
+            Record::TaskDeclared {
+                name,
+                card_digest,
+                public_digest,
+                public_rows,
+            } => format!(
+                "TASK {name:?}: card {}, public set {} ({public_rows} rows)",
+                card_digest.to_hex(),
+                public_digest.to_hex()
+            ),
         }
     }
 }

@@ -81,7 +81,29 @@ pub(crate) fn samples() -> Vec<Record> {
             after_rounds: 5,
             reason: "served".into(),
         },
+        Record::TaskDeclared {
+            name: "lending".into(),
+            card_digest: Digest::of(b"card"),
+            public_digest: Digest::of(b"public file"),
+            public_rows: 9857,
+        },
     ]
+}
+
+#[test]
+fn task_declared_layout_is_exactly_as_documented() {
+    // Expected bytes written by hand from the layout in docs/protocol.md.
+    let r = Record::TaskDeclared {
+        name: "t".into(),
+        card_digest: Digest([1; 32]),
+        public_digest: Digest([2; 32]),
+        public_rows: 5,
+    };
+    let mut want = vec![1u8, 11, 0, 0, 0, 1, b't'];
+    want.extend_from_slice(&[1; 32]);
+    want.extend_from_slice(&[2; 32]);
+    want.extend_from_slice(&5u64.to_be_bytes());
+    assert_eq!(r.encode().expect("encodes"), want);
 }
 
 #[test]

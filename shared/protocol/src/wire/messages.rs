@@ -236,6 +236,38 @@ pub enum ToCoordinator {
     Cosign(Cosignature),
     /// The participant does not contribute to the open round (appended last: older variants keep their tags).
     Abstain(Signed<Abstain>),
+    /// Ask for the federation's signed task card (answered with [`Reply::Task`]).
+    GetTask,
+    /// Ask for `max_len` bytes of the public transfer set file from `offset` (answered with
+    /// [`Reply::PublicChunk`]; at most [`MAX_PUBLIC_CHUNK`] bytes per reply).
+    GetPublic {
+        /// First byte wanted.
+        offset: u64,
+        /// Most bytes wanted.
+        max_len: u32,
+    },
+}
+
+/// Most bytes of the public set one [`Reply::PublicChunk`] carries (well under every frame limit).
+pub const MAX_PUBLIC_CHUNK: u32 = 1 << 20;
+
+/// The federation's task, as the coordinator announces it: the card's text, its digest, and the public
+/// transfer set file's SHA-256 and size. Signed by the coordinator (round 0), so a participant can keep
+/// proof of what it was asked to learn; the same digest is the log's `task_declared` record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskAnnouncement {
+    /// The card (TOML), exactly as the coordinator loaded it.
+    pub card: String,
+    /// The card's digest (`TaskCard::digest`).
+    pub card_digest: Digest,
+    /// SHA-256 of the public transfer set file.
+    pub public_sha256: Digest,
+    /// Size of the public transfer set file in bytes.
+    pub public_bytes: u64,
+}
+
+impl SignedMessage for TaskAnnouncement {
+    const DOMAIN: &'static str = "fedistill/task";
 }
 
 /// Why the coordinator refused a request: the stable code in [`Reply::Reject`], in the rejection metric
@@ -288,12 +320,16 @@ pub enum RejectCode {
     Stream,
     /// The coordinator failed (for example its store); retry.
     Internal,
+    /// The coordinator runs no task card (a catalog federation), or cannot serve the public set.
+    NoTask,
+    /// A request for a byte range outside the public set.
+    BadRange,
     /// A code this build does not know (from a newer peer).
     Other(String),
 }
 
 impl RejectCode {
-    const NAMED: [RejectCode; 22] = [
+    const NAMED: [RejectCode; 24] = [
         RejectCode::Version,
         RejectCode::UnknownParticipant,
         RejectCode::SignerMismatch,
@@ -316,6 +352,8 @@ impl RejectCode {
         RejectCode::TooLarge,
         RejectCode::Stream,
         RejectCode::Internal,
+        RejectCode::NoTask,
+        RejectCode::BadRange,
     ];
 
     /// The stable name (`late`, `duplicate`, ...).
@@ -343,6 +381,8 @@ impl RejectCode {
             RejectCode::TooLarge => "too_large",
             RejectCode::Stream => "stream",
             RejectCode::Internal => "internal",
+            RejectCode::NoTask => "no_task",
+            RejectCode::BadRange => "bad_range",
             RejectCode::Other(s) => s,
         }
     }
@@ -413,6 +453,18 @@ pub enum Reply {
     Proof {
         /// Hashes of the proof, in order.
         hashes: Vec<Digest>,
+    },
+    /// The federation's signed task card (appended last: older variants keep their tags).
+    Task(Signed<TaskAnnouncement>),
+    /// Bytes of the public transfer set file.
+    PublicChunk {
+        /// Size of the whole file.
+        total: u64,
+        /// Offset of `bytes` in the file.
+        offset: u64,
+        /// The bytes (empty at or past the end).
+        #[serde(with = "crate::wire::frame::bytes")]
+        bytes: Vec<u8>,
     },
 }
 

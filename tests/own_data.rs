@@ -1,0 +1,298 @@
+//! Institutions joining with their own files (issue #15), with real processes: the operator drafts a task
+//! card from a public file, the coordinator runs from `[task]` (no dataset, no partition), and three banks
+//! each read their own CSV (lending-club rows split by the borrower's state) against the card: one as the
+//! card lays it out, one with its columns reversed and `;` as delimiter, one with renamed headers mapped in
+//! its config and missing values. Every bank fetches the public set over the mTLS QUIC connection and
+//! verifies it against the card. Rounds complete, `audit verify` passes and names the card, and a node
+//! holding another card is refused while the others go on.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use sha2::Digest as _;
+
+use common::{audit_export_verify_show, fedistill, free_udp_port, provision, write_trust, Procs, StatusServer};
+
+const WAIT: Duration = Duration::from_secs(300);
+const BANKS: [&str; 3] = ["bank-a", "bank-b", "bank-c"];
+
+/// The lending-club rows: header and records (the file has no quoted fields).
+fn lending_club() -> (Vec<String>, Vec<Vec<String>>) {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("data/lending_club.csv"))
+        .expect("data/lending_club.csv");
+    let mut lines = text.lines();
+    let header: Vec<String> = lines.next().expect("header").split(',').map(str::to_string).collect();
+    let rows = lines
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect();
+    (header, rows)
+}
+
+fn write_csv(path: &Path, header: &[String], rows: &[Vec<String>], delimiter: &str) {
+    let mut out = header.join(delimiter);
+    out.push('\n');
+    for r in rows {
+        out.push_str(&r.join(delimiter));
+        out.push('\n');
+    }
+    std::fs::write(path, out).expect("write csv");
+}
+
+/// Writes the public file (every third row), the card drafted from it, and each bank's own file in its own
+/// directory: bank-a holds states A..H, bank-b I..M, bank-c N..Z.
+fn write_files(dir: &Path) {
+    let (header, rows) = lending_club();
+    let state = header.iter().position(|h| h == "addr_state").expect("addr_state");
+    let public: Vec<Vec<String>> = rows.iter().step_by(3).cloned().collect();
+    write_csv(&dir.join("public.csv"), &header, &public, ",");
+    let (ok, out) = fedistill(
+        dir,
+        &[
+            "task",
+            "infer",
+            "--public",
+            "public.csv",
+            "--label",
+            "Class",
+            "--out",
+            "task.toml",
+        ],
+    );
+    assert!(ok, "task infer: {out}");
+    // The operator's review: a state the public file lacks becomes "other" rather than stopping a bank.
+    let card = std::fs::read_to_string(dir.join("task.toml")).expect("card");
+    let at = card.find("name = \"addr_state\"").expect("addr_state in the card");
+    let rel = card[at..].find("unknown = \"refuse\"").expect("its unknown policy");
+    let card = format!(
+        "{}unknown = \"other\"{}",
+        &card[..at + rel],
+        &card[at + rel + "unknown = \"refuse\"".len()..]
+    );
+    std::fs::write(dir.join("task.toml"), card).expect("card");
+
+    let private: Vec<&Vec<String>> = rows
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 != 0)
+        .map(|(_, r)| r)
+        .collect();
+    let bank_of = |r: &Vec<String>| match r[state].as_bytes()[0] {
+        b'A'..=b'H' => 0,
+        b'I'..=b'M' => 1,
+        _ => 2,
+    };
+    for (b, name) in BANKS.iter().enumerate() {
+        let mine: Vec<Vec<String>> = private
+            .iter()
+            .filter(|r| bank_of(r) == b)
+            .map(|r| (*r).clone())
+            .collect();
+        let bank_dir = dir.join("banks").join(name);
+        std::fs::create_dir_all(&bank_dir).expect("bank dir");
+        std::fs::copy(dir.join("task.toml"), bank_dir.join("task.toml")).expect("card copy");
+        match b {
+            0 => write_csv(&bank_dir.join("loans.csv"), &header, &mine, ","),
+            1 => {
+                // Columns in the opposite order, `;` between them.
+                let rev = |v: &Vec<String>| v.iter().rev().cloned().collect::<Vec<_>>();
+                let rows: Vec<Vec<String>> = mine.iter().map(rev).collect();
+                write_csv(&bank_dir.join("loans.csv"), &rev(&header), &rows, ";");
+            }
+            _ => {
+                // Its own names for two columns, and annual income missing on every fifth row.
+                let inc = header.iter().position(|h| h == "annual_inc").expect("annual_inc");
+                let renamed: Vec<String> = header
+                    .iter()
+                    .map(|h| match h.as_str() {
+                        "Class" => "loan_outcome".to_string(),
+                        "int_rate" => "rate_pct".to_string(),
+                        other => other.to_string(),
+                    })
+                    .collect();
+                let rows: Vec<Vec<String>> = mine
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        let mut r = r.clone();
+                        if i % 5 == 0 {
+                            r[inc] = String::new();
+                        }
+                        r
+                    })
+                    .collect();
+                write_csv(&bank_dir.join("loans.csv"), &renamed, &rows, ",");
+            }
+        }
+    }
+}
+
+fn bank_config(dir: &Path, name: &str, extra_private: &str, seed: u64) {
+    let text = format!(
+        "kit = \"../../federation/kits/{name}\"\nworkdir = \"work\"\nencoding = \"f16\"\n\
+         [task]\ncard = \"task.toml\"\n[private]\npath = \"loans.csv\"\nseed = {seed}\n{extra_private}\
+         [teacher]\nkind = \"mlp\"\nhidden = [32]\n[student]\nkind = \"mlp\"\nhidden = [16]\n\
+         [train]\nepochs = 3\nbatch_size = 64\npatience = 0\n[distill]\nepochs_per_round = 2\n"
+    );
+    std::fs::write(dir.join("banks").join(name).join("participant.toml"), text).expect("config");
+}
+
+fn coordinator_config(dir: &Path, port: u16, status: std::net::SocketAddr, participants: usize, collect_ms: u64) {
+    std::fs::write(
+        dir.join("coordinator.toml"),
+        format!(
+            "federation_dir = \"federation\"\nbind = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\n\
+             status = \"{status}\"\nrounds = 2\nmin_participants = {participants}\nquorum = {participants}\n\
+             collect_timeout_ms = {collect_ms}\nreport_timeout_ms = {collect_ms}\nsamples_per_round = 600\nrule = \"mean\"\n\
+             temperature = 2.0\n[task]\ncard = \"task.toml\"\npublic = \"public.csv\"\n"
+        ),
+    )
+    .expect("coordinator config");
+}
+
+fn sha256_hex(path: &Path) -> String {
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).expect("read")))
+}
+
+#[test]
+fn three_banks_join_with_their_own_csv_files_and_the_public_set_fetched_over_quic() {
+    let mut procs = Procs::new();
+    let dir = procs.dir().to_path_buf();
+    let port = free_udp_port();
+    let federation = provision(&dir, "own-data", port, &BANKS);
+    write_trust(&dir, &federation, &BANKS);
+    write_files(&dir);
+    bank_config(&dir, "bank-a", "", 1);
+    bank_config(&dir, "bank-b", "delimiter = \";\"\n", 2);
+    bank_config(
+        &dir,
+        "bank-c",
+        "columns = { Class = \"loan_outcome\", int_rate = \"rate_pct\" }\n",
+        3,
+    );
+    // The data stewards' check, as each will run it before joining.
+    for name in BANKS {
+        let bank = dir.join("banks").join(name);
+        let mut args = vec!["data", "check", "--task", "task.toml", "loans.csv"];
+        if name == "bank-b" {
+            args.extend(["--delimiter", ";"]);
+        }
+        if name == "bank-c" {
+            args.extend(["--column", "Class=loan_outcome", "--column", "int_rate=rate_pct"]);
+        }
+        let (ok, out) = fedistill(&bank, &args);
+        assert!(ok, "{name}: data check: {out}");
+    }
+    // bank-a was cut off after the first 1,000 bytes of an earlier download: it resumes from there.
+    let work_a = dir.join("banks/bank-a/work");
+    std::fs::create_dir_all(&work_a).expect("work dir");
+    let public = std::fs::read(dir.join("public.csv")).expect("public");
+    std::fs::write(work_a.join("public.csv.part"), &public[..1000]).expect("partial download");
+    let server = StatusServer::on_free_port();
+    coordinator_config(&dir, port, server.0, BANKS.len(), 60_000);
+    procs.start_coordinator();
+    for name in BANKS {
+        let cfg = format!("banks/{name}/participant.toml");
+        procs.spawn(name, &["participant", "--config", &cfg]);
+    }
+    let deadline = Instant::now() + WAIT;
+    for name in BANKS {
+        let st = procs.wait_exit(name, deadline);
+        assert!(st.success(), "{name} exited with {st}{}", procs.logs());
+    }
+    procs.wait_exit("coordinator", deadline);
+
+    let card_sha = {
+        let card = std::fs::read_to_string(dir.join("task.toml")).expect("card");
+        let line = card
+            .lines()
+            .find(|l| l.starts_with("sha256"))
+            .expect("public sha256 in the card")
+            .to_string();
+        line.split('"').nth(1).expect("quoted").to_string()
+    };
+    assert_eq!(sha256_hex(&dir.join("public.csv")), card_sha);
+    for name in BANKS {
+        let work = dir.join("banks").join(name).join("work");
+        // The public set came over QUIC, verified, into the bank's own work directory.
+        assert_eq!(sha256_hex(&work.join("public.csv")), card_sha, "{name}");
+        assert!(!work.join("public.csv.part").exists(), "{name}");
+        let result: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(work.join("result.json")).expect("result.json")).expect("json");
+        assert_eq!(result["rounds"].as_array().map(Vec::len), Some(2), "{name}: {result}");
+        let acc = result["student_accuracy"].as_f64().expect("accuracy");
+        assert!(acc > 0.5, "{name}: student accuracy {acc}");
+        let log = procs.log(name);
+        assert!(
+            log.contains("the coordinator's task card is this node's"),
+            "{name}: {log}"
+        );
+        assert!(log.contains("public set fetched and verified"), "{name}: {log}");
+    }
+    assert!(
+        procs.log("bank-a").contains("resuming the public set download"),
+        "{}",
+        procs.log("bank-a")
+    );
+    assert!(
+        procs.log("bank-c").contains("private rows read against the task card"),
+        "{}",
+        procs.log("bank-c")
+    );
+
+    let show = audit_export_verify_show(&dir);
+    assert!(show.contains("TASK \"public\""), "{show}");
+    let (ok, out) = fedistill(&dir, &["audit", "verify", "bundle", "--trust", "trust.toml"]);
+    assert!(ok, "{out}");
+    let card = fedistill_shared::data::TaskCard::load(&dir.join("task.toml")).expect("card");
+    assert!(
+        out.contains(&format!("task \"public\": card {}", card.digest_hex())),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_node_holding_another_card_is_refused_and_the_others_go_on() {
+    let mut procs = Procs::new();
+    let dir = procs.dir().to_path_buf();
+    let port = free_udp_port();
+    let names = ["bank-a", "bank-b", "bank-c"];
+    provision(&dir, "own-data-mismatch", port, &names);
+    write_files(&dir);
+    bank_config(&dir, "bank-a", "", 1);
+    bank_config(&dir, "bank-b", "delimiter = \";\"\n", 2);
+    bank_config(
+        &dir,
+        "bank-c",
+        "columns = { Class = \"loan_outcome\", int_rate = \"rate_pct\" }\n",
+        3,
+    );
+    // bank-c's card differs in one statistic: another task, as far as the federation is concerned.
+    let card_c = dir.join("banks/bank-c/task.toml");
+    let text = std::fs::read_to_string(&card_c).expect("card");
+    let changed = text.replacen("std = ", "std = 1", 1);
+    assert_ne!(changed, text);
+    std::fs::write(&card_c, changed).expect("card");
+    let server = StatusServer::on_free_port();
+    coordinator_config(&dir, port, server.0, 2, 15_000);
+    procs.start_coordinator();
+    for name in names {
+        let cfg = format!("banks/{name}/participant.toml");
+        procs.spawn(name, &["participant", "--config", &cfg]);
+    }
+    let deadline = Instant::now() + WAIT;
+    let st = procs.wait_exit("bank-c", deadline);
+    assert!(!st.success());
+    let log = procs.log("bank-c");
+    assert!(log.contains("is not this node's card"), "{log}");
+    assert!(
+        !dir.join("banks/bank-c/work/public.csv").exists(),
+        "no public set for a refused node"
+    );
+    for name in ["bank-a", "bank-b"] {
+        let st = procs.wait_exit(name, deadline);
+        assert!(st.success(), "{name} exited with {st}{}", procs.logs());
+    }
+}
