@@ -70,7 +70,11 @@ fn example_configs_parse_with_the_real_parsers_and_match_the_container_layout() 
     );
     assert_eq!(p.kit, Path::new("/kits/kit"));
     assert!(p.workdir.starts_with("/work"), "{:?}", p.workdir);
-    assert_eq!(shard_of(&p).1, data_of(&c), "the examples' [data] sections must be equal");
+    assert_eq!(
+        shard_of(&p).1,
+        data_of(&c),
+        "the examples' [data] sections must be equal"
+    );
     assert!(p.teacher.is_some() && p.student.is_some() && p.train.is_some() && p.distill.is_some());
 }
 
@@ -93,7 +97,9 @@ fn compose_configs_parse_and_agree() {
 }
 
 /// The catalog shard and split of a participant config (the deploy examples run a catalog federation).
-fn shard_of(p: &fedistill_participant::config::ParticipantSettings) -> (usize, fedistill_shared::settings::DataSettings) {
+fn shard_of(
+    p: &fedistill_participant::config::ParticipantSettings,
+) -> (usize, fedistill_shared::settings::DataSettings) {
     match &p.source {
         fedistill_participant::config::DataSource::Catalog { shard, data } => (*shard, data.clone()),
         other => panic!("expected a catalog shard, got {other:?}"),
@@ -256,7 +262,11 @@ fn kubernetes_manifests_parse_and_their_embedded_configs_are_valid() {
     }
     assert_eq!(coordinators.len(), 1);
     let c = &coordinators[0];
-    assert_eq!(shards.len(), data_of(c).participants, "one participant ConfigMap per shard");
+    assert_eq!(
+        shards.len(),
+        data_of(c).participants,
+        "one participant ConfigMap per shard"
+    );
     let status_port = c.status.expect("status address").port() as i64;
     let quic_port = c.bind.port() as i64;
 

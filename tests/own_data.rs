@@ -296,3 +296,66 @@ fn a_node_holding_another_card_is_refused_and_the_others_go_on() {
         assert!(st.success(), "{name} exited with {st}{}", procs.logs());
     }
 }
+
+#[test]
+fn the_demo_runs_a_federation_on_own_files_and_refuses_a_bad_one_by_position() {
+    let procs = Procs::new();
+    let dir = procs.dir().to_path_buf();
+    write_files(&dir);
+    // Three plain files: bank-a's as it is, and the others re-read through the card's layout.
+    let (header, rows) = lending_club();
+    let state = header.iter().position(|h| h == "addr_state").expect("addr_state");
+    for (k, (lo, hi)) in [(b'A', b'H'), (b'I', b'M'), (b'N', b'Z')].into_iter().enumerate() {
+        let mine: Vec<Vec<String>> = rows
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| i % 3 != 0 && (lo..=hi).contains(&r[state].as_bytes()[0]))
+            .map(|(_, r)| r.clone())
+            .collect();
+        write_csv(&dir.join(format!("bank{k}.csv")), &header, &mine, ",");
+    }
+    let args = [
+        "demo",
+        "--task",
+        "task.toml",
+        "--public",
+        "public.csv",
+        "--private",
+        "bank0.csv",
+        "--private",
+        "bank1.csv",
+        "--private",
+        "bank2.csv",
+        "--rounds",
+        "2",
+        "--report",
+        "report.json",
+    ];
+    let (ok, out) = fedistill(&dir, &args);
+    assert!(ok, "{out}");
+    assert!(out.contains("3 participants on their own files"), "{out}");
+    assert!(out.contains("audit verify: OK"), "{out}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("report.json")).expect("report")).expect("json");
+    assert_eq!(report["participants"], 3, "{report}");
+    assert_eq!(report["dataset"], "task public", "{report}");
+    assert_eq!(report["per_round"].as_array().map(Vec::len), Some(2), "{report}");
+    assert!(
+        report["audit"]["output"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("task \"public\""),
+        "{report}"
+    );
+    // A ragged row in one file stops the demo before anything starts, naming file, line and column.
+    let bad = std::fs::read_to_string(dir.join("bank1.csv")).expect("bank1");
+    let mut lines: Vec<&str> = bad.lines().collect();
+    lines[3] = "1,2,3";
+    std::fs::write(dir.join("bank1.csv"), lines.join("\n") + "\n").expect("write");
+    std::fs::remove_file(dir.join("report.json")).expect("remove report");
+    let (ok, out) = fedistill(&dir, &args);
+    assert!(!ok, "{out}");
+    assert!(out.contains("bank1.csv:4:"), "{out}");
+    assert!(!out.contains("provisioned federation"), "{out}");
+    assert!(!dir.join("report.json").exists());
+}

@@ -47,6 +47,15 @@ pub struct DemoArgs {
     /// Directory of file-based datasets (fashion-mnist).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Run on your own files: the task card (with --public and one --private per participant).
+    #[arg(long, requires_all = ["public", "private"], conflicts_with = "dataset")]
+    pub task: Option<PathBuf>,
+    /// The public transfer set file the card names.
+    #[arg(long, requires = "task")]
+    pub public: Option<PathBuf>,
+    /// A participant's private file (repeat: one participant each).
+    #[arg(long, requires = "task")]
+    pub private: Vec<PathBuf>,
 }
 
 /// Runs the demo.
@@ -65,5 +74,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         workdir: args.workdir,
         data_dir: args.data_dir,
         exe: std::env::current_exe().context("locating the fedistill binary")?,
+        own: match (args.task, args.public) {
+            (Some(card), Some(public)) => Some(demo::OwnFiles {
+                card,
+                public,
+                private: args.private,
+            }),
+            _ => None,
+        },
     })
 }

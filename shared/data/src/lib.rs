@@ -30,6 +30,7 @@ mod stats;
 pub mod tabular;
 mod task;
 
+pub use crate::parquet::{check_parquet, read_private_parquet, PARQUET_BATCH_ROWS};
 pub use bytes::{maybe_gunzip, read_file, GZIP_MAGIC, MAX_DECOMPRESSED};
 pub use catalog::{
     catalog, embedded, load, load_fashion_mnist, CatalogEntry, LoadOptions, FASHION_MNIST_DIR, FASHION_MNIST_FILES,
@@ -41,7 +42,6 @@ pub use error::{DataError, Position};
 pub use imagefolder::{read_idx_private, read_image_folder, IMAGE_EXTENSIONS};
 pub use infer::{infer_card, InferOptions, DEFAULT_MAX_LEVELS};
 pub use own::{check_private, idx_labels_path, read_private, read_private_as, PrivateFormat};
-pub use crate::parquet::{check_parquet, read_private_parquet, PARQUET_BATCH_ROWS};
 pub use partition::Partition;
 pub use private::{
     check_csv, read_private_csv, CheckReport, ColumnCheck, CsvOptions, LoadReport, ProblemKind, DEFAULT_MAX_PROBLEMS,

@@ -45,6 +45,153 @@ pub struct DemoOptions {
     pub data_dir: Option<PathBuf>,
     /// The `fedistill` binary the coordinator, the participants and the audit commands run as.
     pub exe: PathBuf,
+    /// Run on the user's own files instead of a catalog split (one participant per private file).
+    pub own: Option<OwnFiles>,
+}
+
+/// `fedistill demo --task CARD --public FILE --private FILE...`: a federation on the user's own files,
+/// every node configured as a real deployment would be (a task card, its own private file, the public set
+/// fetched from the coordinator).
+#[derive(Debug, Clone)]
+pub struct OwnFiles {
+    /// The task card.
+    pub card: PathBuf,
+    /// The public transfer set the card names.
+    pub public: PathBuf,
+    /// One private file per participant.
+    pub private: Vec<PathBuf>,
+}
+
+/// What the two kinds of demo differ in: the coordinator's task section, each participant's data
+/// section, the public set's size, and the data of the centralized baseline.
+struct Setup {
+    coordinator_task: String,
+    participant_data: Vec<String>,
+    public_n: usize,
+    /// Training rows (pooled) and the rows to test on, for the centralized baseline.
+    baseline: (fedistill_shared::data::Dataset, fedistill_shared::data::Dataset),
+    /// The dataset or task, as the report names it.
+    dataset: String,
+}
+
+/// A catalog split: every node derives its shard from `[data]`.
+fn catalog_setup(args: &DemoOptions) -> anyhow::Result<Setup> {
+    let data = DataSettings {
+        dataset: args.dataset.clone(),
+        data_dir: args.data_dir.clone(),
+        participants: args.participants,
+        partition: "dirichlet".into(),
+        alpha: args.alpha,
+        classes_per_node: 2,
+        seed: args.seed,
+        test_fraction: 0.2,
+        public_fraction: 0.3,
+    };
+    let split = data.load_split().context("loading and splitting the dataset")?;
+    for (i, s) in split.shards.iter().enumerate() {
+        let counts = s.class_counts();
+        println!("  participant p{i}: {} private samples, class counts {:?}", s.n, counts);
+    }
+    println!(
+        "  public transfer set: {} samples (labels unused), test set: {} samples",
+        split.public.n, split.test.n
+    );
+    let data_toml = format!(
+        "[data]\ndataset = {:?}\n{}participants = {}\npartition = \"dirichlet\"\nalpha = {}\nseed = {}\ntest_fraction = {}\npublic_fraction = {}\n",
+        data.dataset,
+        data.data_dir.as_ref().map(|p| format!("data_dir = {:?}\n", p.display().to_string())).unwrap_or_default(),
+        data.participants,
+        data.alpha,
+        data.seed,
+        data.test_fraction,
+        data.public_fraction
+    );
+    let participant_data = (0..args.participants)
+        .map(|i| format!("shard = {i}\n{data_toml}"))
+        .collect();
+    Ok(Setup {
+        coordinator_task: data_toml,
+        participant_data,
+        public_n: split.public.n,
+        baseline: (pooled(&split.shards.iter().collect::<Vec<_>>()), split.test),
+        dataset: args.dataset.clone(),
+    })
+}
+
+/// The user's own files: the coordinator runs from the card and serves the public file; each participant
+/// reads its private file against the card, holds out a fifth of its rows to test on, and fetches the
+/// public set over its mTLS connection.
+fn own_setup(args: &DemoOptions, own: &OwnFiles) -> anyhow::Result<Setup> {
+    use fedistill_participant::config::OwnData;
+    anyhow::ensure!(
+        own.private.len() >= 2,
+        "give at least two --private files (one per participant; got {})",
+        own.private.len()
+    );
+    let abs = |p: &Path| std::fs::canonicalize(p).with_context(|| format!("{}: cannot open", p.display()));
+    let (card_path, public_path) = (abs(&own.card)?, abs(&own.public)?);
+    let card = fedistill_shared::data::TaskCard::load(&card_path)?;
+    let mut trains = Vec::new();
+    let mut tests = Vec::new();
+    let mut participant_data = Vec::new();
+    for (i, file) in own.private.iter().enumerate() {
+        let file = abs(file)?;
+        // Read exactly as the node will (it stops on the first bad row): a bad file fails here, by name.
+        let node = OwnData {
+            card: card_path.clone(),
+            private: file.clone(),
+            csv: fedistill_shared::data::CsvOptions::default(),
+            holdout: 0.2,
+            seed: args.seed + i as u64,
+            public: None,
+            max_public_bytes: u64::MAX,
+        };
+        let data = fedistill_participant::owndata::load(&node, &card, &public_path)?;
+        println!(
+            "  participant p{i}: {} ({} training rows, {} held out), class counts {:?}",
+            file.display(),
+            data.private.n,
+            data.test.n,
+            data.private.class_counts()
+        );
+        participant_data.push(format!(
+            "[task]\ncard = {:?}\n[private]\npath = {:?}\nholdout = 0.2\nseed = {}\n",
+            card_path.display().to_string(),
+            file.display().to_string(),
+            args.seed + i as u64
+        ));
+        trains.push(data.private);
+        tests.push(data.test);
+    }
+    println!(
+        "  public transfer set: {} samples (labels unused), fetched by every participant from the coordinator",
+        card.public.rows
+    );
+    Ok(Setup {
+        coordinator_task: format!(
+            "[task]\ncard = {:?}\npublic = {:?}\n",
+            card_path.display().to_string(),
+            public_path.display().to_string()
+        ),
+        participant_data,
+        public_n: card.public.rows as usize,
+        baseline: (
+            pooled(&trains.iter().collect::<Vec<_>>()),
+            pooled(&tests.iter().collect::<Vec<_>>()),
+        ),
+        dataset: format!("task {}", card.name),
+    })
+}
+
+/// The rows of `parts` in one dataset.
+fn pooled(parts: &[&fedistill_shared::data::Dataset]) -> fedistill_shared::data::Dataset {
+    let mut all = parts[0].clone();
+    for s in &parts[1..] {
+        all.features.extend_from_slice(&s.features);
+        all.labels.extend_from_slice(&s.labels);
+        all.n += s.n;
+    }
+    all
 }
 
 /// The demo's JSON report.
@@ -198,32 +345,26 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
         }
     };
     let exe = &args.exe;
-    let data = DataSettings {
-        dataset: args.dataset.clone(),
-        data_dir: args.data_dir.clone(),
-        participants: args.participants,
-        partition: "dirichlet".into(),
-        alpha: args.alpha,
-        classes_per_node: 2,
-        seed: args.seed,
-        test_fraction: 0.2,
-        public_fraction: 0.3,
-    };
-    println!(
-        "fedistill demo: {} participants, {} rounds, {} (Dirichlet alpha {}), rule {}, encoding {}",
-        args.participants, args.rounds, args.dataset, args.alpha, args.rule, args.encoding
-    );
-    println!("  working directory: {}", dir.display());
-    let split = data.load_split().context("loading and splitting the dataset")?;
-    let public_n = split.public.n;
-    for (i, s) in split.shards.iter().enumerate() {
-        let counts = s.class_counts();
-        println!("  participant p{i}: {} private samples, class counts {:?}", s.n, counts);
+    let participants = args.own.as_ref().map_or(args.participants, |o| o.private.len());
+    match &args.own {
+        None => println!(
+            "fedistill demo: {} participants, {} rounds, {} (Dirichlet alpha {}), rule {}, encoding {}",
+            args.participants, args.rounds, args.dataset, args.alpha, args.rule, args.encoding
+        ),
+        Some(o) => println!(
+            "fedistill demo: {participants} participants on their own files, task card {}, {} rounds, rule {}, encoding {}",
+            o.card.display(),
+            args.rounds,
+            args.rule,
+            args.encoding
+        ),
     }
-    println!(
-        "  public transfer set: {} samples (labels unused), test set: {} samples",
-        public_n, split.test.n
-    );
+    println!("  working directory: {}", dir.display());
+    let setup = match &args.own {
+        None => catalog_setup(args)?,
+        Some(o) => own_setup(args, o)?,
+    };
+    let public_n = setup.public_n;
 
     // 1. Provision: CA, coordinator certificate and keys, one startup kit per participant.
     let port = free_udp_port()?;
@@ -237,7 +378,7 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
         Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
         now,
     )?;
-    let names: Vec<String> = (0..args.participants).map(|i| format!("p{i}")).collect();
+    let names: Vec<String> = (0..participants).map(|i| format!("p{i}")).collect();
     for n in &names {
         fedistill_shared::provision::add_participant(&fed_dir, &ParticipantId::new(n.clone()), now)?;
     }
@@ -249,29 +390,17 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
     // 2. Configs.
     let status_port = free_tcp_port()?;
     let samples_per_round = (public_n as u64).div_ceil(2).max(1);
-    let data_toml = |d: &DataSettings| {
-        format!(
-            "[data]\ndataset = {:?}\n{}participants = {}\npartition = \"dirichlet\"\nalpha = {}\nseed = {}\ntest_fraction = {}\npublic_fraction = {}\n",
-            d.dataset,
-            d.data_dir.as_ref().map(|p| format!("data_dir = {:?}\n", p.display().to_string())).unwrap_or_default(),
-            d.participants,
-            d.alpha,
-            d.seed,
-            d.test_fraction,
-            d.public_fraction
-        )
-    };
     let coordinator_cfg = dir.join("coordinator.toml");
     std::fs::write(
         &coordinator_cfg,
         format!(
             "federation_dir = \"federation\"\nbind = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\nstatus = \"127.0.0.1:{status_port}\"\nrounds = {}\nmin_participants = {}\nquorum = {}\ncollect_timeout_ms = 120000\nreport_timeout_ms = 120000\nsamples_per_round = {samples_per_round}\nrule = {:?}\naggregate_encoding = {:?}\ntemperature = 2.0\n{}",
             args.rounds,
-            args.participants,
-            (args.participants / 2 + 1),
+            participants,
+            (participants / 2 + 1),
             args.rule,
             args.aggregate_encoding,
-            data_toml(&data)
+            setup.coordinator_task
         ),
     )?;
     let logs = dir.join("logs");
@@ -282,10 +411,8 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
         std::fs::write(
             &cfg,
             format!(
-                "kit = \"federation/kits/{n}\"\nworkdir = \"work/{n}\"\nshard = {i}\nencoding = {:?}\n{}\n[refresh]\nepochs = {}\n",
-                args.encoding,
-                data_toml(&data),
-                args.refresh_epochs
+                "kit = \"federation/kits/{n}\"\nworkdir = \"work/{n}\"\nencoding = {:?}\n{}\n[refresh]\nepochs = {}\n",
+                args.encoding, setup.participant_data[i], args.refresh_epochs
             ),
         )?;
         participant_cfgs.push(cfg);
@@ -417,7 +544,7 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
         ProgressMode::Bar => progress.child(),
         _ => Progress::hidden(),
     };
-    let centralized_accuracy = centralized_baseline(&split, &epochs)?;
+    let centralized_accuracy = centralized_baseline(&setup.baseline.0, &setup.baseline.1, &epochs)?;
     progress.advance(
         "compare",
         1,
@@ -473,6 +600,7 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
 
     let report = build_report(
         args,
+        &setup.dataset,
         results,
         centralized_accuracy,
         audit,
@@ -572,19 +700,17 @@ fn round_message(distilled: u64, rounds: u64, status: Option<&serde_json::Value>
     msg
 }
 
-fn centralized_baseline(split: &fedistill_shared::data::FederatedSplit, progress: &Progress) -> anyhow::Result<f64> {
+/// The teacher architecture trained on the pooled private rows, tested on `test`.
+fn centralized_baseline(
+    pooled: &fedistill_shared::data::Dataset,
+    test: &fedistill_shared::data::Dataset,
+    progress: &Progress,
+) -> anyhow::Result<f64> {
     use fedistill_shared::ml::local::{default_train, LocalOptions};
-    let idx_all: Vec<&fedistill_shared::data::Dataset> = split.shards.iter().collect();
-    let mut pooled = idx_all[0].clone();
-    for s in &idx_all[1..] {
-        pooled.features.extend_from_slice(&s.features);
-        pooled.labels.extend_from_slice(&s.labels);
-        pooled.n += s.n;
-    }
-    let opts = LocalOptions::defaults_for(&pooled, 42);
+    let opts = LocalOptions::defaults_for(pooled, 42);
     let tc = default_train(&pooled.kind, 42);
-    let m = fedistill_shared::ml::train_teacher(&opts.teacher.model, &pooled, &tc, progress)?;
-    Ok(fedistill_shared::ml::evaluate(&m, &split.test, None)?.accuracy)
+    let m = fedistill_shared::ml::train_teacher(&opts.teacher.model, pooled, &tc, progress)?;
+    Ok(fedistill_shared::ml::evaluate(&m, test, None)?.accuracy)
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -597,6 +723,7 @@ fn mean(v: &[f64]) -> f64 {
 
 fn build_report(
     args: &DemoOptions,
+    dataset: &str,
     results: Vec<ParticipantResult>,
     centralized_accuracy: f64,
     audit: AuditRow,
@@ -624,8 +751,8 @@ fn build_report(
     }
     let local: Vec<f64> = results.iter().map(|r| r.local_only_accuracy).collect();
     DemoReport {
-        dataset: args.dataset.clone(),
-        participants: args.participants,
+        dataset: dataset.to_string(),
+        participants: results.len(),
         rounds: args.rounds,
         alpha: args.alpha,
         rule: args.rule.clone(),

@@ -574,7 +574,7 @@ fn write_report(dir: &Path, r: &LoadBench) -> anyhow::Result<()> {
     let categories: Vec<String> = r.methods.iter().map(|m| m.method.name().to_string()).collect();
     let groups = [("rows/s".to_string(), r.methods.iter().map(|m| m.rows_per_s).collect())];
     let title = format!(
-        "Own-file loading, {:.0} MB CSV / {:.0} MB Parquet ({} build)",
+        "Own-file loading, {:.0} MB CSV / {:.1} MB Parquet ({} build)",
         r.csv_bytes as f64 / 1e6,
         r.parquet_bytes as f64 / 1e6,
         r.build
