@@ -359,3 +359,114 @@ fn the_demo_runs_a_federation_on_own_files_and_refuses_a_bad_one_by_position() {
     assert!(!out.contains("provisioned federation"), "{out}");
     assert!(!dir.join("report.json").exists());
 }
+
+/// `path` with `.` and `..` resolved lexically (relative paths taken from `cwd`).
+fn normalize(cwd: &Path, path: &str) -> std::path::PathBuf {
+    let mut out = std::path::PathBuf::new();
+    let full = if path.starts_with('/') {
+        Path::new(path).to_path_buf()
+    } else {
+        cwd.join(path)
+    };
+    for c in full.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[test]
+fn a_participant_opens_no_file_outside_its_own_directory() {
+    let mut procs = Procs::new();
+    let dir = std::fs::canonicalize(procs.dir()).expect("dir");
+    let port = free_udp_port();
+    provision(&dir, "own-data-isolation", port, &["bank-a", "bank-b"]);
+    write_files(&dir);
+    // bank-a keeps everything in its directory: kit, card, config, private file, work directory.
+    let bank_a = dir.join("banks/bank-a");
+    let kit_src = dir.join("federation/kits/bank-a");
+    std::fs::create_dir_all(bank_a.join("kit")).expect("kit dir");
+    for e in std::fs::read_dir(&kit_src).expect("kit") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), bank_a.join("kit").join(e.file_name())).expect("copy kit");
+    }
+    bank_config(&dir, "bank-a", "", 1);
+    let cfg = bank_a.join("participant.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .expect("config")
+        .replace("../../federation/kits/bank-a", "kit");
+    std::fs::write(&cfg, text).expect("config");
+    bank_config(&dir, "bank-b", "delimiter = \";\"\n", 2);
+    let server = StatusServer::on_free_port();
+    coordinator_config(&dir, port, server.0, 2, 60_000);
+    procs.start_coordinator();
+    procs.spawn("bank-b", &["participant", "--config", "banks/bank-b/participant.toml"]);
+    let trace = dir.join("trace.txt");
+    let log = std::fs::File::create(dir.join("logs/bank-a.log")).expect("log");
+    let mut traced = std::process::Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-e",
+            "trace=open,openat,openat2,creat,truncate,rename,renameat,renameat2,mkdir,mkdirat,unlink,unlinkat",
+            "-o",
+        ])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_fedistill"))
+        .args(["participant", "--config", "banks/bank-a/participant.toml"])
+        .current_dir(&dir)
+        .env("RUST_LOG", "info")
+        // cargo's library path makes the loader probe the build tree; a deployed node has none.
+        .env_remove("LD_LIBRARY_PATH")
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("strace (apt install strace) runs the participant");
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(st) = traced.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "bank-a did not finish{}", procs.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "bank-a exited with {status}{}", procs.logs());
+    assert!(procs.wait_exit("bank-b", deadline).success(), "{}", procs.logs());
+    assert!(bank_a.join("work/result.json").exists());
+
+    let exe = std::fs::canonicalize(env!("CARGO_BIN_EXE_fedistill")).expect("exe");
+    let system = ["/proc/", "/sys/", "/dev/", "/etc/", "/lib/", "/lib64/", "/usr/"];
+    let text = std::fs::read_to_string(&trace).expect("trace");
+    let mut opened = 0;
+    let mut outside = Vec::new();
+    for line in text.lines() {
+        // `PID call(..., "PATH", ...) = result`: every quoted argument is a path for these calls.
+        for (k, part) in line.split('"').enumerate() {
+            if k % 2 == 0 || part.is_empty() {
+                continue;
+            }
+            let p = normalize(&dir, part);
+            opened += 1;
+            let ok = p.starts_with(&bank_a) || p == exe || system.iter().any(|s| p.starts_with(s)) || p == dir;
+            if !ok {
+                outside.push(line.to_string());
+            }
+        }
+    }
+    assert!(opened > 20, "the trace saw too little: {text}");
+    assert!(
+        outside.is_empty(),
+        "bank-a touched files outside its directory:\n{}",
+        outside.join("\n")
+    );
+    // And it did read its own files.
+    assert!(
+        text.contains("loans.csv") && text.contains("task.toml") && text.contains("public.csv"),
+        "{text}"
+    );
+}
