@@ -1,7 +1,7 @@
 //! Institutions joining with their own files (issue #15), with real processes: the operator drafts a task
 //! card from a public file, the coordinator runs from `[task]` (no dataset, no partition), and three banks
 //! each read their own CSV (lending-club rows split by the borrower's state) against the card: one as the
-//! card lays it out, one with its columns reversed and `;` as delimiter, one with renamed headers mapped in
+//! card lays it out (in Parquet), one with its columns reversed and `;` as delimiter, one with renamed headers mapped in
 //! its config and missing values. Every bank fetches the public set over the mTLS QUIC connection and
 //! verifies it against the card. Rounds complete, `audit verify` passes and names the card, and a node
 //! holding another card is refused while the others go on.
@@ -129,10 +129,41 @@ fn write_files(dir: &Path) {
     }
 }
 
+/// Writes `rows` as Parquet: numeric columns as Float64 (empty cells null), the others as Utf8.
+fn write_parquet(path: &Path, header: &[String], rows: &[Vec<String>]) {
+    use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray};
+    use std::sync::Arc;
+    let columns: Vec<(String, ArrayRef)> = header
+        .iter()
+        .enumerate()
+        .map(|(k, h)| {
+            let cells: Vec<&str> = rows.iter().map(|r| r[k].as_str()).collect();
+            let numeric = cells.iter().all(|c| c.is_empty() || c.parse::<f64>().is_ok());
+            let array: ArrayRef = if numeric {
+                Arc::new(Float64Array::from(
+                    cells.iter().map(|c| c.parse::<f64>().ok()).collect::<Vec<_>>(),
+                ))
+            } else {
+                Arc::new(StringArray::from(cells.iter().map(|c| Some(*c)).collect::<Vec<_>>()))
+            };
+            (h.clone(), array)
+        })
+        .collect();
+    let batch = RecordBatch::try_from_iter(columns).expect("batch");
+    let file = std::fs::File::create(path).expect("create parquet");
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
+    w.write(&batch).expect("write parquet");
+    w.close().expect("close parquet");
+}
+
 fn bank_config(dir: &Path, name: &str, extra_private: &str, seed: u64) {
+    bank_config_file(dir, name, "loans.csv", extra_private, seed);
+}
+
+fn bank_config_file(dir: &Path, name: &str, file: &str, extra_private: &str, seed: u64) {
     let text = format!(
         "kit = \"../../federation/kits/{name}\"\nworkdir = \"work\"\nencoding = \"f16\"\n\
-         [task]\ncard = \"task.toml\"\n[private]\npath = \"loans.csv\"\nseed = {seed}\n{extra_private}\
+         [task]\ncard = \"task.toml\"\n[private]\npath = \"{file}\"\nseed = {seed}\n{extra_private}\
          [teacher]\nkind = \"mlp\"\nhidden = [32]\n[student]\nkind = \"mlp\"\nhidden = [16]\n\
          [train]\nepochs = 3\nbatch_size = 64\npatience = 0\n[distill]\nepochs_per_round = 2\n"
     );
@@ -164,7 +195,17 @@ fn three_banks_join_with_their_own_csv_files_and_the_public_set_fetched_over_qui
     let federation = provision(&dir, "own-data", port, &BANKS);
     write_trust(&dir, &federation, &BANKS);
     write_files(&dir);
-    bank_config(&dir, "bank-a", "", 1);
+    // bank-a keeps its rows in Parquet.
+    {
+        let bank_a = dir.join("banks/bank-a");
+        let text = std::fs::read_to_string(bank_a.join("loans.csv")).expect("bank-a csv");
+        let mut lines = text.lines();
+        let header: Vec<String> = lines.next().expect("header").split(',').map(str::to_string).collect();
+        let rows: Vec<Vec<String>> = lines.map(|l| l.split(',').map(str::to_string).collect()).collect();
+        write_parquet(&bank_a.join("loans.parquet"), &header, &rows);
+        std::fs::remove_file(bank_a.join("loans.csv")).expect("only the Parquet file");
+    }
+    bank_config_file(&dir, "bank-a", "loans.parquet", "", 1);
     bank_config(&dir, "bank-b", "delimiter = \";\"\n", 2);
     bank_config(
         &dir,
@@ -175,7 +216,8 @@ fn three_banks_join_with_their_own_csv_files_and_the_public_set_fetched_over_qui
     // The data stewards' check, as each will run it before joining.
     for name in BANKS {
         let bank = dir.join("banks").join(name);
-        let mut args = vec!["data", "check", "--task", "task.toml", "loans.csv"];
+        let file = if name == "bank-a" { "loans.parquet" } else { "loans.csv" };
+        let mut args = vec!["data", "check", "--task", "task.toml", file];
         if name == "bank-b" {
             args.extend(["--delimiter", ";"]);
         }

@@ -63,6 +63,8 @@ struct RawTask {
 #[serde(deny_unknown_fields)]
 struct RawPrivate {
     path: PathBuf,
+    #[serde(default)]
+    format: Option<fedistill_shared::data::PrivateFormat>,
     #[serde(default = "default_delimiter")]
     delimiter: String,
     #[serde(default)]
@@ -112,8 +114,10 @@ pub enum DataSource {
 pub struct OwnData {
     /// The task card the data steward checked the files against; its digest must equal the coordinator's.
     pub card: PathBuf,
-    /// The private file (CSV).
+    /// The private data: a CSV or Parquet file, an image folder, or an IDX image file beside its labels.
     pub private: PathBuf,
+    /// Its format; `None`: told from the path (`.csv`, `.parquet`, a directory, `.idx3-ubyte`...).
+    pub format: Option<fedistill_shared::data::PrivateFormat>,
     /// How the private CSV is read (delimiter; card column name -> local header).
     pub csv: fedistill_shared::data::CsvOptions,
     /// Share of the private rows held out (seeded) as this node's own test set.
@@ -211,6 +215,7 @@ impl ParticipantSettings {
                 DataSource::Own(OwnData {
                     card: resolve(task.card),
                     private: resolve(private.path),
+                    format: private.format,
                     csv,
                     holdout: private.holdout,
                     seed: private.seed,

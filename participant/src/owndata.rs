@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use fedistill_shared::crypto::{Digest, Signer};
-use fedistill_shared::data::{read_private_csv, CsvOptions, TaskCard};
+use fedistill_shared::data::{read_private, read_private_as, read_private_csv, CsvOptions, TaskCard};
 use fedistill_shared::wire::messages::{RejectCode, Reply, TaskAnnouncement, ToCoordinator, MAX_PUBLIC_CHUNK};
 
 use crate::config::OwnData;
@@ -214,7 +214,10 @@ pub fn load(own: &OwnData, card: &TaskCard, public_path: &Path) -> anyhow::Resul
         public.n,
         card.public.rows
     );
-    let (rows, report) = read_private_csv(&own.private, card, &own.csv)?;
+    let (rows, report) = match own.format {
+        Some(f) => read_private_as(&own.private, card, &own.csv, f)?,
+        None => read_private(&own.private, card, &own.csv)?,
+    };
     if !report.ignored_columns.is_empty() {
         info!(
             file = %own.private.display(),

@@ -140,6 +140,7 @@ fn own_setup(args: &DemoOptions, own: &OwnFiles) -> anyhow::Result<Setup> {
         let node = OwnData {
             card: card_path.clone(),
             private: file.clone(),
+            format: None,
             csv: fedistill_shared::data::CsvOptions::default(),
             holdout: 0.2,
             seed: args.seed + i as u64,
