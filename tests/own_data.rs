@@ -382,6 +382,28 @@ fn the_demo_runs_a_federation_on_own_files_and_refuses_a_bad_one_by_position() {
     assert_eq!(report["participants"], 3, "{report}");
     assert_eq!(report["dataset"], "task public", "{report}");
     assert_eq!(report["per_round"].as_array().map(Vec::len), Some(2), "{report}");
+    // The bytes the participants counted are the bytes the coordinator counted, both ways; each round
+    // says where its time went and when it ended.
+    for row in report["per_round"].as_array().expect("rounds") {
+        assert!(row["bytes_up"].as_u64().unwrap_or(0) > 0, "{row}");
+        assert_eq!(row["bytes_up"], row["coordinator_bytes_up"], "{row}");
+        assert_eq!(row["bytes_down"], row["coordinator_bytes_down"], "{row}");
+        for phase in [
+            "label",
+            "upload_wait",
+            "distill",
+            "evaluate",
+            "quantize",
+            "export",
+            "guard",
+        ] {
+            assert!(row["participant_phases"][phase].as_f64().is_some(), "{phase}: {row}");
+        }
+        for phase in ["collect", "assemble", "commit", "send"] {
+            assert!(row["coordinator_phases"][phase].as_f64().is_some(), "{phase}: {row}");
+        }
+        assert!(row["elapsed_s"].as_f64().unwrap_or(0.0) > 0.0, "{row}");
+    }
     assert!(
         report["audit"]["output"]
             .as_str()

@@ -343,6 +343,7 @@ mod tests {
                 bytes_up: 10,
                 bytes_down: 20,
                 seconds: 0.5,
+                phases: Default::default(),
             }],
             ..Default::default()
         };

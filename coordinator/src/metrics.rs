@@ -250,6 +250,11 @@ pub struct RoundStatus {
     pub bytes_down: u64,
     /// Seconds from open to commit.
     pub seconds: f64,
+    /// Where the round's time went, in seconds: `collect` (open until the aggregate is ready, which
+    /// includes waiting for the slowest contributor and aggregating), `assemble` (records and the aggregate's
+    /// signature), `commit` (the SQLite transaction with its fsync and the signed checkpoint), `send` (the
+    /// signed aggregate message, persisted for late joiners, and its broadcast).
+    pub phases: std::collections::BTreeMap<String, f64>,
 }
 
 /// Metrics and status shared with the HTTP server.

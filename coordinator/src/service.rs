@@ -793,6 +793,8 @@ impl Core {
 
     fn commit(&mut self, c: RoundCommit) -> anyhow::Result<()> {
         let now = self.now();
+        let collect_s = self.round_started.elapsed().as_secs_f64();
+        let t_assemble = Instant::now();
         // The protocol core assembles the records and the message; this driver signs, persists and sends.
         let mut assembled = c.records(&self.federation, unix_micros() / 1000 + c.open.deadline_ms)?;
         assembled.sign_aggregate(self.key.sign_raw(&assembled.statement).to_vec());
@@ -831,6 +833,8 @@ impl Core {
             });
         }
         let anomaly_state = serde_json::to_vec(&self.anomaly)?;
+        let assemble_s = t_assemble.elapsed().as_secs_f64();
+        let t_commit = Instant::now();
         // The state machine moves to reporting; its snapshot is written in the same transaction as the
         // round's records, so a restart never re-aggregates a committed round.
         self.sm.handle_committed(now, c.round);
@@ -853,6 +857,8 @@ impl Core {
                 .map_err(|e| anyhow::anyhow!("checkpoint note: {e}"))?,
         )?;
         self.obs.metrics.log_size.set(self.store.size() as i64);
+        let commit_s = t_commit.elapsed().as_secs_f64();
+        let t_send = Instant::now();
         let msg = c.aggregate_message(self.aggregate_encoding, note)?;
         let s = self.sign(c.round, &msg)?;
         let push = ToParticipant::Aggregate(s);
@@ -880,6 +886,15 @@ impl Core {
             bytes_up: self.round_bytes_up,
             bytes_down: sent,
             seconds,
+            phases: [
+                ("collect", collect_s),
+                ("assemble", assemble_s),
+                ("commit", commit_s),
+                ("send", t_send.elapsed().as_secs_f64()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
         });
         Ok(())
     }

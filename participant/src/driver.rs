@@ -335,7 +335,7 @@ impl<L: Learner> Driver<L> {
                             Ok(sc) => checkpoint = Some(sc),
                             Err(e) => warn!(round = round.0, error = %e, "aggregate carries an unreadable checkpoint"),
                         }
-                        match self.with(|lc| lc.on_aggregate(v))? {
+                        match self.with(|lc| lc.on_aggregate(v, bytes))? {
                             Ok(()) => self.replay.accept(fresh),
                             Err(e) => warn!(round = round.0, reason = %e, "ignoring aggregate"),
                         }
@@ -374,8 +374,9 @@ impl<L: Learner> Driver<L> {
             match out {
                 Outgoing::SoftLabels(body) => {
                     let round = body.round;
-                    let bytes = body.payload.len() as u64;
                     let signed = self.sign(round, &body)?;
+                    // The signed message's bytes: what the coordinator counts as this node's upload.
+                    let bytes = signed.payload.len() as u64;
                     match self.request(conn, &ToCoordinator::SoftLabels(signed)).await? {
                         Reply::Ack => {
                             info!(round = round.0, bytes, "soft labels accepted");

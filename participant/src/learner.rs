@@ -42,6 +42,9 @@ pub struct Distilled {
     pub student_digest: Digest,
     /// Agreement of the consensus with the true labels of the round's public samples (reporting only).
     pub consensus_accuracy: f64,
+    /// Where the time went, in seconds, by phase (for [`ModelLearner`]: `refresh`, `distill`, `evaluate`,
+    /// `quantize` (with the INT8 evaluation), `export` (GGUF bytes), `guard`, `save` (round artifacts)).
+    pub phases: Vec<(String, f64)>,
 }
 
 /// What a learner holds, for `result.json`.
@@ -84,6 +87,31 @@ pub trait Learner: Send + 'static {
     ) -> anyhow::Result<Distilled>;
     /// What this learner holds.
     fn summary(&self) -> LearnerSummary;
+}
+
+/// Seconds spent per named phase, measured lap by lap.
+pub struct PhaseClock {
+    last: std::time::Instant,
+    /// The phases measured so far, in order.
+    pub phases: Vec<(String, f64)>,
+}
+
+impl Default for PhaseClock {
+    fn default() -> Self {
+        PhaseClock {
+            last: std::time::Instant::now(),
+            phases: Vec::new(),
+        }
+    }
+}
+
+impl PhaseClock {
+    /// Ends the phase `name` now (it began at the previous lap).
+    pub fn lap(&mut self, name: &str) {
+        let now = std::time::Instant::now();
+        self.phases.push((name.to_string(), (now - self.last).as_secs_f64()));
+        self.last = now;
+    }
 }
 
 /// Work-directory file recording the DP-SGD cost of the saved teacher (`DpSgdCost` as JSON).
@@ -416,8 +444,10 @@ impl Learner for ModelLearner {
         total_rounds: u64,
         serving: &BTreeMap<String, f64>,
     ) -> anyhow::Result<Distilled> {
+        let mut clock = PhaseClock::default();
         let x = self.public_rows(ids);
         self.refresh_teacher(round, &x, consensus, total_rounds)?;
+        clock.lap("refresh");
         let classes = self.public.num_classes;
         let consensus_correct = ids
             .iter()
@@ -435,9 +465,11 @@ impl Learner for ModelLearner {
             (round.0 as usize).saturating_sub(1),
             total_rounds.max(round.0) as usize,
         )?;
+        clock.lap("distill");
         let test = &self.test;
         let student = self.distiller.student();
         let metrics = evaluate(student, test, None)?;
+        clock.lap("evaluate");
         let q = QuantizedModel::from_model(student, Profile::Int8)?;
         let qlogits = q.logits(&test.features, test.n)?;
         let int8_correct = qlogits
@@ -446,10 +478,13 @@ impl Learner for ModelLearner {
             .filter(|(r, &y)| fedistill_shared::ml::model::argmax(r) as u32 == y)
             .count();
         let int8_accuracy = int8_correct as f64 / test.n.max(1) as f64;
+        clock.lap("quantize");
         let int8_bytes = fedistill_shared::ml::quant::export::export_bytes(&q, Some(student))?;
+        clock.lap("export");
         let candidate = metric_map(&metrics)?;
         let decision = (!serving.is_empty()).then(|| self.guard.decide(serving, &candidate));
         let accepted = decision.as_ref().is_none_or(|d| d.accepted);
+        clock.lap("guard");
         let round_dir = self.workdir.join(format!("round-{:04}", round.0));
         std::fs::create_dir_all(&round_dir)?;
         student.save(&round_dir.join("student.safetensors"))?;
@@ -466,6 +501,7 @@ impl Learner for ModelLearner {
             let restored = Model::from_safetensors(student.config(), student.in_dim(), student.classes(), &before)?;
             student.copy_weights_from(&restored)?;
         }
+        clock.lap("save");
         Ok(Distilled {
             metrics: candidate,
             int8_accuracy,
@@ -474,6 +510,7 @@ impl Learner for ModelLearner {
             guard_reason: decision.map(|d| d.reason).unwrap_or_else(|| "first student".into()),
             student_digest: Digest(self.distiller.student().weights_digest()),
             consensus_accuracy,
+            phases: clock.phases,
         })
     }
 

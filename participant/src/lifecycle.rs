@@ -27,9 +27,9 @@ use crate::learner::Learner;
 pub struct RoundRecord {
     /// Round number.
     pub round: u64,
-    /// Soft-label payload bytes sent.
+    /// Bytes of the signed soft-label message sent (what the coordinator counts as this node's upload).
     pub bytes_up: u64,
-    /// Aggregate payload bytes received.
+    /// Bytes of the aggregate's frame received (what the coordinator counts as sent to this node).
     pub bytes_down: u64,
     /// Test accuracy of this round's distilled student (f32).
     pub student_accuracy: f64,
@@ -44,6 +44,15 @@ pub struct RoundRecord {
     pub seconds: f64,
     /// Contributors of the round.
     pub contributors: usize,
+    /// Where the round's time went on this node, in seconds: `label` (teacher inference, privacy, encoding),
+    /// `upload_wait` (from the labels' acknowledgement to the aggregate: the other nodes and the
+    /// coordinator), then the learner's phases (`refresh`, `distill`, `evaluate`, `quantize`, `export`,
+    /// `guard`, `save`).
+    #[serde(default)]
+    pub phases: BTreeMap<String, f64>,
+    /// Wall clock (ms since the Unix epoch) when the round was distilled.
+    #[serde(default)]
+    pub finished_unix_ms: u64,
 }
 
 /// What the node keeps across restarts (`state.json`).
@@ -87,12 +96,15 @@ pub const STATE_FILE: &str = "state.json";
 const REPORTED: [&str; 5] = ["accuracy", "macro_f1", "roc_auc", "log_loss", "ece"];
 
 /// Timing and traffic of a round in flight.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct InFlight {
     opened: Instant,
     bytes_up: u64,
     bytes_down: u64,
     contributors: usize,
+    /// When the coordinator acknowledged the labels.
+    delivered: Option<Instant>,
+    phases: BTreeMap<String, f64>,
 }
 
 /// A participant's rounds: session, learner, privacy and persistent state.
@@ -197,20 +209,24 @@ impl<L: Learner> RoundLifecycle<L> {
                 bytes_up: 0,
                 bytes_down: 0,
                 contributors: 0,
+                delivered: None,
+                phases: BTreeMap::new(),
             },
         );
         Ok(())
     }
 
-    /// A verified aggregate; `Err` says why it is ignored.
-    pub fn on_aggregate(&mut self, agg: Verified<AggregateLabels>) -> Result<(), SessionError> {
+    /// A verified aggregate that arrived in a frame of `frame_bytes`; `Err` says why it is ignored.
+    pub fn on_aggregate(&mut self, agg: Verified<AggregateLabels>, frame_bytes: u64) -> Result<(), SessionError> {
         let round = agg.value().round;
-        // The encoded consensus, as the soft labels' payload is counted up.
-        let (bytes, contributors) = (agg.value().probabilities.len() as u64, agg.value().contributors.len());
+        let (bytes, contributors) = (frame_bytes, agg.value().contributors.len());
         self.session.handle_aggregate(agg)?;
         if let Some(r) = self.in_flight.get_mut(&round.0) {
             r.bytes_down = bytes;
             r.contributors = contributors;
+            if let Some(t) = r.delivered {
+                r.phases.insert("upload_wait".into(), t.elapsed().as_secs_f64());
+            }
         }
         Ok(())
     }
@@ -225,6 +241,7 @@ impl<L: Learner> RoundLifecycle<L> {
         self.session.handle_labels_sent(round);
         if let Some(r) = self.in_flight.get_mut(&round.0) {
             r.bytes_up = bytes;
+            r.delivered = Some(Instant::now());
         }
     }
 
@@ -256,6 +273,15 @@ impl<L: Learner> RoundLifecycle<L> {
     }
 
     fn label(&mut self, round: RoundId, ids: &[u64], temperature: f32) -> anyhow::Result<Outgoing> {
+        let started = Instant::now();
+        let out = self.label_inner(round, ids, temperature)?;
+        if let Some(r) = self.in_flight.get_mut(&round.0) {
+            r.phases.insert("label".into(), started.elapsed().as_secs_f64());
+        }
+        Ok(out)
+    }
+
+    fn label_inner(&mut self, round: RoundId, ids: &[u64], temperature: f32) -> anyhow::Result<Outgoing> {
         let probs = self.learner.label(round, ids, temperature)?;
         let classes = self.learner.classes();
         let probs = match self.privacy.as_mut() {
@@ -332,16 +358,24 @@ impl<L: Learner> RoundLifecycle<L> {
         }
         let flight = self.in_flight.remove(&round.0);
         let student_accuracy = d.metrics.get("accuracy").copied().unwrap_or(0.0);
+        let mut phases = flight.as_ref().map(|f| f.phases.clone()).unwrap_or_default();
+        phases.extend(d.phases.iter().cloned());
+        let finished_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|t| t.as_millis() as u64)
+            .unwrap_or(0);
         let record = RoundRecord {
             round: round.0,
-            bytes_up: flight.map_or(0, |f| f.bytes_up),
-            bytes_down: flight.map_or(0, |f| f.bytes_down),
+            bytes_up: flight.as_ref().map_or(0, |f| f.bytes_up),
+            bytes_down: flight.as_ref().map_or(0, |f| f.bytes_down),
             student_accuracy,
             int8_accuracy: d.int8_accuracy,
             consensus_accuracy: d.consensus_accuracy,
             guard_accepted: d.accepted,
-            seconds: flight.map_or(0.0, |f| f.opened.elapsed().as_secs_f64()),
-            contributors: flight.map_or(0, |f| f.contributors),
+            seconds: flight.as_ref().map_or(0.0, |f| f.opened.elapsed().as_secs_f64()),
+            contributors: flight.as_ref().map_or(0, |f| f.contributors),
+            phases: phases.clone(),
+            finished_unix_ms,
         };
         info!(
             round = round.0,
@@ -368,6 +402,8 @@ impl<L: Learner> RoundLifecycle<L> {
                 .map(|(k, v)| (k.clone(), *v))
                 .chain([("int8_accuracy".to_string(), d.int8_accuracy)])
                 .chain(dp_metrics)
+                // The phase times travel in the signed report (and so into the log): `phase_<name>_s`.
+                .chain(phases.iter().map(|(k, v)| (format!("phase_{k}_s"), *v)))
                 .collect(),
             student_digest: d.student_digest,
             guard_accepted: d.accepted,
@@ -470,6 +506,7 @@ mod tests {
                 guard_reason: if accepted { "kept" } else { "accuracy dropped" }.into(),
                 student_digest: Digest([round.0 as u8; 32]),
                 consensus_accuracy: 0.5,
+                phases: vec![("distill".into(), 0.25)],
             })
         }
         fn summary(&self) -> LearnerSummary {
@@ -575,7 +612,7 @@ mod tests {
         };
         lc.labels_delivered(RoundId(n), labels.payload.len() as u64);
         let consensus: Vec<f32> = ids.iter().flat_map(|_| [0.6f32, 0.3, 0.1]).collect();
-        lc.on_aggregate(c.aggregate(n, &consensus)).expect("aggregate");
+        lc.on_aggregate(c.aggregate(n, &consensus), 500).expect("aggregate");
         match lc.step().expect("distill") {
             Some(Outgoing::Report(r)) => r,
             other => panic!("expected a report, got {other:?}"),
@@ -610,11 +647,11 @@ mod tests {
         assert_eq!(lc.step().expect("idle"), None);
         let consensus: Vec<f32> = [0.6f32, 0.3, 0.1].repeat(3);
         assert!(matches!(
-            lc.on_aggregate(c.aggregate(1, &consensus)),
+            lc.on_aggregate(c.aggregate(1, &consensus), 500),
             Err(SessionError::NotContributed(_))
         ));
         lc.labels_delivered(RoundId(1), labels.payload.len() as u64);
-        lc.on_aggregate(c.aggregate(1, &consensus)).expect("aggregate");
+        lc.on_aggregate(c.aggregate(1, &consensus), 500).expect("aggregate");
         let Some(Outgoing::Report(report)) = lc.step().expect("distill") else {
             panic!("expected a report");
         };
@@ -626,17 +663,35 @@ mod tests {
                 serving: BTreeMap::new()
             }]
         );
-        // The report carries the reported metrics only, the INT8 accuracy, the digest and the guard.
+        // The report carries the reported metrics only (not `train_seconds`), the INT8 accuracy, the phase
+        // times (the learner's, and the lifecycle's label and upload wait), the digest and the guard.
+        let names: Vec<&str> = report.metrics.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
-            report.metrics,
-            vec![("accuracy".into(), 0.8), ("int8_accuracy".into(), 0.8 - 0.01)]
+            names,
+            [
+                "accuracy",
+                "int8_accuracy",
+                "phase_distill_s",
+                "phase_label_s",
+                "phase_upload_wait_s"
+            ]
         );
+        assert_eq!(
+            report.metrics[..3],
+            [
+                ("accuracy".into(), 0.8),
+                ("int8_accuracy".into(), 0.8 - 0.01),
+                ("phase_distill_s".into(), 0.25)
+            ]
+        );
+        let rec_phases: Vec<&String> = lc.state().rounds[0].phases.keys().collect();
+        assert_eq!(rec_phases, ["distill", "label", "upload_wait"]);
         assert_eq!(report.student_digest, Digest([1; 32]));
         assert_eq!((report.guard_accepted, report.guard_reason.as_str()), (true, "kept"));
         assert_eq!(report.privacy_spend, None);
         // The record counts the labels sent up and the consensus received down, each once.
         let rec = &lc.state().rounds[0];
-        assert_eq!((rec.bytes_up, rec.bytes_down), (labels.payload.len() as u64, 36));
+        assert_eq!((rec.bytes_up, rec.bytes_down), (labels.payload.len() as u64, 500));
         assert_eq!(lc.state().last_done, 1);
         assert_eq!(lc.step().expect("idle"), None);
     }

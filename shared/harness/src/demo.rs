@@ -244,6 +244,18 @@ pub struct RoundRow {
     pub participant_accuracy: Vec<f64>,
     /// Mean seconds per participant from round open to report.
     pub seconds: f64,
+    /// Seconds from the demo's start until the last participant distilled the round.
+    pub elapsed_s: f64,
+    /// Mean seconds per participant in each phase of its round (`label`, `upload_wait`, `refresh`,
+    /// `distill`, `evaluate`, `quantize`, `export`, `guard`, `save`; see `RoundRecord::phases`).
+    pub participant_phases: std::collections::BTreeMap<String, f64>,
+    /// The coordinator's phases of the round (`collect`, `assemble`, `commit`, `send`), from its `/status`.
+    pub coordinator_phases: std::collections::BTreeMap<String, f64>,
+    /// The coordinator's own count of the round's soft-label bytes received (`/status`; equals `bytes_up`
+    /// when every participant contributed).
+    pub coordinator_bytes_up: Option<u64>,
+    /// The coordinator's own count of the aggregate bytes it sent (`/status`; equals `bytes_down`).
+    pub coordinator_bytes_down: Option<u64>,
 }
 
 /// Final results.
@@ -450,6 +462,7 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
     let mut shown_msg = String::new();
     let mut announced = false;
     let mut reported = vec![0usize; names.len()];
+    let mut last_status: Option<serde_json::Value> = None;
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
         for (i, n) in names.iter().enumerate() {
@@ -475,6 +488,9 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
         // Rounds every participant has distilled; the phase as the coordinator's /status tells it.
         let distilled = (reported.iter().copied().min().unwrap_or(0) as u64).min(args.rounds);
         let status = poll_status(status_port);
+        if status.is_some() {
+            last_status = status.clone();
+        }
         let msg = round_message(distilled, args.rounds, status.as_ref());
         if progress.mode() == ProgressMode::Bar {
             // On a terminal the bar follows every phase.
@@ -599,15 +615,13 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
     );
     progress.finish("compare", "baseline, audit export and verification");
 
-    let report = build_report(
-        args,
-        &setup.dataset,
-        results,
-        centralized_accuracy,
-        audit,
+    let seen = Observed {
+        dataset: &setup.dataset,
         started,
-        args.workdir.as_ref().map(|_| dir.display().to_string()),
-    );
+        status: last_status.as_ref(),
+        workdir: args.workdir.as_ref().map(|_| dir.display().to_string()),
+    };
+    let report = build_report(args, seen, results, centralized_accuracy, audit);
     progress.suspend(|| print_report(&report));
     if let Some(path) = &args.report {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
@@ -722,15 +736,32 @@ fn mean(v: &[f64]) -> f64 {
     }
 }
 
+/// What the demo observed besides the participants' results.
+struct Observed<'a> {
+    /// The dataset or task, as the report names it.
+    dataset: &'a str,
+    /// When the demo started.
+    started: Instant,
+    /// The coordinator's last `/status`.
+    status: Option<&'a serde_json::Value>,
+    /// The kept working directory, if any.
+    workdir: Option<String>,
+}
+
 fn build_report(
     args: &DemoOptions,
-    dataset: &str,
+    seen: Observed<'_>,
     results: Vec<ParticipantResult>,
     centralized_accuracy: f64,
     audit: AuditRow,
-    started: Instant,
-    workdir: Option<String>,
 ) -> DemoReport {
+    let Observed {
+        dataset,
+        started,
+        status,
+        workdir,
+    } = seen;
+    let started_unix_ms = unix_ms().saturating_sub(started.elapsed().as_millis() as u64);
     let mut per_round = Vec::new();
     for r in 1..=args.rounds {
         let rows: Vec<&RoundRecord> = results
@@ -740,6 +771,9 @@ fn build_report(
         if rows.is_empty() {
             continue;
         }
+        let logged = status
+            .and_then(|s| s["history"].as_array())
+            .and_then(|h| h.iter().find(|x| x["round"].as_u64() == Some(r)));
         per_round.push(RoundRow {
             round: r,
             bytes_up: rows.iter().map(|x| x.bytes_up).sum(),
@@ -748,6 +782,28 @@ fn build_report(
             student_accuracy: mean(&rows.iter().map(|x| x.student_accuracy).collect::<Vec<_>>()),
             participant_accuracy: rows.iter().map(|x| x.student_accuracy).collect(),
             seconds: mean(&rows.iter().map(|x| x.seconds).collect::<Vec<_>>()),
+            elapsed_s: rows
+                .iter()
+                .map(|x| x.finished_unix_ms)
+                .max()
+                .unwrap_or(0)
+                .saturating_sub(started_unix_ms) as f64
+                / 1000.0,
+            participant_phases: {
+                let mut sum = std::collections::BTreeMap::<String, f64>::new();
+                for x in &rows {
+                    for (k, v) in &x.phases {
+                        *sum.entry(k.clone()).or_default() += v / rows.len() as f64;
+                    }
+                }
+                sum
+            },
+            coordinator_phases: logged
+                .and_then(|x| x["phases"].as_object())
+                .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))).collect())
+                .unwrap_or_default(),
+            coordinator_bytes_up: logged.and_then(|x| x["bytes_up"].as_u64()),
+            coordinator_bytes_down: logged.and_then(|x| x["bytes_down"].as_u64()),
         });
     }
     let local: Vec<f64> = results.iter().map(|r| r.local_only_accuracy).collect();
@@ -777,14 +833,24 @@ fn build_report(
     }
 }
 
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 fn print_report(r: &DemoReport) {
     println!();
-    println!("| round | bytes up | bytes down | consensus acc | student acc (mean) | per participant | s/round |");
-    println!("|---:|---:|---:|---:|---:|---|---:|");
+    println!(
+        "| round | elapsed s | bytes up | bytes down | consensus acc | student acc (mean) | per participant | s/round |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---|---:|");
     for row in &r.per_round {
         println!(
-            "| {} | {} | {} | {:.4} | {:.4} | {} | {:.1} |",
+            "| {} | {:.1} | {} | {} | {:.4} | {:.4} | {} | {:.1} |",
             row.round,
+            row.elapsed_s,
             row.bytes_up,
             row.bytes_down,
             row.consensus_accuracy,
@@ -796,6 +862,30 @@ fn print_report(r: &DemoReport) {
                 .join(" "),
             row.seconds
         );
+    }
+    // Where each round's time went: the participants' phases (mean) and the coordinator's.
+    const P: [&str; 9] = [
+        "label",
+        "upload_wait",
+        "refresh",
+        "distill",
+        "evaluate",
+        "quantize",
+        "export",
+        "guard",
+        "save",
+    ];
+    const C: [&str; 4] = ["collect", "assemble", "commit", "send"];
+    println!();
+    println!("| round | {} | coordinator: {} |", P.join(" | "), C.join(" | "));
+    println!("|---:|{}", "---:|".repeat(P.len() + C.len()));
+    for row in &r.per_round {
+        let cell = |m: &std::collections::BTreeMap<String, f64>, k: &str| {
+            m.get(k).map_or_else(|| "-".to_string(), |v| format!("{v:.2}"))
+        };
+        let p: Vec<String> = P.iter().map(|k| cell(&row.participant_phases, k)).collect();
+        let c: Vec<String> = C.iter().map(|k| cell(&row.coordinator_phases, k)).collect();
+        println!("| {} | {} | {} |", row.round, p.join(" | "), c.join(" | "));
     }
     println!();
     println!("| model | test accuracy |");
