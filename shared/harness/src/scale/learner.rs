@@ -78,6 +78,7 @@ impl Learner for SyntheticLearner {
             guard_reason: "synthetic participant (bench scale): no student".into(),
             student_digest: Digest::of(&bytes),
             consensus_accuracy: 0.0,
+            phases: Vec::new(),
         })
     }
 
