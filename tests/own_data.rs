@@ -534,3 +534,103 @@ fn a_participant_opens_no_file_outside_its_own_directory() {
         "{text}"
     );
 }
+
+#[test]
+fn a_hospital_joins_with_an_image_folder_and_the_public_set_is_an_unlabelled_idx_file() {
+    let mut procs = Procs::new();
+    let dir = procs.dir().to_path_buf();
+    let port = free_udp_port();
+    let names = ["clinic-a", "clinic-b"];
+    let federation = provision(&dir, "own-images", port, &names);
+    write_trust(&dir, &federation, &names);
+    // The embedded digits (8x8 grey, 10 classes): 600 public images as one IDX file, the rest dealt to two
+    // clinics as PNG files in one folder per class.
+    let ds = fedistill_shared::data::load("digits", &Default::default()).expect("digits");
+    let pixel = |v: f32| (v * 255.0).round().clamp(0.0, 255.0) as u8;
+    let public: Vec<u8> = ds.features[..600 * 64].iter().map(|&v| pixel(v)).collect();
+    let idx = fedistill_shared::data::idx::write_idx(&[600, 8, 8], &public);
+    std::fs::write(dir.join("public-images.idx3-ubyte"), &idx).expect("public idx");
+    let classes: Vec<String> = (0..10).map(|c| format!("\"{c}\"")).collect();
+    let card = format!(
+        "name = \"digits\"\nversion = 1\n[label]\nclasses = [{}]\n[image]\nheight = 8\nwidth = 8\nchannels = 1\n\
+         [public]\nsha256 = \"{}\"\nrows = 600\nformat = \"idx\"\n",
+        classes.join(", "),
+        sha256_hex(&dir.join("public-images.idx3-ubyte"))
+    );
+    std::fs::write(dir.join("task.toml"), &card).expect("card");
+    for (k, name) in names.iter().enumerate() {
+        let clinic = dir.join("clinics").join(name);
+        for i in (600 + k..ds.n).step_by(2) {
+            let class_dir = clinic.join("images").join(ds.labels[i].to_string());
+            std::fs::create_dir_all(&class_dir).expect("class dir");
+            let px: Vec<u8> = ds.row(i).iter().map(|&v| pixel(v)).collect();
+            image::GrayImage::from_raw(8, 8, px)
+                .expect("8x8")
+                .save(class_dir.join(format!("{i:05}.png")))
+                .expect("png");
+        }
+        std::fs::write(clinic.join("task.toml"), &card).expect("card copy");
+        std::fs::write(
+            clinic.join("participant.toml"),
+            format!(
+                "kit = \"../../federation/kits/{name}\"\nworkdir = \"work\"\nencoding = \"f16\"\n\
+                 [task]\ncard = \"task.toml\"\n[private]\npath = \"images\"\nseed = {k}\n\
+                 [teacher]\nkind = \"mlp\"\nhidden = [32]\n[student]\nkind = \"mlp\"\nhidden = [16]\n\
+                 [train]\nepochs = 40\nbatch_size = 32\npatience = 0\n[distill]\nepochs_per_round = 10\n"
+            ),
+        )
+        .expect("config");
+        let (ok, out) = fedistill(&clinic, &["data", "check", "--task", "task.toml", "images"]);
+        assert!(ok, "{name}: data check: {out}");
+    }
+    let server = StatusServer::on_free_port();
+    std::fs::write(
+        dir.join("coordinator.toml"),
+        format!(
+            "federation_dir = \"federation\"\nbind = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\n\
+             status = \"{}\"\nrounds = 2\nmin_participants = 2\nquorum = 2\ncollect_timeout_ms = 60000\n\
+             report_timeout_ms = 60000\nsamples_per_round = 300\nrule = \"mean\"\ntemperature = 2.0\n\
+             [task]\ncard = \"task.toml\"\npublic = \"public-images.idx3-ubyte\"\n",
+            server.0
+        ),
+    )
+    .expect("coordinator config");
+    procs.start_coordinator();
+    for name in names {
+        let cfg = format!("clinics/{name}/participant.toml");
+        procs.spawn(name, &["participant", "--config", &cfg]);
+    }
+    let deadline = Instant::now() + WAIT;
+    for name in names {
+        let st = procs.wait_exit(name, deadline);
+        assert!(st.success(), "{name} exited with {st}{}", procs.logs());
+    }
+    procs.wait_exit("coordinator", deadline);
+    for name in names {
+        let work = dir.join("clinics").join(name).join("work");
+        assert_eq!(
+            sha256_hex(&work.join("public.idx3-ubyte")),
+            sha256_hex(&dir.join("public-images.idx3-ubyte")),
+            "{name}: the fetched public set"
+        );
+        let result: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(work.join("result.json")).expect("result.json")).expect("json");
+        let rounds = result["rounds"].as_array().expect("rounds");
+        assert_eq!(rounds.len(), 2, "{name}: {result}");
+        // The public images carry no labels: the consensus cannot be scored, and says so.
+        assert!(
+            rounds.iter().all(|r| r["consensus_accuracy"].is_null()),
+            "{name}: {result}"
+        );
+        // The images were read right: the teacher learns them; the student (two short rounds on 600 public
+        // images) is well above chance (10 classes).
+        let teacher = result["local_only_accuracy"].as_f64().expect("teacher accuracy");
+        let student = result["student_accuracy"].as_f64().expect("accuracy");
+        assert!(
+            teacher > 0.8 && student > 0.3,
+            "{name}: teacher {teacher}, student {student}"
+        );
+    }
+    let show = audit_export_verify_show(&dir);
+    assert!(show.contains("TASK \"digits\""), "{show}");
+}

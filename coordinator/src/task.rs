@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use fedistill_shared::crypto::{Digest, FederationId, RoundId, Signed, Signer, SigningIdentity};
-use fedistill_shared::data::{read_private_csv, CsvOptions, PublicFormat, TaskCard};
+use fedistill_shared::data::{read_public, TaskCard};
 use fedistill_shared::ledger::Record;
 use fedistill_shared::wire::messages::{RejectCode, Reply, TaskAnnouncement, MAX_PUBLIC_CHUNK};
 
@@ -42,13 +42,7 @@ impl TaskArtifact {
             hex::encode(public_sha256.0),
             card_path.display()
         );
-        anyhow::ensure!(
-            card.public.format == PublicFormat::Csv,
-            "{}: the coordinator serves CSV public sets; this card's public format is {:?}",
-            card_path.display(),
-            card.public.format
-        );
-        let (public, _) = read_private_csv(public_path, &card, &CsvOptions::default())?;
+        let (public, _) = read_public(public_path, &card)?;
         anyhow::ensure!(
             public.n as u64 == card.public.rows,
             "{}: {} rows, the task card declares {}",

@@ -40,7 +40,8 @@ pub struct Distilled {
     pub guard_reason: String,
     /// Digest of the student that serves after the round.
     pub student_digest: Digest,
-    /// Agreement of the consensus with the true labels of the round's public samples (reporting only).
+    /// Agreement of the consensus with the true labels of the round's public samples (reporting only; NaN
+    /// when the public set carries no labels).
     pub consensus_accuracy: f64,
     /// Where the time went, in seconds, by phase (for [`ModelLearner`]: `refresh`, `distill`, `evaluate`,
     /// `quantize` (with the INT8 evaluation), `export` (GGUF bytes), `guard`, `save` (round artifacts)).
@@ -125,6 +126,8 @@ pub struct NodeData {
     pub public: Dataset,
     /// Digest of the public transfer set (what the coordinator's round openings announce).
     pub public_digest: Digest,
+    /// Whether the public set's labels are real (reporting only: the consensus' agreement with them).
+    pub public_labelled: bool,
     /// Rows this node evaluates on (its own holdout, or the split's shared test set).
     pub test: Dataset,
     /// Seed of teacher training and refresh.
@@ -144,6 +147,7 @@ impl NodeData {
         Ok(NodeData {
             private,
             public_digest: Digest(split.public_digest),
+            public_labelled: true,
             public: split.public,
             test: split.test,
             seed,
@@ -197,6 +201,8 @@ pub struct ModelLearner {
     last_temperature: f32,
     local_only_accuracy: f64,
     teacher_dp: Option<DpSgdCost>,
+    /// Whether the public set's labels are real (else the consensus accuracy is not known: NaN).
+    public_labelled: bool,
 }
 
 impl ModelLearner {
@@ -207,6 +213,7 @@ impl ModelLearner {
             private: shard,
             public,
             public_digest,
+            public_labelled,
             test,
             seed,
             index,
@@ -341,6 +348,7 @@ impl ModelLearner {
             local_only_accuracy,
         });
         learner.teacher_dp = teacher_dp;
+        learner.public_labelled = public_labelled;
         Ok(learner)
     }
 
@@ -360,6 +368,7 @@ impl ModelLearner {
             last_temperature: 1.0,
             local_only_accuracy: p.local_only_accuracy,
             teacher_dp: None,
+            public_labelled: true,
         }
     }
 
@@ -454,7 +463,11 @@ impl Learner for ModelLearner {
             .zip(consensus.chunks_exact(classes))
             .filter(|(&i, p)| fedistill_shared::ml::model::argmax(p) as u32 == self.public.labels[i as usize])
             .count();
-        let consensus_accuracy = consensus_correct as f64 / ids.len().max(1) as f64;
+        let consensus_accuracy = if self.public_labelled {
+            consensus_correct as f64 / ids.len().max(1) as f64
+        } else {
+            f64::NAN
+        };
         // Keep the served student; distill a candidate in place and roll back when the guard refuses it.
         let before = self.distiller.student().to_safetensors()?;
         self.distiller.distill_round(

@@ -36,7 +36,9 @@ pub struct RoundRecord {
     /// Test accuracy of its INT8 version.
     pub int8_accuracy: f64,
     /// Agreement of the aggregate with the true labels of the round's public samples (for reporting only;
-    /// the labels are never used for training).
+    /// the labels are never used for training). Unknown (NaN, `null` in JSON) when the public set is
+    /// unlabelled (an IDX image file).
+    #[serde(serialize_with = "nan_as_null", deserialize_with = "null_as_nan")]
     pub consensus_accuracy: f64,
     /// Whether the guard accepted the candidate.
     pub guard_accepted: bool,
@@ -53,6 +55,18 @@ pub struct RoundRecord {
     /// Wall clock (ms since the Unix epoch) when the round was distilled.
     #[serde(default)]
     pub finished_unix_ms: u64,
+}
+
+fn nan_as_null<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if v.is_nan() {
+        s.serialize_none()
+    } else {
+        s.serialize_f64(*v)
+    }
+}
+
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// What the node keeps across restarts (`state.json`).
@@ -786,5 +800,32 @@ mod tests {
         // Nothing was released, so nothing was recorded as spent.
         assert_eq!(lc.privacy().expect("privacy").rounds_released(), 0);
         assert!(!dir.path().join(PRIVACY_FILE).exists());
+    }
+
+    #[test]
+    fn an_unknown_consensus_accuracy_is_null_in_json_and_reads_back_unknown() {
+        let rec = RoundRecord {
+            round: 1,
+            bytes_up: 1,
+            bytes_down: 2,
+            student_accuracy: 0.5,
+            int8_accuracy: 0.5,
+            consensus_accuracy: f64::NAN,
+            guard_accepted: true,
+            seconds: 1.0,
+            contributors: 2,
+            phases: BTreeMap::new(),
+            finished_unix_ms: 0,
+        };
+        let text = serde_json::to_string(&rec).expect("json");
+        assert!(text.contains("\"consensus_accuracy\":null"), "{text}");
+        let back: RoundRecord = serde_json::from_str(&text).expect("reads back");
+        assert!(back.consensus_accuracy.is_nan());
+        let known = RoundRecord {
+            consensus_accuracy: 0.75,
+            ..rec
+        };
+        let back: RoundRecord = serde_json::from_str(&serde_json::to_string(&known).expect("json")).expect("back");
+        assert_eq!(back, known);
     }
 }

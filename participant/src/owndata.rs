@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use fedistill_shared::crypto::{Digest, Signer};
-use fedistill_shared::data::{read_private, read_private_as, read_private_csv, CsvOptions, TaskCard};
+use fedistill_shared::data::{read_private, read_private_as, read_public, TaskCard};
 use fedistill_shared::wire::messages::{RejectCode, Reply, TaskAnnouncement, ToCoordinator, MAX_PUBLIC_CHUNK};
 
 use crate::config::OwnData;
@@ -23,8 +23,13 @@ use crate::driver::exchange;
 use crate::learner::NodeData;
 use crate::transport::{connect_with_backoff, Kit};
 
-/// Work-directory name of a fetched public set.
-pub const PUBLIC_FILE: &str = "public.csv";
+/// Work-directory name of a fetched public set in `format`.
+pub fn public_file_name(format: fedistill_shared::data::PublicFormat) -> &'static str {
+    match format {
+        fedistill_shared::data::PublicFormat::Idx => "public.idx3-ubyte",
+        _ => "public.csv",
+    }
+}
 
 /// Why the coordinator's task is not this node's: the node stops (retrying cannot help).
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +106,7 @@ pub async fn prepare(
     let path = match &own.public {
         Some(p) => p.clone(),
         None => {
-            let dest = workdir.join(PUBLIC_FILE);
+            let dest = workdir.join(public_file_name(card.public.format));
             fetch_public(&conn, &card, &ann, &dest, own.max_public_bytes, max_frame).await?;
             dest
         }
@@ -131,7 +136,9 @@ pub async fn fetch_public(
         total <= max_bytes,
         "the coordinator's public set is {total} bytes, more than [public] max_bytes = {max_bytes}"
     );
-    let part = dest.with_extension("csv.part");
+    let mut part_name = dest.file_name().unwrap_or_default().to_os_string();
+    part_name.push(".part");
+    let part = dest.with_file_name(part_name);
     let mut have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
     if have > total {
         warn!(path = %part.display(), "partial public set longer than the file: starting over");
@@ -206,7 +213,7 @@ pub fn load(own: &OwnData, card: &TaskCard, public_path: &Path) -> anyhow::Resul
         "{}: sha256 {got} differs from the task card's public set {want}",
         public_path.display()
     );
-    let (public, _) = read_private_csv(public_path, card, &CsvOptions::default())?;
+    let (public, public_labelled) = read_public(public_path, card)?;
     anyhow::ensure!(
         public.n as u64 == card.public.rows,
         "{}: {} rows, the task card declares {}",
@@ -249,6 +256,7 @@ pub fn load(own: &OwnData, card: &TaskCard, public_path: &Path) -> anyhow::Resul
         private,
         public,
         public_digest: Digest(hex_digest(&want)?),
+        public_labelled,
         test,
         seed: own.seed,
         index: 0,

@@ -267,6 +267,43 @@ pub fn read_idx_private(images: &Path, labels: &Path, card: &TaskCard) -> Result
     Ok((ds, report))
 }
 
+/// Reads the public transfer set of an image `card` (format `idx`): one IDX3 file of grey images of the
+/// card's shape, pixels scaled to [0, 1]. The public set is unlabelled (the teachers label it), so every
+/// label of the returned dataset is 0; callers must not score anything against them.
+pub fn read_public_idx(images: &Path, card: &TaskCard) -> Result<Dataset, DataError> {
+    let shape = image_shape(card, "IDX")?;
+    let file = images.display().to_string();
+    if shape.channels != 1 {
+        return Err(DataError::Image {
+            file,
+            expected: format!("{} channels as the task card says", shape.channels),
+            found: "an IDX file, which holds one grey channel".into(),
+        });
+    }
+    let arr = crate::idx::read_idx(&read_file(images)?, &file, 3)?;
+    let (n, h, w) = (arr.dims[0], arr.dims[1], arr.dims[2]);
+    if (h, w) != (shape.height, shape.width) || n == 0 {
+        return Err(DataError::Image {
+            file,
+            expected: format!(
+                "at least one {}x{} image (height x width) as the task card says",
+                shape.height, shape.width
+            ),
+            found: format!("{n} images of {h}x{w}"),
+        });
+    }
+    Ok(Dataset {
+        name: card.name.clone(),
+        features: arr.data.iter().map(|&p| f32::from(p) / 255.0).collect(),
+        labels: vec![0; n],
+        n,
+        dim: h * w,
+        num_classes: card.classes().len(),
+        kind: DataKind::Image { height: h, width: w },
+        class_names: card.classes().to_vec(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use image::{GrayImage, Rgb, RgbImage};

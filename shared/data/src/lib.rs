@@ -39,9 +39,9 @@ pub use catalog::{
 pub use dataset::{DataKind, Dataset};
 pub use digest::{public_digest, sha256_file, PUBLIC_DIGEST_TAG};
 pub use error::{DataError, Position};
-pub use imagefolder::{read_idx_private, read_image_folder, IMAGE_EXTENSIONS};
+pub use imagefolder::{read_idx_private, read_image_folder, read_public_idx, IMAGE_EXTENSIONS};
 pub use infer::{infer_card, InferOptions, DEFAULT_MAX_LEVELS};
-pub use own::{check_private, idx_labels_path, read_private, read_private_as, PrivateFormat};
+pub use own::{check_private, idx_labels_path, read_private, read_private_as, read_public, PrivateFormat};
 pub use partition::Partition;
 pub use private::{
     check_csv, read_private_csv, CheckReport, ColumnCheck, CsvOptions, LoadReport, ProblemKind, DEFAULT_MAX_PROBLEMS,

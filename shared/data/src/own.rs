@@ -159,6 +159,21 @@ pub fn check_private(
     }
 }
 
+/// Reads the public transfer set a `card` names, in the card's public format: a CSV read like a private
+/// file (its label column gives labels, for reporting only), or an IDX3 image file (unlabelled: the
+/// second value is `false` and every label is 0). Returns the dataset and whether its labels are real.
+pub fn read_public(path: &Path, card: &TaskCard) -> Result<(Dataset, bool), DataError> {
+    match card.public.format {
+        crate::task::PublicFormat::Csv => Ok((read_private_csv(path, card, &CsvOptions::default())?.0, true)),
+        crate::task::PublicFormat::Idx => Ok((crate::imagefolder::read_public_idx(path, card)?, false)),
+        crate::task::PublicFormat::ImageFolder => Err(DataError::Card {
+            file: path.display().to_string(),
+            field: "public.format".into(),
+            problem: "a public set travels as one file: use csv (tabular) or idx (images)".into(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;
