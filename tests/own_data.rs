@@ -634,3 +634,90 @@ fn a_hospital_joins_with_an_image_folder_and_the_public_set_is_an_unlabelled_idx
     let show = audit_export_verify_show(&dir);
     assert!(show.contains("TASK \"digits\""), "{show}");
 }
+
+#[test]
+fn an_insider_asking_for_the_task_and_the_public_set_gets_bounded_signed_answers_only() {
+    use fedistill_shared::crypto::Signer;
+    use fedistill_shared::wire::messages::{Reply, ToCoordinator, MAX_PUBLIC_CHUNK};
+    let mut procs = Procs::new();
+    let dir = procs.dir().to_path_buf();
+    let port = free_udp_port();
+    provision(&dir, "own-data-insider", port, &["mallory", "bank-b"]);
+    // A public set over 1 MiB (the lending rows four times), so one reply cannot carry it all.
+    let (header, rows) = lending_club();
+    let many: Vec<Vec<String>> = (0..4).flat_map(|_| rows.iter().cloned()).collect();
+    write_csv(&dir.join("public.csv"), &header, &many, ",");
+    let total = std::fs::metadata(dir.join("public.csv")).expect("public").len();
+    assert!(total > u64::from(MAX_PUBLIC_CHUNK), "{total}");
+    let (ok, out) = fedistill(
+        &dir,
+        &[
+            "task",
+            "infer",
+            "--public",
+            "public.csv",
+            "--label",
+            "Class",
+            "--out",
+            "task.toml",
+        ],
+    );
+    assert!(ok, "{out}");
+    let server = StatusServer::on_free_port();
+    coordinator_config(&dir, port, server.0, 2, 60_000);
+    procs.start_coordinator();
+    let card = fedistill_shared::data::TaskCard::load(&dir.join("task.toml")).expect("card");
+    // Listening once /status answers (the QUIC endpoint is bound before the status server starts).
+    let deadline = Instant::now() + WAIT;
+    while server.status().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the coordinator never listened{}",
+            procs.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let client = common::Client::connect(&dir.join("federation/kits/mallory")).await;
+        // The card comes signed by the coordinator, under the kit's key, and is the operator's card.
+        let Reply::Task(signed) = client.request(&ToCoordinator::GetTask).await else {
+            panic!("expected the task");
+        };
+        assert_eq!(signed.signer, Signer::Coordinator);
+        let ann = signed
+            .verify_offline(&client.kit.coordinator_key, client.kit.federation())
+            .expect("coordinator signature")
+            .into_inner();
+        assert_eq!(ann.card_digest.0, card.digest());
+        assert_eq!(ann.public_bytes, total);
+        // Lies in the fields it controls: sizes and offsets.
+        let get = |offset: u64, max_len: u32| ToCoordinator::GetPublic { offset, max_len };
+        let chunk = |r: Reply| match r {
+            Reply::PublicChunk { total, offset, bytes } => (total, offset, bytes.len() as u64),
+            other => panic!("expected a chunk, got {other:?}"),
+        };
+        assert_eq!(
+            chunk(client.request(&get(0, u32::MAX)).await),
+            (total, 0, u64::from(MAX_PUBLIC_CHUNK))
+        );
+        assert_eq!(chunk(client.request(&get(5, 10)).await), (total, 5, 10));
+        assert_eq!(
+            chunk(client.request(&get(total - 3, u32::MAX)).await),
+            (total, total - 3, 3)
+        );
+        assert_eq!(chunk(client.request(&get(total, 100)).await), (total, total, 0));
+        for offset in [total + 1, u64::MAX] {
+            let r = client.request(&get(offset, 100)).await;
+            assert_eq!(common::reject_code(&r), "bad_range", "{r:?}");
+        }
+        // The bytes served are the file's.
+        let Reply::PublicChunk { bytes, .. } = client.request(&get(100, 50)).await else {
+            panic!("chunk");
+        };
+        let file = std::fs::read(dir.join("public.csv")).expect("public");
+        assert_eq!(bytes, file[100..150]);
+        // And the coordinator goes on serving: a hello is still welcomed.
+        client.hello().await;
+    });
+}
