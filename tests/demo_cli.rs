@@ -107,6 +107,27 @@ fn demo_runs_a_federation_and_its_log_verifies() {
         .output()
         .unwrap();
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    // The demo runs the deployment path: the coordinator names a task card and a public file, no dataset
+    // or partition; each participant names the card and its own files in its own directory, and fetched
+    // the public set from the coordinator (byte counts agree with the coordinator's).
+    let coordinator = std::fs::read_to_string(work.join("coordinator.toml")).unwrap();
+    assert!(
+        coordinator.contains("[task]") && !coordinator.contains("[data]"),
+        "{coordinator}"
+    );
+    for row in r["per_round"].as_array().unwrap() {
+        assert_eq!(row["bytes_up"], row["coordinator_bytes_up"], "{row}");
+        assert_eq!(row["bytes_down"], row["coordinator_bytes_down"], "{row}");
+    }
+    for p in ["p0", "p1", "p2"] {
+        let cfg = std::fs::read_to_string(work.join(format!("participant-{p}.toml"))).unwrap();
+        assert!(!cfg.contains("shard") && !cfg.contains("[data]"), "{cfg}");
+        assert!(cfg.contains(&format!("path = \"nodes/{p}/private.csv\"")), "{cfg}");
+        assert!(
+            work.join("work").join(p).join("public.csv").is_file(),
+            "{p}: no fetched public set"
+        );
+    }
     // Each participant kept its served student, its INT8 export and per-round artifacts.
     for p in ["p0", "p1", "p2"] {
         let w = work.join("work").join(p);

@@ -30,6 +30,8 @@ struct RawSettings {
     #[serde(default)]
     public: Option<RawPublic>,
     #[serde(default)]
+    benchmark: Option<RawBenchmark>,
+    #[serde(default)]
     teacher: Option<ModelConfig>,
     #[serde(default)]
     student: Option<ModelConfig>,
@@ -80,8 +82,16 @@ struct RawPrivate {
 struct RawPublic {
     #[serde(default)]
     path: Option<PathBuf>,
+    #[serde(default)]
+    labels: Option<PathBuf>,
     #[serde(default = "default_max_public")]
     max_bytes: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBenchmark {
+    path: PathBuf,
 }
 
 fn default_delimiter() -> String {
@@ -129,6 +139,11 @@ pub struct OwnData {
     pub public: Option<PathBuf>,
     /// Largest public set this node accepts to fetch.
     pub max_public_bytes: u64,
+    /// Labels of an unlabelled (IDX) public set, an IDX1 file, for reporting the consensus' accuracy only.
+    pub public_labels: Option<PathBuf>,
+    /// The shared labelled benchmark set the card declares (`[benchmark] path`): this node tests on it
+    /// instead of holding out its own rows.
+    pub benchmark: Option<PathBuf>,
 }
 
 fn default_encoding() -> String {
@@ -209,6 +224,7 @@ impl ParticipantSettings {
                     .map_err(|e| anyhow::anyhow!("[private] {e}"))?;
                 let public = raw.public.unwrap_or(RawPublic {
                     path: None,
+                    labels: None,
                     max_bytes: default_max_public(),
                 });
                 anyhow::ensure!(public.max_bytes > 0, "[public] max_bytes must be positive");
@@ -221,12 +237,14 @@ impl ParticipantSettings {
                     seed: private.seed,
                     public: public.path.map(resolve),
                     max_public_bytes: public.max_bytes,
+                    public_labels: public.labels.map(resolve),
+                    benchmark: raw.benchmark.map(|b| resolve(b.path)),
                 })
             }
             (None, None, Some(shard), Some(mut data)) => {
                 anyhow::ensure!(
-                    raw.public.is_none(),
-                    "[public] belongs to own files ([task] and [private]), not to a catalog [data] split"
+                    raw.public.is_none() && raw.benchmark.is_none(),
+                    "[public] and [benchmark] belong to own files ([task] and [private]), not to a catalog [data] split"
                 );
                 anyhow::ensure!(
                     shard < data.participants,

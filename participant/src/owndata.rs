@@ -213,7 +213,7 @@ pub fn load(own: &OwnData, card: &TaskCard, public_path: &Path) -> anyhow::Resul
         "{}: sha256 {got} differs from the task card's public set {want}",
         public_path.display()
     );
-    let (public, public_labelled) = read_public(public_path, card)?;
+    let (mut public, mut public_labelled) = read_public(public_path, card)?;
     anyhow::ensure!(
         public.n as u64 == card.public.rows,
         "{}: {} rows, the task card declares {}",
@@ -221,6 +221,24 @@ pub fn load(own: &OwnData, card: &TaskCard, public_path: &Path) -> anyhow::Resul
         public.n,
         card.public.rows
     );
+    if let Some(labels) = &own.public_labels {
+        // Labels of an unlabelled public set, for reporting the consensus' accuracy only (never trained on).
+        anyhow::ensure!(
+            !public_labelled,
+            "[public] labels: the public set carries its own labels"
+        );
+        let file = labels.display().to_string();
+        let arr = fedistill_shared::data::idx::read_idx(&fedistill_shared::data::read_file(labels)?, &file, 1)?;
+        anyhow::ensure!(
+            arr.data.len() == public.n && arr.data.iter().all(|&l| (l as usize) < public.num_classes),
+            "{file}: {} labels (each below {}) expected for the public set, found {} (or a label out of range)",
+            public.n,
+            public.num_classes,
+            arr.data.len()
+        );
+        public.labels = arr.data.iter().map(|&l| u32::from(l)).collect();
+        public_labelled = true;
+    }
     let (rows, report) = match own.format {
         Some(f) => read_private_as(&own.private, card, &own.csv, f)?,
         None => read_private(&own.private, card, &own.csv)?,
@@ -232,19 +250,48 @@ pub fn load(own: &OwnData, card: &TaskCard, public_path: &Path) -> anyhow::Resul
             "columns not in the task card are ignored"
         );
     }
-    let holdout = ((rows.n as f64) * own.holdout).round() as usize;
-    anyhow::ensure!(
-        holdout >= 1 && holdout < rows.n,
-        "{}: {} rows cannot keep a holdout of {} ({} of them) and still train",
-        own.private.display(),
-        rows.n,
-        own.holdout,
-        holdout
-    );
-    let mut order: Vec<usize> = (0..rows.n).collect();
-    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(own.seed));
-    let test = rows.subset(&order[..holdout]);
-    let private = rows.subset(&order[holdout..]);
+    let (private, test) = match (&card.benchmark, &own.benchmark) {
+        // The card's shared benchmark set: every row of this node trains.
+        (Some(declared), Some(path)) => {
+            let got = sha256_hex(path)?;
+            anyhow::ensure!(
+                got == declared.sha256,
+                "{}: sha256 {got} differs from the task card's benchmark set {}",
+                path.display(),
+                declared.sha256
+            );
+            let (bench, _) = read_private(path, card, &fedistill_shared::data::CsvOptions::default())?;
+            anyhow::ensure!(
+                bench.n as u64 == declared.rows,
+                "{}: {} rows, the task card declares {}",
+                path.display(),
+                bench.n,
+                declared.rows
+            );
+            (rows, bench)
+        }
+        (Some(_), None) => anyhow::bail!(
+            "the task card declares a benchmark set: name it in [benchmark] path = \"...\" (every node tests on it)"
+        ),
+        (None, Some(path)) => anyhow::bail!(
+            "[benchmark] path = {:?}: the task card declares no benchmark set",
+            path.display().to_string()
+        ),
+        (None, None) => {
+            let holdout = ((rows.n as f64) * own.holdout).round() as usize;
+            anyhow::ensure!(
+                holdout >= 1 && holdout < rows.n,
+                "{}: {} rows cannot keep a holdout of {} ({} of them) and still train",
+                own.private.display(),
+                rows.n,
+                own.holdout,
+                holdout
+            );
+            let mut order: Vec<usize> = (0..rows.n).collect();
+            order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(own.seed));
+            (rows.subset(&order[holdout..]), rows.subset(&order[..holdout]))
+        }
+    };
     info!(
         file = %own.private.display(),
         train = private.n,

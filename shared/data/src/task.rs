@@ -45,6 +45,10 @@ pub struct TaskCard {
     pub preprocessing: Option<Preprocessing>,
     /// The public transfer set the card's statistics come from.
     pub public: PublicSet,
+    /// A shared labelled benchmark set every node evaluates on instead of its own holdout (optional; for
+    /// an `idx` benchmark the SHA-256 is of the images file, its labels file lies beside it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub benchmark: Option<PublicSet>,
 }
 
 /// `[label]`: where the class is and which classes exist.
@@ -457,6 +461,35 @@ impl TaskCard {
         if self.public.rows == 0 {
             return bad("public.rows".into(), "the public set must hold at least one row".into());
         }
+        if let Some(b) = &self.benchmark {
+            let hex = b.sha256.len() == 64
+                && b.sha256
+                    .bytes()
+                    .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
+            if !hex {
+                return bad(
+                    "benchmark.sha256".into(),
+                    format!("`{}` is not 64 lowercase hex digits", b.sha256),
+                );
+            }
+            if b.rows == 0 {
+                return bad(
+                    "benchmark.rows".into(),
+                    "the benchmark set must hold at least one row".into(),
+                );
+            }
+            let want = if self.image.is_some() {
+                PublicFormat::Idx
+            } else {
+                PublicFormat::Csv
+            };
+            if b.format != want {
+                return bad(
+                    "benchmark.format".into(),
+                    format!("this task's benchmark set is one `{want:?}` file", want = want).to_lowercase(),
+                );
+            }
+        }
         Ok(())
     }
 
@@ -759,6 +792,28 @@ format = "csv"
                 c.digest_hex()
             )
         );
+    }
+
+    #[test]
+    fn a_benchmark_set_is_checked_like_the_public_set_and_only_changes_the_digest_when_present() {
+        let base = TaskCard::from_toml_str(CARD, "c.toml").expect("valid");
+        let bench = |sha: &str, rows: u64, format: &str| {
+            format!("{CARD}\n[benchmark]\nsha256 = \"{sha}\"\nrows = {rows}\nformat = \"{format}\"\n")
+        };
+        let sha = "ab".repeat(32);
+        let b = TaskCard::from_toml_str(&bench(&sha, 7, "csv"), "c.toml").expect("valid benchmark");
+        assert_eq!(b.benchmark.as_ref().map(|x| x.rows), Some(7));
+        assert_ne!(b.digest(), base.digest(), "the benchmark is part of the card");
+        for (bad, field) in [
+            (bench(&sha, 0, "csv"), "benchmark.rows"),
+            (bench("xyz", 7, "csv"), "benchmark.sha256"),
+            (bench(&sha, 7, "idx"), "benchmark.format"),
+        ] {
+            let e = TaskCard::from_toml_str(&bad, "c.toml")
+                .expect_err("refused")
+                .to_string();
+            assert!(e.contains(field), "{field}: {e}");
+        }
     }
 
     #[test]
