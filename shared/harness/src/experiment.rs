@@ -4,7 +4,9 @@
 //! distillation under each aggregation rule and FedAvg on the same student architecture, recording the
 //! student's test accuracy and the bytes exchanged after every round.
 //!
-//! The distillation rounds run the participants' own learner (participant/src/learner.rs) through its
+//! The split is written as a deployment's files and read back by the participants' own loader (see
+//! `crate::files`), so each participant learns from exactly what its node would read. The distillation
+//! rounds run the participants' own learner (participant/src/learner.rs) through its
 //! seam: every participant labels the round's public rows with its teacher at the federation
 //! temperature, encodes them with the soft-label codec, the coordinator aggregates the decoded rows with
 //! the rule, and every participant refreshes its teacher (when on) and distills the same student from the
@@ -238,7 +240,7 @@ pub fn run(
         !cfg.rules.is_empty() || cfg.fedavg,
         "nothing to run: no rule and no FedAvg"
     );
-    let fs: FederatedSplit = split(
+    let mut fs: FederatedSplit = split(
         ds,
         &SplitConfig {
             participants: cfg.participants,
@@ -249,6 +251,16 @@ pub fn run(
         },
     )
     .with_context(|| format!("splitting {} for {} participants", ds.name, cfg.participants))?;
+    // Every participant learns from what its node would read: the split is written as a deployment's
+    // files (task card, public set, each participant's private rows, the shared test set) and read back
+    // through the participant's own loader (participant/src/owndata.rs).
+    let files = tempfile::tempdir().context("creating a directory for the participants' files")?;
+    let nodes = crate::files::through_files(files.path(), &fs, cfg.seed)?;
+    let first = nodes.first().context("no participants")?;
+    fs.public = first.public.clone();
+    fs.public_digest = first.public_digest.0;
+    fs.test = first.test.clone();
+    fs.shards = nodes.into_iter().map(|n| n.private).collect();
     let classes = ds.num_classes;
     let quiet = Progress::hidden();
 

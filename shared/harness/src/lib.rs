@@ -13,6 +13,7 @@ pub mod accuracy;
 pub mod communication;
 pub mod demo;
 pub mod exchange;
+pub mod files;
 pub mod experiment;
 pub mod load;
 pub mod local;
