@@ -138,7 +138,6 @@ pub fn write_split(dir: &Path, split: &fedistill_shared::data::FederatedSplit) -
     })
 }
 
-
 /// Reads participant `i`'s data back from a split written to `dir`, as its node would: the card, the
 /// public set (checked against the card), its private rows and the shared test set.
 pub fn node_data(dir: &Path, files: &SplitFiles, i: usize, seed: u64) -> anyhow::Result<NodeData> {
