@@ -1,3 +1,4 @@
+// Over 800 lines: about 430 of them are the unit tests that drive the lifecycle through the learner seam.
 //! The participant's round lifecycle, synchronous and without I/O beyond its work directory: it feeds the
 //! verified pushes to the sans-IO [`ParticipantSession`], runs the [`Learner`] for what the session asks
 //! (label, distill), applies the privacy budget, keeps the node's persistent state (`state.json`,

@@ -1,3 +1,4 @@
+// Over 800 lines: the two ways to set a federation up (a catalog split written as files, or the user's own files), the process supervision and the report read best together.
 //! `fedistill demo`: a whole federation on this machine. It provisions a federation, starts the
 //! coordinator and K participants as separate processes of this binary talking mutually authenticated QUIC
 //! over loopback, follows the rounds, computes the local-only and centralized baselines, exports and
