@@ -303,16 +303,67 @@ pub struct Harness {
     teacher_dp: Option<DpSgdCost>,
 }
 
+/// The harness's split: the test set, the public set and each participant's private rows.
+#[derive(Debug, Clone)]
+pub struct HarnessData {
+    /// Held-out test rows.
+    pub test: Dataset,
+    /// The public transfer set.
+    pub public: Dataset,
+    /// One private shard per participant.
+    pub shards: Vec<Dataset>,
+}
+
+impl HarnessData {
+    /// Splits `ds` for `cfg`: a seeded shuffle, then the test rows, the public rows, and
+    /// `private_per_participant` rows for each participant.
+    pub fn split(ds: &Dataset, cfg: &HarnessConfig) -> Result<HarnessData, AttackError> {
+        cfg.validate(ds)?;
+        let mut idx: Vec<usize> = (0..ds.n).collect();
+        let mut rng = ChaCha20Rng::seed_from_u64(cfg.seed);
+        for i in (1..idx.len()).rev() {
+            let j = rng.random_range(0..=i);
+            idx.swap(i, j);
+        }
+        let mut start = cfg.test_len + cfg.public_len;
+        let shards = (0..cfg.participants)
+            .map(|_| {
+                let shard = ds.subset(&idx[start..start + cfg.private_per_participant]);
+                start += cfg.private_per_participant;
+                shard
+            })
+            .collect();
+        Ok(HarnessData {
+            test: ds.subset(&idx[..cfg.test_len]),
+            public: ds.subset(&idx[cfg.test_len..cfg.test_len + cfg.public_len]),
+            shards,
+        })
+    }
+}
+
 impl Harness {
     /// Splits `ds` (seeded shuffle: test, public, then the private shards) and trains the teachers.
     pub fn build(ds: &Dataset, cfg: HarnessConfig) -> Result<Harness, AttackError> {
-        Self::build_inner(ds, cfg, None)
+        let data = HarnessData::split(ds, &cfg)?;
+        Self::build_inner(&data, cfg, None)
+    }
+
+    /// Trains the teachers on an already split `data` (the benchmark passes the split through the files a
+    /// real node reads).
+    pub fn build_from(data: &HarnessData, cfg: HarnessConfig) -> Result<Harness, AttackError> {
+        Self::build_inner(data, cfg, None)
     }
 
     /// The same split, with every teacher trained by DP-SGD (`cfg.dp_sgd`) at the noise multiplier that
     /// makes its training cost `epsilon` at `cfg.delta`: each private sample is in exactly one shard, so
     /// this is the per-private-sample epsilon of everything the participant releases.
     pub fn build_dp_sgd(ds: &Dataset, cfg: HarnessConfig, epsilon: f64) -> Result<Harness, AttackError> {
+        let data = HarnessData::split(ds, &cfg)?;
+        Self::build_dp_sgd_from(&data, cfg, epsilon)
+    }
+
+    /// [`Harness::build_dp_sgd`] on an already split `data`.
+    pub fn build_dp_sgd_from(data: &HarnessData, cfg: HarnessConfig, epsilon: f64) -> Result<Harness, AttackError> {
         if !(epsilon > 0.0 && epsilon.is_finite()) {
             return Err(AttackError::BadConfig(format!("epsilon {epsilon} must be > 0")));
         }
@@ -329,7 +380,7 @@ impl Harness {
             AttackError::BadConfig(format!("epsilon {epsilon} is out of reach for {steps} DP-SGD steps"))
         })?;
         let cost = DpSgdCost::new(q, z, steps, cfg.delta);
-        Self::build_inner(ds, cfg, Some(cost))
+        Self::build_inner(data, cfg, Some(cost))
     }
 
     /// The teachers' DP-SGD cost (`None` for `build`).
@@ -337,24 +388,21 @@ impl Harness {
         self.teacher_dp
     }
 
-    fn build_inner(ds: &Dataset, cfg: HarnessConfig, dp: Option<DpSgdCost>) -> Result<Harness, AttackError> {
-        cfg.validate(ds)?;
+    fn build_inner(data: &HarnessData, cfg: HarnessConfig, dp: Option<DpSgdCost>) -> Result<Harness, AttackError> {
         cfg.policy.validate()?;
-        let mut idx: Vec<usize> = (0..ds.n).collect();
-        let mut rng = ChaCha20Rng::seed_from_u64(cfg.seed);
-        for i in (1..idx.len()).rev() {
-            let j = rng.random_range(0..=i);
-            idx.swap(i, j);
+        if data.shards.len() != cfg.participants {
+            return Err(AttackError::BadConfig(format!(
+                "{} shards for {} participants",
+                data.shards.len(),
+                cfg.participants
+            )));
         }
-        let test = ds.subset(&idx[..cfg.test_len]);
-        let public = ds.subset(&idx[cfg.test_len..cfg.test_len + cfg.public_len]);
-        let mut start = cfg.test_len + cfg.public_len;
+        let (test, public) = (data.test.clone(), data.public.clone());
         let mut teachers = Vec::new();
         let mut teacher_accuracy = Vec::new();
         let mut honest = Vec::new();
-        for p in 0..cfg.participants {
-            let shard = ds.subset(&idx[start..start + cfg.private_per_participant]);
-            start += cfg.private_per_participant;
+        for (p, shard) in data.shards.iter().enumerate() {
+            let shard = shard.clone();
             let tc = TrainConfig {
                 seed: cfg.seed.wrapping_add(p as u64 + 1),
                 ..cfg.train.clone()
@@ -642,10 +690,22 @@ impl RobustTable {
         epsilons: &[f64],
         progress: &Progress,
     ) -> Result<(), AttackError> {
+        let data = HarnessData::split(ds, &self.config)?;
+        self.run_dp_sgd_from_with_progress(&data, rules, epsilons, progress)
+    }
+
+    /// [`RobustTable::run_dp_sgd_with_progress`] on an already split `data`.
+    pub fn run_dp_sgd_from_with_progress(
+        &mut self,
+        data: &HarnessData,
+        rules: &[AggregationRule],
+        epsilons: &[f64],
+        progress: &Progress,
+    ) -> Result<(), AttackError> {
         let total = epsilons.len() as u64;
         progress.start("dp-sgd", total);
         for (i, &e) in epsilons.iter().enumerate() {
-            let h = Harness::build_dp_sgd(ds, self.config.clone(), e)?;
+            let h = Harness::build_dp_sgd_from(data, self.config.clone(), e)?;
             let cost = h
                 .teacher_dp()
                 .ok_or_else(|| AttackError::BadConfig("DP-SGD harness without a cost".into()))?;

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use fedistill_shared::attack::{Harness, HarnessConfig, RobustTable};
+use fedistill_shared::attack::{Harness, HarnessConfig, HarnessData, RobustTable};
 use fedistill_shared::data::{load, LoadOptions};
 use fedistill_shared::ml::Progress;
 use fedistill_shared::protocol::AggregationRule;
@@ -95,12 +95,38 @@ fn measure(args: &RobustOptions) -> anyhow::Result<RobustTable> {
     // Progress over the grid (scenarios, then DP-SGD epsilons) on stderr: a bar on a terminal, plain lines
     // otherwise.
     let progress = Progress::auto();
+    // Every participant learns from what its node would read: the split is written as a deployment's files
+    // and read back through the participant's own loader (crate::files).
+    let data = HarnessData::split(&ds, &cfg).context("splitting mnist-10k")?;
+    let dir = tempfile::tempdir().context("creating a directory for the participants' files")?;
+    let data = through_files(dir.path(), data, cfg.seed)?;
     progress.println("robust: training the teachers");
-    let harness = Harness::build(&ds, cfg).context("training the teachers")?;
+    let harness = Harness::build_from(&data, cfg).context("training the teachers")?;
     let mut table = RobustTable::run_with_progress(&harness, &rules, &[1.0, 4.0, 8.0, 32.0], &progress)
         .context("running the scenarios")?;
     table
-        .run_dp_sgd_with_progress(&ds, &rules, &DP_SGD_EPSILONS, &progress)
+        .run_dp_sgd_from_with_progress(&data, &rules, &DP_SGD_EPSILONS, &progress)
         .context("training DP-SGD teachers")?;
     Ok(table)
+}
+
+/// The harness's split written as a deployment's files and read back as each node would read it.
+fn through_files(dir: &std::path::Path, data: HarnessData, seed: u64) -> anyhow::Result<HarnessData> {
+    let split = fedistill_shared::data::FederatedSplit {
+        public_digest: [0; 32],
+        public_ids: Vec::new(),
+        imputed: 0,
+        test_ids: Vec::new(),
+        shard_ids: Vec::new(),
+        test: data.test,
+        public: data.public,
+        shards: data.shards,
+    };
+    let nodes = crate::files::through_files(dir, &split, seed)?;
+    let first = nodes.first().context("no participants")?;
+    Ok(HarnessData {
+        test: first.test.clone(),
+        public: first.public.clone(),
+        shards: nodes.into_iter().map(|n| n.private).collect(),
+    })
 }
