@@ -338,14 +338,23 @@ async fn measure(args: &ScaleOptions, plan: Plan) -> anyhow::Result<ScaleReport>
     let configs = plan.configs();
     let max_n = configs.iter().map(|c| c.0).max().unwrap_or(1);
 
-    // The public set every node derives; the coordinator computes the same split from its config.
+    // The public set, written as a deployment's files: the coordinator runs from the task card and serves
+    // the public file; the synthetic participants need only its digest, size and classes.
     let data = data_settings(max_n);
     let split = tokio::task::block_in_place(|| data.load_split()).context("loading the public transfer set")?;
+    let task_dir = dir.join("task");
+    std::fs::create_dir_all(&task_dir).with_context(|| format!("creating {}", task_dir.display()))?;
+    let files = tokio::task::block_in_place(|| crate::files::write_split(&task_dir, &split))?;
+    let card = fedistill_shared::data::TaskCard::load(&task_dir.join("task.toml"))?;
+    let digest: [u8; 32] = hex::decode(&card.public.sha256)
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .context("the card's public sha256")?;
     let shared = Arc::new(Shared {
         federation: FederationId::new("scale").context("federation id")?,
-        public_digest: Digest(split.public_digest),
-        public_len: split.public.n as u64,
-        classes: split.public.num_classes as u32,
+        public_digest: Digest(digest),
+        public_len: card.public.rows,
+        classes: card.classes().len() as u32,
     });
     drop(split);
     ensure!(
@@ -381,7 +390,8 @@ async fn measure(args: &ScaleOptions, plan: Plan) -> anyhow::Result<ScaleReport>
         fed_dir: fed_dir.clone(),
         shared: shared.clone(),
         raw,
-        data: data.clone(),
+        card: task_dir.join("task.toml"),
+        public: task_dir.join(&files.public),
     };
     let mut rows = Vec::new();
     for (done, (n, r, sweeps)) in configs.into_iter().enumerate() {

@@ -17,7 +17,6 @@ use fedistill_participant::lifecycle::RoundLifecycle;
 use fedistill_participant::service::open_witness;
 use fedistill_participant::transport::Kit;
 use fedistill_shared::protocol::Encoding;
-use fedistill_shared::settings::DataSettings;
 use fedistill_shared::wire::DEFAULT_MAX_FRAME;
 
 use super::learner::SyntheticLearner;
@@ -50,7 +49,9 @@ pub(super) struct Env {
     pub(super) fed_dir: PathBuf,
     pub(super) shared: Arc<Shared>,
     pub(super) raw: RawServer,
-    pub(super) data: DataSettings,
+    /// The task card the coordinator runs from, and the public file it serves.
+    pub(super) card: PathBuf,
+    pub(super) public: PathBuf,
 }
 
 /// Runs one configuration; `on_round` is told the number of rounds aggregated so far (as the first participant
@@ -67,7 +68,8 @@ pub(super) async fn run_config(
         fed_dir,
         shared,
         raw,
-        data,
+        card,
+        public,
     } = env;
     let started = Instant::now();
     let n = cfg.participants;
@@ -77,17 +79,13 @@ pub(super) async fn run_config(
     let config_path = run_dir.join("coordinator.toml");
     // Generous windows: every round must aggregate because everyone contributed, never by deadline.
     let config = format!(
-        "federation_dir = {fed:?}\nbind = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\nstatus = \"127.0.0.1:{status_port}\"\nrounds = {rounds}\nmin_participants = {n}\nquorum = {n}\ncollect_timeout_ms = 600000\nreport_timeout_ms = 600000\nsamples_per_round = {rows}\nrule = {RULE:?}\ntemperature = 2.0\n\n[data]\ndataset = {ds:?}\nparticipants = {dp}\npartition = {part:?}\nseed = {seed}\ntest_fraction = {tf}\npublic_fraction = {pf}\n",
+        "federation_dir = {fed:?}\nbind = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\nstatus = \"127.0.0.1:{status_port}\"\nrounds = {rounds}\nmin_participants = {n}\nquorum = {n}\ncollect_timeout_ms = 600000\nreport_timeout_ms = 600000\nsamples_per_round = {rows}\nrule = {RULE:?}\ntemperature = 2.0\n\n[task]\ncard = {card:?}\npublic = {public:?}\n",
         fed = fed_dir.display().to_string(),
         port = cfg.port,
         rounds = cfg.rounds,
         rows = cfg.rows,
-        ds = data.dataset,
-        dp = data.participants,
-        part = data.partition,
-        seed = data.seed,
-        tf = data.test_fraction,
-        pf = data.public_fraction,
+        card = card.display().to_string(),
+        public = public.display().to_string(),
     );
     std::fs::write(&config_path, config).with_context(|| format!("writing {}", config_path.display()))?;
     let log_path = run_dir.join("coordinator.log");
