@@ -516,7 +516,7 @@ seed = 3
             (OWN.replace("seed = 3", "seed = 3\nshard = 2"), "bogus-free"),
             (
                 format!("{GOOD}[public]\npath = \"p.csv\"\n"),
-                "[public] belongs to own files",
+                "[benchmark] belong to own files",
             ),
         ];
         for (text, needle) in cases {
