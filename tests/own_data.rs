@@ -183,6 +183,22 @@ fn coordinator_config(dir: &Path, port: u16, status: std::net::SocketAddr, parti
     .expect("coordinator config");
 }
 
+/// Starts the coordinator and each named node (config `<group>/<name>/participant.toml`), and waits until
+/// every node finished successfully and the coordinator exited.
+fn run_to_the_end(procs: &mut Procs, group: &str, names: &[&str]) {
+    procs.start_coordinator();
+    for name in names {
+        let cfg = format!("{group}/{name}/participant.toml");
+        procs.spawn(name, &["participant", "--config", &cfg]);
+    }
+    let deadline = Instant::now() + WAIT;
+    for name in names {
+        let st = procs.wait_exit(name, deadline);
+        assert!(st.success(), "{name} exited with {st}{}", procs.logs());
+    }
+    procs.wait_exit("coordinator", deadline);
+}
+
 fn sha256_hex(path: &Path) -> String {
     hex::encode(sha2::Sha256::digest(std::fs::read(path).expect("read")))
 }
@@ -234,17 +250,7 @@ fn three_banks_join_with_their_own_csv_files_and_the_public_set_fetched_over_qui
     std::fs::write(work_a.join("public.csv.part"), &public[..1000]).expect("partial download");
     let server = StatusServer::on_free_port();
     coordinator_config(&dir, port, server.0, BANKS.len(), 60_000);
-    procs.start_coordinator();
-    for name in BANKS {
-        let cfg = format!("banks/{name}/participant.toml");
-        procs.spawn(name, &["participant", "--config", &cfg]);
-    }
-    let deadline = Instant::now() + WAIT;
-    for name in BANKS {
-        let st = procs.wait_exit(name, deadline);
-        assert!(st.success(), "{name} exited with {st}{}", procs.logs());
-    }
-    procs.wait_exit("coordinator", deadline);
+    run_to_the_end(&mut procs, "banks", &BANKS);
 
     let card_sha = {
         let card = std::fs::read_to_string(dir.join("task.toml")).expect("card");
@@ -595,17 +601,7 @@ fn a_hospital_joins_with_an_image_folder_and_the_public_set_is_an_unlabelled_idx
         ),
     )
     .expect("coordinator config");
-    procs.start_coordinator();
-    for name in names {
-        let cfg = format!("clinics/{name}/participant.toml");
-        procs.spawn(name, &["participant", "--config", &cfg]);
-    }
-    let deadline = Instant::now() + WAIT;
-    for name in names {
-        let st = procs.wait_exit(name, deadline);
-        assert!(st.success(), "{name} exited with {st}{}", procs.logs());
-    }
-    procs.wait_exit("coordinator", deadline);
+    run_to_the_end(&mut procs, "clinics", &names);
     for name in names {
         let work = dir.join("clinics").join(name).join("work");
         assert_eq!(

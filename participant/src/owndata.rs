@@ -302,7 +302,11 @@ pub fn load(own: &OwnData, card: &TaskCard, public_path: &Path) -> anyhow::Resul
     Ok(NodeData {
         private,
         public,
-        public_digest: Digest(hex_digest(&want)?),
+        public_digest: Digest(
+            card.public
+                .digest()
+                .context("the card's public sha256 is not 64 hex digits")?,
+        ),
         public_labelled,
         test,
         seed: own.seed,
@@ -312,10 +316,4 @@ pub fn load(own: &OwnData, card: &TaskCard, public_path: &Path) -> anyhow::Resul
 
 fn sha256_hex(path: &Path) -> anyhow::Result<String> {
     Ok(hex::encode(fedistill_shared::data::sha256_file(path)?.0))
-}
-
-fn hex_digest(hex_text: &str) -> anyhow::Result<[u8; 32]> {
-    let v = hex::decode(hex_text).context("the card's sha256 is not hex")?;
-    v.try_into()
-        .map_err(|_| anyhow::anyhow!("the card's sha256 is not 32 bytes"))
 }

@@ -213,6 +213,23 @@ pub struct PublicSet {
     pub format: PublicFormat,
 }
 
+impl PublicSet {
+    /// The declared SHA-256 as bytes (`None` when `sha256` is not 64 hex digits; a validated card always
+    /// has them).
+    pub fn digest(&self) -> Option<[u8; 32]> {
+        let text = self.sha256.as_bytes();
+        if text.len() != 64 {
+            return None;
+        }
+        let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        let mut out = [0u8; 32];
+        for (k, pair) in text.chunks_exact(2).enumerate() {
+            out[k] = nibble(pair[0])? << 4 | nibble(pair[1])?;
+        }
+        Some(out)
+    }
+}
+
 /// File format of the public transfer set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -803,6 +820,7 @@ format = "csv"
         let sha = "ab".repeat(32);
         let b = TaskCard::from_toml_str(&bench(&sha, 7, "csv"), "c.toml").expect("valid benchmark");
         assert_eq!(b.benchmark.as_ref().map(|x| x.rows), Some(7));
+        assert_eq!(b.benchmark.as_ref().and_then(|x| x.digest()), Some([0xab; 32]));
         assert_ne!(b.digest(), base.digest(), "the benchmark is part of the card");
         for (bad, field) in [
             (bench(&sha, 0, "csv"), "benchmark.rows"),

@@ -346,10 +346,7 @@ async fn measure(args: &ScaleOptions, plan: Plan) -> anyhow::Result<ScaleReport>
     std::fs::create_dir_all(&task_dir).with_context(|| format!("creating {}", task_dir.display()))?;
     let files = tokio::task::block_in_place(|| crate::files::write_split(&task_dir, &split))?;
     let card = fedistill_shared::data::TaskCard::load(&task_dir.join("task.toml"))?;
-    let digest: [u8; 32] = hex::decode(&card.public.sha256)
-        .ok()
-        .and_then(|v| v.try_into().ok())
-        .context("the card's public sha256")?;
+    let digest = card.public.digest().context("the card's public sha256")?;
     let shared = Arc::new(Shared {
         federation: FederationId::new("scale").context("federation id")?,
         public_digest: Digest(digest),
