@@ -414,24 +414,95 @@ fn network_policies_deny_participant_ingress_and_allow_only_quic_and_dns_egress(
 
 // ---- Containerfile and systemd ----------------------------------------------------------------------
 
+/// The Containerfile's stages as (FROM line, lines up to the next FROM).
+fn stages(text: &str) -> Vec<(&str, Vec<&str>)> {
+    let mut out: Vec<(&str, Vec<&str>)> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("FROM ") {
+            out.push((line, Vec::new()));
+        } else if let Some((_, body)) = out.last_mut() {
+            body.push(line);
+        }
+    }
+    out
+}
+
 #[test]
-fn containerfile_builds_with_rust_and_runs_non_root_on_bookworm_slim() {
+fn containerfile_takes_its_bases_as_build_args_and_runs_non_root_on_bookworm() {
     let text = read("deploy/Containerfile");
-    let froms: Vec<&str> = text.lines().filter(|l| l.starts_with("FROM ")).collect();
-    assert_eq!(froms.len(), 2, "multi-stage: {froms:?}");
+    // The base images are build arguments declared before the first stage, defaulting to the public images
+    // (an air-gapped builder passes its mirror's or a locally made base).
+    let arg = |name: &str| -> String {
+        let prefix = format!("ARG {name}=");
+        text.lines()
+            .take_while(|l| !l.starts_with("FROM "))
+            .find_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_string))
+            .unwrap_or_else(|| panic!("no `ARG {name}=` before the first FROM"))
+    };
+    assert!(arg("BUILD_IMAGE").contains("rust:1-bookworm"), "{}", arg("BUILD_IMAGE"));
     assert!(
-        froms[0].contains("rust:1") && froms[0].ends_with(" AS build"),
+        arg("RUNTIME_IMAGE").contains("debian:bookworm-slim"),
         "{}",
-        froms[0]
+        arg("RUNTIME_IMAGE")
     );
-    assert!(froms[1].contains("debian:bookworm-slim"), "{}", froms[1]);
-    let user = text.lines().rfind(|l| l.starts_with("USER ")).expect("USER");
+    let st = stages(&text);
+    let froms: Vec<&str> = st.iter().map(|(f, _)| *f).collect();
+    // base (runtime file system), prebuilt (a binary from the context), build (from source), runtime (the
+    // default target: the last stage). `prebuilt` precedes `build`, so builders that build every stage up to
+    // `--target prebuilt` (Buildah 1.28) never need the Rust image.
+    assert_eq!(
+        froms,
+        [
+            "FROM ${RUNTIME_IMAGE} AS base",
+            "FROM base AS prebuilt",
+            "FROM ${BUILD_IMAGE} AS build",
+            "FROM base AS runtime",
+        ],
+        "stages"
+    );
+    let body = |name: &str| -> &Vec<&str> {
+        &st.iter()
+            .find(|(f, _)| f.ends_with(&format!(" AS {name}")))
+            .unwrap_or_else(|| panic!("stage {name}"))
+            .1
+    };
+    assert!(body("build")
+        .iter()
+        .any(|l| l.contains("cargo build --release --locked")));
+    assert_eq!(
+        body("runtime")
+            .iter()
+            .filter(|l| l.starts_with("COPY "))
+            .copied()
+            .collect::<Vec<_>>(),
+        ["COPY --from=build /out/fedistill /usr/local/bin/fedistill"]
+    );
+    let prebuilt_copy: Vec<&str> = body("prebuilt")
+        .iter()
+        .filter(|l| l.starts_with("COPY "))
+        .copied()
+        .collect();
+    assert_eq!(prebuilt_copy, ["COPY prebuilt/fedistill /usr/local/bin/fedistill"]);
+    // Everything the image is configured with lives in `base`, so both ways to the binary get it.
+    let base = body("base");
+    let user = base.iter().rfind(|l| l.starts_with("USER ")).expect("USER in base");
     assert!(!user.contains(" 0") && !user.contains("root"), "{user}");
+    assert!(
+        base.iter().all(|l| !l.contains("apt-get")),
+        "the base stage needs no network"
+    );
+    // The binary shuts down gracefully on SIGINT only (tokio::signal::ctrl_c); as PID 1 it ignores SIGTERM.
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("STOPSIGNAL "))
+            .collect::<Vec<_>>(),
+        ["STOPSIGNAL SIGINT"]
+    );
     let json_of = |directive: &str| -> Vec<String> {
-        let line = text
-            .lines()
+        let line = base
+            .iter()
             .find(|l| l.starts_with(directive))
-            .unwrap_or_else(|| panic!("{directive}"));
+            .unwrap_or_else(|| panic!("{directive} in base"));
         serde_json::from_str(line[directive.len()..].trim()).unwrap_or_else(|e| panic!("{directive} exec form: {e}"))
     };
     assert_eq!(json_of("ENTRYPOINT"), ["/usr/local/bin/fedistill"]);
@@ -440,10 +511,69 @@ fn containerfile_builds_with_rust_and_runs_non_root_on_bookworm_slim() {
     for v in ["/kits", "/data", "/work"] {
         assert!(volumes.iter().any(|x| x == v), "VOLUME {v}");
     }
+    // deploy/container/build.sh stages a context holding what the base and prebuilt stages copy, and builds
+    // the `prebuilt` target on the base it names.
+    let build = read("deploy/container/build.sh");
     for line in text.lines().filter(|l| l.starts_with("COPY deploy/")) {
         let src = line.split_whitespace().nth(1).unwrap_or_default();
         assert!(root().join(src).is_file(), "COPY source {src} missing");
+        assert!(
+            build.contains(&format!("\"$ctx/{src}\"")),
+            "build.sh does not stage {src}"
+        );
     }
+    assert!(
+        build.contains("\"$ctx/prebuilt/fedistill\""),
+        "build.sh stages the binary elsewhere"
+    );
+    assert!(build.contains("--target prebuilt") && build.contains("\"RUNTIME_IMAGE=$BASE\""));
+    assert!(build.contains("-f \"$ctx/deploy/Containerfile\""));
+}
+
+/// The coordinator's Secret is made by the `kubectl create secret` command in coordinator.yaml's header
+/// (`--from-file=KEY=$F/PATH`, PATH in the federation directory) and mounted with `items` (KEY -> PATH):
+/// both must pair the same keys with the same paths, or the coordinator finds a file in the wrong place.
+/// deploy/container/run.sh builds the Secret from the header when it plays the manifests under Podman.
+#[test]
+fn the_coordinator_secret_command_and_its_mounted_items_agree() {
+    let text = read("deploy/k8s/coordinator.yaml");
+    let header: BTreeSet<(String, String)> = text
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .flat_map(|l| l.split_whitespace())
+        .filter_map(|w| w.strip_prefix("--from-file="))
+        .map(|kv| {
+            let (k, p) = kv.split_once("=$F/").unwrap_or_else(|| panic!("not KEY=$F/PATH: {kv}"));
+            (k.to_string(), p.to_string())
+        })
+        .collect();
+    let docs = kube_docs();
+    let deployment = of_kind(&docs, "Deployment")
+        .into_iter()
+        .find(|d| d["metadata"]["name"].as_str() == Some("fedistill-coordinator"))
+        .expect("the coordinator Deployment");
+    let fed = deployment["spec"]["template"]["spec"]["volumes"]
+        .as_vec()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"].as_str() == Some("federation"))
+        .expect("federation volume");
+    let items: BTreeSet<(String, String)> = fed["secret"]["items"]
+        .as_vec()
+        .expect("items")
+        .iter()
+        .map(|i| {
+            (
+                i["key"].as_str().unwrap_or_default().to_string(),
+                i["path"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert!(header.len() >= coordinator_reads().len(), "{header:?}");
+    assert_eq!(
+        header, items,
+        "coordinator.yaml: the header's --from-file pairs vs the volume's items"
+    );
 }
 
 /// A systemd unit as (section, key, value) triples; panics on a line that is none of comment, section,
