@@ -22,6 +22,8 @@ fn demo_runs_a_federation_and_its_log_verifies() {
             "2",
             "--seed",
             "5",
+            "--fedavg-rounds",
+            "3",
         ])
         .arg("--workdir")
         .arg(&work)
@@ -92,6 +94,32 @@ fn demo_runs_a_federation_and_its_log_verifies() {
     ] {
         let v = key.as_f64().unwrap();
         assert!((0.0..=1.0).contains(&v), "{v}");
+    }
+    // The FedAvg baseline ran on the same split: its rounds timed from its start, its bytes real frames; the
+    // time-to-accuracy table is printed and drawn beside the report.
+    let curve = r["fedavg"]["curve"].as_array().expect("a FedAvg curve");
+    assert_eq!(curve.len(), 3, "{r}");
+    for w in curve.windows(2) {
+        assert!(w[1]["elapsed_s"].as_f64() > w[0]["elapsed_s"].as_f64(), "{curve:?}");
+        assert!(w[1]["bytes"].as_u64() > w[0]["bytes"].as_u64(), "{curve:?}");
+    }
+    assert!(curve[0]["elapsed_s"].as_f64().unwrap() > 0.0, "{curve:?}");
+    let fedavg_accuracy = r["fedavg"]["accuracy"].as_f64().unwrap();
+    assert_eq!(Some(fedavg_accuracy), curve[2]["accuracy"].as_f64(), "{r}");
+    assert!(fedavg_accuracy > 0.0 && fedavg_accuracy <= 1.0, "{r}");
+    let mut elapsed = 0.0;
+    for row in r["per_round"].as_array().unwrap() {
+        let e = row["elapsed_s"].as_f64().unwrap();
+        assert!(e > elapsed, "{row}");
+        elapsed = e;
+    }
+    assert!(
+        stdout.contains("| s to 75% |") && stdout.contains("| FedAvg (in process) | 3 |"),
+        "{stdout}"
+    );
+    for ext in ["png", "svg"] {
+        let chart = dir.path().join(format!("report-time-to-accuracy.{ext}"));
+        assert!(std::fs::metadata(&chart).unwrap().len() > 1000, "{}", chart.display());
     }
     // A distilled student on this dataset is far better than chance.
     assert!(r["final"]["student_accuracy"].as_f64().unwrap() > 0.8, "{r}");
@@ -179,6 +207,20 @@ fn demo_refuses_bad_flags_clearly() {
         (vec!["demo", "--rule", "average"], "unknown aggregation rule"),
         (vec!["demo", "--encoding", "int4"], "unknown soft-label encoding"),
         (vec!["demo", "--dataset", "cifar-10"], "cifar-10"),
+        (
+            vec![
+                "demo",
+                "--fedavg-rounds",
+                "2",
+                "--task",
+                "t.toml",
+                "--public",
+                "p.csv",
+                "--private",
+                "a.csv",
+            ],
+            "cannot be used with",
+        ),
     ] {
         let out = Command::new(BIN).args(&args).output().unwrap();
         assert!(!out.status.success(), "{args:?} should fail");

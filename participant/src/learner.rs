@@ -115,6 +115,28 @@ impl PhaseClock {
     }
 }
 
+/// A participant's defaults where its config names no `[teacher]`, `[student]` or `[distill]`: the
+/// architectures of `fedistill local` except a smaller image teacher, and a per-round distillation budget.
+/// Chosen for time to accuracy on two cores (docs/ml.md, "Where a round's time goes"): for images an MLP
+/// 784-256 teacher (a 784-512-256 one costs 2.6x per sample for a consensus about a point better) and 8
+/// epochs of batch 128 per round at a learning rate of 3e-3 decaying with a cosine to a tenth over the run;
+/// for tabular data the `fedistill local` student with 10 epochs per round.
+pub fn federation_defaults(shard: &Dataset, student_seed: u64) -> LocalOptions {
+    let mut o = LocalOptions::defaults_for(shard, student_seed);
+    let mut d = default_distill(&shard.kind, student_seed);
+    if matches!(shard.kind, fedistill_shared::data::DataKind::Image { .. }) {
+        o.teacher.model = fedistill_shared::ml::ModelConfig::Mlp { hidden: vec![256] };
+        d.epochs_per_round = 8;
+        d.batch_size = 128;
+        d.lr = 3e-3;
+        d.lr_final = 0.1;
+    } else {
+        d.epochs_per_round = 10;
+    }
+    o.student.distill = Some(d);
+    o
+}
+
 /// Work-directory file recording the DP-SGD cost of the saved teacher (`DpSgdCost` as JSON).
 pub const TEACHER_DP_FILE: &str = "teacher-dp.json";
 
@@ -218,18 +240,18 @@ impl ModelLearner {
             seed,
             index,
         } = data;
-        let defaults = LocalOptions::defaults_for(&shard, seed);
+        let defaults = federation_defaults(&shard, settings.student_seed);
         let teacher_cfg = settings.teacher.clone().unwrap_or(defaults.teacher.model.clone());
         let student_cfg = settings.student.clone().unwrap_or(defaults.student.model.clone());
         let train_cfg = settings
             .train
             .clone()
             .unwrap_or_else(|| default_train(&shard.kind, seed + index));
-        let distill_cfg: DistillConfig = settings.distill.clone().unwrap_or_else(|| {
-            let mut d = default_distill(&shard.kind, settings.student_seed);
-            d.epochs_per_round = 10;
-            d
-        });
+        let distill_cfg: DistillConfig = settings
+            .distill
+            .clone()
+            .or(defaults.student.distill)
+            .context("no default distillation")?;
         let (dim, classes) = (shard.dim, shard.num_classes);
         let teacher_path = settings.workdir.join("teacher.safetensors");
         let dp_record_path = settings.workdir.join(TEACHER_DP_FILE);
@@ -534,5 +556,43 @@ impl Learner for ModelLearner {
             teacher_params: self.teacher.params(),
             student_params: self.distiller.student().params(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fedistill_shared::data::DataKind;
+    use fedistill_shared::ml::ModelConfig;
+
+    fn dataset(kind: DataKind, dim: usize) -> Dataset {
+        Dataset {
+            name: "t".into(),
+            features: vec![0.0; 2 * dim],
+            labels: vec![0, 1],
+            n: 2,
+            dim,
+            num_classes: 2,
+            kind,
+            class_names: vec!["a".into(), "b".into()],
+        }
+    }
+
+    #[test]
+    fn federation_defaults_size_the_image_teacher_and_budget_the_rounds() {
+        let image = federation_defaults(&dataset(DataKind::Image { height: 4, width: 4 }, 16), 7);
+        assert_eq!(image.teacher.model, ModelConfig::Mlp { hidden: vec![256] });
+        assert_eq!(image.student.model, ModelConfig::Mlp { hidden: vec![128] });
+        let d = image.student.distill.expect("a distillation default");
+        assert_eq!(
+            (d.epochs_per_round, d.batch_size, d.lr, d.lr_final, d.seed),
+            (8, 128, 3e-3, 0.1, 7)
+        );
+        d.validate().unwrap();
+        // Tabular data keeps `fedistill local`'s architectures and distills 10 epochs a round.
+        let tab = federation_defaults(&dataset(DataKind::Tabular, 3), 7);
+        assert_eq!(tab.teacher.model, ModelConfig::Mlp { hidden: vec![64, 32] });
+        let d = tab.student.distill.expect("a distillation default");
+        assert_eq!((d.epochs_per_round, d.lr_final), (10, 1.0));
     }
 }

@@ -36,8 +36,11 @@ pub struct DemoArgs {
     #[arg(long, default_value = "f32")]
     pub aggregate_encoding: String,
     /// Teacher refresh epochs per round (co-distillation, participant `[refresh]`; 0 = off).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 3)]
     pub refresh_epochs: usize,
+    /// Also run FedAvg on the same split (in this process, same student) for N rounds: a time-to-accuracy baseline.
+    #[arg(long, default_value_t = 0, conflicts_with = "task")]
+    pub fedavg_rounds: usize,
     /// Write the JSON report here.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -70,6 +73,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         encoding: args.encoding,
         aggregate_encoding: args.aggregate_encoding,
         refresh_epochs: args.refresh_epochs,
+        fedavg_rounds: args.fedavg_rounds,
         report: args.report,
         workdir: args.workdir,
         data_dir: args.data_dir,

@@ -38,6 +38,8 @@ pub struct DemoOptions {
     pub aggregate_encoding: String,
     /// Teacher refresh epochs per round (co-distillation, participant `[refresh]`; 0 = off).
     pub refresh_epochs: usize,
+    /// FedAvg rounds run on the same split after the federation (0 = none): the time-to-accuracy baseline.
+    pub fedavg_rounds: usize,
     /// Write the JSON report here.
     pub report: Option<PathBuf>,
     /// Keep everything (kits, store, artifacts, audit bundle, trust file) in this directory.
@@ -73,6 +75,8 @@ struct Setup {
     baseline: (fedistill_shared::data::Dataset, fedistill_shared::data::Dataset),
     /// The dataset or task, as the report names it.
     dataset: String,
+    /// The catalog split, kept for the FedAvg baseline (`--fedavg-rounds`).
+    split: Option<fedistill_shared::data::FederatedSplit>,
 }
 
 /// A catalog split: every node derives its shard from `[data]`.
@@ -121,8 +125,9 @@ fn catalog_setup(args: &DemoOptions, dir: &Path) -> anyhow::Result<Setup> {
         coordinator_task: format!("[task]\ncard = \"task.toml\"\npublic = \"{}\"\n", files.public),
         participant_data,
         public_n: split.public.n,
-        baseline: (pooled(&split.shards.iter().collect::<Vec<_>>()), split.test),
+        baseline: (pooled(&split.shards.iter().collect::<Vec<_>>()), split.test.clone()),
         dataset: args.dataset.clone(),
+        split: (args.fedavg_rounds > 0).then_some(split),
     })
 }
 
@@ -191,6 +196,7 @@ fn own_setup(args: &DemoOptions, own: &OwnFiles) -> anyhow::Result<Setup> {
             pooled(&tests.iter().collect::<Vec<_>>()),
         ),
         dataset: format!("task {}", card.name),
+        split: None,
     })
 }
 
@@ -235,6 +241,9 @@ pub struct DemoReport {
     pub seconds: f64,
     /// Where the artifacts are (absent when a temporary directory was used).
     pub workdir: Option<String>,
+    /// FedAvg on the same split (`--fedavg-rounds`): its curve with each round's seconds since its start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fedavg: Option<crate::experiment::MethodRun>,
 }
 
 /// One round of the report.
@@ -572,6 +581,18 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
         _ => Progress::hidden(),
     };
     let centralized_accuracy = centralized_baseline(&setup.baseline.0, &setup.baseline.1, &epochs)?;
+    let fedavg = match &setup.split {
+        Some(split) => {
+            progress.suspend(|| {
+                println!(
+                    "  FedAvg baseline: {} rounds on the same split, same student, in this process over loopback mTLS QUIC",
+                    args.fedavg_rounds
+                )
+            });
+            Some(fedavg_baseline(args, split, &epochs)?)
+        }
+        None => None,
+    };
     progress.advance(
         "compare",
         1,
@@ -631,12 +652,16 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
         status: last_status.as_ref(),
         workdir: args.workdir.as_ref().map(|_| dir.display().to_string()),
     };
-    let report = build_report(args, seen, results, centralized_accuracy, audit);
+    let mut report = build_report(args, seen, results, centralized_accuracy, audit);
+    report.fedavg = fedavg;
     progress.suspend(|| print_report(&report));
     if let Some(path) = &args.report {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
         println!("report written to {}", path.display());
+        if let Some(f) = &report.fedavg {
+            write_time_chart(path, &report, f)?;
+        }
     }
     if let Some(d) = &args.workdir {
         println!(
@@ -726,6 +751,25 @@ fn round_message(distilled: u64, rounds: u64, status: Option<&serde_json::Value>
 }
 
 /// The teacher architecture trained on the pooled private rows, tested on `test`.
+/// FedAvg on the demo's split with the benchmark's student and local update (2 epochs, AdamW), models
+/// carried over a loopback mTLS QUIC link so its bytes are real frames.
+fn fedavg_baseline(
+    args: &DemoOptions,
+    split: &fedistill_shared::data::FederatedSplit,
+    progress: &Progress,
+) -> anyhow::Result<crate::experiment::MethodRun> {
+    let mut cfg = crate::experiment::ExperimentConfig::defaults(
+        &split.test,
+        args.participants,
+        fedistill_shared::data::Partition::Dirichlet { alpha: args.alpha },
+        args.seed,
+    );
+    cfg.fedavg_rounds = args.fedavg_rounds;
+    let link = crate::exchange::Link::start(args.participants)?;
+    let mut exchange = crate::exchange::WireExchange::new(args.participants, Some(link))?;
+    crate::experiment::run_fedavg(&cfg, split, &mut exchange, progress)
+}
+
 fn centralized_baseline(
     pooled: &fedistill_shared::data::Dataset,
     test: &fedistill_shared::data::Dataset,
@@ -840,7 +884,82 @@ fn build_report(
         per_participant: results,
         seconds: started.elapsed().as_secs_f64(),
         workdir,
+        fedavg: None,
     }
+}
+
+/// The two methods' (seconds, accuracy) curves: distillation from the demo's start (provisioning, process
+/// starts and teacher training included), FedAvg from its own start.
+fn time_curves(r: &DemoReport, f: &crate::experiment::MethodRun) -> [(&'static str, Vec<(f64, f64)>); 2] {
+    [
+        (
+            "federated distillation (processes, QUIC)",
+            r.per_round.iter().map(|p| (p.elapsed_s, p.student_accuracy)).collect(),
+        ),
+        (
+            "FedAvg (in process)",
+            f.curve.iter().map(|p| (p.elapsed_s, p.accuracy)).collect(),
+        ),
+    ]
+}
+
+fn print_time_to_accuracy(r: &DemoReport, f: &crate::experiment::MethodRun) {
+    const TARGETS: [f64; 4] = [0.75, 0.80, 0.85, 0.87];
+    println!();
+    println!(
+        "| method | rounds | final accuracy | bytes | {} |",
+        TARGETS.map(|t| format!("s to {:.0}%", t * 100.0)).join(" | ")
+    );
+    println!("|---|---:|---:|---:|{}", "---:|".repeat(TARGETS.len()));
+    let bytes = [
+        r.per_round.iter().map(|p| p.bytes_up + p.bytes_down).sum::<u64>(),
+        f.bytes,
+    ];
+    for ((name, curve), b) in time_curves(r, f).into_iter().zip(bytes) {
+        let cells = TARGETS.map(|t| match curve.iter().find(|p| p.1 >= t) {
+            Some(p) => format!("{:.1}", p.0),
+            None => "not reached".into(),
+        });
+        println!(
+            "| {name} | {} | {:.4} | {b} | {} |",
+            curve.len(),
+            curve.last().map_or(0.0, |p| p.1),
+            cells.join(" | ")
+        );
+    }
+}
+
+/// Writes the time-to-accuracy chart beside the report (`STEM-time-to-accuracy.png` and `.svg`).
+fn write_time_chart(report_path: &Path, r: &DemoReport, f: &crate::experiment::MethodRun) -> anyhow::Result<()> {
+    use crate::report::{write_chart, Chart, Series};
+    let series: Vec<Series> = time_curves(r, f)
+        .into_iter()
+        .map(|(name, c)| Series {
+            name: name.into(),
+            points: c.into_iter().map(|(t, a)| (t, a * 100.0)).collect(),
+        })
+        .collect();
+    let dir = report_path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let stem = report_path.file_stem().and_then(|s| s.to_str()).unwrap_or("report");
+    let title = format!("{}: student accuracy against wall clock", r.dataset);
+    let paths = write_chart(
+        dir,
+        &format!("{stem}-time-to-accuracy"),
+        &Chart {
+            title: &title,
+            x_label: "seconds since the start",
+            y_label: "test accuracy (%)",
+            series: &series,
+            log_x: false,
+        },
+    )?;
+    for p in paths {
+        println!("chart written to {}", p.display());
+    }
+    Ok(())
 }
 
 fn unix_ms() -> u64 {
@@ -896,6 +1015,9 @@ fn print_report(r: &DemoReport) {
         let p: Vec<String> = P.iter().map(|k| cell(&row.participant_phases, k)).collect();
         let c: Vec<String> = C.iter().map(|k| cell(&row.coordinator_phases, k)).collect();
         println!("| {} | {} | {} |", row.round, p.join(" | "), c.join(" | "));
+    }
+    if let Some(f) = &r.fedavg {
+        print_time_to_accuracy(r, f);
     }
     println!();
     println!("| model | test accuracy |");

@@ -145,6 +145,9 @@ pub struct CurvePoint {
     pub accuracy: f64,
     /// Bytes exchanged by the whole federation up to and including this round.
     pub bytes: u64,
+    /// Seconds from the method's start to the end of this round (its evaluation included).
+    #[serde(default)]
+    pub elapsed_s: f64,
 }
 
 /// A method's curve and final figures.
@@ -420,6 +423,8 @@ pub fn run(
                 round: r + 1,
                 accuracy: a,
                 bytes,
+                // The teachers are trained once before every method and shared: not counted here.
+                elapsed_s: t0.elapsed().as_secs_f64(),
             });
             progress.advance(
                 &label,
@@ -441,61 +446,7 @@ pub fn run(
     }
 
     if cfg.fedavg {
-        let t0 = Instant::now();
-        let global = Model::new(&cfg.student, ds.dim, classes, cfg.seed.wrapping_add(1000))?;
-        // The server fixes the input standardization once from the public (unlabelled) features, as
-        // the distilled student does on its first round.
-        global.fit_input_normalization(
-            &fs.public.features,
-            fs.public.n,
-            !matches!(ds.kind, fedistill_shared::data::DataKind::Image { .. }),
-        )?;
-        let mut curve = Vec::with_capacity(cfg.fedavg_rounds);
-        let mut bytes = 0u64;
-        progress.start("fedavg", cfg.fedavg_rounds as u64);
-        for r in 0..cfg.fedavg_rounds {
-            let down = global.to_safetensors()?;
-            let received = exchange.model_down(r as u64 + 1, &down, cfg.participants)?;
-            let mut ups = Vec::with_capacity(cfg.participants);
-            for (p, shard) in fs.shards.iter().enumerate() {
-                let client = Model::from_safetensors(&cfg.student, ds.dim, classes, &received)?;
-                let lu = LocalUpdate {
-                    seed: cfg.seed.wrapping_add((r * 1000 + p) as u64),
-                    ..cfg.local.clone()
-                };
-                local_update(&client, &shard.features, &shard.labels, shard.n, &lu)?;
-                ups.push(client.to_safetensors()?);
-            }
-            let uploaded = exchange.models_up(r as u64 + 1, &ups)?;
-            let clients: Vec<Model> = uploaded
-                .iter()
-                .map(|b| Model::from_safetensors(&cfg.student, ds.dim, classes, b))
-                .collect::<Result<_, _>>()?;
-            let weighted: Vec<(&Model, f64)> = clients.iter().zip(&samples).map(|(c, &s)| (c, s as f64)).collect();
-            weighted_average(&global, &weighted)?;
-            bytes = exchange.bytes();
-            let a = accuracy(&global, &fs.test)?;
-            curve.push(CurvePoint {
-                round: r + 1,
-                accuracy: a,
-                bytes,
-            });
-            progress.advance(
-                "fedavg",
-                r as u64 + 1,
-                cfg.fedavg_rounds as u64,
-                &format!("global {:.1}%", a * 100.0),
-            );
-        }
-        progress.finish("fedavg", "done");
-        let accuracy = curve.last().map(|p| p.accuracy).unwrap_or(0.0);
-        methods.push(MethodRun {
-            method: "fedavg".into(),
-            curve,
-            accuracy,
-            bytes,
-            seconds: t0.elapsed().as_secs_f64(),
-        });
+        methods.push(run_fedavg(cfg, &fs, exchange, progress)?);
         exchange.reset();
     }
 
@@ -511,5 +462,75 @@ pub fn run(
         methods,
         student_params,
         seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// FedAvg on the split's shards with the experiment's student and local update: the server sends the
+/// global weights, every client trains on its shard and uploads, the server averages by samples; each
+/// round's test accuracy, bytes so far and seconds since the start.
+pub fn run_fedavg(
+    cfg: &ExperimentConfig,
+    fs: &FederatedSplit,
+    exchange: &mut dyn Exchange,
+    progress: &Progress,
+) -> anyhow::Result<MethodRun> {
+    let ds = &fs.test;
+    let classes = ds.num_classes;
+    let samples: Vec<u64> = fs.shards.iter().map(|s| s.n as u64).collect();
+    let t0 = Instant::now();
+    let global = Model::new(&cfg.student, ds.dim, classes, cfg.seed.wrapping_add(1000))?;
+    // The server fixes the input standardization once from the public (unlabelled) features, as
+    // the distilled student does on its first round.
+    global.fit_input_normalization(
+        &fs.public.features,
+        fs.public.n,
+        !matches!(ds.kind, fedistill_shared::data::DataKind::Image { .. }),
+    )?;
+    let mut curve = Vec::with_capacity(cfg.fedavg_rounds);
+    let mut bytes = 0u64;
+    progress.start("fedavg", cfg.fedavg_rounds as u64);
+    for r in 0..cfg.fedavg_rounds {
+        let down = global.to_safetensors()?;
+        let received = exchange.model_down(r as u64 + 1, &down, cfg.participants)?;
+        let mut ups = Vec::with_capacity(cfg.participants);
+        for (p, shard) in fs.shards.iter().enumerate() {
+            let client = Model::from_safetensors(&cfg.student, ds.dim, classes, &received)?;
+            let lu = LocalUpdate {
+                seed: cfg.seed.wrapping_add((r * 1000 + p) as u64),
+                ..cfg.local.clone()
+            };
+            local_update(&client, &shard.features, &shard.labels, shard.n, &lu)?;
+            ups.push(client.to_safetensors()?);
+        }
+        let uploaded = exchange.models_up(r as u64 + 1, &ups)?;
+        let clients: Vec<Model> = uploaded
+            .iter()
+            .map(|b| Model::from_safetensors(&cfg.student, ds.dim, classes, b))
+            .collect::<Result<_, _>>()?;
+        let weighted: Vec<(&Model, f64)> = clients.iter().zip(&samples).map(|(c, &s)| (c, s as f64)).collect();
+        weighted_average(&global, &weighted)?;
+        bytes = exchange.bytes();
+        let a = accuracy(&global, &fs.test)?;
+        curve.push(CurvePoint {
+            round: r + 1,
+            accuracy: a,
+            bytes,
+            elapsed_s: t0.elapsed().as_secs_f64(),
+        });
+        progress.advance(
+            "fedavg",
+            r as u64 + 1,
+            cfg.fedavg_rounds as u64,
+            &format!("global {:.1}%", a * 100.0),
+        );
+    }
+    progress.finish("fedavg", "done");
+    let accuracy = curve.last().map(|p| p.accuracy).unwrap_or(0.0);
+    Ok(MethodRun {
+        method: "fedavg".into(),
+        curve,
+        accuracy,
+        bytes,
+        seconds: t0.elapsed().as_secs_f64(),
     })
 }

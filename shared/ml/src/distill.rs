@@ -275,8 +275,11 @@ pub struct DistillConfig {
     pub epochs_per_round: usize,
     /// Samples per optimizer step.
     pub batch_size: usize,
-    /// AdamW learning rate (constant across rounds; the optimizer state persists).
+    /// Peak AdamW learning rate (the optimizer state persists across rounds).
     pub lr: f64,
+    /// The learning rate at the end of the run, as a fraction of `lr`: it decays with a cosine over the run's
+    /// progress (rounds x epochs); 1.0 keeps it constant.
+    pub lr_final: f64,
     /// AdamW decoupled weight decay.
     pub weight_decay: f64,
     /// Temperature over the run.
@@ -301,6 +304,7 @@ impl Default for DistillConfig {
             epochs_per_round: 20,
             batch_size: 64,
             lr: 2e-3,
+            lr_final: 1.0,
             weight_decay: 1e-4,
             schedule: TemperatureSchedule::default(),
             w_kd: 1.0,
@@ -328,6 +332,9 @@ impl DistillConfig {
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad(format!("lr must be finite and > 0, got {}", self.lr));
+        }
+        if !(self.lr_final.is_finite() && self.lr_final > 0.0 && self.lr_final <= 1.0) {
+            return bad(format!("lr_final must be in (0, 1], got {}", self.lr_final));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return bad(format!(
@@ -519,7 +526,10 @@ impl Distiller {
             mean_confidence,
         };
         for epoch in 0..epochs {
-            let t = self.cfg.schedule.at((round * epochs + epoch) as f64 / span);
+            let p = (round * epochs + epoch) as f64 / span;
+            let t = self.cfg.schedule.at(p);
+            let f = self.cfg.lr_final;
+            opt.set_learning_rate(self.cfg.lr * (f + (1.0 - f) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())));
             if epoch == 0 {
                 stats.temperature_start = t;
             }

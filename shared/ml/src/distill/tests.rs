@@ -331,3 +331,41 @@ fn diverging_distillation_names_epoch_and_step() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn learning_rate_decays_with_a_cosine_to_lr_final_over_the_run() -> Result<()> {
+    let (x, teacher) = fixture()?;
+    let targets = SoftTargets::from_teacher(&teacher, &x, 40)?;
+    let lr = 4e-3;
+    let run = |lr_final: f64| -> Result<Vec<f64>> {
+        let mut d = Distiller::new(
+            student()?,
+            DistillConfig {
+                epochs_per_round: 2,
+                lr,
+                lr_final,
+                ..cfg()
+            },
+        );
+        // The learning rate of each round's last epoch (progress 1/3 and 1 over 2 rounds x 2 epochs).
+        let mut seen = Vec::new();
+        for round in 0..2 {
+            d.distill_round(&x, 40, &targets, None, round, 2)?;
+            seen.push(d.opt.as_ref().map(|o| o.learning_rate()).unwrap_or(f64::NAN));
+        }
+        Ok(seen)
+    };
+    // lr * (f + (1 - f) * (1 + cos(pi p)) / 2): p = 1/3 -> lr * (0.1 + 0.9 * 0.75); p = 1 -> lr * 0.1.
+    let decayed = run(0.1)?;
+    assert!((decayed[0] - lr * (0.1 + 0.9 * 0.75)).abs() < 1e-12, "{decayed:?}");
+    assert!((decayed[1] - lr * 0.1).abs() < 1e-12, "{decayed:?}");
+    // 1.0 keeps it constant (the default).
+    assert_eq!(DistillConfig::default().lr_final, 1.0);
+    assert_eq!(run(1.0)?, vec![lr, lr]);
+    for bad in [0.0, -0.5, 1.5, f64::NAN] {
+        let c = DistillConfig { lr_final: bad, ..cfg() };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("lr_final"), "{bad}: {err}");
+    }
+    Ok(())
+}
