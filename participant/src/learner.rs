@@ -115,17 +115,34 @@ impl PhaseClock {
     }
 }
 
+/// Multiply-adds one epoch of the default image teacher may cost over this node's private rows plus the
+/// public set (what it trains on and labels): 784-512-256 (535k parameters) below it, 784-256 (203k) above.
+pub const TEACHER_EPOCH_BUDGET: u64 = 6_000_000_000;
+
 /// A participant's defaults where its config names no `[teacher]`, `[student]` or `[distill]`: the
-/// architectures of `fedistill local` except a smaller image teacher, and a per-round distillation budget.
-/// Chosen for time to accuracy on two cores (docs/ml.md, "Where a round's time goes"): for images an MLP
-/// 784-256 teacher (a 784-512-256 one costs 2.6x per sample for a consensus about a point better) and 8
-/// epochs of batch 128 per round at a learning rate of 3e-3 decaying with a cosine to a tenth over the run;
-/// for tabular data the `fedistill local` student with 10 epochs per round.
-pub fn federation_defaults(shard: &Dataset, student_seed: u64) -> LocalOptions {
+/// architectures of `fedistill local`, a per-round distillation budget, and for images a teacher sized to
+/// [`TEACHER_EPOCH_BUDGET`]. Chosen for time to accuracy on two cores (docs/ml.md, "Where a round's time
+/// goes"): on Fashion-MNIST (21,000 public rows) the 784-512-256 teacher costs 2.6x per round for a
+/// consensus about a point better, on MNIST-10k (3,000) it is cheap and worth 1.2 points. Images distill
+/// 8 epochs of batch 128 per round at a learning rate of 3e-3 decaying with a cosine to a tenth over the
+/// run; tabular data 10 epochs per round.
+pub fn federation_defaults(shard: &Dataset, public_rows: usize, student_seed: u64) -> LocalOptions {
     let mut o = LocalOptions::defaults_for(shard, student_seed);
     let mut d = default_distill(&shard.kind, student_seed);
     if matches!(shard.kind, fedistill_shared::data::DataKind::Image { .. }) {
-        o.teacher.model = fedistill_shared::ml::ModelConfig::Mlp { hidden: vec![256] };
+        let rows = (shard.n + public_rows) as u64;
+        let widths: Vec<u64> = match &o.teacher.model {
+            fedistill_shared::ml::ModelConfig::Mlp { hidden } => std::iter::once(shard.dim)
+                .chain(hidden.iter().copied())
+                .chain(std::iter::once(shard.num_classes))
+                .map(|w| w as u64)
+                .collect(),
+            fedistill_shared::ml::ModelConfig::Cnn { .. } => Vec::new(),
+        };
+        let macs: u64 = widths.windows(2).map(|w| w[0] * w[1]).sum();
+        if rows.saturating_mul(macs) > TEACHER_EPOCH_BUDGET {
+            o.teacher.model = fedistill_shared::ml::ModelConfig::Mlp { hidden: vec![256] };
+        }
         d.epochs_per_round = 8;
         d.batch_size = 128;
         d.lr = 3e-3;
@@ -240,7 +257,7 @@ impl ModelLearner {
             seed,
             index,
         } = data;
-        let defaults = federation_defaults(&shard, settings.student_seed);
+        let defaults = federation_defaults(&shard, public.n, settings.student_seed);
         let teacher_cfg = settings.teacher.clone().unwrap_or(defaults.teacher.model.clone());
         let student_cfg = settings.student.clone().unwrap_or(defaults.student.model.clone());
         let train_cfg = settings
@@ -572,16 +589,22 @@ mod tests {
             labels: vec![0, 1],
             n: 2,
             dim,
-            num_classes: 2,
+            num_classes: 10,
             kind,
-            class_names: vec!["a".into(), "b".into()],
+            class_names: (0..10).map(|c| c.to_string()).collect(),
         }
     }
 
     #[test]
     fn federation_defaults_size_the_image_teacher_and_budget_the_rounds() {
-        let image = federation_defaults(&dataset(DataKind::Image { height: 4, width: 4 }, 16), 7);
-        assert_eq!(image.teacher.model, ModelConfig::Mlp { hidden: vec![256] });
+        let image = |public_rows: usize| {
+            federation_defaults(&dataset(DataKind::Image { height: 28, width: 28 }, 784), public_rows, 7)
+        };
+        // 784-512-256-10 is 535,040 multiply-adds a row: 11,214 rows (2 private + public) fit, one more does not.
+        assert_eq!(image(11_212).teacher.model, ModelConfig::Mlp { hidden: vec![512, 256] });
+        assert_eq!(image(11_213).teacher.model, ModelConfig::Mlp { hidden: vec![256] });
+        assert_eq!(image(21_000).teacher.model, ModelConfig::Mlp { hidden: vec![256] });
+        let image = image(3_000);
         assert_eq!(image.student.model, ModelConfig::Mlp { hidden: vec![128] });
         let d = image.student.distill.expect("a distillation default");
         assert_eq!(
@@ -590,7 +613,7 @@ mod tests {
         );
         d.validate().unwrap();
         // Tabular data keeps `fedistill local`'s architectures and distills 10 epochs a round.
-        let tab = federation_defaults(&dataset(DataKind::Tabular, 3), 7);
+        let tab = federation_defaults(&dataset(DataKind::Tabular, 3), 1_000_000, 7);
         assert_eq!(tab.teacher.model, ModelConfig::Mlp { hidden: vec![64, 32] });
         let d = tab.student.distill.expect("a distillation default");
         assert_eq!((d.epochs_per_round, d.lr_final), (10, 1.0));

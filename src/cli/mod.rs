@@ -12,8 +12,9 @@ pub mod provision;
 pub mod quantize;
 pub mod task;
 
-/// Sets up `tracing` output on stderr: human-readable by default, JSON lines with `--log-json`.
+/// Process start: fixes the compute threads, then `tracing` output on stderr (text, or JSON lines with `--log-json`).
 pub fn init_logging(json: bool) {
+    fedistill_shared::ml::init_compute_threads();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

@@ -333,12 +333,14 @@ impl Drop for Children {
     }
 }
 
-fn spawn(exe: &Path, args: &[&str], log: &Path, name: &str) -> anyhow::Result<(String, Child)> {
+/// Starts a node; `threads` is its compute threads (`RAYON_NUM_THREADS`, as a deployment's unit file sets).
+fn spawn(exe: &Path, args: &[&str], log: &Path, name: &str, threads: usize) -> anyhow::Result<(String, Child)> {
     let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let err = out.try_clone()?;
     let child = Command::new(exe)
         .args(args)
         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .env("RAYON_NUM_THREADS", threads.to_string())
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -450,7 +452,10 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
         participant_cfgs.push(cfg);
     }
 
-    // 3. Processes.
+    // 3. Processes. They share this machine, so each participant gets its share of the compute threads
+    // (RAYON_NUM_THREADS, default the CPUs), as an operator co-hosting nodes would set in their unit files:
+    // more threads than cores only spin at candle's barriers (docs/ml.md, "Where a round's time goes").
+    let threads = (fedistill_shared::ml::init_compute_threads() / participants).max(1);
     let mut children = Children(Vec::new());
     let c = coordinator_cfg.display().to_string();
     children.0.push(spawn(
@@ -458,6 +463,7 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
         &["coordinator", "--config", &c],
         &logs.join("coordinator.log"),
         "coordinator",
+        threads,
     )?);
     for (n, cfg) in names.iter().zip(&participant_cfgs) {
         let c = cfg.display().to_string();
@@ -466,6 +472,7 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
             &["participant", "--config", &c],
             &logs.join(format!("{n}.log")),
             n,
+            threads,
         )?);
     }
     println!("  started the coordinator (udp 127.0.0.1:{port}, status http://127.0.0.1:{status_port}/status) and {} participant processes", names.len());
