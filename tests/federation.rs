@@ -547,4 +547,31 @@ fn status_is_published_before_any_participant_connects() {
     assert_eq!(s["rounds"], 3, "{s}");
     assert_eq!(s["phase"], "waiting", "{s}");
     assert_eq!(s["log_size"], 1, "{s}");
+
+    // SIGTERM (what systemd, podman stop and Kubernetes send) stops a node as Ctrl-C does: a participant
+    // waiting for its first round and the coordinator both shut down cleanly, saying why.
+    fed.participant_config("p0", 0, 3, SMALL_TEACHER);
+    fed.procs.start_participant("p0");
+    fed.wait_for("p0 to connect", |s| {
+        s.status()
+            .filter(|s| names(&s["connected"]).contains(&"p0".to_string()))
+    });
+    for name in ["p0", "coordinator"] {
+        let kill = std::process::Command::new("kill")
+            .args(["-TERM", &fed.procs.pid(name).to_string()])
+            .status()
+            .expect("kill");
+        assert!(kill.success());
+        let st = fed.procs.wait_exit(name, Instant::now() + Duration::from_secs(30));
+        let log = fed.procs.log(name);
+        assert!(log.contains("SIGTERM: stopping"), "{name}: {log}");
+        assert!(st.success(), "{name} exited with {st}: {log}");
+        assert!(!log.contains(": federation finished"), "{name}: {log}");
+        if name == "p0" {
+            assert!(
+                log.contains("stopped on request before the federation finished"),
+                "{log}"
+            );
+        }
+    }
 }

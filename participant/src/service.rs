@@ -133,22 +133,29 @@ pub async fn run(settings: ParticipantSettings, cancel: CancellationToken) -> an
     };
     lifecycle.save()?;
     write_json(&settings.workdir.join("result.json"), &result)?;
-    info!(
-        student_accuracy = result.student_accuracy,
-        int8_accuracy = result.int8_accuracy,
-        "federation finished"
-    );
+    if cancel.is_cancelled() {
+        info!(
+            rounds = result.rounds.len(),
+            "stopped on request before the federation finished; state saved, a restart resumes"
+        );
+    } else {
+        info!(
+            student_accuracy = result.student_accuracy,
+            int8_accuracy = result.int8_accuracy,
+            "federation finished"
+        );
+    }
     Ok(result)
 }
 
-/// Loads settings from a file and runs until done or Ctrl-C.
+/// Loads settings from a file and runs until done, SIGINT (Ctrl-C) or SIGTERM.
 pub async fn run_from_file(path: &Path) -> anyhow::Result<ParticipantResult> {
     let settings = ParticipantSettings::load(path)?;
     let cancel = CancellationToken::new();
     let c = cancel.clone();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            info!("Ctrl-C: stopping");
+        if let Ok(signal) = fedistill_shared::signal::stop_requested().await {
+            info!("{signal}: stopping");
             c.cancel();
         }
     });

@@ -19,5 +19,6 @@ pub mod html;
 pub mod privacy;
 pub mod provision;
 pub mod settings;
+pub mod signal;
 pub mod tls;
 pub mod wire;
