@@ -109,12 +109,13 @@ impl<L: Learner> Driver<L> {
     /// A driver for `kit` around `lifecycle`, witnessing with `witness`; `events` receives what it saw.
     pub fn new(
         kit: Kit,
-        lifecycle: RoundLifecycle<L>,
+        mut lifecycle: RoundLifecycle<L>,
         witness: Witness,
         opts: &DriverOptions,
         events: Option<mpsc::UnboundedSender<NodeEvent>>,
     ) -> Self {
         let replay = ReplayGuard::new(kit.federation().clone());
+        lifecycle.set_participant(kit.participant().clone());
         Driver {
             kit,
             lifecycle: Arc::new(Mutex::new(lifecycle)),

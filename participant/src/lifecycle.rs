@@ -14,7 +14,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use fedistill_shared::crypto::{RoundId, Verified};
+use fedistill_shared::crypto::{ParticipantId, RoundId, Verified};
 use fedistill_shared::privacy::{ParticipantPrivacy, PrivacySettings, Release};
 use fedistill_shared::protocol::{softlabels, Encoding, ParticipantOutput, ParticipantSession, SessionError};
 use fedistill_shared::wire::messages::{
@@ -77,6 +77,10 @@ pub struct NodeState {
     pub last_done: u64,
     /// Last sequence number signed (sequence numbers only grow, across restarts too).
     pub seq: u64,
+    /// Sequence numbers up to this one may be signed without saving this state first; a restart continues
+    /// above it ([`SEQ_RESERVE_MICROS`]).
+    #[serde(default)]
+    pub seq_reserved: u64,
     /// Metrics of the student that serves now (empty before the first round).
     pub accepted_metrics: BTreeMap<String, f64>,
     /// INT8 accuracy of the serving student.
@@ -87,6 +91,11 @@ pub struct NodeState {
     pub rounds: Vec<RoundRecord>,
     /// Checkpoints cosigned.
     pub cosigned: u64,
+    /// The opening of the round whose soft labels this node released and has not distilled yet: saved
+    /// before the labels go out, so that after a restart an aggregate naming this node as a contributor is
+    /// still distilled and reported (the acknowledgement may have been lost with the process).
+    #[serde(default)]
+    pub labelled_open: Option<fedistill_shared::wire::messages::RoundOpen>,
 }
 
 /// A complete, unsigned message for the driver to sign and send.
@@ -101,6 +110,12 @@ pub enum Outgoing {
     /// The coordinator finished all rounds.
     Finished,
 }
+
+/// How far ahead of a sequence number `state.json` reserves: signing saves the state only when a number
+/// passes the reservation (about once a minute of wall clock, not once per message), and a restarted node
+/// continues above the reservation, so no number is used twice even if the clock went back. Far below the
+/// hour a receiver accepts ahead of its clock (`MAX_SEQ_AHEAD_MICROS`).
+pub const SEQ_RESERVE_MICROS: u64 = 60_000_000;
 
 /// Work-directory file holding how many rounds the DP accountant has released.
 pub const PRIVACY_FILE: &str = "privacy.json";
@@ -131,6 +146,8 @@ pub struct RoundLifecycle<L: Learner> {
     encoding: Encoding,
     workdir: PathBuf,
     in_flight: BTreeMap<u64, InFlight>,
+    /// This node's participant id (aggregates name their contributors).
+    me: Option<ParticipantId>,
 }
 
 impl<L: Learner> RoundLifecycle<L> {
@@ -145,10 +162,12 @@ impl<L: Learner> RoundLifecycle<L> {
         teacher_dp: Option<fedistill_shared::privacy::DpSgdCost>,
     ) -> anyhow::Result<Self> {
         let state_path = workdir.join(STATE_FILE);
-        let state: NodeState = match std::fs::read(&state_path) {
+        let mut state: NodeState = match std::fs::read(&state_path) {
             Ok(b) => serde_json::from_slice(&b).with_context(|| format!("decoding {}", state_path.display()))?,
             Err(_) => NodeState::default(),
         };
+        // Numbers up to the reservation may have been signed before the restart without being saved.
+        state.seq = state.seq.max(state.seq_reserved);
         let privacy = match privacy {
             Some(cfg) => {
                 let path = workdir.join(PRIVACY_FILE);
@@ -168,12 +187,19 @@ impl<L: Learner> RoundLifecycle<L> {
             }
             None => None,
         };
-        let session = ParticipantSession::new(
+        let mut session = ParticipantSession::new(
             learner.public_digest(),
             learner.public_len(),
             learner.classes() as u32,
             RoundId(state.last_done),
         );
+        if let Some(open) = state.labelled_open.clone() {
+            info!(
+                round = open.round.0,
+                "resuming a round whose soft labels were released before the restart"
+            );
+            session.resume(open);
+        }
         Ok(RoundLifecycle {
             session,
             learner,
@@ -182,7 +208,14 @@ impl<L: Learner> RoundLifecycle<L> {
             encoding,
             workdir: workdir.to_path_buf(),
             in_flight: BTreeMap::new(),
+            me: None,
         })
+    }
+
+    /// Names this node's participant id: an aggregate whose signed contributors include it is distilled
+    /// even when the acknowledgement of the labels was lost to a restart.
+    pub fn set_participant(&mut self, me: ParticipantId) {
+        self.me = Some(me);
     }
 
     /// The persistent state.
@@ -200,12 +233,21 @@ impl<L: Learner> RoundLifecycle<L> {
         self.privacy.as_ref()
     }
 
-    /// The next sequence number to sign with: the wall clock in microseconds, never below the last one
-    /// (persisted before it is used, so a restart after the clock went back cannot reuse one).
+    /// The next sequence number to sign with: the wall clock in microseconds, never below the last one.
+    /// A number past the saved reservation extends it and saves the state before it is used, so a restart
+    /// after the clock went back cannot reuse one ([`SEQ_RESERVE_MICROS`]).
     pub fn next_seq(&mut self, now_micros: u64) -> anyhow::Result<u64> {
-        self.state.seq = (self.state.seq + 1).max(now_micros);
-        self.save()?;
-        Ok(self.state.seq)
+        let seq = (self.state.seq + 1).max(now_micros);
+        if seq > self.state.seq_reserved {
+            let reserved = self.state.seq_reserved;
+            self.state.seq_reserved = seq.saturating_add(SEQ_RESERVE_MICROS);
+            if let Err(e) = self.save() {
+                self.state.seq_reserved = reserved;
+                return Err(e);
+            }
+        }
+        self.state.seq = seq;
+        Ok(seq)
     }
 
     /// Counts a cosigned checkpoint.
@@ -235,7 +277,7 @@ impl<L: Learner> RoundLifecycle<L> {
     pub fn on_aggregate(&mut self, agg: Verified<AggregateLabels>, frame_bytes: u64) -> Result<(), SessionError> {
         let round = agg.value().round;
         let (bytes, contributors) = (frame_bytes, agg.value().contributors.len());
-        self.session.handle_aggregate(agg)?;
+        self.session.handle_aggregate_for(agg, self.me.as_ref())?;
         if let Some(r) = self.in_flight.get_mut(&round.0) {
             r.bytes_down = bytes;
             r.contributors = contributors;
@@ -345,7 +387,7 @@ impl<L: Learner> RoundLifecycle<L> {
                 }
             }
         };
-        Ok(Outgoing::SoftLabels(softlabels::soft_labels_message(
+        let message = softlabels::soft_labels_message(
             round,
             self.learner.public_digest(),
             ids,
@@ -353,7 +395,12 @@ impl<L: Learner> RoundLifecycle<L> {
             classes,
             self.encoding,
             self.learner.private_samples(),
-        )?))
+        )?;
+        // Written ahead of the release: a restart after the coordinator took the labels still finishes the
+        // round (see `NodeState::labelled_open`).
+        self.state.labelled_open = self.session.pending_open().filter(|o| o.round == round).cloned();
+        self.save()?;
+        Ok(Outgoing::SoftLabels(message))
     }
 
     fn distill(
@@ -402,6 +449,7 @@ impl<L: Learner> RoundLifecycle<L> {
         );
         self.state.rounds.push(record);
         self.state.last_done = round.0;
+        self.state.labelled_open = None;
         self.save()?;
         let dp_metrics = self
             .privacy
@@ -588,10 +636,18 @@ mod tests {
             self.verified(round, &body)
         }
         fn aggregate(&mut self, round: u64, consensus: &[f32]) -> Verified<AggregateLabels> {
+            self.aggregate_from(round, consensus, Vec::new())
+        }
+        fn aggregate_from(
+            &mut self,
+            round: u64,
+            consensus: &[f32],
+            contributors: Vec<ParticipantId>,
+        ) -> Verified<AggregateLabels> {
             let body = aggregate_labels_message(
                 RoundId(round),
                 AggregationRule::Mean,
-                Vec::new(),
+                contributors,
                 Vec::new(),
                 consensus,
                 CLASSES,
@@ -632,6 +688,61 @@ mod tests {
             Some(Outgoing::Report(r)) => r,
             other => panic!("expected a report, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_restart_after_releasing_labels_distills_the_aggregate_that_names_this_node() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut c = Coordinator::new();
+        let ids = [1u64, 2];
+        {
+            let (mut lc, _) = lifecycle(dir.path(), vec![(0.8, true)]);
+            lc.on_open(c.open(1, &ids)).expect("open");
+            let Some(Outgoing::SoftLabels(_)) = lc.step().expect("label") else {
+                panic!("expected soft labels");
+            };
+            // The process dies here: the labels went out, the acknowledgement never arrived.
+            assert_eq!(lc.state().labelled_open.as_ref().map(|o| o.round), Some(RoundId(1)));
+        }
+        let saved: NodeState =
+            serde_json::from_slice(&std::fs::read(dir.path().join(STATE_FILE)).expect("state")).expect("json");
+        assert_eq!(saved.labelled_open.map(|o| o.sample_ids), Some(ids.to_vec()));
+        let (mut lc, calls) = lifecycle(dir.path(), vec![(0.8, true)]);
+        lc.set_participant(ParticipantId::new("p0".to_string()));
+        let consensus: Vec<f32> = [0.6f32, 0.3, 0.1].repeat(2);
+        // An aggregate that does not name this node is still not its to distill...
+        assert!(matches!(
+            lc.on_aggregate(
+                c.aggregate_from(1, &consensus, vec![ParticipantId::new("p1".to_string())]),
+                500
+            ),
+            Err(SessionError::NotContributed(_))
+        ));
+        // ...one whose signed contributors include it is: distilled on the saved opening's rows, reported.
+        let named = vec![
+            ParticipantId::new("p0".to_string()),
+            ParticipantId::new("p1".to_string()),
+        ];
+        lc.on_aggregate(c.aggregate_from(1, &consensus, named), 500)
+            .expect("aggregate");
+        let Some(Outgoing::Report(report)) = lc.step().expect("distill") else {
+            panic!("expected a report");
+        };
+        assert_eq!(report.round, RoundId(1));
+        assert!(matches!(take(&calls).as_slice(), [Call::Distill { round: 1, .. }]));
+        assert_eq!(lc.state().last_done, 1);
+        assert_eq!(lc.state().labelled_open, None);
+        // A re-announcement of a resumed round that was never acknowledged labels it again.
+        let dir2 = tempfile::tempdir().expect("dir");
+        {
+            let (mut lc, _) = lifecycle(dir2.path(), vec![]);
+            lc.on_open(c.open(1, &ids)).expect("open");
+            lc.step().expect("label");
+        }
+        let (mut lc, calls) = lifecycle(dir2.path(), vec![]);
+        lc.on_open(c.open(1, &ids)).expect("re-announced");
+        assert!(matches!(lc.step().expect("label"), Some(Outgoing::SoftLabels(_))));
+        assert!(matches!(take(&calls).as_slice(), [Call::Label { round: 1, .. }]));
     }
 
     #[test]
@@ -744,13 +855,27 @@ mod tests {
         {
             let (mut lc, _) = lifecycle(dir.path(), vec![(0.8, true), (0.9, true)]);
             round(&mut lc, &mut c, 1, &[0, 1]);
-            assert_eq!(lc.next_seq(10).expect("seq"), 10);
+            let first = lc.next_seq(10).expect("seq");
+            assert!(first >= 10, "{first}");
+            // Within the reservation nothing is saved: the next numbers only grow.
+            let saved = std::fs::read(dir.path().join(STATE_FILE)).expect("state.json");
+            assert_eq!(lc.next_seq(11).expect("seq"), first + 1);
+            assert_eq!(lc.next_seq(5).expect("seq"), first + 2);
+            assert_eq!(std::fs::read(dir.path().join(STATE_FILE)).expect("state.json"), saved);
+            assert_eq!(lc.state().seq_reserved, first + SEQ_RESERVE_MICROS);
+            // Past it, the reservation moves on and is saved first.
+            let far = first + SEQ_RESERVE_MICROS + 7;
+            assert_eq!(lc.next_seq(far).expect("seq"), far);
+            assert_eq!(lc.state().seq_reserved, far + SEQ_RESERVE_MICROS);
+            assert_ne!(std::fs::read(dir.path().join(STATE_FILE)).expect("state.json"), saved);
         }
         let (mut lc, calls) = lifecycle(dir.path(), vec![(0.8, true), (0.9, true)]);
         assert_eq!(lc.state().last_done, 1);
         assert_eq!(lc.state().accepted_metrics["accuracy"], 0.8);
-        // Sequence numbers keep growing even if the clock went back.
-        assert_eq!(lc.next_seq(5).expect("seq"), 11);
+        // Sequence numbers keep growing even if the clock went back: a restart continues above every number
+        // the reservation allowed before it.
+        let reserved = lc.state().seq_reserved;
+        assert_eq!(lc.next_seq(5).expect("seq"), reserved + 1);
         // Round 1 again (a coordinator that restarted) is stale: nothing is labelled.
         assert!(matches!(
             lc.on_open(c.open(1, &[0, 1])),

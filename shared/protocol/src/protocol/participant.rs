@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use crate::crypto::{Digest, RoundId, Verified};
+use crate::crypto::{Digest, ParticipantId, RoundId, Verified};
 use crate::wire::messages::{AggregateLabels, RoundOpen, RoundReport};
 
 /// Effects for the driver.
@@ -162,9 +162,37 @@ impl ParticipantSession {
         }
     }
 
+    /// The opening of the round in hand (labelled or being labelled), if any.
+    pub fn pending_open(&self) -> Option<&RoundOpen> {
+        self.pending.as_ref().map(|p| &p.open)
+    }
+
+    /// After a restart: the round whose labels this participant released before it stopped (`open`, kept
+    /// by the driver). Whether the coordinator holds them is unknown, so nothing is recomputed until a push
+    /// says: a re-announcement of the round labels it again (the coordinator answers that it already holds
+    /// them), an aggregate that names this participant among its contributors is distilled
+    /// ([`ParticipantSession::handle_aggregate_for`]).
+    pub fn resume(&mut self, open: RoundOpen) {
+        if open.round > self.last_done {
+            self.pending = Some(Pending { open, labelled: false });
+        }
+    }
+
     /// A verified aggregate.
     pub fn handle_aggregate(&mut self, agg: Verified<AggregateLabels>) -> Result<(), SessionError> {
+        self.handle_aggregate_for(agg, None)
+    }
+
+    /// A verified aggregate, received by participant `me`: besides a round whose labels were acknowledged,
+    /// the coordinator's signed list of contributors naming `me` shows it holds this participant's labels
+    /// (an acknowledgement lost to a restart).
+    pub fn handle_aggregate_for(
+        &mut self,
+        agg: Verified<AggregateLabels>,
+        me: Option<&ParticipantId>,
+    ) -> Result<(), SessionError> {
         let agg = agg.into_inner();
+        let named = me.is_some_and(|m| agg.contributors.contains(m));
         if agg.round <= self.last_done {
             return Err(SessionError::Stale {
                 got: agg.round,
@@ -174,7 +202,7 @@ impl ParticipantSession {
         let Some(p) = self
             .pending
             .as_ref()
-            .filter(|p| p.open.round == agg.round && p.labelled)
+            .filter(|p| p.open.round == agg.round && (p.labelled || named))
         else {
             return Err(SessionError::NotContributed(agg.round));
         };
