@@ -1199,14 +1199,14 @@ fn restore_tracker(stored: Option<&[u8]>, configured: QuarantinePolicy) -> anyho
     }
 }
 
-/// Loads settings from a file and runs until done or Ctrl-C.
+/// Loads settings from a file and runs until done, SIGINT (Ctrl-C) or SIGTERM.
 pub async fn run_from_file(path: &Path) -> anyhow::Result<RunSummary> {
     let settings = CoordinatorSettings::load(path)?;
     let cancel = CancellationToken::new();
     let c = cancel.clone();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            info!("Ctrl-C: stopping after flushing the round state");
+        if let Ok(signal) = fedistill_shared::signal::stop_requested().await {
+            info!("{signal}: stopping after flushing the round state");
             c.cancel();
         }
     });
