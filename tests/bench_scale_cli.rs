@@ -86,10 +86,19 @@ fn quick_scale_suite_completes_every_round_and_writes_its_report() {
             "latency_ms_p95",
             "raw_transfer_ms_median",
             "latency_over_raw",
+            "commit_ms_median",
+            "latency_over_raw_plus_commit",
+            "coordinator_commit_ms_median",
         ] {
             let v = x[key].as_f64().unwrap_or(f64::NAN);
             assert!(v.is_finite() && v > 0.0, "{key}: {x}");
         }
+        let f = |k: &str| x[k].as_f64().unwrap_or(f64::NAN);
+        let ratio = f("latency_ms_median") / (f("raw_transfer_ms_median") + f("commit_ms_median"));
+        assert!(
+            (f("latency_over_raw_plus_commit") - ratio).abs() <= 1e-9 * ratio,
+            "latency_over_raw_plus_commit is p50 / (raw + commit): {x}"
+        );
         assert!(x["latency_ms_p95"].as_f64() >= x["latency_ms_median"].as_f64(), "{x}");
         assert!(
             x["coordinator_cpu_s_per_round"].as_f64().is_some_and(|v| v >= 0.0),
@@ -139,6 +148,7 @@ fn quick_scale_suite_completes_every_round_and_writes_its_report() {
         "{md}"
     );
     assert!(md.contains("| sweep | participants |"), "{md}");
+    assert!(md.contains("| commit ms | p50 / raw | p50 / (raw + commit) |"), "{md}");
     assert!(md.contains("](img/bench-scale/latency_vs_participants.svg)"), "{md}");
     assert!(dir.path().join("img/bench-scale/latency_vs_participants.svg").is_file());
 }

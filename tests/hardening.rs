@@ -47,12 +47,18 @@ impl Coord {
         let port = free_udp_port();
         let server = StatusServer::on_free_port();
         provision(&dir, "hardening", port, names);
+        // A short report window unless `extra` sets one.
+        let report = if extra.contains("report_timeout_ms") {
+            ""
+        } else {
+            "report_timeout_ms = 1500\n"
+        };
         std::fs::write(
             dir.join("coordinator.toml"),
             format!(
                 "federation_dir = \"federation\"\nbind = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\n\
                  status = \"{server}\"\nrounds = {rounds}\nmin_participants = {min_participants}\nquorum = 2\n\
-                 collect_timeout_ms = 60000\nreport_timeout_ms = 1500\nsamples_per_round = 100\nrule = \"mean\"\n\
+                 collect_timeout_ms = 60000\n{report}samples_per_round = 100\nrule = \"mean\"\n\
                  temperature = 2.0\n{extra}\n[data]\ndataset = \"digits\"\nparticipants = 3\npartition = \"iid\"\n\
                  seed = 7\ntest_fraction = 0.1\npublic_fraction = 0.7\n"
             ),
@@ -429,4 +435,192 @@ fn a_crash_between_storing_and_sending_a_round_opening_loses_nothing_and_strands
     let mut contributors = names(&round_of(&status, 2).expect("round 2")["contributors"]);
     contributors.sort();
     assert_eq!(contributors, ["alice", "bob", "carol"]);
+}
+
+/// Sends `msg` on a fresh stream and returns the reply, or `None` if the connection fails first (the
+/// coordinator was killed).
+async fn try_request(conn: &quinn::Connection, msg: &ToCoordinator) -> Option<Reply> {
+    use fedistill_shared::wire::messages::KIND_REPLY;
+    let (mut send, mut recv) = conn.open_bi().await.ok()?;
+    fedistill_shared::wire::send_message(&mut send, KIND_TO_COORDINATOR, msg)
+        .await
+        .ok()?;
+    send.finish().ok()?;
+    let (kind, reply) = fedistill_shared::wire::recv_message::<Reply>(&mut recv, MAX_FRAME, Duration::from_secs(30))
+        .await
+        .ok()?;
+    (kind == KIND_REPLY).then_some(reply)
+}
+
+/// Group commit: contributions that arrive together are made durable in one transaction, and none is
+/// acknowledged before it. Eleven of twelve participants send their soft labels at once (the twelfth stays
+/// silent, so the round cannot commit); the coordinator is SIGKILLed as soon as four acknowledgements
+/// arrived, with the other contributions in flight (being verified, batched, written or answered). After
+/// a restart every acknowledged contribution is in the round without being sent again, and the round
+/// aggregates with each of them.
+#[test]
+fn contributions_acknowledged_under_concurrent_load_survive_a_sigkill() {
+    let names_owned: Vec<String> = (0..12).map(|i| format!("n{i:02}")).collect();
+    let all: Vec<&str> = names_owned.iter().map(String::as_str).collect();
+    let mut coord = Coord::start(&all, 1, all.len(), "");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (acked, in_flight, opens) = rt.block_on(async {
+        let mut clients = Vec::new();
+        for n in &all {
+            let c = Client::connect(&coord.kit(n)).await;
+            c.hello().await;
+            clients.push(c);
+        }
+        // Every client holds its signed soft labels before the first one is sent.
+        let (mut msgs, mut opens) = (Vec::new(), Vec::new());
+        for c in clients.iter_mut() {
+            let open = c.next_open().await;
+            assert_eq!(open.round, RoundId(1));
+            msgs.push(c.labels(&open, |_| {}));
+            opens.push((open, c.seq));
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for (c, m) in clients.iter().zip(msgs).take(all.len() - 1) {
+            let (conn, name, tx) = (c.conn.clone(), c.kit.participant().to_string(), tx.clone());
+            tokio::spawn(async move {
+                let _ = tx.send((name, try_request(&conn, &m).await));
+            });
+        }
+        drop(tx);
+        let mut acked = Vec::new();
+        while acked.len() < 4 {
+            let (name, reply) = rx.recv().await.expect("the first acknowledgements");
+            assert!(matches!(reply, Some(Reply::Ack)), "{name}: {reply:?}");
+            acked.push(name);
+        }
+        coord.procs.kill("coordinator");
+        // Acknowledgements already on their way when the process died count as well.
+        while let Ok(Some((name, reply))) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+            if matches!(reply, Some(Reply::Ack)) {
+                acked.push(name);
+            }
+        }
+        let in_flight = all.len() - 1 - acked.len();
+        drop(clients);
+        (acked, in_flight, opens)
+    });
+    coord.procs.start_coordinator();
+    let status = coord.wait_for("the restarted coordinator in round 1", |s| {
+        s.status().filter(|v| v["round"] == 1)
+    });
+    let received = names(&status["received"]);
+    for n in &acked {
+        assert!(
+            received.contains(n),
+            "{n} was acknowledged before the SIGKILL but is not in the restarted round ({in_flight} were in flight): {status}"
+        );
+    }
+    // Everyone finishes the round (the restarted coordinator sends the opening only to those it holds no
+    // contribution of, so each sends again for the opening it has): an acknowledged contribution is a
+    // duplicate (kept), one in flight at the kill a duplicate or accepted now.
+    rt.block_on(async {
+        for (n, (open, seq)) in all.iter().zip(&opens) {
+            let mut c = Client::connect(&coord.kit(n)).await;
+            c.seq = *seq;
+            c.hello().await;
+            let msg = c.labels(open, |_| {});
+            let r = c.request(&msg).await;
+            if acked.iter().any(|a| a == n) {
+                assert_eq!(reject_code(&r), "duplicate", "{n}: {r:?}");
+            } else {
+                assert!(matches!(&r, Reply::Ack) || reject_code(&r) == "duplicate", "{n}: {r:?}");
+            }
+        }
+    });
+    let status = coord.wait_for("round 1 aggregated", |s| {
+        s.status().filter(|v| round_of(v, 1).is_some())
+    });
+    let mut contributors = names(&round_of(&status, 1).expect("round 1")["contributors"]);
+    contributors.sort();
+    assert_eq!(contributors, all, "every participant contributed once: {status}");
+}
+
+/// The aggregate is not written again before it is sent: the round's one transaction holds the aggregate
+/// message with its checkpoint blank, and a coordinator restarted while the round collects reports signs it
+/// again and re-sends it to a contributor that reconnects before reporting: the same round, consensus and
+/// digest, under the checkpoint that covers the round, with valid signatures.
+#[test]
+fn a_coordinator_restarted_before_the_reports_re_sends_the_round_s_aggregate() {
+    use fedistill_shared::ledger::SignedCheckpoint;
+    use fedistill_shared::wire::messages::{AggregateLabels, ToParticipant, KIND_TO_PARTICIPANT};
+    let mut coord = Coord::start(&["alice", "bob"], 2, 2, "report_timeout_ms = 60000");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    // The next aggregate pushed to `c`, its signature checked with the kit's coordinator key.
+    async fn next_aggregate(c: &Client) -> AggregateLabels {
+        let guard = fedistill_shared::crypto::ReplayGuard::new(c.kit.federation().clone());
+        loop {
+            let mut recv = c.conn.accept_uni().await.expect("push stream");
+            let (kind, msg) =
+                fedistill_shared::wire::recv_message::<ToParticipant>(&mut recv, MAX_FRAME, Duration::from_secs(30))
+                    .await
+                    .expect("push");
+            assert_eq!(kind, KIND_TO_PARTICIPANT);
+            if let ToParticipant::Aggregate(s) = msg {
+                let round = s.round;
+                return s
+                    .verify(&c.kit.coordinator_key, &Signer::Coordinator, &guard, round)
+                    .expect("coordinator signature")
+                    .into_inner();
+            }
+        }
+    }
+    let first = rt.block_on(async {
+        let mut clients = Vec::new();
+        for n in ["alice", "bob"] {
+            let c = Client::connect(&coord.kit(n)).await;
+            c.hello().await;
+            clients.push(c);
+        }
+        for c in &mut clients {
+            let open = c.next_open().await;
+            let msg = c.labels(&open, |_| {});
+            assert!(matches!(c.request(&msg).await, Reply::Ack));
+        }
+        next_aggregate(&clients[0]).await
+    });
+    assert_eq!(first.round, RoundId(1));
+    // Nobody reported: the round is collecting reports when the coordinator dies.
+    coord.procs.kill("coordinator");
+    coord.procs.start_coordinator();
+    coord.wait_for("the restarted coordinator collecting round 1's reports", |s| {
+        s.status().filter(|v| v["round"] == 1 && v["phase"] == "reporting")
+    });
+    let again = rt.block_on(async {
+        let c = Client::connect(&coord.kit("alice")).await;
+        c.hello().await;
+        next_aggregate(&c).await
+    });
+    assert_eq!(
+        (
+            again.round,
+            &again.contributors,
+            &again.probabilities,
+            again.aggregate_digest
+        ),
+        (
+            first.round,
+            &first.contributors,
+            &first.probabilities,
+            first.aggregate_digest
+        ),
+        "the same aggregate"
+    );
+    assert_eq!(
+        again.checkpoint, first.checkpoint,
+        "under the same checkpoint, signed again identically"
+    );
+    // A fresh witness of the participant's (no earlier checkpoint, so no proof needed) checks the log
+    // signature and cosigns.
+    let sc = SignedCheckpoint::parse(again.checkpoint.as_bytes()).expect("a signed note");
+    let kit = fedistill_participant::transport::Kit::load(coord.kit("alice")).expect("kit");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut witness = fedistill_participant::service::open_witness(&kit, dir.path()).expect("witness");
+    witness
+        .handle_checkpoint(&sc, &[], 1_700_000_000)
+        .expect("the coordinator's log signature verifies");
 }

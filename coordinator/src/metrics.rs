@@ -252,8 +252,9 @@ pub struct RoundStatus {
     pub seconds: f64,
     /// Where the round's time went, in seconds: `collect` (open until the aggregate is ready, which
     /// includes waiting for the slowest contributor and aggregating), `assemble` (records and the aggregate's
-    /// signature), `commit` (the SQLite transaction with its fsync and the signed checkpoint), `send` (the
-    /// signed aggregate message, persisted for late joiners, and its broadcast).
+    /// signature), `commit` (the round's one SQLite transaction with its fsync, which also holds the messages
+    /// that completed the round, and the signed checkpoint), `send` (the signed aggregate message and its
+    /// broadcast).
     pub phases: std::collections::BTreeMap<String, f64>,
 }
 
@@ -320,8 +321,8 @@ impl Observability {
 
     /// Fills the console's fields of `s` (participants, reported accuracy, checkpoints) from the records
     /// appended to `store` since the last call, the roster in force and `connected`. Called by the core
-    /// loop after every event; reads only new records, and the checkpoint table at most every 500 ms
-    /// unless the log grew.
+    /// loop when it publishes the status (at most every 100 ms, or when the round changes); reads only new
+    /// records, and the checkpoint table at most every 500 ms unless the log grew.
     pub fn fill_console(
         &self,
         store: &crate::store::Store,
@@ -419,23 +420,29 @@ impl Observability {
             fold.participants.entry(p.clone()).or_default().last_seen_unix_ms = Some(now);
         }
         let roster = self.roster.get().map(|h| h.roster());
+        // Revoked in the roster in force, by name (None: not in the roster).
+        let mut revoked: BTreeMap<&str, bool> = BTreeMap::new();
         if let Some(r) = &roster {
             for e in &r.participants {
                 fold.participants.entry(e.id.to_string()).or_default();
+                revoked.insert(
+                    e.id.as_str(),
+                    e.status == fedistill_shared::provision::roster::Status::Revoked,
+                );
             }
         }
+        let connected: std::collections::BTreeSet<&str> = connected.iter().map(String::as_str).collect();
+        let quarantined: std::collections::BTreeSet<&str> = quarantined.iter().map(String::as_str).collect();
         s.participants = fold
             .participants
             .iter()
             .map(|(name, p)| {
                 let mut p = p.clone();
                 p.name = name.clone();
-                p.connected = connected.contains(name);
-                p.quarantined = quarantined.contains(name);
-                if let Some(r) = &roster {
-                    if let Some(e) = r.participants.iter().find(|e| e.id.as_str() == name) {
-                        p.revoked = e.status == fedistill_shared::provision::roster::Status::Revoked;
-                    }
+                p.connected = connected.contains(name.as_str());
+                p.quarantined = quarantined.contains(name.as_str());
+                if let Some(&r) = revoked.get(name.as_str()) {
+                    p.revoked = r;
                 }
                 p
             })

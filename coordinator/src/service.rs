@@ -2,9 +2,12 @@
 //! The coordinator service: a tokio driver around the sans-IO round state machine.
 //!
 //! One task (the core loop) owns the state machine, the durable store, the signing key and the replay
-//! guard; connection tasks only move frames. Every participant message is verified before it reaches the
-//! state machine, acknowledged only after its effect is durable, and a round's records are appended in one
-//! SQLite transaction before its aggregate is published. Store writes run under `block_in_place`.
+//! guard; connection tasks move frames and check the signatures of signed messages (under the connection's
+//! roster key), which the core loop finishes verifying before they reach the state machine. The core loop
+//! handles the messages queued together and makes their effects durable in one transaction before it
+//! answers any of them (group commit); a round's records are appended in one SQLite transaction, which also
+//! holds the messages that completed the round, before its aggregate is published. Store writes run under
+//! `block_in_place`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,25 +20,25 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Instrument};
 
 use fedistill_shared::crypto::{
-    Digest, FederationId, ParticipantId, ReplayGuard, RoundId, SignError, Signed, SignedMessage, Signer,
-    SigningIdentity,
+    Digest, FederationId, ParticipantId, ReplayGuard, RoundId, SignError, SignatureChecked, Signed, SignedMessage,
+    Signer, SigningIdentity,
 };
 use fedistill_shared::ledger::{Cosignature as LedgerCosignature, Metric, Record, RosterAction, WitnessKey};
-use fedistill_shared::protocol::coordinator::AcceptedContribution;
+use fedistill_shared::protocol::coordinator::{AcceptedContribution, StoredContribution};
 use fedistill_shared::protocol::robust::{AnomalyTracker, QuarantinePolicy};
 use fedistill_shared::protocol::{
     CoordinatorConfig, CoordinatorRound, Encoding, Millis, OutMessage, Output, RoundCommit, Snapshot,
 };
 use fedistill_shared::provision::FederationLayout;
 use fedistill_shared::wire::messages::{
-    RejectCode, Reply, ToCoordinator, ToParticipant, KIND_REPLY, KIND_TO_COORDINATOR, KIND_TO_PARTICIPANT,
-    PROTOCOL_VERSION,
+    Abstain, RejectCode, Reply, RoundReport, SoftLabels, ToCoordinator, ToParticipant, KIND_REPLY, KIND_TO_COORDINATOR,
+    KIND_TO_PARTICIPANT, PROTOCOL_VERSION,
 };
 use fedistill_shared::wire::{encode_frame, recv_message_budgeted, send_message, write_frame, FrameBudget, FrameQuota};
 
 use crate::config::{CoordinatorSettings, TaskSource};
 use crate::metrics::{Observability, RoundStatus, Status};
-use crate::store::Store;
+use crate::store::{Batch, Store};
 use crate::task::TaskArtifact;
 use crate::transport::{FederationFiles, PeerConnection, Server};
 
@@ -44,37 +47,79 @@ const SNAPSHOT_KEY: &str = "round_snapshot";
 /// Prefix of the state keys holding the open round's accepted contributions, one per participant.
 const CONTRIBUTION_PREFIX: &str = "contribution/";
 
+/// State key of `p`'s accepted contribution to `round`: a [`StoredContribution`] (bincode), its signed
+/// payload in the payload table.
 fn contribution_key(round: RoundId, p: &ParticipantId) -> String {
+    format!("{CONTRIBUTION_PREFIX}v2/{}/{p}", round.0)
+}
+
+/// Where earlier versions stored the whole [`AcceptedContribution`] (bincode), read when resuming their store.
+fn legacy_contribution_key(round: RoundId, p: &ParticipantId) -> String {
     format!("{CONTRIBUTION_PREFIX}{}/{p}", round.0)
 }
 
-/// Puts the contributions a stored snapshot names back into it, from their own state keys (older stores kept
-/// them inside the snapshot; those are left as they are). A named contribution that is missing, does not
-/// decode or is from someone else is an error naming the key: the store is not what this coordinator wrote.
-fn load_contributions(store: &Store, snap: &mut Snapshot) -> anyhow::Result<()> {
+/// Puts the contributions a stored snapshot names back into it, from their own state keys and the payload
+/// table (older stores kept them whole under a key of their own, or inside the snapshot; those are read as
+/// they are). A named contribution that is missing, does not decode or is from someone else is an error
+/// naming the key: the store is not what this coordinator wrote.
+fn load_contributions(store: &Store, snap: &mut Snapshot, federation: &FederationId) -> anyhow::Result<()> {
     for id in std::mem::take(&mut snap.contribution_ids) {
         if snap.contributions.iter().any(|c| c.participant == id) {
             continue;
         }
         let key = contribution_key(snap.round, &id);
-        let stored = store.state(&key)?.with_context(|| {
-            format!("the durable round state names a contribution from {id} that is not stored ({key})")
-        })?;
-        let c: AcceptedContribution = fedistill_shared::wire::decode_payload(&stored)
-            .with_context(|| format!("decoding the stored contribution {key}"))?;
-        anyhow::ensure!(
-            c.participant == id,
-            "the stored contribution {key} is from {}, not {id}",
-            c.participant
-        );
+        let c = match store.state(&key)? {
+            Some(bytes) => {
+                let stored: StoredContribution = fedistill_shared::wire::decode_payload(&bytes)
+                    .with_context(|| format!("decoding the stored contribution {key}"))?;
+                anyhow::ensure!(
+                    stored.participant == id,
+                    "the stored contribution {key} is from {}, not {id}",
+                    stored.participant
+                );
+                let payload = store.payload(&stored.payload_digest)?.with_context(|| {
+                    format!(
+                        "the payload {} of the stored contribution {key} is not stored",
+                        stored.payload_digest
+                    )
+                })?;
+                AcceptedContribution::from_stored(stored, payload, federation, snap.round)
+                    .with_context(|| format!("rebuilding the stored contribution {key}"))?
+            }
+            None => {
+                let key = legacy_contribution_key(snap.round, &id);
+                let bytes = store.state(&key)?.with_context(|| {
+                    format!("the durable round state names a contribution from {id} that is not stored ({key})")
+                })?;
+                let c: AcceptedContribution = fedistill_shared::wire::decode_payload(&bytes)
+                    .with_context(|| format!("decoding the stored contribution {key}"))?;
+                anyhow::ensure!(
+                    c.participant == id,
+                    "the stored contribution {key} is from {}, not {id}",
+                    c.participant
+                );
+                c
+            }
+        };
         snap.contributions.push(c);
     }
     Ok(())
 }
 /// State key of the replay guard's last sequence numbers.
 const GUARD_KEY: &str = "replay_guard";
-/// State key of the last published aggregate frame (re-sent to contributors that reconnect before reporting).
+/// State key of the last committed round's aggregate message (a [`StoredAggregate`]), which the coordinator
+/// signs again and re-sends to contributors that reconnect before reporting.
+const ROUND_AGGREGATE_KEY: &str = "round_aggregate";
+/// Where earlier versions stored the signed aggregate frame itself (read when resuming their store).
 const AGGREGATE_KEY: &str = "last_aggregate";
+
+/// A committed round's aggregate message as stored with the round's records, its checkpoint blank: the
+/// checkpoint of `checkpoint_size` records covers the round, and its signed note goes in before sending.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredAggregate {
+    checkpoint_size: u64,
+    message: fedistill_shared::wire::messages::AggregateLabels,
+}
 /// State key of the per-contributor anomaly scores (shared::protocol::robust).
 const ANOMALY_KEY: &str = "anomaly_tracker";
 /// Witness key names are `fedistill-witness/<participant>`.
@@ -92,9 +137,57 @@ enum Event {
     },
     Request {
         participant: ParticipantId,
-        msg: Box<ToCoordinator>,
+        msg: Box<Incoming>,
         reply: oneshot::Sender<Reply>,
     },
+}
+
+/// A participant's request as its connection task hands it to the core loop. The signature of a signed
+/// message is already checked there, under the connection's roster key (the costly, stateless half of
+/// verification, done in parallel across connections as the frames arrive); the core loop finishes
+/// verifying it against the round and the replay guard ([`SignatureChecked::verify`]).
+enum Incoming {
+    SoftLabels(Result<SignatureChecked<SoftLabels>, SignError>),
+    Abstain(Result<SignatureChecked<Abstain>, SignError>),
+    Report(Result<SignatureChecked<RoundReport>, SignError>),
+    /// Everything else, as received.
+    Other(ToCoordinator),
+}
+
+impl Incoming {
+    /// Checks the signature of a signed message under `key`.
+    fn check(msg: ToCoordinator, key: &fedistill_shared::crypto::PublicKey) -> Self {
+        match msg {
+            ToCoordinator::SoftLabels(s) => Incoming::SoftLabels(s.verify_signature(key)),
+            ToCoordinator::Abstain(s) => Incoming::Abstain(s.verify_signature(key)),
+            ToCoordinator::Report(s) => Incoming::Report(s.verify_signature(key)),
+            other => Incoming::Other(other),
+        }
+    }
+}
+
+/// Finishes verifying a message of `p` whose signature its connection task checked: the key must still be
+/// `p`'s roster key (`key`), and the envelope must name `p` and be of this federation, `round` and fresh
+/// under `guard`. A refusal is the reply to send.
+fn finish_verify<T: SignedMessage>(
+    checked: Result<SignatureChecked<T>, SignError>,
+    key: &fedistill_shared::crypto::PublicKey,
+    p: &ParticipantId,
+    guard: &ReplayGuard,
+    round: RoundId,
+) -> Result<fedistill_shared::crypto::Verified<T>, Reply> {
+    let refuse = |e: SignError| Reply::Reject {
+        code: RejectCode::from(&e),
+        message: e.to_string(),
+    };
+    match checked {
+        Ok(c) if c.key() != key => Err(Reply::Reject {
+            code: RejectCode::BadSignature,
+            message: format!("the message was signed under a key that is no longer {p}'s"),
+        }),
+        Ok(c) => c.verify(&Signer::Participant(p.clone()), guard, round).map_err(refuse),
+        Err(e) => Err(refuse(e)),
+    }
 }
 
 /// What a finished coordinator run reports.
@@ -219,7 +312,7 @@ pub async fn run(
     let (sm, guard) = match store.state(SNAPSHOT_KEY)? {
         Some(bytes) => {
             let mut snap: Snapshot = serde_json::from_slice(&bytes).context("decoding the stored round snapshot")?;
-            load_contributions(&store, &mut snap)?;
+            load_contributions(&store, &mut snap, &federation)?;
             info!(round = snap.round.0, phase = %snap.phase, contributions = snap.contributions.len(), "resuming from the durable round state");
             let last: Vec<(Signer, u64)> = match store.state(GUARD_KEY)? {
                 Some(g) => serde_json::from_slice(&g).context("decoding the stored replay guard")?,
@@ -290,6 +383,10 @@ pub async fn run(
         history: Vec::new(),
         round_started: Instant::now(),
         round_bytes_up: 0,
+        pending: Pending::default(),
+        status_at: None,
+        status_key: None,
+        status_due: false,
         rounds_done: 0,
         finished_at: None,
         last_aggregate: None,
@@ -297,14 +394,48 @@ pub async fn run(
         quarantine_enabled: settings.quarantine.enabled,
         aggregate_encoding: settings.aggregate_encoding,
     };
-    core.last_aggregate = core.store.state(AGGREGATE_KEY)?;
+    core.last_aggregate = core.stored_aggregate_frame()?;
     core.sm.handle_timeout(core.now());
     core.pump()?;
-    core.publish_status();
+    core.publish_status(true);
     let result = core.run(rx, cancel.clone()).await;
     accept_cancel.cancel();
     server.close().await;
     result
+}
+
+/// Most events handled together before their writes are made durable and they are answered.
+const MAX_BATCH: usize = 512;
+
+/// Longest `/status` may lag the core's state. It is rebuilt at most this often (it walks every participant
+/// and reads the checkpoint table), and at once when the round, its phase or the history changes.
+const STATUS_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A reply held until its batch is durable.
+struct Held {
+    reply: oneshot::Sender<Reply>,
+    answer: Reply,
+}
+
+/// The writes of the events handled since the last [`Core::write_pending`], which makes them durable in one
+/// transaction before any of their replies leaves (group commit).
+#[derive(Default)]
+struct Pending {
+    batch: Batch,
+    /// The round snapshot and the replay guard changed: the flush writes them as they are then.
+    round_state: bool,
+    replies: Vec<Held>,
+    /// Accepted contributions (participant, signed bytes), counted once durable.
+    contributions: Vec<(ParticipantId, u64)>,
+}
+
+/// What `/status` said about the round when last published: a change is published at once.
+#[derive(Debug, Clone, PartialEq)]
+struct StatusKey {
+    round: u64,
+    phase: &'static str,
+    history: usize,
+    finished: bool,
 }
 
 struct Core {
@@ -324,6 +455,13 @@ struct Core {
     history: Vec<RoundStatus>,
     round_started: Instant,
     round_bytes_up: u64,
+    /// What the events handled since the last [`Core::write_pending`] wrote, and their held replies.
+    pending: Pending,
+    /// When the status was last published, and what it said about the round then.
+    status_at: Option<Instant>,
+    status_key: Option<StatusKey>,
+    /// An event changed the state since the last publication (published within [`STATUS_INTERVAL`]).
+    status_due: bool,
     rounds_done: u64,
     finished_at: Option<Instant>,
     last_aggregate: Option<Vec<u8>>,
@@ -346,12 +484,15 @@ impl Core {
             let linger = self
                 .finished_at
                 .map(|t| Duration::from_secs(3).saturating_sub(t.elapsed()));
-            let sleep = match (wake, linger) {
-                (Some(a), Some(b)) => a.min(b),
-                (Some(a), None) => a,
-                (None, Some(b)) => b,
-                (None, None) => Duration::from_secs(3600),
-            };
+            // A status publication held back by the interval is made when it ends.
+            let status = self
+                .status_due
+                .then(|| STATUS_INTERVAL.saturating_sub(self.status_at.map_or(STATUS_INTERVAL, |t| t.elapsed())));
+            let sleep = [wake, linger, status]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(Duration::from_secs(3600));
             tokio::select! {
                 _ = cancel.cancelled() => {
                     info!(round = self.sm.round().0, "shutting down: the round state is durable and resumes on restart");
@@ -359,7 +500,17 @@ impl Core {
                 }
                 ev = rx.recv() => {
                     let Some(ev) = ev else { break };
+                    // Group commit: the events already queued are handled with this one, their writes made
+                    // durable in one transaction, and only then are they answered.
                     self.handle_event(ev)?;
+                    for _ in 1..MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(ev) => self.handle_event(ev)?,
+                            Err(_) => break,
+                        }
+                    }
+                    // `pump` below writes the batch: in the transaction of the round transition the batch
+                    // caused (the last contribution's goes with the round's commit), or on its own.
                 }
                 _ = tokio::time::sleep(sleep) => {
                     if let Some(t) = self.finished_at {
@@ -373,7 +524,7 @@ impl Core {
                 }
             }
             self.pump()?;
-            self.publish_status();
+            self.publish_status(false);
         }
         Ok(RunSummary {
             rounds: self.rounds_done,
@@ -412,38 +563,111 @@ impl Core {
     }
 
     fn broadcast(&mut self, msg: &ToParticipant) -> anyhow::Result<u64> {
-        let targets: Vec<ParticipantId> = self.conns.keys().cloned().collect();
+        let frame = encode_frame(KIND_TO_PARTICIPANT, msg)?;
+        Ok(self.broadcast_frame(&frame))
+    }
+
+    /// Queues `frame` (encoded once) to every connected participant; returns the bytes queued.
+    fn broadcast_frame(&mut self, frame: &[u8]) -> u64 {
         let mut bytes = 0u64;
-        for p in targets {
-            bytes += self.push_to(&p, msg)? as u64;
+        for (p, (_, tx)) in &self.conns {
+            if tx.send(frame.to_vec()).is_err() {
+                debug!(participant = %p, "push to a closing connection dropped");
+            }
+            bytes += frame.len() as u64;
         }
-        Ok(bytes)
+        bytes
     }
 
-    fn persist_state(&mut self) -> anyhow::Result<()> {
-        self.persist_state_with(Vec::new())
-    }
-
-    /// Writes the round snapshot and the replay guard, plus `extra` state keys, in one transaction.
-    fn persist_state_with(&mut self, mut extra: Vec<(String, Vec<u8>)>) -> anyhow::Result<()> {
-        let snap = serde_json::to_vec(&self.sm.snapshot_without_payloads())?;
-        let guard = serde_json::to_vec(&self.guard_state())?;
-        extra.push((SNAPSHOT_KEY.into(), snap));
-        extra.push((GUARD_KEY.into(), guard));
-        tokio::task::block_in_place(|| self.store.append_with_state(&[], &[], &extra))?;
-        Ok(())
-    }
-
-    /// Makes `p`'s accepted contribution durable: the contribution under its own key (written once) and
-    /// the snapshot that names it, in one transaction. The per-message cost does not grow with the number of
-    /// contributions already accepted.
+    /// Queues `p`'s accepted contribution for the batch's transaction: its signed payload in the payload
+    /// table (where the round's commit records it, so the commit writes it no second time), the rest under its
+    /// own state key, and the snapshot that names it. Each contribution is written once, and the per-message
+    /// cost does not grow with the contributions already accepted.
     fn persist_contribution(&mut self, p: &ParticipantId) -> anyhow::Result<()> {
         let c = self
             .sm
             .contribution(p)
             .with_context(|| format!("the accepted contribution of {p} is missing from the round state"))?;
-        let bytes = fedistill_shared::wire::encode_payload(c)?;
-        self.persist_state_with(vec![(contribution_key(self.sm.round(), p), bytes)])
+        let (stored, payload) = c.to_stored()?;
+        let bytes = fedistill_shared::wire::encode_payload(&stored)?;
+        self.pending.batch.payloads.push((stored.payload_digest, payload));
+        self.pending
+            .batch
+            .state
+            .push((contribution_key(self.sm.round(), p), bytes));
+        self.pending.round_state = true;
+        Ok(())
+    }
+
+    /// Group commit: makes what the events handled since the last write left pending durable in ONE
+    /// transaction, with the round snapshot and the replay guard as they are now if they changed, then
+    /// sends their replies. No reply leaves before the writes of its batch are durable: an `Ack` acknowledges
+    /// a durable contribution, report, abstention or cosignature, and a refusal (a duplicate, say) may refer
+    /// to one. If the transaction fails every `Ack` of the batch becomes an internal error (nothing
+    /// acknowledged is lost; the participants retry) and the error is returned.
+    fn write_pending(&mut self) -> anyhow::Result<()> {
+        self.write_pending_with(Batch::default()).map(|_| ())
+    }
+
+    /// [`Core::write_pending`] with `with` (a round's opening or commit) appended to the same transaction;
+    /// returns the latest signed checkpoint once durable.
+    fn write_pending_with(&mut self, with: Batch) -> anyhow::Result<fedistill_shared::ledger::SignedCheckpoint> {
+        let Pending {
+            mut batch,
+            round_state,
+            replies,
+            contributions,
+        } = std::mem::take(&mut self.pending);
+        batch.delete_state_prefixes.extend(with.delete_state_prefixes);
+        batch.records.extend(with.records);
+        batch.payloads.extend(with.payloads);
+        batch.state.extend(with.state);
+        batch.cosignatures.extend(with.cosignatures);
+        let written = (|| -> anyhow::Result<fedistill_shared::ledger::SignedCheckpoint> {
+            if round_state {
+                batch.state.push((
+                    SNAPSHOT_KEY.into(),
+                    serde_json::to_vec(&self.sm.snapshot_without_payloads())?,
+                ));
+                batch
+                    .state
+                    .push((GUARD_KEY.into(), serde_json::to_vec(&self.guard_state())?));
+            }
+            if batch.is_empty() {
+                return Ok(self.store.checkpoint_latest());
+            }
+            let checkpoint = tokio::task::block_in_place(|| self.store.append_batch(&batch))?;
+            self.obs.metrics.log_size.set(self.store.size() as i64);
+            Ok(checkpoint)
+        })();
+        match &written {
+            Ok(_) => {
+                let round = self.sm.round().0;
+                for (participant, bytes) in contributions {
+                    self.obs.metrics.contributions.inc();
+                    self.obs.metrics.bytes_up.inc_by(bytes);
+                    self.round_bytes_up += bytes;
+                    info!(%participant, round, bytes, "contribution accepted");
+                }
+            }
+            Err(e) => {
+                error!(error = %format!("{e:#}"), messages = replies.len(), "storing a batch failed; its acknowledgements become internal errors")
+            }
+        }
+        for held in replies {
+            let answer = match (&written, held.answer) {
+                (Err(e), Reply::Ack) => {
+                    self.obs.metrics.reject(RejectCode::Internal.as_str());
+                    Reply::Reject {
+                        code: RejectCode::Internal,
+                        message: format!("{e:#}"),
+                    }
+                }
+                (_, answer) => answer,
+            };
+            let _ = held.reply.send(answer);
+        }
+        written
     }
 
     fn guard_state(&self) -> Vec<(Signer, u64)> {
@@ -463,6 +687,10 @@ impl Core {
         match ev {
             Event::Connected { peer, conn_id, push } => {
                 info!(participant = %peer.participant, "participant connected");
+                // The log keeps the order of events: what the batch wrote so far goes first.
+                if let Err(e) = self.write_pending() {
+                    error!(error = %format!("{e:#}"), "storing the batch before an enrolment failed");
+                }
                 self.log_enrolment(&peer)?;
                 self.conns.insert(peer.participant.clone(), (conn_id, push));
                 self.conn_keys
@@ -505,7 +733,7 @@ impl Core {
                     warn!(%participant, code = %code, reason = %message, "rejected");
                     self.obs.metrics.reject(code.as_str());
                 }
-                let _ = reply.send(answer);
+                self.pending.replies.push(Held { reply, answer });
             }
         }
         Ok(())
@@ -537,18 +765,43 @@ impl Core {
         self.conn_keys.get(p).copied()
     }
 
-    fn handle_request(&mut self, now: Millis, p: &ParticipantId, msg: ToCoordinator) -> anyhow::Result<Reply> {
+    fn handle_request(&mut self, now: Millis, p: &ParticipantId, msg: Incoming) -> anyhow::Result<Reply> {
         let reject = |code: RejectCode, message: String| Reply::Reject { code, message };
-        let sign_code = |e: &SignError| RejectCode::from(e);
         let Some(key) = self.key_of(p) else {
             return Ok(reject(
                 RejectCode::UnknownParticipant,
                 format!("{p} has no signing key in the roster"),
             ));
         };
-        // Every envelope must name the participant of the connection it arrived on (its signature covers
-        // that name); the replay guard moves only once the whole message is accepted and stored.
-        let me = Signer::Participant(p.clone());
+        // Every envelope must verify under the roster key of the participant of the connection it arrived on
+        // (its connection task checked the signature under that connection's key, which must still be the
+        // participant's) and name that participant (its signature covers the name); the replay guard moves only
+        // once the whole message is accepted and stored.
+        let round = self.sm.round();
+        let msg = match msg {
+            Incoming::SoftLabels(checked) => {
+                let verified = match finish_verify(checked, &key, p, &self.guard, round) {
+                    Ok(v) => v,
+                    Err(r) => return Ok(r),
+                };
+                return self.handle_soft_labels(now, p, verified);
+            }
+            Incoming::Abstain(checked) => {
+                let verified = match finish_verify(checked, &key, p, &self.guard, round) {
+                    Ok(v) => v,
+                    Err(r) => return Ok(r),
+                };
+                return self.handle_abstain(now, p, verified);
+            }
+            Incoming::Report(checked) => {
+                let verified = match finish_verify(checked, &key, p, &self.guard, round) {
+                    Ok(v) => v,
+                    Err(r) => return Ok(r),
+                };
+                return self.handle_report(now, p, verified);
+            }
+            Incoming::Other(msg) => msg,
+        };
         match msg {
             ToCoordinator::Hello { version, .. } => {
                 if version != PROTOCOL_VERSION {
@@ -564,125 +817,11 @@ impl Core {
                     finished: matches!(self.sm.phase(), fedistill_shared::protocol::Phase::Finished),
                 })
             }
-            ToCoordinator::SoftLabels(signed) => {
-                let bytes = signed.payload.len() as u64;
-                let verified = match signed.verify(&key, &me, &self.guard, self.sm.round()) {
-                    Ok(v) => v,
-                    Err(e) => return Ok(reject(sign_code(&e), e.to_string())),
-                };
-                let fresh = verified.fresh();
-                match self.sm.handle_soft_labels(now, p, verified) {
-                    Ok(()) => {
-                        self.guard.accept(fresh);
-                        self.persist_contribution(p)?;
-                        self.obs.metrics.contributions.inc();
-                        self.obs.metrics.bytes_up.inc_by(bytes);
-                        self.round_bytes_up += bytes;
-                        info!(participant = %p, round = self.sm.round().0, bytes, "contribution accepted");
-                        Ok(Reply::Ack)
-                    }
-                    Err(e) => Ok(reject(e.code(), e.to_string())),
-                }
-            }
-            ToCoordinator::Abstain(signed) => {
-                let verified = match signed.verify(&key, &me, &self.guard, self.sm.round()) {
-                    Ok(v) => v,
-                    Err(e) => return Ok(reject(sign_code(&e), e.to_string())),
-                };
-                let fresh = verified.fresh();
-                let body = verified.value().clone();
-                let digest = verified.payload_digest();
-                let sequence = verified.seq();
-                let signature = verified.envelope().signature.clone();
-                let payload = verified.envelope().payload.clone();
-                // Checked before the state machine sees the message, so a refused abstention changes nothing.
-                let figures = match Metric::canonical(body.figures.iter().map(|(n, v)| (n.clone(), *v))) {
-                    Ok(f) => f,
-                    Err(e) => return Ok(reject(RejectCode::BadPayload, e.to_string())),
-                };
-                match self.sm.handle_abstain(now, p, verified) {
-                    Ok(()) => {
-                        self.guard.accept(fresh);
-                        let record = Record::Abstention {
-                            round: body.round,
-                            participant: p.clone(),
-                            reason: body.reason.clone(),
-                            figures,
-                            message_digest: digest,
-                            sequence,
-                            signature,
-                        };
-                        let snap = serde_json::to_vec(&self.sm.snapshot_without_payloads())?;
-                        let guard = serde_json::to_vec(&self.guard_state())?;
-                        tokio::task::block_in_place(|| {
-                            self.store.append_with_state(
-                                &[record],
-                                &[(Digest::of(&payload), payload.clone())],
-                                &[(SNAPSHOT_KEY.into(), snap), (GUARD_KEY.into(), guard)],
-                            )
-                        })?;
-                        self.obs.metrics.log_size.set(self.store.size() as i64);
-                        warn!(participant = %p, round = body.round.0, reason = %body.reason, figures = ?body.figures, "participant abstains from the round; not waiting for it");
-                        Ok(Reply::Ack)
-                    }
-                    Err(e) => Ok(reject(e.code(), e.to_string())),
-                }
-            }
-            ToCoordinator::Report(signed) => {
-                let verified = match signed.verify(&key, &me, &self.guard, self.sm.round()) {
-                    Ok(v) => v,
-                    Err(e) => return Ok(reject(sign_code(&e), e.to_string())),
-                };
-                let fresh = verified.fresh();
-                let body = verified.value().clone();
-                let metrics = match Metric::canonical(body.metrics.iter().map(|(n, v)| (n.clone(), *v))) {
-                    Ok(m) => m,
-                    Err(e) => return Ok(reject(RejectCode::BadPayload, format!("report metrics: {e}"))),
-                };
-                // Checked before the state machine sees the report, so a refused spend changes nothing.
-                if let Some(Err(e)) = body.privacy_spend.as_ref().map(|s| s.check()) {
-                    return Ok(reject(RejectCode::BadPayload, e));
-                }
-                let record = Record::RoundReport {
-                    round: body.round,
-                    participant: p.clone(),
-                    metrics,
-                    student_digest: body.student_digest,
-                    guard: body.guard_decision(),
-                    message_digest: verified.payload_digest(),
-                    sequence: verified.seq(),
-                    signature: verified.envelope().signature.clone(),
-                };
-                let payload = verified.envelope().payload.clone();
-                // A participant with DP on reports its spend, typed (docs/privacy.md); it is logged next to the
-                // report. The `dp_*` metrics beside it are for people; the log takes the typed figures.
-                let mut records = vec![record];
-                if let Some(spend) = body.privacy_spend {
-                    records.push(Record::PrivacySpend {
-                        round: body.round,
-                        participant: p.clone(),
-                        epsilon: spend.epsilon_round,
-                        delta: spend.delta,
-                    });
-                }
-                match self.sm.handle_report(now, p, verified) {
-                    Ok(()) => {
-                        self.guard.accept(fresh);
-                        let snap = serde_json::to_vec(&self.sm.snapshot_without_payloads())?;
-                        let guard = serde_json::to_vec(&self.guard_state())?;
-                        tokio::task::block_in_place(|| {
-                            self.store.append_with_state(
-                                &records,
-                                &[(Digest::of(&payload), payload.clone())],
-                                &[(SNAPSHOT_KEY.into(), snap), (GUARD_KEY.into(), guard)],
-                            )
-                        })?;
-                        self.obs.metrics.log_size.set(self.store.size() as i64);
-                        Ok(Reply::Ack)
-                    }
-                    Err(e) => Ok(reject(e.code(), e.to_string())),
-                }
-            }
+            // Checked by the connection task and handled above.
+            ToCoordinator::SoftLabels(_) | ToCoordinator::Abstain(_) | ToCoordinator::Report(_) => Ok(reject(
+                RejectCode::Internal,
+                "a signed message reached the core loop without its signature check".into(),
+            )),
             // Served by the connection tasks; never forwarded here.
             ToCoordinator::GetTask | ToCoordinator::GetPublic { .. } => Ok(no_task()),
             ToCoordinator::ProofRequest { old_size, new_size } => {
@@ -718,14 +857,138 @@ impl Core {
                     timestamp: c.timestamp,
                     signature,
                 };
-                match tokio::task::block_in_place(|| self.store.add_cosignature(c.size, &witness, &cosig)) {
-                    Ok(()) => Ok(Reply::Ack),
+                match self.store.check_cosignature(c.size, &witness, &cosig) {
+                    Ok(checked) => {
+                        self.pending.batch.cosignatures.push(checked);
+                        Ok(Reply::Ack)
+                    }
                     Err(e) => Ok(reject(RejectCode::BadCosignature, e.to_string())),
                 }
             }
         }
     }
 
+    /// Verified soft labels from `p`: into the state machine, then queued for the batch's transaction.
+    fn handle_soft_labels(
+        &mut self,
+        now: Millis,
+        p: &ParticipantId,
+        verified: fedistill_shared::crypto::Verified<SoftLabels>,
+    ) -> anyhow::Result<Reply> {
+        let bytes = verified.envelope().payload.len() as u64;
+        let fresh = verified.fresh();
+        match self.sm.handle_soft_labels(now, p, verified) {
+            Ok(()) => {
+                self.guard.accept(fresh);
+                self.persist_contribution(p)?;
+                // Counted (and logged) once the batch is durable.
+                self.pending.contributions.push((p.clone(), bytes));
+                Ok(Reply::Ack)
+            }
+            Err(e) => Ok(Reply::Reject {
+                code: e.code(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// A verified abstention from `p`: logged (with its figures) in the batch's transaction.
+    fn handle_abstain(
+        &mut self,
+        now: Millis,
+        p: &ParticipantId,
+        verified: fedistill_shared::crypto::Verified<Abstain>,
+    ) -> anyhow::Result<Reply> {
+        let reject = |code: RejectCode, message: String| Reply::Reject { code, message };
+        let fresh = verified.fresh();
+        let body = verified.value().clone();
+        let digest = verified.payload_digest();
+        let sequence = verified.seq();
+        let signature = verified.envelope().signature.clone();
+        let payload = verified.envelope().payload.clone();
+        // Checked before the state machine sees the message, so a refused abstention changes nothing.
+        let figures = match Metric::canonical(body.figures.iter().map(|(n, v)| (n.clone(), *v))) {
+            Ok(f) => f,
+            Err(e) => return Ok(reject(RejectCode::BadPayload, e.to_string())),
+        };
+        match self.sm.handle_abstain(now, p, verified) {
+            Ok(()) => {
+                self.guard.accept(fresh);
+                let record = Record::Abstention {
+                    round: body.round,
+                    participant: p.clone(),
+                    reason: body.reason.clone(),
+                    figures,
+                    message_digest: digest,
+                    sequence,
+                    signature,
+                };
+                self.pending.batch.records.push(record);
+                self.pending.batch.payloads.push((digest, payload));
+                self.pending.round_state = true;
+                warn!(participant = %p, round = body.round.0, reason = %body.reason, figures = ?body.figures, "participant abstains from the round; not waiting for it");
+                Ok(Reply::Ack)
+            }
+            Err(e) => Ok(reject(e.code(), e.to_string())),
+        }
+    }
+
+    /// A verified round report from `p`: logged (with its privacy spend) in the batch's transaction.
+    fn handle_report(
+        &mut self,
+        now: Millis,
+        p: &ParticipantId,
+        verified: fedistill_shared::crypto::Verified<RoundReport>,
+    ) -> anyhow::Result<Reply> {
+        let reject = |code: RejectCode, message: String| Reply::Reject { code, message };
+        let fresh = verified.fresh();
+        let body = verified.value().clone();
+        let metrics = match Metric::canonical(body.metrics.iter().map(|(n, v)| (n.clone(), *v))) {
+            Ok(m) => m,
+            Err(e) => return Ok(reject(RejectCode::BadPayload, format!("report metrics: {e}"))),
+        };
+        // Checked before the state machine sees the report, so a refused spend changes nothing.
+        if let Some(Err(e)) = body.privacy_spend.as_ref().map(|s| s.check()) {
+            return Ok(reject(RejectCode::BadPayload, e));
+        }
+        let digest = verified.payload_digest();
+        let record = Record::RoundReport {
+            round: body.round,
+            participant: p.clone(),
+            metrics,
+            student_digest: body.student_digest,
+            guard: body.guard_decision(),
+            message_digest: digest,
+            sequence: verified.seq(),
+            signature: verified.envelope().signature.clone(),
+        };
+        let payload = verified.envelope().payload.clone();
+        // A participant with DP on reports its spend, typed (docs/privacy.md); it is logged next to the
+        // report. The `dp_*` metrics beside it are for people; the log takes the typed figures.
+        let mut records = vec![record];
+        if let Some(spend) = body.privacy_spend {
+            records.push(Record::PrivacySpend {
+                round: body.round,
+                participant: p.clone(),
+                epsilon: spend.epsilon_round,
+                delta: spend.delta,
+            });
+        }
+        match self.sm.handle_report(now, p, verified) {
+            Ok(()) => {
+                self.guard.accept(fresh);
+                self.pending.batch.records.extend(records);
+                self.pending.batch.payloads.push((digest, payload));
+                self.pending.round_state = true;
+                Ok(Reply::Ack)
+            }
+            Err(e) => Ok(reject(e.code(), e.to_string())),
+        }
+    }
+
+    /// Carries out the state machine's outputs. Whatever the handled events left pending is written in the
+    /// transaction of the first output that writes (a round's opening or commit, which a failed write
+    /// stops the coordinator on, as a restart resumes from the durable state) or, if none does, on its own.
     fn pump(&mut self) -> anyhow::Result<()> {
         while let Some(out) = self.sm.poll_output() {
             match out {
@@ -736,9 +999,12 @@ impl Core {
                     let s = self.sign(open.round, &open)?;
                     // Persist before broadcast: no participant ever labels for a round opening the store
                     // does not hold, so a crash between the two re-sends this same opening on reconnect.
-                    self.persist_state()?;
-                    // The snapshot just written names no contribution: the previous round's are garbage.
-                    tokio::task::block_in_place(|| self.store.delete_state_prefix(CONTRIBUTION_PREFIX))?;
+                    // The snapshot names no contribution: the previous round's go in the same transaction.
+                    self.pending.round_state = true;
+                    self.write_pending_with(Batch {
+                        delete_state_prefixes: vec![CONTRIBUTION_PREFIX.into()],
+                        ..Batch::default()
+                    })?;
                     failpoint("open-persisted", open.round);
                     self.broadcast(&ToParticipant::Open(s))?;
                 }
@@ -761,7 +1027,13 @@ impl Core {
                     missing,
                 } => {
                     info!(round = round.0, reports = reports.len(), missing = ?missing.iter().map(|p| p.as_str()).collect::<Vec<_>>(), "round closed");
-                    self.persist_state()?;
+                    self.pending.round_state = true;
+                    self.write_pending()?;
+                    // Between two rounds, the WAL is copied into the database, so that no round's commit
+                    // does it (SQLite's own checkpoint would run inside whichever commit crosses its limit).
+                    if let Err(e) = tokio::task::block_in_place(|| self.store.checkpoint_wal()) {
+                        warn!(error = %e, "copying the WAL into the database failed; SQLite retries at its limit");
+                    }
                 }
                 Output::QuorumNotMet { round, have, need } => {
                     warn!(
@@ -771,12 +1043,40 @@ impl Core {
                 }
                 Output::Finished => {
                     info!(rounds = self.sm.config().rounds, "federation finished all rounds");
-                    self.persist_state()?;
+                    self.pending.round_state = true;
+                    self.write_pending()?;
                     self.finished_at = Some(Instant::now());
                 }
             }
         }
+        // A batch that caused no round transition is written on its own; a failure is answered (internal
+        // errors instead of acknowledgements) and the coordinator keeps serving.
+        if let Err(e) = self.write_pending() {
+            error!(error = %format!("{e:#}"), "storing a batch of messages failed");
+        }
         Ok(())
+    }
+
+    /// The aggregate frame of the last committed round, signed again from what its commit stored (or, from
+    /// an earlier version's store, the frame it stored).
+    fn stored_aggregate_frame(&mut self) -> anyhow::Result<Option<Vec<u8>>> {
+        let Some(bytes) = self.store.state(ROUND_AGGREGATE_KEY)? else {
+            return Ok(self.store.state(AGGREGATE_KEY)?);
+        };
+        let StoredAggregate {
+            checkpoint_size,
+            mut message,
+        } = fedistill_shared::wire::decode_payload(&bytes).context("decoding the stored round aggregate")?;
+        let checkpoint = self.store.log_checkpoint(checkpoint_size)?.with_context(|| {
+            format!("the stored round aggregate names checkpoint {checkpoint_size}, which is not stored")
+        })?;
+        message.checkpoint = String::from_utf8(
+            checkpoint
+                .to_note()
+                .map_err(|e| anyhow::anyhow!("checkpoint note: {e}"))?,
+        )?;
+        let s = self.sign(message.round, &message)?;
+        Ok(Some(encode_frame(KIND_TO_PARTICIPANT, &ToParticipant::Aggregate(s))?))
     }
 
     fn finished_message(&self) -> anyhow::Result<ToParticipant> {
@@ -800,7 +1100,9 @@ impl Core {
         assembled.sign_aggregate(self.key.sign_raw(&assembled.statement).to_vec());
         let contributors = c.contributors();
         let mut records = assembled.records;
-        let payloads = assembled.payloads;
+        // Each contribution's payload was stored with the contribution: the commit writes it no second time.
+        let mut payloads = assembled.payloads;
+        payloads.retain(|(d, _)| !self.store.has_payload(d).unwrap_or(false));
         for (p, score) in &c.anomaly {
             debug!(round = c.round.0, participant = %p, score, "distance to consensus");
         }
@@ -836,36 +1138,44 @@ impl Core {
         let assemble_s = t_assemble.elapsed().as_secs_f64();
         let t_commit = Instant::now();
         // The state machine moves to reporting; its snapshot is written in the same transaction as the
-        // round's records, so a restart never re-aggregates a committed round.
+        // round's records, so a restart never re-aggregates a committed round. The aggregate message goes in
+        // too, its checkpoint left blank: the checkpoint is signed once the transaction is durable, and a
+        // restarted coordinator puts the same signed note in and sends it again (no second write before the
+        // broadcast). The contributions and messages still pending (the last ones, which completed the
+        // round) share this transaction: one fsync for the round.
         self.sm.handle_committed(now, c.round);
-        let snap = serde_json::to_vec(&self.sm.snapshot_without_payloads())?;
-        let guard = serde_json::to_vec(&self.guard_state())?;
-        let checkpoint = tokio::task::block_in_place(|| {
-            self.store.append_with_state(
-                &records,
-                &payloads,
-                &[
-                    (SNAPSHOT_KEY.into(), snap),
-                    (GUARD_KEY.into(), guard),
-                    (ANOMALY_KEY.into(), anomaly_state),
-                ],
-            )
+        let mut msg = c.aggregate_message(self.aggregate_encoding, String::new())?;
+        let checkpoint_size = self.store.size() + (self.pending.batch.records.len() + records.len()) as u64;
+        let stored = fedistill_shared::wire::encode_payload(&StoredAggregate {
+            checkpoint_size,
+            message: msg.clone(),
         })?;
-        let note = String::from_utf8(
+        self.pending.round_state = true;
+        let checkpoint = self.write_pending_with(Batch {
+            records,
+            payloads,
+            state: vec![
+                (ANOMALY_KEY.into(), anomaly_state),
+                (ROUND_AGGREGATE_KEY.into(), stored),
+            ],
+            ..Batch::default()
+        })?;
+        anyhow::ensure!(
+            checkpoint.checkpoint.size == checkpoint_size,
+            "the round's checkpoint covers {} records, expected {checkpoint_size}",
+            checkpoint.checkpoint.size
+        );
+        let commit_s = t_commit.elapsed().as_secs_f64();
+        let t_send = Instant::now();
+        msg.checkpoint = String::from_utf8(
             checkpoint
                 .to_note()
                 .map_err(|e| anyhow::anyhow!("checkpoint note: {e}"))?,
         )?;
-        self.obs.metrics.log_size.set(self.store.size() as i64);
-        let commit_s = t_commit.elapsed().as_secs_f64();
-        let t_send = Instant::now();
-        let msg = c.aggregate_message(self.aggregate_encoding, note)?;
         let s = self.sign(c.round, &msg)?;
-        let push = ToParticipant::Aggregate(s);
-        let frame = encode_frame(KIND_TO_PARTICIPANT, &push)?;
-        tokio::task::block_in_place(|| self.store.put_state(AGGREGATE_KEY, &frame))?;
+        let frame = encode_frame(KIND_TO_PARTICIPANT, &ToParticipant::Aggregate(s))?;
+        let sent = self.broadcast_frame(&frame);
         self.last_aggregate = Some(frame);
-        let sent = self.broadcast(&push)?;
         let seconds = self.round_started.elapsed().as_secs_f64();
         self.obs.metrics.rounds.inc();
         self.obs.metrics.bytes_down.inc_by(sent);
@@ -899,36 +1209,50 @@ impl Core {
         Ok(())
     }
 
-    fn publish_status(&self) {
-        if let Ok(mut s) = self.obs.status.lock() {
-            s.federation = self.federation.to_string();
-            s.round = self.sm.round().0;
-            s.rounds = self.sm.config().rounds;
-            s.phase = format!("{:?}", self.sm.phase())
-                .split([' ', '{'])
-                .next()
-                .unwrap_or("")
-                .to_lowercase();
-            s.connected = self.conns.keys().map(|p| p.to_string()).collect();
-            s.log_size = self.store.size();
-            s.history = self.history.clone();
-            s.finished = self.finished_at.is_some();
-            s.abstaining = self.sm.abstained().map(|p| p.to_string()).collect();
-            s.quarantined = self.sm.quarantined().map(|p| p.to_string()).collect();
-            s.quorum = self.sm.config().quorum as u64;
-            let snap = self.sm.snapshot_without_payloads();
-            s.expected = snap.expected.iter().map(|p| p.to_string()).collect();
-            s.received = snap.contribution_ids.iter().map(|p| p.to_string()).collect();
-            s.deadline_ms = match self.sm.phase() {
-                fedistill_shared::protocol::Phase::Collecting { deadline }
-                | fedistill_shared::protocol::Phase::Reporting { deadline } => {
-                    Some(deadline.0.saturating_sub(self.now().0))
-                }
-                _ => None,
-            };
-            let (connected, quarantined) = (s.connected.clone(), s.quarantined.clone());
-            self.obs.fill_console(&self.store, &connected, &quarantined, &mut s);
+    /// Publishes the state for `/status` and the console: at once when `now` is set or the round, its phase
+    /// or the history changed, otherwise at most every [`STATUS_INTERVAL`] (the run loop wakes for a
+    /// publication held back).
+    fn publish_status(&mut self, now: bool) {
+        let key = StatusKey {
+            round: self.sm.round().0,
+            phase: self.sm.phase().name(),
+            history: self.history.len(),
+            finished: self.finished_at.is_some(),
+        };
+        let recent = self.status_at.is_some_and(|t| t.elapsed() < STATUS_INTERVAL);
+        if !now && recent && self.status_key.as_ref() == Some(&key) {
+            self.status_due = true;
+            return;
         }
+        let Ok(mut s) = self.obs.status.lock() else { return };
+        s.federation = self.federation.to_string();
+        s.round = key.round;
+        s.rounds = self.sm.config().rounds;
+        s.phase = key.phase.to_string();
+        s.connected = self.conns.keys().map(|p| p.to_string()).collect();
+        s.log_size = self.store.size();
+        // The history only grows: only its new rounds are copied.
+        let published = s.history.len().min(self.history.len());
+        s.history.extend_from_slice(&self.history[published..]);
+        s.finished = key.finished;
+        s.abstaining = self.sm.abstained().map(|p| p.to_string()).collect();
+        s.quarantined = self.sm.quarantined().map(|p| p.to_string()).collect();
+        s.quorum = self.sm.config().quorum as u64;
+        s.expected = self.sm.expected().map(|p| p.to_string()).collect();
+        s.received = self.sm.contribution_ids().map(|p| p.to_string()).collect();
+        s.deadline_ms = match self.sm.phase() {
+            fedistill_shared::protocol::Phase::Collecting { deadline }
+            | fedistill_shared::protocol::Phase::Reporting { deadline } => {
+                Some(deadline.0.saturating_sub(self.now().0))
+            }
+            _ => None,
+        };
+        let (connected, quarantined) = (s.connected.clone(), s.quarantined.clone());
+        self.obs.fill_console(&self.store, &connected, &quarantined, &mut s);
+        drop(s);
+        self.status_at = Some(Instant::now());
+        self.status_key = Some(key);
+        self.status_due = false;
     }
 }
 
@@ -1023,6 +1347,7 @@ async fn connection(
     task: Option<Arc<TaskArtifact>>,
 ) {
     let participant = peer.participant.clone();
+    let key = peer.roster_entry.signing_key;
     let conn = peer.conn.clone();
     let (push_tx, mut push_rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let pusher_conn = conn.clone();
@@ -1098,6 +1423,7 @@ async fn connection(
                     }
                 }
                 Ok((kind, msg, _reservation)) if kind == KIND_TO_COORDINATOR => {
+                    let msg = Incoming::check(msg, &key);
                     let (rtx, rrx) = oneshot::channel();
                     if tx
                         .send(Event::Request {
@@ -1242,6 +1568,29 @@ mod tests {
         }
     }
 
+    /// A contribution accepted from `p` in `round`: real signed f32 soft labels of two rows.
+    fn signed_contribution(p: &str, round: RoundId) -> AcceptedContribution {
+        use fedistill_shared::protocol::softlabels;
+        let probabilities = vec![0.25, 0.75, 0.5, 0.5];
+        let body =
+            softlabels::soft_labels_message(round, Digest([1; 32]), &[3, 4], &probabilities, 2, Encoding::F32, 7)
+                .unwrap();
+        let key = SigningIdentity::from_seed([9; 32]);
+        let signed = Signed::sign(&key, Signer::Participant(pid(p)), federation(), round, 11, &body).unwrap();
+        AcceptedContribution {
+            participant: pid(p),
+            probabilities,
+            samples: 7,
+            payload_digest: signed.payload_digest(),
+            envelope: fedistill_shared::wire::encode_payload(&signed).unwrap(),
+            seq: 11,
+        }
+    }
+
+    fn federation() -> FederationId {
+        FederationId::new("fed").unwrap()
+    }
+
     #[test]
     fn stored_contributions_come_back_and_a_tampered_store_is_refused_by_key() {
         let dir = tempfile::tempdir().unwrap();
@@ -1252,10 +1601,23 @@ mod tests {
         )
         .unwrap();
         let round = RoundId(4);
-        for p in ["a", "b"] {
-            let bytes = fedistill_shared::wire::encode_payload(&contribution(p)).unwrap();
-            store.put_state(&contribution_key(round, &pid(p)), &bytes).unwrap();
-        }
+        // `a` as this version stores it (its payload in the payload table), `b` as earlier versions did.
+        let a = signed_contribution("a", round);
+        let (stored, payload) = a.to_stored().unwrap();
+        store
+            .append_with_state(
+                &[],
+                &[(stored.payload_digest, payload)],
+                &[(
+                    contribution_key(round, &pid("a")),
+                    fedistill_shared::wire::encode_payload(&stored).unwrap(),
+                )],
+            )
+            .unwrap();
+        let bytes = fedistill_shared::wire::encode_payload(&contribution("b")).unwrap();
+        store
+            .put_state(&legacy_contribution_key(round, &pid("b")), &bytes)
+            .unwrap();
         let snap = |ids: &[&str]| Snapshot {
             round,
             open: None,
@@ -1268,35 +1630,75 @@ mod tests {
             expected: Vec::new(),
             abstained: Vec::new(),
         };
-        let mut s = snap(&["a", "b"]);
-        load_contributions(&store, &mut s).unwrap();
+        let load = |store: &Store, ids: &[&str]| {
+            let mut s = snap(ids);
+            load_contributions(store, &mut s, &federation()).map(|()| s)
+        };
+        let s = load(&store, &["a", "b"]).unwrap();
         let got: Vec<_> = s
             .contributions
             .iter()
             .map(|c| (c.participant.clone(), c.probabilities.clone()))
             .collect();
-        assert_eq!(got, vec![(pid("a"), vec![0.25, 0.75]), (pid("b"), vec![0.25, 0.75])]);
+        assert_eq!(
+            got,
+            vec![(pid("a"), vec![0.25, 0.75, 0.5, 0.5]), (pid("b"), vec![0.25, 0.75])]
+        );
+        assert_eq!(s.contributions[0].envelope, a.envelope, "rebuilt byte for byte");
         assert!(s.contribution_ids.is_empty());
 
         // Named but not stored.
-        let err = format!("{:#}", load_contributions(&store, &mut snap(&["a", "c"])).unwrap_err());
+        let err = format!("{:#}", load(&store, &["a", "c"]).unwrap_err());
         assert!(
             err.contains("contribution from c that is not stored (contribution/4/c)"),
             "{err}"
         );
-        // Garbage under the key.
+        // Garbage under either key.
         store.put_state("contribution/4/b", b"\xff\xff").unwrap();
-        let err = format!("{:#}", load_contributions(&store, &mut snap(&["b"])).unwrap_err());
+        let err = format!("{:#}", load(&store, &["b"]).unwrap_err());
         assert!(
             err.contains("decoding the stored contribution contribution/4/b"),
+            "{err}"
+        );
+        store.put_state("contribution/v2/4/c", b"\xff\xff").unwrap();
+        let err = format!("{:#}", load(&store, &["c"]).unwrap_err());
+        assert!(
+            err.contains("decoding the stored contribution contribution/v2/4/c"),
             "{err}"
         );
         // Someone else's contribution under the key.
         let bytes = fedistill_shared::wire::encode_payload(&contribution("a")).unwrap();
         store.put_state("contribution/4/b", &bytes).unwrap();
-        let err = format!("{:#}", load_contributions(&store, &mut snap(&["b"])).unwrap_err());
+        let err = format!("{:#}", load(&store, &["b"]).unwrap_err());
         assert!(
             err.contains("the stored contribution contribution/4/b is from a, not b"),
+            "{err}"
+        );
+        let (mut stored, _) = a.to_stored().unwrap();
+        stored.participant = pid("c");
+        store
+            .put_state(
+                "contribution/v2/4/a",
+                &fedistill_shared::wire::encode_payload(&stored).unwrap(),
+            )
+            .unwrap();
+        let err = format!("{:#}", load(&store, &["a"]).unwrap_err());
+        assert!(
+            err.contains("the stored contribution contribution/v2/4/a is from c, not a"),
+            "{err}"
+        );
+        // Its payload missing from the payload table.
+        let (mut stored, _) = a.to_stored().unwrap();
+        stored.payload_digest = Digest::of(b"elsewhere");
+        store
+            .put_state(
+                "contribution/v2/4/a",
+                &fedistill_shared::wire::encode_payload(&stored).unwrap(),
+            )
+            .unwrap();
+        let err = format!("{:#}", load(&store, &["a"]).unwrap_err());
+        assert!(
+            err.contains("of the stored contribution contribution/v2/4/a is not stored"),
             "{err}"
         );
     }

@@ -2,10 +2,12 @@
 //! witness cosignatures), the content-addressed payloads beside it, and a small key-value table for
 //! round state, all in one SQLite database (WAL, `synchronous=FULL`).
 //!
-//! **Invariant:** one [`Store::append_with_state`] call is one SQLite transaction holding the new
-//! records, their tree nodes, their payloads, the caller's state updates and the new (unsigned)
-//! checkpoint row. The checkpoint is signed only after that transaction is durable, then stored;
-//! `append` returns (acknowledges) only after both. On open the whole tree is recomputed from the
+//! **Invariant:** one [`Store::append_with_state`] or [`Store::append_batch`] call is one SQLite
+//! transaction (one fsync) holding the new records, their tree nodes, their payloads, the caller's state
+//! updates and cosignatures and the new (unsigned) checkpoint row. The checkpoint is signed only after
+//! that transaction is durable; `append` returns (acknowledges) it then. Its signature is stored by the
+//! next transaction (or when the store is dropped), so a round costs one fsync: Ed25519 signatures are
+//! deterministic, and a signature lost with a crash is the one [`Store::open`] signs again. On open the whole tree is recomputed from the
 //! record bytes and compared with the stored nodes and every signed checkpoint: any difference is
 //! a [`StoreError::Corrupt`] / [`StoreError::RootMismatch`] and the store refuses to open. A
 //! checkpoint row left unsigned by a crash between commit and signing is signed at open (its
@@ -22,6 +24,9 @@ use fedistill_shared::ledger::{
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::ops::Range;
 use std::path::Path;
+
+/// Pages the WAL may hold before a commit copies it into the database (64 MiB at SQLite's 4 KiB pages).
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 16_384;
 
 /// Schema version stored in `meta.format`.
 const FORMAT: i64 = 1;
@@ -92,6 +97,42 @@ pub enum StoreError {
     ReadOnly,
 }
 
+/// A witness cosignature checked against the signed checkpoint it covers ([`Store::check_cosignature`]),
+/// to be stored by a [`Batch`].
+#[derive(Debug, Clone)]
+pub struct CheckedCosignature {
+    size: u64,
+    witness: String,
+    cosig: Cosignature,
+}
+
+/// What one [`Store::append_batch`] writes, in one transaction: the coordinator's group commit of every
+/// message it handled together (docs/ARCHITECTURE.md).
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Every state key starting with one of these prefixes is deleted first.
+    pub delete_state_prefixes: Vec<String>,
+    /// Records to append, in log order.
+    pub records: Vec<Record>,
+    /// Content-addressed payloads (each must hash to its digest).
+    pub payloads: Vec<(Digest, Vec<u8>)>,
+    /// State key-value updates (a later update of the same key wins).
+    pub state: Vec<(String, Vec<u8>)>,
+    /// Witness cosignatures, each checked by [`Store::check_cosignature`].
+    pub cosignatures: Vec<CheckedCosignature>,
+}
+
+impl Batch {
+    /// Whether the batch writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.delete_state_prefixes.is_empty()
+            && self.records.is_empty()
+            && self.payloads.is_empty()
+            && self.state.is_empty()
+            && self.cosignatures.is_empty()
+    }
+}
+
 /// The coordinator's durable log store. Not `Sync`: wrap it in a mutex or own it on one task.
 pub struct Store {
     conn: Connection,
@@ -99,6 +140,8 @@ pub struct Store {
     verifier: LogVerifier,
     size: u64,
     latest: SignedCheckpoint,
+    /// The newest checkpoint's signature while it waits to be stored by the next transaction.
+    note_due: Option<SignedCheckpoint>,
 }
 
 struct DbNodes<'a>(&'a Connection);
@@ -151,6 +194,10 @@ impl Store {
             )));
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // The WAL is copied into the database by [`Store::checkpoint_wal`] when the coordinator is idle;
+        // SQLite's own checkpoint (normally at 1000 pages, inside whichever commit crosses it) is left as a
+        // backstop for a WAL that grows past 64 MiB between those calls.
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
         let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
         if check != "ok" {
             return Err(StoreError::Corrupt(format!("SQLite quick_check: {check}")));
@@ -203,6 +250,7 @@ impl Store {
             verifier,
             size,
             latest,
+            note_due: None,
         })
     }
 
@@ -235,6 +283,7 @@ impl Store {
             verifier,
             size,
             latest,
+            note_due: None,
         })
     }
 
@@ -391,6 +440,29 @@ impl Store {
         payloads: &[(Digest, Vec<u8>)],
         state: &[(String, Vec<u8>)],
     ) -> Result<SignedCheckpoint, StoreError> {
+        self.write(&[], records, payloads, state, &[])
+    }
+
+    /// [`Store::append_with_state`] of a whole [`Batch`], its cosignatures included, in ONE transaction
+    /// (one fsync): the coordinator's group commit. Returns only once all of it is durable.
+    pub fn append_batch(&mut self, batch: &Batch) -> Result<SignedCheckpoint, StoreError> {
+        self.write(
+            &batch.delete_state_prefixes,
+            &batch.records,
+            &batch.payloads,
+            &batch.state,
+            &batch.cosignatures,
+        )
+    }
+
+    fn write(
+        &mut self,
+        delete_state_prefixes: &[String],
+        records: &[Record],
+        payloads: &[(Digest, Vec<u8>)],
+        state: &[(String, Vec<u8>)],
+        cosignatures: &[CheckedCosignature],
+    ) -> Result<SignedCheckpoint, StoreError> {
         let encoded = records
             .iter()
             .enumerate()
@@ -415,6 +487,15 @@ impl Store {
         };
         let new_size = self.size + encoded.len() as u64;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(due) = &self.note_due {
+            tx.execute(
+                "UPDATE checkpoints SET note = ?1 WHERE size = ?2",
+                params![due.to_note()?, to_i64(due.checkpoint.size)?],
+            )?;
+        }
+        for prefix in delete_state_prefixes {
+            tx.execute("DELETE FROM state WHERE substr(key, 1, length(?1)) = ?1", [prefix])?;
+        }
         for (i, data) in encoded.iter().enumerate() {
             let idx = self.size + i as u64;
             tx.execute(
@@ -442,8 +523,21 @@ impl Store {
                 params![k, v],
             )?;
         }
+        for c in cosignatures {
+            tx.execute(
+                "INSERT OR REPLACE INTO cosignatures (size, witness, key_id, timestamp, sig) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    to_i64(c.size)?,
+                    c.witness,
+                    c.cosig.key_id.to_vec(),
+                    to_i64(c.cosig.timestamp)?,
+                    c.cosig.signature.to_vec()
+                ],
+            )?;
+        }
         if encoded.is_empty() {
             tx.commit()?;
+            self.note_due = None;
             return Ok(self.latest.clone());
         }
         let root = tree::root(new_size, &DbNodes(&tx))?;
@@ -453,14 +547,26 @@ impl Store {
         )?;
         tx.commit()?;
         self.size = new_size;
-        // Signed only now that the records are durable.
+        // Signed only now that the records are durable; the signature is stored with the next transaction.
         let signed = signer.sign(new_size, root)?;
-        self.conn.execute(
-            "UPDATE checkpoints SET note = ?1 WHERE size = ?2",
-            params![signed.to_note()?, to_i64(new_size)?],
-        )?;
         self.latest = signed.clone();
+        self.note_due = Some(signed.clone());
         Ok(signed)
+    }
+
+    /// Copies the WAL into the database file (SQLite's passive checkpoint; nothing waits for it). The
+    /// coordinator calls it once a round's aggregate is out, so the copy never lengthens a round.
+    pub fn checkpoint_wal(&mut self) -> Result<(), StoreError> {
+        self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// Whether a payload is stored under `digest`.
+    pub fn has_payload(&self, digest: &Digest) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM payloads WHERE digest = ?1")?
+            .exists([digest.0.to_vec()])?)
     }
 
     /// Writes one state key in its own transaction.
@@ -492,19 +598,30 @@ impl Store {
         self.latest.clone()
     }
 
-    /// The signed checkpoint of `size` with every stored witness cosignature attached, if one was
-    /// signed at that size.
-    pub fn checkpoint(&self, size: u64) -> Result<Option<SignedCheckpoint>, StoreError> {
+    /// The signed checkpoint of `size` with the log's signature only (as the aggregate of the round that
+    /// reached it carried it), if one was signed at that size.
+    pub fn log_checkpoint(&self, size: u64) -> Result<Option<SignedCheckpoint>, StoreError> {
+        if size == self.latest.checkpoint.size {
+            return Ok(Some(self.latest.clone()));
+        }
         let note: Option<Option<Vec<u8>>> = self
             .conn
             .query_row("SELECT note FROM checkpoints WHERE size = ?1", [to_i64(size)?], |r| {
                 r.get(0)
             })
             .optional()?;
-        let Some(Some(note)) = note else {
+        match note {
+            Some(Some(note)) => Ok(Some(SignedCheckpoint::parse(&note)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The signed checkpoint of `size` with every stored witness cosignature attached, if one was
+    /// signed at that size.
+    pub fn checkpoint(&self, size: u64) -> Result<Option<SignedCheckpoint>, StoreError> {
+        let Some(mut sc) = self.log_checkpoint(size)? else {
             return Ok(None);
         };
-        let mut sc = SignedCheckpoint::parse(&note)?;
         let mut stmt = self
             .conn
             .prepare("SELECT witness, key_id, timestamp, sig FROM cosignatures WHERE size = ?1 ORDER BY witness")?;
@@ -539,7 +656,13 @@ impl Store {
         let sizes = stmt
             .query_map([], |r| r.get::<_, i64>(0))?
             .collect::<Result<Vec<_>, _>>()?;
-        sizes.into_iter().map(to_u64).collect()
+        let mut sizes: Vec<u64> = sizes.into_iter().map(to_u64).collect::<Result<_, _>>()?;
+        if let Some(due) = &self.note_due {
+            if sizes.last().is_none_or(|&s| s < due.checkpoint.size) {
+                sizes.push(due.checkpoint.size);
+            }
+        }
+        Ok(sizes)
     }
 
     /// Root hash of the first `size` records.
@@ -571,26 +694,35 @@ impl Store {
     }
 
     /// Verifies `cosig` from `witness` on the signed checkpoint of `size` and stores it
-    /// (replacing that witness's earlier cosignature of the same size).
+    /// (replacing that witness's earlier cosignature of the same size), in its own transaction.
     pub fn add_cosignature(&mut self, size: u64, witness: &WitnessKey, cosig: &Cosignature) -> Result<(), StoreError> {
+        let checked = self.check_cosignature(size, witness, cosig)?;
+        self.append_batch(&Batch {
+            cosignatures: vec![checked],
+            ..Batch::default()
+        })
+        .map(|_| ())
+    }
+
+    /// Verifies `cosig` from `witness` on the signed checkpoint of `size`, for a [`Batch`] to store.
+    pub fn check_cosignature(
+        &self,
+        size: u64,
+        witness: &WitnessKey,
+        cosig: &Cosignature,
+    ) -> Result<CheckedCosignature, StoreError> {
         let sc = self
-            .checkpoint(size)?
+            .log_checkpoint(size)?
             .ok_or_else(|| StoreError::OutOfRange(format!("no signed checkpoint of size {size}")))?;
         if self.signer.is_none() {
             return Err(StoreError::ReadOnly);
         }
         witness.verify(&sc.checkpoint, cosig)?;
-        self.conn.execute(
-            "INSERT OR REPLACE INTO cosignatures (size, witness, key_id, timestamp, sig) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                to_i64(size)?,
-                witness.name,
-                cosig.key_id.to_vec(),
-                to_i64(cosig.timestamp)?,
-                cosig.signature.to_vec()
-            ],
-        )?;
-        Ok(())
+        Ok(CheckedCosignature {
+            size,
+            witness: witness.name.clone(),
+            cosig: cosig.clone(),
+        })
     }
 
     /// Decoded records in `range` (clamped to the log).
@@ -624,6 +756,20 @@ impl Store {
                 |r| r.get(0),
             )
             .optional()?)
+    }
+}
+
+impl Drop for Store {
+    /// Stores a signature still waiting for the next transaction (best effort: [`Store::open`] signs the
+    /// checkpoint again if this fails).
+    fn drop(&mut self) {
+        if let Some(due) = self.note_due.take() {
+            if let (Ok(note), Ok(size)) = (due.to_note(), to_i64(due.checkpoint.size)) {
+                let _ = self
+                    .conn
+                    .execute("UPDATE checkpoints SET note = ?1 WHERE size = ?2", params![note, size]);
+            }
+        }
     }
 }
 

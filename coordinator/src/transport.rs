@@ -478,6 +478,7 @@ impl Server {
         };
         let operator = PublicKey::from_pem(&fsutil::read_string(&files.operator_pub)?).map_err(ProvisionError::from)?;
         let loaded = load(files, &operator, &opts.tuning)?;
+        widen_socket_buffers(&socket);
         let endpoint = quinn::Endpoint::new(
             endpoint_config(files)?,
             Some(loaded.config),
@@ -552,6 +553,39 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.cancel.cancel();
+    }
+}
+
+/// What the coordinator asks of its UDP socket's receive and send buffers (the kernel caps both at
+/// `net.core.rmem_max` / `net.core.wmem_max`).
+pub const SOCKET_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+
+/// Widens the socket's buffers to [`SOCKET_BUFFER_BYTES`]. Every participant sends its soft labels as a
+/// round opens, so the coordinator's one socket takes a burst of all their uploads at once; with the
+/// kernel's default buffer (about 200 KiB) a burst overflows it, the datagrams are dropped, and the
+/// senders wait for QUIC's loss timer (tens of milliseconds) before sending them again.
+pub fn widen_socket_buffers(socket: &std::net::UdpSocket) {
+    let state = match quinn::udp::UdpSocketState::new(socket.into()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot inspect the UDP socket; keeping its buffer sizes");
+            return;
+        }
+    };
+    let recv = state.set_recv_buffer_size(socket.into(), SOCKET_BUFFER_BYTES);
+    let send = state.set_send_buffer_size(socket.into(), SOCKET_BUFFER_BYTES);
+    let (got_recv, got_send) = (
+        state.recv_buffer_size(socket.into()),
+        state.send_buffer_size(socket.into()),
+    );
+    match (recv, send, got_recv, got_send) {
+        (Ok(()), Ok(()), Ok(r), Ok(s)) => tracing::info!(
+            receive = r,
+            send = s,
+            asked = SOCKET_BUFFER_BYTES,
+            "UDP socket buffers (the kernel caps them at net.core.rmem_max / wmem_max)"
+        ),
+        (r, s, _, _) => tracing::warn!(receive = ?r.err(), send = ?s.err(), "cannot widen the UDP socket buffers"),
     }
 }
 

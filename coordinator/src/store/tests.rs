@@ -85,7 +85,12 @@ fn a_read_only_open_checks_the_log_and_refuses_writes() {
     let path = dir.path().join("log.db");
     let mut w = open(&path).expect("create");
     let acked = fill(&mut w, 3);
-    // Readable beside the open writer (WAL).
+    // Readable beside the open writer (WAL). The newest checkpoint's signature is stored by the writer's
+    // next transaction: until then a reader has the records and the checkpoint before.
+    let r = Store::open_read_only(&path).expect("read-only open");
+    assert_eq!(r.size(), 3);
+    assert_eq!(r.checkpoint_latest(), acked[1]);
+    w.put_state("k", b"v").expect("a later transaction");
     let mut r = Store::open_read_only(&path).expect("read-only open");
     assert_eq!(r.size(), 3);
     assert_eq!(r.checkpoint_latest(), acked[2]);
@@ -275,13 +280,13 @@ fn commit_ends(wal: &[u8]) -> Vec<usize> {
 }
 
 /// Copies the database and its WAL as a crash would leave them, with the WAL cut `cut_txns`
-/// transactions before its end plus half a frame (a torn write of the next transaction).
+/// transactions before its end plus part of a frame (a torn write of the next transaction, if any).
 fn crash_copy(src_dir: &Path, dst_dir: &Path, cut_txns: usize) {
     std::fs::copy(src_dir.join("log.db"), dst_dir.join("log.db")).expect("copy db");
     let wal = std::fs::read(src_dir.join("log.db-wal")).expect("WAL exists while the store is open");
     let ends = commit_ends(&wal);
     assert!(ends.len() > cut_txns + 1, "test needs more transactions in the WAL");
-    let keep = ends[ends.len() - 1 - cut_txns] + 100;
+    let keep = (ends[ends.len() - 1 - cut_txns] + 100).min(wal.len());
     std::fs::write(dst_dir.join("log.db-wal"), &wal[..keep]).expect("write torn WAL");
 }
 
@@ -290,10 +295,10 @@ fn a_torn_last_append_loses_only_the_unacknowledged_batch() {
     let src = tempfile::tempdir().expect("tempdir");
     let mut s = open(&src.path().join("log.db")).expect("create");
     let acked = fill(&mut s, 6);
-    // The last append is two WAL transactions (records, then the signature). Tear into the
-    // first of them: as if the crash hit before append #6 was acknowledged.
+    // The last append is one WAL transaction (its records, and the signature of the append before). Tear
+    // into it: as if the crash hit before append #6 was acknowledged.
     let dst = tempfile::tempdir().expect("tempdir");
-    crash_copy(src.path(), dst.path(), 2);
+    crash_copy(src.path(), dst.path(), 1);
     let r = open(&dst.path().join("log.db")).expect("torn tail is discarded, store opens");
     assert_eq!(r.size(), 5);
     assert_eq!(r.checkpoint_latest(), acked[4]);
@@ -301,12 +306,13 @@ fn a_torn_last_append_loses_only_the_unacknowledged_batch() {
 }
 
 #[test]
-fn a_torn_signature_write_keeps_the_committed_records() {
+fn a_signature_lost_with_a_crash_is_signed_again_at_open() {
     let src = tempfile::tempdir().expect("tempdir");
     let mut s = open(&src.path().join("log.db")).expect("create");
     let acked = fill(&mut s, 6);
+    // Append #6 was acknowledged; its signature waits for the next transaction, which the crash tore.
     let dst = tempfile::tempdir().expect("tempdir");
-    crash_copy(src.path(), dst.path(), 1);
+    crash_copy(src.path(), dst.path(), 0);
     let r = open(&dst.path().join("log.db")).expect("opens and signs");
     assert_eq!(r.size(), 6);
     assert_eq!(r.checkpoint_latest(), acked[5]);

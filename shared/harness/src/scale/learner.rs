@@ -89,25 +89,32 @@ impl Learner for SyntheticLearner {
 
 /// Deterministic synthetic soft labels: for each sample a probability row peaked on `sample % classes`,
 /// with per-participant noise from a fixed hash of (participant, sample, class), normalised with a softmax.
+/// Written without a buffer per row: the bench measures the protocol, and a learner's labelling time is not
+/// part of it.
 fn synthetic_labels(participant: usize, sample_ids: &[u64], classes: usize) -> Vec<f32> {
     let mut out = Vec::with_capacity(sample_ids.len() * classes);
     for &s in sample_ids {
         let target = (s % classes as u64) as usize;
-        let logits: Vec<f32> = (0..classes)
-            .map(|c| {
-                let h = splitmix64(((participant as u64) << 40) ^ (s << 8) ^ c as u64);
-                let noise = (h >> 40) as f32 / (1u64 << 24) as f32;
-                if c == target {
-                    2.0 + noise
-                } else {
-                    noise
-                }
-            })
-            .collect();
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let exp: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
-        let sum: f32 = exp.iter().sum();
-        out.extend(exp.iter().map(|e| e / sum));
+        let start = out.len();
+        // Logits are in [0, 1) plus 2 on the target, so the largest is the target's: subtract it before exp.
+        let mut sum = 0.0f32;
+        let mut peak = 0.0f32;
+        for c in 0..classes {
+            let h = splitmix64(((participant as u64) << 40) ^ (s << 8) ^ c as u64);
+            let noise = (h >> 40) as f32 / (1u64 << 24) as f32;
+            let logit = if c == target { 2.0 + noise } else { noise };
+            if c == target {
+                peak = logit;
+            }
+            out.push(logit);
+        }
+        for v in &mut out[start..] {
+            *v = (*v - peak).exp();
+            sum += *v;
+        }
+        for v in &mut out[start..] {
+            *v /= sum;
+        }
     }
     out
 }

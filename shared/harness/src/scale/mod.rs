@@ -1,19 +1,19 @@
 //! `fedistill bench scale`: round latency and coordinator CPU / memory as the number of participants and the
-//! payload per round grow, next to the raw loopback transfer time of the same bytes measured in the same run
-//! (issue 9; method, fields and figures in docs/benchmarks.md).
+//! payload per round grow, next to two baselines measured in the same run: the raw loopback transfer time of
+//! the same bytes and one plain durable SQLite commit of the round's soft labels (issues 9 and 23; method,
+//! fields and figures in docs/benchmarks.md).
 //!
 //! The coordinator is the real one, started as a child process of this binary (`fedistill coordinator
-//! --config`, as `fedistill demo` does) so that its CPU time and peak RSS can be read from /proc. The
-//! participants are lightweight: tokio tasks in this process, each with its own provisioned startup kit and
-//! its own mutually authenticated QUIC connection, speaking the real protocol through the sans-IO
-//! [`ParticipantSession`] (hello, signed soft labels, verified aggregate, witness cosignature of the log
-//! checkpoint, signed report). Only the machine learning is left out: the soft labels are deterministic
-//! synthetic probability rows, and nothing is distilled. The real participant service trains a teacher
-//! before it connects and has no hook for synthetic labels, hence this minimal client.
+//! --config`, as `fedistill demo` does) so that its CPU time and peak RSS can be read from /proc. Each
+//! participant is the real participant driver and round lifecycle in a tokio task of this process, with its
+//! own provisioned startup kit and its own mutually authenticated QUIC connection (hello, task check, signed
+//! soft labels, verified aggregate, witness cosignature of the log checkpoint, signed report). Only the
+//! machine learning is left out: the learner behind the seam labels with deterministic synthetic
+//! probability rows and distills nothing ([`learner`]).
 //!
 //! Files: this one (options, plan, report and its Markdown and plots), [`round`] (one configuration: the
 //! coordinator process and the participant tasks), [`probe`] (/proc sampling, the /status poll, the plain
-//! QUIC baseline).
+//! QUIC and SQLite baselines).
 
 mod learner;
 pub(crate) mod probe;
@@ -248,6 +248,15 @@ pub struct ScaleRow {
     pub raw_transfer_ms_median: f64,
     /// `latency_ms_median / raw_transfer_ms_median`.
     pub latency_over_raw: f64,
+    /// Median time of one plain durable SQLite commit of the round's soft labels (the signed payloads the
+    /// coordinator accepted, as many blobs as participants; WAL, `synchronous=FULL`, on the store's disk), in
+    /// this run.
+    pub commit_ms_median: f64,
+    /// `latency_ms_median / (raw_transfer_ms_median + commit_ms_median)`: the round against the wire and one
+    /// durable commit.
+    pub latency_over_raw_plus_commit: f64,
+    /// Median over rounds of the coordinator's own `commit` phase (/status): its transaction with the fsync.
+    pub coordinator_commit_ms_median: f64,
     /// Coordinator CPU seconds (user + system) from listening to the end of the last round, per round;
     /// includes the participants' handshakes and enrolment records.
     pub coordinator_cpu_s_per_round: f64,
@@ -432,11 +441,13 @@ async fn measure(args: &ScaleOptions, plan: Plan) -> anyhow::Result<ScaleReport>
         );
         progress.suspend(|| {
             println!(
-                "  {n:>4} participants x {r:>5} rows: {} rounds, median round {:.1} ms (p95 {:.1}), raw transfer {:.2} ms, coordinator {:.3} CPU s/round, peak RSS {:.1} MiB",
+                "  {n:>4} participants x {r:>5} rows: {} rounds, median round {:.1} ms (p95 {:.1}), raw transfer {:.2} ms + commit {:.2} ms (x{:.2}), coordinator {:.3} CPU s/round, peak RSS {:.1} MiB",
                 row.rounds_completed,
                 row.latency_ms_median,
                 row.latency_ms_p95,
                 row.raw_transfer_ms_median,
+                row.commit_ms_median,
+                row.latency_over_raw_plus_commit,
                 row.coordinator_cpu_s_per_round,
                 row.coordinator_peak_rss_mib
             )
@@ -512,7 +523,10 @@ fn markdown(r: &ScaleReport) -> String {
                 fmt_ms(x.latency_ms_p95),
                 fmt_ms(x.coordinator_latency_ms_median),
                 fmt_ms(x.raw_transfer_ms_median),
+                fmt_ms(x.commit_ms_median),
                 format!("{:.1}", x.latency_over_raw),
+                format!("{:.2}", x.latency_over_raw_plus_commit),
+                fmt_ms(x.coordinator_commit_ms_median),
                 format!("{:.3}", x.coordinator_cpu_s_per_round),
                 format!("{:.1}", x.coordinator_peak_rss_mib),
                 format!("{:.1}", x.coordinator_rss_end_mib),
@@ -530,7 +544,10 @@ fn markdown(r: &ScaleReport) -> String {
             "round p95 ms",
             "coordinator p50 ms",
             "raw transfer ms",
+            "commit ms",
             "p50 / raw",
+            "p50 / (raw + commit)",
+            "coordinator commit ms",
             "coordinator CPU s/round",
             "peak RSS MiB",
             "RSS after MiB",
@@ -572,6 +589,10 @@ fn write_charts(dir: &Path, r: &ScaleReport) -> anyhow::Result<Vec<PathBuf>> {
             Series {
                 name: "raw QUIC transfer of the same bytes".into(),
                 points: pts(&|row| row.raw_transfer_ms_median),
+            },
+            Series {
+                name: "raw transfer + one durable SQLite commit".into(),
+                points: pts(&|row| row.raw_transfer_ms_median + row.commit_ms_median),
             },
         ]
     };

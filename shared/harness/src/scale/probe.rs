@@ -1,8 +1,9 @@
 //! Measurement probes of `fedistill bench scale` (and `bench load`, for the peak memory of `fedistill data
 //! check`): the coordinator's CPU time and memory from /proc, its
-//! /status page over plain HTTP, free loopback ports, and the plain QUIC transfer the round latency is
-//! compared with.
+//! /status page over plain HTTP, free loopback ports, and the two baselines the round latency is compared
+//! with: the plain QUIC transfer of the round's bytes and one plain durable SQLite commit of its payloads.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -88,6 +89,11 @@ pub(super) struct StatusRound {
     pub(super) contributors: Vec<String>,
     pub(super) absent: Vec<String>,
     pub(super) seconds: f64,
+    /// Signed soft-label bytes the coordinator accepted in the round.
+    pub(super) bytes_up: u64,
+    /// Seconds per phase (`collect`, `assemble`, `commit`, `send`).
+    #[serde(default)]
+    pub(super) phases: std::collections::BTreeMap<String, f64>,
 }
 
 /// GET /status on the coordinator's local HTTP port (HTTP/1.1, `Connection: close`).
@@ -169,7 +175,7 @@ impl RawServer {
             tls::dangerous::server_config_no_client_auth(cert.pem.as_bytes(), key.serialize_pem().as_bytes())?,
             &tuning,
         )?;
-        let endpoint = quinn::Endpoint::server(cfg, std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let endpoint = raw_endpoint(Some(cfg))?;
         let server = endpoint.clone();
         tokio::spawn(async move {
             while let Some(incoming) = server.accept().await {
@@ -201,7 +207,7 @@ impl RawServer {
             tls::dangerous::client_config_no_client_auth(self.ca_pem.as_bytes())?,
             &self.tuning,
         )?;
-        let mut ep = quinn::Endpoint::client(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let mut ep = raw_endpoint(None)?;
         ep.set_default_client_config(cfg);
         Ok(ep.connect(self.endpoint.local_addr()?, "127.0.0.1")?.await?)
     }
@@ -209,6 +215,19 @@ impl RawServer {
     pub(super) fn close(&self) {
         self.endpoint.close(0u32.into(), b"done");
     }
+}
+
+/// A loopback endpoint of the baseline (a server with `server`), its socket buffers as wide as the
+/// coordinator's, so the baseline loses no datagram the coordinator would not.
+fn raw_endpoint(server: Option<quinn::ServerConfig>) -> anyhow::Result<quinn::Endpoint> {
+    let socket = std::net::UdpSocket::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    fedistill_coordinator::transport::widen_socket_buffers(&socket);
+    Ok(quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        server,
+        socket,
+        std::sync::Arc::new(quinn::TokioRuntime),
+    )?)
 }
 
 /// Moves `up` bytes to the baseline server and `down` bytes back on one new stream; returns seconds.
@@ -231,6 +250,58 @@ pub(super) async fn raw_transfer(conn: &quinn::Connection, up: u64, down: u64) -
         got.len()
     );
     Ok(seconds)
+}
+
+/// The commit baseline: one SQLite transaction that writes `blobs` payloads of `blob_bytes` each (a round's
+/// soft labels) and is durable when it returns, timed `rounds` times after one warm-up, in a new database
+/// in `dir` (on the disk of the coordinator's store) with the store's settings (WAL, `synchronous=FULL`). Each
+/// transaction starts on an emptied WAL, so no commit includes SQLite copying the WAL into the database.
+/// Returns milliseconds per transaction.
+pub(super) fn sqlite_commit_ms(dir: &Path, blobs: usize, blob_bytes: usize, rounds: usize) -> anyhow::Result<Vec<f64>> {
+    let path = dir.join("commit-baseline.sqlite");
+    let mut conn = rusqlite::Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    ensure!(
+        mode.eq_ignore_ascii_case("wal"),
+        "the commit baseline could not enable WAL ({mode})"
+    );
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS payloads (digest BLOB PRIMARY KEY, data BLOB NOT NULL)")?;
+    let mut ms = Vec::with_capacity(rounds);
+    let mut key = 0u64;
+    for i in 0..=rounds {
+        // Fresh bytes each time (a counter in every 8 bytes), so nothing is a page SQLite already holds.
+        let payloads: Vec<(Vec<u8>, Vec<u8>)> = (0..blobs)
+            .map(|_| {
+                key += 1;
+                let data: Vec<u8> = (0..blob_bytes.div_ceil(8))
+                    .flat_map(|j| (key << 20 | j as u64).to_le_bytes())
+                    .take(blob_bytes)
+                    .collect();
+                (key.to_be_bytes().to_vec(), data)
+            })
+            .collect();
+        let t = Instant::now();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut insert = tx.prepare_cached("INSERT INTO payloads (digest, data) VALUES (?1, ?2)")?;
+            for (k, d) in &payloads {
+                insert.execute(rusqlite::params![k, d])?;
+            }
+        }
+        tx.commit()?;
+        let elapsed = t.elapsed().as_secs_f64() * 1e3;
+        if i > 0 {
+            ms.push(elapsed);
+        }
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    }
+    drop(conn);
+    for f in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.join(format!("commit-baseline.sqlite{f}")));
+    }
+    Ok(ms)
 }
 
 #[cfg(test)]
@@ -259,6 +330,19 @@ mod tests {
         // The live process: this test's own entry parses and shows some memory.
         let me = ProcSample::read(std::process::id(), clock_ticks_per_second()).expect("own /proc");
         assert!(me.hwm_kib >= me.rss_kib && me.rss_kib > 0, "{me:?}");
+    }
+
+    #[test]
+    fn the_commit_baseline_times_each_durable_transaction_and_cleans_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ms = sqlite_commit_ms(dir.path(), 3, 5000, 4).expect("baseline");
+        assert_eq!(ms.len(), 4);
+        assert!(ms.iter().all(|v| v.is_finite() && *v > 0.0), "{ms:?}");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).expect("dir").count(),
+            0,
+            "database removed"
+        );
     }
 
     #[test]

@@ -20,7 +20,9 @@ use fedistill_shared::protocol::Encoding;
 use fedistill_shared::wire::DEFAULT_MAX_FRAME;
 
 use super::learner::SyntheticLearner;
-use super::probe::{clock_ticks_per_second, free_tcp_port, get_status, raw_transfer, ProcSample, RawServer};
+use super::probe::{
+    clock_ticks_per_second, free_tcp_port, get_status, raw_transfer, sqlite_commit_ms, ProcSample, RawServer,
+};
 use super::{ScaleRow, Shared, RULE};
 
 pub(super) struct RunConfig {
@@ -223,6 +225,11 @@ pub(super) async fn run_config(
     let bytes_up = median_u64(&up);
     let bytes_down = median_u64(&down);
     let coordinator_ms: Vec<f64> = status.history.iter().map(|h| h.seconds * 1e3).collect();
+    let coordinator_commit_ms: Vec<f64> = status
+        .history
+        .iter()
+        .filter_map(|h| h.phases.get("commit").map(|s| s * 1e3))
+        .collect();
 
     // Raw baseline: the same bytes over a plain connection, one warm-up then one transfer per round.
     let conn = raw.connect().await?;
@@ -233,8 +240,16 @@ pub(super) async fn run_config(
     }
     conn.close(0u32.into(), b"done");
 
+    // Commit baseline: the round's soft labels (the signed payloads the coordinator counted, split evenly
+    // over the participants) written in one plain durable SQLite transaction, on the store's disk.
+    let payload_bytes: Vec<u64> = status.history.iter().map(|h| h.bytes_up).collect();
+    let blob = median_u64(&payload_bytes) as usize / n.max(1);
+    let commit_ms = tokio::task::block_in_place(|| sqlite_commit_ms(&run_dir, n, blob, rounds))
+        .context("timing the plain SQLite commit")?;
+
     let latency_ms_median = percentile(&latency_ms, 50.0);
     let raw_transfer_ms_median = percentile(&raw_ms, 50.0);
+    let commit_ms_median = percentile(&commit_ms, 50.0);
     Ok(ScaleRow {
         sweeps: Vec::new(),
         participants: n,
@@ -250,6 +265,9 @@ pub(super) async fn run_config(
         coordinator_latency_ms_median: percentile(&coordinator_ms, 50.0),
         raw_transfer_ms_median,
         latency_over_raw: latency_ms_median / raw_transfer_ms_median,
+        commit_ms_median,
+        latency_over_raw_plus_commit: latency_ms_median / (raw_transfer_ms_median + commit_ms_median),
+        coordinator_commit_ms_median: percentile(&coordinator_commit_ms, 50.0),
         coordinator_cpu_s_per_round: (after.cpu_s - before.cpu_s) / cfg.rounds as f64,
         coordinator_peak_rss_mib: after.hwm_kib as f64 / 1024.0,
         coordinator_rss_end_mib: after.rss_kib as f64 / 1024.0,

@@ -7,6 +7,7 @@ pub mod signed;
 pub use ids::{validate_name, Digest, FederationId, HexError, NameError, ParticipantId, RoundId};
 pub use keys::{KeyError, PublicKey, SigningIdentity, SIGNATURE_LEN};
 pub use signed::{
-    envelope_signing_bytes, signing_bytes, Fresh, ReplayGuard, SeqCeiling, SequenceCounter, SignError, Signed,
-    SignedMessage, Signer, Verified, MAX_SEQ_AHEAD_MICROS, SIGNING_CONTEXT, SIGNING_CONTEXT_V1,
+    envelope_signing_bytes, signing_bytes, Fresh, ReplayGuard, SeqCeiling, SequenceCounter, SignError,
+    SignatureChecked, Signed, SignedMessage, Signer, Verified, MAX_SEQ_AHEAD_MICROS, SIGNING_CONTEXT,
+    SIGNING_CONTEXT_V1,
 };

@@ -242,6 +242,28 @@ impl<T> Signed<T> {
     pub fn payload_digest(&self) -> Digest {
         Digest::of(&self.payload)
     }
+
+    /// An envelope put back together from its parts, exactly as it was received, by a store that kept the
+    /// payload apart from the rest (the coordinator's [`crate::protocol::coordinator::StoredContribution`]).
+    /// It is not verified: only [`Signed::verify`] and [`Signed::verify_offline`] make a [`Verified`].
+    pub fn from_parts(
+        signer: Signer,
+        federation: FederationId,
+        round: RoundId,
+        seq: u64,
+        payload: Vec<u8>,
+        signature: Vec<u8>,
+    ) -> Self {
+        Self {
+            signer,
+            federation,
+            round,
+            seq,
+            payload,
+            signature,
+            _kind: PhantomData,
+        }
+    }
 }
 
 impl<T: SignedMessage> Signed<T> {
@@ -266,15 +288,7 @@ impl<T: SignedMessage> Signed<T> {
                 &digest,
             ))
             .to_vec();
-        Ok(Self {
-            signer,
-            federation,
-            round,
-            seq,
-            payload,
-            signature,
-            _kind: PhantomData,
-        })
+        Ok(Self::from_parts(signer, federation, round, seq, payload, signature))
     }
 
     fn check_signature(&self, key: &PublicKey) -> Result<Digest, SignError> {
@@ -304,16 +318,50 @@ impl<T: SignedMessage> Signed<T> {
         guard: &ReplayGuard,
         expected_round: RoundId,
     ) -> Result<Verified<T>, SignError> {
+        self.check_context(authenticated, guard, expected_round)?;
+        let digest = self.check_signature(key)?;
+        let value = decode_payload(&self.payload).map_err(SignError::Payload)?;
+        Ok(Verified {
+            value,
+            digest,
+            envelope: self,
+        })
+    }
+
+    /// The first half of [`Signed::verify`], which needs no state: the signature under `key` (the roster's
+    /// key of the identity the caller authenticated) and the payload's decoding. A receiver can run it in
+    /// parallel, per connection, and finish with [`SignatureChecked::verify`] where its state lives.
+    pub fn verify_signature(self, key: &PublicKey) -> Result<SignatureChecked<T>, SignError> {
+        let digest = self.check_signature(key)?;
+        let value = decode_payload(&self.payload).map_err(SignError::Payload)?;
+        Ok(SignatureChecked {
+            verified: Verified {
+                value,
+                digest,
+                envelope: self,
+            },
+            key: *key,
+        })
+    }
+
+    /// The checks of [`Signed::verify`] against the receiver's context: the envelope names `authenticated`,
+    /// the federation and round are the receiver's, and the sequence number is fresh under `guard`.
+    fn check_context(
+        &self,
+        authenticated: &Signer,
+        guard: &ReplayGuard,
+        expected_round: RoundId,
+    ) -> Result<(), SignError> {
         if &self.signer != authenticated {
             return Err(SignError::SignerMismatch {
                 authenticated: authenticated.clone(),
-                claimed: self.signer,
+                claimed: self.signer.clone(),
             });
         }
         if self.federation != guard.federation {
             return Err(SignError::WrongFederation {
                 expected: guard.federation.clone(),
-                got: self.federation,
+                got: self.federation.clone(),
             });
         }
         if self.round != expected_round {
@@ -322,14 +370,7 @@ impl<T: SignedMessage> Signed<T> {
                 got: self.round,
             });
         }
-        guard.check(&self.signer, self.seq)?;
-        let digest = self.check_signature(key)?;
-        let value = decode_payload(&self.payload).map_err(SignError::Payload)?;
-        Ok(Verified {
-            value,
-            digest,
-            envelope: self,
-        })
+        guard.check(&self.signer, self.seq)
     }
 
     /// Offline verification (auditors re-checking a log): federation and signature, no replay state.
@@ -350,6 +391,42 @@ impl<T: SignedMessage> Signed<T> {
     }
 }
 
+/// A message whose signature verified under [`SignatureChecked::key`] and whose payload decoded
+/// ([`Signed::verify_signature`]), not yet checked against the receiver's context. Only
+/// [`SignatureChecked::verify`] turns it into a [`Verified`] message.
+#[derive(Debug)]
+pub struct SignatureChecked<T> {
+    verified: Verified<T>,
+    key: PublicKey,
+}
+
+impl<T: SignedMessage> SignatureChecked<T> {
+    /// The key the signature verified under.
+    pub fn key(&self) -> &PublicKey {
+        &self.key
+    }
+
+    /// The envelope as received.
+    pub fn envelope(&self) -> &Signed<T> {
+        &self.verified.envelope
+    }
+
+    /// The rest of [`Signed::verify`]: the envelope must name `authenticated` (whose roster key the caller
+    /// checked the signature under), the federation and round must match, and the sequence number must be
+    /// fresh under `guard`. Nothing changes state (see [`ReplayGuard::accept`]).
+    pub fn verify(
+        self,
+        authenticated: &Signer,
+        guard: &ReplayGuard,
+        expected_round: RoundId,
+    ) -> Result<Verified<T>, SignError> {
+        self.verified
+            .envelope
+            .check_context(authenticated, guard, expected_round)?;
+        Ok(self.verified)
+    }
+}
+
 /// The signer and sequence number of a verified envelope, to record in a [`ReplayGuard`] once the message
 /// is accepted. Only [`Verified::fresh`] makes one, so only an authenticated envelope moves a guard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -359,7 +436,7 @@ pub struct Fresh {
 }
 
 /// A message whose signature, federation, round and freshness have been checked. Only
-/// [`Signed::verify`] and [`Signed::verify_offline`] construct it.
+/// [`Signed::verify`], [`SignatureChecked::verify`] and [`Signed::verify_offline`] construct it.
 #[derive(Debug)]
 pub struct Verified<T> {
     value: T,

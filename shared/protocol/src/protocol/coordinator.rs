@@ -154,6 +154,82 @@ pub struct AcceptedContribution {
     pub seq: u64,
 }
 
+/// An accepted contribution as a driver stores it until its round commits, without the bytes it keeps
+/// elsewhere: the signed payload goes to the content-addressed payload store (where the round's commit
+/// records it), and the probabilities are decoded from it again. [`AcceptedContribution::to_stored`] splits
+/// a contribution, [`AcceptedContribution::from_stored`] puts it back together, envelope byte for byte.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredContribution {
+    /// Who sent it (the envelope's signer).
+    pub participant: ParticipantId,
+    /// Private sample count claimed by the sender.
+    pub samples: u64,
+    /// SHA-256 of the envelope's payload bytes (the payload's key in the payload store).
+    pub payload_digest: Digest,
+    /// The sender's sequence number.
+    pub seq: u64,
+    /// The envelope's signature.
+    pub signature: Vec<u8>,
+}
+
+impl AcceptedContribution {
+    /// What a driver stores for this contribution until its round commits, and the signed payload to store
+    /// beside it under `payload_digest`.
+    pub fn to_stored(&self) -> Result<(StoredContribution, Vec<u8>), CommitError> {
+        let envelope: crate::crypto::Signed<SoftLabels> =
+            crate::wire::decode_payload(&self.envelope).map_err(|e| CommitError::Contribution {
+                participant: self.participant.clone(),
+                reason: e.to_string(),
+            })?;
+        let stored = StoredContribution {
+            participant: self.participant.clone(),
+            samples: self.samples,
+            payload_digest: self.payload_digest,
+            seq: self.seq,
+            signature: envelope.signature,
+        };
+        Ok((stored, envelope.payload))
+    }
+
+    /// Rebuilds a contribution of `round` in `federation` from [`AcceptedContribution::to_stored`]'s parts
+    /// (they come from the driver's own store, which accepted it). The payload must hash to the stored
+    /// digest and decode to soft labels.
+    pub fn from_stored(
+        stored: StoredContribution,
+        payload: Vec<u8>,
+        federation: &FederationId,
+        round: RoundId,
+    ) -> Result<Self, CommitError> {
+        let bad = |reason: String| CommitError::Contribution {
+            participant: stored.participant.clone(),
+            reason,
+        };
+        if Digest::of(&payload) != stored.payload_digest {
+            return Err(bad(format!("the payload does not hash to {}", stored.payload_digest)));
+        }
+        let body: SoftLabels = crate::wire::decode_payload(&payload).map_err(|e| bad(e.to_string()))?;
+        let probabilities = softlabels::decode(&body.payload, body.rows as usize, body.classes as usize, body.encoding)
+            .map_err(|e| bad(e.to_string()))?;
+        let envelope = crate::crypto::Signed::<SoftLabels>::from_parts(
+            crate::crypto::Signer::Participant(stored.participant.clone()),
+            federation.clone(),
+            round,
+            stored.seq,
+            payload,
+            stored.signature,
+        );
+        let envelope = crate::wire::encode_payload(&envelope).map_err(|e| bad(e.to_string()))?;
+        Ok(AcceptedContribution {
+            participant: stored.participant,
+            probabilities,
+            samples: stored.samples,
+            envelope,
+            payload_digest: stored.payload_digest,
+            seq: stored.seq,
+        })
+    }
+}
+
 /// What the driver must make durable, as one transaction, before the aggregate is published.
 #[derive(Debug, Clone)]
 pub struct RoundCommit {
@@ -395,7 +471,8 @@ pub enum Phase {
 }
 
 impl Phase {
-    fn name(&self) -> &'static str {
+    /// The phase's name, as the snapshot and `/status` write it.
+    pub fn name(&self) -> &'static str {
         match self {
             Phase::Waiting => "waiting",
             Phase::Collecting { .. } => "collecting",
@@ -534,6 +611,16 @@ impl CoordinatorRound {
     /// The accepted contribution of `p` to the open round.
     pub fn contribution(&self, p: &ParticipantId) -> Option<&AcceptedContribution> {
         self.contributions.get(p)
+    }
+
+    /// Participants the open round waits for, in id order.
+    pub fn expected(&self) -> impl Iterator<Item = &ParticipantId> {
+        self.expected.iter()
+    }
+
+    /// Participants whose contributions to the open round were accepted, in id order.
+    pub fn contribution_ids(&self) -> impl Iterator<Item = &ParticipantId> {
+        self.contributions.keys()
     }
 
     /// Whether `p` contributed to the round whose reports are being collected but has not reported

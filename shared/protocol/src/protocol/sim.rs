@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::coordinator::{CoordinatorConfig, CoordinatorRound, OutMessage, Output, Snapshot};
+use super::coordinator::{AcceptedContribution, CoordinatorConfig, CoordinatorRound, OutMessage, Output, Snapshot};
 use super::participant::{ParticipantOutput, ParticipantSession};
 use super::{softlabels, AggregationRule, Encoding, Millis};
 use crate::crypto::{
@@ -522,7 +522,16 @@ impl Sim {
     }
 
     fn restart_coordinator(&mut self) {
-        let snap = self.disk.clone().expect("the coordinator persisted a snapshot");
+        let mut snap = self.disk.clone().expect("the coordinator persisted a snapshot");
+        // The coordinator's store keeps each contribution split, its payload apart; it comes back whole.
+        let round = snap.round;
+        snap.contributions = std::mem::take(&mut snap.contributions)
+            .into_iter()
+            .map(|c| {
+                let (stored, payload) = c.to_stored().expect("an accepted contribution splits");
+                AcceptedContribution::from_stored(stored, payload, &federation(), round).expect("and is rebuilt")
+            })
+            .collect();
         let last: Vec<(Signer, u64)> = snap
             .contributions
             .iter()
@@ -728,6 +737,36 @@ fn coordinator_restart_mid_round_keeps_acknowledged_contributions() {
         sim.committed
     );
     assert_eq!(sim.committed.len(), 2);
+}
+
+#[test]
+fn a_stored_contribution_is_rebuilt_byte_for_byte_and_a_wrong_payload_is_refused() {
+    let mut sim = Sim::new(3, 2, 3, 1);
+    sim.delay.insert(Node::P(2), Millis(300));
+    (0..3).for_each(|i| sim.connect(i));
+    sim.run_until(Millis(100));
+    let snap = sim.disk.clone().expect("persisted");
+    let c = snap.contributions.first().expect("an accepted contribution");
+    let (stored, payload) = c.to_stored().expect("splits");
+    assert_eq!(Digest::of(&payload), c.payload_digest);
+    let back = AcceptedContribution::from_stored(stored.clone(), payload.clone(), &federation(), snap.round)
+        .expect("rebuilds");
+    assert_eq!(back.envelope, c.envelope, "the envelope, byte for byte");
+    assert_eq!(back.probabilities, c.probabilities);
+    assert_eq!(
+        (&back.participant, back.samples, back.payload_digest, back.seq),
+        (&c.participant, c.samples, c.payload_digest, c.seq)
+    );
+    let mut other = payload.clone();
+    other[0] ^= 1;
+    let err = AcceptedContribution::from_stored(stored.clone(), other, &federation(), snap.round).unwrap_err();
+    assert!(err.to_string().contains("does not hash to"), "{err}");
+    let mut forged = stored;
+    forged.payload_digest = Digest::of(b"not soft labels");
+    let err =
+        AcceptedContribution::from_stored(forged, b"not soft labels".to_vec(), &federation(), snap.round).unwrap_err();
+    let err = err.to_string();
+    assert!(err.contains("does not decode: malformed payload"), "{err}");
 }
 
 #[test]

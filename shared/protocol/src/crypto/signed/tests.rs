@@ -244,6 +244,52 @@ fn tampering_and_wrong_key_rejected_without_advancing_guard() {
 }
 
 #[test]
+fn verification_split_in_two_checks_what_verify_checks() {
+    let id = SigningIdentity::from_seed([1; 32]);
+    let stranger = SigningIdentity::from_seed([2; 32]);
+    let mut guard = ReplayGuard::new(fed());
+    // The stateless half: the signature under the given key, and the payload.
+    let err = sign(&stranger, 1, 1)
+        .verify_signature(&id.public_key())
+        .expect_err("key");
+    assert!(matches!(err, SignError::BadSignature { .. }));
+    let checked = sign(&id, 1, 10).verify_signature(&id.public_key()).expect("signature");
+    assert_eq!(checked.key(), &id.public_key());
+    assert_eq!(checked.envelope().seq, 10);
+    // The stateful half: identity, federation, round, freshness; the same result as `verify`.
+    let v = checked.verify(&alice(), &guard, RoundId(1)).expect("verifies");
+    let whole = sign(&id, 1, 10)
+        .verify(&id.public_key(), &alice(), &guard, RoundId(1))
+        .expect("verifies");
+    assert_eq!(
+        (v.value(), v.payload_digest(), v.seq()),
+        (whole.value(), whole.payload_digest(), whole.seq())
+    );
+    let bob = Signer::Participant(ParticipantId::new("bob"));
+    let half = |seq| sign(&id, 1, seq).verify_signature(&id.public_key()).expect("signature");
+    assert!(matches!(
+        half(11).verify(&bob, &guard, RoundId(1)),
+        Err(SignError::SignerMismatch { .. })
+    ));
+    assert!(matches!(
+        half(11).verify(&alice(), &guard, RoundId(2)),
+        Err(SignError::WrongRound { .. })
+    ));
+    let other = ReplayGuard::new(FederationId::new("other").expect("valid"));
+    assert!(matches!(
+        half(11).verify(&alice(), &other, RoundId(1)),
+        Err(SignError::WrongFederation { .. })
+    ));
+    // Nothing moved the guard; once the caller accepts, the same number is a replay.
+    assert_eq!(guard.last_seq(&alice()), None);
+    guard.accept(v.fresh());
+    assert!(matches!(
+        half(10).verify(&alice(), &guard, RoundId(1)),
+        Err(SignError::Replay { .. })
+    ));
+}
+
+#[test]
 fn signature_for_one_domain_does_not_verify_as_another() {
     let id = SigningIdentity::from_seed([1; 32]);
     let s = sign(&id, 1, 1);
