@@ -244,7 +244,7 @@ impl<T> Signed<T> {
     }
 
     /// An envelope put back together from its parts, exactly as it was received, by a store that kept the
-    /// payload apart from the rest (the coordinator's [`crate::protocol::coordinator::StoredContribution`]).
+    /// payload apart from the rest (the coordinator's stored contribution, in the protocol layer above).
     /// It is not verified: only [`Signed::verify`] and [`Signed::verify_offline`] make a [`Verified`].
     pub fn from_parts(
         signer: Signer,
