@@ -319,28 +319,27 @@ impl<T: SignedMessage> Signed<T> {
         expected_round: RoundId,
     ) -> Result<Verified<T>, SignError> {
         self.check_context(authenticated, guard, expected_round)?;
-        let digest = self.check_signature(key)?;
-        let value = decode_payload(&self.payload).map_err(SignError::Payload)?;
-        Ok(Verified {
-            value,
-            digest,
-            envelope: self,
-        })
+        self.into_verified(key)
     }
 
     /// The first half of [`Signed::verify`], which needs no state: the signature under `key` (the roster's
     /// key of the identity the caller authenticated) and the payload's decoding. A receiver can run it in
     /// parallel, per connection, and finish with [`SignatureChecked::verify`] where its state lives.
     pub fn verify_signature(self, key: &PublicKey) -> Result<SignatureChecked<T>, SignError> {
+        Ok(SignatureChecked {
+            verified: self.into_verified(key)?,
+            key: *key,
+        })
+    }
+
+    /// The signature under `key` and the payload's decoding: the checks every verification shares.
+    fn into_verified(self, key: &PublicKey) -> Result<Verified<T>, SignError> {
         let digest = self.check_signature(key)?;
         let value = decode_payload(&self.payload).map_err(SignError::Payload)?;
-        Ok(SignatureChecked {
-            verified: Verified {
-                value,
-                digest,
-                envelope: self,
-            },
-            key: *key,
+        Ok(Verified {
+            value,
+            digest,
+            envelope: self,
         })
     }
 
@@ -381,13 +380,7 @@ impl<T: SignedMessage> Signed<T> {
                 got: self.federation,
             });
         }
-        let digest = self.check_signature(key)?;
-        let value = decode_payload(&self.payload).map_err(SignError::Payload)?;
-        Ok(Verified {
-            value,
-            digest,
-            envelope: self,
-        })
+        self.into_verified(key)
     }
 }
 
