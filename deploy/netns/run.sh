@@ -410,7 +410,7 @@ scenario_link_cut() {
 # p2's connection, no later round lists p2, the others finish every round, and the log verifies. A revoked
 # participant cannot finish the federation; the script stops it after the others finished.
 scenario_revoke() {
-  local R=5 k
+  local R=30 k
   provision $R || { fail "provisioning failed"; return 1; }
   start coord; wait_status "the coordinator's status port" 'true' || return 1
   start p0; start p1; start p2
@@ -423,7 +423,8 @@ scenario_revoke() {
   done
   log "revoked p2 during round $(jq '.round' "$DIR/status.json")"
   wait_status "p2 disconnected" '(.connected | index("p2")) == null' || return 1
-  # Rounds are short here: p2 may still contribute until the reload (polled every second) closes it.
+  # Rounds are short here (a fraction of a second): 30 of them outlast the reload (polled every second)
+  # that closes p2, which may still contribute until then.
   k=$(jq '.round' "$DIR/status.json")
   log "p2 disconnected by the coordinator during round $k"
   local p2pid="${PID[p2]}"
