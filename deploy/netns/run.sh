@@ -354,7 +354,7 @@ scenario_participant_kill() {
 # The coordinator is SIGKILLed once round 2 is collecting and restarted with the same config; it resumes
 # from its store, every round aggregates, and the exported log verifies.
 scenario_coordinator_kill() {
-  local R=4
+  local R=12
   provision $R slow || { fail "provisioning failed"; return 1; }
   start coord; wait_status "the coordinator's status port" 'true' || return 1
   start p0; start p1; start p2
