@@ -98,7 +98,9 @@ pub async fn exchange(
 pub struct Driver<L: Learner> {
     kit: Kit,
     lifecycle: Arc<Mutex<RoundLifecycle<L>>>,
-    witness: Witness,
+    /// Shared with the blocking pool: cosigning writes the witness state durably (an fsync), which must not
+    /// hold a runtime worker that other connections' frames need.
+    witness: Arc<Mutex<Witness>>,
     replay: ReplayGuard,
     max_frame: usize,
     task: Option<fedistill_shared::crypto::Digest>,
@@ -119,7 +121,7 @@ impl<L: Learner> Driver<L> {
         Driver {
             kit,
             lifecycle: Arc::new(Mutex::new(lifecycle)),
-            witness,
+            witness: Arc::new(Mutex::new(witness)),
             replay,
             max_frame: opts.max_frame_bytes,
             task: opts.task,
@@ -134,6 +136,12 @@ impl<L: Learner> Driver<L> {
             .lock()
             .map_err(|_| anyhow::anyhow!("the round lifecycle lock is poisoned"))?;
         Ok(f(&mut lc))
+    }
+
+    fn lock_witness(&self) -> anyhow::Result<std::sync::MutexGuard<'_, Witness>> {
+        self.witness
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the witness lock is poisoned"))
     }
 
     fn emit(&self, e: NodeEvent) {
@@ -218,7 +226,7 @@ impl<L: Learner> Driver<L> {
 
     /// Serves one connection; `Ok(true)` when the federation finished.
     async fn serve_connection(&mut self, conn: quinn::Connection, cancel: &CancellationToken) -> anyhow::Result<bool> {
-        let last_size = self.witness.last().map(|c| c.checkpoint.size).unwrap_or(0);
+        let last_size = self.lock_witness()?.last().map(|c| c.checkpoint.size).unwrap_or(0);
         let hello = ToCoordinator::Hello {
             version: PROTOCOL_VERSION,
             last_checkpoint_size: last_size,
@@ -433,7 +441,8 @@ impl<L: Learner> Driver<L> {
 
     async fn witness(&mut self, conn: &quinn::Connection, sc: &SignedCheckpoint) -> anyhow::Result<()> {
         let new = sc.checkpoint.size;
-        let proof = match self.witness.proof_request(new) {
+        let request = self.lock_witness()?.proof_request(new);
+        let proof = match request {
             Some(req) => match self.request(conn, &req).await? {
                 Reply::Proof { hashes } => hashes,
                 other => anyhow::bail!("no consistency proof up to {new}: {other:?}"),
@@ -444,7 +453,15 @@ impl<L: Learner> Driver<L> {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let cosig = match self.witness.handle_checkpoint(sc, &proof, now) {
+        let (witness, offered) = (self.witness.clone(), sc.clone());
+        let checked = tokio::task::spawn_blocking(move || {
+            witness
+                .lock()
+                .map_err(|_| anyhow::anyhow!("the witness lock is poisoned"))
+                .map(|mut w| w.handle_checkpoint(&offered, &proof, now))
+        })
+        .await??;
+        let cosig = match checked {
             Ok(c) => c,
             Err(e) => {
                 error!(error = %e, "refusing to cosign the coordinator's checkpoint");
