@@ -112,6 +112,7 @@ async fn attacker(dir: std::path::PathBuf) -> (Vec<(u64, String)>, Vec<(u64, Str
                 conn.close(0u32.into(), b"done");
                 return (codes, report_codes);
             }
+            other => panic!("a federation in the clear pushed a secure-aggregation message: {other:?}"),
         }
     }
 }

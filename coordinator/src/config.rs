@@ -46,6 +46,12 @@ struct RawSettings {
     task: Option<TaskFiles>,
     #[serde(default)]
     quarantine: Option<RawQuarantine>,
+    #[serde(default)]
+    secure_aggregation: bool,
+    #[serde(default)]
+    secagg_threshold: Option<u32>,
+    #[serde(default)]
+    secagg_neighbours: Option<u32>,
 }
 
 /// `[task]`: the federation learns the task a card declares, on the public file it names (the
@@ -197,6 +203,9 @@ pub struct CoordinatorSettings {
     pub task: TaskSource,
     /// Anomaly scores and the quarantine policy (`[quarantine]`, docs/operations.md).
     pub quarantine: QuarantineSettings,
+    /// Secure aggregation (`secure_aggregation = true`): the coordinator sees masked inputs and unmasks only
+    /// their sum. `None` in the clear.
+    pub secure: Option<fedistill_shared::wire::secagg::SecAggParams>,
 }
 
 impl CoordinatorSettings {
@@ -260,7 +269,47 @@ impl CoordinatorSettings {
             Encoding::parse(&raw.aggregate_encoding).map_err(|e| anyhow::anyhow!("aggregate_encoding: {e}"))?;
         let quarantine = match raw.quarantine {
             Some(q) => q.validate()?,
+            // Anomaly scores need each participant's labels, which a secure round never shows.
+            None if raw.secure_aggregation => QuarantineSettings {
+                enabled: false,
+                ..QuarantineSettings::default()
+            },
             None => QuarantineSettings::default(),
+        };
+        let secure = if raw.secure_aggregation {
+            anyhow::ensure!(
+                matches!(rule, AggregationRule::Mean | AggregationRule::SampleWeighted),
+                "rule = {:?} needs every participant's own soft labels, which secure aggregation hides from the \
+                 coordinator (it learns only their sum): use rule = \"mean\" or \"sample_weighted\" with \
+                 secure_aggregation = true",
+                raw.rule
+            );
+            anyhow::ensure!(
+                !quarantine.enabled,
+                "[quarantine] scores each participant's soft labels against the consensus, which secure \
+                 aggregation hides from the coordinator: set [quarantine] enabled = false (or leave [quarantine] out) \
+                 with secure_aggregation = true"
+            );
+            let threshold = raw.secagg_threshold.unwrap_or((min_participants / 2 + 1).max(2) as u32);
+            anyhow::ensure!(
+                threshold as usize <= min_participants,
+                "secagg_threshold = {threshold} exceeds min_participants = {min_participants}: a round could never \
+                 unmask"
+            );
+            let params = fedistill_shared::wire::secagg::SecAggParams {
+                threshold,
+                neighbours: raw.secagg_neighbours.unwrap_or(0),
+                noise_sigma2: 0,
+            };
+            fedistill_shared::protocol::secagg::check_params(&params, min_participants)
+                .map_err(|e| anyhow::anyhow!("secure aggregation: {e}"))?;
+            Some(params)
+        } else {
+            anyhow::ensure!(
+                raw.secagg_threshold.is_none() && raw.secagg_neighbours.is_none(),
+                "secagg_threshold and secagg_neighbours only apply with secure_aggregation = true"
+            );
+            None
         };
         let task = match (raw.task, raw.data) {
             (Some(t), None) => TaskSource::Card(TaskFiles {
@@ -299,6 +348,7 @@ impl CoordinatorSettings {
             frame_budget_bytes: raw.frame_budget_bytes,
             task,
             quarantine,
+            secure,
         })
     }
 }
@@ -319,6 +369,24 @@ rule = "trimmed_mean:0.2"
 dataset = "mnist-10k"
 participants = 3
 "#;
+
+    #[test]
+    fn secure_aggregation_turns_quarantine_off_and_defaults_to_a_majority_threshold() {
+        let text = GOOD
+            .replace(
+                "rule = \"trimmed_mean:0.2\"",
+                "rule = \"sample_weighted\"\nsecure_aggregation = true",
+            )
+            .replace("quorum = 2", "quorum = 2\nmin_participants = 5");
+        let s = CoordinatorSettings::parse(&text, Path::new(".")).unwrap();
+        let p = s.secure.expect("secure aggregation on");
+        assert_eq!((p.threshold, p.neighbours, p.noise_sigma2), (3, 0, 0));
+        assert!(!s.quarantine.enabled, "anomaly scores need individual labels");
+        assert!(CoordinatorSettings::parse(GOOD, Path::new("."))
+            .unwrap()
+            .secure
+            .is_none());
+    }
 
     #[test]
     fn parses_and_resolves_paths() {
@@ -448,6 +516,43 @@ participants = 3
             (
                 GOOD.replace("quorum = 2", "quorum = 2\nframe_budget_bytes = 8589934592"),
                 "frame_budget_bytes must be between",
+            ),
+            // Secure aggregation hides individual labels: rules and quarantine that need them are refused.
+            (
+                GOOD.replace("quorum = 2", "quorum = 2\nsecure_aggregation = true"),
+                "needs every participant's own soft labels",
+            ),
+            (
+                GOOD.replace(
+                    "rule = \"trimmed_mean:0.2\"",
+                    "rule = \"mean\"\nsecure_aggregation = true\n[quarantine]\nenabled = true",
+                ),
+                "[quarantine] scores each participant's soft labels",
+            ),
+            (
+                GOOD.replace(
+                    "rule = \"trimmed_mean:0.2\"",
+                    "rule = \"mean\"\nsecure_aggregation = true\nsecagg_threshold = 3",
+                ),
+                "secagg_threshold = 3 exceeds min_participants = 2",
+            ),
+            (
+                GOOD.replace(
+                    "rule = \"trimmed_mean:0.2\"",
+                    "rule = \"mean\"\nsecure_aggregation = true\nsecagg_threshold = 1",
+                ),
+                "threshold of at least 2",
+            ),
+            (
+                GOOD.replace(
+                    "rule = \"trimmed_mean:0.2\"",
+                    "rule = \"mean\"\nsecure_aggregation = true\nsecagg_neighbours = 3",
+                ),
+                "even number",
+            ),
+            (
+                GOOD.replace("rule = \"trimmed_mean:0.2\"", "rule = \"mean\"\nsecagg_threshold = 2"),
+                "only apply with secure_aggregation = true",
             ),
         ];
         for (text, needle) in cases {

@@ -27,13 +27,14 @@ use fedistill_shared::ledger::{Cosignature as LedgerCosignature, Metric, Record,
 use fedistill_shared::protocol::coordinator::{AcceptedContribution, StoredContribution};
 use fedistill_shared::protocol::robust::{AnomalyTracker, QuarantinePolicy};
 use fedistill_shared::protocol::{
-    CoordinatorConfig, CoordinatorRound, Encoding, Millis, OutMessage, Output, RoundCommit, Snapshot,
+    CoordinatorConfig, CoordinatorRound, Encoding, Millis, OutMessage, Output, Rejection, RoundCommit, Snapshot,
 };
 use fedistill_shared::provision::FederationLayout;
 use fedistill_shared::wire::messages::{
     Abstain, RejectCode, Reply, RoundReport, SoftLabels, ToCoordinator, ToParticipant, KIND_REPLY, KIND_TO_COORDINATOR,
     KIND_TO_PARTICIPANT, PROTOCOL_VERSION,
 };
+use fedistill_shared::wire::secagg::{SecAggKeys, SecAggReveal, SecAggRoster, SecAggShares};
 use fedistill_shared::wire::{encode_frame, recv_message_budgeted, send_message, write_frame, FrameBudget, FrameQuota};
 
 use crate::config::{CoordinatorSettings, TaskSource};
@@ -150,6 +151,9 @@ enum Incoming {
     SoftLabels(Result<SignatureChecked<SoftLabels>, SignError>),
     Abstain(Result<SignatureChecked<Abstain>, SignError>),
     Report(Result<SignatureChecked<RoundReport>, SignError>),
+    SecAggKeys(Result<SignatureChecked<SecAggKeys>, SignError>),
+    SecAggShares(Result<SignatureChecked<SecAggShares>, SignError>),
+    SecAggReveal(Result<SignatureChecked<SecAggReveal>, SignError>),
     /// Everything else, as received.
     Other(ToCoordinator),
 }
@@ -161,6 +165,9 @@ impl Incoming {
             ToCoordinator::SoftLabels(s) => Incoming::SoftLabels(s.verify_signature(key)),
             ToCoordinator::Abstain(s) => Incoming::Abstain(s.verify_signature(key)),
             ToCoordinator::Report(s) => Incoming::Report(s.verify_signature(key)),
+            ToCoordinator::SecAggKeys(s) => Incoming::SecAggKeys(s.verify_signature(key)),
+            ToCoordinator::SecAggShares(s) => Incoming::SecAggShares(s.verify_signature(key)),
+            ToCoordinator::SecAggReveal(s) => Incoming::SecAggReveal(s.verify_signature(key)),
             other => Incoming::Other(other),
         }
     }
@@ -307,6 +314,7 @@ pub async fn run(
         rule: settings.rule,
         temperature: settings.temperature,
         max_payload: settings.max_frame_bytes,
+        secure: settings.secure,
     };
     let start = Instant::now();
     let (sm, guard) = match store.state(SNAPSHOT_KEY)? {
@@ -393,6 +401,7 @@ pub async fn run(
         anomaly,
         quarantine_enabled: settings.quarantine.enabled,
         aggregate_encoding: settings.aggregate_encoding,
+        roster_path: FederationLayout::new(&settings.federation_dir).roster(),
     };
     core.last_aggregate = core.stored_aggregate_frame()?;
     core.sm.handle_timeout(core.now());
@@ -467,11 +476,25 @@ struct Core {
     last_aggregate: Option<Vec<u8>>,
     anomaly: AnomalyTracker,
     quarantine_enabled: bool,
+    /// The operator-signed roster file, served to participants (`GetRoster`) so that they can check each
+    /// other's secure-aggregation key adverts.
+    roster_path: std::path::PathBuf,
 }
 
 impl Core {
     fn now(&self) -> Millis {
         Millis(self.start.elapsed().as_millis() as u64)
+    }
+
+    /// SHA-256 of the roster file as it is now (zero if it cannot be read: participants then refuse).
+    fn roster_digest(&self) -> Digest {
+        match tokio::task::block_in_place(|| std::fs::read(&self.roster_path)) {
+            Ok(b) => Digest::of(&b),
+            Err(e) => {
+                warn!(error = %e, path = %self.roster_path.display(), "reading the roster for its digest");
+                Digest([0; 32])
+            }
+        }
     }
 
     async fn run(&mut self, mut rx: mpsc::Receiver<Event>, cancel: CancellationToken) -> anyhow::Result<RunSummary> {
@@ -800,6 +823,36 @@ impl Core {
                 };
                 return self.handle_report(now, p, verified);
             }
+            Incoming::SecAggKeys(checked) => {
+                return Ok(match finish_verify(checked, &key, p, &self.guard, round) {
+                    Ok(v) => {
+                        let fresh = v.fresh();
+                        let r = self.sm.handle_secagg_keys(now, p, v);
+                        self.secure_reply(fresh, r)
+                    }
+                    Err(r) => r,
+                });
+            }
+            Incoming::SecAggShares(checked) => {
+                return Ok(match finish_verify(checked, &key, p, &self.guard, round) {
+                    Ok(v) => {
+                        let fresh = v.fresh();
+                        let r = self.sm.handle_secagg_shares(now, p, v);
+                        self.secure_reply(fresh, r)
+                    }
+                    Err(r) => r,
+                });
+            }
+            Incoming::SecAggReveal(checked) => {
+                return Ok(match finish_verify(checked, &key, p, &self.guard, round) {
+                    Ok(v) => {
+                        let fresh = v.fresh();
+                        let r = self.sm.handle_secagg_reveal(now, p, v);
+                        self.secure_reply(fresh, r)
+                    }
+                    Err(r) => r,
+                });
+            }
             Incoming::Other(msg) => msg,
         };
         match msg {
@@ -817,8 +870,23 @@ impl Core {
                     finished: matches!(self.sm.phase(), fedistill_shared::protocol::Phase::Finished),
                 })
             }
+            ToCoordinator::GetRoster => {
+                let path = self.roster_path.clone();
+                match tokio::task::block_in_place(|| std::fs::read_to_string(&path)) {
+                    Ok(toml) => Ok(Reply::Roster { toml }),
+                    Err(e) => Ok(reject(
+                        RejectCode::Internal,
+                        format!("the roster {} cannot be read: {e}", path.display()),
+                    )),
+                }
+            }
             // Checked by the connection task and handled above.
-            ToCoordinator::SoftLabels(_) | ToCoordinator::Abstain(_) | ToCoordinator::Report(_) => Ok(reject(
+            ToCoordinator::SoftLabels(_)
+            | ToCoordinator::Abstain(_)
+            | ToCoordinator::Report(_)
+            | ToCoordinator::SecAggKeys(_)
+            | ToCoordinator::SecAggShares(_)
+            | ToCoordinator::SecAggReveal(_) => Ok(reject(
                 RejectCode::Internal,
                 "a signed message reached the core loop without its signature check".into(),
             )),
@@ -865,6 +933,23 @@ impl Core {
                     Err(e) => Ok(reject(RejectCode::BadCosignature, e.to_string())),
                 }
             }
+        }
+    }
+
+    /// The reply to a secure-aggregation message the state machine took (`Ok`) or refused. Accepted ones move
+    /// the replay guard; they are not stored one by one (a secure round's secrets live in memory, and a
+    /// restarted coordinator runs the round again from its key adverts), the round's commit logs them.
+    fn secure_reply(&mut self, fresh: fedistill_shared::crypto::Fresh, r: Result<(), Rejection>) -> Reply {
+        match r {
+            Ok(()) => {
+                self.guard.accept(fresh);
+                self.pending.round_state = true;
+                Reply::Ack
+            }
+            Err(e) => Reply::Reject {
+                code: e.code(),
+                message: e.to_string(),
+            },
         }
     }
 
@@ -1034,6 +1119,59 @@ impl Core {
                     if let Err(e) = tokio::task::block_in_place(|| self.store.checkpoint_wal()) {
                         warn!(error = %e, "copying the WAL into the database failed; SQLite retries at its limit");
                     }
+                }
+                Output::Broadcast(OutMessage::SecAggRoster { round, adverts }) => {
+                    info!(
+                        round = round.0,
+                        participants = adverts.len(),
+                        "secure round: key adverts relayed"
+                    );
+                    let roster_digest = self.roster_digest();
+                    let msg = SecAggRoster {
+                        round,
+                        adverts,
+                        roster_digest,
+                    };
+                    let s = self.sign(round, &msg)?;
+                    self.broadcast(&ToParticipant::SecAggRoster(s))?;
+                }
+                Output::Send(p, OutMessage::SecAggRoster { round, adverts }) => {
+                    let roster_digest = self.roster_digest();
+                    let s = self.sign(
+                        round,
+                        &SecAggRoster {
+                            round,
+                            adverts,
+                            roster_digest,
+                        },
+                    )?;
+                    self.push_to(&p, &ToParticipant::SecAggRoster(s))?;
+                }
+                Output::Send(p, OutMessage::SecAggDelivery(d)) => {
+                    let s = self.sign(d.round, &d)?;
+                    self.push_to(&p, &ToParticipant::SecAggDelivery(s))?;
+                }
+                Output::Broadcast(OutMessage::SecAggDelivery(d)) => {
+                    let s = self.sign(d.round, &d)?;
+                    self.broadcast(&ToParticipant::SecAggDelivery(s))?;
+                }
+                Output::Send(p, OutMessage::SecAggUnmask(u)) => {
+                    let s = self.sign(u.round, &u)?;
+                    self.push_to(&p, &ToParticipant::SecAggUnmask(s))?;
+                }
+                Output::Broadcast(OutMessage::SecAggUnmask(u)) => {
+                    info!(
+                        round = u.round.0,
+                        survivors = u.survivors.len(),
+                        dropped = u.dropped.len(),
+                        "secure round: unmasking"
+                    );
+                    let s = self.sign(u.round, &u)?;
+                    self.broadcast(&ToParticipant::SecAggUnmask(s))?;
+                }
+                Output::RoundFailed { round, reason } => {
+                    warn!(round = round.0, %reason, "secure round closed without an aggregate");
+                    self.pending.round_state = true;
                 }
                 Output::QuorumNotMet { round, have, need } => {
                     warn!(

@@ -37,6 +37,8 @@ pub enum PushKind {
     Aggregate,
     /// The federation finished.
     Finished,
+    /// A secure round's relayed adverts, shares or unmasking request.
+    SecAgg,
 }
 
 /// What the driver saw, for a watcher (`fedistill bench scale` times rounds and counts bytes with it).
@@ -105,6 +107,8 @@ pub struct Driver<L: Learner> {
     max_frame: usize,
     task: Option<fedistill_shared::crypto::Digest>,
     events: Option<mpsc::UnboundedSender<NodeEvent>>,
+    /// The operator-signed roster last fetched, by its file's digest (secure rounds check adverts with it).
+    roster: Option<(fedistill_shared::crypto::Digest, fedistill_shared::provision::Roster)>,
 }
 
 impl<L: Learner> Driver<L> {
@@ -118,6 +122,7 @@ impl<L: Learner> Driver<L> {
     ) -> Self {
         let replay = ReplayGuard::new(kit.federation().clone());
         lifecycle.set_participant(kit.participant().clone());
+        lifecycle.set_federation(kit.federation().clone());
         Driver {
             kit,
             lifecycle: Arc::new(Mutex::new(lifecycle)),
@@ -126,6 +131,7 @@ impl<L: Learner> Driver<L> {
             max_frame: opts.max_frame_bytes,
             task: opts.task,
             events,
+            roster: None,
         }
     }
 
@@ -316,6 +322,9 @@ impl<L: Learner> Driver<L> {
             ToParticipant::Open(s) => (PushKind::Open, Some(s.round)),
             ToParticipant::Aggregate(s) => (PushKind::Aggregate, Some(s.round)),
             ToParticipant::Finished { .. } => (PushKind::Finished, None),
+            ToParticipant::SecAggRoster(s) => (PushKind::SecAgg, Some(s.round)),
+            ToParticipant::SecAggDelivery(s) => (PushKind::SecAgg, Some(s.round)),
+            ToParticipant::SecAggUnmask(s) => (PushKind::SecAgg, Some(s.round)),
         };
         self.emit(NodeEvent::Pushed { kind, round, at, bytes });
         match msg {
@@ -352,6 +361,83 @@ impl<L: Learner> Driver<L> {
                     Err(e) => {
                         warn!(round = round.0, error = %e, "rejected an aggregate");
                         self.refused(format!("round {} aggregate: {e}", round.0));
+                    }
+                }
+            }
+            ToParticipant::SecAggRoster(s) => {
+                let round = s.round;
+                match s.verify(&key, &Signer::Coordinator, &self.replay, round) {
+                    Ok(v) => {
+                        let fresh = v.fresh();
+                        self.replay.accept(fresh);
+                        if let Err(e) = self.secure_roster(conn, v.into_inner()).await {
+                            warn!(round = round.0, error = %format!("{e:#}"), "secure round: refusing the key adverts");
+                            self.refused(format!("round {} key adverts: {e:#}", round.0));
+                        }
+                    }
+                    Err(e) => {
+                        warn!(round = round.0, error = %e, "rejected the secure round's key adverts");
+                        self.refused(format!("round {} key adverts: {e}", round.0));
+                    }
+                }
+            }
+            ToParticipant::SecAggDelivery(s) => {
+                let round = s.round;
+                match s.verify(&key, &Signer::Coordinator, &self.replay, round) {
+                    Ok(v) => {
+                        self.replay.accept(v.fresh());
+                        let d = v.into_inner();
+                        match self.blocking(move |lc| lc.on_secagg_delivery(&d)).await {
+                            Ok(labels) => {
+                                let signed = self.sign(round, &labels)?;
+                                let bytes = signed.payload.len() as u64;
+                                match self.request(conn, &ToCoordinator::SoftLabels(signed)).await? {
+                                    Reply::Ack => {
+                                        info!(round = round.0, bytes, "masked input accepted");
+                                        self.with(|lc| lc.labels_delivered(round, bytes))?;
+                                    }
+                                    other => self.unexpected("masked input", round, other),
+                                }
+                            }
+                            Err(e) => {
+                                warn!(round = round.0, error = %format!("{e:#}"), "secure round: refusing the relayed shares");
+                                self.refused(format!("round {} shares: {e:#}", round.0));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        warn!(round = round.0, error = %e, "rejected the secure round's shares");
+                        self.refused(format!("round {} shares: {e}", round.0));
+                    }
+                }
+            }
+            ToParticipant::SecAggUnmask(s) => {
+                let round = s.round;
+                match s.verify(&key, &Signer::Coordinator, &self.replay, round) {
+                    Ok(v) => {
+                        self.replay.accept(v.fresh());
+                        let u = v.into_inner();
+                        match self.with(|lc| lc.on_secagg_unmask(&u))? {
+                            Ok(Some(reveal)) => {
+                                let signed = self.sign(round, &reveal)?;
+                                match self.request(conn, &ToCoordinator::SecAggReveal(signed)).await? {
+                                    Reply::Ack => info!(round = round.0, "secure round: shares revealed"),
+                                    Reply::Reject {
+                                        code: RejectCode::Late, ..
+                                    } => info!(round = round.0, "secure round: unmasked without this node's shares"),
+                                    other => self.unexpected("revealed shares", round, other),
+                                }
+                            }
+                            Ok(None) => info!(round = round.0, "secure round: counted as dropped; nothing to reveal"),
+                            Err(e) => {
+                                warn!(round = round.0, error = %format!("{e:#}"), "secure round: refusing to unmask");
+                                self.refused(format!("round {} unmasking: {e:#}", round.0));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        warn!(round = round.0, error = %e, "rejected the secure round's unmasking request");
+                        self.refused(format!("round {} unmasking: {e}", round.0));
                     }
                 }
             }
@@ -401,6 +487,14 @@ impl<L: Learner> Driver<L> {
                         other => self.unexpected("soft labels", round, other),
                     }
                 }
+                Outgoing::SecAggKeys(body) => {
+                    let round = body.round;
+                    let signed = self.sign(round, &body)?;
+                    match self.request(conn, &ToCoordinator::SecAggKeys(signed)).await? {
+                        Reply::Ack => info!(round = round.0, "secure round: key advert accepted"),
+                        other => self.unexpected("key advert", round, other),
+                    }
+                }
                 Outgoing::Abstain(body) => {
                     let round = body.round;
                     let signed = self.sign(round, &body)?;
@@ -437,6 +531,77 @@ impl<L: Learner> Driver<L> {
                 self.refused(format!("round {} {what}: unexpected reply {other:?}", round.0));
             }
         }
+    }
+
+    /// Runs `f` on the lifecycle on a blocking thread (masking expands one ChaCha20 stream per neighbour).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut RoundLifecycle<L>) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let lc = self.lifecycle.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = lc
+                .lock()
+                .map_err(|_| anyhow::anyhow!("the round lifecycle lock is poisoned"))?;
+            f(&mut guard)
+        })
+        .await?
+    }
+
+    /// A secure round's key adverts: each must be signed by the participant it names under the
+    /// operator-signed roster (fetched from the coordinator, checked against the operator key of the kit
+    /// and against the digest the coordinator signed), so that the coordinator cannot slip in keys of its own.
+    async fn secure_roster(
+        &mut self,
+        conn: &quinn::Connection,
+        msg: fedistill_shared::wire::secagg::SecAggRoster,
+    ) -> anyhow::Result<()> {
+        let round = msg.round;
+        let cached = self.roster.as_ref().is_some_and(|(d, _)| *d == msg.roster_digest);
+        if !cached {
+            let toml = match self.request(conn, &ToCoordinator::GetRoster).await? {
+                Reply::Roster { toml } => toml,
+                other => anyhow::bail!("no roster from the coordinator: {other:?}"),
+            };
+            let digest = fedistill_shared::crypto::Digest::of(toml.as_bytes());
+            anyhow::ensure!(
+                digest == msg.roster_digest,
+                "the roster served ({digest}) is not the one the key adverts name ({})",
+                msg.roster_digest
+            );
+            let roster = fedistill_shared::provision::Roster::from_signed_toml(
+                &toml,
+                &self.kit.operator_key,
+                self.kit.federation(),
+            )
+            .context("the roster is not signed by this federation's operator")?;
+            self.roster = Some((digest, roster));
+        }
+        let Some((_, roster)) = self.roster.as_ref() else {
+            anyhow::bail!("no roster");
+        };
+        let mut adverts = Vec::with_capacity(msg.adverts.len());
+        for a in msg.adverts {
+            let Signer::Participant(p) = a.signer.clone() else {
+                anyhow::bail!("a key advert is signed by {}, not a participant", a.signer);
+            };
+            let entry = roster
+                .by_id(&p)
+                .filter(|e| e.status == fedistill_shared::provision::Status::Active)
+                .with_context(|| format!("{p} is not an active participant of the roster"))?;
+            let v = a
+                .verify_offline(&entry.signing_key, self.kit.federation())
+                .with_context(|| format!("the key advert of {p}"))?;
+            anyhow::ensure!(v.round() == round, "the key advert of {p} is for round {}", v.round());
+            adverts.push((p, v.into_inner()));
+        }
+        let shares = self.blocking(move |lc| lc.on_secagg_roster(round, &adverts)).await?;
+        let signed = self.sign(round, &shares)?;
+        match self.request(conn, &ToCoordinator::SecAggShares(signed)).await? {
+            Reply::Ack => info!(round = round.0, "secure round: shares accepted"),
+            other => self.unexpected("shares", round, other),
+        }
+        Ok(())
     }
 
     async fn witness(&mut self, conn: &quinn::Connection, sc: &SignedCheckpoint) -> anyhow::Result<()> {

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use fedistill_shared::crypto::{ParticipantId, RoundId, Verified};
 use fedistill_shared::privacy::{ParticipantPrivacy, PrivacySettings, Release};
+use fedistill_shared::protocol::secagg::SecureClient;
 use fedistill_shared::protocol::{softlabels, Encoding, ParticipantOutput, ParticipantSession, SessionError};
 use fedistill_shared::wire::messages::{
     Abstain, AggregateLabels, RoundOpen, RoundReport, SoftLabels, ABSTAIN_BUDGET_EXHAUSTED,
@@ -103,6 +104,9 @@ pub struct NodeState {
 pub enum Outgoing {
     /// This round's soft labels; call [`RoundLifecycle::labels_delivered`] once the coordinator holds them.
     SoftLabels(SoftLabels),
+    /// A secure round: this node's key advert (its labels leave later, masked, see
+    /// [`RoundLifecycle::on_secagg_delivery`]).
+    SecAggKeys(fedistill_shared::wire::secagg::SecAggKeys),
     /// A signed refusal to contribute (the privacy budget is spent).
     Abstain(Abstain),
     /// The round's report.
@@ -148,6 +152,9 @@ pub struct RoundLifecycle<L: Learner> {
     in_flight: BTreeMap<u64, InFlight>,
     /// This node's participant id (aggregates name their contributors).
     me: Option<ParticipantId>,
+    /// The secure round in progress: its client state and the message its masked input goes out in.
+    secure: Option<(SecureClient, SoftLabels)>,
+    federation: Option<fedistill_shared::crypto::FederationId>,
 }
 
 impl<L: Learner> RoundLifecycle<L> {
@@ -209,6 +216,8 @@ impl<L: Learner> RoundLifecycle<L> {
             workdir: workdir.to_path_buf(),
             in_flight: BTreeMap::new(),
             me: None,
+            secure: None,
+            federation: None,
         })
     }
 
@@ -216,6 +225,55 @@ impl<L: Learner> RoundLifecycle<L> {
     /// even when the acknowledgement of the labels was lost to a restart.
     pub fn set_participant(&mut self, me: ParticipantId) {
         self.me = Some(me);
+    }
+
+    /// Names the federation (bound into a secure round's key derivations).
+    pub fn set_federation(&mut self, federation: fedistill_shared::crypto::FederationId) {
+        self.federation = Some(federation);
+    }
+
+    fn secure_client(&mut self, round: RoundId) -> anyhow::Result<&mut (SecureClient, SoftLabels)> {
+        match self.secure.as_mut() {
+            Some(s) if s.0.round() == round => Ok(s),
+            _ => anyhow::bail!("no secure round {} in progress on this node", round.0),
+        }
+    }
+
+    /// A secure round's key adverts (U1), each already checked against the operator-signed roster:
+    /// this node's encrypted shares for its holders.
+    pub fn on_secagg_roster(
+        &mut self,
+        round: RoundId,
+        adverts: &[(ParticipantId, fedistill_shared::wire::secagg::SecAggKeys)],
+    ) -> anyhow::Result<fedistill_shared::wire::secagg::SecAggShares> {
+        let mut rng = fedistill_shared::privacy::os_rng()?;
+        let (client, _) = self.secure_client(round)?;
+        Ok(client.on_roster(adverts, &mut rng)?)
+    }
+
+    /// The shares addressed to this node and U2: the masked input, as the soft labels to send. The opening
+    /// is saved first, as for labels in the clear (see [`NodeState::labelled_open`]).
+    pub fn on_secagg_delivery(
+        &mut self,
+        d: &fedistill_shared::wire::secagg::SecAggDelivery,
+    ) -> anyhow::Result<SoftLabels> {
+        let (client, template) = self.secure_client(d.round)?;
+        let masked = client.on_delivery(d)?;
+        let mut labels = template.clone();
+        labels.payload = softlabels::masked_payload(&masked);
+        self.state.labelled_open = self.session.pending_open().filter(|o| o.round == d.round).cloned();
+        self.save()?;
+        Ok(labels)
+    }
+
+    /// The coordinator's unmasking request: the shares to reveal (`None` when this node is counted as
+    /// dropped and reveals nothing).
+    pub fn on_secagg_unmask(
+        &mut self,
+        u: &fedistill_shared::wire::secagg::SecAggUnmask,
+    ) -> anyhow::Result<Option<fedistill_shared::wire::secagg::SecAggReveal>> {
+        let (client, _) = self.secure_client(u.round)?;
+        Ok(client.on_unmask(u)?)
     }
 
     /// The persistent state.
@@ -387,6 +445,13 @@ impl<L: Learner> RoundLifecycle<L> {
                 }
             }
         };
+        if let Some(open) = self
+            .session
+            .pending_open()
+            .filter(|o| o.round == round && o.secure.is_some())
+        {
+            return self.start_secure_round(open.clone(), ids, &probs);
+        }
         let message = softlabels::soft_labels_message(
             round,
             self.learner.public_digest(),
@@ -401,6 +466,43 @@ impl<L: Learner> RoundLifecycle<L> {
         self.state.labelled_open = self.session.pending_open().filter(|o| o.round == round).cloned();
         self.save()?;
         Ok(Outgoing::SoftLabels(message))
+    }
+
+    /// A secure round: the labels become a fixed-point input (times this node's samples under the
+    /// sample-weighted rule), fresh secrets are made, and the key advert goes out first.
+    fn start_secure_round(&mut self, open: RoundOpen, ids: &[u64], probs: &[f32]) -> anyhow::Result<Outgoing> {
+        let Some(params) = open.secure else {
+            anyhow::bail!("round {} is not a secure round", open.round.0)
+        };
+        let (Some(me), Some(federation)) = (self.me.clone(), self.federation.clone()) else {
+            anyhow::bail!("a secure round needs the node's participant id and federation");
+        };
+        let samples = self.learner.private_samples();
+        let values: Vec<f32> = if open.rule == fedistill_shared::protocol::AggregationRule::SampleWeighted {
+            probs.iter().map(|p| p * samples as f32).collect()
+        } else {
+            probs.to_vec()
+        };
+        let input = fedistill_shared::protocol::secagg::encode_fixed(&values)?;
+        let mut rng = fedistill_shared::privacy::os_rng()?;
+        let (client, advert) = SecureClient::new(params, federation, open.round, me, input, &mut rng);
+        let template = SoftLabels {
+            round: open.round,
+            public_digest: self.learner.public_digest(),
+            sample_ids_digest: fedistill_shared::wire::messages::sample_ids_digest(ids),
+            rows: ids.len() as u32,
+            classes: self.learner.classes() as u32,
+            encoding: Encoding::MaskedU64,
+            samples,
+            payload: Vec::new(),
+        };
+        info!(
+            round = open.round.0,
+            threshold = params.threshold,
+            "secure round: key advert"
+        );
+        self.secure = Some((client, template));
+        Ok(Outgoing::SecAggKeys(advert))
     }
 
     fn distill(
@@ -632,6 +734,7 @@ mod tests {
                 deadline_ms: 1000,
                 quorum: 1,
                 classes: CLASSES as u32,
+                secure: None,
             };
             self.verified(round, &body)
         }

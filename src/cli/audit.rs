@@ -129,7 +129,11 @@ fn export(a: ExportArgs) -> anyhow::Result<()> {
         let mut wanted = BTreeSet::new();
         for (i, r) in records.iter().enumerate() {
             match Record::decode(r).with_context(|| format!("record {i}"))? {
-                Record::Contribution { payload_digest, .. } => {
+                Record::Contribution { payload_digest, .. }
+                | Record::SecureAggregation {
+                    transcript_digest: payload_digest,
+                    ..
+                } => {
                     wanted.insert(payload_digest);
                 }
                 Record::RoundReport { message_digest, .. } | Record::Abstention { message_digest, .. } => {

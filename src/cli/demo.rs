@@ -26,9 +26,13 @@ pub struct DemoArgs {
     /// Seed of the split and of every model.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Aggregation rule (mean, sample_weighted, confidence_weighted, era[:T], median, trimmed_mean[:F]).
-    #[arg(long, default_value = "confidence_weighted")]
-    pub rule: String,
+    /// Aggregation rule (mean, sample_weighted, confidence_weighted, era[:T], median, trimmed_mean[:F]);
+    /// default confidence_weighted, or mean with --secure-aggregation.
+    #[arg(long)]
+    pub rule: Option<String>,
+    /// Secure aggregation: the coordinator sees only masked inputs and learns their sum (mean, sample_weighted).
+    #[arg(long)]
+    pub secure_aggregation: bool,
     /// Soft-label encoding participants send (f32, f16, int8, topk:K).
     #[arg(long, default_value = "f16")]
     pub encoding: String,
@@ -69,7 +73,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         dataset: args.dataset,
         alpha: args.alpha,
         seed: args.seed,
-        rule: args.rule,
+        rule: args.rule.unwrap_or_else(|| {
+            if args.secure_aggregation {
+                "mean"
+            } else {
+                "confidence_weighted"
+            }
+            .into()
+        }),
+        secure_aggregation: args.secure_aggregation,
         encoding: args.encoding,
         aggregate_encoding: args.aggregate_encoding,
         refresh_epochs: args.refresh_epochs,

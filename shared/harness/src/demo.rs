@@ -32,6 +32,8 @@ pub struct DemoOptions {
     pub seed: u64,
     /// Aggregation rule.
     pub rule: String,
+    /// Secure aggregation (`secure_aggregation = true` in the coordinator's config).
+    pub secure_aggregation: bool,
     /// Soft-label encoding participants send.
     pub encoding: String,
     /// How the coordinator packs the consensus it sends back.
@@ -224,6 +226,8 @@ pub struct DemoReport {
     pub alpha: f64,
     /// Aggregation rule.
     pub rule: String,
+    /// Whether the rounds aggregated securely (the coordinator saw masked inputs and only their sum).
+    pub secure_aggregation: bool,
     /// Soft-label encoding.
     pub encoding: String,
     /// Per round, averaged over participants.
@@ -434,7 +438,11 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
             (participants / 2 + 1),
             args.rule,
             args.aggregate_encoding,
-            setup.coordinator_task
+            if args.secure_aggregation {
+                format!("secure_aggregation = true\n{}", setup.coordinator_task)
+            } else {
+                setup.coordinator_task.clone()
+            }
         ),
     )?;
     let logs = dir.join("logs");
@@ -874,6 +882,7 @@ fn build_report(
         rounds: args.rounds,
         alpha: args.alpha,
         rule: args.rule.clone(),
+        secure_aggregation: args.secure_aggregation,
         encoding: args.encoding.clone(),
         per_round,
         final_: FinalRow {

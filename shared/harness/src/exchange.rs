@@ -182,6 +182,7 @@ impl Exchange for WireExchange {
             deadline_ms: 60_000,
             quorum: uploads.len() as u32,
             classes: classes as u32,
+            secure: None,
         };
         let signed_open = self.sign(None, round, &open)?;
         let open_frame = encode_frame(KIND_TO_PARTICIPANT, &ToParticipant::Open(signed_open))?;

@@ -62,6 +62,8 @@ pub enum RecordKind {
     QuarantineRelease = 10,
     /// The task the federation learns was declared (its signed card's digest).
     TaskDeclared = 11,
+    /// A secure round's key agreement, shares and unmasking (the transcript stored beside the log).
+    SecureAggregation = 12,
 }
 
 impl RecordKind {
@@ -78,6 +80,7 @@ impl RecordKind {
             9 => RecordKind::Abstention,
             10 => RecordKind::QuarantineRelease,
             11 => RecordKind::TaskDeclared,
+            12 => RecordKind::SecureAggregation,
             _ => return None,
         })
     }
@@ -96,6 +99,7 @@ impl RecordKind {
             RecordKind::Abstention => "abstention",
             RecordKind::QuarantineRelease => "quarantine_release",
             RecordKind::TaskDeclared => "task_declared",
+            RecordKind::SecureAggregation => "secure_aggregation",
         }
     }
 }
@@ -326,6 +330,24 @@ pub enum Record {
         /// Rows of the public transfer set.
         public_rows: u64,
     },
+    /// A secure round (secure aggregation): the coordinator saw only masked inputs (its `Contribution`
+    /// records, encoding `masked_u64`) and unmasked their sum. `transcript_digest` is the SHA-256 of the
+    /// transcript stored beside the log (the signed key adverts, the shares messages by digest and signature,
+    /// U2, U3 and the signed reveals), from which an auditor recomputes the aggregate bit for bit.
+    SecureAggregation {
+        /// Round number.
+        round: RoundId,
+        /// SHA-256 of the stored transcript.
+        transcript_digest: Digest,
+        /// Shares needed to rebuild a secret.
+        threshold: u32,
+        /// SecAgg+ neighbourhood size (0 = everyone).
+        neighbours: u32,
+        /// Participants whose masked inputs were summed (U3), in id order.
+        survivors: Vec<ParticipantId>,
+        /// Participants that shared keys but sent no masked input (U2 \ U3), in id order.
+        dropped: Vec<ParticipantId>,
+    },
 }
 
 /// Why bytes are not a canonical record, or a record cannot be encoded.
@@ -397,6 +419,7 @@ impl Record {
             Record::Abstention { .. } => RecordKind::Abstention,
             Record::QuarantineRelease { .. } => RecordKind::QuarantineRelease,
             Record::TaskDeclared { .. } => RecordKind::TaskDeclared,
+            Record::SecureAggregation { .. } => RecordKind::SecureAggregation,
         }
     }
 
@@ -411,7 +434,8 @@ impl Record {
             | Record::Quarantine { round, .. }
             | Record::PrivacySpend { round, .. }
             | Record::Abstention { round, .. }
-            | Record::QuarantineRelease { round, .. } => Some(*round),
+            | Record::QuarantineRelease { round, .. }
+            | Record::SecureAggregation { round, .. } => Some(*round),
         }
     }
 
@@ -628,6 +652,25 @@ impl Record {
                 w.raw(&public_digest.0);
                 w.u64(*public_rows);
             }
+            Record::SecureAggregation {
+                round,
+                transcript_digest,
+                threshold,
+                neighbours,
+                survivors,
+                dropped,
+            } => {
+                w.u64(round.0);
+                w.raw(&transcript_digest.0);
+                w.u32(*threshold);
+                w.u32(*neighbours);
+                for (field, list) in [("survivors", survivors), ("dropped", dropped)] {
+                    w.count(field, list.len())?;
+                    for p in list {
+                        w.string("participant", p.as_str())?;
+                    }
+                }
+            }
         }
         if w.buf.len() > MAX_RECORD_LEN {
             return Err(RecordError::TooLong {
@@ -753,6 +796,28 @@ impl Record {
                 public_digest: Digest(r.array("public_digest")?),
                 public_rows: r.u64("public_rows")?,
             },
+            RecordKind::SecureAggregation => {
+                let round = RoundId(r.u64("round")?);
+                let transcript_digest = Digest(r.array("transcript_digest")?);
+                let threshold = r.u32("threshold")?;
+                let neighbours = r.u32("neighbours")?;
+                let mut lists = [Vec::new(), Vec::new()];
+                for (field, list) in ["survivors", "dropped"].into_iter().zip(lists.iter_mut()) {
+                    let n = r.count(field)?;
+                    for _ in 0..n {
+                        list.push(ParticipantId(r.string("participant")?));
+                    }
+                }
+                let [survivors, dropped] = lists;
+                Record::SecureAggregation {
+                    round,
+                    transcript_digest,
+                    threshold,
+                    neighbours,
+                    survivors,
+                    dropped,
+                }
+            }
         };
         if !r.buf.is_empty() {
             return Err(RecordError::Trailing(r.buf.len()));

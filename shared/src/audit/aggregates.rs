@@ -26,6 +26,35 @@ pub struct AggregateInput<'a> {
 pub trait Recompute {
     /// Aggregates `inputs` (in the record's contributor order) with the rule named `rule`.
     fn aggregate(&self, rule: &str, inputs: &[AggregateInput<'_>]) -> Result<Vec<u8>, String>;
+
+    /// Recomputes a secure round's aggregate: unmasks the sum of the masked `inputs` with the round's
+    /// stored transcript, after checking every signature in it under `keys` (the log's roster when the
+    /// round ran). The default refuses: only [`ProtocolRecompute`] knows fedistill's secure aggregation.
+    fn secure_aggregate(&self, round: &SecureRound<'_>, inputs: &[AggregateInput<'_>]) -> Result<Vec<u8>, String> {
+        let _ = inputs;
+        Err(format!(
+            "round {} aggregated securely, which this recompute function cannot check",
+            round.round
+        ))
+    }
+}
+
+/// What a secure round's recomputation needs besides its masked inputs.
+pub struct SecureRound<'a> {
+    /// Federation id (bound into every key derivation and signature).
+    pub federation: &'a str,
+    /// The round.
+    pub round: crate::ledger::RoundId,
+    /// Aggregation rule name.
+    pub rule: &'a str,
+    /// The stored transcript (`protocol::secagg::SecureTranscript`, bincode).
+    pub transcript: &'a [u8],
+    /// Survivors and dropped as the log's `secure_aggregation` record names them.
+    pub survivors: &'a [ParticipantId],
+    /// Participants that shared keys but sent no masked input.
+    pub dropped: &'a [ParticipantId],
+    /// Each enrolled participant's ed25519 key when the round ran.
+    pub keys: &'a std::collections::BTreeMap<ParticipantId, ed25519_dalek::VerifyingKey>,
 }
 
 impl<F> Recompute for F
@@ -80,6 +109,10 @@ impl Recompute for ProtocolRecompute {
         let out = aggregate(rule, &views, rows, classes).map_err(|e| e.to_string())?;
         Ok(crate::protocol::canonical_aggregate_bytes(&out))
     }
+
+    fn secure_aggregate(&self, round: &SecureRound<'_>, inputs: &[AggregateInput<'_>]) -> Result<Vec<u8>, String> {
+        super::secure::recompute(round, inputs)
+    }
 }
 
 /// The path of the payload with SHA-256 `d`.
@@ -128,7 +161,14 @@ fn check_payload_files(bundle: &Bundle, report: &mut Report) {
 /// present and says what the record says.
 fn check_record_payloads(bundle: &Bundle, records: &[Option<Record>], report: &mut Report) {
     for (i, rec) in records.iter().enumerate() {
-        if let Some(Record::Contribution { payload_digest, .. }) = rec {
+        if let Some(
+            Record::Contribution { payload_digest, .. }
+            | Record::SecureAggregation {
+                transcript_digest: payload_digest,
+                ..
+            },
+        ) = rec
+        {
             if !bundle.files.contains_key(&payload_path(payload_digest)) {
                 report.fail(record_item(i, rec.as_ref()), "payload missing from the bundle");
             }
@@ -159,7 +199,30 @@ fn check_record_payloads(bundle: &Bundle, records: &[Option<Record>], report: &m
 fn recompute_aggregates(bundle: &Bundle, records: &[Option<Record>], recompute: &dyn Recompute, report: &mut Report) {
     let empty = Vec::new();
     let payload = |d: &Digest| bundle.files.get(&payload_path(d)).unwrap_or(&empty);
+    let federation = records.iter().flatten().find_map(|r| match r {
+        Record::FederationCreated { federation_id, .. } => Some(federation_id.clone()),
+        _ => None,
+    });
+    let mut keys = std::collections::BTreeMap::new();
     for (i, rec) in records.iter().enumerate() {
+        if let Some(Record::RosterChange {
+            participant,
+            action,
+            signing_key,
+            ..
+        }) = rec
+        {
+            match action {
+                crate::ledger::RosterAction::Revoke => {
+                    keys.remove(participant);
+                }
+                _ => {
+                    if let Ok(k) = ed25519_dalek::VerifyingKey::from_bytes(signing_key) {
+                        keys.insert(participant.clone(), k);
+                    }
+                }
+            }
+        }
         let Some(Record::Aggregate {
             round,
             digest,
@@ -198,7 +261,39 @@ fn recompute_aggregates(bundle: &Bundle, records: &[Option<Record>], recompute: 
             report.fail(item, m);
             continue;
         }
-        match recompute.aggregate(rule.as_str(), &inputs) {
+        let secure = records[..i].iter().flatten().find_map(|r| match r {
+            Record::SecureAggregation {
+                round: sr,
+                transcript_digest,
+                survivors,
+                dropped,
+                ..
+            } if sr == round => Some((transcript_digest, survivors, dropped)),
+            _ => None,
+        });
+        let recomputed = match secure {
+            Some((transcript_digest, survivors, dropped)) => {
+                if survivors != contributors {
+                    report.fail(
+                        item,
+                        "the secure round's survivors are not the aggregate's contributors",
+                    );
+                    continue;
+                }
+                let round_info = SecureRound {
+                    federation: federation.as_deref().unwrap_or(""),
+                    round: *round,
+                    rule: rule.as_str(),
+                    transcript: payload(transcript_digest),
+                    survivors,
+                    dropped,
+                    keys: &keys,
+                };
+                recompute.secure_aggregate(&round_info, &inputs)
+            }
+            None => recompute.aggregate(rule.as_str(), &inputs),
+        };
+        match recomputed {
             Ok(bytes) if Digest::of(&bytes) == *digest => report.aggregates_recomputed += 1,
             Ok(bytes) => report.fail(
                 item,
@@ -225,7 +320,11 @@ pub(super) fn check_payloads_present(bundle: &Bundle, raw: &[Vec<u8>], report: &
             continue; // already a failure of `verify`
         };
         let digest = match &rec {
-            Record::Contribution { payload_digest, .. } => payload_digest,
+            Record::Contribution { payload_digest, .. }
+            | Record::SecureAggregation {
+                transcript_digest: payload_digest,
+                ..
+            } => payload_digest,
             Record::RoundReport { message_digest, .. } | Record::Abstention { message_digest, .. } => message_digest,
             _ => continue,
         };

@@ -36,6 +36,7 @@ mod checkpoints;
 mod policy;
 mod records;
 pub mod report;
+mod secure;
 mod timeline;
 mod tree;
 mod trust;
@@ -43,7 +44,7 @@ mod trust;
 #[cfg(test)]
 mod testutil;
 
-pub use aggregates::{AggregateInput, ProtocolRecompute, Recompute};
+pub use aggregates::{AggregateInput, ProtocolRecompute, Recompute, SecureRound};
 pub use bundle::{checkpoint_file_name, Bundle, ExportInput};
 pub use checkpoints::EXPECTED_CHECKPOINT_ITEM;
 pub use timeline::timeline;

@@ -2,6 +2,7 @@
 
 use super::{Metric, Record};
 use crate::ids::Digest;
+use crate::ParticipantId;
 
 impl Record {
     /// One human-readable line for timelines (`fedistill audit show`).
@@ -123,6 +124,23 @@ impl Record {
                 card_digest.to_hex(),
                 public_digest.to_hex()
             ),
+            Record::SecureAggregation {
+                round,
+                transcript_digest,
+                threshold,
+                neighbours,
+                survivors,
+                dropped,
+            } => {
+                let names = |l: &[ParticipantId]| l.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ");
+                format!(
+                    "round {round}: SECURE aggregation of [{}] (dropped [{}]), threshold {threshold}, {} graph, transcript {}",
+                    names(survivors),
+                    names(dropped),
+                    if *neighbours == 0 { "complete".to_string() } else { format!("{neighbours}-regular") },
+                    transcript_digest.to_hex()
+                )
+            }
         }
     }
 }

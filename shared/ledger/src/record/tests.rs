@@ -87,6 +87,14 @@ pub(crate) fn samples() -> Vec<Record> {
             public_digest: Digest::of(b"public file"),
             public_rows: 9857,
         },
+        Record::SecureAggregation {
+            round: RoundId(6),
+            transcript_digest: Digest::of(b"transcript"),
+            threshold: 3,
+            neighbours: 0,
+            survivors: vec![p("bank-a"), p("bank-b"), p("bank-c")],
+            dropped: vec![p("bank-d")],
+        },
     ]
 }
 

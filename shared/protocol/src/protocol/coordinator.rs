@@ -5,9 +5,14 @@
 //! driver owns sockets, signing keys and the durable store: it signs what [`Output::Broadcast`] and
 //! [`Output::Send`] carry, persists [`Output::Commit`] in one transaction before calling
 //! [`CoordinatorRound::handle_committed`], and only then are aggregates published. Phases:
-//! `Waiting -> Collecting -> Committing -> Reporting -> (next round | Finished)`.
+//! `Waiting -> Collecting -> Committing -> Reporting -> (next round | Finished)`; a secure round (see
+//! `protocol::secagg`) runs `Waiting -> Keying -> Sharing -> Collecting (masked inputs) -> Unmasking ->
+//! Committing -> Reporting`, and closes without an aggregate when fewer than its threshold remain.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+mod secure;
+pub use secure::consensus_from_sum;
 
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +54,9 @@ pub struct CoordinatorConfig {
     pub temperature: f32,
     /// Largest accepted soft-label payload in bytes.
     pub max_payload: usize,
+    /// Secure aggregation (masked inputs, the coordinator learns only their sum); `None` in the clear.
+    #[serde(default)]
+    pub secure: Option<crate::wire::secagg::SecAggParams>,
 }
 
 /// Why an input was refused. `code()` is what metrics count and what the peer's `Reject` carries.
@@ -208,8 +216,15 @@ impl AcceptedContribution {
             return Err(bad(format!("the payload does not hash to {}", stored.payload_digest)));
         }
         let body: SoftLabels = crate::wire::decode_payload(&payload).map_err(|e| bad(e.to_string()))?;
-        let probabilities = softlabels::decode(&body.payload, body.rows as usize, body.classes as usize, body.encoding)
-            .map_err(|e| bad(e.to_string()))?;
+        let probabilities = if body.encoding == Encoding::MaskedU64 {
+            // A masked input: only its length means anything, and secure rounds are not resumed.
+            softlabels::decode_masked(&body.payload, body.rows as usize, body.classes as usize)
+                .map_err(|e| bad(e.to_string()))?;
+            Vec::new()
+        } else {
+            softlabels::decode(&body.payload, body.rows as usize, body.classes as usize, body.encoding)
+                .map_err(|e| bad(e.to_string()))?
+        };
         let envelope = crate::crypto::Signed::<SoftLabels>::from_parts(
             crate::crypto::Signer::Participant(stored.participant.clone()),
             federation.clone(),
@@ -245,6 +260,8 @@ pub struct RoundCommit {
     pub abstained: Vec<ParticipantId>,
     /// The consensus probabilities.
     pub aggregate: Vec<f32>,
+    /// A secure round's transcript (its contributions are masked inputs); `None` in the clear.
+    pub secure: Option<super::secagg::SecureTranscript>,
     /// Per-contributor distance to the consensus (anomaly score), in contributor order.
     pub anomaly: Vec<(ParticipantId, f64)>,
 }
@@ -267,6 +284,9 @@ pub enum CommitError {
         /// The decoding error.
         reason: String,
     },
+    /// A secure round's transcript could not be encoded.
+    #[error("secure transcript: {0}")]
+    Transcript(String),
     /// A record could not be encoded.
     #[error("round record: {0}")]
     Record(#[from] crate::ledger::RecordError),
@@ -334,6 +354,24 @@ impl RoundCommit {
                 signature: envelope.signature,
             });
             payloads.push((c.payload_digest, envelope.payload));
+        }
+        if let Some(t) = &self.secure {
+            let transcript = crate::wire::encode_payload(t).map_err(|e| CommitError::Transcript(e.to_string()))?;
+            let transcript_digest = Digest::of(&transcript);
+            let members = t.members();
+            records.push(Record::SecureAggregation {
+                round: self.round,
+                transcript_digest,
+                threshold: t.params.threshold,
+                neighbours: t.params.neighbours,
+                survivors: self.contributors(),
+                dropped: t
+                    .dropped
+                    .iter()
+                    .filter_map(|&i| members.get(i as usize).cloned())
+                    .collect(),
+            });
+            payloads.push((transcript_digest, transcript));
         }
         let bytes = canonical_aggregate_bytes(&self.aggregate);
         let aggregate_digest = Digest::of(&bytes);
@@ -436,6 +474,13 @@ pub enum Output {
         /// Contributions needed.
         need: usize,
     },
+    /// A secure round closed without an aggregate (fewer than its threshold remained); the next round opens.
+    RoundFailed {
+        /// The round.
+        round: RoundId,
+        /// Why.
+        reason: String,
+    },
     /// All rounds are done.
     Finished,
 }
@@ -447,6 +492,17 @@ pub enum OutMessage {
     Open(RoundOpen),
     /// The federation finished.
     Finished,
+    /// A secure round's key adverts (the driver adds its roster's digest).
+    SecAggRoster {
+        /// The round.
+        round: RoundId,
+        /// The adverts, in participant-id order.
+        adverts: Vec<crate::crypto::Signed<crate::wire::secagg::SecAggKeys>>,
+    },
+    /// The shares addressed to one participant.
+    SecAggDelivery(crate::wire::secagg::SecAggDelivery),
+    /// The unmasking request.
+    SecAggUnmask(crate::wire::secagg::SecAggUnmask),
 }
 
 /// The phase of the current round.
@@ -456,6 +512,21 @@ pub enum Phase {
     Waiting,
     /// Collecting soft labels until the deadline.
     Collecting {
+        /// Absolute deadline.
+        deadline: Millis,
+    },
+    /// A secure round collects key adverts until the deadline.
+    Keying {
+        /// Absolute deadline.
+        deadline: Millis,
+    },
+    /// A secure round collects encrypted shares until the deadline.
+    Sharing {
+        /// Absolute deadline.
+        deadline: Millis,
+    },
+    /// A secure round collects revealed shares until the deadline.
+    Unmasking {
         /// Absolute deadline.
         deadline: Millis,
     },
@@ -476,6 +547,9 @@ impl Phase {
         match self {
             Phase::Waiting => "waiting",
             Phase::Collecting { .. } => "collecting",
+            Phase::Keying { .. } => "keying",
+            Phase::Sharing { .. } => "sharing",
+            Phase::Unmasking { .. } => "unmasking",
             Phase::Committing => "committing",
             Phase::Reporting { .. } => "reporting",
             Phase::Finished => "finished",
@@ -529,6 +603,7 @@ pub struct CoordinatorRound {
     reports: BTreeMap<ParticipantId, RoundReport>,
     quarantined: BTreeSet<ParticipantId>,
     outputs: VecDeque<Output>,
+    secure: Option<super::secagg::SecureRound>,
 }
 
 impl CoordinatorRound {
@@ -548,6 +623,7 @@ impl CoordinatorRound {
             reports: BTreeMap::new(),
             quarantined: BTreeSet::new(),
             outputs: VecDeque::new(),
+            secure: None,
         }
     }
 
@@ -579,6 +655,18 @@ impl CoordinatorRound {
             },
             _ => Phase::Waiting,
         };
+        if m.cfg.secure.is_some() && matches!(m.phase, Phase::Collecting { .. })
+            || snap.phase == "keying"
+            || snap.phase == "sharing"
+            || snap.phase == "unmasking"
+        {
+            // A secure round's secrets lived only in memory: it runs again, from its key adverts, with fresh ones.
+            m.round = RoundId(m.round.0.saturating_sub(1));
+            m.open = None;
+            m.contributions.clear();
+            m.abstained.clear();
+            m.phase = Phase::Waiting;
+        }
         m
     }
 
@@ -680,7 +768,17 @@ impl CoordinatorRound {
         self.connected.insert(p.clone());
         match (&self.phase, &self.open) {
             (Phase::Collecting { .. }, Some(open))
-                if !self.contributions.contains_key(&p) && !self.abstained.contains(&p) =>
+                if self.secure.is_none() && !self.contributions.contains_key(&p) && !self.abstained.contains(&p) =>
+            {
+                // A quarantined participant is told about the round but never waited for.
+                if !self.quarantined.contains(&p) {
+                    self.expected.insert(p.clone());
+                }
+                self.outputs.push_back(Output::Send(p, OutMessage::Open(open.clone())));
+            }
+            (Phase::Keying { .. }, Some(open))
+                if !self.secure.as_ref().is_some_and(|s| s.advertised().any(|a| a == &p))
+                    && !self.abstained.contains(&p) =>
             {
                 // A quarantined participant is told about the round but never waited for.
                 if !self.quarantined.contains(&p) {
@@ -715,6 +813,9 @@ impl CoordinatorRound {
                     connection: from.clone(),
                 })
             }
+        }
+        if self.secure.is_some() {
+            return self.handle_masked(now, from, labels);
         }
         let body = labels.value();
         let (deadline, open) = match (&self.phase, &self.open) {
@@ -810,7 +911,8 @@ impl CoordinatorRound {
         }
         let body = msg.value();
         let deadline = match &self.phase {
-            Phase::Collecting { deadline } if self.open.is_some() => *deadline,
+            Phase::Collecting { deadline } if self.open.is_some() && self.secure.is_none() => *deadline,
+            Phase::Keying { deadline } if self.open.is_some() => *deadline,
             _ => {
                 return Err(Rejection::NotCollecting {
                     got: body.round,
@@ -887,7 +989,11 @@ impl CoordinatorRound {
     /// The next deadline the driver should wake up for.
     pub fn poll_timeout(&self) -> Option<Millis> {
         match self.phase {
-            Phase::Collecting { deadline } | Phase::Reporting { deadline } => Some(deadline),
+            Phase::Collecting { deadline }
+            | Phase::Reporting { deadline }
+            | Phase::Keying { deadline }
+            | Phase::Sharing { deadline }
+            | Phase::Unmasking { deadline } => Some(deadline),
             _ => None,
         }
     }
@@ -902,7 +1008,11 @@ impl CoordinatorRound {
         loop {
             let progressed = match self.phase.clone() {
                 Phase::Waiting => self.try_open(now),
+                Phase::Collecting { deadline } if self.secure.is_some() => self.try_close_masked(now, deadline),
                 Phase::Collecting { deadline } => self.try_aggregate(now, deadline),
+                Phase::Keying { deadline } => self.try_close_keys(now, deadline),
+                Phase::Sharing { deadline } => self.try_close_shares(now, deadline),
+                Phase::Unmasking { deadline } => self.try_unmask(now, deadline),
                 Phase::Committing | Phase::Finished => false,
                 Phase::Reporting { deadline } => self.try_close(now, deadline),
             };
@@ -939,6 +1049,7 @@ impl CoordinatorRound {
             deadline_ms: self.cfg.collect_timeout.0,
             quorum: self.cfg.quorum as u32,
             classes: self.cfg.classes,
+            secure: self.cfg.secure,
         };
         self.round = round;
         self.open = Some(open.clone());
@@ -955,6 +1066,17 @@ impl CoordinatorRound {
         self.phase = Phase::Collecting {
             deadline: now.plus(self.cfg.collect_timeout),
         };
+        self.secure = None;
+        if let Some(params) = self.cfg.secure {
+            self.secure = Some(super::secagg::SecureRound::new(
+                params,
+                self.cfg.federation.clone(),
+                round,
+            ));
+            self.phase = Phase::Keying {
+                deadline: now.plus(self.cfg.collect_timeout),
+            };
+        }
         self.outputs.push_back(Output::Broadcast(OutMessage::Open(open)));
         true
     }
@@ -1028,6 +1150,7 @@ impl CoordinatorRound {
             abstained,
             aggregate: consensus,
             anomaly,
+            secure: None,
         })));
         true
     }

@@ -9,6 +9,7 @@ pub mod aggregate;
 pub mod coordinator;
 pub mod participant;
 pub mod robust;
+pub mod secagg;
 #[cfg(test)]
 mod sim;
 pub mod softlabels;

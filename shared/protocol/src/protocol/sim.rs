@@ -118,6 +118,7 @@ fn config(rounds: u64, quorum: usize) -> CoordinatorConfig {
         rule: AggregationRule::Median,
         temperature: 2.0,
         max_payload: 1 << 20,
+        secure: None,
     }
 }
 
@@ -296,6 +297,15 @@ impl Sim {
                     self.disk = Some(self.coord.snapshot());
                 }
                 Output::QuorumNotMet { .. } => {}
+                // The simulator runs rounds in the clear (secure rounds: coordinator/secure.rs's tests).
+                Output::RoundFailed { .. }
+                | Output::Broadcast(
+                    OutMessage::SecAggRoster { .. } | OutMessage::SecAggDelivery(_) | OutMessage::SecAggUnmask(_),
+                )
+                | Output::Send(
+                    _,
+                    OutMessage::SecAggRoster { .. } | OutMessage::SecAggDelivery(_) | OutMessage::SecAggUnmask(_),
+                ) => {}
                 Output::Finished => self.finished = true,
             }
         }

@@ -20,14 +20,41 @@ impl Encoding {
                 encoding: self.name(),
                 classes,
             }),
+            Encoding::MaskedU64 => Err(SoftLabelError::Masked),
             _ => Ok(()),
         }
     }
 }
 
+/// A masked input's bytes: every value as little-endian u64.
+pub fn masked_payload(masked: &[u64]) -> Vec<u8> {
+    masked.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Reads a `masked_u64` payload of `rows` x `classes` values (only its length can be checked: every u64 is
+/// a valid masked value).
+pub fn decode_masked(bytes: &[u8], rows: usize, classes: usize) -> Result<Vec<u64>, SoftLabelError> {
+    let expected = Encoding::MaskedU64.payload_len(rows, classes);
+    if bytes.len() != expected {
+        return Err(SoftLabelError::WrongLength {
+            got: bytes.len(),
+            expected,
+            rows,
+            classes,
+        });
+    }
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+        .collect())
+}
+
 /// Why a soft-label payload was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SoftLabelError {
+    /// `masked_u64` carries a secure-aggregation masked input, not probabilities.
+    #[error("the masked_u64 encoding carries a secure-aggregation masked input, not probabilities")]
+    Masked,
     /// The encoding name is not one of f32, f16, int8, topk:K, argmax, qtopk:K.
     #[error("unknown soft-label encoding {0:?} (expected f32, f16, int8, topk:K or qtopk:K with K >= 1, or argmax)")]
     UnknownEncoding(String),
@@ -201,6 +228,7 @@ pub fn encode(p: &[f32], rows: usize, classes: usize, encoding: Encoding) -> Res
                 }
             }
         }
+        Encoding::MaskedU64 => return Err(SoftLabelError::Masked),
     }
     Ok(out)
 }
@@ -308,6 +336,7 @@ pub fn decode(bytes: &[u8], rows: usize, classes: usize, encoding: Encoding) -> 
                 }
             }
         }
+        Encoding::MaskedU64 => return Err(SoftLabelError::Masked),
     }
     // Quantized encodings only approximate a distribution: renormalise, then check what the peer sent.
     for (row, r) in p.chunks_exact_mut(classes.max(1)).enumerate() {

@@ -130,6 +130,11 @@ pub enum Encoding {
         /// Entries kept per row, `1 <= k <= classes`.
         k: u16,
     },
+    /// A secure-aggregation masked input: every value in fixed point (`protocol::secagg::FRAC_BITS`
+    /// fractional bits) plus the round's masks, as little-endian u64 in Z_2^64, 8 bytes per value. Not
+    /// probabilities: only the sum of a round's masked inputs means anything. Never a participant's choice;
+    /// a secure round asks for it.
+    MaskedU64,
 }
 
 /// Why an encoding name was refused (`protocol::SoftLabelError` has the same variant and converts from
@@ -151,6 +156,7 @@ impl Encoding {
             Encoding::TopK { .. } => 4,
             Encoding::Argmax => 5,
             Encoding::QTopK { .. } => 6,
+            Encoding::MaskedU64 => 7,
         }
     }
 
@@ -164,6 +170,7 @@ impl Encoding {
             Encoding::TopK { k } => format!("topk:{k}"),
             Encoding::Argmax => "argmax".into(),
             Encoding::QTopK { k } => format!("qtopk:{k}"),
+            Encoding::MaskedU64 => "masked_u64".into(),
         }
     }
 
@@ -174,6 +181,7 @@ impl Encoding {
             "f16" => Ok(Encoding::F16),
             "int8" => Ok(Encoding::Int8),
             "argmax" => Ok(Encoding::Argmax),
+            "masked_u64" => Ok(Encoding::MaskedU64),
             other => {
                 let k_of = |rest: Option<&str>| {
                     rest.and_then(|k| k.parse::<u16>().ok())
@@ -200,6 +208,7 @@ impl Encoding {
             Encoding::TopK { k } => n * usize::from(*k) * 4,
             Encoding::Argmax => n,
             Encoding::QTopK { k } => n * usize::from(*k) * 2,
+            Encoding::MaskedU64 => n * classes * 8,
         }
     }
 }

@@ -44,6 +44,9 @@ pub struct RoundOpen {
     pub quorum: u32,
     /// Number of classes.
     pub classes: u32,
+    /// Secure aggregation's parameters when the round aggregates masked inputs (docs/protocol.md, "Secure
+    /// aggregation"); `None` for a round in the clear.
+    pub secure: Option<crate::wire::secagg::SecAggParams>,
 }
 
 impl SignedMessage for RoundOpen {
@@ -246,6 +249,15 @@ pub enum ToCoordinator {
         /// Most bytes wanted.
         max_len: u32,
     },
+    /// Secure aggregation: the participant's signed x25519 keys for the open round.
+    SecAggKeys(Signed<crate::wire::secagg::SecAggKeys>),
+    /// Secure aggregation: the participant's encrypted shares for its neighbours.
+    SecAggShares(Signed<crate::wire::secagg::SecAggShares>),
+    /// Secure aggregation: the shares the coordinator asked the participant to reveal.
+    SecAggReveal(Signed<crate::wire::secagg::SecAggReveal>),
+    /// Ask for the operator-signed roster (answered with [`Reply::Roster`]): a participant checks its peers'
+    /// key adverts against it.
+    GetRoster,
 }
 
 /// Most bytes of the public set one [`Reply::PublicChunk`] carries (well under every frame limit).
@@ -466,6 +478,11 @@ pub enum Reply {
         #[serde(with = "crate::wire::frame::bytes")]
         bytes: Vec<u8>,
     },
+    /// The operator-signed roster file the coordinator admits participants by, exactly as loaded.
+    Roster {
+        /// The signed roster (TOML).
+        toml: String,
+    },
 }
 
 /// Everything the coordinator pushes.
@@ -482,6 +499,12 @@ pub enum ToParticipant {
         /// The final signed checkpoint (C2SP signed note), for witnesses to cosign.
         checkpoint: String,
     },
+    /// Secure aggregation: the round's key adverts (U1).
+    SecAggRoster(Signed<crate::wire::secagg::SecAggRoster>),
+    /// Secure aggregation: the shares addressed to this participant, and who shared (U2).
+    SecAggDelivery(Signed<crate::wire::secagg::SecAggDelivery>),
+    /// Secure aggregation: which shares to reveal.
+    SecAggUnmask(Signed<crate::wire::secagg::SecAggUnmask>),
 }
 
 /// Most sample ids one round may name; a decoded [`RoundOpen`] naming more is refused before it is expanded.
@@ -555,7 +578,8 @@ pub fn sample_ids_digest(ids: &[u64]) -> Digest {
 
 /// Protocol version spoken by this build. Version 2: `RoundOpen.sample_ids` travels as runs of consecutive ids.
 /// Version 3: envelope signatures cover the signer's identity (`crypto::envelope_signing_bytes`).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// Version 4: `RoundOpen.secure` (secure aggregation's parameters) and the secure-aggregation messages.
+pub const PROTOCOL_VERSION: u16 = 4;
 
 #[cfg(test)]
 mod tests {
@@ -615,6 +639,7 @@ mod tests {
             deadline_ms: 1000,
             quorum: 2,
             classes: 10,
+            secure: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! - [`frame`]: the byte layout, `Incomplete` vs invalid (pure, no I/O), and the payload codec of
 //!   [`crate::codec`] with its errors as [`WireError`].
 //! - [`messages`]: the round protocol's message types and reject codes (`RejectCode`).
+//! - [`secagg`]: secure aggregation's key adverts, relayed shares, unmasking request and revealed shares.
 //! - [`enums`]: the aggregation rule and the soft-label encoding that messages carry, with their stable
 //!   names, parsing and validation.
 //!
@@ -14,6 +15,7 @@
 pub mod enums;
 pub mod frame;
 pub mod messages;
+pub mod secagg;
 
 pub use enums::{AggregationRule, Encoding, EncodingError, RuleError};
 
