@@ -395,6 +395,7 @@ impl<L: Learner> Driver<L> {
                                     Reply::Ack => {
                                         info!(round = round.0, bytes, "masked input accepted");
                                         self.with(|lc| lc.labels_delivered(round, bytes))?;
+                                        failpoint("labels-delivered", round);
                                     }
                                     other => self.unexpected("masked input", round, other),
                                 }
@@ -476,6 +477,7 @@ impl<L: Learner> Driver<L> {
                         Reply::Ack => {
                             info!(round = round.0, bytes, "soft labels accepted");
                             self.with(|lc| lc.labels_delivered(round, bytes))?;
+                            failpoint("labels-delivered", round);
                         }
                         Reply::Reject {
                             code: RejectCode::Duplicate,
@@ -647,5 +649,18 @@ impl<L: Learner> Driver<L> {
             other => warn!(?other, "unexpected reply to cosignature"),
         }
         Ok(())
+    }
+}
+
+/// Environment variable that makes a participant abort at a named point, as a crash would: tests set it to
+/// `<name>:<round>` (`labels-delivered:1`: right after the coordinator acknowledged this node's labels or
+/// masked input for round 1). The coordinator reads the same variable for its own points.
+pub const FAILPOINT_ENV: &str = "FEDISTILL_FAILPOINT";
+
+fn failpoint(name: &str, round: RoundId) {
+    let Ok(v) = std::env::var(FAILPOINT_ENV) else { return };
+    if v == format!("{name}:{}", round.0) {
+        error!(failpoint = %v, "failpoint reached: aborting the process");
+        std::process::abort();
     }
 }
