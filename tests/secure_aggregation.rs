@@ -13,13 +13,19 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use rand::SeedableRng;
+
+use fedistill_shared::crypto::{ParticipantId, Signed, Signer};
 use fedistill_shared::ledger::Record;
-use fedistill_shared::protocol::secagg::{encode_fixed, fixed_point_error_bound};
+use fedistill_shared::protocol::secagg::{encode_fixed, fixed_point_error_bound, SecureClient};
 use fedistill_shared::protocol::{softlabels, Encoding};
-use fedistill_shared::wire::messages::SoftLabels;
+use fedistill_shared::wire::messages::{Reply, SoftLabels, ToCoordinator, ToParticipant};
+use fedistill_shared::wire::recv_message;
+use fedistill_shared::wire::secagg::SecAggKeys;
 
 use common::{
-    audit_export_verify_show, fedistill, free_udp_port, history, names, provision, write_trust, Procs, StatusServer,
+    audit_export_verify_show, fedistill, free_udp_port, history, names, next_seq, provision, reject_code, sign,
+    write_trust, Procs, StatusServer,
 };
 
 const WAIT: Duration = Duration::from_secs(300);
@@ -256,4 +262,236 @@ fn a_secure_round_with_a_dropout_after_upload_gives_the_plain_mean_and_the_store
     assert!(show.contains("SECURE aggregation of [p0, p1, p2, p3, p4]"), "{show}");
     let (ok, out) = fedistill(&secure.dir, &["audit", "verify", "bundle", "--trust", "trust.toml"]);
     assert!(ok && out.contains("2 aggregates recomputed bit for bit"), "{out}");
+}
+
+/// The next push to `c` (any kind), unverified: the attacker reads what the coordinator relays.
+async fn next_push(c: &common::Client) -> ToParticipant {
+    let mut recv = c.conn.accept_uni().await.expect("push stream");
+    let (_, msg) = recv_message::<ToParticipant>(&mut recv, 1 << 24, Duration::from_secs(60))
+        .await
+        .expect("push");
+    msg
+}
+
+/// `body` signed by the attacker's kit under its next sequence number.
+fn signed<T: fedistill_shared::crypto::SignedMessage>(
+    m: &mut common::Client,
+    round: fedistill_shared::crypto::RoundId,
+    body: &T,
+) -> Signed<T> {
+    let seq = next_seq(&mut m.seq);
+    sign(&m.kit, round, seq, body)
+}
+
+/// A pushed message's body, unverified (the attacker trusts whatever it is told).
+fn unverified<T: serde::de::DeserializeOwned>(s: &Signed<T>) -> T {
+    fedistill_shared::wire::decode_payload(&s.payload).expect("payload")
+}
+
+fn message_of(r: &Reply) -> &str {
+    match r {
+        Reply::Reject { message, .. } => message,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+/// An insider with a valid kit ("mallory") drives the secure rounds by hand and lies in every field it
+/// controls: keys signed under another participant's name, a second advert, shares that are short,
+/// repeated or for a non-holder, labels in the clear, a masked input of the wrong length. Each is refused
+/// with a reason; the honest messages that follow are taken and round 1 aggregates all three. In round 2
+/// mallory shares its keys but never sends its masked input: with threshold 3 the round closes without an
+/// aggregate and the coordinator says why.
+#[test]
+fn an_insider_lying_in_every_secure_message_is_refused_and_too_few_survivors_close_the_round() {
+    let mut procs = Procs::new();
+    let dir = procs.dir().to_path_buf();
+    let port = free_udp_port();
+    let server = StatusServer::on_free_port();
+    provision(&dir, "secagg-attack", port, &["p0", "p1", "mallory"]);
+    let data = "[data]\ndataset = \"digits\"\nparticipants = 2\npartition = \"iid\"\nseed = 7\ntest_fraction = 0.1\npublic_fraction = 0.6\n";
+    std::fs::write(
+        dir.join("coordinator.toml"),
+        format!(
+            "federation_dir = \"federation\"\nbind = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\n\
+             status = \"{server}\"\nrounds = 2\nmin_participants = 3\nquorum = 2\ncollect_timeout_ms = 6000\n\
+             report_timeout_ms = 3000\nsamples_per_round = 40\nrule = \"mean\"\ntemperature = 2.0\n\
+             secure_aggregation = true\nsecagg_threshold = 3\n{data}"
+        ),
+    )
+    .expect("write coordinator.toml");
+    for (i, n) in ["p0", "p1"].iter().enumerate() {
+        common::write_participant_config(&dir, n, i, &[32], 3, data);
+    }
+    procs.start_coordinator();
+    procs.wait_for(server, "the coordinator's status", Instant::now() + WAIT, |s| {
+        s.status()
+    });
+    for n in ["p0", "p1"] {
+        procs.start_participant(n);
+    }
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let kit_dir = dir.join("federation").join("kits").join("mallory");
+    rt.block_on(async {
+        let mut m = common::Client::connect(&kit_dir).await;
+        m.hello().await;
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(5);
+        let me = m.kit.participant().clone();
+        let fed = m.kit.federation().clone();
+        for round_no in 1..=2u64 {
+            let open = loop {
+                if let ToParticipant::Open(s) = next_push(&m).await {
+                    break unverified(&s);
+                }
+            };
+            assert_eq!(open.round.0, round_no);
+            let params = open.secure.expect("a secure round");
+            let classes = open.classes as usize;
+            let rows = open.sample_ids.len();
+            let probs = vec![1.0 / classes as f32; rows * classes];
+            let input = encode_fixed(&probs).expect("fixed");
+            let (mut client, advert) = SecureClient::new(params, fed.clone(), open.round, me.clone(), input, &mut rng);
+            let round = open.round;
+            if round_no == 1 {
+                // Keys signed by mallory under p0's name.
+                let seq = next_seq(&mut m.seq);
+                let forged = Signed::sign(
+                    &m.kit.signing,
+                    Signer::Participant(ParticipantId::new("p0")),
+                    fed.clone(),
+                    round,
+                    seq,
+                    &advert,
+                )
+                .expect("sign");
+                let r = m.request(&ToCoordinator::SecAggKeys(forged)).await;
+                assert!(matches!(reject_code(&r), "signer_mismatch" | "bad_signature"), "{r:?}");
+            }
+            let r = {
+                let msg = ToCoordinator::SecAggKeys(signed(&mut m, round, &advert));
+                m.request(&msg).await
+            };
+            assert!(matches!(r, Reply::Ack), "honest advert: {r:?}");
+            if round_no == 1 {
+                let r = {
+                    let msg = ToCoordinator::SecAggKeys(signed(&mut m, round, &advert));
+                    m.request(&msg).await
+                };
+                // Refused as a second advert, or, once everyone advertised, as out of its phase.
+                match reject_code(&r) {
+                    "bad_payload" => assert!(message_of(&r).contains("already advertised"), "{r:?}"),
+                    "not_collecting" => assert!(message_of(&r).contains("phase sharing"), "{r:?}"),
+                    other => panic!("a second advert was answered {other}: {r:?}"),
+                }
+            }
+            let roster = loop {
+                if let ToParticipant::SecAggRoster(s) = next_push(&m).await {
+                    break unverified(&s);
+                }
+            };
+            let adverts: Vec<(ParticipantId, SecAggKeys)> = roster
+                .adverts
+                .iter()
+                .map(|a| {
+                    let Signer::Participant(p) = &a.signer else {
+                        panic!("participant advert")
+                    };
+                    (
+                        p.clone(),
+                        fedistill_shared::wire::decode_payload(&a.payload).expect("advert"),
+                    )
+                })
+                .collect();
+            let shares = client.on_roster(&adverts, &mut rng).expect("shares");
+            if round_no == 1 {
+                let mut short = shares.clone();
+                short.shares[0].ciphertext.pop();
+                let mut repeated = shares.clone();
+                repeated.shares[1].to = repeated.shares[0].to;
+                let mut foreign = shares.clone();
+                foreign.shares[0].from = (foreign.shares[0].from + 1) % 3;
+                for (bad, why) in [(short, "bytes"), (repeated, "repeats holder"), (foreign, "names owner")] {
+                    let r = {
+                        let msg = ToCoordinator::SecAggShares(signed(&mut m, round, &bad));
+                        m.request(&msg).await
+                    };
+                    assert_eq!(reject_code(&r), "bad_payload", "{r:?}");
+                    assert!(message_of(&r).contains(why), "{why}: {r:?}");
+                }
+            }
+            let r = {
+                let msg = ToCoordinator::SecAggShares(signed(&mut m, round, &shares));
+                m.request(&msg).await
+            };
+            assert!(matches!(r, Reply::Ack), "honest shares: {r:?}");
+            let delivery = loop {
+                if let ToParticipant::SecAggDelivery(s) = next_push(&m).await {
+                    break unverified(&s);
+                }
+            };
+            let masked = client.on_delivery(&delivery).expect("masked input");
+            if round_no == 2 {
+                // Drops before sending its masked input: only two survivors, the threshold is three.
+                break;
+            }
+            let clear = m.labels(&open, |_| {});
+            let r = m.request(&clear).await;
+            assert_eq!(reject_code(&r), "bad_payload", "{r:?}");
+            assert!(message_of(&r).contains("masked_u64"), "{r:?}");
+            let body = |payload: Vec<u8>| SoftLabels {
+                round,
+                public_digest: open.public_digest,
+                sample_ids_digest: open.sample_ids_digest,
+                rows: rows as u32,
+                classes: classes as u32,
+                encoding: Encoding::MaskedU64,
+                samples: 100,
+                payload,
+            };
+            let mut short = softlabels::masked_payload(&masked);
+            short.truncate(short.len() - 8);
+            let r = {
+                let msg = ToCoordinator::SoftLabels(signed(&mut m, round, &body(short)));
+                m.request(&msg).await
+            };
+            assert_eq!(reject_code(&r), "bad_payload", "{r:?}");
+            let honest = body(softlabels::masked_payload(&masked));
+            let r = {
+                let msg = ToCoordinator::SoftLabels(signed(&mut m, round, &honest));
+                m.request(&msg).await
+            };
+            assert!(matches!(r, Reply::Ack), "honest masked input: {r:?}");
+            let unmask = loop {
+                if let ToParticipant::SecAggUnmask(s) = next_push(&m).await {
+                    break unverified(&s);
+                }
+            };
+            let reveal = client.on_unmask(&unmask).expect("reveal").expect("a survivor reveals");
+            let r = {
+                let msg = ToCoordinator::SecAggReveal(signed(&mut m, round, &reveal));
+                m.request(&msg).await
+            };
+            assert!(matches!(r, Reply::Ack | Reply::Reject { .. }), "{r:?}");
+        }
+        // Stay connected until the federation finishes, so the coordinator sees a dropout, not a disconnect.
+        let deadline = Instant::now() + WAIT;
+        while server.finished().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the federation did not finish{}",
+                procs.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let done = server.finished().expect("finished");
+    let hist = history(&done);
+    assert_eq!(hist.len(), 1, "round 1 aggregated, round 2 did not: {done}");
+    assert_eq!(names(&hist[0]["contributors"]), ["mallory", "p0", "p1"], "{}", hist[0]);
+    let log = procs.log("coordinator");
+    assert!(
+        log.contains("secure round closed without an aggregate")
+            && log.contains("2 masked inputs arrived, the threshold is 3"),
+        "{log}"
+    );
+    procs.wait_all_exit(Instant::now() + WAIT, "processes did not exit");
 }

@@ -245,3 +245,163 @@ impl SecureClient {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! What a participant refuses from a lying coordinator.
+    use rand::SeedableRng;
+
+    use super::*;
+    use crate::wire::secagg::EncryptedShares;
+
+    const PARAMS: SecAggParams = SecAggParams {
+        threshold: 2,
+        neighbours: 0,
+        noise_sigma2: 0,
+    };
+
+    fn fed() -> FederationId {
+        FederationId::new("client-tests").expect("valid")
+    }
+
+    /// Three clients of round 1 and their adverts, in id order.
+    fn three() -> (
+        Vec<SecureClient>,
+        Vec<(ParticipantId, SecAggKeys)>,
+        rand_chacha::ChaCha20Rng,
+    ) {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(11);
+        let mut clients = Vec::new();
+        let mut adverts = Vec::new();
+        for i in 0..3 {
+            let id = ParticipantId::new(format!("p{i}"));
+            let (c, a) = SecureClient::new(PARAMS, fed(), RoundId(1), id.clone(), vec![i as u64; 6], &mut rng);
+            clients.push(c);
+            adverts.push((id, a));
+        }
+        (clients, adverts, rng)
+    }
+
+    /// Runs the shares step for everyone; returns each client's delivery.
+    fn deliveries(
+        clients: &mut [SecureClient],
+        adverts: &[(ParticipantId, SecAggKeys)],
+        rng: &mut rand_chacha::ChaCha20Rng,
+    ) -> Vec<SecAggDelivery> {
+        let all: Vec<EncryptedShares> = clients
+            .iter_mut()
+            .flat_map(|c| c.on_roster(adverts, rng).expect("shares").shares)
+            .collect();
+        (0..clients.len())
+            .map(|v| SecAggDelivery {
+                round: RoundId(1),
+                senders: vec![0, 1, 2],
+                shares: all.iter().filter(|s| s.to as usize == v).cloned().collect(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn adverts_that_omit_reorder_repeat_or_replace_this_node_are_refused() {
+        let (mut clients, adverts, mut rng) = three();
+        let mut missing = adverts.clone();
+        missing.remove(0);
+        let e = clients[0]
+            .on_roster(&missing, &mut rng)
+            .expect_err("own advert missing");
+        assert!(e.reason.contains("advert is missing"), "{e}");
+        let mut reordered = adverts.clone();
+        reordered.swap(1, 2);
+        let e = clients[0].on_roster(&reordered, &mut rng).expect_err("order");
+        assert!(e.reason.contains("ascending"), "{e}");
+        let mut repeated = adverts.clone();
+        repeated[2].1.keys = repeated[1].1.keys;
+        let e = clients[0].on_roster(&repeated, &mut rng).expect_err("repeat");
+        assert!(e.reason.contains("repeats"), "{e}");
+        let mut replaced = adverts.clone();
+        replaced[0].1.keys = adverts[1].1.keys;
+        replaced[1].1.keys = adverts[0].1.keys;
+        let e = clients[0]
+            .on_roster(&replaced, &mut rng)
+            .expect_err("other keys under my name");
+        assert!(e.reason.contains("other keys"), "{e}");
+        let mut stale = adverts.clone();
+        stale[1].1.round = RoundId(0);
+        let e = clients[0].on_roster(&stale, &mut rng).expect_err("round");
+        assert!(e.reason.contains("round 0"), "{e}");
+        // The honest list still works afterwards, once.
+        clients[0].on_roster(&adverts, &mut rng).expect("honest adverts");
+        let e = clients[0].on_roster(&adverts, &mut rng).expect_err("twice");
+        assert!(e.reason.contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn deliveries_with_a_tampered_missing_or_foreign_share_are_refused() {
+        let (mut clients, adverts, mut rng) = three();
+        let mut d = deliveries(&mut clients, &adverts, &mut rng);
+        let mut tampered = d[0].clone();
+        if let Some(b) = tampered.shares[1].ciphertext.get_mut(20) {
+            *b ^= 1;
+        }
+        assert!(
+            clients[0].on_delivery(&tampered).is_err(),
+            "a flipped bit fails the tag"
+        );
+        let mut short = d[0].clone();
+        short.shares.pop();
+        let e = clients[0].on_delivery(&short).expect_err("a sender's share is missing");
+        assert!(e.reason.contains("missing"), "{e}");
+        let mut without_me = d[0].clone();
+        without_me.senders = vec![1, 2];
+        let e = clients[0].on_delivery(&without_me).expect_err("not in U2");
+        assert!(e.reason.contains("missing from the senders"), "{e}");
+        let masked = clients[0].on_delivery(&d.remove(0)).expect("honest delivery");
+        assert_eq!(masked.len(), 6);
+    }
+
+    #[test]
+    fn an_unmasking_request_for_both_secrets_of_a_peer_a_second_request_or_a_false_partition_is_refused() {
+        let (mut clients, adverts, mut rng) = three();
+        let d = deliveries(&mut clients, &adverts, &mut rng);
+        for (c, d) in clients.iter_mut().zip(&d) {
+            c.on_delivery(d).expect("masked");
+        }
+        let both = SecAggUnmask {
+            round: RoundId(1),
+            survivors: vec![0, 1, 2],
+            dropped: vec![2],
+        };
+        let e = clients[0].on_unmask(&both).expect_err("both secrets of index 2");
+        assert!(
+            e.reason
+                .contains("both the self-mask seed and the mask secret of index 2"),
+            "{e}"
+        );
+        let partial = SecAggUnmask {
+            round: RoundId(1),
+            survivors: vec![0, 1],
+            dropped: vec![],
+        };
+        let e = clients[0].on_unmask(&partial).expect_err("not a partition of U2");
+        assert!(e.reason.contains("partition"), "{e}");
+        let honest = SecAggUnmask {
+            round: RoundId(1),
+            survivors: vec![0, 1],
+            dropped: vec![2],
+        };
+        let reveal = clients[0]
+            .on_unmask(&honest)
+            .expect("reveal")
+            .expect("a survivor reveals");
+        assert_eq!(reveal.shares.len(), 3, "b of 0 and 1, s of 2");
+        let e = clients[0].on_unmask(&honest).expect_err("second request");
+        assert!(e.reason.contains("reveals once"), "{e}");
+        // Counted as dropped: nothing is revealed.
+        let as_dropped = SecAggUnmask {
+            round: RoundId(1),
+            survivors: vec![0, 1],
+            dropped: vec![2],
+        };
+        assert_eq!(clients[2].on_unmask(&as_dropped).expect("answered"), None);
+    }
+}
