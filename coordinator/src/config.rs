@@ -52,6 +52,8 @@ struct RawSettings {
     secagg_threshold: Option<u32>,
     #[serde(default)]
     secagg_neighbours: Option<u32>,
+    #[serde(default)]
+    secagg_noise_stddev: Option<f64>,
 }
 
 /// `[task]`: the federation learns the task a card declares, on the public file it names (the
@@ -296,18 +298,37 @@ impl CoordinatorSettings {
                 "secagg_threshold = {threshold} exceeds min_participants = {min_participants}: a round could never \
                  unmask"
             );
+            // Distributed noise: each participant adds a share so that any `threshold` survivors together
+            // carry a variance of stddev^2 on every value of the sum (fixed-point units).
+            let noise_sigma2 = match raw.secagg_noise_stddev {
+                None => 0,
+                Some(s) => {
+                    anyhow::ensure!(
+                        rule == AggregationRule::Mean,
+                        "secagg_noise_stddev needs rule = \"mean\": under sample_weighted a participant's row is \
+                         scaled by its own sample count, so the sensitivity of the sum has no bound the noise could \
+                         be set for"
+                    );
+                    anyhow::ensure!(
+                        s.is_finite() && s > 0.0 && s <= 1e3,
+                        "secagg_noise_stddev must be in (0, 1000] (got {s})"
+                    );
+                    let fixed = s * f64::from(1u32 << fedistill_shared::protocol::secagg::FRAC_BITS);
+                    (fixed * fixed / f64::from(threshold)).ceil() as u64
+                }
+            };
             let params = fedistill_shared::wire::secagg::SecAggParams {
                 threshold,
                 neighbours: raw.secagg_neighbours.unwrap_or(0),
-                noise_sigma2: 0,
+                noise_sigma2,
             };
             fedistill_shared::protocol::secagg::check_params(&params, min_participants)
                 .map_err(|e| anyhow::anyhow!("secure aggregation: {e}"))?;
             Some(params)
         } else {
             anyhow::ensure!(
-                raw.secagg_threshold.is_none() && raw.secagg_neighbours.is_none(),
-                "secagg_threshold and secagg_neighbours only apply with secure_aggregation = true"
+                raw.secagg_threshold.is_none() && raw.secagg_neighbours.is_none() && raw.secagg_noise_stddev.is_none(),
+                "secagg_threshold, secagg_neighbours and secagg_noise_stddev only apply with secure_aggregation = true"
             );
             None
         };
@@ -382,6 +403,19 @@ participants = 3
         let p = s.secure.expect("secure aggregation on");
         assert_eq!((p.threshold, p.neighbours, p.noise_sigma2), (3, 0, 0));
         assert!(!s.quarantine.enabled, "anomaly scores need individual labels");
+        // Distributed noise: any `threshold` survivors' shares add up to the chosen variance.
+        let noisy = GOOD
+            .replace(
+                "rule = \"trimmed_mean:0.2\"",
+                "rule = \"mean\"\nsecure_aggregation = true\nsecagg_noise_stddev = 0.5",
+            )
+            .replace("quorum = 2", "quorum = 2\nmin_participants = 5");
+        let p = CoordinatorSettings::parse(&noisy, Path::new("."))
+            .unwrap()
+            .secure
+            .expect("secure");
+        let per_participant = (0.5f64 * 16_777_216.0).powi(2) / 3.0;
+        assert_eq!(p.noise_sigma2, per_participant.ceil() as u64);
         assert!(CoordinatorSettings::parse(GOOD, Path::new("."))
             .unwrap()
             .secure
@@ -553,6 +587,20 @@ participants = 3
             (
                 GOOD.replace("rule = \"trimmed_mean:0.2\"", "rule = \"mean\"\nsecagg_threshold = 2"),
                 "only apply with secure_aggregation = true",
+            ),
+            (
+                GOOD.replace(
+                    "rule = \"trimmed_mean:0.2\"",
+                    "rule = \"sample_weighted\"\nsecure_aggregation = true\nsecagg_noise_stddev = 0.1",
+                ),
+                "secagg_noise_stddev needs rule = \"mean\"",
+            ),
+            (
+                GOOD.replace(
+                    "rule = \"trimmed_mean:0.2\"",
+                    "rule = \"mean\"\nsecure_aggregation = true\nsecagg_noise_stddev = -1",
+                ),
+                "secagg_noise_stddev must be in (0, 1000]",
             ),
         ];
         for (text, needle) in cases {

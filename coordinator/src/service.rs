@@ -316,6 +316,29 @@ pub async fn run(
         max_payload: settings.max_frame_bytes,
         secure: settings.secure,
     };
+    if let Some(p) = settings.secure.filter(|p| p.noise_sigma2 > 0) {
+        use fedistill_shared::privacy::{accountant, distributed};
+        let l2 = distributed::row_l2_sensitivity(fedistill_shared::protocol::secagg::FRAC_BITS, 1.0);
+        let d = (settings.samples_per_round as usize).saturating_mul(classes as usize);
+        let rho = distributed::distributed_gaussian_rho(p.noise_sigma2 as f64, p.threshold as usize, l2, d);
+        let epsilon = accountant::epsilon_for(
+            rho * settings.rounds as f64,
+            1e-5,
+            &accountant::default_orders(),
+            accountant::Conversion::Improved,
+        );
+        info!(
+            threshold = p.threshold,
+            noise_sigma2_per_participant = p.noise_sigma2,
+            rho_per_round = rho,
+            rounds = settings.rounds,
+            epsilon_at_delta_1e_5 = epsilon,
+            "secure aggregation with distributed discrete Gaussian noise: with at least {} survivors, the sum of \
+             each round is {rho:.4e}-zCDP for one participant's released row; over {} rounds ({epsilon:.3}, 1e-5)-DP",
+            p.threshold,
+            settings.rounds
+        );
+    }
     let start = Instant::now();
     let (sm, guard) = match store.state(SNAPSHOT_KEY)? {
         Some(bytes) => {

@@ -483,8 +483,18 @@ impl<L: Learner> RoundLifecycle<L> {
         } else {
             probs.to_vec()
         };
-        let input = fedistill_shared::protocol::secagg::encode_fixed(&values)?;
+        let mut input = fedistill_shared::protocol::secagg::encode_fixed(&values)?;
         let mut rng = fedistill_shared::privacy::os_rng()?;
+        if params.noise_sigma2 > 0 {
+            // This node's share of the distributed noise: the sum of any `threshold` survivors' shares has
+            // the variance the federation chose (docs/privacy.md, "Secure aggregation with noise").
+            let dg = fedistill_shared::privacy::discrete::DiscreteGaussian::new(u128::from(params.noise_sigma2));
+            fedistill_shared::protocol::secagg::add_discrete_gaussian_noise(
+                &mut input,
+                u128::from(params.noise_sigma2),
+                || dg.sample(&mut rng),
+            );
+        }
         let (client, advert) = SecureClient::new(params, federation, open.round, me, input, &mut rng);
         let template = SoftLabels {
             round: open.round,
@@ -741,6 +751,16 @@ mod tests {
         fn aggregate(&mut self, round: u64, consensus: &[f32]) -> Verified<AggregateLabels> {
             self.aggregate_from(round, consensus, Vec::new())
         }
+        fn secure_open(
+            &mut self,
+            round: u64,
+            ids: &[u64],
+            params: fedistill_shared::wire::secagg::SecAggParams,
+        ) -> Verified<RoundOpen> {
+            let mut body = self.open(round, ids).into_inner();
+            body.secure = Some(params);
+            self.verified(round, &body)
+        }
         fn aggregate_from(
             &mut self,
             round: u64,
@@ -791,6 +811,103 @@ mod tests {
             Some(Outgoing::Report(r)) => r,
             other => panic!("expected a report, got {other:?}"),
         }
+    }
+
+    /// A secure round through the lifecycle against one scripted peer: the node's masked input, unmasked
+    /// with the reveals, is its labels in fixed point plus its share of the distributed noise, of the
+    /// variance the round announced.
+    #[test]
+    fn a_secure_round_masks_the_labels_and_adds_the_announced_share_of_noise() {
+        use fedistill_shared::protocol::secagg::{decode_fixed, unmask, Context, Graph, SecureClient, FRAC_BITS};
+        use fedistill_shared::wire::secagg::{SecAggDelivery, SecAggParams, SecAggUnmask};
+        use rand::SeedableRng;
+        let dir = tempfile::tempdir().expect("dir");
+        let mut c = Coordinator::new();
+        let (mut lc, _) = lifecycle(dir.path(), vec![(0.8, true)]);
+        let (me, peer) = (ParticipantId::new("a".to_string()), ParticipantId::new("b".to_string()));
+        lc.set_participant(me.clone());
+        lc.set_federation(c.federation.clone());
+        let stddev = 0.01;
+        let sigma2 = ((stddev * f64::from(1u32 << FRAC_BITS)).powi(2)).ceil() as u64;
+        let params = SecAggParams {
+            threshold: 2,
+            neighbours: 0,
+            noise_sigma2: sigma2,
+        };
+        let ids: Vec<u64> = (0..100).collect();
+        lc.on_open(c.secure_open(1, &ids, params)).expect("open");
+        let Some(Outgoing::SecAggKeys(mine)) = lc.step().expect("label") else {
+            panic!("a secure round starts with the key advert");
+        };
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
+        let zeros = vec![0u64; ids.len() * CLASSES];
+        let (mut other, theirs) =
+            SecureClient::new(params, c.federation.clone(), RoundId(1), peer.clone(), zeros, &mut rng);
+        let adverts = vec![(me.clone(), mine.clone()), (peer.clone(), theirs.clone())];
+        let my_shares = lc.on_secagg_roster(RoundId(1), &adverts).expect("shares").shares;
+        let their_shares = other.on_roster(&adverts, &mut rng).expect("peer shares").shares;
+        let all: Vec<_> = my_shares.into_iter().chain(their_shares).collect();
+        let to = |v: u32| SecAggDelivery {
+            round: RoundId(1),
+            senders: vec![0, 1],
+            shares: all.iter().filter(|s| s.to == v).cloned().collect(),
+        };
+        let labels = lc.on_secagg_delivery(&to(0)).expect("masked input");
+        assert_eq!(labels.encoding, Encoding::MaskedU64);
+        assert_eq!(
+            lc.state().labelled_open.as_ref().map(|o| o.round),
+            Some(RoundId(1)),
+            "saved before release"
+        );
+        let my_masked = softlabels::decode_masked(&labels.payload, ids.len(), CLASSES).expect("masked");
+        let their_masked = other.on_delivery(&to(1)).expect("peer masked");
+        let request = SecAggUnmask {
+            round: RoundId(1),
+            survivors: vec![0, 1],
+            dropped: vec![],
+        };
+        let mut revealed = lc
+            .on_secagg_unmask(&request)
+            .expect("reveal")
+            .expect("a survivor")
+            .shares;
+        revealed.extend(
+            other
+                .on_unmask(&request)
+                .expect("peer reveal")
+                .expect("survivor")
+                .shares,
+        );
+        let keys = [mine.keys, theirs.keys];
+        let ctx = Context {
+            federation: c.federation.as_str().as_bytes(),
+            round: 1,
+        };
+        let sum = unmask(
+            &ctx,
+            &keys,
+            &Graph::complete(2, 2).expect("graph"),
+            &[0, 1],
+            &[(0, my_masked), (1, their_masked)],
+            &revealed,
+        )
+        .expect("unmask");
+        // The peer's input is zero: the sum is this node's noisy labels.
+        let noise: Vec<f64> = decode_fixed(&sum)
+            .iter()
+            .zip([0.7f64, 0.2, 0.1].iter().cycle())
+            .map(|(got, clear)| got - clear)
+            .collect();
+        let mean = noise.iter().sum::<f64>() / noise.len() as f64;
+        let sd = (noise.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / noise.len() as f64).sqrt();
+        assert!(
+            (sd - stddev).abs() < 0.15 * stddev,
+            "noise stddev {sd}, announced {stddev}"
+        );
+        assert!(
+            mean.abs() < 4.0 * stddev / (noise.len() as f64).sqrt(),
+            "noise mean {mean}"
+        );
     }
 
     #[test]

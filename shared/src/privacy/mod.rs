@@ -10,6 +10,7 @@
 
 pub mod accountant;
 pub mod discrete;
+pub mod distributed;
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
