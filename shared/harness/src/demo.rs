@@ -363,7 +363,18 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
     );
     anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
     anyhow::ensure!(args.alpha > 0.0, "--alpha must be > 0 (got {})", args.alpha);
-    fedistill_shared::protocol::AggregationRule::parse(&args.rule)?;
+    let rule = fedistill_shared::protocol::AggregationRule::parse(&args.rule)?;
+    anyhow::ensure!(
+        !args.secure_aggregation
+            || matches!(
+                rule,
+                fedistill_shared::protocol::AggregationRule::Mean
+                    | fedistill_shared::protocol::AggregationRule::SampleWeighted
+            ),
+        "--rule {} needs every participant's own soft labels, which --secure-aggregation hides from the \
+         coordinator: use --rule mean or --rule sample_weighted",
+        args.rule
+    );
     fedistill_shared::protocol::Encoding::parse(&args.encoding)?;
     fedistill_shared::protocol::Encoding::parse(&args.aggregate_encoding).context("--aggregate-encoding")?;
     let temp;
