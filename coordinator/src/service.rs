@@ -1644,19 +1644,8 @@ fn no_task() -> Reply {
     }
 }
 
-/// Environment variable that names a crash point for fault-injection tests (docs/operations.md).
-pub const FAILPOINT_ENV: &str = "FEDISTILL_FAILPOINT";
-
-/// Aborts the process (as a crash or SIGKILL would) when [`FAILPOINT_ENV`] is `<name>:<round>` for this
-/// point and round. Tests use it to prove that a crash between two steps loses nothing; it is never set in
-/// a deployment, and an unset or different value costs one environment lookup.
-fn failpoint(name: &str, round: RoundId) {
-    let Ok(v) = std::env::var(FAILPOINT_ENV) else { return };
-    if v == format!("{name}:{}", round.0) {
-        error!(failpoint = %v, "failpoint reached: aborting the process");
-        std::process::abort();
-    }
-}
+use fedistill_shared::failpoint::failpoint;
+pub use fedistill_shared::failpoint::FAILPOINT_ENV;
 
 fn unix_micros() -> u64 {
     std::time::SystemTime::now()

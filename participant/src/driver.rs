@@ -20,6 +20,8 @@ use fedistill_shared::wire::messages::{
 };
 use fedistill_shared::wire::{decode_frame, encode_frame, read_frame, write_frame};
 
+use fedistill_shared::failpoint::failpoint;
+
 use crate::learner::Learner;
 use crate::lifecycle::{Outgoing, RoundLifecycle};
 use crate::transport::{connect_with_backoff, Kit};
@@ -649,18 +651,5 @@ impl<L: Learner> Driver<L> {
             other => warn!(?other, "unexpected reply to cosignature"),
         }
         Ok(())
-    }
-}
-
-/// Environment variable that makes a participant abort at a named point, as a crash would: tests set it to
-/// `<name>:<round>` (`labels-delivered:1`: right after the coordinator acknowledged this node's labels or
-/// masked input for round 1). The coordinator reads the same variable for its own points.
-pub const FAILPOINT_ENV: &str = "FEDISTILL_FAILPOINT";
-
-fn failpoint(name: &str, round: RoundId) {
-    let Ok(v) = std::env::var(FAILPOINT_ENV) else { return };
-    if v == format!("{name}:{}", round.0) {
-        error!(failpoint = %v, "failpoint reached: aborting the process");
-        std::process::abort();
     }
 }

@@ -15,6 +15,7 @@ pub use fedistill_protocol::{crypto, protocol};
 #[cfg(feature = "ml")]
 pub mod attack;
 pub mod audit;
+pub mod failpoint;
 pub mod html;
 pub mod privacy;
 pub mod provision;

@@ -1133,6 +1133,20 @@ impl CoordinatorRound {
                 )
             })
             .collect();
+        self.push_commit(open, contributions, consensus, anomaly, None);
+        true
+    }
+
+    /// Ends collection: the round's commit for the driver, with the expected participants that neither
+    /// contributed nor abstained as absent. Rounds in the clear and secure rounds both end here.
+    fn push_commit(
+        &mut self,
+        open: RoundOpen,
+        contributions: Vec<AcceptedContribution>,
+        aggregate: Vec<f32>,
+        anomaly: Vec<(ParticipantId, f64)>,
+        secure: Option<super::secagg::SecureTranscript>,
+    ) {
         let absent: Vec<ParticipantId> = self
             .expected
             .iter()
@@ -1148,11 +1162,10 @@ impl CoordinatorRound {
             contributions,
             absent,
             abstained,
-            aggregate: consensus,
+            aggregate,
             anomaly,
-            secure: None,
+            secure,
         })));
-        true
     }
 
     fn try_close(&mut self, now: Millis, deadline: Millis) -> bool {

@@ -3,7 +3,7 @@
 
 use super::super::secagg::{decode_fixed, SecureRound};
 use super::super::softlabels;
-use super::{AcceptedContribution, CoordinatorRound, Millis, OutMessage, Output, Phase, Rejection, RoundCommit};
+use super::{AcceptedContribution, CoordinatorRound, Millis, OutMessage, Output, Phase, Rejection};
 use crate::crypto::{ParticipantId, RoundId, Signer, Verified};
 use crate::wire::enums::{AggregationRule, Encoding};
 use crate::wire::messages::SoftLabels;
@@ -333,25 +333,7 @@ impl CoordinatorRound {
             _ => contributions.len() as f64,
         };
         let consensus = consensus_from_sum(&sum, divisor, self.cfg.classes as usize);
-        let absent: Vec<ParticipantId> = self
-            .expected
-            .iter()
-            .filter(|p| !self.contributions.contains_key(*p))
-            .cloned()
-            .collect();
-        let abstained = self.abstained.iter().cloned().collect();
-        self.contributors = contributions.iter().map(|c| c.participant.clone()).collect();
-        self.phase = Phase::Committing;
-        self.outputs.push_back(Output::Commit(Box::new(RoundCommit {
-            round: self.round,
-            open,
-            contributions,
-            absent,
-            abstained,
-            aggregate: consensus,
-            anomaly: Vec::new(),
-            secure: Some(transcript),
-        })));
+        self.push_commit(open, contributions, consensus, Vec::new(), Some(transcript));
         true
     }
 }
