@@ -368,7 +368,7 @@ mod tests {
     use rand::SeedableRng;
 
     use super::super::super::secagg::{encode_fixed, fixed_point_error_bound, recompute_sum, SecureClient};
-    use super::super::{CoordinatorConfig, OutMessage, Output};
+    use super::super::{CoordinatorConfig, OutMessage, Output, RoundCommit};
     use super::*;
     use crate::crypto::{Digest, FederationId, ReplayGuard, Signed, SigningIdentity};
     use crate::wire::messages::sample_ids_digest;
