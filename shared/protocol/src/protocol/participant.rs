@@ -127,8 +127,9 @@ impl ParticipantSession {
             });
         }
         if let Some(p) = &self.pending {
-            if p.open.round == open.round && p.labelled {
-                // Re-announcement after a coordinator restart: the labels were already sent.
+            if p.open.round == open.round && p.labelled && open.secure.is_none() {
+                // Re-announcement after a coordinator restart: the labels were already sent. A secure round
+                // is run again from its key adverts with fresh secrets, so it is labelled (and masked) again.
                 return Ok(());
             }
         }
@@ -265,5 +266,64 @@ impl ParticipantSession {
     /// The next effect.
     pub fn poll_output(&mut self) -> Option<ParticipantOutput> {
         self.outputs.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{FederationId, ReplayGuard, Signed, Signer, SigningIdentity};
+    use crate::wire::messages::sample_ids_digest;
+    use crate::wire::secagg::SecAggParams;
+
+    fn open(secure: Option<SecAggParams>, seq: u64) -> Verified<RoundOpen> {
+        let fed = FederationId::new("session-tests").expect("valid");
+        let key = SigningIdentity::from_seed([3; 32]);
+        let body = RoundOpen {
+            round: RoundId(1),
+            total_rounds: 2,
+            public_digest: Digest::of(b"public"),
+            sample_ids: vec![0, 1],
+            sample_ids_digest: sample_ids_digest(&[0, 1]),
+            temperature: 2.0,
+            rule: crate::wire::enums::AggregationRule::Mean,
+            deadline_ms: 1000,
+            quorum: 1,
+            classes: 3,
+            secure,
+        };
+        Signed::sign(&key, Signer::Coordinator, fed.clone(), RoundId(1), seq, &body)
+            .expect("sign")
+            .verify(
+                &key.public_key(),
+                &Signer::Coordinator,
+                &ReplayGuard::new(fed),
+                RoundId(1),
+            )
+            .expect("verify")
+    }
+
+    fn labels_asked(s: &mut ParticipantSession) -> usize {
+        std::iter::from_fn(|| s.poll_output())
+            .filter(|o| matches!(o, ParticipantOutput::ComputeSoftLabels { .. }))
+            .count()
+    }
+
+    #[test]
+    fn a_re_announced_round_is_labelled_again_only_when_it_is_secure() {
+        let secure = SecAggParams {
+            threshold: 2,
+            neighbours: 0,
+            noise_sigma2: 0,
+        };
+        for (params, again) in [(None, 0), (Some(secure), 1)] {
+            let mut s = ParticipantSession::new(Digest::of(b"public"), 10, 3, RoundId(0));
+            s.handle_open(open(params, 1)).expect("open");
+            assert_eq!(labels_asked(&mut s), 1);
+            s.handle_labels_sent(RoundId(1));
+            // The coordinator restarted and announces the round again.
+            s.handle_open(open(params, 2)).expect("re-announced");
+            assert_eq!(labels_asked(&mut s), again, "secure: {}", params.is_some());
+        }
     }
 }
