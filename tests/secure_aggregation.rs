@@ -495,3 +495,58 @@ fn an_insider_lying_in_every_secure_message_is_refused_and_too_few_survivors_clo
     );
     procs.wait_all_exit(Instant::now() + WAIT, "processes did not exit");
 }
+
+/// The coordinator crashes (a failpoint aborts it) when round 1's masked inputs are in and its unmasking
+/// requests are about to go out. A secure round's secrets live only in memory, so the restarted coordinator
+/// runs round 1 again from its key adverts; the participants, which had already sent masked inputs, take
+/// part again with fresh secrets, and both rounds aggregate everyone and verify.
+#[test]
+fn a_coordinator_crash_before_unmasking_runs_the_secure_round_again() {
+    let mut procs = Procs::new();
+    let dir = procs.dir().to_path_buf();
+    let port = free_udp_port();
+    let server = StatusServer::on_free_port();
+    let nodes = ["p0", "p1", "p2"];
+    let federation = provision(&dir, "secagg-restart", port, &nodes);
+    write_trust(&dir, &federation, &nodes);
+    let data = "[data]\ndataset = \"digits\"\nparticipants = 3\npartition = \"iid\"\nseed = 7\ntest_fraction = 0.1\npublic_fraction = 0.6\n";
+    std::fs::write(
+        dir.join("coordinator.toml"),
+        format!(
+            "federation_dir = \"federation\"\nbind = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\n\
+             status = \"{server}\"\nrounds = 2\nmin_participants = 3\nquorum = 2\ncollect_timeout_ms = 20000\n\
+             report_timeout_ms = 20000\nsamples_per_round = 60\nrule = \"mean\"\ntemperature = 2.0\n\
+             secure_aggregation = true\n{data}"
+        ),
+    )
+    .expect("write coordinator.toml");
+    for (i, n) in nodes.iter().enumerate() {
+        common::write_participant_config(&dir, n, i, &[32], 3, data);
+    }
+    procs.spawn_with_env(
+        "coordinator",
+        &["coordinator", "--config", "coordinator.toml"],
+        &[("FEDISTILL_FAILPOINT", "secure-unmasking:1")],
+    );
+    for n in nodes {
+        procs.start_participant(n);
+    }
+    let deadline = Instant::now() + WAIT;
+    let status = procs.wait_exit("coordinator", deadline);
+    assert!(!status.success(), "the coordinator aborted at its failpoint");
+    let first = procs.log("coordinator");
+    assert!(first.contains("failpoint reached"), "{first}");
+    procs.start_coordinator();
+    let done = procs.wait_for(server, "the federation to finish", deadline, StatusServer::finished);
+    let hist = history(&done);
+    assert_eq!(hist.len(), 2, "{done}");
+    for h in &hist {
+        assert_eq!(names(&h["contributors"]), nodes, "{h}");
+    }
+    procs.wait_all_exit(deadline, "processes did not exit");
+    let (ok, out) = {
+        audit_export_verify_show(&dir);
+        fedistill(&dir, &["audit", "verify", "bundle", "--trust", "trust.toml"])
+    };
+    assert!(ok && out.contains("2 aggregates recomputed bit for bit"), "{out}");
+}

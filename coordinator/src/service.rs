@@ -1179,6 +1179,7 @@ impl Core {
                     self.broadcast(&ToParticipant::SecAggDelivery(s))?;
                 }
                 Output::Send(p, OutMessage::SecAggUnmask(u)) => {
+                    failpoint("secure-unmasking", u.round);
                     let s = self.sign(u.round, &u)?;
                     self.push_to(&p, &ToParticipant::SecAggUnmask(s))?;
                 }

@@ -1,7 +1,8 @@
 //! Fault injection for tests: `FEDISTILL_FAILPOINT=<name>:<round>` makes a node abort at that named point of
 //! that round, as a crash or SIGKILL would, so tests can prove that a crash between two steps loses nothing.
 //! Never set in a deployment; an unset or different value costs one environment lookup. Points: the
-//! coordinator's `open-persisted` (docs/operations.md), a participant's `labels-delivered`.
+//! coordinator's `open-persisted` (docs/operations.md) and `secure-unmasking` (a secure round's masked
+//! inputs are in, the unmasking requests about to go out), a participant's `labels-delivered`.
 
 use crate::crypto::RoundId;
 
