@@ -152,3 +152,121 @@ fn quick_scale_suite_completes_every_round_and_writes_its_report() {
     assert!(md.contains("](img/bench-scale/latency_vs_participants.svg)"), "{md}");
     assert!(dir.path().join("img/bench-scale/latency_vs_participants.svg").is_file());
 }
+
+/// `--secure-aggregation`: each participant count runs again with `secure_aggregation = true`; the secure rows
+/// complete every round, and the overhead pairs each with its clear twin (figures present and positive; no
+/// timing assertion).
+#[test]
+fn quick_scale_suite_with_secure_aggregation_reports_the_overhead() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = dir.path().join("report");
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "scale",
+            "--quick",
+            "--participants",
+            "3,10",
+            "--rows",
+            "100",
+            "--secure-aggregation",
+            "--secagg-neighbours",
+            "4",
+            "--report",
+        ])
+        .arg(&report)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running fedistill");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench scale --secure-aggregation failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.join("scale.json")).expect("scale.json")).expect("json");
+    assert_eq!(r["plan"]["secure_aggregation"], true);
+    assert_eq!(r["plan"]["secagg_neighbours"], 4);
+    let rows = r["rows"].as_array().expect("rows");
+    // 3 and 10 participants at 100 rows, each in the clear (3 also the payload sweep) and secure.
+    let mut configs: Vec<(u64, bool)> = rows
+        .iter()
+        .map(|x| {
+            (
+                x["participants"].as_u64().expect("n"),
+                x["secure"].as_bool().expect("secure"),
+            )
+        })
+        .collect();
+    configs.sort();
+    assert_eq!(configs, vec![(3, false), (3, true), (10, false), (10, true)]);
+    let row = |n: u64, secure: bool| {
+        rows.iter()
+            .find(|x| x["participants"] == n && x["secure"] == secure)
+            .expect("row")
+    };
+    for n in [3, 10] {
+        let (plain, secure) = (row(n, false), row(n, true));
+        assert_eq!(secure["sweeps"], serde_json::json!(["secure"]), "{secure}");
+        assert_eq!(
+            secure["rounds_completed"], 3,
+            "every secure round completed with everyone: {secure}"
+        );
+        assert_eq!(plain["rounds_completed"], 3, "{plain}");
+        assert!(plain.get("secure_phases_ms").is_none(), "{plain}");
+        let phases = &secure["secure_phases_ms"];
+        let sum: f64 = ["keys_ms", "shares_ms", "masked_ms", "unmask_ms"]
+            .iter()
+            .map(|k| {
+                let v = phases[k].as_f64().unwrap_or(f64::NAN);
+                assert!(v.is_finite() && v >= 0.0, "{k}: {secure}");
+                v
+            })
+            .sum();
+        assert!(sum > 0.0, "{secure}");
+        // Masked inputs are 8 bytes per value against 4 for f32 labels, and the adverts, shares, relays and
+        // reveals come on top, all counted: the secure round moves more bytes up and down.
+        for key in ["bytes_up_per_round", "bytes_down_per_round"] {
+            assert!(secure[key].as_u64() > plain[key].as_u64(), "{key}: {secure} vs {plain}");
+        }
+        let up = |x: &serde_json::Value| x["bytes_up_per_round"].as_u64().expect("up");
+        assert!(
+            up(secure) >= up(plain) + n * 100 * 10 * 4,
+            "the masked inputs' extra 4 bytes per value are counted: {secure} vs {plain}"
+        );
+    }
+    let overhead = r["secure_overhead"].as_array().expect("secure_overhead");
+    assert_eq!(overhead.len(), 2, "{overhead:?}");
+    for (o, n) in overhead.iter().zip([3u64, 10]) {
+        assert_eq!(o["participants"], n, "{o}");
+        assert_eq!(o["rows_per_round"], 100, "{o}");
+        // k = 4: complete below 6 participants (threshold 2 of 3), else 5 holders and a threshold of 3.
+        let (threshold, neighbours) = if n == 3 { (2, 0) } else { (3, 4) };
+        assert_eq!(
+            (o["threshold"].as_u64(), o["neighbours"].as_u64()),
+            (Some(threshold), Some(neighbours)),
+            "{o}"
+        );
+        for key in ["plain_p50_ms", "secure_p50_ms", "latency_ratio", "bytes_ratio"] {
+            let v = o[key].as_f64().unwrap_or(f64::NAN);
+            assert!(v.is_finite() && v > 0.0, "{key}: {o}");
+        }
+        let f = |k: &str| o[k].as_f64().unwrap_or(f64::NAN);
+        assert!((f("latency_ratio") - f("secure_p50_ms") / f("plain_p50_ms")).abs() <= 1e-9 * f("latency_ratio"));
+        assert_eq!(o["plain_bytes"], row(n, false)["bytes_per_round"], "{o}");
+        assert_eq!(o["secure_bytes"], row(n, true)["bytes_per_round"], "{o}");
+        assert!(f("bytes_ratio") > 1.0, "{o}");
+        assert_eq!(o["plain_p50_ms"], row(n, false)["latency_ms_median"], "{o}");
+        assert_eq!(o["secure_p50_ms"], row(n, true)["latency_ms_median"], "{o}");
+    }
+    let md = std::fs::read_to_string(report.join("scale.md")).expect("scale.md");
+    assert!(md.contains("Secure aggregation overhead"), "{md}");
+    assert!(
+        md.contains("| participants | graph | threshold | plain p50 ms | secure p50 ms | latency ratio |"),
+        "{md}"
+    );
+    assert!(md.contains("| 10 | SecAgg+ k = 4 | 3 |"), "{md}");
+    assert!(stdout.contains("secure (t = 3, SecAgg+ k = 4)"), "{stdout}");
+    assert!(report.join("secure_vs_plain.svg").is_file());
+}

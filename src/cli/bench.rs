@@ -210,6 +210,14 @@ pub struct BenchScaleArgs {
     /// Keep the federation, configs, coordinator logs and stores in this (new or empty) directory.
     #[arg(long)]
     workdir: Option<PathBuf>,
+    /// Also run every participant count of the participant sweep with secure aggregation, right after its
+    /// clear run, and report the overhead (round p50 and bytes, secure / plain); threshold: a majority of each
+    /// participant's share holders.
+    #[arg(long)]
+    secure_aggregation: bool,
+    /// SecAgg+ neighbourhood of the secure runs (`secagg_neighbours`: even, at least 2; 0 = complete graph).
+    #[arg(long, default_value_t = 0, requires = "secure_aggregation")]
+    secagg_neighbours: u32,
 }
 
 /// `fedistill bench ...` as the reports record it.
@@ -280,6 +288,8 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             docs: a.docs,
             workdir: a.workdir,
             exe: std::env::current_exe().context("locating the fedistill binary")?,
+            secure_aggregation: a.secure_aggregation,
+            secagg_neighbours: a.secagg_neighbours,
         }),
         BenchCommand::Train { quick, json, report } => train::run(&train::TrainOptions { quick, json, report }),
         BenchCommand::Load {

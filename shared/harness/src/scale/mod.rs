@@ -11,6 +11,10 @@
 //! machine learning is left out: the learner behind the seam labels with deterministic synthetic
 //! probability rows and distills nothing ([`learner`]).
 //!
+//! With `--secure-aggregation` every configuration of the participant sweep also runs with
+//! `secure_aggregation = true` (issue 19), right after its clear run, and the report pairs the two: round
+//! latency and bytes, secure over plain.
+//!
 //! Files: this one (options, plan, report and its Markdown and plots), [`round`] (one configuration: the
 //! coordinator process and the participant tasks), [`probe`] (/proc sampling, the /status poll, the plain
 //! QUIC and SQLite baselines).
@@ -65,6 +69,11 @@ pub struct ScaleOptions {
     pub workdir: Option<PathBuf>,
     /// The `fedistill` binary the coordinator is started from (`fedistill coordinator --config`).
     pub exe: PathBuf,
+    /// Also run every configuration of the participant sweep with secure aggregation (the "secure" sweep)
+    /// and report its overhead over the clear run.
+    pub secure_aggregation: bool,
+    /// SecAgg+ neighbourhood of the secure sweep (`secagg_neighbours`; even, 0 = complete graph).
+    pub secagg_neighbours: u32,
 }
 
 /// What to measure.
@@ -80,6 +89,46 @@ pub struct Plan {
     pub payload_participants: usize,
     /// Rounds per configuration.
     pub rounds: u64,
+    /// Whether the participant sweep is also run with secure aggregation (the "secure" sweep).
+    #[serde(default)]
+    pub secure_aggregation: bool,
+    /// SecAgg+ neighbourhood of the secure sweep (0 = complete graph).
+    #[serde(default)]
+    pub secagg_neighbours: u32,
+}
+
+/// One configuration to run.
+#[derive(Debug, Clone, PartialEq)]
+struct Config {
+    participants: usize,
+    rows: u64,
+    /// Secure aggregation parameters, `None` in the clear.
+    secure: Option<SecureParams>,
+    /// Sweeps the configuration belongs to.
+    sweeps: Vec<&'static str>,
+}
+
+/// The secure-aggregation settings of one secure configuration, as its coordinator config gets them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct SecureParams {
+    /// `secagg_threshold`: a majority of each participant's share holders.
+    threshold: u32,
+    /// `secagg_neighbours` in effect: 0 when the graph is complete (asked for, or `k + 1 >= participants`).
+    neighbours: u32,
+}
+
+impl SecureParams {
+    /// The graph the coordinator builds for `n` participants and neighbourhood `k` (`round_graph`), and the
+    /// smallest threshold above half of each participant's holders (its neighbours and itself), so that two
+    /// disjoint holder sets can never both reach it.
+    fn for_round(n: usize, k: u32) -> Self {
+        let neighbours = if k == 0 || k as usize + 1 >= n { 0 } else { k };
+        let holders = if neighbours == 0 { n } else { neighbours as usize + 1 };
+        SecureParams {
+            threshold: (holders / 2 + 1).max(2) as u32,
+            neighbours,
+        }
+    }
 }
 
 impl Plan {
@@ -91,6 +140,8 @@ impl Plan {
                 payload_rows: vec![100, 1000],
                 payload_participants: 3,
                 rounds: 3,
+                secure_aggregation: a.secure_aggregation,
+                secagg_neighbours: a.secagg_neighbours,
             }
         } else {
             Plan {
@@ -99,6 +150,8 @@ impl Plan {
                 payload_rows: vec![100, 1000, 8000],
                 payload_participants: 10,
                 rounds: 10,
+                secure_aggregation: a.secure_aggregation,
+                secagg_neighbours: a.secagg_neighbours,
             }
         };
         if let Some(c) = &a.participants {
@@ -126,6 +179,29 @@ impl Plan {
                 "--participants {n}: each count must be between 1 and 1000"
             );
         }
+        if self.secure_aggregation {
+            ensure!(
+                !self.participant_counts.is_empty(),
+                "--secure-aggregation runs the participant sweep securely: give --participants"
+            );
+            for &n in &self.participant_counts {
+                ensure!(
+                    (2..=MAX_SECURE_PARTICIPANTS).contains(&n),
+                    "--participants {n}: secure aggregation needs between 2 and {MAX_SECURE_PARTICIPANTS} \
+                     participants (Shamir shares over GF(2^8))"
+                );
+            }
+            let k = self.secagg_neighbours;
+            ensure!(
+                k == 0 || (k >= 2 && k.is_multiple_of(2)),
+                "--secagg-neighbours {k}: the SecAgg+ neighbourhood is an even number of at least 2 (0 = complete graph)"
+            );
+        } else {
+            ensure!(
+                self.secagg_neighbours == 0,
+                "--secagg-neighbours only applies with --secure-aggregation"
+            );
+        }
         for &r in self.payload_rows.iter().chain([&self.participant_sweep_rows]) {
             ensure!(
                 (1..=PUBLIC_ROWS).contains(&r),
@@ -135,22 +211,41 @@ impl Plan {
         Ok(())
     }
 
-    /// Distinct (participants, rows) configurations with the sweeps each belongs to, in run order.
-    fn configs(&self) -> Vec<(usize, u64, Vec<&'static str>)> {
-        let mut out: Vec<(usize, u64, Vec<&'static str>)> = Vec::new();
-        let mut add = |n: usize, r: u64, sweep: &'static str| match out.iter_mut().find(|c| c.0 == n && c.1 == r) {
-            Some(c) => c.2.push(sweep),
-            None => out.push((n, r, vec![sweep])),
+    /// Distinct configurations with the sweeps each belongs to, in run order: each secure configuration
+    /// right after its clear twin of the participant sweep, so the pair sees the machine in the same state.
+    fn configs(&self) -> Vec<Config> {
+        let mut out: Vec<Config> = Vec::new();
+        let mut add = |n: usize, r: u64, secure: Option<SecureParams>, sweep: &'static str| match out
+            .iter_mut()
+            .find(|c| c.participants == n && c.rows == r && c.secure == secure)
+        {
+            Some(c) => c.sweeps.push(sweep),
+            None => out.push(Config {
+                participants: n,
+                rows: r,
+                secure,
+                sweeps: vec![sweep],
+            }),
         };
         for &n in &self.participant_counts {
-            add(n, self.participant_sweep_rows, "participants");
+            add(n, self.participant_sweep_rows, None, "participants");
+            if self.secure_aggregation {
+                let params = SecureParams::for_round(n, self.secagg_neighbours);
+                add(n, self.participant_sweep_rows, Some(params), SECURE_SWEEP);
+            }
         }
         for &r in &self.payload_rows {
-            add(self.payload_participants, r, "payload");
+            add(self.payload_participants, r, None, "payload");
         }
         out
     }
 }
+
+/// Name of the sweep of secure configurations.
+const SECURE_SWEEP: &str = "secure";
+
+/// Most participants of a secure round (Shamir x-coordinates in GF(2^8)).
+const MAX_SECURE_PARTICIPANTS: usize = fedistill_shared::protocol::secagg::MAX_PARTICIPANTS;
 
 /// Public rows of the split used here (MNIST-10k, public fraction 0.9).
 const PUBLIC_ROWS: u64 = 9000;
@@ -198,8 +293,60 @@ pub struct ScaleReport {
     pub provision_seconds: f64,
     /// One row per measured configuration.
     pub rows: Vec<ScaleRow>,
+    /// With `--secure-aggregation`: per participant count, the secure run against its clear twin.
+    #[serde(default)]
+    pub secure_overhead: Vec<SecureOverhead>,
     /// Wall-clock seconds of the whole suite.
     pub seconds: f64,
+}
+
+/// A secure configuration against the clear one with the same participants and rows, from the same run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecureOverhead {
+    /// Participants.
+    pub participants: usize,
+    /// Public rows labelled per round.
+    pub rows_per_round: u64,
+    /// Shamir threshold of the secure run.
+    pub threshold: u32,
+    /// SecAgg+ neighbourhood of the secure run (0 = complete graph).
+    pub neighbours: u32,
+    /// Round latency p50 in the clear, ms.
+    pub plain_p50_ms: f64,
+    /// Round latency p50 with secure aggregation, ms.
+    pub secure_p50_ms: f64,
+    /// `secure_p50_ms / plain_p50_ms`.
+    pub latency_ratio: f64,
+    /// Frame bytes per round (up + down, all participants) in the clear.
+    pub plain_bytes: u64,
+    /// Frame bytes per round with secure aggregation (adverts, shares, masked inputs, reveals included).
+    pub secure_bytes: u64,
+    /// `secure_bytes / plain_bytes`.
+    pub bytes_ratio: f64,
+    /// Coordinator CPU seconds per round in the clear.
+    pub plain_coordinator_cpu_s: f64,
+    /// Coordinator CPU seconds per round with secure aggregation.
+    pub secure_coordinator_cpu_s: f64,
+}
+
+/// Where a secure round's time went, participants' view on one clock, median over rounds, ms. Each phase
+/// ends when the last participant holds the coordinator's next push; in every round the four add up to its
+/// latency (their medians need not add up to the median latency).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SecurePhases {
+    /// First opening -> last participant holds the round's key adverts: labelling, fixed point, fresh keys,
+    /// the signed adverts and their collection.
+    pub keys_ms: f64,
+    /// -> last participant holds its relayed shares: the roster check, Shamir splits and sealing (one x25519
+    /// per holder), the shares' upload and relay.
+    pub shares_ms: f64,
+    /// -> last participant holds the unmasking request: opening the shares (one x25519 each), the masks (one
+    /// x25519 and one ChaCha20 stream per neighbour, plus the self mask), the masked inputs' upload and
+    /// storage.
+    pub masked_ms: f64,
+    /// -> last participant holds the aggregate: the reveals, Shamir reconstruction and self-mask removal at
+    /// the coordinator, the round's commit and the aggregate's delivery.
+    pub unmask_ms: f64,
 }
 
 /// Where the figures come from.
@@ -216,8 +363,14 @@ pub struct Machine {
 /// One configuration's figures.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScaleRow {
-    /// Sweeps this configuration belongs to ("participants", "payload").
+    /// Sweeps this configuration belongs to ("participants", "payload", "secure").
     pub sweeps: Vec<String>,
+    /// Whether the rounds ran with secure aggregation (the "secure" sweep).
+    #[serde(default)]
+    pub secure: bool,
+    /// Secure rounds only: where a round's time went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_phases_ms: Option<SecurePhases>,
     /// Participants (each its own kit and mTLS connection).
     pub participants: usize,
     /// Rounds run.
@@ -228,9 +381,10 @@ pub struct ScaleRow {
     /// Public rows labelled per round.
     pub rows_per_round: u64,
     /// Median over rounds of the frame bytes all participants sent in a round (soft labels, report, proof
-    /// request, cosignature).
+    /// request, cosignature; secure rounds add the key adverts, shares and reveals).
     pub bytes_up_per_round: u64,
-    /// Median over rounds of the frame bytes all participants received in a round (opening, aggregate, replies).
+    /// Median over rounds of the frame bytes all participants received in a round (opening, aggregate, replies;
+    /// secure rounds add the relayed adverts, shares and unmasking requests).
     pub bytes_down_per_round: u64,
     /// `bytes_up_per_round + bytes_down_per_round`.
     pub bytes_per_round: u64,
@@ -345,7 +499,7 @@ async fn measure(args: &ScaleOptions, plan: Plan) -> anyhow::Result<ScaleReport>
     let work = work_dir(args)?;
     let dir = work.path.clone();
     let configs = plan.configs();
-    let max_n = configs.iter().map(|c| c.0).max().unwrap_or(1);
+    let max_n = configs.iter().map(|c| c.participants).max().unwrap_or(1);
 
     // The public set, written as a deployment's files: the coordinator runs from the task card and serves
     // the public file; the synthetic participants need only its digest, size and classes.
@@ -400,51 +554,58 @@ async fn measure(args: &ScaleOptions, plan: Plan) -> anyhow::Result<ScaleReport>
         public: task_dir.join(&files.public),
     };
     let mut rows = Vec::new();
-    for (done, (n, r, sweeps)) in configs.into_iter().enumerate() {
+    for (done, c) in configs.into_iter().enumerate() {
+        let (n, r) = (c.participants, c.rows);
         let cfg = RunConfig {
             participants: n,
             rows: r,
             rounds: plan.rounds,
             port,
+            secure: c.secure,
+        };
+        let what = match c.secure {
+            Some(_) => format!("{n} participants x {r} rows, secure"),
+            None => format!("{n} participants x {r} rows"),
         };
         let base = done as u64 * plan.rounds;
         let rounds = plan.rounds;
-        progress.advance(
-            SUITE,
-            base,
-            total,
-            &format!("{n} participants x {r} rows: starting ({rounds} rounds)"),
-        );
+        progress.advance(SUITE, base, total, &format!("{what}: starting ({rounds} rounds)"));
         let on_round = |k: u64| {
             progress.advance(
                 SUITE,
                 base + k.min(rounds),
                 total,
-                &format!(
-                    "{n} participants x {r} rows: round {} of {rounds} aggregated",
-                    k.min(rounds)
-                ),
+                &format!("{what}: round {} of {rounds} aggregated", k.min(rounds)),
             )
         };
         let row = tokio::time::timeout(CONFIG_TIMEOUT, run_config(&env, &kits[..n], &cfg, &on_round))
             .await
-            .map_err(|_| anyhow::anyhow!("{n} participants x {r} rows did not finish within {CONFIG_TIMEOUT:?}"))?
-            .with_context(|| format!("{n} participants, {r} rows per round"))?;
+            .map_err(|_| anyhow::anyhow!("{what} did not finish within {CONFIG_TIMEOUT:?}"))?
+            .with_context(|| what.clone())?;
         progress.advance(
             SUITE,
             base + rounds,
             total,
             &format!(
-                "{n} participants x {r} rows: {} rounds, median round {:.1} ms",
+                "{what}: {} rounds, median round {:.1} ms",
                 row.rounds_completed, row.latency_ms_median
             ),
         );
+        let label = match c.secure {
+            Some(p) => format!(
+                "{n:>4} participants x {r:>5} rows, secure (t = {}, {}):",
+                p.threshold,
+                graph_name(p.neighbours)
+            ),
+            None => format!("{n:>4} participants x {r:>5} rows:"),
+        };
         progress.suspend(|| {
             println!(
-                "  {n:>4} participants x {r:>5} rows: {} rounds, median round {:.1} ms (p95 {:.1}), raw transfer {:.2} ms + commit {:.2} ms (x{:.2}), coordinator {:.3} CPU s/round, peak RSS {:.1} MiB",
+                "  {label} {} rounds, median round {:.1} ms (p95 {:.1}), {} bytes/round, raw transfer {:.2} ms + commit {:.2} ms (x{:.2}), coordinator {:.3} CPU s/round, peak RSS {:.1} MiB",
                 row.rounds_completed,
                 row.latency_ms_median,
                 row.latency_ms_p95,
+                row.bytes_per_round,
                 row.raw_transfer_ms_median,
                 row.commit_ms_median,
                 row.latency_over_raw_plus_commit,
@@ -453,12 +614,13 @@ async fn measure(args: &ScaleOptions, plan: Plan) -> anyhow::Result<ScaleReport>
             )
         });
         rows.push(ScaleRow {
-            sweeps: sweeps.iter().map(|s| s.to_string()).collect(),
+            sweeps: c.sweeps.iter().map(|s| s.to_string()).collect(),
             ..row
         });
     }
     progress.finish(SUITE, &format!("{} configurations", rows.len()));
     env.raw.close();
+    let secure_overhead = secure_overhead(&plan, &rows);
     Ok(ScaleReport {
         suite: SUITE.into(),
         quick: args.quick,
@@ -475,9 +637,45 @@ async fn measure(args: &ScaleOptions, plan: Plan) -> anyhow::Result<ScaleReport>
         rule: RULE.into(),
         provisioned_kits: max_n,
         provision_seconds,
+        secure_overhead,
         rows,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Pairs every secure row with the clear row of the same participants and rows.
+fn secure_overhead(plan: &Plan, rows: &[ScaleRow]) -> Vec<SecureOverhead> {
+    rows.iter()
+        .filter(|s| s.secure)
+        .filter_map(|s| {
+            let p = rows
+                .iter()
+                .find(|p| !p.secure && p.participants == s.participants && p.rows_per_round == s.rows_per_round)?;
+            let params = SecureParams::for_round(s.participants, plan.secagg_neighbours);
+            Some(SecureOverhead {
+                participants: s.participants,
+                rows_per_round: s.rows_per_round,
+                threshold: params.threshold,
+                neighbours: params.neighbours,
+                plain_p50_ms: p.latency_ms_median,
+                secure_p50_ms: s.latency_ms_median,
+                latency_ratio: s.latency_ms_median / p.latency_ms_median,
+                plain_bytes: p.bytes_per_round,
+                secure_bytes: s.bytes_per_round,
+                bytes_ratio: s.bytes_per_round as f64 / p.bytes_per_round.max(1) as f64,
+                plain_coordinator_cpu_s: p.coordinator_cpu_s_per_round,
+                secure_coordinator_cpu_s: s.coordinator_cpu_s_per_round,
+            })
+        })
+        .collect()
+}
+
+/// "complete graph" or "k = K" (SecAgg+).
+fn graph_name(neighbours: u32) -> String {
+    match neighbours {
+        0 => "complete graph".into(),
+        k => format!("SecAgg+ k = {k}"),
+    }
 }
 
 /// Aggregation rule of the bench's coordinator (the cheapest; the rule's own cost is not what is measured).
@@ -554,7 +752,7 @@ fn markdown(r: &ScaleReport) -> String {
         ],
         &rows,
     );
-    format!(
+    let mut out = format!(
         "{table}\n{} build, {} CPUs, {}; {} public rows of {} x {} classes, {} soft labels, rule {}; {} kits provisioned in {:.1} s; suite took {:.0} s.\n",
         r.machine.build,
         r.machine.cpus,
@@ -567,6 +765,68 @@ fn markdown(r: &ScaleReport) -> String {
         r.provisioned_kits,
         r.provision_seconds,
         r.seconds
+    );
+    if !r.secure_overhead.is_empty() {
+        out.push_str(&format!("\n{}", secure_markdown(r)));
+    }
+    out
+}
+
+/// The "secure aggregation overhead" table: each secure row against its clear twin, and where the secure
+/// round's time went.
+fn secure_markdown(r: &ScaleReport) -> String {
+    let rows: Vec<Vec<String>> = r
+        .secure_overhead
+        .iter()
+        .map(|o| {
+            let phases = r
+                .rows
+                .iter()
+                .find(|x| x.secure && x.participants == o.participants && x.rows_per_round == o.rows_per_round)
+                .and_then(|x| x.secure_phases_ms)
+                .unwrap_or_default();
+            vec![
+                o.participants.to_string(),
+                graph_name(o.neighbours),
+                o.threshold.to_string(),
+                fmt_ms(o.plain_p50_ms),
+                fmt_ms(o.secure_p50_ms),
+                format!("{:.2}", o.latency_ratio),
+                o.plain_bytes.to_string(),
+                o.secure_bytes.to_string(),
+                format!("{:.2}", o.bytes_ratio),
+                format!("{:.3}", o.plain_coordinator_cpu_s),
+                format!("{:.3}", o.secure_coordinator_cpu_s),
+                fmt_ms(phases.keys_ms),
+                fmt_ms(phases.shares_ms),
+                fmt_ms(phases.masked_ms),
+                fmt_ms(phases.unmask_ms),
+            ]
+        })
+        .collect();
+    let table = report::markdown_table(
+        &[
+            "participants",
+            "graph",
+            "threshold",
+            "plain p50 ms",
+            "secure p50 ms",
+            "latency ratio",
+            "plain bytes/round",
+            "secure bytes/round",
+            "bytes ratio",
+            "plain coordinator CPU s/round",
+            "secure coordinator CPU s/round",
+            "secure: keys ms",
+            "shares ms",
+            "masked ms",
+            "unmask ms",
+        ],
+        &rows,
+    );
+    format!(
+        "Secure aggregation overhead ({} rows/round, secure run right after its clear twin; ratios are secure / plain; the four secure phases end when the last participant held the next push, medians over rounds):\n\n{table}",
+        r.plan.participant_sweep_rows
     )
 }
 
@@ -613,6 +873,40 @@ fn write_charts(dir: &Path, r: &ScaleReport) -> anyhow::Result<Vec<PathBuf>> {
             },
         )?);
     }
+    if !r.secure_overhead.is_empty() {
+        let pts = |y: &dyn Fn(&SecureOverhead) -> f64| {
+            r.secure_overhead
+                .iter()
+                .map(|o| (o.participants as f64, y(o)))
+                .collect::<Vec<_>>()
+        };
+        let s = vec![
+            Series {
+                name: "round latency p50, in the clear".into(),
+                points: pts(&|o| o.plain_p50_ms),
+            },
+            Series {
+                name: "round latency p50, secure aggregation".into(),
+                points: pts(&|o| o.secure_p50_ms),
+            },
+        ];
+        let title = format!(
+            "Secure aggregation vs clear ({} rows/round, {})",
+            r.plan.participant_sweep_rows,
+            graph_name(r.plan.secagg_neighbours)
+        );
+        paths.extend(report::write_chart(
+            dir,
+            "secure_vs_plain",
+            &Chart {
+                title: &title,
+                x_label: "participants",
+                y_label: "ms",
+                series: &s,
+                log_x: true,
+            },
+        )?);
+    }
     let by_payload = sweep("payload");
     if !by_payload.is_empty() {
         let n = by_payload.first().map(|x| x.participants).unwrap_or(0);
@@ -648,12 +942,21 @@ fn docs_section(args: &ScaleOptions, r: &ScaleReport, md: &str) -> String {
     if let Some(n) = args.rounds {
         cmd.push_str(&format!(" --rounds {n}"));
     }
+    if args.secure_aggregation {
+        cmd.push_str(" --secure-aggregation");
+    }
+    if args.secagg_neighbours != 0 {
+        cmd.push_str(&format!(" --secagg-neighbours {}", args.secagg_neighbours));
+    }
     let mut plots = String::new();
     if r.rows.iter().any(|x| x.sweeps.iter().any(|s| s == "participants")) {
         plots.push_str("![Round latency vs participants](img/bench-scale/latency_vs_participants.svg)\n");
     }
     if r.rows.iter().any(|x| x.sweeps.iter().any(|s| s == "payload")) {
         plots.push_str("![Round latency vs bytes per round](img/bench-scale/latency_vs_payload.svg)\n");
+    }
+    if !r.secure_overhead.is_empty() {
+        plots.push_str("![Secure aggregation vs clear](img/bench-scale/secure_vs_plain.svg)\n");
     }
     format!("Generated by `{cmd} --docs docs/benchmarks.md`.\n\n{md}\n{plots}")
 }
@@ -674,19 +977,73 @@ mod tests {
         };
         let full = Plan::from_args(&args(false)).expect("full");
         let configs = full.configs();
+        let key = |c: &Config| (c.participants, c.rows, c.secure, c.sweeps.clone());
         // 4 participant counts at 1000 rows + 3 payload sizes at 10 participants, (10, 1000) shared.
         assert_eq!(configs.len(), 6);
-        assert_eq!(configs[1], (10, 1000, vec!["participants", "payload"]));
+        assert_eq!(key(&configs[1]), (10, 1000, None, vec!["participants", "payload"]));
         let quick = Plan::from_args(&args(true)).expect("quick");
         assert_eq!(quick.rounds, 3);
         assert_eq!(
-            quick.configs(),
+            quick.configs().iter().map(key).collect::<Vec<_>>(),
             vec![
-                (3, 100, vec!["participants", "payload"]),
-                (10, 100, vec!["participants"]),
-                (3, 1000, vec!["payload"])
+                (3, 100, None, vec!["participants", "payload"]),
+                (10, 100, None, vec!["participants"]),
+                (3, 1000, None, vec!["payload"])
             ]
         );
+        // --secure-aggregation: each participant count again, securely, right after its clear run; a majority
+        // threshold of the holders (everyone on the complete graph, k + 1 on a sparser SecAgg+ graph).
+        let secure = |k: u32| {
+            Plan::from_args(&ScaleOptions {
+                quick: true,
+                secure_aggregation: true,
+                secagg_neighbours: k,
+                participants: Some(vec![3, 10, 30]),
+                ..ScaleOptions::default()
+            })
+            .expect("secure plan")
+            .configs()
+        };
+        let complete = secure(0);
+        assert_eq!(complete.len(), 7);
+        let s = |threshold: u32, neighbours: u32| Some(SecureParams { threshold, neighbours });
+        assert_eq!(key(&complete[1]), (3, 100, s(2, 0), vec!["secure"]));
+        assert_eq!(key(&complete[3]), (10, 100, s(6, 0), vec!["secure"]));
+        assert_eq!(key(&complete[5]), (30, 100, s(16, 0), vec!["secure"]));
+        assert_eq!(key(&complete[6]), (3, 1000, None, vec!["payload"]));
+        // k = 8: complete below 10 participants (k + 1 >= n), else 9 holders and a threshold of 5.
+        let sparse = secure(8);
+        assert_eq!(sparse[1].secure, s(2, 0));
+        assert_eq!(sparse[3].secure, s(5, 8));
+        assert_eq!(sparse[5].secure, s(5, 8));
+        for (n, k) in [
+            (3usize, 0u32),
+            (10, 0),
+            (30, 0),
+            (100, 0),
+            (10, 8),
+            (30, 8),
+            (100, 8),
+            (9, 8),
+            (100, 2),
+        ] {
+            let p = SecureParams::for_round(n, k);
+            let graph = fedistill_shared::protocol::secagg::round_graph(
+                &fedistill_shared::wire::secagg::SecAggParams {
+                    threshold: p.threshold,
+                    neighbours: k,
+                    noise_sigma2: 0,
+                },
+                n,
+            )
+            .expect("the coordinator's graph");
+            assert!(graph.majority_threshold(), "n = {n}, k = {k}: {p:?}");
+            assert_eq!(
+                p.neighbours == 0,
+                graph.neighbours(0).len() + 1 == n,
+                "n = {n}, k = {k}"
+            );
+        }
         let bad = |f: &dyn Fn(&mut ScaleOptions)| {
             let mut a = args(true);
             f(&mut a);
@@ -695,6 +1052,22 @@ mod tests {
         assert!(bad(&|a| a.rows = Some(vec![10_000])).contains("between 1 and 9000"));
         assert!(bad(&|a| a.participants = Some(vec![0])).contains("between 1 and 1000"));
         assert!(bad(&|a| a.rounds = Some(0)).contains("at least 1"));
+        assert!(bad(&|a| a.secagg_neighbours = 8).contains("only applies with --secure-aggregation"));
+        assert!(bad(&|a| {
+            a.secure_aggregation = true;
+            a.secagg_neighbours = 3;
+        })
+        .contains("an even number"));
+        assert!(bad(&|a| {
+            a.secure_aggregation = true;
+            a.participants = Some(vec![1]);
+        })
+        .contains("between 2 and 255"));
+        assert!(bad(&|a| {
+            a.secure_aggregation = true;
+            a.participants = Some(vec![]);
+        })
+        .contains("give --participants"));
         assert!(bad(&|a| {
             a.participants = Some(vec![]);
             a.rows = Some(vec![]);

@@ -1,6 +1,8 @@
 //! One configuration of `fedistill bench scale`: the real coordinator as a child process, and one tokio task
 //! per participant running the real participant driver and round lifecycle with its own kit and mTLS
-//! connection, with a [`SyntheticLearner`] (deterministic soft labels) instead of a model.
+//! connection, with a [`SyntheticLearner`] (deterministic soft labels) instead of a model. A secure
+//! configuration is the same with `secure_aggregation = true` in the coordinator's config: the participants'
+//! drivers then run the secure round's extra steps themselves.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -23,13 +25,15 @@ use super::learner::SyntheticLearner;
 use super::probe::{
     clock_ticks_per_second, free_tcp_port, get_status, raw_transfer, sqlite_commit_ms, ProcSample, RawServer,
 };
-use super::{ScaleRow, Shared, RULE};
+use super::{ScaleRow, SecureParams, SecurePhases, Shared, RULE};
 
 pub(super) struct RunConfig {
     pub(super) participants: usize,
     pub(super) rows: u64,
     pub(super) rounds: u64,
     pub(super) port: u16,
+    /// Secure aggregation (`secure_aggregation = true` with these parameters), or `None` in the clear.
+    pub(super) secure: Option<SecureParams>,
 }
 
 /// Kills the coordinator if the bench stops early.
@@ -75,13 +79,24 @@ pub(super) async fn run_config(
     } = env;
     let started = Instant::now();
     let n = cfg.participants;
-    let run_dir = dir.join(format!("run-{n}x{}", cfg.rows));
+    let run_dir = dir.join(match cfg.secure {
+        Some(_) => format!("run-{n}x{}-secure", cfg.rows),
+        None => format!("run-{n}x{}", cfg.rows),
+    });
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let status_port = free_tcp_port()?;
     let config_path = run_dir.join("coordinator.toml");
     // Generous windows: every round must aggregate because everyone contributed, never by deadline.
+    // Top-level keys must precede the [task] table.
+    let secure = match cfg.secure {
+        Some(p) => format!(
+            "secure_aggregation = true\nsecagg_threshold = {}\nsecagg_neighbours = {}\n",
+            p.threshold, p.neighbours
+        ),
+        None => String::new(),
+    };
     let config = format!(
-        "federation_dir = {fed:?}\nbind = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\nstatus = \"127.0.0.1:{status_port}\"\nrounds = {rounds}\nmin_participants = {n}\nquorum = {n}\ncollect_timeout_ms = 600000\nreport_timeout_ms = 600000\nsamples_per_round = {rows}\nrule = {RULE:?}\ntemperature = 2.0\n\n[task]\ncard = {card:?}\npublic = {public:?}\n",
+        "federation_dir = {fed:?}\nbind = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\nstatus = \"127.0.0.1:{status_port}\"\nrounds = {rounds}\nmin_participants = {n}\nquorum = {n}\ncollect_timeout_ms = 600000\nreport_timeout_ms = 600000\nsamples_per_round = {rows}\nrule = {RULE:?}\ntemperature = 2.0\n{secure}\n[task]\ncard = {card:?}\npublic = {public:?}\n",
         fed = fed_dir.display().to_string(),
         port = cfg.port,
         rounds = cfg.rounds,
@@ -195,6 +210,7 @@ pub(super) async fn run_config(
     let mut latency_ms = Vec::with_capacity(rounds);
     let mut up = Vec::with_capacity(rounds);
     let mut down = Vec::with_capacity(rounds);
+    let mut phases: Vec<SecurePhases> = Vec::with_capacity(rounds);
     let mut completed = 0u64;
     for r in 0..rounds {
         let obs: Vec<&RoundObs> = per_participant
@@ -212,6 +228,15 @@ pub(super) async fn run_config(
         if let (true, Some(o), Some(a), true) = (obs.len() == n, opened, aggregated, all_in) {
             completed += 1;
             latency_ms.push(a.duration_since(o).as_secs_f64() * 1e3);
+            if cfg.secure.is_some() {
+                phases.push(secure_phases(&obs, o, a).with_context(|| {
+                    format!(
+                        "round {}: a participant missed a secure round's push; {}",
+                        r + 1,
+                        see_log()
+                    )
+                })?);
+            }
             up.push(obs.iter().map(|o| o.up).sum::<u64>());
             down.push(obs.iter().map(|o| o.down).sum::<u64>());
         }
@@ -250,8 +275,17 @@ pub(super) async fn run_config(
     let latency_ms_median = percentile(&latency_ms, 50.0);
     let raw_transfer_ms_median = percentile(&raw_ms, 50.0);
     let commit_ms_median = percentile(&commit_ms, 50.0);
+    let median = |f: fn(&SecurePhases) -> f64| percentile(&phases.iter().map(f).collect::<Vec<_>>(), 50.0);
+    let secure_phases_ms = cfg.secure.map(|_| SecurePhases {
+        keys_ms: median(|p| p.keys_ms),
+        shares_ms: median(|p| p.shares_ms),
+        masked_ms: median(|p| p.masked_ms),
+        unmask_ms: median(|p| p.unmask_ms),
+    });
     Ok(ScaleRow {
         sweeps: Vec::new(),
+        secure: cfg.secure.is_some(),
+        secure_phases_ms,
         participants: n,
         rounds: cfg.rounds,
         rounds_completed: completed,
@@ -280,8 +314,35 @@ pub(super) async fn run_config(
 struct RoundObs {
     opened: Option<Instant>,
     aggregated: Option<Instant>,
+    /// A secure round's pushes in arrival order: the key adverts, the relayed shares, the unmasking request.
+    secure: Vec<Instant>,
     up: u64,
     down: u64,
+}
+
+/// Pushes of a secure round between its opening and its aggregate.
+const SECURE_PUSHES: usize = 3;
+
+/// A secure round's phases from every participant's view of it (`opened`: the first opening, `aggregated`:
+/// the last aggregate): each ends when the last participant holds the next push. `None` if a participant
+/// did not see all three secure pushes.
+fn secure_phases(obs: &[&RoundObs], opened: Instant, aggregated: Instant) -> Option<SecurePhases> {
+    let mut last = [opened; SECURE_PUSHES];
+    for o in obs {
+        if o.secure.len() != SECURE_PUSHES {
+            return None;
+        }
+        for (l, &at) in last.iter_mut().zip(&o.secure) {
+            *l = (*l).max(at);
+        }
+    }
+    let ms = |from: Instant, to: Instant| to.saturating_duration_since(from).as_secs_f64() * 1e3;
+    Some(SecurePhases {
+        keys_ms: ms(opened, last[0]),
+        shares_ms: ms(last[0], last[1]),
+        masked_ms: ms(last[1], last[2]),
+        unmask_ms: ms(last[2], aggregated),
+    })
 }
 
 /// One participant node: the real participant driver and round lifecycle with its own kit, work directory
@@ -331,6 +392,15 @@ async fn participant(
                                 aggregated.fetch_max(i as u64 + 1, Ordering::Relaxed);
                             }
                         }
+                        // A secure round's relayed adverts, shares and unmasking request, and what the
+                        // participant sends in answer, are that round's traffic.
+                        (PushKind::SecAgg, Some(i)) => match obs.get_mut(i) {
+                            Some(o) => {
+                                o.secure.push(at);
+                                current = Some(i);
+                            }
+                            None => current = None,
+                        },
                         // Traffic after the last round is not attributed to it.
                         _ => current = None,
                     }
@@ -390,5 +460,26 @@ mod tests {
         assert!(percentile(&[], 50.0).is_nan());
         assert_eq!(median_u64(&[9, 1, 5, 3]), 3);
         assert_eq!(median_u64(&[]), 0);
+    }
+
+    #[test]
+    fn secure_phases_end_when_the_last_participant_holds_each_push() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let node = |pushes: &[u64]| RoundObs {
+            opened: Some(at(0)),
+            aggregated: Some(at(100)),
+            secure: pushes.iter().map(|&ms| at(ms)).collect(),
+            ..RoundObs::default()
+        };
+        let (a, b) = (node(&[10, 30, 60]), node(&[20, 25, 70]));
+        let p = secure_phases(&[&a, &b], at(0), at(100)).expect("phases");
+        assert_eq!(
+            (p.keys_ms, p.shares_ms, p.masked_ms, p.unmask_ms),
+            (20.0, 10.0, 40.0, 30.0)
+        );
+        assert_eq!(p.keys_ms + p.shares_ms + p.masked_ms + p.unmask_ms, 100.0);
+        // A participant that missed a push (or a round in the clear) has no secure phases.
+        assert_eq!(secure_phases(&[&a, &node(&[10, 30])], at(0), at(100)), None);
     }
 }

@@ -41,12 +41,80 @@ pub struct Context<'a> {
 pub use crate::wire::secagg::PublicKeys;
 
 /// A participant's secrets for one round: the X25519 secret keys behind [`PublicKeys`] and the self-mask seed
-/// `b`. Fresh every round; the secret keys and the seed are wiped from memory on drop.
-#[derive(Clone)]
+/// `b`. Fresh every round; the secret keys, the seed and the remembered share-encryption agreements are wiped
+/// from memory on drop.
 pub struct RoundSecrets {
     enc: StaticSecret,
     mask: StaticSecret,
     self_seed: Zeroizing<[u8; 32]>,
+    /// `X25519(enc, peer's enc)` by peer key: sealing shares to a holder and opening that holder's shares use
+    /// the same agreement, so the second costs a lookup instead of a scalar multiplication.
+    enc_agreements: Agreements,
+}
+
+impl Clone for RoundSecrets {
+    fn clone(&self) -> Self {
+        RoundSecrets {
+            enc: self.enc.clone(),
+            mask: self.mask.clone(),
+            self_seed: self.self_seed.clone(),
+            enc_agreements: Agreements::default(),
+        }
+    }
+}
+
+/// Remembered X25519 agreements, each entry `peer public key || shared secret`, wiped on drop. The vector is
+/// never left to reallocate (which would free the old buffer unwiped): when full, its entries move to a new,
+/// larger zeroizing vector and the old one is wiped as it drops.
+#[derive(Default)]
+struct Agreements(std::sync::Mutex<Zeroizing<Vec<[u8; 64]>>>);
+
+impl Agreements {
+    fn find(&self, peer_public: &[u8; 32]) -> Option<Zeroizing<[u8; 32]>> {
+        let held = self.0.lock().ok()?;
+        let entry = held.iter().find(|e| e[..32] == peer_public[..])?;
+        let mut shared = Zeroizing::new([0u8; 32]);
+        shared.copy_from_slice(&entry[32..]);
+        Some(shared)
+    }
+
+    fn remember(&self, peer_public: &[u8; 32], shared: &[u8; 32]) {
+        // A poisoned lock only loses the shortcut.
+        let Ok(mut held) = self.0.lock() else { return };
+        if held.len() == held.capacity() {
+            let mut grown = Zeroizing::new(Vec::with_capacity((2 * held.capacity()).max(16)));
+            grown.extend_from_slice(&held);
+            *held = grown;
+        }
+        let mut entry = Zeroizing::new([0u8; 64]);
+        entry[..32].copy_from_slice(peer_public);
+        entry[32..].copy_from_slice(shared);
+        held.push(*entry);
+    }
+}
+
+/// Where the share-encryption agreement with a peer comes from: a bare secret key computes it, a round's
+/// [`RoundSecrets`] computes it once per peer.
+pub(crate) trait EncAgreement {
+    /// `X25519(own enc secret, peer_public)`, refusing a non-contributory result (see [`agree`]).
+    fn enc_agreement(&self, peer_public: &[u8; 32], peer: usize) -> Result<Zeroizing<[u8; 32]>, SecAggError>;
+}
+
+impl EncAgreement for StaticSecret {
+    fn enc_agreement(&self, peer_public: &[u8; 32], peer: usize) -> Result<Zeroizing<[u8; 32]>, SecAggError> {
+        agree(self, peer_public, peer)
+    }
+}
+
+impl EncAgreement for RoundSecrets {
+    fn enc_agreement(&self, peer_public: &[u8; 32], peer: usize) -> Result<Zeroizing<[u8; 32]>, SecAggError> {
+        if let Some(shared) = self.enc_agreements.find(peer_public) {
+            return Ok(shared);
+        }
+        let shared = agree(self.enc_secret(), peer_public, peer)?;
+        self.enc_agreements.remember(peer_public, &shared);
+        Ok(shared)
+    }
 }
 
 impl RoundSecrets {
@@ -60,7 +128,12 @@ impl RoundSecrets {
         let mask = StaticSecret::from(*bytes);
         let mut self_seed = Zeroizing::new([0u8; 32]);
         rng.fill_bytes(&mut *self_seed);
-        RoundSecrets { enc, mask, self_seed }
+        RoundSecrets {
+            enc,
+            mask,
+            self_seed,
+            enc_agreements: Agreements::default(),
+        }
     }
 
     /// [`RoundSecrets::generate`] from a ChaCha20 generator seeded with `seed`: the same seed gives the same
@@ -211,15 +284,15 @@ pub(crate) fn apply_mask(acc: &mut [u64], key: &[u8; 32], add: bool) -> Result<(
 
 /// The key that encrypts shares from `from` to `to`: HKDF of `X25519(enc_secret_from, enc_public_to)`, bound
 /// to the context and the ordered pair (either end computes it).
-pub(crate) fn share_key(
+pub(crate) fn share_key<A: EncAgreement + ?Sized>(
     ctx: &Context,
-    own_enc_secret: &StaticSecret,
+    own_enc_secret: &A,
     peer_enc_public: &[u8; 32],
     peer: usize,
     from: usize,
     to: usize,
 ) -> Result<Zeroizing<[u8; 32]>, SecAggError> {
-    let shared = agree(own_enc_secret, peer_enc_public, peer)?;
+    let shared = own_enc_secret.enc_agreement(peer_enc_public, peer)?;
     derive_key(Purpose::ShareEncryption, &*shared, ctx, from, to)
 }
 
@@ -337,6 +410,29 @@ mod tests {
             *ab,
             *pairwise_seed(&ctx(), a.mask_secret(), &b.public().mask, 0, 4).unwrap()
         );
+    }
+
+    #[test]
+    fn round_secrets_remember_share_agreements_without_changing_the_keys() {
+        let a = RoundSecrets::from_seed([1; 32]);
+        let peers: Vec<PublicKeys> = (2..40u8).map(|i| RoundSecrets::from_seed([i; 32]).public()).collect();
+        for round in 0..2 {
+            for (i, p) in peers.iter().enumerate() {
+                // Sealing to and opening from each peer, twice over (the second pass from memory, past the
+                // vector's growth): the same keys as from the bare secret key.
+                for (from, to) in [(0, i + 1), (i + 1, 0)] {
+                    let remembered = share_key(&ctx(), &a, &p.enc, i + 1, from, to).unwrap();
+                    let computed = share_key(&ctx(), a.enc_secret(), &p.enc, i + 1, from, to).unwrap();
+                    assert_eq!(*remembered, *computed, "pass {round}, peer {i}");
+                }
+            }
+        }
+        assert_eq!(a.enc_agreements.0.lock().unwrap().len(), peers.len());
+        // A clone starts without the remembered agreements, and refusals are never remembered.
+        assert!(a.clone().enc_agreements.0.lock().unwrap().is_empty());
+        assert!(share_key(&ctx(), &a, &[0; 32], 7, 0, 7).is_err());
+        assert!(share_key(&ctx(), &a, &[0; 32], 7, 0, 7).is_err());
+        assert_eq!(a.enc_agreements.0.lock().unwrap().len(), peers.len());
     }
 
     #[test]

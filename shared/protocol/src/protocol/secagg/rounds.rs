@@ -118,7 +118,7 @@ pub fn share_keys(
 
     let mut out = Vec::with_capacity(holders.len());
     for (i, &to) in holders.iter().enumerate() {
-        let key = share_key(ctx, secrets.enc_secret(), &keys[to].enc, to, me, to)?;
+        let key = share_key(ctx, secrets, &keys[to].enc, to, me, to)?;
         let mut plaintext = Zeroizing::new([0u8; SHARE_PLAINTEXT_LEN]);
         plaintext[..SHARE_LEN].copy_from_slice(&b_shares[i]);
         plaintext[SHARE_LEN..].copy_from_slice(&s_shares[i]);
@@ -174,7 +174,7 @@ pub fn open_shares(
         if shares.contains_key(&from) {
             return Err(SecAggError::DuplicateSender { from: e.from });
         }
-        let key = share_key(ctx, secrets.enc_secret(), &keys[from].enc, from, from, me)?;
+        let key = share_key(ctx, secrets, &keys[from].enc, from, from, me)?;
         let plaintext = open(ctx, &key, from, me, &e.ciphertext)?;
         if plaintext.len() != SHARE_PLAINTEXT_LEN {
             return Err(SecAggError::BadPlaintextLength {
