@@ -776,7 +776,11 @@ impl Core {
                     }
                 };
                 if let Reply::Reject { code, message } = &answer {
-                    warn!(%participant, code = %code, reason = %message, "rejected");
+                    if *code == RejectCode::NotNeeded {
+                        debug!(%participant, reason = %message, "shares not needed");
+                    } else {
+                        warn!(%participant, code = %code, reason = %message, "rejected");
+                    }
                     self.obs.metrics.reject(code.as_str());
                 }
                 self.pending.replies.push(Held { reply, answer });

@@ -426,7 +426,7 @@ impl<L: Learner> Driver<L> {
                                 match self.request(conn, &ToCoordinator::SecAggReveal(signed)).await? {
                                     Reply::Ack => info!(round = round.0, "secure round: shares revealed"),
                                     Reply::Reject {
-                                        code: RejectCode::Late, ..
+                                        code: RejectCode::NotNeeded, ..
                                     } => info!(round = round.0, "secure round: unmasked without this node's shares"),
                                     other => self.unexpected("revealed shares", round, other),
                                 }
@@ -584,7 +584,7 @@ impl<L: Learner> Driver<L> {
         let Some((_, roster)) = self.roster.as_ref() else {
             anyhow::bail!("no roster");
         };
-        let mut adverts = Vec::with_capacity(msg.adverts.len());
+        let mut keyed = Vec::with_capacity(msg.adverts.len());
         for a in msg.adverts {
             let Signer::Participant(p) = a.signer.clone() else {
                 anyhow::bail!("a key advert is signed by {}, not a participant", a.signer);
@@ -593,13 +593,23 @@ impl<L: Learner> Driver<L> {
                 .by_id(&p)
                 .filter(|e| e.status == fedistill_shared::provision::Status::Active)
                 .with_context(|| format!("{p} is not an active participant of the roster"))?;
-            let v = a
-                .verify_offline(&entry.signing_key, self.kit.federation())
-                .with_context(|| format!("the key advert of {p}"))?;
-            anyhow::ensure!(v.round() == round, "the key advert of {p} is for round {}", v.round());
-            adverts.push((p, v.into_inner()));
+            keyed.push((p, entry.signing_key, a));
         }
-        let shares = self.blocking(move |lc| lc.on_secagg_roster(round, &adverts)).await?;
+        // The signature checks (one per participant of the round) and the shares run on the blocking pool.
+        let federation = self.kit.federation().clone();
+        let shares = self
+            .blocking(move |lc| {
+                let mut adverts = Vec::with_capacity(keyed.len());
+                for (p, key, a) in keyed {
+                    let v = a
+                        .verify_offline(&key, &federation)
+                        .with_context(|| format!("the key advert of {p}"))?;
+                    anyhow::ensure!(v.round() == round, "the key advert of {p} is for round {}", v.round());
+                    adverts.push((p, v.into_inner()));
+                }
+                lc.on_secagg_roster(round, &adverts)
+            })
+            .await?;
         let signed = self.sign(round, &shares)?;
         match self.request(conn, &ToCoordinator::SecAggShares(signed)).await? {
             Reply::Ack => info!(round = round.0, "secure round: shares accepted"),

@@ -118,6 +118,12 @@ pub enum Rejection {
     /// The sender is quarantined for persistent anomalous contributions.
     #[error("{0} is quarantined: its contributions are excluded")]
     Quarantined(ParticipantId),
+    /// A secure round's reveal arrived after the round was unmasked with the shares that came first.
+    #[error("round {round} was already unmasked with the shares that came first; these are not needed")]
+    NotNeeded {
+        /// The round.
+        round: RoundId,
+    },
     /// The signer of the envelope is not the participant on this connection.
     #[error("message signed by {signer} arrived on the connection of {connection}")]
     SignerMismatch {
@@ -135,6 +141,7 @@ impl Rejection {
             Rejection::NotCollecting { .. } => RejectCode::NotCollecting,
             Rejection::WrongRound { .. } => RejectCode::WrongRound,
             Rejection::Late { .. } => RejectCode::Late,
+            Rejection::NotNeeded { .. } => RejectCode::NotNeeded,
             Rejection::Duplicate { .. } => RejectCode::Duplicate,
             Rejection::WrongPublicSet { .. } => RejectCode::WrongPublicSet,
             Rejection::WrongSamples { .. } => RejectCode::WrongSamples,

@@ -336,12 +336,15 @@ pub enum RejectCode {
     NoTask,
     /// A request for a byte range outside the public set.
     BadRange,
+    /// Secure aggregation: the round was already unmasked with the shares that came first; these are not
+    /// needed (not an error of the sender's).
+    NotNeeded,
     /// A code this build does not know (from a newer peer).
     Other(String),
 }
 
 impl RejectCode {
-    const NAMED: [RejectCode; 24] = [
+    const NAMED: [RejectCode; 25] = [
         RejectCode::Version,
         RejectCode::UnknownParticipant,
         RejectCode::SignerMismatch,
@@ -366,6 +369,7 @@ impl RejectCode {
         RejectCode::Internal,
         RejectCode::NoTask,
         RejectCode::BadRange,
+        RejectCode::NotNeeded,
     ];
 
     /// The stable name (`late`, `duplicate`, ...).
@@ -395,6 +399,7 @@ impl RejectCode {
             RejectCode::Internal => "internal",
             RejectCode::NoTask => "no_task",
             RejectCode::BadRange => "bad_range",
+            RejectCode::NotNeeded => "not_needed",
             RejectCode::Other(s) => s,
         }
     }

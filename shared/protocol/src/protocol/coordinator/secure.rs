@@ -111,8 +111,7 @@ impl CoordinatorRound {
         signer_is(msg.signer(), from)?;
         let round = msg.value().round;
         if round == self.round && matches!(self.phase, Phase::Committing | Phase::Reporting { .. }) {
-            // The round already unmasked with the shares that came first; this one is not needed.
-            return Err(Rejection::Late { round, late_ms: 0 });
+            return Err(Rejection::NotNeeded { round });
         }
         let (deadline, secure) = self.secure_phase(round, "unmasking")?;
         if now > deadline {
@@ -542,7 +541,7 @@ mod tests {
                             if let Some(r) = reveal {
                                 let v = node.sign(u.round, &r);
                                 match m.handle_secagg_reveal(now, &id, v) {
-                                    Ok(()) | Err(Rejection::Late { .. }) => {}
+                                    Ok(()) | Err(Rejection::NotNeeded { .. }) => {}
                                     Err(e) => panic!("reveal refused: {e}"),
                                 }
                             }
