@@ -964,13 +964,14 @@ impl Core {
     }
 
     /// The reply to a secure-aggregation message the state machine took (`Ok`) or refused. Accepted ones move
-    /// the replay guard; they are not stored one by one (a secure round's secrets live in memory, and a
-    /// restarted coordinator runs the round again from its key adverts), the round's commit logs them.
+    /// the replay guard and are answered without a write: a secure round's secrets live in memory, a
+    /// restarted coordinator runs the round again from its key adverts with fresh keys, and the round's
+    /// commit logs what was used. (The guard's new high-water mark is stored with the next write; only the
+    /// participant itself can send on its connection, so nobody else could replay these in between.)
     fn secure_reply(&mut self, fresh: fedistill_shared::crypto::Fresh, r: Result<(), Rejection>) -> Reply {
         match r {
             Ok(()) => {
                 self.guard.accept(fresh);
-                self.pending.round_state = true;
                 Reply::Ack
             }
             Err(e) => Reply::Reject {
