@@ -426,7 +426,8 @@ impl<L: Learner> Driver<L> {
                                 match self.request(conn, &ToCoordinator::SecAggReveal(signed)).await? {
                                     Reply::Ack => info!(round = round.0, "secure round: shares revealed"),
                                     Reply::Reject {
-                                        code: RejectCode::NotNeeded, ..
+                                        code: RejectCode::NotNeeded,
+                                        ..
                                     } => info!(round = round.0, "secure round: unmasked without this node's shares"),
                                     other => self.unexpected("revealed shares", round, other),
                                 }
