@@ -596,17 +596,30 @@ impl<L: Learner> Driver<L> {
                 .with_context(|| format!("{p} is not an active participant of the roster"))?;
             keyed.push((p, entry.signing_key, a));
         }
-        // The signature checks (one per participant of the round) and the shares run on the blocking pool.
+        // The signature checks and the shares run on the blocking pool. Only the adverts whose keys this node
+        // uses (its share holders: neighbours and itself) need checking; the others' keys are never used.
         let federation = self.kit.federation().clone();
+        let me = self.kit.participant().clone();
         let shares = self
             .blocking(move |lc| {
-                let mut adverts = Vec::with_capacity(keyed.len());
-                for (p, key, a) in keyed {
-                    let v = a
-                        .verify_offline(&key, &federation)
-                        .with_context(|| format!("the key advert of {p}"))?;
-                    anyhow::ensure!(v.round() == round, "the key advert of {p} is for round {}", v.round());
-                    adverts.push((p, v.into_inner()));
+                let n = keyed.len();
+                let my_index = keyed
+                    .iter()
+                    .position(|(p, _, _)| *p == me)
+                    .context("this participant's advert is missing from the round")?;
+                let used = lc.secure_used_indices(round, n, my_index)?;
+                let mut adverts = Vec::with_capacity(n);
+                for (i, (p, key, a)) in keyed.into_iter().enumerate() {
+                    let body: fedistill_shared::wire::secagg::SecAggKeys = if used.contains(&i) {
+                        a.verify_offline(&key, &federation)
+                            .with_context(|| format!("the key advert of {p}"))?
+                            .into_inner()
+                    } else {
+                        fedistill_shared::wire::decode_payload(&a.payload)
+                            .with_context(|| format!("the key advert of {p}"))?
+                    };
+                    anyhow::ensure!(body.round == round, "the key advert of {p} is for round {}", body.round);
+                    adverts.push((p, body));
                 }
                 lc.on_secagg_roster(round, &adverts)
             })

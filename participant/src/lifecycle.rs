@@ -239,6 +239,12 @@ impl<L: Learner> RoundLifecycle<L> {
         }
     }
 
+    /// The indices of the round's adverts whose keys this node uses (see `SecureClient::used_indices`).
+    pub fn secure_used_indices(&mut self, round: RoundId, n: usize, me: usize) -> anyhow::Result<Vec<usize>> {
+        let (client, _) = self.secure_client(round)?;
+        Ok(client.used_indices(n, me)?)
+    }
+
     /// A secure round's key adverts (U1), each already checked against the operator-signed roster:
     /// this node's encrypted shares for its holders.
     pub fn on_secagg_roster(

@@ -93,6 +93,17 @@ impl SecureClient {
         self.round
     }
 
+    /// The indices whose keys this participant uses when the round has `n` members and it is index `me`:
+    /// its share holders (its neighbours and itself), the only adverts whose signatures it needs to check
+    /// (under SecAgg+ a handful, not all `n`).
+    pub fn used_indices(&self, n: usize, me: usize) -> Result<Vec<usize>, ClientError> {
+        let graph = round_graph(&self.params, n).map_err(|e| self.err(e.to_string()))?;
+        if me >= n {
+            return Err(self.err(format!("index {me} is outside the round's {n} members")));
+        }
+        Ok(graph.holders(me))
+    }
+
     fn err(&self, reason: impl Into<String>) -> ClientError {
         ClientError {
             round: self.round,
@@ -299,6 +310,23 @@ mod tests {
                 shares: all.iter().filter(|s| s.to as usize == v).cloned().collect(),
             })
             .collect()
+    }
+
+    #[test]
+    fn a_node_uses_the_keys_of_its_holders_only() {
+        let (clients, _, _) = three();
+        assert_eq!(clients[1].used_indices(3, 1).expect("complete"), vec![0, 1, 2]);
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+        let sparse = SecAggParams {
+            threshold: 2,
+            neighbours: 2,
+            noise_sigma2: 0,
+        };
+        let (c, _) = SecureClient::new(sparse, fed(), RoundId(1), ParticipantId::new("p5"), vec![0; 2], &mut rng);
+        let used = c.used_indices(10, 5).expect("harary");
+        assert_eq!(used.len(), 3, "two neighbours and itself: {used:?}");
+        assert!(used.contains(&5));
+        assert!(c.used_indices(10, 10).is_err(), "an index outside the round");
     }
 
     #[test]
