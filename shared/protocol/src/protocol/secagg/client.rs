@@ -322,7 +322,14 @@ mod tests {
             neighbours: 2,
             noise_sigma2: 0,
         };
-        let (c, _) = SecureClient::new(sparse, fed(), RoundId(1), ParticipantId::new("p5"), vec![0; 2], &mut rng);
+        let (c, _) = SecureClient::new(
+            sparse,
+            fed(),
+            RoundId(1),
+            ParticipantId::new("p5"),
+            vec![0; 2],
+            &mut rng,
+        );
         let used = c.used_indices(10, 5).expect("harary");
         assert_eq!(used.len(), 3, "two neighbours and itself: {used:?}");
         assert!(used.contains(&5));
