@@ -38,29 +38,43 @@ struct Run {
     accuracy: Vec<f64>,
 }
 
-/// Runs two rounds with five participants (p4 aborts once its round-1 labels are acknowledged).
-fn run(secure: bool) -> Run {
-    let mut procs = Procs::new();
+/// A federation `name` provisioned in a new test directory with a kit per name in `nodes`, the trust file
+/// naming them all as witnesses, and `coordinator.toml`: two rounds of rule `mean` on `digits` split IID
+/// over `shards` data shards, plus `settings` (one `key = value` per line). Returns the processes (none
+/// started), the directory and the status server address.
+fn federation(name: &str, nodes: &[&str], shards: usize, settings: &str) -> (Procs, PathBuf, StatusServer, String) {
+    let procs = Procs::new();
     let dir = procs.dir().to_path_buf();
     let port = free_udp_port();
     let server = StatusServer::on_free_port();
-    let federation = provision(&dir, "secagg", port, &NAMES);
-    write_trust(&dir, &federation, &NAMES);
-    let data = "[data]\ndataset = \"digits\"\nparticipants = 5\npartition = \"iid\"\nseed = 7\ntest_fraction = 0.1\npublic_fraction = 0.6\n";
+    let federation = provision(&dir, name, port, nodes);
+    write_trust(&dir, &federation, nodes);
+    let data = format!(
+        "[data]\ndataset = \"digits\"\nparticipants = {shards}\npartition = \"iid\"\nseed = 7\ntest_fraction = 0.1\npublic_fraction = 0.6\n"
+    );
     std::fs::write(
         dir.join("coordinator.toml"),
         format!(
             "federation_dir = \"federation\"\nbind = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\n\
-             status = \"{server}\"\nrounds = 2\nmin_participants = 5\nquorum = 3\ncollect_timeout_ms = 20000\n\
-             report_timeout_ms = 3000\nsamples_per_round = 150\nrule = \"mean\"\ntemperature = 2.0\n{}{data}",
-            if secure {
-                "secure_aggregation = true\nsecagg_threshold = 3\n"
-            } else {
-                "[quarantine]\nenabled = false\n"
-            }
+             status = \"{server}\"\nrounds = 2\nrule = \"mean\"\ntemperature = 2.0\n{settings}{data}"
         ),
     )
     .expect("write coordinator.toml");
+    (procs, dir, server, data)
+}
+
+/// Runs two rounds with five participants (p4 aborts once its round-1 labels are acknowledged).
+fn run(secure: bool) -> Run {
+    let settings = format!(
+        "min_participants = 5\nquorum = 3\ncollect_timeout_ms = 20000\nreport_timeout_ms = 3000\n\
+         samples_per_round = 150\n{}",
+        if secure {
+            "secure_aggregation = true\nsecagg_threshold = 3\n"
+        } else {
+            "[quarantine]\nenabled = false\n"
+        }
+    );
+    let (mut procs, dir, server, data) = federation("secagg", &NAMES, 5, &settings);
     for (i, n) in NAMES.iter().enumerate() {
         std::fs::write(
             dir.join(format!("participant-{n}.toml")),
@@ -303,24 +317,15 @@ fn message_of(r: &Reply) -> &str {
 /// aggregate and the coordinator says why.
 #[test]
 fn an_insider_lying_in_every_secure_message_is_refused_and_too_few_survivors_close_the_round() {
-    let mut procs = Procs::new();
-    let dir = procs.dir().to_path_buf();
-    let port = free_udp_port();
-    let server = StatusServer::on_free_port();
-    provision(&dir, "secagg-attack", port, &["p0", "p1", "mallory"]);
-    let data = "[data]\ndataset = \"digits\"\nparticipants = 2\npartition = \"iid\"\nseed = 7\ntest_fraction = 0.1\npublic_fraction = 0.6\n";
-    std::fs::write(
-        dir.join("coordinator.toml"),
-        format!(
-            "federation_dir = \"federation\"\nbind = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\n\
-             status = \"{server}\"\nrounds = 2\nmin_participants = 3\nquorum = 2\ncollect_timeout_ms = 6000\n\
-             report_timeout_ms = 3000\nsamples_per_round = 40\nrule = \"mean\"\ntemperature = 2.0\n\
-             secure_aggregation = true\nsecagg_threshold = 3\n{data}"
-        ),
-    )
-    .expect("write coordinator.toml");
+    let (mut procs, dir, server, data) = federation(
+        "secagg-attack",
+        &["p0", "p1", "mallory"],
+        2,
+        "min_participants = 3\nquorum = 2\ncollect_timeout_ms = 6000\nreport_timeout_ms = 3000\n\
+         samples_per_round = 40\nsecure_aggregation = true\nsecagg_threshold = 3\n",
+    );
     for (i, n) in ["p0", "p1"].iter().enumerate() {
-        common::write_participant_config(&dir, n, i, &[32], 3, data);
+        common::write_participant_config(&dir, n, i, &[32], 3, &data);
     }
     procs.start_coordinator();
     procs.wait_for(server, "the coordinator's status", Instant::now() + WAIT, |s| {
@@ -502,26 +507,16 @@ fn an_insider_lying_in_every_secure_message_is_refused_and_too_few_survivors_clo
 /// part again with fresh secrets, and both rounds aggregate everyone and verify.
 #[test]
 fn a_coordinator_crash_before_unmasking_runs_the_secure_round_again() {
-    let mut procs = Procs::new();
-    let dir = procs.dir().to_path_buf();
-    let port = free_udp_port();
-    let server = StatusServer::on_free_port();
     let nodes = ["p0", "p1", "p2"];
-    let federation = provision(&dir, "secagg-restart", port, &nodes);
-    write_trust(&dir, &federation, &nodes);
-    let data = "[data]\ndataset = \"digits\"\nparticipants = 3\npartition = \"iid\"\nseed = 7\ntest_fraction = 0.1\npublic_fraction = 0.6\n";
-    std::fs::write(
-        dir.join("coordinator.toml"),
-        format!(
-            "federation_dir = \"federation\"\nbind = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\n\
-             status = \"{server}\"\nrounds = 2\nmin_participants = 3\nquorum = 2\ncollect_timeout_ms = 20000\n\
-             report_timeout_ms = 20000\nsamples_per_round = 60\nrule = \"mean\"\ntemperature = 2.0\n\
-             secure_aggregation = true\n{data}"
-        ),
-    )
-    .expect("write coordinator.toml");
+    let (mut procs, dir, server, data) = federation(
+        "secagg-restart",
+        &nodes,
+        3,
+        "min_participants = 3\nquorum = 2\ncollect_timeout_ms = 20000\nreport_timeout_ms = 20000\n\
+         samples_per_round = 60\nsecure_aggregation = true\n",
+    );
     for (i, n) in nodes.iter().enumerate() {
-        common::write_participant_config(&dir, n, i, &[32], 3, data);
+        common::write_participant_config(&dir, n, i, &[32], 3, &data);
     }
     procs.spawn_with_env(
         "coordinator",
