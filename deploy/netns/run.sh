@@ -383,7 +383,10 @@ scenario_coordinator_kill() {
 # works through the round openings queued during the cut one by one, and a slow one would never catch up
 # with rounds that close on the collect deadline.
 scenario_link_cut() {
-  local R=6 cut_s=$(( (COLLECT_MS + REPORT_MS) / 1000 + 3 ))
+  # 20 rounds: a round takes a fraction of a second once everyone answers, and p2's QUIC connection may only
+  # recover after its loss timers back off (or its idle timeout, about 30 s after the cut, ends it and it
+  # reconnects); with 6 rounds the federation could finish before p2 was back (CI, 2026-12-05).
+  local R=20 cut_s=$(( (COLLECT_MS + REPORT_MS) / 1000 + 3 ))
   provision $R || { fail "provisioning failed"; return 1; }
   start coord; wait_status "the coordinator's status port" 'true' || return 1
   start p0; start p1; start p2
