@@ -44,6 +44,10 @@ enum Command {
     Coordinator(cli::node::CoordinatorArgs),
     /// Run a whole federation on this machine: provision, coordinator and participants as processes.
     Demo(cli::demo::DemoArgs),
+    /// Internal: load one exported model, run batch-1 inferences, print the process's peak RSS as JSON
+    /// (`fedistill local` measures each model's inference memory in a process of its own with it).
+    #[command(hide = true)]
+    ProbeInference(cli::local::ProbeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,6 +58,7 @@ fn main() -> std::process::ExitCode {
         Command::Task(cmd) => cli::task::run(cmd),
         Command::Audit(cmd) => cli::audit::run(cmd),
         Command::Local(args) => cli::local::run(args),
+        Command::ProbeInference(args) => cli::local::probe(args),
         Command::Bench(cmd) => cli::bench::run(cmd),
         Command::Quantize(args) => cli::quantize::run(args),
         Command::Compare(args) => cli::compare::run(args),

@@ -41,6 +41,35 @@ pub struct LocalArgs {
     distill_epochs: Option<usize>,
 }
 
+/// Flags of the hidden `fedistill probe-inference` (see `fedistill_harness::headline`).
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The exported model (f32 safetensors checkpoint, f16 safetensors or GGUF); absent: load nothing.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Input features of the MLP.
+    #[arg(long)]
+    in_dim: usize,
+    /// Classes of the MLP.
+    #[arg(long)]
+    classes: usize,
+    /// Hidden widths, comma-separated (empty: logistic regression).
+    #[arg(long, value_delimiter = ',', num_args = 0..)]
+    hidden: Vec<usize>,
+    /// Batch-1 inferences to run before reading the peak RSS.
+    #[arg(long, default_value_t = fedistill_harness::headline::PROBE_PASSES)]
+    passes: usize,
+}
+
+/// Runs the probe and prints its JSON report on stdout.
+pub fn probe(args: ProbeArgs) -> anyhow::Result<()> {
+    use fedistill_harness::headline;
+    let arch = headline::probe_arch(args.in_dim, args.classes, &args.hidden)?;
+    let report = headline::probe(args.model.as_deref(), &arch, args.passes)?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
 pub fn run(args: LocalArgs) -> anyhow::Result<()> {
     local::run(&LocalRunOptions {
         dataset: args.dataset,

@@ -15,6 +15,7 @@ pub mod demo;
 pub mod exchange;
 pub mod experiment;
 pub mod files;
+pub mod headline;
 pub mod load;
 pub mod local;
 pub mod quantize;

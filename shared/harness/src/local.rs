@@ -8,6 +8,8 @@ use fedistill_shared::data::{load, LoadOptions};
 use fedistill_shared::ml::local::{parse_toml, run_local, LocalOptions, LocalReport, StudentFile, TeacherFile};
 use fedistill_shared::ml::Progress;
 
+use crate::headline::{self, HeadlineInputs};
+
 /// Options of `fedistill local`.
 #[derive(Debug, Clone, Default)]
 pub struct LocalRunOptions {
@@ -73,36 +75,10 @@ pub fn run(args: &LocalRunOptions) -> anyhow::Result<()> {
         lo.student.distill = Some(d);
     }
     let progress = Progress::auto();
-    let (report, _teacher, student) = run_local(&ds, &lo, &progress).context("local pipeline")?;
+    let (report, teacher, student) = run_local(&ds, &lo, &progress).context("local pipeline")?;
     print_table(&report);
-    let quantization = quantization_rows(&ds, &lo, &student)?;
-    let mut json_report = serde_json::to_value(&report).context("serializing report")?;
-    if let (Some(obj), Some(rows)) = (json_report.as_object_mut(), &quantization) {
-        obj.insert(
-            "quantization".into(),
-            serde_json::to_value(rows).context("serializing quantization table")?,
-        );
-    }
-    if let Some(path) = &args.report {
-        let json = serde_json::to_string_pretty(&json_report).context("serializing report")?;
-        std::fs::write(path, json).with_context(|| format!("writing report {}", path.display()))?;
-    }
-    Ok(())
-}
-
-/// The quantization table of the distilled student (every profile against f32, calibrated on the public
-/// part of the same split `run_local` used). CNN students are not quantized; their report has no table.
-fn quantization_rows(
-    ds: &fedistill_shared::data::Dataset,
-    lo: &LocalOptions,
-    student: &fedistill_shared::ml::Model,
-) -> anyhow::Result<Option<Vec<fedistill_shared::ml::quant::table::QuantRow>>> {
-    if !matches!(student.config(), fedistill_shared::ml::ModelConfig::Mlp { .. }) {
-        println!("quantization: skipped (only MLP students are quantized)");
-        return Ok(None);
-    }
     let split = fedistill_shared::data::split(
-        ds,
+        &ds,
         &fedistill_shared::data::SplitConfig {
             participants: 1,
             partition: fedistill_shared::data::Partition::Iid,
@@ -114,11 +90,78 @@ fn quantization_rows(
     .context("re-deriving the split for the quantization table")?;
     let n_calib = split.public.n.min(512);
     let calib = &split.public.features[..n_calib * split.public.dim];
-    let rows = fedistill_shared::ml::quant::table::quantization_table(student, &split.test, calib, n_calib)
+    let quantization = quantization_rows(&split.test, calib, n_calib, &student)?;
+    let mut json_report = serde_json::to_value(&report).context("serializing report")?;
+    if let (Some(obj), Some(rows)) = (json_report.as_object_mut(), &quantization) {
+        obj.insert(
+            "quantization".into(),
+            serde_json::to_value(rows).context("serializing quantization table")?,
+        );
+        let h = headline::measure(&HeadlineInputs {
+            teacher: &teacher,
+            student: &student,
+            quant_rows: rows,
+            test: &split.test,
+            calib: (calib, n_calib),
+            probe_exe: std::env::current_exe().ok(),
+        })
+        .context("the student against the teacher (headline)")?;
+        print_headline(&h);
+        obj.insert(
+            "headline".into(),
+            serde_json::to_value(&h).context("serializing headline")?,
+        );
+    }
+    if let Some(path) = &args.report {
+        let json = serde_json::to_string_pretty(&json_report).context("serializing report")?;
+        std::fs::write(path, json).with_context(|| format!("writing report {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The quantization table of the distilled student (every profile against f32, calibrated on the public
+/// part of the same split `run_local` used). CNN students are not quantized; their report has no table
+/// and no headline.
+fn quantization_rows(
+    test: &fedistill_shared::data::Dataset,
+    calib: &[f32],
+    n_calib: usize,
+    student: &fedistill_shared::ml::Model,
+) -> anyhow::Result<Option<Vec<fedistill_shared::ml::quant::table::QuantRow>>> {
+    if !matches!(student.config(), fedistill_shared::ml::ModelConfig::Mlp { .. }) {
+        println!("quantization: skipped (only MLP students are quantized)");
+        return Ok(None);
+    }
+    let rows = fedistill_shared::ml::quant::table::quantization_table(student, test, calib, n_calib)
         .context("quantization table")?;
     println!();
     println!("{}", fedistill_shared::ml::quant::table::format_table(&rows));
     Ok(Some(rows))
+}
+
+/// The headline lines under the tables.
+fn print_headline(h: &headline::Headline) {
+    println!();
+    println!(
+        "student vs teacher: accuracy {:.3} (int8 {:.3}, {:+.2} points f32 -> int8); batch-1 {:.1}x faster f32, \
+         {:.1}x int8 ({:.4} / {:.4} / {:.4} ms); weights {:.0}% smaller; int8 file {:.1}x smaller than the f32 teacher",
+        h.accuracy_ratio,
+        h.int8_accuracy_ratio,
+        -h.int8_points_lost,
+        h.speedup_f32_batch1,
+        h.speedup_int8_batch1,
+        h.teacher_latency_ms,
+        h.student_f32_latency_ms,
+        h.student_int8_latency_ms,
+        100.0 * h.memory_reduction,
+        h.int8_size_ratio_vs_teacher
+    );
+    if let Some(m) = &h.peak_rss {
+        println!(
+            "peak RSS in inference (own process, KiB): no model {}, teacher {}, student f32 {}, student int8 {}",
+            m.baseline_kib, m.teacher_kib, m.student_f32_kib, m.student_int8_kib
+        );
+    }
 }
 
 fn opt(v: Option<f64>) -> String {
