@@ -35,6 +35,8 @@ enum Command {
     Quantize(cli::quantize::QuantizeArgs),
     /// A/B-compare two exported students on the same held-out samples (McNemar's exact test).
     Compare(cli::compare::CompareArgs),
+    /// Pick the most accurate student that meets a latency and memory budget on this machine; write its config.
+    Size(cli::size::SizeArgs),
     /// Operator commands: create a federation, enrol, sign CSRs, revoke, show the roster.
     #[command(subcommand)]
     Provision(cli::provision::ProvisionCommand),
@@ -62,6 +64,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(cmd) => cli::bench::run(cmd),
         Command::Quantize(args) => cli::quantize::run(args),
         Command::Compare(args) => cli::compare::run(args),
+        Command::Size(args) => cli::size::run(args),
         Command::Provision(cmd) => cli::provision::run(cmd),
         Command::Participant(args) => cli::enroll::run_args(args),
         Command::Coordinator(args) => cli::node::run_coordinator(args),

@@ -171,6 +171,14 @@ fn a_small_federation_runs_every_round_with_every_participant() {
     for (i, n) in ["p0", "p1", "p2"].iter().enumerate() {
         fed.participant_config(n, i, 3, SMALL_TEACHER);
     }
+    // p0 also builds a personalized student after round 2, through all three stages (issue 18).
+    let p0_config = fed.dir.join("participant-p0.toml");
+    let mut text = std::fs::read_to_string(&p0_config).expect("p0 config");
+    text.push_str(
+        "[personalize]\nevery = 2\nepochs = 2\n[personalize.stages]\nfeature_alignment = { epochs = 1 }\n\
+         gradient_guidance = { epochs = 1 }\n",
+    );
+    std::fs::write(&p0_config, text).expect("write p0 config");
     fed.procs.start_coordinator();
     fed.wait_for("the coordinator's status", |f| f.status());
     // Before any round only the FederationCreated record is in the log (read from the store itself:
@@ -206,6 +214,16 @@ fn a_small_federation_runs_every_round_with_every_participant() {
         for x in rounds {
             assert_unit(&x["student_accuracy"], &format!("{n} round student_accuracy"));
             assert_unit(&x["consensus_accuracy"], &format!("{n} round consensus_accuracy"));
+        }
+        // Only p0 personalizes, and only after round 2; its personalized student stays in its work dir.
+        let personalized = fed.work(n).join("personalized-student.safetensors");
+        assert!(rounds[0].get("personalized_accuracy").is_none(), "{n}: {r}");
+        if n == "p0" {
+            assert_unit(&rounds[1]["personalized_accuracy"], "p0 round 2 personalized_accuracy");
+            assert!(personalized.exists() && fed.work(n).join("round-0002/personalized.json").exists());
+        } else {
+            assert!(rounds[1].get("personalized_accuracy").is_none(), "{n}: {r}");
+            assert!(!personalized.exists());
         }
     }
     // Counted from coordinator/src/service.rs: FederationCreated once, a RosterChange (enrol) per

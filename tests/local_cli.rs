@@ -174,3 +174,120 @@ fn bad_inputs_fail_with_clear_errors() {
         "/nonexistent/t.toml",
     );
 }
+
+/// A `[stages]` table turns the stages on and off as written, and the report lists all three in order with
+/// their epochs, weights and (for the stages that ran) a finite final loss.
+#[test]
+fn stages_table_sets_the_schedule_in_the_report() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let cases = [
+        (
+            "feature_alignment = { epochs = 2, teacher_layer = 0, weight = 0.5 }\n\
+             gradient_guidance = { epochs = 0 }\n",
+            [(true, 2, 0.5), (false, 0, 1.0), (true, 5, 1.0)],
+        ),
+        (
+            "gradient_guidance = { epochs = 3, weight = 2.0, epsilon = 0.1 }\n",
+            [(false, 0, 1.0), (true, 3, 2.0), (true, 5, 1.0)],
+        ),
+    ];
+    for (i, (stages, expect)) in cases.iter().enumerate() {
+        let s = dir.path().join(format!("s{i}.toml"));
+        let r = dir.path().join(format!("r{i}.json"));
+        std::fs::write(
+            &s,
+            format!("[model]\nkind = \"mlp\"\nhidden = [4]\n[distill]\nepochs_per_round = 5\n[stages]\n{stages}"),
+        )
+        .unwrap_or_default();
+        let out = fedistill(&[
+            "local",
+            "--dataset",
+            "breast-cancer",
+            "--teacher-epochs",
+            "20",
+            "--student",
+            s.to_str().unwrap_or(""),
+            "--report",
+            r.to_str().unwrap_or(""),
+        ]);
+        assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+        let rep = report(&r);
+        let list = rep["stages"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no stages list: {rep}"));
+        let names: Vec<&str> = list.iter().filter_map(|s| s["name"].as_str()).collect();
+        assert_eq!(names, ["feature_alignment", "gradient_guidance", "temperature_kd"]);
+        for (stage, (enabled, epochs, weight)) in list.iter().zip(expect) {
+            assert_eq!(stage["enabled"], *enabled, "{stage}");
+            assert_eq!(stage["epochs"].as_u64(), Some(*epochs), "{stage}");
+            assert_eq!(stage["weight"].as_f64(), Some(*weight), "{stage}");
+            if *enabled {
+                assert!(stage["final_loss"].as_f64().is_some_and(f64::is_finite), "{stage}");
+            } else {
+                assert!(stage["final_loss"].is_null(), "{stage}");
+            }
+        }
+        let acc = rep["student"]["accuracy"].as_f64().unwrap_or(-1.0);
+        assert!((0.8..=1.0).contains(&acc), "student accuracy {acc}");
+    }
+}
+
+/// A bad `[stages]` fails at start, before the teacher trains, with a message naming the key.
+#[test]
+fn bad_stages_fail_before_training_with_the_key_named() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let cases = [
+        (
+            "[stages]\nfeature_alignment = { epochs = 2, teacher_layer = 5 }\n",
+            "teacher_layer 5 does not exist",
+        ),
+        (
+            "[stages]\nfeature_alignment = { epochs = 2, student_layer = 1 }\n",
+            "student_layer 1 does not exist",
+        ),
+        (
+            "[stages]\nfeature_alignment = { epochs = 2, attention_weight = 1.0 }\n",
+            "same spatial size",
+        ),
+        (
+            "[stages]\ngradient_guidance = { epochs = 2, epsilon = 0.0 }\n",
+            "epsilon must be finite and > 0",
+        ),
+        (
+            "[stages]\ngradient_guidance = { epochs = 2, weight = -1.0 }\n",
+            "gradient_guidance.weight must be finite and >= 0",
+        ),
+        (
+            "[stages]\nfeature_alignment = { epochs = 2, weight = nan }\n",
+            "feature_alignment.weight must be finite and >= 0",
+        ),
+        (
+            "[distill]\nepochs_per_round = 0\n[stages]\nfeature_alignment = { epochs = 0 }\n",
+            "no epochs anywhere",
+        ),
+        (
+            "[distill]\nepochs_per_round = 0\n[stages]\nfeature_alignment = { epochs = 3 }\n",
+            "classifier is never trained",
+        ),
+        ("[stages]\nfeature_alignment = { epoch = 3 }\n", "unknown field"),
+    ];
+    for (i, (table, needle)) in cases.iter().enumerate() {
+        let p = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&p, format!("[model]\nkind = \"mlp\"\nhidden = [4]\n{table}")).unwrap_or_default();
+        let out = fedistill(&[
+            "local",
+            "--dataset",
+            "breast-cancer",
+            "--student",
+            p.to_str().unwrap_or(""),
+        ]);
+        assert!(!out.status.success(), "{table} should fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{table}: stderr lacks {needle:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            !err.contains("teacher: "),
+            "{table}: the teacher trained before the error: {err}"
+        );
+    }
+}

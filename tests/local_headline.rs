@@ -46,8 +46,14 @@ fn the_headline_agrees_with_the_rest_of_the_report() {
     };
     let (f32_acc, int8_acc) = (num(row("f32"), "accuracy"), num(row("int8"), "accuracy"));
     assert!((num(h, "accuracy_ratio") - f32_acc / teacher_acc).abs() < 1e-12, "{h}");
-    assert!((num(h, "int8_accuracy_ratio") - int8_acc / teacher_acc).abs() < 1e-12, "{h}");
-    assert!((num(h, "int8_points_lost") - 100.0 * (f32_acc - int8_acc)).abs() < 1e-9, "{h}");
+    assert!(
+        (num(h, "int8_accuracy_ratio") - int8_acc / teacher_acc).abs() < 1e-12,
+        "{h}"
+    );
+    assert!(
+        (num(h, "int8_points_lost") - 100.0 * (f32_acc - int8_acc)).abs() < 1e-9,
+        "{h}"
+    );
     // Weight bytes are the checkpoints the report already sizes; the int8 file is the table's int8 row.
     let (tb, sb) = (num(&r["teacher"], "size_bytes"), num(&r["student"], "size_bytes"));
     assert_eq!(num(h, "teacher_bytes"), tb);

@@ -52,6 +52,8 @@ struct RawSettings {
     #[serde(default)]
     refresh: Option<RefreshConfig>,
     #[serde(default)]
+    personalize: Option<crate::personalize::PersonalizeConfig>,
+    #[serde(default)]
     status: Option<String>,
 }
 
@@ -194,6 +196,8 @@ pub struct ParticipantSettings {
     pub privacy: Option<fedistill_shared::privacy::PrivacySettings>,
     /// Teacher refresh after each round (`[refresh]`, co-distillation; docs/ml.md); `epochs = 0` is off.
     pub refresh: RefreshConfig,
+    /// A personalized student after every `every`-th round (`[personalize]`, docs/ml.md); none: off.
+    pub personalize: Option<crate::personalize::PersonalizeConfig>,
     /// Loopback address of this node's read-only status page (`status = "127.0.0.1:9200"`; none: off).
     pub status: Option<std::net::SocketAddr>,
 }
@@ -288,6 +292,9 @@ impl ParticipantSettings {
                 refresh.epochs
             );
         }
+        if let Some(p) = &raw.personalize {
+            p.validate()?;
+        }
         let status = match &raw.status {
             None => None,
             Some(s) => {
@@ -317,6 +324,7 @@ impl ParticipantSettings {
             max_frame_bytes: raw.max_frame_bytes,
             privacy,
             refresh,
+            personalize: raw.personalize,
             status,
         })
     }

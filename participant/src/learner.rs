@@ -7,7 +7,7 @@
 //! (`fedistill bench scale`). Nothing here touches the network.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -24,6 +24,7 @@ use fedistill_shared::ml::{evaluate, train_teacher, Model, Progress};
 use fedistill_shared::privacy::DpSgdCost;
 
 use crate::config::ParticipantSettings;
+use crate::personalize::{personalize, PersonalizeConfig, Personalized};
 
 /// What one round's distillation produced.
 #[derive(Debug, Clone)]
@@ -44,8 +45,11 @@ pub struct Distilled {
     /// when the public set carries no labels).
     pub consensus_accuracy: f64,
     /// Where the time went, in seconds, by phase (for [`ModelLearner`]: `refresh`, `distill`, `evaluate`,
-    /// `quantize` (with the INT8 evaluation), `export` (GGUF bytes), `guard`, `save` (round artifacts)).
+    /// `quantize` (with the INT8 evaluation), `export` (GGUF bytes), `guard`, `save` (round artifacts),
+    /// `personalize` when a personalized student was built).
     pub phases: Vec<(String, f64)>,
+    /// Test accuracy of this round's personalized student (`[personalize]`), when one was built.
+    pub personalized_accuracy: Option<f64>,
 }
 
 /// What a learner holds, for `result.json`.
@@ -242,6 +246,8 @@ pub struct ModelLearner {
     teacher_dp: Option<DpSgdCost>,
     /// Whether the public set's labels are real (else the consensus accuracy is not known: NaN).
     public_labelled: bool,
+    /// The personalized student's settings (`[personalize]`), checked against both models.
+    personalize: Option<PersonalizeConfig>,
 }
 
 impl ModelLearner {
@@ -388,6 +394,7 @@ impl ModelLearner {
         });
         learner.teacher_dp = teacher_dp;
         learner.public_labelled = public_labelled;
+        learner.set_personalize(settings.personalize.clone())?;
         Ok(learner)
     }
 
@@ -408,7 +415,37 @@ impl ModelLearner {
             local_only_accuracy: p.local_only_accuracy,
             teacher_dp: None,
             public_labelled: true,
+            personalize: None,
         }
+    }
+
+    /// Builds a personalized student after the rounds `cfg` names (checked against both models here).
+    pub fn set_personalize(&mut self, cfg: Option<PersonalizeConfig>) -> anyhow::Result<()> {
+        if let Some(c) = &cfg {
+            c.validate()?;
+            c.check_models(&self.teacher, self.distiller.student(), self.distiller.config())?;
+        }
+        self.personalize = cfg;
+        Ok(())
+    }
+
+    /// Builds a personalized student now from the student that serves (see [`crate::personalize`]), evaluated
+    /// on this node's test rows, saved in `dir`; the round hook of `[personalize]` and `fedistill bench
+    /// stages` both come through here.
+    pub fn personalize_now(&self, cfg: &PersonalizeConfig, round: u64, dir: &Path) -> anyhow::Result<Personalized> {
+        personalize(
+            cfg,
+            (&self.teacher, self.distiller.student()),
+            self.distiller.config(),
+            (&self.shard, &self.test),
+            round,
+            dir,
+        )
+    }
+
+    /// Test accuracy of the student that serves now, on this node's test rows.
+    pub fn student_accuracy(&self) -> anyhow::Result<f64> {
+        Ok(evaluate(self.distiller.student(), &self.test, None)?.accuracy)
     }
 
     /// The DP-SGD cost of the teacher, when it was trained with DP-SGD.
@@ -554,6 +591,20 @@ impl Learner for ModelLearner {
             student.copy_weights_from(&restored)?;
         }
         clock.lap("save");
+        // The personalized student starts from the student that serves now (accepted or rolled back).
+        let personalized_accuracy = match self.personalize.clone() {
+            Some(p) if p.due(round.0) => {
+                let out = self.personalize_now(&p, round.0, &round_dir)?;
+                std::fs::copy(
+                    round_dir.join("personalized-student.safetensors"),
+                    self.workdir.join("personalized-student.safetensors"),
+                )?;
+                clock.lap("personalize");
+                info!(round = round.0, accuracy = out.accuracy, "personalized student built");
+                Some(out.accuracy)
+            }
+            _ => None,
+        };
         Ok(Distilled {
             metrics: candidate,
             int8_accuracy,
@@ -563,6 +614,7 @@ impl Learner for ModelLearner {
             student_digest: Digest(self.distiller.student().weights_digest()),
             consensus_accuracy,
             phases: clock.phases,
+            personalized_accuracy,
         })
     }
 

@@ -7,6 +7,7 @@ pub mod driver;
 pub mod learner;
 pub mod lifecycle;
 pub mod owndata;
+pub mod personalize;
 pub mod service;
 pub mod transport;
 pub mod witness;

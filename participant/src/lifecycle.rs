@@ -57,6 +57,9 @@ pub struct RoundRecord {
     /// Wall clock (ms since the Unix epoch) when the round was distilled.
     #[serde(default)]
     pub finished_unix_ms: u64,
+    /// Test accuracy of the round's personalized student (`[personalize]`), when one was built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personalized_accuracy: Option<f64>,
 }
 
 fn nan_as_null<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
@@ -556,6 +559,7 @@ impl<L: Learner> RoundLifecycle<L> {
             contributors: flight.as_ref().map_or(0, |f| f.contributors),
             phases: phases.clone(),
             finished_unix_ms,
+            personalized_accuracy: d.personalized_accuracy,
         };
         info!(
             round = round.0,
@@ -582,6 +586,10 @@ impl<L: Learner> RoundLifecycle<L> {
                 .filter(|(k, _)| REPORTED.contains(&k.as_str()))
                 .map(|(k, v)| (k.clone(), *v))
                 .chain([("int8_accuracy".to_string(), d.int8_accuracy)])
+                .chain(
+                    d.personalized_accuracy
+                        .map(|a| ("personalized_accuracy".to_string(), a)),
+                )
                 .chain(dp_metrics)
                 // The phase times travel in the signed report (and so into the log): `phase_<name>_s`.
                 .chain(phases.iter().map(|(k, v)| (format!("phase_{k}_s"), *v)))
@@ -688,6 +696,7 @@ mod tests {
                 student_digest: Digest([round.0 as u8; 32]),
                 consensus_accuracy: 0.5,
                 phases: vec![("distill".into(), 0.25)],
+                personalized_accuracy: (round.0 == 2).then_some(accuracy + 0.02),
             })
         }
         fn summary(&self) -> LearnerSummary {
@@ -1057,6 +1066,16 @@ mod tests {
         let r2 = round(&mut lc, &mut c, 2, &[2, 3]);
         assert!(!r2.guard_accepted);
         assert_eq!(lc.state().accepted_metrics["accuracy"], 0.8);
+        // A personalized student (scripted for round 2 only) is reported beside the shared one, and recorded.
+        let personalized = |r: &RoundReport| {
+            r.metrics
+                .iter()
+                .find(|(k, _)| k == "personalized_accuracy")
+                .map(|(_, v)| *v)
+        };
+        assert_eq!(personalized(&r2), Some(0.5 + 0.02));
+        assert_eq!(lc.state().rounds[1].personalized_accuracy, Some(0.5 + 0.02));
+        assert_eq!(lc.state().rounds[0].personalized_accuracy, None);
         assert_eq!(lc.state().accepted_int8_bytes, 1001);
         round(&mut lc, &mut c, 3, &[4, 5]);
         // Round 3's candidate was judged against round 1's student, the one still serving.
@@ -1168,6 +1187,7 @@ mod tests {
             contributors: 2,
             phases: BTreeMap::new(),
             finished_unix_ms: 0,
+            personalized_accuracy: None,
         };
         let text = serde_json::to_string(&rec).expect("json");
         assert!(text.contains("\"consensus_accuracy\":null"), "{text}");

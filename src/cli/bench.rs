@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use fedistill_harness::{accuracy, communication, load, quantize, robust, scale, train, transport};
+use fedistill_harness::{
+    accuracy, communication, load, personalize, quantize, robust, routing, scale, stages, train, transport,
+};
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -21,6 +23,12 @@ pub enum BenchCommand {
     Scale(BenchScaleArgs),
     /// Student accuracy vs DP epsilon and under poisoning attacks, per aggregation rule, on MNIST-10k.
     Robust(BenchRobustArgs),
+    /// Forgetting on a two-task sequence: dynamic routing (MoE, an expert per task) vs fine-tuning and replay.
+    Routing(BenchRoutingArgs),
+    /// Ablation of the distillation stages: KD only, + feature alignment, + gradient guidance, + both.
+    Stages(BenchStagesArgs),
+    /// The same ablation for the personalized student of each participant after federated rounds.
+    Personalize(BenchPersonalizeArgs),
     /// Teacher training and distillation throughput, fused vs plain candle-nn AdamW, on MNIST-10k.
     Train {
         /// Fewer steps (a quick check rather than a stable figure).
@@ -220,6 +228,92 @@ pub struct BenchScaleArgs {
     secagg_neighbours: u32,
 }
 
+/// Arguments of `fedistill bench stages`.
+#[derive(Debug, Args)]
+pub struct BenchStagesArgs {
+    /// One small dataset (digits), one seed, few epochs (CI).
+    #[arg(long)]
+    quick: bool,
+    /// Seeds (default 1,2,3; with --quick 1).
+    #[arg(long, value_delimiter = ',')]
+    seeds: Vec<u64>,
+    /// Catalog datasets (default mnist-10k,fashion-mnist,credit; with --quick digits).
+    #[arg(long, value_delimiter = ',')]
+    datasets: Vec<String>,
+    /// Directory of file-based datasets (fashion-mnist; default: the Debian package's directory).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Write stages.json, stages.md and stages-accuracy.png/.svg (accuracy per dataset and configuration).
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+/// Arguments of `fedistill bench personalize`.
+#[derive(Debug, Args)]
+pub struct BenchPersonalizeArgs {
+    /// One small dataset (digits), one seed, 3 participants, 2 rounds, few epochs (CI).
+    #[arg(long)]
+    quick: bool,
+    /// Seeds (default 1,2,3; with --quick 1).
+    #[arg(long, value_delimiter = ',')]
+    seeds: Vec<u64>,
+    /// Catalog datasets (default mnist-10k,fashion-mnist,credit; with --quick digits).
+    #[arg(long, value_delimiter = ',')]
+    datasets: Vec<String>,
+    /// Participants K (default 5; with --quick 3).
+    #[arg(long)]
+    participants: Option<usize>,
+    /// Partition: a Dirichlet alpha or `iid` (default 0.5).
+    #[arg(long)]
+    partition: Option<String>,
+    /// Share of each participant's rows held out (seeded) as its own test set (default 0.2).
+    #[arg(long)]
+    holdout: Option<f64>,
+    /// Federated distillation rounds before personalizing (default 5; with --quick 2).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Passes over the private rows of each personalization, stages included (default 10; with --quick 5).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Directory of file-based datasets (fashion-mnist; default: the Debian package's directory).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Write personalize.json, personalize.md and personalize-accuracy.png/.svg (shared vs personalized
+    /// accuracy per dataset and configuration).
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+/// Arguments of `fedistill bench routing`.
+#[derive(Debug, Args)]
+pub struct BenchRoutingArgs {
+    /// One seed, split-mnist only, small subsets, few epochs (CI).
+    #[arg(long)]
+    quick: bool,
+    /// Seeds (default 1,2,3; with --quick 1).
+    #[arg(long, value_delimiter = ',')]
+    seeds: Vec<u64>,
+    /// Two-task sequences: split-mnist (digits 0-4 then 5-9), mnist-fashion (MNIST-10k then Fashion-MNIST)
+    /// (default both; with --quick split-mnist).
+    #[arg(long, value_delimiter = ',')]
+    sequences: Vec<String>,
+    /// Experts each sample is routed to in the routing students (1 or 2).
+    #[arg(long, default_value_t = 1)]
+    top_k: usize,
+    /// Replay reservoir of task 1's (input, teacher logits) pairs, in samples (default 1000; with --quick 150).
+    #[arg(long)]
+    replay: Option<usize>,
+    /// Student distillation epochs per task (default 10; with --quick 3).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Directory of Fashion-MNIST's files (default: the Debian package's directory).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Write routing.json, routing.md and routing-SEQUENCE.png/.svg (grouped bars per method) to this directory.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
 /// `fedistill bench ...` as the reports record it.
 fn command_line() -> String {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -290,6 +384,38 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             exe: std::env::current_exe().context("locating the fedistill binary")?,
             secure_aggregation: a.secure_aggregation,
             secagg_neighbours: a.secagg_neighbours,
+        }),
+        BenchCommand::Stages(a) => stages::run(&stages::StagesOptions {
+            quick: a.quick,
+            seeds: a.seeds,
+            datasets: a.datasets,
+            data_dir: a.data_dir,
+            report: a.report,
+            command: command_line(),
+        }),
+        BenchCommand::Personalize(a) => personalize::run(&personalize::PersonalizeOptions {
+            quick: a.quick,
+            seeds: a.seeds,
+            datasets: a.datasets,
+            participants: a.participants,
+            partition: a.partition,
+            holdout: a.holdout,
+            rounds: a.rounds,
+            epochs: a.epochs,
+            data_dir: a.data_dir,
+            report: a.report,
+            command: command_line(),
+        }),
+        BenchCommand::Routing(a) => routing::run(&routing::RoutingOptions {
+            quick: a.quick,
+            seeds: a.seeds,
+            sequences: a.sequences,
+            top_k: a.top_k,
+            replay: a.replay,
+            epochs: a.epochs,
+            data_dir: a.data_dir,
+            report: a.report,
+            command: command_line(),
         }),
         BenchCommand::Train { quick, json, report } => train::run(&train::TrainOptions { quick, json, report }),
         BenchCommand::Load {

@@ -10,6 +10,7 @@ pub mod local;
 pub mod node;
 pub mod provision;
 pub mod quantize;
+pub mod size;
 pub mod task;
 
 /// Process start: fixes the compute threads, then `tracing` output on stderr (text, or JSON lines with `--log-json`).

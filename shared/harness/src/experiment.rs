@@ -12,7 +12,9 @@
 //! the rule, and every participant refreshes its teacher (when on) and distills the same student from the
 //! consensus (with the same seed, so one student, distilled by participant 0, stands for all of them).
 //! Bytes are the sizes of the real signed wire messages (RoundOpen, SoftLabels, AggregateLabels; FedAvg's
-//! model down- and uploads are framed the same way), measured by `Exchange`.
+//! model down- and uploads are framed the same way), measured by `Exchange`. The round loop is
+//! `run_rounds`; `fedistill bench personalize` runs it too, with every participant distilling on its own
+//! holdout, and keeps the learners after the last round.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -243,17 +245,7 @@ pub fn run(
         !cfg.rules.is_empty() || cfg.fedavg,
         "nothing to run: no rule and no FedAvg"
     );
-    let mut fs: FederatedSplit = split(
-        ds,
-        &SplitConfig {
-            participants: cfg.participants,
-            partition: cfg.partition,
-            test_fraction: cfg.test_fraction,
-            public_fraction: cfg.public_fraction,
-            seed: cfg.seed,
-        },
-    )
-    .with_context(|| format!("splitting {} for {} participants", ds.name, cfg.participants))?;
+    let mut fs = split_for(ds, cfg)?;
     // Every participant learns from what its node would read: the split is written as a deployment's
     // files (task card, public set, each participant's private rows, the shared test set) and read back
     // through the participant's own loader (participant/src/owndata.rs).
@@ -274,12 +266,7 @@ pub fn run(
     let total_models = (cfg.participants + usize::from(train_centralized)) as u64;
     progress.start("teachers", total_models);
     for (p, shard) in fs.shards.iter().enumerate() {
-        let tc = TrainConfig {
-            seed: cfg.seed.wrapping_add(p as u64 + 1),
-            ..cfg.train.clone()
-        };
-        let t = train_teacher(&cfg.teacher, shard, &tc, &quiet)
-            .with_context(|| format!("training participant {p}'s teacher"))?;
+        let t = participant_teacher(cfg, p, shard, &quiet)?;
         local_only.push(accuracy(&t, &fs.test)?);
         progress.advance(
             "teachers",
@@ -315,17 +302,17 @@ pub fn run(
         None
     };
 
-    let samples: Vec<u64> = fs.shards.iter().map(|s| s.n as u64).collect();
-    let chunk = (fs.public.n / cfg.rounds).max(1);
     // Every participant is the real participant's learner (participant/src/learner.rs), driven through the
-    // learner seam: its teacher labels, and after each round it refreshes its teacher (when on) and
-    // distills the shared student. The student is the same on every participant (same consensus, same
-    // seed, no guard here: every candidate is kept), so participant 0 distills it for all.
-    let public = Arc::new(fs.public.clone());
+    // learner seam (see `run_rounds`); all of them evaluate on the split's shared test set.
     let test = Arc::new(fs.test.clone());
-    let shards: Vec<Arc<Dataset>> = fs.shards.iter().map(|s| Arc::new(s.clone())).collect();
-    let public_digest = Digest(fs.public_digest);
-    let teachers: Vec<Arc<Model>> = teachers.into_iter().map(Arc::new).collect();
+    let federation = Federation {
+        public: Arc::new(fs.public.clone()),
+        public_digest: Digest(fs.public_digest),
+        shards: fs.shards.iter().map(|s| Arc::new(s.clone())).collect(),
+        tests: vec![test; cfg.participants],
+        teachers: teachers.into_iter().map(Arc::new).collect(),
+        local_only: local_only.clone(),
+    };
     let artifacts = tempfile::tempdir().context("creating a directory for the participants' artifacts")?;
 
     let mut methods = Vec::new();
@@ -338,109 +325,27 @@ pub fn run(
         .iter()
         .flat_map(|r| cfg.encodings.iter().map(move |e| (*r, *e)))
         .collect();
-    let refreshing = cfg.refresh.epochs > 0;
-    let teacher_bytes: Vec<Vec<u8>> = if refreshing {
-        teachers.iter().map(|t| t.to_safetensors()).collect::<Result<_, _>>()?
-    } else {
-        Vec::new()
-    };
-    let serving = std::collections::BTreeMap::new();
     for (m, (rule, encoding)) in runs.iter().enumerate() {
-        let t0 = Instant::now();
-        // With refresh on, every method starts from the teachers as trained and refreshes its own copies.
-        let mut learners = Vec::with_capacity(cfg.participants);
-        for (p, shard) in shards.iter().enumerate() {
-            let teacher = if refreshing {
-                Arc::new(Model::from_safetensors(
-                    &cfg.teacher,
-                    ds.dim,
-                    classes,
-                    &teacher_bytes[p],
-                )?)
-            } else {
-                teachers[p].clone()
-            };
-            let student = Model::new(&cfg.student, ds.dim, classes, cfg.seed.wrapping_add(1000))?;
-            let workdir = artifacts.path().join(format!("method-{m}")).join(format!("p{p}"));
-            std::fs::create_dir_all(&workdir).with_context(|| format!("creating {}", workdir.display()))?;
-            learners.push(ModelLearner::from_parts(LearnerParts {
-                public: public.clone(),
-                public_digest,
-                test: test.clone(),
-                teacher,
-                shard: shard.clone(),
-                distiller: Distiller::new(student, cfg.distill.clone()),
-                guard: GuardConfig::default(),
-                refresh: cfg.refresh.clone(),
-                refresh_seed: cfg.seed ^ (p as u64) << 32,
-                workdir,
-                local_only_accuracy: local_only[p],
-            }));
-        }
-        let mut curve = Vec::with_capacity(cfg.rounds);
         let label = if cfg.encodings.len() > 1 {
             format!("fd:{}@{}", rule.name(), encoding.name())
         } else {
             format!("fd:{}", rule.name())
         };
-        progress.start(&label, cfg.rounds as u64);
-        let mut bytes = 0u64;
-        let total = cfg.rounds as u64;
-        for r in 0..cfg.rounds {
-            let round = RoundId(r as u64 + 1);
-            let lo = (r * chunk) % fs.public.n;
-            let hi = (lo + chunk).min(fs.public.n);
-            let rows = hi - lo;
-            // Sample ids are positions in the public set, as the coordinator announces them.
-            let ids: Vec<u64> = (lo as u64..hi as u64).collect();
-            let uploads: Vec<Vec<f32>> = learners
-                .iter_mut()
-                .map(|l| l.label(round, &ids, cfg.temperature))
-                .collect::<Result<_, _>>()?;
-            let decoded = exchange.labels_up(round.0, &ids, &uploads, classes, *encoding)?;
-            let views: Vec<ContributionView<'_>> = decoded
-                .iter()
-                .zip(&samples)
-                .map(|(p, &s)| ContributionView {
-                    probabilities: p,
-                    samples: s,
-                })
-                .collect();
-            let consensus = aggregate(*rule, &views, rows, classes).context("aggregating")?;
-            let consensus = exchange.labels_down(round.0, *rule, &consensus, rows, classes, *encoding)?;
-            let (first, others) = learners.split_first_mut().context("no participants")?;
-            for l in others {
-                l.refresh(round, &ids, &consensus, total)?;
-            }
-            let d = first.distill(round, &ids, &consensus, total, &serving)?;
-            bytes = exchange.bytes();
-            let a = d
-                .metrics
-                .get("accuracy")
-                .copied()
-                .context("the learner reported no accuracy")?;
-            curve.push(CurvePoint {
-                round: r + 1,
-                accuracy: a,
-                bytes,
-                // The teachers are trained once before every method and shared: not counted here.
-                elapsed_s: t0.elapsed().as_secs_f64(),
-            });
-            progress.advance(
-                &label,
-                r as u64 + 1,
-                cfg.rounds as u64,
-                &format!("student {:.1}%", a * 100.0),
-            );
-        }
-        progress.finish(&label, "done");
-        let accuracy = curve.last().map(|p| p.accuracy).unwrap_or(0.0);
+        let method = Method {
+            rule: *rule,
+            encoding: *encoding,
+            label: &label,
+            distilling: Distilling::FirstForAll,
+        };
+        let workdir = artifacts.path().join(format!("method-{m}"));
+        let rounds = run_rounds(cfg, &federation, &method, &workdir, exchange, progress)?;
+        let accuracy = rounds.curve.last().map(|p| p.accuracy).unwrap_or(0.0);
         methods.push(MethodRun {
             method: label,
-            curve,
+            curve: rounds.curve,
             accuracy,
-            bytes,
-            seconds: t0.elapsed().as_secs_f64(),
+            bytes: rounds.bytes,
+            seconds: rounds.seconds,
         });
         exchange.reset();
     }
@@ -462,6 +367,226 @@ pub fn run(
         methods,
         student_params,
         seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The experiment's split of `ds` (its participants, partition, fractions and seed).
+pub(crate) fn split_for(ds: &Dataset, cfg: &ExperimentConfig) -> anyhow::Result<FederatedSplit> {
+    split(
+        ds,
+        &SplitConfig {
+            participants: cfg.participants,
+            partition: cfg.partition,
+            test_fraction: cfg.test_fraction,
+            public_fraction: cfg.public_fraction,
+            seed: cfg.seed,
+        },
+    )
+    .with_context(|| format!("splitting {} for {} participants", ds.name, cfg.participants))
+}
+
+/// Participant `p`'s private teacher, trained on `shard` with the experiment's teacher training and a seed of
+/// its own.
+pub(crate) fn participant_teacher(
+    cfg: &ExperimentConfig,
+    p: usize,
+    shard: &Dataset,
+    progress: &Progress,
+) -> anyhow::Result<Model> {
+    let tc = TrainConfig {
+        seed: cfg.seed.wrapping_add(p as u64 + 1),
+        ..cfg.train.clone()
+    };
+    train_teacher(&cfg.teacher, shard, &tc, progress).with_context(|| format!("training participant {p}'s teacher"))
+}
+
+/// What the distillation rounds of a method start from: every participant's data as its node read it and its
+/// trained teacher.
+pub(crate) struct Federation {
+    /// The public transfer set.
+    pub(crate) public: Arc<Dataset>,
+    /// Its digest, as the round openings announce it.
+    pub(crate) public_digest: Digest,
+    /// Each participant's private training rows.
+    pub(crate) shards: Vec<Arc<Dataset>>,
+    /// The rows each participant evaluates on: the split's shared test set, or the node's own holdout.
+    pub(crate) tests: Vec<Arc<Dataset>>,
+    /// Each participant's teacher as trained (every method starts from these).
+    pub(crate) teachers: Vec<Arc<Model>>,
+    /// Each teacher's accuracy on its participant's test rows.
+    pub(crate) local_only: Vec<f64>,
+}
+
+/// Who distills the shared student each round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Distilling {
+    /// Participant 0 distills it for all (the student is the same everywhere: same consensus, same seed, no
+    /// guard), the others only refresh their teachers; the curve is participant 0's accuracy.
+    FirstForAll,
+    /// Every participant distills its own copy, as every node of a deployment does; the curve is the mean of
+    /// their accuracies on their own test rows, and every learner holds the student after the last round.
+    Everyone,
+}
+
+/// One method of the rounds: the rule and encoding of the exchange, its label, who distills.
+pub(crate) struct Method<'a> {
+    /// Aggregation rule of the coordinator.
+    pub(crate) rule: AggregationRule,
+    /// Soft-label encoding, both ways.
+    pub(crate) encoding: Encoding,
+    /// The progress label (`fd:<rule>`).
+    pub(crate) label: &'a str,
+    /// Who distills.
+    pub(crate) distilling: Distilling,
+}
+
+/// A method's rounds, and the participants' learners after the last one.
+pub(crate) struct Rounds {
+    /// Per round.
+    pub(crate) curve: Vec<CurvePoint>,
+    /// Bytes of the whole run.
+    pub(crate) bytes: u64,
+    /// Seconds of the rounds (the learners built, labelling, aggregation, refresh, distillation).
+    pub(crate) seconds: f64,
+    /// Every participant's learner after the last round.
+    pub(crate) learners: Vec<ModelLearner>,
+    /// The teachers the learners hold (refreshed in place after each round when refresh is on).
+    pub(crate) teachers: Vec<Arc<Model>>,
+}
+
+/// The distillation rounds of one method: one real participant learner per participant (participant/src/
+/// learner.rs), driven through the learner seam: every teacher labels the round's public rows, `exchange`
+/// carries the soft labels up and the consensus down, and the learners refresh their teachers (when on) and
+/// distill the shared student as `method.distilling` says. `workdir` receives each learner's artifacts in
+/// `p<i>/`.
+pub(crate) fn run_rounds(
+    cfg: &ExperimentConfig,
+    fed: &Federation,
+    method: &Method<'_>,
+    workdir: &std::path::Path,
+    exchange: &mut dyn Exchange,
+    progress: &Progress,
+) -> anyhow::Result<Rounds> {
+    anyhow::ensure!(cfg.rounds > 0, "rounds must be at least 1");
+    anyhow::ensure!(
+        fed.shards.len() == cfg.participants
+            && fed.tests.len() == cfg.participants
+            && fed.teachers.len() == cfg.participants
+            && fed.local_only.len() == cfg.participants,
+        "the federation does not have {} participants",
+        cfg.participants
+    );
+    let t0 = Instant::now();
+    let (dim, classes) = (fed.public.dim, fed.public.num_classes);
+    let samples: Vec<u64> = fed.shards.iter().map(|s| s.n as u64).collect();
+    let public_n = fed.public.n;
+    let chunk = (public_n / cfg.rounds).max(1);
+    // With refresh on, every method starts from the teachers as trained and refreshes its own copies.
+    let refreshing = cfg.refresh.epochs > 0;
+    let mut learners = Vec::with_capacity(cfg.participants);
+    let mut teachers = Vec::with_capacity(cfg.participants);
+    for (p, shard) in fed.shards.iter().enumerate() {
+        let teacher = if refreshing {
+            Arc::new(Model::from_safetensors(
+                &cfg.teacher,
+                dim,
+                classes,
+                &fed.teachers[p].to_safetensors()?,
+            )?)
+        } else {
+            fed.teachers[p].clone()
+        };
+        teachers.push(teacher.clone());
+        let student = Model::new(&cfg.student, dim, classes, cfg.seed.wrapping_add(1000))?;
+        let dir = workdir.join(format!("p{p}"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        learners.push(ModelLearner::from_parts(LearnerParts {
+            public: fed.public.clone(),
+            public_digest: fed.public_digest,
+            test: fed.tests[p].clone(),
+            teacher,
+            shard: shard.clone(),
+            distiller: Distiller::new(student, cfg.distill.clone()),
+            guard: GuardConfig::default(),
+            refresh: cfg.refresh.clone(),
+            refresh_seed: cfg.seed ^ (p as u64) << 32,
+            workdir: dir,
+            local_only_accuracy: fed.local_only[p],
+        }));
+    }
+    // No guard here: every candidate is kept.
+    let serving = std::collections::BTreeMap::new();
+    let mut curve = Vec::with_capacity(cfg.rounds);
+    let label = method.label;
+    progress.start(label, cfg.rounds as u64);
+    let mut bytes = 0u64;
+    let total = cfg.rounds as u64;
+    for r in 0..cfg.rounds {
+        let round = RoundId(r as u64 + 1);
+        let lo = (r * chunk) % public_n;
+        let hi = (lo + chunk).min(public_n);
+        let rows = hi - lo;
+        // Sample ids are positions in the public set, as the coordinator announces them.
+        let ids: Vec<u64> = (lo as u64..hi as u64).collect();
+        let uploads: Vec<Vec<f32>> = learners
+            .iter_mut()
+            .map(|l| l.label(round, &ids, cfg.temperature))
+            .collect::<Result<_, _>>()?;
+        let decoded = exchange.labels_up(round.0, &ids, &uploads, classes, method.encoding)?;
+        let views: Vec<ContributionView<'_>> = decoded
+            .iter()
+            .zip(&samples)
+            .map(|(p, &s)| ContributionView {
+                probabilities: p,
+                samples: s,
+            })
+            .collect();
+        let consensus = aggregate(method.rule, &views, rows, classes).context("aggregating")?;
+        let consensus = exchange.labels_down(round.0, method.rule, &consensus, rows, classes, method.encoding)?;
+        let reported = |d: &fedistill_participant::learner::Distilled| {
+            d.metrics
+                .get("accuracy")
+                .copied()
+                .context("the learner reported no accuracy")
+        };
+        let a = match method.distilling {
+            Distilling::FirstForAll => {
+                let (first, others) = learners.split_first_mut().context("no participants")?;
+                for l in others {
+                    l.refresh(round, &ids, &consensus, total)?;
+                }
+                reported(&first.distill(round, &ids, &consensus, total, &serving)?)?
+            }
+            Distilling::Everyone => {
+                let mut sum = 0.0;
+                for l in learners.iter_mut() {
+                    sum += reported(&l.distill(round, &ids, &consensus, total, &serving)?)?;
+                }
+                sum / learners.len().max(1) as f64
+            }
+        };
+        bytes = exchange.bytes();
+        curve.push(CurvePoint {
+            round: r + 1,
+            accuracy: a,
+            bytes,
+            // The teachers are trained once before every method and shared: not counted here.
+            elapsed_s: t0.elapsed().as_secs_f64(),
+        });
+        progress.advance(
+            label,
+            r as u64 + 1,
+            cfg.rounds as u64,
+            &format!("student {:.1}%", a * 100.0),
+        );
+    }
+    progress.finish(label, "done");
+    Ok(Rounds {
+        curve,
+        bytes,
+        seconds: t0.elapsed().as_secs_f64(),
+        learners,
+        teachers,
     })
 }
 

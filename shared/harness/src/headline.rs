@@ -100,7 +100,13 @@ pub fn measure(inp: &HeadlineInputs<'_>) -> anyhow::Result<Headline> {
     // A CNN teacher has no folded layout: its candle forward is then its only f32 kernel.
     let teacher_folded = QuantizedModel::from_model(inp.teacher, Profile::F32).ok();
     let student_folded = QuantizedModel::from_model(inp.student, Profile::F32)?;
-    let (int8, _) = quantize(inp.student, Profile::Int8, inp.calib.0, inp.calib.1, &PtqOptions::default())?;
+    let (int8, _) = quantize(
+        inp.student,
+        Profile::Int8,
+        inp.calib.0,
+        inp.calib.1,
+        &PtqOptions::default(),
+    )?;
     let tc = |x: &[f32], n: usize| inp.teacher.logits(x, n);
     let tf = |x: &[f32], n: usize| match &teacher_folded {
         Some(f) => f.logits_with(x, n, false),
@@ -177,7 +183,11 @@ fn probe_all(exe: &Path, teacher: &Model, student: &Model, int8: &QuantizedModel
         teacher_kib: t,
         student_f32_kib: s,
         student_int8_kib: q,
-        int8_reduction_over_baseline: if over(t) > 0.0 { 1.0 - over(q) / over(t) } else { f64::NAN },
+        int8_reduction_over_baseline: if over(t) > 0.0 {
+            1.0 - over(q) / over(t)
+        } else {
+            f64::NAN
+        },
     }))
 }
 
@@ -196,7 +206,9 @@ fn run_probe(exe: &Path, model: Option<&Path>, arch: &Arch) -> anyhow::Result<u6
     if let Some(m) = model {
         cmd.arg("--model").arg(m);
     }
-    let out = cmd.output().with_context(|| format!("running {} probe-inference", exe.display()))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {} probe-inference", exe.display()))?;
     if !out.status.success() {
         bail!(
             "probe-inference failed ({}): {}",

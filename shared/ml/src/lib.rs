@@ -14,9 +14,12 @@ pub mod local;
 pub mod loss;
 pub mod metrics;
 pub mod model;
+pub mod moe;
 pub mod optim;
 pub mod progress;
 pub mod quant;
+pub mod sizing;
+pub mod stages;
 pub mod step;
 pub mod train;
 

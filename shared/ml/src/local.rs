@@ -1,5 +1,7 @@
 //! The local pipeline behind `fedistill local`: train a teacher on the private part, distill the
-//! student on the public part from the teacher's soft labels, evaluate both on the test set.
+//! student on the public part from the teacher's soft labels (through the stage schedule of
+//! [`crate::stages`]), evaluate both on the test set. Split in two halves ([`prepare_local`],
+//! [`distill_local`]) so `fedistill bench stages` distills several students from one teacher.
 
 use std::time::Instant;
 
@@ -10,11 +12,12 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::augment::random_shifts;
-use crate::distill::{DistillConfig, Distiller, InputNorm, SoftTargets};
+use crate::distill::{DistillConfig, InputNorm};
 use crate::error::{MlError, Result};
 use crate::metrics::{evaluate, Metrics};
 use crate::model::{Model, ModelConfig};
 use crate::progress::Progress;
+use crate::stages::{distill_in_stages, StageReport, StagesConfig};
 use crate::train::{train_teacher, TrainConfig};
 
 /// A teacher config file: `[model]` (architecture) and optional `[train]` (hyper-parameters).
@@ -27,7 +30,7 @@ pub struct TeacherFile {
     pub train: Option<TrainConfig>,
 }
 
-/// A student config file: `[model]` and optional `[distill]`.
+/// A student config file: `[model]`, optional `[distill]` (stage 3) and optional `[stages]` (stages 1-2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StudentFile {
@@ -35,6 +38,8 @@ pub struct StudentFile {
     pub model: ModelConfig,
     /// Distillation hyper-parameters (defaults per dataset kind when absent).
     pub distill: Option<DistillConfig>,
+    /// Feature alignment and gradient guidance before the KD (`StagesConfig::default()` when absent).
+    pub stages: Option<StagesConfig>,
 }
 
 /// Parses a TOML config file's text.
@@ -84,6 +89,7 @@ impl LocalOptions {
             student: StudentFile {
                 model: student,
                 distill: None,
+                stages: None,
             },
             seed,
             test_fraction: 0.2,
@@ -172,15 +178,33 @@ pub struct LocalReport {
     pub accuracy_ratio: f64,
     /// Seconds spent training the teacher.
     pub teacher_seconds: f64,
-    /// Seconds spent distilling the student.
+    /// Seconds spent distilling the student (all stages).
     pub distill_seconds: f64,
+    /// The distillation stages in order (feature_alignment, gradient_guidance, temperature_kd), disabled
+    /// ones included.
+    pub stages: Vec<StageReport>,
     /// Wall-clock seconds of the whole pipeline (split, training, distillation, evaluation).
     pub seconds: f64,
 }
 
-/// Runs the pipeline on a loaded dataset.
-pub fn run_local(ds: &Dataset, opts: &LocalOptions, progress: &Progress) -> Result<(LocalReport, Model, Model)> {
-    let start = Instant::now();
+/// The teacher half of the pipeline: the split, the trained teacher and the transfer set it labels.
+pub struct LocalTeacher {
+    /// The split (`participants = 1`, IID): private shard, public part, test set.
+    pub split: FederatedSplit,
+    /// The teacher, trained on the private shard.
+    pub teacher: Model,
+    /// The transfer set: the public features plus the shifted copies (images), row-major.
+    pub transfer: Vec<f32>,
+    /// Samples in `transfer`.
+    pub transfer_n: usize,
+    /// Seconds spent training the teacher.
+    pub teacher_seconds: f64,
+    /// Seconds of this half (split and teacher).
+    pub seconds: f64,
+}
+
+/// The configurations a run uses: the files' or the dataset kind's defaults, with the run's seed.
+fn resolved(ds: &Dataset, opts: &LocalOptions) -> (TrainConfig, DistillConfig, StagesConfig) {
     // The run's seed wins over any `seed` key in the files, so `--seed` alone reproduces a run.
     let mut train_cfg = opts
         .teacher
@@ -194,10 +218,32 @@ pub fn run_local(ds: &Dataset, opts: &LocalOptions, progress: &Progress) -> Resu
         .clone()
         .unwrap_or_else(|| default_distill(&ds.kind, opts.seed));
     distill_cfg.seed = opts.seed;
+    (train_cfg, distill_cfg, opts.student.stages.clone().unwrap_or_default())
+}
+
+/// Checks both files against the dataset (architectures, hyper-parameters, the stage schedule) before
+/// anything is trained.
+fn validate(ds: &Dataset, opts: &LocalOptions) -> Result<(TrainConfig, DistillConfig, StagesConfig)> {
+    let (train_cfg, distill_cfg, stages) = resolved(ds, opts);
     train_cfg.validate()?;
-    distill_cfg.validate()?;
     opts.teacher.model.validate(ds.dim, ds.num_classes)?;
     opts.student.model.validate(ds.dim, ds.num_classes)?;
+    stages.validate(&opts.teacher.model, &opts.student.model, ds.dim, &distill_cfg)?;
+    Ok((train_cfg, distill_cfg, stages))
+}
+
+/// Runs the pipeline on a loaded dataset.
+pub fn run_local(ds: &Dataset, opts: &LocalOptions, progress: &Progress) -> Result<(LocalReport, Model, Model)> {
+    let prepared = prepare_local(ds, opts, progress)?;
+    let (report, student) = distill_local(ds, &prepared, opts, progress)?;
+    Ok((report, prepared.teacher, student))
+}
+
+/// The teacher half: checks every configuration of `opts` (the student's too, so a bad `[stages]` fails
+/// before the teacher trains), splits the dataset, trains the teacher, builds the transfer set.
+pub fn prepare_local(ds: &Dataset, opts: &LocalOptions, progress: &Progress) -> Result<LocalTeacher> {
+    let start = Instant::now();
+    let (train_cfg, _, _) = validate(ds, opts)?;
     let fed: FederatedSplit = split(
         ds,
         &SplitConfig {
@@ -213,38 +259,48 @@ pub fn run_local(ds: &Dataset, opts: &LocalOptions, progress: &Progress) -> Resu
         .shards
         .first()
         .ok_or_else(|| MlError::InvalidInput("split produced no private shard".into()))?;
-
     let t0 = Instant::now();
     let teacher = train_teacher(&opts.teacher.model, private, &train_cfg, progress)?;
     let teacher_seconds = t0.elapsed().as_secs_f64();
+    let (transfer, transfer_n) = augmented_public(&fed.public, opts.augment_copies, opts.seed);
+    Ok(LocalTeacher {
+        split: fed,
+        teacher,
+        transfer,
+        transfer_n,
+        teacher_seconds,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
 
-    let t1 = Instant::now();
-    let public = &fed.public;
-    let (px, pn) = augmented_public(public, opts.augment_copies, opts.seed);
-    let targets = SoftTargets::from_teacher(&teacher, &px, pn)?;
+/// The student half: distills `opts`' student from the prepared teacher through the stage schedule
+/// ([`distill_in_stages`]) and evaluates both on the test set. `opts` must describe the same dataset and
+/// teacher as the `prepare_local` call; its student, `[distill]` and `[stages]` may differ.
+pub fn distill_local(
+    ds: &Dataset,
+    prepared: &LocalTeacher,
+    opts: &LocalOptions,
+    progress: &Progress,
+) -> Result<(LocalReport, Model)> {
+    let start = Instant::now();
+    let (_, distill_cfg, stages) = validate(ds, opts)?;
+    let teacher = &prepared.teacher;
     let student = Model::new(&opts.student.model, ds.dim, ds.num_classes, opts.seed.wrapping_add(1))?;
-    let mut distiller = Distiller::new(student, distill_cfg.clone());
-    progress.start("student", distill_cfg.epochs_per_round as u64);
-    let stats = distiller.distill_round_with_progress(&px, pn, &targets, None, 0, 1, progress)?;
-    progress.finish(
-        "student",
-        &format!(
-            "final KD loss {:.4} (T {} -> {})",
-            stats.final_loss, stats.temperature_start, stats.temperature_end
-        ),
-    );
-    let student = distiller.into_student();
-    let distill_seconds = t1.elapsed().as_secs_f64();
+    let (px, pn) = (&prepared.transfer, prepared.transfer_n);
+    let (student, stage_reports) = distill_in_stages(teacher, student, px, pn, &stages, &distill_cfg, progress)?;
+    let distill_seconds = start.elapsed().as_secs_f64();
 
+    let fed = &prepared.split;
+    let private_samples = fed.shards.first().map_or(0, |s| s.n);
     let test = &fed.test;
     let teacher_probs = teacher.probabilities(&test.features, test.n, 1.0)?;
-    let tm = evaluate(&teacher, test, Some(&teacher_probs))?;
+    let tm = evaluate(teacher, test, Some(&teacher_probs))?;
     let sm = evaluate(&student, test, Some(&teacher_probs))?;
     let report = LocalReport {
         dataset: ds.name.clone(),
         seed: opts.seed,
-        private_samples: private.n,
-        public_samples: public.n,
+        private_samples,
+        public_samples: fed.public.n,
         test_samples: test.n,
         param_ratio: sm.params as f64 / tm.params.max(1) as f64,
         accuracy_ratio: sm.accuracy / tm.accuracy,
@@ -256,11 +312,12 @@ pub fn run_local(ds: &Dataset, opts: &LocalOptions, progress: &Progress) -> Resu
             config: opts.student.model.clone(),
             metrics: sm,
         },
-        teacher_seconds,
+        teacher_seconds: prepared.teacher_seconds,
         distill_seconds,
-        seconds: start.elapsed().as_secs_f64(),
+        stages: stage_reports,
+        seconds: prepared.seconds + start.elapsed().as_secs_f64(),
     };
-    Ok((report, teacher, student))
+    Ok((report, student))
 }
 
 /// The public features followed by `copies` randomly shifted copies of each image (images only).

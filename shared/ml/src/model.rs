@@ -18,6 +18,9 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{MlError, Result};
 
+mod features;
+pub use features::FeatureShape;
+
 /// Largest width/channel count accepted from a config file; bounds memory before anything is allocated.
 const MAX_WIDTH: usize = 65_536;
 /// Largest number of hidden layers accepted from a config file.

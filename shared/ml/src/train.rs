@@ -53,25 +53,30 @@ impl Default for TrainConfig {
     }
 }
 
+/// The ranges every training loop's settings share: epochs in 1..=100000, batch size in 1..=2^20, a finite
+/// positive learning rate and a finite non-negative weight decay; the error names the field and the value.
+pub(crate) fn check_optimizer(epochs: usize, batch_size: usize, lr: f64, weight_decay: f64) -> Result<()> {
+    let bad = |m: String| Err(MlError::InvalidHyperParameter(m));
+    if epochs == 0 || epochs > 100_000 {
+        return bad(format!("epochs {epochs} out of range 1..=100000"));
+    }
+    if batch_size == 0 || batch_size > 1 << 20 {
+        return bad(format!("batch_size {batch_size} out of range 1..=1048576"));
+    }
+    if !(lr.is_finite() && lr > 0.0) {
+        return bad(format!("lr must be finite and > 0, got {lr}"));
+    }
+    if !(weight_decay.is_finite() && weight_decay >= 0.0) {
+        return bad(format!("weight_decay must be finite and >= 0, got {weight_decay}"));
+    }
+    Ok(())
+}
+
 impl TrainConfig {
     /// Checks every field's range.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(MlError::InvalidHyperParameter(m));
-        if self.epochs == 0 || self.epochs > 100_000 {
-            return bad(format!("epochs {} out of range 1..=100000", self.epochs));
-        }
-        if self.batch_size == 0 || self.batch_size > 1 << 20 {
-            return bad(format!("batch_size {} out of range 1..=1048576", self.batch_size));
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(format!("lr must be finite and > 0, got {}", self.lr));
-        }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return bad(format!(
-                "weight_decay must be finite and >= 0, got {}",
-                self.weight_decay
-            ));
-        }
+        check_optimizer(self.epochs, self.batch_size, self.lr, self.weight_decay)?;
         if !(0.0..0.9).contains(&self.val_fraction) {
             return bad(format!("val_fraction must be in [0, 0.9), got {}", self.val_fraction));
         }

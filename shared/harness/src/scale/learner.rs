@@ -79,6 +79,7 @@ impl Learner for SyntheticLearner {
             student_digest: Digest::of(&bytes),
             consensus_accuracy: 0.0,
             phases: Vec::new(),
+            personalized_accuracy: None,
         })
     }
 

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod config;
 pub mod export;
 pub mod fakequant;
+pub(crate) mod kernel;
 pub mod model;
 pub mod ptq;
 pub mod qat;
@@ -15,6 +16,7 @@ pub use bench::{bench_quantize, KernelSweepRow, QatRow, QuantBenchConfig, QuantB
 pub use config::{parse_quantize_file, QuantizeFile};
 pub use export::{export_student, load_student, recorded_arch, CardInfo, DatasetRef, ModelCard};
 pub use fakequant::{fake_quant, FakeQuantQ8};
+pub use kernel::RowSimd;
 pub use model::{pad32, Arch, Kernel, LayerFormat, Profile, QuantizedModel, DEFAULT_AUTO_THRESHOLD};
 pub use ptq::{quantize, LayerReport, PtqOptions, PtqReport};
 pub use qat::{fake_quant_forward, qat_finetune, QatConfig, QatStats, QatTargets};

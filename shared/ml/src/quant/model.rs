@@ -12,6 +12,7 @@ use crate::error::{MlError, Result};
 use crate::model::{check_features, Model, ModelConfig, INPUT_SCALE, INPUT_SHIFT};
 
 use super::fakequant::Q8_BLOCK;
+use super::kernel::{forward_rows, F32Rows, Q8Tiles, RowSimd, RowWeights};
 
 /// Which formats the layers of a student get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -105,6 +106,7 @@ pub enum Kernel {
     Auto,
     /// Row at a time in plain Rust: Q8_0 layers as integer dot products on the Q8_0 blocks with the input
     /// quantized to Q8_0 (no dequantized copy), float layers as f32 dot products; no tensor overhead.
+    /// Runs on AVX2 where the CPU has it, on the baseline target elsewhere ([`RowSimd`]).
     RowInt8,
     /// Always candle's `QMatMul` on the Q8_0 blocks (activations quantized to Q8_0 on the fly).
     Quantized,
@@ -113,8 +115,8 @@ pub enum Kernel {
 }
 
 /// Batch size from which [`Kernel::Auto`] switches to the dequantized copy (see docs/quantization.md
-/// for the measurement behind it).
-pub const DEFAULT_AUTO_THRESHOLD: usize = 8;
+/// for the measurement behind it: since the AVX2 row kernel, the row kernel wins up to batch 32).
+pub const DEFAULT_AUTO_THRESHOLD: usize = 32;
 
 /// Rounds `n` up to a multiple of the Q8_0 block length.
 pub fn pad32(n: usize) -> usize {
@@ -249,49 +251,6 @@ pub(crate) struct QLayer {
     pub rows: OnceLock<RowWeights>,
 }
 
-/// Weights of one layer laid out for [`QLayer::gemv`].
-#[derive(Debug)]
-pub(crate) enum RowWeights {
-    /// Q8_0 blocks split into scales (`out * in / 32`, f16 widened to f32) and int8 values (`out * in`).
-    Q8 { d: Vec<f32>, qs: Vec<i8>, bias: Vec<f32> },
-    /// f32 (or f16-rounded) weights, row-major `[out, in]`.
-    F32 { w: Vec<f32>, bias: Vec<f32> },
-}
-
-/// Bytes of one Q8_0 block: an f16 scale and 32 int8 values.
-const Q8_BLOCK_BYTES: usize = 34;
-
-/// Quantizes one row to Q8_0 exactly as candle's `BlockQ8_0::from_float` (scale rounded to f16).
-fn quantize_row_q8(x: &[f32], d: &mut Vec<f32>, q: &mut Vec<i8>) {
-    d.clear();
-    q.clear();
-    for block in x.chunks(Q8_BLOCK) {
-        let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let scale = amax / 127.0;
-        let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
-        d.push(half::f16::from_f32(scale).to_f32());
-        q.extend(block.iter().map(|v| (v * inv).round() as i8));
-    }
-}
-
-/// Integer dot product of two 32-value blocks.
-fn dot_block_i8(a: &[i8], b: &[i8]) -> i32 {
-    a.iter().zip(b).map(|(&x, &y)| i32::from(x) * i32::from(y)).sum()
-}
-
-/// f32 dot product with 8 independent partial sums (lets the compiler use SIMD lanes).
-fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    for (xa, xb) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += xa[i] * xb[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
 impl QLayer {
     /// Builds a layer of `format` from f32 weights.
     pub fn quantize(format: LayerFormat, l: &FloatLayer) -> Result<QLayer> {
@@ -375,67 +334,22 @@ impl QLayer {
         }
     }
 
+    /// The weights laid out for the batch-1 kernel (made on first use).
     fn row_weights(&self) -> Result<&RowWeights> {
         if let Some(r) = self.rows.get() {
             return Ok(r);
         }
         let bias = self.b.to_vec1::<f32>()?;
         let r = match &self.q {
-            Some(q) => {
-                let data = q.data()?;
-                let blocks = self.out_dim * self.in_dim / Q8_BLOCK;
-                if data.len() != blocks * Q8_BLOCK_BYTES {
-                    return Err(MlError::InvalidConfig(format!(
-                        "Q8_0 tensor holds {} bytes, expected {}",
-                        data.len(),
-                        blocks * Q8_BLOCK_BYTES
-                    )));
-                }
-                let mut d = Vec::with_capacity(blocks);
-                let mut qs = Vec::with_capacity(self.out_dim * self.in_dim);
-                for blk in data.chunks_exact(Q8_BLOCK_BYTES) {
-                    d.push(half::f16::from_le_bytes([blk[0], blk[1]]).to_f32());
-                    qs.extend(blk[2..].iter().map(|&b| i8::from_le_bytes([b])));
-                }
-                RowWeights::Q8 { d, qs, bias }
-            }
-            None => RowWeights::F32 {
+            Some(q) => RowWeights::Q8(Q8Tiles::from_ggml(&q.data()?, self.out_dim, self.in_dim, bias)?),
+            None => RowWeights::F32(F32Rows {
                 w: self.weight_f32()?.flatten_all()?.to_vec1::<f32>()?,
                 bias,
-            },
+                in_dim: self.in_dim,
+                out_dim: self.out_dim,
+            }),
         };
         Ok(self.rows.get_or_init(|| r))
-    }
-
-    /// One row through the layer in plain Rust: for Q8_0 the input is quantized to Q8_0 and every block
-    /// product is an integer dot product scaled by both f16 scales (what candle's `vec_dot_q8_0_q8_0`
-    /// computes, summed in a different order); f32/f16 layers use an f32 dot product.
-    fn gemv(&self, x: &[f32], out: &mut Vec<f32>, xd: &mut Vec<f32>, xq: &mut Vec<i8>) -> Result<()> {
-        out.clear();
-        match self.row_weights()? {
-            RowWeights::Q8 { d, qs, bias } => {
-                quantize_row_q8(x, xd, xq);
-                let blocks = self.in_dim / Q8_BLOCK;
-                for ((wq, wd), b) in qs.chunks_exact(self.in_dim).zip(d.chunks_exact(blocks)).zip(bias) {
-                    let mut acc = 0f32;
-                    for (((wb, xb), dw), dx) in wq
-                        .chunks_exact(Q8_BLOCK)
-                        .zip(xq.chunks_exact(Q8_BLOCK))
-                        .zip(wd)
-                        .zip(xd.iter())
-                    {
-                        acc += dw * dx * dot_block_i8(wb, xb) as f32;
-                    }
-                    out.push(acc + b);
-                }
-            }
-            RowWeights::F32 { w, bias } => {
-                for (row, b) in w.chunks_exact(self.in_dim).zip(bias) {
-                    out.push(dot_f32(row, x) + b);
-                }
-            }
-        }
-        Ok(())
     }
 
     fn forward(&self, x: &Tensor, quantized_kernel: bool) -> Result<Tensor> {
@@ -565,31 +479,23 @@ impl QuantizedModel {
         }
     }
 
-    /// The row-at-a-time kernel ([`Kernel::RowInt8`]).
+    /// The row-at-a-time kernel ([`Kernel::RowInt8`]) on the fastest instruction set of this CPU
+    /// ([`RowSimd::detect`]).
     pub fn logits_rows(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
+        self.logits_rows_simd(x, n, RowSimd::detect())
+    }
+
+    /// The row-at-a-time kernel on a chosen instruction set (every one gives bit-identical logits; an
+    /// instruction set this CPU lacks is an error).
+    pub fn logits_rows_simd(&self, x: &[f32], n: usize, simd: RowSimd) -> Result<Vec<f32>> {
         let d = self.arch.in_dim;
         check_features(x, n, d)?;
-        let mut out = Vec::with_capacity(n * self.arch.classes);
-        let mut h = vec![0f32; pad32(d)];
-        let mut y = Vec::new();
-        let (mut xd, mut xq) = (Vec::new(), Vec::new());
-        let last = self.layers.len() - 1;
-        for row in x.chunks_exact(d.max(1)).take(n) {
-            h.clear();
-            h.extend_from_slice(row);
-            h.resize(pad32(d), 0.0);
-            for (i, l) in self.layers.iter().enumerate() {
-                l.gemv(&h, &mut y, &mut xd, &mut xq)?;
-                if i != last {
-                    for v in y.iter_mut() {
-                        *v = v.max(0.0);
-                    }
-                }
-                std::mem::swap(&mut h, &mut y);
-            }
-            out.extend_from_slice(&h[..self.arch.classes]);
-        }
-        Ok(out)
+        let layers = self
+            .layers
+            .iter()
+            .map(QLayer::row_weights)
+            .collect::<Result<Vec<_>>>()?;
+        forward_rows(&layers, x, n, d, self.arch.classes, simd)
     }
 
     /// Logits through a chosen kernel (`quantized_kernel`: `QMatMul` for the Q8_0 layers).
@@ -708,6 +614,104 @@ mod tests {
         let r = q.logits_rows(&x, 32).expect("rows");
         for (u, v) in r.iter().zip(&a) {
             assert!((u - v).abs() < 1e-3 * (1.0 + v.abs()), "{u} vs {v}");
+        }
+    }
+
+    /// The row kernel's arithmetic written the plain way, on the stored ggml bytes and candle's own Q8_0
+    /// quantization of each layer's input: per output, blocks in order, `acc += (dw * dx) * dot`.
+    fn reference_rows_int8(q: &QuantizedModel, x: &[f32], n: usize) -> Vec<f32> {
+        let mut out = Vec::new();
+        for row in x.chunks_exact(q.in_dim()).take(n) {
+            let mut h = row.to_vec();
+            h.resize(pad32(row.len()), 0.0);
+            for (i, l) in q.layers.iter().enumerate() {
+                let w = l.q.as_ref().expect("a Q8_0 layer").data().expect("bytes").into_owned();
+                let t = Tensor::from_slice(&h, (1, h.len()), &Device::Cpu).expect("tensor");
+                let xq = QTensor::quantize(&t, GgmlDType::Q8_0).expect("quantize");
+                let xq = xq.data().expect("bytes").into_owned();
+                let blocks = l.in_dim / Q8_BLOCK;
+                let scale = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+                let mut y = Vec::new();
+                for (o, bias) in l.b.to_vec1::<f32>().expect("bias").iter().enumerate() {
+                    let mut acc = 0f32;
+                    for k in 0..blocks {
+                        let (wb, xb) = (&w[(o * blocks + k) * 34..][..34], &xq[k * 34..][..34]);
+                        let dot: i32 = wb[2..]
+                            .iter()
+                            .zip(&xb[2..])
+                            .map(|(&a, &b)| i32::from(a as i8) * i32::from(b as i8))
+                            .sum();
+                        acc += scale(wb) * scale(xb) * dot as f32;
+                    }
+                    y.push(if i + 1 < q.layers.len() {
+                        (acc + bias).max(0.0)
+                    } else {
+                        acc + bias
+                    });
+                }
+                h = y;
+            }
+            out.extend_from_slice(&h[..q.classes()]);
+        }
+        out
+    }
+
+    #[test]
+    fn row_kernel_gives_the_same_logits_on_every_instruction_set() {
+        use rand::{Rng, SeedableRng};
+        // Odd sizes: inputs padded to 32 (50 -> 64, 800 -> 800, 33 -> 64), hidden widths padded, output
+        // rows not a multiple of the 8-row tile; raw (unstandardized) inputs of both signs, and zeros.
+        let cases: [(&[usize], usize, usize, Profile); 5] = [
+            (&[40, 20], 50, 3, Profile::Int8),
+            (&[128], 784, 10, Profile::Int8),
+            (&[7], 33, 2, Profile::Int8),
+            (&[64, 32], 784, 10, Profile::Sandwich),
+            (&[40, 20], 50, 3, Profile::F32),
+        ];
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let best = RowSimd::detect();
+        for (seed, &(hidden, d, c, profile)) in cases.iter().enumerate() {
+            let cfg = ModelConfig::Mlp {
+                hidden: hidden.to_vec(),
+            };
+            let m = Model::new(&cfg, d, c, seed as u64).expect("model");
+            let n = 9;
+            let mut x: Vec<f32> = (0..n * d).map(|_| rng.random_range(-4.0f32..4.0)).collect();
+            x[..d].fill(0.0);
+            let q = QuantizedModel::from_model(&m, profile).expect("quantize");
+            let portable = q.logits_rows_simd(&x, n, RowSimd::Portable).expect("portable");
+            let fast = q.logits_rows_simd(&x, n, best).expect("fast");
+            assert_eq!(portable.len(), n * c);
+            // Same operations in the same order on every instruction set: equal to the bit.
+            for (i, (a, b)) in portable.iter().zip(&fast).enumerate() {
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "{profile} {hidden:?} logit {i}: {a} vs {b} ({best})"
+                );
+            }
+            assert_eq!(q.logits_rows(&x, n).expect("rows"), fast);
+            if profile == Profile::Int8 {
+                // Not merely self-consistent: the very numbers of the plain per-block computation.
+                let want = reference_rows_int8(&q, &x, n);
+                for (a, b) in portable.iter().zip(&want) {
+                    assert_eq!(a.to_bits(), b.to_bits(), "{hidden:?}: {a} vs reference {b}");
+                }
+            }
+            // And what candle computes on the same blocks, up to summation order.
+            let reference = q.logits_with(&x, n, profile != Profile::F32).expect("candle");
+            for (a, b) in portable.iter().zip(&reference) {
+                assert!(
+                    (a - b).abs() < 1e-3 * (1.0 + b.abs()),
+                    "{profile} {hidden:?}: {a} vs {b}"
+                );
+            }
+        }
+        if !RowSimd::Avx2.is_available() {
+            let cfg = ModelConfig::Mlp { hidden: vec![8] };
+            let q = QuantizedModel::from_model(&Model::new(&cfg, 4, 2, 1).expect("model"), Profile::Int8)
+                .expect("quantize");
+            assert!(q.logits_rows_simd(&[0.0; 4], 1, RowSimd::Avx2).is_err());
         }
     }
 
