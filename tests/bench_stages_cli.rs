@@ -121,3 +121,31 @@ fn stages_bad_flags_fail_clearly() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn stages_federated_also_runs_the_personalized_half_with_the_same_seeds_and_datasets() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let out = fedistill()
+        .args(["bench", "stages", "--quick", "--federated", "--report"])
+        .arg(dir.path())
+        .output()
+        .unwrap_or_else(|e| panic!("running fedistill: {e}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let local = read_json(&dir.path().join("stages.json"));
+    let federated = read_json(&dir.path().join("personalize.json"));
+    assert_eq!(local["seeds"], federated["seeds"]);
+    let names = |rep: &Value| -> Vec<String> {
+        rep["datasets"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no datasets: {rep}"))
+            .iter()
+            .filter_map(|d| d["dataset"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(names(&local), names(&federated));
+    for d in federated["datasets"].as_array().into_iter().flatten() {
+        let configs = d["configurations"].as_array().map_or(0, Vec::len);
+        assert_eq!(configs, 4, "{d}");
+    }
+    assert!(dir.path().join("personalize.md").is_file() && dir.path().join("stages.md").is_file());
+}

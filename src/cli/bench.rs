@@ -246,6 +246,10 @@ pub struct BenchStagesArgs {
     /// Write stages.json, stages.md and stages-accuracy.png/.svg (accuracy per dataset and configuration).
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Also run the federated half, the personalized student of each participant (`fedistill bench
+    /// personalize` with the same --quick, --seeds, --datasets, --data-dir and --report, its defaults else).
+    #[arg(long)]
+    federated: bool,
 }
 
 /// Arguments of `fedistill bench personalize`.
@@ -385,14 +389,32 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             secure_aggregation: a.secure_aggregation,
             secagg_neighbours: a.secagg_neighbours,
         }),
-        BenchCommand::Stages(a) => stages::run(&stages::StagesOptions {
-            quick: a.quick,
-            seeds: a.seeds,
-            datasets: a.datasets,
-            data_dir: a.data_dir,
-            report: a.report,
-            command: command_line(),
-        }),
+        BenchCommand::Stages(a) => {
+            stages::run(&stages::StagesOptions {
+                quick: a.quick,
+                seeds: a.seeds.clone(),
+                datasets: a.datasets.clone(),
+                data_dir: a.data_dir.clone(),
+                report: a.report.clone(),
+                command: command_line(),
+            })?;
+            if !a.federated {
+                return Ok(());
+            }
+            personalize::run(&personalize::PersonalizeOptions {
+                quick: a.quick,
+                seeds: a.seeds,
+                datasets: a.datasets,
+                participants: None,
+                partition: None,
+                holdout: None,
+                rounds: None,
+                epochs: None,
+                data_dir: a.data_dir,
+                report: a.report,
+                command: command_line(),
+            })
+        }
         BenchCommand::Personalize(a) => personalize::run(&personalize::PersonalizeOptions {
             quick: a.quick,
             seeds: a.seeds,
