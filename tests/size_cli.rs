@@ -114,8 +114,8 @@ fn quick_run_chooses_within_the_budget_and_writes_a_config_local_reproduces() {
         "read back from the file, same memory"
     );
     assert_eq!(
-        re["accuracy"], chosen["accuracy"],
-        "read back from the file, same predictions"
+        re["accuracy"], chosen["test_accuracy"],
+        "read back from the file, same predictions on the held-out rows"
     );
     for file in [
         "size.md",

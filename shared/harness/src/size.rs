@@ -138,7 +138,8 @@ pub struct Remeasured {
     pub memory_bytes: usize,
     /// `memory_bytes / 1024`.
     pub memory_kb: f64,
-    /// Test accuracy of the read-back file.
+    /// Accuracy of the read-back file on the held-out half of the test rows (the candidate's
+    /// `test_accuracy`, if the file holds the same model).
     pub accuracy: f64,
     /// Bytes of the exported file.
     pub file_bytes: usize,
@@ -252,6 +253,9 @@ pub fn run(args: &SizeOptions) -> anyhow::Result<()> {
         &prepared.split.public,
         &prepared.split.test,
     );
+    // The choice ranks candidates on one seeded half of the test rows and reports them on the other, so the
+    // chosen candidate's reported accuracy is not the maximum it was picked for.
+    let (validation, held_out) = halves(test, args.seed);
     let n_calib = public.n.min(CALIBRATION_ROWS);
     let calib = &public.features[..n_calib * public.dim];
 
@@ -276,7 +280,8 @@ pub fn run(args: &SizeOptions) -> anyhow::Result<()> {
                 hidden: hidden.clone(),
                 profile,
                 params: student.params(),
-                accuracy: quantized_accuracy(&q, test)?,
+                accuracy: quantized_accuracy(&q, &validation)?,
+                test_accuracy: quantized_accuracy(&q, &held_out)?,
                 accuracy_f32,
                 latency_p50_us: f64::NAN,
                 latency_p99_us: f64::NAN,
@@ -376,7 +381,8 @@ pub fn run(args: &SizeOptions) -> anyhow::Result<()> {
     };
     let m = &measured[i];
     let chosen = &m.candidate;
-    let remeasured = remeasure(&m.q, &students[m.student_index], test).context("remeasuring the chosen candidate")?;
+    let remeasured =
+        remeasure(&m.q, &students[m.student_index], &held_out).context("remeasuring the chosen candidate")?;
     let meets_latency = remeasured.latency_p50_us <= budget.latency_us;
     let meets_memory = remeasured.memory_bytes as f64 <= budget.memory_bytes;
     let comment = config_comment(args, chosen, &remeasured, &ds.name);
@@ -388,9 +394,11 @@ pub fn run(args: &SizeOptions) -> anyhow::Result<()> {
     )?;
     println!();
     println!(
-        "chosen: {} (accuracy {:.4}); remeasured from its {} file: p50 {:.1} us, memory {:.1} KB -> {}",
+        "chosen: {} (validation accuracy {:.4}, held-out test {:.4}); remeasured from its {} file: p50 {:.1} us, \
+         memory {:.1} KB -> {}",
         chosen.name,
         chosen.accuracy,
+        chosen.test_accuracy,
         file_extension(chosen.profile),
         remeasured.latency_p50_us,
         remeasured.memory_kb,
@@ -464,6 +472,16 @@ fn quantized_accuracy(q: &QuantizedModel, test: &Dataset) -> anyhow::Result<f64>
     Ok(accuracy(&test.labels, &predictions(&logits, q.classes())))
 }
 
+/// The split's test rows in two seeded halves: (validation, held out).
+fn halves(test: &Dataset, seed: u64) -> (Dataset, Dataset) {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let mut idx: Vec<usize> = (0..test.n).collect();
+    idx.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5A1D_4A7E));
+    let (v, t) = idx.split_at(test.n / 2);
+    (test.subset(v), test.subset(t))
+}
+
 /// Exports the chosen candidate, reads the file back as a deployment would, and measures it afresh.
 fn remeasure(q: &QuantizedModel, student: &Model, test: &Dataset) -> anyhow::Result<Remeasured> {
     let bytes = export_bytes(q, Some(student))?;
@@ -502,7 +520,8 @@ fn config_comment(args: &SizeOptions, c: &Candidate, r: &Remeasured, dataset: &s
     format!(
         "Student config chosen by `fedistill size --latency-us {} --memory-kb {} --threads {} --dataset {dataset} \
          --seed {}{}`.\n\
-         Chosen: {} -- test accuracy {:.4} ({:.4} in f32); batch-1 p50 {:.1} us (remeasured {:.1} us);\n\
+         Chosen: {} -- validation accuracy {:.4}, held-out test accuracy {:.4} ({:.4} in f32 on all test rows);\n\
+         batch-1 p50 {:.1} us (remeasured {:.1} us);\n\
          memory {:.1} KB = weights {:.1} KB + activations {:.1} KB (remeasured {:.1} KB), on the machine it ran on.\n\
          Quantization profile: {}. A student file has no key for it (unknown keys are refused):\n\
          export the trained student in that profile with `fedistill quantize --profile {}`; a participant\n\
@@ -515,6 +534,7 @@ fn config_comment(args: &SizeOptions, c: &Candidate, r: &Remeasured, dataset: &s
         if args.quick { " --quick" } else { "" },
         c.name,
         c.accuracy,
+        c.test_accuracy,
         c.accuracy_f32,
         c.latency_p50_us,
         r.latency_p50_us,
@@ -541,6 +561,7 @@ fn table_rows(candidates: &[Candidate], b: &Budget, chosen: Option<usize>) -> Ve
                 format!("{}{}", c.name, if chosen == Some(i) { " *" } else { "" }),
                 c.params.to_string(),
                 format!("{:.4}", c.accuracy),
+                format!("{:.4}", c.test_accuracy),
                 format!("{:.4}", c.accuracy_f32),
                 format!("{:.1}", c.latency_p50_us),
                 format!("{:.1}", c.latency_p99_us),
@@ -553,10 +574,11 @@ fn table_rows(candidates: &[Candidate], b: &Budget, chosen: Option<usize>) -> Ve
         .collect()
 }
 
-const HEADERS: [&str; 10] = [
+const HEADERS: [&str; 11] = [
     "candidate",
     "params",
-    "accuracy",
+    "val_acc",
+    "test_acc",
     "acc_f32",
     "p50_us",
     "p99_us",
@@ -573,7 +595,7 @@ fn print_table(candidates: &[Candidate], b: &Budget, chosen: Option<usize>) {
         b.memory_bytes / KB
     );
     println!(
-        "{:<22} {:>8} {:>8} {:>8} {:>9} {:>9} {:>10} {:>8} {:>9}  {}",
+        "{:<22} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>10} {:>8} {:>9}  {}",
         HEADERS[0],
         HEADERS[1],
         HEADERS[2],
@@ -583,12 +605,13 @@ fn print_table(candidates: &[Candidate], b: &Budget, chosen: Option<usize>) {
         HEADERS[6],
         HEADERS[7],
         HEADERS[8],
-        HEADERS[9]
+        HEADERS[9],
+        HEADERS[10]
     );
     for r in table_rows(candidates, b, chosen) {
         println!(
-            "{:<22} {:>8} {:>8} {:>8} {:>9} {:>9} {:>10} {:>8} {:>9}  {}",
-            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9]
+            "{:<22} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>10} {:>8} {:>9}  {}",
+            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10]
         );
     }
 }
@@ -615,7 +638,8 @@ fn write_size_report(dir: &Path, r: &SizeReport, args: &SizeOptions) -> anyhow::
     );
     let mut md = format!(
         "Command: `{command}` ({} build). Teacher {} ({} epochs, test accuracy {:.4}) trained on {} private rows; \
-         every candidate distilled {} epochs on {} transfer rows ({} public), measured on {} test rows.\n\n\
+         every candidate distilled {} epochs on {} transfer rows ({} public), ranked on one seeded half of the {} \
+         test rows (`val_acc`) and reported on the other (`test_acc`; `acc_f32`: the f32 student on all of them).\n\n\
          Latency: batch-1 median through the kernel batch-1 inference runs (`Kernel::Auto`), every candidate \
          timed in one interleaved pass. Memory: {}.\n\n{}\n",
         if r.release_build { "release" } else { "debug" },
@@ -719,7 +743,7 @@ fn plot(dir: &Path, cands: &[Candidate], b: &Budget, chosen: Option<usize>, late
         &Chart {
             title,
             x_label,
-            y_label: "test accuracy (%)",
+            y_label: "validation accuracy (%)",
             series: &series,
             log_x: true,
         },

@@ -55,9 +55,13 @@ pub struct Candidate {
     pub profile: Profile,
     /// Trainable parameters of the architecture.
     pub params: usize,
-    /// Test accuracy through the batch-1 kernel of this profile.
+    /// Validation accuracy through the batch-1 kernel of this profile: what the choice ranks by (a seeded
+    /// half of the split's test rows, never the rows `test_accuracy` is measured on).
     pub accuracy: f64,
-    /// Test accuracy of the same distilled student in f32 (before quantization).
+    /// Accuracy on the other half of the test rows (held out from the choice), through the same kernel.
+    pub test_accuracy: f64,
+    /// Test accuracy of the same distilled student in f32 (before quantization), on all the split's test
+    /// rows, as `fedistill local --student` reports it.
     pub accuracy_f32: f64,
     /// Batch-1 median latency, microseconds.
     pub latency_p50_us: f64,
@@ -252,6 +256,7 @@ mod tests {
             profile: Profile::Int8,
             params,
             accuracy,
+            test_accuracy: accuracy,
             accuracy_f32: accuracy,
             latency_p50_us: latency,
             latency_p99_us: latency * 2.0,
