@@ -471,6 +471,16 @@ impl Transfer<'_> {
     }
 }
 
+/// One optimizer step on `loss` (its value returned); a non-finite loss stops the stage as diverged.
+fn descend(opt: &mut FusedAdamW, loss: &Tensor, epoch: usize, step: usize) -> Result<f32> {
+    let lv = loss.to_scalar::<f32>()?;
+    if !lv.is_finite() {
+        return Err(MlError::Diverged { epoch, step, loss: lv });
+    }
+    opt.step(&loss.backward()?)?;
+    Ok(lv)
+}
+
 /// A fresh AdamW at `[distill]`'s learning rate and weight decay.
 fn optimizer(vars: Vec<candle_core::Var>, distill: &DistillConfig) -> Result<FusedAdamW> {
     FusedAdamW::new(
@@ -541,11 +551,7 @@ fn align_features(
         for (step, idx) in data.shuffled(&mut rng).chunks(distill.batch_size).enumerate() {
             let xb = data.batch(idx)?;
             let loss = feature_loss(teacher, student, &projector, plan, fa, &xb)?;
-            let lv = loss.to_scalar::<f32>()?;
-            if !lv.is_finite() {
-                return Err(MlError::Diverged { epoch, step, loss: lv });
-            }
-            opt.step(&loss.backward()?)?;
+            let lv = descend(&mut opt, &loss, epoch, step)?;
             sum += lv as f64;
             steps += 1;
         }
@@ -602,11 +608,7 @@ fn guide_gradients(
             };
             let kd = fused_loss(&out.narrow(0, 2 * b, b)?, spec)?;
             let loss = kd.add(&jacobian_matching_loss(&js, &jt)?.affine(gg.weight as f64, 0.0)?)?;
-            let lv = loss.to_scalar::<f32>()?;
-            if !lv.is_finite() {
-                return Err(MlError::Diverged { epoch, step, loss: lv });
-            }
-            opt.step(&loss.backward()?)?;
+            let lv = descend(&mut opt, &loss, epoch, step)?;
             sum += lv as f64;
             steps += 1;
         }
