@@ -354,7 +354,9 @@ scenario_participant_kill() {
 # The coordinator is SIGKILLed once round 2 is collecting and restarted with the same config; it resumes
 # from its store, every round aggregates, and the exported log verifies.
 scenario_coordinator_kill() {
-  local R=12
+  # 40 rounds: with the faster int8 kernel a round takes under 0.2 s, and 12 rounds once finished (and the
+  # coordinator exited) before the watcher saw a collecting phase to kill it in (CI, 2026-12-05).
+  local R=40
   provision $R slow || { fail "provisioning failed"; return 1; }
   start coord; wait_status "the coordinator's status port" 'true' || return 1
   start p0; start p1; start p2
