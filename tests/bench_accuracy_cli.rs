@@ -76,6 +76,75 @@ fn accuracy_quick_reports_every_method_with_curves_bytes_and_plots() {
     assert_png_and_svg(dir.path(), "accuracy-vs-bytes-digits-dir0_5-k3");
 }
 
+/// Rounds that revisit the public set (4 rounds of 150 rows over about 360 public rows), each revisit a
+/// seeded view (`--augment`, the task card's `[augment]`), and half of every participant's rows unlabelled
+/// (`[private] unlabeled`, pseudo-labelled for the refresh): the run goes through the nodes' files, the
+/// report records the settings, every round costs the same bytes, and the shards hold the labelled half.
+#[test]
+fn accuracy_quick_with_epochs_augmentation_and_unlabelled_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = fedistill()
+        .args([
+            "bench",
+            "accuracy",
+            "--quick",
+            "--no-link",
+            "--no-fedavg",
+            "--rules",
+            "mean",
+            "--rounds",
+            "4",
+            "--samples-per-round",
+            "150",
+            "--augment",
+            "shift=1,flip",
+            "--unlabeled-fraction",
+            "0.5",
+            "--pseudo-threshold",
+            "0.6",
+            "--report",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rep = read_json(&dir.path().join("accuracy.json"));
+    let run = &rep["settings"][0]["runs"][0];
+    let cfg = &run["config"];
+    assert_eq!(cfg["samples_per_round"], 150);
+    assert_eq!(cfg["augment"]["shift"], 1);
+    assert_eq!(cfg["augment"]["flip"], true);
+    assert_eq!(cfg["unlabeled_fraction"], 0.5);
+    assert!((cfg["refresh"]["pseudo_threshold"].as_f64().unwrap() - 0.6).abs() < 1e-6);
+    let public = run["public_rows"].as_u64().unwrap();
+    assert!(4 * 150 > public, "the rounds revisit the public set: {public} rows");
+    let curve = run["methods"][0]["curve"].as_array().unwrap();
+    assert_eq!(curve.len(), 4);
+    let bytes: Vec<u64> = curve.iter().map(|p| p["bytes"].as_u64().unwrap()).collect();
+    let per_round: Vec<u64> = std::iter::once(bytes[0])
+        .chain(bytes.windows(2).map(|w| w[1] - w[0]))
+        .collect();
+    for b in &per_round {
+        // The same 150 rows' labels every round (a wrapped round's ids are two runs instead of one).
+        assert!(b.abs_diff(per_round[0]) * 100 <= per_round[0], "{per_round:?}");
+    }
+    // Digits: 1797 rows, 20% test and 20% public; the private pool is dealt, then half of each shard's
+    // rows lose their labels.
+    let labelled: u64 = run["shard_sizes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_u64().unwrap())
+        .sum();
+    let pool = 1797 - public - run["test_rows"].as_u64().unwrap();
+    assert!(
+        labelled.abs_diff(pool / 2) <= 3,
+        "{labelled} labelled of a pool of {pool}"
+    );
+    let acc = run["methods"][0]["accuracy"].as_f64().unwrap();
+    assert!(acc > run["local_only_mean"].as_f64().unwrap(), "{acc}");
+}
+
 #[test]
 fn communication_quick_compares_encodings_with_fedavg() {
     let dir = tempfile::tempdir().unwrap();
@@ -119,6 +188,35 @@ fn bad_flags_are_refused_with_a_clear_error() {
         (&["accuracy", "--quick", "--participants", "1"], "at least 2"),
         (&["accuracy", "--quick", "--datasets", "imagenet"], "imagenet"),
         (&["communication", "--quick", "--encodings", "f12"], "--encodings: f12"),
+        (
+            &["accuracy", "--quick", "--datasets", "credit", "--augment", "shift=1"],
+            "--augment applies to image datasets",
+        ),
+        (
+            &["accuracy", "--quick", "--augment", "twist"],
+            "expected `shift=N` or `flip`",
+        ),
+        (
+            &["accuracy", "--quick", "--augment", "shift=3"],
+            "more than a quarter of its side",
+        ),
+        (
+            &["accuracy", "--quick", "--student", "cnn:8"],
+            "a cnn is `cnn:CHANNELS:HIDDEN`",
+        ),
+        (&["accuracy", "--quick", "--teacher", "rnn:3"], "--teacher"),
+        (
+            &["accuracy", "--quick", "--unlabeled-fraction", "1.5"],
+            "must be in [0, 1)",
+        ),
+        (
+            &["accuracy", "--quick", "--pseudo-threshold", "2"],
+            "pseudo_threshold 2 must be in (0, 1]",
+        ),
+        (
+            &["accuracy", "--quick", "--samples-per-round", "0"],
+            "--samples-per-round must be at least 1",
+        ),
     ];
     for (args, want) in cases {
         let out = fedistill().arg("bench").args(*args).output().unwrap();

@@ -47,6 +47,8 @@ struct RawSettings {
     #[serde(default)]
     quarantine: Option<RawQuarantine>,
     #[serde(default)]
+    stop: Option<RawStop>,
+    #[serde(default)]
     secure_aggregation: bool,
     #[serde(default)]
     secagg_threshold: Option<u32>,
@@ -75,6 +77,26 @@ pub enum TaskSource {
     Card(TaskFiles),
     /// A catalog dataset and a seeded split shared by every node (`[data]`; simulations and older configs).
     Catalog(DataSettings),
+}
+
+/// `[stop]`: finish before `rounds` once the median reported accuracy stops improving (docs/operations.md,
+/// "Stopping on convergence").
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStop {
+    patience: u64,
+    #[serde(default = "default_min_delta")]
+    min_delta: f64,
+    #[serde(default = "default_min_rounds")]
+    min_rounds: u64,
+}
+
+fn default_min_delta() -> f64 {
+    0.001
+}
+
+fn default_min_rounds() -> u64 {
+    1
 }
 
 /// `[quarantine]`: every key optional, defaults from [`QuarantinePolicy::default`].
@@ -208,6 +230,8 @@ pub struct CoordinatorSettings {
     /// Secure aggregation (`secure_aggregation = true`): the coordinator sees masked inputs and unmasks only
     /// their sum. `None` in the clear.
     pub secure: Option<fedistill_shared::wire::secagg::SecAggParams>,
+    /// Stopping on convergence (`[stop]`); `None`: every one of `rounds` runs.
+    pub stop: Option<fedistill_shared::protocol::coordinator::stop::StopRule>,
 }
 
 impl CoordinatorSettings {
@@ -269,6 +293,24 @@ impl CoordinatorSettings {
         let rule = AggregationRule::parse(&raw.rule)?;
         let aggregate_encoding =
             Encoding::parse(&raw.aggregate_encoding).map_err(|e| anyhow::anyhow!("aggregate_encoding: {e}"))?;
+        let stop = match raw.stop {
+            Some(r) => {
+                let rule = fedistill_shared::protocol::coordinator::stop::StopRule {
+                    patience: r.patience,
+                    min_delta: r.min_delta,
+                    min_rounds: r.min_rounds,
+                };
+                rule.validate().map_err(|e| anyhow::anyhow!("[stop] {e}"))?;
+                anyhow::ensure!(
+                    rule.min_rounds <= raw.rounds,
+                    "[stop] min_rounds {} is more than rounds {}: the rule could never stop anything",
+                    rule.min_rounds,
+                    raw.rounds
+                );
+                Some(rule)
+            }
+            None => None,
+        };
         let quarantine = match raw.quarantine {
             Some(q) => q.validate()?,
             // Anomaly scores need each participant's labels, which a secure round never shows.
@@ -369,6 +411,7 @@ impl CoordinatorSettings {
             frame_budget_bytes: raw.frame_budget_bytes,
             task,
             quarantine,
+            stop,
             secure,
         })
     }
@@ -460,6 +503,29 @@ participants = 3
         let typo = format!("{head}[task]\ncard = \"task.toml\"\npublik = \"p.csv\"\n");
         let e = format!("{:#}", CoordinatorSettings::parse(&typo, Path::new(".")).unwrap_err());
         assert!(e.contains("publik"), "{e}");
+    }
+
+    #[test]
+    fn parses_the_stop_table_and_names_its_bad_values() {
+        let s = CoordinatorSettings::parse(&format!("{GOOD}[stop]\npatience = 2\n"), Path::new(".")).unwrap();
+        let rule = s.stop.expect("[stop] set");
+        assert_eq!((rule.patience, rule.min_delta, rule.min_rounds), (2, 0.001, 1));
+        assert_eq!(CoordinatorSettings::parse(GOOD, Path::new(".")).unwrap().stop, None);
+        for (table, want) in [
+            ("[stop]\npatience = 0\n", "stop.patience must be at least 1"),
+            ("[stop]\npatience = 2\nmin_delta = 1.5\n", "stop.min_delta 1.5"),
+            (
+                "[stop]\npatience = 2\nmin_rounds = 4\n",
+                "min_rounds 4 is more than rounds 3",
+            ),
+            ("[stop]\nmin_delta = 0.1\n", "patience"),
+            ("[stop]\npatience = 2\nmetric = \"loss\"\n", "metric"),
+        ] {
+            let e = CoordinatorSettings::parse(&format!("{GOOD}{table}"), Path::new("."))
+                .expect_err(table)
+                .to_string();
+            assert!(e.contains(want), "{table}: {e}");
+        }
     }
 
     #[test]

@@ -315,6 +315,7 @@ pub async fn run(
         temperature: settings.temperature,
         max_payload: settings.max_frame_bytes,
         secure: settings.secure,
+        stop: settings.stop,
     };
     if let Some(p) = settings.secure.filter(|p| p.noise_sigma2 > 0) {
         use fedistill_shared::privacy::{accountant, distributed};
@@ -1208,8 +1209,20 @@ impl Core {
                         have, need, "quorum not met by the deadline; still collecting"
                     );
                 }
+                Output::Converged(c) => {
+                    info!(
+                        round = c.round,
+                        best_round = c.best_round,
+                        best_median_accuracy = c.best,
+                        "converged: the median reported accuracy stopped improving ([stop]); no further round opens"
+                    );
+                }
                 Output::Finished => {
-                    info!(rounds = self.sm.config().rounds, "federation finished all rounds");
+                    info!(
+                        rounds = self.sm.round().0,
+                        max_rounds = self.sm.config().rounds,
+                        "federation finished"
+                    );
                     self.pending.round_state = true;
                     self.write_pending()?;
                     self.finished_at = Some(Instant::now());
@@ -1785,6 +1798,7 @@ mod tests {
             quarantined: Vec::new(),
             expected: Vec::new(),
             abstained: Vec::new(),
+            convergence: Default::default(),
         };
         let load = |store: &Store, ids: &[&str]| {
             let mut s = snap(ids);

@@ -77,6 +77,8 @@ struct RawPrivate {
     holdout: f64,
     #[serde(default)]
     seed: u64,
+    #[serde(default)]
+    unlabeled: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,6 +148,10 @@ pub struct OwnData {
     /// The shared labelled benchmark set the card declares (`[benchmark] path`): this node tests on it
     /// instead of holding out its own rows.
     pub benchmark: Option<PathBuf>,
+    /// Unlabelled private rows of the task (`[private] unlabeled`; image tasks: an IDX images file): the
+    /// student pseudo-labels them for the teacher refresh (`[refresh] pseudo_threshold`); they never leave
+    /// the node.
+    pub unlabeled: Option<PathBuf>,
 }
 
 fn default_encoding() -> String {
@@ -243,6 +249,7 @@ impl ParticipantSettings {
                     max_public_bytes: public.max_bytes,
                     public_labels: public.labels.map(resolve),
                     benchmark: raw.benchmark.map(|b| resolve(b.path)),
+                    unlabeled: private.unlabeled.map(resolve),
                 })
             }
             (None, None, Some(shard), Some(mut data)) => {

@@ -15,6 +15,7 @@ use tracing::info;
 
 use fedistill_shared::crypto::{Digest, RoundId};
 use fedistill_shared::data::{Dataset, FederatedSplit};
+use fedistill_shared::ml::augment::PublicAugment;
 use fedistill_shared::ml::codistill::{refresh_teacher, RefreshConfig, RefreshData};
 use fedistill_shared::ml::distill::{DistillConfig, Distiller, SoftTargets};
 use fedistill_shared::ml::lifecycle::{metric_map, GuardConfig};
@@ -177,6 +178,10 @@ pub struct NodeData {
     pub seed: u64,
     /// This node's index in a catalog split (0 for own files); mixed into the seeds.
     pub index: u64,
+    /// The task card's public-set augmentation (`[augment]`), applied to every round's public rows.
+    pub augment: Option<PublicAugment>,
+    /// Unlabelled private rows (`[private] unlabeled`), pseudo-labelled for the teacher refresh.
+    pub unlabeled: Option<Dataset>,
 }
 
 impl NodeData {
@@ -195,6 +200,8 @@ impl NodeData {
             test: split.test,
             seed,
             index: shard as u64,
+            augment: None,
+            unlabeled: None,
         })
     }
 }
@@ -224,6 +231,10 @@ pub struct LearnerParts {
     pub workdir: PathBuf,
     /// The teacher's test accuracy.
     pub local_only_accuracy: f64,
+    /// The federation's public-set augmentation (the task card's `[augment]`).
+    pub augment: Option<PublicAugment>,
+    /// Unlabelled private rows, pseudo-labelled by the student for the teacher refresh.
+    pub unlabeled: Option<Arc<Dataset>>,
 }
 
 /// The participant's real learner: private teacher, shared student, INT8, guard; artifacts under the work
@@ -248,6 +259,10 @@ pub struct ModelLearner {
     public_labelled: bool,
     /// The personalized student's settings (`[personalize]`), checked against both models.
     personalize: Option<PersonalizeConfig>,
+    /// The federation's public-set augmentation: each round's public rows are that round's views.
+    augment: Option<PublicAugment>,
+    /// Unlabelled private rows (semi-supervised refresh, `[refresh] pseudo_threshold`).
+    unlabeled: Option<Arc<Dataset>>,
 }
 
 impl ModelLearner {
@@ -262,6 +277,8 @@ impl ModelLearner {
             test,
             seed,
             index,
+            augment,
+            unlabeled,
         } = data;
         let defaults = federation_defaults(&shard, public.n, settings.student_seed);
         let teacher_cfg = settings.teacher.clone().unwrap_or(defaults.teacher.model.clone());
@@ -391,6 +408,8 @@ impl ModelLearner {
             refresh_seed: seed ^ index << 32,
             workdir: settings.workdir.clone(),
             local_only_accuracy,
+            augment,
+            unlabeled: unlabeled.map(Arc::new),
         });
         learner.teacher_dp = teacher_dp;
         learner.public_labelled = public_labelled;
@@ -416,6 +435,8 @@ impl ModelLearner {
             teacher_dp: None,
             public_labelled: true,
             personalize: None,
+            augment: p.augment,
+            unlabeled: p.unlabeled,
         }
     }
 
@@ -448,13 +469,24 @@ impl ModelLearner {
         Ok(evaluate(self.distiller.student(), &self.test, None)?.accuracy)
     }
 
+    /// The shared student this learner distills (the candidate of the last round, or the served one).
+    pub fn student(&self) -> &Model {
+        self.distiller.student()
+    }
+
     /// The DP-SGD cost of the teacher, when it was trained with DP-SGD.
     pub fn teacher_dp(&self) -> Option<DpSgdCost> {
         self.teacher_dp
     }
 
-    fn public_rows(&self, ids: &[u64]) -> Vec<f32> {
-        ids.iter().flat_map(|&i| self.public.row(i as usize).to_vec()).collect()
+    /// The public rows `ids` as round `round` uses them: as read, or their views of this round when the task
+    /// card declares `[augment]` (the same on every participant).
+    fn public_rows(&self, round: RoundId, ids: &[u64]) -> Vec<f32> {
+        let mut x: Vec<f32> = ids.iter().flat_map(|&i| self.public.row(i as usize).to_vec()).collect();
+        if let Some(a) = &self.augment {
+            a.apply(&self.public_digest.0, round.0, ids, &mut x);
+        }
+        x
     }
 
     /// Co-distillation (`[refresh]`, docs/ml.md): fine-tunes the private teacher on its shard plus this
@@ -462,24 +494,91 @@ impl ModelLearner {
     /// the labels of the next round carry what the federation knows. Off when `epochs = 0`; skipped after
     /// the last round. [`Learner::distill`] does this first; a caller that distills the (identical) shared
     /// student once for many learners calls it on the others.
-    pub fn refresh(&mut self, round: RoundId, ids: &[u64], consensus: &[f32], total_rounds: u64) -> anyhow::Result<()> {
-        let x = self.public_rows(ids);
-        self.refresh_teacher(round, &x, consensus, total_rounds)
+    /// `student` pseudo-labels the node's unlabelled rows when `[refresh] pseudo_threshold` is set: a caller
+    /// that distills one shared student for many learners passes it (`None`: this learner's own).
+    pub fn refresh(
+        &mut self,
+        round: RoundId,
+        ids: &[u64],
+        consensus: &[f32],
+        total_rounds: u64,
+        student: Option<&Model>,
+    ) -> anyhow::Result<()> {
+        let x = self.public_rows(round, ids);
+        self.refresh_teacher(
+            round,
+            &x,
+            consensus,
+            total_rounds,
+            student.unwrap_or(self.distiller.student()),
+        )
+    }
+
+    /// The unlabelled private rows the student (distilled up to the previous round) predicts with at least
+    /// `threshold` confidence, with those classes as labels; with the card's `[augment]` each kept row is
+    /// trained on a seeded view of this round (FixMatch's weak-label / strong-view split, with a shift as
+    /// the strong view). Empty before any round was distilled.
+    fn pseudo_labelled(&self, round: RoundId, student: &Model) -> anyhow::Result<(Vec<f32>, Vec<u32>)> {
+        let (Some(rows), Some(threshold)) = (&self.unlabeled, self.refresh.pseudo_threshold) else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        if round.0 <= 1 {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let probs = student.probabilities(&rows.features, rows.n, 1.0)?;
+        let classes = student.classes();
+        let mut ids = Vec::new();
+        let mut labels = Vec::new();
+        for (i, p) in probs.chunks_exact(classes).enumerate() {
+            let c = fedistill_shared::ml::model::argmax(p);
+            if p[c] >= threshold {
+                ids.push(i as u64);
+                labels.push(c as u32);
+            }
+        }
+        let mut x: Vec<f32> = ids.iter().flat_map(|&i| rows.row(i as usize).to_vec()).collect();
+        if let Some(a) = &self.augment {
+            // A salt of this node's own (the views of private rows need not match anyone's).
+            let salt: [u8; 32] = fedistill_shared::crypto::Digest::of(&self.refresh_seed.to_le_bytes()).0;
+            a.apply(&salt, round.0, &ids, &mut x);
+        }
+        info!(
+            round = round.0,
+            kept = labels.len(),
+            unlabelled = rows.n,
+            threshold,
+            "unlabelled rows pseudo-labelled for the teacher refresh"
+        );
+        Ok((x, labels))
     }
 
     fn refresh_teacher(
-        &mut self,
+        &self,
         round: RoundId,
         x: &[f32],
         consensus: &[f32],
         total_rounds: u64,
+        student: &Model,
     ) -> anyhow::Result<()> {
         if self.refresh.epochs == 0 || round.0 >= total_rounds {
             return Ok(());
         }
+        let (pseudo_x, pseudo_y) = self.pseudo_labelled(round, student)?;
+        let (private_x, private_y) = if pseudo_y.is_empty() {
+            (
+                std::borrow::Cow::Borrowed(&self.shard.features[..]),
+                std::borrow::Cow::Borrowed(&self.shard.labels[..]),
+            )
+        } else {
+            let mut px = self.shard.features.clone();
+            px.extend_from_slice(&pseudo_x);
+            let mut py = self.shard.labels.clone();
+            py.extend_from_slice(&pseudo_y);
+            (std::borrow::Cow::Owned(px), std::borrow::Cow::Owned(py))
+        };
         let data = RefreshData {
-            private_x: &self.shard.features,
-            private_y: &self.shard.labels,
+            private_x: &private_x,
+            private_y: &private_y,
             public_x: x,
             consensus,
             temperature: self.last_temperature,
@@ -515,9 +614,9 @@ impl Learner for ModelLearner {
         self.shard.n as u64
     }
 
-    fn label(&mut self, _round: RoundId, ids: &[u64], temperature: f32) -> anyhow::Result<Vec<f32>> {
+    fn label(&mut self, round: RoundId, ids: &[u64], temperature: f32) -> anyhow::Result<Vec<f32>> {
         self.last_temperature = temperature;
-        let x = self.public_rows(ids);
+        let x = self.public_rows(round, ids);
         Ok(self.teacher.probabilities(&x, ids.len(), temperature)?)
     }
 
@@ -530,8 +629,8 @@ impl Learner for ModelLearner {
         serving: &BTreeMap<String, f64>,
     ) -> anyhow::Result<Distilled> {
         let mut clock = PhaseClock::default();
-        let x = self.public_rows(ids);
-        self.refresh_teacher(round, &x, consensus, total_rounds)?;
+        let x = self.public_rows(round, ids);
+        self.refresh_teacher(round, &x, consensus, total_rounds, self.distiller.student())?;
         clock.lap("refresh");
         let classes = self.public.num_classes;
         let consensus_correct = ids

@@ -292,6 +292,21 @@ pub fn load(own: &OwnData, card: &TaskCard, public_path: &Path) -> anyhow::Resul
             (rows.subset(&order[holdout..]), rows.subset(&order[..holdout]))
         }
     };
+    let unlabeled = match &own.unlabeled {
+        None => None,
+        Some(path) => {
+            anyhow::ensure!(
+                card.image.is_some(),
+                "[private] unlabeled = {:?}: unlabelled rows are read for image tasks only (an IDX images file); \
+                 this task is tabular",
+                path.display().to_string()
+            );
+            let rows = fedistill_shared::data::read_public_idx(path, card)
+                .with_context(|| format!("[private] unlabeled: reading {}", path.display()))?;
+            info!(file = %path.display(), rows = rows.n, "unlabelled private rows read against the task card");
+            Some(rows)
+        }
+    };
     info!(
         file = %own.private.display(),
         train = private.n,
@@ -311,6 +326,8 @@ pub fn load(own: &OwnData, card: &TaskCard, public_path: &Path) -> anyhow::Resul
         test,
         seed: own.seed,
         index: 0,
+        augment: fedistill_shared::ml::augment::PublicAugment::from_card(card),
+        unlabeled,
     })
 }
 

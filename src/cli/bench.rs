@@ -89,6 +89,26 @@ pub struct CommonArgs {
     /// Teacher refresh epochs per round (co-distillation; 0 = off).
     #[arg(long)]
     refresh_epochs: Option<usize>,
+    /// Public rows per round (default: public / rounds, one pass); rounds walk the public set in epochs.
+    #[arg(long)]
+    samples_per_round: Option<usize>,
+    /// The task card's public-set augmentation for image datasets, e.g. `shift=2,flip` (see docs/data.md).
+    #[arg(long)]
+    augment: Option<String>,
+    /// Teacher architecture, `mlp:512,256` or `cnn:16,32:128` (channels, then the hidden width).
+    #[arg(long)]
+    teacher: Option<String>,
+    /// Student architecture (FD and FedAvg), `mlp:128` or `cnn:8,16:64`.
+    #[arg(long)]
+    student: Option<String>,
+    /// Share of each participant's private rows whose labels are dropped (image datasets): they reach the
+    /// node as `[private] unlabeled` rows.
+    #[arg(long)]
+    unlabeled_fraction: Option<f64>,
+    /// Semi-supervised refresh: pseudo-label unlabelled rows the student predicts with at least this
+    /// confidence (`[refresh] pseudo_threshold`).
+    #[arg(long)]
+    pseudo_threshold: Option<f32>,
 }
 
 /// `fedistill bench accuracy`.
@@ -335,6 +355,12 @@ fn common(c: CommonArgs) -> accuracy::CommonOptions {
         fedavg_rounds: c.fedavg_rounds,
         public_fraction: c.public_fraction,
         refresh_epochs: c.refresh_epochs,
+        samples_per_round: c.samples_per_round,
+        augment: c.augment,
+        teacher: c.teacher,
+        student: c.student,
+        unlabeled_fraction: c.unlabeled_fraction,
+        pseudo_threshold: c.pseudo_threshold,
         command: command_line(),
     }
 }

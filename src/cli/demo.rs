@@ -63,6 +63,14 @@ pub struct DemoArgs {
     /// A participant's private file (repeat: one participant each).
     #[arg(long, requires = "task")]
     pub private: Vec<PathBuf>,
+    /// Augment the public rows of each round (image datasets; the task card's `[augment]`), e.g. `shift=2,flip`:
+    /// a row revisited in a later round is a fresh view, the same on every participant.
+    #[arg(long, conflicts_with = "task")]
+    pub augment: Option<String>,
+    /// Finish early once the median accuracy the participants report has not improved for N rounds
+    /// (the coordinator's `[stop]`); --rounds stays the most that run.
+    #[arg(long)]
+    pub stop_patience: Option<u64>,
 }
 
 /// Runs the demo.
@@ -98,5 +106,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             }),
             _ => None,
         },
+        augment: args
+            .augment
+            .as_deref()
+            .map(fedistill_harness::accuracy::parse_augment)
+            .transpose()
+            .context("--augment")?,
+        stop_patience: args.stop_patience,
     })
 }

@@ -297,6 +297,7 @@ pub fn infer_card(public_csv: &Path, label: &str, opts: &InferOptions) -> Result
         features,
         image: None,
         benchmark: None,
+        augment: None,
         preprocessing: Some(Preprocessing {
             impute: opts.impute,
             scale: opts.scale,

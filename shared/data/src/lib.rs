@@ -49,6 +49,6 @@ pub use private::{
 };
 pub use split::{split, FederatedSplit, SplitConfig};
 pub use task::{
-    Feature, FeatureStats, ImageShape, Impute, Label, Preprocessing, PublicFormat, PublicSet, Scale, TaskCard,
+    Augment, Feature, FeatureStats, ImageShape, Impute, Label, Preprocessing, PublicFormat, PublicSet, Scale, TaskCard,
     UnknownLevel, CARD_DIGEST_TAG, CARD_VERSION, OTHER_LEVEL,
 };

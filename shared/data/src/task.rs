@@ -49,6 +49,47 @@ pub struct TaskCard {
     /// an `idx` benchmark the SHA-256 is of the images file, its labels file lies beside it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub benchmark: Option<PublicSet>,
+    /// Image tasks: how every participant augments the public rows of each round, identically (seeded by
+    /// the public set's digest, the round and the row), so a public row revisited in a later round is a
+    /// fresh view of it. Absent: the rows are used as read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augment: Option<Augment>,
+}
+
+/// `[augment]`: the public-set augmentation of an image task (docs/data.md, "Public-set augmentation").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Augment {
+    /// Largest translation in pixels, each axis uniform in `[-shift, shift]`; the uncovered border is 0.
+    #[serde(default)]
+    pub shift: usize,
+    /// Mirror left-right with probability 1/2.
+    #[serde(default)]
+    pub flip: bool,
+}
+
+impl Augment {
+    /// Refuses an augmentation that changes nothing or shifts `shape` by more than a quarter of its smaller
+    /// side: `(card field, problem)`.
+    pub fn check(&self, shape: ImageShape) -> Result<(), (&'static str, String)> {
+        if self.shift == 0 && !self.flip {
+            return Err((
+                "augment",
+                "[augment] with shift = 0 and flip = false changes nothing: remove it or set one".into(),
+            ));
+        }
+        let limit = shape.height.min(shape.width) / 4;
+        if self.shift > limit {
+            return Err((
+                "augment.shift",
+                format!(
+                    "a shift of {} pixels moves a {}x{} image by more than a quarter of its side (at most {limit})",
+                    self.shift, shape.height, shape.width
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[label]`: where the class is and which classes exist.
@@ -460,7 +501,18 @@ impl TaskCard {
                     "an image task's public set is `idx` or `image-folder`, not `csv`".into(),
                 );
             }
+            if let Some(a) = self.augment {
+                if let Err((field, problem)) = a.check(shape) {
+                    return bad(field.into(), problem);
+                }
+            }
         } else {
+            if self.augment.is_some() {
+                return bad(
+                    "augment".into(),
+                    "[augment] applies to image tasks only (shifts and flips of pixels)".into(),
+                );
+            }
             self.check_tabular(file)?;
         }
         if self.public.sha256.len() != 64

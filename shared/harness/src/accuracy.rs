@@ -9,7 +9,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use fedistill_shared::data::{load, Dataset, LoadOptions, Partition};
-use fedistill_shared::ml::{Progress, ProgressMode};
+use fedistill_shared::ml::{ModelConfig, Progress, ProgressMode};
 use fedistill_shared::protocol::AggregationRule;
 
 use crate::exchange::{Link, WireExchange};
@@ -37,6 +37,18 @@ pub struct CommonOptions {
     pub public_fraction: Option<f64>,
     /// Teacher refresh epochs per round (co-distillation; 0 = off).
     pub refresh_epochs: Option<usize>,
+    /// Public rows per round (default: public / rounds).
+    pub samples_per_round: Option<usize>,
+    /// The public-set augmentation, `shift=N[,flip]` (image datasets).
+    pub augment: Option<String>,
+    /// Teacher architecture, `mlp:W,W` or `cnn:C,C:H`.
+    pub teacher: Option<String>,
+    /// Student architecture, same syntax.
+    pub student: Option<String>,
+    /// Share of each shard's rows whose labels are dropped (unlabelled rows of the node).
+    pub unlabeled_fraction: Option<f64>,
+    /// `[refresh] pseudo_threshold`.
+    pub pseudo_threshold: Option<f32>,
     /// The command line recorded in the report (`fedistill bench ...`).
     pub command: String,
 }
@@ -100,7 +112,7 @@ pub(crate) fn config_for(
     partition: Partition,
     seed: u64,
     common: &CommonOptions,
-) -> ExperimentConfig {
+) -> anyhow::Result<ExperimentConfig> {
     let mut c = ExperimentConfig::defaults(ds, k, partition, seed);
     if ds.name == "fashion-mnist" {
         // 70 000 samples: 10 000 test (as the official split), 14 000 public, 46 000 private.
@@ -122,7 +134,102 @@ pub(crate) fn config_for(
     if let Some(e) = common.refresh_epochs {
         c.refresh.epochs = e;
     }
-    c
+    c.samples_per_round = common.samples_per_round.or(c.samples_per_round);
+    apply_checked(&mut c, ds, common)?;
+    Ok(c)
+}
+
+/// Applies the flags that can be wrong (`--augment`, `--teacher`, `--student`, `--samples-per-round`) to
+/// `c`, with an error naming the flag.
+fn apply_checked(c: &mut ExperimentConfig, ds: &Dataset, common: &CommonOptions) -> anyhow::Result<()> {
+    if let Some(0) = common.samples_per_round {
+        anyhow::bail!("--samples-per-round must be at least 1");
+    }
+    if let Some(a) = &common.augment {
+        let fedistill_shared::data::DataKind::Image { height, width } = ds.kind else {
+            anyhow::bail!("--augment applies to image datasets; {} is tabular", ds.name);
+        };
+        let aug = parse_augment(a).context("--augment")?;
+        let shape = fedistill_shared::data::ImageShape {
+            height,
+            width,
+            channels: 1,
+        };
+        aug.check(shape)
+            .map_err(|(_, problem)| anyhow::anyhow!("--augment {a}: {problem}"))?;
+        c.augment = Some(aug);
+    }
+    if let Some(t) = &common.teacher {
+        c.teacher = parse_model(t).context("--teacher")?;
+        c.teacher.validate(ds.dim, ds.num_classes).context("--teacher")?;
+    }
+    if let Some(f) = common.unlabeled_fraction {
+        anyhow::ensure!((0.0..1.0).contains(&f), "--unlabeled-fraction {f} must be in [0, 1)");
+        anyhow::ensure!(
+            f == 0.0 || matches!(ds.kind, fedistill_shared::data::DataKind::Image { .. }),
+            "--unlabeled-fraction applies to image datasets; {} is tabular",
+            ds.name
+        );
+        c.unlabeled_fraction = f;
+    }
+    if let Some(t) = common.pseudo_threshold {
+        c.refresh.pseudo_threshold = Some(t);
+        c.refresh.validate().context("--pseudo-threshold")?;
+    }
+    if let Some(t) = &common.student {
+        c.student = parse_model(t).context("--student")?;
+        c.student.validate(ds.dim, ds.num_classes).context("--student")?;
+    }
+    Ok(())
+}
+
+/// `shift=N` and/or `flip`, comma-separated.
+pub fn parse_augment(s: &str) -> anyhow::Result<fedistill_shared::data::Augment> {
+    let mut a = fedistill_shared::data::Augment { shift: 0, flip: false };
+    for part in s.split(',').map(str::trim) {
+        if part == "flip" {
+            a.flip = true;
+        } else if let Some(v) = part.strip_prefix("shift=") {
+            a.shift = v
+                .parse()
+                .with_context(|| format!("{part:?}: the shift is a whole number of pixels"))?;
+        } else {
+            anyhow::bail!("{part:?}: expected `shift=N` or `flip` (e.g. `shift=2,flip`)");
+        }
+    }
+    anyhow::ensure!(a.shift > 0 || a.flip, "{s:?} augments nothing");
+    Ok(a)
+}
+
+/// `mlp:W,W,...` (hidden widths; `mlp:` alone is logistic regression) or `cnn:C,C,...:H`.
+pub(crate) fn parse_model(s: &str) -> anyhow::Result<fedistill_shared::ml::ModelConfig> {
+    let widths = |t: &str| -> anyhow::Result<Vec<usize>> {
+        t.split(',')
+            .filter(|w| !w.trim().is_empty())
+            .map(|w| {
+                w.trim()
+                    .parse::<usize>()
+                    .with_context(|| format!("{w:?} in {s:?} is not a width"))
+            })
+            .collect()
+    };
+    match s.split_once(':') {
+        Some(("mlp", rest)) => Ok(ModelConfig::Mlp { hidden: widths(rest)? }),
+        Some(("cnn", rest)) => {
+            let (channels, hidden) = rest
+                .rsplit_once(':')
+                .with_context(|| format!("{s:?}: a cnn is `cnn:CHANNELS:HIDDEN`, e.g. `cnn:16,32:128`"))?;
+            let hidden = hidden
+                .trim()
+                .parse()
+                .with_context(|| format!("{s:?}: the hidden width {hidden:?} is not a number"))?;
+            Ok(ModelConfig::Cnn {
+                channels: widths(channels)?,
+                hidden,
+            })
+        }
+        _ => anyhow::bail!("{s:?}: expected `mlp:512,256` or `cnn:16,32:128`"),
+    }
 }
 
 pub(crate) fn exchange_for(k: usize, common: &CommonOptions) -> anyhow::Result<WireExchange> {
@@ -457,7 +564,7 @@ pub fn run(args: &AccuracyOptions) -> anyhow::Result<()> {
                 let mut runs = Vec::new();
                 let mut failed = Vec::new();
                 for &seed in &seeds {
-                    let mut cfg = config_for(&ds, k, *partition, seed, c);
+                    let mut cfg = config_for(&ds, k, *partition, seed, c)?;
                     cfg.rules = rules.clone();
                     cfg.fedavg = !args.no_fedavg;
                     let mut ex = exchange_for(k, c)?;

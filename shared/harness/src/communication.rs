@@ -158,7 +158,7 @@ pub fn run(args: &CommunicationOptions) -> anyhow::Result<()> {
             .collect::<anyhow::Result<_>>()?
     };
     let ds = load_dataset(&name, c)?;
-    let mut cfg = config_for(&ds, k, partition, args.seed, c);
+    let mut cfg = config_for(&ds, k, partition, args.seed, c)?;
     cfg.rules = vec![rule];
     cfg.encodings = encodings.clone();
     cfg.fedavg = true;

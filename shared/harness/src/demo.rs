@@ -52,6 +52,11 @@ pub struct DemoOptions {
     pub exe: PathBuf,
     /// Run on the user's own files instead of a catalog split (one participant per private file).
     pub own: Option<OwnFiles>,
+    /// The catalog split's task card gets this `[augment]` (image datasets).
+    pub augment: Option<fedistill_shared::data::Augment>,
+    /// The coordinator's `[stop]`: finish once the median reported accuracy has not improved for this many
+    /// rounds.
+    pub stop_patience: Option<u64>,
 }
 
 /// `fedistill demo --task CARD --public FILE --private FILE...`: a federation on the user's own files,
@@ -106,7 +111,7 @@ fn catalog_setup(args: &DemoOptions, dir: &Path) -> anyhow::Result<Setup> {
     // Every node is configured as a real deployment: the demo writes each participant's shard as its own
     // files in its own directory, the public set and the test set as files, and a task card naming them
     // (docs/demo.md); no node derives anything from the catalog.
-    let files = crate::files::write_split(dir, &split)?;
+    let files = crate::files::write_split(dir, &split, args.augment)?;
     let participant_data = (0..args.participants)
         .map(|i| {
             let node = format!("nodes/p{i}");
@@ -163,6 +168,7 @@ fn own_setup(args: &DemoOptions, own: &OwnFiles) -> anyhow::Result<Setup> {
             max_public_bytes: u64::MAX,
             public_labels: None,
             benchmark: None,
+            unlabeled: None,
         };
         let data = fedistill_participant::owndata::load(&node, &card, &public_path)?;
         println!(
@@ -449,10 +455,18 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
             (participants / 2 + 1),
             args.rule,
             args.aggregate_encoding,
-            if args.secure_aggregation {
-                format!("secure_aggregation = true\n{}", setup.coordinator_task)
-            } else {
-                setup.coordinator_task.clone()
+            {
+                let stop = args
+                    .stop_patience
+                    .map(|p| format!("[stop]\npatience = {p}\n"))
+                    .unwrap_or_default();
+                let task = if args.secure_aggregation {
+                    format!("secure_aggregation = true\n{}", setup.coordinator_task)
+                } else {
+                    setup.coordinator_task.clone()
+                };
+                // `[stop]` is a table: it goes after every top-level key of the task part.
+                format!("{task}{stop}")
             }
         ),
     )?;

@@ -32,7 +32,7 @@ use fedistill_shared::ml::lifecycle::GuardConfig;
 use fedistill_shared::ml::local::{default_distill, default_train};
 use fedistill_shared::ml::model::argmax;
 use fedistill_shared::ml::{train_teacher, InputNorm, Model, ModelConfig, Progress, TrainConfig};
-use fedistill_shared::protocol::{aggregate, AggregationRule, ContributionView, Encoding};
+use fedistill_shared::protocol::{aggregate, round_sample_ids, AggregationRule, ContributionView, Encoding};
 
 use crate::exchange::Exchange;
 
@@ -51,8 +51,21 @@ pub struct ExperimentConfig {
     pub test_fraction: f64,
     /// Share of the dataset in the public transfer set.
     pub public_fraction: f64,
-    /// Distillation rounds; each labels `public / rounds` new public rows.
+    /// Distillation rounds; each labels `samples_per_round` public rows, walking the public set in epochs as
+    /// the coordinator does (`round_sample_ids`).
     pub rounds: usize,
+    /// Public rows per round; `None`: `public / rounds` (one pass over the public set).
+    #[serde(default)]
+    pub samples_per_round: Option<usize>,
+    /// The task card's public-set augmentation (`[augment]`, image datasets): every revisit of a public row
+    /// is a fresh view of it, the same on every participant.
+    #[serde(default)]
+    pub augment: Option<fedistill_shared::data::Augment>,
+    /// Share of each participant's private rows whose labels are dropped (seeded): the teacher trains on
+    /// the rest, and the rows reach the node as `[private] unlabeled` for the semi-supervised refresh
+    /// (`refresh.pseudo_threshold`). 0: every row labelled.
+    #[serde(default)]
+    pub unlabeled_fraction: f64,
     /// FedAvg rounds.
     pub fedavg_rounds: usize,
     /// Teacher (and centralized) architecture.
@@ -111,6 +124,9 @@ impl ExperimentConfig {
             test_fraction: 0.2,
             public_fraction: 0.2,
             rounds: 10,
+            samples_per_round: None,
+            augment: None,
+            unlabeled_fraction: 0.0,
             fedavg_rounds: 30,
             teacher,
             student,
@@ -250,8 +266,11 @@ pub fn run(
     // files (task card, public set, each participant's private rows, the shared test set) and read back
     // through the participant's own loader (participant/src/owndata.rs).
     let files = tempfile::tempdir().context("creating a directory for the participants' files")?;
-    let nodes = crate::files::through_files(files.path(), &fs, cfg.seed)?;
+    let unlabeled = drop_labels(&mut fs, cfg.unlabeled_fraction, cfg.seed)?;
+    let nodes = crate::files::through_files(files.path(), &fs, cfg.seed, cfg.augment, &unlabeled)?;
     let first = nodes.first().context("no participants")?;
+    let augment = first.augment;
+    let unlabeled: Vec<Option<Arc<Dataset>>> = nodes.iter().map(|n| n.unlabeled.clone().map(Arc::new)).collect();
     fs.public = first.public.clone();
     fs.public_digest = first.public_digest.0;
     fs.test = first.test.clone();
@@ -312,6 +331,8 @@ pub fn run(
         tests: vec![test; cfg.participants],
         teachers: teachers.into_iter().map(Arc::new).collect(),
         local_only: local_only.clone(),
+        augment,
+        unlabeled,
     };
     let artifacts = tempfile::tempdir().context("creating a directory for the participants' artifacts")?;
 
@@ -370,6 +391,36 @@ pub fn run(
     })
 }
 
+/// Moves a seeded `fraction` of every shard's rows out of it: they come back, without their labels'
+/// use, as the participants' unlabelled rows (one per shard; all empty when `fraction` is 0).
+fn drop_labels(fs: &mut FederatedSplit, fraction: f64, seed: u64) -> anyhow::Result<Vec<Dataset>> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    anyhow::ensure!(
+        (0.0..1.0).contains(&fraction),
+        "the unlabelled fraction {fraction} must be in [0, 1)"
+    );
+    if fraction == 0.0 {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::with_capacity(fs.shards.len());
+    for (p, shard) in fs.shards.iter_mut().enumerate() {
+        let mut order: Vec<usize> = (0..shard.n).collect();
+        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
+            seed ^ 0x55_4e4c ^ (p as u64) << 40,
+        ));
+        let cut = ((shard.n as f64) * fraction).round() as usize;
+        anyhow::ensure!(
+            shard.n - cut >= 2,
+            "participant {p}: {} rows leave fewer than 2 labelled ones at an unlabelled fraction of {fraction}",
+            shard.n
+        );
+        out.push(shard.subset(&order[..cut]));
+        *shard = shard.subset(&order[cut..]);
+    }
+    Ok(out)
+}
+
 /// The experiment's split of `ds` (its participants, partition, fractions and seed).
 pub(crate) fn split_for(ds: &Dataset, cfg: &ExperimentConfig) -> anyhow::Result<FederatedSplit> {
     split(
@@ -415,6 +466,10 @@ pub(crate) struct Federation {
     pub(crate) teachers: Vec<Arc<Model>>,
     /// Each teacher's accuracy on its participant's test rows.
     pub(crate) local_only: Vec<f64>,
+    /// The task card's public-set augmentation, as the nodes read it.
+    pub(crate) augment: Option<fedistill_shared::ml::augment::PublicAugment>,
+    /// Each participant's unlabelled private rows, when it has any.
+    pub(crate) unlabeled: Vec<Option<Arc<Dataset>>>,
 }
 
 /// Who distills the shared student each round.
@@ -479,8 +534,7 @@ pub(crate) fn run_rounds(
     let t0 = Instant::now();
     let (dim, classes) = (fed.public.dim, fed.public.num_classes);
     let samples: Vec<u64> = fed.shards.iter().map(|s| s.n as u64).collect();
-    let public_n = fed.public.n;
-    let chunk = (public_n / cfg.rounds).max(1);
+    let per_round = cfg.samples_per_round.unwrap_or(fed.public.n / cfg.rounds).max(1) as u64;
     // With refresh on, every method starts from the teachers as trained and refreshes its own copies.
     let refreshing = cfg.refresh.epochs > 0;
     let mut learners = Vec::with_capacity(cfg.participants);
@@ -512,6 +566,8 @@ pub(crate) fn run_rounds(
             refresh_seed: cfg.seed ^ (p as u64) << 32,
             workdir: dir,
             local_only_accuracy: fed.local_only[p],
+            augment: fed.augment,
+            unlabeled: fed.unlabeled.get(p).cloned().flatten(),
         }));
     }
     // No guard here: every candidate is kept.
@@ -523,11 +579,9 @@ pub(crate) fn run_rounds(
     let total = cfg.rounds as u64;
     for r in 0..cfg.rounds {
         let round = RoundId(r as u64 + 1);
-        let lo = (r * chunk) % public_n;
-        let hi = (lo + chunk).min(public_n);
-        let rows = hi - lo;
         // Sample ids are positions in the public set, as the coordinator announces them.
-        let ids: Vec<u64> = (lo as u64..hi as u64).collect();
+        let ids = round_sample_ids(round, per_round, fed.public.n as u64);
+        let rows = ids.len();
         let uploads: Vec<Vec<f32>> = learners
             .iter_mut()
             .map(|l| l.label(round, &ids, cfg.temperature))
@@ -553,7 +607,7 @@ pub(crate) fn run_rounds(
             Distilling::FirstForAll => {
                 let (first, others) = learners.split_first_mut().context("no participants")?;
                 for l in others {
-                    l.refresh(round, &ids, &consensus, total)?;
+                    l.refresh(round, &ids, &consensus, total, Some(first.student()))?;
                 }
                 reported(&first.distill(round, &ids, &consensus, total, &serving)?)?
             }

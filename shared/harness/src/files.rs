@@ -27,8 +27,12 @@ pub struct SplitFiles {
 /// `dir/nodes/p<i>/` a copy of the card, the node's private rows and the shared test set (the card's
 /// benchmark). Image datasets go to IDX files (the public set unlabelled, with its labels beside each node
 /// for reporting), tabular ones to CSV with the split's encoded features (`f0`, `f1`, ...) and the card
-/// passing them unchanged.
-pub fn write_split(dir: &Path, split: &fedistill_shared::data::FederatedSplit) -> anyhow::Result<SplitFiles> {
+/// passing them unchanged. `augment` goes into the card as its `[augment]` (image datasets only).
+pub fn write_split(
+    dir: &Path,
+    split: &fedistill_shared::data::FederatedSplit,
+    augment: Option<fedistill_shared::data::Augment>,
+) -> anyhow::Result<SplitFiles> {
     use fedistill_shared::data::{idx::write_idx, sha256_file, DataKind, Dataset};
     let write =
         |path: &Path, bytes: &[u8]| std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()));
@@ -113,6 +117,9 @@ pub fn write_split(dir: &Path, split: &fedistill_shared::data::FederatedSplit) -
         sha(&test_path)?,
         split.test.n
     ));
+    if let Some(a) = augment {
+        card.push_str(&format!("[augment]\nshift = {}\nflip = {}\n", a.shift, a.flip));
+    }
     // Checked like any card an operator writes.
     let card = fedistill_shared::data::TaskCard::from_toml_str(&card, "the demo's task card")?.to_toml_string();
     write(&dir.join("task.toml"), card.as_bytes())?;
@@ -141,6 +148,17 @@ pub fn write_split(dir: &Path, split: &fedistill_shared::data::FederatedSplit) -
 /// Reads participant `i`'s data back from a split written to `dir`, as its node would: the card, the
 /// public set (checked against the card), its private rows and the shared test set.
 pub fn node_data(dir: &Path, files: &SplitFiles, i: usize, seed: u64) -> anyhow::Result<NodeData> {
+    node_data_with(dir, files, i, seed, None)
+}
+
+/// [`node_data`], with the node's unlabelled rows (`[private] unlabeled`) at `unlabeled` in its directory.
+fn node_data_with(
+    dir: &Path,
+    files: &SplitFiles,
+    i: usize,
+    seed: u64,
+    unlabeled: Option<&str>,
+) -> anyhow::Result<NodeData> {
     let node = dir.join("nodes").join(format!("p{i}"));
     let card = TaskCard::load(&node.join("task.toml"))?;
     let own = OwnData {
@@ -154,14 +172,46 @@ pub fn node_data(dir: &Path, files: &SplitFiles, i: usize, seed: u64) -> anyhow:
         max_public_bytes: u64::MAX,
         public_labels: files.public_labels.as_ref().map(|l| node.join(l)),
         benchmark: Some(node.join(&files.benchmark)),
+        unlabeled: unlabeled.map(|u| node.join(u)),
     };
     fedistill_participant::owndata::load(&own, &card, &dir.join(&files.public))
 }
 
-/// Writes `split` to `dir` and reads every participant's data back as its node would.
-pub fn through_files(dir: &Path, split: &FederatedSplit, seed: u64) -> anyhow::Result<Vec<NodeData>> {
-    let files = write_split(dir, split)?;
+/// Writes `split` to `dir` (its card with `augment`) and reads every participant's data back as its node
+/// would. `unlabeled[i]`, when given and not empty, is written as participant `i`'s unlabelled rows (an
+/// IDX images file; image datasets) and read back through `[private] unlabeled`.
+pub fn through_files(
+    dir: &Path,
+    split: &FederatedSplit,
+    seed: u64,
+    augment: Option<fedistill_shared::data::Augment>,
+    unlabeled: &[fedistill_shared::data::Dataset],
+) -> anyhow::Result<Vec<NodeData>> {
+    const UNLABELED: &str = "unlabeled-images.idx3-ubyte";
+    let files = write_split(dir, split, augment)?;
     (0..split.shards.len())
-        .map(|i| node_data(dir, &files, i, seed).with_context(|| format!("reading participant {i}'s files")))
+        .map(|i| {
+            let extra = match unlabeled.get(i).filter(|u| u.n > 0) {
+                Some(u) => {
+                    let fedistill_shared::data::DataKind::Image { height, width } = u.kind else {
+                        anyhow::bail!("unlabelled rows are written for image datasets only");
+                    };
+                    let pixels: Vec<u8> = u
+                        .features
+                        .iter()
+                        .map(|&v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
+                        .collect();
+                    let path = dir.join("nodes").join(format!("p{i}")).join(UNLABELED);
+                    std::fs::write(
+                        &path,
+                        fedistill_shared::data::idx::write_idx(&[u.n, height, width], &pixels),
+                    )
+                    .with_context(|| format!("writing {}", path.display()))?;
+                    Some(UNLABELED)
+                }
+                None => None,
+            };
+            node_data_with(dir, &files, i, seed, extra).with_context(|| format!("reading participant {i}'s files"))
+        })
         .collect()
 }

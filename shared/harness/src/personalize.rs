@@ -326,6 +326,7 @@ fn node_with_holdout(dir: &Path, files: &SplitFiles, i: usize, holdout: f64, see
         max_public_bytes: u64::MAX,
         public_labels: files.public_labels.as_ref().map(|l| node.join(l)),
         benchmark: None,
+        unlabeled: None,
     };
     fedistill_participant::owndata::load(&own, &card, &dir.join(&files.public))
         .with_context(|| format!("reading participant {i}'s files with a holdout of {holdout}"))
@@ -333,15 +334,15 @@ fn node_with_holdout(dir: &Path, files: &SplitFiles, i: usize, holdout: f64, see
 
 /// The experiment configuration of one dataset and seed: `bench accuracy`'s defaults for the dataset, one
 /// rule, no FedAvg, no centralized baseline.
-fn experiment_config(ds: &Dataset, plan: &Plan, seed: u64) -> ExperimentConfig {
+fn experiment_config(ds: &Dataset, plan: &Plan, seed: u64) -> anyhow::Result<ExperimentConfig> {
     let common = CommonOptions {
         rounds: Some(plan.rounds),
         ..CommonOptions::default()
     };
-    let mut cfg = config_for(ds, plan.participants, plan.partition, seed, &common);
+    let mut cfg = config_for(ds, plan.participants, plan.partition, seed, &common)?;
     cfg.fedavg = false;
     cfg.centralized = false;
-    cfg
+    Ok(cfg)
 }
 
 /// Accuracy of the student a learner saved at `path` on `test`.
@@ -354,10 +355,10 @@ fn saved_accuracy(cfg: &ExperimentConfig, path: &Path, test: &Dataset) -> anyhow
 /// One dataset and seed: the federation, its rounds, and every participant's personalized students.
 fn run_seed(ds: &Dataset, plan: &Plan, seed: u64, progress: &Progress) -> anyhow::Result<SeedRun> {
     let started = Instant::now();
-    let cfg = experiment_config(ds, plan, seed);
+    let cfg = experiment_config(ds, plan, seed)?;
     let fs = experiment::split_for(ds, &cfg)?;
     let dir = tempfile::tempdir().context("creating a directory for the federation's files")?;
-    let files = crate::files::write_split(dir.path(), &fs)?;
+    let files = crate::files::write_split(dir.path(), &fs, None)?;
     let nodes: Vec<NodeData> = (0..cfg.participants)
         .map(|i| node_with_holdout(dir.path(), &files, i, plan.holdout, seed))
         .collect::<anyhow::Result<_>>()?;
@@ -396,6 +397,8 @@ fn run_seed(ds: &Dataset, plan: &Plan, seed: u64, progress: &Progress) -> anyhow
         tests: nodes.iter().map(|n| Arc::new(n.test.clone())).collect(),
         teachers,
         local_only: local_only.clone(),
+        augment: None,
+        unlabeled: Vec::new(),
     };
     let rule = cfg.rules.first().copied().context("no aggregation rule")?;
     let encoding = cfg.encodings.first().copied().context("no soft-label encoding")?;

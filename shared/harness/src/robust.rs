@@ -122,7 +122,7 @@ fn through_files(dir: &std::path::Path, data: HarnessData, seed: u64) -> anyhow:
         public: data.public,
         shards: data.shards,
     };
-    let nodes = crate::files::through_files(dir, &split, seed)?;
+    let nodes = crate::files::through_files(dir, &split, seed, None, &[])?;
     let first = nodes.first().context("no participants")?;
     Ok(HarnessData {
         test: first.test.clone(),

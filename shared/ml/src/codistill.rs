@@ -30,6 +30,10 @@ pub struct RefreshConfig {
     pub lr: f64,
     /// Weight of the KD term on the public rows (the CE term on private rows has weight 1).
     pub w_kd: f32,
+    /// Semi-supervised refresh: the node's unlabelled private rows whose student prediction is at least this
+    /// confident join the private rows with that class as their label (`None`: off; in (0, 1]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pseudo_threshold: Option<f32>,
 }
 
 impl Default for RefreshConfig {
@@ -39,6 +43,7 @@ impl Default for RefreshConfig {
             batch_size: 128,
             lr: 5e-4,
             w_kd: 1.0,
+            pseudo_threshold: None,
         }
     }
 }
@@ -59,7 +64,15 @@ impl RefreshConfig {
                 )
             },
             || format!("teacher refresh lr {} / w_kd {} out of range", self.lr, self.w_kd),
-        )
+        )?;
+        if let Some(t) = self.pseudo_threshold {
+            if !(t > 0.0 && t <= 1.0) {
+                return Err(MlError::InvalidConfig(format!(
+                    "teacher refresh pseudo_threshold {t} must be in (0, 1]"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -507,7 +507,7 @@ async fn measure(args: &ScaleOptions, plan: Plan) -> anyhow::Result<ScaleReport>
     let split = tokio::task::block_in_place(|| data.load_split()).context("loading the public transfer set")?;
     let task_dir = dir.join("task");
     std::fs::create_dir_all(&task_dir).with_context(|| format!("creating {}", task_dir.display()))?;
-    let files = tokio::task::block_in_place(|| crate::files::write_split(&task_dir, &split))?;
+    let files = tokio::task::block_in_place(|| crate::files::write_split(&task_dir, &split, None))?;
     let card = fedistill_shared::data::TaskCard::load(&task_dir.join("task.toml"))?;
     let digest = card.public.digest().context("the card's public sha256")?;
     let shared = Arc::new(Shared {

@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 mod secure;
+pub mod stop;
 pub use secure::consensus_from_sum;
 
 use serde::{Deserialize, Serialize};
@@ -57,6 +58,9 @@ pub struct CoordinatorConfig {
     /// Secure aggregation (masked inputs, the coordinator learns only their sum); `None` in the clear.
     #[serde(default)]
     pub secure: Option<crate::wire::secagg::SecAggParams>,
+    /// Finish before `rounds` once the reported accuracy stops improving; `None`: run every round.
+    #[serde(default)]
+    pub stop: Option<stop::StopRule>,
 }
 
 /// Why an input was refused. `code()` is what metrics count and what the peer's `Reject` carries.
@@ -488,6 +492,8 @@ pub enum Output {
         /// Why.
         reason: String,
     },
+    /// The reports of a round showed convergence (`stop`): no round opens after it; `Finished` follows.
+    Converged(stop::Converged),
     /// All rounds are done.
     Finished,
 }
@@ -592,6 +598,9 @@ pub struct Snapshot {
     /// Participants that abstained from the open round.
     #[serde(default)]
     pub abstained: Vec<ParticipantId>,
+    /// What the stopping rule has seen (`stop`).
+    #[serde(default)]
+    pub convergence: stop::Convergence,
 }
 
 /// The coordinator's round state machine.
@@ -611,6 +620,7 @@ pub struct CoordinatorRound {
     quarantined: BTreeSet<ParticipantId>,
     outputs: VecDeque<Output>,
     secure: Option<super::secagg::SecureRound>,
+    convergence: stop::Convergence,
 }
 
 impl CoordinatorRound {
@@ -631,6 +641,7 @@ impl CoordinatorRound {
             quarantined: BTreeSet::new(),
             outputs: VecDeque::new(),
             secure: None,
+            convergence: stop::Convergence::default(),
         }
     }
 
@@ -651,6 +662,7 @@ impl CoordinatorRound {
         m.expected.extend(snap.expected);
         m.abstained = snap.abstained.into_iter().collect();
         m.reports = snap.reports.into_iter().collect();
+        m.convergence = snap.convergence;
         m.phase = match (snap.phase.as_str(), m.open.is_some()) {
             ("finished", _) => Phase::Finished,
             ("collecting", true) => Phase::Collecting {
@@ -700,6 +712,7 @@ impl CoordinatorRound {
             quarantined: self.quarantined.iter().cloned().collect(),
             expected: self.expected.iter().cloned().collect(),
             abstained: self.abstained.iter().cloned().collect(),
+            convergence: self.convergence,
         }
     }
 
@@ -1034,7 +1047,7 @@ impl CoordinatorRound {
         if first && self.connected.len() < self.cfg.min_participants.max(self.cfg.quorum) {
             return false;
         }
-        if self.round.0 >= self.cfg.rounds {
+        if self.round.0 >= self.cfg.rounds || self.convergence.converged_at.is_some() {
             self.phase = Phase::Finished;
             self.open = None;
             self.outputs.push_back(Output::Broadcast(OutMessage::Finished));
@@ -1042,9 +1055,7 @@ impl CoordinatorRound {
             return false;
         }
         let round = RoundId(self.round.0 + 1);
-        let n = self.cfg.samples_per_round.min(self.cfg.public_len).max(1);
-        let start = (round.0 - 1).wrapping_mul(n) % self.cfg.public_len.max(1);
-        let sample_ids: Vec<u64> = (0..n).map(|i| (start + i) % self.cfg.public_len.max(1)).collect();
+        let sample_ids = round_sample_ids(round, self.cfg.samples_per_round, self.cfg.public_len);
         let open = RoundOpen {
             round,
             total_rounds: self.cfg.rounds,
@@ -1192,6 +1203,12 @@ impl CoordinatorRound {
             reports,
             missing,
         });
+        if let Some(rule) = self.cfg.stop {
+            let median = stop::median_accuracy(self.reports.values());
+            if let Some(done) = self.convergence.observe(&rule, self.round.0, median) {
+                self.outputs.push_back(Output::Converged(done));
+            }
+        }
         self.phase = Phase::Waiting;
         self.open = None;
         self.contributions.clear();
@@ -1199,6 +1216,17 @@ impl CoordinatorRound {
         self.reports.clear();
         true
     }
+}
+
+/// The public rows round `round` labels: `per_round` consecutive positions of a public set of `public_len`
+/// rows (at most all of them), continuing where the previous round stopped and wrapping around, so round
+/// after round walks the set in epochs (round 1 starts at row 0). With the task card's `[augment]`, a row
+/// revisited in a later epoch is a fresh view of it (docs/protocol.md, "Round opening").
+pub fn round_sample_ids(round: RoundId, per_round: u64, public_len: u64) -> Vec<u64> {
+    let len = public_len.max(1);
+    let n = per_round.min(len).max(1);
+    let start = round.0.saturating_sub(1).wrapping_mul(n) % len;
+    (0..n).map(|i| (start + i) % len).collect()
 }
 
 /// Longest abstention reason code, in bytes.

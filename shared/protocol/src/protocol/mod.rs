@@ -16,8 +16,8 @@ pub mod softlabels;
 
 pub use aggregate::{aggregate, AggregateError, AggregationRule, ContributionView, RuleError};
 pub use coordinator::{
-    aggregate_labels_message, canonical_aggregate_bytes, CommitError, CommitRecords, CoordinatorConfig,
-    CoordinatorRound, OutMessage, Output, Phase, Rejection, RoundCommit, Snapshot,
+    aggregate_labels_message, canonical_aggregate_bytes, round_sample_ids, CommitError, CommitRecords,
+    CoordinatorConfig, CoordinatorRound, OutMessage, Output, Phase, Rejection, RoundCommit, Snapshot,
 };
 pub use participant::{ParticipantOutput, ParticipantSession, SessionError};
 pub use softlabels::{Encoding, EncodingError, SoftLabelError};

@@ -119,6 +119,7 @@ fn config(rounds: u64, quorum: usize) -> CoordinatorConfig {
         temperature: 2.0,
         max_payload: 1 << 20,
         secure: None,
+        stop: None,
     }
 }
 
@@ -307,6 +308,7 @@ impl Sim {
                     OutMessage::SecAggRoster { .. } | OutMessage::SecAggDelivery(_) | OutMessage::SecAggUnmask(_),
                 ) => {}
                 Output::Finished => self.finished = true,
+                Output::Converged(_) => {}
             }
         }
         self.disk = Some(self.coord.snapshot());
@@ -547,11 +549,7 @@ impl Sim {
             .iter()
             .map(|c| (Signer::Participant(c.participant.clone()), c.seq))
             .collect();
-        self.coord = CoordinatorRound::restore(
-            config(self.coord.config().rounds, self.coord.config().quorum),
-            snap,
-            self.now,
-        );
+        self.coord = CoordinatorRound::restore(self.coord.config().clone(), snap, self.now);
         self.guard = ReplayGuard::with_state(federation(), last);
         // In-flight packets to the dead process are lost; everyone reconnects.
         self.queue.retain(|Reverse((_, _, _, to, _))| *to != Node::Coordinator);
@@ -973,4 +971,45 @@ fn a_quarantined_participant_that_reconnects_mid_round_is_not_waited_for() {
         sim.abstentions[1].2 .0 < 1_000,
         "round 2 waited for the quarantined participant"
     );
+}
+
+/// Hand-worked: 10 public rows, 4 per round: rounds walk 0..4, 4..8, 8,9,0,1, 2..6 (the second epoch
+/// begins inside round 3); a round never asks for more rows than the set has.
+#[test]
+fn round_sample_ids_walk_the_public_set_in_epochs() {
+    use super::coordinator::round_sample_ids;
+    let ids = |r: u64| round_sample_ids(RoundId(r), 4, 10);
+    assert_eq!(ids(1), [0, 1, 2, 3]);
+    assert_eq!(ids(2), [4, 5, 6, 7]);
+    assert_eq!(ids(3), [8, 9, 0, 1]);
+    assert_eq!(ids(4), [2, 3, 4, 5]);
+    assert_eq!(round_sample_ids(RoundId(2), 50, 10), (0..10).collect::<Vec<u64>>());
+    assert_eq!(round_sample_ids(RoundId(1), 0, 10), [0]);
+}
+
+/// `[stop]`: every participant reports the same accuracy, so with patience 2 the reports of round 3 decide
+/// and no fourth round opens out of ten; the decision is durable (a restarted coordinator opens none either).
+#[test]
+fn a_converged_federation_finishes_before_its_last_round() {
+    let mut sim = Sim::new(3, 10, 3, 1);
+    let cfg = CoordinatorConfig {
+        stop: Some(super::coordinator::stop::StopRule {
+            patience: 2,
+            min_delta: 0.001,
+            min_rounds: 1,
+        }),
+        ..config(10, 3)
+    };
+    sim.coord = CoordinatorRound::new(cfg);
+    (0..3).for_each(|i| sim.connect(i));
+    sim.run_until(Millis(60_000));
+    assert!(sim.finished, "closed {:?}", sim.closed);
+    assert_eq!(sim.committed.len(), 3, "{:?}", sim.committed);
+    let disk = sim.disk.clone().expect("persisted");
+    assert_eq!(disk.convergence.converged_at, Some(3));
+    assert_eq!(disk.convergence.best, Some((1, 0.9)));
+    sim.finished = false;
+    sim.restart_coordinator();
+    sim.run_until(Millis(120_000));
+    assert_eq!(sim.committed.len(), 3, "a round opened after the restart");
 }

@@ -395,6 +395,7 @@ mod tests {
             temperature: 2.0,
             max_payload: 1 << 20,
             secure: Some(secure),
+            stop: None,
         }
     }
 
