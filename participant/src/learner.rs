@@ -23,6 +23,7 @@ use fedistill_shared::ml::local::{default_distill, default_train, LocalOptions};
 use fedistill_shared::ml::quant::model::{Profile, QuantizedModel};
 use fedistill_shared::ml::{evaluate, train_teacher, Model, Progress};
 use fedistill_shared::privacy::DpSgdCost;
+use fedistill_shared::protocol::{refresh_targets, AggregationRule};
 
 use crate::config::ParticipantSettings;
 use crate::personalize::{personalize, PersonalizeConfig, Personalized};
@@ -82,13 +83,15 @@ pub trait Learner: Send + 'static {
     fn label(&mut self, round: RoundId, ids: &[u64], temperature: f32) -> anyhow::Result<Vec<f32>>;
     /// Distills a candidate student from the round's consensus (`consensus` is row-major probabilities for
     /// `ids`), evaluates it, asks the guard against the metrics of the student serving now (`serving`,
-    /// empty before the first round) and keeps the candidate only when accepted.
+    /// empty before the first round) and keeps the candidate only when accepted. `rule` formed the consensus
+    /// (a teacher refresh undoes ERA's sharpening, `protocol::refresh_targets`).
     fn distill(
         &mut self,
         round: RoundId,
         ids: &[u64],
         consensus: &[f32],
         total_rounds: u64,
+        rule: AggregationRule,
         serving: &BTreeMap<String, f64>,
     ) -> anyhow::Result<Distilled>;
     /// What this learner holds.
@@ -502,13 +505,15 @@ impl ModelLearner {
         ids: &[u64],
         consensus: &[f32],
         total_rounds: u64,
+        rule: AggregationRule,
         student: Option<&Model>,
     ) -> anyhow::Result<()> {
         let x = self.public_rows(round, ids);
+        let targets = refresh_targets(rule, consensus, self.public.num_classes);
         self.refresh_teacher(
             round,
             &x,
-            consensus,
+            &targets,
             total_rounds,
             student.unwrap_or(self.distiller.student()),
         )
@@ -626,11 +631,13 @@ impl Learner for ModelLearner {
         ids: &[u64],
         consensus: &[f32],
         total_rounds: u64,
+        rule: AggregationRule,
         serving: &BTreeMap<String, f64>,
     ) -> anyhow::Result<Distilled> {
         let mut clock = PhaseClock::default();
         let x = self.public_rows(round, ids);
-        self.refresh_teacher(round, &x, consensus, total_rounds, self.distiller.student())?;
+        let targets = refresh_targets(rule, consensus, self.public.num_classes);
+        self.refresh_teacher(round, &x, &targets, total_rounds, self.distiller.student())?;
         clock.lap("refresh");
         let classes = self.public.num_classes;
         let consensus_correct = ids

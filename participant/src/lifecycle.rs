@@ -384,9 +384,10 @@ impl<L: Learner> RoundLifecycle<L> {
                     sample_ids,
                     probabilities,
                     total_rounds,
+                    rule,
                     ..
                 } => {
-                    let report = self.distill(round, &sample_ids, &probabilities, total_rounds)?;
+                    let report = self.distill(round, &sample_ids, &probabilities, total_rounds, rule)?;
                     self.session.handle_distilled(report);
                 }
                 ParticipantOutput::SendReport(report) => return Ok(Some(Outgoing::Report(report))),
@@ -530,10 +531,11 @@ impl<L: Learner> RoundLifecycle<L> {
         ids: &[u64],
         consensus: &[f32],
         total_rounds: u64,
+        rule: fedistill_shared::protocol::AggregationRule,
     ) -> anyhow::Result<RoundReport> {
         let d = self
             .learner
-            .distill(round, ids, consensus, total_rounds, &self.state.accepted_metrics)?;
+            .distill(round, ids, consensus, total_rounds, rule, &self.state.accepted_metrics)?;
         if d.accepted {
             self.state.accepted_metrics = d.metrics.clone();
             self.state.accepted_int8_accuracy = d.int8_accuracy;
@@ -679,6 +681,7 @@ mod tests {
             _ids: &[u64],
             consensus: &[f32],
             _total_rounds: u64,
+            _rule: fedistill_shared::protocol::AggregationRule,
             serving: &BTreeMap<String, f64>,
         ) -> anyhow::Result<Distilled> {
             self.calls.lock().expect("lock").push(Call::Distill {

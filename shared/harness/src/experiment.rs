@@ -607,14 +607,14 @@ pub(crate) fn run_rounds(
             Distilling::FirstForAll => {
                 let (first, others) = learners.split_first_mut().context("no participants")?;
                 for l in others {
-                    l.refresh(round, &ids, &consensus, total, Some(first.student()))?;
+                    l.refresh(round, &ids, &consensus, total, method.rule, Some(first.student()))?;
                 }
-                reported(&first.distill(round, &ids, &consensus, total, &serving)?)?
+                reported(&first.distill(round, &ids, &consensus, total, method.rule, &serving)?)?
             }
             Distilling::Everyone => {
                 let mut sum = 0.0;
                 for l in learners.iter_mut() {
-                    sum += reported(&l.distill(round, &ids, &consensus, total, &serving)?)?;
+                    sum += reported(&l.distill(round, &ids, &consensus, total, method.rule, &serving)?)?;
                 }
                 sum / learners.len().max(1) as f64
             }

@@ -60,6 +60,7 @@ impl Learner for SyntheticLearner {
         _ids: &[u64],
         consensus: &[f32],
         _total_rounds: u64,
+        _rule: fedistill_shared::protocol::AggregationRule,
         _serving: &BTreeMap<String, f64>,
     ) -> anyhow::Result<Distilled> {
         let classes = self.classes.max(1);
@@ -169,7 +170,14 @@ mod tests {
             row.rotate_left(1);
         }
         let d = l
-            .distill(RoundId(1), &ids, &consensus, 3, &BTreeMap::new())
+            .distill(
+                RoundId(1),
+                &ids,
+                &consensus,
+                3,
+                fedistill_shared::protocol::AggregationRule::Mean,
+                &BTreeMap::new(),
+            )
             .expect("distil");
         assert_eq!(d.metrics["accuracy"], 0.5);
         assert!(d.accepted);

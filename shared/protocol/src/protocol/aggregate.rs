@@ -150,6 +150,32 @@ fn softmax_in_place(r: &mut [f32], temperature: f32) {
     r.iter_mut().for_each(|v| *v = (f64::from(*v) / sum) as f32);
 }
 
+/// The targets a participant refreshes its teacher from, given the consensus `rule` produced: the
+/// consensus itself, except for ERA, whose sharpening is undone (the mean it sharpened is recovered), so
+/// that the sharpening reaches the student once instead of compounding through the teachers round after
+/// round (docs/benchmarks.md, "Why ERA hurts with the teacher refresh").
+pub fn refresh_targets(rule: AggregationRule, consensus: &[f32], classes: usize) -> std::borrow::Cow<'_, [f32]> {
+    match rule {
+        AggregationRule::Era { temperature } => std::borrow::Cow::Owned(unsharpen_era(consensus, classes, temperature)),
+        _ => std::borrow::Cow::Borrowed(consensus),
+    }
+}
+
+/// Inverts ERA's `softmax(mean / T)` row by row: `mean_i = T ln(era_i) + (1 - T sum_j ln(era_j)) / classes`
+/// (the constant fixed by the mean summing to one). Entries a lossy encoding zeroed are floored at the
+/// smallest positive f32 before the logarithm; negative results are clamped to 0 and the row renormalised.
+pub fn unsharpen_era(consensus: &[f32], classes: usize, temperature: f32) -> Vec<f32> {
+    let t = f64::from(temperature);
+    let mut out = Vec::with_capacity(consensus.len());
+    for row in consensus.chunks_exact(classes.max(1)) {
+        let logs: Vec<f64> = row.iter().map(|&p| f64::from(p.max(f32::MIN_POSITIVE)).ln()).collect();
+        let c = (1.0 - t * logs.iter().sum::<f64>()) / classes as f64;
+        out.extend(logs.iter().map(|l| (t * l + c).max(0.0) as f32));
+    }
+    renormalise(&mut out, classes.max(1));
+    out
+}
+
 /// Rescales every row to sum to one (a uniform row if it summed to zero).
 fn renormalise(p: &mut [f32], classes: usize) {
     for r in p.chunks_exact_mut(classes) {
@@ -203,6 +229,39 @@ mod tests {
         // Weights 3/4 and 1/4: 0.9*0.75 + 0.5*0.25 = 0.8.
         let w = aggregate(AggregationRule::SampleWeighted, &[view(&A, 300), view(&B, 100)], 1, 2).unwrap();
         assert!(close(&w, &[0.8, 0.2]));
+    }
+
+    /// ERA's sharpening undone: the mean comes back from the sharpened rows (exact up to f32 rounding, and
+    /// within 1e-3 after the consensus travelled as f16); the other rules' targets are the consensus itself.
+    #[test]
+    fn era_is_unsharpened_for_the_refresh() {
+        let rows: [&[f32]; 3] = [&[0.9, 0.1, 0.0], &[0.4, 0.35, 0.25], &[0.2, 0.3, 0.5]];
+        let other: [&[f32]; 3] = [&[0.5, 0.3, 0.2], &[0.1, 0.6, 0.3], &[0.3, 0.3, 0.4]];
+        let flat = |r: [&[f32]; 3]| r.concat();
+        let (a, b) = (flat(rows), flat(other));
+        let rule = AggregationRule::Era { temperature: 0.1 };
+        let mean = aggregate(AggregationRule::Mean, &[view(&a, 1), view(&b, 1)], 3, 3).unwrap();
+        let era = aggregate(rule, &[view(&a, 1), view(&b, 1)], 3, 3).unwrap();
+        assert!(!close(&era, &mean), "ERA sharpens");
+        let back = refresh_targets(rule, &era, 3);
+        assert!(
+            back.iter().zip(&mean).all(|(x, y)| (x - y).abs() < 1e-5),
+            "{back:?} vs {mean:?}"
+        );
+        let f16: Vec<f32> = era.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+        let back16 = unsharpen_era(&f16, 3, 0.1);
+        assert!(
+            back16.iter().zip(&mean).all(|(x, y)| (x - y).abs() < 1e-3),
+            "{back16:?}"
+        );
+        // A zeroed entry (top-k) gives a row that still sums to one, with no NaN.
+        let zeroed = unsharpen_era(&[1.0, 0.0, 0.0], 3, 0.1);
+        assert!(zeroed.iter().all(|v| v.is_finite() && *v >= 0.0));
+        assert!((zeroed.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        assert!(matches!(
+            refresh_targets(AggregationRule::Mean, &mean, 3),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]

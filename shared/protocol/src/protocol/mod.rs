@@ -14,7 +14,7 @@ pub mod secagg;
 mod sim;
 pub mod softlabels;
 
-pub use aggregate::{aggregate, AggregateError, AggregationRule, ContributionView, RuleError};
+pub use aggregate::{aggregate, refresh_targets, AggregateError, AggregationRule, ContributionView, RuleError};
 pub use coordinator::{
     aggregate_labels_message, canonical_aggregate_bytes, round_sample_ids, CommitError, CommitRecords,
     CoordinatorConfig, CoordinatorRound, OutMessage, Output, Phase, Rejection, RoundCommit, Snapshot,

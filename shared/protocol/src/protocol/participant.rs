@@ -32,6 +32,9 @@ pub enum ParticipantOutput {
         probabilities: Vec<f32>,
         /// Total rounds (for schedules).
         total_rounds: u64,
+        /// The rule that formed the consensus (the round opening's): ERA's sharpening is undone for the
+        /// teacher refresh (`aggregate::refresh_targets`).
+        rule: super::AggregationRule,
         /// Size of the encoded consensus as received.
         payload_bytes: u64,
     },
@@ -244,6 +247,7 @@ impl ParticipantSession {
             sample_ids: p.open.sample_ids.clone(),
             probabilities,
             total_rounds: p.open.total_rounds,
+            rule: p.open.rule,
             payload_bytes: agg.probabilities.len() as u64,
         });
         Ok(())
