@@ -256,6 +256,67 @@ fn demo_with_secure_aggregation_reports_it_and_its_log_verifies() {
     assert_eq!(show.matches("SECURE aggregation of").count(), 2, "{show}");
 }
 
+/// `demo --augment --stop-patience`: the task card every node checks carries `[augment]`, the coordinator's
+/// `[stop]` (patience 1, an improvement of 0.5 needed) ends the federation after round 2 of 6, the report
+/// holds those 2 rounds, and the kept log verifies.
+#[test]
+fn demo_with_augmentation_stops_on_convergence_and_its_log_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("run");
+    let report = dir.path().join("report.json");
+    let out = Command::new(BIN)
+        .args([
+            "demo",
+            "--dataset",
+            "digits",
+            "--rounds",
+            "6",
+            "--augment",
+            "shift=1",
+            "--stop-patience",
+            "1",
+            "--stop-min-delta",
+            "0.5",
+            "--refresh-epochs",
+            "1",
+        ])
+        .arg("--workdir")
+        .arg(&work)
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    let card = std::fs::read_to_string(work.join("task.toml")).unwrap();
+    assert!(card.contains("[augment]") && card.contains("shift = 1"), "{card}");
+    let coordinator = std::fs::read_to_string(work.join("coordinator.toml")).unwrap();
+    assert!(
+        coordinator.contains("[stop]\npatience = 1\nmin_delta = 0.5"),
+        "{coordinator}"
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["per_round"].as_array().map(|a| a.len()), Some(2), "{r}");
+    let log = std::fs::read_to_string(work.join("logs").join("coordinator.log")).unwrap_or_default();
+    assert!(log.contains("converged"), "{log}");
+    let verify = Command::new(BIN)
+        .args(["audit", "verify"])
+        .arg(work.join("audit-bundle"))
+        .arg("--trust")
+        .arg(work.join("trust.toml"))
+        .output()
+        .unwrap();
+    let v = String::from_utf8_lossy(&verify.stdout).to_string() + &String::from_utf8_lossy(&verify.stderr);
+    assert!(
+        verify.status.success() && v.contains("2 aggregates recomputed bit for bit"),
+        "{v}"
+    );
+}
+
 #[test]
 fn demo_refuses_bad_flags_clearly() {
     for (args, needle) in [

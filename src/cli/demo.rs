@@ -71,6 +71,9 @@ pub struct DemoArgs {
     /// (the coordinator's `[stop]`); --rounds stays the most that run.
     #[arg(long)]
     pub stop_patience: Option<u64>,
+    /// With --stop-patience: the rise of the median accuracy that counts as an improvement (default 0.001).
+    #[arg(long, requires = "stop_patience")]
+    pub stop_min_delta: Option<f64>,
 }
 
 /// Runs the demo.
@@ -113,5 +116,6 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             .transpose()
             .context("--augment")?,
         stop_patience: args.stop_patience,
+        stop_min_delta: args.stop_min_delta,
     })
 }

@@ -57,6 +57,8 @@ pub struct DemoOptions {
     /// The coordinator's `[stop]`: finish once the median reported accuracy has not improved for this many
     /// rounds.
     pub stop_patience: Option<u64>,
+    /// `[stop] min_delta` (default 0.001).
+    pub stop_min_delta: Option<f64>,
 }
 
 /// `fedistill demo --task CARD --public FILE --private FILE...`: a federation on the user's own files,
@@ -458,7 +460,13 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
             {
                 let stop = args
                     .stop_patience
-                    .map(|p| format!("[stop]\npatience = {p}\n"))
+                    .map(|p| {
+                        let delta = args
+                            .stop_min_delta
+                            .map(|d| format!("min_delta = {d:?}\n"))
+                            .unwrap_or_default();
+                        format!("[stop]\npatience = {p}\n{delta}")
+                    })
                     .unwrap_or_default();
                 let task = if args.secure_aggregation {
                     format!("secure_aggregation = true\n{}", setup.coordinator_task)
