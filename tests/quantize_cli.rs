@@ -1,13 +1,13 @@
 //! End-to-end tests of `fedistill quantize` and `fedistill compare` with the real binary on MNIST-10k:
-//! export of every profile with model cards, the quantization table, the A/B comparison, and the clear
-//! errors for truncated files, wrong architectures and wrong tensor shapes.
+//! export of every profile with model cards (MLP and CNN students), the quantization table, the A/B
+//! comparison, and the clear errors for truncated files, wrong architectures and wrong tensor shapes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use fedistill_shared::data::{load, split, LoadOptions, Partition, SplitConfig};
 use fedistill_shared::ml::lifecycle::mcnemar_exact_p;
-use fedistill_shared::ml::quant::{load_student, Arch};
+use fedistill_shared::ml::quant::{load_student, recorded_arch, Arch};
 use fedistill_shared::ml::{train_teacher, Model, ModelConfig, Progress, TrainConfig};
 
 fn bin() -> Command {
@@ -24,11 +24,10 @@ fn text(b: &[u8]) -> String {
 
 const CONFIG: &str = "[model]\nkind = \"mlp\"\nhidden = [32]\n\n[distill]\nignored = true\n";
 
-/// Trains a small student (2 epochs, seeded) on the private part of the split the CLI uses by default
-/// (seed 7, test 0.2, public 0.3) and writes it with its config.
-fn student(dir: &Path) -> (PathBuf, PathBuf) {
+/// The split the CLI uses by default (seed 7, test 0.2, public 0.3).
+fn default_split() -> fedistill_shared::data::FederatedSplit {
     let ds = load("mnist-10k", &LoadOptions::default()).expect("mnist");
-    let fed = split(
+    split(
         &ds,
         &SplitConfig {
             participants: 1,
@@ -38,18 +37,28 @@ fn student(dir: &Path) -> (PathBuf, PathBuf) {
             seed: 7,
         },
     )
-    .expect("split");
-    let cfg = ModelConfig::Mlp { hidden: vec![32] };
+    .expect("split")
+}
+
+/// Trains a small student of `cfg` (2 epochs, seeded) on the private part of the default split and
+/// writes it with its config `toml`.
+fn train_student(dir: &Path, cfg: &ModelConfig, toml: &str) -> (Model, PathBuf, PathBuf) {
+    let fed = default_split();
     let tc = TrainConfig {
         epochs: 2,
         seed: 3,
         ..TrainConfig::default()
     };
-    let m = train_teacher(&cfg, &fed.shards[0], &tc, &Progress::hidden()).expect("train");
+    let m = train_teacher(cfg, &fed.shards[0], &tc, &Progress::hidden()).expect("train");
     let model = dir.join("student.safetensors");
     m.save(&model).expect("save");
     let config = dir.join("student.toml");
-    std::fs::write(&config, CONFIG).expect("config");
+    std::fs::write(&config, toml).expect("config");
+    (m, model, config)
+}
+
+fn student(dir: &Path) -> (PathBuf, PathBuf) {
+    let (_, model, config) = train_student(dir, &ModelConfig::Mlp { hidden: vec![32] }, CONFIG);
     (model, config)
 }
 
@@ -81,6 +90,7 @@ fn quantize_exports_every_profile_with_cards_and_table() {
         hidden: vec![32],
         in_dim: 784,
         classes: 10,
+        channels: Vec::new(),
     };
     let ds = load("mnist-10k", &LoadOptions::default()).expect("mnist");
     let fed = split(
@@ -271,11 +281,104 @@ fn quantize_refuses_bad_inputs_with_clear_errors() {
         "{}",
         text(&o.stderr)
     );
+    // An MLP checkpoint given a CNN config: the first tensor the CNN needs is named.
     std::fs::write(&cfg, "[model]\nkind = \"cnn\"\nchannels = [4]\nhidden = 8\n").expect("write");
     let o = args(&model, &cfg, &[]);
     assert!(
-        !o.status.success() && text(&o.stderr).contains("MLP"),
+        !o.status.success() && text(&o.stderr).contains("convs.0"),
         "{}",
         text(&o.stderr)
     );
+}
+
+const CNN_CONFIG: &str = "[model]\nkind = \"cnn\"\nchannels = [4]\nhidden = 16\n";
+
+#[test]
+fn quantize_exports_a_cnn_student_that_reads_back_without_its_config() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = ModelConfig::Cnn {
+        channels: vec![4],
+        hidden: 16,
+    };
+    let (m, model, config) = train_student(tmp.path(), &cfg, CNN_CONFIG);
+    let out = tmp.path().join("out");
+    let quantize = |profile: &str| {
+        run(&[
+            "quantize",
+            "--model",
+            model.to_str().expect("utf8"),
+            "--config",
+            config.to_str().expect("utf8"),
+            "--dataset",
+            "mnist-10k",
+            "--profile",
+            profile,
+            "--out",
+            out.to_str().expect("utf8"),
+        ])
+    };
+    for profile in ["int8", "f32"] {
+        let o = quantize(profile);
+        assert!(o.status.success(), "{profile} stderr: {}", text(&o.stderr));
+    }
+    let arch = Arch::from_config(&cfg, 784, 10).expect("arch");
+    let gguf = out.join("student-int8.gguf");
+    // The GGUF records the CNN itself (channels, hidden, sizes); the card says the same.
+    assert_eq!(recorded_arch(&gguf).expect("arch"), Some(arch.clone()));
+    let card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("student-int8.gguf.card.json")).expect("card")).expect("json");
+    assert_eq!(card["arch"]["channels"], serde_json::json!([4]));
+    assert_eq!(card["layer_formats"], serde_json::json!(["q8_0", "q8_0", "q8_0"]));
+    // The card's accuracy is the exported file's (the row kernel, as `evaluate_quantized` measures it), and
+    // its predictions are the f32 student's on at least 98% of the test digits.
+    let fed = default_split();
+    let (x, n) = (&fed.test.features, fed.test.n);
+    let q = load_student(&gguf, &arch).expect("load back");
+    let got = q.logits_rows(x, n).expect("logits");
+    let want = m.logits(x, n).expect("f32");
+    let argmax = |r: &[f32]| r.iter().enumerate().fold(0, |b, (i, v)| if *v > r[b] { i } else { b });
+    let pred: Vec<usize> = got.chunks_exact(10).map(argmax).collect();
+    let correct = pred
+        .iter()
+        .zip(&fed.test.labels)
+        .filter(|(p, &y)| **p as u32 == y)
+        .count();
+    let acc = card["metrics"]["accuracy"].as_f64().expect("accuracy");
+    assert!((acc - correct as f64 / n as f64).abs() < 1e-9, "card {acc}");
+    let same = pred
+        .iter()
+        .zip(want.chunks_exact(10))
+        .filter(|(p, w)| **p == argmax(w))
+        .count();
+    let f32_acc = want
+        .chunks_exact(10)
+        .zip(&fed.test.labels)
+        .filter(|(w, &y)| argmax(w) as u32 == y)
+        .count() as f64
+        / n as f64;
+    eprintln!("cnn 784-conv4-16-10: f32 accuracy {f32_acc:.4}, int8 {acc:.4}, argmax agreement {same}/{n}");
+    assert!(same as f64 >= 0.98 * n as f64, "int8 agrees with f32 on {same} of {n}");
+
+    // `compare` needs no --config: both files (the GGUF, the f32 checkpoint through its card) say what
+    // they are.
+    let f32_file = out.join("student-f32.safetensors");
+    let o = run(&[
+        "compare",
+        gguf.to_str().expect("utf8"),
+        f32_file.to_str().expect("utf8"),
+        "--dataset",
+        "mnist-10k",
+        "--json",
+    ]);
+    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["ab"]["samples"], n as u64);
+    assert!(v["shadow"]["disagreement_rate"].as_f64().expect("rate") <= 0.02, "{v}");
+
+    // Bad input: a config whose first block has 6 channels where the checkpoint has 4.
+    std::fs::write(&config, "[model]\nkind = \"cnn\"\nchannels = [6]\nhidden = 16\n").expect("write");
+    let o = quantize("int8");
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(err.contains("convs.0.weight") && err.contains("shape"), "{err}");
 }

@@ -1,5 +1,5 @@
-//! `fedistill quantize`: the flags of post-training quantization (optionally after QAT) of a trained MLP
-//! student into the int8 / sandwich / f16 / f32 profiles; `fedistill_harness::student::export` quantizes,
+//! `fedistill quantize`: the flags of post-training quantization (optionally after QAT) of a trained MLP or
+//! CNN student into the int8 / sandwich / f16 / f32 profiles; `fedistill_harness::student::export` quantizes,
 //! exports with model cards and writes the quantization table (see docs/quantization.md).
 
 use std::path::PathBuf;
@@ -12,7 +12,8 @@ pub struct QuantizeArgs {
     /// The trained f32 student checkpoint (safetensors written by the student's `save`).
     #[arg(long, value_name = "FILE")]
     model: PathBuf,
-    /// Student config TOML: `[model]` (an MLP), optional `[qat]` and `[ptq]`; other tables are ignored.
+    /// Student config TOML: `[model]` (an MLP or a CNN), optional `[qat]` and `[ptq]`; other tables are
+    /// ignored.
     #[arg(long, value_name = "CFG.toml")]
     config: PathBuf,
     /// Catalog dataset name; its test split is the evaluation set, its public split the calibration set.

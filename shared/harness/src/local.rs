@@ -120,18 +120,13 @@ pub fn run(args: &LocalRunOptions) -> anyhow::Result<()> {
 }
 
 /// The quantization table of the distilled student (every profile against f32, calibrated on the public
-/// part of the same split `run_local` used). CNN students are not quantized; their report has no table
-/// and no headline.
+/// part of the same split `run_local` used), MLP and CNN students alike.
 fn quantization_rows(
     test: &fedistill_shared::data::Dataset,
     calib: &[f32],
     n_calib: usize,
     student: &fedistill_shared::ml::Model,
 ) -> anyhow::Result<Option<Vec<fedistill_shared::ml::quant::table::QuantRow>>> {
-    if !matches!(student.config(), fedistill_shared::ml::ModelConfig::Mlp { .. }) {
-        println!("quantization: skipped (only MLP students are quantized)");
-        return Ok(None);
-    }
     let rows = fedistill_shared::ml::quant::table::quantization_table(student, test, calib, n_calib)
         .context("quantization table")?;
     println!();

@@ -1,5 +1,5 @@
 //! The student tools behind `fedistill quantize` and `fedistill compare`: post-training quantization
-//! (optionally after QAT) of a trained MLP student into the int8 / sandwich / f16 / f32 profiles, exported
+//! (optionally after QAT) of a trained MLP or CNN student into the int8 / sandwich / f16 / f32 profiles, exported
 //! with model cards, plus the quantization table; and the A/B comparison of two exported students on the same
 //! held-out samples (paired accuracy difference, McNemar's exact test, decision at `alpha`) with a
 //! shadow-mode pass (see docs/quantization.md).
@@ -36,7 +36,7 @@ pub struct SplitOptions {
 pub struct ExportOptions {
     /// The trained f32 student checkpoint (safetensors written by the student's `save`).
     pub model: PathBuf,
-    /// Student config TOML: `[model]` (an MLP), optional `[qat]` and `[ptq]`.
+    /// Student config TOML: `[model]` (an MLP or a CNN), optional `[qat]` and `[ptq]`.
     pub config: PathBuf,
     /// Catalog dataset name; its test split is the evaluation set, its public split the calibration set.
     pub dataset: String,

@@ -218,6 +218,7 @@ mod tests {
             batch_size: 32,
             lr: 1e-2,
             w_kd: 1.0,
+            pseudo_threshold: None,
         };
         let loss = refresh_teacher(&t, &data, &cfg, 1).unwrap().unwrap();
         assert!(loss.is_finite());
@@ -309,6 +310,22 @@ mod tests {
             }),
             "teacher refresh lr 0.0005 / w_kd NaN out of range"
         );
+        for bad in [0.0, -0.5, 1.5, f32::NAN] {
+            let e = RefreshConfig {
+                pseudo_threshold: Some(bad),
+                ..ok.clone()
+            }
+            .validate()
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("pseudo_threshold"), "{bad}: {e}");
+        }
+        assert!(RefreshConfig {
+            pseudo_threshold: Some(1.0),
+            ..ok.clone()
+        }
+        .validate()
+        .is_ok());
         assert_eq!(
             msg(RefreshConfig { w_kd: -0.5, ..ok }),
             "teacher refresh lr 0.0005 / w_kd -0.5 out of range"

@@ -1,6 +1,9 @@
-//! Export and import of deployable students: GGUF for quantized profiles (int8, sandwich), safetensors
-//! for float ones (f16 with metadata; f32 is the student's own checkpoint), and a JSON model card beside
-//! the file. Loading checks every tensor's name, dtype and shape against the expected architecture.
+//! Export and import of deployable students (MLP or CNN): GGUF for quantized profiles (int8, sandwich),
+//! safetensors for float ones (f16 with metadata; f32 is the student's own checkpoint), and a JSON model
+//! card beside the file. Loading checks every tensor's name, dtype and shape against the expected
+//! architecture. A CNN's files also hold its input standardization (`input.shift`, `input.scale`, f32) and
+//! its conv blocks (`convs.{i}.weight` / `.bias`: in GGUF the stored im2col matrix, in f16 safetensors the
+//! unpadded `[out, in, 3, 3]` kernel).
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -12,13 +15,21 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{MlError, Result};
-use crate::model::{Model, ModelConfig};
+use crate::model::{Model, INPUT_SCALE, INPUT_SHIFT};
 
-use super::model::{Arch, LayerFormat, Profile, QLayer, QuantizedModel};
+use super::arch::CONV_TAPS;
+use super::model::{pad32, Arch, LayerFormat, Profile, QLayer, QuantizedModel};
 use super::ptq::PtqReport;
 
-/// `general.architecture` of our GGUF files.
+/// `general.architecture` of our GGUF files of MLP students.
 pub const GGUF_ARCH: &str = "fedistill-mlp";
+/// `general.architecture` of our GGUF files of CNN students (which also carry `fedistill.channels` and
+/// `fedistill.conv_layout`).
+pub const GGUF_ARCH_CNN: &str = "fedistill-cnn";
+/// `fedistill.conv_layout` of a CNN's GGUF: each block a 3x3 conv with padding 1 stored as its im2col
+/// matrix `[out, pad32(in * 9)]` (column `c * 9 + ky * 3 + kx`), then ReLU and a 2x2 max-pool; the
+/// flattened (channel, row, column) features enter `layers.0`.
+pub const CONV_LAYOUT: &str = "im2col3x3_pad1_relu_maxpool2";
 /// Version of the GGUF metadata layout (`fedistill.format_version`).
 pub const FORMAT_VERSION: u32 = 1;
 /// Version of the model card layout.
@@ -56,7 +67,7 @@ pub struct ModelCard {
     pub source_weights_sha256: String,
     /// Architecture.
     pub arch: Arch,
-    /// Storage format of each linear layer.
+    /// Storage format of each weight layer (a CNN's conv blocks first).
     pub layer_formats: Vec<LayerFormat>,
     /// Dataset and public-set digest.
     pub dataset: Option<DatasetRef>,
@@ -107,23 +118,46 @@ fn bias_qtensor(l: &QLayer) -> Result<QTensor> {
     Ok(QTensor::quantize(&l.b, GgmlDType::F32)?)
 }
 
-/// SHA-256 over the stored tensors in layer order: for each weight then bias, the name, 0x00, the ggml
-/// dtype id as u32 LE, each dim as u64 LE, 0x00, then the stored bytes.
+fn f32_qtensor(v: &[f32]) -> Result<QTensor> {
+    Ok(QTensor::quantize(
+        &Tensor::from_slice(v, v.len(), &Device::Cpu)?,
+        GgmlDType::F32,
+    )?)
+}
+
+/// The tensors of the GGUF file in file order: a CNN's `input.shift`, `input.scale` and its conv blocks
+/// (weight then bias), then each linear layer's weight and bias.
+fn stored_tensors(q: &QuantizedModel) -> Result<Vec<(String, QTensor)>> {
+    let mut tensors = Vec::new();
+    if let Some(c) = &q.conv {
+        tensors.push((INPUT_SHIFT.to_string(), f32_qtensor(&c.shift)?));
+        tensors.push((INPUT_SCALE.to_string(), f32_qtensor(&c.scale)?));
+        for (i, l) in c.layers.iter().enumerate() {
+            tensors.push((format!("convs.{i}.weight"), l.stored_weight()?));
+            tensors.push((format!("convs.{i}.bias"), bias_qtensor(l)?));
+        }
+    }
+    for (i, l) in q.layers.iter().enumerate() {
+        tensors.push((format!("layers.{i}.weight"), l.stored_weight()?));
+        tensors.push((format!("layers.{i}.bias"), bias_qtensor(l)?));
+    }
+    Ok(tensors)
+}
+
+/// SHA-256 over the stored tensors in file order (a CNN's standardization and conv blocks, then the
+/// linear layers; each weight then bias): the name, 0x00, the ggml dtype id as u32 LE, each dim as u64
+/// LE, 0x00, then the stored bytes.
 pub fn stored_weights_digest(q: &QuantizedModel) -> Result<[u8; 32]> {
     let mut h = Sha256::new();
-    for (i, l) in q.layers.iter().enumerate() {
-        let w = l.stored_weight()?;
-        let b = bias_qtensor(l)?;
-        for (name, t) in [(format!("layers.{i}.weight"), &w), (format!("layers.{i}.bias"), &b)] {
-            h.update(name.as_bytes());
-            h.update([0u8]);
-            h.update(ggml_id(t.dtype()).to_le_bytes());
-            for d in t.shape().dims() {
-                h.update((*d as u64).to_le_bytes());
-            }
-            h.update([0u8]);
-            h.update(&t.data()?);
+    for (name, t) in stored_tensors(q)? {
+        h.update(name.as_bytes());
+        h.update([0u8]);
+        h.update(ggml_id(t.dtype()).to_le_bytes());
+        for d in t.shape().dims() {
+            h.update((*d as u64).to_le_bytes());
         }
+        h.update([0u8]);
+        h.update(&t.data()?);
     }
     Ok(h.finalize().into())
 }
@@ -137,20 +171,23 @@ fn ggml_id(d: GgmlDType) -> u32 {
     }
 }
 
+fn u64_array(v: &[usize]) -> gguf_file::Value {
+    gguf_file::Value::Array(v.iter().map(|&h| gguf_file::Value::U64(h as u64)).collect())
+}
+
 /// Serializes a quantized profile to GGUF bytes.
 pub fn to_gguf(q: &QuantizedModel) -> Result<Vec<u8>> {
-    let mut tensors = Vec::with_capacity(2 * q.layers.len());
-    for (i, l) in q.layers.iter().enumerate() {
-        tensors.push((format!("layers.{i}.weight"), l.stored_weight()?));
-        tensors.push((format!("layers.{i}.bias"), bias_qtensor(l)?));
-    }
-    let arch = gguf_file::Value::String(GGUF_ARCH.into());
+    let tensors = stored_tensors(q)?;
+    let cnn = q.arch.is_cnn();
+    let arch = gguf_file::Value::String(if cnn { GGUF_ARCH_CNN } else { GGUF_ARCH }.into());
     let version = gguf_file::Value::U32(FORMAT_VERSION);
     let profile = gguf_file::Value::String(q.profile.name().into());
     let in_dim = gguf_file::Value::U64(q.arch.in_dim as u64);
     let classes = gguf_file::Value::U64(q.arch.classes as u64);
-    let hidden = gguf_file::Value::Array(q.arch.hidden.iter().map(|&h| gguf_file::Value::U64(h as u64)).collect());
-    let metadata: Vec<(&str, &gguf_file::Value)> = vec![
+    let hidden = u64_array(&q.arch.hidden);
+    let channels = u64_array(&q.arch.channels);
+    let layout = gguf_file::Value::String(CONV_LAYOUT.into());
+    let mut metadata: Vec<(&str, &gguf_file::Value)> = vec![
         ("general.architecture", &arch),
         ("fedistill.format_version", &version),
         ("fedistill.profile", &profile),
@@ -158,37 +195,52 @@ pub fn to_gguf(q: &QuantizedModel) -> Result<Vec<u8>> {
         ("fedistill.classes", &classes),
         ("fedistill.hidden", &hidden),
     ];
+    if cnn {
+        metadata.push(("fedistill.channels", &channels));
+        metadata.push(("fedistill.conv_layout", &layout));
+    }
     let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let mut cur = Cursor::new(Vec::new());
     gguf_file::write(&mut cur, &metadata, &refs)?;
     Ok(cur.into_inner())
 }
 
-/// Serializes an f16 profile to safetensors bytes (unpadded weights as F16, biases as F32, metadata).
+/// Serializes an f16 profile to safetensors bytes: unpadded weights as F16 (a CNN's conv kernels as
+/// `[out, in, 3, 3]`), biases and a CNN's standardization as F32, and metadata.
 pub fn to_f16_safetensors(q: &QuantizedModel) -> Result<Vec<u8>> {
-    let dims = q.arch.layer_dims();
-    let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (i, (l, &(inp, out))) in q.layers.iter().zip(&dims).enumerate() {
-        let w = l
-            .weight_f32()?
-            .narrow(0, 0, out)?
-            .narrow(1, 0, inp)?
-            .to_dtype(DType::F16)?;
-        let wb: Vec<u8> = w
+    use safetensors::Dtype::{F16, F32};
+    let f32_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let f16_bytes = |t: &Tensor| -> Result<Vec<u8>> {
+        Ok(t.to_dtype(DType::F16)?
             .flatten_all()?
             .to_vec1::<half::f16>()?
             .iter()
             .flat_map(|v| v.to_le_bytes())
-            .collect();
-        owned.push((
-            format!("layers.{i}.weight"),
-            safetensors::Dtype::F16,
-            vec![out, inp],
-            wb,
-        ));
+            .collect())
+    };
+    let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    if let Some(c) = &q.conv {
+        owned.push((INPUT_SHIFT.into(), F32, vec![c.in_dim()], f32_bytes(&c.shift)));
+        owned.push((INPUT_SCALE.into(), F32, vec![c.in_dim()], f32_bytes(&c.scale)));
+        for (i, (l, b)) in c.layers.iter().zip(&c.blocks).enumerate() {
+            let w = l.weight_f32()?.narrow(1, 0, b.in_ch * CONV_TAPS)?;
+            let dims = vec![b.out_ch, b.in_ch, 3, 3];
+            owned.push((format!("convs.{i}.weight"), F16, dims, f16_bytes(&w)?));
+            let bias = f32_bytes(&l.b.to_vec1::<f32>()?);
+            owned.push((format!("convs.{i}.bias"), F32, vec![b.out_ch], bias));
+        }
+    }
+    let dims = &q.arch.layer_dims()[q.arch.channels.len()..];
+    for (i, (l, &(inp, out))) in q.layers.iter().zip(dims).enumerate() {
+        let w = l.weight_f32()?.narrow(0, 0, out)?.narrow(1, 0, inp)?;
+        owned.push((format!("layers.{i}.weight"), F16, vec![out, inp], f16_bytes(&w)?));
         let b = l.b.narrow(0, 0, out)?;
-        let bb: Vec<u8> = b.to_vec1::<f32>()?.iter().flat_map(|v| v.to_le_bytes()).collect();
-        owned.push((format!("layers.{i}.bias"), safetensors::Dtype::F32, vec![out], bb));
+        owned.push((
+            format!("layers.{i}.bias"),
+            F32,
+            vec![out],
+            f32_bytes(&b.to_vec1::<f32>()?),
+        ));
     }
     let mut views = Vec::new();
     for (name, dt, shape, bytes) in &owned {
@@ -260,6 +312,7 @@ pub fn export_student(
 /// Loads an exported student from `path`, checking it against `expected`: a GGUF (int8, sandwich), an
 /// f16 safetensors written by [`to_f16_safetensors`], or an f32 student checkpoint (`Model::save`).
 pub fn load_student(path: &Path, expected: &Arch) -> Result<QuantizedModel> {
+    expected.validate()?;
     let bytes = std::fs::read(path).map_err(io_err(path))?;
     if bytes.starts_with(b"GGUF") {
         return from_gguf(&bytes, expected).map_err(|e| relabel(e, path));
@@ -274,9 +327,7 @@ pub fn load_student(path: &Path, expected: &Arch) -> Result<QuantizedModel> {
         Some("f16") => from_f16_safetensors(&bytes, expected).map_err(|e| relabel(e, path)),
         Some(other) => Err(ckpt(path, format!("safetensors file of unsupported profile `{other}`"))),
         None => {
-            let cfg = ModelConfig::Mlp {
-                hidden: expected.hidden.clone(),
-            };
+            let cfg = expected.model_config()?;
             let m = Model::load(&cfg, expected.in_dim, expected.classes, path)?;
             QuantizedModel::from_model(&m, Profile::F32)
         }
@@ -307,11 +358,23 @@ pub fn recorded_arch(path: &Path) -> Result<Option<Arch>> {
                     .map(|x| x as usize)
                     .collect::<Vec<_>>()
             });
+        let channels = content
+            .metadata
+            .get("fedistill.channels")
+            .and_then(|v| v.to_vec().ok())
+            .map(|v| {
+                v.iter()
+                    .filter_map(|x| x.to_u64().ok())
+                    .map(|x| x as usize)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
         return match (hidden, get("fedistill.in_dim"), get("fedistill.classes")) {
             (Some(hidden), Some(in_dim), Some(classes)) => Ok(Some(Arch {
                 hidden,
                 in_dim,
                 classes,
+                channels,
             })),
             _ => Err(ckpt(path, "GGUF metadata lacks fedistill.hidden / in_dim / classes")),
         };
@@ -357,6 +420,16 @@ fn meta_u64(c: &gguf_file::Content, key: &str) -> Result<u64> {
         .ok_or_else(|| mem(format!("GGUF metadata {key} missing or not an integer")))
 }
 
+fn meta_usizes(c: &gguf_file::Content, key: &str) -> Result<Vec<usize>> {
+    match c.metadata.get(key).map(|v| v.to_vec()) {
+        Some(Ok(v)) => Ok(v
+            .iter()
+            .map(|x| x.to_u64().map(|x| x as usize))
+            .collect::<candle_core::Result<_>>()?),
+        _ => Err(mem(format!("GGUF metadata {key} missing"))),
+    }
+}
+
 /// Parses GGUF bytes written by [`to_gguf`].
 pub fn from_gguf(bytes: &[u8], expected: &Arch) -> Result<QuantizedModel> {
     let mut cur = Cursor::new(bytes);
@@ -365,11 +438,15 @@ pub fn from_gguf(bytes: &[u8], expected: &Arch) -> Result<QuantizedModel> {
         .metadata
         .get("general.architecture")
         .and_then(|v| v.to_string().ok());
-    if arch_name.map(String::as_str) != Some(GGUF_ARCH) {
-        return Err(mem(format!(
-            "GGUF general.architecture is {arch_name:?}, expected {GGUF_ARCH}"
-        )));
-    }
+    let cnn = match arch_name.map(String::as_str) {
+        Some(GGUF_ARCH) => false,
+        Some(GGUF_ARCH_CNN) => true,
+        _ => {
+            return Err(mem(format!(
+                "GGUF general.architecture is {arch_name:?}, expected {GGUF_ARCH} or {GGUF_ARCH_CNN}"
+            )))
+        }
+    };
     let version = meta_u64(&content, "fedistill.format_version")?;
     if version != u64::from(FORMAT_VERSION) {
         return Err(mem(format!(
@@ -382,50 +459,76 @@ pub fn from_gguf(bytes: &[u8], expected: &Arch) -> Result<QuantizedModel> {
         .and_then(|v| v.to_string().ok())
         .ok_or_else(|| mem("GGUF metadata fedistill.profile missing"))?
         .parse()?;
-    let hidden: Vec<usize> = match content.metadata.get("fedistill.hidden").map(|v| v.to_vec()) {
-        Some(Ok(v)) => v
-            .iter()
-            .map(|x| x.to_u64().map(|x| x as usize))
-            .collect::<candle_core::Result<_>>()?,
-        _ => return Err(mem("GGUF metadata fedistill.hidden missing")),
+    let channels = if cnn {
+        let layout = content
+            .metadata
+            .get("fedistill.conv_layout")
+            .and_then(|v| v.to_string().ok());
+        if layout.map(String::as_str) != Some(CONV_LAYOUT) {
+            return Err(mem(format!(
+                "GGUF fedistill.conv_layout is {layout:?}, this build reads {CONV_LAYOUT}"
+            )));
+        }
+        meta_usizes(&content, "fedistill.channels")?
+    } else {
+        Vec::new()
     };
     let arch = Arch {
-        hidden,
+        hidden: meta_usizes(&content, "fedistill.hidden")?,
         in_dim: meta_u64(&content, "fedistill.in_dim")? as usize,
         classes: meta_u64(&content, "fedistill.classes")? as usize,
+        channels,
     };
+    if cnn && !arch.is_cnn() {
+        return Err(mem("GGUF of a cnn lists no fedistill.channels"));
+    }
     if &arch != expected {
         return Err(mem(format!(
             "wrong architecture: file has {arch:?}, expected {expected:?}"
         )));
     }
+    arch.validate()?;
     let pdims = arch.padded_dims();
     let n = pdims.len();
-    if content.tensor_infos.len() != 2 * n {
-        return Err(mem(format!(
-            "{} tensors, expected {}",
-            content.tensor_infos.len(),
-            2 * n
-        )));
-    }
+    let convs = arch.channels.len();
+    let norm = if cnn {
+        let d = arch.in_dim;
+        Some((
+            read_f32(&content, &mut cur, INPUT_SHIFT, d)?,
+            read_f32(&content, &mut cur, INPUT_SCALE, d)?,
+        ))
+    } else {
+        None
+    };
     let mut layers = Vec::with_capacity(n);
     for (i, &(pin, pout)) in pdims.iter().enumerate() {
         let format = profile.layer_format(i, n);
-        let w = read_tensor(
-            &content,
-            &mut cur,
-            &format!("layers.{i}.weight"),
-            format.ggml(),
-            &[pout, pin],
-        )?;
-        let b = read_tensor(&content, &mut cur, &format!("layers.{i}.bias"), GgmlDType::F32, &[pout])?;
+        let name = if i < convs {
+            format!("convs.{i}")
+        } else {
+            format!("layers.{}", i - convs)
+        };
+        let (wname, bname) = (format!("{name}.weight"), format!("{name}.bias"));
+        let w = read_tensor(&content, &mut cur, &wname, format.ggml(), &[pout, pin])?;
+        let b = read_tensor(&content, &mut cur, &bname, GgmlDType::F32, &[pout])?;
         let b = b.dequantize(&Device::Cpu)?;
-        check_finite(&b, &format!("layers.{i}.bias"))?;
+        check_finite(&b, &bname)?;
         let layer = QLayer::from_stored(format, w, b)?;
-        check_finite(layer.weight_f32()?, &format!("layers.{i}.weight"))?;
+        check_finite(layer.weight_f32()?, &wname)?;
         layers.push(layer);
     }
-    Ok(QuantizedModel::from_layers(profile, arch, layers))
+    let count = 2 * n + if cnn { 2 } else { 0 };
+    if content.tensor_infos.len() != count {
+        return Err(mem(format!("{} tensors, expected {count}", content.tensor_infos.len())));
+    }
+    QuantizedModel::from_parts(profile, arch, norm, layers)
+}
+
+/// An f32 vector tensor of `len` finite values.
+fn read_f32(content: &gguf_file::Content, cur: &mut Cursor<&[u8]>, name: &str, len: usize) -> Result<Vec<f32>> {
+    let t = read_tensor(content, cur, name, GgmlDType::F32, &[len])?.dequantize(&Device::Cpu)?;
+    check_finite(&t, name)?;
+    Ok(t.to_vec1::<f32>()?)
 }
 
 fn check_finite(t: &Tensor, name: &str) -> Result<()> {
@@ -464,221 +567,95 @@ fn read_tensor(
         .map_err(|e| mem(format!("tensor {name}: {e}")))
 }
 
-/// Parses f16 safetensors bytes written by [`to_f16_safetensors`].
-pub fn from_f16_safetensors(bytes: &[u8], expected: &Arch) -> Result<QuantizedModel> {
-    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| mem(format!("not safetensors: {e}")))?;
-    let dims = expected.layer_dims();
-    let pdims = expected.padded_dims();
-    if st.len() != 2 * dims.len() {
+/// The values of a safetensors tensor that must have `dtype` (F16 or F32) and shape `dims`, all finite.
+fn st_values(
+    st: &safetensors::SafeTensors<'_>,
+    name: &str,
+    dtype: safetensors::Dtype,
+    dims: &[usize],
+) -> Result<Vec<f32>> {
+    let t = st.tensor(name).map_err(|_| mem(format!("missing tensor {name}")))?;
+    if t.dtype() != dtype {
         return Err(mem(format!(
-            "{} tensors, expected {} (wrong architecture?)",
-            st.len(),
-            2 * dims.len()
+            "tensor {name} has dtype {:?}, expected {dtype:?}",
+            t.dtype()
         )));
     }
-    let mut layers = Vec::with_capacity(dims.len());
-    for (i, (&(inp, out), &(pin, pout))) in dims.iter().zip(&pdims).enumerate() {
-        let wname = format!("layers.{i}.weight");
-        let bname = format!("layers.{i}.bias");
-        let w = st.tensor(&wname).map_err(|_| mem(format!("missing tensor {wname}")))?;
-        if w.dtype() != safetensors::Dtype::F16 {
-            return Err(mem(format!("tensor {wname} has dtype {:?}, expected F16", w.dtype())));
-        }
-        if w.shape() != [out, inp] {
-            return Err(mem(format!(
-                "tensor {wname} has shape {:?}, expected {:?}",
-                w.shape(),
-                [out, inp]
-            )));
-        }
-        let b = st.tensor(&bname).map_err(|_| mem(format!("missing tensor {bname}")))?;
-        if b.dtype() != safetensors::Dtype::F32 {
-            return Err(mem(format!("tensor {bname} has dtype {:?}, expected F32", b.dtype())));
-        }
-        if b.shape() != [out] {
-            return Err(mem(format!(
-                "tensor {bname} has shape {:?}, expected {:?}",
-                b.shape(),
-                [out]
-            )));
-        }
-        let wv: Vec<f32> = w
+    if t.shape() != dims {
+        return Err(mem(format!(
+            "tensor {name} has shape {:?}, expected {dims:?}",
+            t.shape()
+        )));
+    }
+    let v: Vec<f32> = match dtype {
+        safetensors::Dtype::F16 => t
             .data()
             .chunks_exact(2)
             .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect();
-        let bv: Vec<f32> = b
+            .collect(),
+        _ => t
             .data()
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        if wv.iter().chain(&bv).any(|x| !x.is_finite()) {
-            return Err(mem(format!("layer {i} holds NaN or Inf")));
-        }
-        let mut pw = vec![0f32; pout * pin];
-        for o in 0..out {
-            pw[o * pin..o * pin + inp].copy_from_slice(&wv[o * inp..(o + 1) * inp]);
-        }
-        let mut pb = vec![0f32; pout];
-        pb[..out].copy_from_slice(&bv);
-        let wq = QTensor::quantize(&Tensor::from_vec(pw, (pout, pin), &Device::Cpu)?, GgmlDType::F16)?;
-        layers.push(QLayer::from_stored(
-            LayerFormat::F16,
-            wq,
-            Tensor::from_vec(pb, pout, &Device::Cpu)?,
-        )?);
+            .collect(),
+    };
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(mem(format!("tensor {name} holds NaN or Inf")));
     }
-    Ok(QuantizedModel::from_layers(Profile::F16, expected.clone(), layers))
+    Ok(v)
+}
+
+/// An f16 layer from unpadded `[out, inp]` weights and `[out]` bias, zero-padded to `[pout, pin]`.
+fn f16_layer(wv: &[f32], bv: &[f32], (inp, out): (usize, usize), (pin, pout): (usize, usize)) -> Result<QLayer> {
+    let mut pw = vec![0f32; pout * pin];
+    for o in 0..out {
+        pw[o * pin..o * pin + inp].copy_from_slice(&wv[o * inp..(o + 1) * inp]);
+    }
+    let mut pb = vec![0f32; pout];
+    pb[..out].copy_from_slice(bv);
+    let wq = QTensor::quantize(&Tensor::from_vec(pw, (pout, pin), &Device::Cpu)?, GgmlDType::F16)?;
+    QLayer::from_stored(LayerFormat::F16, wq, Tensor::from_vec(pb, pout, &Device::Cpu)?)
+}
+
+/// Parses f16 safetensors bytes written by [`to_f16_safetensors`].
+pub fn from_f16_safetensors(bytes: &[u8], expected: &Arch) -> Result<QuantizedModel> {
+    use safetensors::Dtype::{F16, F32};
+    expected.validate()?;
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| mem(format!("not safetensors: {e}")))?;
+    let dims = expected.layer_dims();
+    let pdims = expected.padded_dims();
+    let blocks = expected.conv_blocks();
+    let count = 2 * dims.len() + if expected.is_cnn() { 2 } else { 0 };
+    if st.len() != count {
+        return Err(mem(format!(
+            "{} tensors, expected {count} (wrong architecture?)",
+            st.len()
+        )));
+    }
+    let norm = if expected.is_cnn() {
+        let d = [expected.in_dim];
+        Some((
+            st_values(&st, INPUT_SHIFT, F32, &d)?,
+            st_values(&st, INPUT_SCALE, F32, &d)?,
+        ))
+    } else {
+        None
+    };
+    let mut layers = Vec::with_capacity(dims.len());
+    for (i, b) in blocks.iter().enumerate() {
+        let w = st_values(&st, &format!("convs.{i}.weight"), F16, &[b.out_ch, b.in_ch, 3, 3])?;
+        let bias = st_values(&st, &format!("convs.{i}.bias"), F32, &[b.out_ch])?;
+        let taps = b.in_ch * CONV_TAPS;
+        layers.push(f16_layer(&w, &bias, (taps, b.out_ch), (pad32(taps), b.out_ch))?);
+    }
+    let linear = dims[blocks.len()..].iter().zip(&pdims[blocks.len()..]);
+    for (i, (&(inp, out), &pdim)) in linear.enumerate() {
+        let w = st_values(&st, &format!("layers.{i}.weight"), F16, &[out, inp])?;
+        let b = st_values(&st, &format!("layers.{i}.bias"), F32, &[out])?;
+        layers.push(f16_layer(&w, &b, (inp, out), pdim)?);
+    }
+    QuantizedModel::from_parts(Profile::F16, expected.clone(), norm, layers)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::ModelConfig;
-
-    fn student() -> (Model, Arch, Vec<f32>) {
-        let cfg = ModelConfig::Mlp { hidden: vec![48, 20] };
-        let m = Model::new(&cfg, 70, 5, 5).expect("model");
-        let x: Vec<f32> = (0..10 * 70).map(|i| ((i * 31) % 17) as f32 / 17.0).collect();
-        m.fit_input_normalization(&x, 10, false).expect("norm");
-        let arch = Arch::from_config(&cfg, 70, 5).expect("arch");
-        (m, arch, x)
-    }
-
-    #[test]
-    fn every_profile_round_trips_with_identical_logits() {
-        let (m, arch, x) = student();
-        let dir = tempfile::tempdir().expect("tmp");
-        for p in Profile::ALL {
-            let q = QuantizedModel::from_model(&m, p).expect("quantize");
-            let (path, card) = export_student(&q, &m, dir.path(), p.name(), &CardInfo::default()).expect("export");
-            let back = load_student(&path, &arch).expect("load");
-            assert_eq!(back.profile(), p);
-            for kernel in [true, false] {
-                let want = q.logits_with(&x, 10, kernel).expect("logits");
-                let got = back.logits_with(&x, 10, kernel).expect("logits");
-                assert_eq!(want, got, "profile {p}");
-            }
-            let bytes = std::fs::read(&path).expect("read");
-            assert_eq!(card.file_sha256, hex::encode(Sha256::digest(&bytes)));
-            assert_eq!(card.file_bytes, bytes.len() as u64);
-            let card_back: ModelCard = serde_json::from_slice(
-                &std::fs::read(dir.path().join(format!("{}.card.json", card.file))).expect("card"),
-            )
-            .expect("json");
-            assert_eq!(card_back.weights_sha256, card.weights_sha256);
-            if p != Profile::F32 {
-                assert_eq!(
-                    hex::encode(stored_weights_digest(&back).expect("digest")),
-                    card.weights_sha256
-                );
-            }
-        }
-    }
-
-    fn load_err(bytes: &[u8], arch: &Arch) -> String {
-        let dir = tempfile::tempdir().expect("tmp");
-        let p = dir.path().join("bad.gguf");
-        std::fs::write(&p, bytes).expect("write");
-        match load_student(&p, arch) {
-            Ok(_) => panic!("loaded a bad file"),
-            Err(e) => e.to_string(),
-        }
-    }
-
-    #[test]
-    fn recorded_arch_is_read_from_file_or_card() {
-        let (m, arch, _) = student();
-        let dir = tempfile::tempdir().expect("tmp");
-        for p in Profile::ALL {
-            let q = QuantizedModel::from_model(&m, p).expect("quantize");
-            let (path, _) = export_student(&q, &m, dir.path(), p.name(), &CardInfo::default()).expect("export");
-            assert_eq!(recorded_arch(&path).expect("arch"), Some(arch.clone()), "{p}");
-        }
-        let bare = dir.path().join("bare.safetensors");
-        m.save(&bare).expect("save");
-        assert_eq!(recorded_arch(&bare).expect("arch"), None);
-    }
-
-    #[test]
-    fn truncated_gguf_names_the_tensor() {
-        let (m, arch, _) = student();
-        let good = to_gguf(&QuantizedModel::from_model(&m, Profile::Int8).expect("q")).expect("gguf");
-        // Cutting into the tensor data leaves the header intact: the error names the last tensor.
-        let err = load_err(&good[..good.len() - 40], &arch);
-        assert!(err.contains("layers.2."), "{err}");
-        // Cutting into the header is reported as an unreadable GGUF file.
-        let err = load_err(&good[..30], &arch);
-        assert!(err.contains("not a readable GGUF"), "{err}");
-    }
-
-    #[test]
-    fn wrong_architecture_is_refused() {
-        let (m, _, _) = student();
-        let good = to_gguf(&QuantizedModel::from_model(&m, Profile::Int8).expect("q")).expect("gguf");
-        let other = Arch {
-            hidden: vec![48, 21],
-            in_dim: 70,
-            classes: 5,
-        };
-        let err = load_err(&good, &other);
-        assert!(err.contains("wrong architecture"), "{err}");
-    }
-
-    #[test]
-    fn wrong_dtype_and_shape_name_the_tensor() {
-        let (m, arch, _) = student();
-        let q = QuantizedModel::from_model(&m, Profile::Int8).expect("q");
-        // Re-write the file with layers.1.weight stored as F32 instead of Q8_0.
-        let mut tensors: Vec<(String, QTensor)> = Vec::new();
-        for (i, l) in q.layers.iter().enumerate() {
-            let w = if i == 1 {
-                QTensor::quantize(l.weight_f32().expect("w"), GgmlDType::F32).expect("f32")
-            } else {
-                l.stored_weight().expect("w")
-            };
-            tensors.push((format!("layers.{i}.weight"), w));
-            tensors.push((format!("layers.{i}.bias"), bias_qtensor(l).expect("b")));
-        }
-        let bytes = rewrite(&q, &tensors);
-        let err = load_err(&bytes, &arch);
-        assert!(err.contains("layers.1.weight") && err.contains("dtype"), "{err}");
-        // And layers.2.bias with the wrong length.
-        tensors[5] = (
-            "layers.2.bias".into(),
-            QTensor::quantize(&Tensor::zeros(4, DType::F32, &Device::Cpu).expect("z"), GgmlDType::F32).expect("q"),
-        );
-        tensors[2] = ("layers.1.weight".into(), q.layers[1].stored_weight().expect("w"));
-        let err = load_err(&rewrite(&q, &tensors), &arch);
-        assert!(err.contains("layers.2.bias") && err.contains("shape"), "{err}");
-    }
-
-    fn rewrite(q: &QuantizedModel, tensors: &[(String, QTensor)]) -> Vec<u8> {
-        let good = to_gguf(q).expect("gguf");
-        let content = gguf_file::Content::read(&mut Cursor::new(&good[..])).expect("read");
-        let meta: Vec<(&str, &gguf_file::Value)> = content.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        let mut cur = Cursor::new(Vec::new());
-        gguf_file::write(&mut cur, &meta, &refs).expect("write");
-        cur.into_inner()
-    }
-
-    #[test]
-    fn f16_safetensors_with_wrong_shape_names_the_tensor() {
-        let (m, _, _) = student();
-        let q = QuantizedModel::from_model(&m, Profile::F16).expect("q");
-        let bytes = to_f16_safetensors(&q).expect("st");
-        let other = Arch {
-            hidden: vec![40, 20],
-            in_dim: 70,
-            classes: 5,
-        };
-        let dir = tempfile::tempdir().expect("tmp");
-        let p = dir.path().join("s.safetensors");
-        std::fs::write(&p, &bytes).expect("write");
-        let err = load_student(&p, &other).expect_err("wrong arch").to_string();
-        assert!(err.contains("layers.0.weight") && err.contains("shape"), "{err}");
-        std::fs::write(&p, &bytes[..bytes.len() / 2]).expect("write");
-        assert!(matches!(load_student(&p, &other), Err(MlError::Checkpoint { .. })));
-    }
-}
+mod tests;

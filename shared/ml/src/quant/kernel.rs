@@ -10,11 +10,17 @@
 //! Q8_0 weights are stored in tiles of [`TILE_ROWS`] output rows by one 32-value block, so the AVX2 path
 //! reduces the eight rows' block sums to one register (one conversion, one multiply, one add per tile)
 //! instead of one horizontal sum per row and block.
+//!
+//! A CNN's conv blocks run in front of the linear layers: per output position the im2col patch goes
+//! through the block's weights like an input row through a linear layer (quantized to Q8_0 for a Q8_0
+//! block), then ReLU and 2x2 max-pool.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{MlError, Result};
 
+use super::arch::ConvBlock;
+use super::conv::{patch, relu_pool};
 use super::fakequant::Q8_BLOCK;
 
 /// Output rows per tile: one AVX2 register of f32 accumulators.
@@ -169,10 +175,45 @@ impl RowWeights {
     }
 }
 
-/// Logits of `n` rows of `d` raw features through `layers` (ReLU between them): `n * classes` values.
-/// Rows are zero-padded to the first layer's input width; each layer's input is the previous output.
-/// `simd` must be available (see [`RowSimd::is_available`]).
+/// A CNN's front for the batch-1 kernel: the standardization of the raw input and the conv blocks.
+pub(crate) struct ConvRows<'a> {
+    /// Per-pixel shift, `[d]`.
+    pub shift: &'a [f32],
+    /// Per-pixel scale, `[d]`.
+    pub scale: &'a [f32],
+    /// Shape of each block.
+    pub blocks: &'a [ConvBlock],
+    /// Each block's im2col weights, `[out_ch, block.cols()]`.
+    pub weights: &'a [&'a RowWeights],
+}
+
+impl ConvRows<'_> {
+    fn check(&self, d: usize) -> Result<usize> {
+        let fits = self.shift.len() == d
+            && self.scale.len() == d
+            && self.blocks.len() == self.weights.len()
+            && self.blocks.first().is_some_and(|b| b.in_ch * b.side * b.side == d)
+            && self
+                .blocks
+                .iter()
+                .zip(self.weights)
+                .all(|(b, w)| w.dims() == (b.cols(), b.out_ch))
+            && self
+                .blocks
+                .windows(2)
+                .all(|p| p[1].in_ch == p[0].out_ch && p[1].side == p[0].side / 2);
+        if !fits {
+            return Err(MlError::InvalidConfig(format!("conv blocks do not fit {d} features")));
+        }
+        Ok(self.blocks.last().map_or(d, |b| b.out_ch * (b.side / 2) * (b.side / 2)))
+    }
+}
+
+/// Logits of `n` rows of `d` raw features through `convs` (a CNN's front, if any) and `layers` (ReLU
+/// between them): `n * classes` values. Inputs of the first linear layer are zero-padded to its width;
+/// each layer's input is the previous output. `simd` must be available (see [`RowSimd::is_available`]).
 pub(crate) fn forward_rows(
+    convs: Option<&ConvRows<'_>>,
     layers: &[&RowWeights],
     x: &[f32],
     n: usize,
@@ -186,13 +227,18 @@ pub(crate) fn forward_rows(
     let Some(first) = layers.first() else {
         return Err(MlError::InvalidConfig("model without layers".into()));
     };
+    let features = match convs {
+        Some(c) => c.check(d)?,
+        None => d,
+    };
     let width = first.dims().0;
-    if width < d || layers.last().is_some_and(|l| l.dims().1 < classes) {
+    if width < features || layers.last().is_some_and(|l| l.dims().1 < classes) {
         return Err(MlError::InvalidConfig(format!(
-            "layers do not fit {d} features and {classes} classes"
+            "layers do not fit {features} features and {classes} classes"
         )));
     }
     let run = Forward {
+        convs,
         layers,
         x,
         n,
@@ -213,6 +259,7 @@ pub(crate) fn forward_rows(
 
 /// One call of [`forward_rows`], checked.
 struct Forward<'a> {
+    convs: Option<&'a ConvRows<'a>>,
     layers: &'a [&'a RowWeights],
     x: &'a [f32],
     n: usize,
@@ -234,9 +281,15 @@ impl Forward<'_> {
         let (mut h, mut y) = (vec![0f32; widest], vec![0f32; widest]);
         let (mut xq, mut xd) = (vec![0i16; widest], vec![0f32; widest / Q8_BLOCK]);
         let mut d16 = vec![half::f16::ZERO; widest / Q8_BLOCK];
+        let mut conv = self.convs.map(|c| ConvScratch::new(c, self.d));
         for row in self.x.chunks_exact(self.d.max(1)).take(self.n) {
-            h[..self.d].copy_from_slice(row);
-            let mut width = self.d;
+            let mut width = match (self.convs, conv.as_mut()) {
+                (Some(c), Some(s)) => s.features(k, c, row, &mut h),
+                _ => {
+                    h[..self.d].copy_from_slice(row);
+                    self.d
+                }
+            };
             for (i, l) in self.layers.iter().enumerate() {
                 let (inp, outd) = l.dims();
                 // Zero padding up to the layer's input width (only the first layer's in practice: the
@@ -265,6 +318,81 @@ impl Forward<'_> {
         }
         out
     }
+}
+
+/// Buffers of a CNN's front for one call of [`forward_rows`].
+struct ConvScratch {
+    /// Feature maps in and out of a block (CHW).
+    a: Vec<f32>,
+    b: Vec<f32>,
+    /// A block's output before pooling, position-major.
+    out: Vec<f32>,
+    /// One im2col patch and its Q8_0 form.
+    patch: Vec<f32>,
+    xq: Vec<i16>,
+    xd: Vec<f32>,
+    d16: Vec<half::f16>,
+}
+
+impl ConvScratch {
+    fn new(c: &ConvRows<'_>, d: usize) -> ConvScratch {
+        let maps = c
+            .blocks
+            .iter()
+            .map(|b| (b.in_ch * b.side * b.side).max(b.out_ch * (b.side / 2) * (b.side / 2)))
+            .fold(d, usize::max);
+        let out = c.blocks.iter().map(|b| b.out_ch * b.side * b.side).max().unwrap_or(0);
+        let cols = c.blocks.iter().map(ConvBlock::cols).max().unwrap_or(0);
+        ConvScratch {
+            a: vec![0.0; maps],
+            b: vec![0.0; maps],
+            out: vec![0.0; out],
+            patch: vec![0.0; cols],
+            xq: vec![0; cols],
+            xd: vec![0.0; cols / Q8_BLOCK],
+            d16: vec![half::f16::ZERO; cols / Q8_BLOCK],
+        }
+    }
+
+    /// Standardizes one raw row as `Model::standardize` does, runs the conv blocks and writes the
+    /// flattened features to `dst`; returns their count.
+    #[inline(always)]
+    fn features<K: Q8Gemv>(&mut self, k: K, c: &ConvRows<'_>, row: &[f32], dst: &mut [f32]) -> usize {
+        for (((a, &v), s), sc) in self.a.iter_mut().zip(row).zip(c.shift).zip(c.scale) {
+            *a = (v - s) * sc;
+        }
+        let mut flat = row.len();
+        for (b, w) in c.blocks.iter().zip(c.weights) {
+            let (cols, plane) = (b.cols(), b.side * b.side);
+            let patch = &mut self.patch[..cols];
+            // Columns past in_ch * 9 stay zero: the Q8_0 padding.
+            patch.fill(0.0);
+            let src = &self.a[..b.in_ch * plane];
+            for p in 0..plane {
+                patch_row(src, b, p, patch);
+                let y = &mut self.out[p * b.out_ch..][..b.out_ch];
+                match w {
+                    RowWeights::Q8(t) => {
+                        let (xq, xd) = (&mut self.xq[..cols], &mut self.xd[..cols / Q8_BLOCK]);
+                        quantize_row_q8(patch, xd, xq, &mut self.d16);
+                        k.q8(t, xq, xd, y);
+                    }
+                    RowWeights::F32(f) => gemv_f32(f, patch, y),
+                }
+            }
+            flat = b.out_ch * (b.side / 2) * (b.side / 2);
+            relu_pool(&self.out[..b.out_ch * plane], b.out_ch, b.side, &mut self.b[..flat]);
+            std::mem::swap(&mut self.a, &mut self.b);
+        }
+        dst[..flat].copy_from_slice(&self.a[..flat]);
+        flat
+    }
+}
+
+/// [`patch`] for position `p` (row-major) of block `b`.
+#[inline(always)]
+fn patch_row(src: &[f32], b: &ConvBlock, p: usize, dst: &mut [f32]) {
+    patch(src, b.in_ch, b.side, p / b.side, p % b.side, dst);
 }
 
 /// Quantizes one row to Q8_0 exactly as candle's `BlockQ8_0::from_float`: per block of 32 the scale

@@ -1,24 +1,28 @@
-//! Quantization of the deployable student: INT8 (ggml Q8_0) and mixed profiles, post-training
+//! Quantization of the deployable student (an MLP or a CNN): INT8 (ggml Q8_0) and mixed profiles, post-training
 //! quantization with calibration, quantization-aware training, GGUF/safetensors export with a model card,
 //! and the quantization table (size, accuracy, latency) the `local` command and the benchmark print.
 
+pub mod arch;
 pub mod bench;
 pub mod config;
+pub(crate) mod conv;
 pub mod export;
 pub mod fakequant;
 pub(crate) mod kernel;
+pub(crate) mod layer;
 pub mod model;
 pub mod ptq;
 pub mod qat;
 pub mod table;
 
+pub use arch::ConvBlock;
 pub use bench::{bench_quantize, KernelSweepRow, QatRow, QuantBenchConfig, QuantBenchReport, TeacherVsInt8};
 pub use config::{parse_quantize_file, QuantizeFile};
 pub use export::{export_student, load_student, recorded_arch, CardInfo, DatasetRef, ModelCard};
 pub use fakequant::{fake_quant, FakeQuantQ8};
 pub use kernel::RowSimd;
 pub use model::{pad32, Arch, Kernel, LayerFormat, Profile, QuantizedModel, DEFAULT_AUTO_THRESHOLD};
-pub use ptq::{quantize, LayerReport, PtqOptions, PtqReport};
+pub use ptq::{quantize, LayerReport, PtqOptions, PtqReport, CNN_CALIBRATION_SAMPLES};
 pub use qat::{fake_quant_forward, qat_finetune, QatConfig, QatStats, QatTargets};
 pub use table::{
     evaluate_quantized, format_table, quantization_table, time_interleaved, KernelTiming, LogitsFn, QuantRow,

@@ -1,26 +1,29 @@
-//! The deployable student: an MLP whose linear layers are stored as ggml Q8_0 (INT8), f16 or f32, with the
-//! input standardization folded into the first layer and every input dimension padded to a multiple of 32
-//! (Q8_0 block length). Inference picks candle's `QMatMul` or a dequantized-once f32 copy per batch size.
+//! The deployable student: an MLP or a CNN whose weight layers are stored as ggml Q8_0 (INT8), f16 or f32,
+//! every input dimension padded to a multiple of 32 (Q8_0 block length). An MLP has the input
+//! standardization folded into its first layer; a CNN applies it to the raw image and stores its convs as
+//! im2col matrices ([`super::conv`]). Inference picks the int8 row kernel, candle's `QMatMul` or a
+//! dequantized-once f32 copy per batch size.
 
-use std::sync::{Arc, OnceLock};
-
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{Device, Module, Tensor};
+use candle_core::quantized::GgmlDType;
+use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{MlError, Result};
-use crate::model::{check_features, Model, ModelConfig, INPUT_SCALE, INPUT_SHIFT};
+use crate::model::{check_features, Model};
 
-use super::fakequant::Q8_BLOCK;
-use super::kernel::{forward_rows, F32Rows, Q8Tiles, RowSimd, RowWeights};
+pub use super::arch::{pad32, Arch};
+use super::conv::ConvStack;
+use super::kernel::{forward_rows, ConvRows, RowSimd};
+pub(crate) use super::layer::{float_model, FloatLayer, FloatModel, QLayer};
 
 /// Which formats the layers of a student get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Profile {
-    /// Every linear layer Q8_0 (8-bit weights, one f16 scale per 32; activations quantized on the fly).
+    /// Every weight layer Q8_0 (8-bit weights, one f16 scale per 32; activations quantized on the fly); a
+    /// CNN's conv blocks as their im2col matrices.
     Int8,
-    /// Hidden layers f16, output layer Q8_0.
+    /// Hidden layers (a CNN's conv blocks too) f16, output layer Q8_0.
     Sandwich,
     /// Every layer f16 (reference).
     F16,
@@ -42,7 +45,7 @@ impl Profile {
         }
     }
 
-    /// Format of layer `i` of `layers`.
+    /// Format of weight layer `i` of `layers` (a CNN's conv blocks count first).
     pub fn layer_format(self, i: usize, layers: usize) -> LayerFormat {
         match self {
             Profile::Int8 => LayerFormat::Q8_0,
@@ -118,285 +121,73 @@ pub enum Kernel {
 /// for the measurement behind it: since the AVX2 row kernel, the row kernel wins up to batch 32).
 pub const DEFAULT_AUTO_THRESHOLD: usize = 32;
 
-/// Rounds `n` up to a multiple of the Q8_0 block length.
-pub fn pad32(n: usize) -> usize {
-    n.div_ceil(Q8_BLOCK) * Q8_BLOCK
-}
-
-/// The architecture an exported student must match.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Arch {
-    /// Hidden widths, input side first.
-    pub hidden: Vec<usize>,
-    /// Input features.
-    pub in_dim: usize,
-    /// Classes.
-    pub classes: usize,
-}
-
-impl Arch {
-    /// The MLP architecture of `cfg`; a CNN is refused (only MLP students are quantized).
-    pub fn from_config(cfg: &ModelConfig, in_dim: usize, classes: usize) -> Result<Arch> {
-        cfg.validate(in_dim, classes)?;
-        match cfg {
-            ModelConfig::Mlp { hidden } => Ok(Arch {
-                hidden: hidden.clone(),
-                in_dim,
-                classes,
-            }),
-            ModelConfig::Cnn { .. } => Err(MlError::InvalidConfig(
-                "quantization supports MLP students only (got a cnn config)".into(),
-            )),
-        }
-    }
-
-    /// `(in, out)` of each linear layer, unpadded.
-    pub fn layer_dims(&self) -> Vec<(usize, usize)> {
-        let mut dims = Vec::with_capacity(self.hidden.len() + 1);
-        let mut prev = self.in_dim;
-        for &h in &self.hidden {
-            dims.push((prev, h));
-            prev = h;
-        }
-        dims.push((prev, self.classes));
-        dims
-    }
-
-    /// `(in, out)` of each linear layer as stored: inputs padded to 32, hidden outputs padded to match.
-    pub fn padded_dims(&self) -> Vec<(usize, usize)> {
-        let dims = self.layer_dims();
-        let last = dims.len() - 1;
-        dims.iter()
-            .enumerate()
-            .map(|(i, &(inp, out))| (pad32(inp), if i == last { out } else { pad32(out) }))
-            .collect()
-    }
-}
-
-/// One f32 linear layer, padded, standardization folded: `y = x W^T + b`, `w` row-major `[out, in]`.
-#[derive(Debug, Clone)]
-pub(crate) struct FloatLayer {
-    pub w: Vec<f32>,
-    pub b: Vec<f32>,
-    pub in_dim: usize,
-    pub out_dim: usize,
-}
-
-fn lock_err() -> MlError {
-    MlError::InvalidConfig("varmap lock poisoned".into())
-}
-
-fn var_values(model: &Model, name: &str) -> Result<Vec<f32>> {
-    let data = model.varmap().data().lock().map_err(|_| lock_err())?;
-    let v = data
-        .get(name)
-        .ok_or_else(|| MlError::InvalidConfig(format!("model has no tensor {name}")))?;
-    Ok(v.as_tensor().flatten_all()?.to_vec1::<f32>()?)
-}
-
-/// Reads the linear layers of an MLP `Model`, folds the input standardization into the first layer and
-/// pads to the stored dimensions of [`Arch::padded_dims`].
-pub(crate) fn float_layers(model: &Model) -> Result<(Arch, Vec<FloatLayer>)> {
-    let arch = Arch::from_config(model.config(), model.in_dim(), model.classes())?;
-    let shift = var_values(model, INPUT_SHIFT)?;
-    let scale = var_values(model, INPUT_SCALE)?;
-    let dims = arch.layer_dims();
-    let pdims = arch.padded_dims();
-    let mut layers = Vec::with_capacity(dims.len());
-    for (i, (&(inp, out), &(pin, pout))) in dims.iter().zip(&pdims).enumerate() {
-        let w = var_values(model, &format!("layers.{i}.weight"))?;
-        let b = var_values(model, &format!("layers.{i}.bias"))?;
-        if w.len() != inp * out || b.len() != out {
-            return Err(MlError::InvalidConfig(format!("layers.{i} has unexpected size")));
-        }
-        let mut pw = vec![0f32; pout * pin];
-        let mut pb = vec![0f32; pout];
-        for o in 0..out {
-            let mut bias = f64::from(b[o]);
-            for j in 0..inp {
-                let mut v = w[o * inp + j];
-                if i == 0 {
-                    // W ((x - s) * c) = (W * c) x - (W * c) s
-                    v *= scale[j];
-                    bias -= f64::from(v) * f64::from(shift[j]);
-                }
-                pw[o * pin + j] = v;
-            }
-            pb[o] = bias as f32;
-        }
-        layers.push(FloatLayer {
-            w: pw,
-            b: pb,
-            in_dim: pin,
-            out_dim: pout,
-        });
-    }
-    Ok((arch, layers))
-}
-
-/// One stored linear layer.
-#[derive(Debug)]
-pub(crate) struct QLayer {
-    pub format: LayerFormat,
-    pub in_dim: usize,
-    pub out_dim: usize,
-    /// Q8_0 blocks (Q8_0 layers only).
-    pub q: Option<Arc<QTensor>>,
-    /// f32 weights `[out, in]`: exact for f32, f16-rounded for f16; for Q8_0 the dequantized copy,
-    /// made on first use by the large-batch kernel.
-    pub w: OnceLock<Tensor>,
-    /// f32 bias `[out]`.
-    pub b: Tensor,
-    /// Plain-slice copies for the row-at-a-time kernel, made on first use.
-    pub rows: OnceLock<RowWeights>,
-}
-
-impl QLayer {
-    /// Builds a layer of `format` from f32 weights.
-    pub fn quantize(format: LayerFormat, l: &FloatLayer) -> Result<QLayer> {
-        let dev = Device::Cpu;
-        let w = Tensor::from_slice(&l.w, (l.out_dim, l.in_dim), &dev)?;
-        let b = Tensor::from_slice(&l.b, l.out_dim, &dev)?;
-        let layer = QLayer {
-            format,
-            in_dim: l.in_dim,
-            out_dim: l.out_dim,
-            q: None,
-            w: OnceLock::new(),
-            b,
-            rows: OnceLock::new(),
-        };
-        Self::from_weight(layer, w)
-    }
-
-    fn from_weight(mut layer: QLayer, w: Tensor) -> Result<QLayer> {
-        match layer.format {
-            LayerFormat::Q8_0 => layer.q = Some(Arc::new(QTensor::quantize(&w, GgmlDType::Q8_0)?)),
-            LayerFormat::F16 => {
-                let _ = layer
-                    .w
-                    .set(w.to_dtype(candle_core::DType::F16)?.to_dtype(candle_core::DType::F32)?);
-            }
-            LayerFormat::F32 => {
-                let _ = layer.w.set(w);
-            }
-        }
-        Ok(layer)
-    }
-
-    /// Builds a layer from a stored tensor (read back from a file).
-    pub fn from_stored(format: LayerFormat, weight: QTensor, b: Tensor) -> Result<QLayer> {
-        let (out_dim, in_dim) = weight.shape().dims2()?;
-        let mut layer = QLayer {
-            format,
-            in_dim,
-            out_dim,
-            q: None,
-            w: OnceLock::new(),
-            b,
-            rows: OnceLock::new(),
-        };
-        match format {
-            LayerFormat::Q8_0 => layer.q = Some(Arc::new(weight)),
-            LayerFormat::F16 | LayerFormat::F32 => {
-                let _ = layer.w.set(weight.dequantize(&Device::Cpu)?);
-            }
-        }
-        Ok(layer)
-    }
-
-    /// f32 weights as computed with by the dequantized kernel.
-    pub fn weight_f32(&self) -> Result<&Tensor> {
-        if let Some(w) = self.w.get() {
-            return Ok(w);
-        }
-        let q = self
-            .q
-            .as_ref()
-            .ok_or_else(|| MlError::InvalidConfig("layer without weights".into()))?;
-        let w = q.dequantize(&Device::Cpu)?;
-        Ok(self.w.get_or_init(|| w))
-    }
-
-    /// The stored weight as a ggml tensor (for GGUF export).
-    pub fn stored_weight(&self) -> Result<QTensor> {
-        match (&self.q, self.format) {
-            (Some(q), _) => {
-                let bytes = q.data()?.into_owned();
-                let storage = candle_core::quantized::QStorage::from_data(
-                    std::borrow::Cow::Owned(bytes),
-                    &Device::Cpu,
-                    GgmlDType::Q8_0,
-                )?;
-                Ok(QTensor::new(storage, (self.out_dim, self.in_dim))?)
-            }
-            (None, fmt) => Ok(QTensor::quantize(self.weight_f32()?, fmt.ggml())?),
-        }
-    }
-
-    /// The weights laid out for the batch-1 kernel (made on first use).
-    fn row_weights(&self) -> Result<&RowWeights> {
-        if let Some(r) = self.rows.get() {
-            return Ok(r);
-        }
-        let bias = self.b.to_vec1::<f32>()?;
-        let r = match &self.q {
-            Some(q) => RowWeights::Q8(Q8Tiles::from_ggml(&q.data()?, self.out_dim, self.in_dim, bias)?),
-            None => RowWeights::F32(F32Rows {
-                w: self.weight_f32()?.flatten_all()?.to_vec1::<f32>()?,
-                bias,
-                in_dim: self.in_dim,
-                out_dim: self.out_dim,
-            }),
-        };
-        Ok(self.rows.get_or_init(|| r))
-    }
-
-    fn forward(&self, x: &Tensor, quantized_kernel: bool) -> Result<Tensor> {
-        let y = match (&self.q, quantized_kernel) {
-            (Some(q), true) => QMatMul::QTensor(q.clone()).forward(x)?,
-            _ => x.matmul(&self.weight_f32()?.t()?)?,
-        };
-        Ok(y.broadcast_add(&self.b)?)
-    }
-}
-
-/// A quantized (or reference float) MLP student ready for inference.
+/// A quantized (or reference float) MLP or CNN student ready for inference.
 #[derive(Debug)]
 pub struct QuantizedModel {
     pub(crate) profile: Profile,
     pub(crate) arch: Arch,
+    /// A CNN's standardization and conv blocks; `None` for an MLP.
+    pub(crate) conv: Option<ConvStack>,
+    /// The linear layers: all of an MLP's; a CNN's hidden layer and classifier.
     pub(crate) layers: Vec<QLayer>,
     kernel: Kernel,
     auto_threshold: usize,
 }
 
 impl QuantizedModel {
-    /// Quantizes the layers of an MLP student per `profile` (no calibration; see
-    /// [`super::ptq::quantize`] for the calibrated path with error reports).
+    /// Quantizes the weight layers of an MLP or CNN student per `profile` (no calibration; see
+    /// [`super::ptq::quantize`] for the calibrated path with error reports). A CNN's layers, for the
+    /// profile's per-layer formats, are its conv blocks then its linear layers.
     pub fn from_model(model: &Model, profile: Profile) -> Result<QuantizedModel> {
-        let (arch, float) = float_layers(model)?;
-        Self::from_float_layers(arch, &float, profile)
+        Self::from_float(&float_model(model)?, profile)
     }
 
-    pub(crate) fn from_float_layers(arch: Arch, float: &[FloatLayer], profile: Profile) -> Result<QuantizedModel> {
-        let n = float.len();
+    pub(crate) fn from_float(float: &FloatModel, profile: Profile) -> Result<QuantizedModel> {
+        let n = float.layers.len();
         let layers = float
+            .layers
             .iter()
             .enumerate()
             .map(|(i, l)| QLayer::quantize(profile.layer_format(i, n), l))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self::from_layers(profile, arch, layers))
+        Self::from_parts(profile, float.arch.clone(), float.norm.clone(), layers)
     }
 
-    pub(crate) fn from_layers(profile: Profile, arch: Arch, layers: Vec<QLayer>) -> QuantizedModel {
-        QuantizedModel {
+    /// Assembles a student from its weight layers in [`FloatModel::layers`] order; `norm` is a CNN's
+    /// input standardization (shift, scale) and must be there exactly when `arch` is a CNN.
+    pub(crate) fn from_parts(
+        profile: Profile,
+        arch: Arch,
+        norm: Option<(Vec<f32>, Vec<f32>)>,
+        mut layers: Vec<QLayer>,
+    ) -> Result<QuantizedModel> {
+        let blocks = arch.conv_blocks();
+        let conv = match norm {
+            None if blocks.is_empty() => None,
+            Some((shift, scale)) if !blocks.is_empty() => {
+                let head = layers.split_off(blocks.len().min(layers.len()));
+                let convs = std::mem::replace(&mut layers, head);
+                Some(ConvStack::new(shift, scale, blocks, convs)?)
+            }
+            _ => {
+                return Err(MlError::InvalidConfig(
+                    "a separate input standardization belongs to a cnn student only".into(),
+                ))
+            }
+        };
+        Ok(QuantizedModel {
             profile,
             arch,
+            conv,
             layers,
             kernel: Kernel::Auto,
             auto_threshold: DEFAULT_AUTO_THRESHOLD,
-        }
+        })
+    }
+
+    /// Every weight layer, input side first: a CNN's conv blocks (im2col), then the linear layers.
+    pub(crate) fn all_layers(&self) -> impl Iterator<Item = &QLayer> {
+        self.conv.iter().flat_map(|c| c.layers.iter()).chain(&self.layers)
     }
 
     /// The profile.
@@ -419,9 +210,9 @@ impl QuantizedModel {
         self.arch.classes
     }
 
-    /// Storage format of each layer.
+    /// Storage format of each weight layer (a CNN's conv blocks first).
     pub fn layer_formats(&self) -> Vec<LayerFormat> {
-        self.layers.iter().map(|l| l.format).collect()
+        self.all_layers().map(|l| l.format).collect()
     }
 
     /// Selects the kernel of the Q8_0 layers (default [`Kernel::Auto`]).
@@ -448,10 +239,12 @@ impl QuantizedModel {
         }
     }
 
-    /// Bytes of the stored weights and biases (what the exported file holds, less its header).
+    /// Bytes of the stored weights and biases, and a CNN's f32 standardization (what the exported file
+    /// holds, less its header).
     pub fn weight_bytes(&self) -> usize {
-        self.layers
-            .iter()
+        let norm = self.conv.as_ref().map_or(0, |c| 2 * 4 * c.in_dim());
+        norm + self
+            .all_layers()
             .map(|l| {
                 let w = l.in_dim * l.out_dim;
                 let wb = match l.format {
@@ -461,7 +254,7 @@ impl QuantizedModel {
                 };
                 wb + l.out_dim * 4
             })
-            .sum()
+            .sum::<usize>()
     }
 
     /// Logits for `n` samples of raw features (row-major `n * in_dim`): `n * classes` values.
@@ -495,7 +288,17 @@ impl QuantizedModel {
             .iter()
             .map(QLayer::row_weights)
             .collect::<Result<Vec<_>>>()?;
-        forward_rows(&layers, x, n, d, self.arch.classes, simd)
+        let Some(c) = &self.conv else {
+            return forward_rows(None, &layers, x, n, d, self.arch.classes, simd);
+        };
+        let weights = c.layers.iter().map(QLayer::row_weights).collect::<Result<Vec<_>>>()?;
+        let convs = ConvRows {
+            shift: &c.shift,
+            scale: &c.scale,
+            blocks: &c.blocks,
+            weights: &weights,
+        };
+        forward_rows(Some(&convs), &layers, x, n, d, self.arch.classes, simd)
     }
 
     /// Logits through a chosen kernel (`quantized_kernel`: `QMatMul` for the Q8_0 layers).
@@ -506,7 +309,8 @@ impl QuantizedModel {
             return Ok(Vec::new());
         }
         let mut out = Vec::with_capacity(n * self.arch.classes);
-        for chunk in x.chunks(1024 * d) {
+        let chunk_rows = self.conv.as_ref().map_or(1024, |c| c.chunk_rows().min(1024));
+        for chunk in x.chunks(chunk_rows * d) {
             let rows = chunk.len() / d;
             let t = self.input_tensor(chunk, rows)?;
             let y = self.forward_padded(&t, quantized_kernel)?;
@@ -515,10 +319,11 @@ impl QuantizedModel {
         Ok(out)
     }
 
-    /// Pads raw rows to the first layer's stored input width.
+    /// Raw rows as the model takes them: padded to the first layer's stored input width for an MLP, as
+    /// they are for a CNN.
     pub(crate) fn input_tensor(&self, x: &[f32], rows: usize) -> Result<Tensor> {
         let d = self.arch.in_dim;
-        let pd = pad32(d);
+        let pd = if self.conv.is_some() { d } else { pad32(d) };
         let t = if pd == d {
             Tensor::from_slice(x, (rows, d), &Device::Cpu)?
         } else {
@@ -531,9 +336,24 @@ impl QuantizedModel {
         Ok(t)
     }
 
-    /// Forward on padded input; returns `[rows, classes]`.
+    /// The input of the first linear layer for an [`Self::input_tensor`]: the tensor itself for an MLP, the
+    /// conv blocks' features padded to 32 for a CNN (`io` as in [`ConvStack::forward`]).
+    fn head_input(&self, x: &Tensor, quantized_kernel: bool, io: Option<&mut Vec<(Tensor, Tensor)>>) -> Result<Tensor> {
+        let Some(c) = &self.conv else {
+            return Ok(x.clone());
+        };
+        let f = c.forward(x, quantized_kernel, io)?;
+        let (flat, padded) = (c.flat_dim(), pad32(c.flat_dim()));
+        Ok(if padded == flat {
+            f
+        } else {
+            f.pad_with_zeros(1, 0, padded - flat)?
+        })
+    }
+
+    /// Forward on an [`Self::input_tensor`]; returns `[rows, classes]`.
     pub(crate) fn forward_padded(&self, x: &Tensor, quantized_kernel: bool) -> Result<Tensor> {
-        let mut h = x.clone();
+        let mut h = self.head_input(x, quantized_kernel, None)?;
         let last = self.layers.len() - 1;
         for (i, l) in self.layers.iter().enumerate() {
             h = l.forward(&h, quantized_kernel)?;
@@ -544,16 +364,18 @@ impl QuantizedModel {
         Ok(h)
     }
 
-    /// Per-layer outputs (after bias, before ReLU) for padded input, for calibration.
-    pub(crate) fn layer_outputs(&self, x: &Tensor, quantized_kernel: bool) -> Result<Vec<Tensor>> {
-        let mut h = x.clone();
-        let mut outs = Vec::with_capacity(self.layers.len());
+    /// Per weight layer (conv blocks first), its input as it enters the weights (a conv's im2col matrix)
+    /// and its output after bias, before ReLU, for an [`Self::input_tensor`]: for calibration.
+    pub(crate) fn layer_io(&self, x: &Tensor, quantized_kernel: bool) -> Result<Vec<(Tensor, Tensor)>> {
+        let mut io = Vec::with_capacity(self.layers.len() + self.arch.channels.len());
+        let mut h = self.head_input(x, quantized_kernel, Some(&mut io))?;
         for l in &self.layers {
             let y = l.forward(&h, quantized_kernel)?;
-            h = y.relu()?;
-            outs.push(y);
+            let next = y.relu()?;
+            io.push((h, y));
+            h = next;
         }
-        Ok(outs)
+        Ok(io)
     }
 }
 
@@ -561,6 +383,8 @@ impl QuantizedModel {
 mod tests {
     use super::*;
     use crate::model::ModelConfig;
+    use crate::quant::fakequant::Q8_BLOCK;
+    use candle_core::quantized::QTensor;
 
     fn inputs(n: usize, d: usize) -> Vec<f32> {
         (0..n * d).map(|i| ((i * 7919) % 256) as f32 / 255.0).collect()
@@ -730,14 +554,22 @@ mod tests {
             800 * 64 * 2 + 64 * 32 * 2 + 10 * 34 + (64 + 32 + 10) * 4
         );
         assert!("int9".parse::<Profile>().is_err());
+        // A CNN's conv blocks count as hidden layers: f16, f16 (hidden linear), then the Q8_0 classifier.
         let cnn = ModelConfig::Cnn {
             channels: vec![4],
             hidden: 8,
         };
         let m = Model::new(&cnn, 784, 10, 1).expect("cnn");
-        assert!(matches!(
-            QuantizedModel::from_model(&m, Profile::Int8),
-            Err(MlError::InvalidConfig(_))
-        ));
+        let q = QuantizedModel::from_model(&m, Profile::Sandwich).expect("quantize");
+        assert_eq!(
+            q.layer_formats(),
+            vec![LayerFormat::F16, LayerFormat::F16, LayerFormat::Q8_0]
+        );
+        // conv [4, 32] f16, layers.0 [32, 4*14*14 = 784 -> 800] f16, layers.1 [10, 32] Q8_0, f32 biases,
+        // and the f32 standardization (2 x 784).
+        assert_eq!(
+            q.weight_bytes(),
+            4 * 32 * 2 + 32 * 800 * 2 + 10 * 34 + (4 + 32 + 10) * 4 + 2 * 784 * 4
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Post-training quantization with a calibration pass: activation ranges per layer, per-layer weight and
 //! output errors on the calibration samples, and optional bias correction (the mean output shift a
-//! quantized layer introduces on calibration data is added back to its bias).
+//! quantized layer introduces on calibration data is added back to its bias; for a conv block, the mean
+//! over samples and positions, per output channel).
 
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -8,7 +9,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{MlError, Result};
 use crate::model::{check_features, Model};
 
-use super::model::{float_layers, FloatLayer, LayerFormat, Profile, QLayer, QuantizedModel};
+use super::model::{float_model, FloatLayer, LayerFormat, Profile, QLayer, QuantizedModel};
+
+/// Calibration samples a CNN is calibrated on at most (the first ones): its conv blocks' inputs are im2col
+/// matrices of `side * side` rows per sample, so this bounds them (28x28 images, one block: 6.4 M values).
+pub const CNN_CALIBRATION_SAMPLES: usize = 256;
 
 /// Options of [`quantize`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -24,16 +29,18 @@ impl Default for PtqOptions {
     }
 }
 
-/// Calibration figures and quantization error of one linear layer.
+/// Calibration figures and quantization error of one weight layer (a linear layer, or a conv block as its
+/// im2col matrix).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LayerReport {
-    /// Tensor name of the weights (`layers.{i}.weight`).
+    /// Tensor name of the weights (`layers.{i}.weight`, or `convs.{i}.weight`).
     pub name: String,
     /// Storage format.
     pub format: LayerFormat,
-    /// Stored `[out, in]` (padded).
+    /// Stored `[out, in]` (padded; a conv block's `[out_ch, pad32(in_ch * 9)]`).
     pub shape: [usize; 2],
-    /// Largest |activation| entering the layer on the calibration set (f32 model).
+    /// Largest |activation| entering the layer on the calibration set (f32 model; a conv block's im2col
+    /// rows).
     pub input_abs_max: f32,
     /// 99.9th percentile of |activation| entering the layer.
     pub input_abs_p999: f32,
@@ -52,7 +59,7 @@ pub struct LayerReport {
 pub struct PtqReport {
     /// Profile applied.
     pub profile: Profile,
-    /// Calibration samples used.
+    /// Calibration samples used (a CNN: at most [`CNN_CALIBRATION_SAMPLES`]).
     pub calibration_samples: usize,
     /// Whether bias correction was applied.
     pub bias_correction: bool,
@@ -96,7 +103,8 @@ fn argmax_rows(v: &[f32], c: usize) -> Vec<usize> {
     v.chunks_exact(c).map(crate::model::argmax).collect()
 }
 
-/// Quantizes an MLP student per `profile`, calibrating on `calib` (`n_calib` rows of raw features).
+/// Quantizes an MLP or CNN student per `profile`, calibrating on `calib` (`n_calib` rows of raw features;
+/// a CNN on the first [`CNN_CALIBRATION_SAMPLES`] of them).
 pub fn quantize(
     model: &Model,
     profile: Profile,
@@ -108,36 +116,43 @@ pub fn quantize(
     if n_calib == 0 {
         return Err(MlError::InvalidInput("calibration needs at least one sample".into()));
     }
-    let (arch, float) = float_layers(model)?;
-    let reference = QuantizedModel::from_float_layers(arch.clone(), &float, Profile::F32)?;
-    let x = reference.input_tensor(calib, n_calib)?;
-    // Inputs of every layer in the f32 model: x, relu(y_0), relu(y_1), ...
-    let ref_outs = reference.layer_outputs(&x, false)?;
-    let mut ref_inputs = vec![x.clone()];
-    for y in &ref_outs[..ref_outs.len() - 1] {
-        ref_inputs.push(y.relu()?);
-    }
-    let n_layers = float.len();
+    let float = float_model(model)?;
+    let n_calib = if float.arch.is_cnn() {
+        n_calib.min(CNN_CALIBRATION_SAMPLES)
+    } else {
+        n_calib
+    };
+    let reference = QuantizedModel::from_float(&float, Profile::F32)?;
+    let x = reference.input_tensor(&calib[..n_calib * model.in_dim()], n_calib)?;
+    // Input and output of every layer in the f32 model: (x, y_0), (relu(y_0), y_1), ...
+    let ref_io = reference.layer_io(&x, false)?;
+    let n_layers = float.layers.len();
+    let n_convs = float.arch.channels.len();
     let mut layers = Vec::with_capacity(n_layers);
     let mut reports = Vec::with_capacity(n_layers);
-    for (i, fl) in float.iter().enumerate() {
+    for (i, (fl, (inp, y))) in float.layers.iter().zip(&ref_io).enumerate() {
         let format = profile.layer_format(i, n_layers);
         let mut q = QLayer::quantize(format, fl)?;
         let wq = to_vec(q.weight_f32()?)?;
         let weight_rel_l2 = rel_l2(&fl.w, &wq);
-        let inp = &ref_inputs[i];
-        let y_ref = to_vec(&ref_outs[i])?;
+        let y_ref = to_vec(y)?;
         let y_q = to_vec(&q_forward(&q, inp)?)?;
         let output_rel_l2 = rel_l2(&y_ref, &y_q);
         let mut corrected = output_rel_l2;
         if opts.bias_correction && format != LayerFormat::F32 {
-            q = bias_correct(q, fl, &y_ref, &y_q, n_calib)?;
+            // Rows of the layer's output: samples, times positions for a conv block.
+            let rows = y_ref.len() / fl.out_dim.max(1);
+            q = bias_correct(q, fl, &y_ref, &y_q, rows)?;
             corrected = rel_l2(&y_ref, &to_vec(&q_forward(&q, inp)?)?);
         }
         let (input_abs_max, input_abs_p999) = abs_stats(&to_vec(inp)?);
         let (output_abs_max, _) = abs_stats(&y_ref);
         reports.push(LayerReport {
-            name: format!("layers.{i}.weight"),
+            name: if i < n_convs {
+                format!("convs.{i}.weight")
+            } else {
+                format!("layers.{}.weight", i - n_convs)
+            },
             format,
             shape: [fl.out_dim, fl.in_dim],
             input_abs_max,
@@ -149,7 +164,7 @@ pub fn quantize(
         });
         layers.push(q);
     }
-    let qm = QuantizedModel::from_layers(profile, arch, layers);
+    let qm = QuantizedModel::from_parts(profile, float.arch.clone(), float.norm.clone(), layers)?;
     let c = qm.classes();
     let lf = to_vec(&reference.forward_padded(&x, false)?)?;
     let lq = to_vec(&qm.forward_padded(&x, true)?)?;

@@ -1,6 +1,7 @@
-//! Quantization-aware training: fine-tunes an f32 MLP student with its weights (and optionally its layer
-//! inputs) fake-quantized to Q8_0 in the forward pass and straight-through gradients in the backward
-//! pass, so that the exported INT8 student loses less accuracy than plain post-training quantization.
+//! Quantization-aware training: fine-tunes an f32 MLP or CNN student with its weights (and optionally its
+//! layer inputs, a conv block's im2col rows) fake-quantized to Q8_0 in the forward pass and straight-through
+//! gradients in the backward pass, so that the exported INT8 student loses less accuracy than plain
+//! post-training quantization.
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -12,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{MlError, Result};
 use crate::model::{check_features, Model, INPUT_SCALE, INPUT_SHIFT};
 
+use super::arch::CONV_TAPS;
+use super::conv::{im2col_tensor, relu_pool_tensor};
 use super::fakequant::fake_quant;
 use super::model::Arch;
 
@@ -80,11 +83,14 @@ pub struct QatStats {
     pub epoch_loss: Vec<f32>,
 }
 
-/// The forward pass of the int8 student, expressed on the f32 variables of `model`: weights (the first
-/// layer's with the input standardization folded in, exactly as export folds it) are fake-quantized.
+/// The forward pass of the int8 student, expressed on the f32 variables of `model`: weights are
+/// fake-quantized (an MLP's first layer with the input standardization folded in, exactly as export folds
+/// it; a CNN's conv blocks as their `[out, in * 9]` im2col matrices, after standardizing the input as the
+/// exported CNN does).
 pub fn fake_quant_forward(model: &Model, x: &Tensor, quantize_activations: bool) -> Result<Tensor> {
     let arch = Arch::from_config(model.config(), model.in_dim(), model.classes())?;
     let n_layers = arch.hidden.len() + 1;
+    let fold = !arch.is_cnn();
     let data = model
         .varmap()
         .data()
@@ -98,10 +104,28 @@ pub fn fake_quant_forward(model: &Model, x: &Tensor, quantize_activations: bool)
     let shift = get(INPUT_SHIFT)?;
     let scale = get(INPUT_SCALE)?;
     let mut h = x.clone();
+    let blocks = arch.conv_blocks();
+    if let Some(first) = blocks.first() {
+        let n = x.dim(0)?;
+        h = h
+            .broadcast_sub(&shift)?
+            .broadcast_mul(&scale)?
+            .reshape((n, 1, first.side, first.side))?;
+        for (i, blk) in blocks.iter().enumerate() {
+            let w = get(&format!("convs.{i}.weight"))?.reshape((blk.out_ch, blk.in_ch * CONV_TAPS))?;
+            let b = get(&format!("convs.{i}.bias"))?;
+            // Unpadded columns: the short last Q8_0 block rounds as the zero-padded stored one.
+            let cols = im2col_tensor(&h, blk.in_ch * CONV_TAPS)?;
+            let cols = if quantize_activations { fake_quant(&cols)? } else { cols };
+            let y = cols.matmul(&fake_quant(&w)?.t()?)?.broadcast_add(&b)?;
+            h = relu_pool_tensor(&y, n, blk)?;
+        }
+        h = h.flatten_from(1)?;
+    }
     for i in 0..n_layers {
         let mut w = get(&format!("layers.{i}.weight"))?;
         let mut b = get(&format!("layers.{i}.bias"))?;
-        if i == 0 {
+        if fold && i == 0 {
             w = w.broadcast_mul(&scale.unsqueeze(0)?)?;
             b = (b - w.matmul(&shift.unsqueeze(1)?)?.squeeze(1)?)?;
         }
@@ -245,5 +269,48 @@ mod tests {
             qat_finetune(&m, &x, n, QatTargets::Labels(&y), &bad),
             Err(MlError::InvalidHyperParameter(_))
         ));
+    }
+
+    #[test]
+    fn cnn_fake_quant_forward_matches_the_exported_int8_student() {
+        // Two blocks (im2col widths 9 and 36, stored padded to 32 and 64) and a per-pixel standardization:
+        // the QAT forward quantizes what the exported CNN quantizes, unpadded.
+        let cfg = ModelConfig::Cnn {
+            channels: vec![3, 4],
+            hidden: 10,
+        };
+        let m = Model::new(&cfg, 64, 3, 4).expect("model");
+        let x: Vec<f32> = (0..6 * 64).map(|i| ((i * 17) % 31) as f32 / 31.0).collect();
+        m.fit_input_normalization(&x, 6, true).expect("norm");
+        let xt = Tensor::from_slice(&x, (6, 64), &Device::Cpu).expect("t");
+        for (activations, kernel) in [(true, true), (false, false)] {
+            let fq: Vec<f32> = fake_quant_forward(&m, &xt, activations)
+                .expect("fq")
+                .flatten_all()
+                .expect("f")
+                .to_vec1()
+                .expect("v");
+            let q = QuantizedModel::from_model(&m, Profile::Int8).expect("q");
+            // With activations: W8A8 as QMatMul computes; without: the dequantized weights.
+            let got = q.logits_with(&x, 6, kernel).expect("logits");
+            for (a, b) in fq.iter().zip(&got) {
+                assert!((a - b).abs() < 1e-3 * (1.0 + b.abs()), "{a} vs {b}");
+            }
+        }
+        // And QAT trains it: the loss goes down.
+        let y: Vec<u32> = (0..6).map(|i| i % 3).collect();
+        let qc = QatConfig {
+            epochs: 4,
+            batch_size: 3,
+            lr: 1e-2,
+            ..QatConfig::default()
+        };
+        let (tuned, stats) = qat_finetune(&m, &x, 6, QatTargets::Labels(&y), &qc).expect("qat");
+        assert!(
+            stats.epoch_loss.last() < stats.epoch_loss.first(),
+            "{:?}",
+            stats.epoch_loss
+        );
+        assert_ne!(tuned.weights_digest(), m.weights_digest());
     }
 }

@@ -168,12 +168,12 @@ pub fn evaluate_quantized(q: &QuantizedModel, test: &Dataset, teacher_probs: Opt
         latency_p50_us: p50,
         latency_p99_us: p99,
         throughput_per_s: tp,
-        params: q.layers.iter().map(|l| l.in_dim * l.out_dim + l.out_dim).sum(),
+        params: q.all_layers().map(|l| l.in_dim * l.out_dim + l.out_dim).sum(),
         size_bytes: size,
     })
 }
 
-/// Builds the quantization table of an MLP student: f32 (the student itself), f16, sandwich and int8,
+/// Builds the quantization table of an MLP or CNN student: f32 (the student itself), f16, sandwich and int8,
 /// calibrated on `calib` (`n_calib` rows, e.g. the public transfer set), measured on `test`.
 pub fn quantization_table(model: &Model, test: &Dataset, calib: &[f32], n_calib: usize) -> Result<Vec<QuantRow>> {
     let (c, d, n) = (model.classes(), model.in_dim(), test.n);
