@@ -557,16 +557,23 @@ fn a_hospital_joins_with_an_image_folder_and_the_public_set_is_an_unlabelled_idx
     let idx = fedistill_shared::data::idx::write_idx(&[600, 8, 8], &public);
     std::fs::write(dir.join("public-images.idx3-ubyte"), &idx).expect("public idx");
     let classes: Vec<String> = (0..10).map(|c| format!("\"{c}\"")).collect();
+    // The card augments the public rows of each round (shifts of one pixel, the same view on every node).
     let card = format!(
         "name = \"digits\"\nversion = 1\n[label]\nclasses = [{}]\n[image]\nheight = 8\nwidth = 8\nchannels = 1\n\
-         [public]\nsha256 = \"{}\"\nrows = 600\nformat = \"idx\"\n",
+         [public]\nsha256 = \"{}\"\nrows = 600\nformat = \"idx\"\n[augment]\nshift = 1\n",
         classes.join(", "),
         sha256_hex(&dir.join("public-images.idx3-ubyte"))
     );
     std::fs::write(dir.join("task.toml"), &card).expect("card");
     for (k, name) in names.iter().enumerate() {
         let clinic = dir.join("clinics").join(name);
+        // clinic-b has a third of its images without labels: an IDX file beside its folder.
+        let mut unlabelled = Vec::new();
         for i in (600 + k..ds.n).step_by(2) {
+            if k == 1 && i % 3 == 0 {
+                unlabelled.extend(ds.row(i).iter().map(|&v| pixel(v)));
+                continue;
+            }
             let class_dir = clinic.join("images").join(ds.labels[i].to_string());
             std::fs::create_dir_all(&class_dir).expect("class dir");
             let px: Vec<u8> = ds.row(i).iter().map(|&v| pixel(v)).collect();
@@ -576,13 +583,29 @@ fn a_hospital_joins_with_an_image_folder_and_the_public_set_is_an_unlabelled_idx
                 .expect("png");
         }
         std::fs::write(clinic.join("task.toml"), &card).expect("card copy");
+        let unlabelled_conf = if unlabelled.is_empty() {
+            String::new()
+        } else {
+            let rows = unlabelled.len() / 64;
+            let idx = fedistill_shared::data::idx::write_idx(&[rows, 8, 8], &unlabelled);
+            std::fs::write(clinic.join("unlabelled.idx3-ubyte"), idx).expect("unlabelled idx");
+            "unlabeled = \"unlabelled.idx3-ubyte\"\n".to_string()
+        };
+        // A CNN teacher at clinic-a, an MLP one at clinic-b; the shared student is a CNN, quantized to INT8
+        // and exported every round. clinic-b pseudo-labels its unlabelled images for the teacher refresh.
+        let teacher = if k == 0 {
+            "[teacher]\nkind = \"cnn\"\nchannels = [8]\nhidden = 32\n"
+        } else {
+            "[teacher]\nkind = \"mlp\"\nhidden = [32]\n"
+        };
         std::fs::write(
             clinic.join("participant.toml"),
             format!(
                 "kit = \"../../federation/kits/{name}\"\nworkdir = \"work\"\nencoding = \"f16\"\n\
-                 [task]\ncard = \"task.toml\"\n[private]\npath = \"images\"\nseed = {k}\n\
-                 [teacher]\nkind = \"mlp\"\nhidden = [32]\n[student]\nkind = \"mlp\"\nhidden = [16]\n\
-                 [train]\nepochs = 40\nbatch_size = 32\npatience = 0\n[distill]\nepochs_per_round = 10\n"
+                 [task]\ncard = \"task.toml\"\n[private]\npath = \"images\"\nseed = {k}\n{unlabelled_conf}\
+                 {teacher}[student]\nkind = \"cnn\"\nchannels = [4]\nhidden = 16\n\
+                 [train]\nepochs = 40\nbatch_size = 32\npatience = 0\n[distill]\nepochs_per_round = 10\n\
+                 [refresh]\nepochs = 1\npseudo_threshold = 0.5\n"
             ),
         )
         .expect("config");
@@ -594,7 +617,7 @@ fn a_hospital_joins_with_an_image_folder_and_the_public_set_is_an_unlabelled_idx
         dir.join("coordinator.toml"),
         format!(
             "federation_dir = \"federation\"\nbind = \"127.0.0.1:{port}\"\nstore = \"coordinator.sqlite\"\n\
-             status = \"{}\"\nrounds = 2\nmin_participants = 2\nquorum = 2\ncollect_timeout_ms = 60000\n\
+             status = \"{}\"\nrounds = 4\nmin_participants = 2\nquorum = 2\ncollect_timeout_ms = 60000\n\
              report_timeout_ms = 60000\nsamples_per_round = 300\nrule = \"mean\"\ntemperature = 2.0\n\
              [task]\ncard = \"task.toml\"\npublic = \"public-images.idx3-ubyte\"\n",
             server.0
@@ -612,7 +635,13 @@ fn a_hospital_joins_with_an_image_folder_and_the_public_set_is_an_unlabelled_idx
         let result: serde_json::Value =
             serde_json::from_slice(&std::fs::read(work.join("result.json")).expect("result.json")).expect("json");
         let rounds = result["rounds"].as_array().expect("rounds");
-        assert_eq!(rounds.len(), 2, "{name}: {result}");
+        assert_eq!(rounds.len(), 4, "{name}: {result}");
+        // The served student is the CNN, exported as a self-describing INT8 GGUF.
+        let gguf = std::fs::read(work.join("student-int8.gguf")).expect("int8 student");
+        assert!(
+            gguf.windows(13).any(|w| w == b"fedistill-cnn"),
+            "{name}: the GGUF does not declare a CNN"
+        );
         // The public images carry no labels: the consensus cannot be scored, and says so.
         assert!(
             rounds.iter().all(|r| r["consensus_accuracy"].is_null()),
@@ -627,6 +656,39 @@ fn a_hospital_joins_with_an_image_folder_and_the_public_set_is_an_unlabelled_idx
             "{name}: teacher {teacher}, student {student}"
         );
     }
+    // From round 2 on clinic-b's refreshes (rounds 2 and 3; none after the last) add the unlabelled images
+    // its student is confident about: none while the student is untrained, some once it has learned.
+    let log = procs.log("clinic-b");
+    let kept: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("unlabelled rows pseudo-labelled for the teacher refresh"))
+        .map(|l| {
+            // The figure after `kept=`, colour codes (ESC [ ... m) removed first.
+            let mut plain = String::new();
+            let mut chars = l.chars();
+            while let Some(c) = chars.next() {
+                if c == '\u{1b}' {
+                    chars.by_ref().find(|&c| c == 'm');
+                } else {
+                    plain.push(c);
+                }
+            }
+            let after = &plain[plain.find("kept=").expect("kept field") + 5..];
+            let digits: String = after
+                .chars()
+                .skip_while(|c| !c.is_ascii_digit())
+                .take_while(|c| c.is_ascii_digit())
+                .collect();
+            digits.parse().expect("a count")
+        })
+        .collect();
+    let unlabelled_rows = (600 + 1..ds.n).step_by(2).filter(|i| i % 3 == 0).count() as u64;
+    assert_eq!(kept.len(), 2, "{kept:?}\n{log}");
+    assert!(
+        kept.iter().any(|&k| k > 0) && kept.iter().all(|&k| k <= unlabelled_rows),
+        "{kept:?} of {unlabelled_rows}\n{log}"
+    );
+    assert!(!procs.log("clinic-a").contains("pseudo-labelled"));
     let show = audit_export_verify_show(&dir);
     assert!(show.contains("TASK \"digits\""), "{show}");
 }
