@@ -779,3 +779,96 @@ fn an_insider_asking_for_the_task_and_the_public_set_gets_bounded_signed_answers
         client.hello().await;
     });
 }
+
+/// `[private] unlabeled` is read for image tasks only, and a file that is not an IDX image file of the
+/// card's shape is refused naming the key; nothing else of the node's data is affected by its absence.
+#[test]
+fn unlabelled_rows_are_refused_where_they_cannot_be_read() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_files(dir.path());
+    let bank = dir.path().join("banks").join(BANKS[0]);
+    let card = fedistill_shared::data::TaskCard::load(&bank.join("task.toml")).expect("card");
+    std::fs::write(bank.join("more.csv"), "a,b\n1,2\n").expect("file");
+    let own = |unlabeled: Option<&str>| fedistill_participant::config::OwnData {
+        card: bank.join("task.toml"),
+        private: bank.join("loans.csv"),
+        format: None,
+        csv: fedistill_shared::data::CsvOptions::default(),
+        holdout: 0.2,
+        seed: 1,
+        public: Some(dir.path().join("public.csv")),
+        max_public_bytes: u64::MAX,
+        public_labels: None,
+        benchmark: None,
+        unlabeled: unlabeled.map(|u| bank.join(u)),
+    };
+    let public = dir.path().join("public.csv");
+    let loaded = fedistill_participant::owndata::load(&own(None), &card, &public).expect("the bank's files");
+    assert!(loaded.unlabeled.is_none() && loaded.private.n > 0);
+    let err = fedistill_participant::owndata::load(&own(Some("more.csv")), &card, &public)
+        .err()
+        .expect("tabular unlabelled rows refused")
+        .to_string();
+    assert!(err.contains("[private] unlabeled") && err.contains("tabular"), "{err}");
+
+    // An image card: a CSV (not IDX) and an IDX of another image size are refused naming the key.
+    let images = dir.path().join("img");
+    std::fs::create_dir_all(&images).expect("dir");
+    let pixels = vec![0u8; 5 * 64];
+    std::fs::write(
+        images.join("public.idx3-ubyte"),
+        fedistill_shared::data::idx::write_idx(&[5, 8, 8], &pixels),
+    )
+    .expect("public");
+    let sha = hex::encode(
+        fedistill_shared::data::sha256_file(&images.join("public.idx3-ubyte"))
+            .expect("sha")
+            .0,
+    );
+    let text = format!(
+        "name = \"digits\"\nversion = 1\n[label]\nclasses = [\"0\", \"1\"]\n[image]\nheight = 8\nwidth = 8\nchannels = 1\n\
+         [public]\nsha256 = \"{sha}\"\nrows = 5\nformat = \"idx\"\n"
+    );
+    let card = fedistill_shared::data::TaskCard::from_toml_str(&text, "card").expect("image card");
+    std::fs::write(images.join("task.toml"), &text).expect("card file");
+    let labels = vec![0u8, 1, 0, 1, 0, 1, 0, 1, 0, 1];
+    std::fs::write(
+        images.join("own.idx3-ubyte"),
+        fedistill_shared::data::idx::write_idx(&[10, 8, 8], &vec![9u8; 640]),
+    )
+    .expect("own");
+    std::fs::write(
+        fedistill_shared::data::idx_labels_path(&images.join("own.idx3-ubyte")),
+        fedistill_shared::data::idx::write_idx(&[10], &labels),
+    )
+    .expect("labels");
+    std::fs::write(
+        images.join("wide.idx3-ubyte"),
+        fedistill_shared::data::idx::write_idx(&[2, 8, 9], &vec![0u8; 144]),
+    )
+    .expect("wide");
+    for (file, want) in [
+        ("more.csv", "[private] unlabeled"),
+        ("wide.idx3-ubyte", "[private] unlabeled"),
+    ] {
+        std::fs::copy(bank.join("more.csv"), images.join("more.csv")).expect("copy");
+        let own = fedistill_participant::config::OwnData {
+            card: images.join("task.toml"),
+            private: images.join("own.idx3-ubyte"),
+            format: None,
+            csv: fedistill_shared::data::CsvOptions::default(),
+            holdout: 0.2,
+            seed: 1,
+            public: Some(images.join("public.idx3-ubyte")),
+            max_public_bytes: u64::MAX,
+            public_labels: None,
+            benchmark: None,
+            unlabeled: Some(images.join(file)),
+        };
+        let err = fedistill_participant::owndata::load(&own, &card, &images.join("public.idx3-ubyte"))
+            .err()
+            .unwrap_or_else(|| panic!("{file} accepted as unlabelled rows"));
+        let text = format!("{err:#}");
+        assert!(text.contains(want) && text.contains(file), "{file}: {text}");
+    }
+}
