@@ -37,6 +37,9 @@ enum Command {
     Compare(cli::compare::CompareArgs),
     /// Pick the most accurate student that meets a latency and memory budget on this machine; write its config.
     Size(cli::size::SizeArgs),
+    /// Search the distillation knobs (teacher training, temperature, rounds, student width, loss weights,
+    /// refresh) by successive halving in a federation simulated on the public set; write the config found.
+    Tune(cli::tune::TuneArgs),
     /// Operator commands: create a federation, enrol, sign CSRs, revoke, show the roster.
     #[command(subcommand)]
     Provision(cli::provision::ProvisionCommand),
@@ -65,6 +68,7 @@ fn main() -> std::process::ExitCode {
         Command::Quantize(args) => cli::quantize::run(args),
         Command::Compare(args) => cli::compare::run(args),
         Command::Size(args) => cli::size::run(args),
+        Command::Tune(args) => cli::tune::run(args),
         Command::Provision(cmd) => cli::provision::run(cmd),
         Command::Participant(args) => cli::enroll::run_args(args),
         Command::Coordinator(args) => cli::node::run_coordinator(args),

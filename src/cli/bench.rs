@@ -338,8 +338,8 @@ pub struct BenchRoutingArgs {
     report: Option<PathBuf>,
 }
 
-/// `fedistill bench ...` as the reports record it.
-fn command_line() -> String {
+/// `fedistill ...` (this process's command line) as the reports record it.
+pub(crate) fn command_line() -> String {
     let args: Vec<String> = std::env::args().skip(1).collect();
     format!("fedistill {}", args.join(" "))
 }

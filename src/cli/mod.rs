@@ -12,6 +12,7 @@ pub mod provision;
 pub mod quantize;
 pub mod size;
 pub mod task;
+pub mod tune;
 
 /// Process start: fixes the compute threads, then `tracing` output on stderr (text, or JSON lines with `--log-json`).
 pub fn init_logging(json: bool) {

@@ -177,6 +177,36 @@ fn node_data_with(
     fedistill_participant::owndata::load(&own, &card, &dir.join(&files.public))
 }
 
+/// Participant `i`'s data read back from a split written to `dir` as a node with its own files reads it: the
+/// card without a shared benchmark set, so the node holds out a seeded `holdout` share of its own rows to test
+/// on (`[private] holdout`, participant/src/owndata.rs).
+pub(crate) fn node_with_holdout(
+    dir: &Path,
+    files: &SplitFiles,
+    i: usize,
+    holdout: f64,
+    seed: u64,
+) -> anyhow::Result<NodeData> {
+    let node = dir.join("nodes").join(format!("p{i}"));
+    let mut card = TaskCard::load(&node.join("task.toml"))?;
+    card.benchmark = None;
+    let own = OwnData {
+        card: node.join("task.toml"),
+        private: node.join(&files.private),
+        format: None,
+        csv: fedistill_shared::data::CsvOptions::default(),
+        holdout,
+        seed,
+        public: Some(dir.join(&files.public)),
+        max_public_bytes: u64::MAX,
+        public_labels: files.public_labels.as_ref().map(|l| node.join(l)),
+        benchmark: None,
+        unlabeled: None,
+    };
+    fedistill_participant::owndata::load(&own, &card, &dir.join(&files.public))
+        .with_context(|| format!("reading participant {i}'s files with a holdout of {holdout}"))
+}
+
 /// Writes `split` to `dir` (its card with `augment`) and reads every participant's data back as its node
 /// would. `unlabeled[i]`, when given and not empty, is written as participant `i`'s unlabelled rows (an
 /// IDX images file; image datasets) and read back through `[private] unlabeled`.

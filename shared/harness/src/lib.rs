@@ -1,7 +1,8 @@
 //! The experiment and benchmark harness behind `fedistill bench` and `fedistill demo`: in-process federated
 //! experiments ([`experiment`], with the real signed messages carried by [`exchange`]), one module per bench
 //! suite, the local demo federation of real processes ([`demo`]), the one-machine pipeline of `fedistill local`
-//! ([`local`]), the student tools of `fedistill quantize` and `fedistill compare` ([`student`]), and the JSON /
+//! ([`local`]), the student tools of `fedistill quantize` and `fedistill compare` ([`student`]), the knob search of
+//! `fedistill tune` ([`tune`]), and the JSON /
 //! Markdown / PNG / SVG report writer ([`report`]).
 //!
 //! Each suite's entry point takes a plain options struct (the binary owns the clap types and converts) and
@@ -29,3 +30,4 @@ pub mod stages;
 pub mod student;
 pub mod train;
 pub mod transport;
+pub mod tune;

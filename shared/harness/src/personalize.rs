@@ -16,18 +16,16 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-use fedistill_participant::config::OwnData;
 use fedistill_participant::learner::NodeData;
 use fedistill_participant::personalize::PersonalizeConfig;
 use fedistill_shared::crypto::Digest;
-use fedistill_shared::data::{load, Dataset, LoadOptions, Partition, TaskCard};
+use fedistill_shared::data::{load, Dataset, LoadOptions, Partition};
 use fedistill_shared::ml::stages::{StageReport, StagesConfig};
 use fedistill_shared::ml::{Model, Progress, ProgressMode};
 
 use crate::accuracy::{config_for, parse_partition, partition_name, CommonOptions};
 use crate::exchange::WireExchange;
 use crate::experiment::{self, CurvePoint, Distilling, ExperimentConfig, Federation, Method};
-use crate::files::SplitFiles;
 use crate::report::{self, BarChart};
 use crate::stages::{Configuration, Summary};
 
@@ -308,30 +306,6 @@ fn points(s: &Summary) -> String {
     }
 }
 
-/// Participant `i`'s data read back from a split written to `dir` as a node with its own files reads it: the
-/// card without a shared benchmark set, so the node holds out a seeded `holdout` share of its own rows to test
-/// on (`[private] holdout`, participant/src/owndata.rs).
-fn node_with_holdout(dir: &Path, files: &SplitFiles, i: usize, holdout: f64, seed: u64) -> anyhow::Result<NodeData> {
-    let node = dir.join("nodes").join(format!("p{i}"));
-    let mut card = TaskCard::load(&node.join("task.toml"))?;
-    card.benchmark = None;
-    let own = OwnData {
-        card: node.join("task.toml"),
-        private: node.join(&files.private),
-        format: None,
-        csv: fedistill_shared::data::CsvOptions::default(),
-        holdout,
-        seed,
-        public: Some(dir.join(&files.public)),
-        max_public_bytes: u64::MAX,
-        public_labels: files.public_labels.as_ref().map(|l| node.join(l)),
-        benchmark: None,
-        unlabeled: None,
-    };
-    fedistill_participant::owndata::load(&own, &card, &dir.join(&files.public))
-        .with_context(|| format!("reading participant {i}'s files with a holdout of {holdout}"))
-}
-
 /// The experiment configuration of one dataset and seed: `bench accuracy`'s defaults for the dataset, one
 /// rule, no FedAvg, no centralized baseline.
 fn experiment_config(ds: &Dataset, plan: &Plan, seed: u64) -> anyhow::Result<ExperimentConfig> {
@@ -360,7 +334,7 @@ fn run_seed(ds: &Dataset, plan: &Plan, seed: u64, progress: &Progress) -> anyhow
     let dir = tempfile::tempdir().context("creating a directory for the federation's files")?;
     let files = crate::files::write_split(dir.path(), &fs, None)?;
     let nodes: Vec<NodeData> = (0..cfg.participants)
-        .map(|i| node_with_holdout(dir.path(), &files, i, plan.holdout, seed))
+        .map(|i| crate::files::node_with_holdout(dir.path(), &files, i, plan.holdout, seed))
         .collect::<anyhow::Result<_>>()?;
     // The split's shared test set as a node reads it (for the `global` figures only; no node tests on it).
     let global = crate::files::node_data(dir.path(), &files, 0, seed)

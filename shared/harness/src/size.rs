@@ -445,7 +445,7 @@ pub fn run(args: &SizeOptions) -> anyhow::Result<()> {
 }
 
 /// Fails unless `path` can be written as a file (without leaving a new empty file behind).
-fn check_writable(path: &Path) -> anyhow::Result<()> {
+pub(crate) fn check_writable(path: &Path) -> anyhow::Result<()> {
     if path.is_dir() {
         bail!("--out {} is a directory, expected a file path", path.display());
     }
