@@ -834,7 +834,7 @@ fn unlabelled_rows_are_refused_where_they_cannot_be_read() {
     let labels = vec![0u8, 1, 0, 1, 0, 1, 0, 1, 0, 1];
     std::fs::write(
         images.join("own.idx3-ubyte"),
-        fedistill_shared::data::idx::write_idx(&[10, 8, 8], &vec![9u8; 640]),
+        fedistill_shared::data::idx::write_idx(&[10, 8, 8], &[9u8; 640]),
     )
     .expect("own");
     std::fs::write(
@@ -844,7 +844,7 @@ fn unlabelled_rows_are_refused_where_they_cannot_be_read() {
     .expect("labels");
     std::fs::write(
         images.join("wide.idx3-ubyte"),
-        fedistill_shared::data::idx::write_idx(&[2, 8, 9], &vec![0u8; 144]),
+        fedistill_shared::data::idx::write_idx(&[2, 8, 9], &[0u8; 144]),
     )
     .expect("wide");
     for (file, want) in [
