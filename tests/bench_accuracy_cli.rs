@@ -145,6 +145,57 @@ fn accuracy_quick_with_epochs_augmentation_and_unlabelled_rows() {
     assert!(acc > run["local_only_mean"].as_f64().unwrap(), "{acc}");
 }
 
+/// `--stop-patience 1`: the distillation rounds end at the first round that does not beat the best so far
+/// by more than 0.001 (the coordinator's `[stop]` rule), and the curve and bytes are those of the rounds run.
+#[test]
+fn accuracy_quick_stops_on_convergence() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = fedistill()
+        .args([
+            "bench",
+            "accuracy",
+            "--quick",
+            "--no-link",
+            "--no-fedavg",
+            "--rules",
+            "mean",
+            "--rounds",
+            "12",
+            "--stop-patience",
+            "1",
+            "--report",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rep = read_json(&dir.path().join("accuracy.json"));
+    let run = &rep["settings"][0]["runs"][0];
+    assert_eq!(run["config"]["stop"]["patience"], 1);
+    let m = &run["methods"][0];
+    let acc: Vec<f64> = m["curve"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["accuracy"].as_f64().unwrap())
+        .collect();
+    // Where the rule says stop, the run stopped; before it, every round improved.
+    let stop_at = (1..acc.len().max(1))
+        .find(|&k| acc[k] <= acc[..k].iter().cloned().fold(f64::MIN, f64::max) + 0.001)
+        .map(|k| k + 1);
+    match stop_at {
+        Some(n) => assert_eq!(acc.len(), n, "{acc:?}"),
+        None => assert_eq!(acc.len(), 12, "stopped without reason: {acc:?}"),
+    }
+    assert_eq!(m["bytes"], m["curve"][acc.len() - 1]["bytes"]);
+    let err = fedistill()
+        .args(["bench", "accuracy", "--quick", "--stop-patience", "0"])
+        .output()
+        .unwrap();
+    assert!(!err.status.success());
+    assert!(String::from_utf8_lossy(&err.stderr).contains("stop.patience must be at least 1"));
+}
+
 #[test]
 fn communication_quick_compares_encodings_with_fedavg() {
     let dir = tempfile::tempdir().unwrap();

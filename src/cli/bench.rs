@@ -109,6 +109,10 @@ pub struct CommonArgs {
     /// confidence (`[refresh] pseudo_threshold`).
     #[arg(long)]
     pseudo_threshold: Option<f32>,
+    /// End the distillation rounds once the student's accuracy has not improved by 0.1 point for N rounds
+    /// (the coordinator's `[stop]` rule); --rounds stays the most that run.
+    #[arg(long)]
+    stop_patience: Option<u64>,
 }
 
 /// `fedistill bench accuracy`.
@@ -361,6 +365,7 @@ fn common(c: CommonArgs) -> accuracy::CommonOptions {
         student: c.student,
         unlabeled_fraction: c.unlabeled_fraction,
         pseudo_threshold: c.pseudo_threshold,
+        stop_patience: c.stop_patience,
         command: command_line(),
     }
 }

@@ -49,6 +49,8 @@ pub struct CommonOptions {
     pub unlabeled_fraction: Option<f64>,
     /// `[refresh] pseudo_threshold`.
     pub pseudo_threshold: Option<f32>,
+    /// The coordinator's `[stop]` with this patience (and `min_delta` 0.001) on the distillation rounds.
+    pub stop_patience: Option<u64>,
     /// The command line recorded in the report (`fedistill bench ...`).
     pub command: String,
 }
@@ -171,6 +173,15 @@ fn apply_checked(c: &mut ExperimentConfig, ds: &Dataset, common: &CommonOptions)
             ds.name
         );
         c.unlabeled_fraction = f;
+    }
+    if let Some(p) = common.stop_patience {
+        let rule = fedistill_shared::protocol::coordinator::stop::StopRule {
+            patience: p,
+            min_delta: 0.001,
+            min_rounds: 1,
+        };
+        rule.validate().map_err(|e| anyhow::anyhow!("--stop-patience: {e}"))?;
+        c.stop = Some(rule);
     }
     if let Some(t) = common.pseudo_threshold {
         c.refresh.pseudo_threshold = Some(t);

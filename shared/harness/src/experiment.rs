@@ -66,6 +66,11 @@ pub struct ExperimentConfig {
     /// (`refresh.pseudo_threshold`). 0: every row labelled.
     #[serde(default)]
     pub unlabeled_fraction: f64,
+    /// The coordinator's `[stop]` rule applied to the distillation rounds (the student's accuracy after each
+    /// round stands for the participants' reports): the rounds end once it has converged, and the curve and
+    /// the bytes are those of the rounds that ran. `None`: every one of `rounds`.
+    #[serde(default)]
+    pub stop: Option<fedistill_shared::protocol::coordinator::stop::StopRule>,
     /// FedAvg rounds.
     pub fedavg_rounds: usize,
     /// Teacher (and centralized) architecture.
@@ -127,6 +132,7 @@ impl ExperimentConfig {
             samples_per_round: None,
             augment: None,
             unlabeled_fraction: 0.0,
+            stop: None,
             fedavg_rounds: 30,
             teacher,
             student,
@@ -577,6 +583,8 @@ pub(crate) fn run_rounds(
     progress.start(label, cfg.rounds as u64);
     let mut bytes = 0u64;
     let total = cfg.rounds as u64;
+    let mut convergence = fedistill_shared::protocol::coordinator::stop::Convergence::default();
+    let mut finished = "done".to_string();
     for r in 0..cfg.rounds {
         let round = RoundId(r as u64 + 1);
         // Sample ids are positions in the public set, as the coordinator announces them.
@@ -633,8 +641,19 @@ pub(crate) fn run_rounds(
             cfg.rounds as u64,
             &format!("student {:.1}%", a * 100.0),
         );
+        if let Some(rule) = &cfg.stop {
+            if let Some(done) = convergence.observe(rule, round.0, Some(a)) {
+                finished = format!(
+                    "converged after round {} (best {:.1}% at round {})",
+                    done.round,
+                    done.best * 100.0,
+                    done.best_round
+                );
+                break;
+            }
+        }
     }
-    progress.finish(label, "done");
+    progress.finish(label, &finished);
     Ok(Rounds {
         curve,
         bytes,
