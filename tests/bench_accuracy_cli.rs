@@ -268,6 +268,10 @@ fn bad_flags_are_refused_with_a_clear_error() {
             &["accuracy", "--quick", "--samples-per-round", "0"],
             "--samples-per-round must be at least 1",
         ),
+        (
+            &["accuracy", "--quick", "--pseudo-threshold", "0.9"],
+            "it needs --unlabeled-fraction > 0",
+        ),
     ];
     for (args, want) in cases {
         let out = fedistill().arg("bench").args(*args).output().unwrap();

@@ -583,13 +583,16 @@ fn a_hospital_joins_with_an_image_folder_and_the_public_set_is_an_unlabelled_idx
                 .expect("png");
         }
         std::fs::write(clinic.join("task.toml"), &card).expect("card copy");
-        let unlabelled_conf = if unlabelled.is_empty() {
-            String::new()
+        let (unlabelled_conf, pseudo) = if unlabelled.is_empty() {
+            (String::new(), "")
         } else {
             let rows = unlabelled.len() / 64;
             let idx = fedistill_shared::data::idx::write_idx(&[rows, 8, 8], &unlabelled);
             std::fs::write(clinic.join("unlabelled.idx3-ubyte"), idx).expect("unlabelled idx");
-            "unlabeled = \"unlabelled.idx3-ubyte\"\n".to_string()
+            (
+                "unlabeled = \"unlabelled.idx3-ubyte\"\n".to_string(),
+                "pseudo_threshold = 0.5\n",
+            )
         };
         // A CNN teacher at clinic-a, an MLP one at clinic-b; the shared student is a CNN, quantized to INT8
         // and exported every round. clinic-b pseudo-labels its unlabelled images for the teacher refresh.
@@ -605,7 +608,7 @@ fn a_hospital_joins_with_an_image_folder_and_the_public_set_is_an_unlabelled_idx
                  [task]\ncard = \"task.toml\"\n[private]\npath = \"images\"\nseed = {k}\n{unlabelled_conf}\
                  {teacher}[student]\nkind = \"cnn\"\nchannels = [4]\nhidden = 16\n\
                  [train]\nepochs = 40\nbatch_size = 32\npatience = 0\n[distill]\nepochs_per_round = 10\n\
-                 [refresh]\nepochs = 1\npseudo_threshold = 0.5\n"
+                 [refresh]\nepochs = 1\n{pseudo}"
             ),
         )
         .expect("config");

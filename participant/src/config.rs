@@ -299,6 +299,21 @@ impl ParticipantSettings {
                 refresh.epochs
             );
         }
+        let unlabeled = matches!(&source, DataSource::Own(o) if o.unlabeled.is_some());
+        match (unlabeled, refresh.pseudo_threshold) {
+            (true, None) => anyhow::bail!(
+                "[private] unlabeled names rows nothing would use: set [refresh] pseudo_threshold (with epochs > 0) \
+                 or remove it"
+            ),
+            (false, Some(_)) => anyhow::bail!(
+                "[refresh] pseudo_threshold needs unlabelled rows: name their file in [private] unlabeled"
+            ),
+            (true, Some(_)) if refresh.epochs == 0 => anyhow::bail!(
+                "[refresh] pseudo_threshold labels rows for the teacher refresh, which epochs = 0 turns off: set \
+                 [refresh] epochs"
+            ),
+            _ => {}
+        }
         if let Some(p) = &raw.personalize {
             p.validate()?;
         }
@@ -400,6 +415,47 @@ participants = 3
             .unwrap();
         assert!(p.labels.is_none());
         assert_eq!(p.teacher.map(|t| (t.batch, t.clip)), Some((64, 1.0)));
+    }
+
+    /// Unlabelled rows and the pseudo-label threshold come together, with the refresh on; each half alone is a
+    /// config that does nothing, refused naming what is missing.
+    #[test]
+    fn unlabelled_rows_need_the_pseudo_threshold_and_the_refresh() {
+        let own = "kit = \"kit\"\nworkdir = \"work\"\n[task]\ncard = \"task.toml\"\n[private]\npath = \"images\"\n";
+        let with = |private: &str, refresh: &str| {
+            ParticipantSettings::parse(&format!("{own}{private}{refresh}"), Path::new("/srv"))
+        };
+        let s = with(
+            "unlabeled = \"u.idx3-ubyte\"\n",
+            "[refresh]\nepochs = 1\npseudo_threshold = 0.9\n",
+        )
+        .unwrap();
+        let DataSource::Own(o) = s.source else {
+            panic!("own data")
+        };
+        assert_eq!(o.unlabeled, Some(PathBuf::from("/srv/u.idx3-ubyte")));
+        assert_eq!(s.refresh.pseudo_threshold, Some(0.9));
+        for (private, refresh, want) in [
+            ("unlabeled = \"u.idx3-ubyte\"\n", "", "set [refresh] pseudo_threshold"),
+            (
+                "",
+                "[refresh]\nepochs = 1\npseudo_threshold = 0.9\n",
+                "name their file in [private] unlabeled",
+            ),
+            (
+                "unlabeled = \"u.idx3-ubyte\"\n",
+                "[refresh]\npseudo_threshold = 0.9\n",
+                "epochs = 0 turns off",
+            ),
+            (
+                "unlabeled = \"u.idx3-ubyte\"\n",
+                "[refresh]\nepochs = 1\npseudo_threshold = 1.5\n",
+                "pseudo_threshold 1.5",
+            ),
+        ] {
+            let e = format!("{:#}", with(private, refresh).expect_err(want));
+            assert!(e.contains(want), "{private}{refresh}: {e}");
+        }
     }
 
     #[test]

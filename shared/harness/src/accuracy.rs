@@ -186,6 +186,11 @@ fn apply_checked(c: &mut ExperimentConfig, ds: &Dataset, common: &CommonOptions)
     if let Some(t) = common.pseudo_threshold {
         c.refresh.pseudo_threshold = Some(t);
         c.refresh.validate().context("--pseudo-threshold")?;
+        anyhow::ensure!(
+            c.unlabeled_fraction > 0.0 && c.refresh.epochs > 0,
+            "--pseudo-threshold labels unlabelled rows for the teacher refresh: it needs --unlabeled-fraction > 0 \
+             and the refresh on (--refresh-epochs > 0)"
+        );
     }
     if let Some(t) = &common.student {
         c.student = parse_model(t).context("--student")?;
