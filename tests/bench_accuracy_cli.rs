@@ -102,6 +102,8 @@ fn accuracy_quick_with_epochs_augmentation_and_unlabelled_rows() {
             "0.5",
             "--pseudo-threshold",
             "0.6",
+            "--encoding",
+            "int8",
             "--report",
         ])
         .arg(dir.path())
@@ -112,6 +114,7 @@ fn accuracy_quick_with_epochs_augmentation_and_unlabelled_rows() {
     let run = &rep["settings"][0]["runs"][0];
     let cfg = &run["config"];
     assert_eq!(cfg["samples_per_round"], 150);
+    assert!(cfg["encodings"].to_string().contains("int8"), "{}", cfg["encodings"]);
     assert_eq!(cfg["augment"]["shift"], 1);
     assert_eq!(cfg["augment"]["flip"], true);
     assert_eq!(cfg["unlabeled_fraction"], 0.5);
@@ -268,6 +271,7 @@ fn bad_flags_are_refused_with_a_clear_error() {
             &["accuracy", "--quick", "--samples-per-round", "0"],
             "--samples-per-round must be at least 1",
         ),
+        (&["accuracy", "--quick", "--encoding", "int4"], "--encoding: int4"),
         (
             &["accuracy", "--quick", "--pseudo-threshold", "0.9"],
             "it needs --unlabeled-fraction > 0",

@@ -138,6 +138,9 @@ pub struct BenchAccuracyArgs {
     /// Skip FedAvg.
     #[arg(long)]
     no_fedavg: bool,
+    /// Soft-label encoding of both directions (`f32`, `f16`, `int8`, `topk:K`, ...; default f16).
+    #[arg(long)]
+    encoding: Option<String>,
     /// Name of the generated section `--docs` replaces (`<!-- bench-NAME:begin -->`), so runs over
     /// different datasets can keep separate tables.
     #[arg(long, default_value = "accuracy")]
@@ -380,6 +383,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             seeds: a.seeds,
             rules: a.rules,
             no_fedavg: a.no_fedavg,
+            encoding: a.encoding,
             section: a.section,
         }),
         BenchCommand::Communication(a) => communication::run(&communication::CommunicationOptions {

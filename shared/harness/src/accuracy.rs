@@ -72,6 +72,8 @@ pub struct AccuracyOptions {
     pub rules: Vec<String>,
     /// Skip FedAvg.
     pub no_fedavg: bool,
+    /// Soft-label encoding of both directions (default f16).
+    pub encoding: Option<String>,
     /// Name of the generated section `docs` replaces (`<!-- bench-NAME:begin -->`).
     pub section: String,
 }
@@ -543,6 +545,11 @@ pub fn run(args: &AccuracyOptions) -> anyhow::Result<()> {
     } else {
         vec![1, 2, 3]
     };
+    let encoding = args
+        .encoding
+        .as_deref()
+        .map(|e| fedistill_shared::protocol::Encoding::parse(e).with_context(|| format!("--encoding: {e}")))
+        .transpose()?;
     let rules: Vec<AggregationRule> = if !args.rules.is_empty() {
         args.rules
             .iter()
@@ -583,6 +590,9 @@ pub fn run(args: &AccuracyOptions) -> anyhow::Result<()> {
                     let mut cfg = config_for(&ds, k, *partition, seed, c)?;
                     cfg.rules = rules.clone();
                     cfg.fedavg = !args.no_fedavg;
+                    if let Some(e) = encoding {
+                        cfg.encodings = vec![e];
+                    }
                     let mut ex = exchange_for(k, c)?;
                     let known = centralized.get(&(name.clone(), seed)).copied();
                     let run = match experiment::run(&ds, &cfg, &mut ex, &grid.child(), known) {
