@@ -6,6 +6,38 @@ use std::process::{Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fedistill");
 
+/// Runs `fedistill <args> --workdir WORK --report REPORT`, asserts it succeeded, and returns the report.
+fn run_demo(args: &[&str], work: &std::path::Path, report: &std::path::Path) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--workdir")
+        .arg(work)
+        .arg("--report")
+        .arg(report)
+        .output()
+        .expect("spawn fedistill demo");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    serde_json::from_slice(&std::fs::read(report).expect("the demo's report")).expect("report JSON")
+}
+
+/// `audit verify` of the bundle and trust file a demo kept in `work`: whether it passed, and its output.
+fn audit_verify(work: &std::path::Path) -> (bool, String) {
+    let verify = Command::new(BIN)
+        .args(["audit", "verify"])
+        .arg(work.join("audit-bundle"))
+        .arg("--trust")
+        .arg(work.join("trust.toml"))
+        .output()
+        .expect("spawn fedistill audit verify");
+    let v = String::from_utf8_lossy(&verify.stdout).to_string() + &String::from_utf8_lossy(&verify.stderr);
+    (verify.status.success(), v)
+}
+
 #[test]
 fn demo_runs_a_federation_and_its_log_verifies() {
     let dir = tempfile::tempdir().unwrap();
@@ -206,8 +238,8 @@ fn demo_with_secure_aggregation_reports_it_and_its_log_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("run");
     let report = dir.path().join("report.json");
-    let out = Command::new(BIN)
-        .args([
+    let r = run_demo(
+        &[
             "demo",
             "--secure-aggregation",
             "--dataset",
@@ -216,37 +248,17 @@ fn demo_with_secure_aggregation_reports_it_and_its_log_verifies() {
             "2",
             "--seed",
             "5",
-        ])
-        .arg("--workdir")
-        .arg(&work)
-        .arg("--report")
-        .arg(&report)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        &work,
+        &report,
     );
-    assert!(out.status.success(), "{text}");
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(r["secure_aggregation"], true, "{r}");
     assert_eq!(r["rule"], "mean", "{r}");
     assert_eq!(r["per_round"].as_array().map(|a| a.len()), Some(2), "{r}");
     let acc = r["final"]["student_accuracy"].as_f64().unwrap();
     assert!(acc > 0.5, "the student learned: {acc}");
-    let verify = Command::new(BIN)
-        .args(["audit", "verify"])
-        .arg(work.join("audit-bundle"))
-        .arg("--trust")
-        .arg(work.join("trust.toml"))
-        .output()
-        .unwrap();
-    let v = String::from_utf8_lossy(&verify.stdout).to_string() + &String::from_utf8_lossy(&verify.stderr);
-    assert!(
-        verify.status.success() && v.contains("2 aggregates recomputed bit for bit"),
-        "{v}"
-    );
+    let (ok, v) = audit_verify(&work);
+    assert!(ok && v.contains("2 aggregates recomputed bit for bit"), "{v}");
     let show = Command::new(BIN)
         .args(["audit", "show"])
         .arg(work.join("audit-bundle"))
@@ -264,8 +276,8 @@ fn demo_with_augmentation_stops_on_convergence_and_its_log_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("run");
     let report = dir.path().join("report.json");
-    let out = Command::new(BIN)
-        .args([
+    let r = run_demo(
+        &[
             "demo",
             "--dataset",
             "digits",
@@ -279,19 +291,10 @@ fn demo_with_augmentation_stops_on_convergence_and_its_log_verifies() {
             "0.5",
             "--refresh-epochs",
             "1",
-        ])
-        .arg("--workdir")
-        .arg(&work)
-        .arg("--report")
-        .arg(&report)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        &work,
+        &report,
     );
-    assert!(out.status.success(), "{text}");
     let card = std::fs::read_to_string(work.join("task.toml")).unwrap();
     assert!(card.contains("[augment]") && card.contains("shift = 1"), "{card}");
     let coordinator = std::fs::read_to_string(work.join("coordinator.toml")).unwrap();
@@ -299,22 +302,11 @@ fn demo_with_augmentation_stops_on_convergence_and_its_log_verifies() {
         coordinator.contains("[stop]\npatience = 1\nmin_delta = 0.5"),
         "{coordinator}"
     );
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(r["per_round"].as_array().map(|a| a.len()), Some(2), "{r}");
     let log = std::fs::read_to_string(work.join("logs").join("coordinator.log")).unwrap_or_default();
     assert!(log.contains("converged"), "{log}");
-    let verify = Command::new(BIN)
-        .args(["audit", "verify"])
-        .arg(work.join("audit-bundle"))
-        .arg("--trust")
-        .arg(work.join("trust.toml"))
-        .output()
-        .unwrap();
-    let v = String::from_utf8_lossy(&verify.stdout).to_string() + &String::from_utf8_lossy(&verify.stderr);
-    assert!(
-        verify.status.success() && v.contains("2 aggregates recomputed bit for bit"),
-        "{v}"
-    );
+    let (ok, v) = audit_verify(&work);
+    assert!(ok && v.contains("2 aggregates recomputed bit for bit"), "{v}");
 }
 
 #[test]
@@ -325,6 +317,9 @@ fn demo_refuses_bad_flags_clearly() {
         (vec!["demo", "--rule", "average"], "unknown aggregation rule"),
         (vec!["demo", "--encoding", "int4"], "unknown soft-label encoding"),
         (vec!["demo", "--dataset", "cifar-10"], "cifar-10"),
+        (vec!["demo", "--augment", "twist"], "expected `shift=N` or `flip`"),
+        (vec!["demo", "--stop-patience", "0"], "stop.patience must be at least 1"),
+        (vec!["demo", "--stop-min-delta", "0.1"], "--stop-patience"),
         (
             vec!["demo", "--secure-aggregation", "--rule", "median"],
             "--rule median needs every participant's own soft labels",

@@ -22,6 +22,20 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// `fedistill compare A B --dataset mnist-10k --json`, asserted to succeed; its JSON.
+fn compare_json(a: &Path, b: &Path) -> serde_json::Value {
+    let o = run(&[
+        "compare",
+        a.to_str().expect("utf8"),
+        b.to_str().expect("utf8"),
+        "--dataset",
+        "mnist-10k",
+        "--json",
+    ]);
+    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("json")
+}
+
 const CONFIG: &str = "[model]\nkind = \"mlp\"\nhidden = [32]\n\n[distill]\nignored = true\n";
 
 /// The split the CLI uses by default (seed 7, test 0.2, public 0.3).
@@ -166,16 +180,7 @@ fn quantize_exports_every_profile_with_cards_and_table() {
     // A/B: the int8 student against its own f32 version, and against itself.
     let a = out.join("student-int8.gguf");
     let b = out.join("student-f32.safetensors");
-    let o = run(&[
-        "compare",
-        a.to_str().expect("utf8"),
-        b.to_str().expect("utf8"),
-        "--dataset",
-        "mnist-10k",
-        "--json",
-    ]);
-    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let v = compare_json(&a, &b);
     assert_eq!(v["ab"]["samples"], fed.test.n as u64);
     let (oa, ob) = (
         v["ab"]["counts"]["only_a"].as_u64().expect("a"),
@@ -183,16 +188,7 @@ fn quantize_exports_every_profile_with_cards_and_table() {
     );
     assert_eq!(v["ab"]["p_value"].as_f64().expect("p"), mcnemar_exact_p(oa, ob));
     assert_eq!(v["shadow"]["scored"], fed.test.n as u64);
-    let o = run(&[
-        "compare",
-        a.to_str().expect("utf8"),
-        a.to_str().expect("utf8"),
-        "--dataset",
-        "mnist-10k",
-        "--json",
-    ]);
-    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let v = compare_json(&a, &a);
     assert_eq!(v["ab"]["p_value"], 1.0);
     assert_eq!(v["ab"]["decision"], "no_significant_difference");
     assert_eq!(v["shadow"]["disagreements"], 0);
@@ -362,16 +358,7 @@ fn quantize_exports_a_cnn_student_that_reads_back_without_its_config() {
     // `compare` needs no --config: both files (the GGUF, the f32 checkpoint through its card) say what
     // they are.
     let f32_file = out.join("student-f32.safetensors");
-    let o = run(&[
-        "compare",
-        gguf.to_str().expect("utf8"),
-        f32_file.to_str().expect("utf8"),
-        "--dataset",
-        "mnist-10k",
-        "--json",
-    ]);
-    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let v = compare_json(&gguf, &f32_file);
     assert_eq!(v["ab"]["samples"], n as u64);
     assert!(v["shadow"]["disagreement_rate"].as_f64().expect("rate") <= 0.02, "{v}");
 

@@ -79,6 +79,16 @@ pub struct DemoArgs {
 
 /// Runs the demo.
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+    if let Some(patience) = args.stop_patience {
+        // Checked here, before any process starts, as the coordinator would check its `[stop]`.
+        fedistill_shared::protocol::coordinator::stop::StopRule {
+            patience,
+            min_delta: args.stop_min_delta.unwrap_or(0.001),
+            min_rounds: 1,
+        }
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--stop-patience / --stop-min-delta: {e}"))?;
+    }
     demo::run(&DemoOptions {
         participants: args.participants,
         rounds: args.rounds,

@@ -918,6 +918,37 @@ format = "idx"
             .expect_err("bad input must be refused")
             .to_string();
         assert!(msg.contains("field `image`"), "{msg}");
+        // `[augment]`: kept in the card and its digest; refused where it changes nothing, shifts more than a
+        // quarter of the side, or meets a tabular card.
+        let aug = TaskCard::from_toml_str(&format!("{text}[augment]\nshift = 2\nflip = true\n"), "img.toml")
+            .expect("valid augmentation");
+        assert_eq!(aug.augment, Some(Augment { shift: 2, flip: true }));
+        assert_ne!(
+            aug.digest(),
+            c.digest(),
+            "the augmentation is part of what the digest covers"
+        );
+        for (table, field, problem) in [
+            ("[augment]\nshift = 0\n", "augment", "changes nothing"),
+            (
+                "[augment]\nshift = 3\n",
+                "augment.shift",
+                "more than a quarter of its side (at most 2)",
+            ),
+        ] {
+            let msg = TaskCard::from_toml_str(&format!("{text}{table}"), "img.toml")
+                .expect_err("bad input must be refused")
+                .to_string();
+            assert!(
+                msg.contains(&format!("field `{field}`")) && msg.contains(problem),
+                "{table}: {msg}"
+            );
+        }
+        check(
+            |t| format!("{t}[augment]\nshift = 1\n"),
+            "augment",
+            "applies to image tasks only",
+        );
     }
 
     #[test]

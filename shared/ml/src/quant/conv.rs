@@ -372,18 +372,7 @@ mod tests {
     fn a_trained_digits_cnn_keeps_its_predictions_in_int8() {
         use crate::quant::ptq::{quantize, PtqOptions};
         use crate::train::{train_teacher, TrainConfig};
-        let ds = fedistill_data::load("digits", &fedistill_data::LoadOptions::default()).expect("digits");
-        let fed = fedistill_data::split(
-            &ds,
-            &fedistill_data::SplitConfig {
-                participants: 1,
-                partition: fedistill_data::Partition::Iid,
-                test_fraction: 0.25,
-                public_fraction: 0.2,
-                seed: 5,
-            },
-        )
-        .expect("split");
+        let fed = crate::quant::digits_split();
         let cfg = ModelConfig::Cnn {
             channels: vec![8, 16],
             hidden: 32,
@@ -397,7 +386,7 @@ mod tests {
             ..TrainConfig::default()
         };
         let m = train_teacher(&cfg, &fed.shards[0], &tc, &crate::Progress::hidden()).expect("train");
-        let (x, n, c) = (&fed.test.features, fed.test.n, ds.num_classes);
+        let (x, n, c) = (&fed.test.features, fed.test.n, fed.test.num_classes);
         let want = m.logits(x, n).expect("f32");
         let acc = |l: &[f32]| {
             let right = l

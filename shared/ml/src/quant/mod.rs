@@ -27,3 +27,21 @@ pub use qat::{fake_quant_forward, qat_finetune, QatConfig, QatStats, QatTargets}
 pub use table::{
     evaluate_quantized, format_table, quantization_table, time_interleaved, KernelTiming, LogitsFn, QuantRow,
 };
+
+/// The embedded digits (8x8) split for one participant (25% test, 20% public, seed 5), shared by the tests
+/// that train a small student and quantize it.
+#[cfg(test)]
+pub(crate) fn digits_split() -> fedistill_data::FederatedSplit {
+    let ds = fedistill_data::load("digits", &fedistill_data::LoadOptions::default()).expect("digits");
+    fedistill_data::split(
+        &ds,
+        &fedistill_data::SplitConfig {
+            participants: 1,
+            partition: fedistill_data::Partition::Iid,
+            test_fraction: 0.25,
+            public_fraction: 0.2,
+            seed: 5,
+        },
+    )
+    .expect("split")
+}

@@ -401,18 +401,7 @@ mod tests {
     fn guard_accepts_the_int8_student_and_rejects_a_degraded_one() {
         use crate::lifecycle::{metric_map, GuardConfig};
         use crate::train::{train_teacher, TrainConfig};
-        let ds = fedistill_data::load("digits", &fedistill_data::LoadOptions::default()).expect("digits");
-        let fed = fedistill_data::split(
-            &ds,
-            &fedistill_data::SplitConfig {
-                participants: 1,
-                partition: fedistill_data::Partition::Iid,
-                test_fraction: 0.25,
-                public_fraction: 0.2,
-                seed: 5,
-            },
-        )
-        .expect("split");
+        let fed = crate::quant::digits_split();
         let cfg = ModelConfig::Mlp { hidden: vec![32] };
         let tc = TrainConfig {
             epochs: 20,
@@ -431,7 +420,7 @@ mod tests {
         .expect("quantize");
         let good = metric_map(&evaluate_quantized(&q, &fed.test, None).expect("eval")).expect("map");
         // Deliberately degraded: the hidden layer's weights overwritten with seeded noise of similar scale.
-        let bad_model = Model::new(&cfg, ds.dim, ds.num_classes, 99).expect("model");
+        let bad_model = Model::new(&cfg, fed.test.dim, fed.test.num_classes, 99).expect("model");
         bad_model.copy_weights_from(&m).expect("copy");
         {
             let data = bad_model.varmap().data().lock().expect("lock");
