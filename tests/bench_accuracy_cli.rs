@@ -244,7 +244,7 @@ fn bad_flags_are_refused_with_a_clear_error() {
         (&["communication", "--quick", "--encodings", "f12"], "--encodings: f12"),
         (
             &["accuracy", "--quick", "--datasets", "credit", "--augment", "shift=1"],
-            "--augment applies to image datasets",
+            "--augment applies to image and sequence datasets",
         ),
         (
             &["accuracy", "--quick", "--augment", "twist"],

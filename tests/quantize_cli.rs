@@ -105,6 +105,7 @@ fn quantize_exports_every_profile_with_cards_and_table() {
         in_dim: 784,
         classes: 10,
         channels: Vec::new(),
+        conv1d: None,
     };
     let ds = load("mnist-10k", &LoadOptions::default()).expect("mnist");
     let fed = split(

@@ -148,3 +148,67 @@ fn check_refuses_a_contradictory_card() {
         text(&out)
     );
 }
+
+/// A sequence task from `.ts` files: `task infer` drafts the card from the public series file (no
+/// `--label`: the labels follow each line's last `:`), `data check` passes the real UCR file and fails a
+/// ragged one naming its line; `--label` with a `.ts` file and a CSV without `--label` are refused.
+#[test]
+fn series_files_infer_and_check() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+    std::fs::copy(data.join("ItalyPowerDemand_TRAIN.ts"), d.join("public.ts")).expect("copy");
+    std::fs::copy(data.join("ItalyPowerDemand_TEST.ts"), d.join("own.ts")).expect("copy");
+    let out = fedistill(d, &["task", "infer", "--public", "public.ts", "--out", "t.toml"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("task `ItalyPowerDemand`: sequence 1x24 (24 inputs), classes 1|2, public set 67 rows"),
+        "{}",
+        text(&out)
+    );
+    let card = std::fs::read_to_string(d.join("t.toml")).expect("card");
+    assert!(card.contains("[sequence]\nchannels = 1\nlength = 24\n"), "{card}");
+    let out = fedistill(d, &["data", "check", "--task", "t.toml", "own.ts"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("1029"), "{}", text(&out));
+
+    // Drop the last value of the third series: a ragged series, refused with its line.
+    let own = std::fs::read_to_string(d.join("own.ts")).expect("read");
+    let mut lines: Vec<String> = own.lines().map(str::to_string).collect();
+    let at = lines.iter().position(|l| l == "@data").expect("@data") + 3;
+    let (values, label) = lines[at].rsplit_once(':').expect("a label");
+    let (shorter, _) = values.rsplit_once(',').expect("values");
+    lines[at] = format!("{shorter}:{label}");
+    std::fs::write(d.join("ragged.ts"), lines.join("\n")).expect("write");
+    let out = fedistill(d, &["data", "check", "--task", "t.toml", "ragged.ts"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(&format!(
+            "ragged.ts: line {}: expected 24 values in dimension 0, the task card's series length, found 23 values \
+             (a ragged series)",
+            at + 1
+        )),
+        "{}",
+        text(&out)
+    );
+
+    let out = fedistill(
+        d,
+        &[
+            "task",
+            "infer",
+            "--public",
+            "public.ts",
+            "--label",
+            "x",
+            "--out",
+            "u.toml",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(text(&out).contains("--label names a CSV column"), "{}", text(&out));
+    std::fs::write(d.join("public.csv"), PUBLIC).expect("write");
+    let out = fedistill(d, &["task", "infer", "--public", "public.csv", "--out", "u.toml"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("--label COLUMN is required"), "{}", text(&out));
+}

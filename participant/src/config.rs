@@ -283,7 +283,7 @@ impl ParticipantSettings {
             Some(p) => p.validate_settings()?,
             None => None,
         };
-        if let (Some(ModelConfig::Cnn { .. }), Some(p)) = (&raw.teacher, &privacy) {
+        if let (Some(ModelConfig::Cnn { .. } | ModelConfig::Cnn1d { .. }), Some(p)) = (&raw.teacher, &privacy) {
             anyhow::ensure!(
                 p.teacher.is_none(),
                 "[privacy.teacher] (DP-SGD) supports MLP teachers only, but [teacher] is a CNN: use kind = \"mlp\""
@@ -534,6 +534,26 @@ participants = 3
             let err = format!("{:#}", ParticipantSettings::parse(&text, Path::new(".")).unwrap_err());
             assert!(err.contains(needle), "{needle}: {err}");
         }
+    }
+
+    #[test]
+    fn refuses_dp_sgd_for_a_cnn1d_teacher() {
+        let teacher = "[teacher]\nkind = \"cnn1d\"\nchannels = [8]\nhidden = 16\n[data]";
+        let privacy = "[privacy]\ndelta = 1e-5\nbudget_epsilon = 8.0\n[privacy.teacher]\nnoise_multiplier = 1.0\nclip = 1.0\nbatch = 64\n";
+        let text = format!("{}{privacy}", GOOD.replace("[data]", teacher));
+        let err = format!("{:#}", ParticipantSettings::parse(&text, Path::new(".")).unwrap_err());
+        assert!(err.contains("MLP teachers only"), "{err}");
+        // Without DP-SGD the 1-D teacher is accepted as written.
+        let s = ParticipantSettings::parse(&GOOD.replace("[data]", teacher), Path::new(".")).unwrap();
+        assert_eq!(
+            s.teacher,
+            Some(ModelConfig::Cnn1d {
+                in_channels: 1,
+                channels: vec![8],
+                hidden: 16,
+                kernel: 5
+            })
+        );
     }
 
     const OWN: &str = r#"

@@ -145,7 +145,9 @@ pub fn federation_defaults(shard: &Dataset, public_rows: usize, student_seed: u6
                 .chain(std::iter::once(shard.num_classes))
                 .map(|w| w as u64)
                 .collect(),
-            fedistill_shared::ml::ModelConfig::Cnn { .. } => Vec::new(),
+            fedistill_shared::ml::ModelConfig::Cnn { .. } | fedistill_shared::ml::ModelConfig::Cnn1d { .. } => {
+                Vec::new()
+            }
         };
         let macs: u64 = widths.windows(2).map(|w| w[0] * w[1]).sum();
         if rows.saturating_mul(macs) > TEACHER_EPOCH_BUDGET {

@@ -27,7 +27,8 @@ use crate::transport::{connect_with_backoff, Kit};
 pub fn public_file_name(format: fedistill_shared::data::PublicFormat) -> &'static str {
     match format {
         fedistill_shared::data::PublicFormat::Idx => "public.idx3-ubyte",
-        _ => "public.csv",
+        fedistill_shared::data::PublicFormat::Ts => "public.ts",
+        fedistill_shared::data::PublicFormat::Csv | fedistill_shared::data::PublicFormat::ImageFolder => "public.csv",
     }
 }
 
@@ -298,8 +299,13 @@ pub fn load(own: &OwnData, card: &TaskCard, public_path: &Path) -> anyhow::Resul
             anyhow::ensure!(
                 card.image.is_some(),
                 "[private] unlabeled = {:?}: unlabelled rows are read for image tasks only (an IDX images file); \
-                 this task is tabular",
-                path.display().to_string()
+                 this task is {}",
+                path.display().to_string(),
+                if card.sequence.is_some() {
+                    "a sequence task"
+                } else {
+                    "tabular"
+                }
             );
             let rows = fedistill_shared::data::read_public_idx(path, card)
                 .with_context(|| format!("[private] unlabeled: reading {}", path.display()))?;

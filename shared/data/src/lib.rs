@@ -1,7 +1,7 @@
 //! Datasets: readers (IDX, schema-driven CSV), the catalog with embedded copies, seeded federated
 //! splits, non-IID partitioners and the public transfer-set digest; the task card and the
-//! readers of an institution's own files against it (CSV, Parquet, image folders, IDX; one row
-//! encoder for the tabular ones). See docs/data.md.
+//! readers of an institution's own files against it (CSV, Parquet, image folders, IDX, `.ts`
+//! series; one row encoder for the tabular ones). See docs/data.md.
 //!
 //! ```no_run
 //! use fedistill_data::{load, split, LoadOptions, SplitConfig};
@@ -29,6 +29,8 @@ mod split;
 mod stats;
 pub mod tabular;
 mod task;
+mod ts;
+mod windows;
 
 pub use crate::parquet::{check_parquet, read_private_parquet, PARQUET_BATCH_ROWS};
 pub use bytes::{maybe_gunzip, read_file, GZIP_MAGIC, MAX_DECOMPRESSED};
@@ -49,6 +51,12 @@ pub use private::{
 };
 pub use split::{split, FederatedSplit, SplitConfig};
 pub use task::{
-    Augment, Feature, FeatureStats, ImageShape, Impute, Label, Preprocessing, PublicFormat, PublicSet, Scale, TaskCard,
-    UnknownLevel, CARD_DIGEST_TAG, CARD_VERSION, OTHER_LEVEL,
+    Augment, Feature, FeatureStats, ImageShape, Impute, Label, Preprocessing, PublicFormat, PublicSet, Scale,
+    SequenceShape, SeriesNorm, TaskCard, Transform, UnknownLevel, WindowLabel, Windows, CARD_DIGEST_TAG, CARD_VERSION,
+    OTHER_LEVEL,
 };
+pub use ts::{
+    infer_ts_card, parse_ts, read_private_ts, read_public_ts, read_ts, series_dataset, write_ts, TsFile, TsSeries,
+    MAX_SERIES,
+};
+pub use windows::{read_private_windows, read_windows, WindowCounts};

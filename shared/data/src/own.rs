@@ -26,30 +26,34 @@ pub enum PrivateFormat {
     ImageFolder,
     /// An IDX3 image file whose IDX1 label file lies beside it: `read_idx_private`.
     Idx,
+    /// A `.ts` series file (sktime/aeon text format): `read_private_ts`.
+    Ts,
 }
 
 impl PrivateFormat {
     /// Every format, in the order of their names in messages.
-    pub const ALL: [PrivateFormat; 4] = [
+    pub const ALL: [PrivateFormat; 5] = [
         PrivateFormat::Csv,
         PrivateFormat::Parquet,
         PrivateFormat::ImageFolder,
         PrivateFormat::Idx,
+        PrivateFormat::Ts,
     ];
 
-    /// The stable name (`csv`, `parquet`, `image-folder`, `idx`).
+    /// The stable name (`csv`, `parquet`, `image-folder`, `idx`, `ts`).
     pub fn name(self) -> &'static str {
         match self {
             PrivateFormat::Csv => "csv",
             PrivateFormat::Parquet => "parquet",
             PrivateFormat::ImageFolder => "image-folder",
             PrivateFormat::Idx => "idx",
+            PrivateFormat::Ts => "ts",
         }
     }
 
     /// Tells the format from the path: a folder is an image folder; a file name ending in
-    /// `.csv`, `.tsv` (optionally `.gz`) is CSV, `.parquet` or `.pq` Parquet, and a name holding
-    /// `idx3-ubyte` (optionally `.gz`) an IDX image file. Anything else is an error asking for
+    /// `.csv`, `.tsv` (optionally `.gz`) is CSV, `.parquet` or `.pq` Parquet, `.ts` (optionally `.gz`)
+    /// a series file, and a name holding `idx3-ubyte` (optionally `.gz`) an IDX image file. Anything else is an error asking for
     /// the format by name.
     pub fn detect(path: &Path) -> Result<PrivateFormat, DataError> {
         if path.is_dir() {
@@ -66,11 +70,13 @@ impl PrivateFormat {
             Ok(PrivateFormat::Parquet)
         } else if stem.contains("idx3-ubyte") {
             Ok(PrivateFormat::Idx)
+        } else if stem.ends_with(".ts") {
+            Ok(PrivateFormat::Ts)
         } else {
             Err(DataError::InvalidOption {
                 what: format!("file `{}`", path.display()),
                 problem: format!(
-                    "cannot tell its format from the name (.csv, .csv.gz, .parquet, a folder, *-idx3-ubyte[.gz]); \
+                    "cannot tell its format from the name (.csv, .csv.gz, .parquet, a folder, *-idx3-ubyte[.gz], .ts); \
                      name the format ({})",
                     names()
                 ),
@@ -126,11 +132,25 @@ pub fn read_private_as(
     opts: &CsvOptions,
     format: PrivateFormat,
 ) -> Result<(Dataset, LoadReport), DataError> {
+    let windows = card.sequence.as_ref().is_some_and(|s| s.windows.is_some());
     match format {
+        PrivateFormat::Csv if windows => crate::windows::read_private_windows(path, card),
+        PrivateFormat::Parquet | PrivateFormat::ImageFolder | PrivateFormat::Idx | PrivateFormat::Ts if windows => {
+            Err(DataError::Card {
+                file: path.display().to_string(),
+                field: "sequence.windows".into(),
+                problem: format!(
+                    "task `{}` cuts windows from CSV files of long series; `{}` is read as {format}",
+                    card.name,
+                    path.display()
+                ),
+            })
+        }
         PrivateFormat::Csv => read_private_csv(path, card, opts),
         PrivateFormat::Parquet => read_private_parquet(path, card, opts),
         PrivateFormat::ImageFolder => read_image_folder(path, card),
         PrivateFormat::Idx => read_idx_private(path, &idx_labels_path(path), card),
+        PrivateFormat::Ts => crate::ts::read_private_ts(path, card),
     }
 }
 
@@ -149,27 +169,39 @@ pub fn check_private(
         Ok(f) => f,
         Err(e) => return CheckReport::fatal(path, card, e.to_string()),
     };
+    let windows = card.sequence.as_ref().is_some_and(|s| s.windows.is_some());
     match format {
-        PrivateFormat::Csv => check_csv(path, card, opts, max_problems),
-        PrivateFormat::Parquet => check_parquet(path, card, opts, max_problems),
-        PrivateFormat::ImageFolder | PrivateFormat::Idx => match read_private_as(path, card, opts, format) {
+        PrivateFormat::Csv if windows => match read_private_as(path, card, opts, format) {
             Ok((_, loaded)) => CheckReport::loaded(path, card, &loaded),
             Err(e) => CheckReport::fatal(path, card, e.to_string()),
         },
+        PrivateFormat::Csv => check_csv(path, card, opts, max_problems),
+        PrivateFormat::Parquet => check_parquet(path, card, opts, max_problems),
+        PrivateFormat::ImageFolder | PrivateFormat::Idx | PrivateFormat::Ts => {
+            match read_private_as(path, card, opts, format) {
+                Ok((_, loaded)) => CheckReport::loaded(path, card, &loaded),
+                Err(e) => CheckReport::fatal(path, card, e.to_string()),
+            }
+        }
     }
 }
 
 /// Reads the public transfer set a `card` names, in the card's public format: a CSV read like a private
-/// file (its label column gives labels, for reporting only), or an IDX3 image file (unlabelled: the
-/// second value is `false` and every label is 0). Returns the dataset and whether its labels are real.
+/// file (its label column gives labels, for reporting only), an IDX3 image file (unlabelled: the
+/// second value is `false` and every label is 0), or a `.ts` series file (labelled or not). Returns the
+/// dataset and whether its labels are real.
 pub fn read_public(path: &Path, card: &TaskCard) -> Result<(Dataset, bool), DataError> {
     match card.public.format {
+        crate::task::PublicFormat::Csv if card.sequence.is_some() => {
+            Ok((crate::windows::read_windows(path, card)?.0, true))
+        }
         crate::task::PublicFormat::Csv => Ok((read_private_csv(path, card, &CsvOptions::default())?.0, true)),
         crate::task::PublicFormat::Idx => Ok((crate::imagefolder::read_public_idx(path, card)?, false)),
+        crate::task::PublicFormat::Ts => crate::ts::read_public_ts(path, card),
         crate::task::PublicFormat::ImageFolder => Err(DataError::Card {
             file: path.display().to_string(),
             field: "public.format".into(),
-            problem: "a public set travels as one file: use csv (tabular) or idx (images)".into(),
+            problem: "a public set travels as one file: use csv (tabular), idx (images) or ts (series)".into(),
         }),
     }
 }
@@ -196,6 +228,8 @@ mod tests {
             ("own.parquet", PrivateFormat::Parquet),
             ("own.pq", PrivateFormat::Parquet),
             ("train-images-idx3-ubyte.gz", PrivateFormat::Idx),
+            ("ItalyPowerDemand_TRAIN.ts", PrivateFormat::Ts),
+            ("own.ts.gz", PrivateFormat::Ts),
         ];
         for (name, want) in cases {
             assert_eq!(PrivateFormat::detect(Path::new(name)).expect(name), want, "{name}");
@@ -209,7 +243,7 @@ mod tests {
             .to_string();
         assert!(
             err.starts_with("file `own.xlsx`: cannot tell its format from the name")
-                && err.ends_with("name the format (csv, parquet, image-folder, idx)"),
+                && err.ends_with("name the format (csv, parquet, image-folder, idx, ts)"),
             "{err}"
         );
         for f in PrivateFormat::ALL {
@@ -218,7 +252,10 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", f.name()));
         }
         let err = "xlsx".parse::<PrivateFormat>().expect_err("unknown").to_string();
-        assert_eq!(err, "format `xlsx`: expected one of csv, parquet, image-folder, idx");
+        assert_eq!(
+            err,
+            "format `xlsx`: expected one of csv, parquet, image-folder, idx, ts"
+        );
         assert_eq!(
             idx_labels_path(Path::new("/d/train-images-idx3-ubyte.gz")),
             Path::new("/d/train-labels-idx1-ubyte.gz")

@@ -40,6 +40,9 @@ pub struct TaskCard {
     /// Image tasks: the image shape. Absent for tabular tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageShape>,
+    /// Sequence tasks (time series): channels, length and normalization. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<SequenceShape>,
     /// Tabular tasks: imputation, scaling and their statistics. Absent for image tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preprocessing: Option<Preprocessing>,
@@ -49,29 +52,87 @@ pub struct TaskCard {
     /// an `idx` benchmark the SHA-256 is of the images file, its labels file lies beside it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub benchmark: Option<PublicSet>,
-    /// Image tasks: how every participant augments the public rows of each round, identically (seeded by
-    /// the public set's digest, the round and the row), so a public row revisited in a later round is a
-    /// fresh view of it. Absent: the rows are used as read.
+    /// Image and sequence tasks: how every participant augments the public rows of each round,
+    /// identically (seeded by the public set's digest, the round and the row), so a public row revisited
+    /// in a later round is a fresh view of it. Absent: the rows are used as read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub augment: Option<Augment>,
 }
 
-/// `[augment]`: the public-set augmentation of an image task (docs/data.md, "Public-set augmentation").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `[augment]`: the public-set augmentation of an image task (`shift`, `flip`) or of a sequence task
+/// (`jitter`, `scaling`, `magnitude_warp`, `time_warp`, `slice`: Um et al. 2017; docs/data.md,
+/// "Public-set augmentation"). Every field defaults to "off".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Augment {
-    /// Largest translation in pixels, each axis uniform in `[-shift, shift]`; the uncovered border is 0.
-    #[serde(default)]
+    /// Images: largest translation in pixels, each axis uniform in `[-shift, shift]`; the uncovered
+    /// border is 0.
+    #[serde(default, skip_serializing_if = "is_zero_usize")]
     pub shift: usize,
-    /// Mirror left-right with probability 1/2.
-    #[serde(default)]
+    /// Images: mirror left-right with probability 1/2.
+    #[serde(default, skip_serializing_if = "is_false")]
     pub flip: bool,
+    /// Sequences: standard deviation of Gaussian noise added to every value (in the series' units after
+    /// normalization).
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub jitter: f64,
+    /// Sequences: standard deviation of one Gaussian factor around 1 per channel that multiplies it.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub scaling: f64,
+    /// Sequences: standard deviation of a smooth random curve around 1 (a cubic interpolation of four
+    /// knots) that multiplies each channel.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub magnitude_warp: f64,
+    /// Sequences: standard deviation of the knots of a smooth random speed curve around 1 that resamples
+    /// the time axis (the series is read faster or slower in places, end points fixed).
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub time_warp: f64,
+    /// Sequences: fraction of the length kept by a random window (`0.5 <= slice < 1`), stretched back to
+    /// the full length by linear interpolation; 0 = off.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub slice: f64,
+}
+
+fn is_zero_usize(v: &usize) -> bool {
+    *v == 0
+}
+
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 impl Augment {
+    /// Whether any sequence augmentation is on.
+    pub fn has_sequence_fields(&self) -> bool {
+        [
+            self.jitter,
+            self.scaling,
+            self.magnitude_warp,
+            self.time_warp,
+            self.slice,
+        ]
+        .iter()
+        .any(|v| *v != 0.0)
+    }
+
+    /// Whether any image augmentation is on.
+    pub fn has_image_fields(&self) -> bool {
+        self.shift != 0 || self.flip
+    }
+
     /// Refuses an augmentation that changes nothing or shifts `shape` by more than a quarter of its smaller
-    /// side: `(card field, problem)`.
+    /// side, or that names sequence augmentations: `(card field, problem)`.
     pub fn check(&self, shape: ImageShape) -> Result<(), (&'static str, String)> {
+        if self.has_sequence_fields() {
+            return Err((
+                "augment",
+                "jitter, scaling, magnitude_warp, time_warp and slice augment sequences, not images".into(),
+            ));
+        }
         if self.shift == 0 && !self.flip {
             return Err((
                 "augment",
@@ -85,6 +146,46 @@ impl Augment {
                 format!(
                     "a shift of {} pixels moves a {}x{} image by more than a quarter of its side (at most {limit})",
                     self.shift, shape.height, shape.width
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses a sequence augmentation that changes nothing, names image augmentations, or has a value out
+    /// of its range: `(card field, problem)`.
+    pub fn check_sequence(&self, shape: &SequenceShape) -> Result<(), (&'static str, String)> {
+        if self.has_image_fields() {
+            return Err(("augment", "shift and flip augment images, not sequences".into()));
+        }
+        if !self.has_sequence_fields() {
+            return Err((
+                "augment",
+                "[augment] sets none of jitter, scaling, magnitude_warp, time_warp, slice: remove it or set one".into(),
+            ));
+        }
+        for (field, v) in [
+            ("augment.jitter", self.jitter),
+            ("augment.scaling", self.scaling),
+            ("augment.magnitude_warp", self.magnitude_warp),
+            ("augment.time_warp", self.time_warp),
+        ] {
+            if !(v.is_finite() && (0.0..=1.0).contains(&v)) {
+                return Err((field, format!("{v} is not a standard deviation in [0, 1]")));
+            }
+        }
+        if self.slice != 0.0 && !(self.slice.is_finite() && (0.5..1.0).contains(&self.slice)) {
+            return Err((
+                "augment.slice",
+                format!("{} is not a fraction of the length in [0.5, 1) (0 = off)", self.slice),
+            ));
+        }
+        if (self.time_warp != 0.0 || self.slice != 0.0) && shape.length < 4 {
+            return Err((
+                "augment",
+                format!(
+                    "time_warp and slice need series of at least 4 steps, the card says {}",
+                    shape.length
                 ),
             ));
         }
@@ -181,6 +282,246 @@ pub struct ImageShape {
     pub width: usize,
     /// Values per pixel (1 grey, 3 RGB).
     pub channels: usize,
+}
+
+/// `[sequence]`: every series of a sequence task (time series); inputs are `channels * length`
+/// values, channel-major (value `c * length + t` is channel `c` at time `t`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SequenceShape {
+    /// Values per time step (the `.ts` format's dimensions; 1 = univariate).
+    pub channels: usize,
+    /// Time steps; every series must have exactly this many (a ragged series is refused).
+    pub length: usize,
+    /// How each series is normalized when read.
+    #[serde(default)]
+    pub normalize: SeriesNorm,
+    /// `normalize = "standard"`: each channel's mean (from the public set, or stated), one per channel.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mean: Vec<f64>,
+    /// `normalize = "standard"`: each channel's standard deviation (finite, > 0), one per channel.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub std: Vec<f64>,
+    /// Windows cut from long series in CSV files (`[sequence.windows]`); absent: `.ts` files of
+    /// ready-made series.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows: Option<Windows>,
+}
+
+/// `[sequence.windows]`: how a CSV of long series (one row per time step) becomes labelled windows
+/// (docs/data.md, "Windows cut from long series").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Windows {
+    /// The time column; rows must be in strictly increasing time order (per entity). Numbers, ISO dates
+    /// (`2004-01-31`) or US dates (`1/31/2004`).
+    pub time: String,
+    /// An entity column (a ticker, a branch): one series per value, and no window crosses two. Absent:
+    /// the whole file is one series.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
+    /// The columns that become the channels, in channel order (`[sequence] channels` of them).
+    pub columns: Vec<String>,
+    /// What each channel holds: the values, their differences, or their log returns (`ln(x_t / x_{t-1})`,
+    /// which needs positive values).
+    #[serde(default)]
+    pub transform: Transform,
+    /// Steps between the starts of two windows (>= 1).
+    pub stride: usize,
+    /// The label of each window.
+    pub label: WindowLabel,
+}
+
+/// A channel transform of `[sequence.windows]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transform {
+    /// The values as read.
+    #[default]
+    None,
+    /// `x_t - x_{t-1}` (the series loses its first step).
+    Diff,
+    /// `ln(x_t / x_{t-1})` (the series loses its first step).
+    LogReturn,
+}
+
+/// `[sequence.windows.label]`: the label rule of a window, computed from a column's values after the
+/// window's last step (so the label is what happens next, never what the window shows).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "rule", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum WindowLabel {
+    /// `up` when `column` `horizon` steps after the window's last step is above its value at that step,
+    /// else `down`. Classes `["down", "up"]`.
+    Direction {
+        /// The column whose future decides.
+        column: String,
+        /// Steps ahead (>= 1).
+        horizon: usize,
+    },
+    /// `high` when the standard deviation of `column`'s log returns over the `horizon` steps after the
+    /// window is above `threshold`, else `low`. Classes `["low", "high"]`. State the threshold (for
+    /// example the public set's median), never a private set's.
+    Volatility {
+        /// The column (positive values: prices).
+        column: String,
+        /// Steps ahead (>= 2).
+        horizon: usize,
+        /// The volatility that separates `low` from `high` (finite, > 0).
+        threshold: f64,
+    },
+}
+
+impl Windows {
+    /// Refuses windows that contradict the card's `channels` or `classes`: `(card field, problem)`.
+    pub fn check(&self, channels: usize, classes: &[String]) -> Result<(), (String, String)> {
+        let field = |f: &str| format!("sequence.windows.{f}");
+        if self.columns.len() != channels {
+            return Err((
+                field("columns"),
+                format!(
+                    "{} columns for {channels} channels: name one column per channel",
+                    self.columns.len()
+                ),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for c in &self.columns {
+            if c.trim().is_empty() || padded(c) {
+                return Err((
+                    field("columns"),
+                    format!("`{c}` is not a column name (empty or padded)"),
+                ));
+            }
+            if !seen.insert(c.as_str()) {
+                return Err((field("columns"), format!("column `{c}` is named twice")));
+            }
+            if *c == self.time || self.entity.as_deref() == Some(c) {
+                return Err((field("columns"), format!("`{c}` is the time or entity column")));
+            }
+        }
+        if self.time.trim().is_empty() || padded(&self.time) {
+            return Err((field("time"), "the time column's name is empty or padded".into()));
+        }
+        if let Some(e) = &self.entity {
+            if e.trim().is_empty() || padded(e) || *e == self.time {
+                return Err((field("entity"), format!("`{e}` is empty, padded or the time column")));
+            }
+        }
+        if self.stride == 0 {
+            return Err((field("stride"), "must be at least 1".into()));
+        }
+        let min_horizon = match self.label {
+            WindowLabel::Direction { .. } => 1,
+            WindowLabel::Volatility { threshold, .. } => {
+                if !(threshold.is_finite() && threshold > 0.0) {
+                    return Err((
+                        field("label.threshold"),
+                        format!("{threshold} is not a finite number > 0"),
+                    ));
+                }
+                2
+            }
+        };
+        if self.label.horizon() < min_horizon {
+            return Err((
+                field("label.horizon"),
+                format!(
+                    "{} steps ahead; this rule needs at least {min_horizon}",
+                    self.label.horizon()
+                ),
+            ));
+        }
+        if self.label.column().trim().is_empty() || *self.label.column() == self.time {
+            return Err((
+                field("label.column"),
+                "name the column whose future decides the label".into(),
+            ));
+        }
+        let want = self.label.classes();
+        if classes.len() != 2 || classes[0] != want[0] || classes[1] != want[1] {
+            return Err((
+                "label.classes".into(),
+                format!(
+                    "the `{}` rule labels windows {:?}: declare classes = [\"{}\", \"{}\"]",
+                    match self.label {
+                        WindowLabel::Direction { .. } => "direction",
+                        WindowLabel::Volatility { .. } => "volatility",
+                    },
+                    want,
+                    want[0],
+                    want[1]
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl WindowLabel {
+    /// The column the rule reads.
+    pub fn column(&self) -> &str {
+        match self {
+            WindowLabel::Direction { column, .. } | WindowLabel::Volatility { column, .. } => column,
+        }
+    }
+
+    /// Steps after a window the rule looks at.
+    pub fn horizon(&self) -> usize {
+        match self {
+            WindowLabel::Direction { horizon, .. } | WindowLabel::Volatility { horizon, .. } => *horizon,
+        }
+    }
+
+    /// The classes the rule produces, in class-id order.
+    pub fn classes(&self) -> [&'static str; 2] {
+        match self {
+            WindowLabel::Direction { .. } => ["down", "up"],
+            WindowLabel::Volatility { .. } => ["low", "high"],
+        }
+    }
+}
+
+/// How a sequence task's series are normalized when read (no statistics from private rows either way).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeriesNorm {
+    /// Values are used as read.
+    #[default]
+    None,
+    /// Each channel of each series is z-normalized on its own (mean 0, standard deviation 1; a
+    /// constant channel becomes 0), the usual preparation of the UCR archive. It erases each series'
+    /// level and scale: not for tasks about them (volatility).
+    Series,
+    /// Each channel is standardized with the card's `mean` and `std` for it (statistics of the public set,
+    /// or stated), the same numbers on every node.
+    Standard,
+}
+
+impl SequenceShape {
+    /// Normalizes the `length` values of channel `c` of one series in place, as the card says.
+    pub fn normalize_channel(&self, c: usize, x: &mut [f32]) {
+        match self.normalize {
+            SeriesNorm::None => {}
+            SeriesNorm::Series => {
+                let n = x.len() as f64;
+                let mean = x.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+                let sd = (x.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n).sqrt();
+                for v in x.iter_mut() {
+                    *v = if sd > 1e-12 {
+                        ((f64::from(*v) - mean) / sd) as f32
+                    } else {
+                        0.0
+                    };
+                }
+            }
+            SeriesNorm::Standard => {
+                let (mean, sd) = (self.mean[c], self.std[c]);
+                for v in x.iter_mut() {
+                    *v = ((f64::from(*v) - mean) / sd) as f32;
+                }
+            }
+        }
+    }
 }
 
 /// How a missing cell's fill value is chosen from the public set.
@@ -281,6 +622,20 @@ pub enum PublicFormat {
     Idx,
     /// A folder of images, one sub-folder per class (image tasks).
     ImageFolder,
+    /// A `.ts` text file of series (sktime/aeon format; sequence tasks).
+    Ts,
+}
+
+impl PublicFormat {
+    /// The card's name of the format (`csv`, `idx`, `image-folder`, `ts`).
+    pub fn name(self) -> &'static str {
+        match self {
+            PublicFormat::Csv => "csv",
+            PublicFormat::Idx => "idx",
+            PublicFormat::ImageFolder => "image-folder",
+            PublicFormat::Ts => "ts",
+        }
+    }
 }
 
 /// Text cells that mean "missing" (shared with the catalog reader).
@@ -333,9 +688,10 @@ impl TaskCard {
 
     /// Number of model inputs: the sum of the features' widths, or `height * width * channels`.
     pub fn input_dim(&self) -> usize {
-        match self.image {
-            Some(s) => s.height.saturating_mul(s.width).saturating_mul(s.channels),
-            None => self.features.iter().map(Feature::width).sum(),
+        match (self.image, self.sequence.as_ref()) {
+            (Some(s), _) => s.height.saturating_mul(s.width).saturating_mul(s.channels),
+            (None, Some(s)) => s.channels.saturating_mul(s.length),
+            (None, None) => self.features.iter().map(Feature::width).sum(),
         }
     }
 
@@ -346,7 +702,7 @@ impl TaskCard {
 
     /// One name per model input: `column` for numeric and ordinal features, `column=level` for
     /// one-hot inputs (`column=<other>` for the implicit level), `pixel_Y_X` (or `pixel_Y_X_cC`
-    /// with several channels) for images.
+    /// with several channels) for images, `tT` (or `cC_tT` with several channels) for sequences.
     pub fn feature_names(&self) -> Vec<String> {
         if let Some(s) = self.image {
             let mut out = Vec::with_capacity(self.input_dim());
@@ -359,6 +715,19 @@ impl TaskCard {
                             format!("pixel_{y}_{x}_c{c}")
                         });
                     }
+                }
+            }
+            return out;
+        }
+        if let Some(s) = &self.sequence {
+            let mut out = Vec::with_capacity(self.input_dim());
+            for c in 0..s.channels {
+                for t in 0..s.length {
+                    out.push(if s.channels == 1 {
+                        format!("t{t}")
+                    } else {
+                        format!("c{c}_t{t}")
+                    });
                 }
             }
             return out;
@@ -380,9 +749,10 @@ impl TaskCard {
 
     /// One line for people: name, shape, classes, public set and the card digest.
     pub fn summary(&self) -> String {
-        let shape = match self.image {
-            Some(s) => format!("image {}x{}x{}", s.height, s.width, s.channels),
-            None => format!("{} columns", self.features.len()),
+        let shape = match (self.image, self.sequence.as_ref()) {
+            (Some(s), _) => format!("image {}x{}x{}", s.height, s.width, s.channels),
+            (None, Some(s)) => format!("sequence {}x{}", s.channels, s.length),
+            (None, None) => format!("{} columns", self.features.len()),
         };
         format!(
             "task `{}`: {shape} ({} inputs), classes {}, public set {} rows, card sha256:{}",
@@ -456,20 +826,20 @@ impl TaskCard {
         if let Some(d) = first_duplicate(classes) {
             return bad("label.classes".into(), format!("class `{d}` is declared twice"));
         }
-        match (self.image, self.features.is_empty()) {
-            (Some(_), false) => {
-                return bad(
-                    "image".into(),
-                    "a card declares either [image] or [[features]], not both".into(),
-                )
-            }
-            (None, true) => {
-                return bad(
-                    "features".into(),
-                    "a tabular card needs at least one [[features]] entry (or declare [image])".into(),
-                )
-            }
-            _ => {}
+        let kinds = usize::from(self.image.is_some())
+            + usize::from(self.sequence.is_some())
+            + usize::from(!self.features.is_empty());
+        if kinds > 1 {
+            return bad(
+                if self.image.is_some() { "image" } else { "sequence" }.into(),
+                "a card declares one of [image], [sequence] or [[features]], not several".into(),
+            );
+        }
+        if kinds == 0 {
+            return bad(
+                "features".into(),
+                "a tabular card needs at least one [[features]] entry (or declare [image] or [sequence])".into(),
+            );
         }
         if let Some(shape) = self.image {
             for (field, v) in [
@@ -495,10 +865,13 @@ impl TaskCard {
                     "image cards take no [preprocessing]: pixels are scaled to [0, 1]".into(),
                 );
             }
-            if self.public.format == PublicFormat::Csv {
+            if matches!(self.public.format, PublicFormat::Csv | PublicFormat::Ts) {
                 return bad(
                     "public.format".into(),
-                    "an image task's public set is `idx` or `image-folder`, not `csv`".into(),
+                    format!(
+                        "an image task's public set is `idx` or `image-folder`, not `{}`",
+                        self.public.format.name()
+                    ),
                 );
             }
             if let Some(a) = self.augment {
@@ -506,11 +879,85 @@ impl TaskCard {
                     return bad(field.into(), problem);
                 }
             }
+        } else if let Some(shape) = &self.sequence {
+            if shape.channels == 0 {
+                return bad("sequence.channels".into(), "must be at least 1".into());
+            }
+            if shape.length < 2 {
+                return bad("sequence.length".into(), "a series needs at least 2 time steps".into());
+            }
+            if shape.channels.checked_mul(shape.length).is_none_or(|d| d > 1 << 24) {
+                return bad(
+                    "sequence".into(),
+                    "channels * length is more than 16777216 inputs".into(),
+                );
+            }
+            if self.preprocessing.is_some() {
+                return bad(
+                    "preprocessing".into(),
+                    "sequence cards take no [preprocessing]: set [sequence] normalize".into(),
+                );
+            }
+            if shape.normalize == SeriesNorm::Standard {
+                for (field, v) in [("sequence.mean", &shape.mean), ("sequence.std", &shape.std)] {
+                    if v.len() != shape.channels {
+                        return bad(
+                            field.into(),
+                            format!(
+                                "normalize = \"standard\" needs one value per channel ({}), got {}",
+                                shape.channels,
+                                v.len()
+                            ),
+                        );
+                    }
+                }
+                if let Some(m) = shape.mean.iter().find(|m| !m.is_finite()) {
+                    return bad("sequence.mean".into(), format!("{m} is not a finite number"));
+                }
+                if let Some(sd) = shape.std.iter().find(|sd| !(sd.is_finite() && **sd > 0.0)) {
+                    return bad("sequence.std".into(), format!("{sd} is not a finite number > 0"));
+                }
+            } else if !shape.mean.is_empty() || !shape.std.is_empty() {
+                return bad(
+                    "sequence.mean".into(),
+                    "mean and std are the statistics of normalize = \"standard\" only".into(),
+                );
+            }
+            let want = if shape.windows.is_some() {
+                PublicFormat::Csv
+            } else {
+                PublicFormat::Ts
+            };
+            if self.public.format != want {
+                return bad(
+                    "public.format".into(),
+                    format!(
+                        "a sequence task's public set is `{}` ({}), not `{}`",
+                        want.name(),
+                        if shape.windows.is_some() {
+                            "long series cut into windows"
+                        } else {
+                            "series files"
+                        },
+                        self.public.format.name()
+                    ),
+                );
+            }
+            if let Some(w) = &shape.windows {
+                if let Err((field, problem)) = w.check(shape.channels, classes) {
+                    return bad(field, problem);
+                }
+            }
+            if let Some(a) = self.augment {
+                if let Err((field, problem)) = a.check_sequence(shape) {
+                    return bad(field.into(), problem);
+                }
+            }
         } else {
             if self.augment.is_some() {
                 return bad(
                     "augment".into(),
-                    "[augment] applies to image tasks only (shifts and flips of pixels)".into(),
+                    "[augment] applies to image and sequence tasks only (tabular rows are used as read)".into(),
                 );
             }
             self.check_tabular(file)?;
@@ -549,13 +996,19 @@ impl TaskCard {
             }
             let want = if self.image.is_some() {
                 PublicFormat::Idx
+            } else if let Some(seq) = &self.sequence {
+                if seq.windows.is_some() {
+                    PublicFormat::Csv
+                } else {
+                    PublicFormat::Ts
+                }
             } else {
                 PublicFormat::Csv
             };
             if b.format != want {
                 return bad(
                     "benchmark.format".into(),
-                    format!("this task's benchmark set is one `{want:?}` file", want = want).to_lowercase(),
+                    format!("this task's benchmark set is one `{}` file", want.name()),
                 );
             }
         }
@@ -922,7 +1375,14 @@ format = "idx"
         // quarter of the side, or meets a tabular card.
         let aug = TaskCard::from_toml_str(&format!("{text}[augment]\nshift = 2\nflip = true\n"), "img.toml")
             .expect("valid augmentation");
-        assert_eq!(aug.augment, Some(Augment { shift: 2, flip: true }));
+        assert_eq!(
+            aug.augment,
+            Some(Augment {
+                shift: 2,
+                flip: true,
+                ..Augment::default()
+            })
+        );
         assert_ne!(
             aug.digest(),
             c.digest(),
@@ -930,6 +1390,11 @@ format = "idx"
         );
         for (table, field, problem) in [
             ("[augment]\nshift = 0\n", "augment", "changes nothing"),
+            (
+                "[augment]\nshift = 1\njitter = 0.1\n",
+                "augment",
+                "augment sequences, not images",
+            ),
             (
                 "[augment]\nshift = 3\n",
                 "augment.shift",
@@ -947,8 +1412,138 @@ format = "idx"
         check(
             |t| format!("{t}[augment]\nshift = 1\n"),
             "augment",
-            "applies to image tasks only",
+            "applies to image and sequence tasks only",
         );
+    }
+
+    #[test]
+    fn sequence_card() {
+        let text = r#"
+name = "power"
+version = 1
+[label]
+classes = ["1", "2"]
+[sequence]
+channels = 2
+length = 24
+normalize = "series"
+[public]
+sha256 = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+rows = 5
+format = "ts"
+"#;
+        let c = TaskCard::from_toml_str(text, "seq.toml").expect("valid");
+        assert_eq!(c.input_dim(), 48);
+        assert_eq!(c.feature_names()[25], "c1_t1");
+        assert!(c.summary().contains("sequence 2x24 (48 inputs)"), "{}", c.summary());
+        assert_eq!(
+            TaskCard::from_toml_str(&c.to_toml_string(), "again.toml").expect("round trip"),
+            c
+        );
+        let plain = TaskCard::from_toml_str(&text.replace("normalize = \"series\"\n", ""), "seq.toml")
+            .expect("normalize defaults to none");
+        assert_eq!(plain.sequence.as_ref().map(|s| s.normalize), Some(SeriesNorm::None));
+        assert_ne!(plain.digest(), c.digest());
+        let refused = |edit: &dyn Fn(&str) -> String| {
+            TaskCard::from_toml_str(&edit(text), "seq.toml")
+                .expect_err("bad input must be refused")
+                .to_string()
+        };
+        for (edit, field, problem) in [
+            (
+                Box::new(|t: &str| t.replace("length = 24", "length = 1")) as Box<dyn Fn(&str) -> String>,
+                "sequence.length",
+                "at least 2 time steps",
+            ),
+            (
+                Box::new(|t: &str| t.replace("channels = 2", "channels = 0")),
+                "sequence.channels",
+                "at least 1",
+            ),
+            (
+                Box::new(|t: &str| t.replace("\"ts\"", "\"csv\"")),
+                "public.format",
+                "is `ts` (series files), not `csv`",
+            ),
+            (
+                Box::new(|t: &str| format!("{t}[image]\nheight = 2\nwidth = 2\nchannels = 1\n")),
+                "image",
+                "one of [image], [sequence] or [[features]]",
+            ),
+            (
+                Box::new(|t: &str| format!("{t}[augment]\nshift = 1\n")),
+                "augment",
+                "shift and flip augment images",
+            ),
+            (Box::new(|t: &str| format!("{t}[augment]\n")), "augment", "sets none of"),
+            (
+                Box::new(|t: &str| format!("{t}[augment]\njitter = 2.0\n")),
+                "augment.jitter",
+                "in [0, 1]",
+            ),
+            (
+                Box::new(|t: &str| format!("{t}[augment]\nslice = 0.3\n")),
+                "augment.slice",
+                "in [0.5, 1)",
+            ),
+            (
+                Box::new(|t: &str| t.replace("normalize = \"series\"", "normalize = \"global\"")),
+                "",
+                "unknown variant `global`",
+            ),
+            (
+                Box::new(|t: &str| t.replace("normalize = \"series\"", "normalize = \"standard\"\nmean = [0.0]")),
+                "sequence.mean",
+                "one value per channel (2), got 1",
+            ),
+            (
+                Box::new(|t: &str| {
+                    t.replace(
+                        "normalize = \"series\"",
+                        "normalize = \"standard\"\nmean = [0.0, 1.0]\nstd = [1.0, 0.0]",
+                    )
+                }),
+                "sequence.std",
+                "0 is not a finite number > 0",
+            ),
+            (
+                Box::new(|t: &str| t.replace("normalize = \"series\"", "normalize = \"series\"\nmean = [0.0, 1.0]")),
+                "sequence.mean",
+                "statistics of normalize = \"standard\" only",
+            ),
+        ] {
+            let msg = refused(&*edit);
+            let named = if field.is_empty() {
+                msg.contains("not a valid task card")
+            } else {
+                msg.contains(&format!("field `{field}`"))
+            };
+            assert!(named && msg.contains(problem), "{msg}");
+        }
+        let standard = TaskCard::from_toml_str(
+            &text.replace(
+                "normalize = \"series\"",
+                "normalize = \"standard\"\nmean = [1.0, -2.0]\nstd = [2.0, 0.5]",
+            ),
+            "seq.toml",
+        )
+        .expect("standard with one statistic per channel");
+        let shape = standard.sequence.as_ref().expect("a sequence card");
+        let mut x = [3.0f32, 5.0];
+        shape.normalize_channel(0, &mut x);
+        assert_eq!(x, [1.0, 2.0]);
+        let mut x = [-2.0f32, -1.0];
+        shape.normalize_channel(1, &mut x);
+        assert_eq!(x, [0.0, 2.0]);
+        let aug = TaskCard::from_toml_str(
+            &format!("{text}[augment]\njitter = 0.03\nmagnitude_warp = 0.2\ntime_warp = 0.2\nslice = 0.9\n"),
+            "seq.toml",
+        )
+        .expect("a sequence augmentation");
+        let a = aug.augment.expect("kept");
+        assert_eq!((a.jitter, a.scaling, a.slice, a.shift), (0.03, 0.0, 0.9, 0));
+        // Off fields are not written, so image cards keep their bytes and digests.
+        assert!(!aug.to_toml_string().contains("scaling"), "{}", aug.to_toml_string());
     }
 
     #[test]

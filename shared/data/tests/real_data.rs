@@ -90,6 +90,30 @@ fn breast_cancer_shape_and_class_counts() {
 }
 
 #[test]
+fn italy_power_shape_and_class_counts() {
+    let ds = load_ok("italy-power");
+    assert_eq!((ds.n, ds.dim), (1096, 24));
+    assert_eq!(
+        ds.kind,
+        DataKind::Sequence {
+            channels: 1,
+            length: 24
+        }
+    );
+    assert_eq!(ds.class_names, vec!["1", "2"]);
+    // 34 + 513 days of class 1, 33 + 516 of class 2 (TRAIN then TEST).
+    assert_eq!(ds.class_counts(), vec![547, 549]);
+    // The first value of the first training series, as printed in the file.
+    assert_eq!(ds.row(0)[0], -0.710_517_6);
+    // Every day is z-normalized in the archive.
+    let mean: f32 = ds.row(0).iter().sum::<f32>() / 24.0;
+    assert!(mean.abs() < 1e-5, "{mean}");
+    let s = split(&ds, &SplitConfig::default()).expect("valid split");
+    assert_eq!(s.public.kind, ds.kind);
+    assert_eq!(s.public.row(0).len(), 24);
+}
+
+#[test]
 fn tabular_split_is_standardized_on_private_rows() {
     let ds = load_ok("breast-cancer");
     let s = split(&ds, &SplitConfig::default()).expect("valid split");

@@ -41,7 +41,7 @@ pub struct CommonOptions {
     pub samples_per_round: Option<usize>,
     /// The public-set augmentation, `shift=N[,flip]` (image datasets).
     pub augment: Option<String>,
-    /// Teacher architecture, `mlp:W,W` or `cnn:C,C:H`.
+    /// Teacher architecture, `mlp:W,W`, `cnn:C,C:H` or `cnn1d:C,C:H[:KERNEL[:IN_CHANNELS]]`.
     pub teacher: Option<String>,
     /// Student architecture, same syntax.
     pub student: Option<String>,
@@ -150,17 +150,33 @@ fn apply_checked(c: &mut ExperimentConfig, ds: &Dataset, common: &CommonOptions)
         anyhow::bail!("--samples-per-round must be at least 1");
     }
     if let Some(a) = &common.augment {
-        let fedistill_shared::data::DataKind::Image { height, width } = ds.kind else {
-            anyhow::bail!("--augment applies to image datasets; {} is tabular", ds.name);
-        };
         let aug = parse_augment(a).context("--augment")?;
-        let shape = fedistill_shared::data::ImageShape {
-            height,
-            width,
-            channels: 1,
+        let checked = match ds.kind {
+            fedistill_shared::data::DataKind::Image { height, width } => {
+                aug.check(fedistill_shared::data::ImageShape {
+                    height,
+                    width,
+                    channels: 1,
+                })
+            }
+            fedistill_shared::data::DataKind::Sequence { channels, length } => {
+                aug.check_sequence(&fedistill_shared::data::SequenceShape {
+                    channels,
+                    length,
+                    normalize: fedistill_shared::data::SeriesNorm::None,
+                    mean: Vec::new(),
+                    std: Vec::new(),
+                    windows: None,
+                })
+            }
+            fedistill_shared::data::DataKind::Tabular => {
+                anyhow::bail!(
+                    "--augment applies to image and sequence datasets; {} is tabular",
+                    ds.name
+                )
+            }
         };
-        aug.check(shape)
-            .map_err(|(_, problem)| anyhow::anyhow!("--augment {a}: {problem}"))?;
+        checked.map_err(|(_, problem)| anyhow::anyhow!("--augment {a}: {problem}"))?;
         c.augment = Some(aug);
     }
     if let Some(t) = &common.teacher {
@@ -201,25 +217,44 @@ fn apply_checked(c: &mut ExperimentConfig, ds: &Dataset, common: &CommonOptions)
     Ok(())
 }
 
-/// `shift=N` and/or `flip`, comma-separated.
+/// Images: `shift=N` and/or `flip`; sequences: any of `jitter=S`, `scaling=S`, `magnitude-warp=S`,
+/// `time-warp=S`, `slice=F`; comma-separated (the card's `[augment]` fields).
 pub fn parse_augment(s: &str) -> anyhow::Result<fedistill_shared::data::Augment> {
-    let mut a = fedistill_shared::data::Augment { shift: 0, flip: false };
+    let mut a = fedistill_shared::data::Augment::default();
     for part in s.split(',').map(str::trim) {
-        if part == "flip" {
-            a.flip = true;
-        } else if let Some(v) = part.strip_prefix("shift=") {
-            a.shift = v
-                .parse()
-                .with_context(|| format!("{part:?}: the shift is a whole number of pixels"))?;
-        } else {
-            anyhow::bail!("{part:?}: expected `shift=N` or `flip` (e.g. `shift=2,flip`)");
+        let number = |v: &str| -> anyhow::Result<f64> {
+            v.parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .with_context(|| format!("{part:?}: {v:?} is not a number"))
+        };
+        match part.split_once('=') {
+            None if part == "flip" => a.flip = true,
+            Some(("shift", v)) => {
+                a.shift = v
+                    .parse()
+                    .with_context(|| format!("{part:?}: the shift is a whole number of pixels"))?
+            }
+            Some(("jitter", v)) => a.jitter = number(v)?,
+            Some(("scaling", v)) => a.scaling = number(v)?,
+            Some(("magnitude-warp", v)) => a.magnitude_warp = number(v)?,
+            Some(("time-warp", v)) => a.time_warp = number(v)?,
+            Some(("slice", v)) => a.slice = number(v)?,
+            _ => anyhow::bail!(
+                "{part:?}: expected `shift=N` or `flip` (images, e.g. `shift=2,flip`), or `jitter=S`, `scaling=S`, \
+                 `magnitude-warp=S`, `time-warp=S`, `slice=F` (sequences, e.g. `jitter=0.03,time-warp=0.2`)"
+            ),
         }
     }
-    anyhow::ensure!(a.shift > 0 || a.flip, "{s:?} augments nothing");
+    anyhow::ensure!(
+        a.has_image_fields() || a.has_sequence_fields(),
+        "{s:?} augments nothing"
+    );
     Ok(a)
 }
 
-/// `mlp:W,W,...` (hidden widths; `mlp:` alone is logistic regression) or `cnn:C,C,...:H`.
+/// `mlp:W,W,...` (hidden widths; `mlp:` alone is logistic regression), `cnn:C,C,...:H`, or
+/// `cnn1d:C,C,...:H[:KERNEL[:IN_CHANNELS]]` (a 1-D CNN; kernel 5 and one input channel when left out).
 pub(crate) fn parse_model(s: &str) -> anyhow::Result<fedistill_shared::ml::ModelConfig> {
     let widths = |t: &str| -> anyhow::Result<Vec<usize>> {
         t.split(',')
@@ -246,7 +281,38 @@ pub(crate) fn parse_model(s: &str) -> anyhow::Result<fedistill_shared::ml::Model
                 hidden,
             })
         }
-        _ => anyhow::bail!("{s:?}: expected `mlp:512,256` or `cnn:16,32:128`"),
+        Some(("cnn1d", rest)) => {
+            const USAGE: &str = "a cnn1d is `cnn1d:CHANNELS:HIDDEN[:KERNEL[:IN_CHANNELS]]`, e.g. `cnn1d:16,32:64` \
+                                 or `cnn1d:16:64:7:3`";
+            let number = |what: &str, v: &str| -> anyhow::Result<usize> {
+                v.trim()
+                    .parse()
+                    .with_context(|| format!("{s:?}: the {what} {v:?} is not a number ({USAGE})"))
+            };
+            let parts: Vec<&str> = rest.split(':').collect();
+            let (channels, hidden, kernel, in_channels) = match parts[..] {
+                [c, h] => (c, h, None, None),
+                [c, h, k] => (c, h, Some(k), None),
+                [c, h, k, i] => (c, h, Some(k), Some(i)),
+                _ => anyhow::bail!("{s:?}: {USAGE}"),
+            };
+            Ok(ModelConfig::Cnn1d {
+                in_channels: match in_channels {
+                    Some(i) => number("input channel count", i)?,
+                    None => fedistill_shared::ml::model::CNN1D_DEFAULT_IN_CHANNELS,
+                },
+                channels: widths(channels)?,
+                hidden: number("hidden width", hidden)?,
+                kernel: match kernel {
+                    Some(k) => number("kernel", k)?,
+                    None => fedistill_shared::ml::model::CNN1D_DEFAULT_KERNEL,
+                },
+            })
+        }
+        _ => anyhow::bail!(
+            "{s:?}: expected `mlp:512,256`, `cnn:16,32:128` or `cnn1d:16,32:64[:KERNEL[:IN_CHANNELS]]` (e.g. \
+             `cnn1d:16:64:7:3`)"
+        ),
     }
 }
 
@@ -689,4 +755,39 @@ pub fn run(args: &AccuracyOptions) -> anyhow::Result<()> {
         report::replace_docs_section(p, &args.section, &md)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_specs_parse_with_defaults_and_name_the_mistake() {
+        let ok = |s: &str| parse_model(s).expect("a valid spec");
+        assert_eq!(ok("mlp:512,256"), ModelConfig::Mlp { hidden: vec![512, 256] });
+        assert_eq!(
+            ok("cnn:16,32:128"),
+            ModelConfig::Cnn {
+                channels: vec![16, 32],
+                hidden: 128
+            }
+        );
+        let cnn1d = |in_channels, channels: &[usize], hidden, kernel| ModelConfig::Cnn1d {
+            in_channels,
+            channels: channels.to_vec(),
+            hidden,
+            kernel,
+        };
+        assert_eq!(ok("cnn1d:16,32:64"), cnn1d(1, &[16, 32], 64, 5));
+        assert_eq!(ok("cnn1d:16:64:7"), cnn1d(1, &[16], 64, 7));
+        assert_eq!(ok("cnn1d:16:64:7:3"), cnn1d(3, &[16], 64, 7));
+        let err = |s: &str| format!("{:#}", parse_model(s).expect_err("an invalid spec"));
+        for bad in ["cnn1d:16", "cnn1d:16:64:7:3:1"] {
+            let e = err(bad);
+            assert!(e.contains("cnn1d:CHANNELS:HIDDEN[:KERNEL[:IN_CHANNELS]]"), "{e}");
+        }
+        assert!(err("cnn1d:16:64:seven").contains("the kernel \"seven\" is not a number"));
+        assert!(err("cnn1d:16:x").contains("hidden width"));
+        assert!(err("rnn:4").contains("cnn1d:16,32:64[:KERNEL[:IN_CHANNELS]]"));
+    }
 }

@@ -26,8 +26,9 @@ pub struct SplitFiles {
 /// Writes a catalog split as a deployment's files: `task.toml` and the public set in `dir`, and in
 /// `dir/nodes/p<i>/` a copy of the card, the node's private rows and the shared test set (the card's
 /// benchmark). Image datasets go to IDX files (the public set unlabelled, with its labels beside each node
-/// for reporting), tabular ones to CSV with the split's encoded features (`f0`, `f1`, ...) and the card
-/// passing them unchanged. `augment` goes into the card as its `[augment]` (image datasets only).
+/// for reporting), sequence datasets to `.ts` files (the public set unlabelled), tabular ones to CSV with
+/// the split's encoded features (`f0`, `f1`, ...) and the card passing them unchanged. `augment` goes
+/// into the card as its `[augment]` (image and sequence datasets).
 pub fn write_split(
     dir: &Path,
     split: &fedistill_shared::data::FederatedSplit,
@@ -40,7 +41,11 @@ pub fn write_split(
     let classes: Vec<String> = split.public.class_names.iter().map(|c| format!("{c:?}")).collect();
     let image = match split.public.kind {
         DataKind::Image { height, width } => Some((height, width)),
-        DataKind::Tabular => None,
+        DataKind::Tabular | DataKind::Sequence { .. } => None,
+    };
+    let sequence = match split.public.kind {
+        DataKind::Sequence { channels, length } => Some((channels, length)),
+        _ => None,
     };
     let pixels = |d: &Dataset| -> Vec<u8> {
         d.features
@@ -63,43 +68,60 @@ pub fn write_split(
         }
         text
     };
-    let (public, private, benchmark, public_labels) = match image {
-        Some(_) => (
+    let (public, private, benchmark, public_labels) = match (image, sequence) {
+        (Some(_), _) => (
             "public-images.idx3-ubyte",
             "private-images.idx3-ubyte",
             "test-images.idx3-ubyte",
             Some("public-labels.idx1-ubyte"),
         ),
-        None => ("public.csv", "private.csv", "test.csv", None),
+        (None, Some(_)) => ("public.ts", "private.ts", "test.ts", None),
+        (None, None) => ("public.csv", "private.csv", "test.csv", None),
     };
+    let problem = &split.public.name;
     let write_set = |path: &Path, d: &Dataset| -> anyhow::Result<()> {
-        match image {
-            Some((h, w)) => {
+        match (image, sequence) {
+            (Some((h, w)), _) => {
                 write(path, &write_idx(&[d.n, h, w], &pixels(d)))?;
                 let labels_path = fedistill_shared::data::idx_labels_path(path);
                 write(&labels_path, &write_idx(&[d.n], &labels(d)))
             }
-            None => write(path, csv(d).as_bytes()),
+            (None, Some(_)) => write(path, fedistill_shared::data::write_ts(d, problem, true)?.as_bytes()),
+            (None, None) => write(path, csv(d).as_bytes()),
         }
     };
     let public_path = dir.join(public);
-    match image {
-        Some((h, w)) => write(
+    match (image, sequence) {
+        (Some((h, w)), _) => write(
             &public_path,
             &write_idx(&[split.public.n, h, w], &pixels(&split.public)),
         )?,
-        None => write(&public_path, csv(&split.public).as_bytes())?,
+        // The public series travel unlabelled, like the public images: the teachers label them.
+        (None, Some(_)) => write(
+            &public_path,
+            fedistill_shared::data::write_ts(&split.public, problem, false)?.as_bytes(),
+        )?,
+        (None, None) => write(&public_path, csv(&split.public).as_bytes())?,
     }
     let test_path = dir.join(benchmark);
     write_set(&test_path, &split.test)?;
-    let format = if image.is_some() { "idx" } else { "csv" };
+    let format = match (image, sequence) {
+        (Some(_), _) => "idx",
+        (None, Some(_)) => "ts",
+        (None, None) => "csv",
+    };
     let mut card = format!("name = {:?}\nversion = 1\n[label]\n", split.public.name);
-    match image {
-        Some((h, w)) => card.push_str(&format!(
+    match (image, sequence) {
+        (Some((h, w)), _) => card.push_str(&format!(
             "classes = [{}]\n[image]\nheight = {h}\nwidth = {w}\nchannels = 1\n",
             classes.join(", ")
         )),
-        None => {
+        // Values as the split holds them (`normalize = "none"`).
+        (None, Some((c, l))) => card.push_str(&format!(
+            "classes = [{}]\n[sequence]\nchannels = {c}\nlength = {l}\n",
+            classes.join(", ")
+        )),
+        (None, None) => {
             card.push_str(&format!("column = \"label\"\nclasses = [{}]\n", classes.join(", ")));
             for k in 0..split.public.dim {
                 card.push_str(&format!("[[features]]\nname = \"f{k}\"\nkind = \"numeric\"\n"));
@@ -118,7 +140,8 @@ pub fn write_split(
         split.test.n
     ));
     if let Some(a) = augment {
-        card.push_str(&format!("[augment]\nshift = {}\nflip = {}\n", a.shift, a.flip));
+        card.push_str("[augment]\n");
+        card.push_str(&toml::to_string(&a).context("writing the card's [augment]")?);
     }
     // Checked like any card an operator writes.
     let card = fedistill_shared::data::TaskCard::from_toml_str(&card, "the demo's task card")?.to_toml_string();

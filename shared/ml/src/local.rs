@@ -111,7 +111,9 @@ pub fn default_train(kind: &DataKind, seed: u64) -> TrainConfig {
             seed,
             ..TrainConfig::default()
         },
-        DataKind::Tabular => TrainConfig {
+        // Series: small sets like tabular rows; normalized with one shift and scale for all steps (what
+        // a convolution over time expects; `train` fits per-feature statistics for tabular data only).
+        DataKind::Tabular | DataKind::Sequence { .. } => TrainConfig {
             epochs: 100,
             batch_size: 64,
             lr: 3e-3,
@@ -139,6 +141,14 @@ pub fn default_distill(kind: &DataKind, seed: u64) -> DistillConfig {
             batch_size: 32,
             lr: 3e-3,
             input_norm: InputNorm::PerFeature,
+            seed,
+            ..DistillConfig::default()
+        },
+        DataKind::Sequence { .. } => DistillConfig {
+            epochs_per_round: 60,
+            batch_size: 32,
+            lr: 3e-3,
+            input_norm: InputNorm::Global,
             seed,
             ..DistillConfig::default()
         },

@@ -1,10 +1,11 @@
-//! Model architectures (MLP, small CNN) in candle's idiom, with seeded init and safetensors checkpoints.
+//! Model architectures (MLP, small CNN, 1-D CNN for time series) in candle's idiom, with seeded init and
+//! safetensors checkpoints.
 //!
 //! Weights live in a `VarMap`; linear layers are named `layers.{i}.weight` ([out, in]) and
-//! `layers.{i}.bias`, convolutions `convs.{i}.weight` ([out, in, 3, 3]) / `convs.{i}.bias`, so the
-//! quantization code can walk them by name. The input standardization (`input.shift`, `input.scale`,
-//! one value per feature) is stored beside the weights so a checkpoint is self-contained; it is not
-//! trained and not counted in `params()`.
+//! `layers.{i}.bias`, convolutions `convs.{i}.weight` ([out, in, 3, 3], or [out, in, kernel] for a 1-D CNN)
+//! / `convs.{i}.bias`, so the quantization code can walk them by name. The input standardization
+//! (`input.shift`, `input.scale`, one value per feature) is stored beside the weights so a checkpoint is
+//! self-contained; it is not trained and not counted in `params()`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,7 +19,12 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{MlError, Result};
 
+mod conv1d;
 mod features;
+pub(crate) use conv1d::max_pool1d;
+#[cfg(test)]
+pub(crate) use conv1d::{bump_task, bump_teacher};
+pub use conv1d::{CNN1D_DEFAULT_IN_CHANNELS, CNN1D_DEFAULT_KERNEL};
 pub use features::FeatureShape;
 
 /// Largest width/channel count accepted from a config file; bounds memory before anything is allocated.
@@ -32,8 +38,9 @@ pub const INPUT_SCALE: &str = "input.scale";
 
 /// Architecture of a model; teachers may differ per institution, the student is shared.
 ///
-/// TOML: `kind = "mlp"` with `hidden = [512, 256]`, or `kind = "cnn"` with `channels = [16, 32]` and
-/// `hidden = 128`.
+/// TOML: `kind = "mlp"` with `hidden = [512, 256]`, `kind = "cnn"` with `channels = [16, 32]` and
+/// `hidden = 128`, or `kind = "cnn1d"` with `channels = [16, 32]`, `hidden = 64` and optionally
+/// `in_channels` (default 1) and `kernel` (default 5).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ModelConfig {
@@ -49,6 +56,22 @@ pub enum ModelConfig {
         channels: Vec<usize>,
         /// Width of the hidden linear layer after the conv blocks.
         hidden: usize,
+    },
+    /// Time series of `in_channels` channels: a sample's `in_dim = in_channels * length` values are
+    /// channel-major (value `c * length + t` is channel `c` at time `t`). Per entry of `channels` a 1-D conv
+    /// of `kernel` taps (padding `kernel / 2`, same length), ReLU and a max-pool of 2 with stride 2 (floor:
+    /// 25 steps pool to 12); then a hidden linear layer and the classifier.
+    Cnn1d {
+        /// Channels of each time step (1: a univariate series); 1 when absent.
+        #[serde(default = "conv1d::default_in_channels")]
+        in_channels: usize,
+        /// Output channels of each conv block.
+        channels: Vec<usize>,
+        /// Width of the hidden linear layer after the conv blocks.
+        hidden: usize,
+        /// Taps of every conv kernel, odd, in 3..=15; 5 when absent.
+        #[serde(default = "conv1d::default_kernel")]
+        kernel: usize,
     },
 }
 
@@ -98,6 +121,12 @@ impl ModelConfig {
                 }
                 Ok(())
             }
+            ModelConfig::Cnn1d {
+                in_channels,
+                channels,
+                hidden,
+                kernel,
+            } => conv1d::validate(*in_channels, channels, *hidden, *kernel, in_dim),
         }
     }
 }
@@ -149,6 +178,25 @@ fn tensor_specs(cfg: &ModelConfig, in_dim: usize, classes: usize) -> Vec<(String
             linear(&mut specs, 0, prev * side * side, *hidden);
             linear(&mut specs, 1, *hidden, classes);
         }
+        ModelConfig::Cnn1d {
+            in_channels,
+            channels,
+            hidden,
+            kernel,
+        } => {
+            let mut prev = *in_channels;
+            for (i, &c) in channels.iter().enumerate() {
+                specs.push((format!("convs.{i}.weight"), vec![c, prev, *kernel]));
+                specs.push((format!("convs.{i}.bias"), vec![c]));
+                prev = c;
+            }
+            let len = conv1d::pooled_lengths(in_dim, *in_channels, channels.len())
+                .last()
+                .copied()
+                .unwrap_or(0);
+            linear(&mut specs, 0, prev * len, *hidden);
+            linear(&mut specs, 1, *hidden, classes);
+        }
     }
     specs
 }
@@ -159,6 +207,10 @@ enum Net {
     Cnn {
         convs: Vec<Conv2d>,
         side: usize,
+        head: Vec<Linear>,
+    },
+    Cnn1d {
+        convs: conv1d::Conv1dStack,
         head: Vec<Linear>,
     },
 }
@@ -203,6 +255,16 @@ impl Net {
                 let head = vec![layer(0, prev * s * s, *hidden)?, layer(1, *hidden, classes)?];
                 Net::Cnn { convs, side, head }
             }
+            ModelConfig::Cnn1d {
+                in_channels,
+                channels,
+                hidden,
+                kernel,
+            } => {
+                let (convs, flat) = conv1d::Conv1dStack::build(*in_channels, channels, *kernel, in_dim, vb)?;
+                let head = vec![layer(0, flat, *hidden)?, layer(1, *hidden, classes)?];
+                Net::Cnn1d { convs, head }
+            }
         })
     }
 
@@ -226,6 +288,11 @@ impl Net {
                     h = c.forward(&h)?.relu()?.max_pool2d(2)?;
                 }
                 let h = h.flatten_from(1)?;
+                let h = head[0].forward(&h)?.relu()?;
+                head[1].forward(&h)
+            }
+            Net::Cnn1d { convs, head } => {
+                let h = convs.forward(x, None)?.flatten_from(1)?;
                 let h = head[0].forward(&h)?.relu()?;
                 head[1].forward(&h)
             }
@@ -401,14 +468,14 @@ impl Model {
     }
 
     /// For an MLP, each linear layer's (weight [out, in], bias [out]) tensors, input side first
-    /// (the same tensors as the `VarMap`'s variables); `None` for a CNN.
+    /// (the same tensors as the `VarMap`'s variables); `None` for a CNN (2-D or 1-D).
     pub fn mlp_layers(&self) -> Option<Vec<(Tensor, Tensor)>> {
         match &self.net {
             Net::Mlp(layers) => layers
                 .iter()
                 .map(|l| l.bias().map(|b| (l.weight().clone(), b.clone())))
                 .collect(),
-            Net::Cnn { .. } => None,
+            Net::Cnn { .. } | Net::Cnn1d { .. } => None,
         }
     }
 

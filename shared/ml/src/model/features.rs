@@ -5,7 +5,7 @@
 use candle_core::{Module, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::{image_side, Model, ModelConfig, Net};
+use super::{conv1d, image_side, Model, ModelConfig, Net};
 use crate::error::Result;
 
 /// The shape of one hidden activation of a model, per sample (what [`Model::forward_features`] returns
@@ -25,6 +25,13 @@ pub enum FeatureShape {
         /// Height and width of each map.
         side: usize,
     },
+    /// `channels` series of `length` steps (a 1-D CNN's conv block after its pooling).
+    Sequence {
+        /// Series (feature channels).
+        channels: usize,
+        /// Time steps of each series.
+        length: usize,
+    },
 }
 
 impl FeatureShape {
@@ -33,6 +40,7 @@ impl FeatureShape {
         match *self {
             FeatureShape::Flat { width } => width,
             FeatureShape::Spatial { channels, side } => channels * side * side,
+            FeatureShape::Sequence { channels, length } => channels * length,
         }
     }
 }
@@ -42,6 +50,7 @@ impl std::fmt::Display for FeatureShape {
         match *self {
             FeatureShape::Flat { width } => write!(f, "{width} values"),
             FeatureShape::Spatial { channels, side } => write!(f, "{channels}x{side}x{side} maps"),
+            FeatureShape::Sequence { channels, length } => write!(f, "{channels}x{length} series"),
         }
     }
 }
@@ -49,8 +58,8 @@ impl std::fmt::Display for FeatureShape {
 impl ModelConfig {
     /// The per-sample shape of each hidden activation, input side first, for `in_dim` input features: after
     /// each hidden ReLU of an MLP; after each conv block (conv, ReLU, pool) and the hidden linear layer of a
-    /// CNN. Empty for an MLP without hidden layers. Assumes `validate` passed (a CNN on a non-square input
-    /// reports side 0).
+    /// CNN (a 1-D CNN's blocks as [`FeatureShape::Sequence`]). Empty for an MLP without hidden layers. Assumes
+    /// `validate` passed (a CNN on a non-square input reports side 0).
     pub fn feature_shapes(&self, in_dim: usize) -> Vec<FeatureShape> {
         match self {
             ModelConfig::Mlp { hidden } => hidden.iter().map(|&width| FeatureShape::Flat { width }).collect(),
@@ -62,6 +71,21 @@ impl ModelConfig {
                         side /= 2;
                         FeatureShape::Spatial { channels: c, side }
                     })
+                    .collect();
+                out.push(FeatureShape::Flat { width: *hidden });
+                out
+            }
+            ModelConfig::Cnn1d {
+                in_channels,
+                channels,
+                hidden,
+                ..
+            } => {
+                let lengths = conv1d::pooled_lengths(in_dim, *in_channels, channels.len());
+                let mut out: Vec<FeatureShape> = channels
+                    .iter()
+                    .zip(lengths)
+                    .map(|(&c, length)| FeatureShape::Sequence { channels: c, length })
                     .collect();
                 out.push(FeatureShape::Flat { width: *hidden });
                 out
@@ -100,15 +124,21 @@ impl Net {
                 feats.push(h.clone());
                 Ok((feats, head[1].forward(&h)?))
             }
+            Net::Cnn1d { convs, head } => {
+                let h = convs.forward(x, Some(&mut feats))?.flatten_from(1)?;
+                let h = head[0].forward(&h)?.relu()?;
+                feats.push(h.clone());
+                Ok((feats, head[1].forward(&h)?))
+            }
         }
     }
 }
 
 impl Model {
     /// Forward pass on raw inputs `[n, in_dim]` that also returns every hidden activation, input side first:
-    /// after each hidden ReLU of an MLP (`[n, width]`), after each conv block (`[n, channels, side, side]`)
-    /// and the hidden linear layer (`[n, hidden]`) of a CNN; shapes as `ModelConfig::feature_shapes`. The
-    /// logits equal `forward`'s.
+    /// after each hidden ReLU of an MLP (`[n, width]`), after each conv block (`[n, channels, side, side]`,
+    /// `[n, channels, length]` for a 1-D CNN) and the hidden linear layer (`[n, hidden]`) of a CNN; shapes as
+    /// `ModelConfig::feature_shapes`. The logits equal `forward`'s.
     pub fn forward_features(&self, x: &Tensor) -> Result<(Vec<Tensor>, Tensor)> {
         let x = x.broadcast_sub(&self.shift)?.broadcast_mul(&self.scale)?;
         Ok(self.net.forward_features(&x)?)

@@ -1,5 +1,6 @@
 //! The architecture a deployable student records (model card, GGUF and f16 metadata) and must match when
-//! it is read back: an MLP, or a CNN whose conv blocks are stored as im2col matrices (see [`super::conv`]).
+//! it is read back: an MLP, or a CNN (on square images, or 1-D on time series) whose conv blocks are stored
+//! as im2col matrices (see [`super::conv`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +20,8 @@ pub const CONV_TAPS: usize = 9;
 /// The architecture an exported student must match.
 ///
 /// An MLP has no `channels`; a CNN lists its conv blocks' output channels in `channels` and its one hidden
-/// linear layer in `hidden` (the [`ModelConfig::Cnn`] it was made from).
+/// linear layer in `hidden` (the [`ModelConfig::Cnn`] it was made from); a 1-D CNN also has `conv1d` (the
+/// [`ModelConfig::Cnn1d`]'s input channels and kernel).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Arch {
     /// Hidden widths, input side first (a CNN: the single hidden linear layer after the conv blocks).
@@ -32,6 +34,19 @@ pub struct Arch {
     /// first; empty for an MLP (and then absent from the JSON, so MLP cards read and write as before).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<usize>,
+    /// A 1-D CNN's input layout and kernel; absent for an MLP and a 2-D CNN (and then absent from the JSON,
+    /// so their cards read and write as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conv1d: Option<Conv1dArch>,
+}
+
+/// What a 1-D CNN adds to an [`Arch`]: how its input is laid out and how wide its kernels are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conv1dArch {
+    /// Channels of each time step; the input's `in_dim` values are channel-major (`c * length + t`).
+    pub in_channels: usize,
+    /// Taps of every conv kernel (odd; padding `kernel / 2` keeps the length).
+    pub kernel: usize,
 }
 
 /// Shape of one conv block as the quantized student runs it.
@@ -52,8 +67,116 @@ impl ConvBlock {
     }
 }
 
+/// Shape of one conv block of a 1-D CNN as the quantized student runs it: a conv of `kernel` taps with
+/// padding `kernel / 2`, ReLU, max-pool of 2 (floor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv1dBlock {
+    /// Input channels.
+    pub in_ch: usize,
+    /// Output channels.
+    pub out_ch: usize,
+    /// Steps of the input series (the output, after pooling, has `length / 2`).
+    pub length: usize,
+    /// Taps of the kernel.
+    pub kernel: usize,
+}
+
+impl Conv1dBlock {
+    /// Columns of the im2col weight as stored: `in_ch * kernel` padded to the Q8_0 block.
+    pub fn cols(&self) -> usize {
+        pad32(self.in_ch * self.kernel)
+    }
+}
+
+/// One conv block of either kind, as the quantized student's front runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnyConvBlock {
+    /// A 3x3 block of a CNN on square images.
+    Square(ConvBlock),
+    /// A block of a 1-D CNN on series.
+    Line(Conv1dBlock),
+}
+
+impl AnyConvBlock {
+    /// Input channels.
+    pub fn in_ch(&self) -> usize {
+        match self {
+            AnyConvBlock::Square(b) => b.in_ch,
+            AnyConvBlock::Line(b) => b.in_ch,
+        }
+    }
+
+    /// Output channels.
+    pub fn out_ch(&self) -> usize {
+        match self {
+            AnyConvBlock::Square(b) => b.out_ch,
+            AnyConvBlock::Line(b) => b.out_ch,
+        }
+    }
+
+    /// Kernel values per input channel: 9 for a 3x3 block, the kernel's taps for a 1-D one.
+    pub fn taps(&self) -> usize {
+        match self {
+            AnyConvBlock::Square(_) => CONV_TAPS,
+            AnyConvBlock::Line(b) => b.kernel,
+        }
+    }
+
+    /// Columns of the im2col weight as stored: `in_ch * taps` padded to the Q8_0 block.
+    pub fn cols(&self) -> usize {
+        pad32(self.in_ch() * self.taps())
+    }
+
+    /// Output positions of the conv (before pooling): `side * side`, or the length.
+    pub fn positions(&self) -> usize {
+        match self {
+            AnyConvBlock::Square(b) => b.side * b.side,
+            AnyConvBlock::Line(b) => b.length,
+        }
+    }
+
+    /// Positions after pooling: `(side / 2)^2`, or `length / 2`.
+    pub fn pooled(&self) -> usize {
+        match self {
+            AnyConvBlock::Square(b) => (b.side / 2) * (b.side / 2),
+            AnyConvBlock::Line(b) => b.length / 2,
+        }
+    }
+
+    /// Values entering the block: `in_ch * positions`.
+    pub fn in_values(&self) -> usize {
+        self.in_ch() * self.positions()
+    }
+
+    /// Values leaving the block after pooling, channel-major: `out_ch * pooled`.
+    pub fn out_values(&self) -> usize {
+        self.out_ch() * self.pooled()
+    }
+
+    /// Shape of the conv weight as the f32 model and the f16 export hold it: `[out, in, 3, 3]`, or
+    /// `[out, in, kernel]`.
+    pub fn kernel_dims(&self) -> Vec<usize> {
+        match self {
+            AnyConvBlock::Square(b) => vec![b.out_ch, b.in_ch, 3, 3],
+            AnyConvBlock::Line(b) => vec![b.out_ch, b.in_ch, b.kernel],
+        }
+    }
+
+    /// Whether this block can follow `prev`: the same kind, reading `prev`'s pooled output.
+    pub(crate) fn follows(&self, prev: &AnyConvBlock) -> bool {
+        match (prev, self) {
+            (AnyConvBlock::Square(p), AnyConvBlock::Square(b)) => b.in_ch == p.out_ch && b.side == p.side / 2,
+            (AnyConvBlock::Line(p), AnyConvBlock::Line(b)) => {
+                b.in_ch == p.out_ch && b.length == p.length / 2 && b.kernel == p.kernel
+            }
+            _ => false,
+        }
+    }
+}
+
 impl Arch {
-    /// The architecture of `cfg` (an MLP or a CNN), validated for `in_dim` features and `classes` classes.
+    /// The architecture of `cfg` (an MLP, a CNN or a 1-D CNN), validated for `in_dim` features and `classes`
+    /// classes.
     pub fn from_config(cfg: &ModelConfig, in_dim: usize, classes: usize) -> Result<Arch> {
         cfg.validate(in_dim, classes)?;
         Ok(match cfg {
@@ -62,28 +185,57 @@ impl Arch {
                 in_dim,
                 classes,
                 channels: Vec::new(),
+                conv1d: None,
             },
             ModelConfig::Cnn { channels, hidden } => Arch {
                 hidden: vec![*hidden],
                 in_dim,
                 classes,
                 channels: channels.clone(),
+                conv1d: None,
+            },
+            ModelConfig::Cnn1d {
+                in_channels,
+                channels,
+                hidden,
+                kernel,
+            } => Arch {
+                hidden: vec![*hidden],
+                in_dim,
+                classes,
+                channels: channels.clone(),
+                conv1d: Some(Conv1dArch {
+                    in_channels: *in_channels,
+                    kernel: *kernel,
+                }),
             },
         })
     }
 
     /// The model config this architecture was made from; an error when a CNN does not have exactly one
-    /// hidden layer (only possible for an architecture read from a file).
+    /// hidden layer, or a 1-D layout comes without conv blocks (only possible for an architecture read from
+    /// a file).
     pub fn model_config(&self) -> Result<ModelConfig> {
         if self.channels.is_empty() {
+            if self.conv1d.is_some() {
+                return Err(MlError::InvalidConfig(
+                    "the architecture has a 1-D conv layout (conv1d) but no conv blocks (channels)".into(),
+                ));
+            }
             return Ok(ModelConfig::Mlp {
                 hidden: self.hidden.clone(),
             });
         }
-        match self.hidden[..] {
-            [hidden] => Ok(ModelConfig::Cnn {
+        match (&self.hidden[..], self.conv1d) {
+            (&[hidden], None) => Ok(ModelConfig::Cnn {
                 channels: self.channels.clone(),
                 hidden,
+            }),
+            (&[hidden], Some(c)) => Ok(ModelConfig::Cnn1d {
+                in_channels: c.in_channels,
+                channels: self.channels.clone(),
+                hidden,
+                kernel: c.kernel,
             }),
             _ => Err(MlError::InvalidConfig(format!(
                 "a cnn has exactly one hidden linear layer, the architecture lists {:?}",
@@ -97,13 +249,21 @@ impl Arch {
         self.model_config()?.validate(self.in_dim, self.classes)
     }
 
-    /// Whether this is a CNN.
+    /// Whether this is a CNN (2-D or 1-D).
     pub fn is_cnn(&self) -> bool {
         !self.channels.is_empty()
     }
 
-    /// The conv blocks, input side first (empty for an MLP).
+    /// Whether this is a 1-D CNN.
+    pub fn is_cnn1d(&self) -> bool {
+        self.is_cnn() && self.conv1d.is_some()
+    }
+
+    /// The conv blocks of a 2-D CNN, input side first (empty for an MLP and a 1-D CNN: see [`Arch::blocks`]).
     pub fn conv_blocks(&self) -> Vec<ConvBlock> {
+        if self.conv1d.is_some() {
+            return Vec::new();
+        }
         let mut side = image_side(self.in_dim);
         let mut in_ch = 1;
         self.channels
@@ -117,22 +277,45 @@ impl Arch {
             .collect()
     }
 
+    /// The conv blocks of either kind of CNN, input side first (empty for an MLP).
+    pub fn blocks(&self) -> Vec<AnyConvBlock> {
+        let Some(c) = self.conv1d else {
+            return self.conv_blocks().into_iter().map(AnyConvBlock::Square).collect();
+        };
+        let mut length = self.in_dim.checked_div(c.in_channels).unwrap_or(0);
+        let mut in_ch = c.in_channels;
+        self.channels
+            .iter()
+            .map(|&out_ch| {
+                let b = Conv1dBlock {
+                    in_ch,
+                    out_ch,
+                    length,
+                    kernel: c.kernel,
+                };
+                in_ch = out_ch;
+                length /= 2;
+                AnyConvBlock::Line(b)
+            })
+            .collect()
+    }
+
     /// Features entering the first linear layer: the input for an MLP, the flattened (channel, row,
-    /// column) output of the last conv block for a CNN.
+    /// column; or channel, step) output of the last conv block for a CNN.
     pub fn flat_dim(&self) -> usize {
-        match self.conv_blocks().last() {
-            Some(b) => b.out_ch * (b.side / 2) * (b.side / 2),
+        match self.blocks().last() {
+            Some(b) => b.out_values(),
             None => self.in_dim,
         }
     }
 
     /// `(in, out)` of each weight layer, unpadded, input side first: a CNN's conv blocks as im2col
-    /// matrices (`in_ch * 9`, `out_ch`), then the linear layers.
+    /// matrices (`in_ch * 9` or `in_ch * kernel`, `out_ch`), then the linear layers.
     pub fn layer_dims(&self) -> Vec<(usize, usize)> {
         let mut dims: Vec<(usize, usize)> = self
-            .conv_blocks()
+            .blocks()
             .iter()
-            .map(|b| (b.in_ch * CONV_TAPS, b.out_ch))
+            .map(|b| (b.in_ch() * b.taps(), b.out_ch()))
             .collect();
         let mut prev = self.flat_dim();
         for &h in &self.hidden {
@@ -208,5 +391,75 @@ mod tests {
             ..a
         };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn arch_json_round_trips_for_every_kind() {
+        let mlp = ModelConfig::Mlp { hidden: vec![5, 3] };
+        let cnn = ModelConfig::Cnn {
+            channels: vec![4, 6],
+            hidden: 10,
+        };
+        let cnn1d = ModelConfig::Cnn1d {
+            in_channels: 3,
+            channels: vec![4, 6],
+            hidden: 10,
+            kernel: 7,
+        };
+        // MLP and 2-D CNN archs serialize exactly as before 1-D CNNs existed; a 1-D CNN adds `conv1d`.
+        let cases = [
+            (&mlp, 7, r#"{"hidden":[5,3],"in_dim":7,"classes":2}"#),
+            (&cnn, 64, r#"{"hidden":[10],"in_dim":64,"classes":2,"channels":[4,6]}"#),
+            (
+                &cnn1d,
+                75,
+                r#"{"hidden":[10],"in_dim":75,"classes":2,"channels":[4,6],"conv1d":{"in_channels":3,"kernel":7}}"#,
+            ),
+        ];
+        for (cfg, in_dim, want) in cases {
+            let a = Arch::from_config(cfg, in_dim, 2).expect("arch");
+            let json = serde_json::to_string(&a).expect("json");
+            assert_eq!(json, want);
+            let back: Arch = serde_json::from_str(&json).expect("back");
+            assert_eq!(back, a);
+            assert_eq!(&back.model_config().expect("cfg"), cfg);
+        }
+        // The 1-D blocks: 25 steps of 3 channels, pooled to 12, then 6.
+        let a = Arch::from_config(&cnn1d, 75, 2).expect("arch");
+        assert!(a.is_cnn() && a.is_cnn1d());
+        assert!(a.conv_blocks().is_empty(), "no 2-D blocks");
+        let line = |in_ch, out_ch, length| {
+            AnyConvBlock::Line(Conv1dBlock {
+                in_ch,
+                out_ch,
+                length,
+                kernel: 7,
+            })
+        };
+        assert_eq!(a.blocks(), vec![line(3, 4, 25), line(4, 6, 12)]);
+        assert_eq!(a.flat_dim(), 36);
+        assert_eq!(a.layer_dims(), vec![(21, 4), (28, 6), (36, 10), (10, 2)]);
+        assert_eq!(a.padded_dims(), vec![(32, 4), (32, 6), (64, 32), (32, 2)]);
+        // A 1-D layout needs conv blocks; a 1-D CNN has one hidden layer; the config's checks apply.
+        let no_blocks = Arch {
+            channels: Vec::new(),
+            ..a.clone()
+        };
+        assert!(no_blocks
+            .validate()
+            .is_err_and(|e| e.to_string().contains("no conv blocks")));
+        let deep = Arch {
+            hidden: vec![4, 4],
+            ..a.clone()
+        };
+        assert!(deep.validate().is_err_and(|e| e.to_string().contains("one hidden")));
+        let even = Arch {
+            conv1d: Some(Conv1dArch {
+                in_channels: 3,
+                kernel: 6,
+            }),
+            ..a
+        };
+        assert!(even.validate().is_err_and(|e| e.to_string().contains("kernel 6")));
     }
 }

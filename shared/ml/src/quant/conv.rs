@@ -5,15 +5,21 @@
 //! the dequantized copy, the int8 row kernel). The input standardization is applied to the raw image
 //! exactly as `Model::forward` does, not folded: the conv pads the *standardized* image with zeros, which
 //! no change of the first conv's weights and bias reproduces at the border.
+//!
+//! A 1-D CNN's blocks go the same way: a conv of `k` taps (padding `k / 2`) is stored as `[out_ch,
+//! pad32(in_ch * k)]` (column `c * k + j`, the `[out, in, k]` weight flattened), its im2col row at step `t`
+//! holds step `t + j - k / 2` of each input channel (0 outside the series), and the pooling is the f32
+//! model's floor max-pool of 2.
 
 use candle_core::{Device, Tensor};
 
 use crate::error::{MlError, Result};
+use crate::model::max_pool1d;
 
-use super::arch::{ConvBlock, CONV_TAPS};
+use super::arch::{AnyConvBlock, ConvBlock, CONV_TAPS};
 use super::model::QLayer;
 
-/// The front of a quantized CNN: standardization, then the conv blocks.
+/// The front of a quantized CNN (2-D or 1-D): standardization, then the conv blocks.
 #[derive(Debug)]
 pub(crate) struct ConvStack {
     /// Per-feature shift of the standardization (`input.shift`), `[in_dim]`.
@@ -21,7 +27,7 @@ pub(crate) struct ConvStack {
     /// Per-feature scale (`input.scale`), `[in_dim]`.
     pub scale: Vec<f32>,
     /// Shape of each block.
-    pub blocks: Vec<ConvBlock>,
+    pub blocks: Vec<AnyConvBlock>,
     /// The im2col weights of each block, `[out_ch, block.cols()]`.
     pub layers: Vec<QLayer>,
     shift_t: Tensor,
@@ -30,14 +36,14 @@ pub(crate) struct ConvStack {
 
 impl ConvStack {
     /// Assembles the stack; every layer must have the im2col shape of its block.
-    pub fn new(shift: Vec<f32>, scale: Vec<f32>, blocks: Vec<ConvBlock>, layers: Vec<QLayer>) -> Result<ConvStack> {
+    pub fn new(shift: Vec<f32>, scale: Vec<f32>, blocks: Vec<AnyConvBlock>, layers: Vec<QLayer>) -> Result<ConvStack> {
         let first = blocks
             .first()
             .ok_or_else(|| MlError::InvalidConfig("a cnn needs at least one conv block".into()))?;
-        let d = first.side * first.side;
+        let d = first.in_values();
         if shift.len() != d || scale.len() != d || blocks.len() != layers.len() {
             return Err(MlError::InvalidConfig(format!(
-                "conv stack: {} shift / {} scale values for {d} pixels, {} blocks for {} layers",
+                "conv stack: {} shift / {} scale values for {d} inputs, {} blocks for {} layers",
                 shift.len(),
                 scale.len(),
                 blocks.len(),
@@ -45,12 +51,12 @@ impl ConvStack {
             )));
         }
         for (i, (b, l)) in blocks.iter().zip(&layers).enumerate() {
-            if (l.out_dim, l.in_dim) != (b.out_ch, b.cols()) {
+            if (l.out_dim, l.in_dim) != (b.out_ch(), b.cols()) {
                 return Err(MlError::InvalidConfig(format!(
                     "convs.{i}.weight is [{}, {}], expected [{}, {}]",
                     l.out_dim,
                     l.in_dim,
-                    b.out_ch,
+                    b.out_ch(),
                     b.cols()
                 )));
             }
@@ -67,52 +73,103 @@ impl ConvStack {
         })
     }
 
-    /// Input pixels.
+    /// Input values (pixels, or channels times steps).
     pub fn in_dim(&self) -> usize {
         self.shift.len()
     }
 
     /// Features the blocks hand to the linear layers (channel-major, as the f32 model flattens them).
     pub fn flat_dim(&self) -> usize {
-        self.blocks.last().map_or(0, |b| b.out_ch * (b.side / 2) * (b.side / 2))
+        self.blocks.last().map_or(0, AnyConvBlock::out_values)
     }
 
     /// Rows per chunk of a batched forward so that the largest im2col matrix stays near 4 Mi values.
     pub fn chunk_rows(&self) -> usize {
-        let widest = self
-            .blocks
-            .iter()
-            .map(|b| b.side * b.side * b.cols())
-            .max()
-            .unwrap_or(1);
+        let widest = self.blocks.iter().map(|b| b.positions() * b.cols()).max().unwrap_or(1);
         ((4 << 20) / widest.max(1)).max(1)
     }
 
     /// The blocks on raw rows `x` (`[n, in_dim]`): flattened features `[n, flat_dim]`. With `io`, every
     /// block's input as it enters the weights (the im2col matrix) and its output before ReLU
-    /// (`[n * side * side, out_ch]`) are pushed, for calibration.
+    /// (`[n * positions, out_ch]`) are pushed, for calibration.
     pub fn forward(
         &self,
         x: &Tensor,
         quantized_kernel: bool,
         mut io: Option<&mut Vec<(Tensor, Tensor)>>,
     ) -> Result<Tensor> {
-        let n = x.dim(0)?;
-        let side = self.blocks.first().map_or(0, |b| b.side);
-        let mut h = x
-            .broadcast_sub(&self.shift_t)?
-            .broadcast_mul(&self.scale_t)?
-            .reshape((n, 1, side, side))?;
+        let x = x.broadcast_sub(&self.shift_t)?.broadcast_mul(&self.scale_t)?;
+        let mut h = match self.blocks.first() {
+            Some(first) => input_maps(&x, first)?,
+            None => x,
+        };
+        let n = h.dim(0)?;
         for (b, l) in self.blocks.iter().zip(&self.layers) {
-            let cols = im2col_tensor(&h, b.cols())?;
+            let cols = im2col_block(&h, b, b.cols())?;
             let y = l.forward(&cols, quantized_kernel)?;
-            h = relu_pool_tensor(&y, n, b)?;
+            h = relu_pool_block(&y, n, b)?;
             if let Some(io) = io.as_deref_mut() {
                 io.push((cols, y));
             }
         }
         Ok(h.flatten_from(1)?)
     }
+}
+
+/// Standardized rows `[n, in_dim]` as the first block reads them: `[n, 1, side, side]` maps, or
+/// `[n, in_ch, length]` series (channel-major, as the rows hold them).
+pub(crate) fn input_maps(x: &Tensor, first: &AnyConvBlock) -> candle_core::Result<Tensor> {
+    let n = x.dim(0)?;
+    match first {
+        AnyConvBlock::Square(b) => x.reshape((n, 1, b.side, b.side)),
+        AnyConvBlock::Line(b) => x.reshape((n, b.in_ch, b.length)),
+    }
+}
+
+/// im2col of a block's input (`[n, ch, side, side]` or `[n, ch, length]`) with `cols >= ch * taps` columns:
+/// [`im2col_tensor`] or [`im2col1d_tensor`].
+pub(crate) fn im2col_block(h: &Tensor, b: &AnyConvBlock, cols: usize) -> candle_core::Result<Tensor> {
+    match b {
+        AnyConvBlock::Square(_) => im2col_tensor(h, cols),
+        AnyConvBlock::Line(b) => im2col1d_tensor(h, b.kernel, cols),
+    }
+}
+
+/// ReLU and pooling of a block's output `[n * positions, out_ch]`: [`relu_pool_tensor`] or
+/// [`relu_pool1d_tensor`].
+pub(crate) fn relu_pool_block(y: &Tensor, n: usize, b: &AnyConvBlock) -> candle_core::Result<Tensor> {
+    match b {
+        AnyConvBlock::Square(b) => relu_pool_tensor(y, n, b),
+        AnyConvBlock::Line(b) => relu_pool1d_tensor(y, n, b.length, b.out_ch),
+    }
+}
+
+/// im2col of series `[n, ch, length]` in candle ops (differentiable: QAT runs it too): one row per sample
+/// and step, `cols >= ch * kernel` columns, column `c * kernel + j` holding step `t + j - kernel / 2` of
+/// channel `c` (0 outside the series), zeros after `ch * kernel`.
+pub(crate) fn im2col1d_tensor(h: &Tensor, kernel: usize, cols: usize) -> candle_core::Result<Tensor> {
+    let (n, ch, len) = h.dims3()?;
+    let pad = kernel / 2;
+    let p = h.pad_with_zeros(2, pad, pad)?;
+    let taps = (0..kernel)
+        .map(|j| p.narrow(2, j, len))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    // [n, ch, kernel, len] -> [n, len, ch, kernel]
+    let m = Tensor::stack(&taps, 2)?
+        .permute((0, 3, 1, 2))?
+        .reshape((n * len, ch * kernel))?;
+    if cols > ch * kernel {
+        m.pad_with_zeros(1, 0, cols - ch * kernel)
+    } else {
+        Ok(m)
+    }
+}
+
+/// ReLU and floor max-pool of 2 of a 1-D block's output `[n * length, out_ch]` (step-major, as the im2col
+/// product gives it): `[n, out_ch, length / 2]`.
+pub(crate) fn relu_pool1d_tensor(y: &Tensor, n: usize, length: usize, out_ch: usize) -> candle_core::Result<Tensor> {
+    let h = y.reshape((n, length, out_ch))?.permute((0, 2, 1))?.relu()?;
+    max_pool1d(&h)?.contiguous()
 }
 
 /// im2col of feature maps `[n, ch, side, side]` in candle ops (differentiable: QAT runs it too): one row
@@ -187,6 +244,55 @@ pub(crate) fn relu_pool(src: &[f32], out_ch: usize, side: usize, dst: &mut [f32]
         }
     }
 }
+
+/// Writes the im2col row of step `t` of a `ch` x `len` series (channel-major) into `dst[..ch * kernel]`, laid
+/// out as [`im2col1d_tensor`]'s rows; `dst` beyond `ch * kernel` is left as it is (as [`patch`] does).
+#[inline(always)]
+pub(crate) fn patch1d(src: &[f32], ch: usize, len: usize, kernel: usize, t: usize, dst: &mut [f32]) {
+    let pad = kernel / 2;
+    for (c, taps) in dst[..ch * kernel].chunks_exact_mut(kernel).enumerate() {
+        let series = &src[c * len..][..len];
+        for (j, tap) in taps.iter_mut().enumerate() {
+            // t + j - pad without going below zero.
+            let s = (t + j).wrapping_sub(pad);
+            *tap = if s < len { series[s] } else { 0.0 };
+        }
+    }
+}
+
+/// ReLU and floor max-pool of 2 of one sample's 1-D block output held step-major (`len` rows of `out_ch`),
+/// written channel-major (`out_ch` x `len / 2`) as the f32 model flattens it.
+#[inline(always)]
+pub(crate) fn relu_pool1d(src: &[f32], out_ch: usize, len: usize, dst: &mut [f32]) {
+    let half = len / 2;
+    for c in 0..out_ch {
+        for p in 0..half {
+            let (a, b) = (src[2 * p * out_ch + c], src[(2 * p + 1) * out_ch + c]);
+            dst[c * half + p] = 0f32.max(a).max(b);
+        }
+    }
+}
+
+/// [`patch`] or [`patch1d`] for output position `p` (row-major, or the step) of block `b`.
+#[inline(always)]
+pub(crate) fn patch_at(src: &[f32], b: &AnyConvBlock, p: usize, dst: &mut [f32]) {
+    match b {
+        AnyConvBlock::Square(b) => patch(src, b.in_ch, b.side, p / b.side, p % b.side, dst),
+        AnyConvBlock::Line(b) => patch1d(src, b.in_ch, b.length, b.kernel, p, dst),
+    }
+}
+
+/// [`relu_pool`] or [`relu_pool1d`] of block `b`'s output.
+#[inline(always)]
+pub(crate) fn relu_pool_at(src: &[f32], b: &AnyConvBlock, dst: &mut [f32]) {
+    match b {
+        AnyConvBlock::Square(b) => relu_pool(src, b.out_ch, b.side, dst),
+        AnyConvBlock::Line(b) => relu_pool1d(src, b.out_ch, b.length, dst),
+    }
+}
+
+#[cfg(test)]
+mod tests1d;
 
 #[cfg(test)]
 mod tests {

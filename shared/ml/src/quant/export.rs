@@ -1,9 +1,9 @@
-//! Export and import of deployable students (MLP or CNN): GGUF for quantized profiles (int8, sandwich),
-//! safetensors for float ones (f16 with metadata; f32 is the student's own checkpoint), and a JSON model
-//! card beside the file. Loading checks every tensor's name, dtype and shape against the expected
+//! Export and import of deployable students (MLP, CNN or 1-D CNN): GGUF for quantized profiles (int8,
+//! sandwich), safetensors for float ones (f16 with metadata; f32 is the student's own checkpoint), and a
+//! JSON model card beside the file. Loading checks every tensor's name, dtype and shape against the expected
 //! architecture. A CNN's files also hold its input standardization (`input.shift`, `input.scale`, f32) and
 //! its conv blocks (`convs.{i}.weight` / `.bias`: in GGUF the stored im2col matrix, in f16 safetensors the
-//! unpadded `[out, in, 3, 3]` kernel).
+//! unpadded `[out, in, 3, 3]` kernel, `[out, in, kernel]` for a 1-D CNN).
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{MlError, Result};
 use crate::model::{Model, INPUT_SCALE, INPUT_SHIFT};
 
-use super::arch::CONV_TAPS;
+use super::arch::Conv1dArch;
 use super::model::{pad32, Arch, LayerFormat, Profile, QLayer, QuantizedModel};
 use super::ptq::PtqReport;
 
@@ -30,6 +30,14 @@ pub const GGUF_ARCH_CNN: &str = "fedistill-cnn";
 /// matrix `[out, pad32(in * 9)]` (column `c * 9 + ky * 3 + kx`), then ReLU and a 2x2 max-pool; the
 /// flattened (channel, row, column) features enter `layers.0`.
 pub const CONV_LAYOUT: &str = "im2col3x3_pad1_relu_maxpool2";
+/// `general.architecture` of our GGUF files of 1-D CNN students (which also carry `fedistill.channels`,
+/// `fedistill.in_channels`, `fedistill.kernel` and `fedistill.conv_layout`).
+pub const GGUF_ARCH_CNN1D: &str = "fedistill-cnn1d";
+/// `fedistill.conv_layout` of a 1-D CNN's GGUF: the input's values channel-major (`c * length + t`); each
+/// block a conv of `k` taps (`fedistill.kernel`) with padding `k / 2` stored as its im2col matrix
+/// `[out, pad32(in * k)]` (column `c * k + j`), then ReLU and a max-pool of 2 (floor); the flattened
+/// (channel, step) features enter `layers.0`.
+pub const CONV1D_LAYOUT: &str = "im2col1d_same_relu_maxpool2";
 /// Version of the GGUF metadata layout (`fedistill.format_version`).
 pub const FORMAT_VERSION: u32 = 1;
 /// Version of the model card layout.
@@ -175,18 +183,66 @@ fn u64_array(v: &[usize]) -> gguf_file::Value {
     gguf_file::Value::Array(v.iter().map(|&h| gguf_file::Value::U64(h as u64)).collect())
 }
 
+/// The kinds of student a GGUF file can hold, by `general.architecture`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GgufKind {
+    Mlp,
+    Cnn,
+    Cnn1d,
+}
+
+impl GgufKind {
+    fn of(arch: &Arch) -> GgufKind {
+        match (arch.is_cnn(), arch.conv1d.is_some()) {
+            (false, _) => GgufKind::Mlp,
+            (true, false) => GgufKind::Cnn,
+            (true, true) => GgufKind::Cnn1d,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            GgufKind::Mlp => GGUF_ARCH,
+            GgufKind::Cnn => GGUF_ARCH_CNN,
+            GgufKind::Cnn1d => GGUF_ARCH_CNN1D,
+        }
+    }
+
+    fn parse(name: Option<&str>) -> Option<GgufKind> {
+        [GgufKind::Mlp, GgufKind::Cnn, GgufKind::Cnn1d]
+            .into_iter()
+            .find(|k| Some(k.name()) == name)
+    }
+
+    /// `fedistill.conv_layout` of a CNN (`None` for an MLP).
+    fn layout(self) -> Option<&'static str> {
+        match self {
+            GgufKind::Mlp => None,
+            GgufKind::Cnn => Some(CONV_LAYOUT),
+            GgufKind::Cnn1d => Some(CONV1D_LAYOUT),
+        }
+    }
+}
+
 /// Serializes a quantized profile to GGUF bytes.
 pub fn to_gguf(q: &QuantizedModel) -> Result<Vec<u8>> {
     let tensors = stored_tensors(q)?;
-    let cnn = q.arch.is_cnn();
-    let arch = gguf_file::Value::String(if cnn { GGUF_ARCH_CNN } else { GGUF_ARCH }.into());
+    let kind = GgufKind::of(&q.arch);
+    let cnn = kind != GgufKind::Mlp;
+    let arch = gguf_file::Value::String(kind.name().into());
     let version = gguf_file::Value::U32(FORMAT_VERSION);
     let profile = gguf_file::Value::String(q.profile.name().into());
     let in_dim = gguf_file::Value::U64(q.arch.in_dim as u64);
     let classes = gguf_file::Value::U64(q.arch.classes as u64);
     let hidden = u64_array(&q.arch.hidden);
     let channels = u64_array(&q.arch.channels);
-    let layout = gguf_file::Value::String(CONV_LAYOUT.into());
+    let layout = gguf_file::Value::String(kind.layout().unwrap_or_default().into());
+    let conv1d = q.arch.conv1d.map(|c| {
+        (
+            gguf_file::Value::U64(c.in_channels as u64),
+            gguf_file::Value::U64(c.kernel as u64),
+        )
+    });
     let mut metadata: Vec<(&str, &gguf_file::Value)> = vec![
         ("general.architecture", &arch),
         ("fedistill.format_version", &version),
@@ -199,6 +255,10 @@ pub fn to_gguf(q: &QuantizedModel) -> Result<Vec<u8>> {
         metadata.push(("fedistill.channels", &channels));
         metadata.push(("fedistill.conv_layout", &layout));
     }
+    if let (GgufKind::Cnn1d, Some((in_channels, kernel))) = (kind, &conv1d) {
+        metadata.push(("fedistill.in_channels", in_channels));
+        metadata.push(("fedistill.kernel", kernel));
+    }
     let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let mut cur = Cursor::new(Vec::new());
     gguf_file::write(&mut cur, &metadata, &refs)?;
@@ -206,7 +266,8 @@ pub fn to_gguf(q: &QuantizedModel) -> Result<Vec<u8>> {
 }
 
 /// Serializes an f16 profile to safetensors bytes: unpadded weights as F16 (a CNN's conv kernels as
-/// `[out, in, 3, 3]`), biases and a CNN's standardization as F32, and metadata.
+/// `[out, in, 3, 3]`, a 1-D CNN's as `[out, in, kernel]`), biases and a CNN's standardization as F32, and
+/// metadata.
 pub fn to_f16_safetensors(q: &QuantizedModel) -> Result<Vec<u8>> {
     use safetensors::Dtype::{F16, F32};
     let f32_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
@@ -223,11 +284,10 @@ pub fn to_f16_safetensors(q: &QuantizedModel) -> Result<Vec<u8>> {
         owned.push((INPUT_SHIFT.into(), F32, vec![c.in_dim()], f32_bytes(&c.shift)));
         owned.push((INPUT_SCALE.into(), F32, vec![c.in_dim()], f32_bytes(&c.scale)));
         for (i, (l, b)) in c.layers.iter().zip(&c.blocks).enumerate() {
-            let w = l.weight_f32()?.narrow(1, 0, b.in_ch * CONV_TAPS)?;
-            let dims = vec![b.out_ch, b.in_ch, 3, 3];
-            owned.push((format!("convs.{i}.weight"), F16, dims, f16_bytes(&w)?));
+            let w = l.weight_f32()?.narrow(1, 0, b.in_ch() * b.taps())?;
+            owned.push((format!("convs.{i}.weight"), F16, b.kernel_dims(), f16_bytes(&w)?));
             let bias = f32_bytes(&l.b.to_vec1::<f32>()?);
-            owned.push((format!("convs.{i}.bias"), F32, vec![b.out_ch], bias));
+            owned.push((format!("convs.{i}.bias"), F32, vec![b.out_ch()], bias));
         }
     }
     let dims = &q.arch.layer_dims()[q.arch.channels.len()..];
@@ -369,12 +429,25 @@ pub fn recorded_arch(path: &Path) -> Result<Option<Arch>> {
                     .collect::<Vec<_>>()
             })
             .unwrap_or_default();
+        let name = content
+            .metadata
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok());
+        let conv1d = if GgufKind::parse(name.map(String::as_str)) == Some(GgufKind::Cnn1d) {
+            match (get("fedistill.in_channels"), get("fedistill.kernel")) {
+                (Some(in_channels), Some(kernel)) => Some(Conv1dArch { in_channels, kernel }),
+                _ => return Err(ckpt(path, "GGUF of a cnn1d lacks fedistill.in_channels / kernel")),
+            }
+        } else {
+            None
+        };
         return match (hidden, get("fedistill.in_dim"), get("fedistill.classes")) {
             (Some(hidden), Some(in_dim), Some(classes)) => Ok(Some(Arch {
                 hidden,
                 in_dim,
                 classes,
                 channels,
+                conv1d,
             })),
             _ => Err(ckpt(path, "GGUF metadata lacks fedistill.hidden / in_dim / classes")),
         };
@@ -438,15 +511,12 @@ pub fn from_gguf(bytes: &[u8], expected: &Arch) -> Result<QuantizedModel> {
         .metadata
         .get("general.architecture")
         .and_then(|v| v.to_string().ok());
-    let cnn = match arch_name.map(String::as_str) {
-        Some(GGUF_ARCH) => false,
-        Some(GGUF_ARCH_CNN) => true,
-        _ => {
-            return Err(mem(format!(
-                "GGUF general.architecture is {arch_name:?}, expected {GGUF_ARCH} or {GGUF_ARCH_CNN}"
-            )))
-        }
+    let Some(kind) = GgufKind::parse(arch_name.map(String::as_str)) else {
+        return Err(mem(format!(
+            "GGUF general.architecture is {arch_name:?}, expected {GGUF_ARCH}, {GGUF_ARCH_CNN} or {GGUF_ARCH_CNN1D}"
+        )));
     };
+    let cnn = kind != GgufKind::Mlp;
     let version = meta_u64(&content, "fedistill.format_version")?;
     if version != u64::from(FORMAT_VERSION) {
         return Err(mem(format!(
@@ -459,25 +529,35 @@ pub fn from_gguf(bytes: &[u8], expected: &Arch) -> Result<QuantizedModel> {
         .and_then(|v| v.to_string().ok())
         .ok_or_else(|| mem("GGUF metadata fedistill.profile missing"))?
         .parse()?;
-    let channels = if cnn {
-        let layout = content
-            .metadata
-            .get("fedistill.conv_layout")
-            .and_then(|v| v.to_string().ok());
-        if layout.map(String::as_str) != Some(CONV_LAYOUT) {
-            return Err(mem(format!(
-                "GGUF fedistill.conv_layout is {layout:?}, this build reads {CONV_LAYOUT}"
-            )));
+    let channels = match kind.layout() {
+        Some(want) => {
+            let layout = content
+                .metadata
+                .get("fedistill.conv_layout")
+                .and_then(|v| v.to_string().ok());
+            if layout.map(String::as_str) != Some(want) {
+                return Err(mem(format!(
+                    "GGUF fedistill.conv_layout is {layout:?}, this build reads {want} for {}",
+                    kind.name()
+                )));
+            }
+            meta_usizes(&content, "fedistill.channels")?
         }
-        meta_usizes(&content, "fedistill.channels")?
-    } else {
-        Vec::new()
+        None => Vec::new(),
+    };
+    let conv1d = match kind {
+        GgufKind::Cnn1d => Some(Conv1dArch {
+            in_channels: meta_u64(&content, "fedistill.in_channels")? as usize,
+            kernel: meta_u64(&content, "fedistill.kernel")? as usize,
+        }),
+        _ => None,
     };
     let arch = Arch {
         hidden: meta_usizes(&content, "fedistill.hidden")?,
         in_dim: meta_u64(&content, "fedistill.in_dim")? as usize,
         classes: meta_u64(&content, "fedistill.classes")? as usize,
         channels,
+        conv1d,
     };
     if cnn && !arch.is_cnn() {
         return Err(mem("GGUF of a cnn lists no fedistill.channels"));
@@ -624,7 +704,7 @@ pub fn from_f16_safetensors(bytes: &[u8], expected: &Arch) -> Result<QuantizedMo
     let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| mem(format!("not safetensors: {e}")))?;
     let dims = expected.layer_dims();
     let pdims = expected.padded_dims();
-    let blocks = expected.conv_blocks();
+    let blocks = expected.blocks();
     let count = 2 * dims.len() + if expected.is_cnn() { 2 } else { 0 };
     if st.len() != count {
         return Err(mem(format!(
@@ -643,10 +723,10 @@ pub fn from_f16_safetensors(bytes: &[u8], expected: &Arch) -> Result<QuantizedMo
     };
     let mut layers = Vec::with_capacity(dims.len());
     for (i, b) in blocks.iter().enumerate() {
-        let w = st_values(&st, &format!("convs.{i}.weight"), F16, &[b.out_ch, b.in_ch, 3, 3])?;
-        let bias = st_values(&st, &format!("convs.{i}.bias"), F32, &[b.out_ch])?;
-        let taps = b.in_ch * CONV_TAPS;
-        layers.push(f16_layer(&w, &bias, (taps, b.out_ch), (pad32(taps), b.out_ch))?);
+        let w = st_values(&st, &format!("convs.{i}.weight"), F16, &b.kernel_dims())?;
+        let bias = st_values(&st, &format!("convs.{i}.bias"), F32, &[b.out_ch()])?;
+        let taps = b.in_ch() * b.taps();
+        layers.push(f16_layer(&w, &bias, (taps, b.out_ch()), (pad32(taps), b.out_ch()))?);
     }
     let linear = dims[blocks.len()..].iter().zip(&pdims[blocks.len()..]);
     for (i, (&(inp, out), &pdim)) in linear.enumerate() {

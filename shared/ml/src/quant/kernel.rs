@@ -13,14 +13,14 @@
 //!
 //! A CNN's conv blocks run in front of the linear layers: per output position the im2col patch goes
 //! through the block's weights like an input row through a linear layer (quantized to Q8_0 for a Q8_0
-//! block), then ReLU and 2x2 max-pool.
+//! block), then ReLU and 2x2 max-pool (a 1-D CNN's: per step, then ReLU and max-pool of 2).
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{MlError, Result};
 
-use super::arch::ConvBlock;
-use super::conv::{patch, relu_pool};
+use super::arch::AnyConvBlock;
+use super::conv::{patch_at, relu_pool_at};
 use super::fakequant::Q8_BLOCK;
 
 /// Output rows per tile: one AVX2 register of f32 accumulators.
@@ -177,12 +177,12 @@ impl RowWeights {
 
 /// A CNN's front for the batch-1 kernel: the standardization of the raw input and the conv blocks.
 pub(crate) struct ConvRows<'a> {
-    /// Per-pixel shift, `[d]`.
+    /// Per-input shift, `[d]`.
     pub shift: &'a [f32],
-    /// Per-pixel scale, `[d]`.
+    /// Per-input scale, `[d]`.
     pub scale: &'a [f32],
     /// Shape of each block.
-    pub blocks: &'a [ConvBlock],
+    pub blocks: &'a [AnyConvBlock],
     /// Each block's im2col weights, `[out_ch, block.cols()]`.
     pub weights: &'a [&'a RowWeights],
 }
@@ -192,20 +192,17 @@ impl ConvRows<'_> {
         let fits = self.shift.len() == d
             && self.scale.len() == d
             && self.blocks.len() == self.weights.len()
-            && self.blocks.first().is_some_and(|b| b.in_ch * b.side * b.side == d)
+            && self.blocks.first().is_some_and(|b| b.in_values() == d)
             && self
                 .blocks
                 .iter()
                 .zip(self.weights)
-                .all(|(b, w)| w.dims() == (b.cols(), b.out_ch))
-            && self
-                .blocks
-                .windows(2)
-                .all(|p| p[1].in_ch == p[0].out_ch && p[1].side == p[0].side / 2);
+                .all(|(b, w)| w.dims() == (b.cols(), b.out_ch()))
+            && self.blocks.windows(2).all(|p| p[1].follows(&p[0]));
         if !fits {
             return Err(MlError::InvalidConfig(format!("conv blocks do not fit {d} features")));
         }
-        Ok(self.blocks.last().map_or(d, |b| b.out_ch * (b.side / 2) * (b.side / 2)))
+        Ok(self.blocks.last().map_or(d, AnyConvBlock::out_values))
     }
 }
 
@@ -339,10 +336,10 @@ impl ConvScratch {
         let maps = c
             .blocks
             .iter()
-            .map(|b| (b.in_ch * b.side * b.side).max(b.out_ch * (b.side / 2) * (b.side / 2)))
+            .map(|b| b.in_values().max(b.out_values()))
             .fold(d, usize::max);
-        let out = c.blocks.iter().map(|b| b.out_ch * b.side * b.side).max().unwrap_or(0);
-        let cols = c.blocks.iter().map(ConvBlock::cols).max().unwrap_or(0);
+        let out = c.blocks.iter().map(|b| b.out_ch() * b.positions()).max().unwrap_or(0);
+        let cols = c.blocks.iter().map(AnyConvBlock::cols).max().unwrap_or(0);
         ConvScratch {
             a: vec![0.0; maps],
             b: vec![0.0; maps],
@@ -363,14 +360,14 @@ impl ConvScratch {
         }
         let mut flat = row.len();
         for (b, w) in c.blocks.iter().zip(c.weights) {
-            let (cols, plane) = (b.cols(), b.side * b.side);
+            let (cols, plane, out_ch) = (b.cols(), b.positions(), b.out_ch());
             let patch = &mut self.patch[..cols];
-            // Columns past in_ch * 9 stay zero: the Q8_0 padding.
+            // Columns past in_ch * taps stay zero: the Q8_0 padding.
             patch.fill(0.0);
-            let src = &self.a[..b.in_ch * plane];
+            let src = &self.a[..b.in_ch() * plane];
             for p in 0..plane {
-                patch_row(src, b, p, patch);
-                let y = &mut self.out[p * b.out_ch..][..b.out_ch];
+                patch_at(src, b, p, patch);
+                let y = &mut self.out[p * out_ch..][..out_ch];
                 match w {
                     RowWeights::Q8(t) => {
                         let (xq, xd) = (&mut self.xq[..cols], &mut self.xd[..cols / Q8_BLOCK]);
@@ -380,19 +377,13 @@ impl ConvScratch {
                     RowWeights::F32(f) => gemv_f32(f, patch, y),
                 }
             }
-            flat = b.out_ch * (b.side / 2) * (b.side / 2);
-            relu_pool(&self.out[..b.out_ch * plane], b.out_ch, b.side, &mut self.b[..flat]);
+            flat = b.out_values();
+            relu_pool_at(&self.out[..out_ch * plane], b, &mut self.b[..flat]);
             std::mem::swap(&mut self.a, &mut self.b);
         }
         dst[..flat].copy_from_slice(&self.a[..flat]);
         flat
     }
-}
-
-/// [`patch`] for position `p` (row-major) of block `b`.
-#[inline(always)]
-fn patch_row(src: &[f32], b: &ConvBlock, p: usize, dst: &mut [f32]) {
-    patch(src, b.in_ch, b.side, p / b.side, p % b.side, dst);
 }
 
 /// Quantizes one row to Q8_0 exactly as candle's `BlockQ8_0::from_float`: per block of 32 the scale

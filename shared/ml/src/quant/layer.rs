@@ -1,6 +1,7 @@
 //! One stored weight layer of a quantized student ([`QLayer`]: Q8_0 blocks, or f16/f32 weights, with the
 //! copies each kernel computes with) and the f32 layers it is made from ([`float_model`]: an MLP's linear
-//! layers with the standardization folded in, a CNN's conv blocks as im2col matrices and its linear layers).
+//! layers with the standardization folded in, a CNN's (2-D or 1-D) conv blocks as im2col matrices and its
+//! linear layers).
 
 use std::sync::{Arc, OnceLock};
 
@@ -10,7 +11,7 @@ use candle_core::{Device, Module, Tensor};
 use crate::error::{MlError, Result};
 use crate::model::{Model, INPUT_SCALE, INPUT_SHIFT};
 
-use super::arch::{Arch, CONV_TAPS};
+use super::arch::Arch;
 use super::kernel::{F32Rows, Q8Tiles, RowWeights};
 use super::model::LayerFormat;
 
@@ -70,16 +71,17 @@ pub(crate) fn float_model(model: &Model) -> Result<FloatModel> {
     let arch = Arch::from_config(model.config(), model.in_dim(), model.classes())?;
     let shift = var_values(model, INPUT_SHIFT)?;
     let scale = var_values(model, INPUT_SCALE)?;
-    let blocks = arch.conv_blocks();
+    let blocks = arch.blocks();
     let all_dims = arch.layer_dims();
     let all_pdims = arch.padded_dims();
     let mut layers = Vec::with_capacity(all_dims.len());
     for (i, b) in blocks.iter().enumerate() {
-        let w = var_shaped(model, &format!("convs.{i}.weight"), &[b.out_ch, b.in_ch, 3, 3])?;
-        let bias = var_shaped(model, &format!("convs.{i}.bias"), &[b.out_ch])?;
-        let (taps, cols) = (b.in_ch * CONV_TAPS, b.cols());
-        // [out, in, 3, 3] row-major is already [out, in * 9] in im2col column order.
-        let mut pw = vec![0f32; b.out_ch * cols];
+        let w = var_shaped(model, &format!("convs.{i}.weight"), &b.kernel_dims())?;
+        let bias = var_shaped(model, &format!("convs.{i}.bias"), &[b.out_ch()])?;
+        let (taps, cols) = (b.in_ch() * b.taps(), b.cols());
+        // [out, in, 3, 3] (or [out, in, k]) row-major is already [out, in * 9] ([out, in * k]) in im2col
+        // column order.
+        let mut pw = vec![0f32; b.out_ch() * cols];
         for (dst, src) in pw.chunks_exact_mut(cols).zip(w.chunks_exact(taps)) {
             dst[..taps].copy_from_slice(src);
         }
@@ -87,7 +89,7 @@ pub(crate) fn float_model(model: &Model) -> Result<FloatModel> {
             w: pw,
             b: bias,
             in_dim: cols,
-            out_dim: b.out_ch,
+            out_dim: b.out_ch(),
         });
     }
     let (dims, pdims) = (&all_dims[blocks.len()..], &all_pdims[blocks.len()..]);

@@ -1,6 +1,7 @@
-//! Quantization of the deployable student (an MLP or a CNN): INT8 (ggml Q8_0) and mixed profiles, post-training
-//! quantization with calibration, quantization-aware training, GGUF/safetensors export with a model card,
-//! and the quantization table (size, accuracy, latency) the `local` command and the benchmark print.
+//! Quantization of the deployable student (an MLP or a CNN, 2-D or 1-D): INT8 (ggml Q8_0) and mixed
+//! profiles, post-training quantization with calibration, quantization-aware training, GGUF/safetensors
+//! export with a model card, and the quantization table (size, accuracy, latency) the `local` command and the
+//! benchmark print.
 
 pub mod arch;
 pub mod bench;
@@ -15,7 +16,7 @@ pub mod ptq;
 pub mod qat;
 pub mod table;
 
-pub use arch::ConvBlock;
+pub use arch::{AnyConvBlock, Conv1dArch, Conv1dBlock, ConvBlock};
 pub use bench::{bench_quantize, KernelSweepRow, QatRow, QuantBenchConfig, QuantBenchReport, TeacherVsInt8};
 pub use config::{parse_quantize_file, QuantizeFile};
 pub use export::{export_student, load_student, recorded_arch, CardInfo, DatasetRef, ModelCard};

@@ -1,6 +1,6 @@
-//! The deployable student: an MLP or a CNN whose weight layers are stored as ggml Q8_0 (INT8), f16 or f32,
-//! every input dimension padded to a multiple of 32 (Q8_0 block length). An MLP has the input
-//! standardization folded into its first layer; a CNN applies it to the raw image and stores its convs as
+//! The deployable student: an MLP or a CNN (2-D or 1-D) whose weight layers are stored as ggml Q8_0 (INT8),
+//! f16 or f32, every input dimension padded to a multiple of 32 (Q8_0 block length). An MLP has the input
+//! standardization folded into its first layer; a CNN applies it to the raw input and stores its convs as
 //! im2col matrices ([`super::conv`]). Inference picks the int8 row kernel, candle's `QMatMul` or a
 //! dequantized-once f32 copy per batch size.
 
@@ -161,7 +161,7 @@ impl QuantizedModel {
         norm: Option<(Vec<f32>, Vec<f32>)>,
         mut layers: Vec<QLayer>,
     ) -> Result<QuantizedModel> {
-        let blocks = arch.conv_blocks();
+        let blocks = arch.blocks();
         let conv = match norm {
             None if blocks.is_empty() => None,
             Some((shift, scale)) if !blocks.is_empty() => {

@@ -13,8 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{MlError, Result};
 use crate::model::{check_features, Model, INPUT_SCALE, INPUT_SHIFT};
 
-use super::arch::CONV_TAPS;
-use super::conv::{im2col_tensor, relu_pool_tensor};
+use super::conv::{im2col_block, input_maps, relu_pool_block};
 use super::fakequant::fake_quant;
 use super::model::Arch;
 
@@ -85,8 +84,8 @@ pub struct QatStats {
 
 /// The forward pass of the int8 student, expressed on the f32 variables of `model`: weights are
 /// fake-quantized (an MLP's first layer with the input standardization folded in, exactly as export folds
-/// it; a CNN's conv blocks as their `[out, in * 9]` im2col matrices, after standardizing the input as the
-/// exported CNN does).
+/// it; a CNN's conv blocks as their `[out, in * 9]` (1-D: `[out, in * kernel]`) im2col matrices, after
+/// standardizing the input as the exported CNN does).
 pub fn fake_quant_forward(model: &Model, x: &Tensor, quantize_activations: bool) -> Result<Tensor> {
     let arch = Arch::from_config(model.config(), model.in_dim(), model.classes())?;
     let n_layers = arch.hidden.len() + 1;
@@ -104,21 +103,19 @@ pub fn fake_quant_forward(model: &Model, x: &Tensor, quantize_activations: bool)
     let shift = get(INPUT_SHIFT)?;
     let scale = get(INPUT_SCALE)?;
     let mut h = x.clone();
-    let blocks = arch.conv_blocks();
+    let blocks = arch.blocks();
     if let Some(first) = blocks.first() {
         let n = x.dim(0)?;
-        h = h
-            .broadcast_sub(&shift)?
-            .broadcast_mul(&scale)?
-            .reshape((n, 1, first.side, first.side))?;
+        h = input_maps(&h.broadcast_sub(&shift)?.broadcast_mul(&scale)?, first)?;
         for (i, blk) in blocks.iter().enumerate() {
-            let w = get(&format!("convs.{i}.weight"))?.reshape((blk.out_ch, blk.in_ch * CONV_TAPS))?;
+            let taps = blk.in_ch() * blk.taps();
+            let w = get(&format!("convs.{i}.weight"))?.reshape((blk.out_ch(), taps))?;
             let b = get(&format!("convs.{i}.bias"))?;
             // Unpadded columns: the short last Q8_0 block rounds as the zero-padded stored one.
-            let cols = im2col_tensor(&h, blk.in_ch * CONV_TAPS)?;
+            let cols = im2col_block(&h, blk, taps)?;
             let cols = if quantize_activations { fake_quant(&cols)? } else { cols };
             let y = cols.matmul(&fake_quant(&w)?.t()?)?.broadcast_add(&b)?;
-            h = relu_pool_tensor(&y, n, blk)?;
+            h = relu_pool_block(&y, n, blk)?;
         }
         h = h.flatten_from(1)?;
     }

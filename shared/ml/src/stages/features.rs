@@ -1,5 +1,6 @@
 //! Stage 1's losses: the FitNets hint loss through a learned projector (Romero et al. 2015) and attention
-//! transfer between conv blocks of the same spatial size (Zagoruyko and Komodakis 2017).
+//! transfer between conv blocks of the same spatial size (Zagoruyko and Komodakis 2017); a 1-D CNN's blocks
+//! (series) the same way as a 2-D CNN's maps, with one position axis instead of two.
 //!
 //! Both are composed from stock candle ops, so candle's autograd differentiates them into the student's layers
 //! up to the deepest one a loss reaches and into the projector.
@@ -22,8 +23,8 @@ pub const MAX_PROJECTOR_WEIGHTS: usize = 1 << 24;
 /// How the student's guided layer is mapped onto the teacher's hint layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProjectorKind {
-    /// Both layers are conv blocks of the same side: a 1x1 convolution from the student's channels to the
-    /// teacher's, applied at every position.
+    /// Both layers are conv blocks of the same side (or 1-D blocks of the same length): a 1x1 convolution
+    /// from the student's channels to the teacher's, applied at every position.
     Conv1x1 {
         /// Student channels.
         from: usize,
@@ -41,7 +42,8 @@ pub enum ProjectorKind {
 
 impl ProjectorKind {
     /// The projector between a student layer and a teacher layer, or why there is none: two conv blocks of
-    /// different sides (a 1x1 convolution keeps the spatial size), or more than [`MAX_PROJECTOR_WEIGHTS`].
+    /// different sides or two 1-D blocks of different lengths (a 1x1 convolution keeps the spatial size), or
+    /// more than [`MAX_PROJECTOR_WEIGHTS`].
     pub fn between(student: FeatureShape, teacher: FeatureShape) -> Result<ProjectorKind> {
         let kind = match (student, teacher) {
             (FeatureShape::Spatial { channels: cs, side: ss }, FeatureShape::Spatial { channels: ct, side: st }) => {
@@ -50,6 +52,25 @@ impl ProjectorKind {
                         "[stages] feature_alignment: the projector cannot match a student layer of {student} \
                          to a teacher layer of {teacher}: a 1x1 convolution keeps the spatial size ({ss} vs \
                          {st}); pick layers of the same side or a flat layer"
+                    )));
+                }
+                ProjectorKind::Conv1x1 { from: cs, to: ct }
+            }
+            (
+                FeatureShape::Sequence {
+                    channels: cs,
+                    length: ls,
+                },
+                FeatureShape::Sequence {
+                    channels: ct,
+                    length: lt,
+                },
+            ) => {
+                if ls != lt {
+                    return Err(MlError::InvalidConfig(format!(
+                        "[stages] feature_alignment: the projector cannot match a student layer of {student} \
+                         to a teacher layer of {teacher}: a 1x1 convolution keeps the spatial size ({ls} vs \
+                         {lt} steps); pick layers of the same length or a flat layer"
                     )));
                 }
                 ProjectorKind::Conv1x1 { from: cs, to: ct }
@@ -124,8 +145,13 @@ impl Projector {
     }
 
     /// Maps a batch of student activations onto the teacher layer's shape: `[n, to, side, side]` for a 1x1
-    /// convolution, `[n, to]` for a linear projector (the student activation flattened first).
+    /// convolution (`[n, to, length]` on a 1-D block), `[n, to]` for a linear projector (the student
+    /// activation flattened first).
     pub fn forward(&self, hs: &Tensor) -> Result<Tensor> {
+        if let (ProjectorKind::Conv1x1 { .. }, 3) = (self.kind, hs.rank()) {
+            // A 1-D block as maps of height 1: the same 1x1 convolution at every step.
+            return Ok(self.forward(&hs.unsqueeze(2)?)?.squeeze(2)?);
+        }
         Ok(match self.kind {
             ProjectorKind::Conv1x1 { to, .. } => hs
                 .conv2d(self.weight.as_tensor(), 0, 1, 1, 1)?
@@ -154,11 +180,16 @@ pub fn hint_loss(projected: &Tensor, teacher: &Tensor) -> Result<Tensor> {
     Ok(p.sub(&t)?.sqr()?.mean_all()?)
 }
 
-/// The attention map of a conv block's activation `[n, c, s, s]`: the mean over channels of the squared
-/// activations, flattened to `[n, s*s]` and L2-normalised per sample (an all-zero map stays zero).
+/// The attention map of a conv block's activation `[n, c, s, s]` (or a 1-D block's `[n, c, length]`): the
+/// mean over channels of the squared activations, flattened to `[n, s*s]` (`[n, length]`) and L2-normalised
+/// per sample (an all-zero map stays zero).
 pub fn attention_map(a: &Tensor) -> Result<Tensor> {
-    let (n, _c, h, w) = a.dims4()?;
-    let q = a.sqr()?.mean(1)?.reshape((n, h * w))?;
+    let q = if a.rank() == 3 {
+        a.sqr()?.mean(1)?
+    } else {
+        let (n, _c, h, w) = a.dims4()?;
+        a.sqr()?.mean(1)?.reshape((n, h * w))?
+    };
     let norm = q
         .sqr()?
         .sum_keepdim(D::Minus1)?

@@ -206,6 +206,12 @@ fn pick_layer(which: &str, model: &ModelConfig, shapes: &[FeatureShape], layer: 
     let describe = || match model {
         ModelConfig::Mlp { hidden } => format!("mlp {hidden:?}"),
         ModelConfig::Cnn { channels, hidden } => format!("cnn channels {channels:?}, hidden {hidden}"),
+        ModelConfig::Cnn1d {
+            in_channels,
+            channels,
+            hidden,
+            kernel,
+        } => format!("cnn1d in_channels {in_channels}, channels {channels:?}, hidden {hidden}, kernel {kernel}"),
     };
     if shapes.is_empty() {
         return Err(bad(format!(
@@ -300,13 +306,8 @@ impl StagesConfig {
         let mut attention_pairs = Vec::new();
         if fa.attention_weight > 0.0 {
             for (j, s) in ss.iter().enumerate() {
-                if let FeatureShape::Spatial { side, .. } = *s {
-                    let same = ts
-                        .iter()
-                        .position(|t| matches!(*t, FeatureShape::Spatial { side: st, .. } if st == side));
-                    if let Some(i) = same {
-                        attention_pairs.push((i, j));
-                    }
+                if let Some(i) = ts.iter().position(|t| same_map_size(t, s)) {
+                    attention_pairs.push((i, j));
                 }
             }
             if attention_pairs.is_empty() {
@@ -353,10 +354,20 @@ impl StagesConfig {
     }
 }
 
+/// Whether two conv blocks have attention maps of the same size: 2-D maps of the same side, or 1-D blocks of
+/// the same length.
+fn same_map_size(a: &FeatureShape, b: &FeatureShape) -> bool {
+    match (*a, *b) {
+        (FeatureShape::Spatial { side: x, .. }, FeatureShape::Spatial { side: y, .. }) => x == y,
+        (FeatureShape::Sequence { length: x, .. }, FeatureShape::Sequence { length: y, .. }) => x == y,
+        _ => false,
+    }
+}
+
 fn spatial_list(shapes: &[FeatureShape]) -> String {
     let v: Vec<String> = shapes
         .iter()
-        .filter(|s| matches!(s, FeatureShape::Spatial { .. }))
+        .filter(|s| matches!(s, FeatureShape::Spatial { .. } | FeatureShape::Sequence { .. }))
         .map(|s| s.to_string())
         .collect();
     if v.is_empty() {

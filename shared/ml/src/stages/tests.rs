@@ -162,6 +162,7 @@ fn forward_features_match_the_feature_shapes_and_the_logits() -> Result<()> {
             let want = match *s {
                 FeatureShape::Flat { width } => vec![3, width],
                 FeatureShape::Spatial { channels, side } => vec![3, channels, side, side],
+                FeatureShape::Sequence { channels, length } => vec![3, channels, length],
             };
             assert_eq!(f.dims(), want.as_slice(), "{cfg:?}");
         }
@@ -176,6 +177,80 @@ fn forward_features_match_the_feature_shapes_and_the_logits() -> Result<()> {
             FeatureShape::Flat { width: 6 },
         ]
     );
+    Ok(())
+}
+
+/// A 1-D CNN's blocks are series: a 1x1 projector between blocks of the same length (the same channel map
+/// at every step), attention maps over the steps, pairs of equal length; blocks of different lengths are
+/// refused for a 1x1 projector with the reason.
+#[test]
+fn cnn1d_blocks_align_as_series() -> Result<()> {
+    let cnn1d = |channels: &[usize], hidden| ModelConfig::Cnn1d {
+        in_channels: 2,
+        channels: channels.to_vec(),
+        hidden,
+        kernel: 3,
+    };
+    // The projector on [n, c, length]: the channel map at every step.
+    let w = tensor(vec![0.5, -1.0, 2.0, 1.5, 0.0, -0.25], &[2, 3]);
+    let b = tensor(vec![0.1, -0.2], &[2]);
+    let hs = tensor(features(5 * 3 * 4, 1, 2), &[5, 3, 4]);
+    let ht = hs
+        .permute((0, 2, 1))?
+        .reshape((20, 3))?
+        .matmul(&w.t()?)?
+        .broadcast_add(&b)?
+        .reshape((5, 4, 2))?
+        .permute((0, 2, 1))?;
+    let conv = Projector::from_tensors(ProjectorKind::Conv1x1 { from: 3, to: 2 }, &w.reshape((2, 3, 1, 1))?, &b)?;
+    let out = conv.forward(&hs)?;
+    assert_eq!(out.dims(), [5, 2, 4]);
+    assert!(scalar(&hint_loss(&out, &ht)?) < 1e-12);
+    // Attention over steps: squares (1, 4, 0) and (1, 0, 4), channel mean (1, 2, 2), norm 3.
+    let a = tensor(vec![1.0, 2.0, 0.0, -1.0, 0.0, 2.0], &[1, 2, 3]);
+    let q = attention_map(&a)?.flatten_all()?.to_vec1::<f32>()?;
+    for (x, e) in q.iter().zip([1.0 / 3.0, 2.0 / 3.0, 2.0 / 3.0]) {
+        assert!((x - e).abs() < 1e-6, "{q:?}");
+    }
+    // Plans: 2 channels of 16 steps; the teacher's blocks have 8 and 4 steps, the student's 8.
+    let (tcfg, scfg) = (cnn1d(&[6, 8], 10), cnn1d(&[3], 5));
+    let d = small_distill(1);
+    let fa = FeatureAlignment {
+        teacher_layer: Some(0),
+        student_layer: Some(0),
+        attention_weight: 1.0,
+        ..FeatureAlignment::default()
+    };
+    let stages = StagesConfig {
+        feature_alignment: fa.clone(),
+        ..StagesConfig::default()
+    };
+    let plan = stages.plan(&tcfg, &scfg, 32, &d)?.expect("feature alignment is on");
+    assert_eq!(plan.projector, ProjectorKind::Conv1x1 { from: 3, to: 6 });
+    assert_eq!(plan.attention_pairs, vec![(0, 0)]);
+    let other = StagesConfig {
+        feature_alignment: FeatureAlignment {
+            teacher_layer: Some(1),
+            ..fa.clone()
+        },
+        ..StagesConfig::default()
+    };
+    let m = config_error(other.validate(&tcfg, &scfg, 32, &d));
+    assert!(
+        m.contains("projector cannot match") && m.contains("8 vs 4 steps"),
+        "{m}"
+    );
+    // One stage-1 step lowers the feature loss.
+    let (teacher, student) = (Model::new(&tcfg, 32, 3, 1)?, Model::new(&scfg, 32, 3, 2)?);
+    let projector = Projector::new(plan.projector, 3)?;
+    let mut vars: Vec<candle_core::Var> = student.trainable_vars().into_iter().map(|(_, v)| v).collect();
+    vars.extend(projector.vars());
+    let mut opt = optimizer(vars, &d)?;
+    let xb = tensor(features(32, 32, 4), &[32, 32]);
+    let before = feature_loss(&teacher, &student, &projector, &plan, &fa, &xb)?;
+    opt.step(&before.backward()?)?;
+    let after = scalar(&feature_loss(&teacher, &student, &projector, &plan, &fa, &xb)?);
+    assert!(after < scalar(&before), "{after} not below {}", scalar(&before));
     Ok(())
 }
 

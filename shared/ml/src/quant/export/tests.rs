@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::model::ModelConfig;
+use crate::quant::arch::Conv1dArch;
 
 fn student() -> (Model, Arch, Vec<f32>) {
     let cfg = ModelConfig::Mlp { hidden: vec![48, 20] };
@@ -87,6 +88,7 @@ fn wrong_architecture_is_refused() {
         in_dim: 70,
         classes: 5,
         channels: Vec::new(),
+        conv1d: None,
     };
     let err = load_err(&good, &other);
     assert!(err.contains("wrong architecture"), "{err}");
@@ -140,6 +142,7 @@ fn f16_safetensors_with_wrong_shape_names_the_tensor() {
         in_dim: 70,
         classes: 5,
         channels: Vec::new(),
+        conv1d: None,
     };
     let dir = tempfile::tempdir().expect("tmp");
     let p = dir.path().join("s.safetensors");
@@ -303,4 +306,116 @@ fn cnn_checkpoints_and_f16_files_that_disagree_with_the_config_name_the_tensor()
     };
     let err = load_student(&p, &deep).expect_err("two hidden layers").to_string();
     assert!(err.contains("one hidden"), "{err}");
+}
+
+/// A two-block 1-D CNN on 3 channels of 21 steps (odd: pooled with floor) with kernel 7 and a per-value
+/// standardization, its architecture and 10 inputs.
+fn cnn1d_student() -> (Model, Arch, Vec<f32>) {
+    let cfg = ModelConfig::Cnn1d {
+        in_channels: 3,
+        channels: vec![4, 6],
+        hidden: 12,
+        kernel: 7,
+    };
+    let m = Model::new(&cfg, 63, 5, 8).expect("model");
+    let x: Vec<f32> = (0..10 * 63).map(|i| ((i * 37) % 23) as f32 / 23.0).collect();
+    m.fit_input_normalization(&x, 10, true).expect("norm");
+    let arch = Arch::from_config(&cfg, 63, 5).expect("arch");
+    (m, arch, x)
+}
+
+#[test]
+fn every_cnn1d_profile_round_trips_with_identical_logits() {
+    let (m, arch, x) = cnn1d_student();
+    assert_eq!(arch.model_config().expect("cfg"), m.config().clone());
+    let dir = tempfile::tempdir().expect("tmp");
+    for p in Profile::ALL {
+        let q = QuantizedModel::from_model(&m, p).expect("quantize");
+        let (path, card) = export_student(&q, &m, dir.path(), p.name(), &CardInfo::default()).expect("export");
+        assert_eq!(card.arch, arch);
+        assert_eq!(card.layer_formats.len(), 4, "{p}");
+        // The file (or its card) describes itself, 1-D layout included.
+        assert_eq!(recorded_arch(&path).expect("arch"), Some(arch.clone()), "{p}");
+        let back = load_student(&path, &arch).expect("load");
+        assert_eq!(back.profile(), p);
+        assert_eq!(back.layer_formats(), q.layer_formats());
+        for kernel in [true, false] {
+            let want = q.logits_with(&x, 10, kernel).expect("logits");
+            assert_eq!(want, back.logits_with(&x, 10, kernel).expect("logits"), "profile {p}");
+        }
+        assert_eq!(
+            q.logits_rows(&x, 10).expect("rows"),
+            back.logits_rows(&x, 10).expect("rows")
+        );
+        if p != Profile::F32 {
+            assert_eq!(
+                hex::encode(stored_weights_digest(&back).expect("digest")),
+                card.weights_sha256
+            );
+        }
+    }
+    let gguf = to_gguf(&QuantizedModel::from_model(&m, Profile::Int8).expect("q")).expect("gguf");
+    let content = gguf_file::Content::read(&mut Cursor::new(&gguf[..])).expect("read");
+    let meta = |k: &str| content.metadata.get(k).and_then(|v| v.to_string().ok()).cloned();
+    let num = |k: &str| content.metadata.get(k).and_then(|v| v.to_u64().ok());
+    assert_eq!(meta("general.architecture").as_deref(), Some(GGUF_ARCH_CNN1D));
+    assert_eq!(meta("fedistill.conv_layout").as_deref(), Some(CONV1D_LAYOUT));
+    assert_eq!(
+        (num("fedistill.in_channels"), num("fedistill.kernel")),
+        (Some(3), Some(7))
+    );
+    // The conv blocks as stored: [out, pad32(in * kernel)] in Q8_0 (3 * 7 = 21 -> 32, 4 * 7 = 28 -> 32).
+    for (name, dims) in [("convs.0.weight", [4usize, 32]), ("convs.1.weight", [6, 32])] {
+        let info = &content.tensor_infos[name];
+        assert_eq!((info.ggml_dtype, info.shape.dims()), (GgmlDType::Q8_0, &dims[..]));
+    }
+    // The f16 file keeps the kernels unpadded, [out, in, kernel].
+    let f16 = to_f16_safetensors(&QuantizedModel::from_model(&m, Profile::F16).expect("q")).expect("f16");
+    let st = safetensors::SafeTensors::deserialize(&f16).expect("st");
+    assert_eq!(st.tensor("convs.1.weight").expect("conv").shape(), [6, 4, 7]);
+}
+
+#[test]
+fn cnn1d_files_that_disagree_with_the_config_are_refused() {
+    let (m, arch, _) = cnn1d_student();
+    let q = QuantizedModel::from_model(&m, Profile::Int8).expect("q");
+    let all = stored_tensors(&q).expect("tensors");
+    // Another kernel: wrong architecture.
+    let gguf = to_gguf(&q).expect("gguf");
+    let kernel5 = Arch {
+        conv1d: Some(Conv1dArch {
+            in_channels: 3,
+            kernel: 5,
+        }),
+        ..arch.clone()
+    };
+    let err = load_err(&gguf, &kernel5);
+    assert!(err.contains("wrong architecture"), "{err}");
+    // A 2-D file where a 1-D one is expected, and the other way round.
+    let (cnn, cnn_arch, _) = cnn_student();
+    let cnn_gguf = to_gguf(&QuantizedModel::from_model(&cnn, Profile::Int8).expect("q")).expect("gguf");
+    assert!(load_err(&cnn_gguf, &arch).contains("wrong architecture"));
+    assert!(load_err(&gguf, &cnn_arch).contains("wrong architecture"));
+    // Metadata without the kernel, or with the 2-D layout.
+    let err = load_err(&rewrite_without(&q, &all, "fedistill.kernel"), &arch);
+    assert!(err.contains("fedistill.kernel"), "{err}");
+    let err = load_err(&rewrite_without(&q, &all, "fedistill.conv_layout"), &arch);
+    assert!(err.contains("fedistill.conv_layout"), "{err}");
+    // A conv kernel of the wrong stored width.
+    let mut bad = stored_tensors(&q).expect("tensors");
+    let wide = Tensor::zeros((6, 64), DType::F32, &Device::Cpu).expect("z");
+    bad[4].1 = QTensor::quantize(&wide, GgmlDType::Q8_0).expect("q");
+    let err = load_err(&rewrite_without(&q, &bad, ""), &arch);
+    assert!(err.contains("convs.1.weight") && err.contains("shape"), "{err}");
+    // The bare f32 checkpoint and the f16 file read with another kernel name the conv tensor.
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("student.safetensors");
+    m.save(&path).expect("save");
+    let err = load_student(&path, &kernel5).expect_err("wrong kernel").to_string();
+    assert!(err.contains("convs.0.weight") && err.contains("shape"), "{err}");
+    let f16 = to_f16_safetensors(&QuantizedModel::from_model(&m, Profile::F16).expect("q")).expect("f16");
+    let p = dir.path().join("s.safetensors");
+    std::fs::write(&p, &f16).expect("write");
+    let err = load_student(&p, &kernel5).expect_err("wrong kernel").to_string();
+    assert!(err.contains("convs.0.weight") && err.contains("shape"), "{err}");
 }
