@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use fedistill_harness::{
-    accuracy, communication, load, personalize, quantize, robust, routing, scale, stages, train, transport,
+    accuracy, communication, domains, load, personalize, quantize, robust, routing, scale, stages, train, transport,
 };
 
 #[derive(Debug, Subcommand)]
@@ -29,6 +29,9 @@ pub enum BenchCommand {
     Stages(BenchStagesArgs),
     /// The same ablation for the personalized student of each participant after federated rounds.
     Personalize(BenchPersonalizeArgs),
+    /// Domain adapters on their worked examples (issue 22): real-process federations of three participants,
+    /// with and without the adapter, against local-only and pooled teachers.
+    Domains(BenchDomainsArgs),
     /// Teacher training and distillation throughput, fused vs plain candle-nn AdamW, on MNIST-10k.
     Train {
         /// Fewer steps (a quick check rather than a stable figure).
@@ -256,6 +259,35 @@ pub struct BenchScaleArgs {
     secagg_neighbours: u32,
 }
 
+/// Arguments of `fedistill bench domains`.
+#[derive(Debug, Args)]
+pub struct BenchDomainsArgs {
+    /// One seed, two rounds, two variants per example (CI).
+    #[arg(long)]
+    quick: bool,
+    /// Seeds (default 1,2,3; with --quick 1).
+    #[arg(long, value_delimiter = ',')]
+    seeds: Vec<u64>,
+    /// Rounds of each federation (default 10; with --quick 2).
+    #[arg(long)]
+    rounds: Option<u64>,
+    /// Examples to run (italy-power, sp500-banks; default all).
+    #[arg(long, value_delimiter = ',')]
+    examples: Vec<String>,
+    /// The folder holding the worked examples' files (default `examples`, relative to the current directory).
+    #[arg(long)]
+    examples_dir: Option<PathBuf>,
+    /// Write domains.json, domains.md and domains-EXAMPLE.png/.svg to this directory.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Rewrite the generated section of this Markdown file (docs/domains.md) and its charts.
+    #[arg(long)]
+    docs: Option<PathBuf>,
+    /// Keep every federation's directory (kits, logs, audit bundles) here.
+    #[arg(long)]
+    workdir: Option<PathBuf>,
+}
+
 /// Arguments of `fedistill bench stages`.
 #[derive(Debug, Args)]
 pub struct BenchStagesArgs {
@@ -413,6 +445,19 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             docs: a.docs,
             from_json: a.from_json,
         }),
+        BenchCommand::Domains(a) => domains::run(&domains::DomainsOptions {
+            quick: a.quick,
+            seeds: a.seeds,
+            rounds: a.rounds,
+            examples: a.examples,
+            examples_dir: a.examples_dir,
+            report: a.report,
+            docs: a.docs,
+            workdir: a.workdir,
+            exe: std::env::current_exe().context("locating the fedistill binary")?,
+            command: command_line(),
+        })
+        .map(|_| ()),
         BenchCommand::Scale(a) => scale::run(&scale::ScaleOptions {
             quick: a.quick,
             participants: a.participants,

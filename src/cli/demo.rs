@@ -55,6 +55,13 @@ pub struct DemoArgs {
     /// Directory of file-based datasets (fashion-mnist).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Every participant's teacher architecture: `mlp:W,W`, `cnn:C,C:H` or
+    /// `cnn1d:C,C:H[:KERNEL[:IN_CHANNELS]]` (default: the participant's defaults for the data kind).
+    #[arg(long, value_name = "SPEC")]
+    pub teacher: Option<String>,
+    /// The shared student architecture, same forms as --teacher.
+    #[arg(long, value_name = "SPEC")]
+    pub student: Option<String>,
     /// Run on your own files: the task card (with --public and one --private per participant).
     #[arg(long, requires_all = ["public", "private"], conflicts_with = "dataset")]
     pub task: Option<PathBuf>,
@@ -128,5 +135,17 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             .context("--augment")?,
         stop_patience: args.stop_patience,
         stop_min_delta: args.stop_min_delta,
+        teacher: args
+            .teacher
+            .as_deref()
+            .map(fedistill_harness::accuracy::parse_model)
+            .transpose()
+            .context("--teacher")?,
+        student: args
+            .student
+            .as_deref()
+            .map(fedistill_harness::accuracy::parse_model)
+            .transpose()
+            .context("--student")?,
     })
 }

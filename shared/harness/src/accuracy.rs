@@ -255,7 +255,7 @@ pub fn parse_augment(s: &str) -> anyhow::Result<fedistill_shared::data::Augment>
 
 /// `mlp:W,W,...` (hidden widths; `mlp:` alone is logistic regression), `cnn:C,C,...:H`, or
 /// `cnn1d:C,C,...:H[:KERNEL[:IN_CHANNELS]]` (a 1-D CNN; kernel 5 and one input channel when left out).
-pub(crate) fn parse_model(s: &str) -> anyhow::Result<fedistill_shared::ml::ModelConfig> {
+pub fn parse_model(s: &str) -> anyhow::Result<fedistill_shared::ml::ModelConfig> {
     let widths = |t: &str| -> anyhow::Result<Vec<usize>> {
         t.split(',')
             .filter(|w| !w.trim().is_empty())

@@ -59,6 +59,11 @@ pub struct DemoOptions {
     pub stop_patience: Option<u64>,
     /// `[stop] min_delta` (default 0.001).
     pub stop_min_delta: Option<f64>,
+    /// Every participant's teacher architecture (`[teacher]`; default: `federation_defaults`); also the
+    /// centralized baseline's.
+    pub teacher: Option<fedistill_shared::ml::ModelConfig>,
+    /// The shared student architecture (`[student]`; default: `federation_defaults`).
+    pub student: Option<fedistill_shared::ml::ModelConfig>,
 }
 
 /// `fedistill demo --task CARD --public FILE --private FILE...`: a federation on the user's own files,
@@ -422,6 +427,14 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
         Some(o) => own_setup(args, o)?,
     };
     let public_n = setup.public_n;
+    // An architecture that cannot take this task's rows fails here, naming the flag, before any node starts.
+    let rows = &setup.baseline.0;
+    for (flag, model) in [("--teacher", &args.teacher), ("--student", &args.student)] {
+        if let Some(m) = model {
+            m.validate(rows.dim, rows.num_classes)
+                .with_context(|| format!("{flag}: {} inputs and {} classes", rows.dim, rows.num_classes))?;
+        }
+    }
 
     // 1. Provision: CA, coordinator certificate and keys, one startup kit per participant.
     let port = free_udp_port()?;
@@ -481,12 +494,21 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs)?;
     let mut participant_cfgs = Vec::new();
+    let mut models = String::new();
+    for (table, model) in [("teacher", &args.teacher), ("student", &args.student)] {
+        if let Some(m) = model {
+            models.push_str(&format!(
+                "[{table}]\n{}",
+                toml::to_string(m).context("writing the participants' model sections")?
+            ));
+        }
+    }
     for (i, n) in names.iter().enumerate() {
         let cfg = dir.join(format!("participant-{n}.toml"));
         std::fs::write(
             &cfg,
             format!(
-                "kit = \"federation/kits/{n}\"\nworkdir = \"work/{n}\"\nencoding = {:?}\n{}\n[refresh]\nepochs = {}\n",
+                "kit = \"federation/kits/{n}\"\nworkdir = \"work/{n}\"\nencoding = {:?}\n{}\n[refresh]\nepochs = {}\n{models}",
                 args.encoding, setup.participant_data[i], args.refresh_epochs
             ),
         )?;
@@ -628,7 +650,8 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
         ProgressMode::Bar => progress.child(),
         _ => Progress::hidden(),
     };
-    let centralized_accuracy = centralized_baseline(&setup.baseline.0, &setup.baseline.1, &epochs)?;
+    let centralized_accuracy =
+        centralized_baseline(&setup.baseline.0, &setup.baseline.1, args.teacher.as_ref(), &epochs)?;
     let fedavg = match &setup.split {
         Some(split) => {
             progress.suspend(|| {
@@ -821,12 +844,14 @@ fn fedavg_baseline(
 fn centralized_baseline(
     pooled: &fedistill_shared::data::Dataset,
     test: &fedistill_shared::data::Dataset,
+    teacher: Option<&fedistill_shared::ml::ModelConfig>,
     progress: &Progress,
 ) -> anyhow::Result<f64> {
     use fedistill_shared::ml::local::{default_train, LocalOptions};
     let opts = LocalOptions::defaults_for(pooled, 42);
     let tc = default_train(&pooled.kind, 42);
-    let m = fedistill_shared::ml::train_teacher(&opts.teacher.model, pooled, &tc, progress)?;
+    let arch = teacher.unwrap_or(&opts.teacher.model);
+    let m = fedistill_shared::ml::train_teacher(arch, pooled, &tc, progress)?;
     Ok(fedistill_shared::ml::evaluate(&m, test, None)?.accuracy)
 }
 

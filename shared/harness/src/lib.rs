@@ -13,6 +13,7 @@
 pub mod accuracy;
 pub mod communication;
 pub mod demo;
+pub mod domains;
 pub mod exchange;
 pub mod experiment;
 pub mod files;

@@ -1,0 +1,558 @@
+//! `fedistill bench domains`: the domain adapters of issue 22 on their worked examples, each a real-process
+//! federation of three participants run by `fedistill demo` (the coordinator and every participant are
+//! processes of this binary, each node reads its own files against the task card, the audit bundle is
+//! exported and verified), with and without the adapter, against each participant's local-only teacher and
+//! the teacher trained on the pooled private rows. Writes domains.json, domains.md and one bar chart per
+//! example, and with `--docs` the generated part of docs/domains.md.
+//!
+//! Examples: `italy-power` (UCR ItalyPowerDemand from the catalog, Dirichlet split, `.ts` files per node)
+//! and `sp500-banks` (examples/sp500-banks: three banks holding different years of the S&P 500, windows cut
+//! from their own CSVs). The sequence adapters: the time-series augmentation of the public set
+//! (`[augment]`), and the 1-D CNN teacher and student (`cnn1d`) against the default MLPs.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use fedistill_shared::data::Augment;
+use fedistill_shared::ml::ModelConfig;
+
+use crate::demo::{DemoOptions, OwnFiles};
+use crate::report::{self, BarChart};
+
+/// Options of `fedistill bench domains`.
+#[derive(Debug, Clone, Default)]
+pub struct DomainsOptions {
+    /// One seed, two rounds, two variants (CI).
+    pub quick: bool,
+    /// Seeds (default 1,2,3; quick: 1).
+    pub seeds: Vec<u64>,
+    /// Rounds of each federation (default 10; quick: 2).
+    pub rounds: Option<u64>,
+    /// Examples to run (default all).
+    pub examples: Vec<String>,
+    /// The directory holding `sp500-banks/` (default `examples`).
+    pub examples_dir: Option<PathBuf>,
+    /// Write domains.json, domains.md and the charts here.
+    pub report: Option<PathBuf>,
+    /// Rewrite the generated section of this Markdown file and put the charts in `img/bench-domains/` beside it.
+    pub docs: Option<PathBuf>,
+    /// Keep every federation's directory here (default: a temporary directory).
+    pub workdir: Option<PathBuf>,
+    /// The `fedistill` binary the nodes run as.
+    pub exe: PathBuf,
+    /// The command line recorded in the report.
+    pub command: String,
+}
+
+/// The variants of a sequence example: the default MLPs or the 1-D CNNs, each without and with the
+/// public-set augmentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Variant {
+    /// The participants' default MLP teacher and student, no augmentation.
+    Mlp,
+    /// The MLPs, with the card's `[augment]`.
+    MlpAugment,
+    /// 1-D CNN teacher and student, no augmentation.
+    Cnn1d,
+    /// The 1-D CNNs with the card's `[augment]`.
+    Cnn1dAugment,
+}
+
+impl Variant {
+    const ALL: [Variant; 4] = [Variant::Mlp, Variant::MlpAugment, Variant::Cnn1d, Variant::Cnn1dAugment];
+    const QUICK: [Variant; 2] = [Variant::Mlp, Variant::Cnn1dAugment];
+
+    fn label(self) -> &'static str {
+        match self {
+            Variant::Mlp => "MLP",
+            Variant::MlpAugment => "MLP + augmentation",
+            Variant::Cnn1d => "1-D CNN",
+            Variant::Cnn1dAugment => "1-D CNN + augmentation",
+        }
+    }
+
+    fn augmented(self) -> bool {
+        matches!(self, Variant::MlpAugment | Variant::Cnn1dAugment)
+    }
+
+    fn cnn(self) -> bool {
+        matches!(self, Variant::Cnn1d | Variant::Cnn1dAugment)
+    }
+}
+
+/// A worked example.
+struct Example {
+    name: &'static str,
+    domain: &'static str,
+    /// Input channels of its series (for the 1-D CNNs).
+    channels: usize,
+    augment: Augment,
+    /// `None`: the catalog dataset of the same name, split three ways; else the example's directory.
+    own: Option<PathBuf>,
+}
+
+fn examples(dir: &Path) -> Vec<Example> {
+    let augment = Augment {
+        jitter: 0.05,
+        magnitude_warp: 0.1,
+        time_warp: 0.1,
+        ..Augment::default()
+    };
+    vec![
+        Example {
+            name: "italy-power",
+            domain: "energy demand (UCR ItalyPowerDemand)",
+            channels: 1,
+            augment,
+            own: None,
+        },
+        Example {
+            name: "sp500-banks",
+            domain: "finance: three banks, S&P 500 volatility regime by time period",
+            channels: 2,
+            augment,
+            own: Some(dir.join("sp500-banks")),
+        },
+    ]
+}
+
+/// One federation's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    /// The example.
+    pub example: String,
+    /// What it stands for.
+    pub domain: String,
+    /// The variant.
+    pub variant: Variant,
+    /// The seed.
+    pub seed: u64,
+    /// Mean test accuracy of the participants' federated students (f32).
+    pub student_accuracy: f64,
+    /// Their INT8 exports' mean test accuracy.
+    pub int8_accuracy: f64,
+    /// Mean test accuracy of the participants' teachers trained on their own rows only.
+    pub local_only_accuracy: f64,
+    /// The teacher architecture trained on the pooled private rows.
+    pub pooled_accuracy: f64,
+    /// Whether `fedistill audit verify` accepted the federation's bundle.
+    pub audit_verified: bool,
+    /// Soft-label bytes sent by all participants over the run.
+    pub bytes_up: u64,
+    /// Wall-clock seconds of the federation (the demo, baselines and audit included).
+    pub seconds: f64,
+}
+
+/// Mean and standard deviation over seeds, per example and variant.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// The example.
+    pub example: String,
+    /// What it stands for.
+    pub domain: String,
+    /// The variant.
+    pub variant: Variant,
+    /// Seeds run.
+    pub seeds: usize,
+    /// Federated student accuracy, mean and sample standard deviation.
+    pub student: (f64, f64),
+    /// INT8 student accuracy, mean.
+    pub int8: f64,
+    /// Local-only teachers, mean.
+    pub local_only: f64,
+    /// Pooled teacher, mean.
+    pub pooled: f64,
+    /// Every run's audit verified.
+    pub audit_verified: bool,
+}
+
+/// The suite's report.
+#[derive(Debug, Clone, Serialize)]
+pub struct DomainsReport {
+    /// `"domains"`.
+    pub suite: &'static str,
+    /// The command that produced it.
+    pub command: String,
+    /// Build profile.
+    pub build: &'static str,
+    /// Rounds per federation.
+    pub rounds: u64,
+    /// Every run.
+    pub runs: Vec<Run>,
+    /// Per example and variant.
+    pub summary: Vec<Summary>,
+    /// Seconds for the whole suite.
+    pub seconds: f64,
+}
+
+/// Runs the suite.
+pub fn run(opts: &DomainsOptions) -> anyhow::Result<DomainsReport> {
+    let started = Instant::now();
+    let seeds = match (opts.seeds.is_empty(), opts.quick) {
+        (false, _) => opts.seeds.clone(),
+        (true, true) => vec![1],
+        (true, false) => vec![1, 2, 3],
+    };
+    let rounds = opts.rounds.unwrap_or(if opts.quick { 2 } else { 10 });
+    if rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    let dir = opts.examples_dir.clone().unwrap_or_else(|| PathBuf::from("examples"));
+    let mut chosen = examples(&dir);
+    if !opts.examples.is_empty() {
+        for name in &opts.examples {
+            if !chosen.iter().any(|e| e.name == name) {
+                bail!(
+                    "unknown example {name:?}; known: {}",
+                    chosen.iter().map(|e| e.name).collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
+        chosen.retain(|e| opts.examples.iter().any(|n| n == e.name));
+    }
+    for e in &chosen {
+        if let Some(d) = &e.own {
+            if !d.join("task.toml").is_file() {
+                bail!(
+                    "example {}: {} not found; run from the repository root or pass --examples-dir DIR (the \
+                     folder holding {}/)",
+                    e.name,
+                    d.join("task.toml").display(),
+                    e.name
+                );
+            }
+        }
+    }
+    let variants: &[Variant] = if opts.quick { &Variant::QUICK } else { &Variant::ALL };
+    let temp = tempfile::tempdir().context("creating the suite's temporary directory")?;
+    let root = opts.workdir.clone().unwrap_or_else(|| temp.path().to_path_buf());
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    let total = chosen.len() * variants.len() * seeds.len();
+    let mut runs = Vec::new();
+    for e in &chosen {
+        for &v in variants {
+            for &seed in &seeds {
+                eprintln!(
+                    "domains: [{}/{total}] {} / {} / seed {seed}: a federation of 3 participant processes, {rounds} rounds",
+                    runs.len() + 1,
+                    e.name,
+                    v.label()
+                );
+                let work = root.join(format!("{}-{:?}-{seed}", e.name, v).to_lowercase());
+                runs.push(run_one(e, v, seed, rounds, &work, &opts.exe)?);
+            }
+        }
+    }
+    let summary = summarize(&runs);
+    let report = DomainsReport {
+        suite: "domains",
+        command: opts.command.clone(),
+        build: if cfg!(debug_assertions) { "debug" } else { "release" },
+        rounds,
+        runs,
+        summary,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let md = markdown(&report);
+    println!("{md}");
+    if let Some(dir) = &opts.report {
+        report::write_report(dir, "domains", &report, &md)?;
+        charts(&report, dir)?;
+    }
+    if let Some(docs) = &opts.docs {
+        let img = docs.parent().unwrap_or(Path::new(".")).join("img/bench-domains");
+        charts(&report, &img)?;
+        let mut body = md.clone();
+        for e in report
+            .summary
+            .iter()
+            .map(|s| s.example.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            body.push_str(&format!("\n![{e}](img/bench-domains/domains-{e}.svg)\n"));
+        }
+        report::replace_docs_section(docs, "domains", &body)?;
+    }
+    Ok(report)
+}
+
+fn run_one(e: &Example, v: Variant, seed: u64, rounds: u64, work: &Path, exe: &Path) -> anyhow::Result<Run> {
+    std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
+    let cnn = |channels: &[usize], hidden: usize| ModelConfig::Cnn1d {
+        in_channels: e.channels,
+        channels: channels.to_vec(),
+        hidden,
+        kernel: 5,
+    };
+    let own = match &e.own {
+        None => None,
+        Some(dir) => {
+            let mut card = dir.join("task.toml");
+            if v.augmented() {
+                // The operator's card with `[augment]`: the same public file, so the same declared digest.
+                let text = std::fs::read_to_string(&card).with_context(|| format!("reading {}", card.display()))?;
+                let augmented = work.join("task-augment.toml");
+                std::fs::write(
+                    &augmented,
+                    format!("{text}\n[augment]\n{}", toml::to_string(&e.augment)?),
+                )
+                .with_context(|| format!("writing {}", augmented.display()))?;
+                card = augmented;
+            }
+            Some(OwnFiles {
+                card,
+                public: dir.join("public.csv"),
+                private: ["bank-a.csv", "bank-b.csv", "bank-c.csv"]
+                    .iter()
+                    .map(|f| dir.join(f))
+                    .collect(),
+            })
+        }
+    };
+    let report_path = work.join("report.json");
+    let options = DemoOptions {
+        participants: 3,
+        rounds,
+        dataset: e.name.to_string(),
+        alpha: 0.5,
+        seed,
+        rule: "confidence_weighted".into(),
+        secure_aggregation: false,
+        encoding: "f16".into(),
+        aggregate_encoding: "f32".into(),
+        refresh_epochs: 3,
+        fedavg_rounds: 0,
+        report: Some(report_path.clone()),
+        workdir: Some(work.join("federation")),
+        data_dir: None,
+        exe: exe.to_path_buf(),
+        own,
+        augment: (v.augmented() && e.own.is_none()).then_some(e.augment),
+        stop_patience: None,
+        stop_min_delta: None,
+        teacher: v.cnn().then(|| cnn(&[16, 32], 64)),
+        student: v.cnn().then(|| cnn(&[8], 32)),
+    };
+    crate::demo::run(&options).with_context(|| format!("{} / {}: the federation", e.name, v.label()))?;
+    let text = std::fs::read_to_string(&report_path).with_context(|| format!("reading {}", report_path.display()))?;
+    let r: serde_json::Value = serde_json::from_str(&text).context("the demo's report")?;
+    let num = |path: &[&str]| -> anyhow::Result<f64> {
+        let mut at = &r;
+        for p in path {
+            at = &at[*p];
+        }
+        at.as_f64()
+            .with_context(|| format!("the demo report has no number at {}", path.join(".")))
+    };
+    let bytes_up = r["per_round"]
+        .as_array()
+        .map(|rows| rows.iter().filter_map(|row| row["bytes_up"].as_u64()).sum())
+        .unwrap_or(0);
+    Ok(Run {
+        example: e.name.to_string(),
+        domain: e.domain.to_string(),
+        variant: v,
+        seed,
+        student_accuracy: num(&["final", "student_accuracy"])?,
+        int8_accuracy: num(&["final", "int8_accuracy"])?,
+        local_only_accuracy: num(&["baselines", "local_only_accuracy"])?,
+        pooled_accuracy: num(&["baselines", "centralized_accuracy"])?,
+        audit_verified: r["audit"]["verified"].as_bool() == Some(true),
+        bytes_up,
+        seconds: num(&["seconds"])?,
+    })
+}
+
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n.max(1.0);
+    let sd = if v.len() > 1 {
+        (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        0.0
+    };
+    (mean, sd)
+}
+
+fn summarize(runs: &[Run]) -> Vec<Summary> {
+    let mut out: Vec<Summary> = Vec::new();
+    for r in runs {
+        if out.iter().any(|s| s.example == r.example && s.variant == r.variant) {
+            continue;
+        }
+        let same: Vec<&Run> = runs
+            .iter()
+            .filter(|x| x.example == r.example && x.variant == r.variant)
+            .collect();
+        let pick = |f: fn(&Run) -> f64| same.iter().map(|x| f(x)).collect::<Vec<_>>();
+        out.push(Summary {
+            example: r.example.clone(),
+            domain: r.domain.clone(),
+            variant: r.variant,
+            seeds: same.len(),
+            student: mean_sd(&pick(|x| x.student_accuracy)),
+            int8: mean_sd(&pick(|x| x.int8_accuracy)).0,
+            local_only: mean_sd(&pick(|x| x.local_only_accuracy)).0,
+            pooled: mean_sd(&pick(|x| x.pooled_accuracy)).0,
+            audit_verified: same.iter().all(|x| x.audit_verified),
+        });
+    }
+    out
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.1}", 100.0 * v)
+}
+
+/// The report as Markdown: one table per example (variants as rows).
+pub fn markdown(r: &DomainsReport) -> String {
+    let mut md = format!(
+        "Generated by `{}` ({} build, {} rounds per federation, {:.0} s).\n",
+        r.command, r.build, r.rounds, r.seconds
+    );
+    let mut names: Vec<(&str, &str)> = Vec::new();
+    for s in &r.summary {
+        if !names.iter().any(|(n, _)| *n == s.example) {
+            names.push((&s.example, &s.domain));
+        }
+    }
+    for (name, domain) in names {
+        md.push_str(&format!(
+            "\n**{name}**: {domain} (test accuracy %, mean over seeds)\n\n"
+        ));
+        let rows: Vec<Vec<String>> = r
+            .summary
+            .iter()
+            .filter(|s| s.example == name)
+            .map(|s| {
+                vec![
+                    s.variant.label().to_string(),
+                    s.seeds.to_string(),
+                    format!("{} ± {}", pct(s.student.0), pct(s.student.1)),
+                    pct(s.int8),
+                    pct(s.local_only),
+                    pct(s.pooled),
+                    if s.audit_verified { "OK" } else { "FAILED" }.to_string(),
+                ]
+            })
+            .collect();
+        md.push_str(&report::markdown_table(
+            &[
+                "variant",
+                "seeds",
+                "federated student",
+                "int8 student",
+                "local-only teachers",
+                "pooled teacher",
+                "audit verify",
+            ],
+            &rows,
+        ));
+    }
+    md
+}
+
+fn charts(r: &DomainsReport, dir: &Path) -> anyhow::Result<()> {
+    let mut names: Vec<String> = Vec::new();
+    for s in &r.summary {
+        if !names.contains(&s.example) {
+            names.push(s.example.clone());
+        }
+    }
+    for name in names {
+        let rows: Vec<&Summary> = r.summary.iter().filter(|s| s.example == name).collect();
+        let categories: Vec<String> = rows.iter().map(|s| s.variant.label().to_string()).collect();
+        let groups = vec![
+            (
+                "local-only teachers".to_string(),
+                rows.iter().map(|s| 100.0 * s.local_only).collect(),
+            ),
+            (
+                "federated student".to_string(),
+                rows.iter().map(|s| 100.0 * s.student.0).collect(),
+            ),
+            (
+                "int8 student".to_string(),
+                rows.iter().map(|s| 100.0 * s.int8).collect(),
+            ),
+            (
+                "pooled teacher".to_string(),
+                rows.iter().map(|s| 100.0 * s.pooled).collect(),
+            ),
+        ];
+        report::write_bar_chart(
+            dir,
+            &format!("domains-{name}"),
+            &BarChart {
+                title: &format!("{name}: test accuracy (%)"),
+                y_label: "test accuracy (%)",
+                categories: &categories,
+                groups: &groups,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(example: &str, variant: Variant, seed: u64, student: f64) -> Run {
+        Run {
+            example: example.into(),
+            domain: "d".into(),
+            variant,
+            seed,
+            student_accuracy: student,
+            int8_accuracy: student - 0.01,
+            local_only_accuracy: 0.5,
+            pooled_accuracy: 0.9,
+            audit_verified: seed != 9,
+            bytes_up: 10,
+            seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn summaries_group_by_example_and_variant() {
+        let runs = [
+            run("a", Variant::Mlp, 1, 0.6),
+            run("a", Variant::Mlp, 2, 0.8),
+            run("a", Variant::Cnn1d, 1, 0.7),
+            run("b", Variant::Mlp, 9, 0.4),
+        ];
+        let s = summarize(&runs);
+        assert_eq!(s.len(), 3);
+        assert_eq!(
+            (s[0].example.as_str(), s[0].variant, s[0].seeds),
+            ("a", Variant::Mlp, 2)
+        );
+        assert!((s[0].student.0 - 0.7).abs() < 1e-12);
+        assert!((s[0].student.1 - (0.02f64).sqrt()).abs() < 1e-12);
+        assert!((s[0].int8 - 0.69).abs() < 1e-12);
+        assert!(s[0].audit_verified && !s[2].audit_verified);
+        let md = markdown(&DomainsReport {
+            suite: "domains",
+            command: "fedistill bench domains".into(),
+            build: "debug",
+            rounds: 2,
+            runs: runs.to_vec(),
+            summary: s,
+            seconds: 3.0,
+        });
+        assert!(md.contains("**a**") && md.contains("**b**"), "{md}");
+        assert!(
+            md.contains("| MLP | 2 | 70.0 ± 14.1 | 69.0 | 50.0 | 90.0 | OK |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| MLP | 1 | 40.0 ± 0.0 | 39.0 | 50.0 | 90.0 | FAILED |"),
+            "{md}"
+        );
+    }
+}
