@@ -320,6 +320,15 @@ fn demo_refuses_bad_flags_clearly() {
         (vec!["demo", "--augment", "twist"], "expected `shift=N` or `flip`"),
         (vec!["demo", "--stop-patience", "0"], "stop.patience must be at least 1"),
         (vec!["demo", "--stop-min-delta", "0.1"], "--stop-patience"),
+        (vec!["demo", "--student", "rnn:8"], "--student"),
+        (
+            vec!["demo", "--dataset", "digits", "--teacher", "cnn1d:8:16:5:3"],
+            "--teacher: 64 inputs and 10 classes",
+        ),
+        (
+            vec!["demo", "--dataset", "italy-power", "--augment", "shift=1"],
+            "shift and flip augment images, not sequences",
+        ),
         (
             vec!["demo", "--secure-aggregation", "--rule", "median"],
             "--rule median needs every participant's own soft labels",
