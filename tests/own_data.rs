@@ -875,3 +875,107 @@ fn unlabelled_rows_are_refused_where_they_cannot_be_read() {
         assert!(text.contains(want) && text.contains(file), "{file}: {text}");
     }
 }
+
+/// A series task reads `[private] unlabeled` from a `.ts` file (its labels, if any, ignored) against the card;
+/// a ragged one is refused naming the key and the line; a task that cuts windows from long series (labelled by
+/// what follows each window) refuses unlabelled rows.
+#[test]
+fn unlabelled_series_are_read_for_series_tasks_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    let series = |rows: &[(&[f32], &str)], labelled: bool| {
+        let mut text = format!(
+            "@problemName t\n@classLabel {}\n@data\n",
+            if labelled { "true a b" } else { "false" }
+        );
+        for (values, label) in rows {
+            let v: Vec<String> = values.iter().map(|x| x.to_string()).collect();
+            text.push_str(&v.join(","));
+            if labelled {
+                text.push(':');
+                text.push_str(label);
+            }
+            text.push('\n');
+        }
+        text
+    };
+    let own_rows: Vec<(&[f32], &str)> = (0..10)
+        .map(|i| {
+            (
+                if i % 2 == 0 {
+                    &[0.0f32, 1.0, 2.0][..]
+                } else {
+                    &[2.0f32, 1.0, 0.0][..]
+                },
+                if i % 2 == 0 { "a" } else { "b" },
+            )
+        })
+        .collect();
+    std::fs::write(d.join("own.ts"), series(&own_rows, true)).expect("own");
+    std::fs::write(d.join("public.ts"), series(&own_rows[..4], false)).expect("public");
+    std::fs::write(d.join("more.ts"), series(&own_rows[..3], false)).expect("more");
+    std::fs::write(d.join("ragged.ts"), "@classLabel false\n@data\n1,2,3\n1,2\n").expect("ragged");
+    let sha = hex::encode(
+        fedistill_shared::data::sha256_file(&d.join("public.ts"))
+            .expect("sha")
+            .0,
+    );
+    let text = format!(
+        "name = \"t\"\nversion = 1\n[label]\nclasses = [\"a\", \"b\"]\n[sequence]\nchannels = 1\nlength = 3\n\
+         [public]\nsha256 = \"{sha}\"\nrows = 4\nformat = \"ts\"\n"
+    );
+    std::fs::write(d.join("task.toml"), &text).expect("card");
+    let card = fedistill_shared::data::TaskCard::from_toml_str(&text, "card").expect("a series card");
+    let own = |unlabeled: &str| fedistill_participant::config::OwnData {
+        card: d.join("task.toml"),
+        private: d.join("own.ts"),
+        format: None,
+        csv: fedistill_shared::data::CsvOptions::default(),
+        holdout: 0.2,
+        seed: 1,
+        public: Some(d.join("public.ts")),
+        max_public_bytes: u64::MAX,
+        public_labels: None,
+        benchmark: None,
+        unlabeled: Some(d.join(unlabeled)),
+    };
+    let loaded = fedistill_participant::owndata::load(&own("more.ts"), &card, &d.join("public.ts")).expect("reads");
+    let rows = loaded.unlabeled.expect("unlabelled rows");
+    assert_eq!((rows.n, rows.dim), (3, 3));
+    assert_eq!(rows.row(1), &[2.0, 1.0, 0.0]);
+    assert_eq!(loaded.private.n + loaded.test.n, 10);
+    let err = format!(
+        "{:#}",
+        fedistill_participant::owndata::load(&own("ragged.ts"), &card, &d.join("public.ts"))
+            .err()
+            .expect("ragged refused")
+    );
+    assert!(err.contains("[private] unlabeled") && err.contains("line 4"), "{err}");
+
+    // The windows card of the bank example: its windows are labelled by what follows them.
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sp500-banks");
+    let card = fedistill_shared::data::TaskCard::load(&example.join("task.toml")).expect("example card");
+    let own = fedistill_participant::config::OwnData {
+        card: example.join("task.toml"),
+        private: example.join("bank-a.csv"),
+        format: None,
+        csv: fedistill_shared::data::CsvOptions::default(),
+        holdout: 0.2,
+        seed: 1,
+        public: Some(example.join("public.csv")),
+        max_public_bytes: u64::MAX,
+        public_labels: None,
+        benchmark: None,
+        unlabeled: Some(example.join("bank-b.csv")),
+    };
+    let err = format!(
+        "{:#}",
+        fedistill_participant::owndata::load(&own, &card, &example.join("public.csv"))
+            .err()
+            .expect("refused")
+    );
+    assert!(
+        err.contains("[private] unlabeled") && err.contains("cut from long series"),
+        "{err}"
+    );
+}

@@ -106,6 +106,7 @@ fn quantize_exports_every_profile_with_cards_and_table() {
         classes: 10,
         channels: Vec::new(),
         conv1d: None,
+        fused: None,
     };
     let ds = load("mnist-10k", &LoadOptions::default()).expect("mnist");
     let fed = split(

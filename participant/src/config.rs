@@ -148,7 +148,8 @@ pub struct OwnData {
     /// The shared labelled benchmark set the card declares (`[benchmark] path`): this node tests on it
     /// instead of holding out its own rows.
     pub benchmark: Option<PathBuf>,
-    /// Unlabelled private rows of the task (`[private] unlabeled`; image tasks: an IDX images file): the
+    /// Unlabelled private rows of the task (`[private] unlabeled`; image tasks: an IDX images file; series
+    /// tasks: a `.ts` file, its labels if any ignored): the
     /// student pseudo-labels them for the teacher refresh (`[refresh] pseudo_threshold`); they never leave
     /// the node.
     pub unlabeled: Option<PathBuf>,
@@ -283,11 +284,18 @@ impl ParticipantSettings {
             Some(p) => p.validate_settings()?,
             None => None,
         };
-        if let (Some(ModelConfig::Cnn { .. } | ModelConfig::Cnn1d { .. }), Some(p)) = (&raw.teacher, &privacy) {
-            anyhow::ensure!(
-                p.teacher.is_none(),
-                "[privacy.teacher] (DP-SGD) supports MLP teachers only, but [teacher] is a CNN: use kind = \"mlp\""
-            );
+        if let (Some(t), Some(p)) = (&raw.teacher, &privacy) {
+            let kind = match t {
+                ModelConfig::Mlp { .. } => None,
+                ModelConfig::Cnn { .. } | ModelConfig::Cnn1d { .. } => Some("a CNN"),
+                ModelConfig::Fused { .. } => Some("a fused model"),
+            };
+            if let Some(kind) = kind {
+                anyhow::ensure!(
+                    p.teacher.is_none(),
+                    "[privacy.teacher] (DP-SGD) supports MLP teachers only, but [teacher] is {kind}: use kind = \"mlp\""
+                );
+            }
         }
         let refresh = raw.refresh.unwrap_or_default();
         refresh.validate().map_err(|e| anyhow::anyhow!("[refresh] {e}"))?;
@@ -552,6 +560,29 @@ participants = 3
                 channels: vec![8],
                 hidden: 16,
                 kernel: 5
+            })
+        );
+    }
+
+    #[test]
+    fn refuses_dp_sgd_for_a_fused_teacher_and_reads_one_without_blocks() {
+        let teacher = "[teacher]\nkind = \"fused\"\nembed = 8\nhidden = 8\n[data]";
+        let privacy = "[privacy]\ndelta = 1e-5\nbudget_epsilon = 8.0\n[privacy.teacher]\nnoise_multiplier = 1.0\nclip = 1.0\nbatch = 64\n";
+        let text = format!("{}{privacy}", GOOD.replace("[data]", teacher));
+        let err = format!("{:#}", ParticipantSettings::parse(&text, Path::new(".")).unwrap_err());
+        assert!(
+            err.contains("MLP teachers only, but [teacher] is a fused model"),
+            "{err}"
+        );
+        // Without DP-SGD: the blocks are left to the task card, the dropout to its default.
+        let s = ParticipantSettings::parse(&GOOD.replace("[data]", teacher), Path::new(".")).unwrap();
+        assert_eq!(
+            s.teacher,
+            Some(ModelConfig::Fused {
+                embed: 8,
+                hidden: 8,
+                blocks: Vec::new(),
+                dropout: fedistill_shared::ml::model::DropRate(0.2),
             })
         );
     }

@@ -14,14 +14,14 @@ use anyhow::Context;
 use tracing::info;
 
 use fedistill_shared::crypto::{Digest, RoundId};
-use fedistill_shared::data::{Dataset, FederatedSplit};
+use fedistill_shared::data::{Dataset, FederatedSplit, ModalityRange};
 use fedistill_shared::ml::augment::PublicAugment;
 use fedistill_shared::ml::codistill::{refresh_teacher, RefreshConfig, RefreshData};
 use fedistill_shared::ml::distill::{DistillConfig, Distiller, SoftTargets};
 use fedistill_shared::ml::lifecycle::{metric_map, GuardConfig};
 use fedistill_shared::ml::local::{default_distill, default_train, LocalOptions};
 use fedistill_shared::ml::quant::model::{Profile, QuantizedModel};
-use fedistill_shared::ml::{evaluate, train_teacher, Model, Progress};
+use fedistill_shared::ml::{evaluate, train_teacher, Model, ModelConfig, Progress};
 use fedistill_shared::privacy::DpSgdCost;
 use fedistill_shared::protocol::{refresh_targets, AggregationRule};
 
@@ -133,9 +133,10 @@ pub const TEACHER_EPOCH_BUDGET: u64 = 6_000_000_000;
 /// goes"): on Fashion-MNIST (21,000 public rows) the 784-512-256 teacher costs 2.6x per round for a
 /// consensus about a point better, on MNIST-10k (3,000) it is cheap and worth 1.2 points. Images distill
 /// 8 epochs of batch 128 per round at a learning rate of 3e-3 decaying with a cosine to a tenth over the
-/// run; tabular data 10 epochs per round.
-pub fn federation_defaults(shard: &Dataset, public_rows: usize, student_seed: u64) -> LocalOptions {
-    let mut o = LocalOptions::defaults_for(shard, student_seed);
+/// run; tabular data 10 epochs per round. A task card with modality blocks (`blocks`: their input widths, in
+/// order; empty without blocks) gets the fused teacher and student of `LocalOptions::with_modality_blocks`.
+pub fn federation_defaults(shard: &Dataset, blocks: &[usize], public_rows: usize, student_seed: u64) -> LocalOptions {
+    let mut o = LocalOptions::defaults_for(shard, student_seed).with_modality_blocks(blocks);
     let mut d = default_distill(&shard.kind, student_seed);
     if matches!(shard.kind, fedistill_shared::data::DataKind::Image { .. }) {
         let rows = (shard.n + public_rows) as u64;
@@ -145,9 +146,9 @@ pub fn federation_defaults(shard: &Dataset, public_rows: usize, student_seed: u6
                 .chain(std::iter::once(shard.num_classes))
                 .map(|w| w as u64)
                 .collect(),
-            fedistill_shared::ml::ModelConfig::Cnn { .. } | fedistill_shared::ml::ModelConfig::Cnn1d { .. } => {
-                Vec::new()
-            }
+            fedistill_shared::ml::ModelConfig::Cnn { .. }
+            | fedistill_shared::ml::ModelConfig::Cnn1d { .. }
+            | fedistill_shared::ml::ModelConfig::Fused { .. } => Vec::new(),
         };
         let macs: u64 = widths.windows(2).map(|w| w[0] * w[1]).sum();
         if rows.saturating_mul(macs) > TEACHER_EPOCH_BUDGET {
@@ -187,6 +188,9 @@ pub struct NodeData {
     pub augment: Option<PublicAugment>,
     /// Unlabelled private rows (`[private] unlabeled`), pseudo-labelled for the teacher refresh.
     pub unlabeled: Option<Dataset>,
+    /// The task card's modality blocks (`TaskCard::modality_ranges`): where each lies in a row, for the
+    /// fused models' defaults. Empty without `[[modalities]]` (and for a catalog split).
+    pub modalities: Vec<ModalityRange>,
 }
 
 impl NodeData {
@@ -207,6 +211,7 @@ impl NodeData {
             index: shard as u64,
             augment: None,
             unlabeled: None,
+            modalities: Vec::new(),
         })
     }
 }
@@ -284,10 +289,14 @@ impl ModelLearner {
             index,
             augment,
             unlabeled,
+            modalities,
         } = data;
-        let defaults = federation_defaults(&shard, public.n, settings.student_seed);
-        let teacher_cfg = settings.teacher.clone().unwrap_or(defaults.teacher.model.clone());
-        let student_cfg = settings.student.clone().unwrap_or(defaults.student.model.clone());
+        let blocks: Vec<usize> = modalities.iter().map(ModalityRange::width).collect();
+        let defaults = federation_defaults(&shard, &blocks, public.n, settings.student_seed);
+        // A fused [teacher] or [student] that leaves its blocks out takes the card's.
+        let pick = |set: &Option<ModelConfig>, default: &ModelConfig| set.clone().unwrap_or(default.clone());
+        let teacher_cfg = pick(&settings.teacher, &defaults.teacher.model).with_blocks(&blocks);
+        let student_cfg = pick(&settings.student, &defaults.student.model).with_blocks(&blocks);
         let train_cfg = settings
             .train
             .clone()
@@ -758,7 +767,12 @@ mod tests {
     #[test]
     fn federation_defaults_size_the_image_teacher_and_budget_the_rounds() {
         let image = |public_rows: usize| {
-            federation_defaults(&dataset(DataKind::Image { height: 28, width: 28 }, 784), public_rows, 7)
+            federation_defaults(
+                &dataset(DataKind::Image { height: 28, width: 28 }, 784),
+                &[],
+                public_rows,
+                7,
+            )
         };
         // 784-512-256-10 is 535,040 multiply-adds a row: 11,214 rows (2 private + public) fit, one more does not.
         assert_eq!(image(11_212).teacher.model, ModelConfig::Mlp { hidden: vec![512, 256] });
@@ -773,7 +787,7 @@ mod tests {
         );
         d.validate().unwrap();
         // Tabular data keeps `fedistill local`'s architectures and distills 10 epochs a round.
-        let tab = federation_defaults(&dataset(DataKind::Tabular, 3), 1_000_000, 7);
+        let tab = federation_defaults(&dataset(DataKind::Tabular, 3), &[], 1_000_000, 7);
         assert_eq!(tab.teacher.model, ModelConfig::Mlp { hidden: vec![64, 32] });
         let d = tab.student.distill.expect("a distillation default");
         assert_eq!((d.epochs_per_round, d.lr_final), (10, 1.0));

@@ -296,19 +296,24 @@ pub fn load(own: &OwnData, card: &TaskCard, public_path: &Path) -> anyhow::Resul
     let unlabeled = match &own.unlabeled {
         None => None,
         Some(path) => {
+            let series = card.sequence.as_ref().is_some_and(|s| s.windows.is_none());
             anyhow::ensure!(
-                card.image.is_some(),
-                "[private] unlabeled = {:?}: unlabelled rows are read for image tasks only (an IDX images file); \
-                 this task is {}",
+                card.image.is_some() || series,
+                "[private] unlabeled = {:?}: unlabelled rows are read for image tasks (an IDX images file) and \
+                 series tasks (a .ts file); this task is {}",
                 path.display().to_string(),
                 if card.sequence.is_some() {
-                    "a sequence task"
+                    "cut from long series, whose windows are labelled by what follows them"
                 } else {
                     "tabular"
                 }
             );
-            let rows = fedistill_shared::data::read_public_idx(path, card)
-                .with_context(|| format!("[private] unlabeled: reading {}", path.display()))?;
+            let rows = if series {
+                fedistill_shared::data::read_public_ts(path, card).map(|(rows, _)| rows)
+            } else {
+                fedistill_shared::data::read_public_idx(path, card)
+            }
+            .with_context(|| format!("[private] unlabeled: reading {}", path.display()))?;
             info!(file = %path.display(), rows = rows.n, "unlabelled private rows read against the task card");
             Some(rows)
         }
@@ -334,6 +339,7 @@ pub fn load(own: &OwnData, card: &TaskCard, public_path: &Path) -> anyhow::Resul
         index: 0,
         augment: fedistill_shared::ml::augment::PublicAugment::from_card(card),
         unlabeled,
+        modalities: card.modality_ranges(),
     })
 }
 

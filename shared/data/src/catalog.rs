@@ -219,6 +219,7 @@ fn load_italy_power(dir: Option<&Path>) -> Result<Dataset, DataError> {
             classes: names(&["1", "2"]),
         },
         features: Vec::new(),
+        modalities: Vec::new(),
         image: None,
         sequence: Some(crate::task::SequenceShape {
             channels: 1,

@@ -94,10 +94,26 @@ impl Slot {
     }
 }
 
+/// A modality block of the card as one file holds it: whole, or not at all.
+#[derive(Debug)]
+pub(crate) struct BlockPlan {
+    /// The block's name.
+    pub(crate) name: String,
+    /// Its model inputs (0 when the file lacks the block).
+    inputs: std::ops::Range<usize>,
+    /// Its presence input (1 or 0).
+    indicator: usize,
+    /// Whether the file has the block's columns.
+    pub(crate) present: bool,
+}
+
 /// The card laid over one file's column names.
 #[derive(Debug)]
 pub(crate) struct Plan {
+    /// The card's feature columns the file holds (all of them, unless it lacks a modality block).
     pub(crate) slots: Vec<Slot>,
+    /// The card's modality blocks (empty without `[[modalities]]`).
+    pub(crate) blocks: Vec<BlockPlan>,
     pub(crate) label_field: usize,
     pub(crate) label_local: String,
     classes: HashMap<String, u32>,
@@ -149,7 +165,9 @@ pub(crate) fn check_names(names: &[String], file: &str, at: Position) -> Result<
 
 impl Plan {
     /// Finds every card column among `headers` (by name, through `opts.columns`); `at` is where
-    /// the names are, for errors.
+    /// the names are, for errors. With `[[modalities]]`, the columns of a whole block may be absent
+    /// (the block's inputs are then 0 and its presence input 0); part of a block may not, and at least
+    /// one block must be there.
     pub(crate) fn new(
         card: &TaskCard,
         opts: &CsvOptions,
@@ -173,8 +191,7 @@ impl Plan {
         }
         let local_of = |c: &str| opts.columns.get(c).map_or(c, String::as_str).to_string();
         let mut used: BTreeMap<String, &str> = BTreeMap::new();
-        let mut missing = Vec::new();
-        let mut fields = Vec::with_capacity(card_columns.len());
+        let mut fields: Vec<Option<usize>> = Vec::with_capacity(card_columns.len());
         for c in &card_columns {
             let local = local_of(c);
             if let Some(other) = used.insert(local.clone(), c) {
@@ -182,17 +199,61 @@ impl Plan {
                     "card columns `{other}` and `{c}` are both mapped to the local column `{local}`"
                 )));
             }
-            match headers.iter().position(|h| *h == local) {
-                Some(k) => fields.push(k),
-                None if local == *c => missing.push(format!("`{c}`")),
-                None => missing.push(format!("`{c}` (mapped to `{local}`)")),
-            }
+            fields.push(headers.iter().position(|h| *h == local));
         }
+        // A modality block whose every column is absent is a block the file lacks, not missing columns.
+        let field_of: HashMap<&str, Option<usize>> = card_columns.iter().copied().zip(fields.iter().copied()).collect();
+        let mut blocks = Vec::with_capacity(card.modalities.len());
+        let mut partial = Vec::new();
+        for (m, r) in card.modalities.iter().zip(card.modality_ranges()) {
+            let found = m
+                .features
+                .iter()
+                .filter(|f| field_of.get(f.as_str()).copied().flatten().is_some())
+                .count();
+            if found > 0 && found < m.features.len() {
+                partial.push(format!(
+                    "modality `{}` has {found} of its {} columns",
+                    m.name,
+                    m.features.len()
+                ));
+            }
+            blocks.push(BlockPlan {
+                name: m.name.clone(),
+                inputs: r.inputs,
+                indicator: r.indicator,
+                present: found > 0,
+            });
+        }
+        let absent_feature: BTreeSet<&str> = card
+            .modalities
+            .iter()
+            .zip(&blocks)
+            .filter(|(_, b)| !b.present)
+            .flat_map(|(m, _)| m.features.iter().map(String::as_str))
+            .collect();
+        let missing: Vec<String> = card_columns
+            .iter()
+            .zip(&fields)
+            .filter(|(c, f)| f.is_none() && !absent_feature.contains(**c))
+            .map(|(c, _)| {
+                let local = local_of(c);
+                if local == *c {
+                    format!("`{c}`")
+                } else {
+                    format!("`{c}` (mapped to `{local}`)")
+                }
+            })
+            .collect();
         if !missing.is_empty() {
             let hint = match at {
                 Position::Line(n) if missing.len() == card_columns.len() => {
                     format!("; none of the card's columns is in line {n}: is the header row missing?")
                 }
+                _ if !partial.is_empty() => format!(
+                    "; a file may lack a whole modality block, not part of one ({})",
+                    partial.join(", ")
+                ),
                 _ => String::new(),
             };
             return Err(header_error(format!(
@@ -202,11 +263,27 @@ impl Plan {
                 missing.join(", ")
             )));
         }
+        if !blocks.is_empty() && blocks.iter().all(|b| !b.present) {
+            return Err(header_error(format!(
+                "none of the modality blocks of task `{}` is in the file ({}): it holds no feature column",
+                card.name,
+                blocks
+                    .iter()
+                    .map(|b| format!("`{}`", b.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
         let prep = card.preprocessing.as_ref();
         let standard = prep.is_some_and(|p| p.scale == Scale::Standard);
         let mut slots = Vec::with_capacity(card.features.len());
         let mut offset = 0;
         for (f, &field) in card.features.iter().zip(&fields) {
+            let Some(field) = field else {
+                // A column of a modality block the file lacks: its inputs stay 0.
+                offset += f.width();
+                continue;
+            };
             let stats = card.stats_for(f.name());
             let fill = stats.and_then(|s| s.fill).unwrap_or(0.0);
             let (shift, div) = match (standard, stats.and_then(|s| s.mean), stats.and_then(|s| s.std)) {
@@ -261,10 +338,12 @@ impl Plan {
             });
             offset += f.width();
         }
-        let label_field = *fields
+        let label_field = fields
             .last()
-            .expect("the label column is always among the card columns");
-        let used_fields: BTreeSet<usize> = fields.iter().copied().collect();
+            .copied()
+            .flatten()
+            .expect("the label column is always among the card columns, and a missing one was refused");
+        let used_fields: BTreeSet<usize> = fields.iter().copied().flatten().collect();
         let ignored = headers
             .iter()
             .enumerate()
@@ -273,6 +352,7 @@ impl Plan {
             .collect();
         Ok(Plan {
             slots,
+            blocks,
             label_local: headers[label_field].clone(),
             label_field,
             classes: card
@@ -284,8 +364,17 @@ impl Plan {
             classes_text: levels_text(card.classes()),
             headers,
             ignored,
-            dim: offset,
+            dim: offset + card.modalities.len(),
         })
+    }
+
+    /// The modality blocks the file lacks, by name, in card order.
+    pub(crate) fn absent_blocks(&self) -> Vec<String> {
+        self.blocks
+            .iter()
+            .filter(|b| !b.present)
+            .map(|b| b.name.clone())
+            .collect()
     }
 
     /// Encodes one data row into `row` (`dim` values). Returns the class id, or `None` after
@@ -322,6 +411,12 @@ impl Plan {
                 detail,
             });
             return None;
+        }
+        for b in &self.blocks {
+            if !b.present {
+                row[b.inputs.clone()].fill(0.0);
+            }
+            row[b.indicator] = if b.present { 1.0 } else { 0.0 };
         }
         let mut push =
             |column: &str, kind: ProblemKind, detail: String| problems.push(Problem::new(at, column, kind, detail));
@@ -572,5 +667,105 @@ impl Tally {
             out_of_range: vec![0; n],
             imputed: 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::private::tests::{file, good_rows, CARD, GOOD};
+    use crate::private::{check_csv, read_private_csv, CsvOptions};
+    use crate::task::TaskCard;
+
+    /// The loans card of the reader tests in two modality blocks: `loan` (amount, home, purpose: inputs
+    /// 0..6) and `rating` (grade: input 6); presence inputs 7 and 8.
+    fn blocks_card() -> TaskCard {
+        let text = format!(
+            "{CARD}\n[[modalities]]\nname = \"loan\"\nfeatures = [\"amount\", \"home\", \"purpose\"]\n\n\
+             [[modalities]]\nname = \"rating\"\nfeatures = [\"grade\"]\n"
+        );
+        TaskCard::from_toml_str(&text, "card.toml").expect("valid blocks")
+    }
+
+    fn read(text: &str) -> Result<(crate::Dataset, crate::private::LoadReport), crate::DataError> {
+        let (_dir, path) = file("h.csv", text.as_bytes());
+        read_private_csv(&path, &blocks_card(), &CsvOptions::default())
+    }
+
+    /// `rows` of `dim` values, each with `extra` appended.
+    fn with_presence(rows: &[f32], dim: usize, extra: &[f32]) -> Vec<f32> {
+        rows.chunks_exact(dim)
+            .flat_map(|r| r.iter().chain(extra).copied())
+            .collect()
+    }
+
+    #[test]
+    fn a_file_with_every_block_encodes_as_before_plus_presence_inputs() {
+        let (ds, report) = read(GOOD).expect("every column present");
+        assert_eq!(ds.dim, 7 + 2);
+        assert_eq!(ds.features, with_presence(&good_rows(), 7, &[1.0, 1.0]));
+        assert!(report.absent_modalities.is_empty());
+    }
+
+    #[test]
+    fn a_file_without_a_whole_block_reads_with_zeros_and_presence_zero() {
+        // No grade column: the `rating` block is absent.
+        let text = "amount,home,purpose,Class\n160,own,car,good\n,rent,house,bad\n80,NA,,good\n";
+        let (ds, report) = read(text).expect("a whole block may be absent");
+        let expected: Vec<f32> = good_rows()
+            .chunks_exact(7)
+            .flat_map(|r| r[..6].iter().copied().chain([0.0, 1.0, 0.0]))
+            .collect();
+        assert_eq!(ds.features, expected);
+        assert_eq!(report.absent_modalities, ["rating"]);
+        assert!(
+            !report.missing_per_column.contains_key("grade"),
+            "an absent block is not counted as missing cells"
+        );
+        assert_eq!(report.imputed, 3);
+        // Without the `loan` block (and a column the card does not use).
+        let text = "grade,note,Class\nC,x,good\nA,y,bad\n";
+        let (ds, report) = read(text).expect("the other block absent");
+        assert_eq!(
+            ds.features,
+            vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -2.0, 0.0, 1.0]
+        );
+        assert_eq!(report.absent_modalities, ["loan"]);
+        assert_eq!(report.ignored_columns, ["note"]);
+        // The steward's check says the same and calls the file usable.
+        let (_dir, path) = file("h.csv", text.as_bytes());
+        let check = check_csv(&path, &blocks_card(), &CsvOptions::default(), 10);
+        assert!(check.usable(), "{check}");
+        assert_eq!(check.absent_modalities, ["loan"]);
+        assert!(check.to_string().contains("absent      modality loan"), "{check}");
+    }
+
+    #[test]
+    fn part_of_a_block_or_no_block_at_all_is_refused() {
+        // `home` and `purpose` absent, `amount` present: part of `loan`.
+        let err = read("amount,grade,Class\n160,C,good\n")
+            .expect_err("part of a block")
+            .to_string();
+        assert!(
+            err.ends_with(
+                "h.csv:1:header: missing columns of task `loans`: `home`, `purpose`; a file may lack a whole \
+                 modality block, not part of one (modality `loan` has 1 of its 3 columns)"
+            ),
+            "{err}"
+        );
+        let err = read("note,Class\nx,good\n").expect_err("no block").to_string();
+        assert!(
+            err.contains("none of the modality blocks of task `loans` is in the file (`loan`, `rating`)"),
+            "{err}"
+        );
+        // The label is never optional.
+        let err = read("grade\nC\n").expect_err("no label").to_string();
+        assert!(err.contains("missing column of task `loans`: `Class`"), "{err}");
+        // Without [[modalities]] a missing column is refused as before.
+        let (_dir, path) = file("h.csv", b"amount,home,purpose,Class\n160,own,car,good\n");
+        let card = TaskCard::from_toml_str(CARD, "card.toml").expect("valid");
+        let err = read_private_csv(&path, &card, &CsvOptions::default())
+            .expect_err("no blocks: every column required")
+            .to_string();
+        assert!(err.ends_with("missing column of task `loans`: `grade`"), "{err}");
     }
 }

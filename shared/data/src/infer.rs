@@ -295,6 +295,7 @@ pub fn infer_card(public_csv: &Path, label: &str, opts: &InferOptions) -> Result
             classes,
         },
         features,
+        modalities: Vec::new(),
         image: None,
         sequence: None,
         benchmark: None,

@@ -51,9 +51,9 @@ pub use private::{
 };
 pub use split::{split, FederatedSplit, SplitConfig};
 pub use task::{
-    Augment, Feature, FeatureStats, ImageShape, Impute, Label, Preprocessing, PublicFormat, PublicSet, Scale,
-    SequenceShape, SeriesNorm, TaskCard, Transform, UnknownLevel, WindowLabel, Windows, CARD_DIGEST_TAG, CARD_VERSION,
-    OTHER_LEVEL,
+    presence_input_name, Augment, Feature, FeatureStats, ImageShape, Impute, Label, Modality, ModalityRange,
+    Preprocessing, PublicFormat, PublicSet, Scale, SequenceShape, SeriesNorm, TaskCard, Transform, UnknownLevel,
+    WindowLabel, Windows, CARD_DIGEST_TAG, CARD_VERSION, OTHER_LEVEL,
 };
 pub use ts::{
     infer_ts_card, parse_ts, read_private_ts, read_public_ts, read_ts, series_dataset, write_ts, TsFile, TsSeries,

@@ -388,6 +388,9 @@ pub struct LoadReport {
     pub ignored_columns: Vec<String>,
     /// Missing cells imputed in total.
     pub imputed: u64,
+    /// The card's modality blocks the file lacks (every column absent), in card order: their inputs are
+    /// 0 and their presence input 0 in every row. Empty without `[[modalities]]`.
+    pub absent_modalities: Vec<String>,
 }
 
 impl LoadReport {
@@ -409,6 +412,7 @@ impl LoadReport {
             out_of_range_per_column: BTreeMap::new(),
             ignored_columns: Vec::new(),
             imputed: 0,
+            absent_modalities: Vec::new(),
         }
     }
 }
@@ -476,6 +480,7 @@ pub(crate) fn load_scan<S: RowStream>(mut scan: Scan<S>, card: &TaskCard) -> Res
         out_of_range_per_column: scan.count_map(&tally.out_of_range, Slot::has_range),
         ignored_columns: scan.plan.ignored.clone(),
         imputed: tally.imputed,
+        absent_modalities: scan.plan.absent_blocks(),
     };
     Ok((ds, report))
 }
@@ -523,6 +528,10 @@ pub struct CheckReport {
     pub problem_count: u64,
     /// Rows with problems, by the kind of their first problem.
     pub rows_refused: BTreeMap<ProblemKind, u64>,
+    /// The card's modality blocks the file lacks (read as absent, not refused); left out of the JSON
+    /// when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub absent_modalities: Vec<String>,
 }
 
 impl CheckReport {
@@ -539,6 +548,7 @@ impl CheckReport {
             problems: Vec::new(),
             problem_count: 0,
             rows_refused: BTreeMap::new(),
+            absent_modalities: Vec::new(),
         }
     }
 
@@ -625,6 +635,7 @@ pub(crate) fn check_scan<S: RowStream>(
     report.rows_ok = tally.rows_ok;
     report.class_counts = tally.class_counts;
     report.ignored_columns = scan.plan.ignored.clone();
+    report.absent_modalities = scan.plan.absent_blocks();
     report.columns = scan
         .plan
         .slots
@@ -683,6 +694,13 @@ impl fmt::Display for CheckReport {
                 f,
                 "ignored     {} (not in the task card)",
                 self.ignored_columns.join(", ")
+            )?;
+        }
+        if !self.absent_modalities.is_empty() {
+            writeln!(
+                f,
+                "absent      modality {} (every column of the block absent: read as absent)",
+                self.absent_modalities.join(", ")
             )?;
         }
         if self.columns.is_empty() {

@@ -37,6 +37,12 @@ pub struct TaskCard {
     /// Tabular tasks: the feature columns, in model input order. Empty for image tasks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<Feature>,
+    /// Tabular tasks: the features grouped into modality blocks (measurement types such as a protein
+    /// assay and the demographics), each block a run of `[[features]]` in their order. A file may lack a
+    /// whole block; the encoded row then says so (one presence input per block, docs/data.md,
+    /// "Modality blocks"). Empty: no blocks, and cards without them read and hash as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modalities: Vec<Modality>,
     /// Image tasks: the image shape. Absent for tabular tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageShape>,
@@ -258,6 +264,41 @@ impl Feature {
             Feature::Ordinal { .. } => "ordinal",
         }
     }
+}
+
+/// One `[[modalities]]` entry: a block of feature columns measured together (one assay, one
+/// questionnaire), which an institution's file holds whole or not at all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Modality {
+    /// The block's name (`csf`, `clinical`): unique, non-empty.
+    pub name: String,
+    /// The card feature columns of the block, in `[[features]]` order.
+    pub features: Vec<String>,
+}
+
+/// Where a modality block lies in the encoded row (see [`TaskCard::modality_ranges`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModalityRange {
+    /// The block's name.
+    pub name: String,
+    /// Its model inputs (a categorical column is several one-hot inputs): one contiguous range.
+    pub inputs: std::ops::Range<usize>,
+    /// The index of its presence input (1: the row holds the block, 0: the file lacks it), after every
+    /// feature input.
+    pub indicator: usize,
+}
+
+impl ModalityRange {
+    /// Model inputs of the block.
+    pub fn width(&self) -> usize {
+        self.inputs.len()
+    }
+}
+
+/// Name of the presence input of modality block `name` in [`TaskCard::feature_names`].
+pub fn presence_input_name(name: &str) -> String {
+    format!("<present:{name}>")
 }
 
 /// What a categorical cell outside the declared levels does.
@@ -686,13 +727,42 @@ impl TaskCard {
         hex::encode(self.digest())
     }
 
-    /// Number of model inputs: the sum of the features' widths, or `height * width * channels`.
+    /// Number of model inputs: the sum of the features' widths (plus one presence input per modality
+    /// block), or `height * width * channels`, or `channels * length`.
     pub fn input_dim(&self) -> usize {
         match (self.image, self.sequence.as_ref()) {
             (Some(s), _) => s.height.saturating_mul(s.width).saturating_mul(s.channels),
             (None, Some(s)) => s.channels.saturating_mul(s.length),
-            (None, None) => self.features.iter().map(Feature::width).sum(),
+            (None, None) => self.features.iter().map(Feature::width).sum::<usize>() + self.modalities.len(),
         }
+    }
+
+    /// Each modality block's name, model input range and presence input, in `[[modalities]]` order;
+    /// empty when the card declares no blocks. The blocks' inputs follow each other in that order, then
+    /// come the presence inputs, one per block in the same order (a validated card; on one that is not,
+    /// a block's range spans its features' first to last input).
+    pub fn modality_ranges(&self) -> Vec<ModalityRange> {
+        let mut at = BTreeMap::new();
+        let mut offset = 0;
+        for f in &self.features {
+            at.insert(f.name(), (offset, offset + f.width()));
+            offset += f.width();
+        }
+        self.modalities
+            .iter()
+            .enumerate()
+            .map(|(k, m)| {
+                let spans: Vec<(usize, usize)> =
+                    m.features.iter().filter_map(|f| at.get(f.as_str()).copied()).collect();
+                let start = spans.iter().map(|s| s.0).min().unwrap_or(0);
+                let end = spans.iter().map(|s| s.1).max().unwrap_or(start);
+                ModalityRange {
+                    name: m.name.clone(),
+                    inputs: start..end,
+                    indicator: offset + k,
+                }
+            })
+            .collect()
     }
 
     /// The class texts, class id = index.
@@ -701,7 +771,8 @@ impl TaskCard {
     }
 
     /// One name per model input: `column` for numeric and ordinal features, `column=level` for
-    /// one-hot inputs (`column=<other>` for the implicit level), `pixel_Y_X` (or `pixel_Y_X_cC`
+    /// one-hot inputs (`column=<other>` for the implicit level), then `<present:block>` for each
+    /// modality block's presence input, `pixel_Y_X` (or `pixel_Y_X_cC`
     /// with several channels) for images, `tT` (or `cC_tT` with several channels) for sequences.
     pub fn feature_names(&self) -> Vec<String> {
         if let Some(s) = self.image {
@@ -744,6 +815,7 @@ impl TaskCard {
                 }
             }
         }
+        out.extend(self.modalities.iter().map(|m| presence_input_name(&m.name)));
         out
     }
 
@@ -752,7 +824,12 @@ impl TaskCard {
         let shape = match (self.image, self.sequence.as_ref()) {
             (Some(s), _) => format!("image {}x{}x{}", s.height, s.width, s.channels),
             (None, Some(s)) => format!("sequence {}x{}", s.channels, s.length),
-            (None, None) => format!("{} columns", self.features.len()),
+            (None, None) if self.modalities.is_empty() => format!("{} columns", self.features.len()),
+            (None, None) => format!(
+                "{} columns in {} modality blocks",
+                self.features.len(),
+                self.modalities.len()
+            ),
         };
         format!(
             "task `{}`: {shape} ({} inputs), classes {}, public set {} rows, card sha256:{}",
@@ -767,6 +844,25 @@ impl TaskCard {
     /// The statistics of feature `name`, if the card states them.
     pub fn stats_for(&self, name: &str) -> Option<&FeatureStats> {
         self.preprocessing.as_ref()?.stats.iter().find(|s| s.name == name)
+    }
+
+    /// This card with `modalities` as its `[[modalities]]`, its `[[features]]` reordered block by block
+    /// (each block's features in the order the block lists them), validated: how a drafted card (from
+    /// `infer_card`, in the public file's column order) gets its blocks. The refusals are `validate`'s.
+    pub fn with_modalities(mut self, modalities: Vec<Modality>) -> Result<TaskCard, DataError> {
+        let mut features = std::mem::take(&mut self.features);
+        let mut ordered = Vec::with_capacity(features.len());
+        for f in modalities.iter().flat_map(|m| &m.features) {
+            if let Some(k) = features.iter().position(|x| x.name() == f) {
+                ordered.push(features.remove(k));
+            }
+        }
+        // Features no block names stay after the blocks' (and are refused by the check below).
+        ordered.append(&mut features);
+        self.features = ordered;
+        self.modalities = modalities;
+        self.check("task card")?;
+        Ok(self.canonical())
     }
 
     /// Refuses a card whose fields contradict each other; the error names the field.
@@ -825,6 +921,12 @@ impl TaskCard {
         }
         if let Some(d) = first_duplicate(classes) {
             return bad("label.classes".into(), format!("class `{d}` is declared twice"));
+        }
+        if !self.modalities.is_empty() && (self.image.is_some() || self.sequence.is_some()) {
+            return bad(
+                "modalities".into(),
+                "[[modalities]] groups the [[features]] of a tabular card; image and sequence cards have none".into(),
+            );
         }
         let kinds = usize::from(self.image.is_some())
             + usize::from(self.sequence.is_some())
@@ -1067,6 +1169,7 @@ impl TaskCard {
                 }
             }
         }
+        self.check_modalities(file)?;
         if self.public.format != PublicFormat::Csv {
             return bad("public.format".into(), "a tabular task's public set is `csv`".into());
         }
@@ -1174,6 +1277,108 @@ impl TaskCard {
                 "preprocessing.stats".into(),
                 format!("no statistics for {}", missing.join(", ")),
             );
+        }
+        Ok(())
+    }
+}
+
+impl TaskCard {
+    /// `[[modalities]]` of a tabular card whose features passed their checks: at least two blocks, unique
+    /// non-empty names, every named column a feature, no feature in two blocks, every feature in one, and
+    /// the blocks listing the features in `[[features]]` order, block after block (so each block is one
+    /// run of model inputs).
+    fn check_modalities(&self, file: &str) -> Result<(), DataError> {
+        let bad = |field: String, problem: String| {
+            Err(DataError::Card {
+                file: file.to_string(),
+                field,
+                problem,
+            })
+        };
+        if self.modalities.is_empty() {
+            return Ok(());
+        }
+        if self.modalities.len() < 2 {
+            return bad(
+                "modalities".into(),
+                format!(
+                    "one modality block (`{}`) declared; declare at least two, or none",
+                    self.modalities[0].name
+                ),
+            );
+        }
+        let mut names = BTreeSet::new();
+        let mut owner: BTreeMap<&str, &str> = BTreeMap::new();
+        for (i, m) in self.modalities.iter().enumerate() {
+            if m.name.trim().is_empty() {
+                return bad(format!("modalities[{i}].name"), "a modality name is empty".into());
+            }
+            if padded(&m.name) {
+                return bad(format!("modalities[{i}].name"), PADDED.into());
+            }
+            if !names.insert(m.name.as_str()) {
+                return bad(
+                    format!("modalities[{i}].name"),
+                    format!("modality `{}` is declared twice", m.name),
+                );
+            }
+            if m.features.is_empty() {
+                return bad(
+                    format!("modalities[{i}].features"),
+                    format!("modality `{}` names no feature", m.name),
+                );
+            }
+            for (j, f) in m.features.iter().enumerate() {
+                let field = format!("modalities[{i}].features[{j}]");
+                if !self.features.iter().any(|x| x.name() == f) {
+                    return bad(field, format!("`{f}` is not a feature of the card"));
+                }
+                if let Some(other) = owner.insert(f, &m.name) {
+                    return bad(
+                        field,
+                        if other == m.name {
+                            format!("`{f}` is named twice in modality `{}`", m.name)
+                        } else {
+                            format!(
+                                "overlapping modality blocks: `{f}` is in both `{other}` and `{}`",
+                                m.name
+                            )
+                        },
+                    );
+                }
+            }
+        }
+        let outside: Vec<String> = self
+            .features
+            .iter()
+            .filter(|f| !owner.contains_key(f.name()))
+            .map(|f| format!("`{}`", f.name()))
+            .collect();
+        if !outside.is_empty() {
+            return bad(
+                "modalities".into(),
+                format!(
+                    "features outside every modality block: {} (every feature belongs to exactly one block)",
+                    outside.join(", ")
+                ),
+            );
+        }
+        let listed = self
+            .modalities
+            .iter()
+            .enumerate()
+            .flat_map(|(i, m)| m.features.iter().enumerate().map(move |(j, f)| (i, j, f)));
+        for ((i, j, f), (k, feature)) in listed.zip(self.features.iter().enumerate()) {
+            if f != feature.name() {
+                return bad(
+                    format!("modalities[{i}].features[{j}]"),
+                    format!(
+                        "`{f}` comes where features[{k}] (`{}`) is: the blocks list the [[features]] in their \
+                         order, block after block (reorder [[features]] or the blocks)",
+                        feature.name()
+                    ),
+                );
+            }
         }
         Ok(())
     }
@@ -1686,6 +1891,189 @@ format = "ts"
             "public.format",
             "`csv`",
         );
+    }
+
+    /// The test card in two modality blocks: `money` (amount, home: inputs 0..4) and `rating` (grade: 4).
+    const BLOCKS: &str = r#"
+[[modalities]]
+name = "money"
+features = ["amount", "home"]
+
+[[modalities]]
+name = "rating"
+features = ["grade"]
+"#;
+
+    #[test]
+    fn modality_blocks_add_presence_inputs_and_name_their_ranges() {
+        let plain = card();
+        assert!(plain.modality_ranges().is_empty());
+        assert!(
+            !plain.to_toml_string().contains("modalities"),
+            "a card without blocks writes no key for them (its digest is unchanged)"
+        );
+        let c = TaskCard::from_toml_str(&format!("{CARD}{BLOCKS}"), "card.toml").expect("valid blocks");
+        assert_eq!(c.input_dim(), plain.input_dim() + 2);
+        let names = c.feature_names();
+        assert_eq!(names[..5], plain.feature_names()[..]);
+        assert_eq!(names[5..], ["<present:money>", "<present:rating>"]);
+        let ranges = c.modality_ranges();
+        assert_eq!(
+            ranges,
+            vec![
+                ModalityRange {
+                    name: "money".into(),
+                    inputs: 0..4,
+                    indicator: 5
+                },
+                ModalityRange {
+                    name: "rating".into(),
+                    inputs: 4..5,
+                    indicator: 6
+                },
+            ]
+        );
+        assert_eq!(ranges.iter().map(ModalityRange::width).collect::<Vec<_>>(), [4, 1]);
+        assert!(
+            c.summary().contains("3 columns in 2 modality blocks"),
+            "{}",
+            c.summary()
+        );
+        // The blocks are part of the card: round trip, and a different digest from the card without them.
+        let again = TaskCard::from_toml_str(&c.to_toml_string(), "again.toml").expect("own output parses");
+        assert_eq!(again, c);
+        assert_ne!(c.digest(), plain.digest());
+        // `with_modalities` reorders the features block by block: grade first here.
+        let reordered = plain
+            .with_modalities(vec![
+                Modality {
+                    name: "rating".into(),
+                    features: vec!["grade".into()],
+                },
+                Modality {
+                    name: "money".into(),
+                    features: vec!["amount".into(), "home".into()],
+                },
+            ])
+            .expect("valid blocks");
+        let order: Vec<&str> = reordered.features.iter().map(Feature::name).collect();
+        assert_eq!(order, ["grade", "amount", "home"]);
+        assert_eq!(reordered.modality_ranges()[1].inputs, 1..5);
+    }
+
+    #[test]
+    fn bad_modality_blocks_are_refused_naming_the_field() {
+        let with = |blocks: &'static str| move |c: &str| format!("{c}{blocks}");
+        check(
+            with("[[modalities]]\nname = \"a\"\nfeatures = [\"amount\", \"home\", \"grade\"]\n"),
+            "modalities",
+            "one modality block (`a`) declared; declare at least two",
+        );
+        check(
+            with(concat!(
+                "[[modalities]]\nname = \"a\"\nfeatures = [\"amount\", \"home\"]\n",
+                "[[modalities]]\nname = \"b\"\nfeatures = [\"home\", \"grade\"]\n"
+            )),
+            "modalities[1].features[0]",
+            "overlapping modality blocks: `home` is in both `a` and `b`",
+        );
+        check(
+            with(concat!(
+                "[[modalities]]\nname = \"a\"\nfeatures = [\"amount\", \"amount\"]\n",
+                "[[modalities]]\nname = \"b\"\nfeatures = [\"home\", \"grade\"]\n"
+            )),
+            "modalities[0].features[1]",
+            "`amount` is named twice in modality `a`",
+        );
+        check(
+            with(concat!(
+                "[[modalities]]\nname = \"a\"\nfeatures = [\"amount\", \"income\"]\n",
+                "[[modalities]]\nname = \"b\"\nfeatures = [\"home\", \"grade\"]\n"
+            )),
+            "modalities[0].features[1]",
+            "`income` is not a feature of the card",
+        );
+        check(
+            with(concat!(
+                "[[modalities]]\nname = \"a\"\nfeatures = [\"amount\", \"Class\"]\n",
+                "[[modalities]]\nname = \"b\"\nfeatures = [\"home\", \"grade\"]\n"
+            )),
+            "modalities[0].features[1]",
+            "`Class` is not a feature of the card",
+        );
+        check(
+            with(concat!(
+                "[[modalities]]\nname = \"a\"\nfeatures = [\"amount\"]\n",
+                "[[modalities]]\nname = \"a\"\nfeatures = [\"home\", \"grade\"]\n"
+            )),
+            "modalities[1].name",
+            "modality `a` is declared twice",
+        );
+        check(
+            with(concat!(
+                "[[modalities]]\nname = \"\"\nfeatures = [\"amount\"]\n",
+                "[[modalities]]\nname = \"b\"\nfeatures = [\"home\", \"grade\"]\n"
+            )),
+            "modalities[0].name",
+            "a modality name is empty",
+        );
+        check(
+            with(concat!(
+                "[[modalities]]\nname = \"a \"\nfeatures = [\"amount\"]\n",
+                "[[modalities]]\nname = \"b\"\nfeatures = [\"home\", \"grade\"]\n"
+            )),
+            "modalities[0].name",
+            PADDED,
+        );
+        check(
+            with(concat!(
+                "[[modalities]]\nname = \"a\"\nfeatures = []\n",
+                "[[modalities]]\nname = \"b\"\nfeatures = [\"amount\", \"home\", \"grade\"]\n"
+            )),
+            "modalities[0].features",
+            "modality `a` names no feature",
+        );
+        check(
+            with(concat!(
+                "[[modalities]]\nname = \"a\"\nfeatures = [\"amount\"]\n",
+                "[[modalities]]\nname = \"b\"\nfeatures = [\"grade\"]\n"
+            )),
+            "modalities",
+            "features outside every modality block: `home`",
+        );
+        check(
+            with(concat!(
+                "[[modalities]]\nname = \"a\"\nfeatures = [\"amount\", \"grade\"]\n",
+                "[[modalities]]\nname = \"b\"\nfeatures = [\"home\"]\n"
+            )),
+            "modalities[0].features[1]",
+            "`grade` comes where features[1] (`home`) is",
+        );
+        // Blocks group the columns of a tabular card only.
+        let image = TaskCard::from_toml_str(
+            &format!(
+                "name = \"d\"\nversion = 1\n[label]\nclasses = [\"a\", \"b\"]\n[image]\nheight = 8\nwidth = 8\n\
+                 channels = 1\n[public]\nsha256 = \"{}\"\nrows = 1\nformat = \"idx\"\n\
+                 [[modalities]]\nname = \"a\"\nfeatures = [\"x\"]\n",
+                "0".repeat(64)
+            ),
+            "card.toml",
+        )
+        .expect_err("blocks on an image card")
+        .to_string();
+        assert!(
+            image.contains("field `modalities`") && image.contains("tabular card"),
+            "{image}"
+        );
+        // `with_modalities` refuses what `validate` refuses.
+        let err = card()
+            .with_modalities(vec![Modality {
+                name: "all".into(),
+                features: vec!["amount".into(), "home".into(), "grade".into()],
+            }])
+            .expect_err("one block")
+            .to_string();
+        assert!(err.contains("declare at least two"), "{err}");
     }
 
     #[test]

@@ -426,6 +426,7 @@ pub fn infer_ts_card(path: &Path) -> Result<TaskCard, DataError> {
         version: CARD_VERSION,
         label: Label { column: None, classes },
         features: Vec::new(),
+        modalities: Vec::new(),
         image: None,
         sequence: Some(SequenceShape {
             channels,

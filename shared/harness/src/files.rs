@@ -232,7 +232,7 @@ pub(crate) fn node_with_holdout(
 
 /// Writes `split` to `dir` (its card with `augment`) and reads every participant's data back as its node
 /// would. `unlabeled[i]`, when given and not empty, is written as participant `i`'s unlabelled rows (an
-/// IDX images file; image datasets) and read back through `[private] unlabeled`.
+/// IDX images file for images, a `.ts` file for series) and read back through `[private] unlabeled`.
 pub fn through_files(
     dir: &Path,
     split: &FederatedSplit,
@@ -241,26 +241,36 @@ pub fn through_files(
     unlabeled: &[fedistill_shared::data::Dataset],
 ) -> anyhow::Result<Vec<NodeData>> {
     const UNLABELED: &str = "unlabeled-images.idx3-ubyte";
+    const UNLABELED_SERIES: &str = "unlabeled.ts";
     let files = write_split(dir, split, augment)?;
     (0..split.shards.len())
         .map(|i| {
             let extra = match unlabeled.get(i).filter(|u| u.n > 0) {
                 Some(u) => {
-                    let fedistill_shared::data::DataKind::Image { height, width } = u.kind else {
-                        anyhow::bail!("unlabelled rows are written for image datasets only");
+                    let node = dir.join("nodes").join(format!("p{i}"));
+                    let (name, bytes) = match u.kind {
+                        fedistill_shared::data::DataKind::Image { height, width } => {
+                            let pixels: Vec<u8> = u
+                                .features
+                                .iter()
+                                .map(|&v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
+                                .collect();
+                            (
+                                UNLABELED,
+                                fedistill_shared::data::idx::write_idx(&[u.n, height, width], &pixels),
+                            )
+                        }
+                        fedistill_shared::data::DataKind::Sequence { .. } => (
+                            UNLABELED_SERIES,
+                            fedistill_shared::data::write_ts(u, &u.name, false)?.into_bytes(),
+                        ),
+                        fedistill_shared::data::DataKind::Tabular => {
+                            anyhow::bail!("unlabelled rows are written for image and sequence datasets only")
+                        }
                     };
-                    let pixels: Vec<u8> = u
-                        .features
-                        .iter()
-                        .map(|&v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
-                        .collect();
-                    let path = dir.join("nodes").join(format!("p{i}")).join(UNLABELED);
-                    std::fs::write(
-                        &path,
-                        fedistill_shared::data::idx::write_idx(&[u.n, height, width], &pixels),
-                    )
-                    .with_context(|| format!("writing {}", path.display()))?;
-                    Some(UNLABELED)
+                    let path = node.join(name);
+                    std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+                    Some(name)
                 }
                 None => None,
             };

@@ -99,6 +99,37 @@ impl LocalOptions {
     }
 }
 
+/// The default teacher of a tabular task in modality blocks: a fused model with 32-wide embeddings and a
+/// 32-wide hidden layer (`blocks` filled in).
+pub const FUSED_TEACHER: ModelConfig = ModelConfig::Fused {
+    embed: 32,
+    hidden: 32,
+    blocks: Vec::new(),
+    dropout: crate::model::DropRate(crate::model::FUSED_DEFAULT_DROPOUT),
+};
+
+/// The default student of a tabular task in modality blocks: a fused model with 16-wide embeddings and a
+/// 16-wide hidden layer (`blocks` filled in).
+pub const FUSED_STUDENT: ModelConfig = ModelConfig::Fused {
+    embed: 16,
+    hidden: 16,
+    blocks: Vec::new(),
+    dropout: crate::model::DropRate(crate::model::FUSED_DEFAULT_DROPOUT),
+};
+
+impl LocalOptions {
+    /// These options for a task in modality blocks of `blocks` inputs each (the task card's
+    /// `ModalityRange::width`s, in order): the teacher and student become [`FUSED_TEACHER`] and
+    /// [`FUSED_STUDENT`] with those blocks. No blocks (`[]`): the options as they are.
+    pub fn with_modality_blocks(mut self, blocks: &[usize]) -> LocalOptions {
+        if !blocks.is_empty() {
+            self.teacher.model = FUSED_TEACHER.with_blocks(blocks);
+            self.student.model = FUSED_STUDENT.with_blocks(blocks);
+        }
+        self
+    }
+}
+
 /// Default teacher training for a dataset kind.
 pub fn default_train(kind: &DataKind, seed: u64) -> TrainConfig {
     match kind {

@@ -1,9 +1,11 @@
-//! Model architectures (MLP, small CNN, 1-D CNN for time series) in candle's idiom, with seeded init and
-//! safetensors checkpoints.
+// Over 800 lines: every architecture's config, validation, tensor specs, build and forward in one place (the fused model's own parts live in model/fused.rs), plus the checkpoint I/O and standardization they share.
+//! Model architectures (MLP, small CNN, 1-D CNN for time series, and the fused model for tabular tasks in
+//! modality blocks) in candle's idiom, with seeded init and safetensors checkpoints.
 //!
 //! Weights live in a `VarMap`; linear layers are named `layers.{i}.weight` ([out, in]) and
 //! `layers.{i}.bias`, convolutions `convs.{i}.weight` ([out, in, 3, 3], or [out, in, kernel] for a 1-D CNN)
-//! / `convs.{i}.bias`, so the quantization code can walk them by name. The input standardization
+//! / `convs.{i}.bias`, a fused model's block encoders `encoders.{k}.*` and its attention gate `gate.*`, so
+//! the quantization code can walk them by name. The input standardization
 //! (`input.shift`, `input.scale`, one value per feature) is stored beside the weights so a checkpoint is
 //! self-contained; it is not trained and not counted in `params()`.
 
@@ -21,11 +23,13 @@ use crate::error::{MlError, Result};
 
 mod conv1d;
 mod features;
+pub(crate) mod fused;
 pub(crate) use conv1d::max_pool1d;
 #[cfg(test)]
 pub(crate) use conv1d::{bump_task, bump_teacher};
 pub use conv1d::{CNN1D_DEFAULT_IN_CHANNELS, CNN1D_DEFAULT_KERNEL};
 pub use features::FeatureShape;
+pub use fused::{DropRate, FUSED_DEFAULT_DROPOUT};
 
 /// Largest width/channel count accepted from a config file; bounds memory before anything is allocated.
 const MAX_WIDTH: usize = 65_536;
@@ -39,8 +43,9 @@ pub const INPUT_SCALE: &str = "input.scale";
 /// Architecture of a model; teachers may differ per institution, the student is shared.
 ///
 /// TOML: `kind = "mlp"` with `hidden = [512, 256]`, `kind = "cnn"` with `channels = [16, 32]` and
-/// `hidden = 128`, or `kind = "cnn1d"` with `channels = [16, 32]`, `hidden = 64` and optionally
-/// `in_channels` (default 1) and `kernel` (default 5).
+/// `hidden = 128`, `kind = "cnn1d"` with `channels = [16, 32]`, `hidden = 64` and optionally
+/// `in_channels` (default 1) and `kernel` (default 5), or `kind = "fused"` with `embed = 16`, `hidden = 16`,
+/// `blocks = [127, 8]` and optionally `dropout` (default 0.2).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ModelConfig {
@@ -72,6 +77,26 @@ pub enum ModelConfig {
         /// Taps of every conv kernel, odd, in 3..=15; 5 when absent.
         #[serde(default = "conv1d::default_kernel")]
         kernel: usize,
+    },
+    /// A tabular task in modality blocks (the task card's `[[modalities]]`): the inputs are the blocks'
+    /// inputs one after the other, then one presence input per block (1 present, 0 absent). Per block an
+    /// encoder (Linear to `embed`, ReLU); gated attention over the block embeddings, softmax over the
+    /// blocks a row holds (Ilse et al. 2018); the weighted sum, a hidden linear layer (ReLU) and the
+    /// classifier. In training each present block is dropped with probability `dropout` (never every block
+    /// of a row), seeded.
+    Fused {
+        /// Width of each block's embedding (and of the attention gate).
+        embed: usize,
+        /// Width of the hidden linear layer after the fusion.
+        hidden: usize,
+        /// Model inputs of each block, in the card's order (`ModalityRange::width`); left out (empty), a
+        /// participant fills them from its task card (`ModelConfig::with_blocks`).
+        #[serde(default)]
+        blocks: Vec<usize>,
+        /// Modality dropout: the probability of dropping each present block of a training row; 0.2 when
+        /// absent.
+        #[serde(default = "fused::default_dropout")]
+        dropout: DropRate,
     },
 }
 
@@ -127,6 +152,12 @@ impl ModelConfig {
                 hidden,
                 kernel,
             } => conv1d::validate(*in_channels, channels, *hidden, *kernel, in_dim),
+            ModelConfig::Fused {
+                embed,
+                hidden,
+                blocks,
+                dropout,
+            } => fused::validate(*embed, *hidden, blocks, *dropout, in_dim),
         }
     }
 }
@@ -197,6 +228,9 @@ fn tensor_specs(cfg: &ModelConfig, in_dim: usize, classes: usize) -> Vec<(String
             linear(&mut specs, 0, prev * len, *hidden);
             linear(&mut specs, 1, *hidden, classes);
         }
+        ModelConfig::Fused {
+            embed, hidden, blocks, ..
+        } => fused::tensor_specs(*embed, *hidden, blocks, classes, &mut specs),
     }
     specs
 }
@@ -213,10 +247,14 @@ enum Net {
         convs: conv1d::Conv1dStack,
         head: Vec<Linear>,
     },
+    /// Boxed: its gate tensors and dropout generator make it several times larger than the other variants.
+    Fused(Box<fused::FusedNet>),
 }
 
 impl Net {
-    fn build(cfg: &ModelConfig, in_dim: usize, classes: usize, vb: &VarBuilder) -> Result<Net> {
+    /// The network of `cfg` on the VarBuilder's tensors; `seed` seeds what training draws inside the
+    /// network (a fused model's modality dropout).
+    fn build(cfg: &ModelConfig, in_dim: usize, classes: usize, vb: &VarBuilder, seed: u64) -> Result<Net> {
         let layer = |i: usize, inp: usize, out: usize| -> Result<Linear> {
             let vb = vb.pp("layers").pp(i.to_string());
             let w = vb.get((out, inp), "weight")?;
@@ -265,6 +303,14 @@ impl Net {
                 let head = vec![layer(0, flat, *hidden)?, layer(1, *hidden, classes)?];
                 Net::Cnn1d { convs, head }
             }
+            ModelConfig::Fused {
+                embed,
+                hidden,
+                blocks,
+                dropout,
+            } => Net::Fused(Box::new(fused::FusedNet::build(
+                *embed, *hidden, blocks, *dropout, classes, vb, seed,
+            )?)),
         })
     }
 
@@ -296,6 +342,7 @@ impl Net {
                 let h = head[0].forward(&h)?.relu()?;
                 head[1].forward(&h)
             }
+            Net::Fused(f) => f.forward(x, None),
         }
     }
 }
@@ -347,14 +394,17 @@ impl Model {
             };
             values.insert(name, Tensor::from_vec(data, dims, &Device::Cpu)?);
         }
-        Self::from_tensors(cfg, in_dim, classes, values)
+        Self::from_tensors(cfg, in_dim, classes, values, seed)
     }
 
+    /// A model of `cfg` on `values`; `seed` seeds the draws of its training (a fused model's modality
+    /// dropout).
     fn from_tensors(
         cfg: &ModelConfig,
         in_dim: usize,
         classes: usize,
         values: HashMap<String, Tensor>,
+        seed: u64,
     ) -> Result<Model> {
         let varmap = VarMap::new();
         {
@@ -367,7 +417,7 @@ impl Model {
             }
         }
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        let net = Net::build(cfg, in_dim, classes, &vb)?;
+        let net = Net::build(cfg, in_dim, classes, &vb, seed)?;
         let shift = vb.get(in_dim, INPUT_SHIFT)?;
         let scale = vb.get(in_dim, INPUT_SCALE)?;
         Ok(Model {
@@ -422,10 +472,16 @@ impl Model {
 
     /// Sets the input standardization from samples: `(x - mean) / std`, per feature when
     /// `per_feature` (tabular data), else one global mean/std (images). A zero std maps to scale 1.
+    ///
+    /// A fused model reads its presence inputs as they are (shift 0, scale 1 whatever the data), and fits
+    /// each block's statistics on the rows that hold the block (identity where none does).
     pub fn fit_input_normalization(&self, x: &[f32], n: usize, per_feature: bool) -> Result<()> {
         check_features(x, n, self.in_dim)?;
         let d = self.in_dim;
-        let (shift, scale) = standardization(x, n, d, per_feature);
+        let (shift, scale) = match &self.net {
+            Net::Fused(f) => fused::standardization(f, x, n, d, per_feature),
+            _ => standardization(x, n, d, per_feature),
+        };
         self.set_var(INPUT_SHIFT, Tensor::from_vec(shift, d, &Device::Cpu)?)?;
         self.set_var(INPUT_SCALE, Tensor::from_vec(scale, d, &Device::Cpu)?)?;
         Ok(())
@@ -475,7 +531,7 @@ impl Model {
                 .iter()
                 .map(|l| l.bias().map(|b| (l.weight().clone(), b.clone())))
                 .collect(),
-            Net::Cnn { .. } | Net::Cnn1d { .. } => None,
+            Net::Cnn { .. } | Net::Cnn1d { .. } | Net::Fused(_) => None,
         }
     }
 
@@ -612,7 +668,14 @@ impl Model {
         if st.len() != values.len() {
             return Err(bad(format!("{} tensors, expected {}", st.len(), values.len())));
         }
-        Self::from_tensors(cfg, in_dim, classes, values)
+        fused::check_presence_identity(cfg, &values).map_err(bad)?;
+        // What training draws inside a loaded model (modality dropout) is seeded by the checkpoint's bytes.
+        let seed = u64::from_le_bytes(
+            Sha256::digest(bytes)[..8]
+                .try_into()
+                .expect("a SHA-256 digest is longer than 8 bytes"),
+        );
+        Self::from_tensors(cfg, in_dim, classes, values, seed)
     }
 
     /// SHA-256 over every tensor in name order: name, 0x00, dims (u64 LE each), 0x00, f32 LE values.

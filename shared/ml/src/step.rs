@@ -75,12 +75,14 @@ pub(crate) fn invalid_hyper_parameter(r: Result<()>) -> String {
 }
 
 /// Runs forward, loss, backward and the optimizer on a standardized batch; returns the loss value
-/// (not finite = the caller reports divergence; the weights are then left unchanged).
+/// (not finite = the caller reports divergence; the weights are then left unchanged). A fused model sees
+/// the batch after modality dropout (`Model::training_batch`): teacher training, refresh, distillation and
+/// FedAvg all step here.
 pub fn train_step(model: &Model, bx: &Tensor, spec: &LossSpec, opt: &mut FusedAdamW) -> Result<f32> {
     match model.mlp_layers() {
         Some(layers) => mlp_step(&layers, bx, spec, opt),
         None => {
-            let logits = model.forward_standardized(bx)?;
+            let logits = model.forward_standardized(&model.training_batch(bx)?)?;
             let loss = fused_loss(&logits, spec.clone())?;
             let lv = loss.to_scalar::<f32>()?;
             if lv.is_finite() {

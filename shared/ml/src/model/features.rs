@@ -58,7 +58,8 @@ impl std::fmt::Display for FeatureShape {
 impl ModelConfig {
     /// The per-sample shape of each hidden activation, input side first, for `in_dim` input features: after
     /// each hidden ReLU of an MLP; after each conv block (conv, ReLU, pool) and the hidden linear layer of a
-    /// CNN (a 1-D CNN's blocks as [`FeatureShape::Sequence`]). Empty for an MLP without hidden layers. Assumes
+    /// CNN (a 1-D CNN's blocks as [`FeatureShape::Sequence`]); a fused model's fused embedding and hidden
+    /// layer. Empty for an MLP without hidden layers. Assumes
     /// `validate` passed (a CNN on a non-square input reports side 0).
     pub fn feature_shapes(&self, in_dim: usize) -> Vec<FeatureShape> {
         match self {
@@ -90,6 +91,10 @@ impl ModelConfig {
                 out.push(FeatureShape::Flat { width: *hidden });
                 out
             }
+            ModelConfig::Fused { embed, hidden, .. } => vec![
+                FeatureShape::Flat { width: *embed },
+                FeatureShape::Flat { width: *hidden },
+            ],
         }
     }
 }
@@ -129,6 +134,10 @@ impl Net {
                 let h = head[0].forward(&h)?.relu()?;
                 feats.push(h.clone());
                 Ok((feats, head[1].forward(&h)?))
+            }
+            Net::Fused(f) => {
+                let logits = f.forward(x, Some(&mut feats))?;
+                Ok((feats, logits))
             }
         }
     }

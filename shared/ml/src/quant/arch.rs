@@ -1,11 +1,12 @@
 //! The architecture a deployable student records (model card, GGUF and f16 metadata) and must match when
-//! it is read back: an MLP, or a CNN (on square images, or 1-D on time series) whose conv blocks are stored
-//! as im2col matrices (see [`super::conv`]).
+//! it is read back: an MLP, a CNN (on square images, or 1-D on time series) whose conv blocks are stored
+//! as im2col matrices (see [`super::conv`]), or a fused model whose block encoders come first (see
+//! [`super::fused`]).
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{MlError, Result};
-use crate::model::ModelConfig;
+use crate::model::{DropRate, ModelConfig};
 
 use super::fakequant::Q8_BLOCK;
 
@@ -21,7 +22,8 @@ pub const CONV_TAPS: usize = 9;
 ///
 /// An MLP has no `channels`; a CNN lists its conv blocks' output channels in `channels` and its one hidden
 /// linear layer in `hidden` (the [`ModelConfig::Cnn`] it was made from); a 1-D CNN also has `conv1d` (the
-/// [`ModelConfig::Cnn1d`]'s input channels and kernel).
+/// [`ModelConfig::Cnn1d`]'s input channels and kernel); a fused model has its one hidden layer in `hidden`
+/// and its embedding width and block widths in `fused` (modality dropout is training only: not recorded).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Arch {
     /// Hidden widths, input side first (a CNN: the single hidden linear layer after the conv blocks).
@@ -38,6 +40,19 @@ pub struct Arch {
     /// so their cards read and write as before).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conv1d: Option<Conv1dArch>,
+    /// A fused model's blocks and embedding; absent for every other kind (and then absent from the JSON, so
+    /// their cards read and write as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fused: Option<FusedArch>,
+}
+
+/// What a fused model adds to an [`Arch`]: its modality blocks and its embedding width.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FusedArch {
+    /// Width of each block's embedding and of the attention gate.
+    pub embed: usize,
+    /// Inputs of each block, in input order; the presence inputs follow them, one per block.
+    pub blocks: Vec<usize>,
 }
 
 /// What a 1-D CNN adds to an [`Arch`]: how its input is laid out and how wide its kernels are.
@@ -186,6 +201,7 @@ impl Arch {
                 classes,
                 channels: Vec::new(),
                 conv1d: None,
+                fused: None,
             },
             ModelConfig::Cnn { channels, hidden } => Arch {
                 hidden: vec![*hidden],
@@ -193,6 +209,7 @@ impl Arch {
                 classes,
                 channels: channels.clone(),
                 conv1d: None,
+                fused: None,
             },
             ModelConfig::Cnn1d {
                 in_channels,
@@ -208,14 +225,46 @@ impl Arch {
                     in_channels: *in_channels,
                     kernel: *kernel,
                 }),
+                fused: None,
+            },
+            ModelConfig::Fused {
+                embed, hidden, blocks, ..
+            } => Arch {
+                hidden: vec![*hidden],
+                in_dim,
+                classes,
+                channels: Vec::new(),
+                conv1d: None,
+                fused: Some(FusedArch {
+                    embed: *embed,
+                    blocks: blocks.clone(),
+                }),
             },
         })
     }
 
-    /// The model config this architecture was made from; an error when a CNN does not have exactly one
-    /// hidden layer, or a 1-D layout comes without conv blocks (only possible for an architecture read from
-    /// a file).
+    /// The model config this architecture was made from (a fused model's with the default modality
+    /// dropout, which only training uses); an error when a CNN or a fused model does not have exactly one
+    /// hidden layer, a 1-D layout comes without conv blocks, or a fused model with conv blocks (only
+    /// possible for an architecture read from a file).
     pub fn model_config(&self) -> Result<ModelConfig> {
+        if let Some(f) = &self.fused {
+            return match (&self.hidden[..], self.channels.is_empty(), self.conv1d) {
+                (&[hidden], true, None) => Ok(ModelConfig::Fused {
+                    embed: f.embed,
+                    hidden,
+                    blocks: f.blocks.clone(),
+                    dropout: DropRate::default(),
+                }),
+                (_, true, None) => Err(MlError::InvalidConfig(format!(
+                    "a fused model has exactly one hidden linear layer, the architecture lists {:?}",
+                    self.hidden
+                ))),
+                _ => Err(MlError::InvalidConfig(
+                    "the architecture is fused (fused) and convolutional (channels, conv1d) at once".into(),
+                )),
+            };
+        }
         if self.channels.is_empty() {
             if self.conv1d.is_some() {
                 return Err(MlError::InvalidConfig(
@@ -257,6 +306,20 @@ impl Arch {
     /// Whether this is a 1-D CNN.
     pub fn is_cnn1d(&self) -> bool {
         self.is_cnn() && self.conv1d.is_some()
+    }
+
+    /// Whether this is a fused model.
+    pub fn is_fused(&self) -> bool {
+        self.fused.is_some()
+    }
+
+    /// Weight layers before the linear layers: a CNN's conv blocks, a fused model's block encoders (0 for an
+    /// MLP).
+    pub fn front_layers(&self) -> usize {
+        match &self.fused {
+            Some(f) => f.blocks.len(),
+            None => self.channels.len(),
+        }
     }
 
     /// The conv blocks of a 2-D CNN, input side first (empty for an MLP and a 1-D CNN: see [`Arch::blocks`]).
@@ -301,8 +364,12 @@ impl Arch {
     }
 
     /// Features entering the first linear layer: the input for an MLP, the flattened (channel, row,
-    /// column; or channel, step) output of the last conv block for a CNN.
+    /// column; or channel, step) output of the last conv block for a CNN, the fused embedding for a fused
+    /// model.
     pub fn flat_dim(&self) -> usize {
+        if let Some(f) = &self.fused {
+            return f.embed;
+        }
         match self.blocks().last() {
             Some(b) => b.out_values(),
             None => self.in_dim,
@@ -310,13 +377,18 @@ impl Arch {
     }
 
     /// `(in, out)` of each weight layer, unpadded, input side first: a CNN's conv blocks as im2col
-    /// matrices (`in_ch * 9` or `in_ch * kernel`, `out_ch`), then the linear layers.
+    /// matrices (`in_ch * 9` or `in_ch * kernel`, `out_ch`), or a fused model's block encoders (`block
+    /// inputs`, `embed`), then the linear layers. (A fused model's attention gate is not a weight layer:
+    /// it stays f32.)
     pub fn layer_dims(&self) -> Vec<(usize, usize)> {
-        let mut dims: Vec<(usize, usize)> = self
-            .blocks()
-            .iter()
-            .map(|b| (b.in_ch() * b.taps(), b.out_ch()))
-            .collect();
+        let mut dims: Vec<(usize, usize)> = match &self.fused {
+            Some(f) => f.blocks.iter().map(|&w| (w, f.embed)).collect(),
+            None => self
+                .blocks()
+                .iter()
+                .map(|b| (b.in_ch() * b.taps(), b.out_ch()))
+                .collect(),
+        };
         let mut prev = self.flat_dim();
         for &h in &self.hidden {
             dims.push((prev, h));
@@ -327,10 +399,11 @@ impl Arch {
     }
 
     /// `(in, out)` of each weight layer as stored: inputs padded to 32, hidden linear outputs padded to
-    /// match (a conv block's output channels are not: the next block's im2col columns are padded instead).
+    /// match (a conv block's output channels are not: the next block's im2col columns are padded instead;
+    /// nor a fused model's embeddings, which the attention weighs before the head pads them).
     pub fn padded_dims(&self) -> Vec<(usize, usize)> {
         let dims = self.layer_dims();
-        let convs = self.channels.len();
+        let convs = self.front_layers();
         let last = dims.len() - 1;
         dims.iter()
             .enumerate()

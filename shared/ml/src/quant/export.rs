@@ -1,9 +1,13 @@
-//! Export and import of deployable students (MLP, CNN or 1-D CNN): GGUF for quantized profiles (int8,
+// Over 800 lines: the GGUF and f16 safetensors writers and readers of four kinds of student (MLP, CNN, 1-D CNN, fused) and the model card; tests in export/tests.rs.
+//! Export and import of deployable students (MLP, CNN, 1-D CNN or fused): GGUF for quantized profiles (int8,
 //! sandwich), safetensors for float ones (f16 with metadata; f32 is the student's own checkpoint), and a
 //! JSON model card beside the file. Loading checks every tensor's name, dtype and shape against the expected
 //! architecture. A CNN's files also hold its input standardization (`input.shift`, `input.scale`, f32) and
 //! its conv blocks (`convs.{i}.weight` / `.bias`: in GGUF the stored im2col matrix, in f16 safetensors the
-//! unpadded `[out, in, 3, 3]` kernel, `[out, in, kernel]` for a 1-D CNN).
+//! unpadded `[out, in, 3, 3]` kernel, `[out, in, kernel]` for a 1-D CNN). A fused model's files hold its
+//! block encoders (`encoders.{k}.weight` / `.bias`, standardization folded in: in GGUF `[embed,
+//! pad32(width)]` in the layer's format, in f16 safetensors the unpadded `[embed, width]`) and its attention
+//! gate (`gate.v.weight`, `gate.v.bias`, `gate.u.weight`, `gate.u.bias`, `gate.w.weight`), f32 in both.
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -17,7 +21,8 @@ use sha2::{Digest, Sha256};
 use crate::error::{MlError, Result};
 use crate::model::{Model, INPUT_SCALE, INPUT_SHIFT};
 
-use super::arch::Conv1dArch;
+use super::arch::{Conv1dArch, FusedArch};
+use super::fused::{Gate, GATE_TENSORS};
 use super::model::{pad32, Arch, LayerFormat, Profile, QLayer, QuantizedModel};
 use super::ptq::PtqReport;
 
@@ -38,6 +43,15 @@ pub const GGUF_ARCH_CNN1D: &str = "fedistill-cnn1d";
 /// `[out, pad32(in * k)]` (column `c * k + j`), then ReLU and a max-pool of 2 (floor); the flattened
 /// (channel, step) features enter `layers.0`.
 pub const CONV1D_LAYOUT: &str = "im2col1d_same_relu_maxpool2";
+/// `general.architecture` of our GGUF files of fused students (which also carry `fedistill.embed`,
+/// `fedistill.blocks` and `fedistill.fusion_layout`).
+pub const GGUF_ARCH_FUSED: &str = "fedistill-fused";
+/// `fedistill.fusion_layout` of a fused student's GGUF: the input is each block's values one block after the
+/// other (`fedistill.blocks` wide), then one presence input per block (>= 0.5: present); each block's
+/// encoder (`encoders.{k}`, `[embed, pad32(width)]`, the block's columns zero-padded) and ReLU give its
+/// embedding; the gate scores each present block `gate.w . (tanh(gate.v e + b) * sigmoid(gate.u e + b))`,
+/// a softmax over the present blocks weighs the embeddings, and their sum enters `layers.0`.
+pub const FUSION_LAYOUT: &str = "encoders_relu_gated_attention_presence_last";
 /// Version of the GGUF metadata layout (`fedistill.format_version`).
 pub const FORMAT_VERSION: u32 = 1;
 /// Version of the model card layout.
@@ -127,16 +141,30 @@ fn bias_qtensor(l: &QLayer) -> Result<QTensor> {
 }
 
 fn f32_qtensor(v: &[f32]) -> Result<QTensor> {
+    f32_qtensor_shaped(v, &[v.len()])
+}
+
+fn f32_qtensor_shaped(v: &[f32], dims: &[usize]) -> Result<QTensor> {
     Ok(QTensor::quantize(
-        &Tensor::from_slice(v, v.len(), &Device::Cpu)?,
+        &Tensor::from_slice(v, dims, &Device::Cpu)?,
         GgmlDType::F32,
     )?)
 }
 
 /// The tensors of the GGUF file in file order: a CNN's `input.shift`, `input.scale` and its conv blocks
-/// (weight then bias), then each linear layer's weight and bias.
+/// (weight then bias), or a fused model's block encoders (weight then bias) and its gate, then each linear
+/// layer's weight and bias.
 fn stored_tensors(q: &QuantizedModel) -> Result<Vec<(String, QTensor)>> {
     let mut tensors = Vec::new();
+    if let Some(f) = &q.fused {
+        for (k, l) in f.encoders.iter().enumerate() {
+            tensors.push((format!("encoders.{k}.weight"), l.stored_weight()?));
+            tensors.push((format!("encoders.{k}.bias"), bias_qtensor(l)?));
+        }
+        for (name, dims, v) in f.gate.named() {
+            tensors.push((name.to_string(), f32_qtensor_shaped(v, &dims)?));
+        }
+    }
     if let Some(c) = &q.conv {
         tensors.push((INPUT_SHIFT.to_string(), f32_qtensor(&c.shift)?));
         tensors.push((INPUT_SCALE.to_string(), f32_qtensor(&c.scale)?));
@@ -152,8 +180,8 @@ fn stored_tensors(q: &QuantizedModel) -> Result<Vec<(String, QTensor)>> {
     Ok(tensors)
 }
 
-/// SHA-256 over the stored tensors in file order (a CNN's standardization and conv blocks, then the
-/// linear layers; each weight then bias): the name, 0x00, the ggml dtype id as u32 LE, each dim as u64
+/// SHA-256 over the stored tensors in file order (a CNN's standardization and conv blocks, or a fused
+/// model's encoders and gate, then the linear layers; each weight then bias): the name, 0x00, the ggml dtype id as u32 LE, each dim as u64
 /// LE, 0x00, then the stored bytes.
 pub fn stored_weights_digest(q: &QuantizedModel) -> Result<[u8; 32]> {
     let mut h = Sha256::new();
@@ -189,14 +217,16 @@ enum GgufKind {
     Mlp,
     Cnn,
     Cnn1d,
+    Fused,
 }
 
 impl GgufKind {
     fn of(arch: &Arch) -> GgufKind {
-        match (arch.is_cnn(), arch.conv1d.is_some()) {
-            (false, _) => GgufKind::Mlp,
-            (true, false) => GgufKind::Cnn,
-            (true, true) => GgufKind::Cnn1d,
+        match (arch.is_fused(), arch.is_cnn(), arch.conv1d.is_some()) {
+            (true, _, _) => GgufKind::Fused,
+            (false, false, _) => GgufKind::Mlp,
+            (false, true, false) => GgufKind::Cnn,
+            (false, true, true) => GgufKind::Cnn1d,
         }
     }
 
@@ -205,22 +235,28 @@ impl GgufKind {
             GgufKind::Mlp => GGUF_ARCH,
             GgufKind::Cnn => GGUF_ARCH_CNN,
             GgufKind::Cnn1d => GGUF_ARCH_CNN1D,
+            GgufKind::Fused => GGUF_ARCH_FUSED,
         }
     }
 
     fn parse(name: Option<&str>) -> Option<GgufKind> {
-        [GgufKind::Mlp, GgufKind::Cnn, GgufKind::Cnn1d]
+        [GgufKind::Mlp, GgufKind::Cnn, GgufKind::Cnn1d, GgufKind::Fused]
             .into_iter()
             .find(|k| Some(k.name()) == name)
     }
 
-    /// `fedistill.conv_layout` of a CNN (`None` for an MLP).
+    /// `fedistill.conv_layout` of a CNN (`None` for an MLP and a fused model).
     fn layout(self) -> Option<&'static str> {
         match self {
-            GgufKind::Mlp => None,
+            GgufKind::Mlp | GgufKind::Fused => None,
             GgufKind::Cnn => Some(CONV_LAYOUT),
             GgufKind::Cnn1d => Some(CONV1D_LAYOUT),
         }
+    }
+
+    /// Whether the file holds the input standardization (`input.shift`, `input.scale`): a CNN's.
+    fn has_norm(self) -> bool {
+        matches!(self, GgufKind::Cnn | GgufKind::Cnn1d)
     }
 }
 
@@ -228,7 +264,7 @@ impl GgufKind {
 pub fn to_gguf(q: &QuantizedModel) -> Result<Vec<u8>> {
     let tensors = stored_tensors(q)?;
     let kind = GgufKind::of(&q.arch);
-    let cnn = kind != GgufKind::Mlp;
+    let cnn = kind.has_norm();
     let arch = gguf_file::Value::String(kind.name().into());
     let version = gguf_file::Value::U32(FORMAT_VERSION);
     let profile = gguf_file::Value::String(q.profile.name().into());
@@ -241,6 +277,13 @@ pub fn to_gguf(q: &QuantizedModel) -> Result<Vec<u8>> {
         (
             gguf_file::Value::U64(c.in_channels as u64),
             gguf_file::Value::U64(c.kernel as u64),
+        )
+    });
+    let fused = q.arch.fused.as_ref().map(|f| {
+        (
+            gguf_file::Value::U64(f.embed as u64),
+            u64_array(&f.blocks),
+            gguf_file::Value::String(FUSION_LAYOUT.into()),
         )
     });
     let mut metadata: Vec<(&str, &gguf_file::Value)> = vec![
@@ -259,6 +302,11 @@ pub fn to_gguf(q: &QuantizedModel) -> Result<Vec<u8>> {
         metadata.push(("fedistill.in_channels", in_channels));
         metadata.push(("fedistill.kernel", kernel));
     }
+    if let (GgufKind::Fused, Some((embed, blocks, layout))) = (kind, &fused) {
+        metadata.push(("fedistill.embed", embed));
+        metadata.push(("fedistill.blocks", blocks));
+        metadata.push(("fedistill.fusion_layout", layout));
+    }
     let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let mut cur = Cursor::new(Vec::new());
     gguf_file::write(&mut cur, &metadata, &refs)?;
@@ -266,8 +314,8 @@ pub fn to_gguf(q: &QuantizedModel) -> Result<Vec<u8>> {
 }
 
 /// Serializes an f16 profile to safetensors bytes: unpadded weights as F16 (a CNN's conv kernels as
-/// `[out, in, 3, 3]`, a 1-D CNN's as `[out, in, kernel]`), biases and a CNN's standardization as F32, and
-/// metadata.
+/// `[out, in, 3, 3]`, a 1-D CNN's as `[out, in, kernel]`, a fused model's encoders as `[embed, width]`),
+/// biases, a CNN's standardization and a fused model's gate as F32, and metadata.
 pub fn to_f16_safetensors(q: &QuantizedModel) -> Result<Vec<u8>> {
     use safetensors::Dtype::{F16, F32};
     let f32_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
@@ -290,7 +338,18 @@ pub fn to_f16_safetensors(q: &QuantizedModel) -> Result<Vec<u8>> {
             owned.push((format!("convs.{i}.bias"), F32, vec![b.out_ch()], bias));
         }
     }
-    let dims = &q.arch.layer_dims()[q.arch.channels.len()..];
+    if let Some(f) = &q.fused {
+        for (k, (l, &(_, w))) in f.encoders.iter().zip(&f.spans).enumerate() {
+            let wt = l.weight_f32()?.narrow(1, 0, w)?;
+            owned.push((format!("encoders.{k}.weight"), F16, vec![f.embed, w], f16_bytes(&wt)?));
+            let bias = f32_bytes(&l.b.to_vec1::<f32>()?);
+            owned.push((format!("encoders.{k}.bias"), F32, vec![f.embed], bias));
+        }
+        for (name, dims, v) in f.gate.named() {
+            owned.push((name.to_string(), F32, dims, f32_bytes(v)));
+        }
+    }
+    let dims = &q.arch.layer_dims()[q.arch.front_layers()..];
     for (i, (l, &(inp, out))) in q.layers.iter().zip(dims).enumerate() {
         let w = l.weight_f32()?.narrow(0, 0, out)?.narrow(1, 0, inp)?;
         owned.push((format!("layers.{i}.weight"), F16, vec![out, inp], f16_bytes(&w)?));
@@ -433,10 +492,19 @@ pub fn recorded_arch(path: &Path) -> Result<Option<Arch>> {
             .metadata
             .get("general.architecture")
             .and_then(|v| v.to_string().ok());
-        let conv1d = if GgufKind::parse(name.map(String::as_str)) == Some(GgufKind::Cnn1d) {
+        let kind = GgufKind::parse(name.map(String::as_str));
+        let conv1d = if kind == Some(GgufKind::Cnn1d) {
             match (get("fedistill.in_channels"), get("fedistill.kernel")) {
                 (Some(in_channels), Some(kernel)) => Some(Conv1dArch { in_channels, kernel }),
                 _ => return Err(ckpt(path, "GGUF of a cnn1d lacks fedistill.in_channels / kernel")),
+            }
+        } else {
+            None
+        };
+        let fused = if kind == Some(GgufKind::Fused) {
+            match (get("fedistill.embed"), meta_usizes(&content, "fedistill.blocks")) {
+                (Some(embed), Ok(blocks)) => Some(FusedArch { embed, blocks }),
+                _ => return Err(ckpt(path, "GGUF of a fused student lacks fedistill.embed / blocks")),
             }
         } else {
             None
@@ -448,6 +516,7 @@ pub fn recorded_arch(path: &Path) -> Result<Option<Arch>> {
                 classes,
                 channels,
                 conv1d,
+                fused,
             })),
             _ => Err(ckpt(path, "GGUF metadata lacks fedistill.hidden / in_dim / classes")),
         };
@@ -513,10 +582,11 @@ pub fn from_gguf(bytes: &[u8], expected: &Arch) -> Result<QuantizedModel> {
         .and_then(|v| v.to_string().ok());
     let Some(kind) = GgufKind::parse(arch_name.map(String::as_str)) else {
         return Err(mem(format!(
-            "GGUF general.architecture is {arch_name:?}, expected {GGUF_ARCH}, {GGUF_ARCH_CNN} or {GGUF_ARCH_CNN1D}"
+            "GGUF general.architecture is {arch_name:?}, expected {GGUF_ARCH}, {GGUF_ARCH_CNN}, {GGUF_ARCH_CNN1D} \
+             or {GGUF_ARCH_FUSED}"
         )));
     };
-    let cnn = kind != GgufKind::Mlp;
+    let cnn = kind.has_norm();
     let version = meta_u64(&content, "fedistill.format_version")?;
     if version != u64::from(FORMAT_VERSION) {
         return Err(mem(format!(
@@ -552,12 +622,31 @@ pub fn from_gguf(bytes: &[u8], expected: &Arch) -> Result<QuantizedModel> {
         }),
         _ => None,
     };
+    let fused = match kind {
+        GgufKind::Fused => {
+            let layout = content
+                .metadata
+                .get("fedistill.fusion_layout")
+                .and_then(|v| v.to_string().ok());
+            if layout.map(String::as_str) != Some(FUSION_LAYOUT) {
+                return Err(mem(format!(
+                    "GGUF fedistill.fusion_layout is {layout:?}, this build reads {FUSION_LAYOUT}"
+                )));
+            }
+            Some(FusedArch {
+                embed: meta_u64(&content, "fedistill.embed")? as usize,
+                blocks: meta_usizes(&content, "fedistill.blocks")?,
+            })
+        }
+        _ => None,
+    };
     let arch = Arch {
         hidden: meta_usizes(&content, "fedistill.hidden")?,
         in_dim: meta_u64(&content, "fedistill.in_dim")? as usize,
         classes: meta_u64(&content, "fedistill.classes")? as usize,
         channels,
         conv1d,
+        fused,
     };
     if cnn && !arch.is_cnn() {
         return Err(mem("GGUF of a cnn lists no fedistill.channels"));
@@ -570,7 +659,8 @@ pub fn from_gguf(bytes: &[u8], expected: &Arch) -> Result<QuantizedModel> {
     arch.validate()?;
     let pdims = arch.padded_dims();
     let n = pdims.len();
-    let convs = arch.channels.len();
+    let front = arch.front_layers();
+    let front_name = if arch.is_fused() { "encoders" } else { "convs" };
     let norm = if cnn {
         let d = arch.in_dim;
         Some((
@@ -583,10 +673,10 @@ pub fn from_gguf(bytes: &[u8], expected: &Arch) -> Result<QuantizedModel> {
     let mut layers = Vec::with_capacity(n);
     for (i, &(pin, pout)) in pdims.iter().enumerate() {
         let format = profile.layer_format(i, n);
-        let name = if i < convs {
-            format!("convs.{i}")
+        let name = if i < front {
+            format!("{front_name}.{i}")
         } else {
-            format!("layers.{}", i - convs)
+            format!("layers.{}", i - front)
         };
         let (wname, bname) = (format!("{name}.weight"), format!("{name}.bias"));
         let w = read_tensor(&content, &mut cur, &wname, format.ggml(), &[pout, pin])?;
@@ -597,11 +687,19 @@ pub fn from_gguf(bytes: &[u8], expected: &Arch) -> Result<QuantizedModel> {
         check_finite(layer.weight_f32()?, &wname)?;
         layers.push(layer);
     }
-    let count = 2 * n + if cnn { 2 } else { 0 };
+    let gate = match &arch.fused {
+        Some(f) => Some(Gate::read(f.embed, |name, dims| {
+            let t = read_tensor(&content, &mut cur, name, GgmlDType::F32, dims)?.dequantize(&Device::Cpu)?;
+            check_finite(&t, name)?;
+            Ok(t.flatten_all()?.to_vec1::<f32>()?)
+        })?),
+        None => None,
+    };
+    let count = 2 * n + if cnn { 2 } else { 0 } + if gate.is_some() { GATE_TENSORS.len() } else { 0 };
     if content.tensor_infos.len() != count {
         return Err(mem(format!("{} tensors, expected {count}", content.tensor_infos.len())));
     }
-    QuantizedModel::from_parts(profile, arch, norm, layers)
+    QuantizedModel::from_parts(profile, arch, norm, gate, layers)
 }
 
 /// An f32 vector tensor of `len` finite values.
@@ -705,7 +803,9 @@ pub fn from_f16_safetensors(bytes: &[u8], expected: &Arch) -> Result<QuantizedMo
     let dims = expected.layer_dims();
     let pdims = expected.padded_dims();
     let blocks = expected.blocks();
-    let count = 2 * dims.len() + if expected.is_cnn() { 2 } else { 0 };
+    let count = 2 * dims.len()
+        + if expected.is_cnn() { 2 } else { 0 }
+        + if expected.is_fused() { GATE_TENSORS.len() } else { 0 };
     if st.len() != count {
         return Err(mem(format!(
             "{} tensors, expected {count} (wrong architecture?)",
@@ -728,13 +828,23 @@ pub fn from_f16_safetensors(bytes: &[u8], expected: &Arch) -> Result<QuantizedMo
         let taps = b.in_ch() * b.taps();
         layers.push(f16_layer(&w, &bias, (taps, b.out_ch()), (pad32(taps), b.out_ch()))?);
     }
-    let linear = dims[blocks.len()..].iter().zip(&pdims[blocks.len()..]);
+    let mut gate = None;
+    if let Some(f) = &expected.fused {
+        for (k, &w) in f.blocks.iter().enumerate() {
+            let wv = st_values(&st, &format!("encoders.{k}.weight"), F16, &[f.embed, w])?;
+            let bv = st_values(&st, &format!("encoders.{k}.bias"), F32, &[f.embed])?;
+            layers.push(f16_layer(&wv, &bv, (w, f.embed), (pad32(w), f.embed))?);
+        }
+        gate = Some(Gate::read(f.embed, |name, dims| st_values(&st, name, F32, dims))?);
+    }
+    let front = expected.front_layers();
+    let linear = dims[front..].iter().zip(&pdims[front..]);
     for (i, (&(inp, out), &pdim)) in linear.enumerate() {
         let w = st_values(&st, &format!("layers.{i}.weight"), F16, &[out, inp])?;
         let b = st_values(&st, &format!("layers.{i}.bias"), F32, &[out])?;
         layers.push(f16_layer(&w, &b, (inp, out), pdim)?);
     }
-    QuantizedModel::from_parts(Profile::F16, expected.clone(), norm, layers)
+    QuantizedModel::from_parts(Profile::F16, expected.clone(), norm, gate, layers)
 }
 
 #[cfg(test)]

@@ -13,7 +13,9 @@
 //!
 //! A CNN's conv blocks run in front of the linear layers: per output position the im2col patch goes
 //! through the block's weights like an input row through a linear layer (quantized to Q8_0 for a Q8_0
-//! block), then ReLU and 2x2 max-pool (a 1-D CNN's: per step, then ReLU and max-pool of 2).
+//! block), then ReLU and 2x2 max-pool (a 1-D CNN's: per step, then ReLU and max-pool of 2). A fused model's
+//! block encoders run the same way on each block's columns, then its f32 attention gate weighs the
+//! embeddings of the blocks the row holds.
 
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +24,7 @@ use crate::error::{MlError, Result};
 use super::arch::AnyConvBlock;
 use super::conv::{patch_at, relu_pool_at};
 use super::fakequant::Q8_BLOCK;
+use super::fused::Gate;
 
 /// Output rows per tile: one AVX2 register of f32 accumulators.
 const TILE_ROWS: usize = 8;
@@ -206,11 +209,48 @@ impl ConvRows<'_> {
     }
 }
 
-/// Logits of `n` rows of `d` raw features through `convs` (a CNN's front, if any) and `layers` (ReLU
-/// between them): `n * classes` values. Inputs of the first linear layer are zero-padded to its width;
+/// A fused model's front for the batch-1 kernel: the block encoders and the attention gate.
+pub(crate) struct FusedRows<'a> {
+    /// `(offset, width)` of each block in a raw row.
+    pub spans: &'a [(usize, usize)],
+    /// Index of the first presence input.
+    pub presence: usize,
+    /// Each block's encoder, `[embed, pad32(width)]`.
+    pub weights: &'a [&'a RowWeights],
+    /// The f32 gate.
+    pub gate: &'a Gate,
+}
+
+impl FusedRows<'_> {
+    fn check(&self, d: usize) -> Result<usize> {
+        let e = self.gate.embed;
+        let fits = self.spans.len() == self.weights.len()
+            && self.presence + self.spans.len() == d
+            && self
+                .spans
+                .iter()
+                .zip(self.weights)
+                .all(|(&(at, w), l)| at + w <= self.presence && l.dims().1 == e && l.dims().0 >= w);
+        if !fits {
+            return Err(MlError::InvalidConfig(format!("fused blocks do not fit {d} features")));
+        }
+        Ok(e)
+    }
+}
+
+/// What runs in front of the linear layers of [`forward_rows`].
+pub(crate) enum Front<'a> {
+    /// A CNN's standardization and conv blocks.
+    Conv(ConvRows<'a>),
+    /// A fused model's encoders and gate.
+    Fused(FusedRows<'a>),
+}
+
+/// Logits of `n` rows of `d` raw features through `front` (a CNN's or a fused model's, if any) and `layers`
+/// (ReLU between them): `n * classes` values. Inputs of the first linear layer are zero-padded to its width;
 /// each layer's input is the previous output. `simd` must be available (see [`RowSimd::is_available`]).
 pub(crate) fn forward_rows(
-    convs: Option<&ConvRows<'_>>,
+    front: Option<&Front<'_>>,
     layers: &[&RowWeights],
     x: &[f32],
     n: usize,
@@ -224,8 +264,9 @@ pub(crate) fn forward_rows(
     let Some(first) = layers.first() else {
         return Err(MlError::InvalidConfig("model without layers".into()));
     };
-    let features = match convs {
-        Some(c) => c.check(d)?,
+    let features = match front {
+        Some(Front::Conv(c)) => c.check(d)?,
+        Some(Front::Fused(f)) => f.check(d)?,
         None => d,
     };
     let width = first.dims().0;
@@ -235,7 +276,7 @@ pub(crate) fn forward_rows(
         )));
     }
     let run = Forward {
-        convs,
+        front,
         layers,
         x,
         n,
@@ -256,7 +297,7 @@ pub(crate) fn forward_rows(
 
 /// One call of [`forward_rows`], checked.
 struct Forward<'a> {
-    convs: Option<&'a ConvRows<'a>>,
+    front: Option<&'a Front<'a>>,
     layers: &'a [&'a RowWeights],
     x: &'a [f32],
     n: usize,
@@ -278,10 +319,18 @@ impl Forward<'_> {
         let (mut h, mut y) = (vec![0f32; widest], vec![0f32; widest]);
         let (mut xq, mut xd) = (vec![0i16; widest], vec![0f32; widest / Q8_BLOCK]);
         let mut d16 = vec![half::f16::ZERO; widest / Q8_BLOCK];
-        let mut conv = self.convs.map(|c| ConvScratch::new(c, self.d));
+        let mut conv = match self.front {
+            Some(Front::Conv(c)) => Some(ConvScratch::new(c, self.d)),
+            _ => None,
+        };
+        let mut fused = match self.front {
+            Some(Front::Fused(f)) => Some(FusedScratch::new(f)),
+            _ => None,
+        };
         for row in self.x.chunks_exact(self.d.max(1)).take(self.n) {
-            let mut width = match (self.convs, conv.as_mut()) {
-                (Some(c), Some(s)) => s.features(k, c, row, &mut h),
+            let mut width = match (self.front, conv.as_mut(), fused.as_mut()) {
+                (Some(Front::Conv(c)), Some(s), _) => s.features(k, c, row, &mut h),
+                (Some(Front::Fused(f)), _, Some(s)) => s.features(k, f, row, &mut h),
                 _ => {
                     h[..self.d].copy_from_slice(row);
                     self.d
@@ -383,6 +432,94 @@ impl ConvScratch {
         }
         dst[..flat].copy_from_slice(&self.a[..flat]);
         flat
+    }
+}
+
+/// Buffers of a fused model's front for one call of [`forward_rows`].
+struct FusedScratch {
+    /// One block's columns, zero-padded to its encoder's width, and their Q8_0 form.
+    patch: Vec<f32>,
+    xq: Vec<i16>,
+    xd: Vec<f32>,
+    d16: Vec<half::f16>,
+    /// The block embeddings, `[blocks][embed]`.
+    emb: Vec<f32>,
+    /// The gate's two projections of one embedding.
+    tv: Vec<f32>,
+    su: Vec<f32>,
+    /// The attention logits, then weights, per block.
+    att: Vec<f32>,
+}
+
+impl FusedScratch {
+    fn new(f: &FusedRows<'_>) -> FusedScratch {
+        let cols = f.weights.iter().map(|w| w.dims().0).max().unwrap_or(0);
+        let (b, e) = (f.spans.len(), f.gate.embed);
+        FusedScratch {
+            patch: vec![0.0; cols],
+            xq: vec![0; cols],
+            xd: vec![0.0; cols / Q8_BLOCK],
+            d16: vec![half::f16::ZERO; cols / Q8_BLOCK],
+            emb: vec![0.0; b * e],
+            tv: vec![0.0; e],
+            su: vec![0.0; e],
+            att: vec![0.0; b],
+        }
+    }
+
+    /// Runs one raw row through the encoders and the gate, as `FusedFront::forward` does, and writes the
+    /// fused embedding to `dst`; returns its width.
+    #[inline(always)]
+    fn features<K: Q8Gemv>(&mut self, k: K, f: &FusedRows<'_>, row: &[f32], dst: &mut [f32]) -> usize {
+        let (g, e) = (f.gate, f.gate.embed);
+        for (b, (&(at, w), wts)) in f.spans.iter().zip(f.weights).enumerate() {
+            let cols = wts.dims().0;
+            let patch = &mut self.patch[..cols];
+            patch.fill(0.0);
+            patch[..w].copy_from_slice(&row[at..at + w]);
+            let y = &mut self.emb[b * e..(b + 1) * e];
+            match wts {
+                RowWeights::Q8(t) => {
+                    let (xq, xd) = (&mut self.xq[..cols], &mut self.xd[..cols / Q8_BLOCK]);
+                    quantize_row_q8(patch, xd, xq, &mut self.d16);
+                    k.q8(t, xq, xd, y);
+                }
+                RowWeights::F32(l) => gemv_f32(l, patch, y),
+            }
+            for v in y.iter_mut() {
+                *v = v.max(0.0);
+            }
+            let present = f64::from(row[f.presence + b]) >= crate::model::fused::PRESENT;
+            self.att[b] = if present {
+                for j in 0..e {
+                    let (vr, ur) = (&g.v_w[j * e..(j + 1) * e], &g.u_w[j * e..(j + 1) * e]);
+                    self.tv[j] = (dot_f32(vr, y) + g.v_b[j]).tanh();
+                    self.su[j] = 1.0 / (1.0 + (-(dot_f32(ur, y) + g.u_b[j])).exp());
+                }
+                let mut a = 0f32;
+                for j in 0..e {
+                    a += g.w[j] * self.tv[j] * self.su[j];
+                }
+                a
+            } else {
+                crate::model::fused::MASKED_LOGIT
+            };
+        }
+        let max = self.att.iter().fold(f32::NEG_INFINITY, |m, &a| m.max(a));
+        let mut sum = 0f32;
+        for a in self.att.iter_mut() {
+            *a = (*a - max).exp();
+            sum += *a;
+        }
+        let z = &mut dst[..e];
+        z.fill(0.0);
+        for (b, &a) in self.att.iter().enumerate() {
+            let w = a / sum;
+            for (zj, &ej) in z.iter_mut().zip(&self.emb[b * e..(b + 1) * e]) {
+                *zj += w * ej;
+            }
+        }
+        e
     }
 }
 

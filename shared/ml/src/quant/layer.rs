@@ -1,7 +1,8 @@
 //! One stored weight layer of a quantized student ([`QLayer`]: Q8_0 blocks, or f16/f32 weights, with the
 //! copies each kernel computes with) and the f32 layers it is made from ([`float_model`]: an MLP's linear
 //! layers with the standardization folded in, a CNN's (2-D or 1-D) conv blocks as im2col matrices and its
-//! linear layers).
+//! linear layers, a fused model's block encoders with the standardization folded in, its f32 attention gate
+//! and its linear layers).
 
 use std::sync::{Arc, OnceLock};
 
@@ -11,7 +12,8 @@ use candle_core::{Device, Module, Tensor};
 use crate::error::{MlError, Result};
 use crate::model::{Model, INPUT_SCALE, INPUT_SHIFT};
 
-use super::arch::Arch;
+use super::arch::{pad32, Arch};
+use super::fused::Gate;
 use super::kernel::{F32Rows, Q8Tiles, RowWeights};
 use super::model::LayerFormat;
 
@@ -59,22 +61,47 @@ pub(crate) struct FloatModel {
     /// A CNN's input standardization (shift, scale), applied to the raw input; `None` for an MLP, whose
     /// first layer has it folded in.
     pub norm: Option<(Vec<f32>, Vec<f32>)>,
-    /// Every weight layer, input side first (a CNN's conv blocks, then the linear layers), padded to
-    /// [`Arch::padded_dims`].
+    /// A fused model's attention gate (f32 in every profile); `None` for every other model.
+    pub gate: Option<Gate>,
+    /// Every weight layer, input side first (a CNN's conv blocks or a fused model's block encoders, then
+    /// the linear layers), padded to [`Arch::padded_dims`].
     pub layers: Vec<FloatLayer>,
 }
 
 /// Reads the weight layers of a `Model`: an MLP's linear layers with the input standardization folded
-/// into the first one, or a CNN's conv blocks as im2col matrices (standardization kept apart) and its
+/// into the first one, a CNN's conv blocks as im2col matrices (standardization kept apart) and its linear
+/// layers, or a fused model's block encoders (each with its columns' standardization folded in), gate and
 /// linear layers; padded to the stored dimensions of [`Arch::padded_dims`].
 pub(crate) fn float_model(model: &Model) -> Result<FloatModel> {
     let arch = Arch::from_config(model.config(), model.in_dim(), model.classes())?;
     let shift = var_values(model, INPUT_SHIFT)?;
     let scale = var_values(model, INPUT_SCALE)?;
+    let mut layers = Vec::new();
+    let mut gate = None;
+    if let Some(f) = &arch.fused {
+        let (spans, presence) = crate::model::fused::spans(&f.blocks);
+        if shift[presence..].iter().any(|&v| v != 0.0) || scale[presence..].iter().any(|&v| v != 1.0) {
+            return Err(MlError::InvalidConfig(
+                "a fused model's presence inputs must not be standardized (shift 0, scale 1)".into(),
+            ));
+        }
+        for (k, &(at, w)) in spans.iter().enumerate() {
+            let name = format!("encoders.{k}");
+            let wv = var_shaped(model, &format!("{name}.weight"), &[f.embed, w])?;
+            let bv = var_shaped(model, &format!("{name}.bias"), &[f.embed])?;
+            layers.push(folded(
+                &wv,
+                &bv,
+                (w, f.embed),
+                (pad32(w), f.embed),
+                (&shift[at..at + w], &scale[at..at + w]),
+            ));
+        }
+        gate = Some(Gate::read(f.embed, |name, dims| var_shaped(model, name, dims))?);
+    }
     let blocks = arch.blocks();
     let all_dims = arch.layer_dims();
     let all_pdims = arch.padded_dims();
-    let mut layers = Vec::with_capacity(all_dims.len());
     for (i, b) in blocks.iter().enumerate() {
         let w = var_shaped(model, &format!("convs.{i}.weight"), &b.kernel_dims())?;
         let bias = var_shaped(model, &format!("convs.{i}.bias"), &[b.out_ch()])?;
@@ -92,38 +119,63 @@ pub(crate) fn float_model(model: &Model) -> Result<FloatModel> {
             out_dim: b.out_ch(),
         });
     }
-    let (dims, pdims) = (&all_dims[blocks.len()..], &all_pdims[blocks.len()..]);
-    let fold = !arch.is_cnn();
-    for (i, (&(inp, out), &(pin, pout))) in dims.iter().zip(pdims).enumerate() {
+    let front = arch.front_layers();
+    let (dims, pdims) = (&all_dims[front..], &all_pdims[front..]);
+    let fold = !arch.is_cnn() && !arch.is_fused();
+    for (i, (&(inp, out), &pdim)) in dims.iter().zip(pdims).enumerate() {
         let w = var_values(model, &format!("layers.{i}.weight"))?;
         let b = var_values(model, &format!("layers.{i}.bias"))?;
         if w.len() != inp * out || b.len() != out {
             return Err(MlError::InvalidConfig(format!("layers.{i} has unexpected size")));
         }
-        let mut pw = vec![0f32; pout * pin];
-        let mut pb = vec![0f32; pout];
-        for o in 0..out {
-            let mut bias = f64::from(b[o]);
-            for j in 0..inp {
-                let mut v = w[o * inp + j];
-                if fold && i == 0 {
-                    // W ((x - s) * c) = (W * c) x - (W * c) s
-                    v *= scale[j];
-                    bias -= f64::from(v) * f64::from(shift[j]);
-                }
-                pw[o * pin + j] = v;
-            }
-            pb[o] = bias as f32;
-        }
-        layers.push(FloatLayer {
-            w: pw,
-            b: pb,
-            in_dim: pin,
-            out_dim: pout,
-        });
+        let identity = (&[][..], &[][..]);
+        let norm = if fold && i == 0 {
+            (&shift[..], &scale[..])
+        } else {
+            identity
+        };
+        layers.push(folded(&w, &b, (inp, out), pdim, norm));
     }
     let norm = arch.is_cnn().then_some((shift, scale));
-    Ok(FloatModel { arch, norm, layers })
+    Ok(FloatModel {
+        arch,
+        norm,
+        gate,
+        layers,
+    })
+}
+
+/// A linear layer `[out, inp]` zero-padded to `[pout, pin]`, with the standardization `(x - shift) * scale`
+/// of its inputs folded in when `shift` and `scale` are given (empty: none): `W ((x - s) * c) = (W * c) x -
+/// (W * c) s`.
+fn folded(
+    w: &[f32],
+    b: &[f32],
+    (inp, out): (usize, usize),
+    (pin, pout): (usize, usize),
+    (shift, scale): (&[f32], &[f32]),
+) -> FloatLayer {
+    let fold = !scale.is_empty();
+    let mut pw = vec![0f32; pout * pin];
+    let mut pb = vec![0f32; pout];
+    for o in 0..out {
+        let mut bias = f64::from(b[o]);
+        for j in 0..inp {
+            let mut v = w[o * inp + j];
+            if fold {
+                v *= scale[j];
+                bias -= f64::from(v) * f64::from(shift[j]);
+            }
+            pw[o * pin + j] = v;
+        }
+        pb[o] = bias as f32;
+    }
+    FloatLayer {
+        w: pw,
+        b: pb,
+        in_dim: pin,
+        out_dim: pout,
+    }
 }
 
 /// One stored linear layer.

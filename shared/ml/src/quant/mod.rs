@@ -1,4 +1,4 @@
-//! Quantization of the deployable student (an MLP or a CNN, 2-D or 1-D): INT8 (ggml Q8_0) and mixed
+//! Quantization of the deployable student (an MLP, a CNN, 2-D or 1-D, or a fused model): INT8 (ggml Q8_0) and mixed
 //! profiles, post-training quantization with calibration, quantization-aware training, GGUF/safetensors
 //! export with a model card, and the quantization table (size, accuracy, latency) the `local` command and the
 //! benchmark print.
@@ -9,6 +9,7 @@ pub mod config;
 pub(crate) mod conv;
 pub mod export;
 pub mod fakequant;
+pub(crate) mod fused;
 pub(crate) mod kernel;
 pub(crate) mod layer;
 pub mod model;
@@ -16,7 +17,7 @@ pub mod ptq;
 pub mod qat;
 pub mod table;
 
-pub use arch::{AnyConvBlock, Conv1dArch, Conv1dBlock, ConvBlock};
+pub use arch::{AnyConvBlock, Conv1dArch, Conv1dBlock, ConvBlock, FusedArch};
 pub use bench::{bench_quantize, KernelSweepRow, QatRow, QuantBenchConfig, QuantBenchReport, TeacherVsInt8};
 pub use config::{parse_quantize_file, QuantizeFile};
 pub use export::{export_student, load_student, recorded_arch, CardInfo, DatasetRef, ModelCard};

@@ -1,7 +1,8 @@
-//! The deployable student: an MLP or a CNN (2-D or 1-D) whose weight layers are stored as ggml Q8_0 (INT8),
-//! f16 or f32, every input dimension padded to a multiple of 32 (Q8_0 block length). An MLP has the input
-//! standardization folded into its first layer; a CNN applies it to the raw input and stores its convs as
-//! im2col matrices ([`super::conv`]). Inference picks the int8 row kernel, candle's `QMatMul` or a
+//! The deployable student: an MLP, a CNN (2-D or 1-D) or a fused model whose weight layers are stored as
+//! ggml Q8_0 (INT8), f16 or f32, every input dimension padded to a multiple of 32 (Q8_0 block length). An MLP
+//! has the input standardization folded into its first layer; a CNN applies it to the raw input and stores
+//! its convs as im2col matrices ([`super::conv`]); a fused model folds it into its block encoders and keeps
+//! its attention gate f32 ([`super::fused`]). Inference picks the int8 row kernel, candle's `QMatMul` or a
 //! dequantized-once f32 copy per batch size.
 
 use candle_core::quantized::GgmlDType;
@@ -13,7 +14,8 @@ use crate::model::{check_features, Model};
 
 pub use super::arch::{pad32, Arch};
 use super::conv::ConvStack;
-use super::kernel::{forward_rows, ConvRows, RowSimd};
+use super::fused::{FusedFront, Gate};
+use super::kernel::{forward_rows, ConvRows, Front, FusedRows, RowSimd};
 pub(crate) use super::layer::{float_model, FloatLayer, FloatModel, QLayer};
 
 /// Which formats the layers of a student get.
@@ -126,9 +128,11 @@ pub const DEFAULT_AUTO_THRESHOLD: usize = 32;
 pub struct QuantizedModel {
     pub(crate) profile: Profile,
     pub(crate) arch: Arch,
-    /// A CNN's standardization and conv blocks; `None` for an MLP.
+    /// A CNN's standardization and conv blocks; `None` for an MLP and a fused model.
     pub(crate) conv: Option<ConvStack>,
-    /// The linear layers: all of an MLP's; a CNN's hidden layer and classifier.
+    /// A fused model's block encoders and attention gate; `None` for every other model.
+    pub(crate) fused: Option<FusedFront>,
+    /// The linear layers: all of an MLP's; a CNN's or a fused model's hidden layer and classifier.
     pub(crate) layers: Vec<QLayer>,
     kernel: Kernel,
     auto_threshold: usize,
@@ -150,17 +154,38 @@ impl QuantizedModel {
             .enumerate()
             .map(|(i, l)| QLayer::quantize(profile.layer_format(i, n), l))
             .collect::<Result<Vec<_>>>()?;
-        Self::from_parts(profile, float.arch.clone(), float.norm.clone(), layers)
+        Self::from_parts(
+            profile,
+            float.arch.clone(),
+            float.norm.clone(),
+            float.gate.clone(),
+            layers,
+        )
     }
 
     /// Assembles a student from its weight layers in [`FloatModel::layers`] order; `norm` is a CNN's
-    /// input standardization (shift, scale) and must be there exactly when `arch` is a CNN.
+    /// input standardization (shift, scale) and must be there exactly when `arch` is a CNN, `gate` a fused
+    /// model's attention gate, there exactly when `arch` is fused.
     pub(crate) fn from_parts(
         profile: Profile,
         arch: Arch,
         norm: Option<(Vec<f32>, Vec<f32>)>,
+        gate: Option<Gate>,
         mut layers: Vec<QLayer>,
     ) -> Result<QuantizedModel> {
+        let fused = match (gate, arch.is_fused()) {
+            (None, false) => None,
+            (Some(gate), true) if norm.is_none() => {
+                let head = layers.split_off(arch.front_layers().min(layers.len()));
+                let encoders = std::mem::replace(&mut layers, head);
+                Some(FusedFront::new(&arch, encoders, gate)?)
+            }
+            _ => {
+                return Err(MlError::InvalidConfig(
+                    "an attention gate (and no separate standardization) belongs to a fused student only".into(),
+                ))
+            }
+        };
         let blocks = arch.blocks();
         let conv = match norm {
             None if blocks.is_empty() => None,
@@ -179,15 +204,21 @@ impl QuantizedModel {
             profile,
             arch,
             conv,
+            fused,
             layers,
             kernel: Kernel::Auto,
             auto_threshold: DEFAULT_AUTO_THRESHOLD,
         })
     }
 
-    /// Every weight layer, input side first: a CNN's conv blocks (im2col), then the linear layers.
+    /// Every weight layer, input side first: a CNN's conv blocks (im2col) or a fused model's block
+    /// encoders, then the linear layers.
     pub(crate) fn all_layers(&self) -> impl Iterator<Item = &QLayer> {
-        self.conv.iter().flat_map(|c| c.layers.iter()).chain(&self.layers)
+        self.conv
+            .iter()
+            .flat_map(|c| c.layers.iter())
+            .chain(self.fused.iter().flat_map(|f| f.encoders.iter()))
+            .chain(&self.layers)
     }
 
     /// The profile.
@@ -210,7 +241,17 @@ impl QuantizedModel {
         self.arch.classes
     }
 
-    /// Storage format of each weight layer (a CNN's conv blocks first).
+    /// Stored parameters: every weight layer's (padded) weights and biases, and a fused model's gate.
+    pub(crate) fn stored_params(&self) -> usize {
+        let gate = self.fused.as_ref().map_or(0, |f| f.gate.bytes() / 4);
+        gate + self
+            .all_layers()
+            .map(|l| l.in_dim * l.out_dim + l.out_dim)
+            .sum::<usize>()
+    }
+
+    /// Storage format of each weight layer (a CNN's conv blocks or a fused model's encoders first; a fused
+    /// model's attention gate is f32 in every profile and not listed).
     pub fn layer_formats(&self) -> Vec<LayerFormat> {
         self.all_layers().map(|l| l.format).collect()
     }
@@ -239,10 +280,11 @@ impl QuantizedModel {
         }
     }
 
-    /// Bytes of the stored weights and biases, and a CNN's f32 standardization (what the exported file
-    /// holds, less its header).
+    /// Bytes of the stored weights and biases, a CNN's f32 standardization and a fused model's f32 gate
+    /// (what the exported file holds, less its header).
     pub fn weight_bytes(&self) -> usize {
-        let norm = self.conv.as_ref().map_or(0, |c| 2 * 4 * c.in_dim());
+        let norm =
+            self.conv.as_ref().map_or(0, |c| 2 * 4 * c.in_dim()) + self.fused.as_ref().map_or(0, |f| f.gate.bytes());
         norm + self
             .all_layers()
             .map(|l| {
@@ -288,17 +330,27 @@ impl QuantizedModel {
             .iter()
             .map(QLayer::row_weights)
             .collect::<Result<Vec<_>>>()?;
+        if let Some(f) = &self.fused {
+            let weights = f.encoders.iter().map(QLayer::row_weights).collect::<Result<Vec<_>>>()?;
+            let front = Front::Fused(FusedRows {
+                spans: &f.spans,
+                presence: f.presence,
+                weights: &weights,
+                gate: &f.gate,
+            });
+            return forward_rows(Some(&front), &layers, x, n, d, self.arch.classes, simd);
+        }
         let Some(c) = &self.conv else {
             return forward_rows(None, &layers, x, n, d, self.arch.classes, simd);
         };
         let weights = c.layers.iter().map(QLayer::row_weights).collect::<Result<Vec<_>>>()?;
-        let convs = ConvRows {
+        let front = Front::Conv(ConvRows {
             shift: &c.shift,
             scale: &c.scale,
             blocks: &c.blocks,
             weights: &weights,
-        };
-        forward_rows(Some(&convs), &layers, x, n, d, self.arch.classes, simd)
+        });
+        forward_rows(Some(&front), &layers, x, n, d, self.arch.classes, simd)
     }
 
     /// Logits through a chosen kernel (`quantized_kernel`: `QMatMul` for the Q8_0 layers).
@@ -320,10 +372,14 @@ impl QuantizedModel {
     }
 
     /// Raw rows as the model takes them: padded to the first layer's stored input width for an MLP, as
-    /// they are for a CNN.
+    /// they are for a CNN and a fused model.
     pub(crate) fn input_tensor(&self, x: &[f32], rows: usize) -> Result<Tensor> {
         let d = self.arch.in_dim;
-        let pd = if self.conv.is_some() { d } else { pad32(d) };
+        let pd = if self.conv.is_some() || self.fused.is_some() {
+            d
+        } else {
+            pad32(d)
+        };
         let t = if pd == d {
             Tensor::from_slice(x, (rows, d), &Device::Cpu)?
         } else {
@@ -337,13 +393,15 @@ impl QuantizedModel {
     }
 
     /// The input of the first linear layer for an [`Self::input_tensor`]: the tensor itself for an MLP, the
-    /// conv blocks' features padded to 32 for a CNN (`io` as in [`ConvStack::forward`]).
+    /// conv blocks' features padded to 32 for a CNN (`io` as in [`ConvStack::forward`]), the fused
+    /// embedding padded to 32 for a fused model (`io` as in [`FusedFront::forward`]).
     fn head_input(&self, x: &Tensor, quantized_kernel: bool, io: Option<&mut Vec<(Tensor, Tensor)>>) -> Result<Tensor> {
-        let Some(c) = &self.conv else {
-            return Ok(x.clone());
+        let (f, flat) = match (&self.conv, &self.fused) {
+            (Some(c), _) => (c.forward(x, quantized_kernel, io)?, c.flat_dim()),
+            (None, Some(fu)) => (fu.forward(x, quantized_kernel, io)?, fu.embed),
+            (None, None) => return Ok(x.clone()),
         };
-        let f = c.forward(x, quantized_kernel, io)?;
-        let (flat, padded) = (c.flat_dim(), pad32(c.flat_dim()));
+        let padded = pad32(flat);
         Ok(if padded == flat {
             f
         } else {
@@ -367,7 +425,7 @@ impl QuantizedModel {
     /// Per weight layer (conv blocks first), its input as it enters the weights (a conv's im2col matrix)
     /// and its output after bias, before ReLU, for an [`Self::input_tensor`]: for calibration.
     pub(crate) fn layer_io(&self, x: &Tensor, quantized_kernel: bool) -> Result<Vec<(Tensor, Tensor)>> {
-        let mut io = Vec::with_capacity(self.layers.len() + self.arch.channels.len());
+        let mut io = Vec::with_capacity(self.layers.len() + self.arch.front_layers());
         let mut h = self.head_input(x, quantized_kernel, Some(&mut io))?;
         for l in &self.layers {
             let y = l.forward(&h, quantized_kernel)?;

@@ -127,7 +127,8 @@ pub fn quantize(
     // Input and output of every layer in the f32 model: (x, y_0), (relu(y_0), y_1), ...
     let ref_io = reference.layer_io(&x, false)?;
     let n_layers = float.layers.len();
-    let n_convs = float.arch.channels.len();
+    let n_front = float.arch.front_layers();
+    let front_name = if float.arch.is_fused() { "encoders" } else { "convs" };
     let mut layers = Vec::with_capacity(n_layers);
     let mut reports = Vec::with_capacity(n_layers);
     for (i, (fl, (inp, y))) in float.layers.iter().zip(&ref_io).enumerate() {
@@ -148,10 +149,10 @@ pub fn quantize(
         let (input_abs_max, input_abs_p999) = abs_stats(&to_vec(inp)?);
         let (output_abs_max, _) = abs_stats(&y_ref);
         reports.push(LayerReport {
-            name: if i < n_convs {
-                format!("convs.{i}.weight")
+            name: if i < n_front {
+                format!("{front_name}.{i}.weight")
             } else {
-                format!("layers.{}.weight", i - n_convs)
+                format!("layers.{}.weight", i - n_front)
             },
             format,
             shape: [fl.out_dim, fl.in_dim],
@@ -164,7 +165,13 @@ pub fn quantize(
         });
         layers.push(q);
     }
-    let qm = QuantizedModel::from_parts(profile, float.arch.clone(), float.norm.clone(), layers)?;
+    let qm = QuantizedModel::from_parts(
+        profile,
+        float.arch.clone(),
+        float.norm.clone(),
+        float.gate.clone(),
+        layers,
+    )?;
     let c = qm.classes();
     let lf = to_vec(&reference.forward_padded(&x, false)?)?;
     let lq = to_vec(&qm.forward_padded(&x, true)?)?;

@@ -82,12 +82,28 @@ pub struct QatStats {
     pub epoch_loss: Vec<f32>,
 }
 
+/// The architecture of a student QAT can train: an MLP or a CNN; a fused student is refused (it is quantized
+/// after training only).
+fn qat_arch(model: &Model) -> Result<Arch> {
+    let arch = Arch::from_config(model.config(), model.in_dim(), model.classes())?;
+    if arch.is_fused() {
+        return Err(MlError::InvalidConfig(
+            "quantization-aware training covers MLP and CNN students; a fused student is quantized after \
+             training (post-training quantization)"
+                .into(),
+        ));
+    }
+    Ok(arch)
+}
+
 /// The forward pass of the int8 student, expressed on the f32 variables of `model`: weights are
 /// fake-quantized (an MLP's first layer with the input standardization folded in, exactly as export folds
 /// it; a CNN's conv blocks as their `[out, in * 9]` (1-D: `[out, in * kernel]`) im2col matrices, after
 /// standardizing the input as the exported CNN does).
+///
+/// A fused student is refused: it is quantized after training ([`super::ptq::quantize`]) only.
 pub fn fake_quant_forward(model: &Model, x: &Tensor, quantize_activations: bool) -> Result<Tensor> {
-    let arch = Arch::from_config(model.config(), model.in_dim(), model.classes())?;
+    let arch = qat_arch(model)?;
     let n_layers = arch.hidden.len() + 1;
     let fold = !arch.is_cnn();
     let data = model
@@ -145,6 +161,7 @@ pub fn qat_finetune(
     cfg: &QatConfig,
 ) -> Result<(Model, QatStats)> {
     cfg.validate()?;
+    qat_arch(model)?;
     let d = model.in_dim();
     let c = model.classes();
     check_features(x, n, d)?;

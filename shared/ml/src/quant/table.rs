@@ -168,7 +168,7 @@ pub fn evaluate_quantized(q: &QuantizedModel, test: &Dataset, teacher_probs: Opt
         latency_p50_us: p50,
         latency_p99_us: p99,
         throughput_per_s: tp,
-        params: q.all_layers().map(|l| l.in_dim * l.out_dim + l.out_dim).sum(),
+        params: q.stored_params(),
         size_bytes: size,
     })
 }

@@ -212,6 +212,9 @@ fn pick_layer(which: &str, model: &ModelConfig, shapes: &[FeatureShape], layer: 
             hidden,
             kernel,
         } => format!("cnn1d in_channels {in_channels}, channels {channels:?}, hidden {hidden}, kernel {kernel}"),
+        ModelConfig::Fused {
+            embed, hidden, blocks, ..
+        } => format!("fused embed {embed}, hidden {hidden}, blocks {blocks:?}"),
     };
     if shapes.is_empty() {
         return Err(bad(format!(

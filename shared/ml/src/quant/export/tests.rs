@@ -89,6 +89,7 @@ fn wrong_architecture_is_refused() {
         classes: 5,
         channels: Vec::new(),
         conv1d: None,
+        fused: None,
     };
     let err = load_err(&good, &other);
     assert!(err.contains("wrong architecture"), "{err}");
@@ -143,6 +144,7 @@ fn f16_safetensors_with_wrong_shape_names_the_tensor() {
         classes: 5,
         channels: Vec::new(),
         conv1d: None,
+        fused: None,
     };
     let dir = tempfile::tempdir().expect("tmp");
     let p = dir.path().join("s.safetensors");
