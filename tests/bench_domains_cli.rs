@@ -27,8 +27,8 @@ fn domains_quick_runs_every_example_with_a_verified_audit() {
         serde_json::from_slice(&std::fs::read(dir.path().join("domains.json")).expect("report")).expect("JSON");
     assert_eq!(rep["suite"], "domains");
     let runs = rep["runs"].as_array().expect("runs");
-    // Two examples x two variants x one seed.
-    assert_eq!(runs.len(), 4, "{rep}");
+    // Three examples x two variants x one seed.
+    assert_eq!(runs.len(), 6, "{rep}");
     for r in runs {
         assert_eq!(r["audit_verified"], true, "{r}");
         for k in [
@@ -42,9 +42,23 @@ fn domains_quick_runs_every_example_with_a_verified_audit() {
         }
         // Soft labels crossed the wire in every round.
         assert!(r["bytes_up"].as_u64().expect("bytes") > 0, "{r}");
-        // Better than a coin on every example: the season of a day's demand is easy, and next week's
-        // volatility regime follows this one's.
+        // Better than a coin on every example: the season of a day's demand is easy, next week's
+        // volatility regime follows this one's, and impairment shows in the CSF proteins.
         assert!(r["student_accuracy"].as_f64().expect("acc") > 0.6, "{r}");
+    }
+    // The two-modality example: the fused federation takes all three hospitals, the one without the CSF
+    // assay included, and reports the students' AUC; the federation on the CSF block alone cannot take it.
+    let ad: Vec<&Value> = runs.iter().filter(|r| r["example"] == "ad-hospitals").collect();
+    let participants = |variant: &str| {
+        ad.iter()
+            .find(|r| r["variant"] == variant)
+            .and_then(|r| r["participants"].as_u64())
+            .unwrap_or_else(|| panic!("no {variant} run: {rep}"))
+    };
+    assert_eq!((participants("fused"), participants("first_only")), (3, 2), "{rep}");
+    for r in &ad {
+        let auc = r["student_auc"].as_f64().expect("an AUC");
+        assert!((0.5..=1.0).contains(&auc), "{r}");
     }
     let examples: Vec<&str> = runs.iter().filter_map(|r| r["example"].as_str()).collect();
     assert!(
@@ -56,14 +70,15 @@ fn domains_quick_runs_every_example_with_a_verified_audit() {
         variants.contains(&"mlp") && variants.contains(&"cnn1d_augment"),
         "{variants:?}"
     );
-    for stem in ["domains-italy-power", "domains-sp500-banks"] {
+    for stem in ["domains-italy-power", "domains-sp500-banks", "domains-ad-hospitals"] {
         let png = std::fs::read(dir.path().join(format!("{stem}.png"))).expect("png");
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
         let svg = std::fs::read_to_string(dir.path().join(format!("{stem}.svg"))).expect("svg");
         assert!(svg.contains("<svg"));
     }
     let md = std::fs::read_to_string(dir.path().join("domains.md")).expect("markdown");
-    assert!(md.contains("| 1-D CNN + augmentation | 1 |"), "{md}");
+    assert!(md.contains("| 1-D CNN + augmentation | 3 | 1 |"), "{md}");
+    assert!(md.contains("| first block only | 2 | 1 |"), "{md}");
 }
 
 #[test]
@@ -74,7 +89,7 @@ fn domains_refuses_bad_flags_by_name() {
         (
             root,
             vec!["--examples", "weather"],
-            "unknown example \"weather\"; known: italy-power, sp500-banks",
+            "unknown example \"weather\"; known: italy-power, sp500-banks, ad-hospitals",
         ),
         (root, vec!["--rounds", "0"], "--rounds must be at least 1"),
         (

@@ -1,3 +1,4 @@
+// Over 800 lines: the real learner (teacher, refresh, student, INT8, guard) and its defaults read best beside the seam they implement.
 //! The learner seam: what a participant's round lifecycle asks of the machine-learning side, as plain
 //! synchronous calls (label these public ids; distill this round from this consensus; say what you hold).
 //!
@@ -61,6 +62,8 @@ pub struct LearnerSummary {
     pub private_samples: usize,
     /// Test accuracy of the private teacher alone (the local-only baseline).
     pub local_only_accuracy: f64,
+    /// Its ROC AUC on the same rows (`None` when it is not defined there).
+    pub local_only_auc: Option<f64>,
     /// Teacher parameters.
     pub teacher_params: usize,
     /// Student parameters.
@@ -739,6 +742,10 @@ impl Learner for ModelLearner {
         LearnerSummary {
             private_samples: self.shard.n,
             local_only_accuracy: self.local_only_accuracy,
+            local_only_auc: evaluate(&self.teacher, &self.test, None)
+                .ok()
+                .map(|m| m.roc_auc)
+                .filter(|a| a.is_finite()),
             teacher_params: self.teacher.params(),
             student_params: self.distiller.student().params(),
         }

@@ -38,6 +38,12 @@ pub struct ParticipantResult {
     pub student_accuracy: f64,
     /// Test accuracy of the accepted student's INT8 version.
     pub int8_accuracy: f64,
+    /// ROC AUC of the accepted (served) student on the same rows (absent when not defined there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub student_auc: Option<f64>,
+    /// ROC AUC of the private teacher alone (absent when not defined there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_only_auc: Option<f64>,
     /// Size in bytes of the exported INT8 student.
     pub int8_bytes: usize,
     /// Rounds this process took part in.
@@ -125,6 +131,8 @@ pub async fn run(settings: ParticipantSettings, cancel: CancellationToken) -> an
         student_params: summary.student_params,
         student_accuracy: state.accepted_metrics.get("accuracy").copied().unwrap_or(0.0),
         int8_accuracy: state.accepted_int8_accuracy,
+        student_auc: state.accepted_metrics.get("roc_auc").copied().filter(|a| a.is_finite()),
+        local_only_auc: summary.local_only_auc,
         int8_bytes: state.accepted_int8_bytes,
         rounds: state.rounds.clone(),
         cosigned: state.cosigned,

@@ -91,6 +91,8 @@ struct Setup {
     dataset: String,
     /// The catalog split, kept for the FedAvg baseline (`--fedavg-rounds`).
     split: Option<fedistill_shared::data::FederatedSplit>,
+    /// Input widths of the task card's modality blocks (empty without `[[modalities]]`).
+    blocks: Vec<usize>,
 }
 
 /// A catalog split: every node derives its shard from `[data]`.
@@ -142,6 +144,7 @@ fn catalog_setup(args: &DemoOptions, dir: &Path) -> anyhow::Result<Setup> {
         baseline: (pooled(&split.shards.iter().collect::<Vec<_>>()), split.test.clone()),
         dataset: args.dataset.clone(),
         split: (args.fedavg_rounds > 0).then_some(split),
+        blocks: Vec::new(),
     })
 }
 
@@ -212,6 +215,7 @@ fn own_setup(args: &DemoOptions, own: &OwnFiles) -> anyhow::Result<Setup> {
         ),
         dataset: format!("task {}", card.name),
         split: None,
+        blocks: card.modality_ranges().iter().map(|m| m.width()).collect(),
     })
 }
 
@@ -305,6 +309,9 @@ pub struct FinalRow {
     pub int8_bytes: usize,
     /// Student parameters.
     pub student_params: usize,
+    /// Mean ROC AUC of the served students (absent unless every participant's is defined).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub student_auc: Option<f64>,
 }
 
 /// Baselines.
@@ -316,6 +323,12 @@ pub struct Baselines {
     pub local_only: Vec<f64>,
     /// Test accuracy of the teacher architecture trained on the pooled private data (upper bound).
     pub centralized_accuracy: f64,
+    /// Mean ROC AUC of the local-only teachers (absent unless every participant's is defined).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_only_auc: Option<f64>,
+    /// ROC AUC of the pooled teacher (absent when not defined on the test rows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub centralized_auc: Option<f64>,
 }
 
 /// The audit result.
@@ -431,7 +444,9 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
     let rows = &setup.baseline.0;
     for (flag, model) in [("--teacher", &args.teacher), ("--student", &args.student)] {
         if let Some(m) = model {
-            m.validate(rows.dim, rows.num_classes)
+            m.clone()
+                .with_blocks(&setup.blocks)
+                .validate(rows.dim, rows.num_classes)
                 .with_context(|| format!("{flag}: {} inputs and {} classes", rows.dim, rows.num_classes))?;
         }
     }
@@ -650,8 +665,13 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
         ProgressMode::Bar => progress.child(),
         _ => Progress::hidden(),
     };
-    let centralized_accuracy =
-        centralized_baseline(&setup.baseline.0, &setup.baseline.1, args.teacher.as_ref(), &epochs)?;
+    let (centralized_accuracy, centralized_auc) = centralized_baseline(
+        &setup.baseline.0,
+        &setup.baseline.1,
+        args.teacher.as_ref(),
+        &setup.blocks,
+        &epochs,
+    )?;
     let fedavg = match &setup.split {
         Some(split) => {
             progress.suspend(|| {
@@ -723,7 +743,7 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
         status: last_status.as_ref(),
         workdir: args.workdir.as_ref().map(|_| dir.display().to_string()),
     };
-    let mut report = build_report(args, seen, results, centralized_accuracy, audit);
+    let mut report = build_report(args, seen, results, (centralized_accuracy, centralized_auc), audit);
     report.fedavg = fedavg;
     progress.suspend(|| print_report(&report));
     if let Some(path) = &args.report {
@@ -845,14 +865,24 @@ fn centralized_baseline(
     pooled: &fedistill_shared::data::Dataset,
     test: &fedistill_shared::data::Dataset,
     teacher: Option<&fedistill_shared::ml::ModelConfig>,
+    blocks: &[usize],
     progress: &Progress,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, Option<f64>)> {
     use fedistill_shared::ml::local::{default_train, LocalOptions};
-    let opts = LocalOptions::defaults_for(pooled, 42);
+    // The participants' default teacher for the task (fused over the card's blocks when it has some), or the
+    // one they were given, with the card's blocks where a fused one leaves them out.
+    let opts = LocalOptions::defaults_for(pooled, 42).with_modality_blocks(blocks);
     let tc = default_train(&pooled.kind, 42);
-    let arch = teacher.unwrap_or(&opts.teacher.model);
+    let arch = &teacher.unwrap_or(&opts.teacher.model).clone().with_blocks(blocks);
     let m = fedistill_shared::ml::train_teacher(arch, pooled, &tc, progress)?;
-    Ok(fedistill_shared::ml::evaluate(&m, test, None)?.accuracy)
+    let metrics = fedistill_shared::ml::evaluate(&m, test, None)?;
+    Ok((metrics.accuracy, Some(metrics.roc_auc).filter(|a| a.is_finite())))
+}
+
+/// The mean when every value is there (and there is one), else `None`.
+fn mean_of_all(v: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let v: Option<Vec<f64>> = v.collect();
+    v.filter(|v| !v.is_empty()).map(|v| mean(&v))
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -879,7 +909,7 @@ fn build_report(
     args: &DemoOptions,
     seen: Observed<'_>,
     results: Vec<ParticipantResult>,
-    centralized_accuracy: f64,
+    (centralized_accuracy, centralized_auc): (f64, Option<f64>),
     audit: AuditRow,
 ) -> DemoReport {
     let Observed {
@@ -948,11 +978,14 @@ fn build_report(
             int8_accuracy: mean(&results.iter().map(|r| r.int8_accuracy).collect::<Vec<_>>()),
             int8_bytes: results.first().map(|r| r.int8_bytes).unwrap_or(0),
             student_params: results.first().map(|r| r.student_params).unwrap_or(0),
+            student_auc: mean_of_all(results.iter().map(|r| r.student_auc)),
         },
         baselines: Baselines {
             local_only_accuracy: mean(&local),
             local_only: local,
             centralized_accuracy,
+            local_only_auc: mean_of_all(results.iter().map(|r| r.local_only_auc)),
+            centralized_auc,
         },
         audit,
         per_participant: results,

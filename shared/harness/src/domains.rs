@@ -5,10 +5,13 @@
 //! the teacher trained on the pooled private rows. Writes domains.json, domains.md and one bar chart per
 //! example, and with `--docs` the generated part of docs/domains.md.
 //!
-//! Examples: `italy-power` (UCR ItalyPowerDemand from the catalog, Dirichlet split, `.ts` files per node)
-//! and `sp500-banks` (examples/sp500-banks: three banks holding different years of the S&P 500, windows cut
-//! from their own CSVs). The sequence adapters: the time-series augmentation of the public set
-//! (`[augment]`), and the 1-D CNN teacher and student (`cnn1d`) against the default MLPs.
+//! Examples: `italy-power` (UCR ItalyPowerDemand from the catalog, Dirichlet split, `.ts` files per node),
+//! `sp500-banks` (examples/sp500-banks: three banks holding different years of the S&P 500, windows cut
+//! from their own CSVs) and `ad-hospitals` (examples/ad-hospitals: three hospitals, one without the CSF
+//! assay). The sequence adapters: the time-series augmentation of the public set (`[augment]`), and the 1-D
+//! CNN teacher and student (`cnn1d`) against the default MLPs. The two-modality adapter: the fused models
+//! over the card's blocks, against MLPs on both blocks and against federations on each block alone (the
+//! hospital without a block cannot join the one on that block).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -16,7 +19,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use fedistill_shared::data::Augment;
+use fedistill_shared::data::{Augment, TaskCard};
 use fedistill_shared::ml::ModelConfig;
 
 use crate::demo::{DemoOptions, OwnFiles};
@@ -60,11 +63,27 @@ pub enum Variant {
     Cnn1d,
     /// The 1-D CNNs with the card's `[augment]`.
     Cnn1dAugment,
+    /// Two modalities: the card's blocks, the participants' default fused teacher and student; every
+    /// participant, the one without a block included.
+    Fused,
+    /// Two modalities: both blocks as one flat input (with the presence inputs) to MLPs.
+    MlpBoth,
+    /// Only the first block (`csf`): a card without the other; participants lacking the block cannot join.
+    FirstOnly,
+    /// Only the second block (`clinical`): every participant.
+    SecondOnly,
 }
 
 impl Variant {
-    const ALL: [Variant; 4] = [Variant::Mlp, Variant::MlpAugment, Variant::Cnn1d, Variant::Cnn1dAugment];
-    const QUICK: [Variant; 2] = [Variant::Mlp, Variant::Cnn1dAugment];
+    const SEQUENCE: [Variant; 4] = [Variant::Mlp, Variant::MlpAugment, Variant::Cnn1d, Variant::Cnn1dAugment];
+    const SEQUENCE_QUICK: [Variant; 2] = [Variant::Mlp, Variant::Cnn1dAugment];
+    const MODALITIES: [Variant; 4] = [
+        Variant::Fused,
+        Variant::MlpBoth,
+        Variant::FirstOnly,
+        Variant::SecondOnly,
+    ];
+    const MODALITIES_QUICK: [Variant; 2] = [Variant::Fused, Variant::FirstOnly];
 
     fn label(self) -> &'static str {
         match self {
@@ -72,6 +91,10 @@ impl Variant {
             Variant::MlpAugment => "MLP + augmentation",
             Variant::Cnn1d => "1-D CNN",
             Variant::Cnn1dAugment => "1-D CNN + augmentation",
+            Variant::Fused => "fused, both blocks",
+            Variant::MlpBoth => "MLP, both blocks",
+            Variant::FirstOnly => "first block only",
+            Variant::SecondOnly => "second block only",
         }
     }
 
@@ -88,11 +111,26 @@ impl Variant {
 struct Example {
     name: &'static str,
     domain: &'static str,
-    /// Input channels of its series (for the 1-D CNNs).
+    /// Input channels of its series (for the 1-D CNNs); 0 for a tabular example.
     channels: usize,
     augment: Augment,
     /// `None`: the catalog dataset of the same name, split three ways; else the example's directory.
     own: Option<PathBuf>,
+    /// The participants' own files in the example's directory.
+    private: &'static [&'static str],
+    /// A two-modality example (its card has `[[modalities]]`): the fusion variants instead of the sequence ones.
+    modalities: bool,
+}
+
+impl Example {
+    fn variants(&self, quick: bool) -> &'static [Variant] {
+        match (self.modalities, quick) {
+            (false, false) => &Variant::SEQUENCE,
+            (false, true) => &Variant::SEQUENCE_QUICK,
+            (true, false) => &Variant::MODALITIES,
+            (true, true) => &Variant::MODALITIES_QUICK,
+        }
+    }
 }
 
 fn examples(dir: &Path) -> Vec<Example> {
@@ -109,6 +147,8 @@ fn examples(dir: &Path) -> Vec<Example> {
             channels: 1,
             augment,
             own: None,
+            private: &[],
+            modalities: false,
         },
         Example {
             name: "sp500-banks",
@@ -116,6 +156,18 @@ fn examples(dir: &Path) -> Vec<Example> {
             channels: 2,
             augment,
             own: Some(dir.join("sp500-banks")),
+            private: &["bank-a.csv", "bank-b.csv", "bank-c.csv"],
+            modalities: false,
+        },
+        Example {
+            name: "ad-hospitals",
+            domain: "medicine: three hospitals, cognitive impairment from the CSF assay and clinical data; \
+                     hospital C has no CSF assay",
+            channels: 0,
+            augment: Augment::default(),
+            own: Some(dir.join("ad-hospitals")),
+            private: &["hospital-a.csv", "hospital-b.csv", "hospital-c.csv"],
+            modalities: true,
         },
     ]
 }
@@ -139,6 +191,14 @@ pub struct Run {
     pub local_only_accuracy: f64,
     /// The teacher architecture trained on the pooled private rows.
     pub pooled_accuracy: f64,
+    /// Participants of the federation.
+    pub participants: usize,
+    /// Mean ROC AUC of the federated students (two-modality example; absent where undefined).
+    pub student_auc: Option<f64>,
+    /// Mean ROC AUC of the local-only teachers.
+    pub local_only_auc: Option<f64>,
+    /// ROC AUC of the pooled teacher.
+    pub pooled_auc: Option<f64>,
     /// Whether `fedistill audit verify` accepted the federation's bundle.
     pub audit_verified: bool,
     /// Soft-label bytes sent by all participants over the run.
@@ -166,6 +226,14 @@ pub struct Summary {
     pub local_only: f64,
     /// Pooled teacher, mean.
     pub pooled: f64,
+    /// Participants of each federation.
+    pub participants: usize,
+    /// Federated student ROC AUC, mean and sample standard deviation (when every run has one).
+    pub student_auc: Option<(f64, f64)>,
+    /// Local-only teachers' ROC AUC, mean.
+    pub local_only_auc: Option<f64>,
+    /// Pooled teacher's ROC AUC, mean.
+    pub pooled_auc: Option<f64>,
     /// Every run's audit verified.
     pub audit_verified: bool,
 }
@@ -227,14 +295,14 @@ pub fn run(opts: &DomainsOptions) -> anyhow::Result<DomainsReport> {
             }
         }
     }
-    let variants: &[Variant] = if opts.quick { &Variant::QUICK } else { &Variant::ALL };
+
     let temp = tempfile::tempdir().context("creating the suite's temporary directory")?;
     let root = opts.workdir.clone().unwrap_or_else(|| temp.path().to_path_buf());
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    let total = chosen.len() * variants.len() * seeds.len();
+    let total: usize = chosen.iter().map(|e| e.variants(opts.quick).len() * seeds.len()).sum();
     let mut runs = Vec::new();
     for e in &chosen {
-        for &v in variants {
+        for &v in e.variants(opts.quick) {
             for &seed in &seeds {
                 eprintln!(
                     "domains: [{}/{total}] {} / {} / seed {seed}: a federation of 3 participant processes, {rounds} rounds",
@@ -292,6 +360,18 @@ fn run_one(e: &Example, v: Variant, seed: u64, rounds: u64, work: &Path, exe: &P
         None => None,
         Some(dir) => {
             let mut card = dir.join("task.toml");
+            let mut private: Vec<PathBuf> = e.private.iter().map(|f| dir.join(f)).collect();
+            if let Some(keep) = match v {
+                Variant::FirstOnly => Some(0),
+                Variant::SecondOnly => Some(1),
+                _ => None,
+            } {
+                let (one, holders) = single_block_card(&card, keep, &private)?;
+                let path = work.join("task-one-block.toml");
+                std::fs::write(&path, one.to_toml_string()).with_context(|| format!("writing {}", path.display()))?;
+                card = path;
+                private = holders;
+            }
             if v.augmented() {
                 // The operator's card with `[augment]`: the same public file, so the same declared digest.
                 let text = std::fs::read_to_string(&card).with_context(|| format!("reading {}", card.display()))?;
@@ -306,10 +386,7 @@ fn run_one(e: &Example, v: Variant, seed: u64, rounds: u64, work: &Path, exe: &P
             Some(OwnFiles {
                 card,
                 public: dir.join("public.csv"),
-                private: ["bank-a.csv", "bank-b.csv", "bank-c.csv"]
-                    .iter()
-                    .map(|f| dir.join(f))
-                    .collect(),
+                private,
             })
         }
     };
@@ -334,8 +411,16 @@ fn run_one(e: &Example, v: Variant, seed: u64, rounds: u64, work: &Path, exe: &P
         augment: (v.augmented() && e.own.is_none()).then_some(e.augment),
         stop_patience: None,
         stop_min_delta: None,
-        teacher: v.cnn().then(|| cnn(&[16, 32], 64)),
-        student: v.cnn().then(|| cnn(&[8], 32)),
+        teacher: match v {
+            _ if v.cnn() => Some(cnn(&[16, 32], 64)),
+            Variant::MlpBoth => Some(ModelConfig::Mlp { hidden: vec![64, 32] }),
+            _ => None,
+        },
+        student: match v {
+            _ if v.cnn() => Some(cnn(&[8], 32)),
+            Variant::MlpBoth => Some(ModelConfig::Mlp { hidden: vec![16] }),
+            _ => None,
+        },
     };
     crate::demo::run(&options).with_context(|| format!("{} / {}: the federation", e.name, v.label()))?;
     let text = std::fs::read_to_string(&report_path).with_context(|| format!("reading {}", report_path.display()))?;
@@ -352,7 +437,18 @@ fn run_one(e: &Example, v: Variant, seed: u64, rounds: u64, work: &Path, exe: &P
         .as_array()
         .map(|rows| rows.iter().filter_map(|row| row["bytes_up"].as_u64()).sum())
         .unwrap_or(0);
+    let auc = |path: &[&str]| {
+        let mut at = &r;
+        for p in path {
+            at = &at[*p];
+        }
+        at.as_f64()
+    };
     Ok(Run {
+        participants: r["participants"].as_u64().unwrap_or(0) as usize,
+        student_auc: auc(&["final", "student_auc"]),
+        local_only_auc: auc(&["baselines", "local_only_auc"]),
+        pooled_auc: auc(&["baselines", "centralized_auc"]),
         example: e.name.to_string(),
         domain: e.domain.to_string(),
         variant: v,
@@ -365,6 +461,34 @@ fn run_one(e: &Example, v: Variant, seed: u64, rounds: u64, work: &Path, exe: &P
         bytes_up,
         seconds: num(&["seconds"])?,
     })
+}
+
+/// The card `card` reduced to its modality block `keep` (its features, their statistics; no blocks), and the
+/// files among `private` that hold that block (a file lacking it cannot take part in that federation).
+fn single_block_card(card: &Path, keep: usize, private: &[PathBuf]) -> anyhow::Result<(TaskCard, Vec<PathBuf>)> {
+    let full = TaskCard::load(card)?;
+    let block = full
+        .modalities
+        .get(keep)
+        .with_context(|| format!("{}: no modality block {keep}", card.display()))?
+        .clone();
+    let mut one = full.clone();
+    one.features.retain(|f| block.features.iter().any(|n| n == f.name()));
+    if let Some(p) = one.preprocessing.as_mut() {
+        p.stats.retain(|s| block.features.contains(&s.name));
+    }
+    one.modalities.clear();
+    one.name = format!("{}-{}", full.name, block.name);
+    one.validate()?;
+    let mut holders = Vec::new();
+    for f in private {
+        let (_, report) =
+            fedistill_shared::data::read_private(f, &full, &fedistill_shared::data::CsvOptions::default())?;
+        if !report.absent_modalities.contains(&block.name) {
+            holders.push(f.clone());
+        }
+    }
+    Ok((one, holders))
 }
 
 fn mean_sd(v: &[f64]) -> (f64, f64) {
@@ -398,10 +522,19 @@ fn summarize(runs: &[Run]) -> Vec<Summary> {
             int8: mean_sd(&pick(|x| x.int8_accuracy)).0,
             local_only: mean_sd(&pick(|x| x.local_only_accuracy)).0,
             pooled: mean_sd(&pick(|x| x.pooled_accuracy)).0,
+            participants: r.participants,
+            student_auc: all(&same, |x| x.student_auc).map(|v| mean_sd(&v)),
+            local_only_auc: all(&same, |x| x.local_only_auc).map(|v| mean_sd(&v).0),
+            pooled_auc: all(&same, |x| x.pooled_auc).map(|v| mean_sd(&v).0),
             audit_verified: same.iter().all(|x| x.audit_verified),
         });
     }
     out
+}
+
+/// Every run's value, or `None` when one lacks it.
+fn all(runs: &[&Run], f: fn(&Run) -> Option<f64>) -> Option<Vec<f64>> {
+    runs.iter().map(|r| f(r)).collect()
 }
 
 fn pct(v: f64) -> String {
@@ -429,13 +562,19 @@ pub fn markdown(r: &DomainsReport) -> String {
             .iter()
             .filter(|s| s.example == name)
             .map(|s| {
+                let auc = |v: Option<f64>| v.map_or("-".to_string(), |a| format!("{a:.3}"));
                 vec![
                     s.variant.label().to_string(),
+                    s.participants.to_string(),
                     s.seeds.to_string(),
                     format!("{} ± {}", pct(s.student.0), pct(s.student.1)),
                     pct(s.int8),
                     pct(s.local_only),
                     pct(s.pooled),
+                    s.student_auc
+                        .map_or("-".to_string(), |(m, sd)| format!("{m:.3} ± {sd:.3}")),
+                    auc(s.local_only_auc),
+                    auc(s.pooled_auc),
                     if s.audit_verified { "OK" } else { "FAILED" }.to_string(),
                 ]
             })
@@ -443,11 +582,15 @@ pub fn markdown(r: &DomainsReport) -> String {
         md.push_str(&report::markdown_table(
             &[
                 "variant",
+                "participants",
                 "seeds",
                 "federated student",
                 "int8 student",
                 "local-only teachers",
                 "pooled teacher",
+                "student AUC",
+                "local-only AUC",
+                "pooled AUC",
                 "audit verify",
             ],
             &rows,
@@ -515,6 +658,10 @@ mod tests {
             audit_verified: seed != 9,
             bytes_up: 10,
             seconds: 1.0,
+            participants: 3,
+            student_auc: (example == "a").then_some(0.5 + student / 10.0),
+            local_only_auc: None,
+            pooled_auc: None,
         }
     }
 
@@ -547,11 +694,11 @@ mod tests {
         });
         assert!(md.contains("**a**") && md.contains("**b**"), "{md}");
         assert!(
-            md.contains("| MLP | 2 | 70.0 ± 14.1 | 69.0 | 50.0 | 90.0 | OK |"),
+            md.contains("| MLP | 3 | 2 | 70.0 ± 14.1 | 69.0 | 50.0 | 90.0 | 0.570 ± 0.014 | - | - | OK |"),
             "{md}"
         );
         assert!(
-            md.contains("| MLP | 1 | 40.0 ± 0.0 | 39.0 | 50.0 | 90.0 | FAILED |"),
+            md.contains("| MLP | 3 | 1 | 40.0 ± 0.0 | 39.0 | 50.0 | 90.0 | - | - | - | FAILED |"),
             "{md}"
         );
     }
