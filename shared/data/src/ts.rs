@@ -47,7 +47,8 @@ pub struct TsSeries {
     pub label: Option<String>,
 }
 
-fn err(file: &str, line: u64, expected: impl Into<String>, found: impl Into<String>) -> DataError {
+/// A `DataError::Series` (the series readers' error: file, line, what was expected, what was found).
+pub(crate) fn err(file: &str, line: u64, expected: impl Into<String>, found: impl Into<String>) -> DataError {
     DataError::Series {
         file: file.to_string(),
         line,

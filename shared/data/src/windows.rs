@@ -11,6 +11,7 @@ use csv::ByteRecord;
 use crate::bytes::{maybe_gunzip, read_file};
 use crate::private::{csv_reader, next_record, read_header, LoadReport};
 use crate::task::{SequenceShape, TaskCard, Transform, WindowLabel, Windows};
+use crate::ts::err;
 use crate::{DataError, DataKind, Dataset};
 
 /// A time cell as an ordered key: a number, or a calendar date (`2004-01-31`, optionally followed by a
@@ -56,15 +57,6 @@ struct Series {
     label: Vec<f64>,
     lines: Vec<u64>,
     last_time: Option<(TimeKey, String)>,
-}
-
-fn err(file: &str, line: u64, expected: impl Into<String>, found: impl Into<String>) -> DataError {
-    DataError::Series {
-        file: file.to_string(),
-        line,
-        expected: expected.into(),
-        found: found.into(),
-    }
 }
 
 /// Per entity of a long-series file (in order of first appearance): its name (empty without an entity

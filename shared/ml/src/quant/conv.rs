@@ -429,13 +429,11 @@ mod tests {
 
     #[test]
     fn every_kernel_and_instruction_set_agrees_on_random_cnns() {
-        use crate::quant::RowSimd;
         use rand::{Rng, SeedableRng};
         // One and two blocks; im2col widths 9 -> 32 and 27 -> 32, 36 -> 64; per-pixel standardization.
         let cases: [(&[usize], usize, usize, usize); 3] =
             [(&[4], 64, 12, 3), (&[3, 4], 256, 20, 5), (&[4, 3], 64, 7, 2)];
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
-        let best = RowSimd::detect();
         for (seed, &(channels, d, hidden, c)) in cases.iter().enumerate() {
             let cfg = ModelConfig::Cnn {
                 channels: channels.to_vec(),
@@ -446,31 +444,7 @@ mod tests {
             let x: Vec<f32> = (0..n * d).map(|_| rng.random_range(-2.0f32..3.0)).collect();
             m.fit_input_normalization(&x, n, true).expect("norm");
             let want = m.logits(&x, n).expect("f32");
-            for profile in Profile::ALL {
-                let q = QuantizedModel::from_model(&m, profile).expect("quantize");
-                let portable = q.logits_rows_simd(&x, n, RowSimd::Portable).expect("portable");
-                let fast = q.logits_rows_simd(&x, n, best).expect("fast");
-                for (a, b) in portable.iter().zip(&fast) {
-                    assert_eq!(a.to_bits(), b.to_bits(), "{profile} {channels:?}: {a} vs {b} ({best})");
-                }
-                let quantized = q.logits_with(&x, n, true).expect("qmatmul");
-                let dequantized = q.logits_with(&x, n, false).expect("dequantized");
-                if profile == Profile::F32 {
-                    for got in [&portable, &quantized, &dequantized] {
-                        for (a, b) in got.iter().zip(&want) {
-                            assert!((a - b).abs() < 1e-4, "{channels:?}: {a} vs f32 {b}");
-                        }
-                    }
-                }
-                // The row kernel computes what candle computes on the same blocks (W8A8 for Q8_0 layers),
-                // up to summation order.
-                for (a, b) in portable.iter().zip(&quantized) {
-                    assert!(
-                        (a - b).abs() < 1e-3 * (1.0 + b.abs()),
-                        "{profile} {channels:?}: {a} vs {b}"
-                    );
-                }
-            }
+            crate::quant::assert_every_kernel_agrees(&m, &x, n, &want, &format!("{channels:?}"));
         }
     }
 

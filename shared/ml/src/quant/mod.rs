@@ -47,3 +47,42 @@ pub(crate) fn digits_split() -> fedistill_data::FederatedSplit {
     )
     .expect("split")
 }
+
+/// Every profile of `m` on the raw rows `x` (`n` of them), quantized: the portable and the detected row
+/// kernels agree bit for bit, the f32 profile is within 1e-4 of `want` (the f32 model's logits) in every
+/// kernel, and the row kernel computes what candle computes on the same blocks (W8A8 for Q8_0 layers) up to
+/// summation order; `what` names the case in failures. Returns each profile's quantized model, for the
+/// caller's own checks. Shared by the MLP-free students' kernel tests (2-D and 1-D CNNs, fused models).
+#[cfg(test)]
+pub(crate) fn assert_every_kernel_agrees(
+    m: &crate::model::Model,
+    x: &[f32],
+    n: usize,
+    want: &[f32],
+    what: &str,
+) -> Vec<(Profile, QuantizedModel)> {
+    let best = RowSimd::detect();
+    let mut out = Vec::new();
+    for profile in Profile::ALL {
+        let q = QuantizedModel::from_model(m, profile).expect("quantize");
+        let portable = q.logits_rows_simd(x, n, RowSimd::Portable).expect("portable");
+        let fast = q.logits_rows_simd(x, n, best).expect("fast");
+        for (a, b) in portable.iter().zip(&fast) {
+            assert_eq!(a.to_bits(), b.to_bits(), "{profile} {what}: {a} vs {b} ({best})");
+        }
+        let quantized = q.logits_with(x, n, true).expect("qmatmul");
+        let dequantized = q.logits_with(x, n, false).expect("dequantized");
+        if profile == Profile::F32 {
+            for got in [&portable, &quantized, &dequantized] {
+                for (a, b) in got.iter().zip(want) {
+                    assert!((a - b).abs() < 1e-4, "{what}: {a} vs f32 {b}");
+                }
+            }
+        }
+        for (a, b) in portable.iter().zip(&quantized) {
+            assert!((a - b).abs() < 1e-3 * (1.0 + b.abs()), "{profile} {what}: {a} vs {b}");
+        }
+        out.push((profile, q));
+    }
+    out
+}

@@ -5,7 +5,7 @@ use candle_core::{Device, Tensor};
 
 use super::*;
 use crate::model::{argmax, bump_teacher, Model, ModelConfig};
-use crate::quant::{fake_quant_forward, Kernel, Profile, QuantizedModel, RowSimd};
+use crate::quant::{fake_quant_forward, Kernel, Profile, QuantizedModel};
 
 fn cnn1d(in_channels: usize, channels: &[usize], hidden: usize, kernel: usize) -> ModelConfig {
     ModelConfig::Cnn1d {
@@ -118,34 +118,14 @@ fn every_kernel_and_instruction_set_agrees_on_random_cnn1ds() {
         (cnn1d(2, &[3, 4, 5], 7, 15), 82, 2),
     ];
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
-    let best = RowSimd::detect();
     for (seed, (cfg, d, c)) in cases.into_iter().enumerate() {
         let m = Model::new(&cfg, d, c, seed as u64).expect("model");
         let n = 7;
         let x: Vec<f32> = (0..n * d).map(|_| rng.random_range(-2.0f32..3.0)).collect();
         m.fit_input_normalization(&x, n, true).expect("norm");
         let want = m.logits(&x, n).expect("f32");
-        for profile in Profile::ALL {
-            let q = QuantizedModel::from_model(&m, profile).expect("quantize");
+        for (_, q) in crate::quant::assert_every_kernel_agrees(&m, &x, n, &want, &format!("{cfg:?}")) {
             assert_eq!(q.layer_formats().len(), q.arch().channels.len() + 2);
-            let portable = q.logits_rows_simd(&x, n, RowSimd::Portable).expect("portable");
-            let fast = q.logits_rows_simd(&x, n, best).expect("fast");
-            for (a, b) in portable.iter().zip(&fast) {
-                assert_eq!(a.to_bits(), b.to_bits(), "{profile} {cfg:?}: {a} vs {b} ({best})");
-            }
-            let quantized = q.logits_with(&x, n, true).expect("qmatmul");
-            let dequantized = q.logits_with(&x, n, false).expect("dequantized");
-            if profile == Profile::F32 {
-                for got in [&portable, &quantized, &dequantized] {
-                    for (a, b) in got.iter().zip(&want) {
-                        assert!((a - b).abs() < 1e-4, "{cfg:?}: {a} vs f32 {b}");
-                    }
-                }
-            }
-            // The row kernel computes what candle computes on the same blocks, up to summation order.
-            for (a, b) in portable.iter().zip(&quantized) {
-                assert!((a - b).abs() < 1e-3 * (1.0 + b.abs()), "{profile} {cfg:?}: {a} vs {b}");
-            }
         }
     }
 }

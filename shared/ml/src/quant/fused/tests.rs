@@ -12,7 +12,7 @@ use crate::quant::export::{
     to_f16_safetensors, to_gguf, CardInfo,
 };
 use crate::quant::ptq::{quantize, PtqOptions};
-use crate::quant::{qat_finetune, Kernel, LayerFormat, Profile, QatConfig, QatTargets, QuantizedModel, RowSimd};
+use crate::quant::{qat_finetune, Kernel, LayerFormat, Profile, QatConfig, QatTargets, QuantizedModel};
 use crate::train::{train_teacher, TrainConfig};
 
 /// Block A of 37 inputs (two Q8_0 blocks once padded), block B of 5, the two presence inputs.
@@ -134,27 +134,8 @@ fn every_kernel_and_instruction_set_agrees_and_keeps_absent_blocks_masked() {
             *v = -*v * 7.0 + 1.0;
         }
     }
-    let best = RowSimd::detect();
-    for profile in Profile::ALL {
-        let q = QuantizedModel::from_model(&m, profile).expect("quantize");
+    for (profile, q) in crate::quant::assert_every_kernel_agrees(&m, &x, n, &want, "fused") {
         assert_eq!(q.layer_formats().len(), 4, "two encoders and two linear layers");
-        let portable = q.logits_rows_simd(&x, n, RowSimd::Portable).expect("portable");
-        let fast = q.logits_rows_simd(&x, n, best).expect("fast");
-        for (a, b) in portable.iter().zip(&fast) {
-            assert_eq!(a.to_bits(), b.to_bits(), "{profile}: {a} vs {b} ({best})");
-        }
-        let quantized = q.logits_with(&x, n, true).expect("qmatmul");
-        let dequantized = q.logits_with(&x, n, false).expect("dequantized");
-        if profile == Profile::F32 {
-            for got in [&portable, &quantized, &dequantized] {
-                for (a, b) in got.iter().zip(&want) {
-                    assert!((a - b).abs() < 1e-4, "{a} vs f32 {b}");
-                }
-            }
-        }
-        for (a, b) in portable.iter().zip(&quantized) {
-            assert!((a - b).abs() < 1e-3 * (1.0 + b.abs()), "{profile}: {a} vs {b}");
-        }
         // Masking survives quantization: an absent block's inputs never move the logits, in any kernel.
         for kernel in [Kernel::RowInt8, Kernel::Quantized, Kernel::Dequantized] {
             assert_eq!(
