@@ -212,3 +212,67 @@ fn series_files_infer_and_check() {
     assert!(!out.status.success());
     assert!(text(&out).contains("--label COLUMN is required"), "{}", text(&out));
 }
+
+/// `task infer --modality`: the drafted card gets its `[[modalities]]` blocks (`rest` takes the features no
+/// other block names), the steward's check reads a hospital file without the CSF assay as that block absent,
+/// and bad blocks are refused naming the flag and the problem.
+#[test]
+fn infer_with_modality_blocks_and_check_a_file_without_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ad-hospitals");
+    for f in ["public.csv", "hospital-c.csv"] {
+        std::fs::copy(example.join(f), d.join(f)).expect("copy");
+    }
+    let infer = |out: &str, blocks: &[&str]| {
+        let mut args = vec![
+            "task",
+            "infer",
+            "--public",
+            "public.csv",
+            "--label",
+            "Class",
+            "--out",
+            out,
+        ];
+        for b in blocks {
+            args.extend(["--modality", b]);
+        }
+        fedistill(d, &args)
+    };
+    let out = infer("t.toml", &["clinical=age,male,Genotype", "csf=rest"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("130 columns in 2 modality blocks (137 inputs)"),
+        "{}",
+        text(&out)
+    );
+    let card = std::fs::read_to_string(d.join("t.toml")).expect("card");
+    // The clinical block comes first now, and csf holds the other 127 columns.
+    let first = card.find("[[features]]").expect("features");
+    assert!(
+        card[first..]
+            .trim_start_matches("[[features]]")
+            .trim_start()
+            .starts_with("kind = \"numeric\"\nname = \"age\""),
+        "{card}"
+    );
+    assert!(card.contains("name = \"csf\"") && card.contains("\"Ab_42\"]"), "{card}");
+    let out = fedistill(d, &["data", "check", "--task", "t.toml", "hospital-c.csv"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("absent      modality csf"), "{}", text(&out));
+
+    for (blocks, want) in [
+        (
+            vec!["clinical"],
+            "--modality \"clinical\": expected NAME=COL,COL,... or NAME=rest",
+        ),
+        (vec!["a=rest", "b=rest"], "only one block can take the rest"),
+        (vec!["a=age,height", "b=rest"], "`height` is not a feature of the card"),
+        (vec!["a=rest"], "declare at least two"),
+    ] {
+        let out = infer("u.toml", &blocks);
+        assert!(!out.status.success(), "{blocks:?}");
+        assert!(text(&out).contains(want), "{blocks:?}: {}", text(&out));
+    }
+}
