@@ -783,8 +783,9 @@ fn an_insider_asking_for_the_task_and_the_public_set_gets_bounded_signed_answers
     });
 }
 
-/// `[private] unlabeled` is read for image tasks only, and a file that is not an IDX image file of the
-/// card's shape is refused naming the key; nothing else of the node's data is affected by its absence.
+/// `[private] unlabeled` is read against the card (a tabular task: a CSV like the private file, label
+/// ignored; an image task: an IDX image file of the card's shape) and a file that does not fit is refused
+/// naming the key; nothing else of the node's data is affected by its absence.
 #[test]
 fn unlabelled_rows_are_refused_where_they_cannot_be_read() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -808,11 +809,22 @@ fn unlabelled_rows_are_refused_where_they_cannot_be_read() {
     let public = dir.path().join("public.csv");
     let loaded = fedistill_participant::owndata::load(&own(None), &card, &public).expect("the bank's files");
     assert!(loaded.unlabeled.is_none() && loaded.private.n > 0);
-    let err = fedistill_participant::owndata::load(&own(Some("more.csv")), &card, &public)
-        .err()
-        .expect("tabular unlabelled rows refused")
-        .to_string();
-    assert!(err.contains("[private] unlabeled") && err.contains("tabular"), "{err}");
+    // A tabular task reads unlabelled rows from a CSV like its private file (here the bank's own file: its
+    // label column is ignored); one without the card's columns is refused naming the key.
+    let with = fedistill_participant::owndata::load(&own(Some("loans.csv")), &card, &public).expect("unlabelled CSV");
+    let rows = with.unlabeled.expect("unlabelled rows");
+    assert_eq!(rows.n, with.private.n + with.test.n);
+    assert!(rows.labels.iter().all(|&l| l == 0));
+    let err = format!(
+        "{:#}",
+        fedistill_participant::owndata::load(&own(Some("more.csv")), &card, &public)
+            .err()
+            .expect("a CSV without the card's columns refused")
+    );
+    assert!(
+        err.contains("[private] unlabeled") && err.contains("missing columns"),
+        "{err}"
+    );
 
     // An image card: a CSV (not IDX) and an IDX of another image size are refused naming the key.
     let images = dir.path().join("img");

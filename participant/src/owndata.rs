@@ -296,22 +296,24 @@ pub fn load(own: &OwnData, card: &TaskCard, public_path: &Path) -> anyhow::Resul
     let unlabeled = match &own.unlabeled {
         None => None,
         Some(path) => {
-            let series = card.sequence.as_ref().is_some_and(|s| s.windows.is_none());
+            let windows = card.sequence.as_ref().is_some_and(|s| s.windows.is_some());
             anyhow::ensure!(
-                card.image.is_some() || series,
-                "[private] unlabeled = {:?}: unlabelled rows are read for image tasks (an IDX images file) and \
-                 series tasks (a .ts file); this task is {}",
-                path.display().to_string(),
-                if card.sequence.is_some() {
-                    "cut from long series, whose windows are labelled by what follows them"
-                } else {
-                    "tabular"
-                }
+                !windows,
+                "[private] unlabeled = {:?}: this task's windows are cut from long series and labelled by what \
+                 follows them, so there is no unlabelled window",
+                path.display().to_string()
             );
-            let rows = if series {
+            let rows = if card.image.is_some() {
+                fedistill_shared::data::read_public_idx(path, card)
+            } else if card.sequence.is_some() {
                 fedistill_shared::data::read_public_ts(path, card).map(|(rows, _)| rows)
             } else {
-                fedistill_shared::data::read_public_idx(path, card)
+                // A CSV read like the private file (same column mapping and delimiter), without its label.
+                let opts = fedistill_shared::data::CsvOptions {
+                    unlabelled: true,
+                    ..own.csv.clone()
+                };
+                fedistill_shared::data::read_private_csv(path, card, &opts).map(|(rows, _)| rows)
             }
             .with_context(|| format!("[private] unlabeled: reading {}", path.display()))?;
             info!(file = %path.display(), rows = rows.n, "unlabelled private rows read against the task card");

@@ -114,7 +114,9 @@ pub(crate) struct Plan {
     pub(crate) slots: Vec<Slot>,
     /// The card's modality blocks (empty without `[[modalities]]`).
     pub(crate) blocks: Vec<BlockPlan>,
-    pub(crate) label_field: usize,
+    /// The label's field; `None` for unlabelled rows (`CsvOptions::unlabelled`: every label is 0).
+    pub(crate) label_field: Option<usize>,
+    /// The label's local name (empty for unlabelled rows).
     pub(crate) label_local: String,
     classes: HashMap<String, u32>,
     classes_text: String,
@@ -181,7 +183,7 @@ impl Plan {
             .features
             .iter()
             .map(Feature::name)
-            .chain(std::iter::once(label.as_str()))
+            .chain((!opts.unlabelled).then_some(label.as_str()))
             .collect();
         if let Some(unknown) = opts.columns.keys().find(|k| !card_columns.contains(&k.as_str())) {
             return Err(header_error(format!(
@@ -338,11 +340,17 @@ impl Plan {
             });
             offset += f.width();
         }
-        let label_field = fields
-            .last()
-            .copied()
-            .flatten()
-            .expect("the label column is always among the card columns, and a missing one was refused");
+        let label_field = if opts.unlabelled {
+            None
+        } else {
+            Some(
+                fields
+                    .last()
+                    .copied()
+                    .flatten()
+                    .expect("the label column is always among the card columns, and a missing one was refused"),
+            )
+        };
         let used_fields: BTreeSet<usize> = fields.iter().copied().flatten().collect();
         let ignored = headers
             .iter()
@@ -353,7 +361,7 @@ impl Plan {
         Ok(Plan {
             slots,
             blocks,
-            label_local: headers[label_field].clone(),
+            label_local: label_field.map(|f| headers[f].clone()).unwrap_or_default(),
             label_field,
             classes: card
                 .classes()
@@ -546,7 +554,10 @@ impl Plan {
                 }
             }
         }
-        let label = match src.cell(self.label_field) {
+        let Some(label_field) = self.label_field else {
+            return (problems.len() == before).then_some(0);
+        };
+        let label = match src.cell(label_field) {
             Cell::NotUtf8 => {
                 push(&self.label_local, ProblemKind::NotUtf8, "the cell is not UTF-8".into());
                 None

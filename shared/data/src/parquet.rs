@@ -126,14 +126,16 @@ pub(crate) fn open_private_parquet(
             ));
         }
     }
-    let t = fields[plan.label_field].data_type();
+    // Unlabelled rows are read from CSV only (`CsvOptions::unlabelled`).
+    let label_field = plan.label_field.ok_or_else(|| DataError::InvalidOption {
+        what: format!("file `{file}`"),
+        problem: "unlabelled rows are read from CSV files, not Parquet".into(),
+    })?;
+    let t = fields[label_field].data_type();
     if !(is_text(t) || t.is_integer() || *t == DataType::Null) {
-        return Err(wrong_type(
-            plan.label_field,
-            "the label needs a string or integer column",
-        ));
+        return Err(wrong_type(label_field, "the label needs a string or integer column"));
     }
-    let mut used: Vec<usize> = plan.slots.iter().map(|s| s.field).chain([plan.label_field]).collect();
+    let mut used: Vec<usize> = plan.slots.iter().map(|s| s.field).chain([label_field]).collect();
     used.sort_unstable();
     let mask = ProjectionMask::roots(builder.parquet_schema(), used.iter().copied());
     let reader = builder

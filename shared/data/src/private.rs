@@ -35,6 +35,9 @@ pub struct CsvOptions {
     /// Card column name -> local header, for columns the file names differently (the others
     /// are looked up under the card's name).
     pub columns: BTreeMap<String, String>,
+    /// Rows without labels (`[private] unlabeled`): the label column need not be there (when it is, it is
+    /// ignored) and every row's label is 0. CSV only.
+    pub unlabelled: bool,
 }
 
 impl Default for CsvOptions {
@@ -42,6 +45,7 @@ impl Default for CsvOptions {
         CsvOptions {
             delimiter: b',',
             columns: BTreeMap::new(),
+            unlabelled: false,
         }
     }
 }
@@ -81,6 +85,7 @@ impl CsvOptions {
         Ok(CsvOptions {
             delimiter: CsvOptions::parse_delimiter(delimiter)?,
             columns: map,
+            unlabelled: false,
         })
     }
 }
@@ -879,6 +884,37 @@ format = "csv"
             -1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0,  // (80-120)/40, fill rent, fill car, fill rank 1
         ];
         rows
+    }
+
+    #[test]
+    fn unlabelled_rows_read_with_or_without_the_label_column() {
+        let c = card();
+        let opts = CsvOptions {
+            unlabelled: true,
+            ..CsvOptions::default()
+        };
+        // With the label column: it is ignored (its text need not be a class).
+        let with = GOOD.replace(",good\n", ",???\n");
+        let (_d1, p1) = file("u1.csv", with.as_bytes());
+        let (ds, report) = read_private_csv(&p1, &c, &opts).expect("labels ignored");
+        assert_eq!(ds.features, good_rows());
+        assert!(ds.labels.iter().all(|&l| l == 0));
+        assert_eq!(report.ignored_columns, vec!["Class".to_string()]);
+        // Without it: the same rows.
+        let mut lines: Vec<String> = Vec::new();
+        for line in GOOD.lines() {
+            let (rest, _) = line.rsplit_once(',').expect("a last column");
+            lines.push(rest.to_string());
+        }
+        assert!(GOOD.lines().next().is_some_and(|h| h.ends_with(",Class")));
+        let (_d2, p2) = file("u2.csv", (lines.join("\n") + "\n").as_bytes());
+        let (ds2, _) = read_private_csv(&p2, &c, &opts).expect("no label column");
+        assert_eq!(ds2.features, ds.features);
+        // A labelled read of the same file still needs the label.
+        let err = read_private_csv(&p2, &c, &CsvOptions::default())
+            .expect_err("label required")
+            .to_string();
+        assert!(err.contains("Class"), "{err}");
     }
 
     #[test]

@@ -185,11 +185,7 @@ fn apply_checked(c: &mut ExperimentConfig, ds: &Dataset, common: &CommonOptions)
     }
     if let Some(f) = common.unlabeled_fraction {
         anyhow::ensure!((0.0..1.0).contains(&f), "--unlabeled-fraction {f} must be in [0, 1)");
-        anyhow::ensure!(
-            f == 0.0 || !matches!(ds.kind, fedistill_shared::data::DataKind::Tabular),
-            "--unlabeled-fraction applies to image and sequence datasets; {} is tabular",
-            ds.name
-        );
+
         c.unlabeled_fraction = f;
     }
     if let Some(p) = common.stop_patience {

@@ -232,7 +232,8 @@ pub(crate) fn node_with_holdout(
 
 /// Writes `split` to `dir` (its card with `augment`) and reads every participant's data back as its node
 /// would. `unlabeled[i]`, when given and not empty, is written as participant `i`'s unlabelled rows (an
-/// IDX images file for images, a `.ts` file for series) and read back through `[private] unlabeled`.
+/// IDX images file for images, a `.ts` file for series, a CSV without the label for tabular rows) and read
+/// back through `[private] unlabeled`.
 pub fn through_files(
     dir: &Path,
     split: &FederatedSplit,
@@ -242,6 +243,7 @@ pub fn through_files(
 ) -> anyhow::Result<Vec<NodeData>> {
     const UNLABELED: &str = "unlabeled-images.idx3-ubyte";
     const UNLABELED_SERIES: &str = "unlabeled.ts";
+    const UNLABELED_CSV: &str = "unlabeled.csv";
     let files = write_split(dir, split, augment)?;
     (0..split.shards.len())
         .map(|i| {
@@ -264,8 +266,16 @@ pub fn through_files(
                             UNLABELED_SERIES,
                             fedistill_shared::data::write_ts(u, &u.name, false)?.into_bytes(),
                         ),
+                        // The split's encoded features under the card's names, without the label column.
                         fedistill_shared::data::DataKind::Tabular => {
-                            anyhow::bail!("unlabelled rows are written for image and sequence datasets only")
+                            let mut text = (0..u.dim).map(|k| format!("f{k}")).collect::<Vec<_>>().join(",");
+                            text.push('\n');
+                            for i in 0..u.n {
+                                let row: Vec<String> = u.row(i).iter().map(|v| format!("{v}")).collect();
+                                text.push_str(&row.join(","));
+                                text.push('\n');
+                            }
+                            (UNLABELED_CSV, text.into_bytes())
                         }
                     };
                     let path = node.join(name);
