@@ -163,6 +163,7 @@ fn list_names_every_dataset_with_licence() {
             "credit",
             "lending-club",
             "breast-cancer",
+            "italy-power",
             "fashion-mnist"
         ]
     );
