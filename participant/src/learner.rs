@@ -267,6 +267,8 @@ pub struct ModelLearner {
     /// Temperature of the last soft labels released (the consensus of that round is at it).
     last_temperature: f32,
     local_only_accuracy: f64,
+    /// The teacher's ROC AUC on the test rows, when `prepare` computed it (with its accuracy).
+    local_only_auc: Option<f64>,
     teacher_dp: Option<DpSgdCost>,
     /// Whether the public set's labels are real (else the consensus accuracy is not known: NaN).
     public_labelled: bool,
@@ -399,7 +401,8 @@ impl ModelLearner {
             m.save(&teacher_path)?;
             (m, None)
         };
-        let local_only_accuracy = evaluate(&teacher, &test, None)?.accuracy;
+        let teacher_metrics = evaluate(&teacher, &test, None)?;
+        let local_only_accuracy = teacher_metrics.accuracy;
         info!(
             accuracy = local_only_accuracy,
             params = teacher.params(),
@@ -429,6 +432,7 @@ impl ModelLearner {
             unlabeled: unlabeled.map(Arc::new),
         });
         learner.teacher_dp = teacher_dp;
+        learner.local_only_auc = Some(teacher_metrics.roc_auc).filter(|a| a.is_finite());
         learner.public_labelled = public_labelled;
         learner.set_personalize(settings.personalize.clone())?;
         Ok(learner)
@@ -449,6 +453,7 @@ impl ModelLearner {
             refresh_seed: p.refresh_seed,
             last_temperature: 1.0,
             local_only_accuracy: p.local_only_accuracy,
+            local_only_auc: None,
             teacher_dp: None,
             public_labelled: true,
             personalize: None,
@@ -742,10 +747,7 @@ impl Learner for ModelLearner {
         LearnerSummary {
             private_samples: self.shard.n,
             local_only_accuracy: self.local_only_accuracy,
-            local_only_auc: evaluate(&self.teacher, &self.test, None)
-                .ok()
-                .map(|m| m.roc_auc)
-                .filter(|a| a.is_finite()),
+            local_only_auc: self.local_only_auc,
             teacher_params: self.teacher.params(),
             student_params: self.distiller.student().params(),
         }
