@@ -86,3 +86,44 @@ pub(crate) fn assert_every_kernel_agrees(
     }
     out
 }
+
+/// Exports `m` in every profile to `dir` and reads each file back: the card and the file record `arch`,
+/// the loaded student has the profile and layer formats it was exported with, gives the same logits as the
+/// quantized model in every kernel on the `n` raw rows `x`, and (outside f32) hashes to the card's
+/// `weights_sha256`. Returns each profile's card, for the caller's own checks. Shared by the CNN, 1-D CNN
+/// and fused export tests.
+#[cfg(test)]
+pub(crate) fn assert_every_profile_round_trips(
+    m: &crate::model::Model,
+    arch: &Arch,
+    x: &[f32],
+    n: usize,
+    dir: &std::path::Path,
+) -> Vec<(Profile, ModelCard)> {
+    let mut out = Vec::new();
+    for p in Profile::ALL {
+        let q = QuantizedModel::from_model(m, p).expect("quantize");
+        let (path, card) = export_student(&q, m, dir, p.name(), &CardInfo::default()).expect("export");
+        assert_eq!(&card.arch, arch);
+        // The file (or its card) describes itself: no config needed to read it back.
+        assert_eq!(recorded_arch(&path).expect("arch"), Some(arch.clone()), "{p}");
+        let back = load_student(&path, arch).expect("load");
+        assert_eq!(back.profile(), p);
+        assert_eq!(back.layer_formats(), q.layer_formats());
+        for kernel in [Kernel::RowInt8, Kernel::Quantized, Kernel::Dequantized] {
+            assert_eq!(
+                q.logits_kernel(x, n, kernel).expect("logits"),
+                back.logits_kernel(x, n, kernel).expect("logits"),
+                "{p} {kernel:?}"
+            );
+        }
+        if p != Profile::F32 {
+            assert_eq!(
+                hex::encode(export::stored_weights_digest(&back).expect("digest")),
+                card.weights_sha256
+            );
+        }
+        out.push((p, card));
+    }
+    out
+}

@@ -172,30 +172,8 @@ fn cnn_student() -> (Model, Arch, Vec<f32>) {
 fn every_cnn_profile_round_trips_with_identical_logits() {
     let (m, arch, x) = cnn_student();
     let dir = tempfile::tempdir().expect("tmp");
-    for p in Profile::ALL {
-        let q = QuantizedModel::from_model(&m, p).expect("quantize");
-        let (path, card) = export_student(&q, &m, dir.path(), p.name(), &CardInfo::default()).expect("export");
-        assert_eq!(card.arch, arch);
+    for (p, card) in crate::quant::assert_every_profile_round_trips(&m, &arch, &x, 10, dir.path()) {
         assert_eq!(card.layer_formats.len(), 4, "{p}");
-        // The file describes itself: no config needed to read it back.
-        assert_eq!(recorded_arch(&path).expect("arch"), Some(arch.clone()), "{p}");
-        let back = load_student(&path, &arch).expect("load");
-        assert_eq!(back.profile(), p);
-        assert_eq!(back.layer_formats(), q.layer_formats());
-        for kernel in [true, false] {
-            let want = q.logits_with(&x, 10, kernel).expect("logits");
-            assert_eq!(want, back.logits_with(&x, 10, kernel).expect("logits"), "profile {p}");
-        }
-        assert_eq!(
-            q.logits_rows(&x, 10).expect("rows"),
-            back.logits_rows(&x, 10).expect("rows")
-        );
-        if p != Profile::F32 {
-            assert_eq!(
-                hex::encode(stored_weights_digest(&back).expect("digest")),
-                card.weights_sha256
-            );
-        }
     }
     let gguf = to_gguf(&QuantizedModel::from_model(&m, Profile::Int8).expect("q")).expect("gguf");
     let content = gguf_file::Content::read(&mut Cursor::new(&gguf[..])).expect("read");
@@ -331,30 +309,8 @@ fn every_cnn1d_profile_round_trips_with_identical_logits() {
     let (m, arch, x) = cnn1d_student();
     assert_eq!(arch.model_config().expect("cfg"), m.config().clone());
     let dir = tempfile::tempdir().expect("tmp");
-    for p in Profile::ALL {
-        let q = QuantizedModel::from_model(&m, p).expect("quantize");
-        let (path, card) = export_student(&q, &m, dir.path(), p.name(), &CardInfo::default()).expect("export");
-        assert_eq!(card.arch, arch);
+    for (p, card) in crate::quant::assert_every_profile_round_trips(&m, &arch, &x, 10, dir.path()) {
         assert_eq!(card.layer_formats.len(), 4, "{p}");
-        // The file (or its card) describes itself, 1-D layout included.
-        assert_eq!(recorded_arch(&path).expect("arch"), Some(arch.clone()), "{p}");
-        let back = load_student(&path, &arch).expect("load");
-        assert_eq!(back.profile(), p);
-        assert_eq!(back.layer_formats(), q.layer_formats());
-        for kernel in [true, false] {
-            let want = q.logits_with(&x, 10, kernel).expect("logits");
-            assert_eq!(want, back.logits_with(&x, 10, kernel).expect("logits"), "profile {p}");
-        }
-        assert_eq!(
-            q.logits_rows(&x, 10).expect("rows"),
-            back.logits_rows(&x, 10).expect("rows")
-        );
-        if p != Profile::F32 {
-            assert_eq!(
-                hex::encode(stored_weights_digest(&back).expect("digest")),
-                card.weights_sha256
-            );
-        }
     }
     let gguf = to_gguf(&QuantizedModel::from_model(&m, Profile::Int8).expect("q")).expect("gguf");
     let content = gguf_file::Content::read(&mut Cursor::new(&gguf[..])).expect("read");

@@ -7,10 +7,7 @@ use candle_core::{Device, Tensor};
 use super::*;
 use crate::model::fused::{two_block_task, without_block_b};
 use crate::model::{argmax, DropRate, Model, ModelConfig};
-use crate::quant::export::{
-    export_student, from_f16_safetensors, from_gguf, load_student, recorded_arch, stored_weights_digest,
-    to_f16_safetensors, to_gguf, CardInfo,
-};
+use crate::quant::export::{from_f16_safetensors, from_gguf, to_f16_safetensors, to_gguf};
 use crate::quant::ptq::{quantize, PtqOptions};
 use crate::quant::{qat_finetune, Kernel, LayerFormat, Profile, QatConfig, QatTargets, QuantizedModel};
 use crate::train::{train_teacher, TrainConfig};
@@ -222,28 +219,7 @@ fn every_fused_profile_round_trips_with_identical_logits() {
     let x = mixed(&tx[..40 * D]);
     let arch = Arch::from_config(m.config(), D, 2).expect("arch");
     let dir = tempfile::tempdir().expect("tmp");
-    for p in Profile::ALL {
-        let q = QuantizedModel::from_model(&m, p).expect("quantize");
-        let (path, card) = export_student(&q, &m, dir.path(), p.name(), &CardInfo::default()).expect("export");
-        assert_eq!(card.arch, arch);
-        assert_eq!(recorded_arch(&path).expect("arch"), Some(arch.clone()), "{p}");
-        let back = load_student(&path, &arch).expect("load");
-        assert_eq!(back.profile(), p);
-        assert_eq!(back.layer_formats(), q.layer_formats());
-        for kernel in [Kernel::RowInt8, Kernel::Quantized, Kernel::Dequantized] {
-            assert_eq!(
-                q.logits_kernel(&x, 40, kernel).expect("logits"),
-                back.logits_kernel(&x, 40, kernel).expect("logits"),
-                "{p} {kernel:?}"
-            );
-        }
-        if p != Profile::F32 {
-            assert_eq!(
-                hex::encode(stored_weights_digest(&back).expect("digest")),
-                card.weights_sha256
-            );
-        }
-    }
+    crate::quant::assert_every_profile_round_trips(&m, &arch, &x, 40, dir.path());
     // The GGUF says what it holds; another architecture is refused; so is a truncated file.
     let q = QuantizedModel::from_model(&m, Profile::Int8).expect("q");
     let gguf = to_gguf(&q).expect("gguf");
