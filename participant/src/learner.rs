@@ -770,6 +770,7 @@ mod tests {
             num_classes: 10,
             kind,
             class_names: (0..10).map(|c| c.to_string()).collect(),
+            targets: Vec::new(),
         }
     }
 

@@ -237,6 +237,7 @@ fn load_italy_power(dir: Option<&Path>) -> Result<Dataset, DataError> {
         },
         benchmark: None,
         augment: None,
+        regression: None,
     };
     let part = |file: &str| -> Result<Dataset, DataError> {
         let (bytes, origin) = source(file, dir)?;

@@ -51,6 +51,9 @@ pub struct Dataset {
     pub kind: DataKind,
     /// Human-readable class names, `num_classes` of them.
     pub class_names: Vec<String>,
+    /// Regression tasks: the `n` targets in the label's units (every label is then 0 and the one
+    /// "class" is the target's name). Empty for classification.
+    pub targets: Vec<f32>,
 }
 
 impl std::fmt::Debug for Dataset {
@@ -63,6 +66,7 @@ impl std::fmt::Debug for Dataset {
             .field("num_classes", &self.num_classes)
             .field("kind", &self.kind)
             .field("class_names", &self.class_names)
+            .field("regression", &self.is_regression())
             .finish_non_exhaustive()
     }
 }
@@ -87,9 +91,26 @@ impl Dataset {
             dim,
             kind,
             class_names,
+            targets: Vec::new(),
         };
         ds.validate()?;
         Ok(ds)
+    }
+
+    /// The same rows as a regression dataset: `targets` (one finite value per row) replace the labels,
+    /// and the one output is named `target`.
+    pub fn with_targets(mut self, target: &str, targets: Vec<f32>) -> Result<Dataset, DataError> {
+        self.labels = vec![0; self.n];
+        self.num_classes = 1;
+        self.class_names = vec![target.to_string()];
+        self.targets = targets;
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Whether the rows carry regression targets.
+    pub fn is_regression(&self) -> bool {
+        !self.targets.is_empty()
     }
 
     /// Checks the invariants `new` establishes; useful for datasets built field by field.
@@ -123,6 +144,19 @@ impl Dataset {
             .find(|(_, &l)| l as usize >= self.num_classes)
         {
             return Err(bad(format!("label {l} of sample {i} is not < {}", self.num_classes)));
+        }
+        if !self.targets.is_empty() {
+            if self.targets.len() != self.n || self.num_classes != 1 {
+                return Err(bad(format!(
+                    "{} targets for n = {} (a regression dataset has one target per row and one output, not {})",
+                    self.targets.len(),
+                    self.n,
+                    self.num_classes
+                )));
+            }
+            if let Some(i) = self.targets.iter().position(|t| !t.is_finite()) {
+                return Err(bad(format!("target of sample {i} is not finite")));
+            }
         }
         if let DataKind::Image { height, width } = self.kind {
             let pixels = height.checked_mul(width);
@@ -161,6 +195,11 @@ impl Dataset {
             features.extend_from_slice(self.row(i));
             labels.push(self.labels[i]);
         }
+        let targets = if self.targets.is_empty() {
+            Vec::new()
+        } else {
+            idx.iter().map(|&i| self.targets[i]).collect()
+        };
         Dataset {
             name: self.name.clone(),
             features,
@@ -170,6 +209,7 @@ impl Dataset {
             num_classes: self.num_classes,
             kind: self.kind,
             class_names: self.class_names.clone(),
+            targets,
         }
     }
 

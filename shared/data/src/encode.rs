@@ -120,6 +120,8 @@ pub(crate) struct Plan {
     pub(crate) label_local: String,
     classes: HashMap<String, u32>,
     classes_text: String,
+    /// A regression task's target rule (the label cell is then a number, within the bounds).
+    regression: Option<crate::task::Regression>,
     pub(crate) headers: Vec<String>,
     pub(crate) ignored: Vec<String>,
     pub(crate) dim: usize,
@@ -370,6 +372,7 @@ impl Plan {
                 .map(|(k, c)| (c.clone(), k as u32))
                 .collect(),
             classes_text: levels_text(card.classes()),
+            regression: card.regression.clone(),
             headers,
             ignored,
             dim: offset + card.modalities.len(),
@@ -570,6 +573,7 @@ impl Plan {
                 );
                 None
             }
+            cell if self.regression.is_some() => self.target(cell, tally, &mut push),
             cell => {
                 let t = level_text(cell, &mut number_text);
                 match self.classes.get(t) {
@@ -598,6 +602,57 @@ impl Plan {
         } else {
             label
         }
+    }
+}
+
+impl Plan {
+    /// A regression target: a finite number within the card's bounds, kept in `tally.target`; label 0.
+    fn target(&self, cell: Cell<'_>, tally: &mut Tally, push: &mut dyn FnMut(&str, ProblemKind, String)) -> Option<u32> {
+        let r = self.regression.as_ref()?;
+        let v = match cell {
+            Cell::Number(v) => v,
+            Cell::Text(t) if is_missing(t) => {
+                push(
+                    &self.label_local,
+                    ProblemKind::MissingLabel,
+                    "the target is missing (targets are never imputed)".into(),
+                );
+                return None;
+            }
+            Cell::Text(t) => match t.trim().parse::<f64>() {
+                Ok(v) => v,
+                Err(_) => {
+                    push(
+                        &self.label_local,
+                        ProblemKind::NotANumber,
+                        format!("the target `{t}` is not a number (the task is a regression)"),
+                    );
+                    return None;
+                }
+            },
+            Cell::Null | Cell::NotUtf8 => return None,
+        };
+        if !v.is_finite() || !(v as f32).is_finite() {
+            push(
+                &self.label_local,
+                ProblemKind::NotFinite,
+                format!("the target {} is not a finite number", shown(cell)),
+            );
+            return None;
+        }
+        if !r.in_bounds(v) {
+            push(
+                &self.label_local,
+                ProblemKind::OutOfBounds,
+                format!(
+                    "the target {v} is outside the card's bounds {} (refused, never clipped)",
+                    r.bounds_text()
+                ),
+            );
+            return None;
+        }
+        tally.target = v as f32;
+        Some(0)
     }
 }
 
@@ -664,6 +719,8 @@ pub(crate) struct Tally {
     pub(crate) other: Vec<u64>,
     pub(crate) out_of_range: Vec<u64>,
     pub(crate) imputed: u64,
+    /// The target of the row `Plan::decode` accepted last (regression tasks).
+    pub(crate) target: f32,
 }
 
 impl Tally {
@@ -677,6 +734,7 @@ impl Tally {
             other: vec![0; n],
             out_of_range: vec![0; n],
             imputed: 0,
+            target: f32::NAN,
         }
     }
 }

@@ -301,6 +301,7 @@ pub fn read_public_idx(images: &Path, card: &TaskCard) -> Result<Dataset, DataEr
         num_classes: card.classes().len(),
         kind: DataKind::Image { height: h, width: w },
         class_names: card.classes().to_vec(),
+        targets: Vec::new(),
     })
 }
 

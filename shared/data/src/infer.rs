@@ -300,6 +300,7 @@ pub fn infer_card(public_csv: &Path, label: &str, opts: &InferOptions) -> Result
         sequence: None,
         benchmark: None,
         augment: None,
+        regression: None,
         preprocessing: Some(Preprocessing {
             impute: opts.impute,
             scale: opts.scale,

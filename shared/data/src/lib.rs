@@ -32,6 +32,9 @@ mod task;
 mod ts;
 mod windows;
 
+#[cfg(test)]
+mod regression_tests;
+
 pub use crate::parquet::{check_parquet, read_private_parquet, PARQUET_BATCH_ROWS};
 pub use bytes::{maybe_gunzip, read_file, GZIP_MAGIC, MAX_DECOMPRESSED};
 pub use catalog::{
@@ -52,7 +55,8 @@ pub use private::{
 pub use split::{split, FederatedSplit, SplitConfig};
 pub use task::{
     presence_input_name, Augment, Feature, FeatureStats, ImageShape, Impute, Label, Modality, ModalityRange,
-    Preprocessing, PublicFormat, PublicSet, Scale, SequenceShape, SeriesNorm, TaskCard, Transform, UnknownLevel,
+    Monotone, MonotoneDirection, Preprocessing, PublicFormat, PublicSet, Regression, Scale, SequenceShape, SeriesNorm,
+    TaskCard, Transform, UnknownLevel,
     WindowLabel, Windows, CARD_DIGEST_TAG, CARD_VERSION, OTHER_LEVEL,
 };
 pub use ts::{

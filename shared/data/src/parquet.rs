@@ -132,7 +132,11 @@ pub(crate) fn open_private_parquet(
         problem: "unlabelled rows are read from CSV files, not Parquet".into(),
     })?;
     let t = fields[label_field].data_type();
-    if !(is_text(t) || t.is_integer() || *t == DataType::Null) {
+    if card.is_regression() {
+        if !(t.is_numeric() || *t == DataType::Null) {
+            return Err(wrong_type(label_field, "a regression target needs an integer or float column"));
+        }
+    } else if !(is_text(t) || t.is_integer() || *t == DataType::Null) {
         return Err(wrong_type(label_field, "the label needs a string or integer column"));
     }
     let mut used: Vec<usize> = plan.slots.iter().map(|s| s.field).chain([label_field]).collect();

@@ -119,6 +119,8 @@ pub enum ProblemKind {
     /// A typed (Parquet) column whose type cannot hold its card column: text or a boolean for a
     /// numeric feature, a float for a categorical, ordinal or label column.
     WrongType,
+    /// A regression target outside the card's `[regression]` bounds (refused, never clipped).
+    OutOfBounds,
 }
 
 impl ProblemKind {
@@ -137,6 +139,7 @@ impl ProblemKind {
             ProblemKind::MissingLabel => "missing-label",
             ProblemKind::TooManyLevels => "too-many-levels",
             ProblemKind::WrongType => "wrong-type",
+            ProblemKind::OutOfBounds => "out-of-bounds",
         }
     }
 }
@@ -448,6 +451,7 @@ pub(crate) fn load_scan<S: RowStream>(mut scan: Scan<S>, card: &TaskCard) -> Res
     let mut problems = Vec::new();
     let mut features = Vec::new();
     let mut labels = Vec::new();
+    let mut targets = Vec::new();
     let plan = &scan.plan;
     scan.rows.for_each_row(&mut |src, at| {
         tally.rows += 1;
@@ -455,6 +459,9 @@ pub(crate) fn load_scan<S: RowStream>(mut scan: Scan<S>, card: &TaskCard) -> Res
             Some(label) => {
                 features.extend_from_slice(&row);
                 labels.push(label);
+                if card.is_regression() {
+                    targets.push(tally.target);
+                }
                 tally.class_counts[label as usize] += 1;
                 true
             }
@@ -475,6 +482,11 @@ pub(crate) fn load_scan<S: RowStream>(mut scan: Scan<S>, card: &TaskCard) -> Res
         DataKind::Tabular,
         card.classes().to_vec(),
     )?;
+    // Unlabelled rows of a regression task carry no targets (every one would be NaN).
+    let ds = match card.regression.is_some() && plan_labelled(&scan.plan) {
+        true => ds.with_targets(&card.classes()[0], targets)?,
+        false => ds,
+    };
     let report = LoadReport {
         file: scan.file.clone(),
         rows: ds.n,
@@ -488,6 +500,10 @@ pub(crate) fn load_scan<S: RowStream>(mut scan: Scan<S>, card: &TaskCard) -> Res
         absent_modalities: scan.plan.absent_blocks(),
     };
     Ok((ds, report))
+}
+
+fn plan_labelled(plan: &crate::encode::Plan) -> bool {
+    plan.label_field.is_some()
 }
 
 /// One card column as `check_csv` saw it.

@@ -63,6 +63,89 @@ pub struct TaskCard {
     /// in a later round is a fresh view of it. Absent: the rows are used as read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub augment: Option<Augment>,
+    /// Regression tasks: the label column holds a number to predict (standardized with the card's
+    /// statistics), its physical bounds and the monotone constraints the model should keep. Absent for
+    /// classification; a regression card declares no `[label] classes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regression: Option<Regression>,
+}
+
+/// `[regression]`: a tabular task whose label is a real number (docs/data.md, "Regression tasks").
+/// Teachers' predictions travel standardized, `(y - mean) / std`, so one soft label is one value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Regression {
+    /// Mean of the target (stated in the card, usually the public set's): the standardization centre.
+    pub mean: f64,
+    /// Standard deviation of the target (> 0): the standardization unit.
+    pub std: f64,
+    /// Lowest physically possible target (a row below it is refused when read, never clipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Highest physically possible target (a row above it is refused when read, never clipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// Monotone constraints: the target rises (or falls) with a numeric or ordinal feature, the
+    /// other inputs held fixed (`[[regression.monotone]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub monotone: Vec<Monotone>,
+}
+
+/// One `[[regression.monotone]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Monotone {
+    /// A numeric or ordinal feature of the card.
+    pub feature: String,
+    /// Whether the target rises or falls with it.
+    pub direction: MonotoneDirection,
+}
+
+/// The direction of a monotone constraint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MonotoneDirection {
+    /// The target does not fall when the feature rises.
+    Increasing,
+    /// The target does not rise when the feature rises.
+    Decreasing,
+}
+
+impl MonotoneDirection {
+    /// +1 for increasing, -1 for decreasing.
+    pub fn sign(self) -> f32 {
+        match self {
+            MonotoneDirection::Increasing => 1.0,
+            MonotoneDirection::Decreasing => -1.0,
+        }
+    }
+}
+
+impl Regression {
+    /// `(y - mean) / std`.
+    pub fn standardize(&self, y: f64) -> f32 {
+        ((y - self.mean) / self.std) as f32
+    }
+
+    /// `z * std + mean`.
+    pub fn destandardize(&self, z: f32) -> f64 {
+        f64::from(z) * self.std + self.mean
+    }
+
+    /// Whether `y` lies within the declared bounds.
+    pub fn in_bounds(&self, y: f64) -> bool {
+        self.min.is_none_or(|m| y >= m) && self.max.is_none_or(|m| y <= m)
+    }
+
+    /// The bounds as text (`[0, 120]`, `>= 0`, `unbounded`).
+    pub fn bounds_text(&self) -> String {
+        match (self.min, self.max) {
+            (Some(a), Some(b)) => format!("[{a}, {b}]"),
+            (Some(a), None) => format!(">= {a}"),
+            (None, Some(b)) => format!("<= {b}"),
+            (None, None) => "unbounded".into(),
+        }
+    }
 }
 
 /// `[augment]`: the public-set augmentation of an image task (`shift`, `flip`) or of a sequence task
@@ -206,7 +289,9 @@ pub struct Label {
     /// The label column of a CSV (required for tabular tasks; unused for images).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub column: Option<String>,
-    /// Class texts as they appear in the label column; class id = index.
+    /// Class texts as they appear in the label column; class id = index. Empty for a regression
+    /// task (`[regression]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub classes: Vec<String>,
 }
 
@@ -765,9 +850,31 @@ impl TaskCard {
             .collect()
     }
 
-    /// The class texts, class id = index.
+    /// The class texts, class id = index. A regression task has one output, named after its label
+    /// column (a model with one output predicts the standardized target).
     pub fn classes(&self) -> &[String] {
-        &self.label.classes
+        match (&self.regression, &self.label.column) {
+            (Some(_), Some(column)) => std::slice::from_ref(column),
+            _ => &self.label.classes,
+        }
+    }
+
+    /// Whether the task predicts a number (`[regression]`).
+    pub fn is_regression(&self) -> bool {
+        self.regression.is_some()
+    }
+
+    /// The model input of a numeric or ordinal feature column (`None` for a categorical one or an
+    /// unknown name).
+    pub fn numeric_input(&self, name: &str) -> Option<usize> {
+        let mut offset = 0;
+        for f in &self.features {
+            if f.name() == name {
+                return (!matches!(f, Feature::Categorical { .. })).then_some(offset);
+            }
+            offset += f.width();
+        }
+        None
     }
 
     /// One name per model input: `column` for numeric and ordinal features, `column=level` for
@@ -907,7 +1014,9 @@ impl TaskCard {
             return bad("name".into(), "the task name is empty".into());
         }
         let classes = &self.label.classes;
-        if classes.len() < 2 {
+        if let Some(r) = &self.regression {
+            self.check_regression(r, file)?;
+        } else if classes.len() < 2 {
             return bad(
                 "label.classes".into(),
                 format!("{} classes declared; a task needs at least two", classes.len()),
@@ -1112,6 +1221,69 @@ impl TaskCard {
                     "benchmark.format".into(),
                     format!("this task's benchmark set is one `{}` file", want.name()),
                 );
+            }
+        }
+        Ok(())
+    }
+
+    /// `[regression]`: a tabular card without classes, finite statistics, ordered bounds, monotone
+    /// constraints on numeric or ordinal features only, each named once.
+    fn check_regression(&self, r: &Regression, file: &str) -> Result<(), DataError> {
+        let bad = |field: String, problem: String| {
+            Err(DataError::Card {
+                file: file.to_string(),
+                field,
+                problem,
+            })
+        };
+        if !self.label.classes.is_empty() {
+            return bad(
+                "label.classes".into(),
+                "a regression task ([regression]) predicts a number and declares no classes".into(),
+            );
+        }
+        if self.image.is_some() || self.sequence.is_some() {
+            return bad(
+                "regression".into(),
+                "[regression] applies to tabular tasks ([[features]]) only".into(),
+            );
+        }
+        if !r.mean.is_finite() {
+            return bad("regression.mean".into(), format!("{} is not a finite number", r.mean));
+        }
+        if !(r.std.is_finite() && r.std > 0.0) {
+            return bad("regression.std".into(), format!("{} is not a finite number > 0", r.std));
+        }
+        for (field, v) in [("regression.min", r.min), ("regression.max", r.max)] {
+            if let Some(v) = v.filter(|v| !v.is_finite()) {
+                return bad(field.into(), format!("{v} is not a finite number"));
+            }
+        }
+        if let (Some(lo), Some(hi)) = (r.min, r.max) {
+            if lo >= hi {
+                return bad("regression.max".into(), format!("max {hi} is not above min {lo}"));
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for (i, m) in r.monotone.iter().enumerate() {
+            let field = format!("regression.monotone[{i}].feature");
+            match self.features.iter().find(|f| f.name() == m.feature) {
+                None => {
+                    return bad(field, format!("`{}` is not a feature of the card", m.feature));
+                }
+                Some(Feature::Categorical { .. }) => {
+                    return bad(
+                        field,
+                        format!(
+                            "`{}` is categorical: a monotone constraint needs a numeric or ordinal feature",
+                            m.feature
+                        ),
+                    );
+                }
+                Some(_) => {}
+            }
+            if !seen.insert(m.feature.as_str()) {
+                return bad(field, format!("`{}` is constrained twice", m.feature));
             }
         }
         Ok(())

@@ -445,6 +445,7 @@ pub fn infer_ts_card(path: &Path) -> Result<TaskCard, DataError> {
         },
         benchmark: None,
         augment: None,
+        regression: None,
     };
     card.check(&file)?;
     // Every series must fit the drafted shape (and every label a class).

@@ -225,6 +225,7 @@ fn pooled(parts: &[&fedistill_shared::data::Dataset]) -> fedistill_shared::data:
     for s in &parts[1..] {
         all.features.extend_from_slice(&s.features);
         all.labels.extend_from_slice(&s.labels);
+        all.targets.extend_from_slice(&s.targets);
         all.n += s.n;
     }
     all

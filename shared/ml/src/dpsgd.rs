@@ -598,6 +598,7 @@ mod tests {
             num_classes: 2,
             kind: DataKind::Image { height: 4, width: 4 },
             class_names: vec!["a".into(), "b".into()],
+            targets: Vec::new(),
         };
         let tc = TrainConfig {
             epochs: 1,

@@ -368,6 +368,7 @@ mod tests {
             num_classes: 3,
             kind: fedistill_data::DataKind::Image { height: 8, width: 8 },
             class_names: vec!["a".into(), "b".into(), "c".into()],
+            targets: Vec::new(),
         };
         let rows = quantization_table(&m, &test, &features, n).expect("table");
         let names: Vec<&str> = rows.iter().map(|r| r.profile.as_str()).collect();
