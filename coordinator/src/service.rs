@@ -244,6 +244,10 @@ pub async fn run(
         }
     };
 
+    if classes == 1 {
+        check_regression_settings(&settings)?;
+    }
+
     let origin = format!("fedistill/{}", federation.as_str());
     let mut store = tokio::task::block_in_place(|| Store::open(&settings.store, key.to_dalek(), &origin))
         .with_context(|| format!("opening the coordinator store {}", settings.store.display()))?;
@@ -1707,6 +1711,24 @@ pub async fn run_from_file(path: &Path) -> anyhow::Result<RunSummary> {
     });
     let span = tracing::info_span!("coordinator", bind = %settings.bind);
     run(settings, cancel, |_, _| {}).instrument(span).await
+}
+
+/// A regression task (one output: its soft labels are real values, docs/protocol.md "Regression soft
+/// labels") takes only the rules and encodings that treat them as numbers, and no secure aggregation (its
+/// fixed-point encoding is of probabilities in [0, 1]). Refused at start, naming the setting.
+fn check_regression_settings(settings: &CoordinatorSettings) -> anyhow::Result<()> {
+    fedistill_shared::protocol::aggregate::check_rule_for_values(settings.rule)
+        .map_err(|e| anyhow::anyhow!("rule: {e}"))?;
+    settings
+        .aggregate_encoding
+        .check_shape(1)
+        .map_err(|e| anyhow::anyhow!("aggregate_encoding: {e}"))?;
+    anyhow::ensure!(
+        settings.secure.is_none(),
+        "secure_aggregation = true encodes probabilities in [0, 1] as fixed point; the task is a regression \
+         (real-valued soft labels), which secure aggregation does not support: set secure_aggregation = false"
+    );
+    Ok(())
 }
 
 #[cfg(test)]

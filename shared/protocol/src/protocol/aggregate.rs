@@ -54,6 +54,9 @@ pub fn aggregate(
     classes: usize,
 ) -> Result<Vec<f32>, AggregateError> {
     rule.validate()?;
+    if classes == 1 {
+        check_rule_for_values(rule)?;
+    }
     if contributions.is_empty() {
         return Err(AggregateError::Empty);
     }
@@ -132,10 +135,26 @@ pub fn aggregate(
                     }
                 };
             }
-            renormalise(&mut out, classes);
+            if classes > 1 {
+                renormalise(&mut out, classes);
+            }
         }
     }
     Ok(out)
+}
+
+/// Refuses the rules that only make sense for class probabilities when the task has one output (a
+/// regression task, whose soft labels are real values): confidence weighting (the largest probability of
+/// a row) and ERA (a softmax over the classes).
+pub fn check_rule_for_values(rule: AggregationRule) -> Result<(), AggregateError> {
+    match rule {
+        AggregationRule::ConfidenceWeighted | AggregationRule::Era { .. } => Err(AggregateError::BadParameter(format!(
+            "rule {} needs class probabilities; a regression task's soft labels are real values: use mean, \
+             sample_weighted, median or trimmed_mean",
+            rule.name()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Numerically stable softmax of `r / temperature`, in place.
@@ -334,5 +353,61 @@ mod tests {
                 b.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
             );
         }
+    }
+
+    /// One output = a regression task: rows are real values (negative ones too), aggregated without
+    /// renormalisation; median and trimmed mean resist one insider's lie; the probability-only rules and
+    /// encodings are refused with a reason, and values travel through f32 and f16 and back.
+    #[test]
+    fn regression_values_aggregate_as_numbers() {
+        use crate::protocol::softlabels::{decode, encode, Encoding, SoftLabelError, VALUE_LIMIT};
+        let a = [-1.5f32, 0.25, 2.0];
+        let b = [-0.5f32, 0.75, 1.0];
+        let liar = [900.0f32, -900.0, 900.0];
+        let mean = aggregate(AggregationRule::Mean, &[view(&a, 1), view(&b, 1)], 3, 1).unwrap();
+        assert!(close(&mean, &[-1.0, 0.5, 1.5]), "{mean:?}");
+        let w = aggregate(AggregationRule::SampleWeighted, &[view(&a, 3), view(&b, 1)], 3, 1).unwrap();
+        assert!(close(&w, &[-1.25, 0.375, 1.75]), "{w:?}");
+        let med = aggregate(AggregationRule::Median, &[view(&a, 1), view(&b, 1), view(&liar, 1)], 3, 1).unwrap();
+        assert!(close(&med, &[-0.5, 0.25, 2.0]), "{med:?}");
+        let t = aggregate(
+            AggregationRule::TrimmedMean { trim: 0.34 },
+            &[view(&a, 1), view(&b, 1), view(&liar, 1)],
+            3,
+            1,
+        )
+        .unwrap();
+        assert!(close(&t, &med), "one trimmed from each end of three is the median: {t:?}");
+        for rule in [AggregationRule::ConfidenceWeighted, AggregationRule::Era { temperature: 0.5 }] {
+            let e = aggregate(rule, &[view(&a, 1)], 3, 1).unwrap_err().to_string();
+            assert!(e.contains("regression") && e.contains("real values"), "{e}");
+        }
+        // Validation: finite values within the limit.
+        let bad = [0.0, VALUE_LIMIT * 2.0, 0.0];
+        assert!(matches!(
+            aggregate(AggregationRule::Mean, &[view(&bad, 1)], 3, 1),
+            Err(AggregateError::Invalid {
+                source: SoftLabelError::ValueOutOfRange { row: 1, .. },
+                ..
+            })
+        ));
+        let nan = [0.0, f32::NAN, 0.0];
+        assert!(encode(&nan, 3, 1, Encoding::F32).is_err());
+        // Encodings: f32 exact, f16 close; probability encodings refused for values.
+        let bytes = encode(&a, 3, 1, Encoding::F32).unwrap();
+        assert_eq!(decode(&bytes, 3, 1, Encoding::F32).unwrap(), a.to_vec());
+        let half = decode(&encode(&a, 3, 1, Encoding::F16).unwrap(), 3, 1, Encoding::F16).unwrap();
+        assert!(close(&half, &a));
+        for enc in [Encoding::Int8, Encoding::Argmax, Encoding::TopK { k: 1 }, Encoding::QTopK { k: 1 }] {
+            let e = encode(&a, 3, 1, enc).unwrap_err();
+            assert!(matches!(e, SoftLabelError::NotForValues { .. }), "{enc:?}: {e}");
+            assert!(decode(&[0u8; 64], 3, 1, enc).is_err());
+        }
+        // A received f32 payload beyond the limit is refused at decoding.
+        let far: Vec<u8> = [1.0f32, -5000.0, 0.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert!(matches!(
+            decode(&far, 3, 1, Encoding::F32),
+            Err(SoftLabelError::ValueOutOfRange { row: 1, .. })
+        ));
     }
 }

@@ -9,9 +9,19 @@ pub use crate::wire::enums::{Encoding, EncodingError};
 /// Tolerance on a row sum for a payload to count as a probability distribution.
 pub const ROW_SUM_TOLERANCE: f32 = 1e-3;
 
+/// The largest magnitude of a regression soft label. A task with one output is a regression task
+/// (`[regression]` in the task card): each row is one real value, the teacher's prediction standardized
+/// with the card's statistics, so honest values lie within a few units of zero; anything beyond this many
+/// standard deviations is refused as a malformed payload.
+pub const VALUE_LIMIT: f32 = 1_000.0;
+
 impl Encoding {
-    /// Checks that the encoding can carry rows of `classes` probabilities (k in range, class ids fit).
-    fn check_shape(&self, classes: usize) -> Result<(), SoftLabelError> {
+    /// Checks that the encoding can carry rows of `classes` probabilities (k in range, class ids fit), or,
+    /// with one output, real values: only `f32` and `f16` can.
+    pub fn check_shape(&self, classes: usize) -> Result<(), SoftLabelError> {
+        if classes == 1 && !matches!(self, Encoding::F32 | Encoding::F16 | Encoding::MaskedU64) {
+            return Err(SoftLabelError::NotForValues { encoding: self.name() });
+        }
         match *self {
             Encoding::TopK { k } | Encoding::QTopK { k } if k == 0 || usize::from(k) > classes => {
                 Err(SoftLabelError::BadTopK { k, classes })
@@ -96,6 +106,23 @@ pub enum SoftLabelError {
         /// The offending value.
         value: f32,
     },
+    /// A regression value is beyond [`VALUE_LIMIT`] in magnitude.
+    #[error("row {row}: value {value} is beyond the limit of +-{VALUE_LIMIT} standard deviations of a regression target")]
+    ValueOutOfRange {
+        /// Row index.
+        row: usize,
+        /// The offending value.
+        value: f32,
+    },
+    /// An encoding that only probabilities fit was used for a regression task's values.
+    #[error(
+        "the {encoding} encoding carries class probabilities; a regression task's soft labels (one value per row) \
+         travel as f32 or f16"
+    )]
+    NotForValues {
+        /// The encoding's name.
+        encoding: String,
+    },
     /// A row does not sum to one.
     #[error("row {row} sums to {sum}, not 1 (tolerance {ROW_SUM_TOLERANCE})")]
     NotADistribution {
@@ -130,7 +157,8 @@ impl From<EncodingError> for SoftLabelError {
     }
 }
 
-/// Checks that `p` holds `rows` probability distributions over `classes` classes.
+/// Checks that `p` holds `rows` probability distributions over `classes` classes, or with one output (a
+/// regression task) `rows` finite values within [`VALUE_LIMIT`].
 pub fn validate_distributions(p: &[f32], rows: usize, classes: usize) -> Result<(), SoftLabelError> {
     if p.len() != rows * classes {
         return Err(SoftLabelError::WrongLength {
@@ -139,6 +167,17 @@ pub fn validate_distributions(p: &[f32], rows: usize, classes: usize) -> Result<
             rows,
             classes,
         });
+    }
+    if classes == 1 {
+        for (row, &value) in p.iter().enumerate() {
+            if !value.is_finite() {
+                return Err(SoftLabelError::NotFinite { row, class: 0 });
+            }
+            if value.abs() > VALUE_LIMIT {
+                return Err(SoftLabelError::ValueOutOfRange { row, value });
+            }
+        }
+        return Ok(());
     }
     for (row, r) in p.chunks_exact(classes.max(1)).enumerate() {
         let mut sum = 0.0f32;
@@ -337,6 +376,11 @@ pub fn decode(bytes: &[u8], rows: usize, classes: usize, encoding: Encoding) -> 
             }
         }
         Encoding::MaskedU64 => return Err(SoftLabelError::Masked),
+    }
+    if classes == 1 {
+        // Real values (a regression task): finite and within the limit, nothing to renormalise.
+        validate_distributions(&p, rows, 1)?;
+        return Ok(p);
     }
     // Quantized encodings only approximate a distribution: renormalise, then check what the peer sent.
     for (row, r) in p.chunks_exact_mut(classes.max(1)).enumerate() {
