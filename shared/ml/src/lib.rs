@@ -18,6 +18,7 @@ pub mod moe;
 pub mod optim;
 pub mod progress;
 pub mod quant;
+pub mod regression;
 pub mod sizing;
 pub mod stages;
 pub mod step;

@@ -108,9 +108,10 @@ impl ModelConfig {
                 "input dimension {in_dim} out of range 1..=16777216"
             )));
         }
-        if !(2..=MAX_WIDTH).contains(&classes) {
+        // One output is a regressor (`crate::regression`); a classifier has at least two classes.
+        if !(1..=MAX_WIDTH).contains(&classes) {
             return Err(MlError::InvalidConfig(format!(
-                "number of classes {classes} out of range 2..={MAX_WIDTH}"
+                "number of outputs {classes} out of range 1..={MAX_WIDTH} (1: a regressor, else classes)"
             )));
         }
         match self {

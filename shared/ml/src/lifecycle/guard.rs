@@ -33,7 +33,16 @@ pub const KNOWN_METRICS: &[(&str, Direction)] = &[
     ("latency_p50_us", Direction::LowerIsBetter),
     ("latency_p99_us", Direction::LowerIsBetter),
     ("throughput_per_s", Direction::HigherIsBetter),
+    // Regression tasks (`crate::regression::RegressionMetrics`).
+    ("r2", Direction::HigherIsBetter),
+    ("rmse", Direction::LowerIsBetter),
+    ("mae", Direction::LowerIsBetter),
+    ("violation_rate", Direction::LowerIsBetter),
+    ("bound_violation_rate", Direction::LowerIsBetter),
 ];
+
+/// The metrics of a regression task, the ones a regression learner's guard may watch.
+pub const REGRESSION_METRICS: &[&str] = &["r2", "rmse", "mae", "violation_rate", "bound_violation_rate"];
 
 /// Accepted spellings that map to a [`KNOWN_METRICS`] name.
 const ALIASES: &[(&str, &str)] = &[("macro_f1", "f1_macro"), ("auc", "roc_auc")];

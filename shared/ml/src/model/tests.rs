@@ -15,7 +15,7 @@ fn impossible_shapes_are_rejected() {
     let cases: Vec<(ModelConfig, usize, usize)> = vec![
         (mlp(&[0]), 4, 2),
         (mlp(&[8]), 0, 2),
-        (mlp(&[8]), 4, 1),
+        (mlp(&[8]), 4, 0), // no output (one output is a regressor)
         (mlp(&[MAX_WIDTH + 1]), 4, 2),
         (mlp(&[1; MAX_DEPTH + 1]), 4, 2),
         (cnn(&[8], 16), 30, 10),        // 30 is not a square
