@@ -55,6 +55,8 @@ struct RawSettings {
     personalize: Option<crate::personalize::PersonalizeConfig>,
     #[serde(default)]
     status: Option<String>,
+    #[serde(default)]
+    regression: Option<crate::regression::RegressionSettings>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -158,7 +160,7 @@ pub struct OwnData {
 fn default_encoding() -> String {
     "f16".into()
 }
-fn default_guard_metrics() -> Vec<String> {
+pub(crate) fn default_guard_metrics() -> Vec<String> {
     vec!["accuracy".into(), "macro_f1".into(), "roc_auc".into()]
 }
 fn default_guard_drop() -> f64 {
@@ -207,6 +209,8 @@ pub struct ParticipantSettings {
     pub personalize: Option<crate::personalize::PersonalizeConfig>,
     /// Loopback address of this node's read-only status page (`status = "127.0.0.1:9200"`; none: off).
     pub status: Option<std::net::SocketAddr>,
+    /// How a regression task's teacher and student are fitted (`[regression]`; defaults when absent).
+    pub regression: Option<crate::regression::RegressionSettings>,
 }
 
 impl ParticipantSettings {
@@ -325,6 +329,9 @@ impl ParticipantSettings {
         if let Some(p) = &raw.personalize {
             p.validate()?;
         }
+        if let Some(r) = &raw.regression {
+            r.configs(0)?;
+        }
         let status = match &raw.status {
             None => None,
             Some(s) => {
@@ -356,6 +363,7 @@ impl ParticipantSettings {
             refresh,
             personalize: raw.personalize,
             status,
+            regression: raw.regression,
         })
     }
 }

@@ -68,6 +68,9 @@ pub struct LearnerSummary {
     pub teacher_params: usize,
     /// Student parameters.
     pub student_params: usize,
+    /// Regression tasks: the teacher's metrics on the test rows by name (`r2`, `rmse`, ...); empty for
+    /// classification.
+    pub local_only_metrics: BTreeMap<String, f64>,
 }
 
 /// The machine-learning side of a participant, called synchronously (on a blocking thread) by the round
@@ -750,6 +753,7 @@ impl Learner for ModelLearner {
             local_only_auc: self.local_only_auc,
             teacher_params: self.teacher.params(),
             student_params: self.distiller.student().params(),
+            local_only_metrics: BTreeMap::new(),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod learner;
 pub mod lifecycle;
 pub mod owndata;
 pub mod personalize;
+pub mod regression;
 pub mod service;
 pub mod transport;
 pub mod witness;

@@ -129,8 +129,20 @@ pub const PRIVACY_FILE: &str = "privacy.json";
 /// Work-directory file holding [`NodeState`].
 pub const STATE_FILE: &str = "state.json";
 
-/// Metrics a round report carries (besides `int8_accuracy` and the privacy figures).
-const REPORTED: [&str; 5] = ["accuracy", "macro_f1", "roc_auc", "log_loss", "ece"];
+/// Metrics a round report carries (besides `int8_accuracy` and the privacy figures): a classification
+/// task's, or a regression task's (`r2`, `rmse`, `mae` and the constraint violation rates).
+const REPORTED: [&str; 10] = [
+    "accuracy",
+    "macro_f1",
+    "roc_auc",
+    "log_loss",
+    "ece",
+    "r2",
+    "rmse",
+    "mae",
+    "violation_rate",
+    "bound_violation_rate",
+];
 
 /// Timing and traffic of a round in flight.
 #[derive(Debug, Clone)]
@@ -542,7 +554,13 @@ impl<L: Learner> RoundLifecycle<L> {
             self.state.accepted_int8_bytes = d.int8_bytes;
         }
         let flight = self.in_flight.remove(&round.0);
-        let student_accuracy = d.metrics.get("accuracy").copied().unwrap_or(0.0);
+        // The round's score: accuracy, or R² for a regression task.
+        let student_accuracy = d
+            .metrics
+            .get("accuracy")
+            .or_else(|| d.metrics.get("r2"))
+            .copied()
+            .unwrap_or(0.0);
         let mut phases = flight.as_ref().map(|f| f.phases.clone()).unwrap_or_default();
         phases.extend(d.phases.iter().cloned());
         let finished_unix_ms = std::time::SystemTime::now()

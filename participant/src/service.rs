@@ -18,6 +18,7 @@ use crate::config::{DataSource, ParticipantSettings};
 use crate::driver::{Driver, DriverOptions};
 use crate::learner::{Learner, ModelLearner, NodeData};
 use crate::lifecycle::{write_json, RoundLifecycle, RoundRecord};
+use crate::regression::{NodeLearner, RegressionLearner, RegressionTask};
 use crate::transport::Kit;
 use crate::witness::Witness;
 
@@ -46,6 +47,14 @@ pub struct ParticipantResult {
     pub local_only_auc: Option<f64>,
     /// Size in bytes of the exported INT8 student.
     pub int8_bytes: usize,
+    /// Regression tasks: the served student's metrics by name (`r2`, `rmse`, `mae`, `violation_rate`,
+    /// `bound_violation_rate`, their `int8_` versions, `constraint_loss`). For a regression task the
+    /// `*_accuracy` fields above hold R², the task's score.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub student_metrics: std::collections::BTreeMap<String, f64>,
+    /// Regression tasks: the private teacher's metrics on the same rows (the local-only baseline).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub local_only_metrics: std::collections::BTreeMap<String, f64>,
     /// Rounds this process took part in.
     pub rounds: Vec<RoundRecord>,
     /// Checkpoints cosigned.
@@ -82,14 +91,15 @@ pub async fn run(settings: ParticipantSettings, cancel: CancellationToken) -> an
 
     // This node's data: its own files against the federation's task card (checked with the coordinator,
     // the public set fetched if needed), or its shard of a catalog split.
-    let (data, task) = match &settings.source {
+    let (data, task, regression) = match &settings.source {
         DataSource::Own(own) => {
             let (card, public) =
                 crate::owndata::prepare(&kit, own, &settings.workdir, settings.max_frame_bytes, &cancel).await?;
             let digest = Digest(card.digest());
+            let regression = RegressionTask::from_card(&card)?;
             let own = own.clone();
             let data = tokio::task::spawn_blocking(move || crate::owndata::load(&own, &card, &public)).await??;
-            (data, Some(digest))
+            (data, Some(digest), regression)
         }
         DataSource::Catalog { shard, data } => {
             let (data, shard) = (data.clone(), *shard);
@@ -98,14 +108,24 @@ pub async fn run(settings: ParticipantSettings, cancel: CancellationToken) -> an
                 NodeData::from_split(data.load_split()?, shard, seed)
             })
             .await??;
-            (split, None)
+            (split, None, None)
         }
     };
+    anyhow::ensure!(
+        regression.is_some() || settings.regression.is_none(),
+        "[regression] settings apply to a regression task card ([regression] in the card); this task classifies"
+    );
     // The read-only status page (`status = ...`, participant/src/console.rs).
     crate::console::spawn(&settings, me.as_str(), data.public.num_classes, &cancel).await?;
     let learner = {
         let settings = settings.clone();
-        tokio::task::spawn_blocking(move || ModelLearner::prepare(&settings, data)).await??
+        tokio::task::spawn_blocking(move || -> anyhow::Result<NodeLearner> {
+            Ok(match regression {
+                Some(task) => NodeLearner::Regressor(Box::new(RegressionLearner::prepare(&settings, data, task)?)),
+                None => NodeLearner::Classifier(Box::new(ModelLearner::prepare(&settings, data)?)),
+            })
+        })
+        .await??
     };
     let teacher_dp = learner.teacher_dp();
     let lifecycle = RoundLifecycle::open(
@@ -129,11 +149,22 @@ pub async fn run(settings: ParticipantSettings, cancel: CancellationToken) -> an
         local_only_accuracy: summary.local_only_accuracy,
         teacher_params: summary.teacher_params,
         student_params: summary.student_params,
-        student_accuracy: state.accepted_metrics.get("accuracy").copied().unwrap_or(0.0),
+        student_accuracy: state
+            .accepted_metrics
+            .get("accuracy")
+            .or_else(|| state.accepted_metrics.get("r2"))
+            .copied()
+            .unwrap_or(0.0),
         int8_accuracy: state.accepted_int8_accuracy,
         student_auc: state.accepted_metrics.get("roc_auc").copied().filter(|a| a.is_finite()),
         local_only_auc: summary.local_only_auc,
         int8_bytes: state.accepted_int8_bytes,
+        student_metrics: if summary.local_only_metrics.is_empty() {
+            Default::default()
+        } else {
+            state.accepted_metrics.clone()
+        },
+        local_only_metrics: summary.local_only_metrics.clone(),
         rounds: state.rounds.clone(),
         cosigned: state.cosigned,
         teacher_dp: lifecycle.privacy().and_then(|p| p.teacher_cost()),

@@ -62,6 +62,10 @@ pub struct DemoArgs {
     /// The shared student architecture, same forms as --teacher.
     #[arg(long, value_name = "SPEC")]
     pub student: Option<String>,
+    /// A regression task's constraint-loss weight on the shared student (participants' `[regression]
+    /// constraint_weight`; 0 turns the monotone and bound constraints off; default 1).
+    #[arg(long, value_name = "W", requires = "task")]
+    pub constraint_weight: Option<f32>,
     /// Run on your own files: the task card (with --public and one --private per participant).
     #[arg(long, requires_all = ["public", "private"], conflicts_with = "dataset")]
     pub task: Option<PathBuf>,
@@ -96,20 +100,22 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         .validate()
         .map_err(|e| anyhow::anyhow!("--stop-patience / --stop-min-delta: {e}"))?;
     }
+    let regression = match &args.task {
+        Some(card) => fedistill_shared::data::TaskCard::load(card)?.is_regression(),
+        None => false,
+    };
     demo::run(&DemoOptions {
         participants: args.participants,
         rounds: args.rounds,
         dataset: args.dataset,
         alpha: args.alpha,
         seed: args.seed,
-        rule: args.rule.unwrap_or_else(|| {
-            if args.secure_aggregation {
-                "mean"
-            } else {
-                "confidence_weighted"
-            }
-            .into()
-        }),
+        rule: match args.rule {
+            Some(r) => r,
+            // Confidence weighting needs class probabilities: a regression card's default is the mean.
+            None if args.secure_aggregation || regression => "mean".into(),
+            None => "confidence_weighted".into(),
+        },
         secure_aggregation: args.secure_aggregation,
         encoding: args.encoding,
         aggregate_encoding: args.aggregate_encoding,
@@ -147,5 +153,6 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             .map(fedistill_harness::accuracy::parse_model)
             .transpose()
             .context("--student")?,
+        constraint_weight: args.constraint_weight,
     })
 }

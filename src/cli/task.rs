@@ -30,6 +30,10 @@ pub struct InferArgs {
     /// Replace --out when it exists.
     #[arg(long)]
     force: bool,
+    /// The label is a number to predict (CSV only): the card gets `[regression]` with the public targets'
+    /// mean and standard deviation; add the bounds and monotone constraints by hand.
+    #[arg(long)]
+    regression: bool,
     /// A modality block (`[[modalities]]`, CSV only): `NAME=COL,COL,...`, or `NAME=rest` for every feature
     /// no other block names. Repeat for each block (at least two); the features are reordered block by block.
     #[arg(long = "modality", value_name = "NAME=COLUMNS")]
@@ -80,13 +84,20 @@ pub fn run(cmd: TaskCommand) -> anyhow::Result<()> {
         (true, None) if !a.modalities.is_empty() => {
             anyhow::bail!("--modality groups the columns of a CSV public set; a .ts series file has none")
         }
+        (true, _) if a.regression => {
+            anyhow::bail!("--regression applies to a CSV public set; a .ts series file carries class labels")
+        }
         (true, None) => infer_ts_card(&a.public)?,
         (true, Some(_)) => anyhow::bail!(
             "--label names a CSV column; {} is a .ts series file, whose labels follow the last `:` of each line",
             a.public.display()
         ),
         (false, Some(label)) => {
-            let card = infer_card(&a.public, label, &InferOptions::from_args(&a.delimiter)?)?;
+            let opts = InferOptions {
+                regression: a.regression,
+                ..InferOptions::from_args(&a.delimiter)?
+            };
+            let card = infer_card(&a.public, label, &opts)?;
             if a.modalities.is_empty() {
                 card
             } else {

@@ -514,6 +514,26 @@ impl Client {
     }
 
     /// Honest-looking soft labels (uniform, F32) for `open`, altered by `tamper`, signed with the kit's key.
+    /// The next aggregate pushed by the coordinator, signature-checked with the kit's coordinator key (round
+    /// openings and other pushes before it are skipped).
+    #[allow(dead_code)]
+    pub async fn next_aggregate(&self) -> fedistill_shared::wire::messages::AggregateLabels {
+        let guard = ReplayGuard::new(self.kit.federation().clone());
+        loop {
+            let mut recv = self.conn.accept_uni().await.expect("push stream");
+            let (_, msg) = recv_message::<ToParticipant>(&mut recv, 1 << 24, Duration::from_secs(30))
+                .await
+                .expect("push");
+            if let ToParticipant::Aggregate(s) = msg {
+                let round = s.round;
+                return s
+                    .verify(&self.kit.coordinator_key, &Signer::Coordinator, &guard, round)
+                    .expect("coordinator signature")
+                    .into_inner();
+            }
+        }
+    }
+
     pub fn labels(&mut self, open: &RoundOpen, tamper: impl FnOnce(&mut SoftLabels)) -> ToCoordinator {
         let uniform = vec![1.0 / CLASSES as f32; open.sample_ids.len() * CLASSES];
         let mut body = f32_labels(open, &uniform, CLASSES);

@@ -607,7 +607,12 @@ impl Plan {
 
 impl Plan {
     /// A regression target: a finite number within the card's bounds, kept in `tally.target`; label 0.
-    fn target(&self, cell: Cell<'_>, tally: &mut Tally, push: &mut dyn FnMut(&str, ProblemKind, String)) -> Option<u32> {
+    fn target(
+        &self,
+        cell: Cell<'_>,
+        tally: &mut Tally,
+        push: &mut dyn FnMut(&str, ProblemKind, String),
+    ) -> Option<u32> {
         let r = self.regression.as_ref()?;
         let v = match cell {
             Cell::Number(v) => v,

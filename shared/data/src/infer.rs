@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 use crate::private::{csv_reader, next_record, open_csv, read_header, row_error, ProblemKind, HEADER, WHOLE};
 use crate::stats::{fit_numeric, mode};
 use crate::task::{
-    is_missing, Feature, FeatureStats, Impute, Label, Preprocessing, PublicFormat, PublicSet, Scale, TaskCard,
-    UnknownLevel, CARD_VERSION,
+    is_missing, Feature, FeatureStats, Impute, Label, Preprocessing, PublicFormat, PublicSet, Regression, Scale,
+    TaskCard, UnknownLevel, CARD_VERSION,
 };
 use crate::{CsvOptions, DataError};
 
@@ -32,6 +32,9 @@ pub struct InferOptions {
     pub impute: Impute,
     /// How numeric and ordinal inputs are scaled (declared in the card).
     pub scale: Scale,
+    /// The label is a number to predict: the card gets `[regression]` with the public targets' mean and
+    /// standard deviation (bounds and monotone constraints are the operator's to add) and no classes.
+    pub regression: bool,
 }
 
 impl Default for InferOptions {
@@ -41,6 +44,7 @@ impl Default for InferOptions {
             max_levels: DEFAULT_MAX_LEVELS,
             impute: Impute::Median,
             scale: Scale::Standard,
+            regression: false,
         }
     }
 }
@@ -227,10 +231,36 @@ pub fn infer_card(public_csv: &Path, label: &str, opts: &InferOptions) -> Result
         )
     };
     let label_col = &cols[label_field];
-    if label_col.overflow {
+    let regression = match (&label_col.values, opts.regression) {
+        (Some(values), true) => {
+            let fit = fit_numeric(values, Impute::Mean);
+            Some(Regression {
+                mean: fit.mean,
+                std: if fit.std > 0.0 { fit.std } else { 1.0 },
+                min: None,
+                max: None,
+                monotone: Vec::new(),
+            })
+        }
+        (None, true) => {
+            let (line, text) = label_col.first_text.clone().unwrap_or((1, String::new()));
+            return Err(row_error(
+                &file,
+                line,
+                label,
+                ProblemKind::NotANumber,
+                format!("the regression target `{label}` holds `{text}`, which is not a number"),
+            ));
+        }
+        (_, false) => None,
+    };
+    if label_col.overflow && regression.is_none() {
         return Err(too_many(label_field, label_col, "the label column"));
     }
-    let mut classes: Vec<String> = label_col.levels.keys().cloned().collect();
+    let mut classes: Vec<String> = match regression {
+        Some(_) => Vec::new(),
+        None => label_col.levels.keys().cloned().collect(),
+    };
     if classes.iter().all(|c| c.parse::<f64>().is_ok()) {
         classes.sort_by(|a, b| {
             let (x, y) = (a.parse::<f64>().unwrap_or(0.0), b.parse::<f64>().unwrap_or(0.0));
@@ -300,7 +330,7 @@ pub fn infer_card(public_csv: &Path, label: &str, opts: &InferOptions) -> Result
         sequence: None,
         benchmark: None,
         augment: None,
-        regression: None,
+        regression,
         preprocessing: Some(Preprocessing {
             impute: opts.impute,
             scale: opts.scale,

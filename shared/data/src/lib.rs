@@ -54,10 +54,9 @@ pub use private::{
 };
 pub use split::{split, FederatedSplit, SplitConfig};
 pub use task::{
-    presence_input_name, Augment, Feature, FeatureStats, ImageShape, Impute, Label, Modality, ModalityRange,
-    Monotone, MonotoneDirection, Preprocessing, PublicFormat, PublicSet, Regression, Scale, SequenceShape, SeriesNorm,
-    TaskCard, Transform, UnknownLevel,
-    WindowLabel, Windows, CARD_DIGEST_TAG, CARD_VERSION, OTHER_LEVEL,
+    presence_input_name, Augment, Feature, FeatureStats, ImageShape, Impute, Label, Modality, ModalityRange, Monotone,
+    MonotoneDirection, Preprocessing, PublicFormat, PublicSet, Regression, Scale, SequenceShape, SeriesNorm, TaskCard,
+    Transform, UnknownLevel, WindowLabel, Windows, CARD_DIGEST_TAG, CARD_VERSION, OTHER_LEVEL,
 };
 pub use ts::{
     infer_ts_card, parse_ts, read_private_ts, read_public_ts, read_ts, series_dataset, write_ts, TsFile, TsSeries,

@@ -134,7 +134,10 @@ pub(crate) fn open_private_parquet(
     let t = fields[label_field].data_type();
     if card.is_regression() {
         if !(t.is_numeric() || *t == DataType::Null) {
-            return Err(wrong_type(label_field, "a regression target needs an integer or float column"));
+            return Err(wrong_type(
+                label_field,
+                "a regression target needs an integer or float column",
+            ));
         }
     } else if !(is_text(t) || t.is_integer() || *t == DataType::Null) {
         return Err(wrong_type(label_field, "the label needs a string or integer column"));

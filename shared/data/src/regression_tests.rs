@@ -129,7 +129,12 @@ fn contradictory_regression_cards_name_the_field() {
             "not above min",
         ),
         (
-            Box::new(|c| c.replace("column = \"strength\"", "column = \"strength\"\nclasses = [\"lo\", \"hi\"]")),
+            Box::new(|c| {
+                c.replace(
+                    "column = \"strength\"",
+                    "column = \"strength\"\nclasses = [\"lo\", \"hi\"]",
+                )
+            }),
             "label.classes",
             "declares no classes",
         ),
@@ -150,7 +155,10 @@ fn contradictory_regression_cards_name_the_field() {
 
 #[test]
 fn targets_are_read_as_numbers_in_the_files_order() {
-    let (_d, p) = file("plant.csv", b"water,strength,mix,cement\n170,40.5,a,310\n200,12,b,\n190,\"77.25\",a,280\n");
+    let (_d, p) = file(
+        "plant.csv",
+        b"water,strength,mix,cement\n170,40.5,a,310\n200,12,b,\n190,\"77.25\",a,280\n",
+    );
     let (ds, report) = read_private_csv(&p, &card(), &CsvOptions::default()).expect("reads");
     assert!(ds.is_regression());
     assert_eq!((ds.n, ds.dim, ds.num_classes), (3, 4, 1));
@@ -173,7 +181,10 @@ fn bad_targets_are_refused_with_file_line_and_column() {
             .to_string()
     };
     let e = read("300,a,180,40\n300,a,180,strong\n");
-    assert!(e.contains(":3:strength:") && e.contains("`strong` is not a number"), "{e}");
+    assert!(
+        e.contains(":3:strength:") && e.contains("`strong` is not a number"),
+        "{e}"
+    );
     let e = read("300,a,180,\n");
     assert!(e.contains(":2:strength:") && e.contains("target is missing"), "{e}");
     // Bounds the data already violates are reported, not clipped.
@@ -183,15 +194,25 @@ fn bad_targets_are_refused_with_file_line_and_column() {
         "{e}"
     );
     let e = read("300,a,180,-2\n");
-    assert!(e.contains("out-of-bounds") || e.contains("outside the card's bounds"), "{e}");
+    assert!(
+        e.contains("out-of-bounds") || e.contains("outside the card's bounds"),
+        "{e}"
+    );
     let e = read("300,a,180,inf\n");
     assert!(e.contains("not a finite number"), "{e}");
 }
 
 #[test]
 fn datasets_refuse_targets_that_do_not_fit_their_rows() {
-    let ds = crate::Dataset::new("x", vec![0.0; 4], vec![0, 0], 2, crate::DataKind::Tabular, vec!["y".into()])
-        .expect("two rows");
+    let ds = crate::Dataset::new(
+        "x",
+        vec![0.0; 4],
+        vec![0, 0],
+        2,
+        crate::DataKind::Tabular,
+        vec!["y".into()],
+    )
+    .expect("two rows");
     assert!(ds.clone().with_targets("y", vec![1.0]).is_err());
     assert!(ds.clone().with_targets("y", vec![1.0, f32::NAN]).is_err());
     let ok = ds.with_targets("y", vec![1.0, 2.0]).expect("fits");

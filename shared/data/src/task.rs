@@ -938,11 +938,19 @@ impl TaskCard {
                 self.modalities.len()
             ),
         };
+        let target = match &self.regression {
+            Some(r) => format!(
+                "regression of {} (bounds {}, {} monotone)",
+                self.classes().join(""),
+                r.bounds_text(),
+                r.monotone.len()
+            ),
+            None => format!("classes {}", self.classes().join("|")),
+        };
         format!(
-            "task `{}`: {shape} ({} inputs), classes {}, public set {} rows, card sha256:{}",
+            "task `{}`: {shape} ({} inputs), {target}, public set {} rows, card sha256:{}",
             self.name,
             self.input_dim(),
-            self.classes().join("|"),
             self.public.rows,
             self.digest_hex()
         )

@@ -64,6 +64,9 @@ pub struct DemoOptions {
     pub teacher: Option<fedistill_shared::ml::ModelConfig>,
     /// The shared student architecture (`[student]`; default: `federation_defaults`).
     pub student: Option<fedistill_shared::ml::ModelConfig>,
+    /// A regression task's constraint-loss weight on the student (participant `[regression]
+    /// constraint_weight`; default: the participants' own, 1).
+    pub constraint_weight: Option<f32>,
 }
 
 /// `fedistill demo --task CARD --public FILE --private FILE...`: a federation on the user's own files,
@@ -93,6 +96,8 @@ struct Setup {
     split: Option<fedistill_shared::data::FederatedSplit>,
     /// Input widths of the task card's modality blocks (empty without `[[modalities]]`).
     blocks: Vec<usize>,
+    /// The card's regression task, when it has `[regression]`.
+    regression: Option<fedistill_participant::regression::RegressionTask>,
 }
 
 /// A catalog split: every node derives its shard from `[data]`.
@@ -145,6 +150,7 @@ fn catalog_setup(args: &DemoOptions, dir: &Path) -> anyhow::Result<Setup> {
         dataset: args.dataset.clone(),
         split: (args.fedavg_rounds > 0).then_some(split),
         blocks: Vec::new(),
+        regression: None,
     })
 }
 
@@ -181,13 +187,23 @@ fn own_setup(args: &DemoOptions, own: &OwnFiles) -> anyhow::Result<Setup> {
             unlabeled: None,
         };
         let data = fedistill_participant::owndata::load(&node, &card, &public_path)?;
-        println!(
-            "  participant p{i}: {} ({} training rows, {} held out), class counts {:?}",
-            file.display(),
-            data.private.n,
-            data.test.n,
-            data.private.class_counts()
-        );
+        if data.private.is_regression() {
+            println!(
+                "  participant p{i}: {} ({} training rows, {} held out), target mean {:.2}",
+                file.display(),
+                data.private.n,
+                data.test.n,
+                data.private.targets.iter().map(|&t| f64::from(t)).sum::<f64>() / data.private.n.max(1) as f64
+            );
+        } else {
+            println!(
+                "  participant p{i}: {} ({} training rows, {} held out), class counts {:?}",
+                file.display(),
+                data.private.n,
+                data.test.n,
+                data.private.class_counts()
+            );
+        }
         participant_data.push(format!(
             "[task]\ncard = {:?}\n[private]\npath = {:?}\nholdout = 0.2\nseed = {}\n",
             card_path.display().to_string(),
@@ -216,6 +232,7 @@ fn own_setup(args: &DemoOptions, own: &OwnFiles) -> anyhow::Result<Setup> {
         dataset: format!("task {}", card.name),
         split: None,
         blocks: card.modality_ranges().iter().map(|m| m.width()).collect(),
+        regression: fedistill_participant::regression::RegressionTask::from_card(&card)?,
     })
 }
 
@@ -313,6 +330,10 @@ pub struct FinalRow {
     /// Mean ROC AUC of the served students (absent unless every participant's is defined).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub student_auc: Option<f64>,
+    /// Regression tasks: the served students' metrics (`r2`, `rmse`, `mae`, `violation_rate`, their
+    /// `int8_` versions, ...), mean over participants. For a regression the `*_accuracy` fields hold R².
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub student_metrics: std::collections::BTreeMap<String, f64>,
 }
 
 /// Baselines.
@@ -330,6 +351,12 @@ pub struct Baselines {
     /// ROC AUC of the pooled teacher (absent when not defined on the test rows).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub centralized_auc: Option<f64>,
+    /// Regression tasks: the local-only teachers' metrics, mean over participants.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub local_only_metrics: std::collections::BTreeMap<String, f64>,
+    /// Regression tasks: the pooled teacher's metrics.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub centralized_metrics: std::collections::BTreeMap<String, f64>,
 }
 
 /// The audit result.
@@ -441,6 +468,29 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
         Some(o) => own_setup(args, o)?,
     };
     let public_n = setup.public_n;
+    if setup.regression.is_some() {
+        anyhow::ensure!(
+            matches!(args.encoding.as_str(), "f32" | "f16")
+                && matches!(args.aggregate_encoding.as_str(), "f32" | "f16"),
+            "the task is a regression: its soft labels are real values, which travel as f32 or f16 (--encoding {}, \
+             --aggregate-encoding {})",
+            args.encoding,
+            args.aggregate_encoding
+        );
+        fedistill_shared::protocol::aggregate::check_rule_for_values(rule).context("--rule")?;
+        anyhow::ensure!(
+            !args.secure_aggregation,
+            "--secure-aggregation supports classification tasks only"
+        );
+        println!(
+            "  regression task: real-valued soft labels, no teacher refresh (participant [refresh] is for classes)"
+        );
+    } else {
+        anyhow::ensure!(
+            args.constraint_weight.is_none(),
+            "--constraint-weight applies to a regression task card ([regression]); this task classifies"
+        );
+    }
     // An architecture that cannot take this task's rows fails here, naming the flag, before any node starts.
     let rows = &setup.baseline.0;
     for (flag, model) in [("--teacher", &args.teacher), ("--student", &args.student)] {
@@ -519,13 +569,21 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
             ));
         }
     }
+    let refresh_epochs = if setup.regression.is_some() {
+        0
+    } else {
+        args.refresh_epochs
+    };
+    if let Some(w) = args.constraint_weight {
+        models.push_str(&format!("[regression]\nconstraint_weight = {w:?}\n"));
+    }
     for (i, n) in names.iter().enumerate() {
         let cfg = dir.join(format!("participant-{n}.toml"));
         std::fs::write(
             &cfg,
             format!(
                 "kit = \"federation/kits/{n}\"\nworkdir = \"work/{n}\"\nencoding = {:?}\n{}\n[refresh]\nepochs = {}\n{models}",
-                args.encoding, setup.participant_data[i], args.refresh_epochs
+                args.encoding, setup.participant_data[i], refresh_epochs
             ),
         )?;
         participant_cfgs.push(cfg);
@@ -666,13 +724,22 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
         ProgressMode::Bar => progress.child(),
         _ => Progress::hidden(),
     };
-    let (centralized_accuracy, centralized_auc) = centralized_baseline(
-        &setup.baseline.0,
-        &setup.baseline.1,
-        args.teacher.as_ref(),
-        &setup.blocks,
-        &epochs,
-    )?;
+    let (centralized_accuracy, centralized_auc, centralized_metrics) = match &setup.regression {
+        Some(task) => {
+            let m = regression_baseline(&setup.baseline.0, &setup.baseline.1, task, args.teacher.as_ref())?;
+            (m.r2, None, m.to_map())
+        }
+        None => {
+            let (a, auc) = centralized_baseline(
+                &setup.baseline.0,
+                &setup.baseline.1,
+                args.teacher.as_ref(),
+                &setup.blocks,
+                &epochs,
+            )?;
+            (a, auc, Default::default())
+        }
+    };
     let fedavg = match &setup.split {
         Some(split) => {
             progress.suspend(|| {
@@ -746,6 +813,7 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
     };
     let mut report = build_report(args, seen, results, (centralized_accuracy, centralized_auc), audit);
     report.fedavg = fedavg;
+    report.baselines.centralized_metrics = centralized_metrics;
     progress.suspend(|| print_report(&report));
     if let Some(path) = &args.report {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
@@ -880,6 +948,52 @@ fn centralized_baseline(
     Ok((metrics.accuracy, Some(metrics.roc_auc).filter(|a| a.is_finite())))
 }
 
+/// A regression task's centralized baseline: the participants' default regression teacher (or `teacher`)
+/// fitted on the pooled private rows, its metrics on the pooled held-out rows.
+fn regression_baseline(
+    pooled: &fedistill_shared::data::Dataset,
+    test: &fedistill_shared::data::Dataset,
+    task: &fedistill_participant::regression::RegressionTask,
+    teacher: Option<&fedistill_shared::ml::ModelConfig>,
+) -> anyhow::Result<fedistill_shared::ml::regression::RegressionMetrics> {
+    use fedistill_shared::ml::regression::{fit_regressor, predict, regression_metrics, Constraints};
+    let settings = fedistill_participant::regression::RegressionSettings::default();
+    let (fit, student_fit) = settings.configs(42)?;
+    let arch = teacher
+        .cloned()
+        .unwrap_or_else(|| fedistill_participant::regression::default_models().0);
+    let m = fedistill_shared::ml::Model::new(&arch, pooled.dim, 1, 42)?;
+    m.fit_input_normalization(&pooled.features, pooled.n, true)?;
+    let spec = &task.spec;
+    let y: Vec<f32> = pooled.targets.iter().map(|&t| spec.standardize(f64::from(t))).collect();
+    fit_regressor(&m, &pooled.features, &y, pooled.n, &fit, &Constraints::default())?;
+    Ok(regression_metrics(
+        &|x, n| predict(&m, x, n),
+        &test.features,
+        &test.targets,
+        test.dim,
+        &|z| spec.destandardize(z),
+        &task.constraints,
+        student_fit.step,
+    )?)
+}
+
+/// The mean of each named metric over `maps` (a name missing from one is left out).
+fn mean_metrics<'a>(
+    maps: impl Iterator<Item = &'a std::collections::BTreeMap<String, f64>> + Clone,
+) -> std::collections::BTreeMap<String, f64> {
+    let Some(first) = maps.clone().next() else {
+        return Default::default();
+    };
+    first
+        .keys()
+        .filter_map(|k| {
+            let v: Option<Vec<f64>> = maps.clone().map(|m| m.get(k).copied()).collect();
+            v.map(|v| (k.clone(), mean(&v)))
+        })
+        .collect()
+}
+
 /// The mean when every value is there (and there is one), else `None`.
 fn mean_of_all(v: impl Iterator<Item = Option<f64>>) -> Option<f64> {
     let v: Option<Vec<f64>> = v.collect();
@@ -980,6 +1094,7 @@ fn build_report(
             int8_bytes: results.first().map(|r| r.int8_bytes).unwrap_or(0),
             student_params: results.first().map(|r| r.student_params).unwrap_or(0),
             student_auc: mean_of_all(results.iter().map(|r| r.student_auc)),
+            student_metrics: mean_metrics(results.iter().map(|r| &r.student_metrics)),
         },
         baselines: Baselines {
             local_only_accuracy: mean(&local),
@@ -987,6 +1102,8 @@ fn build_report(
             centralized_accuracy,
             local_only_auc: mean_of_all(results.iter().map(|r| r.local_only_auc)),
             centralized_auc,
+            local_only_metrics: mean_metrics(results.iter().map(|r| &r.local_only_metrics)),
+            centralized_metrics: Default::default(),
         },
         audit,
         per_participant: results,
@@ -1127,6 +1244,10 @@ fn print_report(r: &DemoReport) {
     if let Some(f) = &r.fedavg {
         print_time_to_accuracy(r, f);
     }
+    if !r.final_.student_metrics.is_empty() {
+        print_regression(r);
+        return;
+    }
     println!();
     println!("| model | test accuracy |");
     println!("|---|---:|");
@@ -1152,6 +1273,52 @@ fn print_report(r: &DemoReport) {
         r.final_.student_params,
         r.final_.int8_bytes,
         100.0 * (r.final_.student_accuracy - r.baselines.local_only_accuracy)
+    );
+    println!("audit verify: {}", if r.audit.verified { "OK" } else { "FAILED" });
+    println!("finished in {:.1} s", r.seconds);
+}
+
+/// The final table of a regression task: R², RMSE, MAE and the constraint violation rates.
+fn print_regression(r: &DemoReport) {
+    let cols = ["r2", "rmse", "mae", "violation_rate", "bound_violation_rate"];
+    let row = |name: &str, m: &std::collections::BTreeMap<String, f64>, prefix: &str| {
+        let cells: Vec<String> = cols
+            .iter()
+            .map(|c| m.get(&format!("{prefix}{c}")).map_or("-".into(), |v| format!("{v:.4}")))
+            .collect();
+        println!("| {name} | {} |", cells.join(" | "));
+    };
+    println!();
+    println!("| model | {} |", cols.join(" | "));
+    println!("|---|{}", "---:|".repeat(cols.len()));
+    row(
+        "federated student (f32, mean over participants)",
+        &r.final_.student_metrics,
+        "",
+    );
+    row("federated student (int8)", &r.final_.student_metrics, "int8_");
+    for p in &r.per_participant {
+        row(
+            &format!(
+                "local-only teacher of {} ({} samples)",
+                p.participant, p.private_samples
+            ),
+            &p.local_only_metrics,
+            "",
+        );
+    }
+    row("local-only (mean)", &r.baselines.local_only_metrics, "");
+    row(
+        "centralized (pooled private data, upper bound)",
+        &r.baselines.centralized_metrics,
+        "",
+    );
+    println!();
+    println!(
+        "student: {} parameters, int8 export {} bytes; R² gain over local-only: {:+.4}",
+        r.final_.student_params,
+        r.final_.int8_bytes,
+        r.final_.student_accuracy - r.baselines.local_only_accuracy
     );
     println!("audit verify: {}", if r.audit.verified { "OK" } else { "FAILED" });
     println!("finished in {:.1} s", r.seconds);

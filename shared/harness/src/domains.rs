@@ -421,6 +421,7 @@ fn run_one(e: &Example, v: Variant, seed: u64, rounds: u64, work: &Path, exe: &P
             Variant::MlpBoth => Some(ModelConfig::Mlp { hidden: vec![16] }),
             _ => None,
         },
+        constraint_weight: None,
     };
     crate::demo::run(&options).with_context(|| format!("{} / {}: the federation", e.name, v.label()))?;
     let text = std::fs::read_to_string(&report_path).with_context(|| format!("reading {}", report_path.display()))?;

@@ -374,7 +374,9 @@ pub fn bound_violation_rate(pred: &[f32], c: &Constraints) -> f64 {
     }
     let out = pred
         .iter()
-        .filter(|&&p| c.min.is_some_and(|lo| p < lo - VIOLATION_TOLERANCE) || c.max.is_some_and(|hi| p > hi + VIOLATION_TOLERANCE))
+        .filter(|&&p| {
+            c.min.is_some_and(|lo| p < lo - VIOLATION_TOLERANCE) || c.max.is_some_and(|hi| p > hi + VIOLATION_TOLERANCE)
+        })
         .count();
     out as f64 / pred.len() as f64
 }

@@ -6,7 +6,9 @@ use crate::quant::model::{Profile, QuantizedModel};
 fn data(n: usize, f: impl Fn(&[f32]) -> f32) -> (Vec<f32>, Vec<f32>) {
     let mut state = 0x1234_5678u64;
     let mut next = || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((state >> 33) as f32 / (1u64 << 31) as f32) * 4.0 - 2.0
     };
     let x: Vec<f32> = (0..n * 3).map(|_| next()).collect();
@@ -25,7 +27,10 @@ fn error_metrics_match_the_definitions() {
     assert!((mae - 1.0 / 3.0).abs() < 1e-12);
     assert!((rmse - (1.0f64 / 3.0).sqrt()).abs() < 1e-12);
     assert!((r2 - 0.5).abs() < 1e-12);
-    assert!(error_metrics(&[1.0, 1.0], &[2.0, 2.0]).2.is_nan(), "constant targets: R² undefined");
+    assert!(
+        error_metrics(&[1.0, 1.0], &[2.0, 2.0]).2.is_nan(),
+        "constant targets: R² undefined"
+    );
 }
 
 #[test]
@@ -48,20 +53,50 @@ fn a_fitted_regressor_explains_a_smooth_target_and_int8_follows_it() -> Result<(
     let (vx, vy) = (&x[300 * 3..], &y[300..]);
     let m = mlp(1);
     m.fit_input_normalization(&tx, 300, true)?;
-    let before = regression_metrics(&|x, n| predict(&m, x, n), vx, vy, 3, &|z| f64::from(z), &Constraints::default(), 0.5)?;
+    let before = regression_metrics(
+        &|x, n| predict(&m, x, n),
+        vx,
+        vy,
+        3,
+        &|z| f64::from(z),
+        &Constraints::default(),
+        0.5,
+    )?;
     let cfg = RegressionConfig {
         epochs: 80,
         ..RegressionConfig::default()
     };
     let stats = fit_regressor(&m, &tx, &ty, 300, &cfg, &Constraints::default())?;
     assert!(stats.fit < 0.05 && stats.constraint == 0.0, "{stats:?}");
-    let after = regression_metrics(&|x, n| predict(&m, x, n), vx, vy, 3, &|z| f64::from(z), &Constraints::default(), 0.5)?;
-    assert!(after.r2 > 0.9 && after.rmse < before.rmse / 3.0, "{before:?} -> {after:?}");
+    let after = regression_metrics(
+        &|x, n| predict(&m, x, n),
+        vx,
+        vy,
+        3,
+        &|z| f64::from(z),
+        &Constraints::default(),
+        0.5,
+    )?;
+    assert!(
+        after.r2 > 0.9 && after.rmse < before.rmse / 3.0,
+        "{before:?} -> {after:?}"
+    );
     assert!(after.violation_rate.is_nan() && after.bound_violation_rate.is_nan());
     // The INT8 student of a regressor predicts within a small error of the float one.
     let q = QuantizedModel::from_model(&m, Profile::Int8)?;
-    let qm = regression_metrics(&|x, n| q.logits(x, n), vx, vy, 3, &|z| f64::from(z), &Constraints::default(), 0.5)?;
-    assert!((qm.rmse - after.rmse).abs() < 0.05 && qm.r2 > 0.85, "float {after:?} int8 {qm:?}");
+    let qm = regression_metrics(
+        &|x, n| q.logits(x, n),
+        vx,
+        vy,
+        3,
+        &|z| f64::from(z),
+        &Constraints::default(),
+        0.5,
+    )?;
+    assert!(
+        (qm.rmse - after.rmse).abs() < 0.05 && qm.r2 > 0.85,
+        "float {after:?} int8 {qm:?}"
+    );
     Ok(())
 }
 
@@ -93,12 +128,18 @@ fn the_constraint_loss_cuts_the_violation_rate() -> Result<()> {
     let (kept, kept_stats) = run(10.0)?;
     assert_eq!(free_stats.constraint, 0.0);
     assert!(kept_stats.constraint.is_finite());
-    assert!(free.violation_rate > 0.2, "the dip violates the constraint on ~half the rows: {free:?}");
+    assert!(
+        free.violation_rate > 0.2,
+        "the dip violates the constraint on ~half the rows: {free:?}"
+    );
     assert!(
         kept.violation_rate < free.violation_rate / 4.0,
         "free {free:?} constrained {kept:?}"
     );
-    assert!(kept.bound_violation_rate <= free.bound_violation_rate, "free {free:?} constrained {kept:?}");
+    assert!(
+        kept.bound_violation_rate <= free.bound_violation_rate,
+        "free {free:?} constrained {kept:?}"
+    );
     // Keeping the constraint costs fit on a target that breaks it.
     assert!(kept.rmse > free.rmse, "free {free:?} constrained {kept:?}");
     Ok(())
@@ -126,7 +167,18 @@ fn violation_rate_counts_pairs_that_move_the_wrong_way() -> Result<()> {
         ..Constraints::default()
     };
     assert_eq!(bound_violation_rate(&[-1.0, 0.0, 0.2, 0.9], &bounded), 0.5);
-    assert!(violation_rate(&lin, &x, 2, 2, &Constraints { monotone: vec![(2, 1.0)], ..Constraints::default() }, 0.5).is_err());
+    assert!(violation_rate(
+        &lin,
+        &x,
+        2,
+        2,
+        &Constraints {
+            monotone: vec![(2, 1.0)],
+            ..Constraints::default()
+        },
+        0.5
+    )
+    .is_err());
     Ok(())
 }
 
@@ -136,20 +188,57 @@ fn bad_settings_and_shapes_are_refused() {
     let (x, y) = data(10, |r| r[0]);
     let fit = |cfg: RegressionConfig| fit_regressor(&m, &x, &y, 10, &cfg, &Constraints::default());
     for cfg in [
-        RegressionConfig { epochs: 0, ..RegressionConfig::default() },
-        RegressionConfig { lr: f64::NAN, ..RegressionConfig::default() },
-        RegressionConfig { constraint_weight: -1.0, ..RegressionConfig::default() },
-        RegressionConfig { step: 0.0, ..RegressionConfig::default() },
-        RegressionConfig { loss: RegressionLoss::Huber { delta: 0.0 }, ..RegressionConfig::default() },
+        RegressionConfig {
+            epochs: 0,
+            ..RegressionConfig::default()
+        },
+        RegressionConfig {
+            lr: f64::NAN,
+            ..RegressionConfig::default()
+        },
+        RegressionConfig {
+            constraint_weight: -1.0,
+            ..RegressionConfig::default()
+        },
+        RegressionConfig {
+            step: 0.0,
+            ..RegressionConfig::default()
+        },
+        RegressionConfig {
+            loss: RegressionLoss::Huber { delta: 0.0 },
+            ..RegressionConfig::default()
+        },
     ] {
-        assert!(matches!(fit(cfg.clone()), Err(MlError::InvalidHyperParameter(_))), "{cfg:?}");
+        assert!(
+            matches!(fit(cfg.clone()), Err(MlError::InvalidHyperParameter(_))),
+            "{cfg:?}"
+        );
     }
-    assert!(fit_regressor(&m, &x, &y[..9], 10, &RegressionConfig::default(), &Constraints::default()).is_err());
+    assert!(fit_regressor(
+        &m,
+        &x,
+        &y[..9],
+        10,
+        &RegressionConfig::default(),
+        &Constraints::default()
+    )
+    .is_err());
     let mut bad_y = y.clone();
     bad_y[3] = f32::NAN;
-    assert!(fit_regressor(&m, &x, &bad_y, 10, &RegressionConfig::default(), &Constraints::default()).is_err());
+    assert!(fit_regressor(
+        &m,
+        &x,
+        &bad_y,
+        10,
+        &RegressionConfig::default(),
+        &Constraints::default()
+    )
+    .is_err());
     let classifier = Model::new(&ModelConfig::Mlp { hidden: vec![4] }, 3, 2, 1).expect("model");
     assert!(predict(&classifier, &x, 10).is_err());
-    let far = Constraints { monotone: vec![(7, 1.0)], ..Constraints::default() };
+    let far = Constraints {
+        monotone: vec![(7, 1.0)],
+        ..Constraints::default()
+    };
     assert!(fit_regressor(&m, &x, &y, 10, &RegressionConfig::default(), &far).is_err());
 }

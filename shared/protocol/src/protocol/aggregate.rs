@@ -148,11 +148,13 @@ pub fn aggregate(
 /// a row) and ERA (a softmax over the classes).
 pub fn check_rule_for_values(rule: AggregationRule) -> Result<(), AggregateError> {
     match rule {
-        AggregationRule::ConfidenceWeighted | AggregationRule::Era { .. } => Err(AggregateError::BadParameter(format!(
-            "rule {} needs class probabilities; a regression task's soft labels are real values: use mean, \
+        AggregationRule::ConfidenceWeighted | AggregationRule::Era { .. } => {
+            Err(AggregateError::BadParameter(format!(
+                "rule {} needs class probabilities; a regression task's soft labels are real values: use mean, \
              sample_weighted, median or trimmed_mean",
-            rule.name()
-        ))),
+                rule.name()
+            )))
+        }
         _ => Ok(()),
     }
 }
@@ -368,7 +370,13 @@ mod tests {
         assert!(close(&mean, &[-1.0, 0.5, 1.5]), "{mean:?}");
         let w = aggregate(AggregationRule::SampleWeighted, &[view(&a, 3), view(&b, 1)], 3, 1).unwrap();
         assert!(close(&w, &[-1.25, 0.375, 1.75]), "{w:?}");
-        let med = aggregate(AggregationRule::Median, &[view(&a, 1), view(&b, 1), view(&liar, 1)], 3, 1).unwrap();
+        let med = aggregate(
+            AggregationRule::Median,
+            &[view(&a, 1), view(&b, 1), view(&liar, 1)],
+            3,
+            1,
+        )
+        .unwrap();
         assert!(close(&med, &[-0.5, 0.25, 2.0]), "{med:?}");
         let t = aggregate(
             AggregationRule::TrimmedMean { trim: 0.34 },
@@ -377,8 +385,14 @@ mod tests {
             1,
         )
         .unwrap();
-        assert!(close(&t, &med), "one trimmed from each end of three is the median: {t:?}");
-        for rule in [AggregationRule::ConfidenceWeighted, AggregationRule::Era { temperature: 0.5 }] {
+        assert!(
+            close(&t, &med),
+            "one trimmed from each end of three is the median: {t:?}"
+        );
+        for rule in [
+            AggregationRule::ConfidenceWeighted,
+            AggregationRule::Era { temperature: 0.5 },
+        ] {
             let e = aggregate(rule, &[view(&a, 1)], 3, 1).unwrap_err().to_string();
             assert!(e.contains("regression") && e.contains("real values"), "{e}");
         }
@@ -398,7 +412,12 @@ mod tests {
         assert_eq!(decode(&bytes, 3, 1, Encoding::F32).unwrap(), a.to_vec());
         let half = decode(&encode(&a, 3, 1, Encoding::F16).unwrap(), 3, 1, Encoding::F16).unwrap();
         assert!(close(&half, &a));
-        for enc in [Encoding::Int8, Encoding::Argmax, Encoding::TopK { k: 1 }, Encoding::QTopK { k: 1 }] {
+        for enc in [
+            Encoding::Int8,
+            Encoding::Argmax,
+            Encoding::TopK { k: 1 },
+            Encoding::QTopK { k: 1 },
+        ] {
             let e = encode(&a, 3, 1, enc).unwrap_err();
             assert!(matches!(e, SoftLabelError::NotForValues { .. }), "{enc:?}: {e}");
             assert!(decode(&[0u8; 64], 3, 1, enc).is_err());

@@ -107,7 +107,9 @@ pub enum SoftLabelError {
         value: f32,
     },
     /// A regression value is beyond [`VALUE_LIMIT`] in magnitude.
-    #[error("row {row}: value {value} is beyond the limit of +-{VALUE_LIMIT} standard deviations of a regression target")]
+    #[error(
+        "row {row}: value {value} is beyond the limit of +-{VALUE_LIMIT} standard deviations of a regression target"
+    )]
     ValueOutOfRange {
         /// Row index.
         row: usize,
