@@ -27,10 +27,25 @@ fn domains_quick_runs_every_example_with_a_verified_audit() {
         serde_json::from_slice(&std::fs::read(dir.path().join("domains.json")).expect("report")).expect("JSON");
     assert_eq!(rep["suite"], "domains");
     let runs = rep["runs"].as_array().expect("runs");
-    // Three examples x two variants x one seed.
-    assert_eq!(runs.len(), 6, "{rep}");
+    // Four examples x two variants x one seed.
+    assert_eq!(runs.len(), 8, "{rep}");
     for r in runs {
         assert_eq!(r["audit_verified"], true, "{r}");
+        // Soft labels crossed the wire in every round.
+        assert!(r["bytes_up"].as_u64().expect("bytes") > 0, "{r}");
+        if r["example"] == "concrete-plants" {
+            // The regression example: R² in the accuracy fields, RMSE in MPa and violation rates measured
+            // for the student, the local-only teachers and the pooled teacher. A student predicting the
+            // mean strength would have R² near 0 and RMSE near 16 MPa.
+            let f = &r["regression"];
+            assert!(r["student_accuracy"].as_f64().expect("R²") > 0.2, "{r}");
+            assert!(f["student_rmse"].as_f64().expect("rmse") < 14.0, "{r}");
+            for k in ["student_violation", "local_only_violation", "pooled_violation"] {
+                let v = f[k].as_f64().expect(k);
+                assert!((0.0..=1.0).contains(&v), "{k} {v}");
+            }
+            continue;
+        }
         for k in [
             "student_accuracy",
             "int8_accuracy",
@@ -40,8 +55,6 @@ fn domains_quick_runs_every_example_with_a_verified_audit() {
             let v = r[k].as_f64().expect(k);
             assert!((0.0..=1.0).contains(&v), "{k} {v}");
         }
-        // Soft labels crossed the wire in every round.
-        assert!(r["bytes_up"].as_u64().expect("bytes") > 0, "{r}");
         // Better than a coin on every example: the season of a day's demand is easy, next week's
         // volatility regime follows this one's, and impairment shows in the CSF proteins.
         assert!(r["student_accuracy"].as_f64().expect("acc") > 0.6, "{r}");
@@ -70,7 +83,18 @@ fn domains_quick_runs_every_example_with_a_verified_audit() {
         variants.contains(&"mlp") && variants.contains(&"cnn1d_augment"),
         "{variants:?}"
     );
-    for stem in ["domains-italy-power", "domains-sp500-banks", "domains-ad-hospitals"] {
+    let concrete: Vec<&str> = runs
+        .iter()
+        .filter(|r| r["example"] == "concrete-plants")
+        .filter_map(|r| r["variant"].as_str())
+        .collect();
+    assert_eq!(concrete, ["constrained", "unconstrained"], "{rep}");
+    for stem in [
+        "domains-italy-power",
+        "domains-sp500-banks",
+        "domains-ad-hospitals",
+        "domains-concrete-plants",
+    ] {
         let png = std::fs::read(dir.path().join(format!("{stem}.png"))).expect("png");
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
         let svg = std::fs::read_to_string(dir.path().join(format!("{stem}.svg"))).expect("svg");
@@ -79,6 +103,7 @@ fn domains_quick_runs_every_example_with_a_verified_audit() {
     let md = std::fs::read_to_string(dir.path().join("domains.md")).expect("markdown");
     assert!(md.contains("| 1-D CNN + augmentation | 3 | 1 |"), "{md}");
     assert!(md.contains("| first block only | 2 | 1 |"), "{md}");
+    assert!(md.contains("| no constraint loss | 1 |"), "{md}");
 }
 
 #[test]
@@ -89,7 +114,7 @@ fn domains_refuses_bad_flags_by_name() {
         (
             root,
             vec!["--examples", "weather"],
-            "unknown example \"weather\"; known: italy-power, sp500-banks, ad-hospitals",
+            "unknown example \"weather\"; known: italy-power, sp500-banks, ad-hospitals, concrete-plants",
         ),
         (root, vec!["--rounds", "0"], "--rounds must be at least 1"),
         (

@@ -72,6 +72,10 @@ pub enum Variant {
     FirstOnly,
     /// Only the second block (`clinical`): every participant.
     SecondOnly,
+    /// Regression: the shared student with the card's constraint loss (monotone and bounds, weight 1).
+    Constrained,
+    /// Regression: the same federation without the constraint loss (weight 0).
+    Unconstrained,
 }
 
 impl Variant {
@@ -84,6 +88,7 @@ impl Variant {
         Variant::SecondOnly,
     ];
     const MODALITIES_QUICK: [Variant; 2] = [Variant::Fused, Variant::FirstOnly];
+    const REGRESSION: [Variant; 2] = [Variant::Constrained, Variant::Unconstrained];
 
     fn label(self) -> &'static str {
         match self {
@@ -95,6 +100,8 @@ impl Variant {
             Variant::MlpBoth => "MLP, both blocks",
             Variant::FirstOnly => "first block only",
             Variant::SecondOnly => "second block only",
+            Variant::Constrained => "constraint loss",
+            Variant::Unconstrained => "no constraint loss",
         }
     }
 
@@ -120,10 +127,15 @@ struct Example {
     private: &'static [&'static str],
     /// A two-modality example (its card has `[[modalities]]`): the fusion variants instead of the sequence ones.
     modalities: bool,
+    /// A regression example (its card has `[regression]`): with and without the constraint loss.
+    regression: bool,
 }
 
 impl Example {
     fn variants(&self, quick: bool) -> &'static [Variant] {
+        if self.regression {
+            return &Variant::REGRESSION;
+        }
         match (self.modalities, quick) {
             (false, false) => &Variant::SEQUENCE,
             (false, true) => &Variant::SEQUENCE_QUICK,
@@ -149,6 +161,7 @@ fn examples(dir: &Path) -> Vec<Example> {
             own: None,
             private: &[],
             modalities: false,
+            regression: false,
         },
         Example {
             name: "sp500-banks",
@@ -158,6 +171,7 @@ fn examples(dir: &Path) -> Vec<Example> {
             own: Some(dir.join("sp500-banks")),
             private: &["bank-a.csv", "bank-b.csv", "bank-c.csv"],
             modalities: false,
+            regression: false,
         },
         Example {
             name: "ad-hospitals",
@@ -168,6 +182,18 @@ fn examples(dir: &Path) -> Vec<Example> {
             own: Some(dir.join("ad-hospitals")),
             private: &["hospital-a.csv", "hospital-b.csv", "hospital-c.csv"],
             modalities: true,
+            regression: false,
+        },
+        Example {
+            name: "concrete-plants",
+            domain: "manufacturing: three concrete plants, each its own mix type, compressive strength under \
+                     monotone (cement, age, water) and bound constraints",
+            channels: 0,
+            augment: Augment::default(),
+            own: Some(dir.join("concrete-plants")),
+            private: &["plant-a.csv", "plant-b.csv", "plant-c.csv"],
+            modalities: false,
+            regression: true,
         },
     ]
 }
@@ -205,6 +231,28 @@ pub struct Run {
     pub bytes_up: u64,
     /// Wall-clock seconds of the federation (the demo, baselines and audit included).
     pub seconds: f64,
+    /// A regression example's error and constraint figures (the `*_accuracy` fields then hold R²).
+    pub regression: Option<RegressionFigures>,
+}
+
+/// RMSE (target units) and measured monotone violation rate of the federated student, the local-only
+/// teachers (mean) and the pooled teacher.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RegressionFigures {
+    /// Federated students' RMSE, mean over participants.
+    pub student_rmse: f64,
+    /// Their monotone violation rate.
+    pub student_violation: f64,
+    /// Their INT8 exports' RMSE.
+    pub int8_rmse: f64,
+    /// Local-only teachers' RMSE, mean.
+    pub local_only_rmse: f64,
+    /// Their violation rate.
+    pub local_only_violation: f64,
+    /// The pooled teacher's RMSE.
+    pub pooled_rmse: f64,
+    /// Its violation rate.
+    pub pooled_violation: f64,
 }
 
 /// Mean and standard deviation over seeds, per example and variant.
@@ -236,6 +284,8 @@ pub struct Summary {
     pub pooled_auc: Option<f64>,
     /// Every run's audit verified.
     pub audit_verified: bool,
+    /// A regression example's figures, mean over seeds (student RMSE's standard deviation aside).
+    pub regression: Option<RegressionFigures>,
 }
 
 /// The suite's report.
@@ -397,11 +447,11 @@ fn run_one(e: &Example, v: Variant, seed: u64, rounds: u64, work: &Path, exe: &P
         dataset: e.name.to_string(),
         alpha: 0.5,
         seed,
-        rule: "confidence_weighted".into(),
+        rule: if e.regression { "mean" } else { "confidence_weighted" }.into(),
         secure_aggregation: false,
         encoding: "f16".into(),
         aggregate_encoding: "f32".into(),
-        refresh_epochs: 3,
+        refresh_epochs: if e.regression { 0 } else { 3 },
         fedavg_rounds: 0,
         report: Some(report_path.clone()),
         workdir: Some(work.join("federation")),
@@ -421,7 +471,7 @@ fn run_one(e: &Example, v: Variant, seed: u64, rounds: u64, work: &Path, exe: &P
             Variant::MlpBoth => Some(ModelConfig::Mlp { hidden: vec![16] }),
             _ => None,
         },
-        constraint_weight: None,
+        constraint_weight: (v == Variant::Unconstrained).then_some(0.0),
     };
     crate::demo::run(&options).with_context(|| format!("{} / {}: the federation", e.name, v.label()))?;
     let text = std::fs::read_to_string(&report_path).with_context(|| format!("reading {}", report_path.display()))?;
@@ -461,6 +511,19 @@ fn run_one(e: &Example, v: Variant, seed: u64, rounds: u64, work: &Path, exe: &P
         audit_verified: r["audit"]["verified"].as_bool() == Some(true),
         bytes_up,
         seconds: num(&["seconds"])?,
+        regression: if e.regression {
+            Some(RegressionFigures {
+                student_rmse: num(&["final", "student_metrics", "rmse"])?,
+                student_violation: num(&["final", "student_metrics", "violation_rate"])?,
+                int8_rmse: num(&["final", "student_metrics", "int8_rmse"])?,
+                local_only_rmse: num(&["baselines", "local_only_metrics", "rmse"])?,
+                local_only_violation: num(&["baselines", "local_only_metrics", "violation_rate"])?,
+                pooled_rmse: num(&["baselines", "centralized_metrics", "rmse"])?,
+                pooled_violation: num(&["baselines", "centralized_metrics", "violation_rate"])?,
+            })
+        } else {
+            None
+        },
     })
 }
 
@@ -528,9 +591,69 @@ fn summarize(runs: &[Run]) -> Vec<Summary> {
             local_only_auc: all(&same, |x| x.local_only_auc).map(|v| mean_sd(&v).0),
             pooled_auc: all(&same, |x| x.pooled_auc).map(|v| mean_sd(&v).0),
             audit_verified: same.iter().all(|x| x.audit_verified),
+            regression: mean_figures(&same),
         });
     }
     out
+}
+
+/// The mean of the runs' regression figures (`None` unless every run has them).
+fn mean_figures(runs: &[&Run]) -> Option<RegressionFigures> {
+    let f: Option<Vec<RegressionFigures>> = runs.iter().map(|r| r.regression).collect();
+    let f = f.filter(|f| !f.is_empty())?;
+    let m = |g: fn(&RegressionFigures) -> f64| mean_sd(&f.iter().map(g).collect::<Vec<_>>()).0;
+    Some(RegressionFigures {
+        student_rmse: m(|x| x.student_rmse),
+        student_violation: m(|x| x.student_violation),
+        int8_rmse: m(|x| x.int8_rmse),
+        local_only_rmse: m(|x| x.local_only_rmse),
+        local_only_violation: m(|x| x.local_only_violation),
+        pooled_rmse: m(|x| x.pooled_rmse),
+        pooled_violation: m(|x| x.pooled_violation),
+    })
+}
+
+/// A regression example's table: R², RMSE (MPa) and monotone violation rate of every model.
+fn regression_table(rows: &[&Summary]) -> String {
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .filter_map(|s| s.regression.map(|f| (s, f)))
+        .map(|(s, f)| {
+            vec![
+                s.variant.label().to_string(),
+                s.seeds.to_string(),
+                format!("{:.3} ± {:.3}", s.student.0, s.student.1),
+                format!("{:.2}", f.student_rmse),
+                pct(f.student_violation),
+                format!("{:.2}", f.int8_rmse),
+                format!("{:.3}", s.local_only),
+                format!("{:.2}", f.local_only_rmse),
+                pct(f.local_only_violation),
+                format!("{:.3}", s.pooled),
+                format!("{:.2}", f.pooled_rmse),
+                pct(f.pooled_violation),
+                if s.audit_verified { "OK" } else { "FAILED" }.to_string(),
+            ]
+        })
+        .collect();
+    report::markdown_table(
+        &[
+            "variant",
+            "seeds",
+            "student R²",
+            "student RMSE",
+            "student violations %",
+            "int8 RMSE",
+            "local-only R²",
+            "local-only RMSE",
+            "local-only violations %",
+            "pooled R²",
+            "pooled RMSE",
+            "pooled violations %",
+            "audit verify",
+        ],
+        &body,
+    )
 }
 
 /// Every run's value, or `None` when one lacks it.
@@ -555,6 +678,16 @@ pub fn markdown(r: &DomainsReport) -> String {
         }
     }
     for (name, domain) in names {
+        let of_example: Vec<&Summary> = r.summary.iter().filter(|s| s.example == name).collect();
+        if of_example.iter().any(|s| s.regression.is_some()) {
+            md.push_str(&format!(
+                "\n**{name}**: {domain} (on each participant's held-out rows, mean over participants and \
+                 seeds; RMSE in the target's units, violations: share of (row, monotone feature) pairs whose \
+                 prediction moves the wrong way)\n\n"
+            ));
+            md.push_str(&regression_table(&of_example));
+            continue;
+        }
         md.push_str(&format!(
             "\n**{name}**: {domain} (test accuracy %, mean over seeds)\n\n"
         ));
@@ -610,6 +743,28 @@ fn charts(r: &DomainsReport, dir: &Path) -> anyhow::Result<()> {
     for name in names {
         let rows: Vec<&Summary> = r.summary.iter().filter(|s| s.example == name).collect();
         let categories: Vec<String> = rows.iter().map(|s| s.variant.label().to_string()).collect();
+        if rows.iter().any(|s| s.regression.is_some()) {
+            let fig = |g: fn(&RegressionFigures) -> f64| -> Vec<f64> {
+                rows.iter().map(|s| s.regression.map_or(0.0, |f| g(&f))).collect()
+            };
+            let groups = vec![
+                ("local-only teachers".to_string(), fig(|f| f.local_only_rmse)),
+                ("federated student".to_string(), fig(|f| f.student_rmse)),
+                ("int8 student".to_string(), fig(|f| f.int8_rmse)),
+                ("pooled teacher".to_string(), fig(|f| f.pooled_rmse)),
+            ];
+            report::write_bar_chart(
+                dir,
+                &format!("domains-{name}"),
+                &BarChart {
+                    title: &format!("{name}: test RMSE (lower is better)"),
+                    y_label: "RMSE",
+                    categories: &categories,
+                    groups: &groups,
+                },
+            )?;
+            continue;
+        }
         let groups = vec![
             (
                 "local-only teachers".to_string(),
@@ -663,7 +818,44 @@ mod tests {
             student_auc: (example == "a").then_some(0.5 + student / 10.0),
             local_only_auc: None,
             pooled_auc: None,
+            regression: (example == "r").then_some(RegressionFigures {
+                student_rmse: 10.0 - student,
+                student_violation: 0.0,
+                int8_rmse: 10.1 - student,
+                local_only_rmse: 6.0,
+                local_only_violation: 0.08,
+                pooled_rmse: 5.0,
+                pooled_violation: 0.1,
+            }),
         }
+    }
+
+    /// A regression example's summary averages its figures and gets its own table (R², RMSE, violations).
+    #[test]
+    fn regression_examples_summarize_rmse_and_violations() {
+        let runs = [
+            run("r", Variant::Constrained, 1, 0.6),
+            run("r", Variant::Constrained, 2, 0.8),
+        ];
+        let s = summarize(&runs);
+        let f = s[0].regression.expect("figures");
+        assert!(
+            (f.student_rmse - 9.3).abs() < 1e-9 && f.pooled_violation == 0.1,
+            "{f:?}"
+        );
+        let md = markdown(&DomainsReport {
+            suite: "domains",
+            command: "c".into(),
+            build: "debug",
+            rounds: 2,
+            runs: runs.to_vec(),
+            summary: s,
+            seconds: 1.0,
+        });
+        assert!(
+            md.contains("| constraint loss | 2 | 0.700 ± 0.141 | 9.30 | 0.0 | 9.40 | 0.500 | 6.00 | 8.0 |"),
+            "{md}"
+        );
     }
 
     #[test]
