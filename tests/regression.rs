@@ -168,7 +168,8 @@ fn an_insider_lying_in_regression_soft_labels_is_refused_and_the_round_goes_on()
             assert!(matches!(c.request(&msg).await, Reply::Ack), "honest labels");
         }
         let m = &mut clients[2];
-        let lies: Vec<(&str, Box<dyn Fn(&mut fedistill_shared::wire::messages::SoftLabels)>)> = vec![
+        type Lie<'a> = Box<dyn Fn(&mut fedistill_shared::wire::messages::SoftLabels) + 'a>;
+        let lies: Vec<(&str, Lie)> = vec![
             (
                 "NaN",
                 Box::new(|b| b.payload = encode(&values(f32::NAN), Encoding::F32)),

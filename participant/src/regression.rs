@@ -238,7 +238,7 @@ impl RegressionLearner {
             m
         };
         let test = data.test;
-        let local_only = metrics_of(&|x, n| Ok(predict(&teacher, x, n)?), &test, &task, student_fit.step)?;
+        let local_only = metrics_of(&|x, n| predict(&teacher, x, n), &test, &task, student_fit.step)?;
         info!(
             r2 = local_only.r2,
             rmse = local_only.rmse,
@@ -302,7 +302,7 @@ fn regression_guard(settings: &ParticipantSettings) -> anyhow::Result<GuardConfi
 
 /// `predict`'s metrics on `test` in the target's units.
 fn metrics_of(
-    predict: &dyn Fn(&[f32], usize) -> fedistill_shared::ml::error::Result<Vec<f32>>,
+    predict: fedistill_shared::ml::regression::Predict<'_>,
     test: &Dataset,
     task: &RegressionTask,
     step: f32,

@@ -102,7 +102,8 @@ fn a_regression_card_has_one_output_named_after_its_target_and_round_trips() {
 
 #[test]
 fn contradictory_regression_cards_name_the_field() {
-    let cases: Vec<(Box<dyn Fn(String) -> String>, &str, &str)> = vec![
+    type Edit = Box<dyn Fn(String) -> String>;
+    let cases: Vec<(Edit, &str, &str)> = vec![
         (
             Box::new(|c| c.replace("feature = \"cement\"", "feature = \"slag\"")),
             "regression.monotone[0].feature",

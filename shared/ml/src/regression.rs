@@ -20,6 +20,9 @@ use crate::error::{MlError, Result};
 use crate::model::{check_features, Model};
 use crate::optim::{AdamWParams, FusedAdamW};
 
+/// A predictor of standardized values for `n` rows (the float model or its INT8 version).
+pub type Predict<'a> = &'a dyn Fn(&[f32], usize) -> Result<Vec<f32>>;
+
 /// A pair whose prediction moves the wrong way by more than this (standardized units, i.e. this many
 /// target standard deviations) counts as a violation; smaller moves are rounding.
 pub const VIOLATION_TOLERANCE: f32 = 1e-3;
@@ -336,7 +339,7 @@ pub fn error_metrics(pred: &[f64], targets: &[f32]) -> (f64, f64, f64) {
 /// (standardized) moves against the constraint's sign by more than [`VIOLATION_TOLERANCE`]; NaN without
 /// monotone constraints. `predict` may be the float model or its INT8 version.
 pub fn violation_rate(
-    predict: &dyn Fn(&[f32], usize) -> Result<Vec<f32>>,
+    predict: Predict<'_>,
     x: &[f32],
     n: usize,
     dim: usize,
@@ -384,7 +387,7 @@ pub fn bound_violation_rate(pred: &[f32], c: &Constraints) -> f64 {
 /// Every metric of a predictor on `n` rows with targets in their units; `unstandardize` maps a
 /// standardized prediction back (`z * std + mean`).
 pub fn regression_metrics(
-    predict: &dyn Fn(&[f32], usize) -> Result<Vec<f32>>,
+    predict: Predict<'_>,
     x: &[f32],
     targets: &[f32],
     dim: usize,
