@@ -11,7 +11,9 @@
 //! assay). The sequence adapters: the time-series augmentation of the public set (`[augment]`), and the 1-D
 //! CNN teacher and student (`cnn1d`) against the default MLPs. The two-modality adapter: the fused models
 //! over the card's blocks, against MLPs on both blocks and against federations on each block alone (the
-//! hospital without a block cannot join the one on that block).
+//! hospital without a block cannot join the one on that block). The regression example `concrete-plants`
+//! (examples/concrete-plants: three plants, each its own mix type) runs with and without the constraint
+//! loss on the shared student, and reports R², RMSE and the measured violation rates.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
