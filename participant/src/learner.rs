@@ -104,6 +104,38 @@ pub trait Learner: Send + 'static {
     fn summary(&self) -> LearnerSummary;
 }
 
+/// Writes a round's artifacts under `workdir/round-NNNN/` (the candidate student, its INT8 export, its
+/// `metrics`, the guard's `decision`); when the guard accepted the candidate (or there was no decision) it
+/// becomes the served student (`student.safetensors`, `student-int8.gguf`), else the working `student` is
+/// rolled back to the served weights `before`. Returns the round's directory. Both learners end a round here.
+pub(crate) fn save_round(
+    workdir: &Path,
+    round: RoundId,
+    student: &Model,
+    before: &[u8],
+    int8_bytes: &[u8],
+    metrics: &impl serde::Serialize,
+    decision: Option<&fedistill_shared::ml::lifecycle::GuardDecision>,
+) -> anyhow::Result<PathBuf> {
+    let round_dir = workdir.join(format!("round-{:04}", round.0));
+    std::fs::create_dir_all(&round_dir)?;
+    student.save(&round_dir.join("student.safetensors"))?;
+    std::fs::write(round_dir.join("student-int8.gguf"), int8_bytes)?;
+    std::fs::write(round_dir.join("metrics.json"), serde_json::to_vec_pretty(metrics)?)?;
+    if let Some(dec) = decision {
+        std::fs::write(round_dir.join("guard.json"), serde_json::to_vec_pretty(dec)?)?;
+    }
+    if decision.is_none_or(|d| d.accepted) {
+        student.save(&workdir.join("student.safetensors"))?;
+        std::fs::write(workdir.join("student-int8.gguf"), int8_bytes)?;
+    } else {
+        // Roll the working student back to the served one.
+        let restored = Model::from_safetensors(student.config(), student.in_dim(), student.classes(), before)?;
+        student.copy_weights_from(&restored)?;
+    }
+    Ok(round_dir)
+}
+
 /// Seconds spent per named phase, measured lap by lap.
 pub struct PhaseClock {
     last: std::time::Instant,
@@ -702,22 +734,15 @@ impl Learner for ModelLearner {
         let decision = (!serving.is_empty()).then(|| self.guard.decide(serving, &candidate));
         let accepted = decision.as_ref().is_none_or(|d| d.accepted);
         clock.lap("guard");
-        let round_dir = self.workdir.join(format!("round-{:04}", round.0));
-        std::fs::create_dir_all(&round_dir)?;
-        student.save(&round_dir.join("student.safetensors"))?;
-        std::fs::write(round_dir.join("student-int8.gguf"), &int8_bytes)?;
-        std::fs::write(round_dir.join("metrics.json"), serde_json::to_vec_pretty(&metrics)?)?;
-        if let Some(dec) = &decision {
-            std::fs::write(round_dir.join("guard.json"), serde_json::to_vec_pretty(dec)?)?;
-        }
-        if accepted {
-            student.save(&self.workdir.join("student.safetensors"))?;
-            std::fs::write(self.workdir.join("student-int8.gguf"), &int8_bytes)?;
-        } else {
-            // Roll the working student back to the served one.
-            let restored = Model::from_safetensors(student.config(), student.in_dim(), student.classes(), &before)?;
-            student.copy_weights_from(&restored)?;
-        }
+        let round_dir = save_round(
+            &self.workdir,
+            round,
+            student,
+            &before,
+            &int8_bytes,
+            &metrics,
+            decision.as_ref(),
+        )?;
         clock.lap("save");
         // The personalized student starts from the student that serves now (accepted or rolled back).
         let personalized_accuracy = match self.personalize.clone() {

@@ -385,21 +385,15 @@ impl Learner for RegressionLearner {
         let decision = (!serving.is_empty()).then(|| self.guard.decide(serving, &candidate));
         let accepted = decision.as_ref().is_none_or(|d| d.accepted);
         clock.lap("guard");
-        let round_dir = self.workdir.join(format!("round-{:04}", round.0));
-        std::fs::create_dir_all(&round_dir)?;
-        student.save(&round_dir.join("student.safetensors"))?;
-        std::fs::write(round_dir.join("student-int8.gguf"), &int8_bytes)?;
-        std::fs::write(round_dir.join("metrics.json"), serde_json::to_vec_pretty(&candidate)?)?;
-        if let Some(dec) = &decision {
-            std::fs::write(round_dir.join("guard.json"), serde_json::to_vec_pretty(dec)?)?;
-        }
-        if accepted {
-            student.save(&self.workdir.join("student.safetensors"))?;
-            std::fs::write(self.workdir.join("student-int8.gguf"), &int8_bytes)?;
-        } else {
-            let restored = Model::from_safetensors(student.config(), student.in_dim(), 1, &before)?;
-            student.copy_weights_from(&restored)?;
-        }
+        crate::learner::save_round(
+            &self.workdir,
+            round,
+            student,
+            &before,
+            &int8_bytes,
+            &candidate,
+            decision.as_ref(),
+        )?;
         clock.lap("save");
         info!(
             round = round.0,
