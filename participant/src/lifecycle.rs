@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use fedistill_shared::crypto::{ParticipantId, RoundId, Verified};
+use fedistill_shared::files::{replace, Durability};
 use fedistill_shared::privacy::{ParticipantPrivacy, PrivacySettings, Release};
 use fedistill_shared::protocol::secagg::SecureClient;
 use fedistill_shared::protocol::{softlabels, Encoding, ParticipantOutput, ParticipantSession, SessionError};
@@ -627,12 +628,12 @@ impl<L: Learner> RoundLifecycle<L> {
     }
 }
 
-/// Writes `value` as pretty JSON to `path` through a temporary file and a rename.
+/// Writes `value` as pretty JSON to `path`, atomically for readers and against the process dying (not
+/// fsync'd): through its spare `.NAME.prev` and an exchange of the two names (`fedistill_shared::files`),
+/// so that rewriting `state.json` every round allocates no inode.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
-    let tmp: PathBuf = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(value)?).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    replace(path, &serde_json::to_vec_pretty(value)?, Durability::Cached)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

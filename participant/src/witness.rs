@@ -7,11 +7,11 @@
 //! Pure apart from its own small files: no sockets, no clock (the caller passes `now`).
 
 use ed25519_dalek::SigningKey;
+use fedistill_shared::files::{replace, Durability};
 use fedistill_shared::ledger::note::check_key_name;
 use fedistill_shared::ledger::tree::verify_consistency;
 use fedistill_shared::ledger::{Cosignature, Digest, LogVerifier, NoteError, ProofError, SignedCheckpoint, WitnessKey};
 use fedistill_shared::wire::messages::{Cosignature as WireCosignature, ToCoordinator};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 /// File (in the work dir) holding the last checkpoint this witness cosigned, as a signed note.
@@ -89,22 +89,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WitnessError + '_ {
     }
 }
 
-/// Writes `bytes` to `path` durably: temp file, fsync, rename, fsync of the directory.
+/// Writes `bytes` to `path` durably: its spare fsync'd, the two names exchanged, the directory fsync'd
+/// (`fedistill_shared::files`; no inode allocated per checkpoint).
 fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), WitnessError> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-    }
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    if let Some(parent) = path.parent() {
-        if let Ok(d) = std::fs::File::open(parent) {
-            // Directory fsync is best effort (not supported everywhere).
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    replace(path, bytes, Durability::Durable).map_err(io(path))
 }
 
 /// The `Cosign` message that carries `cosig` on a checkpoint of `size` to the coordinator.

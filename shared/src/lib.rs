@@ -16,6 +16,7 @@ pub use fedistill_protocol::{crypto, protocol};
 pub mod attack;
 pub mod audit;
 pub mod failpoint;
+pub mod files;
 pub mod html;
 pub mod privacy;
 pub mod provision;
