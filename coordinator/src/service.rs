@@ -44,6 +44,9 @@ use crate::task::TaskArtifact;
 use crate::transport::{FederationFiles, PeerConnection, Server};
 
 /// State key of the round snapshot in the store.
+/// A connection's queue of encoded frames to push; a broadcast shares one frame among all queues.
+type PushQueue = mpsc::UnboundedSender<Arc<[u8]>>;
+
 const SNAPSHOT_KEY: &str = "round_snapshot";
 /// Prefix of the state keys holding the open round's accepted contributions, one per participant.
 const CONTRIBUTION_PREFIX: &str = "contribution/";
@@ -130,7 +133,7 @@ enum Event {
     Connected {
         peer: Box<PeerConnection>,
         conn_id: u64,
-        push: mpsc::UnboundedSender<Vec<u8>>,
+        push: PushQueue,
     },
     Disconnected {
         participant: ParticipantId,
@@ -485,7 +488,7 @@ struct Core {
     guard: ReplayGuard,
     seq: u64,
     start: Instant,
-    conns: BTreeMap<ParticipantId, (u64, mpsc::UnboundedSender<Vec<u8>>)>,
+    conns: BTreeMap<ParticipantId, (u64, PushQueue)>,
     conn_keys: BTreeMap<ParticipantId, fedistill_shared::crypto::PublicKey>,
     enrolled: BTreeMap<ParticipantId, [u8; 32]>,
     obs: Arc<Observability>,
@@ -606,7 +609,7 @@ impl Core {
         let frame = encode_frame(KIND_TO_PARTICIPANT, msg)?;
         let len = frame.len();
         if let Some((_, tx)) = self.conns.get(p) {
-            if tx.send(frame).is_err() {
+            if tx.send(Arc::from(frame)).is_err() {
                 debug!(participant = %p, "push to a closing connection dropped");
             }
         }
@@ -618,11 +621,13 @@ impl Core {
         Ok(self.broadcast_frame(&frame))
     }
 
-    /// Queues `frame` (encoded once) to every connected participant; returns the bytes queued.
+    /// Queues `frame` (encoded once, shared by every queue: no copy per participant) to every connected
+    /// participant; returns the bytes queued.
     fn broadcast_frame(&mut self, frame: &[u8]) -> u64 {
+        let shared: Arc<[u8]> = Arc::from(frame);
         let mut bytes = 0u64;
         for (p, (_, tx)) in &self.conns {
-            if tx.send(frame.to_vec()).is_err() {
+            if tx.send(Arc::clone(&shared)).is_err() {
                 debug!(participant = %p, "push to a closing connection dropped");
             }
             bytes += frame.len() as u64;
@@ -750,7 +755,7 @@ impl Core {
                 if self.sm.awaits_report_from(&peer.participant) {
                     if let (Some(frame), Some((_, tx))) = (&self.last_aggregate, self.conns.get(&peer.participant)) {
                         info!(participant = %peer.participant, round = self.sm.round().0, "re-sending the round's aggregate");
-                        let _ = tx.send(frame.clone());
+                        let _ = tx.send(Arc::from(frame.as_slice()));
                     }
                 }
                 self.sm.handle_connected(now, peer.participant);
@@ -1533,7 +1538,7 @@ async fn connection(
     let participant = peer.participant.clone();
     let key = peer.roster_entry.signing_key;
     let conn = peer.conn.clone();
-    let (push_tx, mut push_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let (push_tx, mut push_rx) = mpsc::unbounded_channel::<Arc<[u8]>>();
     let pusher_conn = conn.clone();
     let pusher = tokio::spawn(async move {
         while let Some(frame) = push_rx.recv().await {

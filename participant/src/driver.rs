@@ -462,6 +462,10 @@ impl<L: Learner> Driver<L> {
             self.witness(conn, &sc).await?;
         }
         loop {
+            // Nothing queued: done until the next push, without a trip to a blocking thread.
+            if !self.with(|lc| lc.has_work())? {
+                return Ok(false);
+            }
             let lc = self.lifecycle.clone();
             let next = tokio::task::spawn_blocking(move || {
                 lc.lock()

@@ -382,6 +382,12 @@ impl<L: Learner> RoundLifecycle<L> {
         }
     }
 
+    /// Whether [`RoundLifecycle::step`] has an effect to run (cheap: no learner work); when it is `false`,
+    /// `step` would return `None`.
+    pub fn has_work(&self) -> bool {
+        self.session.has_output()
+    }
+
     /// Runs the learner for the session's next effect and returns the message it produced; `None` when
     /// nothing is left to do until the next push. Blocking (teacher inference, distillation, evaluation).
     pub fn step(&mut self) -> anyhow::Result<Option<Outgoing>> {

@@ -267,6 +267,12 @@ impl ParticipantSession {
         self.outputs.push_back(ParticipantOutput::Finished);
     }
 
+    /// Whether [`ParticipantSession::poll_output`] has something to give (a driver asks before it hands the
+    /// next effect to a blocking thread).
+    pub fn has_output(&self) -> bool {
+        !self.outputs.is_empty()
+    }
+
     /// The next effect.
     pub fn poll_output(&mut self) -> Option<ParticipantOutput> {
         self.outputs.pop_front()
@@ -322,8 +328,11 @@ mod tests {
         };
         for (params, again) in [(None, 0), (Some(secure), 1)] {
             let mut s = ParticipantSession::new(Digest::of(b"public"), 10, 3, RoundId(0));
+            assert!(!s.has_output());
             s.handle_open(open(params, 1)).expect("open");
+            assert!(s.has_output());
             assert_eq!(labels_asked(&mut s), 1);
+            assert!(!s.has_output(), "every effect was polled");
             s.handle_labels_sent(RoundId(1));
             // The coordinator restarted and announces the round again.
             s.handle_open(open(params, 2)).expect("re-announced");
