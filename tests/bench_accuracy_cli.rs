@@ -396,3 +396,52 @@ fn train_and_quantize_suites_write_their_reports() {
         assert!(svg.contains(p), "quantize-vs-f32.svg lacks {p:?}");
     }
 }
+
+/// `--ceiling`: the same rounds distilled from the centralized model (`kd:centralized`), every teacher
+/// replaced by it and unrefreshed; it runs through the same exchange (the same bytes per round as the
+/// federation's) and, taught by the pooled data's model, ends above the participants' own teachers.
+#[test]
+fn accuracy_quick_ceiling_distills_from_the_centralized_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = fedistill()
+        .args([
+            "bench",
+            "accuracy",
+            "--quick",
+            "--no-link",
+            "--no-fedavg",
+            "--rules",
+            "mean",
+            "--ceiling",
+            "--report",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rep = read_json(&dir.path().join("accuracy.json"));
+    let run = &rep["settings"][0]["runs"][0];
+    assert_eq!(run["config"]["ceiling"], true);
+    let methods: Vec<&str> = run["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["fd:mean", "kd:centralized"]);
+    let (fd, ceiling) = (&run["methods"][0], &run["methods"][1]);
+    assert_eq!(
+        ceiling["curve"].as_array().unwrap().len(),
+        fd["curve"].as_array().unwrap().len()
+    );
+    assert_eq!(ceiling["bytes"], fd["bytes"], "same rows and encoding, same bytes");
+    let acc = ceiling["accuracy"].as_f64().unwrap();
+    assert!(
+        acc > run["local_only_mean"].as_f64().unwrap(),
+        "{acc} vs {}",
+        run["local_only_mean"]
+    );
+    assert!(acc <= 1.0 && run["centralized"].as_f64().unwrap() > 0.7);
+    let md = std::fs::read_to_string(dir.path().join("accuracy.md")).unwrap();
+    assert!(md.contains("kd:centralized"), "{md}");
+}

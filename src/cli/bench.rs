@@ -142,6 +142,10 @@ pub struct BenchAccuracyArgs {
     /// Skip FedAvg.
     #[arg(long)]
     no_fedavg: bool,
+    /// Also distill the student from the centralized model (method `kd:centralized`: every teacher replaced
+    /// by it, no refresh, the same rounds and public rows): the ceiling of distillation on this public set
+    #[arg(long)]
+    ceiling: bool,
     /// Soft-label encoding of both directions (`f32`, `f16`, `int8`, `topk:K`, ...; default f16).
     #[arg(long)]
     encoding: Option<String>,
@@ -416,6 +420,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             seeds: a.seeds,
             rules: a.rules,
             no_fedavg: a.no_fedavg,
+            ceiling: a.ceiling,
             encoding: a.encoding,
             section: a.section,
         }),

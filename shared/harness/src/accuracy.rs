@@ -72,6 +72,8 @@ pub struct AccuracyOptions {
     pub rules: Vec<String>,
     /// Skip FedAvg.
     pub no_fedavg: bool,
+    /// Also distill from the centralized model (`kd:centralized`, `ExperimentConfig::ceiling`).
+    pub ceiling: bool,
     /// Soft-label encoding of both directions (default f16).
     pub encoding: Option<String>,
     /// Name of the generated section `docs` replaces (`<!-- bench-NAME:begin -->`).
@@ -652,6 +654,7 @@ pub fn run(args: &AccuracyOptions) -> anyhow::Result<()> {
                     let mut cfg = config_for(&ds, k, *partition, seed, c)?;
                     cfg.rules = rules.clone();
                     cfg.fedavg = !args.no_fedavg;
+                    cfg.ceiling = args.ceiling;
                     if let Some(e) = encoding {
                         cfg.encodings = vec![e];
                     }

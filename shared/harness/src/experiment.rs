@@ -97,6 +97,12 @@ pub struct ExperimentConfig {
     pub fedavg: bool,
     /// Whether to train the centralized baseline.
     pub centralized: bool,
+    /// Whether to also distill the student from the centralized model (method `kd:centralized`): every
+    /// participant's teacher replaced by it, no refresh, the same rounds, public rows and encoding as the
+    /// federation. What distillation on this public set reaches with the best teacher the pooled private data
+    /// gives: the ceiling of the federated student's accuracy with this student and public set.
+    #[serde(default)]
+    pub ceiling: bool,
 }
 
 impl ExperimentConfig {
@@ -156,9 +162,13 @@ impl ExperimentConfig {
             rules: vec![AggregationRule::ConfidenceWeighted],
             fedavg: true,
             centralized: true,
+            ceiling: false,
         }
     }
 }
+
+/// The method name of [`ExperimentConfig::ceiling`]'s run.
+pub const CEILING_METHOD: &str = "kd:centralized";
 
 /// One point of a learning curve.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -287,7 +297,8 @@ pub fn run(
     // Teachers: each participant's private model (the local-only baseline).
     let mut teachers = Vec::with_capacity(cfg.participants);
     let mut local_only = Vec::with_capacity(cfg.participants);
-    let train_centralized = cfg.centralized && centralized_known.is_none();
+    // The ceiling needs the centralized model itself, not only its accuracy.
+    let train_centralized = cfg.ceiling || (cfg.centralized && centralized_known.is_none());
     let total_models = (cfg.participants + usize::from(train_centralized)) as u64;
     progress.start("teachers", total_models);
     for (p, shard) in fs.shards.iter().enumerate() {
@@ -309,9 +320,10 @@ pub fn run(
     if !train_centralized {
         progress.finish("teachers", "done");
     }
-    let centralized = if let Some(known) = centralized_known {
-        Some(known)
-    } else if cfg.centralized {
+    let mut central_model = None;
+    let centralized = if !train_centralized {
+        centralized_known.filter(|_| cfg.centralized)
+    } else {
         let pool = pooled(&fs.shards)?;
         let t = train_teacher(&cfg.teacher, &pool, &cfg.train, &quiet).context("training the centralized model")?;
         let a = accuracy(&t, &fs.test)?;
@@ -322,9 +334,8 @@ pub fn run(
             &format!("centralized {:.1}%", a * 100.0),
         );
         progress.finish("teachers", "done");
+        central_model = Some(Arc::new(t));
         Some(a)
-    } else {
-        None
     };
 
     // Every participant is the real participant's learner (participant/src/learner.rs), driven through the
@@ -371,6 +382,38 @@ pub fn run(
             method: label,
             curve: rounds.curve,
             accuracy,
+            bytes: rounds.bytes,
+            seconds: rounds.seconds,
+        });
+        exchange.reset();
+    }
+
+    if let (true, Some(central)) = (cfg.ceiling, central_model) {
+        // The same rounds with the centralized model as every participant's teacher, unrefreshed.
+        let ceiling_cfg = ExperimentConfig {
+            refresh: RefreshConfig {
+                epochs: 0,
+                ..cfg.refresh.clone()
+            },
+            ..cfg.clone()
+        };
+        let ceiling = Federation {
+            teachers: vec![central; cfg.participants],
+            ..federation
+        };
+        let label = CEILING_METHOD.to_string();
+        let method = Method {
+            rule: AggregationRule::Mean,
+            encoding: cfg.encodings.first().copied().unwrap_or(Encoding::F16),
+            label: &label,
+            distilling: Distilling::FirstForAll,
+        };
+        let workdir = artifacts.path().join("ceiling");
+        let rounds = run_rounds(&ceiling_cfg, &ceiling, &method, &workdir, exchange, progress)?;
+        methods.push(MethodRun {
+            method: label,
+            accuracy: rounds.curve.last().map(|p| p.accuracy).unwrap_or(0.0),
+            curve: rounds.curve,
             bytes: rounds.bytes,
             seconds: rounds.seconds,
         });
