@@ -16,6 +16,30 @@ fn read_json(path: &Path) -> Value {
         .expect("valid JSON")
 }
 
+/// `bench accuracy --quick --no-link --no-fedavg --rules mean` with `extra` flags, into a fresh report
+/// directory; asserts the run succeeded and returns the directory (kept alive) and `accuracy.json`.
+fn quick_mean_run(extra: &[&str]) -> (tempfile::TempDir, Value) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let out = fedistill()
+        .args([
+            "bench",
+            "accuracy",
+            "--quick",
+            "--no-link",
+            "--no-fedavg",
+            "--rules",
+            "mean",
+        ])
+        .args(extra)
+        .arg("--report")
+        .arg(dir.path())
+        .output()
+        .expect("starting fedistill");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rep = read_json(&dir.path().join("accuracy.json"));
+    (dir, rep)
+}
+
 fn assert_png_and_svg(dir: &Path, stem: &str) {
     let png = std::fs::read(dir.join(format!("{stem}.png"))).expect("png written");
     assert!(png.len() > 8, "{stem}.png is empty or truncated ({} bytes)", png.len());
@@ -82,35 +106,20 @@ fn accuracy_quick_reports_every_method_with_curves_bytes_and_plots() {
 /// report records the settings, every round costs the same bytes, and the shards hold the labelled half.
 #[test]
 fn accuracy_quick_with_epochs_augmentation_and_unlabelled_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = fedistill()
-        .args([
-            "bench",
-            "accuracy",
-            "--quick",
-            "--no-link",
-            "--no-fedavg",
-            "--rules",
-            "mean",
-            "--rounds",
-            "4",
-            "--samples-per-round",
-            "150",
-            "--augment",
-            "shift=1,flip",
-            "--unlabeled-fraction",
-            "0.5",
-            "--pseudo-threshold",
-            "0.6",
-            "--encoding",
-            "int8",
-            "--report",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rep = read_json(&dir.path().join("accuracy.json"));
+    let (_dir, rep) = quick_mean_run(&[
+        "--rounds",
+        "4",
+        "--samples-per-round",
+        "150",
+        "--augment",
+        "shift=1,flip",
+        "--unlabeled-fraction",
+        "0.5",
+        "--pseudo-threshold",
+        "0.6",
+        "--encoding",
+        "int8",
+    ]);
     let run = &rep["settings"][0]["runs"][0];
     let cfg = &run["config"];
     assert_eq!(cfg["samples_per_round"], 150);
@@ -152,27 +161,7 @@ fn accuracy_quick_with_epochs_augmentation_and_unlabelled_rows() {
 /// by more than 0.001 (the coordinator's `[stop]` rule), and the curve and bytes are those of the rounds run.
 #[test]
 fn accuracy_quick_stops_on_convergence() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = fedistill()
-        .args([
-            "bench",
-            "accuracy",
-            "--quick",
-            "--no-link",
-            "--no-fedavg",
-            "--rules",
-            "mean",
-            "--rounds",
-            "12",
-            "--stop-patience",
-            "1",
-            "--report",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rep = read_json(&dir.path().join("accuracy.json"));
+    let (_dir, rep) = quick_mean_run(&["--rounds", "12", "--stop-patience", "1"]);
     let run = &rep["settings"][0]["runs"][0];
     assert_eq!(run["config"]["stop"]["patience"], 1);
     let m = &run["methods"][0];
@@ -402,24 +391,7 @@ fn train_and_quantize_suites_write_their_reports() {
 /// federation's) and, taught by the pooled data's model, ends above the participants' own teachers.
 #[test]
 fn accuracy_quick_ceiling_distills_from_the_centralized_model() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = fedistill()
-        .args([
-            "bench",
-            "accuracy",
-            "--quick",
-            "--no-link",
-            "--no-fedavg",
-            "--rules",
-            "mean",
-            "--ceiling",
-            "--report",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rep = read_json(&dir.path().join("accuracy.json"));
+    let (dir, rep) = quick_mean_run(&["--ceiling"]);
     let run = &rep["settings"][0]["runs"][0];
     assert_eq!(run["config"]["ceiling"], true);
     let methods: Vec<&str> = run["methods"]
