@@ -377,14 +377,7 @@ pub fn run(
         };
         let workdir = artifacts.path().join(format!("method-{m}"));
         let rounds = run_rounds(cfg, &federation, &method, &workdir, exchange, progress)?;
-        let accuracy = rounds.curve.last().map(|p| p.accuracy).unwrap_or(0.0);
-        methods.push(MethodRun {
-            method: label,
-            curve: rounds.curve,
-            accuracy,
-            bytes: rounds.bytes,
-            seconds: rounds.seconds,
-        });
+        methods.push(rounds.into_method(label));
         exchange.reset();
     }
 
@@ -410,13 +403,7 @@ pub fn run(
         };
         let workdir = artifacts.path().join("ceiling");
         let rounds = run_rounds(&ceiling_cfg, &ceiling, &method, &workdir, exchange, progress)?;
-        methods.push(MethodRun {
-            method: label,
-            accuracy: rounds.curve.last().map(|p| p.accuracy).unwrap_or(0.0),
-            curve: rounds.curve,
-            bytes: rounds.bytes,
-            seconds: rounds.seconds,
-        });
+        methods.push(rounds.into_method(label));
         exchange.reset();
     }
 
@@ -556,6 +543,19 @@ pub(crate) struct Rounds {
     pub(crate) learners: Vec<ModelLearner>,
     /// The teachers the learners hold (refreshed in place after each round when refresh is on).
     pub(crate) teachers: Vec<Arc<Model>>,
+}
+
+impl Rounds {
+    /// The method's report line: its curve, the accuracy after its last round, bytes and seconds.
+    fn into_method(self, label: String) -> MethodRun {
+        MethodRun {
+            method: label,
+            accuracy: self.curve.last().map(|p| p.accuracy).unwrap_or(0.0),
+            curve: self.curve,
+            bytes: self.bytes,
+            seconds: self.seconds,
+        }
+    }
 }
 
 /// The distillation rounds of one method: one real participant learner per participant (participant/src/
