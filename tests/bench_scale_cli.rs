@@ -88,6 +88,8 @@ fn quick_scale_suite_completes_every_round_and_writes_its_report() {
             "latency_over_raw",
             "commit_ms_median",
             "latency_over_raw_plus_commit",
+            "coordinator_latency_ms_median",
+            "coordinator_over_raw_plus_commit",
             "coordinator_commit_ms_median",
         ] {
             let v = x[key].as_f64().unwrap_or(f64::NAN);
@@ -98,6 +100,11 @@ fn quick_scale_suite_completes_every_round_and_writes_its_report() {
         assert!(
             (f("latency_over_raw_plus_commit") - ratio).abs() <= 1e-9 * ratio,
             "latency_over_raw_plus_commit is p50 / (raw + commit): {x}"
+        );
+        let coordinator = f("coordinator_latency_ms_median") / (f("raw_transfer_ms_median") + f("commit_ms_median"));
+        assert!(
+            (f("coordinator_over_raw_plus_commit") - coordinator).abs() <= 1e-9 * coordinator,
+            "coordinator_over_raw_plus_commit is the coordinator's p50 / (raw + commit): {x}"
         );
         assert!(x["latency_ms_p95"].as_f64() >= x["latency_ms_median"].as_f64(), "{x}");
         assert!(

@@ -409,6 +409,10 @@ pub struct ScaleRow {
     /// `latency_ms_median / (raw_transfer_ms_median + commit_ms_median)`: the round against the wire and one
     /// durable commit.
     pub latency_over_raw_plus_commit: f64,
+    /// `coordinator_latency_ms_median / (raw_transfer_ms_median + commit_ms_median)`: the coordinator's own
+    /// round (opened to committed and queued, issue 23's "coordinator's round latency") against the same
+    /// baseline.
+    pub coordinator_over_raw_plus_commit: f64,
     /// Median over rounds of the coordinator's own `commit` phase (/status): its transaction with the fsync.
     pub coordinator_commit_ms_median: f64,
     /// Coordinator CPU seconds (user + system) from listening to the end of the last round, per round;
@@ -601,7 +605,7 @@ async fn measure(args: &ScaleOptions, plan: Plan) -> anyhow::Result<ScaleReport>
         };
         progress.suspend(|| {
             println!(
-                "  {label} {} rounds, median round {:.1} ms (p95 {:.1}), {} bytes/round, raw transfer {:.2} ms + commit {:.2} ms (x{:.2}), coordinator {:.3} CPU s/round, peak RSS {:.1} MiB",
+                "  {label} {} rounds, median round {:.1} ms (p95 {:.1}), {} bytes/round, raw transfer {:.2} ms + commit {:.2} ms (x{:.2}; the coordinator's own round {:.1} ms, x{:.2}), coordinator {:.3} CPU s/round, peak RSS {:.1} MiB",
                 row.rounds_completed,
                 row.latency_ms_median,
                 row.latency_ms_p95,
@@ -609,6 +613,8 @@ async fn measure(args: &ScaleOptions, plan: Plan) -> anyhow::Result<ScaleReport>
                 row.raw_transfer_ms_median,
                 row.commit_ms_median,
                 row.latency_over_raw_plus_commit,
+                row.coordinator_latency_ms_median,
+                row.coordinator_over_raw_plus_commit,
                 row.coordinator_cpu_s_per_round,
                 row.coordinator_peak_rss_mib
             )
@@ -724,6 +730,7 @@ fn markdown(r: &ScaleReport) -> String {
                 fmt_ms(x.commit_ms_median),
                 format!("{:.1}", x.latency_over_raw),
                 format!("{:.2}", x.latency_over_raw_plus_commit),
+                format!("{:.2}", x.coordinator_over_raw_plus_commit),
                 fmt_ms(x.coordinator_commit_ms_median),
                 format!("{:.3}", x.coordinator_cpu_s_per_round),
                 format!("{:.1}", x.coordinator_peak_rss_mib),
@@ -745,6 +752,7 @@ fn markdown(r: &ScaleReport) -> String {
             "commit ms",
             "p50 / raw",
             "p50 / (raw + commit)",
+            "coordinator p50 / (raw + commit)",
             "coordinator commit ms",
             "coordinator CPU s/round",
             "peak RSS MiB",

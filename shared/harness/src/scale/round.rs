@@ -273,6 +273,7 @@ pub(super) async fn run_config(
         .context("timing the plain SQLite commit")?;
 
     let latency_ms_median = percentile(&latency_ms, 50.0);
+    let coordinator_latency_ms_median = percentile(&coordinator_ms, 50.0);
     let raw_transfer_ms_median = percentile(&raw_ms, 50.0);
     let commit_ms_median = percentile(&commit_ms, 50.0);
     let median = |f: fn(&SecurePhases) -> f64| percentile(&phases.iter().map(f).collect::<Vec<_>>(), 50.0);
@@ -296,7 +297,8 @@ pub(super) async fn run_config(
         latency_ms_p95: percentile(&latency_ms, 95.0),
         latency_ms,
         latency_ms_median,
-        coordinator_latency_ms_median: percentile(&coordinator_ms, 50.0),
+        coordinator_latency_ms_median,
+        coordinator_over_raw_plus_commit: coordinator_latency_ms_median / (raw_transfer_ms_median + commit_ms_median),
         raw_transfer_ms_median,
         latency_over_raw: latency_ms_median / raw_transfer_ms_median,
         commit_ms_median,
