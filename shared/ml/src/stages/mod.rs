@@ -1,6 +1,7 @@
 //! Distillation in three stages, one configurable schedule: (1) feature alignment (FitNets hints through a
 //! learned projector, attention transfer between conv blocks), (2) gradient guidance (KD plus Jacobian
-//! matching by directional finite differences), (3) temperature KD (the [`Distiller`], unchanged).
+//! matching: the input gradients by backprop for an MLP student, directional finite differences otherwise),
+//! (3) temperature KD (the [`Distiller`], unchanged).
 //!
 //! [`distill_in_stages`] is the one path: `fedistill local` runs it, and a participant can call it to build a
 //! personalized student on its own data. Semantics (docs/ml.md, "Distillation in stages"):
@@ -34,7 +35,10 @@ use crate::progress::Progress;
 use crate::train::gather_rows;
 
 pub use features::{attention_loss, attention_map, hint_loss, Projector, ProjectorKind, MAX_PROJECTOR_WEIGHTS};
-pub use jacobian::{directional_jacobian, jacobian_matching_loss, unit_directions, JacobianOf, JV_NORM_FLOOR};
+pub use jacobian::{
+    directional_jacobian, input_gradient, jacobian_matching_loss, mlp_input_gradient, unit_directions, JacobianOf,
+    JV_NORM_FLOOR,
+};
 
 /// Most epochs a stage accepts (as `[distill] epochs_per_round`).
 const MAX_STAGE_EPOCHS: usize = 100_000;
@@ -79,7 +83,8 @@ pub struct GradientGuidance {
     pub epochs: usize,
     /// Weight of the Jacobian-matching loss next to the KD loss (> 0 when the stage is on).
     pub weight: f32,
-    /// Finite-difference step along each unit direction, in raw feature units (> 0).
+    /// Finite-difference step along each unit direction, in raw feature units (> 0); used only for a
+    /// student that is not an MLP (an MLP student's input gradients are exact).
     pub epsilon: f32,
 }
 
@@ -580,8 +585,10 @@ fn align_features(
     Ok(last)
 }
 
-/// Stage 2: KD at the schedule's first temperature plus `weight` times the Jacobian-matching loss along
-/// fresh random directions every step; returns the mean loss of the last epoch.
+/// Stage 2: KD at the schedule's first temperature plus `weight` times the Jacobian-matching loss; returns the
+/// mean loss of the last epoch. An MLP student matches the teacher's input gradients of its top class's
+/// probability exactly (backprop); any other student matches directional finite differences along fresh
+/// random directions every step (`epsilon`).
 fn guide_gradients(
     teacher: &Model,
     student: &Model,
@@ -594,6 +601,7 @@ fn guide_gradients(
     let classes = student.classes();
     let t = distill.schedule.at(0.0);
     let of = JacobianOf::Softmax { temperature: t };
+    let exact = student.mlp_layers().is_some();
     let pt = softmax_rows(teacher_logits, classes, t);
     let weights = confidence_weights(&softmax_rows(teacher_logits, classes, 1.0), classes, distill.confidence);
     let vars = student.trainable_vars().into_iter().map(|(_, v)| v).collect();
@@ -605,12 +613,21 @@ fn guide_gradients(
         let (mut sum, mut steps) = (0f64, 0usize);
         for (step, idx) in data.shuffled(&mut rng).chunks(distill.batch_size).enumerate() {
             let xb = data.batch(idx)?;
-            let v = jacobian::directions_tensor(&mut dir_rng, idx.len(), data.dim)?;
-            let jt = directional_jacobian(teacher, &xb, &v, gg.epsilon, of)?.detach();
-            // One student forward over [x + eps v; x - eps v; x]: the two derivative points and the KD logits.
             let b = idx.len();
-            let out = student.forward(&Tensor::cat(&[&jacobian::perturbed(&xb, &v, gg.epsilon)?, &xb], 0)?)?;
-            let js = jacobian::difference(&out.narrow(0, 0, b)?, &out.narrow(0, b, b)?, gg.epsilon, of)?;
+            let (logits, js, jt) = if exact {
+                let u = jacobian::top_class_onehot(teacher_logits, classes, idx)?;
+                let jt = input_gradient(teacher, &xb, &u, of)?;
+                let js = mlp_input_gradient(student, &xb, &u, of)?
+                    .ok_or_else(|| MlError::InvalidConfig("the student stopped being an MLP".into()))?;
+                (student.forward(&xb)?, js, jt)
+            } else {
+                let v = jacobian::directions_tensor(&mut dir_rng, b, data.dim)?;
+                let jt = directional_jacobian(teacher, &xb, &v, gg.epsilon, of)?.detach();
+                // One student forward over [x + eps v; x - eps v; x]: the two derivative points and the KD logits.
+                let out = student.forward(&Tensor::cat(&[&jacobian::perturbed(&xb, &v, gg.epsilon)?, &xb], 0)?)?;
+                let js = jacobian::difference(&out.narrow(0, 0, b)?, &out.narrow(0, b, b)?, gg.epsilon, of)?;
+                (out.narrow(0, 2 * b, b)?, js, jt)
+            };
             let spec = LossSpec {
                 classes,
                 teacher_probs: gather_rows(&pt, classes, idx),
@@ -620,7 +637,7 @@ fn guide_gradients(
                 w_kd: distill.w_kd,
                 w_ce: 0.0,
             };
-            let kd = fused_loss(&out.narrow(0, 2 * b, b)?, spec)?;
+            let kd = fused_loss(&logits, spec)?;
             let loss = kd.add(&jacobian_matching_loss(&js, &jt)?.affine(gg.weight as f64, 0.0)?)?;
             let lv = descend(&mut opt, &loss, epoch, step)?;
             sum += lv as f64;

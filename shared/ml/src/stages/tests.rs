@@ -313,28 +313,84 @@ fn one_feature_alignment_step_lowers_the_hint_loss() -> Result<()> {
 
 /// A student that is a copy of the teacher has Jacobian loss ~0; one stage-2 epoch lowers a fresh student's
 /// Jacobian loss on a fixed set of directions.
+/// The MLP's backward pass written in candle operations gives the same input gradients as candle's backprop
+/// (and as a central difference of the output), for the logits and through the softmax; and it stays attached
+/// to the weights: autograd through it reaches the first layer.
 #[test]
-fn gradient_guidance_lowers_the_jacobian_loss() -> Result<()> {
+fn mlp_input_gradients_equal_candles_backprop_and_train_the_weights() -> Result<()> {
+    let (d, c, n) = (5, 3, 6);
+    let model = Model::new(&mlp(&[7, 4]), d, c, 21)?;
+    let x = features(40, d, 22);
+    model.fit_input_normalization(&x, 40, true)?;
+    let xs = features(n, d, 23);
+    let xb = tensor(xs.clone(), &[n, d]);
+    let logits = model.logits(&xs, n)?;
+    let u = jacobian::top_class_onehot(&logits, c, &(0..n).collect::<Vec<_>>())?;
+    for of in [JacobianOf::Logits, JacobianOf::Softmax { temperature: 2.0 }] {
+        let by_backprop = input_gradient(&model, &xb, &u, of)?.to_vec2::<f32>()?;
+        let written = mlp_input_gradient(&model, &xb, &u, of)?
+            .expect("an MLP")
+            .to_vec2::<f32>()?;
+        for (a, b) in by_backprop.iter().flatten().zip(written.iter().flatten()) {
+            assert!(
+                (a - b).abs() < 1e-5 * (1.0 + a.abs()),
+                "{of:?}: backprop {a} vs written {b}"
+            );
+        }
+        // Against a central difference, one input at a time.
+        let h = 1e-3f32;
+        let uv = u.to_vec2::<f32>()?;
+        for j in 0..d {
+            let mut e = vec![0f32; n * d];
+            for i in 0..n {
+                e[i * d + j] = 1.0;
+            }
+            let fd = directional_jacobian(&model, &xb, &tensor(e, &[n, d]), h, of)?.to_vec2::<f32>()?;
+            for i in 0..n {
+                let want: f32 = (0..c).map(|k| uv[i][k] * fd[i][k]).sum();
+                let got = written[i][j];
+                assert!(
+                    (got - want).abs() < 2e-2 * (1.0 + want.abs()),
+                    "input {j} sample {i}: {got} vs {want}"
+                );
+            }
+        }
+    }
+    let g = mlp_input_gradient(&model, &xb, &u, JacobianOf::Softmax { temperature: 2.0 })?.expect("an MLP");
+    let first = &model.mlp_layers().expect("an MLP")[0].0;
+    let grads = g.sqr()?.sum_all()?.backward()?;
+    let dw = grads.get(first).expect("the first layer's weights receive a gradient");
+    assert!(dw.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0);
+    // A CNN has no written backward; the backprop gradient works for it (the teacher's side).
+    let conv = Model::new(&cnn(&[2], 4), 16, c, 24)?;
+    let xc = tensor(features(2, 16, 25), &[2, 16]);
+    let uc = jacobian::top_class_onehot(&conv.logits(&features(2, 16, 25), 2)?, c, &[0, 1])?;
+    assert!(mlp_input_gradient(&conv, &xc, &uc, JacobianOf::Logits)?.is_none());
+    assert_eq!(input_gradient(&conv, &xc, &uc, JacobianOf::Logits)?.dims(), &[2, 16]);
+    // Output weights of the wrong width are refused.
+    assert!(input_gradient(&model, &xb, &tensor(vec![1.0; n * 2], &[n, 2]), JacobianOf::Logits).is_err());
+    Ok(())
+}
+
+/// Stage 2 on an MLP student pulls its input gradients (of the teacher's top class) towards the teacher's.
+#[test]
+fn gradient_guidance_aligns_an_mlp_students_input_gradients() -> Result<()> {
     let cfg = mlp(&[10]);
-    let teacher = Model::new(&cfg, 8, 4, 1)?;
-    let twin = Model::new(&cfg, 8, 4, 2)?;
-    twin.copy_weights_from(&teacher)?;
-    let x = features(64, 8, 3);
+    let teacher = Model::new(&cfg, 8, 4, 31)?;
+    let x = features(64, 8, 32);
     let xb = tensor(x.clone(), &[64, 8]);
-    let v = jacobian::directions_tensor(&mut ChaCha8Rng::seed_from_u64(4), 64, 8)?;
+    let logits = teacher.logits(&x, 64)?;
+    let u = jacobian::top_class_onehot(&logits, 4, &(0..64).collect::<Vec<_>>())?;
     let of = JacobianOf::Softmax { temperature: 2.0 };
-    let jt = directional_jacobian(&teacher, &xb, &v, 0.05, of)?;
-    assert!(
-        scalar(&jacobian_matching_loss(
-            &directional_jacobian(&twin, &xb, &v, 0.05, of)?,
-            &jt
-        )?) < 1e-4
-    );
-    let student = Model::new(&cfg, 8, 4, 5)?;
-    let before = scalar(&jacobian_matching_loss(
-        &directional_jacobian(&student, &xb, &v, 0.05, of)?,
-        &jt,
-    )?);
+    let jt = input_gradient(&teacher, &xb, &u, of)?;
+    let student = Model::new(&cfg, 8, 4, 33)?;
+    let loss_of = |m: &Model| -> Result<f32> {
+        Ok(scalar(&jacobian_matching_loss(
+            &mlp_input_gradient(m, &xb, &u, of)?.expect("an MLP"),
+            &jt,
+        )?))
+    };
+    let before = loss_of(&student)?;
     let gg = GradientGuidance {
         epochs: 20,
         weight: 5.0,
@@ -344,6 +400,46 @@ fn gradient_guidance_lowers_the_jacobian_loss() -> Result<()> {
     distill.schedule = TemperatureSchedule::Constant { t: 2.0 };
     distill.input_norm = InputNorm::Keep;
     let data = Transfer { x: &x, n: 64, dim: 8 };
+    let loss = guide_gradients(&teacher, &student, &data, &logits, &gg, &distill, &Progress::hidden())?;
+    assert!(loss.is_finite());
+    let after = loss_of(&student)?;
+    assert!(after < before * 0.7, "input-gradient loss {before} -> {after}");
+    Ok(())
+}
+
+/// The fallback for a student that is not an MLP (here a CNN): stage 2 lowers the directional
+/// finite-difference Jacobian loss.
+#[test]
+fn gradient_guidance_lowers_the_jacobian_loss() -> Result<()> {
+    let cfg = cnn(&[4], 8);
+    let teacher = Model::new(&cfg, 16, 4, 1)?;
+    let twin = Model::new(&cfg, 16, 4, 2)?;
+    twin.copy_weights_from(&teacher)?;
+    let x = features(64, 16, 3);
+    let xb = tensor(x.clone(), &[64, 16]);
+    let v = jacobian::directions_tensor(&mut ChaCha8Rng::seed_from_u64(4), 64, 16)?;
+    let of = JacobianOf::Softmax { temperature: 2.0 };
+    let jt = directional_jacobian(&teacher, &xb, &v, 0.05, of)?;
+    assert!(
+        scalar(&jacobian_matching_loss(
+            &directional_jacobian(&twin, &xb, &v, 0.05, of)?,
+            &jt
+        )?) < 1e-4
+    );
+    let student = Model::new(&cfg, 16, 4, 5)?;
+    let before = scalar(&jacobian_matching_loss(
+        &directional_jacobian(&student, &xb, &v, 0.05, of)?,
+        &jt,
+    )?);
+    let gg = GradientGuidance {
+        epochs: 60,
+        weight: 5.0,
+        epsilon: 0.05,
+    };
+    let mut distill = small_distill(1);
+    distill.schedule = TemperatureSchedule::Constant { t: 2.0 };
+    distill.input_norm = InputNorm::Keep;
+    let data = Transfer { x: &x, n: 64, dim: 16 };
     let logits = teacher.logits(&x, 64)?;
     let loss = guide_gradients(&teacher, &student, &data, &logits, &gg, &distill, &Progress::hidden())?;
     assert!(loss.is_finite());
