@@ -1,5 +1,9 @@
 //! End-to-end test of `fedistill demo`: a real federation of processes (coordinator + participants over
-//! mTLS QUIC on loopback) on a small embedded dataset, checking the JSON report and the kept artifacts.
+//! mTLS QUIC on loopback) on a small embedded dataset, checking the JSON report and the kept artifacts, and
+//! the coordinator's web console as a real headless Chromium renders it while the federation runs (needs
+//! Debian's `chromium` package; see tests/chromium/mod.rs).
+
+mod chromium;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
@@ -50,8 +54,10 @@ fn demo_runs_a_federation_and_its_log_verifies() {
             "breast-cancer",
             "--participants",
             "3",
+            // Six rounds keep the coordinator (and its console) up for a few seconds, so headless Chromium
+            // loads the page of a running federation even on a loaded machine.
             "--rounds",
-            "2",
+            "6",
             "--seed",
             "5",
             "--fedavg-rounds",
@@ -84,11 +90,12 @@ fn demo_runs_a_federation_and_its_log_verifies() {
         if let Some(at) = line.find("status http://") {
             let status = line[at + "status ".len()..].split(')').next().unwrap();
             let url = format!("{}/", status.trim_end_matches("/status"));
-            console = Some(get_page(&url));
+            let page = get_page(&url);
+            console = Some((url, page));
             break;
         }
     }
-    let page = console.unwrap_or_else(|| panic!("the demo never announced its console:\n{stdout}"));
+    let (url, page) = console.unwrap_or_else(|| panic!("the demo never announced its console:\n{stdout}"));
     assert!(
         page.starts_with("HTTP/1.0 200") || page.starts_with("HTTP/1.1 200"),
         "{page}"
@@ -96,6 +103,13 @@ fn demo_runs_a_federation_and_its_log_verifies() {
     assert!(
         page.contains("fedistill console") && page.contains("id=\"round-number\""),
         "{page}"
+    );
+    // The same console in a real headless Chromium once the federation is in a round: a row per participant
+    // and the round number the page rendered (and its script refreshed) at 1 or more.
+    let dom = console_in_a_round(&url, &mut child, &["p0", "p1", "p2"]);
+    assert!(
+        dom.contains("fedistill console: <span id=\"federation\">demo</span>"),
+        "{dom}"
     );
     for line in lines {
         stdout.push_str(&line.unwrap());
@@ -111,7 +125,7 @@ fn demo_runs_a_federation_and_its_log_verifies() {
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(r["dataset"], "breast-cancer");
     assert_eq!(r["participants"], 3);
-    assert_eq!(r["per_round"].as_array().unwrap().len(), 2, "{r}");
+    assert_eq!(r["per_round"].as_array().unwrap().len(), 6, "{r}");
     for row in r["per_round"].as_array().unwrap() {
         assert!(row["bytes_up"].as_u64().unwrap() > 0);
         assert!(row["bytes_down"].as_u64().unwrap() > 0);
@@ -198,10 +212,78 @@ fn demo_runs_a_federation_and_its_log_verifies() {
         let log = std::fs::read_to_string(work.join("logs").join(format!("{p}.log"))).unwrap();
         assert_eq!(
             log.matches("teacher refreshed from the consensus").count(),
-            1,
+            5,
             "{p}: {log}"
         );
     }
+}
+
+/// The round a console page shows (`<span id="round-number">N</span>`), if it shows one.
+fn console_round(page: &str) -> Option<u64> {
+    let tag = "id=\"round-number\">";
+    let at = page.find(tag)? + tag.len();
+    page[at..].split('<').next()?.trim().parse().ok()
+}
+
+/// Whether a rendered console has an active row for every one of `names`.
+fn console_rows(dom: &str, names: &[&str]) -> bool {
+    names.iter().all(|n| {
+        dom.find(&format!("id=\"participant-{n}\"")).is_some_and(|at| {
+            dom[at..]
+                .split("</tr>")
+                .next()
+                .is_some_and(|row| row.contains("data-state=\"active\""))
+        })
+    })
+}
+
+/// The DOM headless Chromium renders for the demo's console `url` once the federation is in a round. The
+/// participants train their teachers first and the coordinator stays up only 3 s after the last round, so
+/// this polls `/status` over plain HTTP (every 50 ms, for at most 2 minutes or until the demo exits) until its
+/// round is 1 or more, then loads the page in Chromium (at most 3 tries) until it renders a round of 1 or
+/// more and an active row for every one of `names`.
+fn console_in_a_round(url: &str, demo: &mut std::process::Child, names: &[&str]) -> String {
+    let status_url = format!("{url}status");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut last = String::new();
+    loop {
+        last = try_get(&status_url).unwrap_or(last);
+        let body = last.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let round = serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["round"].as_u64());
+        if round.is_some_and(|r| r >= 1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline && demo.try_wait().ok().flatten().is_none(),
+            "the demo's coordinator never reported a round of 1 or more; last /status:\n{last}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut dom = String::new();
+    for _ in 0..3 {
+        // 1 s of virtual time: the page's script polls /status once and redraws the live figures.
+        dom = chromium::dump_dom(url, 1000);
+        if console_round(&dom).is_some_and(|r| r >= 1) && console_rows(&dom, names) {
+            return dom;
+        }
+    }
+    panic!("Chromium never rendered the demo's console in a round with a row for each of {names:?}:\n{dom}");
+}
+
+/// One `GET url` over plain HTTP/1.0 (an `http://127.0.0.1:PORT/...` address): the whole response, or
+/// `None` when nothing answers.
+fn try_get(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_once('/')?;
+    let addr: std::net::SocketAddr = host.parse().ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
+    write!(s, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    Some(buf)
 }
 
 /// `GET url` (an `http://127.0.0.1:PORT/` address) over plain HTTP/1.0: the whole response. The demo

@@ -278,7 +278,20 @@ fn three_banks_join_with_their_own_csv_files_and_the_public_set_fetched_over_qui
             "{name}: {log}"
         );
         assert!(log.contains("public set fetched and verified"), "{name}: {log}");
+        // Off a terminal the transfer's progress is plain lines in the node's log, the last at 100%.
+        let size = public.len();
+        assert!(
+            log.contains(&format!("public set: starting ({size} bytes)"))
+                && log.contains(&format!("public set: {size}/{size} bytes (100%)"))
+                && log.contains("public set: done sha256 matches the task card"),
+            "{name}: {log}"
+        );
     }
+    assert!(
+        procs.log("bank-a").contains("public set: 1000/"),
+        "{}",
+        procs.log("bank-a")
+    );
     assert!(
         procs.log("bank-a").contains("resuming the public set download"),
         "{}",

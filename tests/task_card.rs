@@ -1,6 +1,7 @@
 //! End-to-end tests of an institution's own files through the real binary: `task infer` drafts a
 //! card from a public CSV (and refuses to overwrite one), `data check` reads own files against it,
-//! exits 0 for a usable file and non-zero, naming file:line:column, for a bad one.
+//! exits 0 for a usable file and non-zero, naming file:line:column, for a bad one, and shows its progress
+//! per file as plain lines on stderr when stderr is not a terminal.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -108,6 +109,19 @@ fn infer_then_check_good_and_bad_files() {
     );
     assert!(shown.contains("1 of 2 files cannot be used"), "{shown}");
     assert_eq!(shown.matches("verdict     usable").count(), 1, "{shown}");
+    // Off a terminal the progress is plain lines on stderr, per file with its rows; never on stdout.
+    let err = String::from_utf8_lossy(&out.stderr);
+    for line in [
+        "data check: starting (2 steps)",
+        "data check: 0/2 reading ward_a.csv",
+        "data check: 1/2 ward_a.csv: 3 rows read, 3 without problems",
+        "data check: 1/2 reading ward_b.csv",
+        "data check: 2/2 ward_b.csv: 3 rows read, 1 without problems",
+        "data check: done 1 of 2 files usable",
+    ] {
+        assert!(err.lines().any(|l| l == line), "no `{line}` on stderr:\n{err}");
+    }
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("data check:"), "{shown}");
 
     // Missing columns are named all at once.
     let out = fedistill(d, &["data", "check", "--task", "task.toml", "ward_b.csv"]);

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use fedistill_shared::crypto::{Digest, Signer};
 use fedistill_shared::data::{read_private, read_private_as, read_public, TaskCard};
+use fedistill_shared::ml::{Progress, ProgressMode};
 use fedistill_shared::wire::messages::{RejectCode, Reply, TaskAnnouncement, ToCoordinator, MAX_PUBLIC_CHUNK};
 
 use crate::config::OwnData;
@@ -148,12 +149,24 @@ pub async fn fetch_public(
     }
     if have > 0 {
         info!(bytes = have, total, "resuming the public set download");
+    } else {
+        info!(total, "fetching the public set from the coordinator");
     }
     let mut out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&part)
         .with_context(|| format!("opening {}", part.display()))?;
+    // A byte bar on a terminal; otherwise a plain `public set: DONE/TOTAL bytes (P%)` line on stderr at each
+    // tenth of the file (chunks are up to 1 MiB, a line per chunk would flood the log).
+    const LABEL: &str = "public set";
+    let progress = Progress::auto();
+    let bar = progress.mode() == ProgressMode::Bar;
+    let percent = |have: u64| have.saturating_mul(100).checked_div(total).unwrap_or(100);
+    progress.start_bytes(LABEL, total);
+    if have > 0 {
+        progress.advance(LABEL, have, total, &format!("bytes ({}%, resumed)", percent(have)));
+    }
     let mut next_report = have + total / 10;
     while have < total {
         let ask = ToCoordinator::GetPublic {
@@ -180,8 +193,8 @@ pub async fn fetch_public(
                 out.write_all(&bytes)
                     .with_context(|| format!("writing {}", part.display()))?;
                 have += bytes.len() as u64;
-                if have >= next_report || have == total {
-                    info!(bytes = have, total, "fetching the public set");
+                if bar || have >= next_report || have == total {
+                    progress.advance(LABEL, have, total, &format!("bytes ({}%)", percent(have)));
                     next_report = have + total / 10;
                 }
             }
@@ -194,6 +207,14 @@ pub async fn fetch_public(
     out.sync_all().with_context(|| format!("syncing {}", part.display()))?;
     drop(out);
     let got = sha256_hex(&part)?;
+    progress.finish(
+        LABEL,
+        if got == want {
+            "sha256 matches the task card"
+        } else {
+            "sha256 differs from the task card"
+        },
+    );
     if got != want {
         std::fs::remove_file(&part).with_context(|| format!("removing {}", part.display()))?;
         anyhow::bail!("the public set from the coordinator has sha256 {got}, the task card declares {want}: discarded");

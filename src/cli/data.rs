@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use fedistill_shared::data::{self, Dataset, FederatedSplit, LoadOptions, Partition, SplitConfig};
+use fedistill_shared::ml::Progress;
 use serde_json::json;
 
 #[derive(Debug, Subcommand)]
@@ -139,12 +140,28 @@ fn check(a: &CheckArgs) -> anyhow::Result<()> {
     let card = data::TaskCard::load(&a.task)?;
     let opts = data::CsvOptions::from_args(&a.delimiter, &a.columns)?;
     println!("task        {}\n", card.summary());
+    // Per file on stderr (a bar on a terminal, `data check: DONE/TOTAL ...` lines otherwise): which file is
+    // being read, then its rows; the reports on stdout are the same either way.
+    const LABEL: &str = "data check";
+    let progress = Progress::auto();
+    let total = a.files.len() as u64;
+    progress.start(LABEL, total);
     let mut unusable = 0;
-    for file in &a.files {
+    for (done, file) in (0u64..).zip(&a.files) {
+        progress.advance(LABEL, done, total, &format!("reading {}", file.display()));
         let report = data::check_private(file, &card, &opts, a.max_problems, a.format);
-        println!("{report}");
+        let rows = format!(
+            "{}: {} rows read, {} without problems{}",
+            file.display(),
+            report.rows,
+            report.rows_ok,
+            if report.fatal.is_some() { ", stopped" } else { "" }
+        );
+        progress.suspend(|| println!("{report}"));
+        progress.advance(LABEL, done + 1, total, &rows);
         unusable += usize::from(!report.usable());
     }
+    progress.finish(LABEL, &format!("{} of {total} files usable", a.files.len() - unusable));
     if unusable > 0 {
         anyhow::bail!("{unusable} of {} files cannot be used", a.files.len());
     }

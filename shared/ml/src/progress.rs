@@ -79,12 +79,28 @@ impl Progress {
 
     /// Starts a phase of `total` units (epochs, rounds, runs) named `label`.
     pub fn start(&self, label: &str, total: u64) {
+        self.start_with(label, total, "steps", "{prefix:>10} [{bar:30}] {pos}/{len} {msg}");
+    }
+
+    /// Starts a phase of `total` bytes (a transfer) named `label`: on a terminal the bar shows bytes in
+    /// KiB/MiB and the rate; plain lines give byte counts, so a caller reporting every chunk should report
+    /// only every tenth or so off a terminal.
+    pub fn start_bytes(&self, label: &str, total: u64) {
+        self.start_with(
+            label,
+            total,
+            "bytes",
+            "{prefix:>10} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} {msg}",
+        );
+    }
+
+    fn start_with(&self, label: &str, total: u64, unit: &str, template: &str) {
         match self.mode {
             ProgressMode::Hidden => {}
-            ProgressMode::Lines => eprintln!("{label}: starting ({total} steps)"),
+            ProgressMode::Lines => eprintln!("{label}: starting ({total} {unit})"),
             ProgressMode::Bar => {
                 let bar = ProgressBar::new(total);
-                if let Ok(style) = ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg}") {
+                if let Ok(style) = ProgressStyle::with_template(template) {
                     bar.set_style(style.progress_chars("=> "));
                 }
                 bar.set_prefix(label.to_string());
@@ -191,6 +207,10 @@ mod tests {
             c.finish("inner2", "again");
             p.advance("grid", 1, 2, "y");
             p.println("a line");
+            let t = p.child();
+            t.start_bytes("transfer", 1 << 20);
+            t.advance("transfer", 1 << 19, 1 << 20, "bytes (50%)");
+            t.finish("transfer", "verified");
             assert_eq!(p.suspend(|| 7), 7);
             p.finish("grid", "done");
         }
