@@ -310,6 +310,10 @@ pub struct BenchStagesArgs {
     /// Write stages.json, stages.md and stages-accuracy.png/.svg (accuracy per dataset and configuration).
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Convolutional teacher (conv blocks 8, 16; hidden 64) and student (conv block 8; hidden 32), image
+    /// datasets only; stage 1 then adds attention transfer to the hint loss.
+    #[arg(long, conflicts_with = "federated")]
+    cnn: bool,
     /// Also run the federated half, the personalized student of each participant (`fedistill bench
     /// personalize` with the same --quick, --seeds, --datasets, --data-dir and --report, its defaults else).
     #[arg(long)]
@@ -483,6 +487,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 data_dir: a.data_dir.clone(),
                 report: a.report.clone(),
                 command: command_line(),
+                cnn: a.cnn,
             })?;
             if !a.federated {
                 return Ok(());

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use fedistill_shared::data::{load, DataKind, Dataset, LoadOptions};
 use fedistill_shared::ml::local::{default_distill, default_train, distill_local, prepare_local, LocalOptions};
 use fedistill_shared::ml::stages::{FeatureAlignment, GradientGuidance, StageReport, StagesConfig};
-use fedistill_shared::ml::{Progress, ProgressMode};
+use fedistill_shared::ml::{ModelConfig, Progress, ProgressMode};
 
 use crate::report::{self, BarChart};
 
@@ -44,7 +44,18 @@ pub struct StagesOptions {
     pub report: Option<PathBuf>,
     /// The command line recorded in the report.
     pub command: String,
+    /// Convolutional teacher and student ([`CNN_TEACHER`], [`CNN_STUDENT`]; image datasets only), and stage 1
+    /// with attention transfer (weight [`CNN_ATTENTION_WEIGHT`]) beside the hint loss.
+    pub cnn: bool,
 }
+
+/// `--cnn`'s teacher: conv blocks of 8 and 16 channels, a 64-wide hidden layer.
+pub const CNN_TEACHER: (&[usize], usize) = (&[8, 16], 64);
+/// `--cnn`'s student: one conv block of 8 channels, a 32-wide hidden layer (its block and the teacher's
+/// first have the same side, so attention transfer has a pair).
+pub const CNN_STUDENT: (&[usize], usize) = (&[8], 32);
+/// `--cnn`'s attention-transfer weight in stage 1.
+pub const CNN_ATTENTION_WEIGHT: f32 = 1.0;
 
 /// One configuration of the ablation (stable names: the report's `configuration` field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +110,15 @@ impl Configuration {
             },
         };
         (stages, total.saturating_sub(s1 + s2))
+    }
+
+    /// [`Configuration::schedule`], with attention transfer in stage 1 when the models are convolutional.
+    fn schedule_for(self, total: usize, stage_epochs: usize, cnn: bool) -> (StagesConfig, usize) {
+        let (mut stages, kd) = self.schedule(total, stage_epochs);
+        if cnn && stages.feature_alignment.epochs > 0 {
+            stages.feature_alignment.attention_weight = CNN_ATTENTION_WEIGHT;
+        }
+        (stages, kd)
     }
 }
 
@@ -211,6 +231,9 @@ pub struct StagesReport {
     pub mean_delta_points: Vec<MeanDelta>,
     /// Seconds of the whole suite.
     pub seconds: f64,
+    /// `mlp` (the defaults of `fedistill local`) or `cnn` (`--cnn`).
+    #[serde(default)]
+    pub architecture: String,
 }
 
 impl StagesReport {
@@ -253,13 +276,14 @@ impl StagesReport {
             .map(|m| format!("{} {:+.2} pt", m.configuration.label(), m.delta_points))
             .collect();
         format!(
-            "Command: `{}`. Student test accuracy (%), mean ± sample standard deviation over seeds {:?}; one \
-             teacher per dataset and seed, four students distilled from it. Every configuration makes the same \
+            "Command: `{}` ({} teacher and student). Student test accuracy (%), mean ± sample standard deviation \
+             over seeds {:?}; one teacher per dataset and seed, four students distilled from it. Every configuration makes the same \
              number of passes over the transfer set; each enabled stage takes its epochs from the KD stage.\n\n\
              {}\nChange against KD only (mean over seeds of the per-seed difference, points) and mean \
              distillation seconds:\n\n{}\nMean change over the datasets: {}.\n\n\
              ![Student accuracy per configuration](stages-accuracy.png)\n",
             self.command,
+            self.architecture,
             self.seeds,
             report::markdown_table(&headers, &rows),
             report::markdown_table(&dh, &delta_rows),
@@ -295,8 +319,19 @@ fn plan(args: &StagesOptions) -> anyhow::Result<(Vec<u64>, Vec<String>)> {
 
 /// The local pipeline's options for one dataset and seed (large datasets get half the epochs; the `--quick`
 /// subset shrinks the student's epochs and the image copies), and the total student epochs.
-fn local_options(ds: &Dataset, seed: u64, quick: bool) -> (LocalOptions, usize) {
+fn local_options(ds: &Dataset, seed: u64, quick: bool, cnn: bool) -> anyhow::Result<(LocalOptions, usize)> {
     let mut opts = LocalOptions::defaults_for(ds, seed);
+    if cnn {
+        if !matches!(ds.kind, DataKind::Image { .. }) {
+            bail!("--cnn: {} is not an image dataset", ds.name);
+        }
+        let conv = |(channels, hidden): (&[usize], usize)| ModelConfig::Cnn {
+            channels: channels.to_vec(),
+            hidden,
+        };
+        opts.teacher.model = conv(CNN_TEACHER);
+        opts.student.model = conv(CNN_STUDENT);
+    }
     let mut distill = default_distill(&ds.kind, seed);
     if ds.n > LARGE_DATASET && !quick {
         let mut train = default_train(&ds.kind, seed);
@@ -312,7 +347,7 @@ fn local_options(ds: &Dataset, seed: u64, quick: bool) -> (LocalOptions, usize) 
     }
     let total = distill.epochs_per_round;
     opts.student.distill = Some(distill);
-    (opts, total)
+    Ok((opts, total))
 }
 
 /// `fedistill bench stages`.
@@ -331,6 +366,9 @@ pub fn run(args: &StagesOptions) -> anyhow::Result<()> {
             },
         )
         .with_context(|| format!("loading dataset {name}"))?;
+        if args.cnn && !matches!(ds.kind, DataKind::Image { .. }) {
+            bail!("--cnn: {name} is not an image dataset (convolutional models need images)");
+        }
         loaded.push(ds);
     }
     let grid = Progress::auto();
@@ -344,7 +382,7 @@ pub fn run(args: &StagesOptions) -> anyhow::Result<()> {
         let mut runs: Vec<Vec<StudentRun>> = vec![Vec::new(); Configuration::ALL.len()];
         let mut epochs = (0, 0, 0, 0);
         for &seed in &seeds {
-            let (opts, total) = local_options(ds, seed, args.quick);
+            let (opts, total) = local_options(ds, seed, args.quick, args.cnn)?;
             let stage_epochs = (total / STAGE_SHARE).max(1);
             let prepared =
                 prepare_local(ds, &opts, &inner).with_context(|| format!("{} seed {seed}: teacher", ds.name))?;
@@ -355,7 +393,7 @@ pub fn run(args: &StagesOptions) -> anyhow::Result<()> {
                 .map_or_else(|| default_train(&ds.kind, seed).epochs, |t| t.epochs);
             epochs = (teacher_epochs, total, stage_epochs, prepared.transfer_n);
             for (k, config) in Configuration::ALL.iter().enumerate() {
-                let (stages, kd_epochs) = config.schedule(total, stage_epochs);
+                let (stages, kd_epochs) = config.schedule_for(total, stage_epochs, args.cnn);
                 let mut o = opts.clone();
                 o.student.stages = Some(stages);
                 if let Some(d) = o.student.distill.as_mut() {
@@ -392,7 +430,7 @@ pub fn run(args: &StagesOptions) -> anyhow::Result<()> {
             .iter()
             .zip(runs)
             .map(|(&configuration, runs)| {
-                let (stages, kd_epochs) = configuration.schedule(total, stage_epochs);
+                let (stages, kd_epochs) = configuration.schedule_for(total, stage_epochs, args.cnn);
                 let acc: Vec<f64> = runs.iter().map(|r| r.accuracy).collect();
                 let delta = acc.iter().zip(&kd).map(|(a, b)| (a - b) * 100.0).sum::<f64>() / acc.len().max(1) as f64;
                 let secs = runs.iter().map(|r| r.distill_seconds).sum::<f64>() / runs.len().max(1) as f64;
@@ -436,6 +474,7 @@ pub fn run(args: &StagesOptions) -> anyhow::Result<()> {
         datasets,
         mean_delta_points,
         seconds: started.elapsed().as_secs_f64(),
+        architecture: if args.cnn { "cnn" } else { "mlp" }.to_string(),
     };
     let md = rep.to_markdown();
     grid.suspend(|| println!("{md}"));
@@ -491,6 +530,21 @@ mod tests {
         }
         let (s, kd) = Configuration::Both.schedule(30, 5);
         assert_eq!((s.feature_alignment.epochs, s.gradient_guidance.epochs, kd), (5, 5, 20));
+    }
+
+    #[test]
+    fn cnn_schedules_add_attention_transfer_to_stage_one_only() {
+        for c in Configuration::ALL {
+            let (plain, _) = c.schedule_for(30, 5, false);
+            let (conv, _) = c.schedule_for(30, 5, true);
+            assert_eq!(plain.feature_alignment.attention_weight, 0.0, "{c:?}");
+            let want = if conv.feature_alignment.epochs > 0 {
+                CNN_ATTENTION_WEIGHT
+            } else {
+                0.0
+            };
+            assert_eq!(conv.feature_alignment.attention_weight, want, "{c:?}");
+        }
     }
 
     #[test]
