@@ -26,6 +26,7 @@ use fedistill_shared::ml::{evaluate, train_teacher, Model, ModelConfig, Progress
 use fedistill_shared::privacy::DpSgdCost;
 use fedistill_shared::protocol::{refresh_targets, AggregationRule};
 
+use crate::absent::AbsentBlocks;
 use crate::config::ParticipantSettings;
 use crate::personalize::{personalize, PersonalizeConfig, Personalized};
 
@@ -313,6 +314,9 @@ pub struct ModelLearner {
     augment: Option<PublicAugment>,
     /// Unlabelled private rows (semi-supervised refresh, `[refresh] pseudo_threshold`).
     unlabeled: Option<Arc<Dataset>>,
+    /// The modality blocks this node's file lacks: masked in the public rows the teacher labels and
+    /// refreshes on (crate::absent).
+    absent: AbsentBlocks,
 }
 
 impl ModelLearner {
@@ -332,6 +336,14 @@ impl ModelLearner {
             modalities,
         } = data;
         let blocks: Vec<usize> = modalities.iter().map(ModalityRange::width).collect();
+        // A block the node's file lacks is absent from every public row its teacher labels or refreshes on.
+        let absent = AbsentBlocks::of_rows(&shard, &modalities);
+        if !absent.is_empty() {
+            info!(
+                blocks = %absent.names().join(", "),
+                "this node's file lacks these modality blocks: its teacher labels the public rows without them"
+            );
+        }
         let defaults = federation_defaults(&shard, &blocks, public.n, settings.student_seed);
         // A fused [teacher] or [student] that leaves its blocks out takes the card's.
         let pick = |set: &Option<ModelConfig>, default: &ModelConfig| set.clone().unwrap_or(default.clone());
@@ -469,6 +481,7 @@ impl ModelLearner {
         learner.teacher_dp = teacher_dp;
         learner.local_only_auc = Some(teacher_metrics.roc_auc).filter(|a| a.is_finite());
         learner.public_labelled = public_labelled;
+        learner.absent = absent;
         learner.set_personalize(settings.personalize.clone())?;
         Ok(learner)
     }
@@ -494,7 +507,20 @@ impl ModelLearner {
             personalize: None,
             augment: p.augment,
             unlabeled: p.unlabeled,
+            absent: AbsentBlocks::default(),
         }
+    }
+
+    /// Masks `absent` (the modality blocks this node's rows lack) in the public rows the teacher labels and
+    /// refreshes on; [`ModelLearner::prepare`] sets it from the node's private rows, a learner from parts
+    /// has none until this is called.
+    pub fn set_absent_blocks(&mut self, absent: AbsentBlocks) {
+        self.absent = absent;
+    }
+
+    /// The modality blocks this node's rows lack (masked for its teacher).
+    pub fn absent_blocks(&self) -> &AbsentBlocks {
+        &self.absent
     }
 
     /// Builds a personalized student after the rounds `cfg` names (checked against both models here).
@@ -546,9 +572,18 @@ impl ModelLearner {
         x
     }
 
+    /// The public rows `ids` as the teacher sees them in round `round`: [`ModelLearner::public_rows`] with the
+    /// modality blocks this node's file lacks made absent (inputs 0, presence 0), as in its own rows.
+    fn teacher_rows(&self, round: RoundId, ids: &[u64]) -> Vec<f32> {
+        let mut x = self.public_rows(round, ids);
+        self.absent.apply(&mut x, self.public.dim);
+        x
+    }
+
     /// Co-distillation (`[refresh]`, docs/ml.md): fine-tunes the private teacher on its shard plus this
-    /// round's public rows `ids` with the consensus as soft targets, then saves it (write and rename), so
-    /// the labels of the next round carry what the federation knows. Off when `epochs = 0`; skipped after
+    /// round's public rows `ids` (without the modality blocks its file lacks) with the consensus as soft
+    /// targets, then saves it (write and rename), so the labels of the next round carry what the federation
+    /// knows. Off when `epochs = 0`; skipped after
     /// the last round. [`Learner::distill`] does this first; a caller that distills the (identical) shared
     /// student once for many learners calls it on the others.
     /// `student` pseudo-labels the node's unlabelled rows when `[refresh] pseudo_threshold` is set: a caller
@@ -562,7 +597,7 @@ impl ModelLearner {
         rule: AggregationRule,
         student: Option<&Model>,
     ) -> anyhow::Result<()> {
-        let x = self.public_rows(round, ids);
+        let x = self.teacher_rows(round, ids);
         let targets = refresh_targets(rule, consensus, self.public.num_classes);
         self.refresh_teacher(
             round,
@@ -675,7 +710,7 @@ impl Learner for ModelLearner {
 
     fn label(&mut self, round: RoundId, ids: &[u64], temperature: f32) -> anyhow::Result<Vec<f32>> {
         self.last_temperature = temperature;
-        let x = self.public_rows(round, ids);
+        let x = self.teacher_rows(round, ids);
         Ok(self.teacher.probabilities(&x, ids.len(), temperature)?)
     }
 
@@ -689,9 +724,12 @@ impl Learner for ModelLearner {
         serving: &BTreeMap<String, f64>,
     ) -> anyhow::Result<Distilled> {
         let mut clock = PhaseClock::default();
+        // The student distills from the public rows as they are; the teacher refreshes on them as its own
+        // file would hold them (without the blocks it lacks).
         let x = self.public_rows(round, ids);
         let targets = refresh_targets(rule, consensus, self.public.num_classes);
-        self.refresh_teacher(round, &x, &targets, total_rounds, self.distiller.student())?;
+        let teacher_x = self.absent.masked(&x, self.public.dim);
+        self.refresh_teacher(round, &teacher_x, &targets, total_rounds, self.distiller.student())?;
         clock.lap("refresh");
         let classes = self.public.num_classes;
         let consensus_correct = ids
@@ -830,5 +868,116 @@ mod tests {
         assert_eq!(tab.teacher.model, ModelConfig::Mlp { hidden: vec![64, 32] });
         let d = tab.student.distill.expect("a distillation default");
         assert_eq!((d.epochs_per_round, d.lr_final), (10, 1.0));
+    }
+
+    /// Rows of a two-block task: block A (inputs 0..3), block B (3..5), presence inputs 5 and 6; `b` holds
+    /// block B's values of each row, `None` for a file without the block.
+    fn two_blocks(n: usize, b: Option<f32>) -> Dataset {
+        let mut features = Vec::with_capacity(n * 7);
+        for i in 0..n {
+            let v = i as f32 / n as f32 - 0.5;
+            features.extend([v, -v, 2.0 * v]);
+            match b {
+                Some(b) => features.extend([b + v, b - v, 1.0, 1.0]),
+                None => features.extend([0.0, 0.0, 1.0, 0.0]),
+            }
+        }
+        Dataset {
+            name: "t".into(),
+            features,
+            labels: (0..n as u32).map(|i| i % 2).collect(),
+            n,
+            dim: 7,
+            num_classes: 2,
+            kind: DataKind::Tabular,
+            class_names: vec!["x".into(), "y".into()],
+            targets: Vec::new(),
+        }
+    }
+
+    /// A learner around an untrained fused teacher (the same weights for every call) whose private rows lack
+    /// block B, on `public`; with `mask`, block B is masked for its teacher as `prepare` does.
+    fn learner_without_block_b(public: Dataset, workdir: &Path, mask: bool) -> ModelLearner {
+        let cfg = ModelConfig::Fused {
+            embed: 4,
+            hidden: 4,
+            blocks: vec![3, 2],
+            dropout: fedistill_shared::ml::model::DropRate(0.0),
+        };
+        let shard = two_blocks(20, None);
+        let modalities = vec![
+            ModalityRange {
+                name: "a".into(),
+                inputs: 0..3,
+                indicator: 5,
+            },
+            ModalityRange {
+                name: "b".into(),
+                inputs: 3..5,
+                indicator: 6,
+            },
+        ];
+        let absent = AbsentBlocks::of_rows(&shard, &modalities);
+        assert_eq!(absent.names(), ["b"]);
+        let teacher = Model::new(&cfg, 7, 2, 5).expect("teacher");
+        let student = Model::new(&cfg, 7, 2, 6).expect("student");
+        let mut learner = ModelLearner::from_parts(LearnerParts {
+            public_digest: Digest([1; 32]),
+            public: Arc::new(public),
+            test: Arc::new(shard.clone()),
+            teacher: Arc::new(teacher),
+            shard: Arc::new(shard),
+            distiller: Distiller::new(student, default_distill(&DataKind::Tabular, 6)),
+            guard: GuardConfig::default(),
+            refresh: RefreshConfig {
+                epochs: 2,
+                batch_size: 8,
+                ..RefreshConfig::default()
+            },
+            refresh_seed: 9,
+            workdir: workdir.to_path_buf(),
+            local_only_accuracy: 0.5,
+            augment: None,
+            unlabeled: None,
+        });
+        if mask {
+            learner.set_absent_blocks(absent);
+        }
+        learner
+    }
+
+    /// A participant whose file lacks block B labels and refreshes on public rows without it: its soft
+    /// labels, and its teacher after a refresh, are the same whatever the public set holds in block B. The
+    /// same teacher fed block B (no mask) labels otherwise, so the check is not vacuous.
+    #[test]
+    fn a_node_lacking_a_block_labels_and_refreshes_on_public_rows_without_it() {
+        let ids: Vec<u64> = (0..12).collect();
+        let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().expect("tmp")).collect();
+        let mut one = learner_without_block_b(two_blocks(12, Some(3.0)), dirs[0].path(), true);
+        let mut other = learner_without_block_b(two_blocks(12, Some(-7.0)), dirs[1].path(), true);
+        let labels = one.label(RoundId(1), &ids, 2.0).expect("labels");
+        assert_eq!(labels, other.label(RoundId(1), &ids, 2.0).expect("labels"));
+        let mut unmasked = learner_without_block_b(two_blocks(12, Some(3.0)), dirs[2].path(), false);
+        let mut unmasked_other = learner_without_block_b(two_blocks(12, Some(-7.0)), dirs[3].path(), false);
+        assert_ne!(
+            unmasked.label(RoundId(1), &ids, 2.0).expect("labels"),
+            unmasked_other.label(RoundId(1), &ids, 2.0).expect("labels"),
+            "block B's values reach an unmasked teacher"
+        );
+        // A refresh from the same consensus leaves both masked teachers alike (and changes them).
+        let before = one.teacher.weights_digest();
+        let consensus: Vec<f32> = (0..12)
+            .flat_map(|i| if i % 2 == 0 { [0.8, 0.2] } else { [0.3, 0.7] })
+            .collect();
+        for l in [&mut one, &mut other] {
+            l.refresh(RoundId(1), &ids, &consensus, 3, AggregationRule::Mean, None)
+                .expect("refreshed");
+        }
+        assert_ne!(one.teacher.weights_digest(), before, "the refresh trained the teacher");
+        assert_eq!(one.teacher.weights_digest(), other.teacher.weights_digest());
+        assert_eq!(
+            one.label(RoundId(2), &ids, 1.0).expect("labels"),
+            other.label(RoundId(2), &ids, 1.0).expect("labels")
+        );
     }
 }

@@ -23,6 +23,7 @@ use fedistill_shared::ml::regression::{
 use fedistill_shared::ml::{Model, ModelConfig};
 use fedistill_shared::protocol::AggregationRule;
 
+use crate::absent::AbsentBlocks;
 use crate::config::ParticipantSettings;
 use crate::learner::{Distilled, Learner, LearnerSummary, NodeData, PhaseClock};
 
@@ -181,6 +182,8 @@ pub struct RegressionLearner {
     guard: GuardConfig,
     workdir: PathBuf,
     local_only: RegressionMetrics,
+    /// The modality blocks this node's file lacks: masked in the public rows its teacher labels.
+    absent: AbsentBlocks,
 }
 
 impl RegressionLearner {
@@ -219,6 +222,7 @@ impl RegressionLearner {
         let seed = data.seed ^ data.index << 32;
         let (teacher_fit, student_fit) = reg.configs(seed)?;
         let shard = data.private;
+        let absent = AbsentBlocks::of_rows(&shard, &data.modalities);
         let (dim, spec) = (shard.dim, &task.spec);
         let y: Vec<f32> = shard.targets.iter().map(|&t| spec.standardize(f64::from(t))).collect();
         let teacher_path = settings.workdir.join("teacher.safetensors");
@@ -268,6 +272,7 @@ impl RegressionLearner {
             guard,
             workdir: settings.workdir.clone(),
             local_only,
+            absent,
         })
     }
 
@@ -336,9 +341,12 @@ impl Learner for RegressionLearner {
         self.shard.n as u64
     }
 
-    /// The teacher's standardized predictions (a regression has no temperature: it is ignored).
+    /// The teacher's standardized predictions (a regression has no temperature: it is ignored), on the public
+    /// rows without the modality blocks this node's file lacks.
     fn label(&mut self, _round: RoundId, ids: &[u64], _temperature: f32) -> anyhow::Result<Vec<f32>> {
-        Ok(predict(&self.teacher, &self.public_rows(ids), ids.len())?)
+        let mut x = self.public_rows(ids);
+        self.absent.apply(&mut x, self.public.dim);
+        Ok(predict(&self.teacher, &x, ids.len())?)
     }
 
     fn distill(

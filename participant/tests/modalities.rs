@@ -1,7 +1,8 @@
 //! A participant on a task card with modality blocks, through the own-file path: a hospital without the
 //! protein assay (its file lacks every CSF column of data/ad_data.csv.gz) reads its rows with that block
 //! absent, gets the fused teacher and student of the card's blocks by default, trains, labels public rows
-//! and distills, quantizes and exports a round.
+//! without that block (its soft labels do not change whatever the public set holds in it) and distills,
+//! quantizes and exports a round.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -102,7 +103,23 @@ fn a_hospital_without_the_protein_assay_takes_part_with_fused_models() {
         .chunks_exact(d)
         .all(|r| r[csf.indicator] == 0.0 && r[csf.inputs.clone()].iter().all(|&v| v == 0.0)));
     assert!(data.public.features.chunks_exact(d).all(|r| r[csf.indicator] == 1.0));
+    // The same public set with other values in every CSF input, for the check below.
+    let mut altered = fedistill_participant::owndata::load(own, &card, &public).expect("read again");
+    for row in altered.public.features.chunks_exact_mut(d) {
+        for v in &mut row[csf.inputs.clone()] {
+            *v = 3.0 - 2.0 * *v;
+        }
+    }
     let mut learner = ModelLearner::prepare(&settings, data).expect("teacher trained, student built");
+    // The block the hospital's file lacks, as the reader reported it, is masked for its teacher.
+    let (_, report) = fedistill_shared::data::read_private_csv(
+        &dir.path().join("hospital-c.csv"),
+        &card,
+        &fedistill_shared::data::CsvOptions::default(),
+    )
+    .expect("the hospital's file reads");
+    assert_eq!(report.absent_modalities, ["csf"]);
+    assert_eq!(learner.absent_blocks().names(), report.absent_modalities);
     // The defaults: a fused teacher of the card's blocks, saved where a restart reloads it.
     let teacher = Model::load(
         &fedistill_shared::ml::local::FUSED_TEACHER.with_blocks(&blocks),
@@ -120,6 +137,11 @@ fn a_hospital_without_the_protein_assay_takes_part_with_fused_models() {
     let probs = learner.label(RoundId(1), &ids, 1.0).expect("labels");
     assert_eq!(probs.len(), 200);
     assert!(probs.chunks_exact(2).all(|p| (p[0] + p[1] - 1.0).abs() < 1e-4));
+    // The teacher labels with what the hospital has: the public set's CSF values do not reach it. The second
+    // learner reloads the same teacher from the work directory and labels the altered public set alike.
+    let mut other = ModelLearner::prepare(&settings, altered).expect("the saved teacher reloads");
+    assert_eq!(other.label(RoundId(1), &ids, 1.0).expect("labels"), probs);
+    drop(other);
     let d = learner
         .distill(RoundId(1), &ids, &probs, 1, AggregationRule::Mean, &BTreeMap::new())
         .expect("a round distilled");

@@ -47,3 +47,48 @@ fn regression_settings_parse_with_defaults_and_refuse_bad_values() {
         "unknown fields are refused"
     );
 }
+
+/// Settings with `extra` lines at the top level (`guard_metrics`, `guard_max_relative_drop`).
+fn settings(extra: &str) -> ParticipantSettings {
+    let text = format!(
+        "kit = \"kit\"\nworkdir = \"work\"\nshard = 1\n{extra}\n[data]\ndataset = \"mnist-10k\"\nparticipants = 3\n"
+    );
+    ParticipantSettings::parse(&text, std::path::Path::new("/srv")).expect("settings")
+}
+
+/// A regression card's guard: the classification default becomes `rmse`, regression metrics are kept, a
+/// classification-only metric is refused naming it and what to use, and a candidate whose RMSE is worse than
+/// the tolerance is rejected.
+#[test]
+fn the_regression_guard_watches_rmse_by_default_and_refuses_classification_metrics() {
+    let guard = regression_guard(&settings("")).expect("the default guard");
+    assert_eq!(guard.metrics(), ["rmse"]);
+    assert_eq!(guard.max_relative_drop(), 0.05);
+    let chosen = regression_guard(&settings(
+        "guard_metrics = [\"r2\", \"violation_rate\"]\nguard_max_relative_drop = 0.1",
+    ))
+    .expect("regression metrics");
+    assert_eq!(chosen.metrics(), ["r2", "violation_rate"]);
+    assert_eq!(chosen.max_relative_drop(), 0.1);
+    for metrics in ["[\"accuracy\"]", "[\"rmse\", \"macro_f1\"]"] {
+        let e = regression_guard(&settings(&format!("guard_metrics = {metrics}")))
+            .expect_err(metrics)
+            .to_string();
+        assert!(
+            e.contains("which a regression task does not measure")
+                && e.contains("use r2, rmse, mae, violation_rate, bound_violation_rate"),
+            "{metrics}: {e}"
+        );
+        assert!(e.contains("\"accuracy\"") || e.contains("\"macro_f1\""), "{e}");
+    }
+    // RMSE is lower-is-better: 5.0 serving, a candidate at 6.0 is 20% worse (rejected), 5.2 is 4% worse
+    // (within 5%) and 4.0 better (both accepted).
+    let serving = BTreeMap::from([("rmse".to_string(), 5.0)]);
+    let candidate = |rmse: f64| BTreeMap::from([("rmse".to_string(), rmse), ("r2".to_string(), 0.9)]);
+    let worse = guard.decide(&serving, &candidate(6.0));
+    assert!(!worse.accepted && worse.reason.contains("rmse"), "{worse:?}");
+    assert!(guard.decide(&serving, &candidate(5.2)).accepted);
+    assert!(guard.decide(&serving, &candidate(4.0)).accepted);
+    // A candidate without a finite RMSE fails closed.
+    assert!(!guard.decide(&serving, &candidate(f64::NAN)).accepted);
+}

@@ -1,3 +1,4 @@
+// Over 800 lines: the suite (examples, variants, one federation per run), its summary, Markdown tables and charts read best together with the tests of the tables.
 //! `fedistill bench domains`: the domain adapters of issue 22 on their worked examples, each a real-process
 //! federation of three participants run by `fedistill demo` (the coordinator and every participant are
 //! processes of this binary, each node reads its own files against the task card, the audit bundle is
@@ -237,24 +238,31 @@ pub struct Run {
     pub regression: Option<RegressionFigures>,
 }
 
-/// RMSE (target units) and measured monotone violation rate of the federated student, the local-only
-/// teachers (mean) and the pooled teacher.
+/// RMSE (target units), measured monotone violation rate and bound violation rate of the federated student,
+/// the local-only teachers (mean) and the pooled teacher.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct RegressionFigures {
     /// Federated students' RMSE, mean over participants.
     pub student_rmse: f64,
     /// Their monotone violation rate.
     pub student_violation: f64,
+    /// Their bound violation rate: the share of held-out rows predicted outside the card's output bounds
+    /// (`None` when the card declares no bounds).
+    pub student_bound_violation: Option<f64>,
     /// Their INT8 exports' RMSE.
     pub int8_rmse: f64,
     /// Local-only teachers' RMSE, mean.
     pub local_only_rmse: f64,
     /// Their violation rate.
     pub local_only_violation: f64,
+    /// Their bound violation rate.
+    pub local_only_bound_violation: Option<f64>,
     /// The pooled teacher's RMSE.
     pub pooled_rmse: f64,
     /// Its violation rate.
     pub pooled_violation: f64,
+    /// Its bound violation rate.
+    pub pooled_bound_violation: Option<f64>,
 }
 
 /// Mean and standard deviation over seeds, per example and variant.
@@ -490,6 +498,7 @@ fn run_one(e: &Example, v: Variant, seed: u64, rounds: u64, work: &Path, exe: &P
         .as_array()
         .map(|rows| rows.iter().filter_map(|row| row["bytes_up"].as_u64()).sum())
         .unwrap_or(0);
+    // An optional number (an AUC, a bound violation rate): `None` where the report has none.
     let auc = |path: &[&str]| {
         let mut at = &r;
         for p in path {
@@ -517,11 +526,15 @@ fn run_one(e: &Example, v: Variant, seed: u64, rounds: u64, work: &Path, exe: &P
             Some(RegressionFigures {
                 student_rmse: num(&["final", "student_metrics", "rmse"])?,
                 student_violation: num(&["final", "student_metrics", "violation_rate"])?,
+                // Reported only where the card declares bounds.
+                student_bound_violation: auc(&["final", "student_metrics", "bound_violation_rate"]),
                 int8_rmse: num(&["final", "student_metrics", "int8_rmse"])?,
                 local_only_rmse: num(&["baselines", "local_only_metrics", "rmse"])?,
                 local_only_violation: num(&["baselines", "local_only_metrics", "violation_rate"])?,
+                local_only_bound_violation: auc(&["baselines", "local_only_metrics", "bound_violation_rate"]),
                 pooled_rmse: num(&["baselines", "centralized_metrics", "rmse"])?,
                 pooled_violation: num(&["baselines", "centralized_metrics", "violation_rate"])?,
+                pooled_bound_violation: auc(&["baselines", "centralized_metrics", "bound_violation_rate"]),
             })
         } else {
             None
@@ -604,19 +617,27 @@ fn mean_figures(runs: &[&Run]) -> Option<RegressionFigures> {
     let f: Option<Vec<RegressionFigures>> = runs.iter().map(|r| r.regression).collect();
     let f = f.filter(|f| !f.is_empty())?;
     let m = |g: fn(&RegressionFigures) -> f64| mean_sd(&f.iter().map(g).collect::<Vec<_>>()).0;
+    // The mean when every run has the figure.
+    let some =
+        |g: fn(&RegressionFigures) -> Option<f64>| f.iter().map(g).collect::<Option<Vec<f64>>>().map(|v| mean_sd(&v).0);
     Some(RegressionFigures {
         student_rmse: m(|x| x.student_rmse),
         student_violation: m(|x| x.student_violation),
+        student_bound_violation: some(|x| x.student_bound_violation),
         int8_rmse: m(|x| x.int8_rmse),
         local_only_rmse: m(|x| x.local_only_rmse),
         local_only_violation: m(|x| x.local_only_violation),
+        local_only_bound_violation: some(|x| x.local_only_bound_violation),
         pooled_rmse: m(|x| x.pooled_rmse),
         pooled_violation: m(|x| x.pooled_violation),
+        pooled_bound_violation: some(|x| x.pooled_bound_violation),
     })
 }
 
-/// A regression example's table: R², RMSE (MPa) and monotone violation rate of every model.
+/// A regression example's table: R², RMSE (MPa), monotone violation rate and bound violation rate of every
+/// model (`-` where the card declares no bounds).
 fn regression_table(rows: &[&Summary]) -> String {
+    let bounds = |v: Option<f64>| v.map_or("-".to_string(), pct);
     let body: Vec<Vec<String>> = rows
         .iter()
         .filter_map(|s| s.regression.map(|f| (s, f)))
@@ -627,13 +648,16 @@ fn regression_table(rows: &[&Summary]) -> String {
                 format!("{:.3} ± {:.3}", s.student.0, s.student.1),
                 format!("{:.2}", f.student_rmse),
                 pct(f.student_violation),
+                bounds(f.student_bound_violation),
                 format!("{:.2}", f.int8_rmse),
                 format!("{:.3}", s.local_only),
                 format!("{:.2}", f.local_only_rmse),
                 pct(f.local_only_violation),
+                bounds(f.local_only_bound_violation),
                 format!("{:.3}", s.pooled),
                 format!("{:.2}", f.pooled_rmse),
                 pct(f.pooled_violation),
+                bounds(f.pooled_bound_violation),
                 if s.audit_verified { "OK" } else { "FAILED" }.to_string(),
             ]
         })
@@ -645,13 +669,16 @@ fn regression_table(rows: &[&Summary]) -> String {
             "student R²",
             "student RMSE",
             "student violations %",
+            "student out of bounds %",
             "int8 RMSE",
             "local-only R²",
             "local-only RMSE",
             "local-only violations %",
+            "local-only out of bounds %",
             "pooled R²",
             "pooled RMSE",
             "pooled violations %",
+            "pooled out of bounds %",
             "audit verify",
         ],
         &body,
@@ -685,7 +712,8 @@ pub fn markdown(r: &DomainsReport) -> String {
             md.push_str(&format!(
                 "\n**{name}**: {domain} (on each participant's held-out rows, mean over participants and \
                  seeds; RMSE in the target's units, violations: share of (row, monotone feature) pairs whose \
-                 prediction moves the wrong way)\n\n"
+                 prediction moves the wrong way; out of bounds: share of rows predicted outside the card's \
+                 output bounds)\n\n"
             ));
             md.push_str(&regression_table(&of_example));
             continue;
@@ -823,11 +851,14 @@ mod tests {
             regression: (example == "r").then_some(RegressionFigures {
                 student_rmse: 10.0 - student,
                 student_violation: 0.0,
+                student_bound_violation: Some(if seed == 1 { 0.02 } else { 0.0 }),
                 int8_rmse: 10.1 - student,
                 local_only_rmse: 6.0,
                 local_only_violation: 0.08,
+                local_only_bound_violation: Some(0.005),
                 pooled_rmse: 5.0,
                 pooled_violation: 0.1,
+                pooled_bound_violation: (seed == 1).then_some(0.0),
             }),
         }
     }
@@ -845,6 +876,13 @@ mod tests {
             (f.student_rmse - 9.3).abs() < 1e-9 && f.pooled_violation == 0.1,
             "{f:?}"
         );
+        // Bound violations: the mean over seeds, or none when a run lacks the figure.
+        assert!(
+            f.student_bound_violation.is_some_and(|v| (v - 0.01).abs() < 1e-12)
+                && f.local_only_bound_violation == Some(0.005)
+                && f.pooled_bound_violation.is_none(),
+            "{f:?}"
+        );
         let md = markdown(&DomainsReport {
             suite: "domains",
             command: "c".into(),
@@ -855,7 +893,7 @@ mod tests {
             seconds: 1.0,
         });
         assert!(
-            md.contains("| constraint loss | 2 | 0.700 ± 0.141 | 9.30 | 0.0 | 9.40 | 0.500 | 6.00 | 8.0 |"),
+            md.contains("| constraint loss | 2 | 0.700 ± 0.141 | 9.30 | 0.0 | 1.0 | 9.40 | 0.500 | 6.00 | 8.0 | 0.5 | 0.900 | 5.00 | 10.0 | - | OK |"),
             "{md}"
         );
     }
