@@ -161,6 +161,19 @@ fn quick_run_chooses_within_the_budget_and_writes_a_config_local_reproduces() {
         "size's distillation no longer mirrors fedistill local's (shared/ml/src/local.rs)"
     );
     assert_eq!(l["teacher"]["accuracy"], r["teacher"]["accuracy"]);
+    // A participant uses it as its comment says: the [model] table as the node's [student].
+    let node = format!(
+        "kit = \"kit\"\nworkdir = \"work\"\nshard = 0\n[data]\ndataset = \"digits\"\nparticipants = 3\n{}",
+        toml.replace("[model]", "[student]")
+    );
+    let settings = fedistill_participant::config::ParticipantSettings::parse(&node, dir.path())
+        .unwrap_or_else(|e| panic!("a participant refuses size's [model] as its [student]: {e:#}\n{node}"));
+    match settings.student {
+        Some(fedistill_shared::ml::ModelConfig::Mlp { hidden }) => {
+            assert_eq!(serde_json::json!(hidden), chosen["hidden"], "{node}")
+        }
+        other => panic!("the participant's student is not the chosen MLP: {other:?}"),
+    }
 }
 
 #[test]

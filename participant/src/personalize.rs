@@ -154,6 +154,31 @@ mod tests {
         assert!(PersonalizeConfig::default().validate().is_ok());
     }
 
+    /// A hint layer the teacher does not have is refused when the learner is built, before any round, naming
+    /// the section and the key; a layer that exists passes.
+    #[test]
+    fn a_hint_layer_that_does_not_exist_is_refused_naming_the_section() {
+        let mlp = |hidden: Vec<usize>| fedistill_shared::ml::ModelConfig::Mlp { hidden };
+        let teacher = Model::new(&mlp(vec![16, 8]), 6, 3, 1).expect("a teacher");
+        let student = Model::new(&mlp(vec![4]), 6, 3, 2).expect("a student");
+        let with_layer = |layer| {
+            let mut c = PersonalizeConfig::default();
+            c.stages.feature_alignment.epochs = 1;
+            c.stages.feature_alignment.teacher_layer = Some(layer);
+            c
+        };
+        let shared = DistillConfig::default();
+        let e = with_layer(99)
+            .check_models(&teacher, &student, &shared)
+            .expect_err("layer 99 of a two-layer teacher")
+            .to_string();
+        assert!(
+            e.starts_with("[personalize.stages]") && e.contains("teacher_layer 99 does not exist"),
+            "{e}"
+        );
+        assert!(with_layer(1).check_models(&teacher, &student, &shared).is_ok());
+    }
+
     #[test]
     fn due_every_nth_round_and_the_seed_moves_with_the_round() {
         let c = PersonalizeConfig {
