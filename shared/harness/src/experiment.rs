@@ -29,7 +29,7 @@ use fedistill_shared::ml::codistill::RefreshConfig;
 use fedistill_shared::ml::distill::{DistillConfig, Distiller};
 use fedistill_shared::ml::fedavg::{local_update, weighted_average, LocalUpdate};
 use fedistill_shared::ml::lifecycle::GuardConfig;
-use fedistill_shared::ml::local::{default_distill, default_train};
+use fedistill_shared::ml::local::{default_distill, default_train, LocalOptions};
 use fedistill_shared::ml::model::argmax;
 use fedistill_shared::ml::{train_teacher, InputNorm, Model, ModelConfig, Progress, TrainConfig};
 use fedistill_shared::protocol::{aggregate, round_sample_ids, AggregationRule, ContributionView, Encoding};
@@ -106,21 +106,14 @@ pub struct ExperimentConfig {
 }
 
 impl ExperimentConfig {
-    /// The defaults for a dataset kind (image datasets: MLP 512-256 teachers and a 128-wide student;
-    /// tabular: 64-32 teachers, 8-wide student), with the given federation shape.
+    /// The defaults for a dataset kind, with the given federation shape: the teacher and student
+    /// architectures are `fedistill local`'s and a participant's ([`LocalOptions::defaults_for`], defined
+    /// once; image datasets: MLP 512-256 teachers and a 128-wide student; tabular: 64-32 teachers, 8-wide
+    /// student).
     pub fn defaults(ds: &Dataset, participants: usize, partition: Partition, seed: u64) -> Self {
         let image = matches!(ds.kind, fedistill_shared::data::DataKind::Image { .. });
-        let (teacher, student) = if image {
-            (
-                ModelConfig::Mlp { hidden: vec![512, 256] },
-                ModelConfig::Mlp { hidden: vec![128] },
-            )
-        } else {
-            (
-                ModelConfig::Mlp { hidden: vec![64, 32] },
-                ModelConfig::Mlp { hidden: vec![8] },
-            )
-        };
+        let local = LocalOptions::defaults_for(ds, seed);
+        let (teacher, student) = (local.teacher.model, local.student.model);
         let mut distill = default_distill(&ds.kind, seed);
         distill.input_norm = if image {
             InputNorm::Global
