@@ -1,3 +1,4 @@
+// Over 800 lines: 750 lines of code and its unit tests; the one row encoder of every tabular reader, in one file so CSV and Parquet cannot drift apart.
 //! The one row encoder every reader of an institution's own tabular files shares (CSV and
 //! Parquet): the task card laid over a file's column names (`Plan`), and the encoding of one row's
 //! cells into model inputs with the CARD's imputation and scaling. Readers only hand it cells

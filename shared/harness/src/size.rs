@@ -1,3 +1,4 @@
+// Over 800 lines: 750 lines of code and its unit tests; the sizing suite's grid, measurement, choice and report read best in one file.
 //! `fedistill size`, device-aware sizing: distills candidate MLP students (several widths and depths) from one
 //! teacher on the split `fedistill local` uses, quantizes each in every profile, measures all of them on this
 //! machine (batch-1 latency, interleaved; inference memory), picks the most accurate one within a latency and

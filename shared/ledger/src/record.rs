@@ -1,3 +1,4 @@
+// Over 800 lines: every record kind's canonical encoding and decoding side by side, so each byte layout is checked against its decoder in one place (tests in record/tests.rs).
 //! Log records and their versioned canonical byte encoding (hand-written, no serde, so the bytes
 //! that are hashed into the Merkle tree never change with a library upgrade).
 //!

@@ -1,3 +1,4 @@
+// Over 800 lines: about 975 lines of code and its unit tests: the suite's options, report types, tables and plots (the round driver and the synthetic learner are in round.rs and learner.rs).
 //! `fedistill bench scale`: round latency and coordinator CPU / memory as the number of participants and the
 //! payload per round grow, next to two baselines measured in the same run: the raw loopback transfer time of
 //! the same bytes and one plain durable SQLite commit of the round's soft labels (issues 9 and 23; method,
