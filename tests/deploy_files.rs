@@ -1,15 +1,18 @@
+// Over 800 lines: one test per kind of deploy file plus the command-line checker they share; split apart they would repeat the parsing and mount-resolution helpers.
 //! The deployment kit cannot rot silently: every file under deploy/ parses (TOML through the real
 //! coordinator and participant config parsers, YAML with yaml-rust2, the Containerfile and systemd units
-//! line by line), the settings the files repeat agree with each other (ports, paths, shards, `[data]`), and
-//! every `fedistill ...` command line and flag written in deploy/ or docs/operations.md exists in the real
-//! binary's `--help`.
+//! line by line), the settings the files repeat agree with each other (ports, paths, each node's `/data`),
+//! every template runs on the deployment path (a task card and each institution's own files, read through
+//! the mounts the compose file and the manifests give each node, on the files `fedistill data split`
+//! writes; never a catalog `shard` + `[data]`), and every `fedistill ...` command line and flag written in
+//! deploy/ or docs/operations.md exists in the real binary's `--help`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use fedistill_coordinator::config::CoordinatorSettings;
-use fedistill_participant::config::ParticipantSettings;
+use fedistill_coordinator::config::{CoordinatorSettings, TaskFiles, TaskSource};
+use fedistill_participant::config::{DataSource, OwnData, ParticipantSettings};
 use yaml_rust2::{Yaml, YamlLoader};
 
 const EXE: &str = env!("CARGO_BIN_EXE_fedistill");
@@ -54,6 +57,47 @@ fn participant(text: &str, what: &str) -> ParticipantSettings {
 
 // ---- TOML -------------------------------------------------------------------------------------------
 
+/// The own files a participant config names (every deploy template runs on the deployment path: a task card
+/// and the institution's own files, never a catalog shard).
+fn own_of(p: &ParticipantSettings, what: &str) -> OwnData {
+    match &p.source {
+        DataSource::Own(own) => own.clone(),
+        other => panic!("{what}: a deploy template must name its own files ([task] and [private]), got {other:?}"),
+    }
+}
+
+/// The task card and public file a coordinator config names.
+fn task_of(c: &CoordinatorSettings, what: &str) -> TaskFiles {
+    match &c.task {
+        TaskSource::Card(t) => t.clone(),
+        other => panic!("{what}: a deploy template must run from a task card ([task]), got {other:?}"),
+    }
+}
+
+/// Every file a participant's own-data config reads lies in its read-only `/data`, and it fetches the public
+/// set from the coordinator (no `[public] path`).
+fn assert_participant_reads_its_data(p: &ParticipantSettings, what: &str) {
+    let own = own_of(p, what);
+    assert_eq!(own.card, Path::new("/data/task.toml"), "{what}");
+    assert!(own.private.starts_with("/data"), "{what}: {:?}", own.private);
+    let benchmark = own
+        .benchmark
+        .as_deref()
+        .unwrap_or_else(|| panic!("{what}: [benchmark]"));
+    assert!(benchmark.starts_with("/data"), "{what}: {benchmark:?}");
+    assert_eq!(
+        own.public, None,
+        "{what}: the public set is fetched from the coordinator"
+    );
+    assert!(p.workdir.starts_with("/work"), "{what}: {:?}", p.workdir);
+}
+
+fn assert_coordinator_reads_its_data(c: &CoordinatorSettings, what: &str) {
+    let t = task_of(c, what);
+    assert_eq!(t.card, Path::new("/data/task.toml"), "{what}");
+    assert!(t.public.starts_with("/data"), "{what}: {:?}", t.public);
+}
+
 #[test]
 fn example_configs_parse_with_the_real_parsers_and_match_the_container_layout() {
     let c = coordinator(
@@ -64,17 +108,13 @@ fn example_configs_parse_with_the_real_parsers_and_match_the_container_layout() 
     assert_eq!(c.store, Path::new("/work/coordinator.sqlite"));
     assert_eq!(c.bind.port(), 4433);
     assert_eq!(c.status.map(|s| s.port()), Some(9100));
+    assert_coordinator_reads_its_data(&c, "deploy/examples/coordinator.toml");
     let p = participant(
         &read("deploy/examples/participant.toml"),
         "deploy/examples/participant.toml",
     );
     assert_eq!(p.kit, Path::new("/kits/kit"));
-    assert!(p.workdir.starts_with("/work"), "{:?}", p.workdir);
-    assert_eq!(
-        shard_of(&p).1,
-        data_of(&c),
-        "the examples' [data] sections must be equal"
-    );
+    assert_participant_reads_its_data(&p, "deploy/examples/participant.toml");
     assert!(p.teacher.is_some() && p.student.is_some() && p.train.is_some() && p.distill.is_some());
 }
 
@@ -84,34 +124,22 @@ fn compose_configs_parse_and_agree() {
         &read("deploy/compose/config/coordinator.toml"),
         "compose coordinator.toml",
     );
-    let mut shards = BTreeSet::new();
+    assert_coordinator_reads_its_data(&c, "compose coordinator.toml");
+    let mut configs = BTreeSet::new();
     for i in 0..3 {
         let rel = format!("deploy/compose/config/p{i}.toml");
-        let p = participant(&read(&rel), &rel);
-        let (shard, data) = shard_of(&p);
-        assert_eq!(data, data_of(&c), "{rel}: [data] differs from the coordinator's");
-        assert_eq!(shard, i, "{rel}");
-        shards.insert(shard);
+        let text = read(&rel);
+        let p = participant(&text, &rel);
+        assert_participant_reads_its_data(&p, &rel);
+        // Each participant's files differ by the directory mounted at /data, not by its config.
+        configs.insert(
+            text.lines()
+                .filter(|l| !l.starts_with('#'))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
     }
-    assert_eq!(shards.len(), data_of(&c).participants, "one participant per shard");
-}
-
-/// The catalog shard and split of a participant config (the deploy examples run a catalog federation).
-fn shard_of(
-    p: &fedistill_participant::config::ParticipantSettings,
-) -> (usize, fedistill_shared::settings::DataSettings) {
-    match &p.source {
-        fedistill_participant::config::DataSource::Catalog { shard, data } => (*shard, data.clone()),
-        other => panic!("expected a catalog shard, got {other:?}"),
-    }
-}
-
-/// The catalog split of a coordinator config.
-fn data_of(c: &fedistill_coordinator::config::CoordinatorSettings) -> fedistill_shared::settings::DataSettings {
-    match &c.task {
-        fedistill_coordinator::config::TaskSource::Catalog(data) => data.clone(),
-        other => panic!("expected a catalog split, got {other:?}"),
-    }
+    assert_eq!(configs.len(), 1, "the participants' configs differ only in comments");
 }
 
 /// The parsers are strict: a key misspelt in a deploy file would fail (so the tests above can fail).
@@ -129,6 +157,239 @@ fn a_misspelt_key_in_an_example_is_refused() {
         ParticipantSettings::parse(&text, Path::new("/")).expect_err("refused")
     );
     assert!(err.contains("work_dir"), "{err}");
+}
+
+/// A node's view of its files: container paths under a mount target map to host paths under its source.
+struct Mounts(Vec<(PathBuf, PathBuf)>);
+
+impl Mounts {
+    /// The host path of `inside` (a path in the container), through the deepest mount that holds it.
+    fn host(&self, inside: &Path, what: &str) -> PathBuf {
+        let (target, source) = self
+            .0
+            .iter()
+            .filter(|(t, _)| inside.starts_with(t))
+            .max_by_key(|(t, _)| t.components().count())
+            .unwrap_or_else(|| panic!("{what}: nothing is mounted where {} is", inside.display()));
+        let rest = inside.strip_prefix(target).expect("under the mount");
+        if rest.as_os_str().is_empty() {
+            source.clone()
+        } else {
+            source.join(rest)
+        }
+    }
+}
+
+/// The `fedistill data split` line in a deploy file's comments (the rehearsal's data), run with its own
+/// flags into `out` (its `--out DIR` replaced), returning the DIR it names.
+fn run_data_split(rel: &str, out: &Path) -> String {
+    let text = read(rel);
+    let (_, words) = invocations(&text, false)
+        .into_iter()
+        .find(|(_, w)| w.first().map(String::as_str) == Some("data") && w.get(1).map(String::as_str) == Some("split"))
+        .unwrap_or_else(|| panic!("{rel}: no `fedistill data split` line"));
+    let at = words
+        .iter()
+        .position(|w| w == "--out")
+        .unwrap_or_else(|| panic!("{rel}: `fedistill data split` without --out"));
+    let named = words.get(at + 1).cloned().unwrap_or_else(|| panic!("{rel}: --out DIR"));
+    let mut args = words.clone();
+    args[at + 1] = out.display().to_string();
+    let o = Command::new(EXE)
+        .args(&args)
+        .output()
+        .expect("run fedistill data split");
+    assert!(
+        o.status.success(),
+        "{rel}: fedistill {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    named
+}
+
+/// The coordinator's and the participants' files, read through `mounts` as each node reads them: the card
+/// and the public file of the coordinator (its SHA-256 the card's), and per participant the same card (by
+/// digest), private rows that `fedistill data check` accepts and the card's benchmark set.
+fn check_nodes_read_the_split(
+    what: &str,
+    c: (&CoordinatorSettings, &Mounts),
+    participants: &[(String, ParticipantSettings, Mounts)],
+) {
+    use fedistill_shared::data::{check_private, sha256_file, TaskCard};
+    let sha = |p: &Path| {
+        hex::encode(
+            sha256_file(p)
+                .unwrap_or_else(|e| panic!("{what}: {}: {e}", p.display()))
+                .0,
+        )
+    };
+    let t = task_of(c.0, what);
+    let card = TaskCard::load(&c.1.host(&t.card, what)).unwrap_or_else(|e| panic!("{what}: coordinator card: {e}"));
+    assert_eq!(
+        sha(&c.1.host(&t.public, what)),
+        card.public.sha256,
+        "{what}: the public file"
+    );
+    assert_eq!(participants.len(), 3, "{what}");
+    for (name, p, mounts) in participants {
+        let own = own_of(p, name);
+        let mine = TaskCard::load(&mounts.host(&own.card, name)).unwrap_or_else(|e| panic!("{name}: card: {e}"));
+        assert_eq!(
+            mine.digest(),
+            card.digest(),
+            "{what} {name}: not the coordinator's card"
+        );
+        let private = mounts.host(&own.private, name);
+        let report = check_private(&private, &mine, &own.csv, 5, own.format);
+        assert!(report.usable(), "{what} {name}: {}: {report}", private.display());
+        let benchmark = mounts.host(own.benchmark.as_deref().expect("[benchmark]"), name);
+        let declared = mine.benchmark.as_ref().map(|b| b.sha256.clone());
+        assert_eq!(Some(sha(&benchmark)), declared, "{what} {name}: the benchmark set");
+    }
+    let privates: BTreeSet<PathBuf> = participants
+        .iter()
+        .map(|(n, p, m)| m.host(&own_of(p, n).private, n))
+        .collect();
+    assert_eq!(
+        privates.len(),
+        participants.len(),
+        "{what}: each participant reads its own rows"
+    );
+}
+
+/// Every template runs on the files `fedistill data split` writes, as the header of the file that mounts
+/// them says: deploy/examples (the coordinator on the split's directory, a participant on `nodes/p0`), the
+/// compose file's bind mounts, and the Kubernetes claims (`fedistill-coordinator-data` holds the card and the
+/// public set, `fedistill-pI-data` participant pI's directory).
+#[test]
+fn the_templates_run_on_the_files_data_split_writes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("data");
+    // The compose header's command; the Kubernetes headers name the same split.
+    assert_eq!(run_data_split("deploy/compose/compose.yaml", &out), "data");
+    for rel in ["deploy/k8s/coordinator.yaml", "deploy/k8s/participants.yaml"] {
+        let other = tmp.path().join(rel.replace('/', "_"));
+        run_data_split(rel, &other);
+        assert_eq!(
+            std::fs::read(other.join("task.toml")).expect("card"),
+            std::fs::read(out.join("task.toml")).expect("card"),
+            "{rel}: another split than the compose file's"
+        );
+    }
+    let at = |dir: PathBuf| Mounts(vec![(PathBuf::from("/data"), dir)]);
+
+    // deploy/examples.
+    let c = coordinator(&read("deploy/examples/coordinator.toml"), "examples");
+    let p = participant(&read("deploy/examples/participant.toml"), "examples");
+    let ps: Vec<_> = (0..3)
+        .map(|i| (format!("p{i}"), p.clone(), at(out.join("nodes").join(format!("p{i}")))))
+        .collect();
+    check_nodes_read_the_split("deploy/examples", (&c, &at(out.clone())), &ps);
+
+    // The compose file: each service's bind mounts, `./data` being the split's directory.
+    let rel = "deploy/compose/compose.yaml";
+    let doc = merged(&yaml_docs(rel)[0]);
+    let mounts = |service: &str| {
+        Mounts(
+            strings(&doc["services"][service]["volumes"])
+                .iter()
+                .filter_map(|v| {
+                    let mut parts = v.split(':');
+                    let (host, target) = (parts.next()?, parts.next()?);
+                    let host = host.strip_prefix("./data").map(|r| format!("{}{r}", out.display()))?;
+                    Some((PathBuf::from(target), PathBuf::from(host)))
+                })
+                .collect(),
+        )
+    };
+    let c = coordinator(&read("deploy/compose/config/coordinator.toml"), "compose");
+    let ps: Vec<_> = (0..3)
+        .map(|i| {
+            let rel = format!("deploy/compose/config/p{i}.toml");
+            (
+                format!("p{i}"),
+                participant(&read(&rel), &rel),
+                mounts(&format!("p{i}")),
+            )
+        })
+        .collect();
+    check_nodes_read_the_split(rel, (&c, &mounts("coordinator")), &ps);
+
+    // Kubernetes: the ConfigMaps' configs, each Deployment's data claim mounted read-only at /data.
+    let docs = kube_docs();
+    let configs: HashMap<String, String> = of_kind(&docs, "ConfigMap")
+        .iter()
+        .flat_map(|cm| {
+            cm["data"]
+                .as_hash()
+                .into_iter()
+                .flatten()
+                .filter_map(|(_, v)| v.as_str())
+                .map(|t| {
+                    (
+                        cm["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+                        t.to_string(),
+                    )
+                })
+        })
+        .collect();
+    let mut c = None;
+    let mut ps = Vec::new();
+    for d in of_kind(&docs, "Deployment") {
+        let name = d["metadata"]["name"].as_str().unwrap_or_default();
+        let pod = &d["spec"]["template"]["spec"];
+        let volume = |v: &str| {
+            pod["volumes"]
+                .as_vec()
+                .expect("volumes")
+                .iter()
+                .find(|x| x["name"].as_str() == Some(v))
+                .cloned()
+                .unwrap_or_else(|| panic!("{name}: no volume {v}"))
+        };
+        let ct = &pod["containers"][0];
+        let data = ct["volumeMounts"]
+            .as_vec()
+            .expect("volumeMounts")
+            .iter()
+            .find(|m| m["mountPath"].as_str() == Some("/data"))
+            .unwrap_or_else(|| panic!("{name}: nothing mounted at /data"));
+        assert_eq!(data["readOnly"].as_bool(), Some(true), "{name}: /data read-only");
+        let claim = volume(data["name"].as_str().unwrap_or_default())["persistentVolumeClaim"]["claimName"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: /data is not a claim"))
+            .to_string();
+        assert!(
+            of_kind(&docs, "PersistentVolumeClaim")
+                .iter()
+                .any(|p| p["metadata"]["name"].as_str() == Some(claim.as_str())),
+            "{name}: claim {claim} is not declared"
+        );
+        let config = volume("config")["configMap"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let text = configs
+            .get(&config)
+            .unwrap_or_else(|| panic!("{name}: ConfigMap {config}"));
+        if let Some(who) = claim.strip_prefix("fedistill-").and_then(|c| c.strip_suffix("-data")) {
+            if who == "coordinator" {
+                c = Some((coordinator(text, name), at(out.clone())));
+            } else {
+                ps.push((
+                    who.to_string(),
+                    participant(text, name),
+                    at(out.join("nodes").join(who)),
+                ));
+            }
+        } else {
+            panic!("{name}: data claim {claim} is not fedistill-NAME-data");
+        }
+    }
+    let (c, cm) = c.expect("the coordinator Deployment");
+    ps.sort_by(|a, b| a.0.cmp(&b.0));
+    check_nodes_read_the_split("deploy/k8s", (&c, &cm), &ps);
 }
 
 // ---- YAML -------------------------------------------------------------------------------------------
@@ -190,13 +451,33 @@ fn compose_file_parses_and_runs_every_node_read_only() {
         let cmd = strings(&s["command"]);
         assert!(!cmd.is_empty(), "{name}: command");
         check_command_line(&cmd, &format!("{rel} service {name}")).unwrap_or_else(|e| panic!("{e}"));
-        // Every bind-mounted config file exists in the repository.
+        // Every bind-mounted config file exists in the repository; everything is read-only but the work
+        // directory.
         for v in strings(&s["volumes"]) {
             let host = v.split(':').next().unwrap_or_default();
-            if host.ends_with(".toml") {
+            if host.starts_with("./config/") {
                 let p = root().join("deploy/compose").join(host);
                 assert!(p.is_file(), "{name}: {host} does not exist");
             }
+            assert!(v.ends_with(":ro") || v.ends_with(":/work"), "{name}: {v} is writable");
+        }
+        // The node's own files: the coordinator gets the card and the public set, participant pN only its
+        // own directory of the split.
+        let data: Vec<String> = strings(&s["volumes"])
+            .into_iter()
+            .filter(|v| v.split(':').nth(1).is_some_and(|t| t.starts_with("/data")))
+            .collect();
+        if *name == "coordinator" {
+            assert_eq!(
+                data,
+                [
+                    "./data/task.toml:/data/task.toml:ro",
+                    "./data/public-images.idx3-ubyte:/data/public-images.idx3-ubyte:ro"
+                ],
+                "{name}"
+            );
+        } else {
+            assert_eq!(data, [format!("./data/nodes/{name}:/data:ro")], "{name}");
         }
     }
     let ports = strings(&services["coordinator"]["ports"]);
@@ -247,26 +528,24 @@ fn of_kind<'a>(docs: &'a [(String, Yaml)], kind: &str) -> Vec<&'a Yaml> {
 fn kubernetes_manifests_parse_and_their_embedded_configs_are_valid() {
     let docs = kube_docs();
     let mut coordinators = Vec::new();
-    let mut shards = BTreeSet::new();
+    let mut participants = 0;
     for cm in of_kind(&docs, "ConfigMap") {
         let name = cm["metadata"]["name"].as_str().unwrap_or_default();
         if let Some(t) = cm["data"]["coordinator.toml"].as_str() {
-            coordinators.push(coordinator(t, name));
+            let c = coordinator(t, name);
+            assert_coordinator_reads_its_data(&c, name);
+            coordinators.push(c);
         }
         if let Some(t) = cm["data"]["node.toml"].as_str() {
             let p = participant(t, name);
             assert_eq!(p.kit, Path::new("/kits/kit"), "{name}");
-            let shard = shard_of(&p).0;
-            assert!(shards.insert(shard), "{name}: shard {shard} used twice");
+            assert_participant_reads_its_data(&p, name);
+            participants += 1;
         }
     }
     assert_eq!(coordinators.len(), 1);
     let c = &coordinators[0];
-    assert_eq!(
-        shards.len(),
-        data_of(c).participants,
-        "one participant ConfigMap per shard"
-    );
+    assert_eq!(participants, 3, "one ConfigMap per participant");
     let status_port = c.status.expect("status address").port() as i64;
     let quic_port = c.bind.port() as i64;
 
@@ -804,6 +1083,8 @@ fn every_fedistill_command_in_deploy_and_the_operations_doc_exists() {
         "coordinator",
         "audit export",
         "audit verify",
+        "data split",
+        "data check",
     ] {
         assert!(
             checked.contains(needed),

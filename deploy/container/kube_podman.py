@@ -13,19 +13,25 @@ a named volume called after the volume ("tmp"), one shared by every pod: each be
 per pod here (mode 1777; on disk, where the manifests ask for memory). Everything else is passed through
 unchanged; kinds Podman 4.3 does not play (Namespace, Service, NetworkPolicy) are left out and listed on
 stderr, any other kind is refused. Without Services there is no cluster DNS: --host-alias gives every pod an
-/etc/hosts entry (hostAliases) for a Service's name, pointing at the pod behind it.
+/etc/hosts entry (hostAliases) for a Service's name, pointing at the pod behind it. A claim that must hold
+files before its pod starts (an institution's own data, bound in a cluster to storage that already holds
+them) is a Podman volume the caller creates and fills beforehand (--filled-claim): `kube play` refuses a claim
+whose volume exists ("volume already exists"), so its PersistentVolumeClaim document is left out and the pods
+mount the existing volume by the claim's name.
 
 Usage (python3 with PyYAML, Debian: python3-yaml):
   kube_podman.py --secret NAME=DIR [--secret ...] --volumes-out DIR [--host-alias HOST=IP ...]
-                 [--named-volumes FILE] MANIFEST... > play.yaml
+                 [--filled-claim NAME ...] [--named-volumes FILE] MANIFEST... > play.yaml
     --secret NAME=DIR   the Secret NAME: one key per file in DIR (as `kubectl create secret generic NAME
                         --from-file=DIR/` makes it)
     --volumes-out DIR   where Secret and emptyDir volumes are laid out (DIR/SECRET/VOLUME-POD, DIR/POD/VOLUME)
     --named-volumes FILE  write the Podman volumes the play creates (claims, ConfigMaps), one per line:
                         `podman kube down` keeps them, and a second play refuses to start while they exist
     --host-alias HOST=IP  resolve HOST (e.g. a Service's NAME.NAMESPACE.svc) to IP in every pod
+    --filled-claim NAME   the claim NAME is a Podman volume the caller made and filled: its PersistentVolumeClaim
+                        is left out (it is still listed in --named-volumes, for the caller's cleanup)
 Exit status: 0, or 2 with the reason on stderr (unknown kind, a Secret volume naming an unknown Secret or
-an unknown key, a bad path).
+an unknown key, a bad path, a --filled-claim no manifest declares or no pod mounts).
 """
 
 import argparse
@@ -119,9 +125,11 @@ def host_aliases(specs):
     return [{"ip": ip, "hostnames": hosts} for ip, hosts in by_ip.items()]
 
 
-def translate(docs, secrets, out_dir, notes, aliases=(), named=None):
+def translate(docs, secrets, out_dir, notes, aliases=(), named=None, filled=()):
     out = []
     named = set() if named is None else named
+    filled = set(filled)
+    declared, mounted = set(), set()
     for doc in docs:
         if doc is None:
             continue
@@ -132,6 +140,11 @@ def translate(docs, secrets, out_dir, notes, aliases=(), named=None):
             continue
         if kind not in PLAYED:
             raise KubeError(f"{kind} {name}: not a kind this tool knows how Podman plays")
+        if kind == "PersistentVolumeClaim" and name in filled:
+            declared.add(name)
+            named.add(name)
+            notes.append(f"left out PersistentVolumeClaim {name}: its volume was made and filled beforehand")
+            continue
         if kind in ("Deployment", "Pod"):
             pod_name, spec = pod_spec(doc)
             fs_group = (spec.get("securityContext") or {}).get("fsGroup")
@@ -140,6 +153,7 @@ def translate(docs, secrets, out_dir, notes, aliases=(), named=None):
             for vol in spec.get("volumes") or []:
                 if "persistentVolumeClaim" in vol:
                     named.add(vol["persistentVolumeClaim"]["claimName"])
+                    mounted.add(vol["persistentVolumeClaim"]["claimName"])
                 if "configMap" in vol:
                     named.add(vol["configMap"]["name"])
                 if "emptyDir" in vol:
@@ -160,6 +174,10 @@ def translate(docs, secrets, out_dir, notes, aliases=(), named=None):
                 vol["hostPath"] = {"path": path, "type": "Directory"}
                 notes.append(f"{kind} {name}: Secret {secret_name} laid out at {path}")
         out.append(doc)
+    for claim in sorted(filled - declared):
+        raise KubeError(f"--filled-claim {claim}: no PersistentVolumeClaim of that name in the manifests")
+    for claim in sorted(filled - mounted):
+        raise KubeError(f"--filled-claim {claim}: no pod mounts it")
     return out
 
 
@@ -169,6 +187,7 @@ def main(argv=None):
     p.add_argument("--volumes-out", required=True)
     p.add_argument("--named-volumes")
     p.add_argument("--host-alias", action="append", default=[])
+    p.add_argument("--filled-claim", action="append", default=[])
     p.add_argument("manifests", nargs="+")
     args = p.parse_args(argv)
     try:
@@ -180,7 +199,7 @@ def main(argv=None):
         notes = []
         named = set()
         out = translate(docs, secrets, os.path.abspath(args.volumes_out), notes, host_aliases(args.host_alias),
-                        named)
+                        named, args.filled_claim)
         if args.named_volumes:
             with open(args.named_volumes, "w", encoding="utf-8") as f:
                 f.write("".join(f"{v}\n" for v in sorted(named)))

@@ -236,11 +236,23 @@ results() {
   done
 }
 
+# fill_claim CLAIM FILE...: the claim's Podman volume made afresh and filled with FILEs, group 10001 (the
+# pods' fsGroup) able to read them: what a cluster's claim bound to storage that already holds an
+# institution's files looks like to its pod (kube_podman.py --filled-claim leaves the claim's document out).
+fill_claim() {
+  local claim="$1" mp; shift
+  podman volume rm -f "$claim" >/dev/null 2>&1
+  podman volume create "$claim" >/dev/null || { fail "podman volume create $claim failed"; return 1; }
+  mp=$(podman volume inspect -f '{{.Mountpoint}}' "$claim") || { fail "podman volume inspect $claim failed"; return 1; }
+  cp "$@" "$mp/" && chgrp -R 10001 "$mp" && chmod -R g+rX "$mp" || { fail "filling the volume of $claim failed"; return 1; }
+}
+
 # ---- scenarios ------------------------------------------------------------------------------------------
 
 # The compose file's four containers, started with the `podman run` arguments compose_podman.py derives
 # from deploy/compose/compose.yaml (the file itself, copied unchanged into a project directory prepared as
-# its header says). CI's coordinator.toml differs from config/coordinator.toml in three values only: more
+# its header says: kits, and each node's own files from `fedistill data split`, the coordinator mounting the
+# task card and the public set, each participant only its data/nodes/pN at /data). CI's coordinator.toml differs from config/coordinator.toml in three values only: more
 # rounds (so a kill lands mid-federation and leaves rounds to rejoin) and 10 s deadlines instead of 60 s and
 # 120 s (a killed participant's round waits for a deadline). p2's container is SIGKILLed from the host once
 # round 2 opened; `restart: on-failure` must bring it back; it must rejoin: reconnect (coordinator log) and
@@ -261,9 +273,11 @@ scenario_compose() {
     cd "$proj" || exit 1
     "$BIN" provision init --federation compose --coordinator-host coordinator:4433 --out fed >"$DIR/provision.log" 2>&1 || exit 1
     for p in p0 p1 p2; do "$BIN" provision add-participant $p --out fed >>"$DIR/provision.log" 2>&1 || exit 1; done
+    "$BIN" data split --dataset mnist-10k --participants 3 --seed 42 --out data >>"$DIR/provision.log" 2>&1 || exit 1
     mkdir -p work/coordinator work/p0 work/p1 work/p2 && chown -R 10001:10001 work
-    chgrp -R 10001 fed && chmod -R g+rX fed
+    chgrp -R 10001 fed data && chmod -R g+rX fed data
   ) || { fail "preparing the compose directory failed: $(tail -n 5 "$DIR/provision.log")"; return 1; }
+  log "own files: $(sed -n 's/^coordinator  //p' "$DIR/provision.log") for the coordinator; data/nodes/pN for participant pN"
 
   remove_compose
   local net services s args
@@ -349,8 +363,10 @@ scenario_compose() {
 # emptyDir per pod; Namespace, Services and NetworkPolicies left out). The federation is provisioned as the
 # manifests' headers say (kits dial fedistill-coordinator.fedistill.svc:4433, which each participant pod
 # resolves to the coordinator pod through hostAliases, standing in for the cluster's Service DNS); the
-# Secrets hold exactly the files the headers' `kubectl create secret` commands name. The coordinator's
-# config is the ConfigMap's, unchanged (20 rounds). Asserted: every container hardened; /status finished;
+# Secrets hold exactly the files the headers' `kubectl create secret` commands name; the data claims
+# (fedistill-coordinator-data: the task card and the public set; fedistill-pN-data: participant pN's own files
+# from `fedistill data split`) are Podman volumes filled before the play. The coordinator's config is the
+# ConfigMap's, unchanged (20 rounds). Asserted: every container hardened; /status finished;
 # the bundle exported from the store's claim verifies with every round aggregated from all three; every
 # participant's result.json in its claim.
 scenario_kube() {
@@ -360,6 +376,7 @@ scenario_kube() {
     cd "$kd" || exit 1
     "$BIN" provision init --federation kube --coordinator-host fedistill-coordinator.fedistill.svc:4433 --out fed >"$DIR/provision.log" 2>&1 || exit 1
     for p in p0 p1 p2; do "$BIN" provision add-participant $p --out fed >>"$DIR/provision.log" 2>&1 || exit 1; done
+    "$BIN" data split --dataset mnist-10k --participants 3 --seed 42 --out data >>"$DIR/provision.log" 2>&1 || exit 1
   ) || { fail "provisioning failed: $(tail -n 5 "$DIR/provision.log")"; return 1; }
   # The Secrets as coordinator.yaml's header creates them (--from-file=KEY=$F/PATH) and participants.yaml's
   # (--from-file=fed/kits/NAME/).
@@ -380,10 +397,12 @@ scenario_kube() {
   remove_kube
   podman network create "$KUBE_NET" >/dev/null || { fail "podman network create $KUBE_NET failed"; return 1; }
   "$PY" "$K" "${secrets[@]}" --volumes-out "$kd/volumes" --named-volumes "$kd/named-c" \
+    --filled-claim fedistill-coordinator-data \
     "$k8s/coordinator.yaml" >"$kd/play-coordinator.yaml" 2>"$kd/translate.log" ||
     { fail "kube_podman.py failed: $(cat "$kd/translate.log")"; return 1; }
   mapfile -t NAMED_VOLUMES <"$kd/named-c"
   podman volume rm -f "${NAMED_VOLUMES[@]}" >/dev/null 2>&1
+  fill_claim fedistill-coordinator-data "$kd/data/task.toml" "$kd/data/public-images.idx3-ubyte" || return 1
   podman kube play --network "$KUBE_NET" "$kd/play-coordinator.yaml" >"$kd/play.log" 2>&1 ||
     { fail "podman kube play coordinator.yaml failed: $(tail -n 5 "$kd/play.log")"; return 1; }
   local coord ip
@@ -393,9 +412,14 @@ scenario_kube() {
   [ -n "$ip" ] || { fail "no address on $KUBE_NET for the coordinator pod"; return 1; }
   log "coordinator pod up ($coord at $ip)"
   "$PY" "$K" "${secrets[@]}" --volumes-out "$kd/volumes" --named-volumes "$kd/named-p" \
+    --filled-claim fedistill-p0-data --filled-claim fedistill-p1-data --filled-claim fedistill-p2-data \
     --host-alias "fedistill-coordinator.fedistill.svc=$ip" "$k8s/participants.yaml" >"$kd/play-participants.yaml" 2>>"$kd/translate.log" ||
     { fail "kube_podman.py failed: $(cat "$kd/translate.log")"; return 1; }
   mapfile -t -O ${#NAMED_VOLUMES[@]} NAMED_VOLUMES <"$kd/named-p"
+  for p in p0 p1 p2; do
+    fill_claim "fedistill-$p-data" "$kd/data/nodes/$p/"* || return 1
+  done
+  log "data claims filled: fedistill-coordinator-data (task card, public set), fedistill-pN-data (data/nodes/pN)"
   podman kube play --network "$KUBE_NET" "$kd/play-participants.yaml" >>"$kd/play.log" 2>&1 ||
     { fail "podman kube play participants.yaml failed: $(tail -n 5 "$kd/play.log")"; return 1; }
   sed 's/^kube_podman.py: /    /' "$kd/translate.log"

@@ -77,6 +77,18 @@ class ComposeOnTheRepositoryFile(unittest.TestCase):
             for v in flag_values(a, "--volume"):
                 self.assertTrue(v.startswith(self.base + "/"), v)
 
+    def test_each_node_mounts_only_its_own_data_read_only(self):
+        def data_mounts(name):
+            a = compose_podman.run_args(self.doc, "t", name, self.base)
+            return [v for v in flag_values(a, "--volume") if v.split(":")[1].startswith("/data")]
+        d = os.path.join(self.base, "data")
+        self.assertEqual(data_mounts("coordinator"), [
+            f"{d}/task.toml:/data/task.toml:ro",
+            f"{d}/public-images.idx3-ubyte:/data/public-images.idx3-ubyte:ro",
+        ])
+        for i in range(3):
+            self.assertEqual(data_mounts(f"p{i}"), [f"{d}/nodes/p{i}:/data:ro"])
+
     def test_only_the_coordinator_publishes_and_has_a_health_check(self):
         a = compose_podman.run_args(self.doc, "t", "coordinator", self.base)
         self.assertEqual(flag_values(a, "--publish"), ["4433:4433/udp", "127.0.0.1:9100:9100/tcp"])
@@ -157,19 +169,20 @@ class KubeSecretsAndVolumes(unittest.TestCase):
     def group_of(self, path):
         return self.chowned[path] if path in self.chowned else os.stat(path).st_gid
 
-    def translate(self, docs, secrets=None, aliases=()):
+    def translate(self, docs, secrets=None, aliases=(), filled=()):
         notes, named = [], set()
         out = kube_podman.translate(docs, self.secrets if secrets is None else secrets, self.out, notes,
-                                    kube_podman.host_aliases(aliases), named)
+                                    kube_podman.host_aliases(aliases), named, filled)
         return out, notes, named
 
     def test_the_coordinator_secret_is_laid_out_as_its_items_say(self):
         out, notes, named = self.translate(self.coordinator)
         kinds = [d["kind"] for d in out]
-        self.assertEqual(kinds, ["ConfigMap", "PersistentVolumeClaim", "Deployment"])
+        self.assertEqual(kinds, ["ConfigMap", "PersistentVolumeClaim", "PersistentVolumeClaim", "Deployment"])
         self.assertEqual(sum("left out Service" in n for n in notes), 2)
-        self.assertEqual(named, {"fedistill-coordinator-config", "fedistill-coordinator-store"})
-        spec = out[2]["spec"]["template"]["spec"]
+        self.assertEqual(named, {"fedistill-coordinator-config", "fedistill-coordinator-data",
+                                 "fedistill-coordinator-store"})
+        spec = [d for d in out if d["kind"] == "Deployment"][0]["spec"]["template"]["spec"]
         fed = [v for v in spec["volumes"] if v["name"] == "federation"][0]
         self.assertNotIn("secret", fed)
         root = fed["hostPath"]["path"]
@@ -193,7 +206,27 @@ class KubeSecretsAndVolumes(unittest.TestCase):
         self.assertEqual(len(pods), 3)
         for spec in pods:
             self.assertEqual(spec["hostAliases"], [{"ip": "10.0.0.5", "hostnames": ["fedistill-coordinator.fedistill.svc"]}])
-        self.assertEqual(len(named), 6)  # a ConfigMap and a claim per participant
+        self.assertEqual(len(named), 9)  # a ConfigMap, a data claim and a work claim per participant
+
+    def test_a_filled_claim_is_left_out_and_its_volume_mounted_by_name(self):
+        data = "fedistill-coordinator-data"
+        out, notes, named = self.translate(self.coordinator, filled=[data])
+        self.assertEqual([d["kind"] for d in out], ["ConfigMap", "PersistentVolumeClaim", "Deployment"])
+        self.assertEqual(out[1]["metadata"]["name"], "fedistill-coordinator-store")
+        self.assertIn(data, named)  # still the caller's to remove
+        self.assertTrue(any(data in n and "filled beforehand" in n for n in notes), notes)
+        spec = out[2]["spec"]["template"]["spec"]
+        vol = [v for v in spec["volumes"] if v["name"] == "data"][0]
+        self.assertEqual(vol["persistentVolumeClaim"]["claimName"], data)
+        mount = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "data"][0]
+        self.assertEqual((mount["mountPath"], mount["readOnly"]), ("/data", True))
+
+    def test_a_filled_claim_nothing_declares_or_mounts_is_refused(self):
+        with self.assertRaisesRegex(kube_podman.KubeError, "no PersistentVolumeClaim of that name"):
+            self.translate(self.coordinator, filled=["fedistill-nosuch-data"])
+        claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "lonely"}}
+        with self.assertRaisesRegex(kube_podman.KubeError, "no pod mounts it"):
+            self.translate([claim], filled=["lonely"])
 
     def test_a_missing_secret_or_key_is_refused(self):
         with self.assertRaisesRegex(kube_podman.KubeError, "no --secret fedistill-federation"):

@@ -131,18 +131,22 @@ setup_net() {
 DIR=""          # the current scenario's directory
 declare -A PID  # node -> pid of its fedistill process
 
-data_toml() {
-  printf '[data]\ndataset = "digits"\nparticipants = 3\npartition = "iid"\nseed = 7\ntest_fraction = 0.1\npublic_fraction = 0.7\n'
-}
-
-# provision ROUNDS [SLOW]: a fresh federation 'netns' in $DIR, configs for the coordinator and p0..p2. Every
-# round labels the whole public set (~1,250 digits samples). With SLOW=slow, p2's private teacher is a wide MLP
-# (about 8.5 M parameters) that needs seconds to label it, so round N stays in its collecting phase, before
-# p2's labels arrive, long enough to inject a fault there; the others use a 32-unit teacher.
+# provision ROUNDS [SLOW]: a fresh federation 'netns' in $DIR, each node's own files and configs for the
+# coordinator and p0..p2, every node on the deployment path (docs/operations.md, "Joining with your own
+# data"): `fedistill data split` cuts digits into the task card and the public set, which the coordinator
+# reads from data/ (and serves), and each participant's own directory data/nodes/pN (its copy of the card,
+# its private rows, the card's test set); a participant names no dataset and fetches the public set from the
+# coordinator across the bridge. Every round labels the whole public set (~1,250 digits samples). With
+# SLOW=slow, p2's private teacher is a wide MLP (about 8.5 M parameters) that needs seconds to label it, so
+# round N stays in its collecting phase, before p2's labels arrive, long enough to inject a fault there; the
+# others use a 32-unit teacher.
 provision() {
   local rounds="$1" slow="${2:-}"
   "$BIN" provision init --federation netns --coordinator-host "${ADDR[coord]}:$PORT" \
     --bind "${ADDR[coord]}:$PORT" --out "$DIR/fed" >"$DIR/logs/provision.log" 2>&1 || return 1
+  "$BIN" data split --dataset digits --participants 3 --partition iid --seed 7 --test-fraction 0.1 \
+    --public-fraction 0.7 --out "$DIR/data" >"$DIR/logs/data-split.log" 2>&1 || return 1
+  [ -f "$DIR/data/task.toml" ] && [ -f "$DIR/data/public-images.idx3-ubyte" ] || return 1
   local n
   for n in p0 p1 p2; do
     "$BIN" provision add-participant "$n" --out "$DIR/fed" >>"$DIR/logs/provision.log" 2>&1 || return 1
@@ -167,16 +171,17 @@ report_timeout_ms = $REPORT_MS
 samples_per_round = 5000
 rule = "mean"
 temperature = 2.0
-$(data_toml)
+[task]
+card = "data/task.toml"
+public = "data/public-images.idx3-ubyte"
 EOF
-  local i=0 hidden epochs
+  local hidden epochs
   for n in p0 p1 p2; do
     hidden="[32]"; epochs=5
     if [ "$n" = p2 ] && [ "$slow" = slow ]; then hidden="[2048, 2048, 2048]"; epochs=1; fi
     cat >"$DIR/participant-$n.toml" <<EOF
 kit = "fed/kits/$n"
 workdir = "work/$n"
-shard = $i
 encoding = "f16"
 [teacher]
 kind = "mlp"
@@ -190,9 +195,14 @@ batch_size = 64
 patience = 0
 [distill]
 epochs_per_round = 2
-$(data_toml)
+[task]
+card = "data/nodes/$n/task.toml"
+[private]
+path = "data/nodes/$n/private-images.idx3-ubyte"
+seed = 7
+[benchmark]
+path = "data/nodes/$n/test-images.idx3-ubyte"
 EOF
-    i=$((i + 1))
   done
 }
 

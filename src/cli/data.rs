@@ -1,8 +1,9 @@
 //! `fedistill data`: list the dataset catalog and describe seeded federated splits
 //! (shapes, per-shard class counts, test/public sizes, the public transfer-set digest); check an
-//! institution's own files against a task card.
+//! institution's own files against a task card; write a catalog split as a deployment's files (each
+//! participant's own directory, the public file and the task card) for tests and rehearsals.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -30,6 +31,40 @@ pub enum DataCommand {
     },
     /// Check own files (CSV, Parquet, images) against a task card as a participant reads them; sends nothing.
     Check(CheckArgs),
+    /// Write a catalog dataset's seeded split as a deployment's files: the task card and the public set for
+    /// the coordinator, and per participant its own directory (`nodes/pI/`: the card, its private rows, the
+    /// shared test set). For tests and rehearsals; a real institution brings its own files.
+    Split(SplitFilesArgs),
+}
+
+/// `fedistill data split`.
+#[derive(Debug, Args)]
+pub struct SplitFilesArgs {
+    /// Dataset name (see `fedistill data list`).
+    #[arg(long)]
+    dataset: String,
+    /// Number of participants (one directory each).
+    #[arg(long, default_value_t = 3)]
+    participants: usize,
+    /// How the private rows are dealt: `iid`, `dirichlet:A` (label skew), `classes:K` (K classes per
+    /// participant) or `quantity:A` (shard sizes skewed, labels IID).
+    #[arg(long, default_value = "dirichlet:0.5")]
+    partition: String,
+    /// Seed of the split (ChaCha20); the same seed gives the same files.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Share of samples held out as the shared test set (the card's benchmark), in (0, 1).
+    #[arg(long, default_value_t = 0.2)]
+    test_fraction: f64,
+    /// Share of samples in the public transfer set, in (0, 1).
+    #[arg(long, default_value_t = 0.2)]
+    public_fraction: f64,
+    /// Read the dataset's files from DIR instead of the embedded copy / default install directory.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Directory to write (created; must be new or empty).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -133,7 +168,124 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
         }
         DataCommand::Describe { name, split, json } => describe(&name, &split, json),
         DataCommand::Check(args) => check(&args),
+        DataCommand::Split(args) => split_files(&args),
     }
+}
+
+/// A `--partition` value: `iid`, `dirichlet:A`, `classes:K` or `quantity:A`.
+fn parse_partition(text: &str) -> anyhow::Result<Partition> {
+    let bad = || {
+        anyhow::anyhow!(
+            "--partition {text:?}: expected iid, dirichlet:A (e.g. dirichlet:0.5), classes:K (e.g. classes:2) or \
+             quantity:A"
+        )
+    };
+    if text == "iid" {
+        return Ok(Partition::Iid);
+    }
+    let (kind, value) = text.split_once(':').ok_or_else(bad)?;
+    let alpha = || -> anyhow::Result<f64> {
+        let a: f64 = value.parse().map_err(|_| bad())?;
+        anyhow::ensure!(
+            a.is_finite() && a > 0.0,
+            "--partition {text:?}: the concentration must be > 0"
+        );
+        Ok(a)
+    };
+    match kind {
+        "dirichlet" => Ok(Partition::Dirichlet { alpha: alpha()? }),
+        "quantity" => Ok(Partition::QuantitySkew { alpha: alpha()? }),
+        "classes" => {
+            let k: usize = value.parse().map_err(|_| bad())?;
+            anyhow::ensure!(k >= 1, "--partition {text:?}: at least one class per participant");
+            Ok(Partition::ClassesPerNode { k })
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// The file names in `dir`, sorted (a written node's directory).
+fn names_in(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    Ok(names)
+}
+
+fn split_files(a: &SplitFilesArgs) -> anyhow::Result<()> {
+    let cfg = SplitConfig {
+        participants: a.participants,
+        partition: parse_partition(&a.partition)?,
+        test_fraction: a.test_fraction,
+        public_fraction: a.public_fraction,
+        seed: a.seed,
+    };
+    let out = &a.out;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    anyhow::ensure!(
+        std::fs::read_dir(out)
+            .with_context(|| format!("listing {}", out.display()))?
+            .next()
+            .is_none(),
+        "--out {} is not empty; give a new or empty directory",
+        out.display()
+    );
+    let opts = LoadOptions {
+        data_dir: a.data_dir.clone(),
+    };
+    let ds = data::load(&a.dataset, &opts).with_context(|| format!("loading dataset `{}`", a.dataset))?;
+    let fed = data::split(&ds, &cfg).with_context(|| format!("splitting `{}` with seed {}", a.dataset, cfg.seed))?;
+    let files = fedistill_harness::files::write_split(out, &fed, None)
+        .with_context(|| format!("writing the split to {}", out.display()))?;
+    let card = data::TaskCard::load(&out.join("task.toml"))?;
+    println!(
+        "split        {}: {} participants, {}, seed {}, test {}, public {}",
+        ds.name, cfg.participants, cfg.partition, cfg.seed, cfg.test_fraction, cfg.public_fraction
+    );
+    println!(
+        "task card    {} (digest {})",
+        out.join("task.toml").display(),
+        card.digest_hex()
+    );
+    println!(
+        "coordinator  {}, {} ({} rows, sha256 {})",
+        out.join("task.toml").display(),
+        out.join(&files.public).display(),
+        fed.public.n,
+        card.public.sha256
+    );
+    for (i, shard) in fed.shards.iter().enumerate() {
+        let node = out.join("nodes").join(format!("p{i}"));
+        println!(
+            "p{i:<11} {}: {} ({} private rows, class counts {:?})",
+            node.display(),
+            names_in(&node)?.join(", "),
+            shard.n,
+            shard.class_counts()
+        );
+    }
+    let labels = files
+        .public_labels
+        .as_ref()
+        .map(|l| format!("\n  [public]\n  labels = \"{l}\"   # optional, rehearsals only: the consensus' accuracy"))
+        .unwrap_or_default();
+    println!(
+        "\nEach participant's node.toml (paths relative to its own directory nodes/pI/, as its operator places \
+         them):\n  [task]\n  card = \"task.toml\"\n  [private]\n  path = \"{}\"\n  [benchmark]\n  path = \"{}\"{labels}\n\
+         The coordinator's coordinator.toml:\n  [task]\n  card = \"task.toml\"\n  public = \"{}\"\n\
+         Check a participant's files: fedistill data check --task {p0}/task.toml {p0}/{}\n\
+         These files come from a catalog dataset, for tests and rehearsals; a real institution brings its own \
+         (docs/operations.md, \"Joining with your own data\").",
+        files.private,
+        files.benchmark,
+        files.public,
+        files.private,
+        p0 = out.join("nodes").join("p0").display()
+    );
+    Ok(())
 }
 
 fn check(a: &CheckArgs) -> anyhow::Result<()> {
