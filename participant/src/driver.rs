@@ -1,3 +1,4 @@
+// Over 800 lines: the driver (connection, pushes, secure rounds, witnessing) and its replay-guard test read best together.
 //! The participant's async driver: dials the coordinator with capped backoff, verifies every push,
 //! witnesses the log checkpoints, and hands the verified messages to the [`RoundLifecycle`], whose
 //! blocking work (teacher, distillation) runs on blocking threads. It signs and sends what the lifecycle
@@ -370,9 +371,9 @@ impl<L: Learner> Driver<L> {
                 let round = s.round;
                 match s.verify(&key, &Signer::Coordinator, &self.replay, round) {
                     Ok(v) => {
+                        // The guard moves inside, once the lifecycle has taken the adverts.
                         let fresh = v.fresh();
-                        self.replay.accept(fresh);
-                        if let Err(e) = self.secure_roster(conn, v.into_inner()).await {
+                        if let Err(e) = self.secure_roster(conn, fresh, v.into_inner()).await {
                             warn!(round = round.0, error = %format!("{e:#}"), "secure round: refusing the key adverts");
                             self.refused(format!("round {} key adverts: {e:#}", round.0));
                         }
@@ -387,10 +388,12 @@ impl<L: Learner> Driver<L> {
                 let round = s.round;
                 match s.verify(&key, &Signer::Coordinator, &self.replay, round) {
                     Ok(v) => {
-                        self.replay.accept(v.fresh());
+                        let fresh = v.fresh();
                         let d = v.into_inner();
                         match self.blocking(move |lc| lc.on_secagg_delivery(&d)).await {
                             Ok(labels) => {
+                                // Taken by the lifecycle: only now may the guard move.
+                                self.replay.accept(fresh);
                                 let signed = self.sign(round, &labels)?;
                                 let bytes = signed.payload.len() as u64;
                                 match self.request(conn, &ToCoordinator::SoftLabels(signed)).await? {
@@ -418,9 +421,14 @@ impl<L: Learner> Driver<L> {
                 let round = s.round;
                 match s.verify(&key, &Signer::Coordinator, &self.replay, round) {
                     Ok(v) => {
-                        self.replay.accept(v.fresh());
+                        let fresh = v.fresh();
                         let u = v.into_inner();
-                        match self.with(|lc| lc.on_secagg_unmask(&u))? {
+                        let handled = self.with(|lc| lc.on_secagg_unmask(&u))?;
+                        if handled.is_ok() {
+                            // Taken by the lifecycle (to reveal, or as dropped): only now may the guard move.
+                            self.replay.accept(fresh);
+                        }
+                        match handled {
                             Ok(Some(reveal)) => {
                                 let signed = self.sign(round, &reveal)?;
                                 match self.request(conn, &ToCoordinator::SecAggReveal(signed)).await? {
@@ -560,9 +568,13 @@ impl<L: Learner> Driver<L> {
     /// A secure round's key adverts: each must be signed by the participant it names under the
     /// operator-signed roster (fetched from the coordinator, checked against the operator key of the kit
     /// and against the digest the coordinator signed), so that the coordinator cannot slip in keys of its own.
+    ///
+    /// `fresh` is the push's sequence number: recorded in the replay guard only once the lifecycle has taken
+    /// the adverts (not when the roster, an advert or the lifecycle refuses them), before the shares go out.
     async fn secure_roster(
         &mut self,
         conn: &quinn::Connection,
+        fresh: fedistill_shared::crypto::Fresh,
         msg: fedistill_shared::wire::secagg::SecAggRoster,
     ) -> anyhow::Result<()> {
         let round = msg.round;
@@ -628,6 +640,7 @@ impl<L: Learner> Driver<L> {
                 lc.on_secagg_roster(round, &adverts)
             })
             .await?;
+        self.replay.accept(fresh);
         let signed = self.sign(round, &shares)?;
         match self.request(conn, &ToCoordinator::SecAggShares(signed)).await? {
             Reply::Ack => info!(round = round.0, "secure round: shares accepted"),
@@ -679,5 +692,208 @@ impl<L: Learner> Driver<L> {
             other => warn!(?other, "unexpected reply to cosignature"),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The replay guard against the coordinator moves only for a push the lifecycle took: a secure-round push
+    //! it refuses leaves the guard where it was (as a refused opening or aggregate does), so it cannot
+    //! shadow a later push with a lower, still fresh sequence number. Driven through `handle_push` with a
+    //! real kit and a real (idle) QUIC connection to a stand-in coordinator.
+    use super::*;
+    use crate::learner::{Distilled, LearnerSummary};
+    use fedistill_shared::crypto::{Digest, FederationId, ParticipantId, SigningIdentity};
+    use fedistill_shared::protocol::{AggregationRule, Encoding};
+    use fedistill_shared::provision::FederationLayout;
+    use fedistill_shared::wire::messages::{sample_ids_digest, RoundOpen};
+    use fedistill_shared::wire::secagg::{SecAggDelivery, SecAggRoster, SecAggUnmask};
+    use std::collections::BTreeMap;
+
+    const PUBLIC: Digest = Digest([7; 32]);
+    const CLASSES: usize = 3;
+
+    /// A learner whose teacher refuses to label: the test needs the lifecycle to take an opening, nothing more.
+    struct Idle;
+
+    impl Learner for Idle {
+        fn public_digest(&self) -> Digest {
+            PUBLIC
+        }
+        fn public_len(&self) -> u64 {
+            100
+        }
+        fn classes(&self) -> usize {
+            CLASSES
+        }
+        fn private_samples(&self) -> u64 {
+            10
+        }
+        fn label(&mut self, _: RoundId, _: &[u64], _: f32) -> anyhow::Result<Vec<f32>> {
+            anyhow::bail!("this test's teacher labels nothing")
+        }
+        fn distill(
+            &mut self,
+            _: RoundId,
+            _: &[u64],
+            _: &[f32],
+            _: u64,
+            _: AggregationRule,
+            _: &BTreeMap<String, f64>,
+        ) -> anyhow::Result<Distilled> {
+            anyhow::bail!("this test's learner distills nothing")
+        }
+        fn summary(&self) -> LearnerSummary {
+            LearnerSummary::default()
+        }
+    }
+
+    fn push<T: SignedMessage>(key: &SigningIdentity, federation: &FederationId, seq: u64, body: &T) -> Signed<T> {
+        Signed::sign(key, Signer::Coordinator, federation.clone(), RoundId(1), seq, body).expect("sign")
+    }
+
+    fn refusals(rx: &mut mpsc::UnboundedReceiver<NodeEvent>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            if let NodeEvent::Refused { what } = e {
+                out.push(what);
+            }
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_secure_push_does_not_move_the_replay_guard() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let fed_dir = tmp.path().join("federation");
+        let federation = FederationId::new("driver-test").expect("name");
+        let now = fedistill_shared::provision::now_utc();
+        fedistill_shared::provision::init(&fed_dir, &federation, &["127.0.0.1:4433".into()], None, now)
+            .expect("provision init");
+        let alice = ParticipantId::new("alice");
+        fedistill_shared::provision::add_participant(&fed_dir, &alice, now).expect("add participant");
+        let layout = FederationLayout::new(&fed_dir);
+        let read = |p: std::path::PathBuf| std::fs::read(&p).expect("federation file");
+        let coordinator =
+            SigningIdentity::from_pkcs8_pem(&String::from_utf8(read(layout.coordinator_signing_key())).expect("utf-8"))
+                .expect("coordinator key");
+
+        // A stand-in coordinator with the federation's server certificate: it completes the handshake and
+        // serves nothing (every push below is refused or taken without a request to it).
+        let tls = fedistill_shared::tls::dangerous::server_config_no_client_auth(
+            &read(layout.server_cert()),
+            &read(layout.server_key()),
+        )
+        .expect("server tls");
+        let server_cfg = fedistill_shared::tls::quic_server_config(tls, &fedistill_shared::tls::QuicTuning::default())
+            .expect("server quic");
+        let endpoint =
+            quinn::Endpoint::server(server_cfg, std::net::SocketAddr::from(([127, 0, 0, 1], 0))).expect("endpoint");
+        let mut kit = Kit::load(layout.kit(&alice)).expect("kit");
+        kit.config.coordinator = endpoint.local_addr().expect("addr").to_string();
+        let server = tokio::spawn(async move {
+            let conn = endpoint.accept().await.expect("incoming").await.expect("handshake");
+            (endpoint, conn)
+        });
+        let conn = crate::transport::connect(&kit, &crate::transport::ConnectOptions::default())
+            .await
+            .expect("connect");
+        let _server = server.await.expect("server task");
+
+        let workdir = tmp.path().join("work");
+        std::fs::create_dir_all(&workdir).expect("workdir");
+        let lifecycle = RoundLifecycle::open(Idle, &workdir, Encoding::F32, None, None).expect("lifecycle");
+        let witness = crate::service::open_witness(&kit, &workdir).expect("witness");
+        let opts = DriverOptions {
+            max_frame_bytes: 1 << 20,
+            task: None,
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut driver = Driver::new(kit, lifecycle, witness, &opts, Some(tx));
+        // The roster is cached, so the adverts are checked without fetching it.
+        let roster_digest = Digest([9; 32]);
+        driver.roster = Some((roster_digest, layout.load_roster(&federation).expect("roster")));
+        let coordinator_seq = |d: &Driver<Idle>| d.replay.last_seq(&Signer::Coordinator);
+        let at = Instant::now();
+
+        // Validly signed secure-round pushes, with decreasing sequence numbers, that the lifecycle refuses:
+        // no secure round is in progress (and the adverts lack this participant's). None moves the guard.
+        let roster = SecAggRoster {
+            round: RoundId(1),
+            adverts: Vec::new(),
+            roster_digest,
+        };
+        let msg = ToParticipant::SecAggRoster(push(&coordinator, &federation, 30, &roster));
+        driver
+            .handle_push(&conn, (msg, at, 0))
+            .await
+            .expect("refused, not failed");
+        let delivery = SecAggDelivery {
+            round: RoundId(1),
+            senders: Vec::new(),
+            shares: Vec::new(),
+        };
+        let msg = ToParticipant::SecAggDelivery(push(&coordinator, &federation, 20, &delivery));
+        driver
+            .handle_push(&conn, (msg, at, 0))
+            .await
+            .expect("refused, not failed");
+        let unmask = SecAggUnmask {
+            round: RoundId(1),
+            survivors: Vec::new(),
+            dropped: Vec::new(),
+        };
+        let msg = ToParticipant::SecAggUnmask(push(&coordinator, &federation, 10, &unmask));
+        driver
+            .handle_push(&conn, (msg, at, 0))
+            .await
+            .expect("refused, not failed");
+        let refused = refusals(&mut rx);
+        assert_eq!(refused.len(), 3, "{refused:?}");
+        assert!(
+            refused[0].contains("key adverts: this participant's advert is missing"),
+            "{refused:?}"
+        );
+        assert!(
+            refused[1].contains("shares: no secure round 1 in progress"),
+            "{refused:?}"
+        );
+        assert!(
+            refused[2].contains("unmasking: no secure round 1 in progress"),
+            "{refused:?}"
+        );
+        assert_eq!(coordinator_seq(&driver), None, "a refused push moved the replay guard");
+
+        // An opening signed before them (a lower sequence number, still fresh) is taken and moves the guard.
+        let ids: Vec<u64> = (0..10).collect();
+        let open = RoundOpen {
+            round: RoundId(1),
+            total_rounds: 1,
+            public_digest: PUBLIC,
+            sample_ids_digest: sample_ids_digest(&ids),
+            sample_ids: ids,
+            temperature: 1.0,
+            rule: AggregationRule::Mean,
+            deadline_ms: 60_000,
+            quorum: 1,
+            classes: CLASSES as u32,
+            secure: None,
+        };
+        let msg = ToParticipant::Open(push(&coordinator, &federation, 5, &open));
+        // The lifecycle takes the opening; labelling it then fails (this teacher labels nothing).
+        let labelled = driver.handle_push(&conn, (msg.clone(), at, 0)).await;
+        assert!(labelled.is_err(), "the idle teacher cannot label");
+        assert_eq!(coordinator_seq(&driver), Some(5));
+        assert!(refusals(&mut rx).is_empty());
+        // The guard is live: the same opening again is a replay.
+        driver
+            .handle_push(&conn, (msg, at, 0))
+            .await
+            .expect("refused, not failed");
+        let refused = refusals(&mut rx);
+        assert!(
+            refused.len() == 1 && refused[0].contains("opening") && refused[0].contains("replay"),
+            "{refused:?}"
+        );
     }
 }

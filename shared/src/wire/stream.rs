@@ -43,7 +43,8 @@ impl FrameBudget {
         self.capacity
     }
 
-    /// Bytes held by frames being received or decoded right now.
+    /// Bytes held by frames being received or decoded right now (including bytes already set aside for a
+    /// reader that waits for more of them).
     pub fn in_use(&self) -> usize {
         self.capacity.saturating_sub(self.sem.available_permits())
     }
@@ -235,7 +236,9 @@ async fn read_exact_counting(recv: &mut quinn::RecvStream, buf: &mut [u8]) -> Re
 
 /// How many bytes of capacity to add to a buffer of `capacity` that must hold `need` bytes of a frame of
 /// `total`: double (so the copies stay linear), but never past the frame's length and never below `need`.
-/// The buffer thus holds at most twice what arrived plus one chunk, never the announced length up front.
+/// The reader grows its buffer only once the bytes received fill it, so the buffer never holds more than
+/// twice what arrived or what arrived plus one chunk ([`READ_CHUNK`]), whichever is more; never the
+/// announced length up front.
 fn growth(capacity: usize, need: usize, total: usize) -> usize {
     capacity.saturating_mul(2).min(total).max(need).saturating_sub(capacity)
 }
@@ -262,22 +265,25 @@ async fn read_frame_inner(
     let h = decode_header(&header, max_payload)?;
     let total = h.frame_len();
     let mut reservation = Reservation::default();
-    let mut frame: Vec<u8> = Vec::new();
-    let first = growth(0, HEADER_LEN + (total - HEADER_LEN).min(READ_CHUNK), total);
+    // `held`: the bytes of buffer allocated (and drawn from the quota), grown only once what arrived fills it.
+    let mut held = growth(0, HEADER_LEN + (total - HEADER_LEN).min(READ_CHUNK), total);
     if let Some(q) = quota {
-        reservation.grow(q, first).await?;
+        reservation.grow(q, held).await?;
     }
-    frame.reserve_exact(first);
+    let mut frame: Vec<u8> = Vec::new();
+    frame.reserve_exact(held);
     frame.extend_from_slice(&header);
     while frame.len() < total {
-        let want = (total - frame.len()).min(READ_CHUNK);
-        if frame.capacity() < frame.len() + want {
-            let more = growth(frame.capacity(), frame.len() + want, total);
+        if frame.len() == held {
+            let more = growth(held, held + (total - held).min(READ_CHUNK), total);
             if let Some(q) = quota {
                 reservation.grow(q, more).await?;
             }
             frame.reserve_exact(more);
+            held += more;
         }
+        // Never more than the buffer's free space: a read cannot outgrow what was drawn from the quota.
+        let want = (held - frame.len()).min(READ_CHUNK);
         match recv.read_chunk(want, true).await {
             Ok(Some(chunk)) => frame.extend_from_slice(&chunk.bytes),
             Ok(None) => {
@@ -374,5 +380,192 @@ pub async fn recv_message<T: DeserializeOwned>(
             let _ = recv.stop(close_code::STREAM_INVALID.into());
             Err(e.into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The reader against a real QUIC stream on loopback (the federation's own TLS setup, no client
+    //! certificate): what a frame's buffer holds while its bytes trickle in, and the budget shared by
+    //! connections.
+    use super::*;
+    use crate::provision::{self, pki, Ca};
+    use crate::tls::{self, QuicTuning};
+    use std::time::Instant;
+
+    /// A server endpoint on 127.0.0.1 and a way to dial it.
+    struct Loopback {
+        server: quinn::Endpoint,
+        ca_pem: String,
+    }
+
+    impl Loopback {
+        fn start() -> Loopback {
+            let now = provision::now_utc();
+            let (ca_cert, ca_key) = pki::create_ca("stream-test", now).expect("ca");
+            let ca = Ca::from_pem(&ca_cert.pem, &ca_key, "stream-test").expect("ca");
+            let key = pki::generate_tls_key().expect("key");
+            let cert = ca.issue_server(&["127.0.0.1".to_string()], &key, now).expect("cert");
+            let tls = tls::dangerous::server_config_no_client_auth(cert.pem.as_bytes(), key.serialize_pem().as_bytes())
+                .expect("server tls");
+            let cfg = tls::quic_server_config(tls, &QuicTuning::default()).expect("server quic");
+            let server = quinn::Endpoint::server(cfg, std::net::SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
+            Loopback {
+                server,
+                ca_pem: ca_cert.pem,
+            }
+        }
+
+        /// A new connection: (the client's side, the server's side).
+        async fn connect(&self) -> (quinn::Connection, quinn::Connection) {
+            let tls = tls::dangerous::client_config_no_client_auth(self.ca_pem.as_bytes()).expect("client tls");
+            let cfg = tls::quic_client_config(tls, &QuicTuning::default()).expect("client quic");
+            let mut client =
+                quinn::Endpoint::client(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).expect("client endpoint");
+            client.set_default_client_config(cfg);
+            let addr = self.server.local_addr().expect("addr");
+            let dialled = client.connect(addr, "127.0.0.1").expect("connect");
+            let accepted = async { self.server.accept().await.expect("incoming").await.expect("handshake") };
+            let (c, s) = tokio::join!(dialled, accepted);
+            (c.expect("client handshake"), s)
+        }
+    }
+
+    fn header(payload: usize) -> [u8; HEADER_LEN] {
+        super::super::frame::encode_header(FrameKind(1), payload).expect("header")
+    }
+
+    /// Waits (at most a minute) until `cond` holds.
+    async fn until(what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The bound the reader keeps: the buffer holds at most twice what arrived, or what arrived plus one
+    /// chunk. `sent` bounds what arrived, so the bound under `sent` holds at any moment.
+    fn bound(sent: usize) -> usize {
+        (2 * sent).max(sent + READ_CHUNK)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_frame_announced_at_16_mib_holds_about_what_arrived() {
+        const ANNOUNCED: usize = 16 * 1024 * 1024;
+        let lo = Loopback::start();
+        let (client, server) = lo.connect().await;
+        let quota = FrameQuota {
+            own: FrameBudget::new(2 * (ANNOUNCED + HEADER_LEN)),
+            global: FrameBudget::new(4 * (ANNOUNCED + HEADER_LEN)),
+        };
+        let (mut send, _client_recv) = client.open_bi().await.expect("stream");
+        send.write_all(&header(ANNOUNCED)).await.expect("header");
+        send.write_all(&[0xA5; 1024]).await.expect("1 KiB of payload");
+        let sent = HEADER_LEN + 1024;
+        let (_server_send, mut recv) = server.accept_bi().await.expect("accept");
+        let q = quota.clone();
+        let reader = tokio::spawn(async move {
+            read_frame_budgeted(&mut recv, ANNOUNCED, Duration::from_secs(60), &q)
+                .await
+                .map(|f| f.bytes.len())
+        });
+        until("the reader holds a buffer", || quota.own.in_use() > 0).await;
+        let held = quota.own.in_use();
+        assert!(
+            held <= bound(sent),
+            "{held} bytes held for {sent} sent of a {ANNOUNCED}-byte frame (at most {})",
+            bound(sent)
+        );
+        assert_eq!(
+            quota.global.in_use(),
+            held,
+            "the same bytes are drawn from the shared budget"
+        );
+        // The stream ends after the 1 KiB: every byte sent arrived, the frame is truncated, the buffer given back.
+        send.finish().expect("finish");
+        match reader.await.expect("reader task") {
+            Err(TransportError::Truncated { got, expected }) => {
+                assert_eq!((got, expected), (sent, HEADER_LEN + ANNOUNCED));
+            }
+            other => panic!("expected a truncated frame, got {other:?}"),
+        }
+        assert_eq!((quota.own.in_use(), quota.global.in_use()), (0, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_shared_budget_bounds_frames_in_flight_across_connections() {
+        // Two peers, each with its own budget of 1 MiB, share 256 KiB: a 200 KiB frame from each cannot be
+        // held at once.
+        const PAYLOAD: usize = 200 * 1024;
+        const TOTAL: usize = HEADER_LEN + PAYLOAD;
+        let lo = Loopback::start();
+        let global = FrameBudget::new(256 * 1024);
+        let quota = |own: usize| FrameQuota {
+            own: FrameBudget::new(own),
+            global: global.clone(),
+        };
+        let (qa, qb) = (quota(1 << 20), quota(1 << 20));
+        let mut frame = header(PAYLOAD).to_vec();
+        frame.resize(TOTAL, 0x5A);
+        let (client_a, server_a) = lo.connect().await;
+        let (client_b, server_b) = lo.connect().await;
+
+        // A's whole frame is read and held (being handled).
+        let (mut send, _ra) = client_a.open_bi().await.expect("stream a");
+        send.write_all(&frame).await.expect("frame a");
+        send.finish().expect("finish a");
+        let (_sa, mut recv) = server_a.accept_bi().await.expect("accept a");
+        let held_a = read_frame_budgeted(&mut recv, PAYLOAD, Duration::from_secs(60), &qa)
+            .await
+            .expect("frame a");
+        assert_eq!((held_a.bytes.len(), held_a.reservation.bytes()), (TOTAL, TOTAL));
+        assert_eq!(global.in_use(), TOTAL);
+
+        // B's whole frame arrives on the other connection. Its reader takes its own budget, then needs more of
+        // the shared one than A's frame leaves: it waits, and its stream deadline passes first.
+        assert!(TOTAL + (HEADER_LEN + READ_CHUNK) > global.capacity());
+        let send_b = |frame: Vec<u8>| {
+            let conn = client_b.clone();
+            async move {
+                let (mut send, recv) = conn.open_bi().await.expect("stream b");
+                send.write_all(&frame).await.expect("frame b");
+                send.finish().expect("finish b");
+                (send, recv)
+            }
+        };
+        let _b1 = send_b(frame.clone()).await;
+        let (_sb, mut recv) = server_b.accept_bi().await.expect("accept b");
+        match read_frame_budgeted(&mut recv, PAYLOAD, Duration::from_secs(1), &qb).await {
+            Err(TransportError::Timeout(_)) => {}
+            other => panic!("B's frame was read past the shared budget: {other:?}"),
+        }
+        assert_eq!(
+            (global.in_use(), qb.own.in_use()),
+            (TOTAL, 0),
+            "B's reader gave back what it held"
+        );
+
+        // Sent again, B's frame waits for the shared budget ...
+        let _b2 = send_b(frame).await;
+        let (_sb, mut recv) = server_b.accept_bi().await.expect("accept b");
+        let q = qb.clone();
+        let reader = tokio::spawn(async move {
+            read_frame_budgeted(&mut recv, PAYLOAD, Duration::from_secs(60), &q)
+                .await
+                .map(|f| (f.bytes.len(), f.reservation.bytes()))
+        });
+        until("B's reader has drawn on its own budget", || qb.own.in_use() > 0).await;
+        assert!(global.in_use() <= global.capacity());
+        // ... and is read as soon as A's frame is handled and dropped.
+        drop(held_a);
+        let (len, reserved) = tokio::time::timeout(Duration::from_secs(60), reader)
+            .await
+            .expect("B is read once A's bytes are given back")
+            .expect("reader task")
+            .expect("frame b");
+        assert_eq!((len, reserved), (TOTAL, TOTAL));
+        assert_eq!(global.in_use(), 0, "B's frame was dropped with its reservation");
+        assert_eq!((qa.own.in_use(), qb.own.in_use()), (0, 0));
     }
 }
