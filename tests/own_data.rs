@@ -796,6 +796,37 @@ fn an_insider_asking_for_the_task_and_the_public_set_gets_bounded_signed_answers
     });
 }
 
+/// The operator's public file is not the one the card names (here one row was added after the card was
+/// drafted): the coordinator refuses to start, naming the file and both digests, and serves nothing.
+#[test]
+fn the_coordinator_refuses_to_start_on_a_public_file_whose_sha256_is_not_the_cards() {
+    let mut procs = Procs::new();
+    let dir = procs.dir().to_path_buf();
+    let port = free_udp_port();
+    provision(&dir, "own-data-bad-public", port, &["bank-a"]);
+    write_files(&dir);
+    let card_sha = sha256_hex(&dir.join("public.csv"));
+    let mut text = std::fs::read_to_string(dir.join("public.csv")).expect("public");
+    let last = text.lines().last().expect("a row").to_string();
+    text.push_str(&last);
+    text.push('\n');
+    std::fs::write(dir.join("public.csv"), text).expect("public");
+    let server = StatusServer::on_free_port();
+    coordinator_config(&dir, port, server.0, 1, 1_000);
+    procs.start_coordinator();
+    let st = procs.wait_exit("coordinator", Instant::now() + WAIT);
+    assert!(!st.success());
+    let log = procs.log("coordinator");
+    assert!(
+        log.contains(&format!(
+            "public.csv: sha256 {} differs from the task card's public sha256 {card_sha}",
+            sha256_hex(&dir.join("public.csv"))
+        )) && log.contains("the card names another public file"),
+        "{log}"
+    );
+    assert!(server.status().is_none(), "nothing is served");
+}
+
 /// `[private] unlabeled` is read against the card (a tabular task: a CSV like the private file, label
 /// ignored; an image task: an IDX image file of the card's shape) and a file that does not fit is refused
 /// naming the key; nothing else of the node's data is affected by its absence.
@@ -812,6 +843,7 @@ fn unlabelled_rows_are_refused_where_they_cannot_be_read() {
         format: None,
         csv: fedistill_shared::data::CsvOptions::default(),
         holdout: 0.2,
+        validation: fedistill_participant::config::DEFAULT_VALIDATION,
         seed: 1,
         public: Some(dir.path().join("public.csv")),
         max_public_bytes: u64::MAX,
@@ -826,7 +858,10 @@ fn unlabelled_rows_are_refused_where_they_cannot_be_read() {
     // label column is ignored); one without the card's columns is refused naming the key.
     let with = fedistill_participant::owndata::load(&own(Some("loans.csv")), &card, &public).expect("unlabelled CSV");
     let rows = with.unlabeled.expect("unlabelled rows");
-    assert_eq!(rows.n, with.private.n + with.test.n);
+    assert_eq!(
+        rows.n,
+        with.private.n + with.validation.map_or(0, |v| v.n) + with.test.n
+    );
     assert!(rows.labels.iter().all(|&l| l == 0));
     let err = format!(
         "{:#}",
@@ -886,6 +921,7 @@ fn unlabelled_rows_are_refused_where_they_cannot_be_read() {
             format: None,
             csv: fedistill_shared::data::CsvOptions::default(),
             holdout: 0.2,
+            validation: fedistill_participant::config::DEFAULT_VALIDATION,
             seed: 1,
             public: Some(images.join("public.idx3-ubyte")),
             max_public_bytes: u64::MAX,
@@ -957,6 +993,7 @@ fn unlabelled_series_are_read_for_series_tasks_only() {
         format: None,
         csv: fedistill_shared::data::CsvOptions::default(),
         holdout: 0.2,
+        validation: fedistill_participant::config::DEFAULT_VALIDATION,
         seed: 1,
         public: Some(d.join("public.ts")),
         max_public_bytes: u64::MAX,
@@ -968,7 +1005,10 @@ fn unlabelled_series_are_read_for_series_tasks_only() {
     let rows = loaded.unlabeled.expect("unlabelled rows");
     assert_eq!((rows.n, rows.dim), (3, 3));
     assert_eq!(rows.row(1), &[2.0, 1.0, 0.0]);
-    assert_eq!(loaded.private.n + loaded.test.n, 10);
+    assert_eq!(
+        loaded.private.n + loaded.validation.as_ref().map_or(0, |v| v.n) + loaded.test.n,
+        10
+    );
     let err = format!(
         "{:#}",
         fedistill_participant::owndata::load(&own("ragged.ts"), &card, &d.join("public.ts"))
@@ -986,6 +1026,7 @@ fn unlabelled_series_are_read_for_series_tasks_only() {
         format: None,
         csv: fedistill_shared::data::CsvOptions::default(),
         holdout: 0.2,
+        validation: fedistill_participant::config::DEFAULT_VALIDATION,
         seed: 1,
         public: Some(example.join("public.csv")),
         max_public_bytes: u64::MAX,

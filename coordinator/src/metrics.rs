@@ -207,7 +207,8 @@ pub struct ParticipantStatus {
     pub last_accuracy: Option<f64>,
 }
 
-/// Participant-reported student accuracy of one round (from the `round_report` records).
+/// Participant-reported student accuracy of one round (from the `round_report` records; each node measures
+/// it on its own validation rows, what its guard and the `[stop]` rule see).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RoundReports {
     /// Round number.

@@ -77,6 +77,8 @@ struct RawPrivate {
     columns: std::collections::BTreeMap<String, String>,
     #[serde(default = "default_holdout")]
     holdout: f64,
+    #[serde(default = "default_validation")]
+    validation: f64,
     #[serde(default)]
     seed: u64,
     #[serde(default)]
@@ -105,6 +107,11 @@ fn default_delimiter() -> String {
 }
 fn default_holdout() -> f64 {
     0.2
+}
+/// `[private] validation`'s default: a tenth of the node's rows.
+pub const DEFAULT_VALIDATION: f64 = 0.1;
+fn default_validation() -> f64 {
+    DEFAULT_VALIDATION
 }
 fn default_max_public() -> u64 {
     8 << 30
@@ -136,9 +143,15 @@ pub struct OwnData {
     pub format: Option<fedistill_shared::data::PrivateFormat>,
     /// How the private CSV is read (delimiter; card column name -> local header).
     pub csv: fedistill_shared::data::CsvOptions,
-    /// Share of the private rows held out (seeded) as this node's own test set.
+    /// Share of the private rows held out (seeded) as this node's own test set (its final reports only).
     pub holdout: f64,
-    /// Seed of the holdout split and of the teacher.
+    /// Share of the private rows held out (seeded, disjoint from the test holdout) as this node's
+    /// validation set: the degradation guard and the accuracy reported for early stopping are measured on
+    /// it (`[private] validation`, default [`DEFAULT_VALIDATION`], in (0, 1) for a node). 0 holds none out
+    /// and measures those on the test rows: only for `fedistill bench`'s in-process experiments, which run
+    /// no guard and report to no coordinator.
+    pub validation: f64,
+    /// Seed of the holdout and validation split and of the teacher.
     pub seed: u64,
     /// The public transfer set as the operator placed it; `None`: fetched from the coordinator into the
     /// work directory and verified against the card.
@@ -234,6 +247,21 @@ impl ParticipantSettings {
                     "[private] holdout = {} must be in (0, 1): the share of your rows kept aside to test on",
                     private.holdout
                 );
+                anyhow::ensure!(
+                    private.validation > 0.0 && private.validation < 1.0,
+                    "[private] validation = {} must be in (0, 1): the share of your rows kept aside for the \
+                     degradation guard and the accuracy reported for early stopping",
+                    private.validation
+                );
+                // With a shared benchmark set the node keeps no test holdout of its own.
+                anyhow::ensure!(
+                    raw.benchmark.is_some() || private.holdout + private.validation < 1.0,
+                    "[private] holdout = {} and validation = {} keep {} of your rows aside: nothing is left to \
+                     train on (their sum must be below 1)",
+                    private.holdout,
+                    private.validation,
+                    private.holdout + private.validation
+                );
                 let columns: Vec<String> = private.columns.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 let csv = fedistill_shared::data::CsvOptions::from_args(&private.delimiter, &columns)
                     .map_err(|e| anyhow::anyhow!("[private] {e}"))?;
@@ -249,6 +277,7 @@ impl ParticipantSettings {
                     format: private.format,
                     csv,
                     holdout: private.holdout,
+                    validation: private.validation,
                     seed: private.seed,
                     public: public.path.map(resolve),
                     max_public_bytes: public.max_bytes,
@@ -619,6 +648,11 @@ seed = 3
         assert_eq!(o.csv.delimiter, b';');
         assert_eq!(o.csv.columns.get("Class").map(String::as_str), Some("outcome"));
         assert_eq!((o.holdout, o.seed), (0.25, 3));
+        assert_eq!(o.validation, DEFAULT_VALIDATION);
+        let s = ParticipantSettings::parse(&OWN.replace("seed = 3", "seed = 3\nvalidation = 0.15"), Path::new("."))
+            .unwrap();
+        let DataSource::Own(o) = &s.source else { panic!() };
+        assert_eq!(o.validation, 0.15);
         assert_eq!(o.public, None, "fetched from the coordinator");
         let placed = format!("{OWN}[public]\npath = \"public.csv\"\nmax_bytes = 1000\n");
         let s = ParticipantSettings::parse(&placed, Path::new("/srv/bank")).unwrap();
@@ -641,6 +675,22 @@ seed = 3
             (
                 OWN.replace("holdout = 0.25", "holdout = 1.0"),
                 "holdout = 1 must be in (0, 1)",
+            ),
+            (
+                OWN.replace("seed = 3", "seed = 3\nvalidation = 0.0"),
+                "[private] validation = 0 must be in (0, 1)",
+            ),
+            (
+                OWN.replace("seed = 3", "seed = 3\nvalidation = 1.5"),
+                "[private] validation = 1.5 must be in (0, 1)",
+            ),
+            (
+                OWN.replace("seed = 3", "seed = 3\nvalidation = 0.75"),
+                "[private] holdout = 0.25 and validation = 0.75 keep 1 of your rows aside",
+            ),
+            (
+                OWN.replace("seed = 3", "seed = 3\nvalidation = \"a tenth\""),
+                "validation",
             ),
             (OWN.replace("delimiter = \";\"", "delimiter = \";;\""), "[private]"),
             (OWN.replace("seed = 3", "seed = 3\nshard = 2"), "bogus-free"),

@@ -30,13 +30,21 @@ use crate::absent::AbsentBlocks;
 use crate::config::ParticipantSettings;
 use crate::personalize::{personalize, PersonalizeConfig, Personalized};
 
-/// What one round's distillation produced.
+/// What one round's distillation produced. The candidate is measured twice: on the node's validation rows
+/// (what the degradation guard decides on and the signed round report carries, so the coordinator's `[stop]`
+/// rule never sees a test figure) and on its test rows (the final reports only: `rounds.jsonl`,
+/// `result.json`).
 #[derive(Debug, Clone)]
 pub struct Distilled {
-    /// The candidate student's metrics (`accuracy`, `macro_f1`, ...), whether or not the guard kept it.
+    /// The candidate student's metrics on the validation rows (`accuracy`, `macro_f1`, ...), whether or not
+    /// the guard kept it: what the guard compared and the round report carries.
     pub metrics: BTreeMap<String, f64>,
-    /// Test accuracy of the candidate's INT8 version.
+    /// Validation accuracy of the candidate's INT8 version (the round report's `int8_accuracy`).
     pub int8_accuracy: f64,
+    /// The same metrics on the node's test rows (reported, never decided on).
+    pub test_metrics: BTreeMap<String, f64>,
+    /// Test accuracy of the candidate's INT8 version.
+    pub test_int8_accuracy: f64,
     /// Size of the candidate's INT8 export.
     pub int8_bytes: usize,
     /// Whether the candidate now serves (the guard accepted it, or it is the first student).
@@ -137,6 +145,17 @@ pub(crate) fn save_round(
     Ok(round_dir)
 }
 
+/// Accuracy of the quantized model `q` (of `classes` outputs) on `rows` (0 on none).
+fn int8_accuracy_on(q: &QuantizedModel, classes: usize, rows: &Dataset) -> anyhow::Result<f64> {
+    let logits = q.logits(&rows.features, rows.n)?;
+    let correct = logits
+        .chunks_exact(classes.max(1))
+        .zip(&rows.labels)
+        .filter(|(r, &y)| fedistill_shared::ml::model::argmax(r) as u32 == y)
+        .count();
+    Ok(correct as f64 / rows.n.max(1) as f64)
+}
+
 /// Seconds spent per named phase, measured lap by lap.
 pub struct PhaseClock {
     last: std::time::Instant,
@@ -217,8 +236,13 @@ pub struct NodeData {
     pub public_digest: Digest,
     /// Whether the public set's labels are real (reporting only: the consensus' agreement with them).
     pub public_labelled: bool,
-    /// Rows this node evaluates on (its own holdout, or the split's shared test set).
+    /// Rows this node's final reports are measured on (its own test holdout, the card's shared benchmark
+    /// set, or a catalog split's shared test set).
     pub test: Dataset,
+    /// Rows the degradation guard and the accuracy reported for early stopping (`[stop]`) are measured on:
+    /// a seeded split of the node's own rows (`[private] validation`), disjoint from `private` and `test`.
+    /// `None`: the test rows serve (a catalog split's nodes; `fedistill bench`'s in-process experiments).
+    pub validation: Option<Dataset>,
     /// Seed of teacher training and refresh.
     pub seed: u64,
     /// This node's index in a catalog split (0 for own files); mixed into the seeds.
@@ -245,6 +269,7 @@ impl NodeData {
             public_digest: Digest(split.public_digest),
             public_labelled: true,
             public: split.public,
+            validation: None,
             test: split.test,
             seed,
             index: shard as u64,
@@ -262,8 +287,11 @@ pub struct LearnerParts {
     pub public: Arc<Dataset>,
     /// Digest of the public set.
     pub public_digest: Digest,
-    /// This node's evaluation set.
+    /// This node's test rows (the final reports).
     pub test: Arc<Dataset>,
+    /// This node's validation rows (the guard and the reported accuracy); the test rows where the caller
+    /// keeps no guard and reports nothing to a coordinator (`fedistill bench`'s experiments).
+    pub validation: Arc<Dataset>,
     /// The private teacher (refreshed in place when `refresh.epochs > 0`).
     pub teacher: Arc<Model>,
     /// The private training rows.
@@ -292,6 +320,7 @@ pub struct ModelLearner {
     public: Arc<Dataset>,
     public_digest: Digest,
     test: Arc<Dataset>,
+    validation: Arc<Dataset>,
     teacher: Arc<Model>,
     shard: Arc<Dataset>,
     distiller: Distiller,
@@ -329,6 +358,7 @@ impl ModelLearner {
             public_digest,
             public_labelled,
             test,
+            validation,
             seed,
             index,
             augment,
@@ -463,10 +493,12 @@ impl ModelLearner {
         } else {
             Model::new(&student_cfg, dim, classes, settings.student_seed)?
         };
+        let test = Arc::new(test);
         let mut learner = ModelLearner::from_parts(LearnerParts {
             public: Arc::new(public),
             public_digest,
-            test: Arc::new(test),
+            validation: validation.map_or_else(|| test.clone(), Arc::new),
+            test,
             teacher: Arc::new(teacher),
             shard: Arc::new(shard),
             distiller: Distiller::new(student, distill_cfg),
@@ -492,6 +524,7 @@ impl ModelLearner {
             public: p.public,
             public_digest: p.public_digest,
             test: p.test,
+            validation: p.validation,
             teacher: p.teacher,
             shard: p.shard,
             distiller: p.distiller,
@@ -753,22 +786,30 @@ impl Learner for ModelLearner {
             total_rounds.max(round.0) as usize,
         )?;
         clock.lap("distill");
-        let test = &self.test;
         let student = self.distiller.student();
-        let metrics = evaluate(student, test, None)?;
+        // The guard and the report see the validation rows; the test rows are measured for the final
+        // reports only.
+        // (One set serving as both, as in `fedistill bench`'s experiments, is measured once.)
+        let same = Arc::ptr_eq(&self.validation, &self.test);
+        let metrics = evaluate(student, &self.validation, None)?;
+        let test_metrics = if same {
+            metrics.clone()
+        } else {
+            evaluate(student, &self.test, None)?
+        };
         clock.lap("evaluate");
         let q = QuantizedModel::from_model(student, Profile::Int8)?;
-        let qlogits = q.logits(&test.features, test.n)?;
-        let int8_correct = qlogits
-            .chunks_exact(classes)
-            .zip(&test.labels)
-            .filter(|(r, &y)| fedistill_shared::ml::model::argmax(r) as u32 == y)
-            .count();
-        let int8_accuracy = int8_correct as f64 / test.n.max(1) as f64;
+        let int8_accuracy = int8_accuracy_on(&q, classes, &self.validation)?;
+        let test_int8_accuracy = if same {
+            int8_accuracy
+        } else {
+            int8_accuracy_on(&q, classes, &self.test)?
+        };
         clock.lap("quantize");
         let int8_bytes = fedistill_shared::ml::quant::export::export_bytes(&q, Some(student))?;
         clock.lap("export");
         let candidate = metric_map(&metrics)?;
+        let test_candidate = metric_map(&test_metrics)?;
         let decision = (!serving.is_empty()).then(|| self.guard.decide(serving, &candidate));
         let accepted = decision.as_ref().is_none_or(|d| d.accepted);
         clock.lap("guard");
@@ -778,7 +819,7 @@ impl Learner for ModelLearner {
             student,
             &before,
             &int8_bytes,
-            &metrics,
+            &serde_json::json!({ "validation": &metrics, "test": &test_metrics }),
             decision.as_ref(),
         )?;
         clock.lap("save");
@@ -799,6 +840,8 @@ impl Learner for ModelLearner {
         Ok(Distilled {
             metrics: candidate,
             int8_accuracy,
+            test_metrics: test_candidate,
+            test_int8_accuracy,
             int8_bytes: int8_bytes.len(),
             accepted,
             guard_reason: decision.map(|d| d.reason).unwrap_or_else(|| "first student".into()),
@@ -925,6 +968,7 @@ mod tests {
             public_digest: Digest([1; 32]),
             public: Arc::new(public),
             test: Arc::new(shard.clone()),
+            validation: Arc::new(shard.clone()),
             teacher: Arc::new(teacher),
             shard: Arc::new(shard),
             distiller: Distiller::new(student, default_distill(&DataKind::Tabular, 6)),
@@ -978,6 +1022,89 @@ mod tests {
         assert_eq!(
             one.label(RoundId(2), &ids, 1.0).expect("labels"),
             other.label(RoundId(2), &ids, 1.0).expect("labels")
+        );
+    }
+
+    /// `n` copies of one tabular row, all labelled `label` (two classes): whatever a model predicts for the
+    /// row, its accuracy here is 1 or 0.
+    fn same_row(n: usize, label: u32) -> Dataset {
+        Dataset {
+            name: "t".into(),
+            features: [0.3f32, -0.7, 1.1].repeat(n),
+            labels: vec![label; n],
+            n,
+            dim: 3,
+            num_classes: 2,
+            kind: DataKind::Tabular,
+            class_names: vec!["x".into(), "y".into()],
+            targets: Vec::new(),
+        }
+    }
+
+    /// The guard decides, and the round report's figures are measured, on the validation rows; the test
+    /// rows are measured for the final reports only. The validation and test rows here are the same row
+    /// under opposite labels, so the student scores 1 on one and 0 on the other: against a serving
+    /// accuracy of 1, a guard on the validation rows accepts exactly when the validation accuracy is 1, which
+    /// a guard on the test rows would refuse. Both orientations run, so both verdicts are seen.
+    #[test]
+    fn the_guard_and_the_reported_figures_use_the_validation_rows_not_the_test_rows() {
+        let cfg = ModelConfig::Mlp { hidden: vec![4] };
+        let public = Dataset {
+            labels: (0..8).map(|i| i % 2).collect(),
+            features: (0..24).map(|i| (i as f32 * 0.37).sin()).collect(),
+            ..same_row(8, 0)
+        };
+        let ids: Vec<u64> = (0..8).collect();
+        let consensus: Vec<f32> = (0..8)
+            .flat_map(|i| if i % 2 == 0 { [0.9, 0.1] } else { [0.2, 0.8] })
+            .collect();
+        let serving = BTreeMap::from([("accuracy".to_string(), 1.0)]);
+        let mut verdicts = Vec::new();
+        for validation_label in [0u32, 1] {
+            let dir = tempfile::tempdir().expect("tmp");
+            let mut learner = ModelLearner::from_parts(LearnerParts {
+                public_digest: Digest([1; 32]),
+                public: Arc::new(public.clone()),
+                test: Arc::new(same_row(6, 1 - validation_label)),
+                validation: Arc::new(same_row(6, validation_label)),
+                teacher: Arc::new(Model::new(&cfg, 3, 2, 5).expect("teacher")),
+                shard: Arc::new(public.clone()),
+                distiller: Distiller::new(
+                    Model::new(&cfg, 3, 2, 6).expect("student"),
+                    default_distill(&DataKind::Tabular, 6),
+                ),
+                guard: GuardConfig::new(vec!["accuracy".into()], 0.05).expect("guard"),
+                refresh: RefreshConfig::default(),
+                refresh_seed: 9,
+                workdir: dir.path().to_path_buf(),
+                local_only_accuracy: 0.5,
+                augment: None,
+                unlabeled: None,
+            });
+            let d = learner
+                .distill(RoundId(2), &ids, &consensus, 3, AggregationRule::Mean, &serving)
+                .expect("distilled");
+            let (validation, test) = (d.metrics["accuracy"], d.test_metrics["accuracy"]);
+            assert!(
+                (validation == 1.0 && test == 0.0) || (validation == 0.0 && test == 1.0),
+                "{validation} {test}"
+            );
+            assert_eq!(d.accepted, validation == 1.0, "{}", d.guard_reason);
+            assert_eq!(d.int8_accuracy + d.test_int8_accuracy, 1.0);
+            // The round's saved metrics carry both, by name.
+            let saved: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(dir.path().join("round-0002").join("metrics.json")).expect("metrics.json"),
+            )
+            .expect("json");
+            assert_eq!(saved["validation"]["accuracy"], validation);
+            assert_eq!(saved["test"]["accuracy"], test);
+            verdicts.push(d.accepted);
+        }
+        verdicts.sort_unstable();
+        assert_eq!(
+            verdicts,
+            [false, true],
+            "one orientation is accepted, the other refused"
         );
     }
 }

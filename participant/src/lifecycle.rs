@@ -34,10 +34,14 @@ pub struct RoundRecord {
     pub bytes_up: u64,
     /// Bytes of the aggregate's frame received (what the coordinator counts as sent to this node).
     pub bytes_down: u64,
-    /// Test accuracy of this round's distilled student (f32).
+    /// Test accuracy of this round's distilled student (f32), on the node's test rows.
     pub student_accuracy: f64,
     /// Test accuracy of its INT8 version.
     pub int8_accuracy: f64,
+    /// Its accuracy on the node's validation rows: what the guard decided on and the round report
+    /// carried (absent in records written before the validation split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_accuracy: Option<f64>,
     /// Agreement of the aggregate with the true labels of the round's public samples (for reporting only;
     /// the labels are never used for training). Unknown (NaN, `null` in JSON) when the public set is
     /// unlabelled (an IDX image file).
@@ -86,9 +90,14 @@ pub struct NodeState {
     /// above it ([`SEQ_RESERVE_MICROS`]).
     #[serde(default)]
     pub seq_reserved: u64,
-    /// Metrics of the student that serves now (empty before the first round).
+    /// Validation metrics of the student that serves now (empty before the first round): what the guard
+    /// compares each candidate with.
     pub accepted_metrics: BTreeMap<String, f64>,
-    /// INT8 accuracy of the serving student.
+    /// Test metrics of the student that serves now, for the final reports (empty before the first round,
+    /// and in a state written before the validation split: [`NodeState::serving_test_metrics`]).
+    #[serde(default)]
+    pub accepted_test_metrics: BTreeMap<String, f64>,
+    /// Test INT8 accuracy of the serving student.
     pub accepted_int8_accuracy: f64,
     /// INT8 export size of the serving student.
     pub accepted_int8_bytes: usize,
@@ -101,6 +110,18 @@ pub struct NodeState {
     /// still distilled and reported (the acknowledgement may have been lost with the process).
     #[serde(default)]
     pub labelled_open: Option<fedistill_shared::wire::messages::RoundOpen>,
+}
+
+impl NodeState {
+    /// The serving student's test metrics (the final reports); a state written before the validation
+    /// split measured `accepted_metrics` on the test rows, so those stand in when no test metrics are kept.
+    pub fn serving_test_metrics(&self) -> &BTreeMap<String, f64> {
+        if self.accepted_test_metrics.is_empty() {
+            &self.accepted_metrics
+        } else {
+            &self.accepted_test_metrics
+        }
+    }
 }
 
 /// A complete, unsigned message for the driver to sign and send.
@@ -557,17 +578,16 @@ impl<L: Learner> RoundLifecycle<L> {
             .distill(round, ids, consensus, total_rounds, rule, &self.state.accepted_metrics)?;
         if d.accepted {
             self.state.accepted_metrics = d.metrics.clone();
-            self.state.accepted_int8_accuracy = d.int8_accuracy;
+            self.state.accepted_test_metrics = d.test_metrics.clone();
+            self.state.accepted_int8_accuracy = d.test_int8_accuracy;
             self.state.accepted_int8_bytes = d.int8_bytes;
         }
         let flight = self.in_flight.remove(&round.0);
-        // The round's score: accuracy, or R² for a regression task.
-        let student_accuracy = d
-            .metrics
-            .get("accuracy")
-            .or_else(|| d.metrics.get("r2"))
-            .copied()
-            .unwrap_or(0.0);
+        // The round's score: accuracy, or R² for a regression task; on the test rows for the node's own
+        // records, on the validation rows for the guard and the signed report (the coordinator's `[stop]`).
+        let score = |m: &BTreeMap<String, f64>| m.get("accuracy").or_else(|| m.get("r2")).copied();
+        let student_accuracy = score(&d.test_metrics).unwrap_or(0.0);
+        let validation_accuracy = score(&d.metrics);
         let mut phases = flight.as_ref().map(|f| f.phases.clone()).unwrap_or_default();
         phases.extend(d.phases.iter().cloned());
         let finished_unix_ms = std::time::SystemTime::now()
@@ -579,7 +599,8 @@ impl<L: Learner> RoundLifecycle<L> {
             bytes_up: flight.as_ref().map_or(0, |f| f.bytes_up),
             bytes_down: flight.as_ref().map_or(0, |f| f.bytes_down),
             student_accuracy,
-            int8_accuracy: d.int8_accuracy,
+            int8_accuracy: d.test_int8_accuracy,
+            validation_accuracy,
             consensus_accuracy: d.consensus_accuracy,
             guard_accepted: d.accepted,
             seconds: flight.as_ref().map_or(0.0, |f| f.opened.elapsed().as_secs_f64()),
@@ -591,7 +612,8 @@ impl<L: Learner> RoundLifecycle<L> {
         info!(
             round = round.0,
             student_accuracy,
-            int8_accuracy = d.int8_accuracy,
+            validation_accuracy = validation_accuracy.unwrap_or(f64::NAN),
+            int8_accuracy = d.test_int8_accuracy,
             consensus_accuracy = d.consensus_accuracy,
             guard = if d.accepted { "accept" } else { "reject" },
             "round distilled"
@@ -715,9 +737,13 @@ mod tests {
                 serving: serving.clone(),
             });
             let (accuracy, accepted) = self.candidates[(round.0 - 1) as usize];
+            // The test rows score a tenth lower than the validation rows, so a figure that crossed over
+            // from one to the other shows.
             Ok(Distilled {
                 metrics: BTreeMap::from([("accuracy".into(), accuracy), ("train_seconds".into(), 1.0)]),
                 int8_accuracy: accuracy - 0.01,
+                test_metrics: BTreeMap::from([("accuracy".into(), accuracy - 0.1)]),
+                test_int8_accuracy: accuracy - 0.11,
                 int8_bytes: 1000 + round.0 as usize,
                 accepted,
                 guard_reason: if accepted { "kept" } else { "accuracy dropped" }.into(),
@@ -1121,6 +1147,45 @@ mod tests {
         assert_eq!(lc.state().accepted_metrics["accuracy"], 0.85);
     }
 
+    /// The candidate's validation figures are what the guard compares (the serving student's, passed back
+    /// each round) and what the signed report carries (the coordinator's `[stop]` reads its `accuracy`); the
+    /// node's own records and `result.json` keep the test figures, which the scripted learner puts a tenth
+    /// lower.
+    #[test]
+    fn the_guard_and_the_report_see_validation_figures_and_the_records_test_figures() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (mut lc, calls) = lifecycle(dir.path(), vec![(0.8, true), (0.5, false)]);
+        let mut c = Coordinator::new();
+        let reports = [round(&mut lc, &mut c, 1, &[0, 1]), round(&mut lc, &mut c, 2, &[2, 3])];
+        let figure = |r: &RoundReport, name: &str| r.metrics.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+        assert_eq!(figure(&reports[0], "accuracy"), Some(0.8));
+        assert_eq!(figure(&reports[0], "int8_accuracy"), Some(0.8 - 0.01));
+        assert_eq!(figure(&reports[1], "accuracy"), Some(0.5));
+        let serving: Vec<BTreeMap<String, f64>> = take(&calls)
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Distill { serving, .. } => Some(serving),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(serving[1]["accuracy"], 0.8, "the guard compares validation figures");
+        let state = lc.state();
+        assert_eq!(state.rounds[0].student_accuracy, 0.8 - 0.1);
+        assert_eq!(state.rounds[0].int8_accuracy, 0.8 - 0.11);
+        assert_eq!(state.rounds[0].validation_accuracy, Some(0.8));
+        assert_eq!(state.rounds[1].student_accuracy, 0.5 - 0.1);
+        // The refused round 2 left round 1's student serving: its figures, both kinds, stay.
+        assert_eq!(state.accepted_metrics["accuracy"], 0.8);
+        assert_eq!(state.serving_test_metrics()["accuracy"], 0.8 - 0.1);
+        assert_eq!(state.accepted_int8_accuracy, 0.8 - 0.11);
+        // A state saved before the validation split kept test figures in `accepted_metrics`.
+        let old = NodeState {
+            accepted_metrics: BTreeMap::from([("accuracy".to_string(), 0.6)]),
+            ..NodeState::default()
+        };
+        assert_eq!(old.serving_test_metrics()["accuracy"], 0.6);
+    }
+
     #[test]
     fn a_restart_restores_state_and_never_redoes_a_round() {
         let dir = tempfile::tempdir().expect("dir");
@@ -1209,6 +1274,7 @@ mod tests {
             bytes_down: 2,
             student_accuracy: 0.5,
             int8_accuracy: 0.5,
+            validation_accuracy: None,
             consensus_accuracy: f64::NAN,
             guard_accepted: true,
             seconds: 1.0,

@@ -1,9 +1,10 @@
 //! A node on its institution's own files (`[task]`, `[private]`, `[public]`): the task card is checked
 //! against the coordinator's signed one, the public transfer set is taken from where the operator placed
 //! it or fetched from the coordinator over the mTLS connection (chunked, resumable, size-bounded) and
-//! verified against the card's SHA-256 before any use, and the private file is read against the card with
-//! a seeded holdout of its own rows to test on. Nothing is half-loaded: any bad row stops the node before
-//! it labels anything. docs/data.md, "Task card and own files".
+//! verified against the card's SHA-256 before any use, and the private file is read against the card and
+//! split (seeded, disjoint) into the rows it trains on, a validation set (the degradation guard and the
+//! accuracy it reports for early stopping) and a test holdout (its final reports). Nothing is half-loaded:
+//! any bad row stops the node before it labels anything. docs/data.md, "Task card and own files".
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -128,15 +129,39 @@ pub async fn fetch_public(
     max_bytes: u64,
     max_frame: usize,
 ) -> anyhow::Result<()> {
+    download_public(card, ann.public_bytes, dest, max_bytes, |offset| async move {
+        let ask = ToCoordinator::GetPublic {
+            offset,
+            max_len: MAX_PUBLIC_CHUNK,
+        };
+        Ok(exchange(conn, &ask, max_frame).await?.0)
+    })
+    .await
+}
+
+/// [`fetch_public`]'s work, with `get(offset)` answering each `GetPublic` from `offset` (the coordinator
+/// over the connection; a stand-in in the tests) and `total` the size the coordinator's signed
+/// announcement gives.
+async fn download_public<F, Fut>(
+    card: &TaskCard,
+    total: u64,
+    dest: &Path,
+    max_bytes: u64,
+    mut get: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Reply>>,
+{
     let want = card.public.sha256.to_ascii_lowercase();
     if dest.exists() && sha256_hex(dest)? == want {
         info!(path = %dest.display(), "public set already here and verified");
         return Ok(());
     }
-    let total = ann.public_bytes;
     anyhow::ensure!(
         total <= max_bytes,
-        "the coordinator's public set is {total} bytes, more than [public] max_bytes = {max_bytes}"
+        "the coordinator's public set is {total} bytes, more than [public] max_bytes = {max_bytes}: nothing \
+         fetched (raise max_bytes, or place the file yourself and name it in [public] path)"
     );
     let mut part_name = dest.file_name().unwrap_or_default().to_os_string();
     part_name.push(".part");
@@ -169,12 +194,7 @@ pub async fn fetch_public(
     }
     let mut next_report = have + total / 10;
     while have < total {
-        let ask = ToCoordinator::GetPublic {
-            offset: have,
-            max_len: MAX_PUBLIC_CHUNK,
-        };
-        let (reply, _, _) = exchange(conn, &ask, max_frame).await?;
-        match reply {
+        match get(have).await? {
             Reply::PublicChunk {
                 total: t,
                 offset,
@@ -224,8 +244,55 @@ pub async fn fetch_public(
     Ok(())
 }
 
+/// How a node's own rows are dealt ([`split_rows`]): indices into the file's rows, disjoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowSplit {
+    /// The rows the teacher trains on.
+    pub train: Vec<usize>,
+    /// The rows the degradation guard and the accuracy reported for early stopping are measured on.
+    pub validation: Vec<usize>,
+    /// The test holdout (the final reports); empty when the card's shared benchmark set tests instead.
+    pub test: Vec<usize>,
+}
+
+/// Deals `n` rows of `file` by one seeded shuffle: the first `round(n * holdout)` are the test holdout
+/// (`holdout` is `None` when the card declares a shared benchmark set), the next `round(n * validation)`
+/// the validation rows, the rest train. The same seed and `n` give the same split, and the test holdout
+/// is the one a node kept before it held out validation rows. Refused, naming the key, when a part would
+/// be empty; `validation = 0` (in-process experiments only, see [`OwnData::validation`]) holds none out.
+pub fn split_rows(file: &Path, n: usize, holdout: Option<f64>, validation: f64, seed: u64) -> anyhow::Result<RowSplit> {
+    let share = |s: f64| ((n as f64) * s).round() as usize;
+    let tests = holdout.map_or(0, share);
+    if let Some(h) = holdout {
+        anyhow::ensure!(
+            tests >= 1 && tests < n,
+            "{}: {n} rows cannot keep a holdout of {h} ({tests} of them) and still train",
+            file.display()
+        );
+    }
+    let checks = share(validation);
+    anyhow::ensure!(
+        (checks >= 1 || validation == 0.0) && tests + checks < n,
+        "{}: {n} rows cannot keep [private] validation = {validation} ({checks} of them){} and still train",
+        file.display(),
+        if tests > 0 {
+            format!(" beside a test holdout of {tests}")
+        } else {
+            String::new()
+        }
+    );
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+    Ok(RowSplit {
+        test: order[..tests].to_vec(),
+        validation: order[tests..tests + checks].to_vec(),
+        train: order[tests + checks..].to_vec(),
+    })
+}
+
 /// Reads the node's files against `card`: the public set (its SHA-256 must be the card's, checked before
-/// any row is read) and the private file, split (seeded) into training rows and a holdout to test on.
+/// any row is read) and the private file, split (seeded, [`split_rows`]) into training rows, validation
+/// rows and a test holdout (or, when the card declares one, the shared benchmark set to test on).
 /// Blocking.
 pub fn load(own: &OwnData, card: &TaskCard, public_path: &Path) -> anyhow::Result<NodeData> {
     let want = card.public.sha256.to_ascii_lowercase();
@@ -272,8 +339,8 @@ pub fn load(own: &OwnData, card: &TaskCard, public_path: &Path) -> anyhow::Resul
             "columns not in the task card are ignored"
         );
     }
-    let (private, test) = match (&card.benchmark, &own.benchmark) {
-        // The card's shared benchmark set: every row of this node trains.
+    let (private, validation, test) = match (&card.benchmark, &own.benchmark) {
+        // The card's shared benchmark set: every row of this node but its validation rows trains.
         (Some(declared), Some(path)) => {
             let got = sha256_hex(path)?;
             anyhow::ensure!(
@@ -290,7 +357,9 @@ pub fn load(own: &OwnData, card: &TaskCard, public_path: &Path) -> anyhow::Resul
                 bench.n,
                 declared.rows
             );
-            (rows, bench)
+            let split = split_rows(&own.private, rows.n, None, own.validation, own.seed)?;
+            let validation = (!split.validation.is_empty()).then(|| rows.subset(&split.validation));
+            (rows.subset(&split.train), validation, bench)
         }
         (Some(_), None) => anyhow::bail!(
             "the task card declares a benchmark set: name it in [benchmark] path = \"...\" (every node tests on it)"
@@ -300,18 +369,9 @@ pub fn load(own: &OwnData, card: &TaskCard, public_path: &Path) -> anyhow::Resul
             path.display().to_string()
         ),
         (None, None) => {
-            let holdout = ((rows.n as f64) * own.holdout).round() as usize;
-            anyhow::ensure!(
-                holdout >= 1 && holdout < rows.n,
-                "{}: {} rows cannot keep a holdout of {} ({} of them) and still train",
-                own.private.display(),
-                rows.n,
-                own.holdout,
-                holdout
-            );
-            let mut order: Vec<usize> = (0..rows.n).collect();
-            order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(own.seed));
-            (rows.subset(&order[holdout..]), rows.subset(&order[..holdout]))
+            let split = split_rows(&own.private, rows.n, Some(own.holdout), own.validation, own.seed)?;
+            let validation = (!split.validation.is_empty()).then(|| rows.subset(&split.validation));
+            (rows.subset(&split.train), validation, rows.subset(&split.test))
         }
     };
     let unlabeled = match &own.unlabeled {
@@ -344,6 +404,7 @@ pub fn load(own: &OwnData, card: &TaskCard, public_path: &Path) -> anyhow::Resul
     info!(
         file = %own.private.display(),
         train = private.n,
+        validation = validation.as_ref().map_or(0, |v| v.n),
         test = test.n,
         classes = ?private.class_counts(),
         "private rows read against the task card"
@@ -358,6 +419,7 @@ pub fn load(own: &OwnData, card: &TaskCard, public_path: &Path) -> anyhow::Resul
         ),
         public_labelled,
         test,
+        validation,
         seed: own.seed,
         index: 0,
         augment: fedistill_shared::ml::augment::PublicAugment::from_card(card),
@@ -368,4 +430,301 @@ pub fn load(own: &OwnData, card: &TaskCard, public_path: &Path) -> anyhow::Resul
 
 fn sha256_hex(path: &Path) -> anyhow::Result<String> {
     Ok(hex::encode(fedistill_shared::data::sha256_file(path)?.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use fedistill_shared::wire::messages::RejectCode;
+
+    /// A labelled `.ts` series file of `rows` rows of length 3, each row its own (`[i, 2i, i^2]`).
+    fn series(rows: usize, labelled: bool) -> String {
+        let mut text = format!(
+            "@problemName t\n@classLabel {}\n@data\n",
+            if labelled { "true a b" } else { "false" }
+        );
+        for k in 0..rows {
+            let i = k as f32;
+            text.push_str(&format!("{},{},{}", i, 2.0 * i, i * i));
+            if labelled {
+                text.push_str(if k.is_multiple_of(2) { ":a" } else { ":b" });
+            }
+            text.push('\n');
+        }
+        text
+    }
+
+    /// A series card whose public set is `public` (its SHA-256 and rows).
+    fn card_for(public: &[u8], rows: usize) -> TaskCard {
+        let sha = hex::encode(fedistill_shared::crypto::Digest::of(public).0);
+        TaskCard::from_toml_str(
+            &format!(
+                "name = \"t\"\nversion = 1\n[label]\nclasses = [\"a\", \"b\"]\n[sequence]\nchannels = 1\nlength = 3\n\
+                 [public]\nsha256 = \"{sha}\"\nrows = {rows}\nformat = \"ts\"\n"
+            ),
+            "card",
+        )
+        .expect("a series card")
+    }
+
+    fn own(dir: &Path, validation: f64, seed: u64) -> OwnData {
+        OwnData {
+            card: dir.join("task.toml"),
+            private: dir.join("own.ts"),
+            format: None,
+            csv: fedistill_shared::data::CsvOptions::default(),
+            holdout: 0.2,
+            validation,
+            seed,
+            public: Some(dir.join("public.ts")),
+            max_public_bytes: u64::MAX,
+            public_labels: None,
+            benchmark: None,
+            unlabeled: None,
+        }
+    }
+
+    #[test]
+    fn the_rows_split_three_ways_disjoint_and_seeded() {
+        let f = Path::new("own.csv");
+        let s = split_rows(f, 100, Some(0.2), 0.1, 7).expect("split");
+        assert_eq!((s.train.len(), s.validation.len(), s.test.len()), (70, 10, 20));
+        let all: BTreeSet<usize> = s.train.iter().chain(&s.validation).chain(&s.test).copied().collect();
+        assert_eq!(all, (0..100).collect(), "every row in exactly one part");
+        // Seeded: the same seed deals the same rows, another seed others.
+        assert_eq!(split_rows(f, 100, Some(0.2), 0.1, 7).expect("split"), s);
+        let other = split_rows(f, 100, Some(0.2), 0.1, 8).expect("split");
+        assert_ne!(other.validation, s.validation);
+        // The test holdout is the one a node kept before validation rows were held out (the same shuffle,
+        // its first rows): adding the validation split moved no row into or out of anyone's test set.
+        let mut order: Vec<usize> = (0..100).collect();
+        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(7));
+        assert_eq!(s.test, order[..20]);
+        // With a shared benchmark set there is no test holdout; the validation rows still come out.
+        let b = split_rows(f, 100, None, 0.1, 7).expect("split");
+        assert_eq!((b.train.len(), b.validation.len(), b.test.len()), (90, 10, 0));
+        // `validation = 0` (in-process experiments, never a node's config) holds none out.
+        let none = split_rows(f, 3, Some(0.34), 0.0, 7).expect("split");
+        assert_eq!((none.train.len(), none.validation.len(), none.test.len()), (2, 0, 1));
+        // A part that would be empty is refused, naming the key.
+        let err = split_rows(f, 4, Some(0.25), 0.1, 7).expect_err("no validation row");
+        assert_eq!(
+            err.to_string(),
+            "own.csv: 4 rows cannot keep [private] validation = 0.1 (0 of them) beside a test holdout of 1 and \
+             still train"
+        );
+        let err = split_rows(f, 10, Some(0.5), 0.5, 7).expect_err("nothing trains");
+        assert!(
+            err.to_string().contains("[private] validation = 0.5 (5 of them)"),
+            "{err}"
+        );
+        let err = split_rows(f, 3, Some(0.1), 0.5, 7).expect_err("no test row");
+        assert!(
+            err.to_string().contains("cannot keep a holdout of 0.1 (0 of them)"),
+            "{err}"
+        );
+    }
+
+    /// `load` deals the file's rows into training, validation and test rows: disjoint, covering the file,
+    /// sized by `holdout` and `validation`, the same for the same seed.
+    #[test]
+    fn a_node_reads_its_rows_into_disjoint_seeded_train_validation_and_test_sets() {
+        let dir = tempfile::tempdir().expect("dir");
+        let d = dir.path();
+        let public = series(4, false);
+        std::fs::write(d.join("public.ts"), &public).expect("public");
+        std::fs::write(d.join("own.ts"), series(20, true)).expect("own");
+        let card = card_for(public.as_bytes(), 4);
+        let rows = |ds: &fedistill_shared::data::Dataset| -> Vec<Vec<u32>> {
+            (0..ds.n)
+                .map(|i| ds.row(i).iter().map(|v| v.to_bits()).collect())
+                .collect()
+        };
+        let held = |data: &NodeData| data.validation.clone().expect("validation rows held out");
+        let data = load(&own(d, 0.1, 3), &card, &d.join("public.ts")).expect("loads");
+        let validation = held(&data);
+        assert_eq!((data.private.n, validation.n, data.test.n), (14, 2, 4));
+        let all: BTreeSet<Vec<u32>> = [&data.private, &validation, &data.test]
+            .into_iter()
+            .flat_map(rows)
+            .collect();
+        assert_eq!(all.len(), 20, "the three parts are disjoint and cover the file");
+        let again = load(&own(d, 0.1, 3), &card, &d.join("public.ts")).expect("loads");
+        assert_eq!(rows(&held(&again)), rows(&validation));
+        assert_eq!(rows(&again.test), rows(&data.test));
+        let reseeded = load(&own(d, 0.1, 4), &card, &d.join("public.ts")).expect("loads");
+        assert_ne!(rows(&reseeded.test), rows(&data.test));
+        // More validation rows come out of the training rows, not the test holdout.
+        let wider = load(&own(d, 0.25, 3), &card, &d.join("public.ts")).expect("loads");
+        assert_eq!((wider.private.n, held(&wider).n), (11, 5));
+        // `validation = 0` (in-process experiments) holds none out: the test rows serve.
+        let none = load(&own(d, 0.0, 3), &card, &d.join("public.ts")).expect("loads");
+        assert!(none.validation.is_none());
+        assert_eq!((none.private.n, none.test.n), (16, 4));
+        assert_eq!(rows(&wider.test), rows(&data.test));
+        // A placed public file whose SHA-256 is not the card's is refused before any row is read.
+        std::fs::write(d.join("public.ts"), series(5, false)).expect("another public file");
+        let err = load(&own(d, 0.1, 3), &card, &d.join("public.ts"))
+            .err()
+            .expect("refused");
+        assert!(
+            err.to_string().contains("differs from the task card's public set"),
+            "{err}"
+        );
+    }
+
+    /// A stand-in coordinator serving `bytes` in chunks of `chunk`, announcing `total` in every chunk and
+    /// counting the requests.
+    fn serve(
+        bytes: Vec<u8>,
+        total: u64,
+        chunk: usize,
+        asked: &AtomicUsize,
+    ) -> impl FnMut(u64) -> std::future::Ready<anyhow::Result<Reply>> + '_ {
+        move |offset| {
+            asked.fetch_add(1, Ordering::SeqCst);
+            let start = (offset as usize).min(bytes.len());
+            let end = (start + chunk).min(bytes.len());
+            std::future::ready(Ok(Reply::PublicChunk {
+                total,
+                offset,
+                bytes: bytes[start..end].to_vec(),
+            }))
+        }
+    }
+
+    fn run<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    #[test]
+    fn a_fetched_public_set_is_kept_only_when_its_sha256_is_the_cards() {
+        let dir = tempfile::tempdir().expect("dir");
+        let dest = dir.path().join("public.ts");
+        let part = dir.path().join("public.ts.part");
+        let good = series(6, false).into_bytes();
+        let card = card_for(&good, 6);
+        let total = good.len() as u64;
+        let asked = AtomicUsize::new(0);
+        // Other bytes of the same size: fetched whole, found not to be the card's, discarded.
+        let mut bad = good.clone();
+        let last = bad.len() - 2;
+        bad[last] = b'7';
+        let err = run(download_public(
+            &card,
+            total,
+            &dest,
+            u64::MAX,
+            serve(bad, total, 7, &asked),
+        ))
+        .expect_err("another file");
+        let want = card.public.sha256.to_ascii_lowercase();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("the public set from the coordinator has sha256 ")
+                && text.ends_with(&format!("the task card declares {want}: discarded")),
+            "{text}"
+        );
+        assert!(!dest.exists() && !part.exists(), "nothing of it is kept");
+        // A stale file in the destination is not the card's either: fetched again and replaced.
+        std::fs::write(&dest, b"stale").expect("stale");
+        run(download_public(
+            &card,
+            total,
+            &dest,
+            u64::MAX,
+            serve(good.clone(), total, 7, &asked),
+        ))
+        .expect("fetched");
+        assert_eq!(std::fs::read(&dest).expect("dest"), good);
+        assert!(!part.exists());
+        // Once verified in place, nothing more is asked.
+        let before = asked.load(Ordering::SeqCst);
+        run(download_public(
+            &card,
+            total,
+            &dest,
+            u64::MAX,
+            serve(Vec::new(), total, 7, &asked),
+        ))
+        .expect("kept");
+        assert_eq!(asked.load(Ordering::SeqCst), before);
+    }
+
+    #[test]
+    fn a_public_set_above_max_bytes_or_changing_size_is_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let dest = dir.path().join("public.ts");
+        let part = dir.path().join("public.ts.part");
+        let good = series(6, false).into_bytes();
+        let card = card_for(&good, 6);
+        let total = good.len() as u64;
+        let asked = AtomicUsize::new(0);
+        // Larger than [public] max_bytes: refused before a byte is asked for or written.
+        let err = run(download_public(
+            &card,
+            total,
+            &dest,
+            total - 1,
+            serve(good.clone(), total, 7, &asked),
+        ))
+        .expect_err("too large");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the coordinator's public set is {total} bytes, more than [public] max_bytes = {}: nothing fetched \
+                 (raise max_bytes, or place the file yourself and name it in [public] path)",
+                total - 1
+            )
+        );
+        assert_eq!(asked.load(Ordering::SeqCst), 0);
+        assert!(!part.exists() && !dest.exists());
+        // Exactly max_bytes is fine.
+        run(download_public(
+            &card,
+            total,
+            &dest,
+            total,
+            serve(good.clone(), total, 7, &asked),
+        ))
+        .expect("fits");
+        std::fs::remove_file(&dest).expect("remove");
+        // A chunk announcing another size than the signed announcement: refused mid-way.
+        let err = run(download_public(
+            &card,
+            total,
+            &dest,
+            u64::MAX,
+            serve(good.clone(), total + 1, 7, &asked),
+        ))
+        .expect_err("size changed");
+        assert!(
+            err.to_string().contains(&format!(
+                "the public set changed size during the download ({total} then {} bytes)",
+                total + 1
+            )),
+            "{err}"
+        );
+        assert!(!dest.exists());
+        // The coordinator refusing to serve (its file changed on disk) stops the fetch with its message.
+        std::fs::remove_file(&part).ok();
+        let refuse = |_offset: u64| {
+            std::future::ready(Ok(Reply::Reject {
+                code: RejectCode::NoTask,
+                message: "public.ts changed on disk".into(),
+            }))
+        };
+        let err = run(download_public(&card, total, &dest, u64::MAX, refuse)).expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "the coordinator refused the public set (no_task): public.ts changed on disk"
+        );
+        assert!(!dest.exists());
+    }
 }

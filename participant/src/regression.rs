@@ -173,7 +173,10 @@ pub struct RegressionLearner {
     public: Arc<Dataset>,
     public_digest: Digest,
     public_labelled: bool,
+    /// The node's test rows: the final reports only.
     test: Arc<Dataset>,
+    /// The node's validation rows: what the guard decides on and the round report carries.
+    validation: Arc<Dataset>,
     shard: Arc<Dataset>,
     teacher: Model,
     student: Model,
@@ -190,7 +193,9 @@ impl RegressionLearner {
     /// Trains (or reloads) the private teacher on the node's rows and builds the student. Blocking.
     pub fn prepare(settings: &ParticipantSettings, data: NodeData, task: RegressionTask) -> anyhow::Result<Self> {
         anyhow::ensure!(
-            data.private.is_regression() && data.test.is_regression(),
+            data.private.is_regression()
+                && data.test.is_regression()
+                && data.validation.as_ref().is_none_or(Dataset::is_regression),
             "the task card is a regression but the node's rows carry no targets"
         );
         anyhow::ensure!(
@@ -241,7 +246,7 @@ impl RegressionLearner {
             m.save(&teacher_path)?;
             m
         };
-        let test = data.test;
+        let test = Arc::new(data.test);
         let local_only = metrics_of(&|x, n| predict(&teacher, x, n), &test, &task, student_fit.step)?;
         info!(
             r2 = local_only.r2,
@@ -263,7 +268,8 @@ impl RegressionLearner {
             public_labelled: data.public_labelled && public.is_regression(),
             public: Arc::new(public),
             public_digest: data.public_digest,
-            test: Arc::new(test),
+            validation: data.validation.map_or_else(|| test.clone(), Arc::new),
+            test,
             shard: Arc::new(shard),
             teacher,
             student,
@@ -380,16 +386,25 @@ impl Learner for RegressionLearner {
         let stats = fit_regressor(&self.student, &x, consensus, ids.len(), &fit, &self.task.constraints)?;
         clock.lap("distill");
         let student = &self.student;
-        let m = metrics_of(&|x, n| predict(student, x, n), &self.test, &self.task, fit.step)?;
+        // The guard and the report see the validation rows; the test rows are measured for the final
+        // reports only.
+        let m = metrics_of(&|x, n| predict(student, x, n), &self.validation, &self.task, fit.step)?;
+        let tm = metrics_of(&|x, n| predict(student, x, n), &self.test, &self.task, fit.step)?;
         clock.lap("evaluate");
         let q = QuantizedModel::from_model(student, Profile::Int8)?;
-        let qm = metrics_of(&|x, n| q.logits(x, n), &self.test, &self.task, fit.step)?;
+        let qm = metrics_of(&|x, n| q.logits(x, n), &self.validation, &self.task, fit.step)?;
+        let tqm = metrics_of(&|x, n| q.logits(x, n), &self.test, &self.task, fit.step)?;
         clock.lap("quantize");
         let int8_bytes = fedistill_shared::ml::quant::export::export_bytes(&q, Some(student))?;
         clock.lap("export");
-        let mut candidate = m.to_map();
-        candidate.extend(qm.to_map().into_iter().map(|(k, v)| (format!("int8_{k}"), v)));
-        candidate.insert("constraint_loss".into(), f64::from(stats.constraint));
+        let map = |m: &RegressionMetrics, qm: &RegressionMetrics| {
+            let mut out = m.to_map();
+            out.extend(qm.to_map().into_iter().map(|(k, v)| (format!("int8_{k}"), v)));
+            out.insert("constraint_loss".into(), f64::from(stats.constraint));
+            out
+        };
+        let candidate = map(&m, &qm);
+        let test_candidate = map(&tm, &tqm);
         let decision = (!serving.is_empty()).then(|| self.guard.decide(serving, &candidate));
         let accepted = decision.as_ref().is_none_or(|d| d.accepted);
         clock.lap("guard");
@@ -399,21 +414,25 @@ impl Learner for RegressionLearner {
             student,
             &before,
             &int8_bytes,
-            &candidate,
+            &serde_json::json!({ "validation": &candidate, "test": &test_candidate }),
             decision.as_ref(),
         )?;
         clock.lap("save");
         info!(
             round = round.0,
-            r2 = m.r2,
-            rmse = m.rmse,
-            violation_rate = m.violation_rate,
-            int8_rmse = qm.rmse,
+            validation_r2 = m.r2,
+            validation_rmse = m.rmse,
+            r2 = tm.r2,
+            rmse = tm.rmse,
+            violation_rate = tm.violation_rate,
+            int8_rmse = tqm.rmse,
             "regression student distilled"
         );
         Ok(Distilled {
             metrics: candidate,
             int8_accuracy: qm.r2,
+            test_metrics: test_candidate,
+            test_int8_accuracy: tqm.r2,
             int8_bytes: int8_bytes.len(),
             accepted,
             guard_reason: decision.map(|d| d.reason).unwrap_or_else(|| "first student".into()),

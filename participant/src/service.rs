@@ -143,26 +143,28 @@ pub async fn run(settings: ParticipantSettings, cancel: CancellationToken) -> an
     let lifecycle = Driver::new(kit, lifecycle, witness, &opts, None).run(&cancel).await?;
     let summary = lifecycle.learner().summary();
     let state = lifecycle.state();
+    // The final figures are the serving student's on the test rows (the guard and the round reports saw
+    // the validation rows).
+    let tested = state.serving_test_metrics();
     let result = ParticipantResult {
         participant: me.to_string(),
         private_samples: summary.private_samples,
         local_only_accuracy: summary.local_only_accuracy,
         teacher_params: summary.teacher_params,
         student_params: summary.student_params,
-        student_accuracy: state
-            .accepted_metrics
+        student_accuracy: tested
             .get("accuracy")
-            .or_else(|| state.accepted_metrics.get("r2"))
+            .or_else(|| tested.get("r2"))
             .copied()
             .unwrap_or(0.0),
         int8_accuracy: state.accepted_int8_accuracy,
-        student_auc: state.accepted_metrics.get("roc_auc").copied().filter(|a| a.is_finite()),
+        student_auc: tested.get("roc_auc").copied().filter(|a| a.is_finite()),
         local_only_auc: summary.local_only_auc,
         int8_bytes: state.accepted_int8_bytes,
         student_metrics: if summary.local_only_metrics.is_empty() {
             Default::default()
         } else {
-            state.accepted_metrics.clone()
+            tested.clone()
         },
         local_only_metrics: summary.local_only_metrics.clone(),
         rounds: state.rounds.clone(),

@@ -434,7 +434,7 @@ fn describe(name: &str, args: &SplitArgs, as_json: bool) -> anyhow::Result<()> {
     println!("public digest  sha256:{digest}");
     if ds.kind == data::DataKind::Tabular {
         println!(
-            "imputed        {} missing values (median/mode fitted on the private shards)",
+            "imputed        {} missing values (median/mode fitted on the public set, as the card states)",
             fed.imputed
         );
     }

@@ -92,3 +92,75 @@ fn the_regression_guard_watches_rmse_by_default_and_refuses_classification_metri
     // A candidate without a finite RMSE fails closed.
     assert!(!guard.decide(&serving, &candidate(f64::NAN)).accepted);
 }
+
+/// `n` copies of one row of the worked example's eight inputs, every target `target`.
+fn same_row(n: usize, target: f32) -> Dataset {
+    Dataset {
+        name: "t".into(),
+        features: [0.2f32, -0.4, 0.1, 0.3, -0.2, 0.5, 0.0, -0.1].repeat(n),
+        labels: vec![0; n],
+        n,
+        dim: 8,
+        num_classes: 1,
+        kind: fedistill_shared::data::DataKind::Tabular,
+        class_names: vec!["target".into()],
+        targets: vec![target; n],
+    }
+}
+
+/// Like the classifier, the regression learner's guard and its reported figures see the validation rows
+/// and its test rows are measured for the final reports only. The validation and test rows are one input
+/// under two targets: one at the card's mean (where the consensus, 0 standardized, puts the student within a
+/// few deviations) and one a hundred deviations above it. Against a serving RMSE of fifty deviations the
+/// guard accepts exactly when the near target is the validation one.
+#[test]
+fn the_regression_guard_and_reported_figures_use_the_validation_rows_not_the_test_rows() {
+    let task = RegressionTask::from_card(&card())
+        .expect("maps")
+        .expect("a regression card");
+    let spec = task.spec.clone();
+    let near = spec.destandardize(0.0) as f32;
+    let far = spec.destandardize(100.0) as f32;
+    let serving = BTreeMap::from([("rmse".to_string(), 50.0 * spec.std)]);
+    let public = Dataset {
+        features: (0..64).map(|i| (i as f32 * 0.37).sin()).collect(),
+        ..same_row(8, near)
+    };
+    let ids: Vec<u64> = (0..8).collect();
+    let consensus = vec![0.0f32; 8];
+    let cfg = ModelConfig::Mlp { hidden: vec![8] };
+    for (validation_target, test_target, accepted) in [(near, far, true), (far, near, false)] {
+        let dir = tempfile::tempdir().expect("tmp");
+        let teacher = Model::new(&cfg, 8, 1, 5).expect("teacher");
+        let validation = same_row(6, validation_target);
+        let local_only = metrics_of(&|x, n| predict(&teacher, x, n), &validation, &task, 0.5).expect("metrics");
+        let mut learner = RegressionLearner {
+            public: Arc::new(public.clone()),
+            public_digest: Digest([1; 32]),
+            public_labelled: false,
+            test: Arc::new(same_row(6, test_target)),
+            validation: Arc::new(validation),
+            shard: Arc::new(public.clone()),
+            teacher,
+            student: Model::new(&cfg, 8, 1, 6).expect("student"),
+            task: task.clone(),
+            student_fit: RegressionSettings::default().configs(6).expect("fits").1,
+            guard: GuardConfig::new(vec!["rmse".into()], 0.05).expect("guard"),
+            workdir: dir.path().to_path_buf(),
+            local_only,
+            absent: AbsentBlocks::default(),
+        };
+        let d = learner
+            .distill(RoundId(2), &ids, &consensus, 3, AggregationRule::Mean, &serving)
+            .expect("distilled");
+        let (v, t) = (d.metrics["rmse"], d.test_metrics["rmse"]);
+        let (small, large) = if accepted { (v, t) } else { (t, v) };
+        assert!(
+            small < 10.0 * spec.std && large > 90.0 * spec.std,
+            "validation rmse {v}, test rmse {t}"
+        );
+        assert_eq!(d.accepted, accepted, "{}", d.guard_reason);
+        assert_eq!(d.metrics["int8_rmse"] < 50.0 * spec.std, accepted);
+        assert_eq!(d.test_metrics["int8_rmse"] < 50.0 * spec.std, !accepted);
+    }
+}

@@ -88,11 +88,6 @@ impl Slot {
     pub(crate) fn has_range(&self) -> bool {
         matches!(self.encode, Encode::Number { range: Some(_), .. })
     }
-
-    /// Whether the column holds numbers (numeric features); else texts (levels).
-    pub(crate) fn is_numeric(&self) -> bool {
-        matches!(self.encode, Encode::Number { .. })
-    }
 }
 
 /// A modality block of the card as one file holds it: whole, or not at all.

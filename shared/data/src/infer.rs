@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::private::{csv_reader, next_record, open_csv, read_header, row_error, ProblemKind, HEADER, WHOLE};
 use crate::stats::{fit_numeric, mode};
+use crate::tabular::{Column, TabularSchema};
 use crate::task::{
     is_missing, Feature, FeatureStats, Impute, Label, Preprocessing, PublicFormat, PublicSet, Regression, Scale,
     TaskCard, UnknownLevel, CARD_VERSION,
@@ -346,6 +347,104 @@ pub fn infer_card(public_csv: &Path, label: &str, opts: &InferOptions) -> Result
     Ok(card)
 }
 
+/// The card of a simulated tabular task (`fedistill demo`, the benchmarks) drafted from the public CSV
+/// the simulation wrote: `infer_card` with the default options (median fills, standard scaling), so every
+/// statistic comes from that file's rows and nothing else, then reviewed against the dataset's `schema`
+/// the way an operator reviews a draft: the columns must come out with the schema's names and kinds, each
+/// categorical then lists the schema's whole vocabulary in the schema's order (a level the public rows
+/// happen to lack is still a level), the classes follow the schema's order, and the task is named after
+/// the dataset. The statistics are the inferred ones, untouched.
+pub fn infer_schema_card(public_csv: &Path, schema: &TabularSchema) -> Result<TaskCard, DataError> {
+    let file = format!("card inferred from {}", public_csv.display());
+    let card_error = |field: String, problem: String| DataError::Card {
+        file: file.clone(),
+        field,
+        problem,
+    };
+    let label = schema.label_column().ok_or_else(|| {
+        card_error(
+            "label.column".into(),
+            format!("the schema of `{}` has no label column", schema.dataset),
+        )
+    })?;
+    let mut card = infer_card(public_csv, label, &InferOptions::default())?;
+    let mut features = Vec::with_capacity(card.features.len());
+    for column in &schema.columns {
+        let (name, levels) = match column {
+            Column::Numeric(name) => (name, None),
+            Column::Categorical { name, levels } => (name, Some(levels)),
+            Column::Label { .. } => continue,
+        };
+        let k = features.len();
+        let inferred = card.features.get(k);
+        match (inferred, levels) {
+            (Some(Feature::Numeric { name: got }), None) if got == name => {
+                features.push(Feature::Numeric { name: name.clone() })
+            }
+            (
+                Some(Feature::Categorical {
+                    name: got,
+                    levels: seen,
+                    ..
+                }),
+                Some(levels),
+            ) if got == name => {
+                if let Some(level) = seen.iter().find(|l| !levels.contains(l)) {
+                    return Err(card_error(
+                        format!("features[{k}].levels"),
+                        format!("`{level}` is not a level of `{name}` ({})", levels.join("|")),
+                    ));
+                }
+                features.push(Feature::Categorical {
+                    name: name.clone(),
+                    levels: levels.clone(),
+                    unknown: UnknownLevel::Refuse,
+                });
+            }
+            (got, _) => {
+                return Err(card_error(
+                    format!("features[{k}]"),
+                    format!(
+                        "the schema of `{}` has the {} column `{name}` here, the public file gives {}",
+                        schema.dataset,
+                        if levels.is_some() { "categorical" } else { "numeric" },
+                        got.map_or_else(
+                            || "none".to_string(),
+                            |f| format!("the {} column `{}`", f.kind_name(), f.name())
+                        )
+                    ),
+                ))
+            }
+        }
+    }
+    if card.features.len() != features.len() {
+        return Err(card_error(
+            "features".into(),
+            format!(
+                "the public file has {} feature columns, the schema of `{}` {}",
+                card.features.len(),
+                schema.dataset,
+                features.len()
+            ),
+        ));
+    }
+    if let Some(class) = card.label.classes.iter().find(|c| !schema.class_names.contains(c)) {
+        return Err(card_error(
+            "label.classes".into(),
+            format!(
+                "`{class}` is not a class of `{}` ({})",
+                schema.dataset,
+                schema.class_names.join("|")
+            ),
+        ));
+    }
+    card.features = features;
+    card.label.classes = schema.class_names.clone();
+    card.name = schema.dataset.clone();
+    card.check(&file)?;
+    Ok(card)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -531,5 +630,58 @@ mod tests {
         let check = check_csv(&moved, &card, &opts, 5);
         assert!(check.usable(), "{check}");
         assert_eq!(check.rows, 9857);
+    }
+
+    /// Features compared bit for bit.
+    fn bits(ds: &crate::Dataset) -> Vec<u32> {
+        ds.features.iter().map(|v| v.to_bits()).collect()
+    }
+
+    #[test]
+    fn a_simulated_card_is_the_public_files_and_its_parts_read_as_split_holds_them() {
+        use crate::tabular::write_csv;
+        for name in ["credit", "lending-club", "breast-cancer"] {
+            let ds = crate::load(name, &crate::LoadOptions::default()).expect("embedded dataset");
+            let s = crate::split(&ds, &crate::SplitConfig::default()).expect("valid split");
+            let raw = s.raw.as_ref().expect("raw parts");
+            let schema = TabularSchema::of_dataset(&ds);
+            let dir = tempfile::tempdir().expect("temp dir");
+            let write = |file: &str, part: &crate::Dataset| {
+                let path = dir.path().join(file);
+                std::fs::write(&path, write_csv(part, &schema, true).expect("raw rows")).expect("write");
+                path
+            };
+            let public = write("public.csv", &raw.public);
+            let card = infer_schema_card(&public, &schema).expect("the public file drafts a card");
+            let draft =
+                infer_card(&public, schema.label_column().expect("label"), &InferOptions::default()).expect("draft");
+            // Every statistic is the plain draft's, from the public file alone.
+            assert_eq!(card.preprocessing, draft.preprocessing, "{name}");
+            assert_eq!(
+                (card.public.rows, &card.public.sha256),
+                (raw.public.n as u64, &draft.public.sha256)
+            );
+            assert_eq!(card.classes(), ds.class_names.as_slice());
+            assert_eq!(card.input_dim(), ds.dim);
+            assert_eq!(card.name, name);
+            // Read against the card, each written part is bit for bit what split() holds.
+            let read = |path: &Path| read_private_csv(path, &card, &CsvOptions::default()).expect("reads").0;
+            let back = read(&public);
+            assert_eq!(
+                (bits(&back), &back.labels),
+                (bits(&s.public), &s.public.labels),
+                "{name} public"
+            );
+            let back = read(&write("test.csv", &raw.test));
+            assert_eq!(
+                (bits(&back), &back.labels),
+                (bits(&s.test), &s.test.labels),
+                "{name} test"
+            );
+            for (i, shard) in raw.shards.iter().enumerate() {
+                let back = read(&write(&format!("p{i}.csv"), shard));
+                assert_eq!(bits(&back), bits(&s.shards[i]), "{name} shard {i}");
+            }
+        }
     }
 }

@@ -45,6 +45,7 @@ pub use dataset::{DataKind, Dataset};
 pub use digest::{public_digest, sha256_file, PUBLIC_DIGEST_TAG};
 pub use error::{DataError, Position};
 pub use imagefolder::{read_idx_private, read_image_folder, read_public_idx, IMAGE_EXTENSIONS};
+pub use infer::infer_schema_card;
 pub use infer::{infer_card, InferOptions, DEFAULT_MAX_LEVELS};
 pub use own::{check_private, idx_labels_path, read_private, read_private_as, read_public, PrivateFormat};
 pub use partition::Partition;
@@ -52,7 +53,7 @@ pub use private::{
     check_csv, read_private_csv, CheckReport, ColumnCheck, CsvOptions, LoadReport, ProblemKind, DEFAULT_MAX_PROBLEMS,
     OUT_OF_RANGE_STDS,
 };
-pub use split::{split, FederatedSplit, SplitConfig};
+pub use split::{split, FederatedSplit, RawParts, SplitConfig};
 pub use task::{
     presence_input_name, Augment, Feature, FeatureStats, ImageShape, Impute, Label, Modality, ModalityRange, Monotone,
     MonotoneDirection, Preprocessing, PublicFormat, PublicSet, Regression, Scale, SequenceShape, SeriesNorm, TaskCard,

@@ -2,8 +2,9 @@
 //! steward's `check_parquet`). Only the card's columns are read (a projection), in record batches
 //! of `PARQUET_BATCH_ROWS` rows, and every row goes through the same row encoder as a CSV row
 //! (`encode.rs`): typed cells instead of text, but the same imputation, scaling, checks, problem
-//! kinds and all-or-nothing rule. Positions are 1-based data rows (`row N`); a column whose
-//! Parquet type cannot hold its card column is refused before any row is read (`schema`).
+//! kinds and all-or-nothing rule. Positions are 1-based data rows (`row N`); columns whose
+//! Parquet type cannot hold their card column are refused before any row is read (`schema`), every
+//! one of them (and any missing column) named in one error.
 
 use std::fs::File;
 use std::path::Path;
@@ -72,6 +73,87 @@ fn is_text(t: &DataType) -> bool {
     }
 }
 
+/// A card column the file holds in a Parquet type that cannot hold it.
+struct WrongType {
+    /// The file's name of the column.
+    local: String,
+    /// Its Parquet (Arrow) type.
+    found: DataType,
+    /// What the card column is (`a numeric feature`, `the label`...).
+    what: &'static str,
+    /// What it needs (`an integer or float`, `a string or integer`).
+    needs: &'static str,
+}
+
+/// The card's columns present in the file (found by name, through `opts.columns`) whose Parquet type
+/// cannot hold them, in the card's order (features, then the label).
+fn wrong_types(
+    card: &TaskCard,
+    opts: &CsvOptions,
+    headers: &[String],
+    fields: &arrow_schema::Fields,
+) -> Vec<WrongType> {
+    let label = card.label.column.clone().unwrap_or_default();
+    let features = card.features.iter().map(|f| {
+        let needs = match f {
+            crate::task::Feature::Numeric { .. } => Need::Number("a numeric feature"),
+            crate::task::Feature::Categorical { .. } => Need::TextOrInteger("a categorical feature"),
+            crate::task::Feature::Ordinal { .. } => Need::TextOrInteger("an ordinal feature"),
+        };
+        (f.name(), needs)
+    });
+    let target = if card.is_regression() {
+        Need::Target
+    } else {
+        Need::TextOrInteger("the label")
+    };
+    let label = (!opts.unlabelled).then_some((label.as_str(), target));
+    features
+        .chain(label)
+        .filter_map(|(name, needs)| {
+            let local = opts.columns.get(name).map_or(name, String::as_str);
+            let field = headers.iter().position(|h| h == local)?;
+            let t = fields[field].data_type();
+            let (fits, what, needs) = match needs {
+                Need::Number(what) => (is_number(t), what, "an integer or float"),
+                Need::Target => (t.is_numeric(), "a regression target", "an integer or float"),
+                Need::TextOrInteger(what) => (is_text(t) || t.is_integer(), what, "a string or integer"),
+            };
+            (!fits && *t != DataType::Null).then(|| WrongType {
+                local: local.to_string(),
+                found: t.clone(),
+                what,
+                needs,
+            })
+        })
+        .collect()
+}
+
+/// What a card column needs of its Parquet type, and what the card column is (for the message).
+enum Need {
+    /// A numeric feature: an integer or float column.
+    Number(&'static str),
+    /// A regression target: any numeric column.
+    Target,
+    /// A categorical or ordinal feature or a class label: strings, or integers read as their decimal text.
+    TextOrInteger(&'static str),
+}
+
+/// Wrong-typed columns as one clause: `2 columns of the wrong type: `amount` is Utf8 (a numeric feature
+/// needs an integer or float column), ...`.
+fn wrong_types_text(wrong: &[WrongType]) -> String {
+    let each: Vec<String> = wrong
+        .iter()
+        .map(|w| format!("`{}` is {} ({} needs {} column)", w.local, w.found, w.what, w.needs))
+        .collect();
+    format!(
+        "{} {} of the wrong type: {}",
+        wrong.len(),
+        if wrong.len() == 1 { "column" } else { "columns" },
+        each.join(", ")
+    )
+}
+
 pub(crate) fn open_private_parquet(
     path: &Path,
     card: &TaskCard,
@@ -92,38 +174,45 @@ pub(crate) fn open_private_parquet(
     let fields = builder.schema().fields().clone();
     let headers: Vec<String> = fields.iter().map(|f| f.name().trim().to_string()).collect();
     check_names(&headers, &file, Position::Schema)?;
-    let plan = Plan::new(card, opts, headers, &file, Position::Schema)?;
-    let wrong_type = |field: usize, needs: &str| {
-        Problem::new(
-            Position::Schema,
-            &plan.headers[field],
-            ProblemKind::WrongType,
-            format!(
-                "column `{}` is {}; {needs}",
-                plan.headers[field],
-                fields[field].data_type()
-            ),
-        )
-        .into_error(&file)
+    // Every column whose type cannot hold its card column, found before the plan so that one error names
+    // them all, with any missing columns.
+    let wrong = wrong_types(card, opts, &headers, &fields);
+    let plan = match Plan::new(card, opts, headers, &file, Position::Schema) {
+        Ok(plan) => plan,
+        Err(DataError::Row {
+            file,
+            at,
+            column,
+            kind: ProblemKind::Header,
+            detail,
+        }) if !wrong.is_empty() => {
+            return Err(DataError::Row {
+                file,
+                at,
+                column,
+                kind: ProblemKind::Header,
+                detail: format!("{detail}; and {}", wrong_types_text(&wrong)),
+            })
+        }
+        Err(e) => return Err(e),
     };
-    for slot in &plan.slots {
-        let t = fields[slot.field].data_type();
-        if slot.is_numeric() {
-            if !(is_number(t) || *t == DataType::Null) {
-                return Err(wrong_type(
-                    slot.field,
-                    "a numeric feature needs an integer or float column",
-                ));
-            }
-        } else if !(is_text(t) || t.is_integer() || *t == DataType::Null) {
-            return Err(wrong_type(
-                slot.field,
-                &format!(
-                    "{} {} feature needs a string or integer column",
-                    if slot.kind.starts_with('o') { "an" } else { "a" },
-                    slot.kind
-                ),
-            ));
+    match wrong.as_slice() {
+        [] => {}
+        [w] => {
+            let detail = format!(
+                "column `{}` is {}; {} needs {} column",
+                w.local, w.found, w.what, w.needs
+            );
+            return Err(Problem::new(Position::Schema, &w.local, ProblemKind::WrongType, detail).into_error(&file));
+        }
+        _ => {
+            return Err(Problem::new(
+                Position::Schema,
+                crate::private::HEADER,
+                ProblemKind::WrongType,
+                wrong_types_text(&wrong),
+            )
+            .into_error(&file))
         }
     }
     // Unlabelled rows are read from CSV only (`CsvOptions::unlabelled`).
@@ -131,17 +220,6 @@ pub(crate) fn open_private_parquet(
         what: format!("file `{file}`"),
         problem: "unlabelled rows are read from CSV files, not Parquet".into(),
     })?;
-    let t = fields[label_field].data_type();
-    if card.is_regression() {
-        if !(t.is_numeric() || *t == DataType::Null) {
-            return Err(wrong_type(
-                label_field,
-                "a regression target needs an integer or float column",
-            ));
-        }
-    } else if !(is_text(t) || t.is_integer() || *t == DataType::Null) {
-        return Err(wrong_type(label_field, "the label needs a string or integer column"));
-    }
     let mut used: Vec<usize> = plan.slots.iter().map(|s| s.field).chain([label_field]).collect();
     used.sort_unstable();
     let mask = ProjectionMask::roots(builder.parquet_schema(), used.iter().copied());
@@ -510,6 +588,27 @@ mod tests {
             err.ends_with("own.parquet:schema:header: missing column of task `loans`: `amount`"),
             "{err}"
         );
+        // A renamed column of the wrong type is named as the file names it.
+        let cols = good_columns()
+            .into_iter()
+            .map(|(n, a)| match n {
+                "amount" => ("Amt", text(&[Some("160"), None, Some("80")])),
+                "purpose" => (n, col(Float64Array::from(vec![1.0, 2.0, 3.0]))),
+                _ => (n, a),
+            })
+            .collect();
+        let (_dir, path) = parquet(cols, 1024);
+        let err = read_private_parquet(&path, &card(), &opts)
+            .expect_err("wrong types")
+            .to_string();
+        assert!(
+            err.ends_with(
+                "own.parquet:schema:header: 2 columns of the wrong type: `Amt` is Utf8 (a numeric feature needs an \
+                 integer or float column), `purpose` is Float64 (a categorical feature needs a string or integer \
+                 column)"
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -563,6 +662,31 @@ mod tests {
         for (columns, want) in cases {
             assert_eq!(refused(columns), want);
         }
+        // Every column of the wrong type is named at once, in the card's order, not only the first.
+        let cols = with("amount", text(&[Some("160"), None, Some("80")]))
+            .into_iter()
+            .map(|(n, a)| match n {
+                "grade" => (n, col(Float64Array::from(vec![1.0, 2.0, 3.0]))),
+                "Class" => (n, col(BooleanArray::from(vec![true, false, true]))),
+                _ => (n, a),
+            })
+            .collect();
+        assert_eq!(
+            refused(cols),
+            "own.parquet:schema:header: 3 columns of the wrong type: `amount` is Utf8 (a numeric feature needs an \
+             integer or float column), `grade` is Float64 (an ordinal feature needs a string or integer column), \
+             `Class` is Boolean (the label needs a string or integer column)"
+        );
+        // And with missing columns, one error names both kinds.
+        let cols = with("amount", text(&[Some("160"), None, Some("80")]))
+            .into_iter()
+            .filter(|(n, _)| *n != "home")
+            .collect();
+        assert_eq!(
+            refused(cols),
+            "own.parquet:schema:header: missing column of task `loans`: `home`; and 1 column of the wrong type: \
+             `amount` is Utf8 (a numeric feature needs an integer or float column)"
+        );
         // No rows at all.
         let empty: Vec<(&str, ArrayRef)> = good_columns().into_iter().map(|(n, a)| (n, a.slice(0, 0))).collect();
         assert_eq!(refused(empty), "own.parquet:row 1:*: no data rows");

@@ -1,14 +1,15 @@
 //! Seeded federated split: test set, public transfer set, private shards per participant; for
-//! tabular data, imputation and standardization fitted on the pooled private shards only and
-//! applied to every part.
+//! tabular data, the parts' raw rows kept as they are, and imputation and standardization fitted on
+//! the public transfer set only (exactly as `infer_card` fits a task card's statistics from the
+//! public file) and applied to every part. No private row moves any statistic.
 
 use serde::{Deserialize, Serialize};
 
 use crate::digest::public_digest;
 use crate::partition::{assign, Partition};
 use crate::rng::SplitRng;
-use crate::stats::{fit_numeric, mode};
-use crate::tabular::{FeatureBlock, TabularSchema};
+use crate::stats::fit_numeric;
+use crate::tabular::{Column, TabularSchema};
 use crate::task::Impute;
 use crate::{DataError, DataKind, Dataset};
 
@@ -59,6 +60,22 @@ pub struct FederatedSplit {
     pub test_ids: Vec<u64>,
     /// Sample ids of each shard, in its row order.
     pub shard_ids: Vec<Vec<u64>>,
+    /// Tabular datasets: every part's rows as the source holds them, before imputation and scaling
+    /// (NaN for a missing cell, a one-hot block per categorical, all NaN when missing), row for row
+    /// with `test`, `public` and `shards`. The simulation writes these as the participants' files
+    /// (`tabular::write_csv`). `None` for image and sequence datasets, whose parts are their raw rows.
+    pub raw: Option<RawParts>,
+}
+
+/// The parts of a tabular split before preprocessing (see [`FederatedSplit::raw`]).
+#[derive(Debug, Clone)]
+pub struct RawParts {
+    /// The test set's raw rows.
+    pub test: Dataset,
+    /// The public set's raw rows.
+    pub public: Dataset,
+    /// Each shard's raw rows.
+    pub shards: Vec<Dataset>,
 }
 
 impl FederatedSplit {
@@ -73,8 +90,9 @@ impl FederatedSplit {
 /// Steps: shuffle all sample ids with ChaCha20(seed); the first `round(n * test_fraction)` are the
 /// test set, the next `round(n * public_fraction)` the public set, the rest the private pool, dealt
 /// to participants by `cfg.partition` (drawing further from the same stream). For tabular datasets
-/// the imputation (median / mode) and standardization statistics are then fitted on the pooled
-/// private shards and applied to test, public and shards; the public digest is taken last.
+/// the raw parts are kept (`raw`), and the imputation (median / mode) and standardization statistics
+/// are fitted on the public set alone, as `infer_card` fits them from the public file a node gets,
+/// and applied to test, public and shards; the public digest is taken last.
 pub fn split(ds: &Dataset, cfg: &SplitConfig) -> Result<FederatedSplit, DataError> {
     ds.validate()?;
     let invalid = |m: String| Err(DataError::InvalidSplit(m));
@@ -133,8 +151,14 @@ pub fn split(ds: &Dataset, cfg: &SplitConfig) -> Result<FederatedSplit, DataErro
     let mut shards: Vec<Dataset> = shard_idx.iter().map(|idx| ds.subset(idx)).collect();
 
     let mut imputed = 0;
+    let mut raw = None;
     if ds.kind == DataKind::Tabular {
-        let prep = Preprocessor::fit(&shards, &blocks_for(ds));
+        raw = Some(RawParts {
+            test: test.clone(),
+            public: public.clone(),
+            shards: shards.clone(),
+        });
+        let prep = Preprocessor::fit(&public, &TabularSchema::of_dataset(ds));
         imputed += prep.apply(&mut test);
         imputed += prep.apply(&mut public);
         for s in &mut shards {
@@ -153,6 +177,7 @@ pub fn split(ds: &Dataset, cfg: &SplitConfig) -> Result<FederatedSplit, DataErro
         imputed,
         test_ids: ids(test_idx),
         shard_ids: shard_idx.iter().map(|s| ids(s)).collect(),
+        raw,
     })
 }
 
@@ -170,51 +195,63 @@ enum Fitted {
     OneHot { start: usize, len: usize, mode: usize },
 }
 
-/// The feature blocks of a tabular dataset: its catalog schema when the name and width match,
-/// otherwise every feature is treated as numeric.
-fn blocks_for(ds: &Dataset) -> Vec<FeatureBlock> {
-    match TabularSchema::for_dataset(&ds.name) {
-        Some(s) if s.kind == DataKind::Tabular && s.dim() == ds.dim => s.blocks(),
-        _ => (0..ds.dim)
-            .map(|index| FeatureBlock::Numeric {
-                index,
-                name: format!("x{index}"),
-            })
-            .collect(),
-    }
+/// The value a node reads for a raw cell: the file holds the shortest text of the `f32`
+/// (`tabular::write_csv`), which the card's reader parses as an `f64`. Fitting and scaling this value,
+/// not the widened `f32`, keeps a split's parts bit for bit what the nodes read from their files.
+fn text_value(v: f32) -> f64 {
+    format!("{v}").parse::<f64>().unwrap_or(f64::from(v))
 }
 
 struct Preprocessor(Vec<Fitted>);
 
 impl Preprocessor {
-    /// Fits medians, modes, means and standard deviations on the rows of `fit_on` only.
-    fn fit(fit_on: &[Dataset], blocks: &[FeatureBlock]) -> Preprocessor {
-        let rows = || fit_on.iter().flat_map(|d| (0..d.n).map(move |i| d.row(i)));
-        let fitted = blocks
-            .iter()
-            .map(|b| match *b {
-                FeatureBlock::Numeric { index, .. } => {
-                    let values: Vec<f64> = rows().map(|r| f64::from(r[index])).collect();
+    /// Fits medians, modes, means and standard deviations on the rows of `fit_on` (the public set)
+    /// only, as `infer_card` does on the public file: numeric columns by `stats::fit_numeric` over the
+    /// values in row order; a categorical's fill is its most frequent level, ties to the level whose
+    /// text sorts first (the card drafts its levels in byte order).
+    fn fit(fit_on: &Dataset, schema: &TabularSchema) -> Preprocessor {
+        let rows = || (0..fit_on.n).map(|i| fit_on.row(i));
+        let mut fitted = Vec::new();
+        let mut at = 0;
+        for c in &schema.columns {
+            match c {
+                Column::Numeric(_) => {
+                    let index = at;
+                    at += 1;
+                    let values: Vec<f64> = rows()
+                        .map(|r| {
+                            if r[index].is_nan() {
+                                f64::NAN
+                            } else {
+                                text_value(r[index])
+                            }
+                        })
+                        .collect();
                     let fit = fit_numeric(&values, Impute::Median);
-                    Fitted::Numeric {
+                    fitted.push(Fitted::Numeric {
                         index,
                         median: fit.fill,
                         mean: fit.mean,
                         std: fit.std,
-                    }
+                    });
                 }
-                FeatureBlock::OneHot { start, len, .. } => {
+                Column::Categorical { levels, .. } => {
+                    let (start, len) = (at, levels.len());
+                    at += len;
                     let mut counts = vec![0usize; len];
                     for r in rows() {
                         if let Some(k) = (0..len).find(|&k| r[start + k] == 1.0) {
                             counts[k] += 1;
                         }
                     }
-                    let mode = mode(&counts);
-                    Fitted::OneHot { start, len, mode }
+                    let mode = (0..len)
+                        .max_by(|&a, &b| counts[a].cmp(&counts[b]).then(levels[b].cmp(&levels[a])))
+                        .unwrap_or(0);
+                    fitted.push(Fitted::OneHot { start, len, mode });
                 }
-            })
-            .collect();
+                Column::Label { .. } => {}
+            }
+        }
         Preprocessor(fitted)
     }
 
@@ -231,11 +268,12 @@ impl Preprocessor {
                         mean,
                         std,
                     } => {
-                        let mut v = f64::from(row[index]);
-                        if v.is_nan() {
-                            v = median;
+                        let v = if row[index].is_nan() {
                             imputed += 1;
-                        }
+                            median
+                        } else {
+                            text_value(row[index])
+                        };
                         row[index] = ((v - mean) / std) as f32;
                     }
                     Fitted::OneHot { start, len, mode } => {
@@ -351,16 +389,18 @@ mod tests {
     }
 
     #[test]
-    fn tabular_stats_come_from_private_shards_only() {
-        // One numeric feature whose raw value is the sample id (sample 3 missing). The expected
-        // statistics are recomputed here from the raw values of the private ids only; if test or
-        // public rows leaked into the fit, the public rows would not match.
+    fn tabular_stats_come_from_the_public_set_only() {
+        // One numeric feature whose raw value is the sample id (samples 3 and 4 missing). The expected
+        // statistics are recomputed here from the raw values of the public ids only; if test or private
+        // rows leaked into the fit, no part would match.
         let n = 100;
-        let f: Vec<f32> = (0..n).map(|i| if i == 3 { f32::NAN } else { i as f32 }).collect();
+        let f: Vec<f32> = (0..n)
+            .map(|i| if i == 3 || i == 4 { f32::NAN } else { i as f32 })
+            .collect();
         let l: Vec<u32> = (0..n).map(|i| (i % 2) as u32).collect();
         let ds = Dataset::new(
             "unknown-tabular",
-            f,
+            f.clone(),
             l,
             1,
             DataKind::Tabular,
@@ -373,8 +413,13 @@ mod tests {
             ..SplitConfig::default()
         };
         let s = split(&ds, &cfg).expect("valid");
-        let private: Vec<u64> = s.shard_ids.iter().flatten().copied().collect();
-        let mut present: Vec<f64> = private.iter().filter(|&&i| i != 3).map(|&i| i as f64).collect();
+        let missing = |i: u64| i == 3 || i == 4;
+        let mut present: Vec<f64> = s
+            .public_ids
+            .iter()
+            .filter(|&&i| !missing(i))
+            .map(|&i| i as f64)
+            .collect();
         present.sort_by(f64::total_cmp);
         let k = present.len();
         let median = if k % 2 == 1 {
@@ -382,20 +427,86 @@ mod tests {
         } else {
             (present[k / 2 - 1] + present[k / 2]) / 2.0
         };
-        let vals: Vec<f64> = private
+        let vals: Vec<f64> = s
+            .public_ids
             .iter()
-            .map(|&i| if i == 3 { median } else { i as f64 })
+            .map(|&i| if missing(i) { median } else { i as f64 })
             .collect();
         let mean = vals.iter().sum::<f64>() / vals.len() as f64;
         let std = (vals.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / vals.len() as f64).sqrt();
-        for (row, &id) in s.public_ids.iter().enumerate() {
-            let raw = if id == 3 { median } else { id as f64 };
-            assert_eq!(s.public.row(row)[0], ((raw - mean) / std) as f32);
+        let scaled = |id: u64| {
+            let raw = if missing(id) { median } else { id as f64 };
+            ((raw - mean) / std) as f32
+        };
+        for (part, ids) in [(&s.public, &s.public_ids), (&s.test, &s.test_ids)]
+            .into_iter()
+            .chain(s.shards.iter().zip(&s.shard_ids))
+        {
+            for (row, &id) in ids.iter().enumerate() {
+                assert_eq!(part.row(row)[0], scaled(id), "sample {id}");
+            }
         }
-        for (row, &id) in s.test_ids.iter().enumerate() {
-            let raw = if id == 3 { median } else { id as f64 };
-            assert_eq!(s.test.row(row)[0], ((raw - mean) / std) as f32);
+        assert_eq!(s.imputed, 2);
+        // The raw parts are the same rows before any preprocessing.
+        let raw = s.raw.as_ref().expect("a tabular split keeps its raw rows");
+        for (part, ids) in [(&raw.public, &s.public_ids), (&raw.test, &s.test_ids)]
+            .into_iter()
+            .chain(raw.shards.iter().zip(&s.shard_ids))
+        {
+            let want: Vec<u32> = ids.iter().map(|&i| f[i as usize].to_bits()).collect();
+            let got: Vec<u32> = part.features.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(got, want);
         }
-        assert_eq!(s.imputed, 1);
+
+        // Whatever the private rows hold, no part moves: only the public rows are fitted on.
+        let mut g = f.clone();
+        for &i in s.shard_ids.iter().flatten() {
+            g[i as usize] = if i % 3 == 0 { f32::NAN } else { 1e6 + i as f32 };
+        }
+        let other = split(
+            &Dataset {
+                features: g,
+                ..ds.clone()
+            },
+            &cfg,
+        )
+        .expect("valid");
+        assert_eq!(other.public.features, s.public.features);
+        assert_eq!(other.test.features, s.test.features);
+    }
+
+    #[test]
+    fn a_categorical_fill_is_the_public_mode_ties_to_the_first_text() {
+        // lending-club's `emp_length` is the one-hot block at 94..106, levels emp_lt_1, emp_1, ...: the
+        // schema's order is not the byte order (`emp_1` < `emp_lt_1`), in which `infer_card` lists a
+        // card's levels and breaks ties. Public rows with one of each fill a missing cell with `emp_1`.
+        let schema = TabularSchema::for_dataset("lending-club").expect("catalog schema");
+        let dim = schema.dim();
+        let mut features = vec![0.0f32; 4 * dim];
+        for (i, emp) in [Some(0), Some(1), None, None].into_iter().enumerate() {
+            let row = &mut features[i * dim..(i + 1) * dim];
+            // term, sub_grade, addr_state and verification_status at their first level.
+            for start in [1, 4, 39, 90] {
+                row[start] = 1.0;
+            }
+            match emp {
+                Some(k) => row[94 + k] = 1.0,
+                None => row[94..106].fill(f32::NAN),
+            }
+        }
+        let mut public = Dataset::new(
+            "lending-club",
+            features,
+            vec![0, 1, 0, 1],
+            dim,
+            DataKind::Tabular,
+            schema.class_names.clone(),
+        )
+        .expect("consistent");
+        let prep = Preprocessor::fit(&public, &schema);
+        assert_eq!(prep.apply(&mut public), 2);
+        for i in [2, 3] {
+            assert_eq!(&public.row(i)[94..97], &[0.0, 1.0, 0.0]);
+        }
     }
 }

@@ -1,6 +1,7 @@
-//! Per-column statistics fitted the same way everywhere: `split()` fits them on the pooled private
-//! shards of a simulation, `infer_card` on the public transfer set of a real task. One definition,
-//! so a card drafted from a file and a simulated split standardize a column identically.
+//! Per-column statistics fitted the same way everywhere: `infer_card` on the public transfer set of a
+//! task, and `split()` on the public part of a simulation (whose card is then drafted from that part's
+//! file). One definition, so a card drafted from a file and a simulated split standardize a column
+//! identically.
 
 use crate::task::Impute;
 

@@ -253,6 +253,38 @@ impl TabularSchema {
         }
     }
 
+    /// The schema of the tabular rows of `ds`: its catalog schema when the name and the width match, else
+    /// every feature a numeric column (`x0`, `x1`, ...) followed by a label column `label` whose texts are
+    /// the class names.
+    pub fn of_dataset(ds: &Dataset) -> TabularSchema {
+        match TabularSchema::for_dataset(&ds.name) {
+            Some(s) if s.kind == DataKind::Tabular && s.dim() == ds.dim => s,
+            _ => {
+                let mut columns: Vec<Column> = (0..ds.dim).map(|k| Column::Numeric(format!("x{k}"))).collect();
+                columns.push(Column::Label {
+                    name: "label".into(),
+                    values: ds.class_names.clone(),
+                });
+                TabularSchema {
+                    dataset: ds.name.clone(),
+                    header: Header::Names,
+                    columns,
+                    class_names: ds.class_names.clone(),
+                    kind: DataKind::Tabular,
+                    scale: 1.0,
+                }
+            }
+        }
+    }
+
+    /// The label column's name (`None` for a schema without one).
+    pub fn label_column(&self) -> Option<&str> {
+        self.columns.iter().find_map(|c| match c {
+            Column::Label { name, .. } => Some(name.as_str()),
+            _ => None,
+        })
+    }
+
     /// The encoded feature blocks, in feature order.
     pub fn blocks(&self) -> Vec<FeatureBlock> {
         let mut out = Vec::new();
@@ -478,6 +510,85 @@ pub fn read_csv(bytes: &[u8], file: &str, schema: &TabularSchema) -> Result<Data
     )
 }
 
+/// Writes tabular rows as `read_csv` returns them (a number per numeric column, NaN when missing; a
+/// one-hot block per categorical column, all NaN when missing) back as CSV text: a header with the schema's
+/// column names in its order, then per row each number as the shortest text that reads back to the same
+/// `f32` (times the schema's `scale`), each categorical as its level's text, a missing cell empty, and the
+/// label as its class name; `labelled = false` leaves the label column out. A row that is not raw (a
+/// one-hot block that is neither one level nor missing, an infinite number) is refused, so preprocessed
+/// features are never written as if they were an institution's values.
+pub fn write_csv(ds: &Dataset, schema: &TabularSchema, labelled: bool) -> Result<String, DataError> {
+    let bad = |detail: String| DataError::InvalidDataset {
+        name: ds.name.clone(),
+        detail,
+    };
+    if ds.dim != schema.dim() {
+        return Err(bad(format!(
+            "{} features per row, the schema of `{}` encodes {}",
+            ds.dim,
+            schema.dataset,
+            schema.dim()
+        )));
+    }
+    let columns: Vec<&Column> = schema
+        .columns
+        .iter()
+        .filter(|c| labelled || !matches!(c, Column::Label { .. }))
+        .collect();
+    let mut out = csv::WriterBuilder::new().from_writer(Vec::new());
+    let csv_error = |e: csv::Error| bad(format!("writing CSV: {e}"));
+    out.write_record(columns.iter().map(|c| c.name())).map_err(csv_error)?;
+    let mut cells: Vec<String> = Vec::with_capacity(columns.len());
+    for i in 0..ds.n {
+        let row = ds.row(i);
+        let mut at = 0;
+        cells.clear();
+        for c in &columns {
+            match c {
+                Column::Numeric(name) => {
+                    let v = row[at];
+                    at += 1;
+                    if v.is_nan() {
+                        cells.push(String::new());
+                    } else if v.is_finite() {
+                        cells.push(format!("{}", v * schema.scale));
+                    } else {
+                        return Err(bad(format!("row {i}, column `{name}`: {v} is not a finite number")));
+                    }
+                }
+                Column::Categorical { name, levels } => {
+                    let block = &row[at..at + levels.len()];
+                    at += levels.len();
+                    if block.iter().all(|v| v.is_nan()) {
+                        cells.push(String::new());
+                        continue;
+                    }
+                    let ones: Vec<usize> = (0..block.len()).filter(|&k| block[k] == 1.0).collect();
+                    match ones[..] {
+                        [k] if block.iter().all(|&v| v == 0.0 || v == 1.0) => cells.push(levels[k].clone()),
+                        _ => {
+                            return Err(bad(format!(
+                                "row {i}, column `{name}`: {block:?} is not one level of {} (preprocessed rows?)",
+                                levels.join("|")
+                            )))
+                        }
+                    }
+                }
+                Column::Label { name, .. } => {
+                    let label = ds.labels[i] as usize;
+                    match ds.class_names.get(label) {
+                        Some(class) => cells.push(class.clone()),
+                        None => return Err(bad(format!("row {i}, column `{name}`: class id {label} out of range"))),
+                    }
+                }
+            }
+        }
+        out.write_record(&cells).map_err(csv_error)?;
+    }
+    let bytes = out.into_inner().map_err(|e| bad(format!("writing CSV: {e}")))?;
+    String::from_utf8(bytes).map_err(|e| bad(format!("writing CSV: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -625,5 +736,60 @@ mod tests {
             .expect_err("bad input must be refused")
             .to_string();
         assert!(msg.contains("found an empty cell"), "{msg}");
+    }
+
+    /// Features compared bit for bit (NaN marks a missing cell, and NaN != NaN).
+    fn bits(ds: &Dataset) -> Vec<u32> {
+        ds.features.iter().map(|v| v.to_bits()).collect()
+    }
+
+    #[test]
+    fn written_raw_rows_read_back_to_the_same_rows() {
+        for name in ["credit", "lending-club"] {
+            let ds = crate::load(name, &crate::LoadOptions::default()).expect("embedded dataset");
+            let schema = TabularSchema::of_dataset(&ds);
+            assert_eq!(schema, TabularSchema::for_dataset(name).expect("catalog schema"));
+            let text = write_csv(&ds, &schema, true).expect("raw rows write");
+            let back = read_csv(text.as_bytes(), "w.csv", &schema).expect("written rows read");
+            assert_eq!((back.n, back.dim, &back.labels), (ds.n, ds.dim, &ds.labels));
+            assert_eq!(bits(&back), bits(&ds), "{name}");
+        }
+        // Missing cells are empty, levels their text, the label its class name; without the label column.
+        let ds = credit(&["bad,10,,36,46,married,yes,freelance,90,,3000,0,2000,2985"]).expect("valid row");
+        let schema = TabularSchema::of_dataset(&ds);
+        let text = write_csv(&ds, &schema, true).expect("writes");
+        assert_eq!(
+            text,
+            format!(
+                "{}\nbad,10,,36,46,married,yes,freelance,90,,3000,0,2000,2985\n",
+                credit_header()
+            )
+        );
+        let text = write_csv(&ds, &schema, false).expect("writes");
+        assert!(
+            text.ends_with("\n10,,36,46,married,yes,freelance,90,,3000,0,2000,2985\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn preprocessed_rows_are_refused_and_unknown_datasets_are_all_numeric() {
+        let mut ds = credit(&["good,9,rent,60,30,married,no,freelance,73,129,0,0,800,846"]).expect("valid row");
+        let schema = TabularSchema::of_dataset(&ds);
+        // An imputed-and-standardized look: a one-hot block that is no level.
+        ds.features[1..7].copy_from_slice(&[0.5, 0.5, 0.0, 0.0, 0.0, 0.0]);
+        let msg = write_csv(&ds, &schema, true).expect_err("not raw").to_string();
+        assert!(
+            msg.contains("column `Home`") && msg.contains("preprocessed rows?"),
+            "{msg}"
+        );
+        let classes = vec!["no".into(), "yes".into()];
+        let other = Dataset::new("mine", vec![1.5, f32::NAN], vec![1], 2, DataKind::Tabular, classes).expect("valid");
+        let schema = TabularSchema::of_dataset(&other);
+        assert_eq!(schema.label_column(), Some("label"));
+        assert_eq!(
+            write_csv(&other, &schema, true).expect("writes"),
+            "x0,x1,label\n1.5,,yes\n"
+        );
     }
 }

@@ -100,7 +100,7 @@ struct Setup {
     regression: Option<fedistill_participant::regression::RegressionTask>,
 }
 
-/// A catalog split: every node derives its shard from `[data]`.
+/// A catalog split, written as a deployment's files (`files::write_split`): every node reads its own.
 fn catalog_setup(args: &DemoOptions, dir: &Path) -> anyhow::Result<Setup> {
     let data = DataSettings {
         dataset: args.dataset.clone(),
@@ -126,6 +126,10 @@ fn catalog_setup(args: &DemoOptions, dir: &Path) -> anyhow::Result<Setup> {
     // files in its own directory, the public set and the test set as files, and a task card naming them
     // (docs/demo.md); no node derives anything from the catalog.
     let files = crate::files::write_split(dir, &split, args.augment)?;
+    // The centralized and FedAvg baselines learn from the rows as the nodes read them: a tabular dataset's
+    // files are raw, imputed and scaled with the card's statistics (the public file's), never with
+    // statistics of the pooled private rows.
+    let split = crate::files::parts_as_read(dir, &files, &split)?;
     let participant_data = (0..args.participants)
         .map(|i| {
             let node = format!("nodes/p{i}");
@@ -179,6 +183,7 @@ fn own_setup(args: &DemoOptions, own: &OwnFiles) -> anyhow::Result<Setup> {
             format: None,
             csv: fedistill_shared::data::CsvOptions::default(),
             holdout: 0.2,
+            validation: fedistill_participant::config::DEFAULT_VALIDATION,
             seed: args.seed + i as u64,
             public: None,
             max_public_bytes: u64::MAX,

@@ -421,7 +421,8 @@ pub fn run(
 }
 
 /// Moves a seeded `fraction` of every shard's rows out of it: they come back, without their labels'
-/// use, as the participants' unlabelled rows (one per shard; all empty when `fraction` is 0).
+/// use, as the participants' unlabelled rows (one per shard; all empty when `fraction` is 0; a tabular
+/// split's are raw rows, taken from `fs.raw` with the same rows).
 fn drop_labels(fs: &mut FederatedSplit, fraction: f64, seed: u64) -> anyhow::Result<Vec<Dataset>> {
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
@@ -444,7 +445,15 @@ fn drop_labels(fs: &mut FederatedSplit, fraction: f64, seed: u64) -> anyhow::Res
             "participant {p}: {} rows leave fewer than 2 labelled ones at an unlabelled fraction of {fraction}",
             shard.n
         );
-        out.push(shard.subset(&order[..cut]));
+        // A tabular shard's files hold its raw rows: the same rows leave those too, and the unlabelled
+        // ones go out raw (the node imputes and scales them with the card, like its labelled rows).
+        match fs.raw.as_mut().and_then(|r| r.shards.get_mut(p)) {
+            Some(raw) => {
+                out.push(raw.subset(&order[..cut]));
+                *raw = raw.subset(&order[cut..]);
+            }
+            None => out.push(shard.subset(&order[..cut])),
+        }
         *shard = shard.subset(&order[cut..]);
     }
     Ok(out)
@@ -600,6 +609,8 @@ pub(crate) fn run_rounds(
             public: fed.public.clone(),
             public_digest: fed.public_digest,
             test: fed.tests[p].clone(),
+            // No guard and no coordinator here: the curves are the test rows' figures, as before.
+            validation: fed.tests[p].clone(),
             teacher,
             shard: shard.clone(),
             distiller: Distiller::new(student, cfg.distill.clone()),

@@ -121,6 +121,8 @@ fn through_files(dir: &std::path::Path, data: HarnessData, seed: u64) -> anyhow:
         test: data.test,
         public: data.public,
         shards: data.shards,
+        // MNIST images: the parts are their raw rows.
+        raw: None,
     };
     let nodes = crate::files::through_files(dir, &split, seed, None, &[])?;
     let first = nodes.first().context("no participants")?;

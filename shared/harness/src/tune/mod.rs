@@ -386,8 +386,10 @@ pub fn run(opts: &TuneOptions) -> anyhow::Result<TuneReport> {
     real.fedavg = false;
     real.centralized = false;
     // The federation's public set, labelled (a catalog split keeps the labels for evaluation): the search
-    // sees nothing else.
-    let public = experiment::split_for(&ds, &real)?.public;
+    // sees nothing else. A tabular one as its raw rows, as the public file holds them: each simulated
+    // federation's files and card are drafted from its own rows (files::write_split).
+    let fs = experiment::split_for(&ds, &real)?;
+    let public = fs.raw.map_or(fs.public, |r| r.public);
     let public_rows = public.n;
     let sim = Simulation::new(public, opts.seed);
     let mut base = config_for(&sim.data, k, partition, opts.seed, &common)?;
