@@ -514,6 +514,14 @@ impl ModelLearner {
         learner.local_only_auc = Some(teacher_metrics.roc_auc).filter(|a| a.is_finite());
         learner.public_labelled = public_labelled;
         learner.absent = absent;
+        if learner.validation.n < fedistill_shared::ml::lifecycle::MIN_GUARD_ROWS {
+            tracing::warn!(
+                rows = learner.validation.n,
+                min = fedistill_shared::ml::lifecycle::MIN_GUARD_ROWS,
+                "too few validation rows for the degradation guard to compare students: it will accept every \
+                 candidate (raise [private] validation)"
+            );
+        }
         learner.set_personalize(settings.personalize.clone())?;
         Ok(learner)
     }
@@ -810,7 +818,7 @@ impl Learner for ModelLearner {
         clock.lap("export");
         let candidate = metric_map(&metrics)?;
         let test_candidate = metric_map(&test_metrics)?;
-        let decision = (!serving.is_empty()).then(|| self.guard.decide(serving, &candidate));
+        let decision = (!serving.is_empty()).then(|| self.guard.judge(self.validation.n, serving, &candidate));
         let accepted = decision.as_ref().is_none_or(|d| d.accepted);
         clock.lap("guard");
         let round_dir = save_round(
@@ -1065,8 +1073,15 @@ mod tests {
             let mut learner = ModelLearner::from_parts(LearnerParts {
                 public_digest: Digest([1; 32]),
                 public: Arc::new(public.clone()),
-                test: Arc::new(same_row(6, 1 - validation_label)),
-                validation: Arc::new(same_row(6, validation_label)),
+                // As many rows as the guard needs to compare (fewer are accepted unjudged).
+                test: Arc::new(same_row(
+                    fedistill_shared::ml::lifecycle::MIN_GUARD_ROWS,
+                    1 - validation_label,
+                )),
+                validation: Arc::new(same_row(
+                    fedistill_shared::ml::lifecycle::MIN_GUARD_ROWS,
+                    validation_label,
+                )),
                 teacher: Arc::new(Model::new(&cfg, 3, 2, 5).expect("teacher")),
                 shard: Arc::new(public.clone()),
                 distiller: Distiller::new(

@@ -290,6 +290,60 @@ pub fn split_rows(file: &Path, n: usize, holdout: Option<f64>, validation: f64, 
     })
 }
 
+/// For a classification file: re-deals `split`'s validation rows class by class from the rows outside the
+/// test holdout, so a small or skewed file does not lose a rare class to its validation split. Each class
+/// gives its share of the validation count (largest remainder, lower class first on ties) and keeps at least
+/// one training row; the rows keep the seeded shuffle's order, so the result is as seeded as `split`.
+pub fn stratify_validation(split: RowSplit, labels: &[u32]) -> RowSplit {
+    let checks = split.validation.len();
+    if checks == 0 {
+        return split;
+    }
+    let pool: Vec<usize> = split.validation.iter().chain(&split.train).copied().collect();
+    let mut by_class: std::collections::BTreeMap<u32, Vec<usize>> = std::collections::BTreeMap::new();
+    for &r in &pool {
+        by_class.entry(labels[r]).or_default().push(r);
+    }
+    let classes: Vec<&Vec<usize>> = by_class.values().collect();
+    let exact: Vec<f64> = classes
+        .iter()
+        .map(|rows| rows.len() as f64 * checks as f64 / pool.len() as f64)
+        .collect();
+    let mut quota: Vec<usize> = classes
+        .iter()
+        .zip(&exact)
+        .map(|(rows, e)| (e.floor() as usize).min(rows.len().saturating_sub(1)))
+        .collect();
+    let mut by_remainder: Vec<usize> = (0..classes.len()).collect();
+    by_remainder.sort_by(|&a, &b| {
+        let (ra, rb) = (exact[a] - exact[a].floor(), exact[b] - exact[b].floor());
+        rb.partial_cmp(&ra).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b))
+    });
+    let mut left = checks.saturating_sub(quota.iter().sum());
+    while left > 0 {
+        let before = left;
+        for &c in &by_remainder {
+            if left > 0 && quota[c] + 1 < classes[c].len() {
+                quota[c] += 1;
+                left -= 1;
+            }
+        }
+        if left == before {
+            break;
+        }
+    }
+    let chosen: std::collections::HashSet<usize> = classes
+        .iter()
+        .zip(&quota)
+        .flat_map(|(rows, &q)| rows[..q].iter().copied())
+        .collect();
+    RowSplit {
+        validation: pool.iter().copied().filter(|r| chosen.contains(r)).collect(),
+        train: pool.iter().copied().filter(|r| !chosen.contains(r)).collect(),
+        test: split.test,
+    }
+}
+
 /// Reads the node's files against `card`: the public set (its SHA-256 must be the card's, checked before
 /// any row is read) and the private file, split (seeded, [`split_rows`]) into training rows, validation
 /// rows and a test holdout (or, when the card declares one, the shared benchmark set to test on).
@@ -358,6 +412,11 @@ pub fn load(own: &OwnData, card: &TaskCard, public_path: &Path) -> anyhow::Resul
                 declared.rows
             );
             let split = split_rows(&own.private, rows.n, None, own.validation, own.seed)?;
+            let split = if rows.is_regression() {
+                split
+            } else {
+                stratify_validation(split, &rows.labels)
+            };
             let validation = (!split.validation.is_empty()).then(|| rows.subset(&split.validation));
             (rows.subset(&split.train), validation, bench)
         }
@@ -370,6 +429,11 @@ pub fn load(own: &OwnData, card: &TaskCard, public_path: &Path) -> anyhow::Resul
         ),
         (None, None) => {
             let split = split_rows(&own.private, rows.n, Some(own.holdout), own.validation, own.seed)?;
+            let split = if rows.is_regression() {
+                split
+            } else {
+                stratify_validation(split, &rows.labels)
+            };
             let validation = (!split.validation.is_empty()).then(|| rows.subset(&split.validation));
             (rows.subset(&split.train), validation, rows.subset(&split.test))
         }
@@ -526,6 +590,33 @@ mod tests {
             err.to_string().contains("cannot keep a holdout of 0.1 (0 of them)"),
             "{err}"
         );
+    }
+
+    /// A skewed classification file keeps its rare class in training: the validation rows are dealt class by
+    /// class (same count, disjoint, seeded), never a class's last training row.
+    #[test]
+    fn validation_rows_are_dealt_by_class_and_keep_a_rare_class_training() {
+        let f = Path::new("p.csv");
+        // 15 rows, two of class 0: a plain 2-row validation draw may take both.
+        let labels: Vec<u32> = (0..15).map(|i| u32::from(i >= 2)).collect();
+        for seed in 0..50 {
+            let plain = split_rows(f, 15, None, 0.1, seed).expect("split");
+            let s = stratify_validation(plain.clone(), &labels);
+            assert_eq!(s.validation.len(), plain.validation.len(), "seed {seed}");
+            assert!(
+                s.train.iter().filter(|&&r| labels[r] == 0).count() == 2,
+                "seed {seed}: {s:?}"
+            );
+            let mut all: Vec<usize> = s.train.iter().chain(&s.validation).chain(&s.test).copied().collect();
+            all.sort_unstable();
+            assert_eq!(all, (0..15).collect::<Vec<_>>(), "seed {seed}");
+            assert_eq!(stratify_validation(plain, &labels), s, "seeded");
+        }
+        // Balanced classes: each gives its share.
+        let labels: Vec<u32> = (0..100).map(|i| i % 2).collect();
+        let s = stratify_validation(split_rows(f, 100, Some(0.2), 0.1, 3).expect("split"), &labels);
+        assert_eq!(s.validation.iter().filter(|&&r| labels[r] == 0).count(), 5);
+        assert_eq!(s.validation.iter().filter(|&&r| labels[r] == 1).count(), 5);
     }
 
     /// `load` deals the file's rows into training, validation and test rows: disjoint, covering the file,

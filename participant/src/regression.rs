@@ -264,6 +264,15 @@ impl RegressionLearner {
             m.fit_input_normalization(&public.features, public.n, true)?;
             m
         };
+        let validation_rows = data.validation.as_ref().map_or(test.n, |v| v.n);
+        if validation_rows < fedistill_shared::ml::lifecycle::MIN_GUARD_ROWS {
+            tracing::warn!(
+                rows = validation_rows,
+                min = fedistill_shared::ml::lifecycle::MIN_GUARD_ROWS,
+                "too few validation rows for the degradation guard to compare students: it will accept every \
+                 candidate (raise [private] validation)"
+            );
+        }
         Ok(RegressionLearner {
             public_labelled: data.public_labelled && public.is_regression(),
             public: Arc::new(public),
@@ -405,7 +414,7 @@ impl Learner for RegressionLearner {
         };
         let candidate = map(&m, &qm);
         let test_candidate = map(&tm, &tqm);
-        let decision = (!serving.is_empty()).then(|| self.guard.decide(serving, &candidate));
+        let decision = (!serving.is_empty()).then(|| self.guard.judge(self.validation.n, serving, &candidate));
         let accepted = decision.as_ref().is_none_or(|d| d.accepted);
         clock.lap("guard");
         crate::learner::save_round(

@@ -132,13 +132,14 @@ fn the_regression_guard_and_reported_figures_use_the_validation_rows_not_the_tes
     for (validation_target, test_target, accepted) in [(near, far, true), (far, near, false)] {
         let dir = tempfile::tempdir().expect("tmp");
         let teacher = Model::new(&cfg, 8, 1, 5).expect("teacher");
-        let validation = same_row(6, validation_target);
+        // As many rows as the guard needs to compare (fewer are accepted unjudged).
+        let validation = same_row(fedistill_shared::ml::lifecycle::MIN_GUARD_ROWS, validation_target);
         let local_only = metrics_of(&|x, n| predict(&teacher, x, n), &validation, &task, 0.5).expect("metrics");
         let mut learner = RegressionLearner {
             public: Arc::new(public.clone()),
             public_digest: Digest([1; 32]),
             public_labelled: false,
-            test: Arc::new(same_row(6, test_target)),
+            test: Arc::new(same_row(fedistill_shared::ml::lifecycle::MIN_GUARD_ROWS, test_target)),
             validation: Arc::new(validation),
             shard: Arc::new(public.clone()),
             teacher,

@@ -62,6 +62,11 @@ pub fn metric_direction(name: &str) -> Option<Direction> {
 /// The default relative tolerance: 5 %.
 pub const DEFAULT_MAX_RELATIVE_DROP: f64 = 0.05;
 
+/// Fewest evaluation rows on which the guard compares two students. Below it one row moves accuracy by more
+/// than 3 points and a ranking metric may not exist at all (a single class), so a comparison would reject at
+/// random; [`GuardConfig::judge`] then accepts and says why.
+pub const MIN_GUARD_ROWS: usize = 30;
+
 /// Guard configuration as written in a config file; validated into [`GuardConfig`] at load.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,6 +148,28 @@ impl GuardConfig {
     /// Largest accepted relative worsening of any watched metric.
     pub fn max_relative_drop(&self) -> f64 {
         self.max_relative_drop
+    }
+
+    /// [`GuardConfig::decide`] when the metrics were measured on at least [`MIN_GUARD_ROWS`] rows (`rows`);
+    /// below that the candidate is accepted without a comparison, the reason naming the row count.
+    pub fn judge(
+        &self,
+        rows: usize,
+        current: &BTreeMap<String, f64>,
+        candidate: &BTreeMap<String, f64>,
+    ) -> GuardDecision {
+        if rows >= MIN_GUARD_ROWS {
+            return self.decide(current, candidate);
+        }
+        GuardDecision {
+            accepted: true,
+            max_relative_drop: self.max_relative_drop,
+            checks: Vec::new(),
+            reason: format!(
+                "not judged: the metrics come from {rows} rows, fewer than the {MIN_GUARD_ROWS} the guard compares on \
+                 (accepted; give the node more validation rows)"
+            ),
+        }
     }
 
     /// Decides whether `candidate` may replace `current`, given both metric records by name.
@@ -353,5 +380,21 @@ mod tests {
         .expect("map");
         assert_eq!(m.get("accuracy"), Some(&0.5));
         assert!(!m.contains_key("name"));
+    }
+
+    #[test]
+    fn too_few_rows_are_not_judged_and_say_so() {
+        let g = GuardConfig::new(vec!["accuracy".into()], 0.05).expect("a guard");
+        let cur: BTreeMap<String, f64> = [("accuracy".to_string(), 0.9)].into();
+        let worse: BTreeMap<String, f64> = [("accuracy".to_string(), 0.5)].into();
+        let d = g.judge(MIN_GUARD_ROWS - 1, &cur, &worse);
+        assert!(d.accepted && d.checks.is_empty(), "{d:?}");
+        assert!(
+            d.reason.contains(&format!("{} rows", MIN_GUARD_ROWS - 1)),
+            "{}",
+            d.reason
+        );
+        let d = g.judge(MIN_GUARD_ROWS, &cur, &worse);
+        assert!(!d.accepted && d.checks.len() == 1, "{d:?}");
     }
 }

@@ -6,7 +6,9 @@ pub mod guard;
 pub mod mcnemar;
 
 pub use ab::{argmax_rows, compare_predictions, AbDecision, AbReport, Shadow, ShadowReport};
-pub use guard::{metric_map, Direction, GuardConfig, GuardDecision, MetricCheck, KNOWN_METRICS, REGRESSION_METRICS};
+pub use guard::{
+    metric_map, Direction, GuardConfig, GuardDecision, MetricCheck, KNOWN_METRICS, MIN_GUARD_ROWS, REGRESSION_METRICS,
+};
 pub use mcnemar::{mcnemar_exact_p, PairedCounts};
 
 /// Errors of the lifecycle layer.
