@@ -109,6 +109,12 @@ fn stages_bad_flags_fail_clearly() {
         (vec!["--datasets", "no-such-data"], "no-such-data"),
         (vec!["--seeds", "1,1"], "seed 1 is given twice"),
         (vec!["--seeds", "x"], "invalid value"),
+        // Convolutional models need images: refused after loading, before any teacher trains.
+        (
+            vec!["--cnn", "--datasets", "digits,credit"],
+            "--cnn: credit is not an image dataset",
+        ),
+        (vec!["--cnn", "--federated"], "cannot be used with"),
     ] {
         let out = fedistill()
             .args(["bench", "stages", "--quick"])
