@@ -1,8 +1,10 @@
-//! The one `fedistill` binary: a thin clap dispatch over the library crates.
+//! The one `fedistill` binary: a thin clap dispatch over the library crates (the flags of the commands the
+//! harness runs are `fedistill_harness::cli`'s).
 
 mod cli;
 
 use clap::{Parser, Subcommand};
+use fedistill_harness::cli as harness;
 
 /// Federated knowledge distillation over mutually authenticated QUIC.
 #[derive(Debug, Parser)]
@@ -27,19 +29,19 @@ enum Command {
     #[command(subcommand)]
     Audit(cli::audit::AuditCommand),
     /// Train a teacher, distill a student and evaluate both, on one machine.
-    Local(cli::local::LocalArgs),
+    Local(harness::local::LocalArgs),
     /// Benchmarks (build with --release).
     #[command(subcommand)]
-    Bench(cli::bench::BenchCommand),
+    Bench(harness::bench::BenchCommand),
     /// Quantize a trained student (int8, sandwich, f16, f32), export it with a model card.
-    Quantize(cli::quantize::QuantizeArgs),
+    Quantize(harness::student::QuantizeArgs),
     /// A/B-compare two exported students on the same held-out samples (McNemar's exact test).
-    Compare(cli::compare::CompareArgs),
+    Compare(harness::student::CompareArgs),
     /// Pick the most accurate student that meets a latency and memory budget on this machine; write its config.
-    Size(cli::size::SizeArgs),
+    Size(harness::size::SizeArgs),
     /// Search the distillation knobs (teacher training, temperature, rounds, student width, loss weights,
     /// refresh) by successive halving in a federation simulated on the public set; write the config found.
-    Tune(cli::tune::TuneArgs),
+    Tune(harness::tune::TuneArgs),
     /// Operator commands: create a federation, enrol, sign CSRs, revoke, show the roster.
     #[command(subcommand)]
     Provision(cli::provision::ProvisionCommand),
@@ -48,11 +50,11 @@ enum Command {
     /// Run the coordinator of a federation.
     Coordinator(cli::node::CoordinatorArgs),
     /// Run a whole federation on this machine: provision, coordinator and participants as processes.
-    Demo(cli::demo::DemoArgs),
+    Demo(harness::demo::DemoArgs),
     /// Internal: load one exported model, run batch-1 inferences, print the process's peak RSS as JSON
     /// (`fedistill local` measures each model's inference memory in a process of its own with it).
     #[command(hide = true)]
-    ProbeInference(cli::local::ProbeArgs),
+    ProbeInference(cli::probe::ProbeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -62,17 +64,17 @@ fn main() -> std::process::ExitCode {
         Command::Data(cmd) => cli::data::run(cmd),
         Command::Task(cmd) => cli::task::run(cmd),
         Command::Audit(cmd) => cli::audit::run(cmd),
-        Command::Local(args) => cli::local::run(args),
-        Command::ProbeInference(args) => cli::local::probe(args),
-        Command::Bench(cmd) => cli::bench::run(cmd),
-        Command::Quantize(args) => cli::quantize::run(args),
-        Command::Compare(args) => cli::compare::run(args),
-        Command::Size(args) => cli::size::run(args),
-        Command::Tune(args) => cli::tune::run(args),
+        Command::Local(args) => harness::local::run(args),
+        Command::ProbeInference(args) => cli::probe::run(args),
+        Command::Bench(cmd) => harness::bench::run(cmd),
+        Command::Quantize(args) => harness::student::quantize(args),
+        Command::Compare(args) => harness::student::compare(args),
+        Command::Size(args) => harness::size::run(args),
+        Command::Tune(args) => harness::tune::run(args),
         Command::Provision(cmd) => cli::provision::run(cmd),
         Command::Participant(args) => cli::enroll::run_args(args),
         Command::Coordinator(args) => cli::node::run_coordinator(args),
-        Command::Demo(args) => cli::demo::run(args),
+        Command::Demo(args) => harness::demo::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use fedistill_shared::crypto::Digest;
 use fedistill_shared::wire::encode_frame;
-use fedistill_shared::wire::messages::{Reply, ToCoordinator, KIND_TO_COORDINATOR, PROTOCOL_VERSION};
+use fedistill_shared::wire::messages::{RejectCode, Reply, ToCoordinator, KIND_TO_COORDINATOR, PROTOCOL_VERSION};
 
 use common::{
     free_udp_port, history, metric, names, provision, reject_code, rejections, round_of, write_participant_config,
@@ -466,7 +466,7 @@ fn bad_inputs_are_rejected_and_counted_and_the_round_completes_on_quorum() {
                 last_checkpoint_size: 0,
             })
             .await;
-        assert_eq!(reject_code(&old), "version", "{old:?}");
+        assert_eq!(reject_code(&old), RejectCode::Version, "{old:?}");
         let Reply::Reject { message, .. } = &old else {
             unreachable!()
         };
@@ -492,34 +492,34 @@ fn bad_inputs_are_rejected_and_counted_and_the_round_completes_on_quorum() {
     // 1. Soft labels for another public transfer set; 2. the same envelope again; 3. a bad signature.
     let msg = mallory.labels(&open, |b| b.public_digest = Digest([7u8; 32]));
     let r = rt.block_on(mallory.request(&msg));
-    assert_eq!(reject_code(&r), "wrong_public_set", "{r:?}");
+    assert_eq!(reject_code(&r), RejectCode::WrongPublicSet, "{r:?}");
     // The same envelope again is refused for the same reason: a refused message never spends its sequence
     // number (docs/security.md, "Message authentication"; a replayed accepted envelope is refused as
     // `replay` in tests/hardening.rs).
     let r = rt.block_on(mallory.request(&msg));
-    assert_eq!(reject_code(&r), "wrong_public_set", "{r:?}");
+    assert_eq!(reject_code(&r), RejectCode::WrongPublicSet, "{r:?}");
     // Valid labels whose signature does not match (one bit flipped).
     let mut msg = mallory.labels(&open, |_| {});
     if let ToCoordinator::SoftLabels(signed) = &mut msg {
         signed.signature[0] ^= 1;
     }
     let r = rt.block_on(mallory.request(&msg));
-    assert_eq!(reject_code(&r), "bad_signature", "{r:?}");
+    assert_eq!(reject_code(&r), RejectCode::BadSignature, "{r:?}");
     // 4. A NaN in an otherwise well-formed F32 payload (bytes 0..4 are row 0, class 0).
     let msg = mallory.labels(&open, |b| b.payload[0..4].copy_from_slice(&f32::NAN.to_le_bytes()));
     let r = rt.block_on(mallory.request(&msg));
-    assert_eq!(reject_code(&r), "bad_payload", "{r:?}");
+    assert_eq!(reject_code(&r), RejectCode::BadPayload, "{r:?}");
     // 5. A frame larger than max_frame_bytes: refused from its header, before the payload is read.
     let msg = mallory.labels(&open, |b| b.payload = vec![0u8; 2 * max_frame]);
     let frame = encode_frame(KIND_TO_COORDINATOR, &msg).expect("encode");
     assert!(frame.len() > max_frame);
     let r = rt.block_on(mallory.raw(&frame));
-    assert_eq!(reject_code(&r), "bad_frame", "{r:?}");
+    assert_eq!(reject_code(&r), RejectCode::BadFrame, "{r:?}");
     // 6. Half of a valid frame, then the stream ends; then the client disconnects mid-round.
     let msg = dropper.labels(&open, |_| {});
     let frame = encode_frame(KIND_TO_COORDINATOR, &msg).expect("encode");
     let r = rt.block_on(dropper.raw(&frame[..frame.len() / 2]));
-    assert_eq!(reject_code(&r), "truncated", "{r:?}");
+    assert_eq!(reject_code(&r), RejectCode::Truncated, "{r:?}");
     dropper.conn.close(0u32.into(), b"gone");
 
     // Each rejection is counted (the counter moves before the reply is sent).

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fedistill_shared::crypto::{RoundId, Signed, Signer};
-use fedistill_shared::tls::close_code;
-use fedistill_shared::wire::messages::{Abstain, Reply, ToCoordinator, KIND_TO_COORDINATOR};
+use fedistill_shared::wire::messages::{Abstain, AbstainReason, RejectCode, Reply, ToCoordinator, KIND_TO_COORDINATOR};
 use fedistill_shared::wire::{HEADER_LEN, MAGIC, VERSION};
+use fedistill_transport::close_code;
 
 use common::{free_udp_port, metric, names, provision, reject_code, rejections, round_of, Client, Procs, StatusServer};
 
@@ -87,7 +87,7 @@ impl Coord {
 fn forged_abstain(client: &Client, signer: Signer, round: RoundId, seq: u64) -> ToCoordinator {
     let body = Abstain {
         round,
-        reason: "budget_exhausted".into(),
+        reason: AbstainReason::BudgetExhausted,
         figures: vec![],
     };
     ToCoordinator::Abstain(
@@ -101,6 +101,43 @@ fn forged_abstain(client: &Client, signer: Signer, round: RoundId, seq: u64) -> 
         )
         .expect("sign"),
     )
+}
+
+/// A correctly signed abstention whose reason this build does not know (as a newer participant might
+/// send): the same fields, the reason a free string.
+fn abstain_with_unknown_reason(client: &Client, round: RoundId, seq: u64, reason: &str) -> ToCoordinator {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Newer {
+        round: RoundId,
+        reason: String,
+        figures: Vec<(String, f64)>,
+    }
+    impl fedistill_shared::crypto::SignedMessage for Newer {
+        const DOMAIN: &'static str = <Abstain as fedistill_shared::crypto::SignedMessage>::DOMAIN;
+    }
+    let me = Signer::Participant(client.kit.participant().clone());
+    let body = Newer {
+        round,
+        reason: reason.into(),
+        figures: vec![],
+    };
+    let s = Signed::sign(
+        &client.kit.signing,
+        me.clone(),
+        client.kit.federation().clone(),
+        round,
+        seq,
+        &body,
+    )
+    .expect("sign");
+    ToCoordinator::Abstain(Signed::from_parts(
+        me,
+        client.kit.federation().clone(),
+        round,
+        seq,
+        s.payload,
+        s.signature,
+    ))
 }
 
 /// Finding 1: mallory, enrolled, signs with its own key an envelope that names alice as the signer with a
@@ -123,14 +160,33 @@ fn a_forged_signer_field_does_not_lock_the_victim_out_even_across_a_restart() {
         let r = mallory
             .request(&forged_abstain(&mallory, alice_name.clone(), open.round, u64::MAX - 1))
             .await;
-        assert_eq!(reject_code(&r), "signer_mismatch", "{r:?}");
+        assert_eq!(reject_code(&r), RejectCode::SignerMismatch, "{r:?}");
         // A sequence number far ahead of the clock under mallory's own name is refused too (it would let
         // a sender freeze its own numbering).
         let me = Signer::Participant(mallory.kit.participant().clone());
         let r = mallory
             .request(&forged_abstain(&mallory, me, open.round, u64::MAX - 1))
             .await;
-        assert_eq!(reject_code(&r), "replay", "{r:?}");
+        assert_eq!(reject_code(&r), RejectCode::Replay, "{r:?}");
+        // An abstention reason this build does not know is refused by name, and changes nothing (mallory
+        // still contributes below).
+        let seq = common::next_seq(&mut 0);
+        let r = mallory
+            .request(&abstain_with_unknown_reason(
+                &mallory,
+                open.round,
+                seq,
+                "guard_regression",
+            ))
+            .await;
+        assert_eq!(reject_code(&r), RejectCode::BadPayload, "{r:?}");
+        let Reply::Reject { message, .. } = &r else {
+            unreachable!()
+        };
+        assert!(
+            message.contains("unknown abstention reason `guard_regression` (this build knows budget_exhausted)"),
+            "{message}"
+        );
         let mut alice = alice;
         let open_a = alice.next_open().await;
         let labels = alice.labels(&open_a, |_| {});
@@ -141,7 +197,7 @@ fn a_forged_signer_field_does_not_lock_the_victim_out_even_across_a_restart() {
         );
         // The accepted envelope, sent again, is a replay.
         let r = alice.request(&labels).await;
-        assert_eq!(reject_code(&r), "replay", "{r:?}");
+        assert_eq!(reject_code(&r), RejectCode::Replay, "{r:?}");
         assert_eq!(open_a.round, open.round);
         (alice.seq, open_a)
     });
@@ -164,7 +220,7 @@ fn a_forged_signer_field_does_not_lock_the_victim_out_even_across_a_restart() {
         // The resent contribution is a duplicate (kept), not a replay (poisoned guard).
         let msg = alice.labels(&open_a, |_| {});
         let r = alice.request(&msg).await;
-        assert_eq!(reject_code(&r), "duplicate", "{r:?}");
+        assert_eq!(reject_code(&r), RejectCode::Duplicate, "{r:?}");
         for c in [&mut bob, &mut mallory] {
             let open = c.next_open().await;
             let msg = c.labels(&open, |_| {});
@@ -215,12 +271,10 @@ fn a_participant_holding_its_connection_limit_open_does_not_stop_the_others() {
                 version: fedistill_shared::wire::messages::PROTOCOL_VERSION,
                 last_checkpoint_size: 0,
             };
-            let sent = fedistill_shared::wire::send_message(&mut send, KIND_TO_COORDINATOR, &hello).await;
+            let sent = fedistill_transport::send_message(&mut send, KIND_TO_COORDINATOR, &hello).await;
             let _ = send.finish();
             let reply = match sent {
-                Ok(()) => {
-                    fedistill_shared::wire::recv_message::<Reply>(&mut recv, 1 << 20, Duration::from_secs(30)).await
-                }
+                Ok(()) => fedistill_transport::recv_message::<Reply>(&mut recv, 1 << 20, Duration::from_secs(30)).await,
                 Err(e) => Err(e),
             };
             match reply {
@@ -260,7 +314,7 @@ fn a_participant_holding_its_connection_limit_open_does_not_stop_the_others() {
 }
 
 /// The refused connection was closed by the coordinator with the connection-limit code.
-fn assert_refused(e: &fedistill_shared::wire::TransportError, c: &Client) {
+fn assert_refused(e: &fedistill_transport::TransportError, c: &Client) {
     let code = match c.conn.close_reason() {
         Some(quinn::ConnectionError::ApplicationClosed(a)) => a.error_code.into_inner(),
         other => panic!("expected the coordinator to close the connection, got {other:?} after {e}"),
@@ -306,7 +360,7 @@ async fn until_frame_bytes_in_flight(server: StatusServer, want: usize) {
 fn a_participant_holding_its_stream_limit_waits_alone_and_others_are_served() {
     use fedistill_coordinator::service::STREAMS_PER_PARTICIPANT;
     use fedistill_shared::wire::messages::PROTOCOL_VERSION;
-    use fedistill_shared::wire::{recv_message, send_message};
+    use fedistill_transport::{recv_message, send_message};
     // The held streams must not time out during the test.
     let coord = Coord::start(&["alice", "bob", "mallory"], 1, 3, "stream_timeout_ms = 600000");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -564,11 +618,11 @@ fn a_crash_between_storing_and_sending_a_round_opening_loses_nothing_and_strands
 async fn try_request(conn: &quinn::Connection, msg: &ToCoordinator) -> Option<Reply> {
     use fedistill_shared::wire::messages::KIND_REPLY;
     let (mut send, mut recv) = conn.open_bi().await.ok()?;
-    fedistill_shared::wire::send_message(&mut send, KIND_TO_COORDINATOR, msg)
+    fedistill_transport::send_message(&mut send, KIND_TO_COORDINATOR, msg)
         .await
         .ok()?;
     send.finish().ok()?;
-    let (kind, reply) = fedistill_shared::wire::recv_message::<Reply>(&mut recv, MAX_FRAME, Duration::from_secs(30))
+    let (kind, reply) = fedistill_transport::recv_message::<Reply>(&mut recv, MAX_FRAME, Duration::from_secs(30))
         .await
         .ok()?;
     (kind == KIND_REPLY).then_some(reply)
@@ -648,9 +702,12 @@ fn contributions_acknowledged_under_concurrent_load_survive_a_sigkill() {
             let msg = c.labels(open, |_| {});
             let r = c.request(&msg).await;
             if acked.iter().any(|a| a == n) {
-                assert_eq!(reject_code(&r), "duplicate", "{n}: {r:?}");
+                assert_eq!(reject_code(&r), RejectCode::Duplicate, "{n}: {r:?}");
             } else {
-                assert!(matches!(&r, Reply::Ack) || reject_code(&r) == "duplicate", "{n}: {r:?}");
+                assert!(
+                    matches!(&r, Reply::Ack) || reject_code(&r) == RejectCode::Duplicate,
+                    "{n}: {r:?}"
+                );
             }
         }
     });
@@ -678,7 +735,7 @@ fn a_coordinator_restarted_before_the_reports_re_sends_the_round_s_aggregate() {
         loop {
             let mut recv = c.conn.accept_uni().await.expect("push stream");
             let (kind, msg) =
-                fedistill_shared::wire::recv_message::<ToParticipant>(&mut recv, MAX_FRAME, Duration::from_secs(30))
+                fedistill_transport::recv_message::<ToParticipant>(&mut recv, MAX_FRAME, Duration::from_secs(30))
                     .await
                     .expect("push");
             assert_eq!(kind, KIND_TO_PARTICIPANT);

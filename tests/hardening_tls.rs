@@ -11,7 +11,8 @@ use fedistill_coordinator::transport::{FederationFiles, PeerConnection, Rejectio
 use fedistill_participant::transport::{connect, connect_with_backoff, is_permanent_rejection, ConnectOptions, Kit};
 use fedistill_shared::crypto::{Digest, FederationId, ParticipantId, SigningIdentity};
 use fedistill_shared::provision::{self, fsutil, kit, FederationLayout};
-use fedistill_shared::tls::{self, close_code};
+use fedistill_shared::tls;
+use fedistill_transport::close_code;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;

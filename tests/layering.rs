@@ -1,6 +1,6 @@
 //! Crate boundaries that docs/ARCHITECTURE.md promises, checked against the real dependency graph with
 //! `cargo tree` (offline; it reads Cargo.lock): the protocol core pulls in no async runtime, no QUIC and no
-//! ML stack.
+//! ML stack, and the shared library no async runtime and no QUIC (that glue lives in fedistill-transport).
 
 use std::process::Command;
 
@@ -55,11 +55,36 @@ fn the_protocol_crate_depends_on_no_runtime_transport_or_ml_stack() {
     );
 }
 
+/// The names in `names` that start with one of `prefixes`.
+fn starting_with<'a>(names: &'a [String], prefixes: &[&str]) -> Vec<&'a String> {
+    names
+        .iter()
+        .filter(|n| prefixes.iter().any(|p| n.starts_with(p)))
+        .collect()
+}
+
 #[test]
-fn the_shared_library_does_pull_the_transport_in_so_the_check_above_can_fail() {
+fn the_shared_library_depends_on_no_async_runtime_or_quic() {
     let names = dependency_names("fedistill-shared");
-    assert!(names.iter().any(|n| n == "quinn"), "{names:?}");
     assert!(names.iter().any(|n| n == "fedistill-protocol"), "{names:?}");
+    assert!(
+        names.iter().any(|n| n == "rustls"),
+        "the TLS configs stay in fedistill-shared: {names:?}"
+    );
+    let forbidden = starting_with(&names, &["tokio", "quinn", "fedistill-transport"]);
+    assert!(
+        forbidden.is_empty(),
+        "fedistill-shared must stay free of tokio and quinn (the QUIC glue lives in fedistill-transport), \
+         found {forbidden:?}"
+    );
+}
+
+#[test]
+fn the_transport_crate_does_pull_quic_in_so_the_check_above_can_fail() {
+    let names = dependency_names("fedistill-transport");
+    assert!(names.iter().any(|n| n == "fedistill-shared"), "{names:?}");
+    assert!(names.iter().any(|n| n == "quinn"), "{names:?}");
+    assert!(names.iter().any(|n| n == "tokio"), "{names:?}");
 }
 
 /// The modules of `fedistill-protocol` in layer order: each may import only the ones before it.

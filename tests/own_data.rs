@@ -783,7 +783,11 @@ fn an_insider_asking_for_the_task_and_the_public_set_gets_bounded_signed_answers
         assert_eq!(chunk(client.request(&get(total, 100)).await), (total, total, 0));
         for offset in [total + 1, u64::MAX] {
             let r = client.request(&get(offset, 100)).await;
-            assert_eq!(common::reject_code(&r), "bad_range", "{r:?}");
+            assert_eq!(
+                common::reject_code(&r),
+                fedistill_shared::wire::messages::RejectCode::BadRange,
+                "{r:?}"
+            );
         }
         // The bytes served are the file's.
         let Reply::PublicChunk { bytes, .. } = client.request(&get(100, 50)).await else {

@@ -3,7 +3,7 @@
 //! log carrying `Quarantine` and `PrivacySpend` records produced by the real policy and accountant that
 //! `audit::verify` accepts (and rejects once tampered).
 
-use fedistill_shared::attack::{Attack, Harness, HarnessConfig, Outcome, RobustTable, Scenario};
+use fedistill_harness::attack::{Attack, Harness, HarnessConfig, Outcome, RobustTable, Scenario};
 use fedistill_shared::audit::{parse_trust, verify, Bundle, ExportInput, ProtocolRecompute, SOFT_LABELS_DOMAIN};
 use fedistill_shared::crypto::{signing_bytes, Digest, FederationId, ParticipantId, RoundId, SigningIdentity};
 use fedistill_shared::data::{load, LoadOptions};

@@ -17,7 +17,7 @@ use fedistill_shared::crypto::{Digest, ReplayGuard, Signer};
 use fedistill_shared::wire::messages::{
     PrivacySpend, Reply, RoundReport, ToCoordinator, ToParticipant, KIND_TO_PARTICIPANT, PROTOCOL_VERSION,
 };
-use fedistill_shared::wire::recv_message;
+use fedistill_transport::recv_message;
 
 use common::{
     audit_export_verify_show, f32_labels, free_udp_port, names, next_seq, provision, request, sign,

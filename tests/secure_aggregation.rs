@@ -19,9 +19,9 @@ use fedistill_shared::crypto::{ParticipantId, Signed, Signer};
 use fedistill_shared::ledger::Record;
 use fedistill_shared::protocol::secagg::{encode_fixed, fixed_point_error_bound, SecureClient};
 use fedistill_shared::protocol::{softlabels, Encoding};
-use fedistill_shared::wire::messages::{Reply, SoftLabels, ToCoordinator, ToParticipant};
-use fedistill_shared::wire::recv_message;
+use fedistill_shared::wire::messages::{RejectCode, Reply, SoftLabels, ToCoordinator, ToParticipant};
 use fedistill_shared::wire::secagg::SecAggKeys;
+use fedistill_transport::recv_message;
 
 use common::{
     audit_export_verify_show, fedistill, free_udp_port, history, names, next_seq, provision, reject_code, sign,
@@ -369,7 +369,10 @@ fn an_insider_lying_in_every_secure_message_is_refused_and_too_few_survivors_clo
                 )
                 .expect("sign");
                 let r = m.request(&ToCoordinator::SecAggKeys(forged)).await;
-                assert!(matches!(reject_code(&r), "signer_mismatch" | "bad_signature"), "{r:?}");
+                assert!(
+                    matches!(reject_code(&r), RejectCode::SignerMismatch | RejectCode::BadSignature),
+                    "{r:?}"
+                );
             }
             let r = {
                 let msg = ToCoordinator::SecAggKeys(signed(&mut m, round, &advert));
@@ -383,8 +386,8 @@ fn an_insider_lying_in_every_secure_message_is_refused_and_too_few_survivors_clo
                 };
                 // Refused as a second advert, or, once everyone advertised, as out of its phase.
                 match reject_code(&r) {
-                    "bad_payload" => assert!(message_of(&r).contains("already advertised"), "{r:?}"),
-                    "not_collecting" => assert!(message_of(&r).contains("phase sharing"), "{r:?}"),
+                    RejectCode::BadPayload => assert!(message_of(&r).contains("already advertised"), "{r:?}"),
+                    RejectCode::NotCollecting => assert!(message_of(&r).contains("phase sharing"), "{r:?}"),
                     other => panic!("a second advert was answered {other}: {r:?}"),
                 }
             }
@@ -419,7 +422,7 @@ fn an_insider_lying_in_every_secure_message_is_refused_and_too_few_survivors_clo
                         let msg = ToCoordinator::SecAggShares(signed(&mut m, round, &bad));
                         m.request(&msg).await
                     };
-                    assert_eq!(reject_code(&r), "bad_payload", "{r:?}");
+                    assert_eq!(reject_code(&r), RejectCode::BadPayload, "{r:?}");
                     assert!(message_of(&r).contains(why), "{why}: {r:?}");
                 }
             }
@@ -440,7 +443,7 @@ fn an_insider_lying_in_every_secure_message_is_refused_and_too_few_survivors_clo
             }
             let clear = m.labels(&open, |_| {});
             let r = m.request(&clear).await;
-            assert_eq!(reject_code(&r), "bad_payload", "{r:?}");
+            assert_eq!(reject_code(&r), RejectCode::BadPayload, "{r:?}");
             assert!(message_of(&r).contains("masked_u64"), "{r:?}");
             let body = |payload: Vec<u8>| SoftLabels {
                 round,
@@ -458,7 +461,7 @@ fn an_insider_lying_in_every_secure_message_is_refused_and_too_few_survivors_clo
                 let msg = ToCoordinator::SoftLabels(signed(&mut m, round, &body(short)));
                 m.request(&msg).await
             };
-            assert_eq!(reject_code(&r), "bad_payload", "{r:?}");
+            assert_eq!(reject_code(&r), RejectCode::BadPayload, "{r:?}");
             let honest = body(softlabels::masked_payload(&masked));
             let r = {
                 let msg = ToCoordinator::SoftLabels(signed(&mut m, round, &honest));

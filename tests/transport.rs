@@ -11,10 +11,10 @@ use fedistill_shared::crypto::{
     FederationId, ParticipantId, ReplayGuard, RoundId, SignError, Signed, SignedMessage, Signer, SigningIdentity,
 };
 use fedistill_shared::provision::{self, fsutil, pki, Ca, FederationLayout};
-use fedistill_shared::tls::{self, close_code, QuicTuning};
-use fedistill_shared::wire::{
-    decode_frame, encode_frame, read_frame, recv_message, send_message, write_frame, FrameKind, TransportError,
-    WireError,
+use fedistill_shared::tls;
+use fedistill_shared::wire::{decode_frame, encode_frame, FrameKind, WireError};
+use fedistill_transport::{
+    close_code, quic_client_config, read_frame, recv_message, send_message, write_frame, QuicTuning, TransportError,
 };
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -233,7 +233,7 @@ impl Harness {
 
     async fn raw_connect(&self, cfg: rustls::ClientConfig) -> Result<quinn::Connection, TransportError> {
         let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr"))?;
-        ep.set_default_client_config(tls::quic_client_config(cfg, &QuicTuning::default()).expect("quic cfg"));
+        ep.set_default_client_config(quic_client_config(cfg, &QuicTuning::default()).expect("quic cfg"));
         let connecting = ep
             .connect(self.addr, "127.0.0.1")
             .map_err(|e| TransportError::Connect(e.to_string()))?;

@@ -41,7 +41,7 @@ pub struct Metrics {
     pub frame_bytes_in_flight: Gauge,
     /// Size of the shared in-flight frame budget.
     pub frame_budget_bytes: Gauge,
-    frame_budget: std::sync::OnceLock<fedistill_shared::wire::FrameBudget>,
+    frame_budget: std::sync::OnceLock<fedistill_transport::FrameBudget>,
 }
 
 impl Metrics {
@@ -105,7 +105,7 @@ impl Metrics {
     }
 
     /// Reports the shared in-flight frame budget (its use is read at every scrape).
-    pub fn watch_frame_budget(&self, budget: fedistill_shared::wire::FrameBudget) {
+    pub fn watch_frame_budget(&self, budget: fedistill_transport::FrameBudget) {
         self.frame_budget_bytes.set(budget.capacity() as i64);
         let _ = self.frame_budget.set(budget);
     }

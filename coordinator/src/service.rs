@@ -23,19 +23,21 @@ use fedistill_shared::crypto::{
     Digest, FederationId, ParticipantId, ReplayGuard, RoundId, SignError, SignatureChecked, Signed, SignedMessage,
     Signer, SigningIdentity,
 };
-use fedistill_shared::ledger::{Cosignature as LedgerCosignature, Metric, Record, RosterAction, WitnessKey};
+use fedistill_shared::ledger::{Cosignature as LedgerCosignature, Record, RosterAction, WitnessKey};
 use fedistill_shared::protocol::coordinator::{AcceptedContribution, StoredContribution};
 use fedistill_shared::protocol::robust::{AnomalyTracker, QuarantinePolicy};
 use fedistill_shared::protocol::{
-    CoordinatorConfig, CoordinatorRound, Encoding, Millis, OutMessage, Output, Rejection, RoundCommit, Snapshot,
+    CoordinatorConfig, CoordinatorRound, Encoding, MessageRecords, Millis, OutMessage, Output, Rejection, RoundCommit,
+    Snapshot,
 };
 use fedistill_shared::provision::FederationLayout;
+use fedistill_shared::wire::encode_frame;
 use fedistill_shared::wire::messages::{
     Abstain, RejectCode, Reply, RoundReport, SoftLabels, ToCoordinator, ToParticipant, KIND_REPLY, KIND_TO_COORDINATOR,
     KIND_TO_PARTICIPANT, PROTOCOL_VERSION,
 };
 use fedistill_shared::wire::secagg::{SecAggKeys, SecAggReveal, SecAggRoster, SecAggShares};
-use fedistill_shared::wire::{encode_frame, recv_message_budgeted, send_message, write_frame, FrameBudget, FrameQuota};
+use fedistill_transport::{recv_message_budgeted, send_message, write_frame, FrameBudget, FrameQuota};
 
 use crate::config::{CoordinatorSettings, TaskSource};
 use crate::metrics::{Observability, RoundStatus, Status};
@@ -644,7 +646,7 @@ impl Core {
             .sm
             .contribution(p)
             .with_context(|| format!("the accepted contribution of {p} is missing from the round state"))?;
-        let (stored, payload) = c.to_stored()?;
+        let (stored, payload) = c.to_stored();
         let bytes = fedistill_shared::wire::encode_payload(&stored)?;
         self.pending.batch.payloads.push((stored.payload_digest, payload));
         self.pending
@@ -1015,98 +1017,62 @@ impl Core {
         }
     }
 
-    /// A verified abstention from `p`: logged (with its figures) in the batch's transaction.
+    /// A verified abstention from `p`: the state machine checks it (its figures before anything changes) and
+    /// returns its `abstention` record, which is logged with the message in the batch's transaction.
     fn handle_abstain(
         &mut self,
         now: Millis,
         p: &ParticipantId,
         verified: fedistill_shared::crypto::Verified<Abstain>,
     ) -> anyhow::Result<Reply> {
-        let reject = |code: RejectCode, message: String| Reply::Reject { code, message };
         let fresh = verified.fresh();
-        let body = verified.value().clone();
-        let digest = verified.payload_digest();
-        let sequence = verified.seq();
-        let signature = verified.envelope().signature.clone();
-        let payload = verified.envelope().payload.clone();
-        // Checked before the state machine sees the message, so a refused abstention changes nothing.
-        let figures = match Metric::canonical(body.figures.iter().map(|(n, v)| (n.clone(), *v))) {
-            Ok(f) => f,
-            Err(e) => return Ok(reject(RejectCode::BadPayload, e.to_string())),
+        let (round, reason, figures) = {
+            let body = verified.value();
+            (body.round, body.reason, body.figures.clone())
         };
         match self.sm.handle_abstain(now, p, verified) {
-            Ok(()) => {
+            Ok(logged) => {
                 self.guard.accept(fresh);
-                let record = Record::Abstention {
-                    round: body.round,
-                    participant: p.clone(),
-                    reason: body.reason.clone(),
-                    figures,
-                    message_digest: digest,
-                    sequence,
-                    signature,
-                };
-                self.pending.batch.records.push(record);
-                self.pending.batch.payloads.push((digest, payload));
-                self.pending.round_state = true;
-                warn!(participant = %p, round = body.round.0, reason = %body.reason, figures = ?body.figures, "participant abstains from the round; not waiting for it");
+                self.append(logged);
+                warn!(participant = %p, round = round.0, %reason, ?figures, "participant abstains from the round; not waiting for it");
                 Ok(Reply::Ack)
             }
-            Err(e) => Ok(reject(e.code(), e.to_string())),
+            Err(e) => Ok(Reply::Reject {
+                code: e.code(),
+                message: e.to_string(),
+            }),
         }
     }
 
-    /// A verified round report from `p`: logged (with its privacy spend) in the batch's transaction.
+    /// A verified round report from `p`: the state machine checks it (its metrics and privacy spend before
+    /// anything changes) and returns its `round_report` record and, for a participant with DP, its
+    /// `privacy_spend` record, which are logged with the message in the batch's transaction.
     fn handle_report(
         &mut self,
         now: Millis,
         p: &ParticipantId,
         verified: fedistill_shared::crypto::Verified<RoundReport>,
     ) -> anyhow::Result<Reply> {
-        let reject = |code: RejectCode, message: String| Reply::Reject { code, message };
         let fresh = verified.fresh();
-        let body = verified.value().clone();
-        let metrics = match Metric::canonical(body.metrics.iter().map(|(n, v)| (n.clone(), *v))) {
-            Ok(m) => m,
-            Err(e) => return Ok(reject(RejectCode::BadPayload, format!("report metrics: {e}"))),
-        };
-        // Checked before the state machine sees the report, so a refused spend changes nothing.
-        if let Some(Err(e)) = body.privacy_spend.as_ref().map(|s| s.check()) {
-            return Ok(reject(RejectCode::BadPayload, e));
-        }
-        let digest = verified.payload_digest();
-        let record = Record::RoundReport {
-            round: body.round,
-            participant: p.clone(),
-            metrics,
-            student_digest: body.student_digest,
-            guard: body.guard_decision(),
-            message_digest: digest,
-            sequence: verified.seq(),
-            signature: verified.envelope().signature.clone(),
-        };
-        let payload = verified.envelope().payload.clone();
-        // A participant with DP on reports its spend, typed (docs/privacy.md); it is logged next to the
-        // report. The `dp_*` metrics beside it are for people; the log takes the typed figures.
-        let mut records = vec![record];
-        if let Some(spend) = body.privacy_spend {
-            records.push(Record::PrivacySpend {
-                round: body.round,
-                participant: p.clone(),
-                epsilon: spend.epsilon_round,
-                delta: spend.delta,
-            });
-        }
         match self.sm.handle_report(now, p, verified) {
-            Ok(()) => {
+            Ok(logged) => {
                 self.guard.accept(fresh);
-                self.pending.batch.records.extend(records);
-                self.pending.batch.payloads.push((digest, payload));
-                self.pending.round_state = true;
+                self.append(logged);
                 Ok(Reply::Ack)
             }
-            Err(e) => Ok(reject(e.code(), e.to_string())),
+            Err(e) => Ok(Reply::Reject {
+                code: e.code(),
+                message: e.to_string(),
+            }),
         }
+    }
+
+    /// Queues what an accepted abstention or report puts in the log (records and the signed message) for
+    /// the batch's transaction, with the round state.
+    fn append(&mut self, logged: MessageRecords) {
+        self.pending.batch.records.extend(logged.records);
+        self.pending.batch.payloads.push(logged.payload);
+        self.pending.round_state = true;
     }
 
     /// Carries out the state machine's outputs. Whatever the handled events left pending is written in the
@@ -1303,25 +1269,16 @@ impl Core {
         };
         for q in decisions {
             warn!(round = c.round.0, participant = %q.participant, reason = %q.reason, "participant quarantined");
-            self.sm.quarantine(q.participant.clone());
-            records.push(Record::Quarantine {
-                round: q.round,
-                participant: q.participant,
-                reason: q.reason,
-                evidence: Metric::canonical(q.evidence).map_err(|e| anyhow::anyhow!("quarantine evidence: {e}"))?,
-            });
+            let record = self
+                .sm
+                .apply_quarantine(&q)
+                .map_err(|e| anyhow::anyhow!("quarantine evidence: {e}"))?;
+            records.push(record);
         }
         // Releases (policy `release_after_rounds`): readmitted from the next round, logged in this transaction.
         for r in self.anomaly.releases_due(c.round) {
             info!(round = c.round.0, participant = %r.participant, quarantined_round = r.quarantined_round.0, "participant released from quarantine");
-            self.sm.release(&r.participant);
-            records.push(Record::QuarantineRelease {
-                round: r.round,
-                participant: r.participant,
-                quarantined_round: r.quarantined_round,
-                after_rounds: r.after_rounds,
-                reason: r.reason,
-            });
+            records.push(self.sm.apply_release(&r));
         }
         let anomaly_state = serde_json::to_vec(&self.anomaly)?;
         let assemble_s = t_assemble.elapsed().as_secs_f64();
@@ -1570,7 +1527,7 @@ async fn connection(
     let uni_conn = conn.clone();
     let uni = tokio::spawn(async move {
         while let Ok(mut r) = uni_conn.accept_uni().await {
-            let _ = r.stop(fedistill_shared::tls::close_code::PROTOCOL_VIOLATION.into());
+            let _ = r.stop(fedistill_transport::close_code::PROTOCOL_VIOLATION.into());
         }
     });
     // Request streams and their frame buffers count against the participant's own limits (shared by its
@@ -1636,10 +1593,10 @@ async fn connection(
                 },
                 Err(e) => {
                     let code = match &e {
-                        fedistill_shared::wire::TransportError::Timeout(_) => RejectCode::Timeout,
-                        fedistill_shared::wire::TransportError::Wire(_) => RejectCode::BadFrame,
-                        fedistill_shared::wire::TransportError::Truncated { .. } => RejectCode::Truncated,
-                        fedistill_shared::wire::TransportError::Budget { .. } => RejectCode::TooLarge,
+                        fedistill_transport::TransportError::Timeout(_) => RejectCode::Timeout,
+                        fedistill_transport::TransportError::Wire(_) => RejectCode::BadFrame,
+                        fedistill_transport::TransportError::Truncated { .. } => RejectCode::Truncated,
+                        fedistill_transport::TransportError::Budget { .. } => RejectCode::TooLarge,
                         _ => RejectCode::Stream,
                     };
                     warn!(%participant, error = %e, "bad stream");
@@ -1709,7 +1666,7 @@ pub async fn run_from_file(path: &Path) -> anyhow::Result<RunSummary> {
     let cancel = CancellationToken::new();
     let c = cancel.clone();
     tokio::spawn(async move {
-        if let Ok(signal) = fedistill_shared::signal::stop_requested().await {
+        if let Ok(signal) = fedistill_transport::signal::stop_requested().await {
             info!("{signal}: stopping after flushing the round state");
             c.cancel();
         }
@@ -1753,32 +1710,31 @@ mod tests {
             .collect()
     }
 
-    fn contribution(p: &str) -> AcceptedContribution {
-        AcceptedContribution {
-            participant: pid(p),
-            probabilities: vec![0.25, 0.75],
-            samples: 7,
-            envelope: vec![1, 2, 3],
-            payload_digest: Digest::of(p.as_bytes()),
-            seq: 9,
-        }
-    }
-
     /// A contribution accepted from `p` in `round`: real signed f32 soft labels of two rows.
     fn signed_contribution(p: &str, round: RoundId) -> AcceptedContribution {
+        signed_labels(p, round, &[0.25, 0.75, 0.5, 0.5])
+    }
+
+    /// As earlier versions stored a contribution (whole, under the legacy key): signed f32 soft labels of
+    /// one row.
+    fn contribution(p: &str) -> AcceptedContribution {
+        signed_labels(p, RoundId(4), &[0.25, 0.75])
+    }
+
+    fn signed_labels(p: &str, round: RoundId, probabilities: &[f32]) -> AcceptedContribution {
         use fedistill_shared::protocol::softlabels;
-        let probabilities = vec![0.25, 0.75, 0.5, 0.5];
+        let ids: Vec<u64> = (0..probabilities.len() as u64 / 2).map(|i| i + 3).collect();
         let body =
-            softlabels::soft_labels_message(round, Digest([1; 32]), &[3, 4], &probabilities, 2, Encoding::F32, 7)
-                .unwrap();
+            softlabels::soft_labels_message(round, Digest([1; 32]), &ids, probabilities, 2, Encoding::F32, 7).unwrap();
         let key = SigningIdentity::from_seed([9; 32]);
         let signed = Signed::sign(&key, Signer::Participant(pid(p)), federation(), round, 11, &body).unwrap();
         AcceptedContribution {
             participant: pid(p),
-            probabilities,
+            probabilities: probabilities.to_vec(),
             samples: 7,
+            encoding: Encoding::F32,
             payload_digest: signed.payload_digest(),
-            envelope: fedistill_shared::wire::encode_payload(&signed).unwrap(),
+            envelope: signed,
             seq: 11,
         }
     }
@@ -1799,7 +1755,7 @@ mod tests {
         let round = RoundId(4);
         // `a` as this version stores it (its payload in the payload table), `b` as earlier versions did.
         let a = signed_contribution("a", round);
-        let (stored, payload) = a.to_stored().unwrap();
+        let (stored, payload) = a.to_stored();
         store
             .append_with_state(
                 &[],
@@ -1841,7 +1797,13 @@ mod tests {
             got,
             vec![(pid("a"), vec![0.25, 0.75, 0.5, 0.5]), (pid("b"), vec![0.25, 0.75])]
         );
-        assert_eq!(s.contributions[0].envelope, a.envelope, "rebuilt byte for byte");
+        let bytes = |c: &AcceptedContribution| fedistill_shared::wire::encode_payload(&c.envelope).unwrap();
+        assert_eq!(bytes(&s.contributions[0]), bytes(&a), "rebuilt byte for byte");
+        assert_eq!(
+            s.contributions[1].encoding,
+            Encoding::F32,
+            "read from the envelope of the legacy form"
+        );
         assert!(s.contribution_ids.is_empty());
 
         // Named but not stored.
@@ -1871,7 +1833,7 @@ mod tests {
             err.contains("the stored contribution contribution/4/b is from a, not b"),
             "{err}"
         );
-        let (mut stored, _) = a.to_stored().unwrap();
+        let (mut stored, _) = a.to_stored();
         stored.participant = pid("c");
         store
             .put_state(
@@ -1885,7 +1847,7 @@ mod tests {
             "{err}"
         );
         // Its payload missing from the payload table.
-        let (mut stored, _) = a.to_stored().unwrap();
+        let (mut stored, _) = a.to_stored();
         stored.payload_digest = Digest::of(b"elsewhere");
         store
             .put_state(

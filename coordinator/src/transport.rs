@@ -8,7 +8,8 @@
 
 use fedistill_shared::crypto::{Digest, FederationId, ParticipantId, PublicKey};
 use fedistill_shared::provision::{fsutil, FederationLayout, ProvisionError, Roster, RosterEntry, Status};
-use fedistill_shared::tls::{self, close_code, QuicTuning, TlsError};
+use fedistill_shared::tls::{self, TlsError};
+use fedistill_transport::{close_code, negotiated_alpn, peer_leaf_certificate, quic_server_config, QuicTuning};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -290,7 +291,7 @@ fn load(files: &FederationFiles, operator: &PublicKey, tuning: &QuicTuning) -> R
         &fsutil::read_bytes(&files.server_key)?,
         &crl,
     )?;
-    let config = tls::quic_server_config(tls, tuning)?;
+    let config = quic_server_config(tls, tuning)?;
     Ok(Loaded { roster, config, digest })
 }
 
@@ -347,7 +348,7 @@ impl Shared {
     /// Maps a finished handshake to a roster entry, registering it as live, or closes it with a reason.
     fn admit(&self, conn: quinn::Connection) -> Result<PeerConnection, Rejection> {
         let remote = conn.remote_address();
-        let alpn = tls::negotiated_alpn(&conn);
+        let alpn = negotiated_alpn(&conn);
         if alpn.as_deref() != Some(tls::ALPN) {
             conn.close(close_code::BAD_ALPN.into(), b"ALPN must be fedistill/1");
             return Err(Rejection::BadAlpn {
@@ -355,7 +356,7 @@ impl Shared {
                 alpn: alpn.map(|a| String::from_utf8_lossy(&a).into_owned()),
             });
         }
-        let Some(leaf) = tls::peer_leaf_certificate(&conn) else {
+        let Some(leaf) = peer_leaf_certificate(&conn) else {
             conn.close(close_code::NO_CERTIFICATE.into(), b"client certificate required");
             return Err(Rejection::NoCertificate { remote });
         };

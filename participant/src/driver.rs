@@ -19,7 +19,8 @@ use fedistill_shared::wire::messages::{
     RejectCode, Reply, ToCoordinator, ToParticipant, KIND_REPLY, KIND_TO_COORDINATOR, KIND_TO_PARTICIPANT,
     PROTOCOL_VERSION,
 };
-use fedistill_shared::wire::{decode_frame, encode_frame, read_frame, write_frame};
+use fedistill_shared::wire::{decode_frame, encode_frame};
+use fedistill_transport::{read_frame, write_frame};
 
 use fedistill_shared::failpoint::failpoint;
 
@@ -785,7 +786,7 @@ mod tests {
             &read(layout.server_key()),
         )
         .expect("server tls");
-        let server_cfg = fedistill_shared::tls::quic_server_config(tls, &fedistill_shared::tls::QuicTuning::default())
+        let server_cfg = fedistill_transport::quic_server_config(tls, &fedistill_transport::QuicTuning::default())
             .expect("server quic");
         let endpoint =
             quinn::Endpoint::server(server_cfg, std::net::SocketAddr::from(([127, 0, 0, 1], 0))).expect("endpoint");

@@ -18,12 +18,22 @@ use fedistill_shared::crypto::{ParticipantId, RoundId, Verified};
 use fedistill_shared::files::{replace, Durability};
 use fedistill_shared::privacy::{ParticipantPrivacy, PrivacySettings, Release};
 use fedistill_shared::protocol::secagg::SecureClient;
-use fedistill_shared::protocol::{softlabels, Encoding, ParticipantOutput, ParticipantSession, SessionError};
-use fedistill_shared::wire::messages::{
-    Abstain, AggregateLabels, RoundOpen, RoundReport, SoftLabels, ABSTAIN_BUDGET_EXHAUSTED,
+use fedistill_shared::protocol::{
+    budget_exhausted_message, softlabels, Encoding, ParticipantOutput, ParticipantSession, SessionError,
 };
+use fedistill_shared::wire::messages::{Abstain, AggregateLabels, RoundOpen, RoundReport, SoftLabels};
 
 use crate::learner::Learner;
+
+/// What a secure round's masked input goes out with (`softlabels::secure_soft_labels_message`), fixed when
+/// its key advert is made: the labelled rows, the public set, the shape and the node's sample count.
+#[derive(Debug, Clone)]
+struct MaskedInput {
+    public_digest: fedistill_shared::crypto::Digest,
+    sample_ids: Vec<u64>,
+    classes: usize,
+    samples: u64,
+}
 
 /// One round as this participant saw it (a line of `rounds.jsonl`, and part of `result.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -189,8 +199,8 @@ pub struct RoundLifecycle<L: Learner> {
     in_flight: BTreeMap<u64, InFlight>,
     /// This node's participant id (aggregates name their contributors).
     me: Option<ParticipantId>,
-    /// The secure round in progress: its client state and the message its masked input goes out in.
-    secure: Option<(SecureClient, SoftLabels)>,
+    /// The secure round in progress: its client state and what its masked input's message says besides.
+    secure: Option<(SecureClient, MaskedInput)>,
     federation: Option<fedistill_shared::crypto::FederationId>,
 }
 
@@ -269,7 +279,7 @@ impl<L: Learner> RoundLifecycle<L> {
         self.federation = Some(federation);
     }
 
-    fn secure_client(&mut self, round: RoundId) -> anyhow::Result<&mut (SecureClient, SoftLabels)> {
+    fn secure_client(&mut self, round: RoundId) -> anyhow::Result<&mut (SecureClient, MaskedInput)> {
         match self.secure.as_mut() {
             Some(s) if s.0.round() == round => Ok(s),
             _ => anyhow::bail!("no secure round {} in progress on this node", round.0),
@@ -300,10 +310,16 @@ impl<L: Learner> RoundLifecycle<L> {
         &mut self,
         d: &fedistill_shared::wire::secagg::SecAggDelivery,
     ) -> anyhow::Result<SoftLabels> {
-        let (client, template) = self.secure_client(d.round)?;
+        let (client, input) = self.secure_client(d.round)?;
         let masked = client.on_delivery(d)?;
-        let mut labels = template.clone();
-        labels.payload = softlabels::masked_payload(&masked);
+        let labels = softlabels::secure_soft_labels_message(
+            d.round,
+            input.public_digest,
+            &input.sample_ids,
+            &masked,
+            input.classes,
+            input.samples,
+        )?;
         self.state.labelled_open = self.session.pending_open().filter(|o| o.round == d.round).cloned();
         self.save()?;
         Ok(labels)
@@ -482,15 +498,12 @@ impl<L: Learner> RoundLifecycle<L> {
                             "privacy budget would be exceeded: abstaining from round {} (epsilon spent {spent:.3} of the budget {budget}; this round would reach {would_reach:.3}); no soft labels are sent from now on",
                             round.0
                         );
-                        return Ok(Outgoing::Abstain(Abstain {
+                        return Ok(Outgoing::Abstain(budget_exhausted_message(
                             round,
-                            reason: ABSTAIN_BUDGET_EXHAUSTED.into(),
-                            figures: vec![
-                                ("epsilon_budget".into(), budget),
-                                ("epsilon_spent".into(), spent),
-                                ("epsilon_would_reach".into(), would_reach),
-                            ],
-                        }));
+                            budget,
+                            spent,
+                            would_reach,
+                        )));
                     }
                 }
             }
@@ -546,22 +559,18 @@ impl<L: Learner> RoundLifecycle<L> {
             );
         }
         let (client, advert) = SecureClient::new(params, federation, open.round, me, input, &mut rng);
-        let template = SoftLabels {
-            round: open.round,
+        let input = MaskedInput {
             public_digest: self.learner.public_digest(),
-            sample_ids_digest: fedistill_shared::wire::messages::sample_ids_digest(ids),
-            rows: ids.len() as u32,
-            classes: self.learner.classes() as u32,
-            encoding: Encoding::MaskedU64,
+            sample_ids: ids.to_vec(),
+            classes: self.learner.classes(),
             samples,
-            payload: Vec::new(),
         };
         info!(
             round = open.round.0,
             threshold = params.threshold,
             "secure round: key advert"
         );
-        self.secure = Some((client, template));
+        self.secure = Some((client, input));
         Ok(Outgoing::SecAggKeys(advert))
     }
 
@@ -1257,7 +1266,13 @@ mod tests {
         let Some(Outgoing::Abstain(a)) = lc.step().expect("abstain") else {
             panic!("expected an abstention");
         };
-        assert_eq!((a.round, a.reason.as_str()), (RoundId(1), ABSTAIN_BUDGET_EXHAUSTED));
+        assert_eq!(
+            (a.round, a.reason),
+            (
+                RoundId(1),
+                fedistill_shared::wire::messages::AbstainReason::BudgetExhausted
+            )
+        );
         let figure = |name: &str| a.figures.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
         assert_eq!(figure("epsilon_budget"), Some(0.01));
         assert!(figure("epsilon_would_reach").expect("would reach") > 0.01);

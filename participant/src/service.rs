@@ -195,7 +195,7 @@ pub async fn run_from_file(path: &Path) -> anyhow::Result<ParticipantResult> {
     let cancel = CancellationToken::new();
     let c = cancel.clone();
     tokio::spawn(async move {
-        if let Ok(signal) = fedistill_shared::signal::stop_requested().await {
+        if let Ok(signal) = fedistill_transport::signal::stop_requested().await {
             info!("{signal}: stopping");
             c.cancel();
         }

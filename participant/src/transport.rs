@@ -3,8 +3,8 @@
 
 use fedistill_shared::crypto::{FederationId, KeyError, ParticipantId, PublicKey, SigningIdentity};
 use fedistill_shared::provision::{fsutil, KitConfig, ProvisionError};
-use fedistill_shared::tls::{self, close_code, QuicTuning, TlsError};
-use fedistill_shared::wire::TransportError;
+use fedistill_shared::tls::{self, TlsError};
+use fedistill_transport::{close_code, negotiated_alpn, quic_client_config, QuicTuning, TransportError};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -104,7 +104,7 @@ impl Kit {
 
     /// The quinn client config: pins the federation CA, presents the client certificate.
     pub fn client_config(&self, tuning: &QuicTuning) -> Result<quinn::ClientConfig, TlsError> {
-        tls::quic_client_config(self.tls_config()?, tuning)
+        quic_client_config(self.tls_config()?, tuning)
     }
 }
 
@@ -196,7 +196,7 @@ async fn connect_once(kit: &Kit, opts: &ConnectOptions) -> Result<quinn::Connect
         .connect(addr, &kit.config.server_name)
         .map_err(|e| TransportError::Connect(e.to_string()))?
         .await?;
-    if tls::negotiated_alpn(&conn).as_deref() != Some(tls::ALPN) {
+    if negotiated_alpn(&conn).as_deref() != Some(tls::ALPN) {
         conn.close(close_code::BAD_ALPN.into(), b"ALPN must be fedistill/1");
         return Err(TransportError::Connect(
             "coordinator did not negotiate ALPN fedistill/1".into(),

@@ -2,9 +2,10 @@
 //!
 //! The protocol core (crypto, frames and messages, the sans-IO round state machines) is its own crate,
 //! `fedistill-protocol` (shared/protocol), which does no I/O and depends on no tokio, quinn or candle; this
-//! crate re-exports it and adds what touches the world: the QUIC stream glue, TLS configs, provisioning,
-//! privacy accounting and the auditor. Heavy parts live in sub-crates under `shared/` (data, ml, ledger)
-//! and are re-exported as modules so that callers see one library.
+//! crate re-exports it and adds what touches the world: TLS configs, provisioning, privacy accounting and
+//! the auditor. Heavy parts live in sub-crates under `shared/` (data, ml, ledger) and are re-exported as
+//! modules so that callers see one library. It depends on no tokio or quinn either: the QUIC stream glue,
+//! the quinn configs and the stop signal live with the drivers, in `fedistill-transport` (shared/transport).
 
 pub use fedistill_data as data;
 pub use fedistill_ledger as ledger;
@@ -12,8 +13,6 @@ pub use fedistill_ledger as ledger;
 pub use fedistill_ml as ml;
 pub use fedistill_protocol::{crypto, protocol};
 
-#[cfg(feature = "ml")]
-pub mod attack;
 pub mod audit;
 pub mod failpoint;
 pub mod files;
@@ -21,6 +20,5 @@ pub mod html;
 pub mod privacy;
 pub mod provision;
 pub mod settings;
-pub mod signal;
 pub mod tls;
 pub mod wire;

@@ -4,10 +4,10 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use fedistill_coordinator::store::Store;
-use fedistill_shared::audit::{self, Bundle, ExportInput, ProtocolRecompute, VerifyOptions};
-use fedistill_shared::ledger::{Digest, Record, SignedCheckpoint};
-use std::collections::BTreeSet;
+use fedistill_coordinator::store::{Store, StoreError};
+use fedistill_shared::audit::export::{self, LogSource};
+use fedistill_shared::audit::{self, Bundle, ProtocolRecompute, VerifyOptions};
+use fedistill_shared::ledger::{Digest, SignedCheckpoint};
 use std::path::PathBuf;
 
 #[derive(Debug, Subcommand)]
@@ -89,82 +89,46 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<()> {
     }
 }
 
+/// The coordinator's store as the log an export reads (`audit::export::LogSource`).
+struct StoreLog(Store);
+
+impl LogSource for StoreLog {
+    type Error = StoreError;
+    fn checkpoint_sizes(&self) -> Result<Vec<u64>, StoreError> {
+        self.0.checkpoint_sizes()
+    }
+    fn checkpoint(&self, size: u64) -> Result<Option<SignedCheckpoint>, StoreError> {
+        self.0.checkpoint(size)
+    }
+    fn records_raw(&self, range: std::ops::Range<u64>) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.0.records_raw(range)
+    }
+    fn payload(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0.payload(digest)
+    }
+}
+
 fn export(a: ExportArgs) -> anyhow::Result<()> {
     let store = Store::open_read_only(&a.store).with_context(|| format!("opening log store {}", a.store.display()))?;
-    let sizes = store.checkpoint_sizes()?;
-    let head = match a.size {
-        Some(s) => {
-            if !sizes.contains(&s) {
-                bail!("no signed checkpoint of size {s} (available: {sizes:?})");
-            }
-            s
-        }
-        None => {
-            let mut cosigned = None;
-            for &s in sizes.iter().rev() {
-                let has = store.checkpoint(s)?.is_some_and(|c| c.signatures.len() > 1);
-                if has {
-                    cosigned = Some(s);
-                    break;
-                }
-            }
-            match cosigned {
-                Some(s) => s,
-                None => {
-                    let latest = sizes.last().copied().unwrap_or(0);
-                    eprintln!("note: no checkpoint has a witness cosignature yet; exporting up to size {latest}");
-                    latest
-                }
-            }
-        }
-    };
-    let records = store.records_raw(0..head)?;
-    let mut checkpoints = Vec::new();
-    for &s in sizes.iter().filter(|s| **s <= head) {
-        if let Some(c) = store.checkpoint(s)? {
-            checkpoints.push(c);
-        }
+    let log = StoreLog(store);
+    let head = export::choose_head(&log, a.size)?;
+    if !head.cosigned {
+        eprintln!(
+            "note: no checkpoint has a witness cosignature yet; exporting up to size {}",
+            head.size
+        );
     }
-    let payloads = if a.payloads {
-        let mut wanted = BTreeSet::new();
-        for (i, r) in records.iter().enumerate() {
-            match Record::decode(r).with_context(|| format!("record {i}"))? {
-                Record::Contribution { payload_digest, .. }
-                | Record::SecureAggregation {
-                    transcript_digest: payload_digest,
-                    ..
-                } => {
-                    wanted.insert(payload_digest);
-                }
-                Record::RoundReport { message_digest, .. } | Record::Abstention { message_digest, .. } => {
-                    wanted.insert(message_digest);
-                }
-                _ => {}
-            }
-        }
-        let mut out: Vec<(Digest, Vec<u8>)> = Vec::new();
-        for d in wanted {
-            if let Some(bytes) = store.payload(&d)? {
-                out.push((d, bytes));
-            }
-        }
-        Some(out)
-    } else {
-        None
-    };
-    let n_payloads = payloads.as_ref().map_or(0, Vec::len);
-    let n_checkpoints = checkpoints.len();
-    let bundle = Bundle::build(ExportInput {
-        records,
-        checkpoints,
-        payloads,
-    })?;
+    let input = export::collect(&log, head.size, a.payloads)?;
+    let n_payloads = input.payloads.as_ref().map_or(0, Vec::len);
+    let n_checkpoints = input.checkpoints.len();
+    let bundle = Bundle::build(input)?;
     bundle
         .write_dir(&a.out)
         .with_context(|| format!("writing bundle {}", a.out.display()))?;
     println!(
-        "exported {head} records, {n_checkpoints} checkpoints, {n_payloads} payloads of log {} to {}",
-        store.origin(),
+        "exported {} records, {n_checkpoints} checkpoints, {n_payloads} payloads of log {} to {}",
+        head.size,
+        log.0.origin(),
         a.out.display()
     );
     Ok(())

@@ -3,7 +3,7 @@
 //! institution's own files against a task card; write a catalog split as a deployment's files (each
 //! participant's own directory, the public file and the task card) for tests and rehearsals.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -172,97 +172,41 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
     }
 }
 
-/// A `--partition` value: `iid`, `dirichlet:A`, `classes:K` or `quantity:A`.
-fn parse_partition(text: &str) -> anyhow::Result<Partition> {
-    let bad = || {
-        anyhow::anyhow!(
-            "--partition {text:?}: expected iid, dirichlet:A (e.g. dirichlet:0.5), classes:K (e.g. classes:2) or \
-             quantity:A"
-        )
-    };
-    if text == "iid" {
-        return Ok(Partition::Iid);
-    }
-    let (kind, value) = text.split_once(':').ok_or_else(bad)?;
-    let alpha = || -> anyhow::Result<f64> {
-        let a: f64 = value.parse().map_err(|_| bad())?;
-        anyhow::ensure!(
-            a.is_finite() && a > 0.0,
-            "--partition {text:?}: the concentration must be > 0"
-        );
-        Ok(a)
-    };
-    match kind {
-        "dirichlet" => Ok(Partition::Dirichlet { alpha: alpha()? }),
-        "quantity" => Ok(Partition::QuantitySkew { alpha: alpha()? }),
-        "classes" => {
-            let k: usize = value.parse().map_err(|_| bad())?;
-            anyhow::ensure!(k >= 1, "--partition {text:?}: at least one class per participant");
-            Ok(Partition::ClassesPerNode { k })
-        }
-        _ => Err(bad()),
-    }
-}
-
-/// The file names in `dir`, sorted (a written node's directory).
-fn names_in(dir: &Path) -> anyhow::Result<Vec<String>> {
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
-        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
-        names.push(entry.file_name().to_string_lossy().into_owned());
-    }
-    names.sort();
-    Ok(names)
-}
-
 fn split_files(a: &SplitFilesArgs) -> anyhow::Result<()> {
     let cfg = SplitConfig {
         participants: a.participants,
-        partition: parse_partition(&a.partition)?,
+        partition: a
+            .partition
+            .parse()
+            .with_context(|| format!("--partition {:?}", a.partition))?,
         test_fraction: a.test_fraction,
         public_fraction: a.public_fraction,
         seed: a.seed,
     };
     let out = &a.out;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    anyhow::ensure!(
-        std::fs::read_dir(out)
-            .with_context(|| format!("listing {}", out.display()))?
-            .next()
-            .is_none(),
-        "--out {} is not empty; give a new or empty directory",
-        out.display()
-    );
-    let opts = LoadOptions {
-        data_dir: a.data_dir.clone(),
-    };
-    let ds = data::load(&a.dataset, &opts).with_context(|| format!("loading dataset `{}`", a.dataset))?;
-    let fed = data::split(&ds, &cfg).with_context(|| format!("splitting `{}` with seed {}", a.dataset, cfg.seed))?;
-    let files = fedistill_harness::files::write_split(out, &fed, None)
-        .with_context(|| format!("writing the split to {}", out.display()))?;
-    let card = data::TaskCard::load(&out.join("task.toml"))?;
+    let w = fedistill_harness::datasplit::write_catalog_split(&a.dataset, &cfg, a.data_dir.clone(), out)?;
+    let (files, fed) = (&w.files, &w.split);
     println!(
         "split        {}: {} participants, {}, seed {}, test {}, public {}",
-        ds.name, cfg.participants, cfg.partition, cfg.seed, cfg.test_fraction, cfg.public_fraction
+        w.dataset.name, cfg.participants, cfg.partition, cfg.seed, cfg.test_fraction, cfg.public_fraction
     );
     println!(
         "task card    {} (digest {})",
         out.join("task.toml").display(),
-        card.digest_hex()
+        w.card.digest_hex()
     );
     println!(
         "coordinator  {}, {} ({} rows, sha256 {})",
         out.join("task.toml").display(),
         out.join(&files.public).display(),
         fed.public.n,
-        card.public.sha256
+        w.card.public.sha256
     );
-    for (i, shard) in fed.shards.iter().enumerate() {
-        let node = out.join("nodes").join(format!("p{i}"));
+    for (i, (shard, (node, names))) in fed.shards.iter().zip(&w.nodes).enumerate() {
         println!(
             "p{i:<11} {}: {} ({} private rows, class counts {:?})",
             node.display(),
-            names_in(&node)?.join(", "),
+            names.join(", "),
             shard.n,
             shard.class_counts()
         );

@@ -1,18 +1,12 @@
 //! Subcommand implementations of the `fedistill` binary, one module per command family.
 
 pub mod audit;
-pub mod bench;
-pub mod compare;
 pub mod data;
-pub mod demo;
 pub mod enroll;
-pub mod local;
 pub mod node;
+pub mod probe;
 pub mod provision;
-pub mod quantize;
-pub mod size;
 pub mod task;
-pub mod tune;
 
 /// Process start: fixes the compute threads, then `tracing` output on stderr (text, or JSON lines with `--log-json`).
 pub fn init_logging(json: bool) {

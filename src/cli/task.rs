@@ -1,10 +1,11 @@
-//! `fedistill task infer`: draft a task card from the public transfer set (the operator's step).
+//! `fedistill task infer`: draft a task card from the public transfer set (the operator's step;
+//! `fedistill_shared::data::draft_card` drafts it).
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use fedistill_shared::data::{infer_card, infer_ts_card, InferOptions, Modality, PrivateFormat, TaskCard};
+use fedistill_shared::data::{draft_card, DraftOptions};
 
 #[derive(Debug, Subcommand)]
 pub enum TaskCommand {
@@ -40,76 +41,18 @@ pub struct InferArgs {
     modalities: Vec<String>,
 }
 
-/// The `--modality` flags as blocks of the drafted `card`'s features (`rest`: those no other block names).
-fn modality_blocks(card: &TaskCard, flags: &[String]) -> anyhow::Result<Vec<Modality>> {
-    let mut blocks: Vec<(String, Option<Vec<String>>)> = Vec::new();
-    for f in flags {
-        let (name, cols) = f
-            .split_once('=')
-            .with_context(|| format!("--modality {f:?}: expected NAME=COL,COL,... or NAME=rest"))?;
-        let cols = cols.trim();
-        blocks.push((
-            name.trim().to_string(),
-            (cols != "rest").then(|| cols.split(',').map(|c| c.trim().to_string()).collect()),
-        ));
-    }
-    let rests = blocks.iter().filter(|(_, c)| c.is_none()).count();
-    anyhow::ensure!(
-        rests <= 1,
-        "--modality: only one block can take the rest of the features"
-    );
-    let named: Vec<&String> = blocks.iter().filter_map(|(_, c)| c.as_ref()).flatten().collect();
-    let rest: Vec<String> = card
-        .features
-        .iter()
-        .map(|f| f.name().to_string())
-        .filter(|n| !named.contains(&n))
-        .collect();
-    Ok(blocks
-        .into_iter()
-        .map(|(name, cols)| Modality {
-            name,
-            features: cols.unwrap_or_else(|| rest.clone()),
-        })
-        .collect())
-}
-
 pub fn run(cmd: TaskCommand) -> anyhow::Result<()> {
     let TaskCommand::Infer(a) = cmd;
     if a.out.exists() && !a.force {
         anyhow::bail!("{} exists; --force replaces it", a.out.display());
     }
-    let series = matches!(PrivateFormat::detect(&a.public), Ok(PrivateFormat::Ts));
-    let card = match (series, &a.label) {
-        (true, None) if !a.modalities.is_empty() => {
-            anyhow::bail!("--modality groups the columns of a CSV public set; a .ts series file has none")
-        }
-        (true, _) if a.regression => {
-            anyhow::bail!("--regression applies to a CSV public set; a .ts series file carries class labels")
-        }
-        (true, None) => infer_ts_card(&a.public)?,
-        (true, Some(_)) => anyhow::bail!(
-            "--label names a CSV column; {} is a .ts series file, whose labels follow the last `:` of each line",
-            a.public.display()
-        ),
-        (false, Some(label)) => {
-            let opts = InferOptions {
-                regression: a.regression,
-                ..InferOptions::from_args(&a.delimiter)?
-            };
-            let card = infer_card(&a.public, label, &opts)?;
-            if a.modalities.is_empty() {
-                card
-            } else {
-                let blocks = modality_blocks(&card, &a.modalities)?;
-                card.with_modalities(blocks).context("--modality")?
-            }
-        }
-        (false, None) => anyhow::bail!(
-            "--label COLUMN is required for a CSV public set ({})",
-            a.public.display()
-        ),
+    let opts = DraftOptions {
+        label: a.label,
+        delimiter: a.delimiter,
+        regression: a.regression,
+        modalities: a.modalities,
     };
+    let card = draft_card(&a.public, &opts)?;
     std::fs::write(&a.out, card.to_toml_string()).with_context(|| format!("writing {}", a.out.display()))?;
     println!("wrote {}: {}", a.out.display(), card.summary());
     Ok(())

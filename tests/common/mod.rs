@@ -21,10 +21,10 @@ use fedistill_shared::crypto::{FederationId, ParticipantId, ReplayGuard, RoundId
 use fedistill_shared::protocol::{softlabels, Encoding};
 use fedistill_shared::provision::FederationLayout;
 use fedistill_shared::wire::messages::{
-    Reply, RoundOpen, SoftLabels, ToCoordinator, ToParticipant, KIND_REPLY, KIND_TO_COORDINATOR, KIND_TO_PARTICIPANT,
-    PROTOCOL_VERSION,
+    RejectCode, Reply, RoundOpen, SoftLabels, ToCoordinator, ToParticipant, KIND_REPLY, KIND_TO_COORDINATOR,
+    KIND_TO_PARTICIPANT, PROTOCOL_VERSION,
 };
-use fedistill_shared::wire::{recv_message, send_message, write_frame};
+use fedistill_transport::{recv_message, send_message, write_frame};
 
 /// The binary under test.
 pub const EXE: &str = env!("CARGO_BIN_EXE_fedistill");
@@ -552,10 +552,10 @@ impl Client {
     }
 }
 
-/// The code of a rejection; panics on any other reply.
-pub fn reject_code(r: &Reply) -> &str {
+/// The code of a rejection, compared as a `RejectCode` value; panics on any other reply.
+pub fn reject_code(r: &Reply) -> RejectCode {
     match r {
-        Reply::Reject { code, .. } => code.as_str(),
+        Reply::Reject { code, .. } => code.clone(),
         other => panic!("expected a rejection, got {other:?}"),
     }
 }

@@ -15,6 +15,7 @@ mod bytes;
 mod catalog;
 mod dataset;
 mod digest;
+mod draft;
 mod encode;
 mod error;
 pub mod idx;
@@ -23,6 +24,7 @@ mod infer;
 mod own;
 mod parquet;
 mod partition;
+mod partition_spec;
 mod private;
 mod rng;
 mod split;
@@ -43,12 +45,14 @@ pub use catalog::{
 };
 pub use dataset::{DataKind, Dataset};
 pub use digest::{public_digest, sha256_file, PUBLIC_DIGEST_TAG};
+pub use draft::{draft_card, DraftError, DraftOptions};
 pub use error::{DataError, Position};
 pub use imagefolder::{read_idx_private, read_image_folder, read_public_idx, IMAGE_EXTENSIONS};
 pub use infer::infer_schema_card;
 pub use infer::{infer_card, InferOptions, DEFAULT_MAX_LEVELS};
 pub use own::{check_private, idx_labels_path, read_private, read_private_as, read_public, PrivateFormat};
 pub use partition::Partition;
+pub use partition_spec::ParsePartitionError;
 pub use private::{
     check_csv, read_private_csv, CheckReport, ColumnCheck, CsvOptions, LoadReport, ProblemKind, DEFAULT_MAX_PROBLEMS,
     OUT_OF_RANGE_STDS,

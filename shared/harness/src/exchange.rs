@@ -16,14 +16,13 @@ use fedistill_participant::transport::{connect, ConnectOptions, Kit};
 use fedistill_shared::crypto::{
     Digest, FederationId, ParticipantId, RoundId, Signed, SignedMessage, Signer, SigningIdentity,
 };
-use fedistill_shared::protocol::{softlabels, AggregationRule, Encoding};
+use fedistill_shared::protocol::{round_open_message, softlabels, AggregationRule, Encoding};
 use fedistill_shared::provision;
-use fedistill_shared::tls::QuicTuning;
 use fedistill_shared::wire::messages::{
-    sample_ids_digest, AggregateLabels, RoundOpen, SoftLabels, ToCoordinator, ToParticipant, KIND_TO_COORDINATOR,
-    KIND_TO_PARTICIPANT,
+    AggregateLabels, SoftLabels, ToCoordinator, ToParticipant, KIND_TO_COORDINATOR, KIND_TO_PARTICIPANT,
 };
-use fedistill_shared::wire::{decode_header, encode_frame, encode_header, read_frame, write_frame, FrameKind};
+use fedistill_shared::wire::{decode_header, encode_frame, encode_header, FrameKind};
+use fedistill_transport::{read_frame, write_frame, QuicTuning};
 
 /// FedAvg's model transfer (global model down, client model up): the safetensors bytes, signed like
 /// every other message.
@@ -171,19 +170,19 @@ impl Exchange for WireExchange {
         encoding: Encoding,
     ) -> anyhow::Result<Vec<Vec<f32>>> {
         let rows = ids.len();
-        let open = RoundOpen {
-            round: RoundId(round),
-            total_rounds: 0,
-            public_digest: self.public_digest,
-            sample_ids: ids.to_vec(),
-            sample_ids_digest: sample_ids_digest(ids),
-            temperature: 2.0,
-            rule: AggregationRule::Mean,
-            deadline_ms: 60_000,
-            quorum: uploads.len() as u32,
-            classes: classes as u32,
-            secure: None,
-        };
+        // The coordinator's own assembly of an opening, over the experiment's rows.
+        let open = round_open_message(
+            RoundId(round),
+            0,
+            self.public_digest,
+            ids.to_vec(),
+            2.0,
+            AggregationRule::Mean,
+            60_000,
+            uploads.len() as u32,
+            classes as u32,
+            None,
+        );
         let signed_open = self.sign(None, round, &open)?;
         let open_frame = encode_frame(KIND_TO_PARTICIPANT, &ToParticipant::Open(signed_open))?;
         let mut out = Vec::with_capacity(uploads.len());

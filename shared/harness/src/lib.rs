@@ -5,13 +5,18 @@
 //! `fedistill tune` ([`tune`]), and the JSON /
 //! Markdown / PNG / SVG report writer ([`report`]).
 //!
-//! Each suite's entry point takes a plain options struct (the binary owns the clap types and converts) and
-//! prints its progress and results as the command does. Suites that start processes of the `fedistill`
-//! binary (the scale coordinator, the demo's nodes, `bench load`'s `data check`) take its path in their options.
+//! Each suite's entry point takes a plain options struct and prints its progress and results as the command
+//! does; the clap flags of these commands live in [`cli`], which converts them (the binary only puts them in
+//! its command tree and dispatches). Suites that start processes of the `fedistill` binary (the scale
+//! coordinator, the demo's nodes, `bench load`'s `data check`) take its path in their options. [`datasplit`]
+//! writes the files of `fedistill data split`.
 //! Errors are `anyhow`: every caller is a command that reports them and exits.
 
 pub mod accuracy;
+pub mod attack;
+pub mod cli;
 pub mod communication;
+pub mod datasplit;
 pub mod demo;
 pub mod domains;
 pub mod exchange;

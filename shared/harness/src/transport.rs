@@ -8,8 +8,9 @@ use fedistill_participant::transport::{connect, ConnectOptions, Kit};
 use fedistill_shared::crypto::{FederationId, ParticipantId};
 use fedistill_shared::ml::Progress;
 use fedistill_shared::provision::{self, pki, Ca};
-use fedistill_shared::tls::{self, QuicTuning};
-use fedistill_shared::wire::{encode_header, read_frame, write_frame, FrameKind};
+use fedistill_shared::tls;
+use fedistill_shared::wire::{encode_header, FrameKind};
+use fedistill_transport::{quic_client_config, quic_server_config, read_frame, write_frame, QuicTuning};
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -213,7 +214,7 @@ async fn plain_server(dir: &Path, tuning: &QuicTuning, max: usize) -> anyhow::Re
     let (ca, cert, key) = plain_cert()?;
     std::fs::create_dir_all(dir.join("plain"))?;
     std::fs::write(dir.join("plain/ca.pem"), &ca)?;
-    let cfg = tls::quic_server_config(
+    let cfg = quic_server_config(
         tls::dangerous::server_config_no_client_auth(cert.as_bytes(), key.as_bytes())?,
         tuning,
     )?;
@@ -252,7 +253,7 @@ async fn plain_server(dir: &Path, tuning: &QuicTuning, max: usize) -> anyhow::Re
 
 async fn plain_client(dir: &Path, tuning: &QuicTuning, addr: SocketAddr) -> anyhow::Result<quinn::Connection> {
     let ca = std::fs::read(dir.join("plain/ca.pem"))?;
-    let cfg = tls::quic_client_config(tls::dangerous::client_config_no_client_auth(&ca)?, tuning)?;
+    let cfg = quic_client_config(tls::dangerous::client_config_no_client_auth(&ca)?, tuning)?;
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
     ep.set_default_client_config(cfg);
     Ok(ep.connect(addr, "127.0.0.1")?.await?)

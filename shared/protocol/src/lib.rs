@@ -10,7 +10,7 @@
 //!
 //! The crate does no I/O: no sockets, no files, no clock, no async runtime, no ML stack (`cargo tree -p
 //! fedistill-protocol` shows no tokio, quinn or candle). Drivers (coordinator, participant, benchmarks) add
-//! the QUIC glue in `fedistill-shared::wire::stream` and only sign, persist, send and time.
+//! the QUIC glue of `fedistill-transport` (`fedistill_transport::stream`) and only sign, persist, send and time.
 //!
 //! The modules are layered, each importing only the ones before it: `codec` <- `crypto` <- `wire` <-
 //! `protocol` (`tests/layering.rs` at the workspace root scans the sources and fails on an import against

@@ -28,11 +28,13 @@
 //! | policy | `policy` | quarantine, release and abstention rules, fed record by record by the records walk so that failures stay in log order |
 //! | aggregates | `aggregates` | payload files, payload presence (`--require-payloads`), abstention messages, aggregates recomputed bit for bit |
 //!
-//! `trust` parses the trust file; `timeline` prints a bundle without verifying it.
+//! `trust` parses the trust file; `timeline` prints a bundle without verifying it; `export` collects a bundle's
+//! contents from a log (`fedistill audit export`).
 
 mod aggregates;
 mod bundle;
 mod checkpoints;
+pub mod export;
 mod policy;
 mod records;
 pub mod report;

@@ -393,7 +393,7 @@ pub(crate) fn failures(b: &Bundle) -> Vec<String> {
 pub(crate) fn abstention_of(who: &str, round: u64, seq: u64) -> (Record, (Digest, Vec<u8>)) {
     let msg = crate::wire::messages::Abstain {
         round: RoundId(round),
-        reason: "budget_exhausted".into(),
+        reason: crate::wire::messages::AbstainReason::BudgetExhausted,
         figures: vec![
             ("epsilon_spent".into(), 4.0),
             ("epsilon_budget".into(), 5.0),
@@ -406,7 +406,7 @@ pub(crate) fn abstention_of(who: &str, round: u64, seq: u64) -> (Record, (Digest
     let rec = Record::Abstention {
         round: RoundId(round),
         participant: ParticipantId::new(who),
-        reason: msg.reason.clone(),
+        reason: msg.reason.as_str().to_string(),
         figures: crate::ledger::Metric::canonical(msg.figures.clone()).expect("unique"),
         message_digest: d,
         sequence: seq,

@@ -1,4 +1,5 @@
-//! rustls mutual-TLS configurations built from PEM bytes, and their QUIC wrappers.
+//! rustls mutual-TLS configurations built from PEM bytes. Their quinn wrappers (`quic_server_config`,
+//! `quic_client_config`, `QuicTuning`, the close codes) live with the drivers, in `fedistill_transport::quic`.
 //!
 //! Every config is built with the ring provider passed explicitly (`builder_with_provider`) and TLS 1.3
 //! only, so no process-level provider is ever needed. The server always requires a client certificate
@@ -6,7 +7,6 @@
 //! Session tickets, resumption and 0-RTT are off on both sides. Anything weaker lives in [`dangerous`].
 
 pub mod dangerous;
-pub mod quic;
 
 use crate::crypto::Digest;
 use rustls::client::Resumption;
@@ -17,10 +17,6 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName};
 use std::sync::Arc;
 use x509_parser::prelude::{FromDer, X509Certificate};
-
-pub use quic::{
-    close_code, negotiated_alpn, peer_leaf_certificate, quic_client_config, quic_server_config, QuicTuning,
-};
 
 /// The one ALPN protocol id fedistill speaks.
 pub const ALPN: &[u8] = b"fedistill/1";
@@ -40,7 +36,7 @@ pub enum TlsError {
     /// The server name is not a valid DNS name or IP address.
     #[error("invalid server name {0:?}")]
     ServerName(String),
-    /// QUIC refused the TLS configuration.
+    /// QUIC refused the TLS configuration (raised by `fedistill_transport::quic`).
     #[error("QUIC configuration rejected: {0}")]
     Quic(String),
     /// A client certificate is not usable for client authentication: it does not parse, or it has no

@@ -12,7 +12,8 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use fedistill_shared::provision::{self, pki, Ca};
-use fedistill_shared::tls::{self, QuicTuning};
+use fedistill_shared::tls;
+use fedistill_transport::{quic_client_config, quic_server_config, QuicTuning};
 
 /// CPU time and memory of a process from /proc.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -171,7 +172,7 @@ impl RawServer {
         let key = pki::generate_tls_key()?;
         let cert = ca.issue_server(&["127.0.0.1".to_string()], &key, now)?;
         let tuning = QuicTuning::default();
-        let cfg = tls::quic_server_config(
+        let cfg = quic_server_config(
             tls::dangerous::server_config_no_client_auth(cert.pem.as_bytes(), key.serialize_pem().as_bytes())?,
             &tuning,
         )?;
@@ -203,7 +204,7 @@ impl RawServer {
     }
 
     pub(super) async fn connect(&self) -> anyhow::Result<quinn::Connection> {
-        let cfg = tls::quic_client_config(
+        let cfg = quic_client_config(
             tls::dangerous::client_config_no_client_auth(self.ca_pem.as_bytes())?,
             &self.tuning,
         )?;

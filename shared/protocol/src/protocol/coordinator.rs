@@ -17,11 +17,14 @@ pub use secure::consensus_from_sum;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::abstain::{check_abstain, MAX_ABSTAIN_FIGURES, MAX_ABSTAIN_REASON};
 use super::aggregate::{aggregate, distance_to_consensus, AggregationRule, ContributionView};
+use super::records::{self, MessageRecords};
+use super::robust::{QuarantineDecision, ReleaseDecision};
 use super::softlabels;
 use super::softlabels::Encoding;
 use super::Millis;
-use crate::crypto::{Digest, FederationId, ParticipantId, RoundId, Verified};
+use crate::crypto::{Digest, FederationId, ParticipantId, RoundId, Signed, Verified};
 use crate::wire::messages::{
     sample_ids_digest, Abstain, AggregateLabels, RejectCode, RoundOpen, RoundReport, SoftLabels,
 };
@@ -119,6 +122,10 @@ pub enum Rejection {
     /// Shape, size or content of the payload is invalid.
     #[error("invalid soft-label payload: {0}")]
     BadPayload(String),
+    /// The figures, metrics or privacy spend of an abstention or a report cannot be logged (the message
+    /// says why, and is the refusal's whole text).
+    #[error("{0}")]
+    Malformed(String),
     /// The sender is quarantined for persistent anomalous contributions.
     #[error("{0} is quarantined: its contributions are excluded")]
     Quarantined(ParticipantId),
@@ -149,15 +156,21 @@ impl Rejection {
             Rejection::Duplicate { .. } => RejectCode::Duplicate,
             Rejection::WrongPublicSet { .. } => RejectCode::WrongPublicSet,
             Rejection::WrongSamples { .. } => RejectCode::WrongSamples,
-            Rejection::BadPayload(_) => RejectCode::BadPayload,
+            Rejection::BadPayload(_) | Rejection::Malformed(_) => RejectCode::BadPayload,
             Rejection::Quarantined(_) => RejectCode::Quarantined,
             Rejection::SignerMismatch { .. } => RejectCode::SignerMismatch,
         }
     }
 }
 
-/// A contribution accepted into the open round.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A contribution accepted into the open round, with what its log record needs kept from the one time it
+/// was verified and decoded: the envelope (its payload is stored beside the log, its signature goes into
+/// the `contribution` record) and the soft labels' encoding.
+///
+/// Its serde form is the one earlier builds stored (the envelope as its encoded bytes, no encoding): a
+/// store written before the envelope was kept whole still reads, the encoding recovered from the envelope
+/// then (see `AcceptedContributionRepr`).
+#[derive(Debug, Clone)]
 pub struct AcceptedContribution {
     /// Who sent it.
     pub participant: ParticipantId,
@@ -165,12 +178,61 @@ pub struct AcceptedContribution {
     pub probabilities: Vec<f32>,
     /// Private sample count claimed by the sender.
     pub samples: u64,
-    /// The signed envelope as received (its bytes go to the store and the log).
-    pub envelope: Vec<u8>,
+    /// The soft labels' encoding (`masked_u64` in a secure round), as the `contribution` record logs it.
+    pub encoding: Encoding,
+    /// The signed envelope as received: its payload goes to the payload store, its signature to the log.
+    pub envelope: Signed<SoftLabels>,
     /// SHA-256 of the envelope's payload bytes.
     pub payload_digest: Digest,
     /// The sender's sequence number.
     pub seq: u64,
+}
+
+/// The serde form of an [`AcceptedContribution`], as builds before the envelope was kept decoded stored
+/// it (bincode under the legacy contribution key, JSON inside older round snapshots).
+#[derive(Serialize, Deserialize)]
+struct AcceptedContributionRepr {
+    participant: ParticipantId,
+    probabilities: Vec<f32>,
+    samples: u64,
+    /// The signed envelope's encoded bytes.
+    envelope: Vec<u8>,
+    payload_digest: Digest,
+    seq: u64,
+}
+
+impl Serialize for AcceptedContribution {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        AcceptedContributionRepr {
+            participant: self.participant.clone(),
+            probabilities: self.probabilities.clone(),
+            samples: self.samples,
+            envelope: crate::wire::encode_payload(&self.envelope).map_err(serde::ser::Error::custom)?,
+            payload_digest: self.payload_digest,
+            seq: self.seq,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for AcceptedContribution {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let r = AcceptedContributionRepr::deserialize(d)?;
+        let envelope: Signed<SoftLabels> = crate::wire::decode_payload(&r.envelope)
+            .map_err(|e| D::Error::custom(format!("the contribution envelope of {}: {e}", r.participant)))?;
+        let body: SoftLabels = crate::wire::decode_payload(&envelope.payload)
+            .map_err(|e| D::Error::custom(format!("the soft labels of {}: {e}", r.participant)))?;
+        Ok(AcceptedContribution {
+            participant: r.participant,
+            probabilities: r.probabilities,
+            samples: r.samples,
+            encoding: body.encoding,
+            envelope,
+            payload_digest: r.payload_digest,
+            seq: r.seq,
+        })
+    }
 }
 
 /// An accepted contribution as a driver stores it until its round commits, without the bytes it keeps
@@ -192,22 +254,33 @@ pub struct StoredContribution {
 }
 
 impl AcceptedContribution {
+    /// A contribution of `participant` accepted from its verified `envelope`, with the `probabilities`
+    /// decoded from it (empty for a secure round's masked input).
+    fn accepted(participant: &ParticipantId, labels: Verified<SoftLabels>, probabilities: Vec<f32>) -> Self {
+        let payload_digest = labels.payload_digest();
+        let (body, envelope) = labels.into_parts();
+        AcceptedContribution {
+            participant: participant.clone(),
+            probabilities,
+            samples: body.samples,
+            encoding: body.encoding,
+            seq: envelope.seq,
+            envelope,
+            payload_digest,
+        }
+    }
+
     /// What a driver stores for this contribution until its round commits, and the signed payload to store
     /// beside it under `payload_digest`.
-    pub fn to_stored(&self) -> Result<(StoredContribution, Vec<u8>), CommitError> {
-        let envelope: crate::crypto::Signed<SoftLabels> =
-            crate::wire::decode_payload(&self.envelope).map_err(|e| CommitError::Contribution {
-                participant: self.participant.clone(),
-                reason: e.to_string(),
-            })?;
+    pub fn to_stored(&self) -> (StoredContribution, Vec<u8>) {
         let stored = StoredContribution {
             participant: self.participant.clone(),
             samples: self.samples,
             payload_digest: self.payload_digest,
             seq: self.seq,
-            signature: envelope.signature,
+            signature: self.envelope.signature.clone(),
         };
-        Ok((stored, envelope.payload))
+        (stored, self.envelope.payload.clone())
     }
 
     /// Rebuilds a contribution of `round` in `federation` from [`AcceptedContribution::to_stored`]'s parts
@@ -236,7 +309,7 @@ impl AcceptedContribution {
             softlabels::decode(&body.payload, body.rows as usize, body.classes as usize, body.encoding)
                 .map_err(|e| bad(e.to_string()))?
         };
-        let envelope = crate::crypto::Signed::<SoftLabels>::from_parts(
+        let envelope = Signed::<SoftLabels>::from_parts(
             crate::crypto::Signer::Participant(stored.participant.clone()),
             federation.clone(),
             round,
@@ -244,11 +317,11 @@ impl AcceptedContribution {
             payload,
             stored.signature,
         );
-        let envelope = crate::wire::encode_payload(&envelope).map_err(|e| bad(e.to_string()))?;
         Ok(AcceptedContribution {
             participant: stored.participant,
             probabilities,
             samples: stored.samples,
+            encoding: body.encoding,
             envelope,
             payload_digest: stored.payload_digest,
             seq: stored.seq,
@@ -350,21 +423,16 @@ impl RoundCommit {
         }];
         let mut payloads = Vec::new();
         for c in &self.contributions {
-            let bad = |e: crate::wire::WireError| CommitError::Contribution {
-                participant: c.participant.clone(),
-                reason: e.to_string(),
-            };
-            let envelope: crate::crypto::Signed<SoftLabels> = crate::wire::decode_payload(&c.envelope).map_err(bad)?;
-            let body: SoftLabels = crate::wire::decode_payload(&envelope.payload).map_err(bad)?;
+            // What the contribution kept from its verification: nothing is decoded a second time.
             records.push(Record::Contribution {
                 round: self.round,
                 participant: c.participant.clone(),
-                encoding: crate::ledger::EncodingName::new(body.encoding.name())?,
+                encoding: crate::ledger::EncodingName::new(c.encoding.name())?,
                 payload_digest: c.payload_digest,
                 sequence: c.seq,
-                signature: envelope.signature,
+                signature: c.envelope.signature.clone(),
             });
-            payloads.push((c.payload_digest, envelope.payload));
+            payloads.push((c.payload_digest, c.envelope.payload.clone()));
         }
         if let Some(t) = &self.secure {
             let transcript = crate::wire::encode_payload(t).map_err(|e| CommitError::Transcript(e.to_string()))?;
@@ -773,6 +841,24 @@ impl CoordinatorRound {
         self.quarantined.remove(p);
     }
 
+    /// Applies the anomaly tracker's quarantine decision ([`CoordinatorRound::quarantine`]) and returns its
+    /// `quarantine` record for the round's commit. Evidence that cannot be logged changes nothing.
+    pub fn apply_quarantine(
+        &mut self,
+        d: &QuarantineDecision,
+    ) -> Result<crate::ledger::Record, crate::ledger::RecordError> {
+        let record = d.record()?;
+        self.quarantine(d.participant.clone());
+        Ok(record)
+    }
+
+    /// Applies the anomaly tracker's release ([`CoordinatorRound::release`]) and returns its
+    /// `quarantine_release` record for the round's commit.
+    pub fn apply_release(&mut self, r: &ReleaseDecision) -> crate::ledger::Record {
+        self.release(&r.participant);
+        r.record()
+    }
+
     /// Quarantined participants, in id order.
     pub fn quarantined(&self) -> impl Iterator<Item = &ParticipantId> {
         self.quarantined.iter()
@@ -897,15 +983,7 @@ impl CoordinatorRound {
         }
         let probabilities = softlabels::decode(&body.payload, rows, self.cfg.classes as usize, body.encoding)
             .map_err(|e| Rejection::BadPayload(e.to_string()))?;
-        let accepted = AcceptedContribution {
-            participant: from.clone(),
-            probabilities,
-            samples: body.samples,
-            envelope: crate::wire::encode_payload(labels.envelope())
-                .map_err(|e| Rejection::BadPayload(e.to_string()))?,
-            payload_digest: labels.payload_digest(),
-            seq: labels.seq(),
-        };
+        let accepted = AcceptedContribution::accepted(from, labels, probabilities);
         self.expected.insert(from.clone());
         self.contributions.insert(from.clone(), accepted);
         self.drive(now);
@@ -913,13 +991,16 @@ impl CoordinatorRound {
     }
 
     /// A verified abstention from the participant on connection `from`: it does not contribute to the open
-    /// round, so the round no longer waits for it. The driver logs it (with the figures) once accepted.
+    /// round, so the round no longer waits for it. Returns its `abstention` record (figures in canonical
+    /// order) and payload for the driver to append with the round state; a refused abstention changes
+    /// nothing.
     pub fn handle_abstain(
         &mut self,
         now: Millis,
         from: &ParticipantId,
         msg: Verified<Abstain>,
-    ) -> Result<(), Rejection> {
+    ) -> Result<MessageRecords, Rejection> {
+        let figures = records::abstention_figures(msg.value()).map_err(Rejection::Malformed)?;
         match msg.signer() {
             crate::crypto::Signer::Participant(p) if p == from => {}
             other => {
@@ -961,17 +1042,22 @@ impl CoordinatorRound {
         }
         check_abstain(body).map_err(Rejection::BadPayload)?;
         self.abstained.insert(from.clone());
+        let logged = records::abstention_records(from, &msg, figures);
         self.drive(now);
-        Ok(())
+        Ok(logged)
     }
 
-    /// A verified round report.
+    /// A verified round report from the participant on connection `from`. Returns its `round_report` record
+    /// (and `privacy_spend` after it when the report carries a spend) and payload for the driver to append
+    /// with the round state; a report whose metrics or spend cannot be logged is refused before anything
+    /// changes.
     pub fn handle_report(
         &mut self,
         now: Millis,
         from: &ParticipantId,
         report: Verified<RoundReport>,
-    ) -> Result<(), Rejection> {
+    ) -> Result<MessageRecords, Rejection> {
+        let metrics = records::report_metrics(report.value()).map_err(Rejection::Malformed)?;
         let body = report.value();
         if body.round != self.round || !matches!(self.phase, Phase::Reporting { .. }) {
             return Err(Rejection::WrongRound {
@@ -986,8 +1072,9 @@ impl CoordinatorRound {
             });
         }
         self.reports.insert(from.clone(), body.clone());
+        let logged = records::report_records(from, &report, metrics);
         self.drive(now);
-        Ok(())
+        Ok(logged)
     }
 
     /// The driver made the round's commit durable and published it.
@@ -1055,20 +1142,7 @@ impl CoordinatorRound {
             return false;
         }
         let round = RoundId(self.round.0 + 1);
-        let sample_ids = round_sample_ids(round, self.cfg.samples_per_round, self.cfg.public_len);
-        let open = RoundOpen {
-            round,
-            total_rounds: self.cfg.rounds,
-            public_digest: self.cfg.public_digest,
-            sample_ids_digest: sample_ids_digest(&sample_ids),
-            sample_ids,
-            temperature: self.cfg.temperature,
-            rule: self.cfg.rule,
-            deadline_ms: self.cfg.collect_timeout.0,
-            quorum: self.cfg.quorum as u32,
-            classes: self.cfg.classes,
-            secure: self.cfg.secure,
-        };
+        let open = self.cfg.round_open(round);
         self.round = round;
         self.open = Some(open.clone());
         self.opened_at = now;
@@ -1218,6 +1292,56 @@ impl CoordinatorRound {
     }
 }
 
+impl CoordinatorConfig {
+    /// The opening of `round` under this configuration (unsigned): the round's public rows
+    /// ([`round_sample_ids`]) and the federation's terms, assembled by [`round_open_message`].
+    pub fn round_open(&self, round: RoundId) -> RoundOpen {
+        round_open_message(
+            round,
+            self.rounds,
+            self.public_digest,
+            round_sample_ids(round, self.samples_per_round, self.public_len),
+            self.temperature,
+            self.rule,
+            self.collect_timeout.0,
+            self.quorum as u32,
+            self.classes,
+            self.secure,
+        )
+    }
+}
+
+/// A `RoundOpen` message (unsigned) for `sample_ids`, with their digest computed here so the ids and the
+/// digest a participant checks always agree. [`CoordinatorConfig::round_open`] (the coordinator's state
+/// machine) and the benchmarks' message exchange both build the opening here.
+#[allow(clippy::too_many_arguments)]
+pub fn round_open_message(
+    round: RoundId,
+    total_rounds: u64,
+    public_digest: Digest,
+    sample_ids: Vec<u64>,
+    temperature: f32,
+    rule: AggregationRule,
+    deadline_ms: u64,
+    quorum: u32,
+    classes: u32,
+    secure: Option<crate::wire::secagg::SecAggParams>,
+) -> RoundOpen {
+    RoundOpen {
+        round,
+        total_rounds,
+        public_digest,
+        sample_ids_digest: sample_ids_digest(&sample_ids),
+        sample_ids,
+        temperature,
+        rule,
+        deadline_ms,
+        quorum,
+        classes,
+        secure,
+    }
+}
+
 /// The public rows round `round` labels: `per_round` consecutive positions of a public set of `public_len`
 /// rows (at most all of them), continuing where the previous round stopped and wrapping around, so round
 /// after round walks the set in epochs (round 1 starts at row 0). With the task card's `[augment]`, a row
@@ -1227,44 +1351,4 @@ pub fn round_sample_ids(round: RoundId, per_round: u64, public_len: u64) -> Vec<
     let n = per_round.min(len).max(1);
     let start = round.0.saturating_sub(1).wrapping_mul(n) % len;
     (0..n).map(|i| (start + i) % len).collect()
-}
-
-/// Longest abstention reason code, in bytes.
-pub const MAX_ABSTAIN_REASON: usize = 64;
-/// Most figures in an abstention.
-pub const MAX_ABSTAIN_FIGURES: usize = 16;
-
-/// Checks an abstention's shape: a reason code of 1..=64 bytes of `[a-z0-9_]`, at most 16 figures with
-/// unique, non-empty names of at most 64 bytes and finite values (so it can be logged canonically).
-pub fn check_abstain(a: &Abstain) -> Result<(), String> {
-    let code_ok = |s: &str| {
-        !s.is_empty()
-            && s.len() <= MAX_ABSTAIN_REASON
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-    };
-    if !code_ok(&a.reason) {
-        return Err(format!(
-            "abstention reason {:?} is not a code like budget_exhausted",
-            a.reason
-        ));
-    }
-    if a.figures.len() > MAX_ABSTAIN_FIGURES {
-        return Err(format!(
-            "{} abstention figures (at most {MAX_ABSTAIN_FIGURES})",
-            a.figures.len()
-        ));
-    }
-    let mut names = BTreeSet::new();
-    for (n, v) in &a.figures {
-        if !code_ok(n) || !names.insert(n.as_str()) {
-            return Err(format!(
-                "abstention figure name {n:?} is empty, too long, not [a-z0-9_] or repeated"
-            ));
-        }
-        if !v.is_finite() {
-            return Err(format!("abstention figure {n} = {v} is not finite"));
-        }
-    }
-    Ok(())
 }

@@ -3,17 +3,20 @@
 //! Each round every contributor's distance to the consensus ([`super::aggregate::distance_to_consensus`])
 //! updates an exponentially weighted score. A contributor whose score exceeds `factor` x the median score
 //! of the round's contributors (and an absolute floor) for `consecutive` rounds in a row is quarantined:
-//! the driver calls `CoordinatorRound::quarantine` and logs a `Record::Quarantine` with the evidence.
+//! the driver applies it with `CoordinatorRound::apply_quarantine`, which returns the `Record::Quarantine`
+//! ([`QuarantineDecision::record`], the evidence in canonical order) for the round's commit.
 //! Relative-to-median thresholds keep honest participants safe under DP noise, which raises every score.
 //! Quarantine is permanent unless the policy sets `release_after_rounds`: then [`AnomalyTracker::releases_due`]
-//! readmits a participant once that many aggregated rounds have passed, with a fresh score (the driver
-//! logs a `Record::QuarantineRelease`).
+//! readmits a participant once that many aggregated rounds have passed, with a fresh score
+//! (`CoordinatorRound::apply_release` readmits it and returns the `Record::QuarantineRelease`,
+//! [`ReleaseDecision::record`]).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{ParticipantId, RoundId};
+use crate::ledger::{Metric, Record, RecordError};
 
 /// Parameters of the quarantine policy.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -124,6 +127,32 @@ pub struct ReleaseDecision {
     pub after_rounds: u32,
     /// Why, in words.
     pub reason: String,
+}
+
+impl QuarantineDecision {
+    /// The `quarantine` record that logs the decision, its evidence in canonical order (refused if two
+    /// figures share a name).
+    pub fn record(&self) -> Result<Record, RecordError> {
+        Ok(Record::Quarantine {
+            round: self.round,
+            participant: self.participant.clone(),
+            reason: self.reason.clone(),
+            evidence: Metric::canonical(self.evidence.iter().map(|(n, v)| (n.clone(), *v)))?,
+        })
+    }
+}
+
+impl ReleaseDecision {
+    /// The `quarantine_release` record that logs the release.
+    pub fn record(&self) -> Record {
+        Record::QuarantineRelease {
+            round: self.round,
+            participant: self.participant.clone(),
+            quarantined_round: self.quarantined_round,
+            after_rounds: self.after_rounds,
+            reason: self.reason.clone(),
+        }
+    }
 }
 
 /// Tracks scores across rounds; serializable so the driver persists it with the round snapshot.
@@ -289,6 +318,55 @@ mod tests {
             (pid("d"), honest * 1.1),
             (pid("evil"), attacker),
         ]
+    }
+
+    /// A decision's record carries what the decision says, the evidence sorted by name; a release's too.
+    #[test]
+    fn decisions_yield_their_log_records() {
+        let q = QuarantineDecision {
+            round: RoundId(3),
+            participant: pid("evil"),
+            reason: "outlier".into(),
+            evidence: vec![("threshold".into(), 0.6), ("ewma_score".into(), 1.6)],
+        };
+        let Ok(Record::Quarantine {
+            round,
+            participant,
+            reason,
+            evidence,
+        }) = q.record()
+        else {
+            panic!("not a quarantine record: {:?}", q.record())
+        };
+        assert_eq!(
+            (round, participant, reason.as_str()),
+            (RoundId(3), pid("evil"), "outlier")
+        );
+        let names: Vec<(&str, f64)> = evidence.iter().map(|m| (m.name.as_str(), m.value)).collect();
+        assert_eq!(names, vec![("ewma_score", 1.6), ("threshold", 0.6)]);
+        let twice = QuarantineDecision {
+            evidence: vec![("strikes".into(), 3.0), ("strikes".into(), 4.0)],
+            ..q
+        };
+        assert!(twice.record().is_err(), "duplicate evidence names are refused");
+
+        let r = ReleaseDecision {
+            round: RoundId(7),
+            participant: pid("evil"),
+            quarantined_round: RoundId(4),
+            after_rounds: 3,
+            reason: "served".into(),
+        };
+        assert_eq!(
+            r.record(),
+            Record::QuarantineRelease {
+                round: RoundId(7),
+                participant: pid("evil"),
+                quarantined_round: RoundId(4),
+                after_rounds: 3,
+                reason: "served".into(),
+            }
+        );
     }
 
     #[test]

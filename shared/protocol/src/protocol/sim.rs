@@ -2,7 +2,9 @@
 //! A deterministic network simulator with a virtual clock that drives the real coordinator and participant
 //! state machines through scenario tests: dropouts, rejoins, duplicates, late and wrong-round messages,
 //! seeded loss, partitions, a coordinator restart from its durable snapshot, and participants that abstain
-//! (budget exhausted) or stay silent.
+//! (budget exhausted) or stay silent. It keeps the update log the coordinator driver would append, from the
+//! same assembly: the records the state machine returns for abstentions and reports, a commit's
+//! `RoundCommit::records`, and the quarantine and release records of `apply_quarantine` / `apply_release`.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -10,15 +12,17 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::abstain::budget_exhausted_message;
 use super::coordinator::{AcceptedContribution, CoordinatorConfig, CoordinatorRound, OutMessage, Output, Snapshot};
 use super::participant::{ParticipantOutput, ParticipantSession};
+use super::records::MessageRecords;
+use super::robust::{QuarantineDecision, ReleaseDecision};
 use super::{softlabels, AggregationRule, Encoding, Millis};
 use crate::crypto::{
     Digest, FederationId, ParticipantId, PublicKey, ReplayGuard, RoundId, Signed, Signer, SigningIdentity,
 };
-use crate::wire::messages::{
-    Abstain, AggregateLabels, RejectCode, RoundOpen, RoundReport, SoftLabels, ABSTAIN_BUDGET_EXHAUSTED,
-};
+use crate::ledger::Record;
+use crate::wire::messages::{Abstain, AggregateLabels, PrivacySpend, RejectCode, RoundOpen, RoundReport, SoftLabels};
 
 const CLASSES: usize = 4;
 const PUBLIC_LEN: u64 = 40;
@@ -55,6 +59,8 @@ struct Behaviour {
     silent_from: Option<u64>,
     /// After abstaining, also send labels for the same round (must be refused as a duplicate).
     labels_after_abstain: bool,
+    /// Report this differential-privacy spend with every round (a participant running with DP).
+    privacy_spend: Option<PrivacySpend>,
 }
 
 struct Part {
@@ -63,8 +69,10 @@ struct Part {
     session: ParticipantSession,
     seq: u64,
     behaviour: Behaviour,
-    rejections: Vec<String>,
+    rejections: Vec<RejectCode>,
     distilled: Vec<RoundId>,
+    /// Per round, the signature of the soft-label envelope sent for it (the last one when sent again).
+    signed_labels: BTreeMap<RoundId, Vec<u8>>,
 }
 
 struct Sim {
@@ -92,7 +100,12 @@ struct Sim {
     policy_actions: Vec<(RoundId, bool, ParticipantId)>,
     closed: Vec<(RoundId, usize)>,
     finished: bool,
-    coord_rejections: Vec<String>,
+    /// Who was refused, with which code, in order.
+    coord_rejections: Vec<(ParticipantId, RejectCode)>,
+    /// The update log as the coordinator driver appends it (the aggregates unsigned).
+    log: Vec<Record>,
+    /// The payloads stored beside the log, by digest.
+    payloads: BTreeMap<Digest, Vec<u8>>,
     /// How the coordinator packs the consensus (`aggregate_encoding`).
     aggregate_encoding: crate::protocol::Encoding,
     /// Test hook: the aggregate claims `int8` but carries the f32 bytes (a malformed aggregate).
@@ -101,6 +114,10 @@ struct Sim {
 
 fn federation() -> FederationId {
     FederationId::new("sim").expect("static name is valid")
+}
+
+fn pid(s: &str) -> ParticipantId {
+    ParticipantId::new(s)
 }
 
 fn config(rounds: u64, quorum: usize) -> CoordinatorConfig {
@@ -152,6 +169,7 @@ impl Sim {
                 behaviour: Behaviour::default(),
                 rejections: Vec::new(),
                 distilled: Vec::new(),
+                signed_labels: BTreeMap::new(),
             });
         }
         Sim {
@@ -179,6 +197,8 @@ impl Sim {
             aggregate_encoding: crate::protocol::Encoding::F32,
             aggregate_mislabelled: false,
             coord_rejections: Vec::new(),
+            log: Vec::new(),
+            payloads: BTreeMap::new(),
         }
     }
 
@@ -264,10 +284,9 @@ impl Sim {
                 Output::Commit(c) => {
                     // The same assembly as the coordinator driver: records (checked below) and the message.
                     let assembled = c.records(&federation(), 0).expect("commit records");
-                    assert!(matches!(
-                        assembled.records.last(),
-                        Some(crate::ledger::Record::Aggregate { .. })
-                    ));
+                    assert!(matches!(assembled.records.last(), Some(Record::Aggregate { .. })));
+                    self.log.extend(assembled.records.iter().cloned());
+                    self.payloads.extend(assembled.payloads.iter().cloned());
                     let mut agg = c
                         .aggregate_message(self.aggregate_encoding, String::new())
                         .expect("aggregate message");
@@ -275,12 +294,32 @@ impl Sim {
                     if self.aggregate_mislabelled {
                         agg.encoding = crate::protocol::Encoding::Int8;
                     }
-                    for (_, quarantine, p) in self.policy_actions.iter().filter(|(r, ..)| *r == c.round) {
-                        if *quarantine {
-                            self.coord.quarantine(p.clone());
-                        } else {
-                            self.coord.release(p);
-                        }
+                    // The tracker's decisions, quarantines first, logged in the commit as the driver does.
+                    let actions: Vec<(bool, ParticipantId)> = self
+                        .policy_actions
+                        .iter()
+                        .filter(|(r, ..)| *r == c.round)
+                        .map(|(_, q, p)| (*q, p.clone()))
+                        .collect();
+                    for (_, p) in actions.iter().filter(|(q, _)| *q) {
+                        let decision = QuarantineDecision {
+                            round: c.round,
+                            participant: p.clone(),
+                            reason: "scripted by the scenario".into(),
+                            evidence: vec![("strikes".into(), 3.0), ("ewma_score".into(), 1.5)],
+                        };
+                        let record = self.coord.apply_quarantine(&decision).expect("loggable evidence");
+                        self.log.push(record);
+                    }
+                    for (_, p) in actions.iter().filter(|(q, _)| !*q) {
+                        let release = ReleaseDecision {
+                            round: c.round,
+                            participant: p.clone(),
+                            quarantined_round: RoundId(c.round.0.saturating_sub(1)),
+                            after_rounds: 1,
+                            reason: "served".into(),
+                        };
+                        self.log.push(self.coord.apply_release(&release));
                     }
                     self.coord.handle_committed(self.now, c.round);
                     self.disk = Some(self.coord.snapshot());
@@ -320,7 +359,7 @@ impl Sim {
 
     /// What the coordinator driver does with a participant's envelope: verify it against the connection's
     /// identity, hand it to the state machine, and record its sequence number only once it was accepted.
-    fn deliver_signed<T: crate::crypto::SignedMessage>(
+    fn deliver_signed<T: crate::crypto::SignedMessage, R>(
         &mut self,
         id: &ParticipantId,
         key: &PublicKey,
@@ -330,16 +369,23 @@ impl Sim {
             Millis,
             &ParticipantId,
             crate::crypto::Verified<T>,
-        ) -> Result<(), super::coordinator::Rejection>,
-    ) -> Result<(), RejectCode> {
+        ) -> Result<R, super::coordinator::Rejection>,
+    ) -> Result<R, RejectCode> {
         let round = self.coord.round();
         let v = s
             .verify(key, &Signer::Participant(id.clone()), &self.guard, round)
             .map_err(|e| RejectCode::from(&e))?;
         let fresh = v.fresh();
-        handle(&mut self.coord, self.now, id, v).map_err(|e| e.code())?;
+        let out = handle(&mut self.coord, self.now, id, v).map_err(|e| e.code())?;
         self.guard.accept(fresh);
-        Ok(())
+        Ok(out)
+    }
+
+    /// Appends what an accepted abstention or report puts in the log, as the driver does before its `Ack`.
+    fn append(&mut self, logged: MessageRecords) {
+        self.log.extend(logged.records);
+        let (digest, bytes) = logged.payload;
+        self.payloads.insert(digest, bytes);
     }
 
     fn deliver(&mut self, from: Node, to: Node, packet: Packet) {
@@ -351,14 +397,18 @@ impl Sim {
                 let round = self.coord.round();
                 let reply = match packet {
                     Packet::Labels(s) => self.deliver_signed(&id, &key, s, CoordinatorRound::handle_soft_labels),
-                    Packet::Abstain(s) => self.deliver_signed(&id, &key, s, CoordinatorRound::handle_abstain),
-                    Packet::Report(s) => self.deliver_signed(&id, &key, s, CoordinatorRound::handle_report),
+                    Packet::Abstain(s) => self
+                        .deliver_signed(&id, &key, s, CoordinatorRound::handle_abstain)
+                        .map(|logged| self.append(logged)),
+                    Packet::Report(s) => self
+                        .deliver_signed(&id, &key, s, CoordinatorRound::handle_report)
+                        .map(|logged| self.append(logged)),
                     _ => return,
                 };
                 match reply {
                     Ok(()) => self.send(Node::Coordinator, from, Packet::Ack(round)),
                     Err(code) => {
-                        self.coord_rejections.push(format!("{id}:{code}"));
+                        self.coord_rejections.push((id.clone(), code.clone()));
                         self.send(Node::Coordinator, from, Packet::Reject(code));
                     }
                 }
@@ -394,7 +444,7 @@ impl Sim {
                             let r = self.coord.round();
                             part.session.handle_labels_sent(r);
                         }
-                        part.rejections.push(code.to_string());
+                        part.rejections.push(code);
                     }
                     Packet::Finished => part.session.handle_finished(),
                     _ => {}
@@ -413,15 +463,7 @@ impl Sim {
                         continue;
                     }
                     if part.behaviour.abstain_from.is_some_and(|r| round.0 >= r) {
-                        let abstain = Abstain {
-                            round,
-                            reason: ABSTAIN_BUDGET_EXHAUSTED.into(),
-                            figures: vec![
-                                ("epsilon_budget".into(), 5.0),
-                                ("epsilon_spent".into(), 4.0),
-                                ("epsilon_would_reach".into(), 8.0),
-                            ],
-                        };
+                        let abstain = budget_exhausted_message(round, 5.0, 4.0, 8.0);
                         let s = Self::sign(
                             &part.key,
                             Signer::Participant(part.id.clone()),
@@ -460,6 +502,7 @@ impl Sim {
                         &labels,
                     );
                     let twice = part.behaviour.send_twice;
+                    part.signed_labels.insert(round_named, s.signature.clone());
                     self.send(Node::P(i), Node::Coordinator, Packet::Labels(s.clone()));
                     if twice {
                         // The same envelope again (a replay) and a freshly signed duplicate.
@@ -486,7 +529,7 @@ impl Sim {
                         student_digest: Digest::of(b"student"),
                         guard_accepted: true,
                         guard_reason: String::new(),
-                        privacy_spend: None,
+                        privacy_spend: part.behaviour.privacy_spend,
                     });
                 }
                 ParticipantOutput::SendReport(r) => {
@@ -540,7 +583,7 @@ impl Sim {
         snap.contributions = std::mem::take(&mut snap.contributions)
             .into_iter()
             .map(|c| {
-                let (stored, payload) = c.to_stored().expect("an accepted contribution splits");
+                let (stored, payload) = c.to_stored();
                 AcceptedContribution::from_stored(stored, payload, &federation(), round).expect("and is rebuilt")
             })
             .collect();
@@ -677,12 +720,12 @@ fn duplicates_and_replays_are_rejected_without_harm() {
     sim.run_until(Millis(60_000));
     assert!(sim.finished);
     assert!(
-        sim.coord_rejections.iter().any(|r| r == "p1:replay"),
+        sim.coord_rejections.contains(&(pid("p1"), RejectCode::Replay)),
         "{:?}",
         sim.coord_rejections
     );
     assert!(
-        sim.coord_rejections.iter().any(|r| r == "p1:duplicate"),
+        sim.coord_rejections.contains(&(pid("p1"), RejectCode::Duplicate)),
         "{:?}",
         sim.coord_rejections
     );
@@ -698,7 +741,7 @@ fn late_labels_are_rejected_and_the_round_completes_on_quorum() {
     assert!(sim.finished);
     assert_eq!(sim.committed[0].1.len(), 2);
     assert!(
-        sim.coord_rejections.iter().any(|r| r.starts_with("p2:")),
+        sim.coord_rejections.iter().any(|(p, _)| p == &pid("p2")),
         "{:?}",
         sim.coord_rejections
     );
@@ -706,7 +749,7 @@ fn late_labels_are_rejected_and_the_round_completes_on_quorum() {
         sim.parts[2]
             .rejections
             .iter()
-            .any(|c| c == "late" || c == "not_collecting"),
+            .any(|c| [RejectCode::Late, RejectCode::NotCollecting].contains(c)),
         "{:?}",
         sim.parts[2].rejections
     );
@@ -719,7 +762,7 @@ fn wrong_round_is_rejected() {
     (0..3).for_each(|i| sim.connect(i));
     sim.run_until(Millis(60_000));
     assert!(
-        sim.coord_rejections.contains(&"p0:wrong_round".to_string()),
+        sim.coord_rejections.contains(&(pid("p0"), RejectCode::WrongRound)),
         "{:?}",
         sim.coord_rejections
     );
@@ -755,12 +798,49 @@ fn a_stored_contribution_is_rebuilt_byte_for_byte_and_a_wrong_payload_is_refused
     sim.run_until(Millis(100));
     let snap = sim.disk.clone().expect("persisted");
     let c = snap.contributions.first().expect("an accepted contribution");
-    let (stored, payload) = c.to_stored().expect("splits");
+    let (stored, payload) = c.to_stored();
     assert_eq!(Digest::of(&payload), c.payload_digest);
     let back = AcceptedContribution::from_stored(stored.clone(), payload.clone(), &federation(), snap.round)
         .expect("rebuilds");
-    assert_eq!(back.envelope, c.envelope, "the envelope, byte for byte");
+    let bytes = |c: &AcceptedContribution| crate::wire::encode_payload(&c.envelope).expect("encodes");
+    assert_eq!(bytes(&back), bytes(c), "the envelope, byte for byte");
+    assert_eq!(back.encoding, Encoding::F16);
     assert_eq!(back.probabilities, c.probabilities);
+    // Its serde form is still the one earlier builds stored (the envelope as encoded bytes, no encoding),
+    // and reading that form back recovers the encoding from the envelope.
+    #[derive(serde::Serialize)]
+    struct Before {
+        participant: ParticipantId,
+        probabilities: Vec<f32>,
+        samples: u64,
+        envelope: Vec<u8>,
+        payload_digest: Digest,
+        seq: u64,
+    }
+    let before = Before {
+        participant: c.participant.clone(),
+        probabilities: c.probabilities.clone(),
+        samples: c.samples,
+        envelope: bytes(c),
+        payload_digest: c.payload_digest,
+        seq: c.seq,
+    };
+    let legacy = crate::wire::encode_payload(&before).expect("encodes");
+    assert_eq!(crate::wire::encode_payload(c).expect("encodes"), legacy);
+    assert_eq!(
+        serde_json::to_value(c).expect("json"),
+        serde_json::to_value(&before).expect("json")
+    );
+    let read: AcceptedContribution = crate::wire::decode_payload(&legacy).expect("the legacy form reads");
+    assert_eq!((bytes(&read), read.encoding), (bytes(c), Encoding::F16));
+    let garbage = Before {
+        envelope: vec![1, 2, 3],
+        ..before
+    };
+    let err =
+        crate::wire::decode_payload::<AcceptedContribution>(&crate::wire::encode_payload(&garbage).expect("encodes"))
+            .expect_err("an envelope that does not decode");
+    assert!(err.to_string().contains("the contribution envelope of p0"), "{err}");
     assert_eq!(
         (&back.participant, back.samples, back.payload_digest, back.seq),
         (&c.participant, c.samples, c.payload_digest, c.seq)
@@ -871,7 +951,7 @@ fn labels_after_an_abstention_and_a_second_abstention_are_duplicates() {
     sim.run_until(Millis(60_000));
     assert!(sim.finished);
     assert!(
-        sim.coord_rejections.iter().any(|r| r == "p1:duplicate"),
+        sim.coord_rejections.contains(&(pid("p1"), RejectCode::Duplicate)),
         "{:?}",
         sim.coord_rejections
     );
@@ -928,7 +1008,11 @@ fn quarantine_excludes_and_release_readmits() {
     // aggregated without waiting for it.
     assert_eq!(sim.coord_rejections.len(), 1, "{:?}", sim.coord_rejections);
     assert!(
-        ["p2:quarantined", "p2:not_collecting"].contains(&sim.coord_rejections[0].as_str()),
+        [
+            (p2.clone(), RejectCode::Quarantined),
+            (p2.clone(), RejectCode::NotCollecting)
+        ]
+        .contains(&sim.coord_rejections[0]),
         "{:?}",
         sim.coord_rejections
     );
@@ -938,6 +1022,189 @@ fn quarantine_excludes_and_release_readmits() {
         "round 2 committed at {:?}",
         sim.abstentions[1].2
     );
+    // Both decisions are logged through the state machine, each right after its round's aggregate.
+    let after_aggregate = |round: u64| {
+        let at = sim
+            .log
+            .iter()
+            .position(|r| matches!(r, Record::Aggregate { round: a, .. } if a.0 == round))
+            .expect("the round's aggregate");
+        sim.log[at + 1].clone()
+    };
+    let Record::Quarantine {
+        round,
+        participant,
+        evidence,
+        ..
+    } = after_aggregate(1)
+    else {
+        panic!("no quarantine after round 1's aggregate: {:?}", sim.log)
+    };
+    assert_eq!((round, &participant), (RoundId(1), &p2));
+    assert_eq!(
+        evidence.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+        ["ewma_score", "strikes"]
+    );
+    assert_eq!(
+        after_aggregate(2),
+        Record::QuarantineRelease {
+            round: RoundId(2),
+            participant: p2.clone(),
+            quarantined_round: RoundId(1),
+            after_rounds: 1,
+            reason: "served".into(),
+        }
+    );
+}
+
+/// The log the simulator keeps is the one the driver appends, from the same assembly: p2 abstains from
+/// round 2 (an `abstention` record with the reason's name, the figures in canonical order and p2's own
+/// signature, its signed message stored beside the log), p1 runs with DP (each `round_report` followed by
+/// its `privacy_spend`), and every contribution is logged with the encoding and signature it arrived with.
+#[test]
+fn abstentions_reports_and_privacy_spends_are_logged_as_the_driver_appends_them() {
+    use crate::crypto::{envelope_signing_bytes, SignedMessage};
+    let mut sim = Sim::new(3, 2, 2, 1);
+    sim.parts[2].behaviour.abstain_from = Some(2);
+    let spend = PrivacySpend {
+        epsilon_round: 0.5,
+        epsilon_total: 1.0,
+        delta: 1e-5,
+    };
+    sim.parts[1].behaviour.privacy_spend = Some(spend);
+    (0..3).for_each(|i| sim.connect(i));
+    sim.run_until(Millis(60_000));
+    assert!(sim.finished, "{:?}", sim.coord_rejections);
+    let signed_by = |p: &ParticipantId, domain: &str, round, seq, digest: &Digest, sig: &[u8]| {
+        let bytes = envelope_signing_bytes(
+            domain,
+            &Signer::Participant(p.clone()),
+            &federation(),
+            round,
+            seq,
+            digest,
+        );
+        sim.roster[p].verify_strict(&bytes, sig)
+    };
+
+    let abstentions: Vec<&Record> = sim
+        .log
+        .iter()
+        .filter(|r| matches!(r, Record::Abstention { .. }))
+        .collect();
+    let [Record::Abstention {
+        round,
+        participant,
+        reason,
+        figures,
+        message_digest,
+        sequence,
+        signature,
+    }] = abstentions.as_slice()
+    else {
+        panic!("one abstention expected: {:?}", sim.log)
+    };
+    assert_eq!(
+        (round, participant, reason.as_str()),
+        (&RoundId(2), &pid("p2"), "budget_exhausted")
+    );
+    let figures: Vec<(&str, f64)> = figures.iter().map(|m| (m.name.as_str(), m.value)).collect();
+    assert_eq!(
+        figures,
+        [
+            ("epsilon_budget", 5.0),
+            ("epsilon_spent", 4.0),
+            ("epsilon_would_reach", 8.0)
+        ]
+    );
+    assert!(signed_by(
+        participant,
+        Abstain::DOMAIN,
+        *round,
+        *sequence,
+        message_digest,
+        signature
+    ));
+    let stored: Abstain = crate::wire::decode_payload(&sim.payloads[message_digest]).expect("stored message");
+    assert_eq!(stored, budget_exhausted_message(RoundId(2), 5.0, 4.0, 8.0));
+    // Logged when accepted, before the round's commit.
+    let opened_2 = sim
+        .log
+        .iter()
+        .position(|r| matches!(r, Record::RoundOpened { round, .. } if round.0 == 2))
+        .expect("round 2 committed");
+    assert!(sim.log[..opened_2]
+        .iter()
+        .any(|r| matches!(r, Record::Abstention { .. })));
+
+    // Reports: p1's each followed by its spend, nobody else's.
+    let mut reports = 0;
+    for (i, r) in sim.log.iter().enumerate() {
+        let Record::RoundReport {
+            round,
+            participant,
+            message_digest,
+            sequence,
+            signature,
+            ..
+        } = r
+        else {
+            continue;
+        };
+        reports += 1;
+        assert!(signed_by(
+            participant,
+            RoundReport::DOMAIN,
+            *round,
+            *sequence,
+            message_digest,
+            signature
+        ));
+        let next = sim.log.get(i + 1);
+        if participant == &pid("p1") {
+            assert_eq!(
+                next,
+                Some(&Record::PrivacySpend {
+                    round: *round,
+                    participant: pid("p1"),
+                    epsilon: 0.5,
+                    delta: 1e-5,
+                }),
+                "{:?}",
+                sim.log
+            );
+        } else {
+            assert!(!matches!(next, Some(Record::PrivacySpend { .. })), "{:?}", sim.log);
+        }
+    }
+    assert_eq!(
+        reports,
+        3 + 2,
+        "three reports for round 1, two for round 2 (p2 abstained)"
+    );
+
+    // Contributions: the encoding and the signature of the envelope each participant sent.
+    let mut contributions = 0;
+    for r in &sim.log {
+        if let Record::Contribution {
+            round,
+            participant,
+            encoding,
+            signature,
+            ..
+        } = r
+        {
+            contributions += 1;
+            assert_eq!(encoding.as_str(), "f16");
+            let part = &sim.parts[sim.index(participant).expect("a participant")];
+            assert_eq!(
+                Some(signature),
+                part.signed_labels.get(round),
+                "{participant} round {round}"
+            );
+        }
+    }
+    assert_eq!(contributions, 3 + 2);
 }
 
 #[test]
@@ -970,6 +1237,63 @@ fn a_quarantined_participant_that_reconnects_mid_round_is_not_waited_for() {
     assert!(
         sim.abstentions[1].2 .0 < 1_000,
         "round 2 waited for the quarantined participant"
+    );
+}
+
+/// The opening the state machine broadcasts is [`CoordinatorConfig::round_open`], which is
+/// `round_open_message` over the round's rows: the ids and their digest agree, the terms are the config's.
+#[test]
+fn the_round_opening_is_assembled_in_one_place() {
+    use super::coordinator::{round_open_message, round_sample_ids};
+    let cfg = config(5, 2);
+    let mut m = CoordinatorRound::new(cfg.clone());
+    (0..3).for_each(|i| m.handle_connected(Millis(0), pid(&format!("p{i}"))));
+    let Some(Output::Broadcast(OutMessage::Open(open))) = m.poll_output() else {
+        panic!("round 1 opens")
+    };
+    assert_eq!(open, cfg.round_open(RoundId(1)));
+    let ids = round_sample_ids(RoundId(1), 10, PUBLIC_LEN);
+    assert_eq!(
+        open,
+        RoundOpen {
+            round: RoundId(1),
+            total_rounds: 5,
+            public_digest: Digest::of(b"public"),
+            sample_ids_digest: crate::wire::messages::sample_ids_digest(&ids),
+            sample_ids: ids.clone(),
+            temperature: 2.0,
+            rule: AggregationRule::Median,
+            deadline_ms: 1_000,
+            quorum: 2,
+            classes: CLASSES as u32,
+            secure: None,
+        }
+    );
+    let other = round_open_message(
+        RoundId(7),
+        0,
+        Digest::of(b"x"),
+        vec![3, 1],
+        1.5,
+        AggregationRule::Mean,
+        60_000,
+        4,
+        2,
+        None,
+    );
+    assert_eq!(
+        other.sample_ids_digest,
+        crate::wire::messages::sample_ids_digest(&[3, 1])
+    );
+    assert_eq!(
+        (
+            other.round,
+            other.sample_ids,
+            other.quorum,
+            other.classes,
+            other.deadline_ms
+        ),
+        (RoundId(7), vec![3, 1], 4, 2, 60_000)
     );
 }
 

@@ -199,11 +199,10 @@ pub fn validate_distributions(p: &[f32], rows: usize, classes: usize) -> Result<
     Ok(())
 }
 
-/// Encodes `rows` x `classes` probabilities (validated first).
 /// A participant's `SoftLabels` message (unsigned) for the round's `sample_ids`: `probabilities` (one row of
 /// `classes` per sample id) packed in `encoding`, with the digests that bind it to the public set and to the
 /// round's samples. The participant driver, the benchmarks, the simulator and the tests' hand-driven clients
-/// all build the message here.
+/// all build the message here; a secure round's masked input is [`secure_soft_labels_message`].
 pub fn soft_labels_message(
     round: crate::crypto::RoundId,
     public_digest: crate::crypto::Digest,
@@ -226,6 +225,35 @@ pub fn soft_labels_message(
     })
 }
 
+/// A participant's masked input in a secure round as its `SoftLabels` message (unsigned): `masked` (one row
+/// of `classes` fixed-point values per sample id, as `SecureClient::on_delivery` returns it) in the
+/// `masked_u64` encoding ([`masked_payload`]), with the same digests as [`soft_labels_message`] and the
+/// sender's `samples` (the divisor of the sample-weighted rule). A length that is not `sample_ids` x
+/// `classes` values is refused. The participant lifecycle and the tests' secure clients build it here.
+pub fn secure_soft_labels_message(
+    round: crate::crypto::RoundId,
+    public_digest: crate::crypto::Digest,
+    sample_ids: &[u64],
+    masked: &[u64],
+    classes: usize,
+    samples: u64,
+) -> Result<crate::wire::messages::SoftLabels, SoftLabelError> {
+    let rows = sample_ids.len();
+    let payload = masked_payload(masked);
+    decode_masked(&payload, rows, classes)?;
+    Ok(crate::wire::messages::SoftLabels {
+        round,
+        public_digest,
+        sample_ids_digest: crate::wire::messages::sample_ids_digest(sample_ids),
+        encoding: Encoding::MaskedU64,
+        rows: rows as u32,
+        classes: classes as u32,
+        samples,
+        payload,
+    })
+}
+
+/// Encodes `rows` x `classes` probabilities (validated first).
 pub fn encode(p: &[f32], rows: usize, classes: usize, encoding: Encoding) -> Result<Vec<u8>, SoftLabelError> {
     validate_distributions(p, rows, classes)?;
     encoding.check_shape(classes)?;
@@ -414,6 +442,7 @@ pub fn decode(bytes: &[u8], rows: usize, classes: usize, encoding: Encoding) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::{Digest, RoundId};
 
     fn rows() -> Vec<f32> {
         vec![
@@ -551,6 +580,52 @@ mod tests {
                 classes: 300
             })
         );
+    }
+
+    #[test]
+    fn the_soft_labels_builders_bind_the_round_samples_and_shape() {
+        let ids = [4u64, 5, 9];
+        let probs: Vec<f32> = ids.iter().flat_map(|_| [0.25f32, 0.75]).collect();
+        let plain = soft_labels_message(RoundId(2), Digest::of(b"pub"), &ids, &probs, 2, Encoding::F16, 30).unwrap();
+        assert_eq!(
+            (
+                plain.round,
+                plain.public_digest,
+                plain.rows,
+                plain.classes,
+                plain.samples
+            ),
+            (RoundId(2), Digest::of(b"pub"), 3, 2, 30)
+        );
+        assert_eq!(plain.sample_ids_digest, crate::wire::messages::sample_ids_digest(&ids));
+        assert_eq!(plain.encoding, Encoding::F16);
+        assert_eq!(plain.payload, encode(&probs, 3, 2, Encoding::F16).unwrap());
+
+        let masked: Vec<u64> = (0..6).map(|i| u64::MAX - i).collect();
+        let secure = secure_soft_labels_message(RoundId(2), Digest::of(b"pub"), &ids, &masked, 2, 30).unwrap();
+        assert_eq!(
+            secure,
+            crate::wire::messages::SoftLabels {
+                round: RoundId(2),
+                public_digest: Digest::of(b"pub"),
+                sample_ids_digest: crate::wire::messages::sample_ids_digest(&ids),
+                rows: 3,
+                classes: 2,
+                encoding: Encoding::MaskedU64,
+                samples: 30,
+                payload: masked_payload(&masked),
+            }
+        );
+        assert_eq!(decode_masked(&secure.payload, 3, 2).unwrap(), masked);
+        // One value short of 3 x 2.
+        assert!(matches!(
+            secure_soft_labels_message(RoundId(2), Digest::of(b"pub"), &ids, &masked[1..], 2, 30),
+            Err(SoftLabelError::WrongLength {
+                expected: 48,
+                got: 40,
+                ..
+            })
+        ));
     }
 
     #[test]

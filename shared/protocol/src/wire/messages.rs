@@ -1,3 +1,5 @@
+// Over 800 lines: the message types and their wire-compatibility tests (reject codes, abstention reasons,
+// sample-id runs) read together.
 //! The round protocol's messages: what participants and the coordinator say to each other.
 //!
 //! Participant-to-coordinator messages travel as one frame on a participant-opened bidirectional stream and
@@ -177,8 +179,76 @@ impl PrivacySpend {
     }
 }
 
-/// Reason code of an [`Abstain`] whose sender's differential-privacy budget would be exceeded by the round.
-pub const ABSTAIN_BUDGET_EXHAUSTED: &str = "budget_exhausted";
+/// Reason code of an [`Abstain`] whose sender's differential-privacy budget would be exceeded by the round
+/// ([`AbstainReason::BudgetExhausted`]'s name).
+pub const ABSTAIN_BUDGET_EXHAUSTED: &str = AbstainReason::BudgetExhausted.as_str();
+
+/// Why a participant abstains from a round: a closed set of codes. On the wire (and in the update log's
+/// `abstention` record, a string there) each is its stable snake_case name, the same bytes as the free
+/// string the field was before the type existed. A name this build does not know does not decode: an
+/// `Abstain` carrying it is refused as a malformed payload (`bad_payload`), so every abstention the log
+/// holds has a reason an auditor can interpret (docs/protocol.md, "Abstain").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AbstainReason {
+    /// The sender's differential-privacy budget would be exceeded by the round (`budget_exhausted`; figures
+    /// `epsilon_budget`, `epsilon_spent`, `epsilon_would_reach`).
+    BudgetExhausted,
+}
+
+impl AbstainReason {
+    /// Every reason, in the order of their names.
+    pub const ALL: [AbstainReason; 1] = [AbstainReason::BudgetExhausted];
+
+    /// The stable name, as the wire and the log write it.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            AbstainReason::BudgetExhausted => "budget_exhausted",
+        }
+    }
+
+    /// The reason with this name, or an error naming the ones this build knows.
+    pub fn parse(name: &str) -> Result<AbstainReason, String> {
+        Self::ALL.iter().copied().find(|r| r.as_str() == name).ok_or_else(|| {
+            let known: Vec<&str> = Self::ALL.iter().map(|r| r.as_str()).collect();
+            format!(
+                "unknown abstention reason `{}` (this build knows {})",
+                name.escape_default(),
+                known.join(", ")
+            )
+        })
+    }
+}
+
+impl std::fmt::Display for AbstainReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for AbstainReason {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for AbstainReason {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Serialize for AbstainReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for AbstainReason {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        AbstainReason::parse(&name).map_err(serde::de::Error::custom)
+    }
+}
 
 /// A participant's signed statement that it does not contribute to a round, so the coordinator stops
 /// waiting for it. The coordinator logs it (`Record::Abstention`) with the figures.
@@ -186,8 +256,8 @@ pub const ABSTAIN_BUDGET_EXHAUSTED: &str = "budget_exhausted";
 pub struct Abstain {
     /// The round the participant sits out.
     pub round: RoundId,
-    /// Reason code: [`ABSTAIN_BUDGET_EXHAUSTED`] (the only one this build sends).
-    pub reason: String,
+    /// Why (the only reason this build knows is [`AbstainReason::BudgetExhausted`]).
+    pub reason: AbstainReason,
     /// The figures behind it as (name, value) pairs with unique names; for `budget_exhausted`:
     /// `epsilon_budget`, `epsilon_spent` and `epsilon_would_reach`.
     pub figures: Vec<(String, f64)>,
@@ -688,6 +758,52 @@ mod tests {
             match decode_payload::<RoundOpen>(&bad) {
                 Err(WireError::Malformed(m)) => assert!(m.contains("sample"), "{runs:?}: {m}"),
                 other => panic!("{runs:?} was not refused: {other:?}"),
+            }
+        }
+    }
+
+    /// The typed reason travels as the string it was before the type existed, byte for byte, and a name
+    /// this build does not know is refused when decoding, with the known names in the error.
+    #[test]
+    fn an_abstention_reason_is_its_name_on_the_wire_and_unknown_names_are_refused() {
+        #[derive(Serialize)]
+        struct Before {
+            round: RoundId,
+            reason: String,
+            figures: Vec<(String, f64)>,
+        }
+        let figures = vec![("epsilon_budget".to_string(), 5.0)];
+        for reason in AbstainReason::ALL {
+            let msg = Abstain {
+                round: RoundId(4),
+                reason,
+                figures: figures.clone(),
+            };
+            let bytes = encode_payload(&msg).unwrap();
+            let before = Before {
+                round: RoundId(4),
+                reason: reason.as_str().to_string(),
+                figures: figures.clone(),
+            };
+            assert_eq!(bytes, encode_payload(&before).unwrap(), "{reason}");
+            assert_eq!(decode_payload::<Abstain>(&bytes).unwrap(), msg);
+            assert_eq!(AbstainReason::parse(reason.as_str()), Ok(reason));
+        }
+        assert_eq!(ABSTAIN_BUDGET_EXHAUSTED, "budget_exhausted");
+        assert_eq!(AbstainReason::BudgetExhausted, "budget_exhausted");
+        for unknown in ["guard_regression", "", "Budget_Exhausted"] {
+            let bytes = encode_payload(&Before {
+                round: RoundId(4),
+                reason: unknown.into(),
+                figures: Vec::new(),
+            })
+            .unwrap();
+            match decode_payload::<Abstain>(&bytes) {
+                Err(WireError::Malformed(m)) => assert!(
+                    m.contains(&format!("unknown abstention reason `{unknown}`")) && m.contains("budget_exhausted"),
+                    "{m}"
+                ),
+                other => panic!("{unknown:?} was not refused: {other:?}"),
             }
         }
     }

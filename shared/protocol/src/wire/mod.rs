@@ -10,7 +10,7 @@
 //! `wire` sits on `codec` and `crypto` and imports nothing from `protocol` (enforced by
 //! `tests/layering.rs` at the workspace root).
 //!
-//! Reading and writing frames on QUIC streams lives with the drivers (`fedistill_shared::wire::stream`).
+//! Reading and writing frames on QUIC streams lives with the drivers (`fedistill_transport::stream`).
 
 pub mod enums;
 pub mod frame;

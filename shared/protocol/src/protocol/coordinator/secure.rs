@@ -190,17 +190,9 @@ impl CoordinatorRound {
         }
         let masked = softlabels::decode_masked(&body.payload, rows, classes as usize)
             .map_err(|e| Rejection::BadPayload(e.to_string()))?;
-        let envelope =
-            crate::wire::encode_payload(labels.envelope()).map_err(|e| Rejection::BadPayload(e.to_string()))?;
         secure.handle_masked(from, masked).map_err(Rejection::BadPayload)?;
-        let accepted = AcceptedContribution {
-            participant: from.clone(),
-            probabilities: Vec::new(),
-            samples: body.samples,
-            envelope,
-            payload_digest: labels.payload_digest(),
-            seq: labels.seq(),
-        };
+        // A masked input: the coordinator keeps no probabilities, only the envelope its record needs.
+        let accepted = AcceptedContribution::accepted(from, labels, Vec::new());
         self.contributions.insert(from.clone(), accepted);
         self.drive(now);
         Ok(())
@@ -370,7 +362,6 @@ mod tests {
     use super::super::{CoordinatorConfig, OutMessage, Output, RoundCommit};
     use super::*;
     use crate::crypto::{Digest, FederationId, ReplayGuard, Signed, SigningIdentity};
-    use crate::wire::messages::sample_ids_digest;
     use crate::wire::secagg::{SecAggParams, SecAggShares};
 
     const CLASSES: usize = 4;
@@ -521,16 +512,15 @@ mod tests {
                         OutMessage::SecAggDelivery(d) => {
                             let masked = node.client.as_mut().expect("client").on_delivery(d).expect("masked");
                             let open = m.open_round().expect("open").clone();
-                            let labels = SoftLabels {
-                                round: d.round,
-                                public_digest: open.public_digest,
-                                sample_ids_digest: sample_ids_digest(&open.sample_ids),
-                                rows: open.sample_ids.len() as u32,
-                                classes: CLASSES as u32,
-                                encoding: Encoding::MaskedU64,
-                                samples: node.samples,
-                                payload: softlabels::masked_payload(&masked),
-                            };
+                            let labels = softlabels::secure_soft_labels_message(
+                                d.round,
+                                open.public_digest,
+                                &open.sample_ids,
+                                &masked,
+                                CLASSES,
+                                node.samples,
+                            )
+                            .expect("masked input");
                             let v = node.sign(d.round, &labels);
                             m.handle_soft_labels(now, &id, v).expect("masked accepted");
                         }
@@ -609,8 +599,8 @@ mod tests {
             .contributions
             .iter()
             .map(|c| {
-                let env: Signed<SoftLabels> = crate::wire::decode_payload(&c.envelope).expect("envelope");
-                let body: SoftLabels = crate::wire::decode_payload(&env.payload).expect("body");
+                assert_eq!(c.encoding, Encoding::MaskedU64);
+                let body: SoftLabels = crate::wire::decode_payload(&c.envelope.payload).expect("body");
                 let idx = members.iter().position(|p| p == &c.participant).expect("member");
                 (
                     idx,
@@ -657,16 +647,17 @@ mod tests {
             m.handle_connected(Millis(0), ParticipantId::new(format!("p{i}")));
         }
         let open = m.open_round().expect("open").clone();
-        let labels = SoftLabels {
-            round: open.round,
-            public_digest: open.public_digest,
-            sample_ids_digest: open.sample_ids_digest,
-            rows: open.sample_ids.len() as u32,
-            classes: CLASSES as u32,
-            encoding: Encoding::F32,
-            samples: 1,
-            payload: vec![0; open.sample_ids.len() * CLASSES * 4],
-        };
+        let uniform = vec![1.0 / CLASSES as f32; open.sample_ids.len() * CLASSES];
+        let labels = softlabels::soft_labels_message(
+            open.round,
+            open.public_digest,
+            &open.sample_ids,
+            &uniform,
+            CLASSES,
+            Encoding::F32,
+            1,
+        )
+        .expect("labels");
         let s = Signed::sign(&key, Signer::Participant(id.clone()), fed(), open.round, 1, &labels).expect("sign");
         let v = s
             .verify(

@@ -1,26 +1,48 @@
-// Over 800 lines: attacks, scenarios and the robust tables are one experiment that reads together (issue #17).
+// Over 800 lines: attacks, the poisoned learner, scenarios and the robust tables are one experiment that reads together (issue #17).
 //! Attack harness: poisoned participants and DP noise against every aggregation rule, in-process.
 //!
-//! Teachers are trained on disjoint shards of a dataset (MNIST-10k in the bench), each round every
-//! participant labels a chunk of the public set (honest, privatized with [`crate::privacy`], or poisoned by
-//! an [`Attack`]), the chunk's consensus is computed with [`crate::protocol::aggregate`] over the
-//! contributors not quarantined by [`crate::protocol::robust`], and one shared student is distilled on it
-//! with the ML crate and scored on a held-out test split. No network: this is the federation's maths
-//! without its transport, so a table of scenarios runs in seconds. Used by `fedistill bench robust` and
+//! Teachers are trained on disjoint shards of a dataset (MNIST-10k in the bench); then, in every scenario,
+//! each participant is the participants' real learner (`fedistill_participant::learner::ModelLearner`, built
+//! from its teacher as `crate::experiment` builds them) driven through the learner seam. Each round every
+//! participant labels the round's public rows (`protocol::round_sample_ids`) through `Learner::label` at the
+//! harness temperature; an honest one's labels are then released through its privacy state as a node's round
+//! lifecycle releases them (`privacy::ParticipantPrivacy::handle_round`: the soft-label mechanism, the
+//! accountant and the budget; an exhausted budget abstains), while a poisoned one is a [`Poisoned`] learner
+//! around an honest one that lies in the labels it returns ([`Attack`]; colluders share one poison). The
+//! consensus is computed with the coordinator's `protocol::aggregate` over the contributors not quarantined
+//! by `protocol::robust::AnomalyTracker` (scored with `distance_to_consensus`, as the coordinator scores
+//! them), and participant 0's learner distills the shared student from it through `Learner::distill` (same
+//! seed and consensus everywhere, so one student stands for all, as in `experiment::run_rounds`); its test
+//! accuracy after the last round is the outcome. No network: this is the federation's maths without its
+//! transport, so a table of scenarios runs in seconds. Used by `fedistill bench robust` (crate::robust) and
 //! tests/privacy_robustness.rs. `Harness::build_dp_sgd` trains the teachers with DP-SGD instead (the
-//! per-private-sample guarantee, docs/privacy.md), for the table of accuracy vs that epsilon.
+//! per-private-sample guarantee, docs/privacy.md), whose cost the honest participants' privacy state
+//! composes as a node's does, for the table of accuracy vs that epsilon.
 
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, bail, ensure, Context};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{ParticipantId, RoundId};
-use crate::data::{DataError, Dataset};
-use crate::ml::{evaluate, DistillConfig, Distiller, MlError, Model, ModelConfig, Progress, SoftTargets, TrainConfig};
-use crate::privacy::accountant::dp_sgd_noise_for_epsilon;
-use crate::privacy::{noise_for_epsilon, DpSgdCost, PrivacyConfig, PrivacyError, PrivacyMode, SoftLabelMechanism};
-use crate::protocol::aggregate::{aggregate, distance_to_consensus, AggregateError, AggregationRule, ContributionView};
-use crate::protocol::robust::{AnomalyTracker, QuarantinePolicy, RobustError};
+use fedistill_participant::learner::{Distilled, Learner, LearnerParts, LearnerSummary, ModelLearner};
+use fedistill_shared::crypto::{Digest, ParticipantId, RoundId};
+use fedistill_shared::data::Dataset;
+use fedistill_shared::ml::codistill::RefreshConfig;
+use fedistill_shared::ml::lifecycle::GuardConfig;
+use fedistill_shared::ml::{DistillConfig, Distiller, Model, ModelConfig, Progress, TrainConfig};
+use fedistill_shared::privacy::accountant::dp_sgd_noise_for_epsilon;
+use fedistill_shared::privacy::{
+    noise_for_epsilon, DpSgdCost, ParticipantPrivacy, PrivacyConfig, PrivacyMode, PrivacySettings, Release, TeacherDp,
+};
+use fedistill_shared::protocol::aggregate::{aggregate, distance_to_consensus, AggregationRule, ContributionView};
+use fedistill_shared::protocol::robust::{AnomalyTracker, QuarantinePolicy};
+use fedistill_shared::protocol::round_sample_ids;
+
+use crate::experiment::accuracy;
 
 /// What a poisoned participant does to the soft labels it would honestly send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,27 +118,79 @@ impl Attack {
     }
 }
 
-/// Why the harness could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum AttackError {
-    /// The harness configuration is unusable.
-    #[error("invalid harness configuration: {0}")]
-    BadConfig(String),
-    /// Loading or slicing the data failed.
-    #[error(transparent)]
-    Data(#[from] DataError),
-    /// Training, distillation or evaluation failed.
-    #[error(transparent)]
-    Ml(#[from] MlError),
-    /// Aggregation refused the contributions.
-    #[error(transparent)]
-    Aggregate(#[from] AggregateError),
-    /// The privacy mechanism refused its input.
-    #[error(transparent)]
-    Privacy(#[from] PrivacyError),
-    /// The quarantine policy is invalid.
-    #[error(transparent)]
-    Robust(#[from] RobustError),
+/// What colluders share out of band: each round's poison, made by the first of them to label the round.
+pub type Collusion = Arc<Mutex<BTreeMap<u64, Vec<f32>>>>;
+
+/// A poisoned participant: the real learner with its own teacher, honest in everything but the labels it
+/// returns, which are its honest labels poisoned by `attack` ([`Attack::apply`]). Colluders
+/// ([`Attack::Collude`]) given the same [`Collusion`] send the poison the first of them made each round.
+pub struct Poisoned {
+    inner: ModelLearner,
+    attack: Attack,
+    rng: ChaCha20Rng,
+    collusion: Collusion,
+}
+
+impl Poisoned {
+    /// Wraps the honest learner `inner`; `seed` seeds the attack's randomness (`RandomLabels`).
+    pub fn new(inner: ModelLearner, attack: Attack, seed: u64, collusion: Collusion) -> Self {
+        Poisoned {
+            inner,
+            attack,
+            rng: ChaCha20Rng::seed_from_u64(seed),
+            collusion,
+        }
+    }
+}
+
+impl Learner for Poisoned {
+    fn public_digest(&self) -> Digest {
+        self.inner.public_digest()
+    }
+
+    fn public_len(&self) -> u64 {
+        self.inner.public_len()
+    }
+
+    fn classes(&self) -> usize {
+        self.inner.classes()
+    }
+
+    fn private_samples(&self) -> u64 {
+        self.inner.private_samples()
+    }
+
+    fn label(&mut self, round: RoundId, ids: &[u64], temperature: f32) -> anyhow::Result<Vec<f32>> {
+        let honest = self.inner.label(round, ids, temperature)?;
+        let classes = self.inner.classes();
+        if self.attack != Attack::Collude {
+            return Ok(self.attack.apply(&honest, classes, &mut self.rng));
+        }
+        let mut shared = self
+            .collusion
+            .lock()
+            .map_err(|_| anyhow!("the colluders' channel is poisoned"))?;
+        let poison = shared
+            .entry(round.0)
+            .or_insert_with(|| self.attack.apply(&honest, classes, &mut self.rng));
+        Ok(poison.clone())
+    }
+
+    fn distill(
+        &mut self,
+        round: RoundId,
+        ids: &[u64],
+        consensus: &[f32],
+        total_rounds: u64,
+        rule: AggregationRule,
+        serving: &BTreeMap<String, f64>,
+    ) -> anyhow::Result<Distilled> {
+        self.inner.distill(round, ids, consensus, total_rounds, rule, serving)
+    }
+
+    fn summary(&self) -> LearnerSummary {
+        self.inner.summary()
+    }
 }
 
 /// Sizes and models of a harness run.
@@ -126,7 +200,8 @@ pub struct HarnessConfig {
     pub participants: usize,
     /// Private samples per participant.
     pub private_per_participant: usize,
-    /// Public transfer-set size (split evenly over the rounds).
+    /// Public transfer-set size: each round labels `public_len / rounds` of its rows, at the positions
+    /// `protocol::round_sample_ids` gives (the coordinator's walk over the public set).
     pub public_len: usize,
     /// Test-split size.
     pub test_len: usize,
@@ -202,7 +277,7 @@ impl HarnessConfig {
                 epochs_per_round: 10,
                 batch_size: 64,
                 lr: 2e-3,
-                input_norm: crate::ml::InputNorm::Global,
+                input_norm: fedistill_shared::ml::InputNorm::Global,
                 seed,
                 ..DistillConfig::default()
             },
@@ -232,9 +307,9 @@ impl HarnessConfig {
         c
     }
 
-    fn validate(&self, ds: &Dataset) -> Result<(), AttackError> {
+    fn validate(&self, ds: &Dataset) -> anyhow::Result<()> {
         let need = self.participants * self.private_per_participant + self.public_len + self.test_len;
-        let bad = |m: String| Err(AttackError::BadConfig(m));
+        let bad = |m: String| Err(anyhow!("invalid harness configuration: {m}"));
         if self.participants < 3 {
             return bad(format!("{} participants: need at least 3", self.participants));
         }
@@ -290,19 +365,6 @@ pub struct Outcome {
     pub quarantined: Vec<(usize, u64)>,
 }
 
-/// Teachers trained once, reused by every scenario.
-pub struct Harness {
-    cfg: HarnessConfig,
-    teachers: Vec<Model>,
-    teacher_accuracy: Vec<f64>,
-    public: Dataset,
-    test: Dataset,
-    /// Honest soft labels of each teacher on the whole public set.
-    honest: Vec<Vec<f32>>,
-    /// What DP-SGD training cost each teacher (the same for all), when `build_dp_sgd` made them.
-    teacher_dp: Option<DpSgdCost>,
-}
-
 /// The harness's split: the test set, the public set and each participant's private rows.
 #[derive(Debug, Clone)]
 pub struct HarnessData {
@@ -317,7 +379,7 @@ pub struct HarnessData {
 impl HarnessData {
     /// Splits `ds` for `cfg`: a seeded shuffle, then the test rows, the public rows, and
     /// `private_per_participant` rows for each participant.
-    pub fn split(ds: &Dataset, cfg: &HarnessConfig) -> Result<HarnessData, AttackError> {
+    pub fn split(ds: &Dataset, cfg: &HarnessConfig) -> anyhow::Result<HarnessData> {
         cfg.validate(ds)?;
         let mut idx: Vec<usize> = (0..ds.n).collect();
         let mut rng = ChaCha20Rng::seed_from_u64(cfg.seed);
@@ -341,43 +403,92 @@ impl HarnessData {
     }
 }
 
+/// Teachers trained once, reused by every scenario (each builds fresh learners around them).
+pub struct Harness {
+    cfg: HarnessConfig,
+    teachers: Vec<Arc<Model>>,
+    teacher_accuracy: Vec<f64>,
+    public: Arc<Dataset>,
+    /// Stands for the digest the round openings announce (the learners label only this set).
+    public_digest: Digest,
+    test: Arc<Dataset>,
+    /// Each participant's private rows (its learner's shard).
+    shards: Vec<Arc<Dataset>>,
+    /// What DP-SGD training cost each teacher (the same for all), when `build_dp_sgd` made them.
+    teacher_dp: Option<DpSgdCost>,
+}
+
+/// One participant of a scenario: its learner (honest or [`Poisoned`]) and, for an honest one with DP, the
+/// privacy state its round lifecycle would hold.
+struct Participant {
+    learner: Box<dyn Learner>,
+    privacy: Option<ParticipantPrivacy>,
+}
+
+impl Participant {
+    /// What the participant sends for `round`: its learner's labels of `ids`, released through its privacy
+    /// state as participant/src/lifecycle.rs releases them (`ParticipantPrivacy::handle_round`); `None`
+    /// when its budget is spent (the node abstains).
+    fn release(
+        &mut self,
+        round: RoundId,
+        ids: &[u64],
+        temperature: f32,
+        noise: &mut ChaCha20Rng,
+    ) -> anyhow::Result<Option<Vec<f32>>> {
+        let probabilities = self.learner.label(round, ids, temperature)?;
+        let Some(dp) = self.privacy.as_mut() else {
+            return Ok(Some(probabilities));
+        };
+        let classes = self.learner.classes();
+        Ok(
+            match dp.handle_round(round.0, &probabilities, ids.len(), classes, noise)? {
+                Release::Send { labels, .. } => Some(labels),
+                Release::BudgetExhausted { .. } => None,
+            },
+        )
+    }
+}
+
 impl Harness {
     /// Splits `ds` (seeded shuffle: test, public, then the private shards) and trains the teachers.
-    pub fn build(ds: &Dataset, cfg: HarnessConfig) -> Result<Harness, AttackError> {
+    pub fn build(ds: &Dataset, cfg: HarnessConfig) -> anyhow::Result<Harness> {
         let data = HarnessData::split(ds, &cfg)?;
         Self::build_inner(&data, cfg, None)
     }
 
     /// Trains the teachers on an already split `data` (the benchmark passes the split through the files a
     /// real node reads).
-    pub fn build_from(data: &HarnessData, cfg: HarnessConfig) -> Result<Harness, AttackError> {
+    pub fn build_from(data: &HarnessData, cfg: HarnessConfig) -> anyhow::Result<Harness> {
         Self::build_inner(data, cfg, None)
     }
 
     /// The same split, with every teacher trained by DP-SGD (`cfg.dp_sgd`) at the noise multiplier that
     /// makes its training cost `epsilon` at `cfg.delta`: each private sample is in exactly one shard, so
     /// this is the per-private-sample epsilon of everything the participant releases.
-    pub fn build_dp_sgd(ds: &Dataset, cfg: HarnessConfig, epsilon: f64) -> Result<Harness, AttackError> {
+    pub fn build_dp_sgd(ds: &Dataset, cfg: HarnessConfig, epsilon: f64) -> anyhow::Result<Harness> {
         let data = HarnessData::split(ds, &cfg)?;
         Self::build_dp_sgd_from(&data, cfg, epsilon)
     }
 
     /// [`Harness::build_dp_sgd`] on an already split `data`.
-    pub fn build_dp_sgd_from(data: &HarnessData, cfg: HarnessConfig, epsilon: f64) -> Result<Harness, AttackError> {
+    pub fn build_dp_sgd_from(data: &HarnessData, cfg: HarnessConfig, epsilon: f64) -> anyhow::Result<Harness> {
         if !(epsilon > 0.0 && epsilon.is_finite()) {
-            return Err(AttackError::BadConfig(format!("epsilon {epsilon} must be > 0")));
+            bail!("invalid harness configuration: epsilon {epsilon} must be > 0");
         }
         let d = cfg.dp_sgd;
         if d.batch == 0 || d.batch > cfg.private_per_participant || d.epochs == 0 {
-            return Err(AttackError::BadConfig(format!(
-                "DP-SGD batch {} / epochs {} do not fit {} private samples",
-                d.batch, d.epochs, cfg.private_per_participant
-            )));
+            bail!(
+                "invalid harness configuration: DP-SGD batch {} / epochs {} do not fit {} private samples",
+                d.batch,
+                d.epochs,
+                cfg.private_per_participant
+            );
         }
         let q = d.batch as f64 / cfg.private_per_participant as f64;
         let steps = ((d.epochs * cfg.private_per_participant) as f64 / d.batch as f64).ceil() as u64;
         let z = dp_sgd_noise_for_epsilon(epsilon, q, steps, cfg.delta).ok_or_else(|| {
-            AttackError::BadConfig(format!("epsilon {epsilon} is out of reach for {steps} DP-SGD steps"))
+            anyhow!("invalid harness configuration: epsilon {epsilon} is out of reach for {steps} DP-SGD steps")
         })?;
         let cost = DpSgdCost::new(q, z, steps, cfg.delta);
         Self::build_inner(data, cfg, Some(cost))
@@ -388,64 +499,61 @@ impl Harness {
         self.teacher_dp
     }
 
-    fn build_inner(data: &HarnessData, cfg: HarnessConfig, dp: Option<DpSgdCost>) -> Result<Harness, AttackError> {
+    fn build_inner(data: &HarnessData, cfg: HarnessConfig, dp: Option<DpSgdCost>) -> anyhow::Result<Harness> {
         cfg.policy.validate()?;
-        if data.shards.len() != cfg.participants {
-            return Err(AttackError::BadConfig(format!(
-                "{} shards for {} participants",
-                data.shards.len(),
-                cfg.participants
-            )));
-        }
-        let (test, public) = (data.test.clone(), data.public.clone());
+        ensure!(
+            data.shards.len() == cfg.participants,
+            "invalid harness configuration: {} shards for {} participants",
+            data.shards.len(),
+            cfg.participants
+        );
         let mut teachers = Vec::new();
         let mut teacher_accuracy = Vec::new();
-        let mut honest = Vec::new();
         for (p, shard) in data.shards.iter().enumerate() {
-            let shard = shard.clone();
             let tc = TrainConfig {
                 seed: cfg.seed.wrapping_add(p as u64 + 1),
                 ..cfg.train.clone()
             };
             let t = match &dp {
-                None => crate::ml::train_teacher(&cfg.teacher, &shard, &tc, &Progress::hidden())?,
+                None => fedistill_shared::ml::train_teacher(&cfg.teacher, shard, &tc, &Progress::hidden())?,
                 Some(cost) => {
                     let tc = TrainConfig {
                         epochs: cfg.dp_sgd.epochs,
                         lr: cfg.dp_sgd.lr,
                         ..tc
                     };
-                    let dpc = crate::ml::DpSgdConfig {
+                    let dpc = fedistill_shared::ml::DpSgdConfig {
                         noise_multiplier: cost.noise_multiplier,
                         clip: cfg.dp_sgd.clip,
                         batch: cfg.dp_sgd.batch,
                     };
                     // Seeded for a reproducible bench; a participant seeds from the OS.
                     let mut noise = ChaCha20Rng::seed_from_u64(cfg.seed ^ 0xd9_5dd0 ^ ((p as u64) << 8));
-                    crate::ml::train_teacher_dp(
+                    fedistill_shared::ml::train_teacher_dp(
                         &cfg.teacher,
-                        &shard,
+                        shard,
                         &tc,
                         &dpc,
-                        Some(&public),
+                        Some(&data.public),
                         &mut noise,
                         &Progress::hidden(),
                     )?
                     .0
                 }
             };
-            teacher_accuracy.push(evaluate(&t, &test, None)?.accuracy);
-            honest.push(t.probabilities(&public.features, public.n, cfg.temperature)?);
-            teachers.push(t);
+            teacher_accuracy.push(accuracy(&t, &data.test)?);
+            teachers.push(Arc::new(t));
         }
+        let public_bytes: Vec<u8> = data.public.features.iter().flat_map(|v| v.to_le_bytes()).collect();
         Ok(Harness {
-            cfg,
             teachers,
             teacher_accuracy,
-            public,
-            test,
-            honest,
+            public_digest: Digest::of(&public_bytes),
+            public: Arc::new(data.public.clone()),
+            test: Arc::new(data.test.clone()),
+            shards: data.shards.iter().map(|s| Arc::new(s.clone())).collect(),
             teacher_dp: dp,
+            cfg,
         })
     }
 
@@ -464,110 +572,186 @@ impl Harness {
         self.teachers.len()
     }
 
-    /// Runs one scenario: rounds of label, (privatize | poison), aggregate, score, quarantine, distill.
-    pub fn run(&self, s: &Scenario) -> Result<Outcome, AttackError> {
+    /// Participant `p`'s honest learner: the real participant learner around its teacher and shard, with the
+    /// harness's student and distillation (temperature, epochs and seed), no refresh and no guard; its test
+    /// rows are the harness's test split, its artifacts go under `workdir/p<p>/`.
+    fn learner(&self, p: usize, workdir: &Path) -> anyhow::Result<ModelLearner> {
+        let cfg = &self.cfg;
+        let (dim, classes) = (self.public.dim, self.public.num_classes);
+        let student = Model::new(&cfg.student, dim, classes, cfg.seed.wrapping_add(1000))?;
+        let dir = workdir.join(format!("p{p}"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(ModelLearner::from_parts(LearnerParts {
+            public: self.public.clone(),
+            public_digest: self.public_digest,
+            test: self.test.clone(),
+            // No guard and no coordinator here: the outcome is the test split's figure.
+            validation: self.test.clone(),
+            teacher: self.teachers[p].clone(),
+            shard: self.shards[p].clone(),
+            distiller: Distiller::new(student, cfg.distill.clone()),
+            guard: GuardConfig::default(),
+            // The teachers stay as trained: every scenario starts from the same ones.
+            refresh: RefreshConfig::default(),
+            refresh_seed: cfg.seed ^ (p as u64) << 32,
+            workdir: dir,
+            local_only_accuracy: self.teacher_accuracy[p],
+            augment: None,
+            unlabeled: None,
+        }))
+    }
+
+    /// The honest participants' `[privacy]` in scenario `s`: the soft-label mechanism at the noise multiplier
+    /// whose `rounds` releases cost `s.epsilon`, and the DP-SGD teachers' cost; `None` without either.
+    fn privacy_settings(&self, s: &Scenario) -> anyhow::Result<Option<PrivacySettings>> {
+        let cfg = &self.cfg;
+        let labels = match s.epsilon {
+            Some(e) => {
+                ensure!(
+                    e > 0.0 && e.is_finite(),
+                    "invalid harness configuration: epsilon {e} must be > 0"
+                );
+                Some(PrivacyConfig {
+                    mode: PrivacyMode::Soft,
+                    noise_multiplier: noise_for_epsilon(e, cfg.delta, cfg.rounds as u64),
+                    delta: cfg.delta,
+                    clip: 1.0,
+                    budget_epsilon: e,
+                })
+            }
+            None => None,
+        };
+        if labels.is_none() && self.teacher_dp.is_none() {
+            return Ok(None);
+        }
+        let teacher = self.teacher_dp.map(|c| TeacherDp {
+            noise_multiplier: c.noise_multiplier,
+            clip: cfg.dp_sgd.clip,
+            batch: cfg.dp_sgd.batch,
+        });
+        // The label noise's target plus the teachers' cost: composition never costs more than the sum.
+        let budget_epsilon = labels.map_or(0.0, |l| l.budget_epsilon) + self.teacher_dp.map_or(0.0, |c| c.epsilon);
+        Ok(Some(PrivacySettings {
+            labels,
+            teacher,
+            delta: cfg.delta,
+            budget_epsilon,
+        }))
+    }
+
+    /// Runs one scenario: rounds of label (honest and released through the privacy state, or poisoned),
+    /// aggregate, score, quarantine, distill, every participant a learner driven through the learner seam.
+    pub fn run(&self, s: &Scenario) -> anyhow::Result<Outcome> {
         let cfg = &self.cfg;
         let classes = self.public.num_classes;
         let m = self.teachers.len();
         let attackers = s.attack.map(|a| a.attackers()).unwrap_or(0);
-        if attackers >= m {
-            return Err(AttackError::BadConfig(format!(
-                "{attackers} attackers of {m} participants"
-            )));
+        ensure!(
+            attackers < m,
+            "invalid harness configuration: {attackers} attackers of {m} participants"
+        );
+        let settings = self.privacy_settings(s)?;
+        let workdir = tempfile::tempdir().context("creating a directory for the learners' artifacts")?;
+        // One seed for the attack's randomness and the release noise (no scenario has both).
+        let seed = cfg.seed ^ 0x5eed_a77a;
+        let collusion = Collusion::default();
+        let mut participants = Vec::with_capacity(m);
+        for p in 0..m {
+            let honest = self.learner(p, workdir.path())?;
+            participants.push(match s.attack.filter(|_| p >= m - attackers) {
+                Some(a) => Participant {
+                    learner: Box::new(Poisoned::new(honest, a, seed, collusion.clone())),
+                    // An attacker adds no noise to its poison.
+                    privacy: None,
+                },
+                None => Participant {
+                    learner: Box::new(honest),
+                    privacy: settings
+                        .as_ref()
+                        .map(|st| ParticipantPrivacy::with_settings(st, self.teacher_dp, classes, 0)),
+                },
+            });
         }
-        let mechanism = match s.epsilon {
-            Some(e) => {
-                if !(e > 0.0 && e.is_finite()) {
-                    return Err(AttackError::BadConfig(format!("epsilon {e} must be > 0")));
-                }
-                let z = noise_for_epsilon(e, cfg.delta, cfg.rounds as u64);
-                Some(SoftLabelMechanism::new(PrivacyConfig {
-                    mode: PrivacyMode::Soft,
-                    noise_multiplier: z,
-                    delta: cfg.delta,
-                    clip: 1.0,
-                    budget_epsilon: e,
-                }))
-            }
-            None => None,
-        };
-        let mut accountant = mechanism.as_ref().map(|mech| mech.accountant(classes));
-        let mut rng = ChaCha20Rng::seed_from_u64(cfg.seed ^ 0x5eed_a77a);
+        // Seeded for a reproducible bench; a node draws its release noise from the OS (`privacy::os_rng`).
+        let mut noise = ChaCha20Rng::seed_from_u64(seed);
         let ids: Vec<ParticipantId> = (0..m).map(|i| ParticipantId::new(format!("p{i}"))).collect();
         let mut tracker = AnomalyTracker::new(cfg.policy)?;
         let mut excluded = vec![false; m];
         let mut quarantined = Vec::new();
         let mut distance_sum = vec![0.0f64; m];
         let mut distance_rounds = vec![0usize; m];
-        let student = Model::new(&cfg.student, self.public.dim, classes, cfg.seed.wrapping_add(1000))?;
-        let mut distiller = Distiller::new(student, cfg.distill.clone());
-        let chunk = cfg.public_len / cfg.rounds;
+        let per_round = (cfg.public_len / cfg.rounds) as u64;
+        let total = cfg.rounds as u64;
+        // No guard: every candidate is kept.
+        let serving = BTreeMap::new();
+        let mut student_accuracy = None;
         for r in 0..cfg.rounds {
-            let lo = r * chunk;
-            let hi = if r + 1 == cfg.rounds {
-                cfg.public_len
-            } else {
-                lo + chunk
-            };
-            let rows = hi - lo;
-            let mut labels: Vec<Vec<f32>> = Vec::with_capacity(m);
-            let mut poison: Option<Vec<f32>> = None;
-            for p in 0..m {
-                let honest = &self.honest[p][lo * classes..hi * classes];
-                let attacking = p >= m - attackers;
-                let l = match (attacking, s.attack, &mechanism) {
-                    (true, Some(a), _) => {
-                        // Colluders share one poison (computed from the first colluder's teacher).
-                        if a == Attack::Collude {
-                            poison.get_or_insert_with(|| a.apply(honest, classes, &mut rng)).clone()
-                        } else {
-                            a.apply(honest, classes, &mut rng)
-                        }
-                    }
-                    (_, _, Some(mech)) => mech.privatize(honest, rows, classes, &mut rng)?,
-                    _ => honest.to_vec(),
-                };
-                labels.push(l);
+            let round = RoundId(r as u64 + 1);
+            // Sample ids are positions in the public set, as the coordinator announces them.
+            let sample_ids = round_sample_ids(round, per_round, self.public.n as u64);
+            let rows = sample_ids.len();
+            // A quarantined participant is no longer counted; one out of budget abstains.
+            let mut labels: Vec<Option<Vec<f32>>> = Vec::with_capacity(m);
+            for (p, participant) in participants.iter_mut().enumerate() {
+                labels.push(if s.quarantine && excluded[p] {
+                    None
+                } else {
+                    participant.release(round, &sample_ids, cfg.temperature, &mut noise)?
+                });
             }
-            if let Some(acc) = accountant.as_mut() {
-                acc.record_round();
-            }
-            let included: Vec<usize> = (0..m).filter(|&p| !(s.quarantine && excluded[p])).collect();
-            let views: Vec<ContributionView<'_>> = included
+            let included: Vec<usize> = (0..m).filter(|&p| labels[p].is_some()).collect();
+            let contributed: Vec<&[f32]> = labels.iter().flatten().map(Vec::as_slice).collect();
+            ensure!(
+                !contributed.is_empty(),
+                "round {}: every participant abstained",
+                round.0
+            );
+            let views: Vec<ContributionView<'_>> = contributed
                 .iter()
-                .map(|&p| ContributionView {
-                    probabilities: &labels[p],
+                .map(|l| ContributionView {
+                    probabilities: l,
                     samples: cfg.private_per_participant as u64,
                 })
                 .collect();
             let consensus = aggregate(s.rule, &views, rows, classes)?;
-            let mut scores = Vec::new();
-            for &p in &included {
-                let d = distance_to_consensus(&labels[p], &consensus, classes);
+            let mut scores = Vec::with_capacity(included.len());
+            for (&p, l) in included.iter().zip(&contributed) {
+                let d = distance_to_consensus(l, &consensus, classes);
                 distance_sum[p] += d;
                 distance_rounds[p] += 1;
                 scores.push((ids[p].clone(), d));
             }
             if s.quarantine {
-                for dec in tracker.handle_round(RoundId(r as u64 + 1), &scores) {
+                for dec in tracker.handle_round(round, &scores) {
                     if let Some(p) = ids.iter().position(|i| *i == dec.participant) {
                         excluded[p] = true;
-                        quarantined.push((p, r as u64 + 1));
+                        quarantined.push((p, round.0));
                     }
                 }
             }
-            let x = &self.public.features[lo * self.public.dim..hi * self.public.dim];
-            distiller.distill_round(x, rows, &SoftTargets::Probabilities(consensus), None, r, cfg.rounds)?;
+            // The student is the same on every node (same consensus, same seed, no guard): participant 0,
+            // always honest, distills it for all.
+            let first = participants.first_mut().context("no participants")?;
+            let distilled = first
+                .learner
+                .distill(round, &sample_ids, &consensus, total, s.rule, &serving)?;
+            student_accuracy = Some(
+                distilled
+                    .test_metrics
+                    .get("accuracy")
+                    .copied()
+                    .context("the learner reported no accuracy")?,
+            );
         }
-        let accuracy = evaluate(distiller.student(), &self.test, None)?.accuracy;
+        let privacy: Vec<&ParticipantPrivacy> = participants.iter().filter_map(|p| p.privacy.as_ref()).collect();
         Ok(Outcome {
             rule: s.rule.name(),
             attack: s.attack.map(|a| a.name().to_string()).unwrap_or_else(|| "none".into()),
             attackers,
             epsilon: s.epsilon,
-            noise_multiplier: mechanism.as_ref().map(|m| m.config().noise_multiplier),
-            epsilon_spent: accountant.as_ref().map(|a| a.epsilon()),
-            accuracy,
+            noise_multiplier: settings.and_then(|st| st.labels).map(|l| l.noise_multiplier),
+            epsilon_spent: (!privacy.is_empty()).then(|| privacy.iter().map(|p| p.epsilon_spent()).fold(0.0, f64::max)),
+            accuracy: student_accuracy.context("no rounds")?,
             mean_distance: distance_sum
                 .iter()
                 .zip(&distance_rounds)
@@ -613,7 +797,7 @@ pub struct DpSgdRow {
 
 impl RobustTable {
     /// Runs every scenario: clean x rules, epsilons x rules, attacks x rules (with and without quarantine).
-    pub fn run(h: &Harness, rules: &[AggregationRule], epsilons: &[f64]) -> Result<RobustTable, AttackError> {
+    pub fn run(h: &Harness, rules: &[AggregationRule], epsilons: &[f64]) -> anyhow::Result<RobustTable> {
         Self::run_with_progress(h, rules, epsilons, &Progress::hidden())
     }
 
@@ -623,7 +807,7 @@ impl RobustTable {
         rules: &[AggregationRule],
         epsilons: &[f64],
         progress: &Progress,
-    ) -> Result<RobustTable, AttackError> {
+    ) -> anyhow::Result<RobustTable> {
         let sc = |rule, attack, epsilon, quarantine| Scenario {
             rule,
             attack,
@@ -632,7 +816,7 @@ impl RobustTable {
         };
         let total = (rules.len() * (1 + epsilons.len() + 2 * Attack::ALL.len())) as u64;
         let mut done = 0u64;
-        let mut step = |s: &Scenario| -> Result<Outcome, AttackError> {
+        let mut step = |s: &Scenario| -> anyhow::Result<Outcome> {
             let o = h.run(s)?;
             done += 1;
             let what = match (s.attack, s.epsilon) {
@@ -677,7 +861,7 @@ impl RobustTable {
 
     /// Adds the DP-SGD table: for each per-private-sample `epsilon`, teachers trained with DP-SGD on the
     /// same split (`Harness::build_dp_sgd`), their labels aggregated with each rule and distilled.
-    pub fn run_dp_sgd(&mut self, ds: &Dataset, rules: &[AggregationRule], epsilons: &[f64]) -> Result<(), AttackError> {
+    pub fn run_dp_sgd(&mut self, ds: &Dataset, rules: &[AggregationRule], epsilons: &[f64]) -> anyhow::Result<()> {
         self.run_dp_sgd_with_progress(ds, rules, epsilons, &Progress::hidden())
     }
 
@@ -689,7 +873,7 @@ impl RobustTable {
         rules: &[AggregationRule],
         epsilons: &[f64],
         progress: &Progress,
-    ) -> Result<(), AttackError> {
+    ) -> anyhow::Result<()> {
         let data = HarnessData::split(ds, &self.config)?;
         self.run_dp_sgd_from_with_progress(&data, rules, epsilons, progress)
     }
@@ -701,14 +885,12 @@ impl RobustTable {
         rules: &[AggregationRule],
         epsilons: &[f64],
         progress: &Progress,
-    ) -> Result<(), AttackError> {
+    ) -> anyhow::Result<()> {
         let total = epsilons.len() as u64;
         progress.start("dp-sgd", total);
         for (i, &e) in epsilons.iter().enumerate() {
             let h = Harness::build_dp_sgd_from(data, self.config.clone(), e)?;
-            let cost = h
-                .teacher_dp()
-                .ok_or_else(|| AttackError::BadConfig("DP-SGD harness without a cost".into()))?;
+            let cost = h.teacher_dp().context("DP-SGD harness without a cost")?;
             let mut outcomes = Vec::new();
             for &rule in rules {
                 let mut o = h.run(&Scenario {
@@ -907,7 +1089,7 @@ mod tests {
             vec![0.0; 20 * 4],
             (0..20).map(|i| (i % 2) as u32).collect(),
             4,
-            crate::data::DataKind::Tabular,
+            fedistill_shared::data::DataKind::Tabular,
             vec!["a".into(), "b".into()],
         )
         .expect("valid tiny dataset");
@@ -923,5 +1105,64 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("at least 3"), "{err}");
+    }
+
+    /// A real learner around an untrained teacher of seed `seed` on twelve tabular rows of three classes.
+    fn tiny_learner(seed: u64, dir: &Path) -> ModelLearner {
+        let ds = Arc::new(
+            Dataset::new(
+                "tiny",
+                (0..12 * 4).map(|i| (i % 7) as f32 / 7.0).collect(),
+                (0..12).map(|i| i % 3).collect(),
+                4,
+                fedistill_shared::data::DataKind::Tabular,
+                vec!["a".into(), "b".into(), "c".into()],
+            )
+            .expect("valid tiny dataset"),
+        );
+        let mlp = ModelConfig::Mlp { hidden: vec![8] };
+        let teacher = Model::new(&mlp, 4, 3, seed).expect("teacher");
+        let student = Model::new(&mlp, 4, 3, 0).expect("student");
+        ModelLearner::from_parts(LearnerParts {
+            public: ds.clone(),
+            public_digest: Digest([0; 32]),
+            test: ds.clone(),
+            validation: ds.clone(),
+            teacher: Arc::new(teacher),
+            shard: ds,
+            distiller: Distiller::new(student, DistillConfig::default()),
+            guard: GuardConfig::default(),
+            refresh: RefreshConfig::default(),
+            refresh_seed: seed,
+            workdir: dir.join(format!("t{seed}")),
+            local_only_accuracy: 0.0,
+            augment: None,
+            unlabeled: None,
+        })
+    }
+
+    #[test]
+    fn poisoned_learners_lie_through_the_seam_and_colluders_share_one_poison() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ids = [0u64, 3, 5, 11];
+        let round = RoundId(1);
+        let truth = tiny_learner(1, dir.path())
+            .label(round, &ids, 2.0)
+            .expect("honest labels");
+        let mut rng = ChaCha20Rng::seed_from_u64(0);
+        let mut flip = Poisoned::new(tiny_learner(1, dir.path()), Attack::LabelFlip, 7, Collusion::default());
+        assert_eq!(
+            flip.label(round, &ids, 2.0).expect("poisoned labels"),
+            Attack::LabelFlip.apply(&truth, 3, &mut rng)
+        );
+        assert_eq!((flip.classes(), flip.private_samples(), flip.public_len()), (3, 12, 12));
+        // Two colluders with different teachers send one poison: the first one's.
+        let channel = Collusion::default();
+        let mut first = Poisoned::new(tiny_learner(1, dir.path()), Attack::Collude, 7, channel.clone());
+        let mut second = Poisoned::new(tiny_learner(2, dir.path()), Attack::Collude, 7, channel);
+        let a = first.label(round, &ids, 2.0).expect("first poison");
+        let b = second.label(round, &ids, 2.0).expect("second poison");
+        assert_eq!(a, Attack::Collude.apply(&truth, 3, &mut rng));
+        assert_eq!(a, b);
     }
 }

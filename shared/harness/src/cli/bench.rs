@@ -1,11 +1,13 @@
-//! `fedistill bench`: the flags of every suite and their dispatch to the harness library
-//! (`fedistill-harness`), which runs the suites and writes their reports.
+//! `fedistill bench`: the flags of every suite, converted to the suite's options struct and dispatched to its
+//! entry point, which runs the suite and writes its reports.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use fedistill_harness::{
+
+use super::command_line;
+use crate::{
     accuracy, communication, domains, load, personalize, quantize, robust, routing, scale, stages, train, transport,
 };
 
@@ -386,12 +388,6 @@ pub struct BenchRoutingArgs {
     report: Option<PathBuf>,
 }
 
-/// `fedistill ...` (this process's command line) as the reports record it.
-pub(crate) fn command_line() -> String {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    format!("fedistill {}", args.join(" "))
-}
-
 fn common(c: CommonArgs) -> accuracy::CommonOptions {
     accuracy::CommonOptions {
         quick: c.quick,
@@ -414,6 +410,7 @@ fn common(c: CommonArgs) -> accuracy::CommonOptions {
     }
 }
 
+/// Runs the suite `cmd` names.
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Accuracy(a) => accuracy::run(&accuracy::AccuracyOptions {

@@ -9,8 +9,8 @@
 //! "Memory per connection"). On a timeout or an invalid header it sends `STOP_SENDING` so a slow or hostile
 //! peer's stream slot is released at once.
 
-use super::frame::{decode_frame, decode_header, encode_frame, FrameKind, WireError, HEADER_LEN};
-use crate::tls::close_code;
+use crate::quic::close_code;
+use fedistill_shared::wire::frame::{decode_frame, decode_header, encode_frame, FrameKind, WireError, HEADER_LEN};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::Arc;
@@ -354,7 +354,7 @@ pub async fn recv_message_budgeted<T: DeserializeOwned>(
 
 /// Reads exactly one frame (header + payload) of at most `max_payload` payload bytes within `timeout`.
 ///
-/// Returns the raw frame bytes for [`super::decode_frame`]. On timeout, an invalid header or a truncated
+/// Returns the raw frame bytes for [`fedistill_shared::wire::decode_frame`]. On timeout, an invalid header or a truncated
 /// frame the receive side is stopped (`STOP_SENDING` with [`close_code::STREAM_TIMEOUT`] or
 /// [`close_code::STREAM_INVALID`]), so the stream slot is freed.
 pub async fn read_frame(
@@ -389,8 +389,9 @@ mod tests {
     //! certificate): what a frame's buffer holds while its bytes trickle in, and the budget shared by
     //! connections.
     use super::*;
-    use crate::provision::{self, pki, Ca};
-    use crate::tls::{self, QuicTuning};
+    use crate::{quic_client_config, quic_server_config, QuicTuning};
+    use fedistill_shared::provision::{self, pki, Ca};
+    use fedistill_shared::tls;
     use std::time::Instant;
 
     /// A server endpoint on 127.0.0.1 and a way to dial it.
@@ -408,7 +409,7 @@ mod tests {
             let cert = ca.issue_server(&["127.0.0.1".to_string()], &key, now).expect("cert");
             let tls = tls::dangerous::server_config_no_client_auth(cert.pem.as_bytes(), key.serialize_pem().as_bytes())
                 .expect("server tls");
-            let cfg = tls::quic_server_config(tls, &QuicTuning::default()).expect("server quic");
+            let cfg = quic_server_config(tls, &QuicTuning::default()).expect("server quic");
             let server = quinn::Endpoint::server(cfg, std::net::SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
             Loopback {
                 server,
@@ -419,7 +420,7 @@ mod tests {
         /// A new connection: (the client's side, the server's side).
         async fn connect(&self) -> (quinn::Connection, quinn::Connection) {
             let tls = tls::dangerous::client_config_no_client_auth(self.ca_pem.as_bytes()).expect("client tls");
-            let cfg = tls::quic_client_config(tls, &QuicTuning::default()).expect("client quic");
+            let cfg = quic_client_config(tls, &QuicTuning::default()).expect("client quic");
             let mut client =
                 quinn::Endpoint::client(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).expect("client endpoint");
             client.set_default_client_config(cfg);
@@ -432,7 +433,7 @@ mod tests {
     }
 
     fn header(payload: usize) -> [u8; HEADER_LEN] {
-        super::super::frame::encode_header(FrameKind(1), payload).expect("header")
+        fedistill_shared::wire::frame::encode_header(FrameKind(1), payload).expect("header")
     }
 
     /// Waits (at most a minute) until `cond` holds.

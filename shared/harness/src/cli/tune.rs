@@ -1,10 +1,11 @@
 //! `fedistill tune`: the flags of the knob search (successive halving over the teacher's and the federation's
-//! knobs, in a federation simulated on the public set); `fedistill_harness::tune` does the work.
+//! knobs, in a federation simulated on the public set); [`crate::tune`] does the work.
 
 use std::path::PathBuf;
 
 use clap::Args;
-use fedistill_harness::tune::{self, TuneOptions};
+
+use crate::tune::{self, TuneOptions};
 
 #[derive(Debug, Args)]
 pub struct TuneArgs {
@@ -43,8 +44,9 @@ pub struct TuneArgs {
     report: Option<PathBuf>,
 }
 
+/// Runs the search.
 pub fn run(args: TuneArgs) -> anyhow::Result<()> {
-    let command = super::bench::command_line();
+    let command = super::command_line();
     let opts = TuneOptions {
         dataset: args.dataset,
         data_dir: args.data_dir,

@@ -1,7 +1,7 @@
-//! QUIC wrappers around the rustls configs: transport tuning, connection introspection and the
-//! application close codes both sides use.
+//! QUIC wrappers around the rustls configs of [`fedistill_shared::tls`]: transport tuning, connection
+//! introspection and the application close codes both sides use.
 
-use super::TlsError;
+use fedistill_shared::tls::TlsError;
 use quinn::crypto::rustls::{HandshakeData, QuicClientConfig, QuicServerConfig};
 use rustls::pki_types::CertificateDer;
 use std::sync::Arc;

@@ -1,11 +1,12 @@
 //! `fedistill local`: the flags of the one-machine experiment (teacher on the private part, student distilled
-//! on the public part, both evaluated on the test set); `fedistill_harness::local` runs it, prints the table
-//! and writes the JSON report (see docs/ml.md).
+//! on the public part, both evaluated on the test set), converted to [`LocalRunOptions`]; [`crate::local`] runs
+//! it, prints the table and writes the JSON report (see docs/ml.md).
 
 use std::path::PathBuf;
 
 use clap::Args;
-use fedistill_harness::local::{self, LocalRunOptions};
+
+use crate::local::{self, LocalRunOptions};
 
 #[derive(Debug, Args)]
 pub struct LocalArgs {
@@ -41,35 +42,7 @@ pub struct LocalArgs {
     distill_epochs: Option<usize>,
 }
 
-/// Flags of the hidden `fedistill probe-inference` (see `fedistill_harness::headline`).
-#[derive(Debug, Args)]
-pub struct ProbeArgs {
-    /// The exported model (f32 safetensors checkpoint, f16 safetensors or GGUF); absent: load nothing.
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// Input features of the MLP.
-    #[arg(long)]
-    in_dim: usize,
-    /// Classes of the MLP.
-    #[arg(long)]
-    classes: usize,
-    /// Hidden widths, comma-separated (empty: logistic regression).
-    #[arg(long, value_delimiter = ',', num_args = 0..)]
-    hidden: Vec<usize>,
-    /// Batch-1 inferences to run before reading the peak RSS.
-    #[arg(long, default_value_t = fedistill_harness::headline::PROBE_PASSES)]
-    passes: usize,
-}
-
-/// Runs the probe and prints its JSON report on stdout.
-pub fn probe(args: ProbeArgs) -> anyhow::Result<()> {
-    use fedistill_harness::headline;
-    let arch = headline::probe_arch(args.in_dim, args.classes, &args.hidden)?;
-    let report = headline::probe(args.model.as_deref(), &arch, args.passes)?;
-    println!("{}", serde_json::to_string(&report)?);
-    Ok(())
-}
-
+/// Runs the experiment.
 pub fn run(args: LocalArgs) -> anyhow::Result<()> {
     local::run(&LocalRunOptions {
         dataset: args.dataset,

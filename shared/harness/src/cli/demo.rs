@@ -1,12 +1,13 @@
-//! `fedistill demo`: the flags of a whole local federation; the harness library (`fedistill_harness::demo`)
-//! provisions it, runs the coordinator and participants as processes of this binary, and prints and writes
-//! the report (documented in docs/demo.md).
+//! `fedistill demo`: the flags of a whole local federation, checked and converted to [`DemoOptions`];
+//! [`crate::demo`] provisions it, runs the coordinator and participants as processes of the binary, and
+//! prints and writes the report (documented in docs/demo.md).
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use fedistill_harness::demo::{self, DemoOptions};
+
+use crate::demo::{self, DemoOptions};
 
 /// Arguments of `fedistill demo`.
 #[derive(Debug, Args)]
@@ -136,7 +137,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         augment: args
             .augment
             .as_deref()
-            .map(fedistill_harness::accuracy::parse_augment)
+            .map(crate::accuracy::parse_augment)
             .transpose()
             .context("--augment")?,
         stop_patience: args.stop_patience,
@@ -144,13 +145,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         teacher: args
             .teacher
             .as_deref()
-            .map(fedistill_harness::accuracy::parse_model)
+            .map(crate::accuracy::parse_model)
             .transpose()
             .context("--teacher")?,
         student: args
             .student
             .as_deref()
-            .map(fedistill_harness::accuracy::parse_model)
+            .map(crate::accuracy::parse_model)
             .transpose()
             .context("--student")?,
         constraint_weight: args.constraint_weight,

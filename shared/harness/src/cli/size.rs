@@ -1,11 +1,11 @@
 //! `fedistill size`: the flags of device-aware sizing (measure candidate students on this machine, pick the most
-//! accurate one within a latency and memory budget, write its student config); `fedistill_harness::size` does
-//! the work. The thread count is fixed here, before any computation, because candle reads it once per process.
+//! accurate one within a latency and memory budget, write its student config); [`crate::size`] does the work. The thread count is fixed here, before any computation, because candle reads it once per process.
 
 use std::path::PathBuf;
 
 use clap::Args;
-use fedistill_harness::size::{self, SizeOptions};
+
+use crate::size::{self, SizeOptions};
 
 #[derive(Debug, Args)]
 pub struct SizeArgs {
@@ -38,6 +38,7 @@ pub struct SizeArgs {
     quick: bool,
 }
 
+/// Checks the budgets, fixes the thread count and runs the sizing.
 pub fn run(args: SizeArgs) -> anyhow::Result<()> {
     let opts = SizeOptions {
         latency_us: args.latency_us,
