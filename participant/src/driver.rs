@@ -715,7 +715,27 @@ mod tests {
     const CLASSES: usize = 3;
 
     /// A learner whose teacher refuses to label: the test needs the lifecycle to take an opening, nothing more.
+    /// It counts the calls to `label` made on a blocking thread and those made on the async executor.
     struct Idle;
+
+    static LABELLED_OFF_EXECUTOR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static LABELLED_ON_EXECUTOR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    /// Whether this thread is running async tasks: `Handle::block_on` panics there ("Cannot start a runtime
+    /// from within a runtime") and works on a `spawn_blocking` thread or a plain thread.
+    fn on_async_executor() -> bool {
+        match tokio::runtime::Handle::try_current() {
+            Err(_) => false,
+            Ok(h) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.block_on(async {}))).is_err(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_executor_probe_tells_a_worker_from_a_blocking_thread() {
+        assert!(on_async_executor(), "a task body runs on the executor");
+        let off = tokio::task::spawn_blocking(on_async_executor).await.expect("join");
+        assert!(!off, "a spawn_blocking closure runs off the executor");
+    }
 
     impl Learner for Idle {
         fn public_digest(&self) -> Digest {
@@ -731,6 +751,12 @@ mod tests {
             10
         }
         fn label(&mut self, _: RoundId, _: &[u64], _: f32) -> anyhow::Result<Vec<f32>> {
+            let counter = if on_async_executor() {
+                &LABELLED_ON_EXECUTOR
+            } else {
+                &LABELLED_OFF_EXECUTOR
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             anyhow::bail!("this test's teacher labels nothing")
         }
         fn distill(
@@ -884,6 +910,14 @@ mod tests {
         // The lifecycle takes the opening; labelling it then fails (this teacher labels nothing).
         let labelled = driver.handle_push(&conn, (msg.clone(), at, 0)).await;
         assert!(labelled.is_err(), "the idle teacher cannot label");
+        // Training never runs on the async executor (docs/ARCHITECTURE.md): the learner was asked to label
+        // once, on a blocking thread.
+        use std::sync::atomic::Ordering::SeqCst;
+        assert_eq!(
+            (LABELLED_OFF_EXECUTOR.load(SeqCst), LABELLED_ON_EXECUTOR.load(SeqCst)),
+            (1, 0),
+            "(labels on blocking threads, labels on the executor)"
+        );
         assert_eq!(coordinator_seq(&driver), Some(5));
         assert!(refusals(&mut rx).is_empty());
         // The guard is live: the same opening again is a replay.

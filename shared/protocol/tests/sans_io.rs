@@ -47,7 +47,10 @@ fn findings(root: &Path, files: &[PathBuf]) -> Vec<String> {
         let text = std::fs::read_to_string(file).expect("read source");
         for name in FORBIDDEN {
             if text.contains(name) {
-                found.push(format!("{} names `{name}`", file.strip_prefix(root).unwrap_or(file).display()));
+                found.push(format!(
+                    "{} names `{name}`",
+                    file.strip_prefix(root).unwrap_or(file).display()
+                ));
             }
         }
     }
@@ -101,8 +104,11 @@ fn the_scan_finds_each_forbidden_name_so_the_checks_above_can_fail() {
     let dir = std::env::temp_dir().join(format!("fedistill-sans-io-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("bad.rs");
-    std::fs::write(&file, "fn f() { let _ = std::time::Instant::now(); let _ = std::fs::read(\"x\"); }")
-        .expect("write probe");
+    std::fs::write(
+        &file,
+        "fn f() { let _ = std::time::Instant::now(); let _ = std::fs::read(\"x\"); }",
+    )
+    .expect("write probe");
     let found = findings(&dir, &[file]);
     std::fs::remove_dir_all(&dir).expect("clean up");
     assert_eq!(found, ["bad.rs names `std::fs`", "bad.rs names `Instant`"]);
