@@ -29,19 +29,19 @@ enum Command {
     #[command(subcommand)]
     Audit(cli::audit::AuditCommand),
     /// Train a teacher, distill a student and evaluate both, on one machine.
-    Local(harness::local::LocalArgs),
+    Local(fedistill_harness::local::LocalRunOptions),
     /// Benchmarks (build with --release).
     #[command(subcommand)]
     Bench(harness::bench::BenchCommand),
     /// Quantize a trained student (int8, sandwich, f16, f32), export it with a model card.
-    Quantize(harness::student::QuantizeArgs),
+    Quantize(fedistill_harness::student::ExportOptions),
     /// A/B-compare two exported students on the same held-out samples (McNemar's exact test).
-    Compare(harness::student::CompareArgs),
+    Compare(fedistill_harness::student::CompareOptions),
     /// Pick the most accurate student that meets a latency and memory budget on this machine; write its config.
-    Size(harness::size::SizeArgs),
+    Size(fedistill_harness::size::SizeOptions),
     /// Search the distillation knobs (teacher training, temperature, rounds, student width, loss weights,
     /// refresh) by successive halving in a federation simulated on the public set; write the config found.
-    Tune(harness::tune::TuneArgs),
+    Tune(fedistill_harness::tune::TuneOptions),
     /// Operator commands: create a federation, enrol, sign CSRs, revoke, show the roster.
     #[command(subcommand)]
     Provision(cli::provision::ProvisionCommand),

@@ -1,3 +1,4 @@
+// Over 800 lines: the flags shared with `bench communication` (clap attributes included), the helpers the communication, personalize and tune suites share, the grid and its report read best in one file.
 //! `fedistill bench accuracy`: federated distillation (each aggregation rule) against local-only,
 //! centralized and FedAvg on the same student, over datasets, partitions, federation sizes and seeds; writes
 //! JSON, Markdown and plots (docs/benchmarks.md explains every figure and gives the commands). The helpers
@@ -17,66 +18,99 @@ use crate::experiment::{self, ExperimentConfig, ExperimentRun};
 use crate::report::{self, Chart, Series};
 
 /// Options shared by both suites (the flags of `fedistill bench accuracy|communication`).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct CommonOptions {
     /// Small configuration for CI (one small dataset, one seed, few rounds).
+    #[arg(long)]
     pub quick: bool,
     /// Write JSON, Markdown and plots to this directory.
+    #[arg(long)]
     pub report: Option<PathBuf>,
     /// Replace this suite's generated section of a Markdown file (e.g. docs/benchmarks.md).
+    #[arg(long)]
     pub docs: Option<PathBuf>,
     /// Directory of file-based datasets (fashion-mnist; default: the Debian package's directory).
+    #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Count frame bytes only instead of carrying every message over real mTLS QUIC connections.
+    #[arg(long)]
     pub no_link: bool,
     /// Distillation rounds (default: 10; quick: 3).
+    #[arg(long)]
     pub rounds: Option<usize>,
     /// FedAvg rounds (default: 30; quick: 5).
+    #[arg(long)]
     pub fedavg_rounds: Option<usize>,
     /// Share of each dataset in the public transfer set.
+    #[arg(long)]
     pub public_fraction: Option<f64>,
     /// Teacher refresh epochs per round (co-distillation; 0 = off).
+    #[arg(long)]
     pub refresh_epochs: Option<usize>,
-    /// Public rows per round (default: public / rounds).
+    /// Public rows per round (default: public / rounds, one pass); rounds walk the public set in epochs.
+    #[arg(long)]
     pub samples_per_round: Option<usize>,
-    /// The public-set augmentation, `shift=N[,flip]` (image datasets).
+    /// The task card's public-set augmentation for image datasets, e.g. `shift=2,flip` (see docs/data.md).
+    #[arg(long)]
     pub augment: Option<String>,
-    /// Teacher architecture, `mlp:W,W`, `cnn:C,C:H` or `cnn1d:C,C:H[:KERNEL[:IN_CHANNELS]]`.
+    /// Teacher architecture, `mlp:512,256`, `cnn:16,32:128` (channels, then the hidden width) or, for
+    /// series, `cnn1d:16,32:64[:KERNEL[:IN_CHANNELS]]` (kernel 5, one input channel by default).
+    #[arg(long)]
     pub teacher: Option<String>,
-    /// Student architecture, same syntax.
+    /// Student architecture (FD and FedAvg), `mlp:128`, `cnn:8,16:64` or `cnn1d:8,16:32`.
+    #[arg(long)]
     pub student: Option<String>,
-    /// Share of each shard's rows whose labels are dropped (unlabelled rows of the node).
+    /// Share of each participant's private rows whose labels are dropped (image datasets): they reach the
+    /// node as `[private] unlabeled` rows.
+    #[arg(long)]
     pub unlabeled_fraction: Option<f64>,
-    /// `[refresh] pseudo_threshold`.
+    /// Semi-supervised refresh: pseudo-label unlabelled rows the student predicts with at least this
+    /// confidence (`[refresh] pseudo_threshold`).
+    #[arg(long)]
     pub pseudo_threshold: Option<f32>,
-    /// The coordinator's `[stop]` with this patience (and `min_delta` 0.001) on the distillation rounds.
+    /// End the distillation rounds once the student's accuracy has not improved by 0.1 point for N rounds
+    /// (the coordinator's `[stop]` rule); --rounds stays the most that run.
+    #[arg(long)]
     pub stop_patience: Option<u64>,
-    /// The command line recorded in the report (`fedistill bench ...`).
+    /// The command line recorded in the report (`fedistill bench ...`; not a flag: the dispatch sets it).
+    #[arg(skip)]
     pub command: String,
 }
 
 /// Options of `fedistill bench accuracy`; an empty list takes the suite's default.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct AccuracyOptions {
     /// Flags shared with the communication suite.
+    #[command(flatten)]
     pub common: CommonOptions,
     /// Datasets (default: fashion-mnist, mnist-10k, credit, lending-club, breast-cancer).
+    #[arg(long, value_delimiter = ',')]
     pub datasets: Vec<String>,
     /// Partitions: `iid` or a Dirichlet alpha (default: iid,0.1,0.5,1.0).
+    #[arg(long, value_delimiter = ',')]
     pub partitions: Vec<String>,
     /// Federation sizes K (default: 3,10).
+    #[arg(long, value_delimiter = ',')]
     pub participants: Vec<usize>,
     /// Seeds (default: 1,2,3).
+    #[arg(long, value_delimiter = ',')]
     pub seeds: Vec<u64>,
     /// Aggregation rules (default: all six).
+    #[arg(long, value_delimiter = ',')]
     pub rules: Vec<String>,
     /// Skip FedAvg.
+    #[arg(long)]
     pub no_fedavg: bool,
-    /// Also distill from the centralized model (`kd:centralized`, `ExperimentConfig::ceiling`).
+    /// Also distill the student from the centralized model (method `kd:centralized`: every teacher replaced
+    /// by it, no refresh, the same rounds and public rows): the ceiling of distillation on this public set
+    #[arg(long)]
     pub ceiling: bool,
-    /// Soft-label encoding of both directions (default f16).
+    /// Soft-label encoding of both directions (`f32`, `f16`, `int8`, `topk:K`, ...; default f16).
+    #[arg(long)]
     pub encoding: Option<String>,
-    /// Name of the generated section `docs` replaces (`<!-- bench-NAME:begin -->`).
+    /// Name of the generated section `--docs` replaces (`<!-- bench-NAME:begin -->`), so runs over
+    /// different datasets can keep separate tables.
+    #[arg(long, default_value = "accuracy")]
     pub section: String,
 }
 

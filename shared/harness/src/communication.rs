@@ -14,21 +14,28 @@ use crate::experiment::{self, ExperimentRun};
 use crate::report::{self, Chart, Series};
 
 /// Options of `fedistill bench communication`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct CommunicationOptions {
     /// Flags shared with the accuracy suite.
+    #[command(flatten)]
     pub common: CommonOptions,
-    /// Dataset (default: fashion-mnist; quick: digits).
+    /// Dataset (default: fashion-mnist).
+    #[arg(long)]
     pub dataset: Option<String>,
     /// Partition: `iid` or a Dirichlet alpha (default: 0.5).
+    #[arg(long)]
     pub partition: Option<String>,
-    /// Participants (default: 10; quick: 3).
+    /// Participants (default: 10).
+    #[arg(long)]
     pub participants: Option<usize>,
     /// Seed.
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Aggregation rule of the distillation runs.
+    #[arg(long, default_value = "confidence_weighted")]
     pub rule: String,
     /// Encodings (default: f32,f16,int8,topk:1,qtopk:1).
+    #[arg(long, value_delimiter = ',')]
     pub encodings: Vec<String>,
 }
 

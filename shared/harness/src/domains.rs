@@ -29,27 +29,37 @@ use crate::demo::{DemoOptions, OwnFiles};
 use crate::report::{self, BarChart};
 
 /// Options of `fedistill bench domains`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct DomainsOptions {
-    /// One seed, two rounds, two variants (CI).
+    /// One seed, two rounds, two variants per example (CI).
+    #[arg(long)]
     pub quick: bool,
-    /// Seeds (default 1,2,3; quick: 1).
+    /// Seeds (default 1,2,3; with --quick 1).
+    #[arg(long, value_delimiter = ',')]
     pub seeds: Vec<u64>,
-    /// Rounds of each federation (default 10; quick: 2).
+    /// Rounds of each federation (default 10; with --quick 2).
+    #[arg(long)]
     pub rounds: Option<u64>,
-    /// Examples to run (default all).
+    /// Examples to run (italy-power, sp500-banks; default all).
+    #[arg(long, value_delimiter = ',')]
     pub examples: Vec<String>,
-    /// The directory holding `sp500-banks/` (default `examples`).
+    /// The folder holding the worked examples' files (default `examples`, relative to the current directory).
+    #[arg(long)]
     pub examples_dir: Option<PathBuf>,
-    /// Write domains.json, domains.md and the charts here.
+    /// Write domains.json, domains.md and domains-EXAMPLE.png/.svg to this directory.
+    #[arg(long)]
     pub report: Option<PathBuf>,
-    /// Rewrite the generated section of this Markdown file and put the charts in `img/bench-domains/` beside it.
+    /// Rewrite the generated section of this Markdown file (docs/domains.md) and its charts.
+    #[arg(long)]
     pub docs: Option<PathBuf>,
-    /// Keep every federation's directory here (default: a temporary directory).
+    /// Keep every federation's directory (kits, logs, audit bundles) here.
+    #[arg(long)]
     pub workdir: Option<PathBuf>,
-    /// The `fedistill` binary the nodes run as.
+    /// The `fedistill` binary the nodes run as (not a flag: the dispatch sets it).
+    #[arg(skip)]
     pub exe: PathBuf,
-    /// The command line recorded in the report.
+    /// The command line recorded in the report (not a flag: the dispatch sets it).
+    #[arg(skip)]
     pub command: String,
 }
 

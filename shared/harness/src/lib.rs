@@ -5,10 +5,11 @@
 //! `fedistill tune` ([`tune`]), and the JSON /
 //! Markdown / PNG / SVG report writer ([`report`]).
 //!
-//! Each suite's entry point takes a plain options struct and prints its progress and results as the command
-//! does; the clap flags of these commands live in [`cli`], which converts them (the binary only puts them in
-//! its command tree and dispatches). Suites that start processes of the `fedistill` binary (the scale
-//! coordinator, the demo's nodes, `bench load`'s `data check`) take its path in their options. [`datasplit`]
+//! Each suite's entry point takes its options struct and prints its progress and results as the command does;
+//! that struct derives `clap::Args` and is the command's flags, which [`cli`] dispatches (the binary only puts
+//! them in its command tree; `demo` alone has a separate flag struct, resolved there). Suites that start processes
+//! of the `fedistill` binary (the scale coordinator, the demo's nodes, `bench load`'s `data check`) take its path
+//! in their options, which the dispatch fills in. [`datasplit`]
 //! writes the files of `fedistill data split`.
 //! Errors are `anyhow`: every caller is a command that reports them and exits.
 

@@ -38,20 +38,26 @@ const RSS_SAMPLE: Duration = Duration::from_millis(5);
 const CHUNK_ROWS: usize = 16_384;
 
 /// Options of `fedistill bench load`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct LoadOptions {
-    /// ~20 MB instead of ~200 MB.
+    /// A ~20 MB file instead of ~200 MB.
+    #[arg(long)]
     pub quick: bool,
-    /// Size of the generated CSV in MB (overrides the default and `quick`).
+    /// Size of the generated CSV in MB (overrides the default and --quick).
+    #[arg(long)]
     pub size_mb: Option<f64>,
-    /// Generate a CSV of this many GB for the peak-memory measurement of `fedistill data check`
-    /// (default: measure on the generated CSV).
+    /// Measure `fedistill data check`'s peak RSS on a generated CSV of this many GB instead.
+    #[arg(long)]
     pub check_gb: Option<f64>,
-    /// Write load.json, load.md and load-throughput.png/.svg to this directory.
+    /// Write load.json, load.md and load-throughput.png/.svg (rows/s per method) to this directory.
+    #[arg(long)]
     pub report: Option<PathBuf>,
-    /// The `fedistill` binary, run as `fedistill data check` for the memory measurement.
+    /// The `fedistill` binary, run as `fedistill data check` for the memory measurement (not a flag: the
+    /// dispatch sets it).
+    #[arg(skip)]
     pub exe: PathBuf,
-    /// The command line, as the report records it.
+    /// The command line, as the report records it (not a flag: the dispatch sets it).
+    #[arg(skip)]
     pub command: String,
 }
 

@@ -11,27 +11,37 @@ use fedistill_shared::ml::Progress;
 use crate::headline::{self, HeadlineInputs};
 
 /// Options of `fedistill local`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct LocalRunOptions {
-    /// Catalog dataset name.
+    /// Catalog dataset name (mnist-10k, digits, credit, lending-club, breast-cancer, italy-power, fashion-mnist).
+    #[arg(long)]
     pub dataset: String,
     /// Teacher config TOML: `[model]` (kind, widths) and optional `[train]`.
+    #[arg(long, value_name = "CFG.toml")]
     pub teacher: Option<PathBuf>,
     /// Student config TOML: `[model]` and optional `[distill]`.
+    #[arg(long, value_name = "CFG.toml")]
     pub student: Option<PathBuf>,
     /// Seed of the split, inits and batch orders.
+    #[arg(long, default_value_t = 7)]
     pub seed: u64,
     /// Write the JSON report here.
+    #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
     /// Directory with the dataset files instead of the embedded copies.
+    #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Fraction of the data used as the test set.
+    #[arg(long, default_value_t = 0.2)]
     pub test_fraction: f64,
     /// Fraction of the data used as the public transfer set.
+    #[arg(long, default_value_t = 0.3)]
     pub public_fraction: f64,
     /// Override the teacher's epochs.
+    #[arg(long)]
     pub teacher_epochs: Option<usize>,
     /// Override the student's distillation epochs.
+    #[arg(long)]
     pub distill_epochs: Option<usize>,
 }
 

@@ -42,29 +42,41 @@ const QUICK_ROUNDS: usize = 2;
 const QUICK_EPOCHS: usize = 5;
 
 /// Options of `fedistill bench personalize`; an empty list or `None` takes the suite's default.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct PersonalizeOptions {
     /// One small dataset (digits), one seed, 3 participants, 2 rounds, few epochs (CI).
+    #[arg(long)]
     pub quick: bool,
-    /// Seeds (default 1,2,3; quick: 1).
+    /// Seeds (default 1,2,3; with --quick 1).
+    #[arg(long, value_delimiter = ',')]
     pub seeds: Vec<u64>,
-    /// Catalog datasets (default mnist-10k, fashion-mnist, credit; quick: digits).
+    /// Catalog datasets (default mnist-10k,fashion-mnist,credit; with --quick digits).
+    #[arg(long, value_delimiter = ',')]
     pub datasets: Vec<String>,
-    /// Participants K (default 5; quick: 3).
+    /// Participants K (default 5; with --quick 3).
+    #[arg(long)]
     pub participants: Option<usize>,
     /// Partition: a Dirichlet alpha or `iid` (default 0.5).
+    #[arg(long)]
     pub partition: Option<String>,
-    /// Share of each participant's rows held out as its own test set (default 0.2).
+    /// Share of each participant's rows held out (seeded) as its own test set (default 0.2).
+    #[arg(long)]
     pub holdout: Option<f64>,
-    /// Distillation rounds (default 5; quick: 2).
+    /// Federated distillation rounds before personalizing (default 5; with --quick 2).
+    #[arg(long)]
     pub rounds: Option<usize>,
-    /// Passes over the private rows of every personalization, stages included (default 10; quick: 5).
+    /// Passes over the private rows of each personalization, stages included (default 10; with --quick 5).
+    #[arg(long)]
     pub epochs: Option<usize>,
     /// Directory of file-based datasets (fashion-mnist; default: the Debian package's directory).
+    #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Write personalize.json, personalize.md and personalize-accuracy.png/.svg to this directory.
+    /// Write personalize.json, personalize.md and personalize-accuracy.png/.svg (shared vs personalized
+    /// accuracy per dataset and configuration).
+    #[arg(long)]
     pub report: Option<PathBuf>,
-    /// The command line recorded in the report.
+    /// The command line recorded in the report (not a flag: the dispatch sets it).
+    #[arg(skip)]
     pub command: String,
 }
 

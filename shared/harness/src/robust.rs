@@ -19,18 +19,23 @@ pub const END_MARKER: &str = "<!-- bench-robust:end -->";
 pub const DP_SGD_EPSILONS: [f64; 3] = [1.0, 4.0, 8.0];
 
 /// Options of `fedistill bench robust`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct RobustOptions {
     /// Small sizes and three rules (mean, median, trimmed_mean) instead of the full table.
+    #[arg(long)]
     pub quick: bool,
     /// Seed of the split, models and noise.
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Write the whole table as JSON to this file.
+    #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Replace the generated section (between the bench-robust markers) of this Markdown file; the markers are
-    /// appended if missing.
+    /// Replace the generated section (between the bench-robust markers) of this Markdown file, e.g.
+    /// docs/benchmarks.md; the markers are appended if missing.
+    #[arg(long)]
     pub docs: Option<PathBuf>,
-    /// Do not run anything: re-render a table saved earlier with `json` (for `docs` or stdout).
+    /// Do not run anything: re-render a table saved earlier with --json (for --docs or stdout).
+    #[arg(long, conflicts_with = "json")]
     pub from_json: Option<PathBuf>,
 }
 

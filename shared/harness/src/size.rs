@@ -45,25 +45,34 @@ pub const MEMORY_DEFINITION: &str = "stored weights and biases in the profile's 
      logits); 1 KB = 1024 bytes";
 
 /// Options of `fedistill size` (the flags, unvalidated).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct SizeOptions {
-    /// Batch-1 p50 latency budget, microseconds.
+    /// Batch-1 p50 inference latency budget, microseconds (> 0).
+    #[arg(long, value_name = "US", allow_negative_numbers = true)]
     pub latency_us: f64,
-    /// Inference memory budget, KB (1024 bytes), see [`MEMORY_DEFINITION`].
+    /// Inference memory budget in KB (1024 bytes): stored weights + peak activations of a batch-1 forward.
+    #[arg(long, value_name = "KB", allow_negative_numbers = true)]
     pub memory_kb: f64,
-    /// Compute threads of the run (the binary fixes candle's thread count to it before any work).
+    /// Compute threads of the measurement (and of the whole run).
+    #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Catalog dataset name.
+    #[arg(long, default_value = "mnist-10k")]
     pub dataset: String,
     /// Directory with the dataset files instead of the embedded copies.
+    #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Seed of the split, the inits and the batch orders (as `fedistill local --seed`).
+    /// Seed of the split, inits and batch orders (as `fedistill local --seed`).
+    #[arg(long, default_value_t = 7)]
     pub seed: u64,
-    /// Write the chosen student config TOML here.
+    /// Write the chosen student config TOML here (loadable by `fedistill local --student`).
+    #[arg(long, value_name = "FILE.toml")]
     pub out: Option<PathBuf>,
-    /// Write size.json, size.md and the plots to this directory.
+    /// Write size.json, size.md and the accuracy-vs-latency and accuracy-vs-memory plots to this directory.
+    #[arg(long, value_name = "DIR")]
     pub report: Option<PathBuf>,
     /// Fewer candidates and epochs (tests, CI).
+    #[arg(long)]
     pub quick: bool,
 }
 

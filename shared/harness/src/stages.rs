@@ -30,23 +30,55 @@ const QUICK_EPOCHS: usize = 12;
 const QUICK_COPIES: usize = 1;
 
 /// Options of `fedistill bench stages`; an empty list takes the suite's default.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct StagesOptions {
     /// One small dataset (digits), one seed, few epochs (CI).
+    #[arg(long)]
     pub quick: bool,
-    /// Seeds (default 1,2,3; quick: 1).
+    /// Seeds (default 1,2,3; with --quick 1).
+    #[arg(long, value_delimiter = ',')]
     pub seeds: Vec<u64>,
-    /// Catalog datasets (default mnist-10k, fashion-mnist, credit; quick: digits).
+    /// Catalog datasets (default mnist-10k,fashion-mnist,credit; with --quick digits).
+    #[arg(long, value_delimiter = ',')]
     pub datasets: Vec<String>,
     /// Directory of file-based datasets (fashion-mnist; default: the Debian package's directory).
+    #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Write stages.json, stages.md and stages-accuracy.png/.svg to this directory.
+    /// Write stages.json, stages.md and stages-accuracy.png/.svg (accuracy per dataset and configuration).
+    #[arg(long)]
     pub report: Option<PathBuf>,
-    /// The command line recorded in the report.
+    /// The command line recorded in the report (not a flag: the dispatch sets it).
+    #[arg(skip)]
     pub command: String,
-    /// Convolutional teacher and student ([`CNN_TEACHER`], [`CNN_STUDENT`]; image datasets only), and stage 1
-    /// with attention transfer (weight [`CNN_ATTENTION_WEIGHT`]) beside the hint loss.
+    /// Convolutional teacher (conv blocks 8, 16; hidden 64) and student (conv block 8; hidden 32), image
+    /// datasets only; stage 1 then adds attention transfer to the hint loss.
+    #[arg(long, conflicts_with = "federated")]
     pub cnn: bool,
+    /// Also run the federated half, the personalized student of each participant (`fedistill bench
+    /// personalize` with the same --quick, --seeds, --datasets, --data-dir and --report, its defaults else).
+    #[arg(long)]
+    pub federated: bool,
+}
+
+impl StagesOptions {
+    /// The federated half `federated` asks for, run after this suite: `fedistill bench personalize` with this
+    /// run's `quick`, `seeds`, `datasets`, `data_dir`, `report` and `command`, its defaults else; `None`
+    /// without `federated`.
+    pub fn federated_half(&self) -> Option<crate::personalize::PersonalizeOptions> {
+        self.federated.then(|| crate::personalize::PersonalizeOptions {
+            quick: self.quick,
+            seeds: self.seeds.clone(),
+            datasets: self.datasets.clone(),
+            participants: None,
+            partition: None,
+            holdout: None,
+            rounds: None,
+            epochs: None,
+            data_dir: self.data_dir.clone(),
+            report: self.report.clone(),
+            command: self.command.clone(),
+        })
+    }
 }
 
 /// `--cnn`'s teacher: conv blocks of 8 and 16 channels, a 64-wide hidden layer.

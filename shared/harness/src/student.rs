@@ -18,56 +18,77 @@ use fedistill_shared::ml::quant::{
 use fedistill_shared::ml::{evaluate, Model};
 use serde::Serialize;
 
-/// The split both tools evaluate on (same meaning and defaults as `fedistill local`).
-#[derive(Debug, Clone, Default)]
+/// The split both tools evaluate on (same meaning and defaults as `fedistill local`): the split flags
+/// `quantize` and `compare` share.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct SplitOptions {
-    /// Seed of the split.
+    /// Seed of the split (same meaning and default as `fedistill local`).
+    #[arg(long, default_value_t = 7)]
     pub seed: u64,
     /// Fraction of the data used as the test set.
+    #[arg(long, default_value_t = 0.2)]
     pub test_fraction: f64,
     /// Fraction of the data used as the public transfer set (calibration for `quantize`).
+    #[arg(long, default_value_t = 0.3)]
     pub public_fraction: f64,
     /// Directory with the dataset files instead of the embedded copies.
+    #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 }
 
 /// Options of `fedistill quantize`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct ExportOptions {
     /// The trained f32 student checkpoint (safetensors written by the student's `save`).
+    #[arg(long, value_name = "FILE")]
     pub model: PathBuf,
-    /// Student config TOML: `[model]` (an MLP or a CNN), optional `[qat]` and `[ptq]`.
+    /// Student config TOML: `[model]` (an MLP or a CNN), optional `[qat]` and `[ptq]`; other tables are
+    /// ignored.
+    #[arg(long, value_name = "CFG.toml")]
     pub config: PathBuf,
     /// Catalog dataset name; its test split is the evaluation set, its public split the calibration set.
+    #[arg(long)]
     pub dataset: String,
     /// Profile to export, or `all` (also prints and writes the quantization table).
+    #[arg(long, default_value = "int8")]
     pub profile: String,
     /// Output directory (created if missing).
+    #[arg(long, value_name = "DIR", default_value = "quantized")]
     pub out: PathBuf,
     /// Fine-tune with quantization-aware training on the labelled private part before quantizing.
+    #[arg(long)]
     pub qat: bool,
     /// The split.
+    #[command(flatten)]
     pub split: SplitOptions,
 }
 
 /// Options of `fedistill compare`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct CompareOptions {
     /// Student A (the current one): .gguf, f16 .safetensors or an f32 student checkpoint.
+    #[arg(value_name = "A")]
     pub a: PathBuf,
     /// Student B (the candidate).
+    #[arg(value_name = "B")]
     pub b: PathBuf,
     /// Catalog dataset name; its test split is the held-out set.
+    #[arg(long)]
     pub dataset: String,
     /// Significance level of McNemar's test.
+    #[arg(long, default_value_t = 0.05)]
     pub alpha: f64,
     /// Student config TOML (`[model]`); needed only for bare f32 checkpoints without a model card.
+    #[arg(long, value_name = "CFG.toml")]
     pub config: Option<PathBuf>,
     /// Batch size of the shadow-mode stream.
+    #[arg(long, default_value_t = 64)]
     pub shadow_batch: usize,
     /// Print the result as one JSON object instead of text.
+    #[arg(long)]
     pub json: bool,
     /// The split.
+    #[command(flatten)]
     pub split: SplitOptions,
 }
 

@@ -7,13 +7,17 @@ use fedistill_shared::ml::bench::{bench_train_with_progress, BenchConfig};
 use fedistill_shared::ml::Progress;
 
 /// Options of `fedistill bench train`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct TrainOptions {
     /// Fewer steps (a quick check rather than a stable figure).
+    #[arg(long)]
     pub quick: bool,
     /// Also print the result as JSON lines.
+    #[arg(long)]
     pub json: bool,
-    /// Write train.json, train.md and train-throughput.png/.svg to this directory.
+    /// Write train.json, train.md and train-throughput.png/.svg (plain vs fused samples/s per workload)
+    /// to this directory.
+    #[arg(long)]
     pub report: Option<std::path::PathBuf>,
 }
 

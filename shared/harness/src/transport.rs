@@ -17,13 +17,16 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Options of `fedistill bench transport`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct TransportOptions {
-    /// Transfer sizes in MB (10^6 bytes).
+    /// Transfer sizes in MB (10^6 bytes), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100")]
     pub sizes_mb: Vec<usize>,
     /// Transfers per size and transport; the median is reported.
+    #[arg(long, default_value_t = 5)]
     pub repeats: usize,
     /// Also print each line as JSON.
+    #[arg(long)]
     pub json: bool,
 }
 

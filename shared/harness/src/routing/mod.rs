@@ -56,25 +56,35 @@ const REPLAY: usize = 1000;
 const QUICK_REPLAY: usize = 150;
 
 /// Options of `fedistill bench routing`; `None` or an empty list takes the suite's default.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct RoutingOptions {
-    /// One seed, the split-MNIST sequence only, small subsets, few epochs (CI).
+    /// One seed, split-mnist only, small subsets, few epochs (CI).
+    #[arg(long)]
     pub quick: bool,
-    /// Seeds (default 1,2,3; quick: 1).
+    /// Seeds (default 1,2,3; with --quick 1).
+    #[arg(long, value_delimiter = ',')]
     pub seeds: Vec<u64>,
-    /// Sequences by name (default split-mnist,mnist-fashion; quick: split-mnist).
+    /// Two-task sequences: split-mnist (digits 0-4 then 5-9), mnist-fashion (MNIST-10k then Fashion-MNIST)
+    /// (default both; with --quick split-mnist).
+    #[arg(long, value_delimiter = ',')]
     pub sequences: Vec<String>,
-    /// Experts per sample of the routing students: 1 or 2.
+    /// Experts each sample is routed to in the routing students (1 or 2).
+    #[arg(long, default_value_t = 1)]
     pub top_k: usize,
-    /// Replay reservoir capacity in samples (default 1000; quick: 150).
+    /// Replay reservoir of task 1's (input, teacher logits) pairs, in samples (default 1000; with --quick 150).
+    #[arg(long)]
     pub replay: Option<usize>,
-    /// Student epochs per task (default 10; quick: 3).
+    /// Student distillation epochs per task (default 10; with --quick 3).
+    #[arg(long)]
     pub epochs: Option<usize>,
     /// Directory of Fashion-MNIST's files (default: the Debian package's directory).
+    #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Write routing.json, routing.md and routing-SEQUENCE.png/.svg here.
+    /// Write routing.json, routing.md and routing-SEQUENCE.png/.svg (grouped bars per method) to this directory.
+    #[arg(long)]
     pub report: Option<PathBuf>,
-    /// The command line recorded in the report.
+    /// The command line recorded in the report (not a flag: the dispatch sets it).
+    #[arg(skip)]
     pub command: String,
 }
 

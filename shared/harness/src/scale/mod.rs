@@ -50,30 +50,42 @@ const CONFIG_TIMEOUT: Duration = Duration::from_secs(900);
 const CLAIMED_SAMPLES: u64 = 100;
 
 /// Options of `fedistill bench scale`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct ScaleOptions {
     /// CI-sized run: 3 and 10 participants at 100 rows per round, plus 1000 rows at 3 participants; 3 rounds.
+    #[arg(long)]
     pub quick: bool,
-    /// Participant counts of the participant sweep (default 3,10,30,100; with `quick` 3,10).
+    /// Participant counts of the participant sweep (default 3,10,30,100; with --quick 3,10).
+    #[arg(long, value_delimiter = ',')]
     pub participants: Option<Vec<usize>>,
-    /// Public rows per round of the payload sweep (default 100,1000,8000 at 10 participants; with `quick`
+    /// Public rows per round of the payload sweep (default 100,1000,8000 at 10 participants; with --quick
     /// 100,1000 at 3). At most 9000, the size of the public transfer set used here.
+    #[arg(long, value_delimiter = ',')]
     pub rows: Option<Vec<u64>>,
-    /// Rounds per configuration (default 10; with `quick` 3).
+    /// Rounds per configuration (default 10; with --quick 3).
+    #[arg(long)]
     pub rounds: Option<u64>,
     /// Write scale.json, scale.md and the plots latency_vs_participants / latency_vs_payload (PNG + SVG) here.
+    #[arg(long)]
     pub report: Option<PathBuf>,
-    /// Replace the generated `bench-scale` section of this Markdown file; the plots are also written next to
-    /// it, under img/bench-scale/.
+    /// Replace the generated `bench-scale` section of this Markdown file (e.g. docs/benchmarks.md); the plots
+    /// are also written next to it, under img/bench-scale/.
+    #[arg(long)]
     pub docs: Option<PathBuf>,
     /// Keep the federation, configs, coordinator logs and stores in this (new or empty) directory.
+    #[arg(long)]
     pub workdir: Option<PathBuf>,
-    /// The `fedistill` binary the coordinator is started from (`fedistill coordinator --config`).
+    /// The `fedistill` binary the coordinator is started from (`fedistill coordinator --config`; not a flag:
+    /// the dispatch sets it).
+    #[arg(skip)]
     pub exe: PathBuf,
-    /// Also run every configuration of the participant sweep with secure aggregation (the "secure" sweep)
-    /// and report its overhead over the clear run.
+    /// Also run every participant count of the participant sweep with secure aggregation, right after its
+    /// clear run, and report the overhead (round p50 and bytes, secure / plain); threshold: a majority of each
+    /// participant's share holders.
+    #[arg(long)]
     pub secure_aggregation: bool,
-    /// SecAgg+ neighbourhood of the secure sweep (`secagg_neighbours`; even, 0 = complete graph).
+    /// SecAgg+ neighbourhood of the secure runs (`secagg_neighbours`: even, at least 2; 0 = complete graph).
+    #[arg(long, default_value_t = 0, requires = "secure_aggregation")]
     pub secagg_neighbours: u32,
 }
 

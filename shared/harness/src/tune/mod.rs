@@ -64,31 +64,45 @@ pub const MAX_PARTICIPANTS: usize = 100;
 pub const VERIFY_SEED_OFFSET: u64 = 1;
 
 /// The flags of `fedistill tune`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct TuneOptions {
-    /// Catalog dataset (default: mnist-10k; `--quick`: digits).
+    /// Catalog dataset (default: mnist-10k; with --quick: digits).
+    #[arg(long)]
     pub dataset: Option<String>,
-    /// Directory of file-based datasets.
+    /// Directory with the dataset files instead of the embedded copies (fashion-mnist).
+    #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Participants of the real and of the simulated federation.
+    /// Participants of the federation (and of the simulated one).
+    #[arg(long, default_value_t = 3)]
     pub participants: usize,
-    /// Dirichlet concentration of both federations' label skew.
+    /// Dirichlet alpha of the label skew (smaller: more skewed).
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     pub alpha: f64,
     /// Seed of the split, the simulation, the candidates and every model.
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Candidates per stage (default 9; `--quick`: 3).
+    /// Candidates per stage, the defaults among them (default 9; with --quick: 3).
+    #[arg(long)]
     pub configs: Option<usize>,
-    /// Halving factor between rungs.
+    /// Halving factor: each rung keeps the best 1/eta candidates and gives them eta times the budget.
+    #[arg(long, default_value_t = 3)]
     pub eta: usize,
-    /// Small search for CI: digits, few rounds, 3 candidates.
+    /// A small search for CI: digits, 3 candidates, 2 or 3 rounds.
+    #[arg(long)]
     pub quick: bool,
-    /// Run the chosen configuration and the defaults on the real federation and report their test accuracy.
+    // `--no-confirm` inverted: true (run the chosen configuration and the defaults on the real federation
+    // and report their test accuracy) unless the flag is given.
+    /// Skip running the chosen configuration and the defaults on the real federation's test set.
+    #[arg(long = "no-confirm", action = clap::ArgAction::SetFalse)]
     pub confirm: bool,
-    /// Write the tuned TOML here.
+    /// Write the tuned configuration (coordinator keys, participant tables) to this TOML file.
+    #[arg(long, value_name = "FILE.toml")]
     pub out: Option<PathBuf>,
-    /// Write tune.json, tune.md and the plots here.
+    /// Write tune.json, tune.md and the per-stage plots (PNG and SVG) to this directory.
+    #[arg(long, value_name = "DIR")]
     pub report: Option<PathBuf>,
-    /// The command line, for the report.
+    /// The command line, for the report (not a flag: the dispatch sets it).
+    #[arg(skip)]
     pub command: String,
 }
 
