@@ -1,12 +1,16 @@
-//! A bundle exported by an older build (tests/fixtures/README.md) still verifies with today's auditor, and
-//! an edited copy of it does not.
+//! Bundles exported by older builds (tests/fixtures/README.md) still verify with today's auditor, and
+//! an edited copy does not.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn fixture() -> (PathBuf, PathBuf) {
+    fixture_named("bundle-436f378")
+}
+
+fn fixture_named(name: &str) -> (PathBuf, PathBuf) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    (dir.join("bundle-436f378"), dir.join("bundle-436f378.trust.toml"))
+    (dir.join(name), dir.join(format!("{name}.trust.toml")))
 }
 
 fn verify(bundle: &Path, trust: &Path) -> (bool, String) {
@@ -47,6 +51,16 @@ fn a_bundle_exported_before_the_hardening_and_the_restructure_still_verifies() {
     assert!(text.starts_with("OK: 20 records, 13 checkpoints"), "{text}");
     assert!(text.contains("2 aggregates recomputed bit for bit"), "{text}");
     assert!(text.contains("all 12 record payloads present"), "{text}");
+}
+
+#[test]
+fn a_secure_aggregation_bundle_exported_before_the_protocol_core_owned_record_assembly_still_verifies() {
+    let (bundle, trust) = fixture_named("bundle-09a5ae1-secure");
+    let (ok, text) = verify(&bundle, &trust);
+    assert!(ok, "{text}");
+    assert!(text.starts_with("OK: 23 records, 13 checkpoints"), "{text}");
+    assert!(text.contains("2 aggregates recomputed bit for bit"), "{text}");
+    assert!(text.contains("all 14 record payloads present"), "{text}");
 }
 
 #[test]
